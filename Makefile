@@ -1,0 +1,58 @@
+# drvkit — see README.md. Everything a fresh Debian machine needs is installed
+# by `make deps`, which every other target runs first.
+GO        ?= go
+FUZZTIME  ?= 30s
+BENCHTIME ?= 1s
+COUNT     ?= 1
+TESTFLAGS ?=
+export CGO_ENABLED = 1
+
+.PHONY: all deps build test vet bench fuzz demo clean
+
+all: build
+
+# libusb-1.0-0-dev and pkg-config are needed by gousb (cgo); graphviz checks
+# the DOT output of `drvctl inspect -o dot`.
+deps:
+	@missing=""; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	pkg-config --exists libusb-1.0 2>/dev/null || missing="$$missing libusb-1.0-0-dev"; \
+	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "make deps: installing$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "make deps: missing$$missing — run 'sudo make deps' or install them with apt-get" >&2; exit 1; \
+	  fi; \
+	fi
+
+build: deps
+	$(GO) build ./...
+
+vet: deps
+	$(GO) vet ./...
+
+test: vet
+	$(GO) test -race -count=1 -timeout 12m $(TESTFLAGS) ./...
+
+# Benchmarks compare against baselines measured in the same run (see each
+# package's bench_test.go); ratios are reported as custom metrics.
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(COUNT) ./... | tee bench.txt
+
+# Runs every native fuzz target in the module for FUZZTIME each.
+fuzz: deps
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+demo: deps
+	$(GO) run ./internal/leakdemo
+
+clean:
+	rm -f bench.txt

@@ -1,0 +1,10 @@
+module github.com/drvkit/drvkit
+
+go 1.26.0
+
+require (
+	github.com/google/gousb v1.1.3 // indirect
+	github.com/stretchr/testify v1.12.1 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)

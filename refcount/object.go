@@ -1,0 +1,133 @@
+package refcount
+
+import (
+	"fmt"
+	"math"
+	"sync/atomic"
+)
+
+// saturated is where a count is pegged once it overflows or is misused: far
+// from both zero and the wrap point, so that neither a later release nor a
+// later retain can reach a free or wrap (the kernel's refcount_t does the same).
+const saturated = math.MaxInt32 / 2
+
+var nextID atomic.Uint64
+
+// Object is the reference count embedded in every managed object.
+//
+// The zero value is not usable: call Init before the object is shared. The
+// count starts at 1, the creator's reference, and free runs exactly once,
+// when the count reaches zero.
+type Object struct {
+	refs  atomic.Int32
+	id    uint64
+	class string
+	free  func()
+	// tr is set by Init, before the object is published, and never changes:
+	// whether an object is traced is decided once, at birth, so that the
+	// set of holders of a traced object is exact.
+	tr *tracked
+}
+
+// Owner is implemented by any tag that is itself a counted object. A
+// reference tagged with an Owner is an ownership edge owner → held, which
+// WhyAlive and Cycles follow. Every type embedding Object is an Owner.
+type Owner interface {
+	RefObject() *Object
+}
+
+var _ Owner = (*Object)(nil)
+
+// Init gives the object its class name and free function and sets the count
+// to 1. free may be nil.
+func (o *Object) Init(class string, free func()) {
+	o.id = nextID.Add(1)
+	o.class = class
+	o.free = free
+	o.refs.Store(1)
+	if tracingEnabled(class) {
+		o.tr = newTracked(o)
+	}
+}
+
+// ID is unique per object for the life of the process.
+func (o *Object) ID() uint64 { return o.id }
+
+// Class is the class name given to Init.
+func (o *Object) Class() string { return o.class }
+
+// RefObject returns o; it makes every type that embeds Object an Owner.
+func (o *Object) RefObject() *Object { return o }
+
+// Traced reports whether o records its history and holders.
+func (o *Object) Traced() bool { return o.tr != nil }
+
+// RetainCount is the current count. It is a snapshot: only the holder of a
+// reference may rely on it staying above zero.
+func (o *Object) RetainCount() int { return int(o.refs.Load()) }
+
+// Retain takes an untagged reference.
+func (o *Object) Retain() { o.retain(nil) }
+
+// Release drops an untagged reference.
+func (o *Object) Release() { o.release(nil) }
+
+// TaggedRetain takes a reference on behalf of tag. tag must be comparable;
+// an Owner tag records an ownership edge. A traced object requires every
+// TaggedRelease to name a tag that holds a reference.
+func (o *Object) TaggedRetain(tag any) { o.retain(tag) }
+
+// TaggedRelease drops a reference taken by TaggedRetain with the same tag.
+func (o *Object) TaggedRelease(tag any) { o.release(tag) }
+
+func (o *Object) retain(tag any) {
+	n := o.refs.Add(1)
+	if o.tr != nil {
+		o.tr.retained(tag, n)
+		return
+	}
+	if n <= 1 || n >= saturated {
+		o.untracedFault(n, true)
+	}
+}
+
+func (o *Object) release(tag any) {
+	n := o.refs.Add(-1)
+	if o.tr != nil {
+		if o.tr.released(tag, n) {
+			o.runFree()
+		}
+		return
+	}
+	switch {
+	case n == 0:
+		o.runFree()
+	case n < 0 || n >= saturated:
+		o.untracedFault(n, false)
+	}
+}
+
+func (o *Object) runFree() {
+	if o.free != nil {
+		o.free()
+	}
+}
+
+// untracedFault handles misuse seen on the untraced path: the count is
+// pegged so nothing is freed twice, and the error is reported without
+// stacks other than the offending call's.
+func (o *Object) untracedFault(n int32, retain bool) {
+	o.refs.Store(saturated)
+	var kind ErrorKind
+	switch {
+	case n >= saturated:
+		kind = ErrSaturated
+	case retain:
+		kind = ErrResurrected
+	default:
+		kind = ErrOverRelease
+	}
+	report(&Error{Kind: kind, ID: o.id, Class: o.class, Offender: captureStack(3)})
+}
+
+func (o *Object) String() string { return fmt.Sprintf("%s#%d", o.class, o.id) }
