@@ -1,0 +1,35 @@
+//go:build linux
+
+package hotplug
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// TestAcceptChecks exercises the sender checks without a socket: the kernel
+// is port id 0 with uid 0 credentials; anything else is dropped and counted.
+func TestAcceptChecks(t *testing.T) {
+	msg := "add@/devices/virtual/block/loop9\x00ACTION=add\x00DEVPATH=/devices/virtual/block/loop9\x00SUBSYSTEM=block\x00SEQNUM=5\x00"
+	n := &Netlink{buf: make([]byte, 4096), oob: make([]byte, 256)}
+	try := func(pid uint32, cred *unix.Ucred, data string) bool {
+		copy(n.buf, data)
+		oobn := 0
+		if cred != nil {
+			oobn = copy(n.oob, unix.UnixCredentials(cred))
+		}
+		_, ok := n.accept(len(data), oobn, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Pid: pid})
+		return ok
+	}
+	require.True(t, try(0, &unix.Ucred{}, msg))
+	require.False(t, try(4242, &unix.Ucred{Pid: 4242}, msg))
+	require.False(t, try(0, nil, msg))
+	require.False(t, try(0, &unix.Ucred{Uid: 1000}, msg))
+	require.False(t, try(0, &unix.Ucred{}, "garbage"))
+	require.False(t, try(0, &unix.Ucred{}, string(make([]byte, 4096))[:10]))
+	_, ok := n.accept(len(n.buf)+1, len(unix.UnixCredentials(&unix.Ucred{})), &unix.SockaddrNetlink{})
+	require.False(t, ok, "truncated datagram")
+	require.Equal(t, Stats{Received: 7, NotKernel: 1, NoCreds: 1, NotRoot: 1, Malformed: 3}, n.Stats())
+}
