@@ -17,7 +17,7 @@ import (
 var ErrNotSupported = errors.New("hotplug: netlink uevents need Linux")
 
 const (
-	kernelGroup       = 1       // the kernel's multicast group; udevd re-broadcasts on 2
+	kernelGroup       = 1 // the kernel's multicast group; udevd re-broadcasts on 2
 	defaultRcvBuf     = 16 << 20
 	maxDatagram       = 1 << 16 // uevents are at most 2 KiB; a larger datagram is not one
 	maxDrainOnOverrun = 100000
@@ -26,13 +26,15 @@ const (
 // Netlink is a Source of kernel uevents from a NETLINK_KOBJECT_UEVENT
 // socket. Only messages from the kernel are accepted (see the package doc).
 type Netlink struct {
-	f    *os.File
-	rc   interface{ Read(func(uintptr) bool) error }
-	cfg  NetlinkConfig
-	st   stats
-	buf  []byte
-	oob  []byte
-	once sync.Once
+	f  *os.File
+	rc interface {
+		Read(func(uintptr) bool) error
+	}
+	cfg    NetlinkConfig
+	st     stats
+	buf    []byte
+	oob    []byte
+	once   sync.Once
 	closed atomic.Bool
 
 	// Owned by the consumer goroutine (Next is single-consumer).

@@ -21,5 +21,5 @@ func NewNetlink(NetlinkConfig) (*Netlink, error) {
 }
 
 func (*Netlink) Next(context.Context) (Event, error) { return Event{}, ErrNotSupported }
-func (*Netlink) Close() error                          { return nil }
-func (*Netlink) Stats() Stats                          { return Stats{} }
+func (*Netlink) Close() error                        { return nil }
+func (*Netlink) Stats() Stats                        { return Stats{} }
