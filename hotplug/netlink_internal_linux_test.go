@@ -20,7 +20,7 @@ func TestAcceptChecks(t *testing.T) {
 		if cred != nil {
 			oobn = copy(n.oob, unix.UnixCredentials(cred))
 		}
-		_, ok := n.accept(len(data), oobn, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Pid: pid})
+		_, ok := n.accept(len(data), oobn, pid)
 		return ok
 	}
 	require.True(t, try(0, &unix.Ucred{}, msg))
@@ -29,7 +29,41 @@ func TestAcceptChecks(t *testing.T) {
 	require.False(t, try(0, &unix.Ucred{Uid: 1000}, msg))
 	require.False(t, try(0, &unix.Ucred{}, "garbage"))
 	require.False(t, try(0, &unix.Ucred{}, string(make([]byte, 4096))[:10]))
-	_, ok := n.accept(len(n.buf)+1, len(unix.UnixCredentials(&unix.Ucred{})), &unix.SockaddrNetlink{})
+	_, ok := n.accept(len(n.buf)+1, len(unix.UnixCredentials(&unix.Ucred{})), 0)
 	require.False(t, ok, "truncated datagram")
 	require.Equal(t, Stats{Received: 7, NotKernel: 1, NoCreds: 1, NotRoot: 1, Malformed: 3}, n.Stats())
+}
+
+func TestCredUID(t *testing.T) {
+	// Credentials after another control message, and malformed lengths.
+	rights := unix.UnixRights(3)
+	creds := unix.UnixCredentials(&unix.Ucred{Pid: 1, Uid: 77, Gid: 2})
+	uid, ok := credUID(append(append([]byte{}, rights...), creds...))
+	require.True(t, ok)
+	require.Equal(t, uint32(77), uid)
+	_, ok = credUID(rights)
+	require.False(t, ok)
+	_, ok = credUID(creds[:unix.CmsgLen(unix.SizeofUcred)-1])
+	require.False(t, ok)
+	_, ok = credUID(nil)
+	require.False(t, ok)
+}
+
+func BenchmarkAccept(b *testing.B) {
+	corpus := make([][]byte, 0)
+	raw := loadCorpus(b)
+	corpus = append(corpus, raw...)
+	n := &Netlink{buf: make([]byte, maxDatagram), oob: make([]byte, 256)}
+	oobn := copy(n.oob, unix.UnixCredentials(&unix.Ucred{}))
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		d := corpus[i%len(corpus)]
+		copy(n.buf, d)
+		if _, ok := n.accept(len(d), oobn, 0); !ok {
+			b.Fatal("rejected")
+		}
+		i++
+	}
+	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "events/s")
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,6 +35,7 @@ type Netlink struct {
 	st     stats
 	buf    []byte
 	oob    []byte
+	rx     *rxState
 	once   sync.Once
 	closed atomic.Bool
 
@@ -91,6 +93,7 @@ func NewNetlink(cfg NetlinkConfig) (*Netlink, error) {
 		f: f, rc: rc, cfg: cfg,
 		buf:     make([]byte, maxDatagram),
 		oob:     make([]byte, unix.CmsgSpace(unix.SizeofUcred)),
+		rx:      new(rxState),
 		known:   map[string]Event{},
 		tracked: map[string]bool{},
 	}
@@ -180,10 +183,10 @@ func (n *Netlink) receive(ctx context.Context) (ev Event, ok bool, err error) {
 		}()
 	}
 	var nr, oobn int
-	var from unix.Sockaddr
+	var pid uint32
 	var rerr error
 	err = n.rc.Read(func(fd uintptr) bool {
-		nr, oobn, _, from, rerr = unix.Recvmsg(int(fd), n.buf, n.oob, unix.MSG_TRUNC)
+		nr, oobn, pid, rerr = n.recv(fd, unix.MSG_TRUNC)
 		return rerr != unix.EAGAIN
 	})
 	switch {
@@ -204,34 +207,55 @@ func (n *Netlink) receive(ctx context.Context) (ev Event, ok bool, err error) {
 	case rerr != nil:
 		return Event{}, false, &OpError{Op: "recvmsg", Err: rerr}
 	}
-	ev, ok = n.accept(nr, oobn, from)
+	ev, ok = n.accept(nr, oobn, pid)
 	return ev, ok, nil
+}
+
+// rxState is the recvmsg(2) argument block, allocated once per source so
+// that receiving costs no allocation (unix.Recvmsg allocates a Sockaddr per
+// call).
+type rxState struct {
+	msg unix.Msghdr
+	iov unix.Iovec
+	sa  unix.RawSockaddrNetlink
+}
+
+// recv reads one datagram; pid is the sender's port id (^0 if the sender
+// address is not netlink).
+func (n *Netlink) recv(fd uintptr, flags int) (nr, oobn int, pid uint32, err error) {
+	rx := n.rx
+	rx.sa = unix.RawSockaddrNetlink{}
+	rx.iov.Base = &n.buf[0]
+	rx.iov.SetLen(len(n.buf))
+	rx.msg = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&rx.sa)), Namelen: unix.SizeofSockaddrNetlink, Iov: &rx.iov}
+	rx.msg.Iovlen = 1
+	rx.msg.Control = &n.oob[0]
+	rx.msg.SetControllen(len(n.oob))
+	r, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&rx.msg)), uintptr(flags))
+	if errno != 0 {
+		return 0, 0, 0, errno
+	}
+	pid = rx.sa.Pid
+	if rx.sa.Family != unix.AF_NETLINK {
+		pid = ^uint32(0)
+	}
+	return int(r), int(rx.msg.Controllen), pid, nil
 }
 
 // accept applies the sender checks (CVE-2009-1185: only the kernel may
 // speak) and parses.
-func (n *Netlink) accept(nr, oobn int, from unix.Sockaddr) (Event, bool) {
+func (n *Netlink) accept(nr, oobn int, pid uint32) (Event, bool) {
 	n.st.received.Add(1)
-	sa, isNL := from.(*unix.SockaddrNetlink)
-	if !isNL || sa.Pid != 0 {
+	if pid != 0 {
 		n.st.notKernel.Add(1)
 		return Event{}, false
 	}
-	cmsgs, err := unix.ParseSocketControlMessage(n.oob[:oobn])
-	var cred *unix.Ucred
-	if err == nil {
-		for i := range cmsgs {
-			if c, err := unix.ParseUnixCredentials(&cmsgs[i]); err == nil {
-				cred = c
-				break
-			}
-		}
-	}
-	if cred == nil {
+	uid, ok := credUID(n.oob[:oobn])
+	if !ok {
 		n.st.noCreds.Add(1)
 		return Event{}, false
 	}
-	if cred.Uid != 0 {
+	if uid != 0 {
 		n.st.notRoot.Add(1)
 		return Event{}, false
 	}
@@ -247,6 +271,31 @@ func (n *Netlink) accept(nr, oobn int, from unix.Sockaddr) (Event, bool) {
 	return ev, true
 }
 
+// credUID finds SCM_CREDENTIALS in control data without allocating (as
+// unix.ParseSocketControlMessage would).
+func credUID(oob []byte) (uint32, bool) {
+	hdr := unix.CmsgLen(0)
+	for len(oob) >= hdr {
+		var h unix.Cmsghdr
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&h)), unix.SizeofCmsghdr), oob)
+		l := int(h.Len)
+		if l < hdr || l > len(oob) {
+			return 0, false
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_CREDENTIALS && l >= unix.CmsgLen(unix.SizeofUcred) {
+			var c unix.Ucred
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&c)), unix.SizeofUcred), oob[hdr:])
+			return c.Uid, true
+		}
+		next := unix.CmsgSpace(l - hdr)
+		if next >= len(oob) {
+			break
+		}
+		oob = oob[next:]
+	}
+	return 0, false
+}
+
 // resync runs after the kernel dropped events: first the datagrams still
 // queued (they came after the loss and are delivered in order), then a
 // sysfs walk diffed against what was reported, so the consumer ends up
@@ -254,10 +303,10 @@ func (n *Netlink) accept(nr, oobn int, from unix.Sockaddr) (Event, bool) {
 func (n *Netlink) resync() error {
 	for range maxDrainOnOverrun {
 		var nr, oobn int
-		var from unix.Sockaddr
+		var pid uint32
 		var rerr error
 		err := n.rc.Read(func(fd uintptr) bool {
-			nr, oobn, _, from, rerr = unix.Recvmsg(int(fd), n.buf, n.oob, unix.MSG_TRUNC|unix.MSG_DONTWAIT)
+			nr, oobn, pid, rerr = n.recv(fd, unix.MSG_TRUNC|unix.MSG_DONTWAIT)
 			return true // never park: stop at EAGAIN
 		})
 		if err != nil && n.closed.Load() {
@@ -276,7 +325,7 @@ func (n *Netlink) resync() error {
 		if rerr != nil {
 			return &OpError{Op: "recvmsg", Err: rerr}
 		}
-		if ev, ok := n.accept(nr, oobn, from); ok {
+		if ev, ok := n.accept(nr, oobn, pid); ok {
 			n.track(&ev)
 			n.pending = append(n.pending, ev)
 		}
