@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,8 +42,8 @@ type Netlink struct {
 
 	// Owned by the consumer goroutine (Next is single-consumer).
 	pending []Event
-	known   map[string]Event // tracked devices as reported, by DEVPATH
-	tracked map[string]bool  // subsystems of cfg.Classes
+	known   map[string]device // tracked devices as reported, by DEVPATH
+	tracked map[string]bool   // subsystems of cfg.Classes
 }
 
 var _ Source = (*Netlink)(nil)
@@ -94,7 +95,7 @@ func NewNetlink(cfg NetlinkConfig) (*Netlink, error) {
 		buf:     make([]byte, maxDatagram),
 		oob:     make([]byte, unix.CmsgSpace(unix.SizeofUcred)),
 		rx:      new(rxState),
-		known:   map[string]Event{},
+		known:   map[string]device{},
 		tracked: map[string]bool{},
 	}
 	for _, c := range cfg.Classes {
@@ -102,16 +103,16 @@ func NewNetlink(cfg NetlinkConfig) (*Netlink, error) {
 	}
 	// Bound first, walked second: whatever changes during the walk is
 	// queued on the socket.
-	evs, err := Walk(cfg.SysfsRoot, cfg.Classes, OriginColdplug)
+	devs, err := walk(cfg.SysfsRoot, cfg.Classes, OriginColdplug)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	for _, ev := range evs {
-		n.known[ev.DevPath] = ev
-	}
-	if cfg.Coldplug {
-		n.pending = evs
+	for _, d := range devs {
+		n.known[d.DevPath] = d
+		if cfg.Coldplug {
+			n.pending = append(n.pending, d.Event)
+		}
 	}
 	return n, nil
 }
@@ -158,7 +159,13 @@ func (n *Netlink) track(ev *Event) {
 	}
 	switch ev.Action {
 	case ActionAdd:
-		n.known[ev.DevPath] = *ev
+		// The inode tells this incarnation from a later one at the same
+		// path; if the device is already gone it stays unknown (0).
+		var ino uint64
+		if fi, err := os.Stat(filepath.Join(n.cfg.SysfsRoot, ev.DevPath)); err == nil {
+			ino = inode(fi)
+		}
+		n.known[ev.DevPath] = device{Event: *ev, ino: ino}
 	case ActionRemove:
 		delete(n.known, ev.DevPath)
 	}
@@ -330,7 +337,7 @@ func (n *Netlink) resync() error {
 			n.pending = append(n.pending, ev)
 		}
 	}
-	cur, err := Walk(n.cfg.SysfsRoot, n.cfg.Classes, OriginResync)
+	cur, err := walk(n.cfg.SysfsRoot, n.cfg.Classes, OriginResync)
 	if err != nil {
 		return err
 	}

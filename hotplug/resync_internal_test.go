@@ -16,11 +16,11 @@ import (
 // added, a replaced one (same path, other identity) is removed and re-added.
 func TestDiff(t *testing.T) {
 	root := hotplugtest.QEMUSysfs(t, "testdata/sysfs/qemu-sysfs.txt")
-	before, err := Walk(root, DefaultClasses, OriginColdplug)
+	before, err := walk(root, DefaultClasses, OriginColdplug)
 	require.NoError(t, err)
-	known := map[string]Event{}
-	for _, ev := range before {
-		known[ev.DevPath] = ev
+	known := map[string]device{}
+	for _, d := range before {
+		known[d.DevPath] = d
 	}
 	require.Empty(t, diff(known, before, OriginResync))
 
@@ -32,7 +32,7 @@ func TestDiff(t *testing.T) {
 	// sg0 was replaced by another device at the same path.
 	sg0 := filepath.Join(root, "class/scsi_generic/sg0/uevent")
 	require.NoError(t, os.WriteFile(sg0, []byte("MAJOR=21\nMINOR=7\nDEVNAME=sg0\n"), 0o644))
-	after, err := Walk(root, DefaultClasses, OriginColdplug)
+	after, err := walk(root, DefaultClasses, OriginColdplug)
 	require.NoError(t, err)
 	fix := diff(known, after, OriginResync)
 	var got []string

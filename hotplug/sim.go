@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -106,7 +107,10 @@ func (s *Sim) Close() error {
 
 // simSysfs mirrors simulated devices into a directory tree shaped like
 // sysfs.
-type simSysfs struct{ root string }
+type simSysfs struct {
+	root  string
+	grave int
+}
 
 // entry returns the bus or class link of a device and its subsystem dir.
 func (f *simSysfs) entry(ev *Event) (link, subsys string) {
@@ -194,7 +198,18 @@ func (f *simSysfs) apply(se simEvent) error {
 		if err := os.Remove(link); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return wrap(err)
 		}
-		return wrap(os.RemoveAll(dir))
+		// Buried, not deleted: the directory keeps its inode, so a device
+		// re-created at the same path gets another one, as with kernfs
+		// (ext4 would hand the freed inode number straight back).
+		f.grave++
+		grave := filepath.Join(f.root, ".removed", strconv.Itoa(f.grave))
+		if err := os.MkdirAll(filepath.Dir(grave), 0o755); err != nil {
+			return wrap(err)
+		}
+		if err := os.Rename(dir, grave); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return wrap(err)
+		}
+		return nil
 	}
 	return nil
 }

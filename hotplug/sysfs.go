@@ -40,12 +40,34 @@ var (
 // A device that disappears during the walk is skipped; any other failure
 // returns an *OpError.
 func Walk(root string, classes []Class, origin Origin) ([]Event, error) {
+	devs, err := walk(root, classes, origin)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Event, len(devs))
+	for i := range devs {
+		out[i] = devs[i].Event
+	}
+	return out, nil
+}
+
+// device is a device as reported to the consumer, with the inode of its
+// sysfs directory when known (0 otherwise). sysfs (kernfs) numbers its
+// nodes uniquely, so a device removed and re-created at the same path —
+// with an identical uevent environment, as a SCSI LUN re-added at the same
+// H:C:T:L — still shows as another device.
+type device struct {
+	Event
+	ino uint64
+}
+
+func walk(root string, classes []Class, origin Origin) ([]device, error) {
 	absRoot, err := filepath.EvalSymlinks(root)
 	if err != nil {
 		return nil, &OpError{Op: "walk", Path: root, Err: err}
 	}
 	seen := map[string]bool{}
-	var out []Event
+	var out []device
 	for _, c := range classes {
 		dir := filepath.Join(absRoot, c.Dir)
 		ents, err := os.ReadDir(dir)
@@ -69,8 +91,18 @@ func Walk(root string, classes []Class, origin Origin) ([]Event, error) {
 			}
 		}
 	}
-	sortParentsFirst(out)
+	sortDevices(out)
 	return out, nil
+}
+
+// sortDevices orders like sortParentsFirst.
+func sortDevices(devs []device) {
+	slices.SortStableFunc(devs, func(a, b device) int {
+		if d := strings.Count(a.DevPath, "/") - strings.Count(b.DevPath, "/"); d != 0 {
+			return d
+		}
+		return strings.Compare(a.DevPath, b.DevPath)
+	})
 }
 
 // sortParentsFirst orders by depth, so a device (a prefix of its children's
@@ -86,14 +118,18 @@ func sortParentsFirst(evs []Event) {
 
 // readDevice builds the add event of the device whose bus/class entry is
 // link.
-func readDevice(absRoot, link, subsystem string, origin Origin) (Event, error) {
+func readDevice(absRoot, link, subsystem string, origin Origin) (device, error) {
 	real, err := filepath.EvalSymlinks(link)
 	if err != nil {
-		return Event{}, &OpError{Op: "walk", Path: link, Err: err}
+		return device{}, &OpError{Op: "walk", Path: link, Err: err}
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return device{}, &OpError{Op: "walk", Path: real, Err: err}
 	}
 	devpath, ok := strings.CutPrefix(real, absRoot)
 	if !ok || !strings.HasPrefix(devpath, "/") {
-		return Event{}, &OpError{Op: "walk", Path: real, Err: errNotUnderSysfs}
+		return device{}, &OpError{Op: "walk", Path: real, Err: errNotUnderSysfs}
 	}
 	if s, err := os.Readlink(filepath.Join(real, "subsystem")); err == nil {
 		subsystem = filepath.Base(s)
@@ -105,7 +141,7 @@ func readDevice(absRoot, link, subsystem string, origin Origin) (Event, error) {
 				err = errNoUeventFile // the device is there but malformed
 			}
 		}
-		return Event{}, &OpError{Op: "walk", Path: filepath.Join(real, "uevent"), Err: err}
+		return device{}, &OpError{Op: "walk", Path: filepath.Join(real, "uevent"), Err: err}
 	}
 	var env []string
 	sc := bufio.NewScanner(bytes.NewReader(b))
@@ -115,16 +151,16 @@ func readDevice(absRoot, link, subsystem string, origin Origin) (Event, error) {
 			continue
 		}
 		if k, _, ok := strings.Cut(line, "="); !ok || k == "" {
-			return Event{}, &OpError{Op: "walk", Path: filepath.Join(real, "uevent"), Err: errBadUeventEntry}
+			return device{}, &OpError{Op: "walk", Path: filepath.Join(real, "uevent"), Err: errBadUeventEntry}
 		}
 		env = append(env, line)
 	}
 	ev, err := NewEvent(ActionAdd, devpath, subsystem, 0, env...)
 	if err != nil {
-		return Event{}, &OpError{Op: "walk", Path: real, Err: err}
+		return device{}, &OpError{Op: "walk", Path: real, Err: err}
 	}
 	ev.Origin = origin
-	return ev, nil
+	return device{Event: ev, ino: inode(fi)}, nil
 }
 
 // withAction returns ev as an event of another action and origin, with the
@@ -169,25 +205,30 @@ func identity(ev *Event) string {
 
 // diff returns the events that turn the reported set known into the
 // current one: removes first (children before parents), then adds (parents
-// first). A device present in both with another identity was replaced
-// while events were lost: it is removed and added again.
-func diff(known map[string]Event, current []Event, origin Origin) []Event {
-	cur := make(map[string]*Event, len(current))
+// first). A device present in both but with another identity or another
+// sysfs inode was replaced while events were lost: it is removed and added
+// again.
+func diff(known map[string]device, current []device, origin Origin) []Event {
+	cur := make(map[string]*device, len(current))
 	for i := range current {
 		cur[current[i].DevPath] = &current[i]
 	}
+	same := func(k, c *device) bool {
+		if k.ino != 0 && c.ino != 0 && k.ino != c.ino {
+			return false
+		}
+		return identity(&k.Event) == identity(&c.Event)
+	}
 	var removes, adds []Event
 	for p, k := range known {
-		c, ok := cur[p]
-		if !ok || identity(c) != identity(&k) {
-			removes = append(removes, withAction(k, ActionRemove, origin))
+		if c, ok := cur[p]; !ok || !same(&k, c) {
+			removes = append(removes, withAction(k.Event, ActionRemove, origin))
 		}
 	}
 	for i := range current {
 		c := &current[i]
-		k, ok := known[c.DevPath]
-		if !ok || identity(c) != identity(&k) {
-			ev := *c
+		if k, ok := known[c.DevPath]; !ok || !same(&k, c) {
+			ev := c.Event
 			ev.Origin = origin
 			adds = append(adds, ev)
 		}
