@@ -3,6 +3,8 @@
 package hotplug
 
 import (
+	"context"
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -66,4 +68,35 @@ func BenchmarkAccept(b *testing.B) {
 		i++
 	}
 	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "events/s")
+}
+
+func TestNetlinkSocketOptions(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: SO_RCVBUFFORCE")
+	}
+	n, err := NewNetlink(NetlinkConfig{Classes: []Class{}, ReceiveBuffer: 64 << 20})
+	require.NoError(t, err)
+	defer n.Close()
+	var rcvbuf, passcred int
+	var sa unix.Sockaddr
+	var flags int
+	raw, err := n.f.SyscallConn()
+	require.NoError(t, err)
+	require.NoError(t, raw.Control(func(fd uintptr) {
+		rcvbuf, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+		passcred, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED)
+		sa, _ = unix.Getsockname(int(fd))
+		flags, _ = unix.FcntlInt(fd, unix.F_GETFD, 0)
+	}))
+	// Forced past net.core.rmem_max (the kernel doubles the request).
+	require.GreaterOrEqual(t, rcvbuf, 64<<20)
+	require.Equal(t, 1, passcred)
+	require.Equal(t, uint32(1), sa.(*unix.SockaddrNetlink).Groups)
+	require.NotZero(t, flags&unix.FD_CLOEXEC)
+
+	// Queued events are not handed out after Close.
+	n.pending = append(n.pending, Event{})
+	require.NoError(t, n.Close())
+	_, err = n.Next(context.Background())
+	require.ErrorIs(t, err, ErrClosed)
 }

@@ -134,6 +134,9 @@ func (n *Netlink) Close() error {
 // then kernel uevents as they arrive.
 func (n *Netlink) Next(ctx context.Context) (Event, error) {
 	for {
+		if n.closed.Load() {
+			return Event{}, ErrClosed
+		}
 		if len(n.pending) > 0 {
 			ev := n.pending[0]
 			n.pending = n.pending[1:]

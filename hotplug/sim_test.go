@@ -249,3 +249,33 @@ func FuzzScenario(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkSimCycle measures the simulator on the storm workload: one
+// plug/unplug cycle of a two-interface device (a HID interface and a
+// usb-storage one with its SCSI disk) per op.
+func BenchmarkSimCycle(b *testing.B) {
+	var sb strings.Builder
+	const cycles = 1000
+	for range cycles {
+		sb.WriteString("plug usb 2-1 vid=1234 pid=5678 serial=S ifaces=03/01/01,08/06/50\nunplug 2-1\n")
+	}
+	sc, err := hotplug.ParseScenarioString("storm.scn", sb.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	events := 0
+	ops := 0
+	for b.Loop() {
+		sim, _ := hotplug.NewSim(sc, hotplug.SimConfig{})
+		for {
+			if _, err := sim.Next(context.Background()); err != nil {
+				break
+			}
+			events++
+		}
+		ops += cycles
+	}
+	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(b.Elapsed().Seconds()*1e9/float64(ops), "ns/cycle")
+}
