@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,7 +31,7 @@ func (e *ScenarioError) Is(target error) bool { return target == ErrBadScenario 
 // Step is one scenario line.
 type Step struct {
 	Line int
-	Cmd  string            // "plug", "unplug", "scsi-add", "scsi-remove", "wait", "seqnum"
+	Cmd  string            // "plug", "unplug", "dup", "scsi-add", "scsi-remove", "wait", "seqnum"
 	Arg  string            // port, H:C:T:L
 	Opts map[string]string // key=value arguments
 	Wait time.Duration     // for "wait"
@@ -44,7 +45,10 @@ type Scenario struct {
 	Steps []Step
 }
 
-const maxScenarioLine = 4096
+const (
+	maxScenarioLine  = 4096
+	maxScenarioSteps = 1 << 17 // after repeat expansion
+)
 
 // ParseScenario reads a scenario and checks it: the syntax of every line
 // and, by a dry run, that every step makes sense in order (no unplug of a
@@ -54,16 +58,52 @@ func ParseScenario(name string, r io.Reader) (*Scenario, error) {
 	br := bufio.NewScanner(r)
 	br.Buffer(make([]byte, 1024), maxScenarioLine)
 	line := 0
+	// Open repeat blocks: where their body starts in sc.Steps, the count
+	// and the line of the repeat.
+	type block struct{ start, n, line int }
+	var open []block
 	for br.Scan() {
 		line++
 		st, ok, err := parseStep(br.Text())
 		if err != nil {
 			return nil, &ScenarioError{File: name, Line: line, Msg: err.Error()}
 		}
-		if ok {
-			st.Line = line
+		if !ok {
+			continue
+		}
+		st.Line = line
+		switch st.Cmd {
+		case "repeat":
+			if len(open) >= 4 {
+				return nil, &ScenarioError{File: name, Line: line, Msg: "repeat: nested more than 4 deep"}
+			}
+			open = append(open, block{start: len(sc.Steps), n: int(st.N), line: line})
+		case "end":
+			if len(open) == 0 {
+				return nil, &ScenarioError{File: name, Line: line, Msg: "end without repeat"}
+			}
+			b := open[len(open)-1]
+			open = open[:len(open)-1]
+			body := sc.Steps[b.start:]
+			if len(sc.Steps)+len(body)*(b.n-1) > maxScenarioSteps {
+				return nil, &ScenarioError{File: name, Line: b.line, Msg: fmt.Sprintf("repeat: more than %d steps in all", maxScenarioSteps)}
+			}
+			body = slices.Clone(body)
+			for range b.n - 1 {
+				sc.Steps = append(sc.Steps, body...)
+			}
+			if b.n == 0 {
+				sc.Steps = sc.Steps[:b.start]
+			}
+		default:
 			sc.Steps = append(sc.Steps, st)
 		}
+		if len(sc.Steps) > maxScenarioSteps {
+			return nil, &ScenarioError{File: name, Line: line, Msg: fmt.Sprintf("more than %d steps", maxScenarioSteps)}
+		}
+	}
+	if len(open) > 0 {
+		return nil, &ScenarioError{File: name, Line: open[len(open)-1].line, Msg: "repeat without end"}
 	}
 	if err := br.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
@@ -92,6 +132,7 @@ var stepKeys = map[string]map[string]bool{
 	"scsi-add":    {"type": true, "vendor": true, "model": true, "rev": true},
 	"scsi-remove": {},
 	"unplug":      {},
+	"dup":         {},
 }
 
 func parseStep(text string) (Step, bool, error) {
@@ -126,12 +167,26 @@ func parseStep(text string) (Step, bool, error) {
 		}
 		st = Step{Cmd: "plug", Arg: args[1]}
 		args = args[2:]
-	case "unplug":
+	case "unplug", "dup":
 		if len(args) != 1 {
-			return st, false, errors.New("unplug: want unplug PORT")
+			return st, false, fmt.Errorf("%s: want %s PORT", toks[0], toks[0])
 		}
-		st = Step{Cmd: "unplug", Arg: args[0]}
+		st = Step{Cmd: toks[0], Arg: args[0]}
 		args = nil
+	case "repeat":
+		if len(args) != 1 {
+			return st, false, errors.New("repeat: want repeat N (closed by end)")
+		}
+		n, err := strconv.ParseUint(args[0], 10, 31)
+		if err != nil {
+			return st, false, fmt.Errorf("repeat: %q is not a count", args[0])
+		}
+		return Step{Cmd: "repeat", N: n}, true, nil
+	case "end":
+		if len(args) != 0 {
+			return st, false, errors.New("end takes no arguments")
+		}
+		return Step{Cmd: "end"}, true, nil
 	case "scsi":
 		if len(args) < 2 || (args[0] != "add" && args[0] != "remove") {
 			return st, false, errors.New("scsi: want scsi add|remove H:C:T:L [key=value...]")
@@ -139,7 +194,7 @@ func parseStep(text string) (Step, bool, error) {
 		st = Step{Cmd: "scsi-" + args[0], Arg: args[1]}
 		args = args[2:]
 	default:
-		return st, false, fmt.Errorf("unknown command %q (want plug, unplug, scsi, wait, seqnum)", toks[0])
+		return st, false, fmt.Errorf("unknown command %q (want plug, unplug, dup, scsi, wait, seqnum, repeat, end)", toks[0])
 	}
 	st.Opts = map[string]string{}
 	for _, a := range args {

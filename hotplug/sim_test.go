@@ -219,6 +219,7 @@ func FuzzScenario(f *testing.F) {
 	f.Add(string(seed))
 	f.Add("plug usb 1-1 vid=05e3 pid=0608 class=09/00/01 ifaces=09/00/00\nplug usb 1-1.2 vid=1 pid=2 ifaces=03/01/01,08/06/50\nunplug 1-1\n")
 	f.Add("scsi add 0:0:1:0 type=5\nscsi remove 0:0:1:0\nwait 0s\nseqnum 99\n")
+	f.Add("repeat 3\nplug usb 2-1 vid=1 pid=2 ifaces=03/01/01,08/06/50\ndup 2-1\nunplug 2-1\nend\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		sc, err := hotplug.ParseScenarioString("fuzz.scn", s)
 		if err != nil {
@@ -278,4 +279,109 @@ func BenchmarkSimCycle(b *testing.B) {
 	}
 	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(b.Elapsed().Seconds()*1e9/float64(ops), "ns/cycle")
+}
+
+func TestScenarioRepeat(t *testing.T) {
+	sc, err := hotplug.ParseScenarioString("r.scn", `
+repeat 3
+  plug usb 2-1 vid=1 pid=2 ifaces=03/01/01
+  repeat 2
+    wait 0s
+  end
+  unplug 2-1
+end
+repeat 0
+  unplug 9-9   # never runs, never checked
+end
+`)
+	require.NoError(t, err)
+	var cmds []string
+	for _, st := range sc.Steps {
+		cmds = append(cmds, st.Cmd)
+	}
+	require.Equal(t, strings.Repeat("plug wait wait unplug ", 3), strings.Join(cmds, " ")+" ")
+	require.Equal(t, 3, sc.Steps[0].Line)
+
+	for _, tc := range []struct{ in, want string }{
+		{"end", "t.scn:1: end without repeat"},
+		{"repeat 2\nwait 0s", "t.scn:1: repeat without end"},
+		{"repeat x\nend", `repeat: "x" is not a count`},
+		{"repeat 100000\nwait 0s\nwait 0s\nend", "t.scn:1: repeat: more than"},
+		{"repeat 1\nrepeat 1\nrepeat 1\nrepeat 1\nrepeat 1\nend\nend\nend\nend\nend", "t.scn:5: repeat: nested more than 4 deep"},
+		{"repeat 2\nplug usb 2-1 vid=1 pid=2 ifaces=03/01/01\nend", "t.scn:2: plug: port 2-1 is already in use"},
+	} {
+		_, err := hotplug.ParseScenarioString("t.scn", tc.in)
+		require.ErrorIs(t, err, hotplug.ErrBadScenario, tc.in)
+		require.ErrorContains(t, err, tc.want)
+	}
+}
+
+// TestSimDup checks the duplicate-add step: the device's whole tree is
+// added again, with the bound drivers, exactly as a coldplug walk of the
+// (unchanged) sysfs mirror reports it.
+func TestSimDup(t *testing.T) {
+	const plug = "plug usb 2-1 vid=46f4 pid=1 serial=S ifaces=03/01/01,08/06/50\n"
+	run := func(scenario, dir string) []hotplug.Event {
+		sc, err := hotplug.ParseScenarioString("d.scn", scenario)
+		require.NoError(t, err)
+		sim, err := hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: dir})
+		require.NoError(t, err)
+		defer sim.Close()
+		return drain(t, sim)
+	}
+	plugOnly := run(plug, "")
+	dir := t.TempDir()
+	all := run(plug+"dup 2-1\n", dir)
+	dups := all[len(plugOnly):]
+	var got []string
+	for _, ev := range dups {
+		got = append(got, fmt.Sprintf("%s %s %s %s", ev.Action, ev.Subsystem, ev.Name(), ev.Driver))
+	}
+	require.Equal(t, []string{
+		"add usb 2-1 usb", "add usb 2-1:1.0 ", "add usb 2-1:1.1 usb-storage", "add scsi host1 ",
+		"add scsi target1:0:0 ", "add scsi 1:0:0:0 sd", "add scsi_generic sg0 ", "add block sda ",
+	}, got)
+	walked, err := hotplug.Walk(dir, []hotplug.Class{hotplug.ClassUSB, hotplug.ClassSCSI, hotplug.ClassSCSIGeneric, hotplug.ClassBlock}, hotplug.OriginColdplug)
+	require.NoError(t, err)
+	envOf := func(ev hotplug.Event) []string {
+		var out []string
+		for k, v := range ev.Env() {
+			if k != "SEQNUM" {
+				out = append(out, k+"="+v)
+			}
+		}
+		return out
+	}
+	byPath := map[string][]string{}
+	for _, ev := range walked {
+		byPath[ev.DevPath] = envOf(ev)
+	}
+	require.Len(t, byPath, len(dups))
+	for _, ev := range dups {
+		require.Equal(t, byPath[ev.DevPath], envOf(ev), ev.DevPath)
+	}
+	_, err = hotplug.ParseScenarioString("t.scn", "dup 2-1")
+	require.ErrorContains(t, err, "t.scn:1: dup: no device at port 2-1")
+}
+
+func TestSimStormScenario(t *testing.T) {
+	sim, err := hotplug.NewSim(loadScenario(t, "testdata/scenarios/storm.scn"), hotplug.SimConfig{})
+	require.NoError(t, err)
+	defer sim.Close()
+	adds, removes := map[string]int{}, map[string]int{}
+	for _, ev := range drain(t, sim) {
+		switch ev.Action {
+		case hotplug.ActionAdd:
+			adds[ev.Subsystem]++
+		case hotplug.ActionRemove:
+			removes[ev.Subsystem]++
+		}
+	}
+	// Per cycle: 3 usb adds + 3 duplicates; host, target, LUN (+dups).
+	require.Equal(t, 6000, adds["usb"])
+	require.Equal(t, 3000, removes["usb"])
+	require.Equal(t, 6000, adds["scsi"])
+	require.Equal(t, 3000, removes["scsi"])
+	require.Equal(t, 2000, adds["block"])
+	require.Equal(t, 1000, removes["block"])
 }

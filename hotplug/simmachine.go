@@ -102,6 +102,8 @@ func (m *simMachine) exec(st Step) ([]simEvent, error) {
 		err = m.plug(st.Arg, st.Opts)
 	case "unplug":
 		err = m.unplug(st.Arg)
+	case "dup":
+		err = m.dup(st.Arg)
 	case "scsi-add":
 		err = m.scsiAdd(st.Arg, st.Opts)
 	case "scsi-remove":
@@ -498,9 +500,7 @@ func (m *simMachine) addLUN(l *scsiLUN, usbOrder, targetExisted bool) {
 	if !targetExisted {
 		m.emit(ActionAdd, tp, "scsi", nil, "DEVTYPE=scsi_target")
 	}
-	m.emit(ActionAdd, l.path, "scsi", map[string]string{
-		"type": strconv.Itoa(l.typ), "vendor": fmt.Sprintf("%-8s", l.vendor), "model": fmt.Sprintf("%-16s", l.model), "rev": l.rev,
-	}, "DEVTYPE=scsi_device", modalias)
+	m.emit(ActionAdd, l.path, "scsi", l.attrs(), "DEVTYPE=scsi_device", modalias)
 	sdev := func() { m.emit(ActionAdd, l.path+"/scsi_device/"+name, "scsi_device", nil) }
 	sdisk := func() {
 		if isDisk {
@@ -641,4 +641,65 @@ func (m *simMachine) scsiRemove(arg string) error {
 	}
 	m.removeLUN(l)
 	return nil
+}
+
+// dup re-sends the add events of the device at port and everything it
+// brought (interfaces, SCSI host, target, LUNs, sg nodes, disks), with the
+// environment sysfs holds now (DRIVER included) and fresh seqnums. The
+// kernel never does this; a consumer sees it when a coldplug walk overlaps
+// the netlink stream, or after a resync — a duplicate add it must treat as
+// a change.
+func (m *simMachine) dup(port string) error {
+	d, ok := m.usb[port]
+	if !ok {
+		return fmt.Errorf("dup: no device at port %s", port)
+	}
+	m.emit(ActionAdd, d.path, "usb", d.attrs(), d.devEnv(true)...)
+	for i := range d.ifaces {
+		m.emit(ActionAdd, d.ifacePath(i), "usb", d.ifaceAttrs(i), d.ifaceEnv(i, d.ifaces[i].driver != "", true)...)
+	}
+	for i := range d.ifaces {
+		hn := d.ifaces[i].host
+		if hn < 0 {
+			continue
+		}
+		h := m.hosts[hn]
+		m.emit(ActionAdd, h.path, "scsi", nil, "DEVTYPE=scsi_host")
+		var luns []*scsiLUN
+		for _, l := range m.luns {
+			if l.hctl.Host == hn {
+				luns = append(luns, l)
+			}
+		}
+		slices.SortFunc(luns, func(a, b *scsiLUN) int { return cmpHCTL(a.hctl, b.hctl) })
+		targets := map[HCTL]bool{}
+		for _, l := range luns {
+			t := HCTL{Host: l.hctl.Host, Channel: l.hctl.Channel, Target: l.hctl.Target}
+			if !targets[t] {
+				targets[t] = true
+				m.emit(ActionAdd, targetPath(h.path, l.hctl), "scsi", nil, "DEVTYPE=scsi_target")
+			}
+			modalias := fmt.Sprintf("MODALIAS=scsi:t-0x%02x", l.typ)
+			if l.disk >= 0 {
+				m.emit(ActionAdd, l.path, "scsi", l.attrs(), "DEVTYPE=scsi_device", "DRIVER=sd", modalias)
+			} else {
+				m.emit(ActionAdd, l.path, "scsi", l.attrs(), "DEVTYPE=scsi_device", modalias)
+			}
+			m.emit(ActionAdd, fmt.Sprintf("%s/scsi_generic/sg%d", l.path, l.sg), "scsi_generic", nil,
+				"MAJOR="+strconv.Itoa(sgMajor), "MINOR="+strconv.Itoa(l.sg), fmt.Sprintf("DEVNAME=sg%d", l.sg))
+			if l.disk >= 0 {
+				major, minor := sdMajorMinor(l.disk)
+				dn := sdName(l.disk)
+				m.emit(ActionAdd, l.path+"/block/"+dn, "block", nil, "MAJOR="+strconv.Itoa(major), "MINOR="+strconv.Itoa(minor),
+					"DEVNAME="+dn, "DEVTYPE=disk", "DISKSEQ="+strconv.FormatUint(l.diskseq, 10))
+			}
+		}
+	}
+	return nil
+}
+
+func (l *scsiLUN) attrs() map[string]string {
+	return map[string]string{
+		"type": strconv.Itoa(l.typ), "vendor": fmt.Sprintf("%-8s", l.vendor), "model": fmt.Sprintf("%-16s", l.model), "rev": l.rev,
+	}
 }
