@@ -45,8 +45,10 @@ func (o *Object) Init(class string, free func()) {
 	o.class = class
 	o.free = free
 	o.refs.Store(1)
+	o.tr = nil
 	if tracingEnabled(class) {
-		o.tr = newTracked(o)
+		o.tr = newTracked(o, internStack(1))
+		register(o)
 	}
 }
 
@@ -67,39 +69,55 @@ func (o *Object) Traced() bool { return o.tr != nil }
 func (o *Object) RetainCount() int { return int(o.refs.Load()) }
 
 // Retain takes an untagged reference.
-func (o *Object) Retain() { o.retain(nil) }
+func (o *Object) Retain() {
+	if o.tr != nil {
+		o.tr.retain(nil)
+		return
+	}
+	o.retain()
+}
 
 // Release drops an untagged reference.
-func (o *Object) Release() { o.release(nil) }
+func (o *Object) Release() {
+	if o.tr != nil {
+		o.tr.release(nil)
+		return
+	}
+	o.release()
+}
 
 // TaggedRetain takes a reference on behalf of tag. tag must be comparable;
 // an Owner tag records an ownership edge. A traced object requires every
-// TaggedRelease to name a tag that holds a reference.
-func (o *Object) TaggedRetain(tag any) { o.retain(tag) }
-
-// TaggedRelease drops a reference taken by TaggedRetain with the same tag.
-func (o *Object) TaggedRelease(tag any) { o.release(tag) }
-
-func (o *Object) retain(tag any) {
-	n := o.refs.Add(1)
+// release to name a tag that holds a reference (an untagged Release pairs
+// with an untagged Retain or the creator's reference), as WDF enforces;
+// untraced objects ignore tags.
+func (o *Object) TaggedRetain(tag any) {
 	if o.tr != nil {
-		o.tr.retained(tag, n)
+		o.tr.retain(tag)
 		return
 	}
-	if n <= 1 || n >= saturated {
+	o.retain()
+}
+
+// TaggedRelease drops a reference taken by TaggedRetain with the same tag.
+func (o *Object) TaggedRelease(tag any) {
+	if o.tr != nil {
+		o.tr.release(tag)
+		return
+	}
+	o.release()
+}
+
+// retain and release are the untraced path: one atomic add and a range
+// check that is almost never taken.
+func (o *Object) retain() {
+	if n := o.refs.Add(1); n <= 1 || n >= saturated {
 		o.untracedFault(n, true)
 	}
 }
 
-func (o *Object) release(tag any) {
-	n := o.refs.Add(-1)
-	if o.tr != nil {
-		if o.tr.released(tag, n) {
-			o.runFree()
-		}
-		return
-	}
-	switch {
+func (o *Object) release() {
+	switch n := o.refs.Add(-1); {
 	case n == 0:
 		o.runFree()
 	case n < 0 || n >= saturated:
@@ -127,7 +145,7 @@ func (o *Object) untracedFault(n int32, retain bool) {
 	default:
 		kind = ErrOverRelease
 	}
-	report(&Error{Kind: kind, ID: o.id, Class: o.class, Offender: captureStack(3)})
+	report(&Error{Kind: kind, ID: o.id, Class: o.class, Offender: captureStack(4)})
 }
 
 func (o *Object) String() string { return fmt.Sprintf("%s#%d", o.class, o.id) }
