@@ -120,7 +120,7 @@ func (o *Object) release() {
 	switch n := o.refs.Add(-1); {
 	case n == 0:
 		o.runFree()
-	case n < 0 || n >= saturated:
+	case n < 0 || n >= saturated-1:
 		o.untracedFault(n, false)
 	}
 }
@@ -136,6 +136,9 @@ func (o *Object) runFree() {
 // stacks other than the offending call's.
 func (o *Object) untracedFault(n int32, retain bool) {
 	o.refs.Store(saturated)
+	if n == saturated+1 || n == saturated-1 {
+		return // already pegged and reported: stays pegged, quietly
+	}
 	var kind ErrorKind
 	switch {
 	case n >= saturated:
