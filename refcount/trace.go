@@ -125,11 +125,11 @@ type tracked struct {
 	obj *Object
 	mu  sync.Mutex
 
-	holders map[any]holding
-	ring    []event // bounded history; grows to size, then wraps
-	size    int32
-	total   uint64 // events ever recorded
-	retains uint64
+	holders  map[any]holding
+	ring     []event // bounded history; grows to size, then wraps
+	size     int32
+	total    uint64 // events ever recorded
+	retains  uint64
 	releases uint64
 
 	created   int64
