@@ -68,22 +68,30 @@ func (o *Object) Traced() bool { return o.tr != nil }
 // reference may rely on it staying above zero.
 func (o *Object) RetainCount() int { return int(o.refs.Load()) }
 
+// The four operations below are small enough to be inlined: the untraced
+// path is a field test, one atomic add and a range check; everything else
+// (tracing, misuse) is in the out-of-line slow functions.
+
 // Retain takes an untagged reference.
 func (o *Object) Retain() {
-	if o.tr != nil {
-		o.tr.retain(nil)
-		return
+	var n int32
+	if o.tr == nil {
+		if n = o.refs.Add(1); n > 1 && n < saturated {
+			return
+		}
 	}
-	o.retain()
+	o.retainSlow(nil, n)
 }
 
 // Release drops an untagged reference.
 func (o *Object) Release() {
-	if o.tr != nil {
-		o.tr.release(nil)
-		return
+	var n int32
+	if o.tr == nil {
+		if n = o.refs.Add(-1); n > 0 && n < saturated-1 {
+			return
+		}
 	}
-	o.release()
+	o.releaseSlow(nil, n)
 }
 
 // TaggedRetain takes a reference on behalf of tag. tag must be comparable;
@@ -92,35 +100,43 @@ func (o *Object) Release() {
 // with an untagged Retain or the creator's reference), as WDF enforces;
 // untraced objects ignore tags.
 func (o *Object) TaggedRetain(tag any) {
-	if o.tr != nil {
-		o.tr.retain(tag)
-		return
+	var n int32
+	if o.tr == nil {
+		if n = o.refs.Add(1); n > 1 && n < saturated {
+			return
+		}
 	}
-	o.retain()
+	o.retainSlow(tag, n)
 }
 
 // TaggedRelease drops a reference taken by TaggedRetain with the same tag.
 func (o *Object) TaggedRelease(tag any) {
+	var n int32
+	if o.tr == nil {
+		if n = o.refs.Add(-1); n > 0 && n < saturated-1 {
+			return
+		}
+	}
+	o.releaseSlow(tag, n)
+}
+
+// retainSlow is a traced retain, or an untraced one whose add produced n
+// out of range.
+func (o *Object) retainSlow(tag any, n int32) {
 	if o.tr != nil {
-		o.tr.release(tag)
+		o.tr.retain(tag)
 		return
 	}
-	o.release()
+	o.untracedFault(n, true)
 }
 
-// retain and release are the untraced path: one atomic add and a range
-// check that is almost never taken.
-func (o *Object) retain() {
-	if n := o.refs.Add(1); n <= 1 || n >= saturated {
-		o.untracedFault(n, true)
-	}
-}
-
-func (o *Object) release() {
-	switch n := o.refs.Add(-1); {
+func (o *Object) releaseSlow(tag any, n int32) {
+	switch {
+	case o.tr != nil:
+		o.tr.release(tag)
 	case n == 0:
 		o.runFree()
-	case n < 0 || n >= saturated-1:
+	default:
 		o.untracedFault(n, false)
 	}
 }

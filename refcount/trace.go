@@ -76,45 +76,55 @@ type event struct {
 	op    Op
 }
 
-// holding is the stored form of one holder: the stack ids of its unmatched
-// retains as a LIFO (a release pairs with the most recent retain of its
-// tag), the top inline so that the common single reference per tag costs no
-// slice.
+// holding is the stored form of one holder, 8 bytes so that a tag holding
+// a single reference (the common case: one tag per client, per job, per
+// attachment) costs one small map slot. The stack ids of its unmatched
+// retains form a LIFO (a release pairs with the most recent retain of its
+// tag): the newest inline, older ones in tracked.deeper.
 type holding struct {
-	n    int32
-	top  stackID
-	rest *[]stackID
+	n   int32
+	top stackID
 }
 
-func (h *holding) push(id stackID) {
+// push records a retain by tag at stack id; t.mu is held.
+func (t *tracked) push(tag any, id stackID) {
+	h := t.holders[tag]
 	if h.n > 0 {
-		if h.rest == nil {
-			h.rest = new([]stackID)
+		if t.deeper == nil {
+			t.deeper = map[any][]stackID{}
 		}
-		*h.rest = append(*h.rest, h.top)
+		t.deeper[tag] = append(t.deeper[tag], h.top)
 	}
 	h.top = id
 	h.n++
+	t.holders[tag] = h
 }
 
-func (h *holding) pop() {
+// pop records a release by tag, which holds h; t.mu is held.
+func (t *tracked) pop(tag any, h holding) {
 	h.n--
-	if h.n > 0 {
-		r := *h.rest
-		h.top = r[len(r)-1]
-		*h.rest = r[:len(r)-1]
+	if h.n == 0 {
+		delete(t.holders, tag)
+		return
 	}
+	r := t.deeper[tag]
+	h.top = r[len(r)-1]
+	if len(r) == 1 {
+		delete(t.deeper, tag)
+	} else {
+		t.deeper[tag] = r[:len(r)-1]
+	}
+	t.holders[tag] = h
 }
 
-func (h *holding) each(f func(stackID)) {
+// each calls f for the stack of each unmatched retain of tag.
+func (t *tracked) each(tag any, h holding, f func(stackID)) {
 	if h.n == 0 {
 		return
 	}
 	f(h.top)
-	if h.rest != nil {
-		for _, id := range *h.rest {
-			f(id)
-		}
+	for _, id := range t.deeper[tag] {
+		f(id)
 	}
 }
 
@@ -126,7 +136,8 @@ type tracked struct {
 	mu  sync.Mutex
 
 	holders  map[any]holding
-	ring     []event // bounded history; grows to size, then wraps
+	deeper   map[any][]stackID // older retains of tags holding more than one
+	ring     []event           // bounded history; grows to size, then wraps
 	size     int32
 	total    uint64 // events ever recorded
 	retains  uint64
@@ -290,9 +301,7 @@ func newTracked(o *Object, sid stackID) *tracked {
 	t := &tracked{obj: o, holders: map[any]holding{}, created: now(), size: historySize.Load()}
 	t.goid, t.parent = ancestry.Origin()
 	ancestry.Note(t.goid, t.parent)
-	h := holding{}
-	h.push(sid)
-	t.holders[nil] = h
+	t.push(nil, sid)
 	t.ring = make([]event, 0, min(int(t.size), 8))
 	t.record(OpInit, nil, sid, 1)
 	return t
@@ -319,7 +328,7 @@ func checkTag(tag any) {
 }
 
 func (t *tracked) retain(tag any) {
-	sid := internStack(2)
+	sid := internStack(3)
 	checkTag(tag)
 	o := t.obj
 	t.mu.Lock()
@@ -335,9 +344,7 @@ func (t *tracked) retain(tag any) {
 		o.refs.Store(saturated)
 	default:
 		o.refs.Store(n + 1)
-		h := t.holders[tag]
-		h.push(sid)
-		t.holders[tag] = h
+		t.push(tag, sid)
 		t.retains++
 		t.record(OpRetain, tag, sid, n+1)
 	}
@@ -348,7 +355,7 @@ func (t *tracked) retain(tag any) {
 }
 
 func (t *tracked) release(tag any) {
-	sid := internStack(2)
+	sid := internStack(3)
 	checkTag(tag)
 	o := t.obj
 	t.mu.Lock()
@@ -371,12 +378,7 @@ func (t *tracked) release(tag any) {
 			e.Conflict = stackOf(t.lastLocked(OpInit, nil, false))
 		}
 	default:
-		h.pop()
-		if h.n == 0 {
-			delete(t.holders, tag)
-		} else {
-			t.holders[tag] = h
-		}
+		t.pop(tag, h)
 		o.refs.Store(n - 1)
 		t.releases++
 		t.record(OpRelease, tag, sid, n-1)
@@ -434,7 +436,7 @@ func (t *tracked) holdersLocked() []Holding {
 			hd.Owner = ow.RefObject()
 		}
 		counts := map[stackID]int{}
-		h.each(func(id stackID) {
+		t.each(tag, h, func(id stackID) {
 			if counts[id] == 0 {
 				hd.stacks = append(hd.stacks, stackCount{id: id})
 			}
