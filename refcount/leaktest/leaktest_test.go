@@ -2,6 +2,8 @@ package leaktest
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +16,37 @@ import (
 
 func TestMain(m *testing.M) {
 	startWorker()
-	Main(m, IgnoreGoroutine("github.com/drvkit/drvkit/refcount/leaktest.startWorker.func1"))
+	opts := []Option{IgnoreGoroutine("github.com/drvkit/drvkit/refcount/leaktest.startWorker.func1")}
+	if os.Getenv(helperEnv) != "" {
+		opts = append(opts, Timeout(100*time.Millisecond))
+	}
+	Main(m, opts...)
+}
+
+const helperEnv = "LEAKTEST_MAIN_HELPER"
+
+// TestMainHelperLeaks leaks on purpose when run by TestMainFailsOnLeak.
+func TestMainHelperLeaks(t *testing.T) {
+	if os.Getenv(helperEnv) == "" {
+		t.Skip("run by TestMainFailsOnLeak")
+	}
+	d := newDevice("MainLeak")
+	d.TaggedRetain("global-cache")
+}
+
+func TestMainFailsOnLeak(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the test binary again")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMainHelperLeaks$", "-test.count=1")
+	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "%s", out)
+	require.Equal(t, 1, exit.ExitCode())
+	require.Contains(t, string(out), "leaktest: 1 object(s) still alive after all tests")
+	require.Contains(t, string(out), `held by "global-cache" ×1`)
+	require.Contains(t, string(out), "leaktest.TestMainHelperLeaks")
 }
 
 // fakeTB records failures and cleanups instead of failing the real test,
