@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -69,6 +70,17 @@ func (l *callLog) get() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]string(nil), l.calls...)
+}
+
+// lifecycle is get without the (asynchronous) message deliveries.
+func (l *callLog) lifecycle() []string {
+	var out []string
+	for _, c := range l.get() {
+		if !strings.HasPrefix(c, "message ") {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // testDriver is a configurable driver that logs every callback.

@@ -306,24 +306,29 @@ func (r *Registry) AttachClient(provider *Service, class, name string, handler a
 func (s *Service) start(d Driver) error {
 	r := s.reg
 	ctx := s.Context()
-	err := s.callback("Start", func() error {
+	ran := false
+	err := s.callbackThen("Start", func() error {
 		r.mu.Lock()
 		active := s.active
 		r.mu.Unlock()
 		if !active {
-			return ErrNotActive
+			return ErrNotActive // terminated before Start: never started, never stopped
 		}
+		ran = true
 		err := d.Start(ctx, s)
-		r.mu.Lock()
 		if err == nil {
+			r.mu.Lock()
 			s.started = true
+			r.mu.Unlock()
 		}
-		r.mu.Unlock()
 		return err
+	}, func(err error) {
+		if ran {
+			r.emit(s, StepStart, nil, 0, err)
+		}
 	})
-	r.emit(s, StepStart, nil, 0, err)
 	if err != nil {
-		if !errors.Is(err, ErrNotActive) {
+		if ran {
 			r.log.Warn("driver start failed", "service", s.describe(), "err", err)
 		}
 		s.releaseResources()
@@ -380,6 +385,12 @@ func (r *Registry) UnregisterPersonality(name string) int {
 	return n
 }
 
+func (s *Service) isActive() bool {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	return s.active
+}
+
 func (p *Personality) matches(nub *Service) (ok bool) {
 	if p.ProviderClass != "" && p.ProviderClass != nub.Class() {
 		return false
@@ -396,6 +407,10 @@ func (p *Personality) matches(nub *Service) (ok bool) {
 	}
 	return true
 }
+
+type matchTag struct{}
+
+func (matchTag) String() string { return "matching" }
 
 type candidate struct {
 	p     *Personality
@@ -454,6 +469,10 @@ func (r *Registry) matchCategory(nub *Service, ps []*Personality) bool {
 			continue
 		}
 		inst := r.newService(p.Class, p.Name, nub.props, kindDriver, d, p)
+		// Matching keeps its own reference: the nub may be terminated and
+		// the candidate finished by the worker while we still look at it.
+		inst.TaggedRetain(matchTag{})
+		defer inst.TaggedRelease(matchTag{})
 		r.mu.Lock()
 		if !nub.active {
 			r.mu.Unlock()
@@ -467,15 +486,22 @@ func (r *Registry) matchCategory(nub *Service, ps []*Personality) bool {
 		r.mu.Unlock()
 		c := candidate{p: p, inst: inst, score: p.Score}
 		if pr, ok := d.(Prober); ok {
-			var accepted bool
-			err := inst.callback("Probe", func() error {
+			var accepted, ran bool
+			err := inst.callbackThen("Probe", func() error {
+				if !inst.isActive() {
+					return ErrNotActive
+				}
+				ran = true
 				c.score, accepted = pr.Probe(inst.Context(), inst)
+				if !accepted {
+					return errors.New("probe declined")
+				}
 				return nil
+			}, func(err error) {
+				if ran {
+					r.emit(inst, StepProbe, nil, c.score, err)
+				}
 			})
-			if err == nil && !accepted {
-				err = errors.New("probe declined")
-			}
-			r.emit(inst, StepProbe, nil, c.score, err)
 			if err != nil {
 				inst.Terminate()
 				continue

@@ -205,7 +205,14 @@ func (s *Service) cancelContext() {
 // callback of s, with panics recovered into a *PanicError.
 func (s *Service) callback(what string, f func() error) error {
 	s.cb.Lock()
-	return s.runLocked(what, f)
+	return s.runLocked(what, f, nil)
+}
+
+// callbackThen is callback with then run on the result before the lock is
+// released, so that what then records is ordered before the next callback.
+func (s *Service) callbackThen(what string, f func() error, then func(error)) error {
+	s.cb.Lock()
+	return s.runLocked(what, f, then)
 }
 
 // tryCallback is callback for the termination worker: it does not wait for
@@ -218,10 +225,10 @@ func (s *Service) tryCallback(what string, f func() error) (ran bool, err error)
 			return false, nil
 		}
 	}
-	return true, s.runLocked(what, f)
+	return true, s.runLocked(what, f, nil)
 }
 
-func (s *Service) runLocked(what string, f func() error) (err error) {
+func (s *Service) runLocked(what string, f func() error, then func(error)) (err error) {
 	s.busy.Add(1)
 	s.cbInfo.Store(&cbInfo{what: what, since: time.Now()})
 	defer func() {
@@ -230,6 +237,9 @@ func (s *Service) runLocked(what string, f func() error) (err error) {
 			s.reg.log.Error("driver callback panicked", "callback", what, "service", s.describe(),
 				"panic", fmt.Sprint(v), "stack", pe.Stack)
 			err = pe
+		}
+		if then != nil {
+			then(err)
 		}
 		s.cbInfo.Store(nil)
 		s.busy.Add(-1)

@@ -136,8 +136,15 @@ func (r *Registry) advance(b *batch) (progress bool) {
 		case 0: // phase 2: WillTerminate, root to leaf
 			for b.idx < len(b.svcs) {
 				x := b.svcs[b.idx]
-				if w, ok := x.impl.(WillTerminater); ok && x.wasStarted() {
-					ran, _ := x.tryCallback("WillTerminate", func() error { w.WillTerminate(x); return nil })
+				if w, ok := x.impl.(WillTerminater); ok {
+					// Even a driver not started yet is waited for: its Start
+					// may be running, and decides.
+					ran, _ := x.tryCallback("WillTerminate", func() error {
+						if x.wasStarted() {
+							w.WillTerminate(x)
+						}
+						return nil
+					})
 					if !ran {
 						x.setWaiting("worker waits for the running callback")
 						return progress
@@ -165,8 +172,13 @@ func (r *Registry) advance(b *batch) (progress bool) {
 					x.setWaiting("waits for its clients to close it (ServiceIsRequestingClose sent)")
 					return progress
 				}
-				if d, ok := x.impl.(DidTerminater); ok && x.wasStarted() {
-					ran, _ := x.tryCallback("DidTerminate", func() error { d.DidTerminate(x); return nil })
+				if d, ok := x.impl.(DidTerminater); ok {
+					ran, _ := x.tryCallback("DidTerminate", func() error {
+						if x.wasStarted() {
+							d.DidTerminate(x)
+						}
+						return nil
+					})
 					if !ran {
 						x.setWaiting("worker waits for the running callback")
 						return progress
@@ -254,19 +266,21 @@ func (r *Registry) finish(x *Service) bool {
 			}
 			t.sub = 3
 		case 3: // Stop
+			// Every service takes the callback lock here, so that a Probe
+			// or Start still running on it finishes first.
 			d, isDriver := x.impl.(Driver)
-			if isDriver && x.wasStarted() {
+			{
 				ran, _ := x.tryCallback("Stop", func() error {
 					defer x.markStopped()
-					d.Stop(x)
+					if isDriver && x.wasStarted() {
+						d.Stop(x)
+					}
 					return nil
 				})
 				if !ran {
 					x.setWaiting("worker waits for the running callback before Stop")
 					return false
 				}
-			} else {
-				x.markStopped()
 			}
 			r.emit(x, StepStop, nil, 0, nil)
 			t.sub = 4

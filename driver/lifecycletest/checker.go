@@ -24,11 +24,12 @@ type Recorder struct {
 	mu     sync.Mutex
 	events []driver.LifecycleEvent
 	cancel func()
+	root   uint64
 }
 
 // Record subscribes to r's lifecycle events until the test ends.
 func Record(t testing.TB, r *driver.Registry) *Recorder {
-	rec := &Recorder{}
+	rec := &Recorder{root: r.Root().ID()}
 	rec.cancel = r.SubscribeLifecycle(func(e driver.LifecycleEvent) {
 		rec.mu.Lock()
 		rec.events = append(rec.events, e)
@@ -50,7 +51,7 @@ func (rec *Recorder) Events() []driver.LifecycleEvent {
 // assertions. Services are named by Name when set, else by ID.
 func (rec *Recorder) Steps(steps ...driver.Step) []string {
 	evs := rec.Events()
-	names := map[uint64]string{}
+	names := map[uint64]string{rec.root: "root"}
 	for _, e := range evs {
 		if e.Name != "" {
 			names[e.ServiceID] = e.Name
