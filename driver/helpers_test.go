@@ -134,6 +134,13 @@ var (
 	_ driver.ClientMethods  = (*testDriver)(nil)
 )
 
+// quiet waits for every termination to finish and checks the trace.
+func (e *env) quiet() {
+	e.t.Helper()
+	require.NoError(e.t, e.r.WaitQuiet(ctxT(e.t)))
+	e.rec.Check(e.t)
+}
+
 // waitFreed waits until every service is freed.
 func waitFreed(t *testing.T, ss ...*driver.Service) {
 	t.Helper()

@@ -159,12 +159,12 @@ func (r *Registry) newService(class, name string, props Properties, k kind, impl
 }
 
 func (r *Registry) freed(s *Service) {
+	r.emit(s, StepFree, nil, 0, nil)
 	r.mu.Lock()
 	delete(r.dying, s)
 	delete(r.live, s) // a service freed by misuse while listed
 	delete(r.byID, s.ID())
 	r.mu.Unlock()
-	r.emit(s, StepFree, nil, 0, nil)
 	close(s.done)
 	r.kick()
 }

@@ -459,6 +459,28 @@ func indent(s string) string {
 	return strings.Join(lines, "\n")
 }
 
+// WaitQuiet waits until every service terminated so far has been freed
+// (IOKit's waitQuiet for termination). Past ctx it returns a *BlockedError.
+func (r *Registry) WaitQuiet(ctx context.Context) error {
+	for {
+		r.mu.Lock()
+		var ss []*Service
+		for _, s := range r.byID {
+			if s.term != nil {
+				ss = append(ss, s)
+			}
+		}
+		r.mu.Unlock()
+		if len(ss) == 0 {
+			return nil
+		}
+		sort.Slice(ss, func(i, j int) bool { return ss[i].ID() < ss[j].ID() })
+		if err := waitFreed(ctx, ss); err != nil {
+			return &BlockedError{Op: "wait quiet", Service: "registry", Blockers: r.blockers(ss), Cause: err}
+		}
+	}
+}
+
 // Unload unregisters every personality of driver name, terminates all its
 // instances and waits for them to be freed. If ctx ends first it refuses
 // with a *HasInstancesError (errors.Is ErrHasInstances): "classes have
