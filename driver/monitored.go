@@ -138,3 +138,34 @@ func (g *Group) When(cond func(*View) bool, action func(*View)) bool {
 	action(v)
 	return true
 }
+
+// Tx collects the stores of one Group.Update.
+type Tx struct {
+	g    *Group
+	vals []any
+	sets []func()
+}
+
+// Set stores v into m as part of tx; m must belong to tx's group.
+func Set[T any](tx *Tx, m *Monitored[T], v T) {
+	if m.g != tx.g {
+		panic("driver: Set on a value of another group")
+	}
+	p := &v
+	tx.vals[m.idx] = p
+	tx.sets = append(tx.sets, func() { m.p.Store(p) })
+}
+
+// Update applies f's stores to several values of g at once: a View sees
+// all of them or none.
+func (g *Group) Update(f func(tx *Tx)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	old := g.cur.Load()
+	tx := &Tx{g: g, vals: append([]any(nil), old.vals...)}
+	f(tx)
+	g.cur.Store(&View{version: old.version + 1, vals: tx.vals})
+	for _, s := range tx.sets {
+		s()
+	}
+}
