@@ -165,7 +165,7 @@ func TestTerminateSyncReportsStubbornJob(t *testing.T) {
 	msg := err.Error()
 	require.Contains(t, msg, `stubborn#`)
 	require.Contains(t, msg, `job#1(firmware-update) running since`)
-	require.Contains(t, msg, "context cancelled")
+	require.Contains(t, msg, "its context cancelled")
 	require.Contains(t, msg, "waits for running jobs to return")
 	t.Log(msg)
 	close(release)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -106,7 +107,8 @@ type Registry struct {
 	pers   []*Personality
 	byID   map[uint64]*Service
 
-	ev events
+	ev   events
+	mail mailPool
 
 	// termination worker
 	wmu     sync.Mutex
@@ -132,9 +134,11 @@ func NewRegistry(opts ...Option) *Registry {
 	for _, o := range opts {
 		o(r)
 	}
+	r.mail.max = 4 * runtime.GOMAXPROCS(0)
 	r.root = r.newService("Root", "root", Properties{}, kindRoot, nil, nil)
 	r.mu.Lock()
-	r.root.registered, r.root.started = true, true
+	r.root.registered = true
+	r.root.started.Store(true)
 	r.mu.Unlock()
 	go r.worker()
 	return r
@@ -242,7 +246,8 @@ func (r *Registry) Publish(provider, nub *Service) error {
 		r.mu.Unlock()
 		return opErr("publish", nub, fmt.Errorf("provider %s: %w", provider.describe(), ErrNotActive))
 	}
-	nub.registered, nub.started = true, true
+	nub.registered = true
+	nub.started.Store(true)
 	r.emit(nub, StepPublish, provider, 0, nil)
 	r.attachLocked(nub, provider)
 	r.mu.Unlock()
@@ -290,7 +295,7 @@ func (r *Registry) AttachClient(provider *Service, class, name string, handler a
 	r.attachLocked(c, provider)
 	d, isDriver := handler.(Driver)
 	if !isDriver {
-		c.started = true
+		c.started.Store(true)
 	}
 	r.mu.Unlock()
 	if isDriver {
@@ -317,9 +322,7 @@ func (s *Service) start(d Driver) error {
 		ran = true
 		err := d.Start(ctx, s)
 		if err == nil {
-			r.mu.Lock()
-			s.started = true
-			r.mu.Unlock()
+			s.started.Store(true)
 		}
 		return err
 	}, func(err error) {

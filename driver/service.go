@@ -39,21 +39,22 @@ type Service struct {
 	active     bool // false from phase 1 on
 	registered bool
 	matched    bool
-	started    bool // Start succeeded (or no Start needed)
-	stopped    bool
 	listed     bool // in reg.live (the registry reference is held)
 	providers  []*Service
 	clients    map[*Service]struct{}
 	openers    map[*Service]bool // client → exclusive
 	term       *termState
 
-	busy atomic.Int32
+	busy    atomic.Int32
+	started atomic.Bool // Start succeeded (or the service needs none)
+	stopped atomic.Bool // Stop ran: no more callbacks into the driver
 
 	// cb serializes callbacks. cbInfo says which runs, for reports; wantKick
 	// asks the unlocker to wake the termination worker, which never blocks
 	// on cb (it tries, parks the branch, and is kicked).
 	cb       sync.Mutex
-	cbInfo   atomic.Pointer[cbInfo]
+	cbSince  atomic.Int64 // unix ns when the running callback began; 0 when none
+	cbWhat   string       // guarded by mu
 	wantKick atomic.Bool
 
 	matchMu sync.Mutex // one matching run per nub at a time
@@ -63,6 +64,7 @@ type Service struct {
 	cancel   context.CancelFunc
 	ctxDone  bool
 	q        *workQueue
+	qStopped bool // stopped before any job was submitted
 	res      []resource
 	resDone  bool
 	interest map[int]func(Message)
@@ -73,9 +75,16 @@ type Service struct {
 	done chan struct{} // closed at free
 }
 
-type cbInfo struct {
-	what  string
-	since time.Time
+// runningCallback says which callback runs and since when.
+func (s *Service) runningCallback() (string, time.Time, bool) {
+	s.mu.Lock()
+	what := s.cbWhat
+	s.mu.Unlock()
+	ns := s.cbSince.Load()
+	if ns == 0 {
+		return "", time.Time{}, false
+	}
+	return what, time.Unix(0, ns), true
 }
 
 // ID, Class and Name identify the service; ID and Class come from the
@@ -130,7 +139,7 @@ func (s *Service) State() State {
 	r := s.reg
 	r.mu.Lock()
 	st := State{Registered: s.registered, Matched: s.matched, Active: s.active,
-		Terminating: !s.active && s.listed, Stopped: s.stopped, OpenCount: len(s.openers)}
+		Terminating: !s.active && s.listed, Stopped: s.stopped.Load(), OpenCount: len(s.openers)}
 	r.mu.Unlock()
 	st.Busy = int(s.busy.Load())
 	st.Refs = s.RetainCount()
@@ -230,7 +239,10 @@ func (s *Service) tryCallback(what string, f func() error) (ran bool, err error)
 
 func (s *Service) runLocked(what string, f func() error, then func(error)) (err error) {
 	s.busy.Add(1)
-	s.cbInfo.Store(&cbInfo{what: what, since: time.Now()})
+	s.mu.Lock()
+	s.cbWhat = what
+	s.mu.Unlock()
+	s.cbSince.Store(time.Now().UnixNano())
 	defer func() {
 		if v := recover(); v != nil {
 			pe := &PanicError{Callback: what, Service: s.describe(), Value: v, Stack: string(debug.Stack())}
@@ -241,7 +253,7 @@ func (s *Service) runLocked(what string, f func() error, then func(error)) (err 
 		if then != nil {
 			then(err)
 		}
-		s.cbInfo.Store(nil)
+		s.cbSince.Store(0)
 		s.busy.Add(-1)
 		s.cb.Unlock()
 		if s.wantKick.Swap(false) {
@@ -302,8 +314,9 @@ type mailboxTag struct{}
 func (mailboxTag) String() string { return "mailbox" }
 
 // post queues a message for s. Messages to one service are delivered in
-// order by one goroutine, under s's callback lock, and the mailbox holds a
-// reference on s while it has messages. The caller guarantees s is alive.
+// order, one at a time, under s's callback lock for its driver; the mailbox
+// holds a reference on s while it has messages. The caller guarantees s is
+// alive.
 func (s *Service) post(d delivery) {
 	s.mu.Lock()
 	if d.toDriver {
@@ -323,11 +336,55 @@ func (s *Service) post(d delivery) {
 	}
 	s.mu.Unlock()
 	if start {
-		go s.drainMailbox()
+		s.reg.mail.schedule(s)
 	}
 }
 
-func (s *Service) drainMailbox() {
+// mailPool delivers messages with a few goroutines instead of one per
+// service: a termination posts to every client at once. A delivery that
+// would wait for a busy callback lock is handed to a goroutine of its own,
+// so that one slow driver never holds up the others' messages.
+type mailPool struct {
+	mu      sync.Mutex
+	q       []*Service
+	workers int
+	max     int
+}
+
+func (p *mailPool) schedule(s *Service) {
+	p.mu.Lock()
+	p.q = append(p.q, s)
+	spawn := p.workers < p.max
+	if spawn {
+		p.workers++
+	}
+	p.mu.Unlock()
+	if spawn {
+		go p.work()
+	}
+}
+
+func (p *mailPool) work() {
+	for {
+		p.mu.Lock()
+		if len(p.q) == 0 {
+			p.workers--
+			p.q = nil
+			p.mu.Unlock()
+			return
+		}
+		s := p.q[0]
+		p.q[0] = nil
+		p.q = p.q[1:]
+		p.mu.Unlock()
+		s.drainMailbox(false)
+	}
+}
+
+// drainMailbox delivers s's messages until none is left. When it may not
+// block (a pool worker) and s's callback lock is busy, it hands the rest to
+// a goroutine that may.
+func (s *Service) drainMailbox(mayBlock bool) {
 	for {
 		s.mu.Lock()
 		if len(s.mbox) == 0 {
@@ -338,7 +395,6 @@ func (s *Service) drainMailbox() {
 			return
 		}
 		d := s.mbox[0]
-		s.mbox = s.mbox[1:]
 		var ls []func(Message)
 		if !d.toDriver {
 			ids := make([]int, 0, len(s.interest))
@@ -352,12 +408,19 @@ func (s *Service) drainMailbox() {
 		}
 		s.mu.Unlock()
 		if d.toDriver {
-			s.deliverToDriver(d)
-			continue
+			if !s.deliverToDriver(d, mayBlock) {
+				go s.drainMailbox(true)
+				return
+			}
+		} else {
+			for _, f := range ls {
+				s.callListener(f, d.m)
+			}
 		}
-		for _, f := range ls {
-			s.callListener(f, d.m)
-		}
+		s.mu.Lock()
+		s.mbox[0] = delivery{}
+		s.mbox = s.mbox[1:]
+		s.mu.Unlock()
 	}
 }
 
@@ -370,12 +433,11 @@ func (s *Service) callListener(f func(Message), m Message) {
 	f(m)
 }
 
-func (s *Service) deliverToDriver(d delivery) {
-	s.reg.mu.Lock()
-	stopped := s.stopped
-	s.reg.mu.Unlock()
-	if stopped {
-		return // nothing calls a driver after its Stop
+// deliverToDriver reports false, without delivering, when it may not block
+// and the callback lock is busy.
+func (s *Service) deliverToDriver(d delivery, mayBlock bool) bool {
+	if s.stopped.Load() {
+		return true // nothing calls a driver after its Stop
 	}
 	h, ok := s.impl.(MessageHandler)
 	if !ok {
@@ -384,12 +446,23 @@ func (s *Service) deliverToDriver(d delivery) {
 		if d.m.Type == ServiceIsRequestingClose && d.from != nil {
 			_ = d.from.Close(s)
 		}
-		return
+		return true
 	}
-	err := s.callback("Message", func() error { return h.Message(s, d.m) })
+	if mayBlock {
+		s.cb.Lock()
+	} else if !s.cb.TryLock() {
+		return false
+	}
+	var err error
+	if s.stopped.Load() {
+		s.cb.Unlock()
+		return true
+	}
+	err = s.runLocked("Message", func() error { return h.Message(s, d.m) }, nil)
 	if err != nil {
 		s.reg.log.Warn("driver message handler failed", "service", s.describe(), "message", d.m.Type.String(), "err", err)
 	}
+	return true
 }
 
 // AddInterest calls f, in order and never concurrently, for every message
@@ -521,7 +594,7 @@ func (s *Service) Call(ctx context.Context, method string, in []byte) ([]byte, e
 		return nil, opErr("call "+method, s, ErrNoMethod)
 	}
 	s.reg.mu.Lock()
-	active := s.active && s.started
+	active := s.active && s.started.Load()
 	s.reg.mu.Unlock()
 	if !active {
 		return nil, opErr("call "+method, s, ErrNotActive)

@@ -206,9 +206,7 @@ func (r *Registry) advance(b *batch) (progress bool) {
 }
 
 func (s *Service) wasStarted() bool {
-	s.reg.mu.Lock()
-	defer s.reg.mu.Unlock()
-	return s.started
+	return s.started.Load()
 }
 
 func (s *Service) setWaiting(why string) {
@@ -311,9 +309,7 @@ func (r *Registry) finish(x *Service) bool {
 }
 
 func (s *Service) markStopped() {
-	s.reg.mu.Lock()
-	s.stopped = true
-	s.reg.mu.Unlock()
+	s.stopped.Store(true)
 }
 
 // detachLocked removes the edge c → p; an open of p by c dies with it. The
@@ -359,6 +355,9 @@ func (r *Registry) cascadeOf(s *Service) []*Service {
 	defer r.mu.Unlock()
 	if s.term == nil {
 		return []*Service{s}
+	}
+	if s.term.b.svcs[0] == s {
+		return s.term.b.svcs // immutable once phase 1 is done
 	}
 	in := map[*Service]bool{s: true}
 	out := []*Service{s}
@@ -414,8 +413,8 @@ func (r *Registry) blockers(ss []*Service) []Blocker {
 			}
 			add(fmt.Sprintf("open by %s (%s)", c.describe(), mode))
 		}
-		if ci := s.cbInfo.Load(); ci != nil {
-			add(fmt.Sprintf("%s running since %s (%s)", ci.what, ci.since.Format("15:04:05.000"), time.Since(ci.since).Round(time.Millisecond)))
+		if what, since, ok := s.runningCallback(); ok {
+			add(fmt.Sprintf("%s running since %s (%s)", what, since.Format("15:04:05.000"), time.Since(since).Round(time.Millisecond)))
 		}
 		for _, j := range s.runningJobInfo() {
 			add(j)

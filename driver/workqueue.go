@@ -50,6 +50,9 @@ func (s *Service) queue() *workQueue {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.q == nil {
+		if s.qStopped {
+			return nil
+		}
 		q := &workQueue{s: s, limit: s.reg.jobLimit, running: map[*jobEntry]struct{}{}, keys: map[string]bool{}}
 		q.ctx, q.cancel = context.WithCancel(context.Background())
 		s.q = q
@@ -66,6 +69,10 @@ func (s *Service) Submit(j Job) error {
 		return opErr("submit", s, errors.New("job has no Run"))
 	}
 	q := s.queue()
+	if q == nil {
+		s.reg.runFree(s, j.Free)
+		return opErr("submit", s, ErrNotActive)
+	}
 	q.mu.Lock()
 	if q.stopped {
 		q.mu.Unlock()
@@ -180,7 +187,15 @@ func (q *workQueue) stop() {
 }
 
 func (s *Service) stopQueue() {
-	s.queue().stop()
+	s.mu.Lock()
+	q := s.q
+	if q == nil {
+		s.qStopped = true
+	}
+	s.mu.Unlock()
+	if q != nil {
+		q.stop()
+	}
 }
 
 func (s *Service) runningJobs() int {
@@ -222,10 +237,17 @@ func (s *Service) runningJobInfo() []string {
 	}
 	q.mu.Unlock()
 	sort.Slice(es, func(i, j int) bool { return es[i].seq < es[j].seq })
+	q.mu.Lock()
+	stopped := q.stopped
+	q.mu.Unlock()
+	note := ""
+	if stopped {
+		note = ", its context cancelled"
+	}
 	out := make([]string, 0, len(es))
 	for _, e := range es {
-		out = append(out, fmt.Sprintf("%s running since %s (%s), context cancelled",
-			e.String(), e.since.Format("15:04:05.000"), time.Since(e.since).Round(time.Millisecond)))
+		out = append(out, fmt.Sprintf("%s running since %s (%s)%s",
+			e.String(), e.since.Format("15:04:05.000"), time.Since(e.since).Round(time.Millisecond), note))
 	}
 	return out
 }

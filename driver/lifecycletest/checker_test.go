@@ -19,8 +19,8 @@ func trace(steps ...ev) []ev {
 }
 
 // P=1 is a provider, C=2 its client.
-func attach(c, p uint64) ev { return ev{ServiceID: c, ProviderID: p, Step: driver.StepAttach} }
-func detach(c, p uint64) ev { return ev{ServiceID: c, ProviderID: p, Step: driver.StepDetach} }
+func attach(c, p uint64) ev            { return ev{ServiceID: c, ProviderID: p, Step: driver.StepAttach} }
+func detach(c, p uint64) ev            { return ev{ServiceID: c, ProviderID: p, Step: driver.StepDetach} }
 func step(id uint64, s driver.Step) ev { return ev{ServiceID: id, Step: s} }
 
 func good() []ev {
