@@ -101,11 +101,11 @@ type Registry struct {
 
 	mu     sync.Mutex
 	root   *Service
-	live   map[*Service]struct{} // registry reference held
-	dying  map[*Service]struct{} // registry reference dropped, not yet freed
 	closed bool
 	pers   []*Personality
-	byID   map[uint64]*Service
+	// byID holds every service not yet freed; Service.listed says whether
+	// the registry's own reference is still held.
+	byID map[uint64]*Service
 
 	ev   events
 	mail mailPool
@@ -128,7 +128,7 @@ func (registryTag) String() string { return "registry" }
 func NewRegistry(opts ...Option) *Registry {
 	r := &Registry{
 		log: slog.Default(), jobLimit: 4,
-		live: map[*Service]struct{}{}, dying: map[*Service]struct{}{}, byID: map[uint64]*Service{},
+		byID:  map[uint64]*Service{},
 		kickc: make(chan struct{}, 1), quit: make(chan struct{}), wdone: make(chan struct{}),
 	}
 	for _, o := range opts {
@@ -155,7 +155,6 @@ func (r *Registry) newService(class, name string, props Properties, k kind, impl
 	s.TaggedRetain(registryTag{})
 	s.Release()
 	r.mu.Lock()
-	r.live[s] = struct{}{}
 	r.byID[s.ID()] = s
 	s.listed = true
 	r.mu.Unlock()
@@ -165,8 +164,6 @@ func (r *Registry) newService(class, name string, props Properties, k kind, impl
 func (r *Registry) freed(s *Service) {
 	r.emit(s, StepFree, nil, 0, nil)
 	r.mu.Lock()
-	delete(r.dying, s)
-	delete(r.live, s) // a service freed by misuse while listed
 	delete(r.byID, s.ID())
 	r.mu.Unlock()
 	close(s.done)
@@ -357,8 +354,8 @@ func (r *Registry) RegisterPersonality(p Personality) error {
 	pc := p
 	r.pers = append(r.pers, &pc)
 	var nubs []*Service
-	for s := range r.live {
-		if s.kind != kindRoot && s.registered && s.active && (p.ProviderClass == "" || p.ProviderClass == s.Class()) {
+	for _, s := range r.byID {
+		if s.listed && s.kind != kindRoot && s.registered && s.active && (p.ProviderClass == "" || p.ProviderClass == s.Class()) {
 			nubs = append(nubs, s)
 		}
 	}

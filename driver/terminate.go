@@ -291,8 +291,6 @@ func (r *Registry) finish(x *Service) bool {
 			}
 			x.providers = nil
 			x.listed = false
-			delete(r.live, x)
-			r.dying[x] = struct{}{}
 			t.waiting = ""
 			r.mu.Unlock()
 			for _, p := range provs {
@@ -529,8 +527,8 @@ func (r *Registry) Close(ctx context.Context) error {
 	}
 	r.closed = true
 	var tops []*Service
-	for s := range r.live {
-		if len(s.providers) == 0 {
+	for _, s := range r.byID {
+		if s.listed && len(s.providers) == 0 {
 			tops = append(tops, s)
 		}
 	}
