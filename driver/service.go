@@ -1,10 +1,12 @@
 package driver
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -161,11 +163,21 @@ func (s *Service) Clients() []*Service {
 }
 
 func (s *Service) sortedClientsLocked() []*Service {
-	out := make([]*Service, 0, len(s.clients))
-	for c := range s.clients {
+	return sortedByID(s.clients)
+}
+
+// sortedByID lists a set of services oldest first; no allocation when empty.
+func sortedByID[V any](m map[*Service]V) []*Service {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]*Service, 0, len(m))
+	for c := range m {
 		out = append(out, c)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
+	if len(out) > 1 {
+		slices.SortFunc(out, func(a, b *Service) int { return cmp.Compare(a.ID(), b.ID()) })
+	}
 	return out
 }
 
@@ -173,12 +185,7 @@ func (s *Service) sortedClientsLocked() []*Service {
 func (s *Service) Openers() []*Service {
 	s.reg.mu.Lock()
 	defer s.reg.mu.Unlock()
-	out := make([]*Service, 0, len(s.openers))
-	for c := range s.openers {
-		out = append(out, c)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
-	return out
+	return sortedByID(s.openers)
 }
 
 // Done is closed when the service is freed.

@@ -218,12 +218,7 @@ func (s *Service) setWaiting(why string) {
 }
 
 func (s *Service) sortedOpenersLocked() []*Service {
-	out := make([]*Service, 0, len(s.openers))
-	for c := range s.openers {
-		out = append(out, c)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
-	return out
+	return sortedByID(s.openers)
 }
 
 // finish is phase 3 for x: stop its jobs, wait for them and for its clients
