@@ -15,9 +15,15 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/lifecycletest"
+	"github.com/drvkit/drvkit/refcount"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain traces every reference, so that tag pairing is enforced on every
+// path the tests take, and fails on leaked goroutines.
+func TestMain(m *testing.M) {
+	refcount.TraceAll()
+	goleak.VerifyTestMain(m)
+}
 
 // quietLogger keeps expected panics and failures out of the test output.
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

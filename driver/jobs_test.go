@@ -177,8 +177,7 @@ func TestTerminateSyncReportsStubbornJob(t *testing.T) {
 func leakReference(s *driver.Service) { s.TaggedRetain("leaked-by-test") }
 
 func TestUnloadRefusesWithLeakedReference(t *testing.T) {
-	refcount.Trace("LeakyDriver")
-	t.Cleanup(refcount.TraceOff)
+	refcount.Trace("LeakyDriver") // TestMain traces everything; say so anyway
 	e := newEnv(t)
 	var inst *driver.Service
 	require.NoError(t, e.r.RegisterPersonality(driver.Personality{Name: "leaky", Class: "LeakyDriver", New: func() driver.Driver {
