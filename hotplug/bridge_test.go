@@ -15,6 +15,7 @@ import (
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/lifecycletest"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/hotplugtest"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 )
 
@@ -271,4 +272,32 @@ func TestBridgeStorm(t *testing.T) {
 	// Every driver that started was stopped; the cancelled ones never were.
 	require.Equal(t, starts.Load()-cancelled.Load(), stops.Load())
 	rec.CheckPartial(t)
+}
+
+// TestBridgeColdplugQEMU publishes what a coldplug walk of the QEMU guest's
+// sysfs finds: root hubs, the stick behind its root hub, both disks.
+func TestBridgeColdplugQEMU(t *testing.T) {
+	leaktest.Check(t)
+	r, _ := newRegistry(t)
+	root := hotplugtest.QEMUSysfs(t, qemuSysfs)
+	cp, err := hotplug.NewColdplug(root, nil)
+	require.NoError(t, err)
+	defer cp.Close()
+	b := hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: root})
+	defer b.Close()
+	require.NoError(t, b.Run(ctxT(t), cp))
+	require.NoError(t, b.Flush(ctxT(t)))
+	// Root hubs' serial is their controller's name, as the kernel sets it.
+	require.Equal(t, `USBDevice usb1 idVendor=7531 serial=0000:00:02.0
+  USBInterface 1-0:1.0 idVendor=7531 bInterfaceClass=9
+USBDevice usb2 idVendor=7531 serial=0000:00:02.0
+  USBInterface 2-0:1.0 idVendor=7531 bInterfaceClass=9
+  USBDevice 2-1 idVendor=18164 serial=PROBE123
+    USBInterface 2-1:1.0 idVendor=18164 bInterfaceClass=8
+      SCSIDevice 1:0:0:0 sg=/dev/sg1 model=QEMU HARDDISK
+USBDevice usb3 idVendor=7531 serial=dummy_hcd.0
+  USBInterface 3-0:1.0 idVendor=7531 bInterfaceClass=9
+SCSIDevice 0:0:0:0 sg=/dev/sg0 model=QEMU HARDDISK
+`, tree(r, "idVendor", "bInterfaceClass", "serial", "sg", "model"))
+	require.Zero(t, b.Stats().Dropped)
 }
