@@ -37,7 +37,7 @@ var fuzzActions = []hotplug.Action{hotplug.ActionAdd, hotplug.ActionRemove, hotp
 type nopDriver struct{}
 
 func (nopDriver) Start(ctx context.Context, s *driver.Service) error { return nil }
-func (nopDriver) Stop(*driver.Service)                              {}
+func (nopDriver) Stop(*driver.Service)                               {}
 
 // FuzzBridge feeds the bridge arbitrary sequences of events — adds before
 // parents, removes out of order, duplicates, removes of what never came —
