@@ -130,10 +130,8 @@ func (s *SG) Execute(ctx context.Context, cmd *Command) (Result, error) {
 			}
 		}
 	}); err != nil {
-		if errors.Is(err, os.ErrClosed) {
-			err = ErrClosed
-		}
-		return Result{}, &OpError{Op: "sg_io", Err: err}
+		// Control fails only once the file is closed.
+		return Result{}, &OpError{Op: "sg_io", Err: fmt.Errorf("%w (%v)", ErrClosed, err)}
 	}
 	runtime.KeepAlive(cmd)
 	runtime.KeepAlive(sense)
