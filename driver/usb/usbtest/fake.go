@@ -362,8 +362,8 @@ func (h *handle) begin(op string) error {
 }
 
 func (h *handle) transfer(ctx context.Context, typ usb.TransferType, ep uint8, buf []byte) (int, error) {
-	op := fmt.Sprintf("%s transfer 0x%02x", typ, ep)
-	if err := h.begin(op); err != nil {
+	if err := h.begin(""); err != nil {
+		err.(*usb.OpError).Op = xop(typ, ep)
 		return 0, err
 	}
 	defer h.wg.Done()
@@ -382,16 +382,16 @@ func (h *handle) transfer(ctx context.Context, typ usb.TransferType, ep uint8, b
 	h.mu.Unlock()
 	switch {
 	case !ok || !claimed:
-		return 0, &usb.OpError{Op: op, Err: fmt.Errorf("%w: endpoint not in a claimed interface", usb.ErrNotClaimed)}
+		return 0, &usb.OpError{Op: xop(typ, ep), Err: fmt.Errorf("%w: endpoint not in a claimed interface", usb.ErrNotClaimed)}
 	case spec.Type != typ:
-		return 0, &usb.OpError{Op: op, Err: fmt.Errorf("%w: endpoint is %s", usb.ErrNotSupported, spec.Type)}
+		return 0, &usb.OpError{Op: xop(typ, ep), Err: fmt.Errorf("%w: endpoint is %s", usb.ErrNotSupported, spec.Type)}
 	case d.Halted(ep):
-		return 0, &usb.OpError{Op: op, Err: usb.ErrStall}
+		return 0, &usb.OpError{Op: xop(typ, ep), Err: usb.ErrStall}
 	case spec.Handler == nil:
-		return 0, &usb.OpError{Op: op, Err: usb.ErrStall}
+		return 0, &usb.OpError{Op: xop(typ, ep), Err: usb.ErrStall}
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, &usb.OpError{Op: op, Err: ctxErr(err)}
+		return 0, &usb.OpError{Op: xop(typ, ep), Err: ctxErr(err)}
 	}
 	tctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(h.ctx, cancel)
@@ -400,9 +400,9 @@ func (h *handle) transfer(ctx context.Context, typ usb.TransferType, ep uint8, b
 	cancel()
 	switch {
 	case d.Gone():
-		return n, &usb.OpError{Op: op, Err: usb.ErrNoDevice}
+		return n, &usb.OpError{Op: xop(typ, ep), Err: usb.ErrNoDevice}
 	case h.ctx.Err() != nil:
-		return n, &usb.OpError{Op: op, Err: usb.ErrClosed}
+		return n, &usb.OpError{Op: xop(typ, ep), Err: usb.ErrClosed}
 	case err == nil:
 		return n, nil
 	case errors.Is(err, usb.ErrStall):
@@ -410,7 +410,12 @@ func (h *handle) transfer(ctx context.Context, typ usb.TransferType, ep uint8, b
 	case ctx.Err() != nil:
 		err = ctxErr(ctx.Err())
 	}
-	return n, &usb.OpError{Op: op, Err: err}
+	return n, &usb.OpError{Op: xop(typ, ep), Err: err}
+}
+
+// xop names a transfer for errors; built only when one is returned.
+func xop(typ usb.TransferType, ep uint8) string {
+	return fmt.Sprintf("%s transfer 0x%02x", typ, ep)
 }
 
 func ctxErr(err error) error {
