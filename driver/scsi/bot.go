@@ -215,28 +215,38 @@ func (b *BOT) transact(ctx context.Context, cmd *Command) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if len(csw) != botCSWLen || binary.LittleEndian.Uint32(csw[0:]) != botCSWSignature {
-		return Result{}, b.recover(ctx, "bot csw", fmt.Errorf("%w: %d bytes, signature %#x", ErrInvalidCSW, len(csw), signatureOf(csw)))
+	residue, status, err := parseCSW(csw, tag)
+	if err != nil {
+		return Result{}, b.recover(ctx, "bot csw", err)
 	}
-	if got := binary.LittleEndian.Uint32(csw[4:]); got != tag {
-		return Result{}, b.recover(ctx, "bot csw", fmt.Errorf("%w: tag %#x, want %#x", ErrInvalidCSW, got, tag))
-	}
-	residue := int(binary.LittleEndian.Uint32(csw[8:]))
 	res := Result{Residual: dlen - moved}
-	if residue > res.Residual && residue <= dlen {
-		res.Residual = residue
+	if int64(residue) > int64(res.Residual) && int64(residue) <= int64(dlen) {
+		res.Residual = int(residue)
 	}
-	switch csw[12] {
+	switch status {
 	case botStatusPassed:
 		res.Status = StatusGood
 	case botStatusFailed:
 		res.Status = StatusCheckCondition
 	case botStatusPhaseError:
 		return Result{}, b.recover(ctx, "bot csw", ErrPhaseError)
-	default:
-		return Result{}, b.recover(ctx, "bot csw", fmt.Errorf("%w: status %d", ErrInvalidCSW, csw[12]))
 	}
 	return res, nil
+}
+
+// parseCSW validates a command status wrapper (BOT 6.3: 13 bytes, the
+// "USBS" signature, our tag, status 0-2) and returns its residue and status.
+func parseCSW(b []byte, tag uint32) (residue uint32, status uint8, err error) {
+	if len(b) != botCSWLen || binary.LittleEndian.Uint32(b[0:]) != botCSWSignature {
+		return 0, 0, fmt.Errorf("%w: %d bytes, signature %#x", ErrInvalidCSW, len(b), signatureOf(b))
+	}
+	if got := binary.LittleEndian.Uint32(b[4:]); got != tag {
+		return 0, 0, fmt.Errorf("%w: tag %#x, want %#x", ErrInvalidCSW, got, tag)
+	}
+	if b[12] > botStatusPhaseError {
+		return 0, 0, fmt.Errorf("%w: status %d", ErrInvalidCSW, b[12])
+	}
+	return binary.LittleEndian.Uint32(b[8:]), b[12], nil
 }
 
 func signatureOf(b []byte) uint32 {

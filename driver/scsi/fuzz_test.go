@@ -59,3 +59,18 @@ func FuzzParseReadCapacity(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseCSW(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte, tag uint32) {
+		_, status, err := parseCSW(b, tag)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidCSW) {
+				t.Fatalf("error %v does not match ErrInvalidCSW", err)
+			}
+			return
+		}
+		if len(b) != 13 || status > 2 {
+			t.Fatalf("accepted %x (status %d)", b, status)
+		}
+	})
+}

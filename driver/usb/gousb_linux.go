@@ -310,14 +310,20 @@ func (d *gousbDevice) ClaimInterface(ctx context.Context, num, alt int) error {
 	d.ifaces[num] = intf
 	for addr, e := range intf.Setting.Endpoints {
 		a := uint8(addr)
-		d.epType[a] = TransferType(e.TransferType)
 		if a&EndpointIn != 0 {
-			if ep, err := intf.InEndpoint(e.Number); err == nil {
-				d.in[a] = ep
+			ep, err := intf.InEndpoint(e.Number)
+			if err != nil {
+				continue
 			}
-		} else if ep, err := intf.OutEndpoint(e.Number); err == nil {
+			d.in[a] = ep
+		} else {
+			ep, err := intf.OutEndpoint(e.Number)
+			if err != nil {
+				continue
+			}
 			d.out[a] = ep
 		}
+		d.epType[a] = TransferType(e.TransferType)
 	}
 	return nil
 }
