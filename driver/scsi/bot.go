@@ -42,6 +42,10 @@ var ErrInvalidCSW = errors.New("invalid command status wrapper")
 // recovery (Bulk-Only Mass Storage Reset, then clear-halt on both pipes)
 // and the command is retried once. BOT has no autosense: after a failed
 // command, BOT issues REQUEST SENSE itself and returns the sense in Result.
+//
+// Commands are serialised (BOT has one command in flight per interface).
+// To abort one that is stuck, close the usb.Device: the transfer fails
+// with ErrClosed at once and Close of the BOT then returns promptly.
 type BOT struct {
 	dev   usb.Device
 	iface int
