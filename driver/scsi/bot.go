@@ -52,6 +52,7 @@ type BOT struct {
 	in    uint8
 	out   uint8
 	lun   uint8
+	want  int // interface number asked for, -1 for any
 
 	mu     sync.Mutex
 	tag    uint32
@@ -75,6 +76,10 @@ type BOTStats struct {
 // BOTOption configures NewBOT.
 type BOTOption func(*BOT)
 
+// WithInterface restricts NewBOT to interface number n (default: the first
+// bulk-only mass-storage interface).
+func WithInterface(n int) BOTOption { return func(b *BOT) { b.want = n } }
+
 // WithLUN selects the logical unit (default 0).
 func WithLUN(lun uint8) BOTOption { return func(b *BOT) { b.lun = lun } }
 
@@ -83,12 +88,13 @@ func WithLUN(lun uint8) BOTOption { return func(b *BOT) { b.lun = lun } }
 // returns a Transport over it. Close releases the interface, which
 // re-attaches the kernel driver; it does not close dev.
 func NewBOT(ctx context.Context, dev usb.Device, opts ...BOTOption) (*BOT, error) {
-	b := &BOT{dev: dev, iface: -1}
+	b := &BOT{dev: dev, iface: -1, want: -1}
 	for _, o := range opts {
 		o(b)
 	}
 	for _, i := range dev.Info().Interfaces {
-		if i.Class != MassStorageClass || i.SubClass != MassStorageSubClass || i.Protocol != MassStorageProtocol {
+		if i.Class != MassStorageClass || i.SubClass != MassStorageSubClass || i.Protocol != MassStorageProtocol ||
+			(b.want >= 0 && i.Number != b.want) {
 			continue
 		}
 		in, okIn := i.Endpoint(usb.TransferBulk, true)

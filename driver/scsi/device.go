@@ -138,8 +138,9 @@ func (d *Device) ReadCapacity(ctx context.Context) (Capacity, error) {
 	return c, nil
 }
 
-// capacity returns the cached capacity, reading it if unknown.
-func (d *Device) capacity(ctx context.Context) (Capacity, error) {
+// Capacity returns the capacity learnt by the last READ CAPACITY, issuing
+// one if it is unknown (or was invalidated by a unit attention).
+func (d *Device) Capacity(ctx context.Context) (Capacity, error) {
 	d.mu.Lock()
 	c := d.cap
 	d.mu.Unlock()
@@ -166,7 +167,7 @@ func (d *Device) rw(ctx context.Context, write bool, lba uint64, buf []byte) (in
 	if write {
 		name = "WRITE"
 	}
-	c, err := d.capacity(ctx)
+	c, err := d.Capacity(ctx)
 	if err != nil {
 		return 0, err
 	}
