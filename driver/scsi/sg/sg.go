@@ -18,8 +18,8 @@ const (
 	Class    = "SCSIGenericBlock"
 	NubClass = "SCSIDevice"
 
-	PropType   = "type"    // peripheral device type (int)
-	PropSGNode = "sg_node" // e.g. "/dev/sg1"
+	PropType   = "type" // peripheral device type (int)
+	PropSGNode = "sg"   // e.g. "/dev/sg1", as the hotplug bridge publishes it
 )
 
 // Opener opens a transport for an sg node path.

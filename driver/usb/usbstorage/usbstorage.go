@@ -56,16 +56,30 @@ var (
 	_ driver.ClientMethods = (*Driver)(nil)
 )
 
+// upInt reads an integer property of the interface nub or, failing that, of
+// the USB device nub it hangs under: the kernel reports the bus and device
+// numbers on the device, not on its interfaces.
+func upInt(nub *driver.Service, key string) (int64, bool) {
+	if v, ok := nub.Properties().Int(key); ok {
+		return v, true
+	}
+	for _, p := range nub.Providers() {
+		if v, ok := p.Properties().Int(key); ok {
+			return v, true
+		}
+	}
+	return 0, false
+}
+
 // Start opens the device the nub describes and claims its interface.
 func (d *Driver) Start(ctx context.Context, s *driver.Service) error {
 	provs := s.Providers()
 	if len(provs) == 0 {
 		return errors.New("usbstorage: no provider nub")
 	}
-	p := provs[0].Properties()
-	bus, ok1 := p.Int(PropBusNum)
-	addr, ok2 := p.Int(PropDevNum)
-	ifnum, ok3 := p.Int(PropInterfaceNumber)
+	bus, ok1 := upInt(provs[0], PropBusNum)
+	addr, ok2 := upInt(provs[0], PropDevNum)
+	ifnum, ok3 := provs[0].Properties().Int(PropInterfaceNumber)
 	if !ok1 || !ok2 || !ok3 {
 		return fmt.Errorf("usbstorage: nub %s lacks %s/%s/%s", provs[0], PropBusNum, PropDevNum, PropInterfaceNumber)
 	}
