@@ -262,3 +262,27 @@ func BenchmarkParallel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkInit measures creating and freeing an object, untraced and
+// traced (a traced Init also learns its goroutine's ancestry and registers
+// the object).
+func BenchmarkInit(b *testing.B) {
+	for _, traced := range []bool{false, true} {
+		name := "untraced"
+		if traced {
+			name = "traced"
+		}
+		b.Run(name, func(b *testing.B) {
+			class := "BenchInit-" + name
+			if traced {
+				Trace(class)
+			}
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				var o Object
+				o.Init(class, nil)
+				o.Release()
+			}
+		})
+	}
+}
