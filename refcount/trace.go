@@ -255,7 +255,7 @@ const shards = 64
 var live [shards]struct {
 	mu sync.Mutex
 	m  map[uint64]*Object
-	_  [40]byte // keep shards on separate cache lines
+	_  [48]byte // keep shards on separate cache lines
 }
 
 func register(o *Object) {
@@ -340,7 +340,9 @@ func (t *tracked) retain(tag any) {
 	case t.freed || n <= 0:
 		e = t.errorLocked(ErrResurrected, tag, sid)
 		e.Conflict, e.ConflictWhat = stackOf(t.freeStack), "freed"
-	case n >= saturated-1:
+	case n >= saturated:
+		// Pegged and already reported: the object leaks, quietly.
+	case n == saturated-1:
 		e = t.errorLocked(ErrSaturated, tag, sid)
 		e.Conflict, e.ConflictWhat = stackOf(t.lastLocked(OpRetain, nil, false)), "last retained"
 		o.refs.Store(saturated)
