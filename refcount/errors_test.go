@@ -124,7 +124,7 @@ func TestTagMismatchReportsBothStacks(t *testing.T) {
 func TestSaturationReportsBothStacks(t *testing.T) {
 	errs := captureErrors(t)
 	o := traced(t, "Saturate", nil)
-	o.refs.Store(saturated - 2)
+	o.tr.count.Store(saturated - 2)
 	retainHere(o)
 	require.Empty(t, *errs)
 	retainAfterFree(o) // reaches the limit
