@@ -124,7 +124,7 @@ func TestTagMismatchReportsBothStacks(t *testing.T) {
 func TestSaturationReportsBothStacks(t *testing.T) {
 	errs := captureErrors(t)
 	o := traced(t, "Saturate", nil)
-	o.refs.Store(saturated - 2)
+	o.tr.count.Store(saturated - 2)
 	retainHere(o)
 	require.Empty(t, *errs)
 	retainAfterFree(o) // reaches the limit
@@ -135,6 +135,8 @@ func TestSaturationReportsBothStacks(t *testing.T) {
 	require.Equal(t, "last retained", e.ConflictWhat)
 	require.Contains(t, e.Conflict.Frames[0].Func, "refcount.retainHere")
 	require.Equal(t, saturated, o.RetainCount(), "pegged")
+	retainHere(o)
+	require.Len(t, *errs, 1, "a pegged count is reported once")
 	o.Release()
 	require.Equal(t, saturated, o.RetainCount(), "a pegged count never moves toward free")
 }

@@ -11,6 +11,11 @@ import (
 // later retain can reach a free or wrap (the kernel's refcount_t does the same).
 const saturated = math.MaxInt32 / 2
 
+// tracedBias is where refs of a traced object stays (give or take the
+// operations in flight): far below zero, so every fast-path add is out of
+// range.
+const tracedBias = math.MinInt32 / 2
+
 var nextID atomic.Uint64
 
 // Object is the reference count embedded in every managed object.
@@ -47,6 +52,10 @@ func (o *Object) Init(class string, free func()) {
 	o.refs.Store(1)
 	o.tr = nil
 	if tracingEnabled(class) {
+		// A traced object keeps its count in tr, under tr.mu; refs sits at
+		// tracedBias so that the fast path's add always lands out of range
+		// and takes the slow path, which undoes it.
+		o.refs.Store(tracedBias)
 		o.tr = newTracked(o, internStack(1))
 		register(o)
 	}
@@ -66,32 +75,29 @@ func (o *Object) Traced() bool { return o.tr != nil }
 
 // RetainCount is the current count. It is a snapshot: only the holder of a
 // reference may rely on it staying above zero.
-func (o *Object) RetainCount() int { return int(o.refs.Load()) }
+func (o *Object) RetainCount() int {
+	if o.tr != nil {
+		return int(o.tr.count.Load())
+	}
+	return int(o.refs.Load())
+}
 
 // The four operations below are small enough to be inlined: the untraced
-// path is a field test, one atomic add and a range check; everything else
+// path is one atomic add and one unsigned range check; everything else
 // (tracing, misuse) is in the out-of-line slow functions.
 
 // Retain takes an untagged reference.
 func (o *Object) Retain() {
-	var n int32
-	if o.tr == nil {
-		if n = o.refs.Add(1); n > 1 && n < saturated {
-			return
-		}
+	if n := o.refs.Add(1); uint32(n-2) >= saturated-2 { // outside 2 ≤ n < saturated
+		o.retainSlow(nil, n)
 	}
-	o.retainSlow(nil, n)
 }
 
 // Release drops an untagged reference.
 func (o *Object) Release() {
-	var n int32
-	if o.tr == nil {
-		if n = o.refs.Add(-1); n > 0 && n < saturated-1 {
-			return
-		}
+	if n := o.refs.Add(-1); uint32(n-1) >= saturated-2 { // outside 1 ≤ n < saturated-1
+		o.releaseSlow(nil, n)
 	}
-	o.releaseSlow(nil, n)
 }
 
 // TaggedRetain takes a reference on behalf of tag. tag must be comparable;
@@ -100,30 +106,23 @@ func (o *Object) Release() {
 // with an untagged Retain or the creator's reference), as WDF enforces;
 // untraced objects ignore tags.
 func (o *Object) TaggedRetain(tag any) {
-	var n int32
-	if o.tr == nil {
-		if n = o.refs.Add(1); n > 1 && n < saturated {
-			return
-		}
+	if n := o.refs.Add(1); uint32(n-2) >= saturated-2 { // outside 2 ≤ n < saturated
+		o.retainSlow(tag, n)
 	}
-	o.retainSlow(tag, n)
 }
 
 // TaggedRelease drops a reference taken by TaggedRetain with the same tag.
 func (o *Object) TaggedRelease(tag any) {
-	var n int32
-	if o.tr == nil {
-		if n = o.refs.Add(-1); n > 0 && n < saturated-1 {
-			return
-		}
+	if n := o.refs.Add(-1); uint32(n-1) >= saturated-2 { // outside 1 ≤ n < saturated-1
+		o.releaseSlow(tag, n)
 	}
-	o.releaseSlow(tag, n)
 }
 
 // retainSlow is a traced retain, or an untraced one whose add produced n
 // out of range.
 func (o *Object) retainSlow(tag any, n int32) {
 	if o.tr != nil {
+		o.refs.Add(-1) // undo the fast path's add: traced counts live in tr
 		o.tr.retain(tag)
 		return
 	}
@@ -133,6 +132,7 @@ func (o *Object) retainSlow(tag any, n int32) {
 func (o *Object) releaseSlow(tag any, n int32) {
 	switch {
 	case o.tr != nil:
+		o.refs.Add(1)
 		o.tr.release(tag)
 	case n == 0:
 		o.runFree()

@@ -429,3 +429,19 @@ func TestProfileReadBackByPprof(t *testing.T) {
 	require.Contains(t, string(out), "ProfileDevice")
 	require.Contains(t, string(out), "client:9")
 }
+
+// The environment variable is read at package initialization: run this
+// test binary again with it set.
+func TestEnvironmentAtInit(t *testing.T) {
+	if os.Getenv("REFCOUNT_ENV_HELPER") != "" {
+		if !Tracing("EnvInitA") || !Tracing("EnvInitB") || Tracing("EnvInitC") {
+			t.Fatal("DRVKIT_REFTRACE not applied at init")
+		}
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestEnvironmentAtInit$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "REFCOUNT_ENV_HELPER=1", EnvVar+"=EnvInitA, EnvInitB")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "--- PASS: TestEnvironmentAtInit")
+}

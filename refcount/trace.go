@@ -150,6 +150,7 @@ type tracked struct {
 	parent    uint64
 	freed     bool
 	freeStack stackID
+	count     atomic.Int32 // the traced count: written under mu, read anywhere
 }
 
 var epoch = time.Now()
@@ -255,7 +256,7 @@ const shards = 64
 var live [shards]struct {
 	mu sync.Mutex
 	m  map[uint64]*Object
-	_  [40]byte // keep shards on separate cache lines
+	_  [48]byte // keep shards on separate cache lines
 }
 
 func register(o *Object) {
@@ -301,6 +302,7 @@ func Live() map[string]int {
 
 func newTracked(o *Object, sid stackID) *tracked {
 	t := &tracked{obj: o, holders: map[any]holding{}, created: now(), size: historySize.Load()}
+	t.count.Store(1)
 	t.goid, t.parent = ancestry.Origin()
 	ancestry.Note(t.goid, t.parent)
 	t.push(nil, sid)
@@ -332,20 +334,21 @@ func checkTag(tag any) {
 func (t *tracked) retain(tag any) {
 	sid := internStack(3)
 	checkTag(tag)
-	o := t.obj
 	t.mu.Lock()
-	n := o.refs.Load()
+	n := t.count.Load()
 	var e *Error
 	switch {
 	case t.freed || n <= 0:
 		e = t.errorLocked(ErrResurrected, tag, sid)
 		e.Conflict, e.ConflictWhat = stackOf(t.freeStack), "freed"
-	case n >= saturated-1:
+	case n >= saturated:
+		// Pegged and already reported: the object leaks, quietly.
+	case n == saturated-1:
 		e = t.errorLocked(ErrSaturated, tag, sid)
 		e.Conflict, e.ConflictWhat = stackOf(t.lastLocked(OpRetain, nil, false)), "last retained"
-		o.refs.Store(saturated)
+		t.count.Store(saturated)
 	default:
-		o.refs.Store(n + 1)
+		t.count.Store(n + 1)
 		t.push(tag, sid)
 		t.retains++
 		t.record(OpRetain, tag, sid, n+1)
@@ -361,7 +364,7 @@ func (t *tracked) release(tag any) {
 	checkTag(tag)
 	o := t.obj
 	t.mu.Lock()
-	n := o.refs.Load()
+	n := t.count.Load()
 	var e *Error
 	free := false
 	h, held := t.holders[tag]
@@ -381,7 +384,7 @@ func (t *tracked) release(tag any) {
 		}
 	default:
 		t.pop(tag, h)
-		o.refs.Store(n - 1)
+		t.count.Store(n - 1)
 		t.releases++
 		t.record(OpRelease, tag, sid, n-1)
 		if n-1 == 0 {

@@ -7,7 +7,6 @@ import (
 	"reflect"
 	"runtime"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -98,14 +97,17 @@ func Check(t testing.TB, opts ...Option) {
 	t.Helper()
 	ensureTracing()
 	goid, _ := ancestry.Current()
-	c := &check{tb: t, name: t.Name(), goid: goid, start: time.Now(), parallel: isParallel(t), cfg: newConfig(opts)}
-	if !c.parallel && !c.cfg.noGoroutines {
+	c := &check{tb: t, name: t.Name(), goid: goid, start: time.Now(), cfg: newConfig(opts)}
+	if !c.cfg.noGoroutines && !isParallel(t) {
+		// Taken now in case the test stays sequential; whether it is
+		// parallel is final only at cleanup (t.Parallel may come later).
 		c.ignore = goleak.IgnoreCurrent()
 	}
 	checksMu.Lock()
 	checks[c] = true
 	checksMu.Unlock()
 	t.Cleanup(func() {
+		c.parallel = isParallel(t) || c.ignore == nil
 		defer func() {
 			checksMu.Lock()
 			delete(checks, c)
@@ -286,27 +288,12 @@ func allGoroutines() []goroutine {
 		if !strings.HasPrefix(text, "goroutine ") {
 			continue
 		}
-		id, parent := parseHeader(text)
+		id, parent := ancestry.Parse([]byte(text))
 		ancestry.Note(id, parent)
 		out = append(out, goroutine{id: id, parent: parent, text: text})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
 	return out
-}
-
-func parseHeader(text string) (id, parent uint64) {
-	rest := strings.TrimPrefix(text, "goroutine ")
-	if i := strings.IndexByte(rest, ' '); i > 0 {
-		id, _ = strconv.ParseUint(rest[:i], 10, 64)
-	}
-	if i := strings.LastIndex(text, " in goroutine "); i >= 0 {
-		tail := text[i+len(" in goroutine "):]
-		if j := strings.IndexByte(tail, '\n'); j >= 0 {
-			tail = tail[:j]
-		}
-		parent, _ = strconv.ParseUint(tail, 10, 64)
-	}
-	return id, parent
 }
 
 // Main runs the tests and then fails the binary if traced objects are still

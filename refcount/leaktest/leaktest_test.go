@@ -202,9 +202,9 @@ func TestParallelIsolation(t *testing.T) {
 			<-done
 		})
 		t.Run("clean", func(t *testing.T) {
-			t.Parallel()
 			clean = newFake(t, nil)
-			Check(clean, Timeout(300*time.Millisecond))
+			Check(clean, Timeout(300*time.Millisecond)) // before t.Parallel: also fine
+			t.Parallel()
 			ready.Done()
 			ready.Wait()
 			var wg sync.WaitGroup

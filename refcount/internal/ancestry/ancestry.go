@@ -32,6 +32,10 @@ func Origin() (id, parent uint64) {
 	}
 }
 
+// Parse reads a goroutine's id and its parent's id from one goroutine's
+// runtime.Stack text (0 for what it lacks).
+func Parse(b []byte) (id, parent uint64) { return parseOrigin(b) }
+
 func parseOrigin(b []byte) (id, parent uint64) {
 	id = goidOf(b)
 	if i := bytes.LastIndex(b, []byte("\ncreated by ")); i >= 0 {
