@@ -231,10 +231,15 @@ func (r *Registry) finish(x *Service) bool {
 		switch t.sub {
 		case 0: // cancel queued jobs and the running jobs' context
 			x.stopQueue()
+			x.stopCalls()
 			t.sub = 1
-		case 1: // drain running jobs
+		case 1: // drain running jobs and client calls
 			if x.runningJobs() > 0 {
 				x.setWaiting("waits for running jobs to return")
+				return false
+			}
+			if len(x.callsInFlight()) > 0 {
+				x.setWaiting("waits for client method calls to return")
 				return false
 			}
 			t.sub = 2
@@ -411,6 +416,9 @@ func (r *Registry) blockers(ss []*Service) []Blocker {
 		}
 		for _, j := range s.runningJobInfo() {
 			add(j)
+		}
+		for _, c := range s.callsInFlight() {
+			add(c)
 		}
 		if waiting != "" {
 			add("termination " + waiting)
