@@ -90,12 +90,22 @@ func (r *Registry) worker() {
 	defer close(r.wdone)
 	for {
 		r.runBatches()
-		select {
-		case <-r.kickc:
-		case <-r.quit:
+		if r.closing.Load() && r.idle() {
 			return
 		}
+		<-r.kickc
 	}
+}
+
+// idle reports whether every service is freed and no batch is pending: a
+// closing registry's worker may exit.
+func (r *Registry) idle() bool {
+	r.wmu.Lock()
+	n := len(r.batches)
+	r.wmu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return n == 0 && len(r.byID) == 0
 }
 
 func (r *Registry) runBatches() {
@@ -519,9 +529,11 @@ func (r *Registry) Unload(ctx context.Context, name string) error {
 }
 
 // Close terminates every service, waits until all are freed or ctx ends,
-// then stops the termination worker. On the deadline it cancels every
+// and stops the termination worker. On the deadline it cancels every
 // remaining job queue (their Free hooks run) and returns a *BlockedError;
-// services still held stay allocated but the registry is unusable.
+// the worker then carries on in the background and exits once the blockers
+// let go and the last service is freed. A closed registry accepts no new
+// publications, clients or personalities.
 func (r *Registry) Close(ctx context.Context) error {
 	r.mu.Lock()
 	if r.closed {
@@ -554,8 +566,12 @@ func (r *Registry) Close(ctx context.Context) error {
 			break
 		}
 	}
+	// The worker exits once every service is freed: at once when all went
+	// well, later when a blocker lets go after the deadline.
 	r.closing.Store(true)
-	close(r.quit)
-	<-r.wdone
+	r.kick()
+	if err == nil {
+		<-r.wdone
+	}
 	return err
 }
