@@ -179,3 +179,28 @@ func (p *panicky) DidTerminate(*driver.Service)  { panic("did") }
 func (p *panicky) Probe(context.Context, *driver.Service) (int, bool) {
 	return 0, true
 }
+
+// The blocker report follows a wait into another termination: the nub
+// waits for its driver, terminated earlier, which waits for a client that
+// keeps it open.
+func TestBlockerReportFollowsClients(t *testing.T) {
+	e := newEnv(t)
+	nub, d := publishWith(t, e, "disk", func() driver.Driver { return &testDriver{log: e.log} })
+	h := &testDriver{log: e.log, messages: make(chan driver.Message, 8)} // ignores RequestingClose
+	uc, err := e.r.AttachClient(d, "UserClient", "app", h)
+	require.NoError(t, err)
+	require.NoError(t, d.Open(uc, driver.OpenOptions{}))
+	d.Terminate()
+	waitMessage(t, h.messages, driver.ServiceIsRequestingClose)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err = nub.TerminateSync(ctx)
+	require.ErrorIs(t, err, driver.ErrBlocked)
+	msg := err.Error()
+	t.Log(msg)
+	require.Contains(t, msg, "termination waits for client "+d.String()+" to finish terminating")
+	require.Contains(t, msg, d.String()+": open by "+uc.String()+" (shared)")
+	require.NoError(t, d.Close(uc))
+	require.NoError(t, nub.TerminateSync(ctxT(t)))
+	e.quiet()
+}

@@ -17,7 +17,8 @@ type termState struct {
 	cause   *Service // the provider whose termination cascaded to it
 	since   time.Time
 	sub     int    // step within phase 3
-	waiting string // why the worker parked on it, for reports
+	waiting string   // why the worker parked on it, for reports
+	waitFor *Service // the client it waits for, if that is why
 }
 
 // batch is the set of services one Terminate made inactive, root to leaf.
@@ -259,6 +260,7 @@ func (r *Registry) finish(x *Service) bool {
 			for _, c := range x.sortedClientsLocked() {
 				if !c.active {
 					t.waiting = "waits for client " + c.describe() + " to finish terminating"
+					t.waitFor = c
 					r.mu.Unlock()
 					return false
 				}
@@ -301,7 +303,7 @@ func (r *Registry) finish(x *Service) bool {
 			}
 			x.providers = nil
 			x.listed = false
-			t.waiting = ""
+			t.waiting, t.waitFor = "", nil
 			r.mu.Unlock()
 			for _, p := range provs {
 				p.TaggedRelease(x)
@@ -389,10 +391,17 @@ func waitFreed(ctx context.Context, ss []*Service) error {
 	return nil
 }
 
-// blockers says what keeps each of ss from being freed.
+// blockers says what keeps each of ss from being freed, following a
+// service that waits for a client terminating elsewhere to that client.
 func (r *Registry) blockers(ss []*Service) []Blocker {
 	var out []Blocker
-	for _, s := range ss {
+	seen := map[*Service]bool{}
+	for i := 0; i < len(ss); i++ {
+		s := ss[i]
+		if seen[s] {
+			continue
+		}
+		seen[s] = true
 		select {
 		case <-s.done:
 			continue
@@ -412,6 +421,9 @@ func (r *Registry) blockers(ss []*Service) []Blocker {
 		waiting := ""
 		if s.term != nil {
 			waiting = s.term.waiting
+			if w := s.term.waitFor; w != nil && !seen[w] {
+				ss = append(ss[:len(ss):len(ss)], w)
+			}
 		}
 		r.mu.Unlock()
 		for i, c := range openers {
