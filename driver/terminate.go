@@ -16,7 +16,7 @@ type termState struct {
 	b       *batch
 	cause   *Service // the provider whose termination cascaded to it
 	since   time.Time
-	sub     int    // step within phase 3
+	sub     int      // step within phase 3
 	waiting string   // why the worker parked on it, for reports
 	waitFor *Service // the client it waits for, if that is why
 }
