@@ -327,15 +327,23 @@ func (mailboxTag) String() string { return "mailbox" }
 // holds a reference on s while it has messages. The caller guarantees s is
 // alive.
 func (s *Service) post(d delivery) {
+	if s.enqueue(d) {
+		s.reg.mail.schedule(s)
+	}
+}
+
+// enqueue adds d to s's mailbox and reports whether s must be scheduled
+// for delivery (its mailbox was idle).
+func (s *Service) enqueue(d delivery) bool {
 	s.mu.Lock()
 	if d.toDriver {
 		if _, ok := s.impl.(MessageHandler); !ok && d.m.Type != ServiceIsRequestingClose {
 			s.mu.Unlock()
-			return
+			return false
 		}
 	} else if len(s.interest) == 0 {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	s.mbox = append(s.mbox, d)
 	start := !s.mboxRun
@@ -344,9 +352,7 @@ func (s *Service) post(d delivery) {
 		s.TaggedRetain(mailboxTag{})
 	}
 	s.mu.Unlock()
-	if start {
-		s.reg.mail.schedule(s)
-	}
+	return start
 }
 
 // mailPool delivers messages with a few goroutines instead of one per
@@ -360,15 +366,16 @@ type mailPool struct {
 	max     int
 }
 
-func (p *mailPool) schedule(s *Service) {
-	p.mu.Lock()
-	p.q = append(p.q, s)
-	spawn := p.workers < p.max
-	if spawn {
-		p.workers++
+func (p *mailPool) schedule(ss ...*Service) {
+	if len(ss) == 0 {
+		return
 	}
+	p.mu.Lock()
+	p.q = append(p.q, ss...)
+	spawn := min(p.max-p.workers, len(ss))
+	p.workers += spawn
 	p.mu.Unlock()
-	if spawn {
+	for range spawn {
 		go p.work()
 	}
 }

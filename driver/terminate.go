@@ -48,11 +48,16 @@ func (r *Registry) terminate(s *Service) bool {
 	s.term = &termState{b: b, since: now}
 	r.emit(s, StepTerminate, nil, 0, nil)
 	list := []*Service{s}
+	var wake []*Service // mailboxes to schedule once the lock is released
 	for i := 0; i < len(list); i++ {
 		x := list[i]
-		x.post(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}})
+		if x.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}}) {
+			wake = append(wake, x)
+		}
 		for _, c := range x.sortedClientsLocked() {
-			c.post(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}, toDriver: true, from: x})
+			if c.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}, toDriver: true, from: x}) {
+				wake = append(wake, c)
+			}
 			if !c.active || c.hasOtherActiveProvider(x) {
 				continue
 			}
@@ -64,6 +69,7 @@ func (r *Registry) terminate(s *Service) bool {
 	}
 	b.svcs = list
 	r.mu.Unlock()
+	r.mail.schedule(wake...)
 	for _, x := range list {
 		x.cancelContext()
 	}
