@@ -156,7 +156,11 @@ func (r *Registry) newService(class, name string, props Properties, k kind, impl
 	r.mu.Lock()
 	r.byID[s.ID()] = s
 	s.listed = true
+	late := r.closed && k == kindNub
 	r.mu.Unlock()
+	if late {
+		r.terminate(s) // Close raced with NewNub: nothing may outlive the registry
+	}
 	return s
 }
 
