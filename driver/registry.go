@@ -99,10 +99,11 @@ type Registry struct {
 	log      *slog.Logger
 	jobLimit int
 
-	mu     sync.Mutex
-	root   *Service
-	closed bool
-	pers   []*Personality
+	mu         sync.Mutex
+	root       *Service
+	closed     bool
+	workerGone bool // the termination worker exited
+	pers       []*Personality
 	// byID holds every service not yet freed; Service.listed says whether
 	// the registry's own reference is still held.
 	byID map[uint64]*Service
@@ -154,6 +155,11 @@ func (r *Registry) newService(class, name string, props Properties, k kind, impl
 	s.TaggedRetain(registryTag{})
 	s.Release()
 	r.mu.Lock()
+	if r.workerGone {
+		r.mu.Unlock()
+		s.stillborn(true)
+		return s
+	}
 	r.byID[s.ID()] = s
 	s.listed = true
 	late := r.closed && k == kindNub
@@ -165,6 +171,10 @@ func (r *Registry) newService(class, name string, props Properties, k kind, impl
 }
 
 func (r *Registry) freed(s *Service) {
+	if s.unborn {
+		close(s.done)
+		return
+	}
 	r.emit(s, StepFree, nil, 0, nil)
 	r.mu.Lock()
 	delete(r.byID, s.ID())
@@ -182,12 +192,25 @@ func (r *Registry) NewNub(class, name string, props Properties) *Service {
 	r.mu.Unlock()
 	if closed {
 		s := &Service{reg: r, name: name, props: props, kind: kindNub, done: make(chan struct{})}
-		s.Init(class, func() { close(s.done) })
-		s.stopped.Store(true)
-		s.Release()
+		s.Init(class, func() { r.freed(s) })
+		s.stillborn(false)
 		return s
 	}
 	return r.newService(class, name, props, kindNub, nil, nil)
+}
+
+// stillborn turns a service made after the registry closed into one that
+// is already terminated and freed: it emits no events, Publish refuses it,
+// Terminate is a no-op.
+func (s *Service) stillborn(tagged bool) {
+	s.unborn = true
+	s.active = false
+	s.stopped.Store(true)
+	if tagged {
+		s.TaggedRelease(registryTag{})
+	} else {
+		s.Release()
+	}
 }
 
 // Lookup returns the live service with that ID with a reference taken for
@@ -298,6 +321,9 @@ func (r *Registry) AttachClient(provider *Service, class, name string, handler a
 	}
 	r.mu.Unlock()
 	c := r.newService(class, name, Properties{}, kindClient, handler, nil)
+	if c.unborn {
+		return nil, opErr("attach client", provider, ErrClosed)
+	}
 	r.mu.Lock()
 	if !provider.active {
 		r.mu.Unlock()
@@ -484,6 +510,9 @@ func (r *Registry) matchCategory(nub *Service, ps []*Personality) bool {
 			continue
 		}
 		inst := r.newService(p.Class, p.Name, nub.props, kindDriver, d, p)
+		if inst.unborn {
+			return false // the registry closed
+		}
 		// Matching keeps its own reference: the nub may be terminated and
 		// the candidate finished by the worker while we still look at it.
 		inst.TaggedRetain(matchTag{})

@@ -34,8 +34,10 @@ type Service struct {
 	name  string
 	props Properties
 	kind  kind
-	impl  any // Driver for driver instances; the handler for user clients
-	pers  *Personality
+	// unborn: created after the registry closed; freed at once, no events.
+	unborn bool
+	impl   any // Driver for driver instances; the handler for user clients
+	pers   *Personality
 
 	// Guarded by reg.mu.
 	active     bool // false from phase 1 on

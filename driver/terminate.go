@@ -112,7 +112,11 @@ func (r *Registry) idle() bool {
 	r.wmu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return n == 0 && len(r.byID) == 0
+	if n == 0 && len(r.byID) == 0 {
+		r.workerGone = true // from now on services are born freed
+		return true
+	}
+	return false
 }
 
 func (r *Registry) runBatches() {
