@@ -204,3 +204,24 @@ func TestBlockerReportFollowsClients(t *testing.T) {
 	require.NoError(t, nub.TerminateSync(ctxT(t)))
 	e.quiet()
 }
+
+func TestServiceBlockersWhileWaiting(t *testing.T) {
+	e := newEnv(t)
+	_, d := publishWith(t, e, "disk", func() driver.Driver { return &testDriver{log: e.log} })
+	uc, err := e.r.AttachClient(d, "UserClient", "app", &testDriver{log: e.log})
+	require.NoError(t, err)
+	require.NoError(t, d.Open(uc, driver.OpenOptions{Exclusive: true}))
+	d.Terminate()
+	require.Eventually(t, func() bool {
+		for _, b := range d.Blockers() {
+			if b.What == "open by "+uc.String()+" (exclusive)" {
+				return true
+			}
+		}
+		return false
+	}, 5*time.Second, time.Millisecond)
+	require.NoError(t, d.Close(uc))
+	waitFreed(t, d)
+	require.Empty(t, d.Blockers())
+	e.quiet()
+}
