@@ -99,10 +99,11 @@ type Registry struct {
 	log      *slog.Logger
 	jobLimit int
 
-	mu     sync.Mutex
-	root   *Service
-	closed bool
-	pers   []*Personality
+	mu         sync.Mutex
+	root       *Service
+	closed     bool
+	workerGone bool // the termination worker exited
+	pers       []*Personality
 	// byID holds every service not yet freed; Service.listed says whether
 	// the registry's own reference is still held.
 	byID map[uint64]*Service
@@ -114,7 +115,6 @@ type Registry struct {
 	wmu     sync.Mutex
 	batches []*batch
 	kickc   chan struct{}
-	quit    chan struct{}
 	wdone   chan struct{}
 	closing atomic.Bool
 }
@@ -129,7 +129,7 @@ func NewRegistry(opts ...Option) *Registry {
 	r := &Registry{
 		log: slog.Default(), jobLimit: 4,
 		byID:  map[uint64]*Service{},
-		kickc: make(chan struct{}, 1), quit: make(chan struct{}), wdone: make(chan struct{}),
+		kickc: make(chan struct{}, 1), wdone: make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(r)
@@ -155,13 +155,26 @@ func (r *Registry) newService(class, name string, props Properties, k kind, impl
 	s.TaggedRetain(registryTag{})
 	s.Release()
 	r.mu.Lock()
+	if r.workerGone {
+		r.mu.Unlock()
+		s.stillborn(true)
+		return s
+	}
 	r.byID[s.ID()] = s
 	s.listed = true
+	late := r.closed && k == kindNub
 	r.mu.Unlock()
+	if late {
+		r.terminate(s) // Close raced with NewNub: nothing may outlive the registry
+	}
 	return s
 }
 
 func (r *Registry) freed(s *Service) {
+	if s.unborn {
+		close(s.done)
+		return
+	}
 	r.emit(s, StepFree, nil, 0, nil)
 	r.mu.Lock()
 	delete(r.byID, s.ID())
@@ -170,9 +183,34 @@ func (r *Registry) freed(s *Service) {
 	r.kick()
 }
 
-// NewNub creates an unpublished nub. Publish it, or Terminate it.
+// NewNub creates an unpublished nub. Publish it, or Terminate it. On a
+// closed registry the nub is born terminated and freed (Publish fails with
+// ErrClosed), so that nothing outlives the registry.
 func (r *Registry) NewNub(class, name string, props Properties) *Service {
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		s := &Service{reg: r, name: name, props: props, kind: kindNub, done: make(chan struct{})}
+		s.Init(class, func() { r.freed(s) })
+		s.stillborn(false)
+		return s
+	}
 	return r.newService(class, name, props, kindNub, nil, nil)
+}
+
+// stillborn turns a service made after the registry closed into one that
+// is already terminated and freed: it emits no events, Publish refuses it,
+// Terminate is a no-op.
+func (s *Service) stillborn(tagged bool) {
+	s.unborn = true
+	s.active = false
+	s.stopped.Store(true)
+	if tagged {
+		s.TaggedRelease(registryTag{})
+	} else {
+		s.Release()
+	}
 }
 
 // Lookup returns the live service with that ID with a reference taken for
@@ -283,6 +321,9 @@ func (r *Registry) AttachClient(provider *Service, class, name string, handler a
 	}
 	r.mu.Unlock()
 	c := r.newService(class, name, Properties{}, kindClient, handler, nil)
+	if c.unborn {
+		return nil, opErr("attach client", provider, ErrClosed)
+	}
 	r.mu.Lock()
 	if !provider.active {
 		r.mu.Unlock()
@@ -469,6 +510,9 @@ func (r *Registry) matchCategory(nub *Service, ps []*Personality) bool {
 			continue
 		}
 		inst := r.newService(p.Class, p.Name, nub.props, kindDriver, d, p)
+		if inst.unborn {
+			return false // the registry closed
+		}
 		// Matching keeps its own reference: the nub may be terminated and
 		// the candidate finished by the worker while we still look at it.
 		inst.TaggedRetain(matchTag{})
