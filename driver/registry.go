@@ -10,6 +10,8 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+
+	"github.com/drvkit/drvkit/internal/faultinject"
 )
 
 // Lock order (acquire top to bottom, never upward):
@@ -175,6 +177,7 @@ func (r *Registry) freed(s *Service) {
 		close(s.done)
 		return
 	}
+	_ = faultinject.At(faultinject.Free, s)
 	r.emit(s, StepFree, nil, 0, nil)
 	r.mu.Lock()
 	delete(r.byID, s.ID())
@@ -265,6 +268,9 @@ func (r *Registry) attachLocked(c, p *Service) {
 func (r *Registry) Publish(provider, nub *Service) error {
 	if provider == nil {
 		provider = r.root
+	}
+	if err := faultinject.At(faultinject.Publish, nub); err != nil {
+		return opErr("publish", nub, err)
 	}
 	r.mu.Lock()
 	switch {
@@ -358,6 +364,9 @@ func (s *Service) start(d Driver) error {
 			return ErrNotActive // terminated before Start: never started, never stopped
 		}
 		ran = true
+		if err := faultinject.At(faultinject.Start, s); err != nil {
+			return err
+		}
 		err := d.Start(ctx, s)
 		if err == nil {
 			s.started.Store(true)
@@ -536,6 +545,9 @@ func (r *Registry) matchCategory(nub *Service, ps []*Personality) bool {
 					return ErrNotActive
 				}
 				ran = true
+				if err := faultinject.At(faultinject.Probe, inst); err != nil {
+					return err
+				}
 				c.score, accepted = pr.Probe(inst.Context(), inst)
 				if !accepted {
 					return errors.New("probe declined")

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/drvkit/drvkit/internal/faultinject"
 	"github.com/drvkit/drvkit/refcount"
 )
 
@@ -529,6 +530,9 @@ type OpenOptions struct {
 // someone has it exclusively, and that holder is sent
 // ServiceIsAttemptingOpen. Open fails with ErrNotActive once s is terminated.
 func (s *Service) Open(client *Service, opts OpenOptions) error {
+	if err := faultinject.At(faultinject.Open, client); err != nil {
+		return opErr("open", s, err)
+	}
 	r := s.reg
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -655,6 +659,9 @@ func (s *Service) Call(ctx context.Context, method string, in []byte) (out []byt
 	defer cancel()
 	stop := context.AfterFunc(s.Context(), cancel)
 	defer stop()
+	if err := faultinject.At(faultinject.Call, s); err != nil {
+		return nil, opErr("call "+method, s, err)
+	}
 	return m(ctx, s, in)
 }
 

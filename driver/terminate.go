@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/drvkit/drvkit/internal/faultinject"
 )
 
 // termState is a terminated service's progress through phases 2 and 3.
@@ -161,6 +163,7 @@ func (r *Registry) advance(b *batch) (progress bool) {
 					// Even a driver not started yet is waited for: its Start
 					// may be running, and decides.
 					ran, _ := x.tryCallback("WillTerminate", func() error {
+						_ = faultinject.At(faultinject.WillTerminate, x)
 						if x.wasStarted() {
 							w.WillTerminate(x)
 						}
@@ -195,6 +198,7 @@ func (r *Registry) advance(b *batch) (progress bool) {
 				}
 				if d, ok := x.impl.(DidTerminater); ok {
 					ran, _ := x.tryCallback("DidTerminate", func() error {
+						_ = faultinject.At(faultinject.DidTerminate, x)
 						if x.wasStarted() {
 							d.DidTerminate(x)
 						}
@@ -292,6 +296,7 @@ func (r *Registry) finish(x *Service) bool {
 			{
 				ran, _ := x.tryCallback("Stop", func() error {
 					defer x.markStopped()
+					_ = faultinject.At(faultinject.Stop, x)
 					if isDriver && x.wasStarted() {
 						d.Stop(x)
 					}
@@ -306,6 +311,7 @@ func (r *Registry) finish(x *Service) bool {
 			t.sub = 4
 		case 4: // managed resources, detach, drop the registry's reference
 			x.finalReleaseResources()
+			_ = faultinject.At(faultinject.Detach, x)
 			r.mu.Lock()
 			provs := x.providers
 			for _, p := range provs {

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/drvkit/drvkit/internal/faultinject"
 )
 
 // Job is a unit of asynchronous work owned by a service (the driver_async
@@ -136,7 +138,11 @@ func (q *workQueue) run(e *jobEntry) {
 				s.reg.log.Error("job panicked", "service", s.describe(), "job", e.String(), "panic", fmt.Sprint(v))
 			}
 		}()
-		if err := e.Run(q.ctx); err != nil && !errors.Is(err, context.Canceled) {
+		err := faultinject.At(faultinject.Job, s)
+		if err == nil {
+			err = e.Run(q.ctx)
+		}
+		if err != nil && !errors.Is(err, context.Canceled) {
 			s.reg.log.Warn("job failed", "service", s.describe(), "job", e.String(), "err", err)
 		}
 	}()
