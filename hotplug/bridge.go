@@ -96,7 +96,8 @@ func (publishTag) String() string { return "hotplug publish queue" }
 
 type nubEntry struct {
 	svc      *driver.Service
-	ev       Event // the add it was published for
+	held     atomic.Bool // the bridge's reference on svc is still held
+	ev       Event       // the add it was published for
 	hasSG    bool
 	queued   bool // publish pending on the publisher
 	isLUN    bool
@@ -235,7 +236,20 @@ func nubKind(ev *Event) string {
 
 func (b *Bridge) changed(e *nubEntry, ev Event) {
 	b.st.changed.Add(1)
-	e.svc.MessageClients(MessageDeviceChanged, ev)
+	// The nub may have been terminated and freed by someone else.
+	if s, release, ok := b.r.Lookup(e.svc.ID()); ok {
+		s.MessageClients(MessageDeviceChanged, ev)
+		release()
+	}
+}
+
+// release drops the bridge's reference on e's nub, once.
+func (e *nubEntry) release() bool {
+	if e.held.CompareAndSwap(true, false) {
+		e.svc.TaggedRelease(bridgeTag{})
+		return true
+	}
+	return false
 }
 
 func (b *Bridge) add(ev Event, kind string) {
@@ -305,18 +319,33 @@ func (b *Bridge) publishNew(ev Event, kind, sg string) {
 	var provider *driver.Service
 	for p := parentPath(ev.DevPath); p != ""; p = parentPath(p) {
 		if e, ok := b.nubs[p]; ok {
-			provider = e.svc
+			s, release, ok := b.r.Lookup(e.svc.ID())
+			if !ok {
+				// The ancestor was terminated elsewhere and is gone: so
+				// are its children.
+				b.st.dropped.Add(1)
+				return
+			}
+			provider = s
+			provider.TaggedRetain(publishTag{})
+			release()
 			break
 		}
 	}
 	nub := b.r.NewNub(kind, name, props)
+	e := &nubEntry{svc: nub, ev: ev, hasSG: sg != "", isLUN: kind == ClassSCSIDevice, identity: identity(&ev)}
+	e.held.Store(true)
 	nub.TaggedRetain(bridgeTag{})
-	b.nubs[ev.DevPath] = &nubEntry{svc: nub, ev: ev, hasSG: sg != "", isLUN: kind == ClassSCSIDevice, identity: identity(&ev)}
+	// Whoever terminates the nub (drvctl terminate, a failed publication,
+	// a cascade), the bridge lets go then, not at the device's remove.
+	nub.AddInterest(func(m driver.Message) {
+		if m.Type == driver.ServiceIsTerminated && m.From == nub.ID() {
+			e.release()
+		}
+	})
+	b.nubs[ev.DevPath] = e
 	b.st.published.Add(1)
 	nub.TaggedRetain(publishTag{})
-	if provider != nil {
-		provider.TaggedRetain(publishTag{})
-	}
 	b.qmu.Lock()
 	if b.closing {
 		b.qmu.Unlock()
@@ -434,8 +463,10 @@ func (b *Bridge) remove(devpath string, followedKind bool) {
 		if p != devpath {
 			b.gone[p] = true
 		}
-		e.svc.Terminate()
-		e.svc.TaggedRelease(bridgeTag{})
+		if e.held.CompareAndSwap(true, false) { // not terminated elsewhere
+			e.svc.Terminate()
+			e.svc.TaggedRelease(bridgeTag{})
+		}
 		b.st.terminated.Add(1)
 	}
 }
@@ -520,7 +551,7 @@ func (b *Bridge) Close() error {
 	}
 	<-b.done
 	for p, e := range b.nubs {
-		e.svc.TaggedRelease(bridgeTag{})
+		e.release()
 		delete(b.nubs, p)
 	}
 	return nil
