@@ -203,7 +203,7 @@ func BenchmarkTracedMemoryPerRef(b *testing.B) {
 					}
 				}
 				objs := make([]Object, objects)
-				before := heapInUse()
+				before, stacksBefore := heapInUse(), DepotSize()
 				b.StartTimer()
 				for j := range objs {
 					objs[j].Init(class, nil)
@@ -218,7 +218,7 @@ func BenchmarkTracedMemoryPerRef(b *testing.B) {
 				b.StopTimer()
 				after := heapInUse()
 				b.ReportMetric(float64(after-before)/refs, "B/ref")
-				b.ReportMetric(float64(DepotSize()), "depot-stacks")
+				b.ReportMetric(float64(DepotSize()-stacksBefore), "new-stacks")
 				for j := 0; j < refs; j++ {
 					var tag any = tags[j%10]
 					if distinct {

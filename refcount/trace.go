@@ -105,15 +105,17 @@ func (t *tracked) pop(tag any, h holding) {
 	h.n--
 	if h.n == 0 {
 		delete(t.holders, tag)
+		if len(t.deeper) > 0 {
+			delete(t.deeper, tag)
+		}
 		return
 	}
+	// Keep the emptied slice while the tag still holds: a tag bouncing
+	// between one and two references (the creator's plus a
+	// retain/release pair) then allocates nothing.
 	r := t.deeper[tag]
 	h.top = r[len(r)-1]
-	if len(r) == 1 {
-		delete(t.deeper, tag)
-	} else {
-		t.deeper[tag] = r[:len(r)-1]
-	}
+	t.deeper[tag] = r[:len(r)-1]
 	t.holders[tag] = h
 }
 

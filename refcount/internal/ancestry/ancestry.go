@@ -47,7 +47,10 @@ func parseOrigin(b []byte) (id, parent uint64) {
 }
 
 func goidOf(b []byte) uint64 {
-	b = bytes.TrimPrefix(b, []byte("goroutine "))
+	var ok bool
+	if b, ok = bytes.CutPrefix(b, []byte("goroutine ")); !ok {
+		return 0
+	}
 	i := bytes.IndexByte(b, ' ')
 	if i < 0 {
 		return 0
