@@ -18,5 +18,16 @@
 // to the uevent group, the udev CVE-2009-1185 attack — is dropped and counted.
 // When the kernel drops events because the receive buffer overflowed
 // (ENOBUFS), the source re-reads sysfs, diffs against what it reported and
-// emits the missing adds and removes, so a remove is never lost.
+// emits the missing adds and removes, so a remove is never lost. A device
+// re-created at the same path while events were lost is told apart by the
+// inode of its sysfs directory, which kernfs never reuses at once.
+//
+// Bridge feeds a driver.Registry: USB devices become USBDevice nubs, their
+// interfaces USBInterface nubs (clients of the device), SCSI LUNs
+// SCSIDevice nubs (clients of the nearest published ancestor, e.g. a USB
+// storage interface). A remove terminates the nub and everything under its
+// path (surprise removal); a duplicate add or a change is delivered to the
+// nub's drivers as MessageDeviceChanged. Publishing — matching and the
+// drivers' Start — runs on the bridge's own goroutine, so an unplug is
+// handled while a Start is still running and cancels it.
 package hotplug

@@ -3,7 +3,10 @@ package hotplug_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 
+	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/hotplug"
 )
 
@@ -85,4 +88,41 @@ func ExampleNewNetlink() {
 		}
 		fmt.Println(ev.Origin, ev)
 	}
+}
+
+func ExampleNewBridge() {
+	ctx := context.Background()
+	r := driver.NewRegistry()
+	defer r.Close(ctx)
+
+	// A simulated stick; the bridge publishes its nubs into the registry.
+	sc, _ := hotplug.ParseScenarioString("stick.scn",
+		`plug usb 2-1 vid=0781 pid=5567 manufacturer=SanDisk product="Cruzer Blade" serial=4C53 ifaces=08/06/50`)
+	dir, _ := os.MkdirTemp("", "sysfs")
+	defer os.RemoveAll(dir)
+	sim, _ := hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: dir})
+	defer sim.Close()
+	b := hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: dir})
+	defer b.Close()
+	if err := b.Run(ctx, sim); err != nil {
+		fmt.Println(err)
+		return
+	}
+	_ = b.Flush(ctx)
+
+	var show func(s *driver.Service, indent string)
+	show = func(s *driver.Service, indent string) {
+		for _, c := range s.Clients() {
+			p := c.Properties()
+			serial, _ := p.String(hotplug.PropSerial)
+			sg, _ := p.String(hotplug.PropSG)
+			fmt.Println(indent + strings.TrimSpace(c.Class()+" "+c.Name()+" "+serial+sg))
+			show(c, indent+"  ")
+		}
+	}
+	show(r.Root(), "")
+	// Output:
+	// USBDevice 2-1 4C53
+	//   USBInterface 2-1:1.0
+	//     SCSIDevice 1:0:0:0 /dev/sg0
 }

@@ -3,12 +3,12 @@ package hotplug_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/drvkit/drvkit/refcount/leaktest"
 )
 
-// TestMain fails the package's tests if any goroutine is left behind (a
-// source whose Close did not end its reader, a waiting simulator).
-// hotplug creates no refcounted objects, so goroutines are what can leak.
+// TestMain fails the test binary if reference-counted objects (nubs,
+// driver instances) or goroutines (a source's reader, the bridge's
+// publisher, a waiting simulator) are left behind.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leaktest.Main(m)
 }

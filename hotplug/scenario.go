@@ -54,6 +54,17 @@ const (
 // and, by a dry run, that every step makes sense in order (no unplug of a
 // port that is empty, no LUN on a missing host). Errors say file and line.
 func ParseScenario(name string, r io.Reader) (*Scenario, error) {
+	return parseScenario(name, r, true)
+}
+
+// ParseScenarioFragment checks only the syntax of a scenario: its steps
+// make sense only against a machine that already has devices, as the steps
+// given to (*Sim).Inject do, which checks them when it runs them.
+func ParseScenarioFragment(name, s string) (*Scenario, error) {
+	return parseScenario(name, strings.NewReader(s), false)
+}
+
+func parseScenario(name string, r io.Reader, dryRun bool) (*Scenario, error) {
 	sc := &Scenario{Name: name}
 	br := bufio.NewScanner(r)
 	br.Buffer(make([]byte, 1024), maxScenarioLine)
@@ -110,6 +121,9 @@ func ParseScenario(name string, r io.Reader) (*Scenario, error) {
 			return nil, &ScenarioError{File: name, Line: line + 1, Msg: fmt.Sprintf("line longer than %d bytes", maxScenarioLine)}
 		}
 		return nil, &ScenarioError{File: name, Line: line, Msg: err.Error()}
+	}
+	if !dryRun {
+		return sc, nil
 	}
 	// Dry run: semantic errors are found now, not halfway through a test.
 	m := newSimMachine("", 1)

@@ -22,6 +22,10 @@ type SimConfig struct {
 	SysfsDir string
 	// SkipWaits ignores wait steps (the event order is the same).
 	SkipWaits bool
+	// Live keeps the source open after the last step: Next then waits for
+	// steps given to Inject instead of returning io.EOF. A daemon on a
+	// simulated bus uses it to plug and unplug devices on request.
+	Live bool
 }
 
 // Sim is a Source replaying a scenario with the uevent sequences the
@@ -34,6 +38,7 @@ type Sim struct {
 	pos    int
 	queue  []simEvent
 	done   chan struct{}
+	inject chan injection
 	once   sync.Once
 	closed bool
 	mu     sync.Mutex // guards closed against Close from another goroutine
@@ -48,7 +53,66 @@ func NewSim(sc *Scenario, cfg SimConfig) (*Sim, error) {
 			return nil, &OpError{Op: "sim sysfs", Path: cfg.SysfsDir, Err: err}
 		}
 	}
-	return &Sim{sc: sc, cfg: cfg, m: newSimMachine(cfg.SysfsDir, 1), done: make(chan struct{})}, nil
+	return &Sim{sc: sc, cfg: cfg, m: newSimMachine(cfg.SysfsDir, 1), done: make(chan struct{}), inject: make(chan injection)}, nil
+}
+
+// injection is a batch of steps handed from Inject to the goroutine in Next,
+// which alone runs the simulated machine.
+type injection struct {
+	sc     *Scenario
+	result chan error
+}
+
+// Inject runs the steps of sc (from ParseScenarioFragment) on a live
+// simulator, after the scenario's own steps, against the devices plugged so
+// far. It returns once every step has run (waits included) and its events
+// are queued for Next, or at the first step that makes no sense, such as
+// unplugging an empty port: the steps before it stay done. Inject needs
+// SimConfig.Live and someone calling Next.
+func (s *Sim) Inject(ctx context.Context, sc *Scenario) error {
+	if !s.cfg.Live {
+		return &OpError{Op: "sim inject", Err: errors.New("simulator is not live (SimConfig.Live)")}
+	}
+	in := injection{sc: sc, result: make(chan error, 1)}
+	select {
+	case s.inject <- in:
+	case <-s.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-in.result:
+		return err
+	case <-s.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// runInjection executes an injected batch, queueing its events.
+func (s *Sim) runInjection(ctx context.Context, in injection) error {
+	for _, st := range in.sc.Steps {
+		if st.Cmd == "wait" && !s.cfg.SkipWaits && st.Wait > 0 {
+			t := time.NewTimer(st.Wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-s.done:
+				t.Stop()
+				return ErrClosed
+			}
+		}
+		evs, err := s.m.exec(st)
+		if err != nil {
+			return &ScenarioError{File: in.sc.Name, Line: st.Line, Msg: err.Error()}
+		}
+		s.queue = append(s.queue, evs...)
+	}
+	return nil
 }
 
 // Next returns the next simulated event; io.EOF after the last step.
@@ -69,7 +133,18 @@ func (s *Sim) Next(ctx context.Context) (Event, error) {
 			return se.ev, nil
 		}
 		if s.pos >= len(s.sc.Steps) {
-			return Event{}, errEOF
+			if !s.cfg.Live {
+				return Event{}, errEOF
+			}
+			select {
+			case in := <-s.inject:
+				in.result <- s.runInjection(ctx, in)
+				continue
+			case <-ctx.Done():
+				return Event{}, ctx.Err()
+			case <-s.done:
+				return Event{}, ErrClosed
+			}
 		}
 		st := s.sc.Steps[s.pos]
 		s.pos++
