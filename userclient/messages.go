@@ -48,6 +48,6 @@ type errorMsg struct {
 }
 
 type adminMsg struct {
-	Op   string `json:"op"`
+	Op   string          `json:"op"`
 	Args json.RawMessage `json:"args,omitempty"`
 }

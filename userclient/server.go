@@ -86,6 +86,10 @@ var (
 	ErrHandshakeTimeout = errors.New("userclient: no hello before the handshake timeout")
 )
 
+// drainGrace is how long a failing connection's queued frames may take to
+// be written.
+const drainGrace = 100 * time.Millisecond
+
 // Server serves applications on a Unix socket.
 type Server struct {
 	backend Backend
@@ -312,6 +316,9 @@ func (c *conn) fail(reason error, code string) {
 		close(c.quit)
 		c.cancel()
 		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
+		// A write blocked on a peer that does not read must end too; a
+		// peer that reads gets what is queued within this grace time.
+		_ = c.nc.SetWriteDeadline(time.Now().Add(drainGrace))
 	})
 }
 
@@ -363,9 +370,8 @@ func (c *conn) writer() {
 				return
 			}
 		case <-c.quit:
-			// Drain what is queued (the fatal error frame last) but do
-			// not wait long for a peer that does not read.
-			_ = c.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			// Drain what is queued (the fatal error frame last) within
+			// the write deadline fail set.
 			for {
 				select {
 				case b := <-c.out:
