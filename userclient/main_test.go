@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
+
+	"github.com/drvkit/drvkit/refcount"
+	"github.com/drvkit/drvkit/refcount/leaktest"
 )
 
 // The test binary doubles as the application in crash tests: re-executed
@@ -26,7 +28,8 @@ func TestMain(m *testing.M) {
 	if role := os.Getenv("USERCLIENT_CHILD"); role != "" {
 		os.Exit(runChild(role, os.Getenv("USERCLIENT_SOCK")))
 	}
-	goleak.VerifyTestMain(m)
+	refcount.TraceAll() // tag pairing enforced on every path the tests take
+	leaktest.Main(m)
 }
 
 func runChild(role, sock string) int {
@@ -190,8 +193,8 @@ func (c *child) kill() time.Time {
 // one TestDevice.
 type testServer struct {
 	*Server
-	reg  *fakeRegistry
-	dev  *fakeService
+	reg  *testRegistry
+	dev  *testDevice
 	dir  string
 	sock string
 	disc chan disconnect
@@ -211,14 +214,15 @@ func newTestServer(t testing.TB, cfg Config) *testServer {
 	require.NoError(t, err)
 	require.NoError(t, os.Chmod(dir, 0o755))
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	ts := &testServer{reg: newFakeRegistry(), dir: dir, sock: filepath.Join(dir, "s"), disc: make(chan disconnect, 4096)}
-	ts.dev = ts.reg.publish("TestDevice", "dev0", "TestDriver")
+	leaktest.Check(t) // its cleanup runs last
+	ts := &testServer{reg: newTestRegistry(t), dir: dir, sock: filepath.Join(dir, "s"), disc: make(chan disconnect, 4096)}
+	ts.dev = ts.reg.publish(t, "TestDevice", "dev0")
 	cfg.Path = ts.sock
 	if cfg.GID == 0 {
 		cfg.GID = -1
 	}
 	cfg.OnDisconnect = func(c Cred, r error) { ts.disc <- disconnect{c, r, time.Now()} }
-	ts.Server, err = Listen(ts.reg, cfg)
+	ts.Server, err = Listen(NewRegistryBackend(ts.reg.r), cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		require.NoError(t, ts.Close())

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/driver"
 )
 
 func TestOpenCallClose(t *testing.T) {
@@ -136,7 +138,8 @@ func TestListenSocketFile(t *testing.T) {
 	dir, err := os.MkdirTemp("", "uc")
 	require.NoError(t, err)
 	defer os.RemoveAll(dir)
-	reg := newFakeRegistry()
+	reg := NewRegistryBackend(driver.NewRegistry())
+	defer reg.r.Close(context.Background())
 	path := filepath.Join(dir, "s")
 
 	t.Run("mode and group", func(t *testing.T) {
@@ -268,9 +271,9 @@ func TestHostileInputs(t *testing.T) {
 			require.Equal(t, tc.name, string(out))
 		})
 	}
-	ts.dev.message("Hello", []byte("still here"))
+	ts.dev.message([]byte("still here"))
 	n := <-notes
-	require.Equal(t, NotificationType("Hello"), n.Type)
+	require.Equal(t, driverMsgType, n.Type)
 	require.Equal(t, "still here", string(n.Data))
 	require.NoError(t, gh.Close())
 }
@@ -325,19 +328,30 @@ func TestNeverReadingClientIsDisconnected(t *testing.T) {
 	require.Eventually(t, func() bool { return ts.Stats().Sessions == 2 }, 10*time.Second, time.Millisecond)
 
 	payload := bytes.Repeat([]byte("n"), 8<<10)
-	for i := 0; ts.Stats().Sessions == 2; i++ {
-		ts.dev.message("Data", payload) // never blocks, whoever reads
-		select {
-		case n := <-got:
-			require.Len(t, n.Data, len(payload))
-		case <-time.After(10 * time.Second):
-			t.Fatalf("the reading client is starved after %d messages", i)
+	var types []NotificationType
+	next := func() Notification { // the next driver message the good client got
+		for {
+			select {
+			case n := <-got:
+				types = append(types, n.Type)
+				if n.Type == driverMsgType {
+					return n
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("the reading client is starved")
+			}
 		}
+	}
+	for ts.Stats().Sessions == 2 {
+		ts.dev.message(payload) // never blocks, whoever reads
+		require.Len(t, next().Data, len(payload))
 	}
 	d := <-ts.disc
 	require.ErrorIs(t, d.reason, ErrOverflow)
-	ts.dev.message("Last", nil)
-	require.Equal(t, NotificationType("Last"), (<-got).Type)
+	ts.dev.message([]byte("last"))
+	require.Equal(t, "last", string(next().Data))
+	// The good client also hears that the dropped one closed the device.
+	require.Contains(t, types, ServiceWasClosed)
 	require.Equal(t, 1, ts.Stats().Sessions)
 	require.NoError(t, gh.Close())
 }
