@@ -23,9 +23,17 @@
 // worker parks that branch and carries on with the others.
 //
 // Callbacks into one service (Probe, Start, Stop, WillTerminate,
-// DidTerminate, Message, client methods) never run concurrently. A panic in
-// any of them is recovered into a *PanicError, logged with log/slog, and the
-// registry carries on.
+// DidTerminate, Message) never run concurrently. Client methods (Call) run
+// on the caller's goroutine, concurrently with those, but termination
+// drains them, like jobs, before Stop. A panic in any of them is recovered
+// into a *PanicError, logged with log/slog, and the registry carries on.
+//
+// A client that holds its provider open must close it when asked
+// (ServiceIsRequestingClose), or in its WillTerminate or DidTerminate —
+// which run before the provider waits — not in Stop, which runs after: the
+// provider's termination waits for the close, and TerminateSync names the
+// client that holds it. A client that is not a MessageHandler is closed for
+// it.
 //
 // Monitored values (Monitored, Group, View) carry state written by callbacks
 // and read by the driver as immutable snapshots: readers never lock and never

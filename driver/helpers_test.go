@@ -11,18 +11,18 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/lifecycletest"
 	"github.com/drvkit/drvkit/refcount"
+	"github.com/drvkit/drvkit/refcount/leaktest"
 )
 
 // TestMain traces every reference, so that tag pairing is enforced on every
-// path the tests take, and fails on leaked goroutines.
+// path the tests take, and fails on leaked objects and goroutines.
 func TestMain(m *testing.M) {
 	refcount.TraceAll()
-	goleak.VerifyTestMain(m)
+	leaktest.Main(m)
 }
 
 // quietLogger keeps expected panics and failures out of the test output.
@@ -40,6 +40,7 @@ type env struct {
 // contract and no goroutine may be left.
 func newEnv(t *testing.T, opts ...driver.Option) *env {
 	t.Helper()
+	leaktest.Check(t) // its cleanup runs last, after the registry is closed
 	opts = append([]driver.Option{driver.WithLogger(quietLogger())}, opts...)
 	r := driver.NewRegistry(opts...)
 	e := &env{t: t, r: r, rec: lifecycletest.Record(t, r), log: &callLog{}}
@@ -49,7 +50,6 @@ func newEnv(t *testing.T, opts ...driver.Option) *env {
 		require.NoError(t, r.Close(ctx))
 		require.Empty(t, r.Services(), "services left after Close")
 		e.rec.Check(t)
-		goleak.VerifyNone(t)
 	})
 	return e
 }

@@ -224,3 +224,36 @@ func TestManagedResourcesReverseAfterStop(t *testing.T) {
 	require.Contains(t, e.log.get(), "close late", "a resource managed too late is closed at once")
 	e.quiet()
 }
+
+// A bridge driver's Start publishes a child nub whose driver's Start calls
+// back into the bridge: no deadlock, and the tree terminates leaves first.
+func TestNestedPublishCallsProvider(t *testing.T) {
+	e := newEnv(t)
+	require.NoError(t, e.r.RegisterPersonality(driver.Personality{Name: "bridge", ProviderClass: "USBInterface",
+		New: func() driver.Driver {
+			return &testDriver{log: e.log,
+				methods: map[string]driver.Method{"transfer": func(ctx context.Context, s *driver.Service, in []byte) ([]byte, error) {
+					return []byte("csw"), nil
+				}},
+				start: func(ctx context.Context, s *driver.Service) error {
+					lun := s.Registry().NewNub("SCSIDevice", "lun0", driver.NewProperties(map[string]any{"type": 0}))
+					return s.Registry().Publish(s, lun)
+				}}
+		}}))
+	var got []byte
+	require.NoError(t, e.r.RegisterPersonality(driver.Personality{Name: "disk", ProviderClass: "SCSIDevice",
+		New: func() driver.Driver {
+			return &testDriver{log: e.log, start: func(ctx context.Context, s *driver.Service) error {
+				bridge := s.Providers()[0].Providers()[0]
+				var err error
+				got, err = bridge.Call(ctx, "transfer", []byte("cbw"))
+				return err
+			}}
+		}}))
+	nub := e.r.NewNub("USBInterface", "if0", driver.Properties{})
+	require.NoError(t, e.r.Publish(nil, nub))
+	require.Equal(t, "csw", string(got))
+	require.NoError(t, nub.TerminateSync(ctxT(t)))
+	require.Equal(t, []string{"stop disk", "stop lun0", "stop bridge", "stop if0"}, e.rec.Steps(driver.StepStop))
+	e.quiet()
+}

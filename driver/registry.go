@@ -114,7 +114,6 @@ type Registry struct {
 	wmu     sync.Mutex
 	batches []*batch
 	kickc   chan struct{}
-	quit    chan struct{}
 	wdone   chan struct{}
 	closing atomic.Bool
 }
@@ -129,7 +128,7 @@ func NewRegistry(opts ...Option) *Registry {
 	r := &Registry{
 		log: slog.Default(), jobLimit: 4,
 		byID:  map[uint64]*Service{},
-		kickc: make(chan struct{}, 1), quit: make(chan struct{}), wdone: make(chan struct{}),
+		kickc: make(chan struct{}, 1), wdone: make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(r)
@@ -170,8 +169,20 @@ func (r *Registry) freed(s *Service) {
 	r.kick()
 }
 
-// NewNub creates an unpublished nub. Publish it, or Terminate it.
+// NewNub creates an unpublished nub. Publish it, or Terminate it. On a
+// closed registry the nub is born terminated and freed (Publish fails with
+// ErrClosed), so that nothing outlives the registry.
 func (r *Registry) NewNub(class, name string, props Properties) *Service {
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		s := &Service{reg: r, name: name, props: props, kind: kindNub, done: make(chan struct{})}
+		s.Init(class, func() { close(s.done) })
+		s.stopped.Store(true)
+		s.Release()
+		return s
+	}
 	return r.newService(class, name, props, kindNub, nil, nil)
 }
 

@@ -61,18 +61,20 @@ type Service struct {
 
 	matchMu sync.Mutex // one matching run per nub at a time
 
-	mu       sync.Mutex // leaf lock for the lazily built parts below
-	ctx      context.Context
-	cancel   context.CancelFunc
-	ctxDone  bool
-	q        *workQueue
-	qStopped bool // stopped before any job was submitted
-	res      []resource
-	resDone  bool
-	interest map[int]func(Message)
-	nextInt  int
-	mbox     []delivery
-	mboxRun  bool
+	mu        sync.Mutex // leaf lock for the lazily built parts below
+	ctx       context.Context
+	cancel    context.CancelFunc
+	ctxDone   bool
+	q         *workQueue
+	qStopped  bool // stopped before any job was submitted
+	calls     map[*callEntry]struct{}
+	callsDone bool // termination reached phase 3: no new calls
+	res       []resource
+	resDone   bool
+	interest  map[int]func(Message)
+	nextInt   int
+	mbox      []delivery
+	mboxRun   bool
 
 	done chan struct{} // closed at free
 }
@@ -588,10 +590,20 @@ func (s *Service) attachedTo(p *Service) bool {
 
 // --- client methods ---
 
-// Call runs the named client method of s's driver (see ClientMethods),
-// serialized with s's other callbacks, under a context that is also
-// cancelled when s is terminated.
-func (s *Service) Call(ctx context.Context, method string, in []byte) ([]byte, error) {
+type callEntry struct {
+	method string
+	since  time.Time
+}
+
+// Call runs the named client method of s's driver (see ClientMethods) on
+// the caller's goroutine, under a context that is also cancelled when s is
+// terminated. Client methods are not lifecycle callbacks: they may run
+// concurrently with each other and with Message (the driver guards its own
+// state, e.g. with Monitored values), but never with Stop: termination
+// waits for calls in flight, like jobs, before Stop runs. Not serializing
+// them with Start lets a driver whose Start publishes a child nub serve the
+// child's calls.
+func (s *Service) Call(ctx context.Context, method string, in []byte) (out []byte, err error) {
 	cm, ok := s.impl.(ClientMethods)
 	if !ok {
 		return nil, opErr("call "+method, s, ErrNoMethod)
@@ -600,23 +612,64 @@ func (s *Service) Call(ctx context.Context, method string, in []byte) ([]byte, e
 	if m == nil {
 		return nil, opErr("call "+method, s, ErrNoMethod)
 	}
-	s.reg.mu.Lock()
-	active := s.active && s.started.Load()
-	s.reg.mu.Unlock()
-	if !active {
+	if !s.isActive() {
 		return nil, opErr("call "+method, s, ErrNotActive)
 	}
+	ce := &callEntry{method: method, since: time.Now()}
+	s.mu.Lock()
+	if s.callsDone {
+		s.mu.Unlock()
+		return nil, opErr("call "+method, s, ErrNotActive)
+	}
+	if s.calls == nil {
+		s.calls = map[*callEntry]struct{}{}
+	}
+	s.calls[ce] = struct{}{}
+	s.mu.Unlock()
+	s.busy.Add(1)
+	defer func() {
+		if v := recover(); v != nil {
+			pe := &PanicError{Callback: "Call " + method, Service: s.describe(), Value: v, Stack: string(debug.Stack())}
+			s.reg.log.Error("client method panicked", "method", method, "service", s.describe(), "panic", fmt.Sprint(v), "stack", pe.Stack)
+			out, err = nil, pe
+		}
+		s.busy.Add(-1)
+		s.mu.Lock()
+		delete(s.calls, ce)
+		idle := s.callsDone && len(s.calls) == 0
+		s.mu.Unlock()
+		if idle {
+			s.reg.kick()
+		}
+	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(s.Context(), cancel)
 	defer stop()
-	var out []byte
-	err := s.callback("Call "+method, func() error {
-		var err error
-		out, err = m(ctx, s, in)
-		return err
-	})
-	return out, err
+	return m(ctx, s, in)
+}
+
+// stopCalls refuses new calls; callsInFlight says when the last returned.
+func (s *Service) stopCalls() {
+	s.mu.Lock()
+	s.callsDone = true
+	s.mu.Unlock()
+}
+
+func (s *Service) callsInFlight() []string {
+	s.mu.Lock()
+	es := make([]*callEntry, 0, len(s.calls))
+	for e := range s.calls {
+		es = append(es, e)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(es, func(a, b *callEntry) int { return a.since.Compare(b.since) })
+	out := make([]string, 0, len(es))
+	for _, e := range es {
+		out = append(out, fmt.Sprintf("client method %q running since %s (%s)", e.method,
+			e.since.Format("15:04:05.000"), time.Since(e.since).Round(time.Millisecond)))
+	}
+	return out
 }
 
 func logAttrs(s *Service) slog.Attr { return slog.String("service", s.describe()) }

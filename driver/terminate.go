@@ -16,8 +16,9 @@ type termState struct {
 	b       *batch
 	cause   *Service // the provider whose termination cascaded to it
 	since   time.Time
-	sub     int    // step within phase 3
-	waiting string // why the worker parked on it, for reports
+	sub     int      // step within phase 3
+	waiting string   // why the worker parked on it, for reports
+	waitFor *Service // the client it waits for, if that is why
 }
 
 // batch is the set of services one Terminate made inactive, root to leaf.
@@ -90,12 +91,22 @@ func (r *Registry) worker() {
 	defer close(r.wdone)
 	for {
 		r.runBatches()
-		select {
-		case <-r.kickc:
-		case <-r.quit:
+		if r.closing.Load() && r.idle() {
 			return
 		}
+		<-r.kickc
 	}
+}
+
+// idle reports whether every service is freed and no batch is pending: a
+// closing registry's worker may exit.
+func (r *Registry) idle() bool {
+	r.wmu.Lock()
+	n := len(r.batches)
+	r.wmu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return n == 0 && len(r.byID) == 0
 }
 
 func (r *Registry) runBatches() {
@@ -231,10 +242,15 @@ func (r *Registry) finish(x *Service) bool {
 		switch t.sub {
 		case 0: // cancel queued jobs and the running jobs' context
 			x.stopQueue()
+			x.stopCalls()
 			t.sub = 1
-		case 1: // drain running jobs
+		case 1: // drain running jobs and client calls
 			if x.runningJobs() > 0 {
 				x.setWaiting("waits for running jobs to return")
+				return false
+			}
+			if len(x.callsInFlight()) > 0 {
+				x.setWaiting("waits for client method calls to return")
 				return false
 			}
 			t.sub = 2
@@ -244,6 +260,7 @@ func (r *Registry) finish(x *Service) bool {
 			for _, c := range x.sortedClientsLocked() {
 				if !c.active {
 					t.waiting = "waits for client " + c.describe() + " to finish terminating"
+					t.waitFor = c
 					r.mu.Unlock()
 					return false
 				}
@@ -286,7 +303,7 @@ func (r *Registry) finish(x *Service) bool {
 			}
 			x.providers = nil
 			x.listed = false
-			t.waiting = ""
+			t.waiting, t.waitFor = "", nil
 			r.mu.Unlock()
 			for _, p := range provs {
 				p.TaggedRelease(x)
@@ -374,10 +391,17 @@ func waitFreed(ctx context.Context, ss []*Service) error {
 	return nil
 }
 
-// blockers says what keeps each of ss from being freed.
+// blockers says what keeps each of ss from being freed, following a
+// service that waits for a client terminating elsewhere to that client.
 func (r *Registry) blockers(ss []*Service) []Blocker {
 	var out []Blocker
-	for _, s := range ss {
+	seen := map[*Service]bool{}
+	for i := 0; i < len(ss); i++ {
+		s := ss[i]
+		if seen[s] {
+			continue
+		}
+		seen[s] = true
 		select {
 		case <-s.done:
 			continue
@@ -397,6 +421,9 @@ func (r *Registry) blockers(ss []*Service) []Blocker {
 		waiting := ""
 		if s.term != nil {
 			waiting = s.term.waiting
+			if w := s.term.waitFor; w != nil && !seen[w] {
+				ss = append(ss[:len(ss):len(ss)], w)
+			}
 		}
 		r.mu.Unlock()
 		for i, c := range openers {
@@ -411,6 +438,9 @@ func (r *Registry) blockers(ss []*Service) []Blocker {
 		}
 		for _, j := range s.runningJobInfo() {
 			add(j)
+		}
+		for _, c := range s.callsInFlight() {
+			add(c)
 		}
 		if waiting != "" {
 			add("termination " + waiting)
@@ -511,9 +541,11 @@ func (r *Registry) Unload(ctx context.Context, name string) error {
 }
 
 // Close terminates every service, waits until all are freed or ctx ends,
-// then stops the termination worker. On the deadline it cancels every
+// and stops the termination worker. On the deadline it cancels every
 // remaining job queue (their Free hooks run) and returns a *BlockedError;
-// services still held stay allocated but the registry is unusable.
+// the worker then carries on in the background and exits once the blockers
+// let go and the last service is freed. A closed registry accepts no new
+// publications, clients or personalities.
 func (r *Registry) Close(ctx context.Context) error {
 	r.mu.Lock()
 	if r.closed {
@@ -546,8 +578,12 @@ func (r *Registry) Close(ctx context.Context) error {
 			break
 		}
 	}
+	// The worker exits once every service is freed: at once when all went
+	// well, later when a blocker lets go after the deadline.
 	r.closing.Store(true)
-	close(r.quit)
-	<-r.wdone
+	r.kick()
+	if err == nil {
+		<-r.wdone
+	}
 	return err
 }

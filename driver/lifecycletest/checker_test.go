@@ -7,6 +7,7 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/lifecycletest"
+	"github.com/drvkit/drvkit/refcount/leaktest"
 )
 
 type ev = driver.LifecycleEvent
@@ -70,6 +71,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestRecorder(t *testing.T) {
+	leaktest.Check(t)
 	r := driver.NewRegistry()
 	rec := lifecycletest.Record(t, r)
 	nub := r.NewNub("Nub", "n", driver.Properties{})

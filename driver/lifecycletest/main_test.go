@@ -3,7 +3,7 @@ package lifecycletest_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/drvkit/drvkit/refcount/leaktest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.Main(m) }
