@@ -11,53 +11,42 @@ import (
 )
 
 // monitorHub fans kernel uevents and lifecycle steps out to `drvctl monitor`
-// subscribers. Publishing never blocks: a subscriber that falls more than its
-// buffer behind is dropped (its channel closed) so that a stalled monitor can
-// never slow the registry.
+// subscribers. Subscribers must not block: the daemon's subscribers hand
+// events to userclient, which disconnects a client that stops reading
+// rather than waiting for it, so a stalled monitor never slows the registry.
 type monitorHub struct {
 	clock monoClock
 
 	mu   sync.Mutex
-	subs map[*monitorSub]struct{}
-}
-
-type monitorSub struct {
-	ch      chan monitorEvent
-	dropped bool
+	next int
+	subs map[int]func(monitorEvent)
 }
 
 func newMonitorHub() *monitorHub {
-	return &monitorHub{clock: newMonoClock(), subs: map[*monitorSub]struct{}{}}
+	return &monitorHub{clock: newMonoClock(), subs: map[int]func(monitorEvent){}}
 }
 
-// subscribe returns a channel of events and a cancel function. The channel is
-// closed by cancel, or when the subscriber fell behind by more than buffer
-// events.
-func (h *monitorHub) subscribe(buffer int) (<-chan monitorEvent, func()) {
-	s := &monitorSub{ch: make(chan monitorEvent, buffer)}
+// subscribe calls f for every event, in order, until cancel.
+func (h *monitorHub) subscribe(f func(monitorEvent)) (cancel func()) {
 	h.mu.Lock()
-	h.subs[s] = struct{}{}
+	id := h.next
+	h.next++
+	h.subs[id] = f
 	h.mu.Unlock()
-	return s.ch, func() {
+	return func() {
 		h.mu.Lock()
-		defer h.mu.Unlock()
-		if _, ok := h.subs[s]; ok {
-			delete(h.subs, s)
-			close(s.ch)
-		}
+		delete(h.subs, id)
+		h.mu.Unlock()
 	}
 }
 
+// publish delivers e to every subscriber. It holds the lock while calling
+// them so that each sees events in one order.
 func (h *monitorHub) publish(e monitorEvent) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for s := range h.subs {
-		select {
-		case s.ch <- e:
-		default:
-			delete(h.subs, s)
-			close(s.ch)
-		}
+	for _, f := range h.subs {
+		f(e)
 	}
 }
 
