@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -41,6 +40,7 @@ type unloadArgs struct {
 
 type leaksArgs struct {
 	Format string `json:"format"` // text, json, pprof
+	All    bool   `json:"all"`    // every live object, not only the leaked ones
 }
 
 // blockerEntry is one line of progress: a service and what keeps it.
@@ -59,43 +59,41 @@ type unloadResult struct {
 	Driver string `json:"driver"`
 }
 
+// findService returns the service with that ID, including one terminated
+// but not yet freed (the ones worth asking about), without taking a
+// reference: holding one would itself keep the service alive. Every use
+// below tolerates the service being freed meanwhile (a freed service has no
+// blockers, and terminating it again is a no-op).
+func findService(r *driver.Registry, id uint64) (*driver.Service, error) {
+	for _, s := range r.Services() {
+		if s.ID() == id {
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: id %d", errNoSuchService, id)
+}
+
+// adminTerminate terminates a service and waits for its free; past the
+// timeout it says what still holds it.
 func adminTerminate(ctx context.Context, r *driver.Registry, args idArgs, timeout time.Duration) (terminateResult, error) {
-	s, release, ok := r.Lookup(args.ID)
-	if !ok {
-		return terminateResult{}, fmt.Errorf("%w: id %d", errNoSuchService, args.ID)
+	s, err := findService(r, args.ID)
+	if err != nil {
+		return terminateResult{}, err
 	}
 	name := s.String()
-	// TerminateSync waits for the free, which our lookup reference would
-	// prevent: drop it first, s stays valid for the call because the
-	// registry still holds its own reference until the end of termination.
-	done := s.Done()
 	s.Terminate()
-	release()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	select {
-	case <-done:
+	case <-s.Done():
 		return terminateResult{Service: name, Freed: true}, nil
 	case <-ctx.Done():
 	}
-	// Still alive: look it up again to say what blocks it.
-	if s, release, ok := r.Lookup(args.ID); ok {
-		defer release()
-		return terminateResult{Service: name}, &driver.BlockedError{Op: "terminate", Service: name, Blockers: withoutLookup(s.Blockers()), Cause: ctx.Err()}
+	bl := s.Blockers()
+	if len(bl) == 0 { // freed just now
+		return terminateResult{Service: name, Freed: true}, nil
 	}
-	return terminateResult{Service: name, Freed: true}, nil
-}
-
-// withoutLookup drops the reference our own Lookup holds from a report.
-func withoutLookup(bl []driver.Blocker) []driver.Blocker {
-	out := bl[:0:0]
-	for _, b := range bl {
-		if strings.Contains(b.What, "lookup") {
-			continue
-		}
-		out = append(out, b)
-	}
-	return out
+	return terminateResult{Service: name}, &driver.BlockedError{Op: "terminate", Service: name, Blockers: bl, Cause: ctx.Err()}
 }
 
 func adminUnload(ctx context.Context, r *driver.Registry, args unloadArgs) (unloadResult, error) {
@@ -132,16 +130,36 @@ func adminBlockers(r *driver.Registry, driverName string) []blockerEntry {
 	return out
 }
 
-func adminLeaks(args leaksArgs) ([]byte, error) {
+// adminLeaks reports the objects that should be gone: every live traced
+// object except the active services of the registry (a terminated service
+// not yet freed, an object no service owns). With All, every live object.
+func adminLeaks(r *driver.Registry, args leaksArgs) ([]byte, error) {
+	objs := refcount.LiveObjects()
+	if !args.All {
+		active := map[uint64]bool{}
+		for _, s := range r.Services() {
+			if s.State().Active {
+				active[s.ID()] = true
+			}
+		}
+		kept := objs[:0]
+		for _, o := range objs {
+			if !active[o.ID()] {
+				kept = append(kept, o)
+			}
+		}
+		objs = kept
+	}
+	rep := refcount.NewReport(objs)
 	var b bytes.Buffer
 	var err error
 	switch args.Format {
 	case "", "text":
-		err = refcount.WriteText(&b)
+		err = rep.WriteText(&b)
 	case "json":
-		err = refcount.WriteJSON(&b)
+		err = rep.WriteJSON(&b)
 	case "pprof":
-		err = refcount.WriteProfile(&b)
+		err = rep.WriteProfile(&b)
 	default:
 		return nil, fmt.Errorf("leaks: unknown format %q (want text, json or pprof)", args.Format)
 	}
@@ -149,29 +167,22 @@ func adminLeaks(args leaksArgs) ([]byte, error) {
 }
 
 func adminWhy(r *driver.Registry, args idArgs) (string, error) {
-	s, release, ok := r.Lookup(args.ID)
-	if !ok {
-		return "", fmt.Errorf("%w: id %d", errNoSuchService, args.ID)
+	s, err := findService(r, args.ID)
+	if err != nil {
+		return "", err
 	}
-	defer release()
 	if !s.Traced() {
-		return "", fmt.Errorf("why: %s is not traced (start the daemon with DRVKIT_REFTRACE=all or --trace all)", s)
+		return "", fmt.Errorf("why: %s is not traced (start the daemon with --trace all or DRVKIT_REFTRACE=all)", s)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: retain %d\n", s, s.RetainCount()-1) // minus our lookup
-	for _, c := range refcount.WhyAlive(&s.Object) {
-		if strings.Contains(c.Root, "lookup") {
-			continue
-		}
+	st := s.State()
+	fmt.Fprintf(&b, "%s: retain %d, %s\n", s, s.RetainCount(), map[bool]string{true: "active", false: "terminated"}[st.Active])
+	chains := refcount.WhyAlive(&s.Object)
+	if len(chains) == 0 {
+		b.WriteString("  no chain from a root: held only through a cycle (see drvctl leaks)\n")
+	}
+	for _, c := range chains {
 		fmt.Fprintf(&b, "  %s\n", c.String())
 	}
 	return b.String(), nil
-}
-
-func mustJSON(v any) json.RawMessage {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err) // only our own types are marshalled
-	}
-	return b
 }

@@ -39,7 +39,12 @@ type daemonError struct {
 }
 
 func (e *daemonError) Error() string {
-	return fmt.Sprintf("cannot reach the drvkit daemon at %s: %v (is 'drvctl serve' running? --socket or DRVCTL_SOCKET choose the path)", e.path, e.err)
+	cause := e.err
+	var errno syscall.Errno
+	if errors.As(e.err, &errno) {
+		cause = errno // the root cause, without the layers that wrapped it
+	}
+	return fmt.Sprintf("cannot reach the drvkit daemon at %s: %v (is 'drvctl serve' running? --socket or DRVCTL_SOCKET choose the path)", e.path, cause)
 }
 func (e *daemonError) Unwrap() error { return e.err }
 
@@ -210,6 +215,7 @@ func setupLeaks(fs *flag.FlagSet, e *env) func([]string) error {
 	sock := socketFlag(fs, e)
 	format := outputFlag(fs, "text", "json", "pprof")
 	out := fs.String("f", "", "write to `file` instead of standard output (pprof: open it with go tool pprof -http=: FILE)")
+	all := fs.Bool("all", false, "report every live object, not only those that should be gone (terminated services not yet freed, objects no active service owns)")
 	return func(args []string) error {
 		if err := noArgs(args); err != nil {
 			return err
@@ -218,7 +224,7 @@ func setupLeaks(fs *flag.FlagSet, e *env) func([]string) error {
 		if err != nil {
 			return err
 		}
-		data, err := call(context.Background(), sock(), opLeaks, leaksArgs{Format: f}, nil)
+		data, err := call(context.Background(), sock(), opLeaks, leaksArgs{Format: f, All: *all}, nil)
 		if err != nil {
 			return err
 		}

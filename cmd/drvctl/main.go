@@ -90,13 +90,14 @@ func run(args []string, e *env) int {
 		fs.PrintDefaults()
 	}
 	exec := c.setup(fs, e)
-	if err := fs.Parse(args[1:]); err != nil {
+	positional, err := parseInterspersed(fs, args[1:])
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitUsage // flag has printed the error and the usage
 	}
-	err := exec(fs.Args())
+	err = exec(positional)
 	switch {
 	case err == nil:
 		return exitOK
@@ -107,6 +108,28 @@ func run(args []string, e *env) int {
 	default:
 		fmt.Fprintf(e.stderr, "drvctl %s: %v\n", c.name, err)
 		return exitFail
+	}
+}
+
+// parseInterspersed parses flags wherever they stand among the positional
+// arguments (drvctl why 12 --socket S), as users of ip and systemctl
+// expect; everything after "--" is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		consumed := len(args) - fs.NArg()
+		if consumed > 0 && args[consumed-1] == "--" {
+			return append(positional, fs.Args()...), nil
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
 	}
 }
 

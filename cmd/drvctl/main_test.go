@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -50,5 +51,26 @@ func TestUsageErrors(t *testing.T) {
 			require.Equal(t, tt.want, run(tt.args, e))
 			require.Contains(t, errb.String(), tt.stderr)
 		})
+	}
+}
+
+func TestParseInterspersed(t *testing.T) {
+	tests := []struct {
+		args     []string
+		wantPos  []string
+		wantSock string
+	}{
+		{[]string{"12", "--socket", "/s"}, []string{"12"}, "/s"},
+		{[]string{"--socket", "/s", "12"}, []string{"12"}, "/s"},
+		{[]string{"unplug 2-1", "--socket=/s", "wait 1ms"}, []string{"unplug 2-1", "wait 1ms"}, "/s"},
+		{[]string{"--socket", "/s", "--", "-x", "--socket"}, []string{"-x", "--socket"}, "/s"},
+	}
+	for _, tt := range tests {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		sock := fs.String("socket", "", "")
+		pos, err := parseInterspersed(fs, tt.args)
+		require.NoError(t, err, tt.args)
+		require.Equal(t, tt.wantPos, pos, tt.args)
+		require.Equal(t, tt.wantSock, *sock, tt.args)
 	}
 }

@@ -381,7 +381,7 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 		if err := decode(&a); err != nil {
 			return nil, nil, err
 		}
-		out, err := adminLeaks(a)
+		out, err := adminLeaks(d.reg, a)
 		return nil, out, err
 	case opWhy:
 		var a idArgs
