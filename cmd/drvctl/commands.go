@@ -257,11 +257,20 @@ func setupWhy(fs *flag.FlagSet, e *env) func([]string) error {
 
 func setupSim(fs *flag.FlagSet, e *env) func([]string) error {
 	sock := socketFlag(fs, e)
+	file := fs.String("f", "", "read the steps from a scenario `file` (after any given as arguments)")
 	return func(args []string) error {
-		if len(args) == 0 {
-			return usagef("want at least one scenario step, e.g. 'unplug 2-1'")
+		steps := strings.Join(args, "\n")
+		if *file != "" {
+			b, err := os.ReadFile(*file)
+			if err != nil {
+				return err
+			}
+			steps += "\n" + string(b)
 		}
-		_, err := call(context.Background(), sock(), opSim, simArgs{Steps: strings.Join(args, "\n") + "\n"}, nil)
+		if strings.TrimSpace(steps) == "" {
+			return usagef("want scenario steps, e.g. 'unplug 2-1', or -f FILE")
+		}
+		_, err := call(context.Background(), sock(), opSim, simArgs{Steps: steps + "\n"}, nil)
 		return err
 	}
 }
