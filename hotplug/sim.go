@@ -44,8 +44,8 @@ type Sim struct {
 	injected chan error
 	injErr   error
 	once     sync.Once
-	closed bool
-	mu     sync.Mutex // guards closed against Close from another goroutine
+	closed   bool
+	mu       sync.Mutex // guards closed against Close from another goroutine
 }
 
 var _ Source = (*Sim)(nil)
