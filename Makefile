@@ -7,7 +7,7 @@ COUNT     ?= 1
 TESTFLAGS ?=
 export CGO_ENABLED = 1
 
-.PHONY: all deps build test vet bench fuzz demo clean
+.PHONY: all deps build test vet bench fuzz demo leakdemo clean
 
 all: build
 
@@ -51,7 +51,16 @@ fuzz: deps
 	  done; \
 	done
 
+# The main job on its embedded default: the daemon on a simulated bus, a USB
+# stick plugged, an application reading it and killed with SIGKILL, the stick
+# unplugged, the drivers unloaded, and the leak report (see internal/demo).
 demo: deps
+	@mkdir -p .cache/bin
+	$(GO) build -o .cache/bin/ ./cmd/drvctl ./examples/scsiapp
+	$(GO) run ./internal/demo -bin .cache/bin -scenarios testdata/scenarios
+
+# The refcount leak report on a program that leaks on purpose.
+leakdemo: deps
 	$(GO) run ./internal/leakdemo
 
 clean:
