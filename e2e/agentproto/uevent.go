@@ -1,0 +1,68 @@
+package agentproto
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Uevent is one kernel uevent as the guest received it.
+type Uevent struct {
+	Action    string            `json:"action"`
+	Devpath   string            `json:"devpath"`
+	Subsystem string            `json:"subsystem,omitempty"`
+	Seqnum    uint64            `json:"seqnum,omitempty"`
+	Env       map[string]string `json:"env"`
+	SenderPID uint32            `json:"sender_pid"` // netlink port: 0 for the kernel
+	TimeNs    int64             `json:"time_ns"`    // guest CLOCK_MONOTONIC at receipt
+}
+
+// Get returns the value of key ("ACTION", "PRODUCT", …).
+func (u *Uevent) Get(key string) string { return u.Env[key] }
+
+func (u *Uevent) String() string {
+	s := u.Action + "@" + u.Devpath
+	if u.Subsystem != "" {
+		s += " (" + u.Subsystem + ")"
+	}
+	return s
+}
+
+// ParseUevent decodes a kernel uevent datagram: "ACTION@DEVPATH\0" followed
+// by NUL-terminated KEY=VALUE strings. Messages from udev's monitor (which
+// start with "libudev\0") are rejected: only the kernel's format is valid.
+func ParseUevent(b []byte) (*Uevent, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty uevent", ErrMalformed)
+	}
+	parts := bytes.Split(bytes.TrimRight(b, "\x00"), []byte{0})
+	head := string(parts[0])
+	at := strings.IndexByte(head, '@')
+	if at <= 0 || at == len(head)-1 {
+		return nil, fmt.Errorf("%w: uevent header %.80q is not ACTION@DEVPATH", ErrMalformed, head)
+	}
+	u := &Uevent{Action: head[:at], Devpath: head[at+1:], Env: make(map[string]string, len(parts))}
+	for _, p := range parts[1:] {
+		k, v, ok := bytes.Cut(p, []byte{'='})
+		if !ok || len(k) == 0 {
+			return nil, fmt.Errorf("%w: uevent %s: field %.80q is not KEY=VALUE", ErrMalformed, head, p)
+		}
+		u.Env[string(k)] = string(v)
+	}
+	if a, ok := u.Env["ACTION"]; ok && a != u.Action {
+		return nil, fmt.Errorf("%w: uevent %s: ACTION=%s disagrees with the header", ErrMalformed, head, a)
+	}
+	if d, ok := u.Env["DEVPATH"]; ok && d != u.Devpath {
+		return nil, fmt.Errorf("%w: uevent %s: DEVPATH=%s disagrees with the header", ErrMalformed, head, d)
+	}
+	u.Subsystem = u.Env["SUBSYSTEM"]
+	if s, ok := u.Env["SEQNUM"]; ok {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%w: uevent %s: SEQNUM %q", ErrMalformed, head, s)
+		}
+		u.Seqnum = n
+	}
+	return u, nil
+}
