@@ -1,0 +1,311 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/drvkit/drvkit/e2e/agentproto"
+	"github.com/stretchr/testify/require"
+)
+
+var assets *Assets
+
+// timings collects per-scenario figures for the summary TestMain prints.
+var timings struct {
+	sync.Mutex
+	lines []string
+}
+
+func record(format string, args ...any) {
+	timings.Lock()
+	defer timings.Unlock()
+	timings.lines = append(timings.lines, fmt.Sprintf(format, args...))
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	a, err := Prepare(ctx)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	assets = a
+	fmt.Printf("e2e: %s, prepared in %v\n", a.KernelPackage, a.PrepareTime.Round(time.Millisecond))
+	code := m.Run()
+	timings.Lock()
+	summary := "e2e timings:\n  prepare " + a.PrepareTime.Round(time.Millisecond).String() + "\n  " + strings.Join(timings.lines, "\n  ") + "\n"
+	timings.Unlock()
+	fmt.Print(summary)
+	os.WriteFile(CacheDir()+"/logs/timings.txt", []byte(summary), 0o644)
+	os.Exit(code)
+}
+
+// scenario boots a machine for t and returns a context bounding the whole
+// scenario; it records boot and scenario durations.
+func scenario(t *testing.T, cfg Config) (context.Context, *Machine) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	cfg.Assets = assets
+	t0 := time.Now()
+	m := StartForTest(t, ctx, cfg)
+	t.Cleanup(func() {
+		record("%-28s boot %6v  scenario %6v  total %6v  %s", t.Name(),
+			m.BootTime.Round(time.Millisecond), time.Since(t0)-m.BootTime, time.Since(t0).Round(time.Millisecond),
+			map[bool]string{false: "PASS", true: "FAIL"}[t.Failed()])
+	})
+	return ctx, m
+}
+
+// step bounds one wait of a scenario.
+func step(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, 20*time.Second)
+}
+
+func findUSB(devs []agentproto.USBDevice, vid, pid string) *agentproto.USBDevice {
+	for i := range devs {
+		if devs[i].VID == vid && devs[i].PID == pid {
+			return &devs[i]
+		}
+	}
+	return nil
+}
+
+// usbProduct is the PRODUCT value of a USB device's uevents: vid/pid/bcd in
+// hex without leading zeros.
+func usbProduct(vid, pid uint16) string { return fmt.Sprintf("%x/%x/*", vid, pid) }
+
+// Coldplug: the agent's uevent socket, opened before any module was loaded,
+// saw the stick and the disk appear; gousb enumerates the stick; every sg
+// node answers INQUIRY through SG_IO.
+func TestColdplug(t *testing.T) {
+	ctx, m := scenario(t, Config{USBSerial: "COLD123"})
+	a := m.Agent
+
+	sctx, cancel := step(ctx)
+	defer cancel()
+	u, err := a.WaitUevent(sctx, 0, Match{Action: "add", Subsystem: "usb",
+		Env: map[string]string{"DEVTYPE": "usb_device", "PRODUCT": usbProduct(0x46f4, 0x0001)}})
+	require.NoError(t, err)
+	require.Zero(t, u.SenderPID, "a kernel uevent comes from netlink port 0")
+	_, err = a.WaitUevent(sctx, 0, Match{Action: "add", Subsystem: "scsi_device", Devpath: "/virtio"})
+	require.NoError(t, err)
+	_, err = a.WaitUevent(sctx, 0, Match{Action: "add", Subsystem: "scsi_generic", Devpath: "/usb"})
+	require.NoError(t, err)
+
+	var devs []agentproto.USBDevice
+	require.NoError(t, a.Call(sctx, agentproto.OpUSBList, nil, &devs))
+	stick := findUSB(devs, USBVendor, USBProduct)
+	require.NotNil(t, stick, "gousb did not enumerate 46f4:0001: %+v", devs)
+	require.Equal(t, "QEMU", stick.Manufacturer)
+	require.Equal(t, "QEMU USB HARDDRIVE", stick.Product)
+	require.Equal(t, "COLD123", stick.Serial)
+	require.Empty(t, stick.OpenError)
+
+	var sgs []agentproto.SGDevice
+	require.NoError(t, a.Call(sctx, agentproto.OpSGList, nil, &sgs))
+	require.Len(t, sgs, 2, "one sg node for the virtio disk, one for the stick: %+v", sgs)
+	var usbSeen, virtioSeen bool
+	for _, sg := range sgs {
+		var q agentproto.Inquiry
+		require.NoError(t, a.Call(sctx, agentproto.OpInquiry, agentproto.InquiryArgs{Device: sg.Dev}, &q))
+		require.Equal(t, "QEMU", q.Vendor, sg.Dev)
+		require.Equal(t, "QEMU HARDDISK", q.Product, sg.Dev)
+		require.Equal(t, 0, q.PeripheralType, "direct-access block device")
+		require.Equal(t, sg.Vendor, q.Vendor, "SG_IO agrees with sysfs")
+		usbSeen = usbSeen || sg.IsUSB()
+		virtioSeen = virtioSeen || strings.Contains(sg.SysDev, "/virtio")
+		t.Logf("%s %s: INQUIRY %q %q %q in %.1fms", sg.Dev, sg.HCTL, q.Vendor, q.Product, q.Revision, q.Ms)
+	}
+	require.True(t, usbSeen && virtioSeen, "%+v", sgs)
+
+	// The console carries the agent's verdict lines too.
+	_, err = m.Console.WaitLine(sctx, 0, regexp.MustCompile(`^E2E sg\.inquiry PASS .*vendor="QEMU"`))
+	require.NoError(t, err)
+}
+
+// USB hot-unplug and replug through QMP: the guest sees the whole remove
+// chain, then the device again, and gousb enumerates it with the new serial.
+func TestUSBHotplug(t *testing.T) {
+	ctx, m := scenario(t, Config{})
+	a := m.Agent
+	stick := Match{Subsystem: "usb", Env: map[string]string{"DEVTYPE": "usb_device", "PRODUCT": usbProduct(0x46f4, 0x0001)}}
+
+	sctx, cancel := step(ctx)
+	defer cancel()
+	add := stick
+	add.Action = "add"
+	_, err := a.WaitUevent(sctx, 0, add)
+	require.NoError(t, err)
+	// The disk must be fully up before it is pulled, or the test would
+	// race the probe rather than exercise a removal.
+	_, err = a.WaitUevent(sctx, 0, Match{Action: "add", Subsystem: "block", Devpath: "/usb", Env: map[string]string{"DEVTYPE": "disk"}})
+	require.NoError(t, err)
+
+	for round := 1; round <= 2; round++ {
+		mark := a.UeventMark()
+		t0 := time.Now()
+		require.NoError(t, m.UnplugUSB(sctx))
+		del := time.Since(t0)
+		rm := stick
+		rm.Action = "remove"
+		_, err = a.WaitUevent(sctx, mark, rm)
+		require.NoError(t, err)
+		for _, sub := range []string{"scsi_generic", "block", "scsi_device", "usb"} {
+			require.NotEmpty(t, a.Uevents(mark, Match{Action: "remove", Subsystem: sub, Devpath: "/usb"}),
+				"no remove uevent for %s", sub)
+		}
+		var devs []agentproto.USBDevice
+		require.NoError(t, a.Call(sctx, agentproto.OpUSBList, nil, &devs))
+		require.Nil(t, findUSB(devs, USBVendor, USBProduct), "the stick is still enumerated after unplug")
+		gone := time.Since(t0)
+
+		serial := fmt.Sprintf("REPLUG%d", round)
+		mark = a.UeventMark()
+		t1 := time.Now()
+		attempts, err := m.PlugUSB(sctx, serial)
+		require.NoError(t, err)
+		_, err = a.WaitUevent(sctx, mark, add)
+		require.NoError(t, err)
+		_, err = a.WaitUevent(sctx, mark, Match{Action: "add", Subsystem: "scsi_generic", Devpath: "/usb"})
+		require.NoError(t, err)
+		back := time.Since(t1)
+		require.NoError(t, a.Call(sctx, agentproto.OpUSBList, nil, &devs))
+		d := findUSB(devs, USBVendor, USBProduct)
+		require.NotNil(t, d, "the stick is not enumerated after replug: %+v", devs)
+		require.Equal(t, serial, d.Serial)
+		t.Logf("round %d: device_del %v, removed in guest %v; device_add (%d attempts) to sg add %v",
+			round, del.Round(time.Millisecond), gone.Round(time.Millisecond), attempts, back.Round(time.Millisecond))
+	}
+}
+
+// SCSI hot-unplug and replug of the virtio-scsi disk.
+func TestSCSIHotplug(t *testing.T) {
+	ctx, m := scenario(t, Config{})
+	a := m.Agent
+	sctx, cancel := step(ctx)
+	defer cancel()
+	disk := Match{Subsystem: "scsi_device", Devpath: "/virtio"}
+	add := disk
+	add.Action = "add"
+	_, err := a.WaitUevent(sctx, 0, Match{Action: "add", Subsystem: "scsi_generic", Devpath: "/virtio"})
+	require.NoError(t, err)
+
+	mark := a.UeventMark()
+	t0 := time.Now()
+	require.NoError(t, m.UnplugSCSI(sctx))
+	rm := disk
+	rm.Action = "remove"
+	_, err = a.WaitUevent(sctx, mark, rm)
+	require.NoError(t, err)
+	require.NotEmpty(t, a.Uevents(mark, Match{Action: "remove", Subsystem: "scsi_generic", Devpath: "/virtio"}))
+	gone := time.Since(t0)
+	var sgs []agentproto.SGDevice
+	require.NoError(t, a.Call(sctx, agentproto.OpSGList, nil, &sgs))
+	for _, sg := range sgs {
+		require.NotContains(t, sg.SysDev, "/virtio", "the disk's sg node outlived the unplug")
+	}
+
+	mark = a.UeventMark()
+	t1 := time.Now()
+	attempts, err := m.PlugSCSI(sctx)
+	require.NoError(t, err)
+	_, err = a.WaitUevent(sctx, mark, add)
+	require.NoError(t, err)
+	sgAdd, err := a.WaitUevent(sctx, mark, Match{Action: "add", Subsystem: "scsi_generic", Devpath: "/virtio"})
+	require.NoError(t, err)
+	back := time.Since(t1)
+	dev := "/dev/" + sgAdd.Get("DEVNAME")
+	var q agentproto.Inquiry
+	require.NoError(t, a.Call(sctx, agentproto.OpInquiry, agentproto.InquiryArgs{Device: dev}, &q))
+	require.Equal(t, "QEMU", q.Vendor)
+	t.Logf("unplug %v, replug (%d attempts) %v, INQUIRY on %s after replug %.1fms",
+		gone.Round(time.Millisecond), attempts, back.Round(time.Millisecond), dev, q.Ms)
+}
+
+// A dummy_hcd mass-storage gadget with a custom VID:PID, bound and unbound
+// from inside the guest: a USB device that appears and vanishes without QMP.
+func TestGadget(t *testing.T) {
+	ctx, m := scenario(t, Config{})
+	a := m.Agent
+	sctx, cancel := step(ctx)
+	defer cancel()
+	const vid, pid = 0x1d50, 0x6018
+	dev := Match{Subsystem: "usb", Env: map[string]string{"DEVTYPE": "usb_device", "PRODUCT": usbProduct(vid, pid)}}
+	add, rm := dev, dev
+	add.Action, rm.Action = "add", "remove"
+
+	for round := 1; round <= 2; round++ {
+		mark := a.UeventMark()
+		var res agentproto.GadgetResult
+		serial := fmt.Sprintf("GADGET%d", round)
+		require.NoError(t, a.Call(sctx, agentproto.OpGadgetUp, agentproto.GadgetArgs{
+			Name: "g1", VID: vid, PID: pid, Product: "drvkit gadget", Serial: serial}, &res))
+		require.Equal(t, "dummy_udc.0", res.UDC)
+		_, err := a.WaitUevent(sctx, mark, add)
+		require.NoError(t, err)
+		// usb-storage binds to it on the host side of dummy_hcd.
+		_, err = a.WaitUevent(sctx, mark, Match{Action: "add", Subsystem: "scsi_generic", Devpath: "dummy_hcd"})
+		require.NoError(t, err)
+		var devs []agentproto.USBDevice
+		require.NoError(t, a.Call(sctx, agentproto.OpUSBList, nil, &devs))
+		g := findUSB(devs, "1d50", "6018")
+		require.NotNil(t, g, "gousb does not see the gadget: %+v", devs)
+		require.Equal(t, serial, g.Serial)
+		require.Equal(t, "drvkit gadget", g.Product)
+
+		mark = a.UeventMark()
+		require.NoError(t, a.Call(sctx, agentproto.OpGadgetOff, agentproto.GadgetArgs{Name: "g1"}, nil))
+		_, err = a.WaitUevent(sctx, mark, rm)
+		require.NoError(t, err)
+	}
+}
+
+// The batch path: requests on the kernel command line, verdicts matched on
+// the serial console only — how a scenario runs without a host driving it.
+func TestBootScript(t *testing.T) {
+	ctx, m := scenario(t, Config{Script: []agentproto.Request{
+		{Op: agentproto.OpUSBList},
+		{Op: agentproto.OpInquiry, Args: []byte(`{"device":"/dev/sg0"}`)},
+		{Op: agentproto.OpExec, Args: []byte(`{"argv":["sh","-c","cat /sys/bus/usb/devices/*/idVendor"]}`)},
+		{Op: agentproto.OpInquiry, Args: []byte(`{"device":"/dev/nonexistent"}`)},
+	}})
+	sctx, cancel := step(ctx)
+	defer cancel()
+	for _, re := range []string{
+		`^E2E usb\.list PASS .*46f4:0001`,
+		`^E2E sg\.inquiry PASS .*vendor="QEMU" product="QEMU HARDDISK"`,
+		`^E2E exec PASS .*exit=0`,
+		`^E2E sg\.inquiry FAIL .*not an sg node`,
+		`^E2E script DONE$`,
+	} {
+		_, err := m.Console.WaitLine(sctx, 0, regexp.MustCompile(re))
+		require.NoError(t, err)
+	}
+	// The agent's exec is the remote shell later scenarios run drvctl with.
+	var r agentproto.ExecResult
+	require.NoError(t, m.Agent.Call(sctx, agentproto.OpExec, agentproto.ExecArgs{
+		Argv: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}}, &r))
+	require.Equal(t, 3, r.Exit)
+	require.Equal(t, "out\n", r.Stdout)
+	require.Equal(t, "err\n", r.Stderr)
+	var st agentproto.StartResult
+	require.NoError(t, m.Agent.Call(sctx, agentproto.OpStart, agentproto.StartArgs{Name: "sleeper", Argv: []string{"sleep", "60"}}, &st))
+	require.NotZero(t, st.Pid)
+	require.NoError(t, m.Agent.Call(sctx, agentproto.OpSignal, agentproto.SignalArgs{Name: "sleeper", Signal: 9}, nil))
+	require.NoError(t, m.Agent.Call(sctx, agentproto.OpWait, agentproto.WaitArgs{Name: "sleeper"}, &r))
+	require.Equal(t, "killed", r.Signal)
+
+	require.NoError(t, m.Poweroff(sctx))
+}
