@@ -61,8 +61,8 @@ func scenario(t *testing.T, cfg Config) (context.Context, *Machine) {
 	t0 := time.Now()
 	m := StartForTest(t, ctx, cfg)
 	t.Cleanup(func() {
-		record("%-28s boot %6v  scenario %6v  total %6v  %s", t.Name(),
-			m.BootTime.Round(time.Millisecond), time.Since(t0)-m.BootTime, time.Since(t0).Round(time.Millisecond),
+		record("%-16s boot %7v  scenario %7v  total %7v  %s", t.Name(),
+			m.BootTime.Round(time.Millisecond), (time.Since(t0) - m.BootTime).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond),
 			map[bool]string{false: "PASS", true: "FAIL"}[t.Failed()])
 	})
 	return ctx, m

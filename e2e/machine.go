@@ -175,15 +175,16 @@ func (m *Machine) boot(ctx context.Context) (err error) {
 		close(m.exited)
 	}()
 
-	if err := m.waitSocket(ctx, qmpSock); err != nil {
-		return err
-	}
-	if m.QMP, err = qmp.Dial(ctx, qmpSock); err != nil {
-		return err
-	}
-	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", ctlSock)
+	qconn, err := m.dial(ctx, qmpSock)
 	if err != nil {
-		return fmt.Errorf("e2e: control channel: %w", err)
+		return err
+	}
+	if m.QMP, err = qmp.NewClient(ctx, qconn); err != nil {
+		return err
+	}
+	conn, err := m.dial(ctx, ctlSock)
+	if err != nil {
+		return err
 	}
 	m.Agent = newAgent(conn, trace)
 
@@ -208,19 +209,26 @@ func blockdev(node, file string) string {
 	return "driver=raw,node-name=" + node + ",file.driver=file,file.filename=" + file
 }
 
-func (m *Machine) waitSocket(ctx context.Context, path string) error {
+// dial connects to one of QEMU's server sockets. QEMU binds before it
+// listens, so the path can exist and still refuse for a moment: retry.
+func (m *Machine) dial(ctx context.Context, path string) (net.Conn, error) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
+	var d net.Dialer
 	for {
-		if _, err := os.Stat(path); err == nil {
-			return nil
+		conn, err := d.DialContext(ctx, "unix", path)
+		if err == nil {
+			return conn, nil
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.ENOENT) {
+			return nil, fmt.Errorf("e2e: connecting to QEMU's %s: %w", filepath.Base(path), err)
 		}
 		select {
 		case <-tick.C:
 		case <-m.exited:
-			return fmt.Errorf("e2e: QEMU exited before creating %s: %v", filepath.Base(path), m.exitErr)
+			return nil, fmt.Errorf("e2e: QEMU exited before serving %s: %v", filepath.Base(path), m.exitErr)
 		case <-ctx.Done():
-			return fmt.Errorf("e2e: waiting for QEMU's %s: %w", filepath.Base(path), ctx.Err())
+			return nil, fmt.Errorf("e2e: connecting to QEMU's %s: %w (last: %v)", filepath.Base(path), ctx.Err(), err)
 		}
 	}
 }
