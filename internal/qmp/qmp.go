@@ -143,16 +143,16 @@ func NewClient(ctx context.Context, conn net.Conn) (*Client, error) {
 
 	// The greeting is read synchronously: until capabilities are
 	// negotiated nothing else may arrive.
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetReadDeadline(dl)
-	}
+	// Cancellation (a deadline too) interrupts the read through an
+	// expired read deadline, so the error is always ctx's.
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
 	ok := r.Scan()
-	stopped := !stop()
+	stop()
 	conn.SetReadDeadline(time.Time{})
 	if !ok {
 		err := r.Err()
-		if stopped && ctx.Err() != nil {
+		if ctx.Err() != nil {
+			// The deadline or the cancellation cut the read short.
 			err = ctx.Err()
 		} else if err == nil {
 			err = ErrClosed
