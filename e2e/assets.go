@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,16 +42,23 @@ func repoRoot() string {
 }
 
 // Prepare runs prepare.sh (downloads on first use, then only rebuilds the
-// guest agent and the initramfs) and reads what it produced. extraBins are
-// host binaries to put into the guest's /bin (with their libraries).
-func Prepare(ctx context.Context, extraBins ...string) (*Assets, error) {
+// guest agent and the initramfs) and reads what it produced. Its progress
+// goes to log (nil: discarded; shown in the error when it fails). extraBins
+// are host binaries to put into the guest's /bin, with their libraries.
+func Prepare(ctx context.Context, log io.Writer, extraBins ...string) (*Assets, error) {
 	t0 := time.Now()
 	cache := CacheDir()
 	cmd := exec.CommandContext(ctx, "bash", filepath.Join(repoRoot(), "e2e", "prepare.sh"))
 	cmd.Env = append(os.Environ(), "DRVKIT_E2E_CACHE="+cache, "DRVKIT_E2E_EXTRA_BINS="+strings.Join(extraBins, " "))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("e2e: prepare.sh: %w\n%s", err, out)
+	var out bytes.Buffer
+	w := io.Writer(&out)
+	if log != nil {
+		w = io.MultiWriter(&out, log)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("e2e: prepare.sh: %w\n%s", err, out.Bytes())
 	}
 	a, err := readAssets(cache)
 	if err != nil {

@@ -34,7 +34,7 @@ func record(format string, args ...any) {
 func TestMain(m *testing.M) {
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	a, err := Prepare(ctx)
+	a, err := Prepare(ctx, os.Stdout)
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/drvkit/drvkit/e2e/agentproto"
@@ -18,6 +19,8 @@ import (
 // ueventLog receives kernel uevents from boot on and keeps them all, so a
 // host that subscribes late still sees the coldplug of every module.
 type ueventLog struct {
+	fd      int
+	closed  atomic.Bool
 	mu      sync.Mutex
 	events  []*agentproto.Uevent
 	changed chan struct{}
@@ -39,9 +42,17 @@ func listenUevents() (*ueventLog, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	l := &ueventLog{changed: make(chan struct{})}
+	l := &ueventLog{fd: fd, changed: make(chan struct{})}
 	go l.receive(fd)
 	return l, nil
+}
+
+// close stops the receiver: shutting the socket down makes a blocked
+// recvmsg return.
+func (l *ueventLog) close() {
+	l.closed.Store(true)
+	unix.Shutdown(l.fd, unix.SHUT_RDWR)
+	unix.Close(l.fd)
 }
 
 func (l *ueventLog) receive(fd int) {
@@ -57,7 +68,9 @@ func (l *ueventLog) receive(fd int) {
 				fmt.Println("E2E uevents FAIL receive buffer overrun: events were lost")
 				continue
 			}
-			fmt.Printf("E2E uevents FAIL recvmsg: %v\n", err)
+			if !l.closed.Load() {
+				fmt.Printf("E2E uevents FAIL recvmsg: %v\n", err)
+			}
 			return
 		}
 		u, err := agentproto.ParseUevent(buf[:n])
