@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/drvkit/drvkit/e2e/agentproto"
@@ -268,4 +269,45 @@ func (a *Agent) WaitUevent(ctx context.Context, mark int, m Match) (*agentproto.
 			return nil, fmt.Errorf("e2e: waiting for uevent %s: %w", m, ctx.Err())
 		}
 	}
+}
+
+// Exec runs argv in the guest to completion (timeout: the agent's default,
+// 30 s, or ctx's deadline if sooner). A non-zero exit is a result, not an
+// error; a program that cannot start is an error.
+func (a *Agent) Exec(ctx context.Context, argv ...string) (*agentproto.ExecResult, error) {
+	x := agentproto.ExecArgs{Argv: argv}
+	if dl, ok := ctx.Deadline(); ok {
+		x.TimeoutMs = max(int(time.Until(dl)/time.Millisecond), 1)
+	}
+	var r agentproto.ExecResult
+	if err := a.Call(ctx, agentproto.OpExec, x, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Start starts a named background process in the guest ("drvctl serve").
+func (a *Agent) Start(ctx context.Context, name string, argv ...string) (pid int, err error) {
+	var r agentproto.StartResult
+	err = a.Call(ctx, agentproto.OpStart, agentproto.StartArgs{Name: name, Argv: argv}, &r)
+	return r.Pid, err
+}
+
+// Signal sends sig to the named background process.
+func (a *Agent) Signal(ctx context.Context, name string, sig syscall.Signal) error {
+	return a.Call(ctx, agentproto.OpSignal, agentproto.SignalArgs{Name: name, Signal: int(sig)}, nil)
+}
+
+// Wait waits for the named background process to exit and returns its
+// status and output.
+func (a *Agent) Wait(ctx context.Context, name string) (*agentproto.ExecResult, error) {
+	x := agentproto.WaitArgs{Name: name}
+	if dl, ok := ctx.Deadline(); ok {
+		x.TimeoutMs = max(int(time.Until(dl)/time.Millisecond), 1)
+	}
+	var r agentproto.ExecResult
+	if err := a.Call(ctx, agentproto.OpWait, x, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
 }

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -294,17 +295,17 @@ func TestBootScript(t *testing.T) {
 		require.NoError(t, err)
 	}
 	// The agent's exec is the remote shell later scenarios run drvctl with.
-	var r agentproto.ExecResult
-	require.NoError(t, m.Agent.Call(sctx, agentproto.OpExec, agentproto.ExecArgs{
-		Argv: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}}, &r))
+	r, err := m.Agent.Exec(sctx, "sh", "-c", "echo out; echo err >&2; exit 3")
+	require.NoError(t, err)
 	require.Equal(t, 3, r.Exit)
 	require.Equal(t, "out\n", r.Stdout)
 	require.Equal(t, "err\n", r.Stderr)
-	var st agentproto.StartResult
-	require.NoError(t, m.Agent.Call(sctx, agentproto.OpStart, agentproto.StartArgs{Name: "sleeper", Argv: []string{"sleep", "60"}}, &st))
-	require.NotZero(t, st.Pid)
-	require.NoError(t, m.Agent.Call(sctx, agentproto.OpSignal, agentproto.SignalArgs{Name: "sleeper", Signal: 9}, nil))
-	require.NoError(t, m.Agent.Call(sctx, agentproto.OpWait, agentproto.WaitArgs{Name: "sleeper"}, &r))
+	pid, err := m.Agent.Start(sctx, "sleeper", "sleep", "60")
+	require.NoError(t, err)
+	require.NotZero(t, pid)
+	require.NoError(t, m.Agent.Signal(sctx, "sleeper", syscall.SIGKILL))
+	r, err = m.Agent.Wait(sctx, "sleeper")
+	require.NoError(t, err)
 	require.Equal(t, "killed", r.Signal)
 
 	require.NoError(t, m.Poweroff(sctx))

@@ -223,3 +223,44 @@ func TestBootReportsQEMUFailure(t *testing.T) {
 	require.NotNil(t, m)
 	require.FileExists(t, m.LogPath)
 }
+
+func TestAgentRemoteShellHelpers(t *testing.T) {
+	var mu sync.Mutex
+	var seen []agentproto.Request
+	g := newFakeGuest(t, func(w func(any), r agentproto.Request) {
+		mu.Lock()
+		seen = append(seen, r)
+		mu.Unlock()
+		switch r.Op {
+		case agentproto.OpExec, agentproto.OpWait:
+			w(agentproto.Response{ID: r.ID, OK: true, Result: json.RawMessage(`{"exit":2,"stdout":"x\n","stderr":""}`)})
+		case agentproto.OpStart:
+			w(agentproto.Response{ID: r.ID, OK: true, Result: json.RawMessage(`{"pid":42}`)})
+		default:
+			w(agentproto.Response{ID: r.ID, OK: true})
+		}
+	})
+	a := dialAgent(t, g.path)
+	ctx := ctxT(t, 5*time.Second)
+	r, err := a.Exec(ctx, "drvctl", "inspect")
+	require.NoError(t, err)
+	require.Equal(t, 2, r.Exit)
+	pid, err := a.Start(ctx, "serve", "drvctl", "serve")
+	require.NoError(t, err)
+	require.Equal(t, 42, pid)
+	require.NoError(t, a.Signal(ctx, "serve", 9))
+	_, err = a.Wait(ctx, "serve")
+	require.NoError(t, err)
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, seen, 4)
+	var x agentproto.ExecArgs
+	require.NoError(t, json.Unmarshal(seen[0].Args, &x))
+	require.Equal(t, []string{"drvctl", "inspect"}, x.Argv)
+	require.Positive(t, x.TimeoutMs, "the context's deadline bounds the guest side too")
+	require.LessOrEqual(t, x.TimeoutMs, 5000)
+	var s agentproto.SignalArgs
+	require.NoError(t, json.Unmarshal(seen[2].Args, &s))
+	require.Equal(t, agentproto.SignalArgs{Name: "serve", Signal: 9}, s)
+}

@@ -111,10 +111,11 @@ root=$work/root
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,run,etc,mnt}
 cp "$bb" "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
-# Every library the agent links, at the path the loader will look for it.
+# Every library the agent (and any extra binary) links, at the path the loader
+# will look for it; a static binary lists none.
 for f in "$root/e2e-guest" "$root"/bin-*; do
 	[ -e "$f" ] || continue
-	ldd "$f" | awk '/=> \// {print $3} /^\t\/.* \(0x/ {print $1}' | while read -r lib; do
+	{ ldd "$f" 2>/dev/null || true; } | awk '/=> \// {print $3} /^\t\/.* \(0x/ {print $1}' | while read -r lib; do
 		mkdir -p "$root$(dirname "$lib")"
 		cp -L "$lib" "$root$lib"
 	done
