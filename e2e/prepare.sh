@@ -81,6 +81,13 @@ if [ ! -e "$kdir/.done" ]; then
 	dpkg-deb -x "$kdeb" "$kdir"
 	touch "$kdir/.done"
 fi
+# A new kernel ABI replaces the old one: drop the superseded ~400 MB.
+for old in "$CACHE"/kernel-*; do
+	[ "$old" = "$kdir" ] || [ ! -d "$old" ] || rm -rf "$old"
+done
+for old in "$CACHE"/debs/linux-image-*.deb; do
+	[ "$old" = "$kdeb" ] || [ ! -e "$old" ] || rm -f "$old"
+done
 bb=$CACHE/busybox/bin/busybox
 if [ ! -x "$bb" ]; then
 	rm -rf "$CACHE/busybox" && mkdir -p "$CACHE/busybox"
