@@ -101,7 +101,8 @@ func (m *Machine) boot(ctx context.Context) (err error) {
 	cfg := m.cfg
 	// Socket paths must stay under 108 bytes: a short temporary directory,
 	// not the cache.
-	if m.dir, err = os.MkdirTemp("", "drvkit-e2e-"); err != nil {
+	removeStaleDirs()
+	if m.dir, err = os.MkdirTemp("", fmt.Sprintf("drvkit-e2e-%d-", os.Getpid())); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
@@ -203,6 +204,21 @@ func (m *Machine) boot(ctx context.Context) (err error) {
 	}
 	m.BootTime = time.Since(t0)
 	return nil
+}
+
+// removeStaleDirs removes the temporary directories (disk images, sockets)
+// of test processes that died without cleaning up, e.g. on a test timeout.
+func removeStaleDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "drvkit-e2e-*-*"))
+	for _, d := range dirs {
+		pid, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(d), "drvkit-e2e-"), "-")
+		if !ok || pid == "" || strings.Trim(pid, "0123456789") != "" {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + pid); errors.Is(err, os.ErrNotExist) {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 func blockdev(node, file string) string {
