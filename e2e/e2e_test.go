@@ -62,7 +62,7 @@ func scenario(t *testing.T, cfg Config) (context.Context, *Machine) {
 	t0 := time.Now()
 	m := StartForTest(t, ctx, cfg)
 	t.Cleanup(func() {
-		record("%-16s boot %7v  scenario %7v  total %7v  %s", t.Name(),
+		record("%-22s boot %7v  scenario %7v  total %7v  %s", t.Name(),
 			m.BootTime.Round(time.Millisecond), (time.Since(t0) - m.BootTime).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond),
 			map[bool]string{false: "PASS", true: "FAIL"}[t.Failed()])
 	})
@@ -189,6 +189,56 @@ func TestUSBHotplug(t *testing.T) {
 		t.Logf("round %d: device_del %v, removed in guest %v; device_add (%d attempts) to sg add %v",
 			round, del.Round(time.Millisecond), gone.Round(time.Millisecond), attempts, back.Round(time.Millisecond))
 	}
+}
+
+// New devices appear at run time: a second stick on a node created with
+// blockdev-add, and a new LUN on the SCSI target; both answer and both go.
+func TestHotAddNewDevices(t *testing.T) {
+	ctx, m := scenario(t, Config{})
+	a := m.Agent
+	sctx, cancel := step(ctx)
+	defer cancel()
+	_, err := a.WaitUevent(sctx, 0, Match{Action: "add", Subsystem: "scsi_generic", Devpath: "/usb"})
+	require.NoError(t, err)
+
+	mark := a.UeventMark()
+	require.NoError(t, m.AddDisk(sctx, "stick2disk", 8))
+	require.NoError(t, m.AddUSBStick(sctx, "stick2", "stick2disk", "SECOND"))
+	require.NoError(t, m.AddDisk(sctx, "lun3disk", 8))
+	require.NoError(t, m.AddSCSIDisk(sctx, "lun3", "lun3disk", 3))
+	usbSG, err := a.WaitUevent(sctx, mark, Match{Action: "add", Subsystem: "scsi_generic", Devpath: "/usb"})
+	require.NoError(t, err)
+	lunSG, err := a.WaitUevent(sctx, mark, Match{Action: "add", Subsystem: "scsi_generic", Devpath: ":0:0:3/"})
+	require.NoError(t, err)
+
+	var devs []agentproto.USBDevice
+	require.NoError(t, a.Call(sctx, agentproto.OpUSBList, nil, &devs))
+	var serials []string
+	for _, d := range devs {
+		if d.ID() == USBVendor+":"+USBProduct {
+			serials = append(serials, d.Serial)
+		}
+	}
+	require.ElementsMatch(t, []string{"DRVKIT-E2E-1", "SECOND"}, serials)
+	for _, u := range []*agentproto.Uevent{usbSG, lunSG} {
+		var q agentproto.Inquiry
+		require.NoError(t, a.Call(sctx, agentproto.OpInquiry, agentproto.InquiryArgs{Device: "/dev/" + u.Get("DEVNAME")}, &q))
+		require.Equal(t, "QEMU", q.Vendor)
+	}
+
+	mark = a.UeventMark()
+	require.NoError(t, m.QMP.DeviceDel(sctx, "stick2"))
+	require.NoError(t, m.QMP.DeviceDel(sctx, "lun3"))
+	_, err = a.WaitUevent(sctx, mark, Match{Action: "remove", Subsystem: "scsi_generic", Devpath: ":0:0:3/"})
+	require.NoError(t, err)
+	_, err = a.WaitUevent(sctx, mark, Match{Action: "remove", Subsystem: "usb",
+		Env: map[string]string{"DEVTYPE": "usb_device", "PRODUCT": usbProduct(0x46f4, 0x0001)}})
+	require.NoError(t, err)
+	// The first stick is untouched.
+	require.NoError(t, a.Call(sctx, agentproto.OpUSBList, nil, &devs))
+	d := findUSB(devs, USBVendor, USBProduct)
+	require.NotNil(t, d)
+	require.Equal(t, "DRVKIT-E2E-1", d.Serial)
 }
 
 // SCSI hot-unplug and replug of the virtio-scsi disk.

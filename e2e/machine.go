@@ -318,6 +318,42 @@ func (m *Machine) PlugSCSI(ctx context.Context) (int, error) {
 	})
 }
 
+// AddDisk creates a sizeMiB image and a -blockdev node for it at run time
+// (blockdev-add), for a device hot-added with DeviceAdd.
+func (m *Machine) AddDisk(ctx context.Context, node string, sizeMiB int) error {
+	img := filepath.Join(m.dir, node+".img")
+	f, err := os.Create(img)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(int64(sizeMiB) << 20)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	_, err = m.QMP.Execute(ctx, "blockdev-add", map[string]any{
+		"driver": "raw", "node-name": node,
+		"file": map[string]any{"driver": "file", "filename": img},
+	})
+	return err
+}
+
+// AddUSBStick hot-plugs a new usb-storage stick on node (see AddDisk).
+func (m *Machine) AddUSBStick(ctx context.Context, id, node, serial string) error {
+	_, err := m.QMP.DeviceAdd(ctx, map[string]any{
+		"driver": "usb-storage", "bus": "xhci.0", "drive": node, "id": id, "serial": serial,
+	})
+	return err
+}
+
+// AddSCSIDisk hot-plugs a new scsi-hd at LUN lun of target 0 on node.
+func (m *Machine) AddSCSIDisk(ctx context.Context, id, node string, lun int) error {
+	_, err := m.QMP.DeviceAdd(ctx, map[string]any{
+		"driver": "scsi-hd", "bus": "scsi0.0", "drive": node, "id": id, "scsi-id": 0, "lun": lun,
+	})
+	return err
+}
+
 // StartForTest boots a machine for t: it is closed when the test ends, and
 // when the test failed the console's tail and the log paths are printed.
 func StartForTest(t testing.TB, ctx context.Context, cfg Config) *Machine {
