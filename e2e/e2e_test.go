@@ -102,8 +102,11 @@ func TestColdplug(t *testing.T) {
 	require.Zero(t, u.SenderPID, "a kernel uevent comes from netlink port 0")
 	_, err = a.WaitUevent(sctx, 0, Match{Action: "add", Subsystem: "scsi_device", Devpath: "/virtio"})
 	require.NoError(t, err)
-	_, err = a.WaitUevent(sctx, 0, Match{Action: "add", Subsystem: "scsi_generic", Devpath: "/usb"})
-	require.NoError(t, err)
+	// SCSI scanning is asynchronous: list only once both sg nodes exist.
+	for _, bus := range []string{"/usb", "/virtio"} {
+		_, err = a.WaitUevent(sctx, 0, Match{Action: "add", Subsystem: "scsi_generic", Devpath: bus})
+		require.NoError(t, err)
+	}
 
 	var devs []agentproto.USBDevice
 	require.NoError(t, a.Call(sctx, agentproto.OpUSBList, nil, &devs))
