@@ -173,58 +173,8 @@ func (a *Agent) Err() error {
 	return a.err
 }
 
-// Match selects uevents. Empty fields match anything; Env values must be
-// equal, or start with the given prefix when they end in "*".
-type Match struct {
-	Action    string
-	Subsystem string
-	Devpath   string // substring of DEVPATH
-	Env       map[string]string
-}
-
-// Matches reports whether u is selected.
-func (m Match) Matches(u *agentproto.Uevent) bool {
-	if m.Action != "" && u.Action != m.Action {
-		return false
-	}
-	if m.Subsystem != "" && u.Subsystem != m.Subsystem {
-		return false
-	}
-	if m.Devpath != "" && !strings.Contains(u.Devpath, m.Devpath) {
-		return false
-	}
-	for k, want := range m.Env {
-		got, ok := u.Env[k]
-		if !ok {
-			return false
-		}
-		if p, isPrefix := strings.CutSuffix(want, "*"); isPrefix {
-			if !strings.HasPrefix(got, p) {
-				return false
-			}
-		} else if got != want {
-			return false
-		}
-	}
-	return true
-}
-
-func (m Match) String() string {
-	var parts []string
-	if m.Action != "" {
-		parts = append(parts, "action="+m.Action)
-	}
-	if m.Subsystem != "" {
-		parts = append(parts, "subsystem="+m.Subsystem)
-	}
-	if m.Devpath != "" {
-		parts = append(parts, "devpath~"+m.Devpath)
-	}
-	for k, v := range m.Env {
-		parts = append(parts, k+"="+v)
-	}
-	return strings.Join(parts, " ")
-}
+// Match selects uevents (see agentproto.Match).
+type Match = agentproto.Match
 
 // UeventMark returns the number of uevents received so far.
 func (a *Agent) UeventMark() int {

@@ -330,6 +330,10 @@ func TestGadget(t *testing.T) {
 // the serial console only — how a scenario runs without a host driving it.
 func TestBootScript(t *testing.T) {
 	ctx, m := scenario(t, Config{Script: []agentproto.Request{
+		// Enumeration and SCSI scanning are asynchronous: wait for them
+		// in the guest, as a script must.
+		{Op: agentproto.OpUevent, Args: []byte(`{"match":{"action":"add","subsystem":"scsi_generic","devpath":"/usb"}}`)},
+		{Op: agentproto.OpUevent, Args: []byte(`{"match":{"action":"add","subsystem":"scsi_generic","devpath":"/virtio"}}`)},
 		{Op: agentproto.OpUSBList},
 		{Op: agentproto.OpInquiry, Args: []byte(`{"device":"/dev/sg0"}`)},
 		{Op: agentproto.OpExec, Args: []byte(`{"argv":["sh","-c","cat /sys/bus/usb/devices/*/idVendor"]}`)},
@@ -338,6 +342,7 @@ func TestBootScript(t *testing.T) {
 	sctx, cancel := step(ctx)
 	defer cancel()
 	for _, re := range []string{
+		`^E2E uevent\.wait PASS .*add@/devices/.*/usb.*\(scsi_generic\)`,
 		`^E2E usb\.list PASS .*46f4:0001`,
 		`^E2E sg\.inquiry PASS .*vendor="QEMU" product="QEMU HARDDISK"`,
 		`^E2E exec PASS .*exit=0`,

@@ -22,6 +22,7 @@ const (
 	OpGadgetUp  = "gadget.up"  // GadgetArgs → GadgetResult
 	OpGadgetOff = "gadget.off" // GadgetArgs (Name) → nothing: unbind and remove
 	OpPoweroff  = "poweroff"
+	OpUevent    = "uevent.wait" // UeventWaitArgs → Uevent: the first match since boot
 )
 
 // MaxLine bounds one message on the channel.
@@ -217,6 +218,13 @@ type Inquiry struct {
 	Product        string  `json:"product"`
 	Revision       string  `json:"revision"`
 	Ms             float64 `json:"ms"`
+}
+
+// UeventWaitArgs waits in the guest for a uevent, searching from boot on,
+// so a script can wait for hardware without racing it.
+type UeventWaitArgs struct {
+	Match     Match `json:"match"`
+	TimeoutMs int   `json:"timeout_ms,omitempty"` // default 30 s
 }
 
 // GadgetArgs describes a configfs mass-storage gadget on dummy_hcd.

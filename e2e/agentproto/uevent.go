@@ -66,3 +66,56 @@ func ParseUevent(b []byte) (*Uevent, error) {
 	}
 	return u, nil
 }
+
+// Match selects uevents. Empty fields match anything; Env values must be
+// equal, or start with the given prefix when they end in "*".
+type Match struct {
+	Action    string            `json:"action,omitempty"`
+	Subsystem string            `json:"subsystem,omitempty"`
+	Devpath   string            `json:"devpath,omitempty"` // substring of DEVPATH
+	Env       map[string]string `json:"env,omitempty"`
+}
+
+// Matches reports whether u is selected.
+func (m Match) Matches(u *Uevent) bool {
+	if m.Action != "" && u.Action != m.Action {
+		return false
+	}
+	if m.Subsystem != "" && u.Subsystem != m.Subsystem {
+		return false
+	}
+	if m.Devpath != "" && !strings.Contains(u.Devpath, m.Devpath) {
+		return false
+	}
+	for k, want := range m.Env {
+		got, ok := u.Env[k]
+		if !ok {
+			return false
+		}
+		if p, isPrefix := strings.CutSuffix(want, "*"); isPrefix {
+			if !strings.HasPrefix(got, p) {
+				return false
+			}
+		} else if got != want {
+			return false
+		}
+	}
+	return true
+}
+
+func (m Match) String() string {
+	var parts []string
+	if m.Action != "" {
+		parts = append(parts, "action="+m.Action)
+	}
+	if m.Subsystem != "" {
+		parts = append(parts, "subsystem="+m.Subsystem)
+	}
+	if m.Devpath != "" {
+		parts = append(parts, "devpath~"+m.Devpath)
+	}
+	for k, v := range m.Env {
+		parts = append(parts, k+"="+v)
+	}
+	return strings.Join(parts, " ")
+}

@@ -117,6 +117,12 @@ func TestUeventLogReceivesKernelEvents(t *testing.T) {
 		return false
 	}
 	require.Eventually(t, func() bool { return find("add") }, 10*time.Second, 10*time.Millisecond)
+	// What a boot script's uevent.wait does: search from the start.
+	u, err := l.wait(agentproto.Match{Action: "add", Subsystem: "block", Devpath: "/loop" + itoa(idx)}, 5*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "disk", u.Get("DEVTYPE"))
+	_, err = l.wait(agentproto.Match{Action: "add", Devpath: "/no/such/device"}, 50*time.Millisecond)
+	require.ErrorContains(t, err, "no uevent")
 	_, _, e := unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.LOOP_CTL_REMOVE, uintptr(idx))
 	require.Zero(t, e)
 	require.Eventually(t, func() bool { return find("remove") }, 10*time.Second, 10*time.Millisecond)

@@ -244,6 +244,12 @@ func (a *agent) dispatch(req agentproto.Request) (any, error) {
 			return nil, err
 		}
 		return nil, gadgetOff(x.Name)
+	case agentproto.OpUevent:
+		var x agentproto.UeventWaitArgs
+		if err := args(&x); err != nil {
+			return nil, err
+		}
+		return a.uev.wait(x.Match, timeout(x.TimeoutMs))
 	case agentproto.OpPoweroff:
 		return nil, nil
 	}
@@ -262,6 +268,8 @@ func summary(v any) string {
 		return "devices=" + strings.Join(ids, ",")
 	case *agentproto.Inquiry:
 		return fmt.Sprintf("%s vendor=%q product=%q rev=%q", r.Device, r.Vendor, r.Product, r.Revision)
+	case *agentproto.Uevent:
+		return r.String()
 	case *agentproto.ExecResult:
 		return fmt.Sprintf("exit=%d", r.Exit)
 	}

@@ -112,6 +112,30 @@ func (l *ueventLog) stream(send func(any), stop <-chan struct{}) {
 	}
 }
 
+// wait returns the first event since boot that m selects.
+func (l *ueventLog) wait(m agentproto.Match, timeout time.Duration) (*agentproto.Uevent, error) {
+	tm := time.NewTimer(timeout)
+	defer tm.Stop()
+	next := 0
+	for {
+		l.mu.Lock()
+		for ; next < len(l.events); next++ {
+			if m.Matches(l.events[next]) {
+				u := l.events[next]
+				l.mu.Unlock()
+				return u, nil
+			}
+		}
+		changed := l.changed
+		l.mu.Unlock()
+		select {
+		case <-changed:
+		case <-tm.C:
+			return nil, fmt.Errorf("no uevent %s within %v", m, timeout)
+		}
+	}
+}
+
 // loadModules loads the modules listed in path, one "PATH [PARAMS…]" a line,
 // in order (prepare.sh wrote them dependencies first).
 func loadModules(path string) ([]agentproto.ModuleLoad, error) {
