@@ -16,6 +16,10 @@ CACHE=${DRVKIT_E2E_CACHE:-$repo/.cache/e2e}
 GO=${GO:-go}
 mkdir -p "$CACHE/debs"
 CACHE=$(cd "$CACHE" && pwd)
+# One preparation per cache at a time (two `make e2e` in parallel would
+# rebuild work/ and current/ under each other).
+exec 9>"$CACHE/.lock"
+flock 9
 t0=$(date +%s.%N)
 step() { awk -v a="$t0" -v b="$(date +%s.%N)" -v s="$1" 'BEGIN{printf "prepare: %-28s %6.1fs\n", s, b-a}'; }
 die() { echo "prepare: $*" >&2; exit 1; }

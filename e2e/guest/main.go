@@ -51,6 +51,8 @@ type agent struct {
 	uev    *ueventLog
 	procs  *procTable
 	closed chan struct{}
+
+	subscribe sync.Once
 }
 
 func run(ctlPath, modsPath string) error {
@@ -196,7 +198,8 @@ func (a *agent) dispatch(req agentproto.Request) (any, error) {
 		h.UptimeS = uptime()
 		return h, nil
 	case agentproto.OpSubscribe:
-		go a.uev.stream(a.send, a.closed)
+		// A second subscription would send every event twice.
+		a.subscribe.Do(func() { go a.uev.stream(a.send, a.closed) })
 		return nil, nil
 	case agentproto.OpExec:
 		var x agentproto.ExecArgs
