@@ -91,6 +91,7 @@ func TestParseUeventRejects(t *testing.T) {
 		"action mismatch": "add@/x\x00ACTION=remove\x00",
 		"path mismatch":   "add@/x\x00DEVPATH=/y\x00",
 		"bad seqnum":      "add@/x\x00SEQNUM=12a\x00",
+		"not utf-8":       "add@/x\x94\x00",
 	} {
 		_, err := ParseUevent([]byte(in))
 		require.ErrorIs(t, err, ErrMalformed, name)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Uevent is one kernel uevent as the guest received it.
@@ -30,11 +31,16 @@ func (u *Uevent) String() string {
 }
 
 // ParseUevent decodes a kernel uevent datagram: "ACTION@DEVPATH\0" followed
-// by NUL-terminated KEY=VALUE strings. Messages from udev's monitor (which
+// by NUL-terminated KEY=VALUE strings, all valid UTF-8 (the wire is JSON). Messages from udev's monitor (which
 // start with "libudev\0") are rejected: only the kernel's format is valid.
 func ParseUevent(b []byte) (*Uevent, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%w: empty uevent", ErrMalformed)
+	}
+	if !utf8.Valid(b) {
+		// JSON would replace the bad bytes on the way to the host: the
+		// event would arrive altered. Say so instead.
+		return nil, fmt.Errorf("%w: uevent is not valid UTF-8: %.80q", ErrMalformed, b)
 	}
 	parts := bytes.Split(bytes.TrimRight(b, "\x00"), []byte{0})
 	head := string(parts[0])
