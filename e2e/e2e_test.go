@@ -62,9 +62,11 @@ func scenario(t *testing.T, cfg Config) (context.Context, *Machine) {
 	t0 := time.Now()
 	m := StartForTest(t, ctx, cfg)
 	t.Cleanup(func() {
-		record("%-22s boot %7v  scenario %7v  total %7v  %s", t.Name(),
-			m.BootTime.Round(time.Millisecond), (time.Since(t0) - m.BootTime).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond),
-			map[bool]string{false: "PASS", true: "FAIL"}[t.Failed()])
+		total := time.Since(t0)
+		m.Close() // idempotent; reads QEMU's peak memory first
+		record("%-22s boot %7v  scenario %7v  total %7v  qemu-peak %3d MiB  %s", t.Name(),
+			m.BootTime.Round(time.Millisecond), (total - m.BootTime).Round(time.Millisecond), total.Round(time.Millisecond),
+			m.PeakRSS>>20, map[bool]string{false: "PASS", true: "FAIL"}[t.Failed()])
 	})
 	return ctx, m
 }

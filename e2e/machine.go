@@ -51,6 +51,10 @@ type Machine struct {
 	Console *Console
 	Hello   agentproto.Hello
 
+	// PeakRSS is QEMU's peak resident memory (VmHWM), read when the
+	// machine is closed; 0 if it had already exited.
+	PeakRSS int64
+
 	LogPath   string        // serial console (and QEMU's stderr)
 	TracePath string        // every agent message
 	BootTime  time.Duration // QEMU started → agent ready
@@ -206,6 +210,22 @@ func (m *Machine) boot(ctx context.Context) (err error) {
 	return nil
 }
 
+// peakRSS reads VmHWM of a live process, in bytes.
+func peakRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(v), "%d", &kb)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
 // removeStaleDirs removes the temporary directories (disk images, sockets)
 // of test processes that died without cleaning up, e.g. on a test timeout.
 func removeStaleDirs() {
@@ -276,6 +296,7 @@ func (m *Machine) Close() error {
 			m.QMP.Close()
 		}
 		if m.cmd != nil && m.cmd.Process != nil {
+			m.PeakRSS = peakRSS(m.cmd.Process.Pid)
 			m.cmd.Process.Kill()
 			<-m.exited
 		}
