@@ -45,6 +45,9 @@ type Error struct {
 	// traced.
 	Conflict     Stack
 	ConflictWhat string // "freed", "last retained", …
+	// Holders are the object's outstanding holders when the error happened
+	// (traced objects only).
+	Holders []Holding
 }
 
 func (e *Error) Error() string {
@@ -58,6 +61,14 @@ func (e *Error) Error() string {
 	if len(e.Conflict.Frames) > 0 {
 		fmt.Fprintf(&b, "  %s at:\n", e.ConflictWhat)
 		e.Conflict.writeIndented(&b, "    ")
+	} else if e.ConflictWhat != "" {
+		fmt.Fprintf(&b, "  %s: no stack recorded\n", e.ConflictWhat)
+	}
+	if len(e.Holders) > 0 {
+		b.WriteString("  outstanding holders:\n")
+		for _, h := range e.Holders {
+			writeHolding(&b, h, "    ")
+		}
 	}
 	return b.String()
 }

@@ -45,8 +45,10 @@ func (o *Object) Init(class string, free func()) {
 	o.class = class
 	o.free = free
 	o.refs.Store(1)
+	o.tr = nil
 	if tracingEnabled(class) {
-		o.tr = newTracked(o)
+		o.tr = newTracked(o, internStack(1))
+		register(o)
 	}
 }
 
@@ -66,43 +68,75 @@ func (o *Object) Traced() bool { return o.tr != nil }
 // reference may rely on it staying above zero.
 func (o *Object) RetainCount() int { return int(o.refs.Load()) }
 
+// The four operations below are small enough to be inlined: the untraced
+// path is a field test, one atomic add and a range check; everything else
+// (tracing, misuse) is in the out-of-line slow functions.
+
 // Retain takes an untagged reference.
-func (o *Object) Retain() { o.retain(nil) }
+func (o *Object) Retain() {
+	var n int32
+	if o.tr == nil {
+		if n = o.refs.Add(1); n > 1 && n < saturated {
+			return
+		}
+	}
+	o.retainSlow(nil, n)
+}
 
 // Release drops an untagged reference.
-func (o *Object) Release() { o.release(nil) }
+func (o *Object) Release() {
+	var n int32
+	if o.tr == nil {
+		if n = o.refs.Add(-1); n > 0 && n < saturated-1 {
+			return
+		}
+	}
+	o.releaseSlow(nil, n)
+}
 
 // TaggedRetain takes a reference on behalf of tag. tag must be comparable;
 // an Owner tag records an ownership edge. A traced object requires every
-// TaggedRelease to name a tag that holds a reference.
-func (o *Object) TaggedRetain(tag any) { o.retain(tag) }
-
-// TaggedRelease drops a reference taken by TaggedRetain with the same tag.
-func (o *Object) TaggedRelease(tag any) { o.release(tag) }
-
-func (o *Object) retain(tag any) {
-	n := o.refs.Add(1)
-	if o.tr != nil {
-		o.tr.retained(tag, n)
-		return
+// release to name a tag that holds a reference (an untagged Release pairs
+// with an untagged Retain or the creator's reference), as WDF enforces;
+// untraced objects ignore tags.
+func (o *Object) TaggedRetain(tag any) {
+	var n int32
+	if o.tr == nil {
+		if n = o.refs.Add(1); n > 1 && n < saturated {
+			return
+		}
 	}
-	if n <= 1 || n >= saturated {
-		o.untracedFault(n, true)
-	}
+	o.retainSlow(tag, n)
 }
 
-func (o *Object) release(tag any) {
-	n := o.refs.Add(-1)
-	if o.tr != nil {
-		if o.tr.released(tag, n) {
-			o.runFree()
+// TaggedRelease drops a reference taken by TaggedRetain with the same tag.
+func (o *Object) TaggedRelease(tag any) {
+	var n int32
+	if o.tr == nil {
+		if n = o.refs.Add(-1); n > 0 && n < saturated-1 {
+			return
 		}
+	}
+	o.releaseSlow(tag, n)
+}
+
+// retainSlow is a traced retain, or an untraced one whose add produced n
+// out of range.
+func (o *Object) retainSlow(tag any, n int32) {
+	if o.tr != nil {
+		o.tr.retain(tag)
 		return
 	}
+	o.untracedFault(n, true)
+}
+
+func (o *Object) releaseSlow(tag any, n int32) {
 	switch {
+	case o.tr != nil:
+		o.tr.release(tag)
 	case n == 0:
 		o.runFree()
-	case n < 0 || n >= saturated:
+	default:
 		o.untracedFault(n, false)
 	}
 }
@@ -118,6 +152,9 @@ func (o *Object) runFree() {
 // stacks other than the offending call's.
 func (o *Object) untracedFault(n int32, retain bool) {
 	o.refs.Store(saturated)
+	if n == saturated+1 || n == saturated-1 {
+		return // already pegged and reported: stays pegged, quietly
+	}
 	var kind ErrorKind
 	switch {
 	case n >= saturated:
@@ -127,7 +164,7 @@ func (o *Object) untracedFault(n int32, retain bool) {
 	default:
 		kind = ErrOverRelease
 	}
-	report(&Error{Kind: kind, ID: o.id, Class: o.class, Offender: captureStack(3)})
+	report(&Error{Kind: kind, ID: o.id, Class: o.class, Offender: captureStack(4)})
 }
 
 func (o *Object) String() string { return fmt.Sprintf("%s#%d", o.class, o.id) }

@@ -1,0 +1,121 @@
+package driver_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/drvkit/drvkit/driver"
+)
+
+// scsiDisk is a small SCSI-like driver: it matches SCSI nubs of peripheral
+// type 0 (a disk), answers INQUIRY and READ CAPACITY for user clients, and
+// keeps its media state in a monitored value that a job updates.
+type scsiDisk struct {
+	blocks *driver.Monitored[uint64]
+}
+
+func (d *scsiDisk) Start(ctx context.Context, s *driver.Service) error {
+	d.blocks = driver.NewMonitored[uint64](nil, 0)
+	done := make(chan struct{})
+	// READ CAPACITY runs asynchronously, as a job owned by the service.
+	err := s.Submit(driver.Job{Key: "capacity",
+		Run: func(ctx context.Context) error {
+			d.blocks.Store(2097152) // 1 GiB of 512-byte blocks
+			return nil
+		},
+		Free: func() { close(done) }})
+	if err != nil {
+		return err
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (d *scsiDisk) Stop(s *driver.Service) {}
+
+func (d *scsiDisk) Methods() map[string]driver.Method {
+	return map[string]driver.Method{
+		"inquiry": func(ctx context.Context, s *driver.Service, in []byte) ([]byte, error) {
+			v, _ := s.Properties().String("vendor")
+			m, _ := s.Properties().String("model")
+			return []byte(v + " " + m), nil
+		},
+		"capacity": func(ctx context.Context, s *driver.Service, in []byte) ([]byte, error) {
+			return binary.BigEndian.AppendUint64(nil, d.blocks.Load()), nil
+		},
+	}
+}
+
+// Example embeds a registry in an application: a SCSI disk appears, an
+// application opens it through a user client and calls the driver, then
+// the disk is unplugged and everything is torn down in contract order.
+func Example() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r := driver.NewRegistry()
+	defer r.Close(ctx)
+	var steps []string
+	stopTrace := r.SubscribeLifecycle(func(e driver.LifecycleEvent) {
+		if e.Step != driver.StepFree { // frees may come in any order
+			steps = append(steps, e.Step.String()+" "+e.Name)
+		}
+	})
+	defer stopTrace()
+
+	_ = r.RegisterPersonality(driver.Personality{
+		Name: "sd", Class: "SCSIDisk", ProviderClass: "SCSIDevice",
+		Match: []driver.Match{driver.MatchValue("type", 0)},
+		New:   func() driver.Driver { return &scsiDisk{} },
+	})
+
+	// The hotplug side publishes a nub for the new device.
+	nub := r.NewNub("SCSIDevice", "0:0:0:0", driver.NewProperties(map[string]any{
+		"type": 0, "vendor": "QEMU", "model": "QEMU HARDDISK"}))
+	if err := r.Publish(nil, nub); err != nil {
+		fmt.Println(err)
+		return
+	}
+	disk := nub.Clients()[0]
+
+	// An application opens the disk through a user client.
+	uc, _ := r.AttachClient(disk, "SCSIDiskUserClient", "app", nil)
+	_ = disk.Open(uc, driver.OpenOptions{Exclusive: true})
+	id, _ := disk.Call(ctx, "inquiry", nil)
+	capb, _ := disk.Call(ctx, "capacity", nil)
+	fmt.Printf("%s, %d blocks\n", id, binary.BigEndian.Uint64(capb))
+
+	// Unplug: terminate the nub and wait until everything is freed.
+	if err := nub.TerminateSync(ctx); err != nil {
+		fmt.Println(err)
+	}
+	fmt.Println(strings.Join(steps, "\n"))
+	// Output:
+	// QEMU QEMU HARDDISK, 2097152 blocks
+	// publish 0:0:0:0
+	// attach 0:0:0:0
+	// attach sd
+	// start sd
+	// attach app
+	// terminate 0:0:0:0
+	// terminate sd
+	// terminate app
+	// willTerminate 0:0:0:0
+	// willTerminate sd
+	// willTerminate app
+	// didTerminate app
+	// didTerminate sd
+	// didTerminate 0:0:0:0
+	// stop app
+	// detach app
+	// stop sd
+	// detach sd
+	// stop 0:0:0:0
+	// detach 0:0:0:0
+}

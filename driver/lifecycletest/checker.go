@@ -1,0 +1,240 @@
+// Package lifecycletest records a registry's lifecycle events and checks
+// them against the termination contract of DESIGN.md:
+//
+//   - terminate(X) < stop(X) < detach(X) < free(X), each at most once
+//     (detach once per provider edge), and a freed or stopped service has
+//     all the earlier steps;
+//   - detach(C from P) < stop(P) for every client C attached to P;
+//   - nothing mentions X after free(X), and free happens at count zero;
+//   - once the trace is complete (Check), every terminated service went
+//     all the way to free.
+package lifecycletest
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/drvkit/drvkit/driver"
+)
+
+// Recorder collects the events of one registry.
+type Recorder struct {
+	mu     sync.Mutex
+	events []driver.LifecycleEvent
+	cancel func()
+	root   uint64
+}
+
+// Record subscribes to r's lifecycle events until the test ends.
+func Record(t testing.TB, r *driver.Registry) *Recorder {
+	rec := &Recorder{root: r.Root().ID()}
+	rec.cancel = r.SubscribeLifecycle(func(e driver.LifecycleEvent) {
+		rec.mu.Lock()
+		rec.events = append(rec.events, e)
+		rec.mu.Unlock()
+	})
+	t.Cleanup(rec.cancel)
+	return rec
+}
+
+// Events returns a copy of the events so far, in order.
+func (rec *Recorder) Events() []driver.LifecycleEvent {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return append([]driver.LifecycleEvent(nil), rec.events...)
+}
+
+// Steps returns "step name" lines (attach/detach as "detach C<-P") for the
+// events whose step is one of steps (all when none given), for exact-order
+// assertions. Services are named by Name when set, else by ID.
+func (rec *Recorder) Steps(steps ...driver.Step) []string {
+	evs := rec.Events()
+	names := map[uint64]string{rec.root: "root"}
+	for _, e := range evs {
+		if e.Name != "" {
+			names[e.ServiceID] = e.Name
+		} else if _, ok := names[e.ServiceID]; !ok {
+			names[e.ServiceID] = fmt.Sprintf("%s#%d", e.Class, e.ServiceID)
+		}
+	}
+	want := map[driver.Step]bool{}
+	for _, s := range steps {
+		want[s] = true
+	}
+	var out []string
+	for _, e := range evs {
+		if len(want) > 0 && !want[e.Step] {
+			continue
+		}
+		line := e.Step.String() + " " + names[e.ServiceID]
+		if e.ProviderID != 0 && (e.Step == driver.StepAttach || e.Step == driver.StepDetach) {
+			p, ok := names[e.ProviderID]
+			if !ok {
+				p = fmt.Sprintf("#%d", e.ProviderID)
+			}
+			line += "<-" + p
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// Check fails t if the trace so far breaks an invariant, or if a terminated
+// service has not been freed (call it once the registry is quiet).
+func (rec *Recorder) Check(t testing.TB) {
+	t.Helper()
+	if err := Validate(rec.Events(), true); err != nil {
+		t.Fatalf("lifecycle trace violates the termination contract:\n%v", err)
+	}
+}
+
+// CheckPartial is Check without the completeness rule, for a trace taken
+// while terminations are still under way.
+func (rec *Recorder) CheckPartial(t testing.TB) {
+	t.Helper()
+	if err := Validate(rec.Events(), false); err != nil {
+		t.Fatalf("lifecycle trace violates the termination contract:\n%v", err)
+	}
+}
+
+type edge struct{ c, p uint64 }
+
+type svc struct {
+	name                  string
+	terminate, stop, free int // seq of the step, 0 if not seen
+	start                 int
+	attached              map[uint64]int // provider → attach seq
+	detached              map[uint64]int // provider → detach seq
+	lastDetach            int
+}
+
+// Validate checks a trace; complete additionally requires every terminated
+// service to have been stopped, detached and freed.
+func Validate(events []driver.LifecycleEvent, complete bool) error {
+	var errs []string
+	fail := func(e driver.LifecycleEvent, format string, args ...any) {
+		errs = append(errs, fmt.Sprintf("event %d (%s %s#%d %q): %s", e.Seq, e.Step, e.Class, e.ServiceID, e.Name, fmt.Sprintf(format, args...)))
+	}
+	ss := map[uint64]*svc{}
+	get := func(id uint64) *svc {
+		s := ss[id]
+		if s == nil {
+			s = &svc{attached: map[uint64]int{}, detached: map[uint64]int{}}
+			ss[id] = s
+		}
+		return s
+	}
+	// clientsOf[p] = clients currently attached to p
+	clientsOf := map[uint64]map[uint64]bool{}
+	var last uint64
+	for i, e := range events {
+		seq := i + 1
+		if e.Seq != 0 && e.Seq <= last {
+			fail(e, "out of order (previous seq %d)", last)
+		}
+		last = e.Seq
+		s := get(e.ServiceID)
+		if e.Name != "" {
+			s.name = e.Name
+		}
+		if s.free != 0 {
+			fail(e, "after free")
+		}
+		if e.ProviderID != 0 {
+			if p := ss[e.ProviderID]; p != nil && p.free != 0 {
+				fail(e, "names provider #%d after its free", e.ProviderID)
+			}
+		}
+		switch e.Step {
+		case driver.StepAttach:
+			if _, dup := s.attached[e.ProviderID]; dup {
+				fail(e, "attached twice to #%d", e.ProviderID)
+			}
+			if p := ss[e.ProviderID]; p != nil && p.stop != 0 {
+				fail(e, "attached to #%d after its stop", e.ProviderID)
+			}
+			s.attached[e.ProviderID] = seq
+			if clientsOf[e.ProviderID] == nil {
+				clientsOf[e.ProviderID] = map[uint64]bool{}
+			}
+			clientsOf[e.ProviderID][e.ServiceID] = true
+		case driver.StepTerminate:
+			if s.terminate != 0 {
+				fail(e, "terminated twice")
+			}
+			s.terminate = seq
+		case driver.StepStart:
+			if s.stop != 0 {
+				fail(e, "start after stop")
+			}
+			s.start = seq
+		case driver.StepWillTerminate, driver.StepDidTerminate:
+			if s.terminate == 0 {
+				fail(e, "before terminate")
+			}
+			if s.stop != 0 {
+				fail(e, "after stop")
+			}
+		case driver.StepStop:
+			if s.stop != 0 {
+				fail(e, "stopped twice")
+			}
+			if s.terminate == 0 {
+				fail(e, "stop before terminate")
+			}
+			for c := range clientsOf[e.ServiceID] {
+				fail(e, "stop while client #%d is still attached (detach(C from P) < stop(P))", c)
+			}
+			s.stop = seq
+		case driver.StepDetach:
+			if _, ok := s.attached[e.ProviderID]; !ok {
+				fail(e, "detach from #%d without attach", e.ProviderID)
+			}
+			if _, dup := s.detached[e.ProviderID]; dup {
+				fail(e, "detached twice from #%d", e.ProviderID)
+			}
+			s.detached[e.ProviderID] = seq
+			s.lastDetach = seq
+			delete(clientsOf[e.ProviderID], e.ServiceID)
+			if s.terminate != 0 && s.stop == 0 {
+				fail(e, "detach after terminate but before stop")
+			}
+		case driver.StepFree:
+			if e.Refs != 0 {
+				fail(e, "free with %d references", e.Refs)
+			}
+			if s.terminate == 0 || s.stop == 0 {
+				fail(e, "free before terminate and stop")
+			}
+			for p := range s.attached {
+				if _, ok := s.detached[p]; !ok {
+					fail(e, "free while attached to #%d", p)
+				}
+			}
+			if len(clientsOf[e.ServiceID]) > 0 {
+				fail(e, "free while clients are attached")
+			}
+			s.free = seq
+		}
+	}
+	if complete {
+		for id, s := range ss {
+			if s.terminate != 0 && (s.stop == 0 || s.free == 0) {
+				errs = append(errs, fmt.Sprintf("service #%d %q terminated but never %s", id, s.name, missing(s)))
+			}
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s", strings.Join(errs, "\n"))
+}
+
+func missing(s *svc) string {
+	if s.stop == 0 {
+		return "stopped"
+	}
+	return "freed"
+}

@@ -1,0 +1,613 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// Lock order (acquire top to bottom, never upward):
+//
+//	Service.matchMu   one matching run per nub
+//	Service.cb        callback serialization; registry code holds at most one
+//	Registry.mu       the graph: edges, flags, open sets, live set
+//	Service.mu, workQueue.mu, Registry.ev.mu, refcount internals   (leaves)
+//
+// Driver code is never called with Registry.mu, Service.mu or a queue lock
+// held. A reference is never released with Registry.mu held, because the
+// release may free the object and the free takes Registry.mu.
+
+// Driver is what a driver author implements. Start runs when the driver is
+// matched to a nub (ctx is cancelled if the nub is terminated meanwhile);
+// Stop runs once during termination, after the service's jobs are drained
+// and before its managed resources are released.
+type Driver interface {
+	Start(ctx context.Context, s *Service) error
+	Stop(s *Service)
+}
+
+// Prober is implemented by a driver that checks the device before it is
+// started. ok false rejects the match; score replaces the personality's.
+type Prober interface {
+	Probe(ctx context.Context, s *Service) (score int, ok bool)
+}
+
+// WillTerminater is called in phase 2, root to leaf.
+type WillTerminater interface {
+	WillTerminate(s *Service)
+}
+
+// DidTerminater is called in phase 2, leaf to root, once no client has the
+// service open.
+type DidTerminater interface {
+	DidTerminate(s *Service)
+}
+
+// MessageHandler receives messages from the service's providers:
+// ServiceIsTerminated, ServiceIsRequestingClose (close the provider: the
+// provider's termination waits for it), ServiceIsAttemptingOpen and
+// driver-defined ones. A client without a MessageHandler is closed for it
+// when its provider requests close.
+type MessageHandler interface {
+	Message(s *Service, m Message) error
+}
+
+// Method is a named operation a user client calls on a driver.
+type Method func(ctx context.Context, s *Service, in []byte) ([]byte, error)
+
+// ClientMethods is implemented by a driver that user clients can call.
+type ClientMethods interface {
+	Methods() map[string]Method
+}
+
+// Personality says which nubs a driver matches and how to make an instance.
+type Personality struct {
+	Name          string  // the driver's name (Unload uses it)
+	Class         string  // class of the driver instance service
+	ProviderClass string  // class of the nubs it matches; "" matches any
+	Match         []Match // all must match
+	Score         int     // higher wins within a Category; Probe may change it
+	Category      string  // one driver per category per nub
+	New           func() Driver
+}
+
+// Option configures a Registry.
+type Option func(*Registry)
+
+// WithLogger sets the logger for recovered panics and failures.
+func WithLogger(l *slog.Logger) Option { return func(r *Registry) { r.log = l } }
+
+// WithJobConcurrency bounds how many jobs of one service run at once
+// (default 4).
+func WithJobConcurrency(n int) Option {
+	return func(r *Registry) {
+		if n > 0 {
+			r.jobLimit = n
+		}
+	}
+}
+
+// Registry is the graph of services with its matching and its termination
+// worker.
+type Registry struct {
+	log      *slog.Logger
+	jobLimit int
+
+	mu     sync.Mutex
+	root   *Service
+	closed bool
+	pers   []*Personality
+	// byID holds every service not yet freed; Service.listed says whether
+	// the registry's own reference is still held.
+	byID map[uint64]*Service
+
+	ev   events
+	mail mailPool
+
+	// termination worker
+	wmu     sync.Mutex
+	batches []*batch
+	kickc   chan struct{}
+	quit    chan struct{}
+	wdone   chan struct{}
+	closing atomic.Bool
+}
+
+type registryTag struct{}
+
+func (registryTag) String() string { return "registry" }
+
+// NewRegistry returns a registry with its root published and its
+// termination worker running. Close it.
+func NewRegistry(opts ...Option) *Registry {
+	r := &Registry{
+		log: slog.Default(), jobLimit: 4,
+		byID:  map[uint64]*Service{},
+		kickc: make(chan struct{}, 1), quit: make(chan struct{}), wdone: make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(r)
+	}
+	r.mail.max = 4 * runtime.GOMAXPROCS(0)
+	r.root = r.newService("Root", "root", Properties{}, kindRoot, nil, nil)
+	r.mu.Lock()
+	r.root.registered = true
+	r.root.started.Store(true)
+	r.mu.Unlock()
+	go r.worker()
+	return r
+}
+
+// Root is the registry's root service; bus nubs hang under it.
+func (r *Registry) Root() *Service { return r.root }
+
+func (r *Registry) newService(class, name string, props Properties, k kind, impl any, p *Personality) *Service {
+	s := &Service{reg: r, name: name, props: props, kind: k, impl: impl, pers: p,
+		active: true, done: make(chan struct{})}
+	s.Init(class, func() { r.freed(s) })
+	// The creator's reference becomes the registry's own, tagged.
+	s.TaggedRetain(registryTag{})
+	s.Release()
+	r.mu.Lock()
+	r.byID[s.ID()] = s
+	s.listed = true
+	r.mu.Unlock()
+	return s
+}
+
+func (r *Registry) freed(s *Service) {
+	r.emit(s, StepFree, nil, 0, nil)
+	r.mu.Lock()
+	delete(r.byID, s.ID())
+	r.mu.Unlock()
+	close(s.done)
+	r.kick()
+}
+
+// NewNub creates an unpublished nub. Publish it, or Terminate it.
+func (r *Registry) NewNub(class, name string, props Properties) *Service {
+	return r.newService(class, name, props, kindNub, nil, nil)
+}
+
+// Lookup returns the live service with that ID with a reference taken for
+// the caller, who must call release.
+func (r *Registry) Lookup(id uint64) (s *Service, release func(), ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s = r.byID[id]
+	if s == nil || !s.listed {
+		return nil, nil, false
+	}
+	tag := &lookupTag{}
+	s.TaggedRetain(tag)
+	var once sync.Once
+	return s, func() { once.Do(func() { s.TaggedRelease(tag) }) }, true
+}
+
+type lookupTag struct{ _ byte }
+
+func (*lookupTag) String() string { return "lookup" }
+
+// Services returns every service not yet freed (including terminated ones
+// still held), ordered by ID. The pointers are for inspection; take a
+// reference with Lookup to use one.
+func (r *Registry) Services() []*Service {
+	r.mu.Lock()
+	out := make([]*Service, 0, len(r.byID))
+	for _, s := range r.byID {
+		out = append(out, s)
+	}
+	r.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
+	return out
+}
+
+// attachLocked makes c a client of p, a reference each way.
+func (r *Registry) attachLocked(c, p *Service) {
+	c.providers = append(c.providers, p)
+	if p.clients == nil {
+		p.clients = map[*Service]struct{}{}
+	}
+	p.clients[c] = struct{}{}
+	p.TaggedRetain(c) // c holds its provider
+	c.TaggedRetain(p) // p holds its client
+	r.emit(c, StepAttach, p, 0, nil)
+}
+
+// Publish attaches nub to provider (nil: the root) and runs matching on it:
+// candidates are attached, probed and the best per category started. It
+// returns once matching is done; a driver that fails to start is not an
+// error of Publish (it is logged, and visible as a start event).
+func (r *Registry) Publish(provider, nub *Service) error {
+	if provider == nil {
+		provider = r.root
+	}
+	r.mu.Lock()
+	switch {
+	case r.closed:
+		r.mu.Unlock()
+		return opErr("publish", nub, ErrClosed)
+	case nub.registered:
+		r.mu.Unlock()
+		return opErr("publish", nub, ErrPublished)
+	case !nub.active:
+		r.mu.Unlock()
+		return opErr("publish", nub, ErrNotActive)
+	case !provider.active:
+		r.mu.Unlock()
+		return opErr("publish", nub, fmt.Errorf("provider %s: %w", provider.describe(), ErrNotActive))
+	}
+	nub.registered = true
+	nub.started.Store(true)
+	r.emit(nub, StepPublish, provider, 0, nil)
+	r.attachLocked(nub, provider)
+	r.mu.Unlock()
+	r.match(nub)
+	return nil
+}
+
+// AttachProvider adds provider as a further provider of s (a service with
+// several providers survives until its last active provider terminates).
+func (r *Registry) AttachProvider(s, provider *Service) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !s.active || !provider.active {
+		return opErr("attach", s, ErrNotActive)
+	}
+	if s.attachedTo(provider) {
+		return nil
+	}
+	r.attachLocked(s, provider)
+	return nil
+}
+
+// AttachClient creates a user-client service attached as a client of
+// provider, without matching. If handler implements Driver its Start runs
+// now (an error terminates the client and is returned) and its Stop during
+// termination; MessageHandler, WillTerminater, DidTerminater and
+// ClientMethods apply as for drivers.
+func (r *Registry) AttachClient(provider *Service, class, name string, handler any) (*Service, error) {
+	r.mu.Lock()
+	if r.closed || !provider.active {
+		r.mu.Unlock()
+		if r.closed {
+			return nil, opErr("attach client", provider, ErrClosed)
+		}
+		return nil, opErr("attach client", provider, ErrNotActive)
+	}
+	r.mu.Unlock()
+	c := r.newService(class, name, Properties{}, kindClient, handler, nil)
+	r.mu.Lock()
+	if !provider.active {
+		r.mu.Unlock()
+		c.Terminate()
+		return nil, opErr("attach client", provider, ErrNotActive)
+	}
+	r.attachLocked(c, provider)
+	d, isDriver := handler.(Driver)
+	if !isDriver {
+		c.started.Store(true)
+	}
+	r.mu.Unlock()
+	if isDriver {
+		if err := c.start(d); err != nil {
+			return nil, opErr("attach client", c, err)
+		}
+	}
+	return c, nil
+}
+
+// start runs d's Start on s; on failure s's managed resources are released
+// at once and s is terminated.
+func (s *Service) start(d Driver) error {
+	r := s.reg
+	ctx := s.Context()
+	ran := false
+	err := s.callbackThen("Start", func() error {
+		r.mu.Lock()
+		active := s.active
+		r.mu.Unlock()
+		if !active {
+			return ErrNotActive // terminated before Start: never started, never stopped
+		}
+		ran = true
+		err := d.Start(ctx, s)
+		if err == nil {
+			s.started.Store(true)
+		}
+		return err
+	}, func(err error) {
+		if ran {
+			r.emit(s, StepStart, nil, 0, err)
+		}
+	})
+	if err != nil {
+		if ran {
+			r.log.Warn("driver start failed", "service", s.describe(), "err", err)
+		}
+		s.releaseResources()
+		s.Terminate()
+	}
+	return err
+}
+
+// RegisterPersonality adds p and runs matching on every published nub for
+// the categories it has no driver in yet.
+func (r *Registry) RegisterPersonality(p Personality) error {
+	if p.Name == "" || p.New == nil {
+		return &OpError{Op: "register personality", Err: errors.New("personality needs a Name and New")}
+	}
+	if p.Class == "" {
+		p.Class = p.Name
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return &OpError{Op: "register personality", Err: ErrClosed}
+	}
+	pc := p
+	r.pers = append(r.pers, &pc)
+	var nubs []*Service
+	for _, s := range r.byID {
+		if s.listed && s.kind != kindRoot && s.registered && s.active && (p.ProviderClass == "" || p.ProviderClass == s.Class()) {
+			nubs = append(nubs, s)
+		}
+	}
+	r.mu.Unlock()
+	sort.Slice(nubs, func(i, j int) bool { return nubs[i].ID() < nubs[j].ID() })
+	for _, n := range nubs {
+		r.match(n)
+	}
+	return nil
+}
+
+// UnregisterPersonality removes every personality of driver name. Running
+// instances are left alone (see Unload).
+func (r *Registry) UnregisterPersonality(name string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	kept := r.pers[:0:0]
+	n := 0
+	for _, p := range r.pers {
+		if p.Name == name {
+			n++
+			continue
+		}
+		kept = append(kept, p)
+	}
+	r.pers = kept
+	return n
+}
+
+func (s *Service) isActive() bool {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	return s.active
+}
+
+func (p *Personality) matches(nub *Service) (ok bool) {
+	if p.ProviderClass != "" && p.ProviderClass != nub.Class() {
+		return false
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			ok = false
+		}
+	}()
+	for _, m := range p.Match {
+		if !m.matches(nub.props) {
+			return false
+		}
+	}
+	return true
+}
+
+type matchTag struct{}
+
+func (matchTag) String() string { return "matching" }
+
+type candidate struct {
+	p     *Personality
+	inst  *Service
+	score int
+}
+
+// match runs matching on nub for every category without a driver.
+func (r *Registry) match(nub *Service) {
+	nub.matchMu.Lock()
+	defer nub.matchMu.Unlock()
+	nub.busy.Add(1)
+	defer nub.busy.Add(-1)
+
+	r.mu.Lock()
+	if !nub.active || r.closed {
+		r.mu.Unlock()
+		return
+	}
+	pers := append([]*Personality(nil), r.pers...)
+	have := map[string]bool{}
+	for c := range nub.clients {
+		if c.kind == kindDriver && c.active && c.pers != nil {
+			have[c.pers.Category] = true
+		}
+	}
+	r.mu.Unlock()
+
+	byCat := map[string][]*Personality{}
+	var cats []string
+	for _, p := range pers {
+		if have[p.Category] || !p.matches(nub) {
+			continue
+		}
+		if byCat[p.Category] == nil {
+			cats = append(cats, p.Category)
+		}
+		byCat[p.Category] = append(byCat[p.Category], p)
+	}
+	sort.Strings(cats)
+	for _, cat := range cats {
+		ps := byCat[cat]
+		sort.SliceStable(ps, func(i, j int) bool { return ps[i].Score > ps[j].Score })
+		if !r.matchCategory(nub, ps) {
+			return // nub went away
+		}
+	}
+}
+
+func (r *Registry) matchCategory(nub *Service, ps []*Personality) bool {
+	var probed []candidate
+	for _, p := range ps {
+		d, err := r.construct(p)
+		if err != nil {
+			r.log.Error("driver constructor failed", "driver", p.Name, "err", err)
+			continue
+		}
+		inst := r.newService(p.Class, p.Name, nub.props, kindDriver, d, p)
+		// Matching keeps its own reference: the nub may be terminated and
+		// the candidate finished by the worker while we still look at it.
+		inst.TaggedRetain(matchTag{})
+		defer inst.TaggedRelease(matchTag{})
+		r.mu.Lock()
+		if !nub.active {
+			r.mu.Unlock()
+			inst.Terminate()
+			for _, c := range probed {
+				c.inst.Terminate()
+			}
+			return false
+		}
+		r.attachLocked(inst, nub)
+		r.mu.Unlock()
+		c := candidate{p: p, inst: inst, score: p.Score}
+		if pr, ok := d.(Prober); ok {
+			var accepted, ran bool
+			err := inst.callbackThen("Probe", func() error {
+				if !inst.isActive() {
+					return ErrNotActive
+				}
+				ran = true
+				c.score, accepted = pr.Probe(inst.Context(), inst)
+				if !accepted {
+					return errors.New("probe declined")
+				}
+				return nil
+			}, func(err error) {
+				if ran {
+					r.emit(inst, StepProbe, nil, c.score, err)
+				}
+			})
+			if err != nil {
+				inst.Terminate()
+				continue
+			}
+		}
+		probed = append(probed, c)
+	}
+	sort.SliceStable(probed, func(i, j int) bool { return probed[i].score > probed[j].score })
+	started := false
+	for _, c := range probed {
+		if started {
+			c.inst.Terminate()
+			continue
+		}
+		if c.inst.start(c.inst.impl.(Driver)) == nil {
+			started = true
+			r.mu.Lock()
+			nub.matched = true
+			r.mu.Unlock()
+		}
+	}
+	return true
+}
+
+func (r *Registry) construct(p *Personality) (d Driver, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Callback: "New", Service: p.Name, Value: v}
+		}
+	}()
+	d = p.New()
+	if d == nil {
+		return nil, errors.New("New returned nil")
+	}
+	return d, nil
+}
+
+// kick wakes the termination worker.
+func (r *Registry) kick() {
+	select {
+	case r.kickc <- struct{}{}:
+	default:
+	}
+}
+
+// --- managed resources ---
+
+type resource struct {
+	c io.Closer
+	f func()
+}
+
+// Manage registers c to be closed after Stop (or when Start fails), in
+// reverse order of registration. Once s's resources are released, Manage
+// closes c at once and returns ErrNotActive.
+func (s *Service) Manage(c io.Closer) error {
+	return s.manage(resource{c: c})
+}
+
+// ManageFunc is Manage for a function.
+func (s *Service) ManageFunc(f func()) error {
+	return s.manage(resource{f: f})
+}
+
+func (s *Service) manage(x resource) error {
+	s.mu.Lock()
+	if !s.resDone {
+		s.res = append(s.res, x)
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	s.closeResource(x)
+	return opErr("manage", s, ErrNotActive)
+}
+
+// releaseResources closes what Start or the driver registered, last first.
+// After the terminal release nothing more is accepted.
+func (s *Service) releaseResources() {
+	s.mu.Lock()
+	res := s.res
+	s.res = nil
+	s.mu.Unlock()
+	for i := len(res) - 1; i >= 0; i-- {
+		s.closeResource(res[i])
+	}
+}
+
+func (s *Service) finalReleaseResources() {
+	s.mu.Lock()
+	s.resDone = true
+	s.mu.Unlock()
+	s.releaseResources()
+}
+
+func (s *Service) closeResource(x resource) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.reg.log.Error("managed resource release panicked", "service", s.describe(), "panic", fmt.Sprint(v))
+		}
+	}()
+	if x.f != nil {
+		x.f()
+		return
+	}
+	if err := x.c.Close(); err != nil {
+		s.reg.log.Warn("managed resource close failed", "service", s.describe(), "err", err)
+	}
+}

@@ -1,0 +1,100 @@
+package scsi
+
+import "fmt"
+
+// Linux SCSI midlayer host bytes (DID_*) and driver bytes (DRIVER_*) as sg
+// reports them in sg_io_hdr.host_status / driver_status.
+const (
+	hostOK                 = 0x00
+	hostNoConnect          = 0x01
+	hostBusBusy            = 0x02
+	hostTimeOut            = 0x03
+	hostBadTarget          = 0x04
+	hostAbort              = 0x05
+	hostError              = 0x07
+	hostReset              = 0x08
+	hostSoftError          = 0x0b
+	hostImmRetry           = 0x0c
+	hostRequeue            = 0x0d
+	hostTransportDisrupted = 0x0e
+	hostTransportFailfast  = 0x0f
+	hostTransportMarginal  = 0x14
+
+	driverOK      = 0x00
+	driverBusy    = 0x01
+	driverTimeout = 0x06
+	driverSense   = 0x08
+)
+
+// HostError reports a non-zero host or driver status from the kernel's SCSI
+// midlayer. It matches ErrNoDevice when the target is gone, ErrTimeout on
+// timeouts, ErrBusy on retryable conditions, and ErrTransport otherwise.
+type HostError struct {
+	Host, Driver uint16
+}
+
+func (e *HostError) Error() string {
+	return fmt.Sprintf("host status 0x%02x (%s), driver status 0x%02x", e.Host, hostName(e.Host), e.Driver)
+}
+
+// Is implements errors.Is matching.
+func (e *HostError) Is(target error) bool {
+	switch target {
+	case ErrNoDevice:
+		return e.Host == hostNoConnect || e.Host == hostBadTarget
+	case ErrTimeout:
+		return e.Host == hostTimeOut || e.Driver&0x0f == driverTimeout
+	case ErrBusy:
+		switch e.Host {
+		case hostBusBusy, hostSoftError, hostImmRetry, hostRequeue, hostTransportDisrupted:
+			return true
+		}
+		return e.Driver&0x0f == driverBusy
+	case ErrTransport:
+		return true
+	}
+	return false
+}
+
+func hostName(h uint16) string {
+	switch h {
+	case hostOK:
+		return "DID_OK"
+	case hostNoConnect:
+		return "DID_NO_CONNECT"
+	case hostBusBusy:
+		return "DID_BUS_BUSY"
+	case hostTimeOut:
+		return "DID_TIME_OUT"
+	case hostBadTarget:
+		return "DID_BAD_TARGET"
+	case hostAbort:
+		return "DID_ABORT"
+	case hostError:
+		return "DID_ERROR"
+	case hostReset:
+		return "DID_RESET"
+	case hostSoftError:
+		return "DID_SOFT_ERROR"
+	case hostImmRetry:
+		return "DID_IMM_RETRY"
+	case hostRequeue:
+		return "DID_REQUEUE"
+	case hostTransportDisrupted:
+		return "DID_TRANSPORT_DISRUPTED"
+	case hostTransportFailfast:
+		return "DID_TRANSPORT_FAILFAST"
+	case hostTransportMarginal:
+		return "DID_TRANSPORT_MARGINAL"
+	}
+	return "unknown"
+}
+
+// hostDriverError returns nil when host and driver status report success.
+// DRIVER_SENSE only says sense data is present, which the status conveys.
+func hostDriverError(host, driver uint16) error {
+	if host == hostOK && (driver&0x0f == driverOK || driver&0x0f == driverSense) {
+		return nil
+	}
+	return &HostError{Host: host, Driver: driver}
+}

@@ -1,0 +1,622 @@
+package driver
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/drvkit/drvkit/refcount"
+)
+
+type kind uint8
+
+const (
+	kindRoot kind = iota
+	kindNub
+	kindDriver
+	kindClient
+)
+
+// Service is one node of the registry: a nub, a driver instance or a user
+// client. It embeds its reference count; the registry holds one reference
+// (tagged "registry") from creation until the end of its termination, and
+// every attachment holds one each way, tagged by the other end.
+type Service struct {
+	refcount.Object
+	reg   *Registry
+	name  string
+	props Properties
+	kind  kind
+	impl  any // Driver for driver instances; the handler for user clients
+	pers  *Personality
+
+	// Guarded by reg.mu.
+	active     bool // false from phase 1 on
+	registered bool
+	matched    bool
+	listed     bool // in reg.live (the registry reference is held)
+	providers  []*Service
+	clients    map[*Service]struct{}
+	openers    map[*Service]bool // client → exclusive
+	term       *termState
+
+	busy    atomic.Int32
+	started atomic.Bool // Start succeeded (or the service needs none)
+	stopped atomic.Bool // Stop ran: no more callbacks into the driver
+
+	// cb serializes callbacks. cbInfo says which runs, for reports; wantKick
+	// asks the unlocker to wake the termination worker, which never blocks
+	// on cb (it tries, parks the branch, and is kicked).
+	cb       sync.Mutex
+	cbSince  atomic.Int64 // unix ns when the running callback began; 0 when none
+	cbWhat   string       // guarded by mu
+	wantKick atomic.Bool
+
+	matchMu sync.Mutex // one matching run per nub at a time
+
+	mu       sync.Mutex // leaf lock for the lazily built parts below
+	ctx      context.Context
+	cancel   context.CancelFunc
+	ctxDone  bool
+	q        *workQueue
+	qStopped bool // stopped before any job was submitted
+	res      []resource
+	resDone  bool
+	interest map[int]func(Message)
+	nextInt  int
+	mbox     []delivery
+	mboxRun  bool
+
+	done chan struct{} // closed at free
+}
+
+// runningCallback says which callback runs and since when.
+func (s *Service) runningCallback() (string, time.Time, bool) {
+	s.mu.Lock()
+	what := s.cbWhat
+	s.mu.Unlock()
+	ns := s.cbSince.Load()
+	if ns == 0 {
+		return "", time.Time{}, false
+	}
+	return what, time.Unix(0, ns), true
+}
+
+// ID, Class and Name identify the service; ID and Class come from the
+// embedded reference count.
+
+// Name is the instance name given at creation.
+func (s *Service) Name() string { return s.name }
+
+// Properties returns the immutable property snapshot.
+func (s *Service) Properties() Properties { return s.props }
+
+// Registry returns the registry the service belongs to.
+func (s *Service) Registry() *Registry { return s.reg }
+
+// Driver returns the driver of a driver instance (or the handler of a user
+// client when it implements Driver); nil otherwise.
+func (s *Service) Driver() Driver {
+	d, _ := s.impl.(Driver)
+	return d
+}
+
+// Handler returns the value given to AttachClient (or the Driver).
+func (s *Service) Handler() any { return s.impl }
+
+// Personality returns the personality a driver instance was matched by.
+func (s *Service) Personality() *Personality { return s.pers }
+
+func (s *Service) describe() string {
+	if s.name == "" {
+		return s.Object.String()
+	}
+	return fmt.Sprintf("%s %q", s.Object.String(), s.name)
+}
+
+// String is "Class#ID \"name\"".
+func (s *Service) String() string { return s.describe() }
+
+// State is a snapshot of a service's flags.
+type State struct {
+	Registered  bool // published
+	Matched     bool // a driver started on it
+	Active      bool // not terminated
+	Terminating bool // terminated and not yet detached
+	Stopped     bool
+	Busy        int // callbacks, jobs and calls in progress
+	OpenCount   int // clients holding it open
+	Refs        int
+}
+
+// State returns the current flags.
+func (s *Service) State() State {
+	r := s.reg
+	r.mu.Lock()
+	st := State{Registered: s.registered, Matched: s.matched, Active: s.active,
+		Terminating: !s.active && s.listed, Stopped: s.stopped.Load(), OpenCount: len(s.openers)}
+	r.mu.Unlock()
+	st.Busy = int(s.busy.Load())
+	st.Refs = s.RetainCount()
+	return st
+}
+
+// Providers returns the services s is attached to, in attach order.
+func (s *Service) Providers() []*Service {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	return append([]*Service(nil), s.providers...)
+}
+
+// Clients returns the services attached to s, oldest first.
+func (s *Service) Clients() []*Service {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	return s.sortedClientsLocked()
+}
+
+func (s *Service) sortedClientsLocked() []*Service {
+	return sortedByID(s.clients)
+}
+
+// sortedByID lists a set of services oldest first; no allocation when empty.
+func sortedByID[V any](m map[*Service]V) []*Service {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]*Service, 0, len(m))
+	for c := range m {
+		out = append(out, c)
+	}
+	if len(out) > 1 {
+		slices.SortFunc(out, func(a, b *Service) int { return cmp.Compare(a.ID(), b.ID()) })
+	}
+	return out
+}
+
+// Openers returns the clients holding s open.
+func (s *Service) Openers() []*Service {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	return sortedByID(s.openers)
+}
+
+// Done is closed when the service is freed.
+func (s *Service) Done() <-chan struct{} { return s.done }
+
+// Context is cancelled when the service is terminated (phase 1). Start and
+// client methods run under it.
+func (s *Service) Context() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx == nil {
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+		if s.ctxDone {
+			s.cancel()
+		}
+	}
+	return s.ctx
+}
+
+func (s *Service) cancelContext() {
+	s.mu.Lock()
+	s.ctxDone = true
+	c := s.cancel
+	s.mu.Unlock()
+	if c != nil {
+		c()
+	}
+}
+
+// --- callbacks ---
+
+// callback runs f as callback what of s, serialized with every other
+// callback of s, with panics recovered into a *PanicError.
+func (s *Service) callback(what string, f func() error) error {
+	s.cb.Lock()
+	return s.runLocked(what, f, nil)
+}
+
+// callbackThen is callback with then run on the result before the lock is
+// released, so that what then records is ordered before the next callback.
+func (s *Service) callbackThen(what string, f func() error, then func(error)) error {
+	s.cb.Lock()
+	return s.runLocked(what, f, then)
+}
+
+// tryCallback is callback for the termination worker: it does not wait for
+// a busy service. ran is false when the callback lock was taken; the worker
+// is kicked when it is released.
+func (s *Service) tryCallback(what string, f func() error) (ran bool, err error) {
+	if !s.cb.TryLock() {
+		s.wantKick.Store(true)
+		if !s.cb.TryLock() {
+			return false, nil
+		}
+	}
+	return true, s.runLocked(what, f, nil)
+}
+
+func (s *Service) runLocked(what string, f func() error, then func(error)) (err error) {
+	s.busy.Add(1)
+	s.mu.Lock()
+	s.cbWhat = what
+	s.mu.Unlock()
+	s.cbSince.Store(time.Now().UnixNano())
+	defer func() {
+		if v := recover(); v != nil {
+			pe := &PanicError{Callback: what, Service: s.describe(), Value: v, Stack: string(debug.Stack())}
+			s.reg.log.Error("driver callback panicked", "callback", what, "service", s.describe(),
+				"panic", fmt.Sprint(v), "stack", pe.Stack)
+			err = pe
+		}
+		if then != nil {
+			then(err)
+		}
+		s.cbSince.Store(0)
+		s.busy.Add(-1)
+		s.cb.Unlock()
+		if s.wantKick.Swap(false) {
+			s.reg.kick()
+		}
+	}()
+	return f()
+}
+
+// --- messages and interest ---
+
+// MessageType says what a Message is about.
+type MessageType uint32
+
+const (
+	ServiceIsTerminated      MessageType = iota + 1 // the sender was terminated
+	ServiceIsRequestingClose                        // the sender is terminating: close it
+	ServiceWasClosed                                // From closed the service
+	ServiceIsAttemptingOpen                         // From tried to open a service you hold
+	// MessageDriverDefined is the first type free for drivers.
+	MessageDriverDefined MessageType = 0x10000
+)
+
+func (t MessageType) String() string {
+	switch t {
+	case ServiceIsTerminated:
+		return "ServiceIsTerminated"
+	case ServiceIsRequestingClose:
+		return "ServiceIsRequestingClose"
+	case ServiceWasClosed:
+		return "ServiceWasClosed"
+	case ServiceIsAttemptingOpen:
+		return "ServiceIsAttemptingOpen"
+	}
+	if t >= MessageDriverDefined {
+		return fmt.Sprintf("DriverDefined(%#x)", uint32(t-MessageDriverDefined))
+	}
+	return fmt.Sprintf("MessageType(%d)", uint32(t))
+}
+
+// Message is delivered to a client's MessageHandler or to interest
+// listeners. From is the ID of the service the message is about or comes
+// from.
+type Message struct {
+	Type MessageType
+	From uint64
+	Data any
+}
+
+type delivery struct {
+	m        Message
+	toDriver bool     // to s's MessageHandler; else to s's interest listeners
+	from     *Service // the provider, for the default RequestingClose handling
+}
+
+type mailboxTag struct{}
+
+func (mailboxTag) String() string { return "mailbox" }
+
+// post queues a message for s. Messages to one service are delivered in
+// order, one at a time, under s's callback lock for its driver; the mailbox
+// holds a reference on s while it has messages. The caller guarantees s is
+// alive.
+func (s *Service) post(d delivery) {
+	s.mu.Lock()
+	if d.toDriver {
+		if _, ok := s.impl.(MessageHandler); !ok && d.m.Type != ServiceIsRequestingClose {
+			s.mu.Unlock()
+			return
+		}
+	} else if len(s.interest) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	s.mbox = append(s.mbox, d)
+	start := !s.mboxRun
+	if start {
+		s.mboxRun = true
+		s.TaggedRetain(mailboxTag{})
+	}
+	s.mu.Unlock()
+	if start {
+		s.reg.mail.schedule(s)
+	}
+}
+
+// mailPool delivers messages with a few goroutines instead of one per
+// service: a termination posts to every client at once. A delivery that
+// would wait for a busy callback lock is handed to a goroutine of its own,
+// so that one slow driver never holds up the others' messages.
+type mailPool struct {
+	mu      sync.Mutex
+	q       []*Service
+	workers int
+	max     int
+}
+
+func (p *mailPool) schedule(s *Service) {
+	p.mu.Lock()
+	p.q = append(p.q, s)
+	spawn := p.workers < p.max
+	if spawn {
+		p.workers++
+	}
+	p.mu.Unlock()
+	if spawn {
+		go p.work()
+	}
+}
+
+func (p *mailPool) work() {
+	for {
+		p.mu.Lock()
+		if len(p.q) == 0 {
+			p.workers--
+			p.q = nil
+			p.mu.Unlock()
+			return
+		}
+		s := p.q[0]
+		p.q[0] = nil
+		p.q = p.q[1:]
+		p.mu.Unlock()
+		s.drainMailbox(false)
+	}
+}
+
+// drainMailbox delivers s's messages until none is left. When it may not
+// block (a pool worker) and s's callback lock is busy, it hands the rest to
+// a goroutine that may.
+func (s *Service) drainMailbox(mayBlock bool) {
+	for {
+		s.mu.Lock()
+		if len(s.mbox) == 0 {
+			s.mboxRun = false
+			s.mbox = nil
+			s.mu.Unlock()
+			s.TaggedRelease(mailboxTag{})
+			return
+		}
+		d := s.mbox[0]
+		var ls []func(Message)
+		if !d.toDriver {
+			ids := make([]int, 0, len(s.interest))
+			for id := range s.interest {
+				ids = append(ids, id)
+			}
+			sort.Ints(ids)
+			for _, id := range ids {
+				ls = append(ls, s.interest[id])
+			}
+		}
+		s.mu.Unlock()
+		if d.toDriver {
+			if !s.deliverToDriver(d, mayBlock) {
+				go s.drainMailbox(true)
+				return
+			}
+		} else {
+			for _, f := range ls {
+				s.callListener(f, d.m)
+			}
+		}
+		s.mu.Lock()
+		s.mbox[0] = delivery{}
+		s.mbox = s.mbox[1:]
+		s.mu.Unlock()
+	}
+}
+
+func (s *Service) callListener(f func(Message), m Message) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.reg.log.Error("interest listener panicked", "service", s.describe(), "message", m.Type.String(), "panic", fmt.Sprint(v))
+		}
+	}()
+	f(m)
+}
+
+// deliverToDriver reports false, without delivering, when it may not block
+// and the callback lock is busy.
+func (s *Service) deliverToDriver(d delivery, mayBlock bool) bool {
+	if s.stopped.Load() {
+		return true // nothing calls a driver after its Stop
+	}
+	h, ok := s.impl.(MessageHandler)
+	if !ok {
+		// The default answer to RequestingClose, as IOService gives it: a
+		// client that does not handle messages closes at once.
+		if d.m.Type == ServiceIsRequestingClose && d.from != nil {
+			_ = d.from.Close(s)
+		}
+		return true
+	}
+	if mayBlock {
+		s.cb.Lock()
+	} else if !s.cb.TryLock() {
+		return false
+	}
+	var err error
+	if s.stopped.Load() {
+		s.cb.Unlock()
+		return true
+	}
+	err = s.runLocked("Message", func() error { return h.Message(s, d.m) }, nil)
+	if err != nil {
+		s.reg.log.Warn("driver message handler failed", "service", s.describe(), "message", d.m.Type.String(), "err", err)
+	}
+	return true
+}
+
+// AddInterest calls f, in order and never concurrently, for every message
+// about s: ServiceIsTerminated, ServiceWasClosed, driver notifications.
+func (s *Service) AddInterest(f func(Message)) (remove func()) {
+	s.mu.Lock()
+	if s.interest == nil {
+		s.interest = map[int]func(Message){}
+	}
+	id := s.nextInt
+	s.nextInt++
+	s.interest[id] = f
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		delete(s.interest, id)
+		s.mu.Unlock()
+	}
+}
+
+// Notify sends a message about s to its interest listeners.
+func (s *Service) Notify(t MessageType, data any) {
+	s.post(delivery{m: Message{Type: t, From: s.ID(), Data: data}})
+}
+
+// MessageClients sends a message to the MessageHandler of every client of
+// s. Delivery is asynchronous and in order per client.
+func (s *Service) MessageClients(t MessageType, data any) {
+	r := s.reg
+	r.mu.Lock()
+	for _, c := range s.sortedClientsLocked() {
+		c.post(delivery{m: Message{Type: t, From: s.ID(), Data: data}, toDriver: true, from: s})
+	}
+	r.mu.Unlock()
+}
+
+// --- open and close ---
+
+// OpenOptions says how a client opens its provider.
+type OpenOptions struct {
+	Exclusive bool
+}
+
+// Open records that client, attached to s, has s open. An exclusive open
+// fails with ErrExclusive while anyone else has s open; any open fails while
+// someone has it exclusively, and that holder is sent
+// ServiceIsAttemptingOpen. Open fails with ErrNotActive once s is terminated.
+func (s *Service) Open(client *Service, opts OpenOptions) error {
+	r := s.reg
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !s.active || !client.active {
+		return opErr("open", s, ErrNotActive)
+	}
+	if !client.attachedTo(s) {
+		return opErr("open", s, ErrNotAttached)
+	}
+	if excl, ok := s.openers[client]; ok {
+		if excl == opts.Exclusive {
+			return nil
+		}
+		return opErr("open", s, fmt.Errorf("%w: already open by %s with another mode", ErrExclusive, client.describe()))
+	}
+	for c, excl := range s.openers {
+		if excl || opts.Exclusive {
+			c.post(delivery{m: Message{Type: ServiceIsAttemptingOpen, From: client.ID()}, toDriver: true, from: s})
+			return opErr("open", s, fmt.Errorf("%w: open by %s", ErrExclusive, c.describe()))
+		}
+	}
+	if s.openers == nil {
+		s.openers = map[*Service]bool{}
+	}
+	s.openers[client] = opts.Exclusive
+	return nil
+}
+
+// Close ends client's open of s; interest listeners of s get
+// ServiceWasClosed. A terminating s waiting for its clients to close carries
+// on.
+func (s *Service) Close(client *Service) error {
+	r := s.reg
+	r.mu.Lock()
+	if _, ok := s.openers[client]; !ok {
+		r.mu.Unlock()
+		return opErr("close", s, ErrNotOpen)
+	}
+	s.closeLocked(client)
+	r.mu.Unlock()
+	return nil
+}
+
+func (s *Service) closeLocked(client *Service) {
+	delete(s.openers, client)
+	s.post(delivery{m: Message{Type: ServiceWasClosed, From: client.ID()}})
+	if s.term != nil {
+		s.reg.kick()
+	}
+}
+
+// IsOpen reports whether client has s open.
+func (s *Service) IsOpen(client *Service) bool {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	_, ok := s.openers[client]
+	return ok
+}
+
+func (s *Service) attachedTo(p *Service) bool {
+	for _, x := range s.providers {
+		if x == p {
+			return true
+		}
+	}
+	return false
+}
+
+// --- client methods ---
+
+// Call runs the named client method of s's driver (see ClientMethods),
+// serialized with s's other callbacks, under a context that is also
+// cancelled when s is terminated.
+func (s *Service) Call(ctx context.Context, method string, in []byte) ([]byte, error) {
+	cm, ok := s.impl.(ClientMethods)
+	if !ok {
+		return nil, opErr("call "+method, s, ErrNoMethod)
+	}
+	m := cm.Methods()[method]
+	if m == nil {
+		return nil, opErr("call "+method, s, ErrNoMethod)
+	}
+	s.reg.mu.Lock()
+	active := s.active && s.started.Load()
+	s.reg.mu.Unlock()
+	if !active {
+		return nil, opErr("call "+method, s, ErrNotActive)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.Context(), cancel)
+	defer stop()
+	var out []byte
+	err := s.callback("Call "+method, func() error {
+		var err error
+		out, err = m(ctx, s, in)
+		return err
+	})
+	return out, err
+}
+
+func logAttrs(s *Service) slog.Attr { return slog.String("service", s.describe()) }

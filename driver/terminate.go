@@ -1,0 +1,553 @@
+package driver
+
+// The lifecycle, all in one place: Terminate (phase 1, on the caller), the
+// termination worker (phases 2 and 3), TerminateSync, Unload and Close.
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// termState is a terminated service's progress through phases 2 and 3.
+type termState struct {
+	b       *batch
+	cause   *Service // the provider whose termination cascaded to it
+	since   time.Time
+	sub     int    // step within phase 3
+	waiting string // why the worker parked on it, for reports
+}
+
+// batch is the set of services one Terminate made inactive, root to leaf.
+type batch struct {
+	svcs  []*Service
+	stage int // 0 WillTerminate, 1 DidTerminate, 2 phase 3, 3 done
+	idx   int
+}
+
+// Terminate starts the termination of s and returns at once. Phase 1 runs
+// here: s and every client whose only active provider it was become
+// inactive (their Context is cancelled, Open on them fails, matching stops),
+// their clients and interest listeners are sent ServiceIsTerminated, and
+// the set is handed to the termination worker. A second Terminate is a
+// no-op.
+func (s *Service) Terminate() { s.reg.terminate(s) }
+
+func (r *Registry) terminate(s *Service) bool {
+	r.mu.Lock()
+	if !s.active {
+		r.mu.Unlock()
+		return false
+	}
+	b := &batch{}
+	now := time.Now()
+	s.active = false
+	s.term = &termState{b: b, since: now}
+	r.emit(s, StepTerminate, nil, 0, nil)
+	list := []*Service{s}
+	for i := 0; i < len(list); i++ {
+		x := list[i]
+		x.post(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}})
+		for _, c := range x.sortedClientsLocked() {
+			c.post(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}, toDriver: true, from: x})
+			if !c.active || c.hasOtherActiveProvider(x) {
+				continue
+			}
+			c.active = false
+			c.term = &termState{b: b, cause: x, since: now}
+			r.emit(c, StepTerminate, nil, 0, nil)
+			list = append(list, c)
+		}
+	}
+	b.svcs = list
+	r.mu.Unlock()
+	for _, x := range list {
+		x.cancelContext()
+	}
+	r.wmu.Lock()
+	r.batches = append(r.batches, b)
+	r.wmu.Unlock()
+	r.kick()
+	return true
+}
+
+func (s *Service) hasOtherActiveProvider(p *Service) bool {
+	for _, x := range s.providers {
+		if x != p && x.active {
+			return true
+		}
+	}
+	return false
+}
+
+// worker is the registry's one termination worker. It never blocks on
+// driver code it does not run itself: a branch that must wait (busy
+// callbacks, open clients, running jobs, clients terminating elsewhere) is
+// parked and retried when kicked.
+func (r *Registry) worker() {
+	defer close(r.wdone)
+	for {
+		r.runBatches()
+		select {
+		case <-r.kickc:
+		case <-r.quit:
+			return
+		}
+	}
+}
+
+func (r *Registry) runBatches() {
+	for {
+		r.wmu.Lock()
+		bs := append([]*batch(nil), r.batches...)
+		r.wmu.Unlock()
+		progress, finished := false, false
+		for _, b := range bs {
+			p := r.advance(b)
+			progress = progress || p
+			finished = finished || b.stage == 3
+		}
+		if finished {
+			r.wmu.Lock()
+			kept := r.batches[:0]
+			for _, b := range r.batches {
+				if b.stage != 3 {
+					kept = append(kept, b)
+				}
+			}
+			for i := len(kept); i < len(r.batches); i++ {
+				r.batches[i] = nil
+			}
+			r.batches = kept
+			r.wmu.Unlock()
+		}
+		if !progress {
+			return
+		}
+	}
+}
+
+// advance moves b as far as it can go and reports whether anything moved.
+func (r *Registry) advance(b *batch) (progress bool) {
+	for {
+		switch b.stage {
+		case 0: // phase 2: WillTerminate, root to leaf
+			for b.idx < len(b.svcs) {
+				x := b.svcs[b.idx]
+				if w, ok := x.impl.(WillTerminater); ok {
+					// Even a driver not started yet is waited for: its Start
+					// may be running, and decides.
+					ran, _ := x.tryCallback("WillTerminate", func() error {
+						if x.wasStarted() {
+							w.WillTerminate(x)
+						}
+						return nil
+					})
+					if !ran {
+						x.setWaiting("worker waits for the running callback")
+						return progress
+					}
+				}
+				r.emit(x, StepWillTerminate, nil, 0, nil)
+				b.idx++
+				progress = true
+			}
+			r.mu.Lock()
+			for _, x := range b.svcs {
+				for _, c := range x.sortedOpenersLocked() {
+					c.post(delivery{m: Message{Type: ServiceIsRequestingClose, From: x.ID()}, toDriver: true, from: x})
+				}
+			}
+			r.mu.Unlock()
+			b.stage, b.idx = 1, len(b.svcs)-1
+		case 1: // phase 2: DidTerminate, leaf to root, once nobody has it open
+			for b.idx >= 0 {
+				x := b.svcs[b.idx]
+				r.mu.Lock()
+				open := len(x.openers)
+				r.mu.Unlock()
+				if open > 0 {
+					x.setWaiting("waits for its clients to close it (ServiceIsRequestingClose sent)")
+					return progress
+				}
+				if d, ok := x.impl.(DidTerminater); ok {
+					ran, _ := x.tryCallback("DidTerminate", func() error {
+						if x.wasStarted() {
+							d.DidTerminate(x)
+						}
+						return nil
+					})
+					if !ran {
+						x.setWaiting("worker waits for the running callback")
+						return progress
+					}
+				}
+				r.emit(x, StepDidTerminate, nil, 0, nil)
+				b.idx--
+				progress = true
+			}
+			b.stage, b.idx = 2, len(b.svcs)-1
+		case 2: // phase 3, leaf first
+			for b.idx >= 0 {
+				if !r.finish(b.svcs[b.idx]) {
+					return progress
+				}
+				b.idx--
+				progress = true
+			}
+			b.stage = 3
+			return true
+		default:
+			return progress
+		}
+	}
+}
+
+func (s *Service) wasStarted() bool {
+	return s.started.Load()
+}
+
+func (s *Service) setWaiting(why string) {
+	s.reg.mu.Lock()
+	if s.term != nil {
+		s.term.waiting = why
+	}
+	s.reg.mu.Unlock()
+}
+
+func (s *Service) sortedOpenersLocked() []*Service {
+	return sortedByID(s.openers)
+}
+
+// finish is phase 3 for x: stop its jobs, wait for them and for its clients
+// terminating elsewhere, detach surviving clients, Stop, release managed
+// resources, detach x, drop the registry's reference. It returns false when
+// x must wait; it resumes where it left off.
+func (r *Registry) finish(x *Service) bool {
+	t := x.term
+	for {
+		switch t.sub {
+		case 0: // cancel queued jobs and the running jobs' context
+			x.stopQueue()
+			t.sub = 1
+		case 1: // drain running jobs
+			if x.runningJobs() > 0 {
+				x.setWaiting("waits for running jobs to return")
+				return false
+			}
+			t.sub = 2
+		case 2: // leaves first: clients terminating in another batch detach first
+			r.mu.Lock()
+			var survivors []*Service
+			for _, c := range x.sortedClientsLocked() {
+				if !c.active {
+					t.waiting = "waits for client " + c.describe() + " to finish terminating"
+					r.mu.Unlock()
+					return false
+				}
+				survivors = append(survivors, c)
+			}
+			for _, c := range survivors {
+				r.detachLocked(c, x)
+			}
+			r.mu.Unlock()
+			for _, c := range survivors {
+				x.TaggedRelease(c)
+				c.TaggedRelease(x)
+			}
+			t.sub = 3
+		case 3: // Stop
+			// Every service takes the callback lock here, so that a Probe
+			// or Start still running on it finishes first.
+			d, isDriver := x.impl.(Driver)
+			{
+				ran, _ := x.tryCallback("Stop", func() error {
+					defer x.markStopped()
+					if isDriver && x.wasStarted() {
+						d.Stop(x)
+					}
+					return nil
+				})
+				if !ran {
+					x.setWaiting("worker waits for the running callback before Stop")
+					return false
+				}
+			}
+			r.emit(x, StepStop, nil, 0, nil)
+			t.sub = 4
+		case 4: // managed resources, detach, drop the registry's reference
+			x.finalReleaseResources()
+			r.mu.Lock()
+			provs := x.providers
+			for _, p := range provs {
+				r.detachLocked(x, p)
+			}
+			x.providers = nil
+			x.listed = false
+			t.waiting = ""
+			r.mu.Unlock()
+			for _, p := range provs {
+				p.TaggedRelease(x)
+				x.TaggedRelease(p)
+			}
+			t.sub = 5
+			x.TaggedRelease(registryTag{})
+			return true
+		default:
+			return true
+		}
+	}
+}
+
+func (s *Service) markStopped() {
+	s.stopped.Store(true)
+}
+
+// detachLocked removes the edge c → p; an open of p by c dies with it. The
+// caller releases the two references after unlocking.
+func (r *Registry) detachLocked(c, p *Service) {
+	delete(p.clients, c)
+	if _, ok := p.openers[c]; ok {
+		p.closeLocked(c)
+	}
+	if c.term == nil || c.term.sub < 4 {
+		// c survives p: drop p from its providers.
+		kept := c.providers[:0]
+		for _, x := range c.providers {
+			if x != p {
+				kept = append(kept, x)
+			}
+		}
+		c.providers = kept
+	}
+	r.emit(c, StepDetach, p, 0, nil)
+}
+
+// TerminateSync terminates s and waits until s and every service its
+// termination cascaded to are freed. When ctx ends first it returns a
+// *BlockedError (errors.Is ErrBlocked and ctx.Err()) listing what blocks:
+// clients holding a service open, running jobs and callbacks (since when),
+// and the holders of outstanding references (with their stacks when the
+// class is traced). Do not call it from a callback of s or its clients:
+// their termination needs that callback to return.
+func (s *Service) TerminateSync(ctx context.Context) error {
+	r := s.reg
+	r.terminate(s)
+	targets := r.cascadeOf(s)
+	if err := waitFreed(ctx, targets); err != nil {
+		return &BlockedError{Op: "terminate", Service: s.describe(), Blockers: r.blockers(targets), Cause: err}
+	}
+	return nil
+}
+
+// cascadeOf is s and the services its termination cascaded to.
+func (r *Registry) cascadeOf(s *Service) []*Service {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s.term == nil {
+		return []*Service{s}
+	}
+	if s.term.b.svcs[0] == s {
+		return s.term.b.svcs // immutable once phase 1 is done
+	}
+	in := map[*Service]bool{s: true}
+	out := []*Service{s}
+	for _, x := range s.term.b.svcs {
+		if x != s && in[x.term.cause] {
+			in[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func waitFreed(ctx context.Context, ss []*Service) error {
+	for _, s := range ss {
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// blockers says what keeps each of ss from being freed.
+func (r *Registry) blockers(ss []*Service) []Blocker {
+	var out []Blocker
+	for _, s := range ss {
+		select {
+		case <-s.done:
+			continue
+		default:
+		}
+		name := s.describe()
+		add := func(what string, stacks ...string) {
+			out = append(out, Blocker{Service: name, What: what, Stacks: stacks})
+		}
+		r.mu.Lock()
+		openers := s.sortedOpenersLocked()
+		excl := make([]bool, len(openers))
+		for i, c := range openers {
+			excl[i] = s.openers[c]
+		}
+		listed := s.listed
+		waiting := ""
+		if s.term != nil {
+			waiting = s.term.waiting
+		}
+		r.mu.Unlock()
+		for i, c := range openers {
+			mode := "shared"
+			if excl[i] {
+				mode = "exclusive"
+			}
+			add(fmt.Sprintf("open by %s (%s)", c.describe(), mode))
+		}
+		if what, since, ok := s.runningCallback(); ok {
+			add(fmt.Sprintf("%s running since %s (%s)", what, since.Format("15:04:05.000"), time.Since(since).Round(time.Millisecond)))
+		}
+		for _, j := range s.runningJobInfo() {
+			add(j)
+		}
+		if waiting != "" {
+			add("termination " + waiting)
+		}
+		if listed {
+			if waiting == "" {
+				add("termination in progress")
+			}
+			continue
+		}
+		if !s.Traced() {
+			add(fmt.Sprintf("%d reference(s) outstanding after termination (class not traced: set DRVKIT_REFTRACE=%s or call refcount.Trace(%q) to see holders)",
+				s.RetainCount(), s.Class(), s.Class()))
+			continue
+		}
+		hs := s.Holders()
+		sort.Slice(hs, func(i, j int) bool { return hs[i].Tag < hs[j].Tag })
+		for _, h := range hs {
+			tag := h.Tag
+			if tag == "" {
+				tag = "(untagged)"
+			}
+			var stacks []string
+			for _, st := range h.Stacks {
+				stacks = append(stacks, "retained at:\n"+indent(st.String()))
+			}
+			add(fmt.Sprintf("held by %s ×%d", tag, h.Count), stacks...)
+		}
+	}
+	return out
+}
+
+func indent(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i := range lines {
+		lines[i] = "  " + lines[i]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// WaitQuiet waits until every service terminated so far has been freed
+// (IOKit's waitQuiet for termination). Past ctx it returns a *BlockedError.
+func (r *Registry) WaitQuiet(ctx context.Context) error {
+	for {
+		r.mu.Lock()
+		var ss []*Service
+		for _, s := range r.byID {
+			if s.term != nil {
+				ss = append(ss, s)
+			}
+		}
+		r.mu.Unlock()
+		if len(ss) == 0 {
+			return nil
+		}
+		sort.Slice(ss, func(i, j int) bool { return ss[i].ID() < ss[j].ID() })
+		if err := waitFreed(ctx, ss); err != nil {
+			return &BlockedError{Op: "wait quiet", Service: "registry", Blockers: r.blockers(ss), Cause: err}
+		}
+	}
+}
+
+// Unload unregisters every personality of driver name, terminates all its
+// instances and waits for them to be freed. If ctx ends first it refuses
+// with a *HasInstancesError (errors.Is ErrHasInstances): "classes have
+// instances: Foo(2)" and what holds each. The personalities stay
+// unregistered; call Unload again once the holders let go.
+func (r *Registry) Unload(ctx context.Context, name string) error {
+	r.UnregisterPersonality(name)
+	r.mu.Lock()
+	var insts []*Service
+	for _, s := range r.byID {
+		if s.kind == kindDriver && s.pers != nil && s.pers.Name == name {
+			insts = append(insts, s)
+		}
+	}
+	r.mu.Unlock()
+	sort.Slice(insts, func(i, j int) bool { return insts[i].ID() < insts[j].ID() })
+	var all []*Service
+	for _, s := range insts {
+		r.terminate(s)
+		all = append(all, r.cascadeOf(s)...)
+	}
+	err := waitFreed(ctx, insts)
+	if err == nil {
+		return nil
+	}
+	e := &HasInstancesError{Driver: name, Instances: map[string]int{}, Cause: err}
+	for _, s := range insts {
+		select {
+		case <-s.done:
+		default:
+			e.Instances[s.Class()]++
+		}
+	}
+	e.Blockers = r.blockers(all)
+	return e
+}
+
+// Close terminates every service, waits until all are freed or ctx ends,
+// then stops the termination worker. On the deadline it cancels every
+// remaining job queue (their Free hooks run) and returns a *BlockedError;
+// services still held stay allocated but the registry is unusable.
+func (r *Registry) Close(ctx context.Context) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	var tops []*Service
+	for _, s := range r.byID {
+		if s.listed && len(s.providers) == 0 {
+			tops = append(tops, s)
+		}
+	}
+	r.mu.Unlock()
+	sort.Slice(tops, func(i, j int) bool { return tops[i].ID() < tops[j].ID() })
+	for _, s := range tops {
+		r.terminate(s)
+	}
+	var err error
+	for {
+		ss := r.Services()
+		if len(ss) == 0 {
+			break
+		}
+		if werr := waitFreed(ctx, ss); werr != nil {
+			err = &BlockedError{Op: "close", Service: "registry", Blockers: r.blockers(r.Services()), Cause: werr}
+			for _, s := range r.Services() {
+				s.stopQueue()
+			}
+			break
+		}
+	}
+	r.closing.Store(true)
+	close(r.quit)
+	<-r.wdone
+	return err
+}

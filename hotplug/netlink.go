@@ -1,0 +1,46 @@
+package hotplug
+
+import "sync/atomic"
+
+// NetlinkConfig configures a netlink source.
+type NetlinkConfig struct {
+	// SysfsRoot is where resync (and coldplug) read devices; "" means /sys.
+	SysfsRoot string
+	// Classes are the devices resync keeps consistent after an overflow
+	// (and Coldplug reports); nil means DefaultClasses. Events of other
+	// subsystems are delivered but not tracked.
+	Classes []Class
+	// Coldplug makes the source first report the devices already present
+	// as add events (OriginColdplug). The socket is bound before the walk,
+	// so nothing is missed in between; a device added meanwhile may be
+	// reported twice (a consumer treats a second add as a change).
+	Coldplug bool
+	// ReceiveBuffer is the socket receive buffer in bytes; 0 means 16 MiB.
+	// As root it is forced past net.core.rmem_max (SO_RCVBUFFORCE).
+	ReceiveBuffer int
+}
+
+// Stats counts what a netlink source received and why it dropped
+// anything. All counters only grow.
+type Stats struct {
+	Received  uint64 // datagrams read from the socket
+	Delivered uint64 // events returned by Next (kernel, coldplug and resync)
+	NotKernel uint64 // dropped: sender port id not 0 (a user-space process)
+	NoCreds   uint64 // dropped: no SCM_CREDENTIALS
+	NotRoot   uint64 // dropped: credentials uid not 0
+	Malformed uint64 // dropped: not a valid uevent (or truncated)
+	Overflows uint64 // ENOBUFS: the kernel dropped events for us
+	Resynced  uint64 // events synthesized by resync after overflows
+}
+
+type stats struct {
+	received, delivered, notKernel, noCreds, notRoot, malformed, overflows, resynced atomic.Uint64
+}
+
+func (s *stats) snapshot() Stats {
+	return Stats{
+		Received: s.received.Load(), Delivered: s.delivered.Load(),
+		NotKernel: s.notKernel.Load(), NoCreds: s.noCreds.Load(), NotRoot: s.notRoot.Load(),
+		Malformed: s.malformed.Load(), Overflows: s.overflows.Load(), Resynced: s.resynced.Load(),
+	}
+}

@@ -1,0 +1,705 @@
+package hotplug
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The simulated machine is modelled on the QEMU guest of the captures: an
+// xHCI controller with a USB 2 root hub (bus 1) and a USB 3 root hub
+// (bus 2), and a virtio-scsi host (host0). Event sequences, numbering
+// (devnum, host, sg, sd, bsg, DISKSEQ) and environments follow what that
+// kernel sent, so a scenario replays byte-identical datagrams.
+const (
+	simXHCI      = "/devices/pci0000:00/0000:00:02.0"
+	simVirtio    = "/devices/pci0000:00/0000:00:03.0/virtio0"
+	usbMajor     = 189
+	sgMajor      = 21
+	bsgMajor     = 248
+	maxSimDisks  = 26 * 27 // sda..sdzz
+	maxSimNumber = 1 << 20
+)
+
+// simEvent is a generated event and the sysfs attributes its device has.
+type simEvent struct {
+	ev    Event
+	attrs map[string]string
+}
+
+type usbIface struct {
+	class, sub, proto uint8
+	driver            string
+	host              int // SCSI host number for usb-storage, else -1
+}
+
+type usbDev struct {
+	port                  string
+	path                  string
+	bus, devnum           int
+	vid, pid, bcd         uint16
+	class, sub, proto     uint8
+	manufacturer, product string
+	serial                string
+	ifaces                []usbIface
+	lunType               int
+	lunVendor, lunModel   string
+	lunRev                string
+	children              []string // ports of devices behind this hub, in plug order
+}
+
+type scsiLUN struct {
+	hctl               HCTL
+	path               string // the scsi_device's DEVPATH
+	typ                int
+	vendor, model, rev string
+	sg, bsg, disk      int // disk -1 when not a disk
+	diskseq            uint64
+}
+
+type scsiHost struct {
+	n    int
+	path string // DEVPATH of hostN
+	usb  bool   // usb-storage host (removed with its interface)
+}
+
+type simMachine struct {
+	sysfs                     *simSysfs // nil: no mirror
+	seqnum                    uint64
+	usb                       map[string]*usbDev
+	rootHub                   map[int][]string // bus -> ports plugged on its root hub
+	lastDev                   map[int]int      // bus -> last devnum given
+	hosts                     map[int]*scsiHost
+	luns                      map[HCTL]*scsiLUN
+	sgUsed, bsgUsed, diskUsed map[int]bool
+	diskseq                   uint64
+	out                       []simEvent
+}
+
+func newSimMachine(sysfsDir string, seqnum uint64) *simMachine {
+	m := &simMachine{
+		seqnum: seqnum, usb: map[string]*usbDev{}, rootHub: map[int][]string{},
+		lastDev: map[int]int{1: 1, 2: 1}, hosts: map[int]*scsiHost{0: {n: 0, path: simVirtio + "/host0"}},
+		luns: map[HCTL]*scsiLUN{}, sgUsed: map[int]bool{}, bsgUsed: map[int]bool{}, diskUsed: map[int]bool{},
+	}
+	if sysfsDir != "" {
+		m.sysfs = &simSysfs{root: sysfsDir}
+	}
+	return m
+}
+
+// exec runs one step and returns the events it produced.
+func (m *simMachine) exec(st Step) ([]simEvent, error) {
+	m.out = nil
+	var err error
+	switch st.Cmd {
+	case "seqnum":
+		m.seqnum = st.N
+	case "wait":
+	case "plug":
+		err = m.plug(st.Arg, st.Opts)
+	case "unplug":
+		err = m.unplug(st.Arg)
+	case "dup":
+		err = m.dup(st.Arg)
+	case "scsi-add":
+		err = m.scsiAdd(st.Arg, st.Opts)
+	case "scsi-remove":
+		err = m.scsiRemove(st.Arg)
+	default:
+		err = fmt.Errorf("unknown step %q", st.Cmd)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if m.sysfs != nil {
+		for _, se := range m.out {
+			if err := m.sysfs.apply(se); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m.out, nil
+}
+
+func (m *simMachine) emit(a Action, devpath, subsystem string, attrs map[string]string, env ...string) {
+	ev, err := NewEvent(a, devpath, subsystem, m.seqnum, env...)
+	if err != nil {
+		// Every path and value here was validated when the step was parsed.
+		panic("hotplug: simulator built an invalid event: " + err.Error())
+	}
+	ev.Origin = OriginSimulated
+	m.seqnum++
+	m.out = append(m.out, simEvent{ev: ev, attrs: attrs})
+}
+
+func lowestFree(used map[int]bool) int {
+	for i := 0; ; i++ {
+		if !used[i] {
+			return i
+		}
+	}
+}
+
+// --- USB ---
+
+func parseHex16(k, s string) (uint16, error) {
+	n, err := strconv.ParseUint(s, 16, 16)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q is not a 16-bit hex number", k, s)
+	}
+	return uint16(n), nil
+}
+
+// parseCSP parses a hex class/subclass/protocol triple "08/06/50".
+func parseCSP(k, s string) (c, sc, p uint8, err error) {
+	x, y, z, ok := splitSlash3(s)
+	if ok {
+		var n [3]uint64
+		for i, f := range []string{x, y, z} {
+			if n[i], err = strconv.ParseUint(f, 16, 8); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			return uint8(n[0]), uint8(n[1]), uint8(n[2]), nil
+		}
+	}
+	return 0, 0, 0, fmt.Errorf("%s=%q is not CC/SS/PP in hex", k, s)
+}
+
+// parsePort checks "B-P[.P...]" and returns the bus and the parent port
+// ("" for the root hub).
+func parsePort(port string) (bus int, parent string, err error) {
+	bad := fmt.Errorf("port %q is not BUS-PORT[.PORT...] (e.g. 2-1, 1-1.4)", port)
+	b, rest, ok := strings.Cut(port, "-")
+	if !ok {
+		return 0, "", bad
+	}
+	n, err := strconv.Atoi(b)
+	if err != nil {
+		return 0, "", bad
+	}
+	parts := strings.Split(rest, ".")
+	if len(parts) > 6 {
+		return 0, "", fmt.Errorf("port %q: more than 6 tiers", port)
+	}
+	for _, p := range parts {
+		if v, err := strconv.Atoi(p); err != nil || v < 1 || v > 31 || p != strconv.Itoa(v) {
+			return 0, "", bad
+		}
+	}
+	if n != 1 && n != 2 {
+		return 0, "", fmt.Errorf("port %q: the simulated machine has buses 1 and 2", port)
+	}
+	if i := strings.LastIndexByte(port, '.'); i >= 0 {
+		parent = port[:i]
+	}
+	return n, parent, nil
+}
+
+func (m *simMachine) plug(port string, o map[string]string) error {
+	bus, parent, err := parsePort(port)
+	if err != nil {
+		return err
+	}
+	if _, ok := m.usb[port]; ok {
+		return fmt.Errorf("plug: port %s is already in use (unplug it first)", port)
+	}
+	d := &usbDev{port: port, bus: bus, lunType: 0, lunVendor: "QEMU", lunModel: "QEMU HARDDISK", lunRev: "2.5+"}
+	parentPath := fmt.Sprintf("%s/usb%d", simXHCI, bus)
+	if parent != "" {
+		p, ok := m.usb[parent]
+		if !ok {
+			return fmt.Errorf("plug: no hub at port %s", parent)
+		}
+		if p.class != 9 {
+			return fmt.Errorf("plug: device at port %s is not a hub (class %02x)", parent, p.class)
+		}
+		parentPath = p.path
+	}
+	d.path = parentPath + "/" + port
+	for _, k := range []string{"vid", "pid", "ifaces"} {
+		if _, ok := o[k]; !ok {
+			return fmt.Errorf("plug: %s= is required", k)
+		}
+	}
+	if d.vid, err = parseHex16("vid", o["vid"]); err != nil {
+		return err
+	}
+	if d.pid, err = parseHex16("pid", o["pid"]); err != nil {
+		return err
+	}
+	if v, ok := o["bcd"]; ok {
+		if d.bcd, err = parseHex16("bcd", v); err != nil {
+			return err
+		}
+	}
+	if v, ok := o["class"]; ok {
+		if d.class, d.sub, d.proto, err = parseCSP("class", v); err != nil {
+			return err
+		}
+	}
+	d.manufacturer, d.product, d.serial = o["manufacturer"], o["product"], o["serial"]
+	if v, ok := o["type"]; ok {
+		n, err := strconv.ParseUint(v, 10, 5)
+		if err != nil {
+			return fmt.Errorf("type=%q is not a SCSI peripheral type (0-31)", v)
+		}
+		d.lunType = int(n)
+	}
+	for k, p := range map[string]*string{"vendor": &d.lunVendor, "model": &d.lunModel, "rev": &d.lunRev} {
+		if v, ok := o[k]; ok {
+			*p = v
+		}
+	}
+	if o["ifaces"] == "" {
+		return errors.New("plug: ifaces= needs at least one interface")
+	}
+	for i, s := range strings.Split(o["ifaces"], ",") {
+		if i >= 32 {
+			return errors.New("plug: more than 32 interfaces")
+		}
+		var in usbIface
+		if in.class, in.sub, in.proto, err = parseCSP("ifaces", s); err != nil {
+			return err
+		}
+		in.host = -1
+		switch {
+		case in.class == 9:
+			in.driver = "hub"
+		case in.class == 8 && in.sub == 6 && in.proto == 0x50:
+			in.driver = "usb-storage"
+		}
+		d.ifaces = append(d.ifaces, in)
+	}
+	if len(m.hosts) > maxSimNumber {
+		return errors.New("plug: too many SCSI hosts")
+	}
+	// devnum: the next after the last one given on the bus, wrapping past 127.
+	used := map[int]bool{1: true}
+	for _, o := range m.usb {
+		if o.bus == bus {
+			used[o.devnum] = true
+		}
+	}
+	n := m.lastDev[bus]
+	for range 127 {
+		n = n%127 + 1
+		if !used[n] {
+			break
+		}
+	}
+	if used[n] {
+		return fmt.Errorf("plug: bus %d has no free device number", bus)
+	}
+	d.devnum, m.lastDev[bus] = n, n
+	m.usb[port] = d
+	if parent != "" {
+		m.usb[parent].children = append(m.usb[parent].children, port)
+	} else {
+		m.rootHub[bus] = append(m.rootHub[bus], port)
+	}
+	m.plugEvents(d)
+	return nil
+}
+
+func (d *usbDev) devEnv(driver bool) []string {
+	env := []string{
+		"MAJOR=" + strconv.Itoa(usbMajor),
+		"MINOR=" + strconv.Itoa((d.bus-1)*128+d.devnum-1),
+		fmt.Sprintf("DEVNAME=bus/usb/%03d/%03d", d.bus, d.devnum),
+		"DEVTYPE=usb_device",
+	}
+	if driver {
+		env = append(env, "DRIVER=usb")
+	}
+	return append(env, d.productEnv(), d.typeEnv(),
+		fmt.Sprintf("BUSNUM=%03d", d.bus), fmt.Sprintf("DEVNUM=%03d", d.devnum))
+}
+
+func (d *usbDev) productEnv() string { return fmt.Sprintf("PRODUCT=%x/%x/%x", d.vid, d.pid, d.bcd) }
+func (d *usbDev) typeEnv() string    { return fmt.Sprintf("TYPE=%d/%d/%d", d.class, d.sub, d.proto) }
+
+func (d *usbDev) ifacePath(i int) string { return fmt.Sprintf("%s/%s:1.%d", d.path, d.port, i) }
+
+// ifaceEnv: modalias is left out of unbind events, as the kernel does.
+func (d *usbDev) ifaceEnv(i int, driver, modalias bool) []string {
+	in := d.ifaces[i]
+	env := []string{"DEVTYPE=usb_interface"}
+	if driver {
+		env = append(env, "DRIVER="+in.driver)
+	}
+	env = append(env, d.productEnv(), d.typeEnv(), fmt.Sprintf("INTERFACE=%d/%d/%d", in.class, in.sub, in.proto))
+	if modalias {
+		env = append(env, fmt.Sprintf("MODALIAS=usb:v%04Xp%04Xd%04Xdc%02Xdsc%02Xdp%02Xic%02Xisc%02Xip%02Xin%02X",
+			d.vid, d.pid, d.bcd, d.class, d.sub, d.proto, in.class, in.sub, in.proto, i))
+	}
+	return env
+}
+
+func (d *usbDev) attrs() map[string]string {
+	a := map[string]string{
+		"idVendor": fmt.Sprintf("%04x", d.vid), "idProduct": fmt.Sprintf("%04x", d.pid),
+		"bcdDevice": fmt.Sprintf("%04x", d.bcd), "bDeviceClass": fmt.Sprintf("%02x", d.class),
+		"bDeviceSubClass": fmt.Sprintf("%02x", d.sub), "bDeviceProtocol": fmt.Sprintf("%02x", d.proto),
+		"busnum": strconv.Itoa(d.bus), "devnum": strconv.Itoa(d.devnum),
+		"bNumInterfaces": fmt.Sprintf("%2d", len(d.ifaces)),
+	}
+	for k, v := range map[string]string{"manufacturer": d.manufacturer, "product": d.product, "serial": d.serial} {
+		if v != "" {
+			a[k] = v
+		}
+	}
+	return a
+}
+
+func (d *usbDev) ifaceAttrs(i int) map[string]string {
+	in := d.ifaces[i]
+	return map[string]string{
+		"bInterfaceNumber": fmt.Sprintf("%02x", i), "bAlternateSetting": " 0",
+		"bInterfaceClass": fmt.Sprintf("%02x", in.class), "bInterfaceSubClass": fmt.Sprintf("%02x", in.sub),
+		"bInterfaceProtocol": fmt.Sprintf("%02x", in.proto),
+	}
+}
+
+// plugEvents: the order of usb_new_device → usb_set_configuration: the
+// device, then each interface and its driver's probe (usb-storage creates
+// its SCSI host there), the device's bind, then the asynchronous SCSI scan.
+func (m *simMachine) plugEvents(d *usbDev) {
+	m.emit(ActionAdd, d.path, "usb", d.attrs(), d.devEnv(false)...)
+	for i := range d.ifaces {
+		ip := d.ifacePath(i)
+		m.emit(ActionAdd, ip, "usb", d.ifaceAttrs(i), d.ifaceEnv(i, false, true)...)
+		if d.ifaces[i].driver == "usb-storage" {
+			h := lowestFree(hostsUsed(m.hosts))
+			d.ifaces[i].host = h
+			host := &scsiHost{n: h, path: fmt.Sprintf("%s/host%d", ip, h), usb: true}
+			m.hosts[h] = host
+			m.emit(ActionAdd, fmt.Sprintf("/devices/virtual/workqueue/scsi_tmf_%d", h), "workqueue", nil)
+			m.emit(ActionAdd, host.path, "scsi", nil, "DEVTYPE=scsi_host")
+			m.emit(ActionAdd, fmt.Sprintf("%s/scsi_host/host%d", host.path, h), "scsi_host", nil)
+		}
+		if d.ifaces[i].driver != "" {
+			m.emit(ActionBind, ip, "usb", nil, d.ifaceEnv(i, true, true)...)
+		}
+	}
+	m.emit(ActionBind, d.path, "usb", nil, d.devEnv(true)...)
+	for i := range d.ifaces {
+		if h := d.ifaces[i].host; h >= 0 {
+			lun := &scsiLUN{hctl: HCTL{Host: h}, typ: d.lunType, vendor: d.lunVendor, model: d.lunModel, rev: d.lunRev}
+			m.addLUN(lun, true, false)
+		}
+	}
+}
+
+func hostsUsed(h map[int]*scsiHost) map[int]bool {
+	u := make(map[int]bool, len(h))
+	for n := range h {
+		u[n] = true
+	}
+	return u
+}
+
+func (m *simMachine) unplug(port string) error {
+	d, ok := m.usb[port]
+	if !ok {
+		return fmt.Errorf("unplug: no device at port %s", port)
+	}
+	m.unplugEvents(d)
+	return nil
+}
+
+// unplugEvents: usb_disconnect — children first, then the interfaces in
+// reverse order (each tearing down what its driver created), then the
+// device.
+func (m *simMachine) unplugEvents(d *usbDev) {
+	for _, c := range slices.Backward(d.children) {
+		m.unplugEvents(m.usb[c])
+	}
+	for i := len(d.ifaces) - 1; i >= 0; i-- {
+		in := d.ifaces[i]
+		if in.host >= 0 {
+			m.removeHost(in.host)
+		}
+		if in.driver != "" {
+			m.emit(ActionUnbind, d.ifacePath(i), "usb", nil, d.ifaceEnv(i, false, false)...)
+		}
+		m.emit(ActionRemove, d.ifacePath(i), "usb", nil, d.ifaceEnv(i, false, true)...)
+	}
+	m.emit(ActionUnbind, d.path, "usb", nil, d.devEnv(false)...)
+	m.emit(ActionRemove, d.path, "usb", nil, d.devEnv(false)...)
+	delete(m.usb, d.port)
+	bus, parent, _ := parsePort(d.port)
+	if parent != "" {
+		if p, ok := m.usb[parent]; ok {
+			p.children = slices.DeleteFunc(p.children, func(s string) bool { return s == d.port })
+		}
+	} else {
+		m.rootHub[bus] = slices.DeleteFunc(m.rootHub[bus], func(s string) bool { return s == d.port })
+	}
+}
+
+// --- SCSI ---
+
+func targetPath(hostPath string, h HCTL) string {
+	return fmt.Sprintf("%s/target%d:%d:%d", hostPath, h.Host, h.Channel, h.Target)
+}
+
+func (m *simMachine) targetHasLUNs(h HCTL) bool {
+	for o := range m.luns {
+		if o.Host == h.Host && o.Channel == h.Channel && o.Target == h.Target {
+			return true
+		}
+	}
+	return false
+}
+
+func sdName(i int) string {
+	// sda..sdz, sdaa..sdzz, as sd_format_disk_name does.
+	const letters = "abcdefghijklmnopqrstuvwxyz"
+	if i < 26 {
+		return "sd" + letters[i:i+1]
+	}
+	i -= 26
+	return "sd" + letters[i/26:i/26+1] + letters[i%26:i%26+1]
+}
+
+func sdMajorMinor(i int) (int, int) {
+	major := 8
+	if g := i >> 4; g > 0 && g < 8 {
+		major = 64 + g
+	} else if g >= 8 {
+		major = 128 + g - 8
+	}
+	return major, (i & 15) << 4
+}
+
+// addLUN emits a LUN's arrival. usbOrder picks the order the usb-storage
+// scan showed (scsi_device class before scsi_disk); virtio-scsi hot-add
+// showed scsi_disk first. A LUN on an existing target adds a
+// REPORTED LUNS DATA HAS CHANGED unit attention before the power-on one.
+func (m *simMachine) addLUN(l *scsiLUN, usbOrder, targetExisted bool) {
+	h := m.hosts[l.hctl.Host]
+	tp := targetPath(h.path, l.hctl)
+	l.path = tp + "/" + l.hctl.String()
+	name := l.hctl.String()
+	l.sg, l.bsg, l.disk = lowestFree(m.sgUsed), lowestFree(m.bsgUsed), -1
+	m.sgUsed[l.sg], m.bsgUsed[l.bsg] = true, true
+	isDisk := l.typ == 0
+	if isDisk {
+		l.disk = lowestFree(m.diskUsed)
+		m.diskUsed[l.disk] = true
+		m.diskseq++
+		l.diskseq = m.diskseq
+	}
+	m.luns[l.hctl] = l
+	modalias := fmt.Sprintf("MODALIAS=scsi:t-0x%02x", l.typ)
+	if !targetExisted {
+		m.emit(ActionAdd, tp, "scsi", nil, "DEVTYPE=scsi_target")
+	}
+	m.emit(ActionAdd, l.path, "scsi", l.attrs(), "DEVTYPE=scsi_device", modalias)
+	sdev := func() { m.emit(ActionAdd, l.path+"/scsi_device/"+name, "scsi_device", nil) }
+	sdisk := func() {
+		if isDisk {
+			m.emit(ActionAdd, l.path+"/scsi_disk/"+name, "scsi_disk", nil)
+		}
+	}
+	if usbOrder {
+		sdev()
+		sdisk()
+	} else {
+		sdisk()
+		sdev()
+	}
+	m.emit(ActionAdd, fmt.Sprintf("%s/scsi_generic/sg%d", l.path, l.sg), "scsi_generic", nil,
+		"MAJOR="+strconv.Itoa(sgMajor), "MINOR="+strconv.Itoa(l.sg), fmt.Sprintf("DEVNAME=sg%d", l.sg))
+	m.emit(ActionAdd, l.path+"/bsg/"+name, "bsg", nil,
+		"MAJOR="+strconv.Itoa(bsgMajor), "MINOR="+strconv.Itoa(l.bsg), "DEVNAME=bsg/"+name)
+	if !isDisk {
+		return
+	}
+	if targetExisted {
+		m.emit(ActionChange, l.path, "scsi", nil, "SDEV_UA=REPORTED_LUNS_DATA_HAS_CHANGED", "DEVTYPE=scsi_device", "DRIVER=sd", modalias)
+	}
+	m.emit(ActionChange, l.path, "scsi", nil, "SDEV_UA=POWER_ON_RESET_OCCURRED", "DEVTYPE=scsi_device", "DRIVER=sd", modalias)
+	major, minor := sdMajorMinor(l.disk)
+	m.emit(ActionAdd, fmt.Sprintf("/devices/virtual/bdi/%d:%d", major, minor), "bdi", nil)
+	dn := sdName(l.disk)
+	m.emit(ActionAdd, l.path+"/block/"+dn, "block", nil, "MAJOR="+strconv.Itoa(major), "MINOR="+strconv.Itoa(minor),
+		"DEVNAME="+dn, "DEVTYPE=disk", "DISKSEQ="+strconv.FormatUint(l.diskseq, 10))
+	m.emit(ActionBind, l.path, "scsi", nil, "DEVTYPE=scsi_device", "DRIVER=sd", modalias)
+}
+
+// removeLUN: __scsi_remove_device — bsg, sg, the scsi_device class device,
+// then sd's teardown (scsi_disk, bdi, block), unbind, the device, and the
+// target when it was its last LUN.
+func (m *simMachine) removeLUN(l *scsiLUN) {
+	name := l.hctl.String()
+	modalias := fmt.Sprintf("MODALIAS=scsi:t-0x%02x", l.typ)
+	m.emit(ActionRemove, l.path+"/bsg/"+name, "bsg", nil,
+		"MAJOR="+strconv.Itoa(bsgMajor), "MINOR="+strconv.Itoa(l.bsg), "DEVNAME=bsg/"+name)
+	m.emit(ActionRemove, fmt.Sprintf("%s/scsi_generic/sg%d", l.path, l.sg), "scsi_generic", nil,
+		"MAJOR="+strconv.Itoa(sgMajor), "MINOR="+strconv.Itoa(l.sg), fmt.Sprintf("DEVNAME=sg%d", l.sg))
+	m.emit(ActionRemove, l.path+"/scsi_device/"+name, "scsi_device", nil)
+	if l.disk >= 0 {
+		m.emit(ActionRemove, l.path+"/scsi_disk/"+name, "scsi_disk", nil)
+		major, minor := sdMajorMinor(l.disk)
+		m.emit(ActionRemove, fmt.Sprintf("/devices/virtual/bdi/%d:%d", major, minor), "bdi", nil)
+		dn := sdName(l.disk)
+		m.emit(ActionRemove, l.path+"/block/"+dn, "block", nil, "MAJOR="+strconv.Itoa(major), "MINOR="+strconv.Itoa(minor),
+			"DEVNAME="+dn, "DEVTYPE=disk", "DISKSEQ="+strconv.FormatUint(l.diskseq, 10))
+		m.emit(ActionUnbind, l.path, "scsi", nil, "DEVTYPE=scsi_device")
+		delete(m.diskUsed, l.disk)
+	}
+	m.emit(ActionRemove, l.path, "scsi", nil, "DEVTYPE=scsi_device", modalias)
+	delete(m.sgUsed, l.sg)
+	delete(m.bsgUsed, l.bsg)
+	delete(m.luns, l.hctl)
+	if !m.targetHasLUNs(l.hctl) {
+		m.emit(ActionRemove, targetPath(m.hosts[l.hctl.Host].path, l.hctl), "scsi", nil, "DEVTYPE=scsi_target")
+	}
+}
+
+func (m *simMachine) removeHost(n int) {
+	var luns []*scsiLUN
+	for _, l := range m.luns {
+		if l.hctl.Host == n {
+			luns = append(luns, l)
+		}
+	}
+	slices.SortFunc(luns, func(a, b *scsiLUN) int { return cmpHCTL(b.hctl, a.hctl) })
+	for _, l := range luns {
+		m.removeLUN(l)
+	}
+	h := m.hosts[n]
+	m.emit(ActionRemove, fmt.Sprintf("%s/scsi_host/host%d", h.path, n), "scsi_host", nil)
+	m.emit(ActionRemove, h.path, "scsi", nil, "DEVTYPE=scsi_host")
+	m.emit(ActionRemove, fmt.Sprintf("/devices/virtual/workqueue/scsi_tmf_%d", n), "workqueue", nil)
+	delete(m.hosts, n)
+}
+
+func cmpHCTL(a, b HCTL) int {
+	for _, d := range []int{a.Host - b.Host, a.Channel - b.Channel, a.Target - b.Target} {
+		if d != 0 {
+			return d
+		}
+	}
+	switch {
+	case a.LUN < b.LUN:
+		return -1
+	case a.LUN > b.LUN:
+		return 1
+	}
+	return 0
+}
+
+func (m *simMachine) scsiAdd(arg string, o map[string]string) error {
+	h, err := ParseHCTL(arg)
+	if err != nil {
+		return fmt.Errorf("scsi add: %q is not H:C:T:L", arg)
+	}
+	if _, ok := m.hosts[h.Host]; !ok {
+		return fmt.Errorf("scsi add: no SCSI host %d", h.Host)
+	}
+	if h.Channel > 7 || h.Target > 255 || h.LUN > 16383 {
+		return fmt.Errorf("scsi add: %s out of range (channel ≤ 7, target ≤ 255, LUN ≤ 16383)", arg)
+	}
+	if _, ok := m.luns[h]; ok {
+		return fmt.Errorf("scsi add: %s already present", arg)
+	}
+	if len(m.diskUsed) >= maxSimDisks || len(m.sgUsed) >= maxSimNumber {
+		return errors.New("scsi add: too many devices")
+	}
+	l := &scsiLUN{hctl: h, vendor: "QEMU", model: "QEMU HARDDISK", rev: "2.5+"}
+	if v, ok := o["type"]; ok {
+		n, err := strconv.ParseUint(v, 10, 5)
+		if err != nil {
+			return fmt.Errorf("type=%q is not a SCSI peripheral type (0-31)", v)
+		}
+		l.typ = int(n)
+	}
+	for k, p := range map[string]*string{"vendor": &l.vendor, "model": &l.model, "rev": &l.rev} {
+		if v, ok := o[k]; ok {
+			*p = v
+		}
+	}
+	m.addLUN(l, false, m.targetHasLUNs(h))
+	return nil
+}
+
+func (m *simMachine) scsiRemove(arg string) error {
+	h, err := ParseHCTL(arg)
+	if err != nil {
+		return fmt.Errorf("scsi remove: %q is not H:C:T:L", arg)
+	}
+	l, ok := m.luns[h]
+	if !ok {
+		return fmt.Errorf("scsi remove: no device %s", arg)
+	}
+	m.removeLUN(l)
+	return nil
+}
+
+// dup re-sends the add events of the device at port and everything it
+// brought (interfaces, SCSI host, target, LUNs, sg nodes, disks), with the
+// environment sysfs holds now (DRIVER included) and fresh seqnums. The
+// kernel never does this; a consumer sees it when a coldplug walk overlaps
+// the netlink stream, or after a resync — a duplicate add it must treat as
+// a change.
+func (m *simMachine) dup(port string) error {
+	d, ok := m.usb[port]
+	if !ok {
+		return fmt.Errorf("dup: no device at port %s", port)
+	}
+	m.emit(ActionAdd, d.path, "usb", d.attrs(), d.devEnv(true)...)
+	for i := range d.ifaces {
+		m.emit(ActionAdd, d.ifacePath(i), "usb", d.ifaceAttrs(i), d.ifaceEnv(i, d.ifaces[i].driver != "", true)...)
+	}
+	for i := range d.ifaces {
+		hn := d.ifaces[i].host
+		if hn < 0 {
+			continue
+		}
+		h := m.hosts[hn]
+		m.emit(ActionAdd, h.path, "scsi", nil, "DEVTYPE=scsi_host")
+		var luns []*scsiLUN
+		for _, l := range m.luns {
+			if l.hctl.Host == hn {
+				luns = append(luns, l)
+			}
+		}
+		slices.SortFunc(luns, func(a, b *scsiLUN) int { return cmpHCTL(a.hctl, b.hctl) })
+		targets := map[HCTL]bool{}
+		for _, l := range luns {
+			t := HCTL{Host: l.hctl.Host, Channel: l.hctl.Channel, Target: l.hctl.Target}
+			if !targets[t] {
+				targets[t] = true
+				m.emit(ActionAdd, targetPath(h.path, l.hctl), "scsi", nil, "DEVTYPE=scsi_target")
+			}
+			modalias := fmt.Sprintf("MODALIAS=scsi:t-0x%02x", l.typ)
+			if l.disk >= 0 {
+				m.emit(ActionAdd, l.path, "scsi", l.attrs(), "DEVTYPE=scsi_device", "DRIVER=sd", modalias)
+			} else {
+				m.emit(ActionAdd, l.path, "scsi", l.attrs(), "DEVTYPE=scsi_device", modalias)
+			}
+			m.emit(ActionAdd, fmt.Sprintf("%s/scsi_generic/sg%d", l.path, l.sg), "scsi_generic", nil,
+				"MAJOR="+strconv.Itoa(sgMajor), "MINOR="+strconv.Itoa(l.sg), fmt.Sprintf("DEVNAME=sg%d", l.sg))
+			if l.disk >= 0 {
+				major, minor := sdMajorMinor(l.disk)
+				dn := sdName(l.disk)
+				m.emit(ActionAdd, l.path+"/block/"+dn, "block", nil, "MAJOR="+strconv.Itoa(major), "MINOR="+strconv.Itoa(minor),
+					"DEVNAME="+dn, "DEVTYPE=disk", "DISKSEQ="+strconv.FormatUint(l.diskseq, 10))
+			}
+		}
+	}
+	return nil
+}
+
+func (l *scsiLUN) attrs() map[string]string {
+	return map[string]string{
+		"type": strconv.Itoa(l.typ), "vendor": fmt.Sprintf("%-8s", l.vendor), "model": fmt.Sprintf("%-16s", l.model), "rev": l.rev,
+	}
+}

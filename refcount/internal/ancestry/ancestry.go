@@ -1,0 +1,133 @@
+// Package ancestry learns which goroutine started which, from
+// runtime.Stack, so that refcount/leaktest can attribute objects to the test
+// whose goroutine (or a goroutine it started) created them.
+package ancestry
+
+import (
+	"bytes"
+	"runtime"
+	"strconv"
+	"sync"
+)
+
+var stackBufs = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
+
+// Origin returns the current goroutine's id and the id of the
+// goroutine that started it, parsed from runtime.Stack: its first line is
+// "goroutine N [...]:" and, since Go 1.21, its last frame line reads
+// "created by F in goroutine M". Only traced Init pays for it.
+func Origin() (id, parent uint64) {
+	bp := stackBufs.Get().(*[]byte)
+	defer stackBufs.Put(bp)
+	for {
+		n := runtime.Stack(*bp, false)
+		if n < len(*bp) {
+			return parseOrigin((*bp)[:n])
+		}
+		if len(*bp) >= 1<<20 {
+			id, _ = parseOrigin((*bp)[:n])
+			return id, 0 // the tail with "created by" did not fit
+		}
+		*bp = make([]byte, 2*len(*bp))
+	}
+}
+
+func parseOrigin(b []byte) (id, parent uint64) {
+	id = goidOf(b)
+	if i := bytes.LastIndex(b, []byte("\ncreated by ")); i >= 0 {
+		line := b[i+1:]
+		if j := bytes.IndexByte(line, '\n'); j >= 0 {
+			line = line[:j]
+		}
+		if k := bytes.LastIndex(line, []byte(" in goroutine ")); k >= 0 {
+			parent, _ = strconv.ParseUint(string(line[k+len(" in goroutine "):]), 10, 64)
+		}
+	}
+	return id, parent
+}
+
+func goidOf(b []byte) uint64 {
+	var ok bool
+	if b, ok = bytes.CutPrefix(b, []byte("goroutine ")); !ok {
+		return 0
+	}
+	i := bytes.IndexByte(b, ' ')
+	if i < 0 {
+		return 0
+	}
+	id, _ := strconv.ParseUint(string(b[:i]), 10, 64)
+	return id
+}
+
+// Current returns the id of the calling goroutine and of the one
+// that started it (0 when it is the main goroutine).
+func Current() (id, parent uint64) {
+	id, parent = Origin()
+	Note(id, parent)
+	return id, parent
+}
+
+// The ancestry learned so far: goroutine id -> the goroutine that started
+// it. Goroutine ids are never reused, so an entry never goes stale; the map
+// is bounded by forgetting everything when it grows past maxAncestry (the
+// cost is a fallback to time windows in leaktest, never a wrong answer).
+const maxAncestry = 1 << 18
+
+var (
+	ancestryMu sync.Mutex
+	ancestry   = map[uint64]uint64{}
+)
+
+func Note(id, parent uint64) {
+	if id == 0 || parent == 0 {
+		return
+	}
+	ancestryMu.Lock()
+	if len(ancestry) >= maxAncestry {
+		clear(ancestry)
+	}
+	ancestry[id] = parent
+	ancestryMu.Unlock()
+}
+
+// LearnAll records the ancestry of every live goroutine (one
+// runtime.Stack of all goroutines: a stop-the-world, so only on demand).
+func LearnAll() {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		id, parent := parseOrigin(g)
+		Note(id, parent)
+	}
+}
+
+// DescendsFrom reports whether goroutine g is root or was started, directly
+// or through other goroutines, by root, as far as the recorded ancestry
+// knows. known is false when the chain broke at a goroutine whose parent
+// was never learned: call LearnAll (once) and ask again.
+func DescendsFrom(g, root uint64) (descends, known bool) {
+	ancestryMu.Lock()
+	defer ancestryMu.Unlock()
+	cur := g
+	for steps := 0; cur != root && steps < 1<<16; steps++ {
+		p, ok := ancestry[cur]
+		if !ok {
+			break
+		}
+		cur = p
+	}
+	switch {
+	case cur == root:
+		return true, true
+	case cur == 1:
+		return false, true // reached the main goroutine
+	}
+	return false, false
+}
