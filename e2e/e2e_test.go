@@ -246,6 +246,57 @@ func TestHotAddNewDevices(t *testing.T) {
 	require.Equal(t, "DRVKIT-E2E-1", d.Serial)
 }
 
+// The user-space bulk-only driver (driver/scsi over driver/usb's gousb
+// backend) on the real stick: the kernel's usb-storage is detached for it,
+// INQUIRY returns the identity the kernel reports, a block written in user
+// space is read back, and on close the kernel driver is re-attached and sees
+// the data.
+func TestUserSpaceBOT(t *testing.T) {
+	ctx, m := scenario(t, Config{USBSerial: "BOTSTICK"})
+	a := m.Agent
+	sctx, cancel := step(ctx)
+	defer cancel()
+	_, err := a.WaitUevent(sctx, 0, Match{Action: "add", Subsystem: "scsi_generic", Devpath: "/usb"})
+	require.NoError(t, err)
+	var sgs []agentproto.SGDevice
+	require.NoError(t, a.Call(sctx, agentproto.OpSGList, nil, &sgs))
+	var kernel *agentproto.SGDevice
+	for i := range sgs {
+		if sgs[i].IsUSB() {
+			kernel = &sgs[i]
+		}
+	}
+	require.NotNil(t, kernel, "no sg node on USB: %+v", sgs)
+
+	mark := a.UeventMark()
+	var r agentproto.BOTResult
+	require.NoError(t, a.Call(sctx, agentproto.OpBOT, agentproto.BOTArgs{
+		Selector: "46f4:0001:BOTSTICK", WriteLBA: 8, Pattern: "drvkit-e2e"}, &r))
+	t.Logf("BOT on %s: %+v", r.Device, r)
+	require.Equal(t, []string{"usb-storage@0"}, r.Detached)
+	require.Equal(t, kernel.Vendor, r.Inquiry.Vendor, "INQUIRY over BOT agrees with the kernel")
+	require.Equal(t, kernel.Model, r.Inquiry.Product)
+	require.Equal(t, 512, r.BlockSize)
+	require.Equal(t, uint64(16<<20/512), r.Blocks)
+	require.True(t, r.RoundTrip)
+	require.Zero(t, r.StillDetached, "the kernel driver is re-attached on close")
+
+	// The kernel let go of the interface, and took it back.
+	iface := Match{Subsystem: "usb", Env: map[string]string{"DEVTYPE": "usb_interface", "PRODUCT": usbProduct(0x46f4, 0x0001)}}
+	unbind, bind := iface, iface
+	unbind.Action, bind.Action = "unbind", "bind"
+	_, err = a.WaitUevent(sctx, mark, unbind)
+	require.NoError(t, err)
+	require.NotEmpty(t, a.Uevents(mark, Match{Action: "remove", Subsystem: "scsi_generic", Devpath: "/usb"}))
+	_, err = a.WaitUevent(sctx, mark, bind)
+	require.NoError(t, err)
+	disk, err := a.WaitUevent(sctx, mark, Match{Action: "add", Subsystem: "block", Devpath: "/usb", Env: map[string]string{"DEVTYPE": "disk"}})
+	require.NoError(t, err)
+	out, err := a.Exec(sctx, "sh", "-c", "dd if=/dev/"+disk.Get("DEVNAME")+" bs=512 skip=8 count=1 2>/dev/null | head -c 10")
+	require.NoError(t, err)
+	require.Equal(t, "drvkit-e2e", out.Stdout, "the kernel reads what the user-space driver wrote: %s", out.Stderr)
+}
+
 // SCSI hot-unplug and replug of the virtio-scsi disk.
 func TestSCSIHotplug(t *testing.T) {
 	ctx, m := scenario(t, Config{})

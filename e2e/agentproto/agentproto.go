@@ -19,6 +19,7 @@ const (
 	OpUSBList   = "usb.list"   // → []USBDevice, through gousb (libusb)
 	OpSGList    = "sg.list"    // → []SGDevice, from sysfs
 	OpInquiry   = "sg.inquiry" // InquiryArgs → Inquiry, through SG_IO
+	OpBOT       = "usb.bot"    // BOTArgs → BOTResult: the user-space bulk-only driver
 	OpGadgetUp  = "gadget.up"  // GadgetArgs → GadgetResult
 	OpGadgetOff = "gadget.off" // GadgetArgs (Name) → nothing: unbind and remove
 	OpPoweroff  = "poweroff"
@@ -225,6 +226,27 @@ type Inquiry struct {
 type UeventWaitArgs struct {
 	Match     Match `json:"match"`
 	TimeoutMs int   `json:"timeout_ms,omitempty"` // default 30 s
+}
+
+// BOTArgs selects a USB mass-storage device for the user-space bulk-only
+// check; WriteLBA ≥ 0 also writes Pattern there and reads it back.
+type BOTArgs struct {
+	Selector  string `json:"selector"` // "46f4:0001[:SERIAL]" or "BUS/ADDR"
+	WriteLBA  int64  `json:"write_lba"`
+	Pattern   string `json:"pattern,omitempty"`
+	TimeoutMs int    `json:"timeout_ms,omitempty"`
+}
+
+// BOTResult is what the user-space driver saw.
+type BOTResult struct {
+	Device        string   `json:"device"`
+	Detached      []string `json:"detached"` // kernel drivers detached for it: "usb-storage@0"
+	Inquiry       Inquiry  `json:"inquiry"`
+	BlockSize     int      `json:"block_size"`
+	Blocks        uint64   `json:"blocks"`
+	RoundTrip     bool     `json:"round_trip"`     // the written block read back equal
+	StillDetached int      `json:"still_detached"` // after close: must be 0
+	Ms            float64  `json:"ms"`
 }
 
 // GadgetArgs describes a configfs mass-storage gadget on dummy_hcd.

@@ -16,47 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The INQUIRY data QEMU's scsi-hd returns (captured in the guest through the
-// agent's SG_IO path: vendor QEMU, product QEMU HARDDISK, revision 2.5+).
-var qemuInquiry = func() []byte {
-	b := make([]byte, 96)
-	b[0], b[2], b[3], b[4], b[7] = 0x00, 0x05, 0x02, 91, 0x12
-	copy(b[8:], "QEMU    QEMU HARDDISK   2.5+")
-	return b
-}()
-
-func TestParseInquiry(t *testing.T) {
-	q, err := parseInquiry(qemuInquiry)
-	require.NoError(t, err)
-	require.Equal(t, agentproto.Inquiry{Vendor: "QEMU", Product: "QEMU HARDDISK", Revision: "2.5+"}, *q)
-
-	cd := append([]byte(nil), qemuInquiry[:36]...)
-	cd[0] = 0x05 // CD/DVD
-	q, err = parseInquiry(cd)
-	require.NoError(t, err)
-	require.Equal(t, 5, q.PeripheralType)
-
-	_, err = parseInquiry(qemuInquiry[:35])
-	require.ErrorIs(t, err, errShortInquiry)
-}
-
-func FuzzParseInquiry(f *testing.F) {
-	f.Add(qemuInquiry)
-	f.Add(qemuInquiry[:36])
-	f.Fuzz(func(t *testing.T, b []byte) {
-		q, err := parseInquiry(b)
-		if err != nil {
-			if !errors.Is(err, errShortInquiry) || len(b) >= 36 {
-				t.Fatalf("%d bytes: %v", len(b), err)
-			}
-			return
-		}
-		if q.PeripheralType < 0 || q.PeripheralType > 0x1f || len(q.Vendor) > 8 || len(q.Product) > 16 || len(q.Revision) > 4 {
-			t.Fatalf("out of range: %+v", q)
-		}
-	})
-}
-
 func TestInquiryRejectsNonSG(t *testing.T) {
 	_, err := inquiry("/dev/null")
 	require.ErrorContains(t, err, "not an sg node")

@@ -235,6 +235,12 @@ func (a *agent) dispatch(req agentproto.Request) (any, error) {
 			return nil, err
 		}
 		return inquiry(x.Device)
+	case agentproto.OpBOT:
+		x := agentproto.BOTArgs{WriteLBA: -1}
+		if err := args(&x); err != nil {
+			return nil, err
+		}
+		return botCheck(x)
 	case agentproto.OpGadgetUp:
 		var x agentproto.GadgetArgs
 		if err := args(&x); err != nil {
