@@ -38,6 +38,7 @@ type Agent struct {
 	nextID  uint64
 	pending map[uint64]chan agentproto.Response
 	uevents []*agentproto.Uevent
+	events  []agentproto.Event // the other events: progress of long requests
 	changed chan struct{}
 	err     error
 	done    chan struct{}
@@ -83,6 +84,11 @@ func (a *Agent) read() {
 		} else if m.Event.Uevent != nil {
 			a.logf("agent <- uevent %s %s\n", m.Event.Uevent, m.Event.Uevent.Env["SEQNUM"])
 			a.uevents = append(a.uevents, m.Event.Uevent)
+			close(a.changed)
+			a.changed = make(chan struct{})
+		} else {
+			a.logf("agent <- %s\n", line)
+			a.events = append(a.events, *m.Event)
 			close(a.changed)
 			a.changed = make(chan struct{})
 		}
@@ -260,4 +266,37 @@ func (a *Agent) Wait(ctx context.Context, name string) (*agentproto.ExecResult, 
 		return nil, err
 	}
 	return &r, nil
+}
+
+// EventMark returns the number of non-uevent events received so far.
+func (a *Agent) EventMark() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.events)
+}
+
+// WaitEvent waits for the first event named name after mark (other than a
+// uevent): the progress a long request reports, e.g. "usb.bot.reading".
+func (a *Agent) WaitEvent(ctx context.Context, mark int, name string) (agentproto.Event, error) {
+	for {
+		a.mu.Lock()
+		for i := mark; i < len(a.events); i++ {
+			if a.events[i].Event == name {
+				e := a.events[i]
+				a.mu.Unlock()
+				return e, nil
+			}
+		}
+		mark = max(mark, len(a.events))
+		err, changed := a.err, a.changed
+		a.mu.Unlock()
+		if err != nil {
+			return agentproto.Event{}, fmt.Errorf("e2e: waiting for event %s: %w", name, err)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return agentproto.Event{}, fmt.Errorf("e2e: waiting for event %s: %w", name, ctx.Err())
+		}
+	}
 }

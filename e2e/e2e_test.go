@@ -297,6 +297,52 @@ func TestUserSpaceBOT(t *testing.T) {
 	require.Equal(t, "drvkit-e2e", out.Stdout, "the kernel reads what the user-space driver wrote: %s", out.Stderr)
 }
 
+// The stick is pulled while the user-space driver reads from it: the read
+// fails with ErrNoDevice (not a hang, not a generic I/O error), and after the
+// replug the kernel's usb-storage has the new device.
+func TestUSBUnplugDuringBOTRead(t *testing.T) {
+	ctx, m := scenario(t, Config{})
+	a := m.Agent
+	sctx, cancel := step(ctx)
+	defer cancel()
+	_, err := a.WaitUevent(sctx, 0, Match{Action: "add", Subsystem: "scsi_generic", Devpath: "/usb"})
+	require.NoError(t, err)
+
+	mark := a.EventMark()
+	type botReply struct {
+		r   agentproto.BOTResult
+		err error
+	}
+	done := make(chan botReply, 1)
+	go func() {
+		var r agentproto.BOTResult
+		err := a.Call(sctx, agentproto.OpBOT, agentproto.BOTArgs{Selector: "46f4:0001", WriteLBA: -1,
+			ReadUntilError: true, TimeoutMs: 15000}, &r)
+		done <- botReply{r, err}
+	}()
+	// Pull it only once reads are going through.
+	_, err = a.WaitEvent(sctx, mark, agentproto.EventBOTReading)
+	require.NoError(t, err)
+	t0 := time.Now()
+	require.NoError(t, m.UnplugUSB(sctx))
+	var rep botReply
+	select {
+	case rep = <-done:
+	case <-sctx.Done():
+		t.Fatal("the read never failed after the unplug")
+	}
+	require.NoError(t, rep.err)
+	t.Logf("%d reads, then after %v: %s", rep.r.Reads, time.Since(t0).Round(time.Millisecond), rep.r.ReadError)
+	require.Positive(t, rep.r.Reads)
+	require.True(t, rep.r.NoDevice, "the read error must match ErrNoDevice: %s", rep.r.ReadError)
+
+	mark = a.UeventMark()
+	_, err = m.PlugUSB(sctx, "AFTERPULL")
+	require.NoError(t, err)
+	_, err = a.WaitUevent(sctx, mark, Match{Action: "add", Subsystem: "scsi_generic", Devpath: "/usb"})
+	require.NoError(t, err)
+}
+
 // SCSI hot-unplug and replug of the virtio-scsi disk.
 func TestSCSIHotplug(t *testing.T) {
 	ctx, m := scenario(t, Config{})

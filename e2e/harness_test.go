@@ -147,6 +147,9 @@ func TestAgentCallsAndUevents(t *testing.T) {
 					Action: a, Devpath: "/devices/x/usb2/2-1", Subsystem: "usb", Seqnum: uint64(i + 1),
 					Env: map[string]string{"DEVTYPE": "usb_device"}}})
 			}
+		case "progress":
+			w(agentproto.Event{Event: "step.one"})
+			w(agentproto.Response{ID: r.ID, OK: true})
 		case "slow":
 			// Answered after a later request: ids, not order, match.
 			go func() {
@@ -172,6 +175,15 @@ func TestAgentCallsAndUevents(t *testing.T) {
 	require.Equal(t, "bogus", ge.Op)
 	require.NoError(t, <-slow)
 	require.Equal(t, "slow", slowRes)
+
+	emark := a.EventMark()
+	require.NoError(t, a.Call(ctx, "progress", nil, nil))
+	e, err := a.WaitEvent(ctx, emark, "step.one")
+	require.NoError(t, err)
+	require.Equal(t, "step.one", e.Event)
+	_, err = a.WaitEvent(ctxT(t, 50*time.Millisecond), a.EventMark(), "step.one")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Empty(t, a.Uevents(0, Match{}), "progress events are not uevents")
 
 	mark := a.UeventMark()
 	require.NoError(t, a.Call(ctx, agentproto.OpSubscribe, nil, nil))

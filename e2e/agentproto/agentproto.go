@@ -26,6 +26,9 @@ const (
 	OpUevent    = "uevent.wait" // UeventWaitArgs → Uevent: the first match since boot
 )
 
+// EventBOTReading is sent once an OpBOT with ReadUntilError is reading.
+const EventBOTReading = "usb.bot.reading"
+
 // MaxLine bounds one message on the channel.
 const MaxLine = 4 << 20
 
@@ -235,6 +238,9 @@ type BOTArgs struct {
 	WriteLBA  int64  `json:"write_lba"`
 	Pattern   string `json:"pattern,omitempty"`
 	TimeoutMs int    `json:"timeout_ms,omitempty"`
+	// ReadUntilError then reads block 0 over and over until a read fails
+	// (the host unplugs the stick meanwhile) or the timeout ends.
+	ReadUntilError bool `json:"read_until_error,omitempty"`
 }
 
 // BOTResult is what the user-space driver saw.
@@ -244,8 +250,11 @@ type BOTResult struct {
 	Inquiry       Inquiry  `json:"inquiry"`
 	BlockSize     int      `json:"block_size"`
 	Blocks        uint64   `json:"blocks"`
-	RoundTrip     bool     `json:"round_trip"`     // the written block read back equal
-	StillDetached int      `json:"still_detached"` // after close: must be 0
+	RoundTrip     bool     `json:"round_trip"`           // the written block read back equal
+	StillDetached int      `json:"still_detached"`       // after close: must be 0
+	Reads         int      `json:"reads,omitempty"`      // ReadUntilError: reads that succeeded
+	ReadError     string   `json:"read_error,omitempty"` // …and the error that ended them
+	NoDevice      bool     `json:"no_device,omitempty"`  // that error matches ErrNoDevice
 	Ms            float64  `json:"ms"`
 }
 

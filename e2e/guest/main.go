@@ -240,7 +240,7 @@ func (a *agent) dispatch(req agentproto.Request) (any, error) {
 		if err := args(&x); err != nil {
 			return nil, err
 		}
-		return botCheck(x)
+		return botCheck(x, func(ev string) { a.send(agentproto.Event{Event: ev}) })
 	case agentproto.OpGadgetUp:
 		var x agentproto.GadgetArgs
 		if err := args(&x); err != nil {
