@@ -65,3 +65,12 @@ leakdemo: deps
 
 clean:
 	rm -f bench.txt
+
+# End-to-end tests in a QEMU guest (TCG) with real xHCI/usb-storage,
+# virtio-scsi/sg and dummy_hcd gadgets. The first run installs qemu-system-x86
+# and fetches Debian's current generic kernel and busybox-static into
+# E2E_CACHE (git-ignored); see e2e/doc.go.
+E2E_CACHE ?= $(or $(DRVKIT_E2E_CACHE),$(CURDIR)/.cache/e2e)
+.PHONY: e2e
+e2e: deps
+	DRVKIT_E2E_CACHE=$(E2E_CACHE) $(GO) test -tags e2e -count=1 -timeout 15m -v ./e2e/...
