@@ -216,6 +216,15 @@ func TestDaemonEndToEnd(t *testing.T) {
 	require.Contains(t, out, "open by UserClient")
 	require.Contains(t, out, "classes have instances: USBMassStorage(1)")
 
+	// The terminated driver is now a leak candidate: leaks names its holder,
+	// and the pprof profile opens in go tool pprof.
+	require.Contains(t, d.mustCtl("leaks"), "USBMassStorage")
+	prof := filepath.Join(t.TempDir(), "leaks.pb.gz")
+	d.mustCtl("leaks", "-o", "pprof", "-f", prof)
+	top, err := exec.Command("go", "tool", "pprof", "-top", prof).CombinedOutput()
+	require.NoError(t, err, "%s", top)
+	require.Contains(t, string(top), "driver.(*Registry).AttachClient", "the leaked references were taken attaching the user client")
+
 	// The application crashes: its user client must go, by itself, and the
 	// termination that waited for its close completes.
 	killed := time.Now()
