@@ -7,7 +7,7 @@ COUNT     ?= 1
 TESTFLAGS ?=
 export CGO_ENABLED = 1
 
-.PHONY: all deps build test vet bench fuzz demo clean
+.PHONY: all deps build test vet bench fuzz demo leakdemo clean
 
 all: build
 
@@ -51,8 +51,26 @@ fuzz: deps
 	  done; \
 	done
 
+# The main job on its embedded default: the daemon on a simulated bus, a USB
+# stick plugged, an application reading it and killed with SIGKILL, the stick
+# unplugged, the drivers unloaded, and the leak report (see internal/demo).
 demo: deps
+	@mkdir -p .cache/bin
+	$(GO) build -o .cache/bin/ ./cmd/drvctl ./examples/scsiapp
+	$(GO) run ./internal/demo -bin .cache/bin -scenarios testdata/scenarios
+
+# The refcount leak report on a program that leaks on purpose.
+leakdemo: deps
 	$(GO) run ./internal/leakdemo
 
 clean:
 	rm -f bench.txt
+
+# End-to-end tests in a QEMU guest (TCG) with real xHCI/usb-storage,
+# virtio-scsi/sg and dummy_hcd gadgets. The first run installs qemu-system-x86
+# and fetches Debian's current generic kernel and busybox-static into
+# E2E_CACHE (git-ignored); see e2e/doc.go.
+E2E_CACHE ?= $(or $(DRVKIT_E2E_CACHE),$(CURDIR)/.cache/e2e)
+.PHONY: e2e
+e2e: deps
+	DRVKIT_E2E_CACHE=$(E2E_CACHE) $(GO) test -tags e2e -count=1 -timeout 15m -v ./e2e/...

@@ -39,9 +39,13 @@ type Sim struct {
 	queue  []simEvent
 	done   chan struct{}
 	inject chan injection
-	once   sync.Once
-	closed bool
-	mu     sync.Mutex // guards closed against Close from another goroutine
+	// injected is the result channel of the injection whose events are
+	// being handed out, answered once they all have been (injErr).
+	injected chan error
+	injErr   error
+	once     sync.Once
+	closed   bool
+	mu       sync.Mutex // guards closed against Close from another goroutine
 }
 
 var _ Source = (*Sim)(nil)
@@ -67,8 +71,11 @@ type injection struct {
 // simulator, after the scenario's own steps, against the devices plugged so
 // far. It returns once every step has run (waits included) and its events
 // are queued for Next, or at the first step that makes no sense, such as
-// unplugging an empty port: the steps before it stay done. Inject needs
-// SimConfig.Live and someone calling Next.
+// unplugging an empty port: the steps before it stay done. Inject returns
+// only once Next has handed out every event of the batch and been called
+// again, so a consumer that handles each event before asking for the next
+// (as Bridge.Run does) has handled them all. Inject needs SimConfig.Live
+// and someone calling Next.
 func (s *Sim) Inject(ctx context.Context, sc *Scenario) error {
 	if !s.cfg.Live {
 		return &OpError{Op: "sim inject", Err: errors.New("simulator is not live (SimConfig.Live)")}
@@ -127,6 +134,10 @@ func (s *Sim) Next(ctx context.Context) (Event, error) {
 		if err := ctx.Err(); err != nil {
 			return Event{}, err
 		}
+		if len(s.queue) == 0 && s.injected != nil {
+			s.injected <- s.injErr
+			s.injected, s.injErr = nil, nil
+		}
 		if len(s.queue) > 0 {
 			se := s.queue[0]
 			s.queue = s.queue[1:]
@@ -138,7 +149,8 @@ func (s *Sim) Next(ctx context.Context) (Event, error) {
 			}
 			select {
 			case in := <-s.inject:
-				in.result <- s.runInjection(ctx, in)
+				s.injErr = s.runInjection(ctx, in)
+				s.injected = in.result
 				continue
 			case <-ctx.Done():
 				return Event{}, ctx.Err()

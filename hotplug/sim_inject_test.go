@@ -52,8 +52,14 @@ func TestSimInject(t *testing.T) {
 	defer cancel()
 	first, err := s.Next(ctx)
 	require.NoError(t, err)
-	require.NoError(t, <-injected)
+	select {
+	case err := <-injected:
+		t.Fatalf("Inject returned (%v) before its events were consumed", err)
+	default:
+	}
+	// Inject returns once every event was handed out and Next called again.
 	removes := append([]hotplug.Event{first}, drainLive(t, s)...)
+	require.NoError(t, <-injected)
 	for _, ev := range removes {
 		require.Contains(t, []hotplug.Action{hotplug.ActionRemove, hotplug.ActionUnbind}, ev.Action, ev.String())
 	}

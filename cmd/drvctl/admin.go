@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/refcount"
+)
+
+// Administrative operations, as the daemon serves them. Each takes its
+// arguments as JSON and returns a JSON-able result and optional raw bytes.
+// They are plain functions over the registry so they can be tested without
+// a socket.
+
+const (
+	opInspect   = "inspect"
+	opTerminate = "terminate"
+	opUnload    = "unload"
+	opLeaks     = "leaks"
+	opWhy       = "why"
+	opBlockers  = "blockers"
+)
+
+// ErrNoSuchService is returned for an ID the registry does not know.
+var errNoSuchService = errors.New("no such service")
+
+type idArgs struct {
+	ID uint64 `json:"id"`
+}
+
+type unloadArgs struct {
+	Driver  string        `json:"driver"`
+	Timeout time.Duration `json:"timeout"`
+}
+
+type leaksArgs struct {
+	Format string `json:"format"` // text, json, pprof
+	All    bool   `json:"all"`    // every live object, not only the leaked ones
+}
+
+// blockerEntry is one line of progress: a service and what keeps it.
+type blockerEntry struct {
+	Service string   `json:"service"`
+	What    string   `json:"what"`
+	Stacks  []string `json:"stacks"`
+}
+
+type terminateResult struct {
+	Service string `json:"service"`
+	Freed   bool   `json:"freed"`
+}
+
+type unloadResult struct {
+	Driver string `json:"driver"`
+}
+
+// findService returns the service with that ID, including one terminated
+// but not yet freed (the ones worth asking about), without taking a
+// reference: holding one would itself keep the service alive. Every use
+// below tolerates the service being freed meanwhile (a freed service has no
+// blockers, and terminating it again is a no-op).
+func findService(r *driver.Registry, id uint64) (*driver.Service, error) {
+	for _, s := range r.Services() {
+		if s.ID() == id {
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: id %d", errNoSuchService, id)
+}
+
+// adminTerminate terminates a service and waits for its free; past the
+// timeout it says what still holds it.
+func adminTerminate(ctx context.Context, r *driver.Registry, args idArgs, timeout time.Duration) (terminateResult, error) {
+	s, err := findService(r, args.ID)
+	if err != nil {
+		return terminateResult{}, err
+	}
+	name := s.String()
+	s.Terminate()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	select {
+	case <-s.Done():
+		return terminateResult{Service: name, Freed: true}, nil
+	case <-ctx.Done():
+	}
+	bl := s.Blockers()
+	if len(bl) == 0 { // freed just now
+		return terminateResult{Service: name, Freed: true}, nil
+	}
+	return terminateResult{Service: name}, &driver.BlockedError{Op: "terminate", Service: name, Blockers: bl, Cause: ctx.Err()}
+}
+
+func adminUnload(ctx context.Context, r *driver.Registry, args unloadArgs) (unloadResult, error) {
+	if args.Driver == "" {
+		return unloadResult{}, errors.New("unload: no driver named")
+	}
+	if args.Timeout <= 0 {
+		args.Timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, args.Timeout)
+	defer cancel()
+	if err := r.Unload(ctx, args.Driver); err != nil {
+		return unloadResult{Driver: args.Driver}, err
+	}
+	return unloadResult{Driver: args.Driver}, nil
+}
+
+// adminBlockers reports what keeps the instances of a driver (or, with no
+// driver, every terminated service) alive right now.
+func adminBlockers(r *driver.Registry, driverName string) []blockerEntry {
+	out := []blockerEntry{}
+	for _, s := range r.Services() {
+		if driverName != "" {
+			if p := s.Personality(); p == nil || p.Name != driverName {
+				continue
+			}
+		} else if s.State().Active {
+			continue
+		}
+		for _, b := range s.Blockers() {
+			out = append(out, blockerEntry{Service: b.Service, What: b.What, Stacks: append([]string{}, b.Stacks...)})
+		}
+	}
+	return out
+}
+
+// adminLeaks reports the objects that should be gone: every live traced
+// object except the active services of the registry (a terminated service
+// not yet freed, an object no service owns). With All, every live object.
+func adminLeaks(r *driver.Registry, args leaksArgs) ([]byte, error) {
+	objs := refcount.LiveObjects()
+	if !args.All {
+		active := map[uint64]bool{}
+		for _, s := range r.Services() {
+			if s.State().Active {
+				active[s.ID()] = true
+			}
+		}
+		kept := objs[:0]
+		for _, o := range objs {
+			if !active[o.ID()] {
+				kept = append(kept, o)
+			}
+		}
+		objs = kept
+	}
+	rep := refcount.NewReport(objs)
+	var b bytes.Buffer
+	var err error
+	switch args.Format {
+	case "", "text":
+		err = rep.WriteText(&b)
+	case "json":
+		err = rep.WriteJSON(&b)
+	case "pprof":
+		err = rep.WriteProfile(&b)
+	default:
+		return nil, fmt.Errorf("leaks: unknown format %q (want text, json or pprof)", args.Format)
+	}
+	return b.Bytes(), err
+}
+
+func adminWhy(r *driver.Registry, args idArgs) (string, error) {
+	s, err := findService(r, args.ID)
+	if err != nil {
+		return "", err
+	}
+	if !s.Traced() {
+		return "", fmt.Errorf("why: %s is not traced (start the daemon with --trace all or DRVKIT_REFTRACE=all)", s)
+	}
+	var b strings.Builder
+	st := s.State()
+	fmt.Fprintf(&b, "%s: retain %d, %s\n", s, s.RetainCount(), map[bool]string{true: "active", false: "terminated"}[st.Active])
+	chains := refcount.WhyAlive(&s.Object)
+	if len(chains) == 0 {
+		b.WriteString("  no chain from a root: held only through a cycle (see drvctl leaks)\n")
+	}
+	for _, c := range chains {
+		fmt.Fprintf(&b, "  %s\n", c.String())
+	}
+	return b.String(), nil
+}

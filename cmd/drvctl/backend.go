@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"sync"
+
+	"github.com/drvkit/drvkit/userclient"
+)
+
+// monitorClass is the class of the pseudo-service `drvctl monitor` opens:
+// not a registry service, but opening it through the ordinary userclient
+// path gives the monitor stream the same authentication, policy, bounded
+// queue and crash cleanup as any user client.
+const (
+	monitorClass            = "DrvkitMonitor"
+	monitorID               = math.MaxUint64 // never a registry ID
+	monitorNote             = "MonitorEvent"
+	monitorNotificationType = userclient.NotificationType(monitorNote)
+)
+
+// daemonBackend is the registry backend plus the monitor pseudo-service.
+type daemonBackend struct {
+	*userclient.RegistryBackend
+	hub *monitorHub
+}
+
+var _ userclient.Backend = (*daemonBackend)(nil)
+
+var monitorInfo = userclient.ServiceInfo{ID: monitorID, Class: monitorClass, Name: "monitor"}
+
+func (b *daemonBackend) Lookup(m userclient.Match) ([]userclient.ServiceInfo, error) {
+	if m.Class == monitorClass || m.ID == monitorID {
+		if m.Matches(monitorInfo) {
+			return []userclient.ServiceInfo{monitorInfo}, nil
+		}
+		return nil, nil
+	}
+	return b.RegistryBackend.Lookup(m)
+}
+
+func (b *daemonBackend) Open(ctx context.Context, id uint64, req userclient.OpenRequest) (userclient.Session, error) {
+	if id != monitorID {
+		return b.RegistryBackend.Open(ctx, id, req)
+	}
+	s := &monitorSession{}
+	s.cancel = b.hub.subscribe(func(e monitorEvent) {
+		data, err := json.Marshal(e)
+		if err != nil {
+			return
+		}
+		req.Notify(userclient.Notification{Type: monitorNotificationType, Service: monitorID, Data: data})
+	})
+	return s, nil
+}
+
+// monitorSession is one open monitor stream.
+type monitorSession struct {
+	once   sync.Once
+	cancel func()
+}
+
+func (s *monitorSession) Info() userclient.ServiceInfo { return monitorInfo }
+func (s *monitorSession) ClientID() uint64             { return 0 }
+func (s *monitorSession) Call(context.Context, string, []byte) ([]byte, error) {
+	return nil, userclient.ErrNoMethod
+}
+func (s *monitorSession) Close() error { s.once.Do(s.cancel); return nil }
+func (s *monitorSession) ClientDied()  { s.once.Do(s.cancel) }

@@ -1,0 +1,346 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/drvkit/drvkit/userclient"
+)
+
+// The client commands: each dials the daemon, makes one administrative call
+// (monitor opens a stream), and renders the answer.
+
+func init() {
+	register(&command{name: "inspect", summary: "show the registry as a tree (like ioreg)", setup: setupInspect})
+	register(&command{name: "unload", args: "DRIVER", summary: "terminate every instance of a driver and unload it", setup: setupUnload})
+	register(&command{name: "terminate", args: "ID", summary: "terminate one service and wait until it is freed", setup: setupTerminate})
+	register(&command{name: "leaks", summary: "report outstanding references (text, json, pprof)", setup: setupLeaks})
+	register(&command{name: "why", args: "ID", summary: "show the chains of holders keeping a service alive", setup: setupWhy})
+	register(&command{name: "monitor", summary: "print kernel uevents and lifecycle steps as they happen", setup: setupMonitor})
+	register(&command{name: "sim", args: "STEP...", summary: "run scenario steps on a daemon's simulated bus (e.g. 'unplug 2-1')", setup: setupSim})
+}
+
+// errDaemon wraps a failure to reach the daemon with the socket it tried.
+type daemonError struct {
+	path string
+	err  error
+}
+
+func (e *daemonError) Error() string {
+	cause := e.err
+	var errno syscall.Errno
+	if errors.As(e.err, &errno) {
+		cause = errno // the root cause, without the layers that wrapped it
+	}
+	return fmt.Sprintf("cannot reach the drvkit daemon at %s: %v (is 'drvctl serve' running? --socket or DRVCTL_SOCKET choose the path)", e.path, cause)
+}
+func (e *daemonError) Unwrap() error { return e.err }
+
+func dial(ctx context.Context, path string) (*userclient.Client, error) {
+	c, err := userclient.Dial(ctx, path, userclient.WithClientName("drvctl"))
+	if err != nil {
+		return nil, &daemonError{path: path, err: err}
+	}
+	return c, nil
+}
+
+// call makes one administrative call and decodes its JSON result into res
+// (if not nil); it returns the raw data part.
+func call(ctx context.Context, path, op string, args, res any) ([]byte, error) {
+	c, err := dial(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	out, data, err := c.Admin(ctx, op, args, nil)
+	if err != nil {
+		return nil, err
+	}
+	if res != nil && len(out) > 0 {
+		if err := json.Unmarshal(out, res); err != nil {
+			return nil, fmt.Errorf("daemon sent a malformed %s answer: %w", op, err)
+		}
+	}
+	return data, nil
+}
+
+func parseID(args []string) (uint64, error) {
+	if len(args) != 1 {
+		return 0, usagef("want exactly one service ID, got %d arguments", len(args))
+	}
+	id, err := strconv.ParseUint(args[0], 10, 64)
+	if err != nil || id == 0 {
+		return 0, usagef("%q is not a service ID (see drvctl inspect)", args[0])
+	}
+	return id, nil
+}
+
+func noArgs(args []string) error {
+	if len(args) > 0 {
+		return usagef("unexpected arguments %q", args)
+	}
+	return nil
+}
+
+func setupInspect(fs *flag.FlagSet, e *env) func([]string) error {
+	sock := socketFlag(fs, e)
+	long := fs.Bool("l", false, "show every service's properties")
+	format := outputFlag(fs, "text", "json", "dot")
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		f, err := format()
+		if err != nil {
+			return err
+		}
+		var doc inspectDoc
+		if _, err := call(context.Background(), sock(), opInspect, nil, &doc); err != nil {
+			return err
+		}
+		switch f {
+		case "json":
+			return writeJSON(e.stdout, &doc)
+		case "dot":
+			return writeDOT(e.stdout, &doc)
+		}
+		return writeTree(e.stdout, &doc, *long)
+	}
+}
+
+func setupUnload(fs *flag.FlagSet, e *env) func([]string) error {
+	sock := socketFlag(fs, e)
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for every instance to be freed")
+	return func(args []string) error {
+		if len(args) != 1 {
+			return usagef("want exactly one driver name, got %d arguments", len(args))
+		}
+		return unload(sock(), args[0], *timeout, e.stdout)
+	}
+}
+
+// unload runs the unload call and, while it waits, shows what still
+// blocks: redrawn in place on a terminal, as plain lines when they change
+// otherwise.
+func unload(path, name string, timeout time.Duration, w io.Writer) error {
+	ctx := context.Background()
+	c, err := dial(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := c.Admin(ctx, opUnload, unloadArgs{Driver: name, Timeout: timeout}, nil)
+		done <- err
+	}()
+	tty := isTerminal(w)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var last string
+	drawn := 0
+	for {
+		select {
+		case err := <-done:
+			if tty && drawn > 0 {
+				fmt.Fprintf(w, "\x1b[%dA\x1b[J", drawn)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "unloaded %s: every instance freed\n", name)
+			return nil
+		case <-tick.C:
+			var bl []blockerEntry
+			out, _, err := c.Admin(ctx, opBlockers, unloadArgs{Driver: name}, nil)
+			if err != nil || json.Unmarshal(out, &bl) != nil || len(bl) == 0 {
+				continue
+			}
+			var b strings.Builder
+			fmt.Fprintf(&b, "waiting for %s:\n", name)
+			for _, x := range bl {
+				fmt.Fprintf(&b, "  %s: %s\n", x.Service, x.What)
+			}
+			text := b.String()
+			if text == last {
+				continue
+			}
+			if tty && drawn > 0 {
+				fmt.Fprintf(w, "\x1b[%dA\x1b[J", drawn)
+			}
+			io.WriteString(w, text)
+			last, drawn = text, strings.Count(text, "\n")
+		}
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func setupTerminate(fs *flag.FlagSet, e *env) func([]string) error {
+	sock := socketFlag(fs, e)
+	return func(args []string) error {
+		id, err := parseID(args)
+		if err != nil {
+			return err
+		}
+		var res terminateResult
+		if _, err := call(context.Background(), sock(), opTerminate, idArgs{ID: id}, &res); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "terminated %s: freed\n", res.Service)
+		return nil
+	}
+}
+
+func setupLeaks(fs *flag.FlagSet, e *env) func([]string) error {
+	sock := socketFlag(fs, e)
+	format := outputFlag(fs, "text", "json", "pprof")
+	out := fs.String("f", "", "write to `file` instead of standard output (pprof: open it with go tool pprof -http=: FILE)")
+	all := fs.Bool("all", false, "report every live object, not only those that should be gone (terminated services not yet freed, objects no active service owns)")
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		f, err := format()
+		if err != nil {
+			return err
+		}
+		data, err := call(context.Background(), sock(), opLeaks, leaksArgs{Format: f, All: *all}, nil)
+		if err != nil {
+			return err
+		}
+		if *out != "" {
+			return os.WriteFile(*out, data, 0o644)
+		}
+		if f == "pprof" && isTerminal(e.stdout) {
+			return usagef("a pprof profile is binary: use -f FILE or redirect standard output")
+		}
+		_, err = e.stdout.Write(data)
+		return err
+	}
+}
+
+func setupWhy(fs *flag.FlagSet, e *env) func([]string) error {
+	sock := socketFlag(fs, e)
+	return func(args []string) error {
+		id, err := parseID(args)
+		if err != nil {
+			return err
+		}
+		data, err := call(context.Background(), sock(), opWhy, idArgs{ID: id}, nil)
+		if err != nil {
+			return err
+		}
+		_, err = e.stdout.Write(data)
+		return err
+	}
+}
+
+func setupSim(fs *flag.FlagSet, e *env) func([]string) error {
+	sock := socketFlag(fs, e)
+	file := fs.String("f", "", "read the steps from a scenario `file` (after any given as arguments)")
+	return func(args []string) error {
+		steps := strings.Join(args, "\n")
+		if *file != "" {
+			b, err := os.ReadFile(*file)
+			if err != nil {
+				return err
+			}
+			steps += "\n" + string(b)
+		}
+		if strings.TrimSpace(steps) == "" {
+			return usagef("want scenario steps, e.g. 'unplug 2-1', or -f FILE")
+		}
+		_, err := call(context.Background(), sock(), opSim, simArgs{Steps: steps + "\n"}, nil)
+		return err
+	}
+}
+
+func setupMonitor(fs *flag.FlagSet, e *env) func([]string) error {
+	sock := socketFlag(fs, e)
+	withEnv := fs.Bool("env", false, "print each kernel event's properties")
+	format := outputFlag(fs, "text", "json")
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		f, err := format()
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return monitor(ctx, sock(), f == "json", *withEnv, e.stdout)
+	}
+}
+
+// monitor prints events until ctx ends (nil) or the daemon goes away (an
+// error saying so).
+func monitor(ctx context.Context, path string, asJSON, withEnv bool, w io.Writer) error {
+	c, err := dial(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	h, err := c.Open(ctx, userclient.Match{Class: monitorClass})
+	if err != nil {
+		return fmt.Errorf("opening the monitor: %w", err)
+	}
+	notes := h.Notifications()
+	if !asJSON {
+		fmt.Fprintln(w, "monitor will print the received events for:\nKERNEL - the kernel uevent\nLIFECYCLE - a step of a service's lifecycle")
+		fmt.Fprintln(w)
+	}
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case n, ok := <-notes:
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				if err := c.Err(); err != nil {
+					return fmt.Errorf("monitor ended: %w", err)
+				}
+				return errors.New("monitor ended: the daemon closed the stream")
+			}
+			if n.Type != monitorNotificationType {
+				continue
+			}
+			var ev monitorEvent
+			if err := json.Unmarshal(n.Data, &ev); err != nil {
+				return fmt.Errorf("daemon sent a malformed monitor event: %w", err)
+			}
+			if asJSON {
+				if err := enc.Encode(&ev); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := writeMonitorLine(w, &ev, withEnv); err != nil {
+				return err
+			}
+		}
+	}
+}

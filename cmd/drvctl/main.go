@@ -1,0 +1,183 @@
+// Command drvctl is drvkit's daemon and command-line tool.
+//
+//	drvctl serve [--sim FILE]       run the daemon (netlink + coldplug, or a simulated bus)
+//	drvctl inspect [-l] [-o FMT]    the registry as a tree (text, json, dot)
+//	drvctl monitor [--env] [-o FMT] live kernel uevents and lifecycle steps
+//	drvctl unload DRIVER            terminate every instance of a driver and unload it
+//	drvctl terminate ID             terminate one service
+//	drvctl leaks [-o FMT]           outstanding references (text, json, pprof)
+//	drvctl why ID                   the chains of holders keeping a service alive
+//
+// Every command but serve talks to the daemon over its Unix socket:
+// --socket, else $DRVCTL_SOCKET, else /run/drvkit/drvkit.sock for root and
+// $XDG_RUNTIME_DIR/drvkit.sock for anyone else.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Exit codes: 0 success, 1 the operation failed, 2 the command line is wrong.
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
+
+// errUsage marks an error in how drvctl was called; run prints the
+// command's usage after it and exits 2.
+var errUsage = errors.New("usage")
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Unwrap() error { return errUsage }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// env is what a command may touch of the outside world, so tests can run
+// commands in-process.
+type env struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	uid            int
+}
+
+type command struct {
+	name    string
+	args    string // the positional arguments, for usage
+	summary string
+	// setup declares the command's flags on fs and returns the function
+	// that runs it once fs has parsed the command line.
+	setup func(fs *flag.FlagSet, e *env) func(args []string) error
+}
+
+var commands = map[string]*command{}
+
+func register(c *command) { commands[c.name] = c }
+
+func main() {
+	os.Exit(run(os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, uid: os.Getuid()}))
+}
+
+func run(args []string, e *env) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		writeUsage(e.stderr)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(e.stderr, "drvctl: unknown command %q\n\n", args[0])
+		writeUsage(e.stderr)
+		return exitUsage
+	}
+	fs := flag.NewFlagSet("drvctl "+c.name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "usage: drvctl %s [flags] %s\n  %s\n\nflags:\n", c.name, c.args, c.summary)
+		fs.PrintDefaults()
+	}
+	exec := c.setup(fs, e)
+	positional, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage // flag has printed the error and the usage
+	}
+	err = exec(positional)
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(e.stderr, "drvctl %s: %v\n", c.name, err)
+		fs.Usage()
+		return exitUsage
+	default:
+		fmt.Fprintf(e.stderr, "drvctl %s: %v\n", c.name, err)
+		return exitFail
+	}
+}
+
+// parseInterspersed parses flags wherever they stand among the positional
+// arguments (drvctl why 12 --socket S), as users of ip and systemctl
+// expect; everything after "--" is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		consumed := len(args) - fs.NArg()
+		if consumed > 0 && args[consumed-1] == "--" {
+			return append(positional, fs.Args()...), nil
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}
+
+func writeUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: drvctl COMMAND [flags] [args]\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		c := commands[n]
+		fmt.Fprintf(w, "  %-10s %s\n", n, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'drvctl COMMAND -h' for a command's flags.")
+}
+
+// socketFlag declares --socket on fs and returns the resolved path getter.
+func socketFlag(fs *flag.FlagSet, e *env) func() string {
+	p := fs.String("socket", "", "daemon socket `path` (default $DRVCTL_SOCKET, else /run/drvkit/drvkit.sock as root, $XDG_RUNTIME_DIR/drvkit.sock otherwise)")
+	return func() string { return socketPath(*p, e) }
+}
+
+func socketPath(flagValue string, e *env) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if v := e.getenv("DRVCTL_SOCKET"); v != "" {
+		return v
+	}
+	if e.uid == 0 {
+		return "/run/drvkit/drvkit.sock"
+	}
+	if d := e.getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "drvkit.sock")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("drvkit-%d.sock", e.uid))
+}
+
+// outputFlag declares -o with the allowed formats; the first is the default.
+func outputFlag(fs *flag.FlagSet, formats ...string) func() (string, error) {
+	o := fs.String("o", formats[0], "output `format`: "+strings.Join(formats, ", "))
+	return func() (string, error) {
+		for _, f := range formats {
+			if *o == f {
+				return f, nil
+			}
+		}
+		return "", usagef("unknown output format %q (want %s)", *o, strings.Join(formats, ", "))
+	}
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/hotplug"
+)
+
+// monitorHub fans kernel uevents and lifecycle steps out to `drvctl monitor`
+// subscribers. Subscribers must not block: the daemon's subscribers hand
+// events to userclient, which disconnects a client that stops reading
+// rather than waiting for it, so a stalled monitor never slows the registry.
+type monitorHub struct {
+	clock monoClock
+
+	mu   sync.Mutex
+	next int
+	subs map[int]func(monitorEvent)
+}
+
+func newMonitorHub() *monitorHub {
+	return &monitorHub{clock: newMonoClock(), subs: map[int]func(monitorEvent){}}
+}
+
+// subscribe calls f for every event, in order, until cancel.
+func (h *monitorHub) subscribe(f func(monitorEvent)) (cancel func()) {
+	h.mu.Lock()
+	id := h.next
+	h.next++
+	h.subs[id] = f
+	h.mu.Unlock()
+	return func() {
+		h.mu.Lock()
+		delete(h.subs, id)
+		h.mu.Unlock()
+	}
+}
+
+// publish delivers e to every subscriber. It holds the lock while calling
+// them so that each sees events in one order.
+func (h *monitorHub) publish(e monitorEvent) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, f := range h.subs {
+		f(e)
+	}
+}
+
+func (h *monitorHub) lifecycle(ev driver.LifecycleEvent) {
+	e := monitorEvent{Kind: "lifecycle", Time: h.clock.at(ev.Time), Step: ev.Step.String(),
+		ServiceID: ev.ServiceID, Class: ev.Class, Name: ev.Name, Detail: ev.Err}
+	if ev.Step == driver.StepAttach || ev.Step == driver.StepDetach {
+		e.Detail = "provider " + itoa(ev.ProviderID)
+	}
+	h.publish(e)
+}
+
+func (h *monitorHub) kernel(ev *hotplug.Event, received time.Time) {
+	e := monitorEvent{Kind: "kernel", Time: h.clock.at(received), Action: ev.Action.String(),
+		Devpath: ev.DevPath, Subsystem: ev.Subsystem, Seqnum: ev.Seqnum, Env: map[string]string{}}
+	for k, v := range ev.Env() {
+		e.Env[k] = v
+	}
+	h.publish(e)
+}
+
+// monoClock turns Go times into seconds on CLOCK_MONOTONIC, the clock
+// udevadm monitor prints, so our lines sort with the kernel's.
+type monoClock struct {
+	base  time.Time
+	since float64
+}
+
+func newMonoClock() monoClock {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return monoClock{base: time.Now(), since: float64(ts.Sec) + float64(ts.Nsec)/1e9}
+}
+
+func (c monoClock) at(t time.Time) float64 { return c.since + t.Sub(c.base).Seconds() }
+
+func itoa(v uint64) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			return string(b[i:])
+		}
+	}
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// golden compares got with testdata/name, or rewrites it under -update.
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		require.NoError(t, os.WriteFile(path, got, 0o644))
+		return
+	}
+	want, err := os.ReadFile(path)
+	require.NoError(t, err, "golden file missing: run go test -update")
+	require.Equal(t, string(want), string(got), "output differs from %s (go test -update rewrites it)", path)
+}
+
+func loadFixture(t *testing.T) *inspectDoc {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", "registry.json"))
+	require.NoError(t, err)
+	var d inspectDoc
+	require.NoError(t, json.Unmarshal(raw, &d))
+	return &d
+}
+
+func TestRenderGolden(t *testing.T) {
+	tests := []struct {
+		golden string
+		render func(*bytes.Buffer, *inspectDoc) error
+	}{
+		{"inspect.txt", func(b *bytes.Buffer, d *inspectDoc) error { return writeTree(b, d, false) }},
+		{"inspect-l.txt", func(b *bytes.Buffer, d *inspectDoc) error { return writeTree(b, d, true) }},
+		{"inspect.json", func(b *bytes.Buffer, d *inspectDoc) error { return writeJSON(b, d) }},
+		{"inspect.dot", func(b *bytes.Buffer, d *inspectDoc) error { return writeDOT(b, d) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.golden, func(t *testing.T) {
+			var b bytes.Buffer
+			require.NoError(t, tt.render(&b, loadFixture(t)))
+			golden(t, tt.golden, b.Bytes())
+		})
+	}
+}
+
+// TestJSONTypesStable: a document with nothing in it still has every field,
+// with the same JSON type as a full one.
+func TestJSONTypesStable(t *testing.T) {
+	var b bytes.Buffer
+	require.NoError(t, writeJSON(&b, &inspectDoc{SchemaVersion: inspectSchemaVersion, Services: []serviceEntry{{ID: 1}}}))
+	var v struct {
+		Services []map[string]any `json:"services"`
+	}
+	require.NoError(t, json.Unmarshal(b.Bytes(), &v))
+	s := v.Services[0]
+	for _, k := range []string{"providers", "clients", "open_by"} {
+		require.IsType(t, []any{}, s[k], k)
+	}
+	require.IsType(t, map[string]any{}, s["properties"])
+	require.IsType(t, "", s["driver"])
+}
+
+func TestDOTParsesWithGraphviz(t *testing.T) {
+	dot, err := exec.LookPath("dot")
+	if err != nil {
+		t.Skip("graphviz not installed (make deps installs it)")
+	}
+	var b bytes.Buffer
+	require.NoError(t, writeDOT(&b, loadFixture(t)))
+	cmd := exec.Command(dot, "-Tsvg")
+	cmd.Stdin = &b
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "dot rejected our output: %s", out)
+	require.Contains(t, string(out), "<svg")
+}
+
+func TestMonitorLines(t *testing.T) {
+	events := []monitorEvent{
+		{Kind: "kernel", Time: 1234.5678901, Action: "remove", Devpath: "/devices/pci0000:00/0000:00:04.0/usb2/2-1", Subsystem: "usb",
+			Env: map[string]string{"ACTION": "remove", "SUBSYSTEM": "usb", "PRODUCT": "46f4/1/0", "SEQNUM": "2061"}},
+		{Kind: "lifecycle", Time: 1234.567901, Step: "stop", ServiceID: 12, Class: "USBInterface", Name: "2-1:1.0"},
+		{Kind: "lifecycle", Time: 1234.568, Step: "free", ServiceID: 13, Class: "UserClient", Detail: "pid 4242"},
+	}
+	var plain, env bytes.Buffer
+	for i := range events {
+		require.NoError(t, writeMonitorLine(&plain, &events[i], false))
+		require.NoError(t, writeMonitorLine(&env, &events[i], true))
+	}
+	golden(t, "monitor.txt", plain.Bytes())
+	golden(t, "monitor-env.txt", env.Bytes())
+}

@@ -1,0 +1,423 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/driver/scsi/sg"
+	"github.com/drvkit/drvkit/driver/usb"
+	"github.com/drvkit/drvkit/driver/usb/usbstorage"
+	"github.com/drvkit/drvkit/driver/usb/usbtest"
+	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/refcount"
+	"github.com/drvkit/drvkit/userclient"
+)
+
+const opSim = "sim"
+
+func init() {
+	register(&command{name: "serve", summary: "run the daemon: registry, hotplug, user clients", setup: setupServe})
+}
+
+type serveOptions struct {
+	socket       string
+	sim          string
+	drivers      string
+	logFormat    string
+	logLevel     string
+	trace        string
+	socketGroup  int
+	allowUIDs    string
+	allowGIDs    string
+	adminGIDs    string
+	anyUser      bool
+	termTimeout  time.Duration
+	closeTimeout time.Duration
+}
+
+func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
+	var o serveOptions
+	sock := socketFlag(fs, e)
+	fs.StringVar(&o.sim, "sim", "", "run on a simulated bus replaying this scenario `file` (see hotplug/testdata/scenarios)")
+	fs.StringVar(&o.drivers, "drivers", "", "comma-separated `drivers` to load: usbstorage, sg (default: sg on real hardware — usbstorage detaches the kernel's usb-storage — and both on a simulated bus)")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
+	fs.StringVar(&o.trace, "trace", "all", "reference tracing: all, off, or comma-separated `classes` (overrides DRVKIT_REFTRACE)")
+	fs.IntVar(&o.socketGroup, "socket-gid", -1, "group `gid` of the socket file (mode 0660); -1 keeps the daemon's group")
+	fs.StringVar(&o.allowUIDs, "allow-uids", "", "comma-separated `uids` that may open services (root always may)")
+	fs.StringVar(&o.allowGIDs, "allow-gids", "", "comma-separated `gids` whose members may open services")
+	fs.StringVar(&o.adminGIDs, "admin-gids", "", "comma-separated `gids` whose members may make administrative calls (root always may)")
+	fs.BoolVar(&o.anyUser, "any-user", false, "let anyone who can reach the socket open services")
+	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long `drvctl terminate` waits for the free")
+	fs.DurationVar(&o.closeTimeout, "shutdown-timeout", 15*time.Second, "how long shutdown waits for every service to be freed")
+	return func(args []string) error {
+		if len(args) > 0 {
+			return usagef("serve takes no arguments, got %q", args)
+		}
+		o.socket = sock()
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return serve(ctx, o, e.stderr, nil)
+	}
+}
+
+// daemon is everything `drvctl serve` runs.
+type daemon struct {
+	opts   serveOptions
+	log    *slog.Logger
+	reg    *driver.Registry
+	hub    *monitorHub
+	usb    usb.Backend
+	sim    *hotplug.Sim // nil on real hardware
+	bridge *hotplug.Bridge
+	srv    *userclient.Server
+}
+
+// serve runs the daemon until ctx ends, then shuts down in order: clients
+// first (each gets ClientDied), then the event source and the bridge, then
+// every service terminated leaf first, then kernel drivers re-attached. It
+// fails if anything leaked. ready, if not nil, is called once the socket
+// accepts connections (tests use it).
+func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*daemon)) (err error) {
+	log, err := newLogger(stderr, o.logFormat, o.logLevel)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if err := applyTrace(o.trace); err != nil {
+		return usagef("%v", err)
+	}
+	// A broken reference rule is a bug in a driver: report it loudly but
+	// keep serving everyone else.
+	prevHandler := refcount.SetErrorHandler(func(e *refcount.Error) { log.Error("reference error", "err", e.Error()) })
+	defer refcount.SetErrorHandler(prevHandler)
+
+	policy, err := buildPolicy(o)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	drivers := o.drivers
+	if drivers == "" {
+		drivers = "sg"
+		if o.sim != "" {
+			drivers = "usbstorage,sg"
+		}
+	}
+
+	d := &daemon{opts: o, log: log, hub: newMonitorHub()}
+	d.reg = driver.NewRegistry(driver.WithLogger(log))
+	cancelLifecycle := d.reg.SubscribeLifecycle(d.hub.lifecycle)
+
+	var src hotplug.Source
+	var sysfsRoot string
+	var simBusSrc *simBus
+	if o.sim != "" {
+		sc, err := loadScenario(o.sim)
+		if err != nil {
+			cancelLifecycle()
+			_ = d.reg.Close(context.Background())
+			return err
+		}
+		sysfsRoot, err = os.MkdirTemp("", "drvkit-sim-sysfs-")
+		if err != nil {
+			cancelLifecycle()
+			_ = d.reg.Close(context.Background())
+			return err
+		}
+		defer os.RemoveAll(sysfsRoot)
+		d.sim, err = hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: sysfsRoot, Live: true})
+		if err != nil {
+			cancelLifecycle()
+			_ = d.reg.Close(context.Background())
+			return err
+		}
+		fake := usbtest.New()
+		d.usb = fake
+		simBusSrc = newSimBus(d.sim, fake, sysfsRoot)
+		src = simBusSrc
+	} else {
+		d.usb = usb.NewGousb()
+		nl, err := hotplug.NewNetlink(hotplug.NetlinkConfig{Coldplug: true})
+		if err != nil {
+			cancelLifecycle()
+			_ = d.reg.Close(context.Background())
+			return fmt.Errorf("kernel uevents: %w", err)
+		}
+		src = nl
+	}
+	src = &monitoredSource{Source: src, hub: d.hub}
+
+	for _, name := range strings.Split(drivers, ",") {
+		var p driver.Personality
+		switch strings.TrimSpace(name) {
+		case "":
+			continue
+		case usbstorage.Name:
+			p = usbstorage.Personality(d.usb)
+		case sg.Name:
+			if simBusSrc != nil {
+				p = sg.Personality(simBusSrc.openSG)
+			} else {
+				p = sg.Personality(nil)
+			}
+		default:
+			src.Close()
+			cancelLifecycle()
+			_ = d.reg.Close(context.Background())
+			return usagef("unknown driver %q (have usbstorage, sg)", name)
+		}
+		if err := d.reg.RegisterPersonality(p); err != nil {
+			log.Error("register personality", "driver", name, "err", err)
+		}
+	}
+
+	d.srv, err = userclient.Listen(&daemonBackend{RegistryBackend: userclient.NewRegistryBackend(d.reg), hub: d.hub}, userclient.Config{
+		Path: o.socket, GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log,
+		OnDisconnect: func(c userclient.Cred, reason error) {
+			log.Debug("client disconnected", "pid", c.PID, "uid", c.UID, "reason", reason)
+		},
+	})
+	if err != nil {
+		src.Close()
+		cancelLifecycle()
+		_ = d.reg.Close(context.Background())
+		return fmt.Errorf("socket %s: %w", o.socket, err)
+	}
+
+	d.bridge = hotplug.NewBridge(d.reg, hotplug.BridgeConfig{SysfsRoot: sysfsRoot, Logger: log})
+	runCtx, stopRun := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := d.bridge.Run(runCtx, src); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, hotplug.ErrClosed) {
+			log.Error("event source ended", "err", err)
+		}
+	}()
+	log.Info("serving", "socket", o.socket, "sim", o.sim, "drivers", drivers)
+	if ready != nil {
+		ready(d)
+	}
+
+	<-ctx.Done()
+	log.Info("shutting down")
+
+	// Clients first: their user clients are terminated and release their
+	// providers, so no termination below waits on an application.
+	_ = d.srv.Close()
+	stopRun()
+	src.Close()
+	wg.Wait()
+	_ = d.bridge.Close()
+	cancelLifecycle()
+	closeCtx, cancel := context.WithTimeout(context.Background(), o.closeTimeout)
+	defer cancel()
+	closeErr := d.reg.Close(closeCtx)
+	if err := d.usb.ReattachAll(); err != nil {
+		log.Error("re-attaching kernel drivers", "err", err)
+	}
+	_ = d.usb.Close()
+	if closeErr != nil {
+		return fmt.Errorf("shutdown: %w", closeErr)
+	}
+	if live := refcount.Live(); len(live) > 0 {
+		fmt.Fprintln(stderr, "drvctl serve: objects leaked at shutdown:")
+		_ = refcount.WriteText(stderr)
+		return fmt.Errorf("shutdown: %d classes have live objects", len(live))
+	}
+	log.Info("shutdown complete: every service freed, nothing leaked")
+	return nil
+}
+
+// monitoredSource copies every event to the monitor before the bridge sees it.
+type monitoredSource struct {
+	hotplug.Source
+	hub *monitorHub
+}
+
+func (m *monitoredSource) Next(ctx context.Context) (hotplug.Event, error) {
+	ev, err := m.Source.Next(ctx)
+	if err == nil {
+		m.hub.kernel(&ev, time.Now())
+	}
+	return ev, err
+}
+
+func loadScenario(path string) (*hotplug.Scenario, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("scenario: %w", err)
+	}
+	defer f.Close()
+	return hotplug.ParseScenario(filepath.Base(path), f)
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+func applyTrace(spec string) error {
+	switch spec {
+	case "", "all":
+		refcount.TraceAll()
+	case "off":
+		refcount.TraceOff()
+	default:
+		var classes []string
+		for _, c := range strings.Split(spec, ",") {
+			if c = strings.TrimSpace(c); c != "" {
+				classes = append(classes, c)
+			}
+		}
+		if len(classes) == 0 {
+			return fmt.Errorf("--trace %q names no class", spec)
+		}
+		refcount.Trace(classes...)
+	}
+	return nil
+}
+
+func parseIDs(flagName, list string) ([]uint32, error) {
+	var out []uint32
+	for _, f := range strings.Split(list, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(f, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %q is not a numeric id", flagName, f)
+		}
+		out = append(out, uint32(n))
+	}
+	return out, nil
+}
+
+func buildPolicy(o serveOptions) (userclient.Policy, error) {
+	var p userclient.Policy
+	uids, err := parseIDs("allow-uids", o.allowUIDs)
+	if err != nil {
+		return p, err
+	}
+	gids, err := parseIDs("allow-gids", o.allowGIDs)
+	if err != nil {
+		return p, err
+	}
+	admin, err := parseIDs("admin-gids", o.adminGIDs)
+	if err != nil {
+		return p, err
+	}
+	p.AdminGIDs = admin
+	if o.anyUser || len(uids) > 0 || len(gids) > 0 {
+		p.Rules = append(p.Rules, userclient.Rule{AnyUser: o.anyUser, UIDs: uids, GIDs: gids})
+	}
+	// The monitor shows every device and client: administrators only.
+	if len(admin) > 0 {
+		p.Rules = append(p.Rules, userclient.Rule{GIDs: admin, Classes: []string{monitorClass}})
+	}
+	return p, nil
+}
+
+// admin serves the administrative calls; the server has checked the policy.
+func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, args json.RawMessage, _ []byte) (any, []byte, error) {
+	decode := func(v any) error {
+		if len(args) == 0 {
+			return nil
+		}
+		if err := json.Unmarshal(args, v); err != nil {
+			return fmt.Errorf("%s: bad arguments: %w", op, err)
+		}
+		return nil
+	}
+	d.log.Info("admin call", "op", op, "pid", cred.PID, "uid", cred.UID)
+	switch op {
+	case opInspect:
+		return inspectRegistry(d.reg), nil, nil
+	case opTerminate:
+		var a idArgs
+		if err := decode(&a); err != nil {
+			return nil, nil, err
+		}
+		res, err := adminTerminate(ctx, d.reg, a, d.opts.termTimeout)
+		return res, nil, err
+	case opUnload:
+		var a unloadArgs
+		if err := decode(&a); err != nil {
+			return nil, nil, err
+		}
+		res, err := adminUnload(ctx, d.reg, a)
+		return res, nil, err
+	case opBlockers:
+		var a unloadArgs
+		if err := decode(&a); err != nil {
+			return nil, nil, err
+		}
+		return adminBlockers(d.reg, a.Driver), nil, nil
+	case opLeaks:
+		var a leaksArgs
+		if err := decode(&a); err != nil {
+			return nil, nil, err
+		}
+		out, err := adminLeaks(d.reg, a)
+		return nil, out, err
+	case opWhy:
+		var a idArgs
+		if err := decode(&a); err != nil {
+			return nil, nil, err
+		}
+		text, err := adminWhy(d.reg, a)
+		return nil, []byte(text), err
+	case opSim:
+		var a simArgs
+		if err := decode(&a); err != nil {
+			return nil, nil, err
+		}
+		return nil, nil, d.inject(ctx, a.Steps)
+	}
+	return nil, nil, fmt.Errorf("unknown administrative operation %q", op)
+}
+
+type simArgs struct {
+	Steps string `json:"steps"`
+}
+
+// inject runs scenario steps on the simulated bus and waits until the
+// registry has followed them (drivers started or terminated).
+func (d *daemon) inject(ctx context.Context, steps string) error {
+	if d.sim == nil {
+		return errors.New("sim: the daemon is not running on a simulated bus (serve --sim)")
+	}
+	frag, err := hotplug.ParseScenarioFragment("drvctl sim", steps)
+	if err != nil {
+		return err
+	}
+	// Inject returns once the bridge has handled every event; Flush waits
+	// for the publications those events queued.
+	if err := d.sim.Inject(ctx, frag); err != nil {
+		return err
+	}
+	return d.bridge.Flush(ctx)
+}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"strings"
+	"sync"
+
+	"github.com/drvkit/drvkit/driver/scsi"
+	"github.com/drvkit/drvkit/driver/scsi/scsitest"
+	"github.com/drvkit/drvkit/driver/usb/usbtest"
+	"github.com/drvkit/drvkit/hotplug"
+)
+
+// simBus gives the devices of a simulated bus something to talk to: when
+// the simulator plugs a USB device with a mass-storage interface, a fake
+// USB device with a bulk-only in-memory disk appears in the fake USB
+// backend at the same bus and address, before the bridge publishes its nub;
+// when it is unplugged, the fake device goes too, failing in-flight
+// transfers as a real unplug does. SCSI disks get an in-memory disk behind
+// their sg node. Disks are kept per serial number (per HCTL for SCSI), so a
+// replugged stick has the data written to it before.
+type simBus struct {
+	src   hotplug.Source
+	usb   *usbtest.Backend
+	sysfs string // the simulator's sysfs mirror, for serial numbers
+
+	mu      sync.Mutex
+	devices map[string]usbDeviceSeen   // usb_device devpath → what its add said
+	plugged map[string]*usbtest.Device // usb_device devpath → fake device
+	disks   map[string]*scsitest.Disk  // serial or HCTL → its disk
+	sg      map[string]*scsitest.Disk  // /dev/sgN → disk
+	sgOpen  map[string][]*scsitest.Transport
+}
+
+type usbDeviceSeen struct {
+	bus, addr       int
+	vendor, product uint16
+	serial          string
+}
+
+// simDiskBlocks is the size of every simulated disk: 64 MiB of 512-byte
+// blocks, sparse in memory.
+const simDiskBlocks = 131072
+
+var _ hotplug.Source = (*simBus)(nil)
+
+func newSimBus(src hotplug.Source, usb *usbtest.Backend, sysfs string) *simBus {
+	return &simBus{src: src, usb: usb, sysfs: sysfs, devices: map[string]usbDeviceSeen{}, plugged: map[string]*usbtest.Device{},
+		disks: map[string]*scsitest.Disk{}, sg: map[string]*scsitest.Disk{}, sgOpen: map[string][]*scsitest.Transport{}}
+}
+
+func (b *simBus) Close() error { return b.src.Close() }
+
+func (b *simBus) Next(ctx context.Context) (hotplug.Event, error) {
+	ev, err := b.src.Next(ctx)
+	if err != nil {
+		return ev, err
+	}
+	b.apply(&ev)
+	return ev, nil
+}
+
+func (b *simBus) apply(ev *hotplug.Event) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case ev.Subsystem == "usb" && ev.DevType == "usb_device":
+		switch ev.Action {
+		case hotplug.ActionAdd:
+			d, err := ev.USBDevice()
+			if err != nil {
+				return
+			}
+			_ = d.ReadAttrs(b.sysfs, ev.DevPath) // the serial, when the scenario gave one
+			b.devices[ev.DevPath] = usbDeviceSeen{bus: d.BusNum, addr: d.DevNum, vendor: d.Vendor, product: d.Product, serial: d.Serial}
+		case hotplug.ActionRemove:
+			if fake := b.plugged[ev.DevPath]; fake != nil {
+				fake.Unplug()
+			}
+			delete(b.plugged, ev.DevPath)
+			delete(b.devices, ev.DevPath)
+		}
+	case ev.Subsystem == "usb" && ev.DevType == "usb_interface" && ev.Action == hotplug.ActionAdd:
+		in, err := ev.USBInterface()
+		if err != nil || in.Class != 0x08 || in.SubClass != 0x06 || in.Protocol != 0x50 {
+			return
+		}
+		parent := in.DevicePath
+		seen, ok := b.devices[parent]
+		if !ok || b.plugged[parent] != nil {
+			return
+		}
+		key := "usb:" + seen.serial
+		if seen.serial == "" {
+			key = "usb@" + parent
+		}
+		_, fake := b.usb.PlugMassStorage(usbtest.DeviceSpec{Bus: seen.bus, Address: seen.addr,
+			Vendor: seen.vendor, Product: seen.product, Serial: seen.serial}, b.disk(key, "QEMU", "QEMU HARDDISK"))
+		b.plugged[parent] = fake
+	case ev.Subsystem == "scsi_generic":
+		node := "/dev/" + ev.Name()
+		switch ev.Action {
+		case hotplug.ActionAdd:
+			hctl := path.Base(path.Dir(path.Dir(ev.DevPath))) // …/H:C:T:L/scsi_generic/sgN
+			b.sg[node] = b.disk("scsi:"+hctl, "QEMU", "QEMU HARDDISK")
+		case hotplug.ActionRemove:
+			for _, t := range b.sgOpen[node] {
+				t.Unplug()
+			}
+			delete(b.sgOpen, node)
+			delete(b.sg, node)
+		}
+	}
+}
+
+func (b *simBus) disk(key, vendor, product string) *scsitest.Disk {
+	d := b.disks[key]
+	if d == nil {
+		d = scsitest.NewDisk(simDiskBlocks, 512, scsitest.WithInquiry(vendor, product, "2.5+", scsi.TypeDisk))
+		// Block 0 says which disk it is, so a demo read shows something.
+		label := fmt.Sprintf("drvkit simulated disk %s\n", strings.TrimPrefix(strings.TrimPrefix(key, "usb:"), "scsi:"))
+		tr := scsitest.NewTransport(d)
+		_ = scsi.NewDevice(tr).Write(context.Background(), 0, padBlock([]byte(label), 512))
+		_ = tr.Close()
+		b.disks[key] = d
+	}
+	return d
+}
+
+func padBlock(p []byte, size int) []byte {
+	out := make([]byte, size)
+	copy(out, p)
+	return out
+}
+
+// openSG is the sg driver's opener on a simulated bus: the disk behind a
+// simulated /dev/sgN, failing as a vanished device once it is removed.
+func (b *simBus) openSG(node string) (scsi.Transport, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d := b.sg[node]
+	if d == nil {
+		return nil, fmt.Errorf("open %s: %w", node, scsi.ErrNoDevice)
+	}
+	t := scsitest.NewTransport(d)
+	b.sgOpen[node] = append(b.sgOpen[node], t)
+	return t, nil
+}

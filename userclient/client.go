@@ -1,0 +1,488 @@
+package userclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// DialOption configures Dial.
+type DialOption func(*dialConfig)
+
+type dialConfig struct {
+	maxFrame   int
+	noteBuffer int
+	name       string
+	versions   []int
+}
+
+// WithMaxFrame sets the largest frame the client accepts and sends
+// (DefaultMaxFrame by default).
+func WithMaxFrame(n int) DialOption { return func(c *dialConfig) { c.maxFrame = n } }
+
+// WithNotificationBuffer sets how many notifications each handle buffers
+// (default 128). See (*Handle).Notifications for what happens when full.
+func WithNotificationBuffer(n int) DialOption { return func(c *dialConfig) { c.noteBuffer = n } }
+
+// WithClientName is sent in the hello, for the daemon's logs.
+func WithClientName(name string) DialOption { return func(c *dialConfig) { c.name = name } }
+
+// withVersions overrides the versions offered in the hello (tests).
+func withVersions(v ...int) DialOption { return func(c *dialConfig) { c.versions = v } }
+
+// Client is a connection to a userclient Server.
+type Client struct {
+	nc  net.Conn
+	cfg dialConfig
+	dec *Decoder
+
+	wmu sync.Mutex // serializes writes
+	buf []byte
+
+	mu      sync.Mutex
+	pending map[uint64]*pendingReq
+	handles map[uint64]*Handle
+	nextID  uint64
+	err     error // why the connection ended
+
+	done    chan struct{}
+	welcome welcomeMsg
+}
+
+type pendingReq struct {
+	ch      chan result
+	onReply func(*Frame) // runs on the reader goroutine before the result is delivered
+}
+
+type result struct {
+	ctl  []byte
+	data []byte
+	err  error
+}
+
+// Dial connects to the server at path and performs the version handshake.
+func Dial(ctx context.Context, path string, opts ...DialOption) (*Client, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, &OpError{Op: "dial " + path, Err: fmt.Errorf("%w: %w", ErrNoService, err)}
+		}
+		return nil, &OpError{Op: "dial " + path, Err: err}
+	}
+	c, err := newClient(ctx, nc, opts...)
+	if err != nil {
+		return nil, &OpError{Op: "dial " + path, Err: err}
+	}
+	return c, nil
+}
+
+// newClient runs the handshake on nc and starts the reader.
+func newClient(ctx context.Context, nc net.Conn, opts ...DialOption) (*Client, error) {
+	cfg := dialConfig{maxFrame: DefaultMaxFrame, noteBuffer: 128, versions: []int{Version}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c := &Client{nc: nc, cfg: cfg, dec: NewDecoder(nc, cfg.maxFrame),
+		pending: make(map[uint64]*pendingReq), handles: make(map[uint64]*Handle), done: make(chan struct{})}
+
+	// The handshake is synchronous: nothing else may be sent before it.
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
+	ctl, _ := json.Marshal(helloMsg{Protocol: ProtocolName, Versions: cfg.versions, Client: cfg.name})
+	if err := c.write(&Frame{Type: TypeHello, ID: 1, Control: ctl}); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	f, err := c.dec.ReadFrame()
+	if err != nil {
+		nc.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	switch f.Type {
+	case TypeWelcome:
+		if err := json.Unmarshal(f.Control, &c.welcome); err != nil {
+			nc.Close()
+			return nil, protoErr(err, "bad welcome payload")
+		}
+		if c.welcome.Version != Version {
+			nc.Close()
+			return nil, protoErr(nil, "server chose version %d, we speak %d", c.welcome.Version, Version)
+		}
+	case TypeError:
+		nc.Close()
+		return nil, decodeError(&f)
+	default:
+		nc.Close()
+		return nil, protoErr(nil, "server answered hello with %v", f.Type)
+	}
+	if !stop() {
+		return nil, ctx.Err()
+	}
+	c.nextID = 1
+	go c.reader()
+	return c, nil
+}
+
+// Cred is how the server identified this client (from SO_PEERCRED).
+func (c *Client) Cred() Cred {
+	return Cred{PID: c.welcome.PID, UID: c.welcome.UID, GID: c.welcome.GID}
+}
+
+// Done is closed when the connection has ended; Err says why.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err is why the connection ended, nil while it is up.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close ends the connection. The server closes every handle still open.
+func (c *Client) Close() error {
+	c.shutdown(ErrClosed)
+	<-c.done
+	return nil
+}
+
+func (c *Client) shutdown(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
+	c.nc.Close()
+}
+
+func (c *Client) write(f *Frame) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	b, err := AppendFrame(c.buf[:0], f, c.cfg.maxFrame)
+	if err != nil {
+		return err
+	}
+	_, err = c.nc.Write(b)
+	if cap(b) <= 64<<10 {
+		c.buf = b
+	}
+	return err
+}
+
+func decodeError(f *Frame) error {
+	var m errorMsg
+	if err := json.Unmarshal(f.Control, &m); err != nil || m.Code == "" {
+		return protoErr(err, "bad error payload %q", f.Control)
+	}
+	return &RemoteError{Code: m.Code, Message: m.Message}
+}
+
+// reader is the only goroutine that reads the socket, delivers results and
+// sends on (and closes) notification channels.
+func (c *Client) reader() {
+	var rerr error
+	for {
+		f, err := c.dec.ReadFrame()
+		if err != nil {
+			rerr = err
+			break
+		}
+		switch f.Type {
+		case TypeReply, TypeError:
+			if f.ID == 0 {
+				if f.Type == TypeError {
+					rerr = decodeError(&f)
+				} else {
+					rerr = protoErr(nil, "reply without a request id")
+				}
+				break
+			}
+			c.mu.Lock()
+			p := c.pending[f.ID]
+			delete(c.pending, f.ID)
+			c.mu.Unlock()
+			if p == nil {
+				continue // the caller gave up (context cancelled)
+			}
+			r := result{ctl: clone(f.Control), data: clone(f.Data)}
+			if f.Type == TypeError {
+				r.err = decodeError(&f)
+			} else if p.onReply != nil {
+				p.onReply(&f)
+			}
+			p.ch <- r
+			continue
+		case TypeNotification:
+			var m notificationMsg
+			if err := json.Unmarshal(f.Control, &m); err != nil {
+				rerr = protoErr(err, "bad notification payload")
+				break
+			}
+			c.mu.Lock()
+			h := c.handles[m.Handle]
+			c.mu.Unlock()
+			if h != nil {
+				h.deliver(Notification{Type: NotificationType(m.Type), Service: m.Service, Detail: m.Detail, Data: clone(f.Data)}, c.done)
+			}
+			continue
+		default:
+			rerr = protoErr(nil, "unexpected %v frame from server", f.Type)
+		}
+		break
+	}
+	if errors.Is(rerr, io.EOF) || errors.Is(rerr, net.ErrClosed) {
+		rerr = fmt.Errorf("%w: connection closed", ErrClosed)
+	}
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = rerr
+	}
+	err := c.err
+	pending := c.pending
+	c.pending = nil
+	handles := c.handles
+	c.handles = nil
+	c.mu.Unlock()
+	c.nc.Close()
+	for _, p := range pending {
+		p.ch <- result{err: err}
+	}
+	for _, h := range handles {
+		h.end(err)
+	}
+	close(c.done)
+}
+
+// roundTrip sends f with a fresh request ID and waits for its answer.
+func (c *Client) roundTrip(ctx context.Context, f *Frame, onReply func(*Frame)) (result, error) {
+	p := &pendingReq{ch: make(chan result, 1), onReply: onReply}
+	c.mu.Lock()
+	if c.pending == nil {
+		err := c.err
+		c.mu.Unlock()
+		return result{}, err
+	}
+	c.nextID++
+	f.ID = c.nextID
+	c.pending[f.ID] = p
+	c.mu.Unlock()
+	if err := c.write(f); err != nil {
+		c.forget(f.ID)
+		if errors.Is(err, ErrProtocol) {
+			return result{}, err // too large: the connection is fine
+		}
+		c.shutdown(err)
+		return result{}, err
+	}
+	select {
+	case r := <-p.ch:
+		return r, r.err
+	case <-ctx.Done():
+		if onReply == nil {
+			c.forget(f.ID)
+		} // else the reader must still see the answer (Open cleans up)
+		return result{}, ctx.Err()
+	}
+}
+
+func (c *Client) forget(id uint64) {
+	c.mu.Lock()
+	if c.pending != nil {
+		delete(c.pending, id)
+	}
+	c.mu.Unlock()
+}
+
+// Ping checks that the server answers.
+func (c *Client) Ping(ctx context.Context) error {
+	_, err := c.roundTrip(ctx, &Frame{Type: TypePing}, nil)
+	return opErr("ping", err)
+}
+
+func opErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &OpError{Op: op, Err: err}
+}
+
+// Open opens the first service matching m that the policy allows. It fails
+// with ErrNoService if nothing matches and ErrPermission if something
+// matches but the policy refuses it.
+func (c *Client) Open(ctx context.Context, m Match) (*Handle, error) {
+	ctl, err := json.Marshal(openMsg{Match: m})
+	if err != nil {
+		return nil, opErr("open", err)
+	}
+	var hp atomic.Pointer[Handle]
+	var abandoned atomic.Bool
+	r, err := c.roundTrip(ctx, &Frame{Type: TypeOpen, Control: ctl}, func(f *Frame) {
+		// Runs on the reader goroutine, before any notification for the
+		// handle can be read, even if the caller already gave up.
+		var rep openReply
+		if json.Unmarshal(f.Control, &rep) != nil {
+			return
+		}
+		h := &Handle{c: c, id: rep.Handle, info: rep.Service, clientID: rep.Client,
+			notes: make(chan Notification, c.cfg.noteBuffer), terminated: make(chan struct{})}
+		c.mu.Lock()
+		if c.handles != nil {
+			c.handles[h.id] = h
+		}
+		c.mu.Unlock()
+		hp.Store(h)
+		if abandoned.Load() {
+			go h.Close()
+		}
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			// The server may still open it: whoever sees both the handle
+			// and the abandonment closes it.
+			abandoned.Store(true)
+			if h := hp.Load(); h != nil {
+				go h.Close()
+			}
+		}
+		return nil, opErr("open", err)
+	}
+	h := hp.Load()
+	if h == nil {
+		return nil, opErr("open", protoErr(nil, "bad open reply %q", r.ctl))
+	}
+	return h, nil
+}
+
+// Admin makes an administrative call (see the Admin* constants); args is
+// marshalled as JSON. It returns the result JSON and raw data.
+func (c *Client) Admin(ctx context.Context, op string, args any, data []byte) (json.RawMessage, []byte, error) {
+	m := adminMsg{Op: op}
+	if args != nil {
+		a, err := json.Marshal(args)
+		if err != nil {
+			return nil, nil, opErr("admin "+op, err)
+		}
+		m.Args = a
+	}
+	ctl, _ := json.Marshal(m)
+	r, err := c.roundTrip(ctx, &Frame{Type: TypeAdmin, Control: ctl, Data: data}, nil)
+	if err != nil {
+		return nil, nil, opErr("admin "+op, err)
+	}
+	return r.ctl, r.data, nil
+}
+
+// Handle is one open service.
+type Handle struct {
+	c        *Client
+	id       uint64
+	info     ServiceInfo
+	clientID uint64
+
+	notes      chan Notification
+	wanted     atomic.Bool
+	termOnce   sync.Once
+	terminated chan struct{}
+	closed     atomic.Bool
+}
+
+// Service describes the opened service.
+func (h *Handle) Service() ServiceInfo { return h.info }
+
+// ClientID is the ID of the user-client service the server created (0 if
+// the backend has none).
+func (h *Handle) ClientID() uint64 { return h.clientID }
+
+// Terminated is closed when the service is terminated (or the connection
+// ends): calls then fail with ErrTerminated.
+func (h *Handle) Terminated() <-chan struct{} { return h.terminated }
+
+// Notifications returns the handle's notifications. The channel is closed
+// when the handle is closed or the connection ends. Once Notifications has
+// been called, the application must keep reading: when the buffer is full
+// the client stops reading the socket, and the server disconnects a client
+// that falls too far behind. Before the first call, notifications beyond
+// the buffer are dropped oldest first (termination is still seen through
+// Terminated and ErrTerminated).
+func (h *Handle) Notifications() <-chan Notification {
+	h.wanted.Store(true)
+	return h.notes
+}
+
+func (h *Handle) deliver(n Notification, done <-chan struct{}) {
+	if n.Type == ServiceIsTerminated {
+		h.termOnce.Do(func() { close(h.terminated) })
+	}
+	for {
+		select {
+		case h.notes <- n:
+			return
+		default:
+		}
+		if h.wanted.Load() {
+			h.notes <- n // back-pressure on the socket
+			return
+		}
+		select {
+		case <-h.notes:
+		default:
+		}
+	}
+}
+
+// end runs on the reader goroutine when the handle can get nothing more.
+func (h *Handle) end(error) {
+	h.termOnce.Do(func() { close(h.terminated) })
+	close(h.notes)
+}
+
+// Call calls the driver method named method with in and returns its output.
+// It fails with ErrTerminated if the service went away, ErrNoMethod if the
+// driver has no such method, ErrClosed after Close.
+func (h *Handle) Call(ctx context.Context, method string, in []byte) ([]byte, error) {
+	if h.closed.Load() {
+		return nil, opErr("call "+method, ErrClosed)
+	}
+	select {
+	case <-h.terminated:
+		return nil, opErr("call "+method, fmt.Errorf("%w: %s#%d", ErrTerminated, h.info.Class, h.info.ID))
+	default:
+	}
+	ctl, _ := json.Marshal(handleMsg{Handle: h.id, Method: method})
+	r, err := h.c.roundTrip(ctx, &Frame{Type: TypeCall, Control: ctl, Data: in}, nil)
+	if err != nil {
+		return nil, opErr("call "+method, err)
+	}
+	return r.data, nil
+}
+
+// Close closes the handle: the server closes the provider and frees the user
+// client. Closing twice is a no-op.
+func (h *Handle) Close() error {
+	if h.closed.Swap(true) {
+		return nil
+	}
+	ctl, _ := json.Marshal(handleMsg{Handle: h.id})
+	_, err := h.c.roundTrip(context.Background(), &Frame{Type: TypeClose, Control: ctl}, func(*Frame) {
+		h.c.mu.Lock()
+		_, ok := h.c.handles[h.id]
+		delete(h.c.handles, h.id)
+		h.c.mu.Unlock()
+		if ok {
+			h.end(nil)
+		}
+	})
+	if errors.Is(err, ErrClosed) {
+		return nil // the connection is gone: the server closed it already
+	}
+	return opErr("close", err)
+}

@@ -1,0 +1,53 @@
+package userclient
+
+import "encoding/json"
+
+// JSON control payloads (PROTOCOL.md, "Messages"). Field names are part of
+// the wire format.
+
+type helloMsg struct {
+	Protocol string `json:"protocol"`
+	Versions []int  `json:"versions"`
+	Client   string `json:"client,omitempty"`
+}
+
+type welcomeMsg struct {
+	Protocol string `json:"protocol"`
+	Version  int    `json:"version"`
+	MaxFrame int    `json:"max_frame"`
+	PID      int32  `json:"pid"`
+	UID      uint32 `json:"uid"`
+	GID      uint32 `json:"gid"`
+}
+
+type openMsg struct {
+	Match Match `json:"match"`
+}
+
+type openReply struct {
+	Handle  uint64      `json:"handle"`
+	Service ServiceInfo `json:"service"`
+	Client  uint64      `json:"client,omitempty"` // the user-client service's ID, if the backend has one
+}
+
+type handleMsg struct {
+	Handle uint64 `json:"handle"`
+	Method string `json:"method,omitempty"`
+}
+
+type notificationMsg struct {
+	Handle  uint64 `json:"handle"`
+	Type    string `json:"type"`
+	Service uint64 `json:"service,omitempty"`
+	Detail  string `json:"detail,omitempty"`
+}
+
+type errorMsg struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+type adminMsg struct {
+	Op   string          `json:"op"`
+	Args json.RawMessage `json:"args,omitempty"`
+}

@@ -1,0 +1,206 @@
+package userclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/drvkit/drvkit/driver"
+)
+
+// UserClientClass is the class of the user-client services the registry
+// backend attaches (what `drvctl inspect` shows under an opened service).
+const UserClientClass = "UserClient"
+
+// RegistryBackend opens services of a driver.Registry: each open is a
+// user-client service attached as a client of the target, holding it open.
+type RegistryBackend struct {
+	r *driver.Registry
+}
+
+var _ Backend = (*RegistryBackend)(nil)
+
+// NewRegistryBackend serves r's services.
+func NewRegistryBackend(r *driver.Registry) *RegistryBackend { return &RegistryBackend{r: r} }
+
+// Info describes s for policy and applications. Property values are shown
+// as their fmt %v text.
+func Info(s *driver.Service) ServiceInfo {
+	info := ServiceInfo{ID: s.ID(), Class: s.Class(), Name: s.Name()}
+	if p := s.Personality(); p != nil {
+		info.Personality = p.Name
+	}
+	props := s.Properties()
+	if props.Len() > 0 {
+		info.Properties = make(map[string]string, props.Len())
+		for _, k := range props.Keys() {
+			v, _ := props.Get(k)
+			info.Properties[k] = fmt.Sprint(v)
+		}
+	}
+	return info
+}
+
+// Lookup lists the active services m matches, by ID; user clients and the
+// root are never matched.
+func (b *RegistryBackend) Lookup(m Match) ([]ServiceInfo, error) {
+	var out []ServiceInfo
+	root := b.r.Root()
+	for _, s := range b.r.Services() {
+		if s == root || s.Class() == UserClientClass || !s.State().Active {
+			continue
+		}
+		if m.ID != 0 && s.ID() != m.ID || m.Class != "" && s.Class() != m.Class || m.Name != "" && s.Name() != m.Name {
+			continue // cheap refusals before the property copy
+		}
+		if info := Info(s); m.Matches(info) {
+			out = append(out, info)
+		}
+	}
+	return out, nil
+}
+
+// Open attaches a user client to the service and opens it.
+func (b *RegistryBackend) Open(ctx context.Context, id uint64, req OpenRequest) (Session, error) {
+	target, release, ok := b.r.Lookup(id)
+	if !ok {
+		return nil, fmt.Errorf("%w: service %d is gone", ErrNoService, id)
+	}
+	defer release()
+	uc := &userClient{target: target, notify: req.Notify}
+	name := fmt.Sprintf("pid %d uid %d", req.Cred.PID, req.Cred.UID)
+	svc, err := b.r.AttachClient(target, UserClientClass, name, uc)
+	if err != nil {
+		return nil, openErr(err)
+	}
+	// The session's own reference: svc stays valid for Close and
+	// ClientDied, whatever the registry does meanwhile.
+	svc.TaggedRetain(uc)
+	uc.svc = svc
+	uc.removeInterest = target.AddInterest(uc.interest)
+	if err := target.Open(svc, driver.OpenOptions{}); err != nil {
+		uc.end()
+		return nil, openErr(err)
+	}
+	return uc, nil
+}
+
+// openErr: a service terminated under an open is, for the opener, not there.
+func openErr(err error) error {
+	if errors.Is(err, driver.ErrNotActive) || errors.Is(err, driver.ErrClosed) {
+		return fmt.Errorf("%w: %w", ErrNoService, err)
+	}
+	return mapDriverErr(err)
+}
+
+// mapDriverErr turns a registry error into this package's sentinels,
+// keeping the registry's text.
+func mapDriverErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, driver.ErrNotActive), errors.Is(err, driver.ErrClosed):
+		return fmt.Errorf("%w: %w", ErrTerminated, err)
+	case errors.Is(err, driver.ErrNoMethod):
+		return fmt.Errorf("%w: %w", ErrNoMethod, err)
+	case errors.Is(err, driver.ErrExclusive):
+		return fmt.Errorf("%w: %w", ErrPermission, err)
+	}
+	return err
+}
+
+// userClient is the handler of a user-client service: it forwards the
+// registry's messages to the application and ends the session.
+type userClient struct {
+	target *driver.Service
+	svc    *driver.Service
+	notify func(Notification)
+
+	once           sync.Once
+	removeInterest func()
+}
+
+var (
+	_ Session               = (*userClient)(nil)
+	_ driver.MessageHandler = (*userClient)(nil)
+)
+
+// Message runs on the user client's mailbox: what the registry tells a
+// client of the target goes to the application. The application decides
+// when to close on ServiceIsRequestingClose; its death closes for it.
+func (u *userClient) Message(_ *driver.Service, m driver.Message) error {
+	u.notify(toNotification(m))
+	return nil
+}
+
+// interest forwards what concerns the target but is not sent to its
+// clients: other clients closing it, and the driver's own notifications.
+func (u *userClient) interest(m driver.Message) {
+	switch {
+	case m.Type == driver.ServiceWasClosed && (u.svc == nil || m.From != u.svc.ID()):
+		u.notify(toNotification(m))
+	case m.Type >= driver.MessageDriverDefined:
+		u.notify(toNotification(m))
+	}
+}
+
+func toNotification(m driver.Message) Notification {
+	n := Notification{Type: NotificationType(m.Type.String()), Service: m.From}
+	switch d := m.Data.(type) {
+	case nil:
+	case []byte:
+		n.Data = d
+	case string:
+		n.Data = []byte(d)
+	case error:
+		n.Detail = d.Error()
+	default:
+		if b, err := json.Marshal(d); err == nil {
+			n.Data = b
+		} else {
+			n.Detail = fmt.Sprint(d)
+		}
+	}
+	return n
+}
+
+func (u *userClient) Info() ServiceInfo { return Info(u.target) }
+func (u *userClient) ClientID() uint64  { return u.svc.ID() }
+
+// Call runs the target driver's client method. Its context is cancelled
+// when the target is terminated; the error is then ErrTerminated, whatever
+// the method returned.
+func (u *userClient) Call(ctx context.Context, method string, in []byte) ([]byte, error) {
+	if !u.svc.State().Active {
+		return nil, fmt.Errorf("%w: %v", ErrTerminated, u.target)
+	}
+	out, err := u.target.Call(ctx, method, in)
+	if err != nil && (!u.target.State().Active || !u.svc.State().Active) && ctx.Err() == nil {
+		return nil, fmt.Errorf("%w: %v went away during %q: %w", ErrTerminated, u.target, method, err)
+	}
+	return out, mapDriverErr(err)
+}
+
+// Close is the application's close.
+func (u *userClient) Close() error { u.end(); return nil }
+
+// ClientDied is the same cleanup when the application is gone: it never
+// waits for anything.
+func (u *userClient) ClientDied() { u.end() }
+
+// end closes the target (a termination waiting for that proceeds),
+// terminates the user client (the registry detaches and frees it) and drops
+// the session's reference.
+func (u *userClient) end() {
+	u.once.Do(func() {
+		u.removeInterest()
+		if err := u.target.Close(u.svc); err != nil && !errors.Is(err, driver.ErrNotOpen) {
+			// Not reachable with a well-formed registry; do not lose it.
+			u.notify(Notification{Type: "CloseFailed", Service: u.target.ID(), Detail: err.Error()})
+		}
+		u.svc.Terminate()
+		u.svc.TaggedRelease(u)
+	})
+}

@@ -1,0 +1,741 @@
+package userclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Config configures a Server. Only Path is required.
+type Config struct {
+	// Path of the Unix socket. A stale socket file there (nothing answers
+	// on it) is removed; anything else that is not a socket is left alone
+	// and Listen fails with ErrNotSocket.
+	Path string
+	// Mode of the socket file; 0660 if zero.
+	Mode os.FileMode
+	// GID, if not negative, becomes the socket file's group (so that a
+	// group of applications can connect with mode 0660). Use -1 to keep
+	// the process's group; 0 is root's group.
+	GID int
+	// Policy decides who may open what. The zero Policy admits uid 0 only.
+	Policy Policy
+	// MaxFrame limits a frame's length field in both directions
+	// (DefaultMaxFrame if zero).
+	MaxFrame int
+	// QueueFrames and QueueBytes bound what is queued for one connection
+	// (replies and notifications) before it is considered not reading and
+	// disconnected. Defaults: 1024 frames, 8 MiB.
+	QueueFrames int
+	QueueBytes  int
+	// MaxInflight bounds concurrent requests per connection; a connection
+	// that sends more is simply not read from until one finishes
+	// (default 64).
+	MaxInflight int
+	// HandshakeTimeout is how long a new connection may take to send its
+	// hello (default 10s).
+	HandshakeTimeout time.Duration
+	// Admin serves administrative calls; nil answers them with ErrNoMethod.
+	Admin AdminFunc
+	// OnDisconnect, if set, is told why each connection ended (after its
+	// sessions got ClientDied or Close).
+	OnDisconnect func(cred Cred, reason error)
+	// Log receives connection-level errors; nil discards them.
+	Log *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.Mode == 0 {
+		c.Mode = 0o660
+	}
+	if c.MaxFrame <= 0 {
+		c.MaxFrame = DefaultMaxFrame
+	}
+	if c.QueueFrames <= 0 {
+		c.QueueFrames = 1024
+	}
+	if c.QueueBytes <= 0 {
+		c.QueueBytes = 8 << 20
+	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = 64
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Errors that end a connection, as reported to OnDisconnect.
+var (
+	// ErrPeerExited: the process that connected exited (seen on its pidfd),
+	// even if another process still holds the socket.
+	ErrPeerExited = errors.New("userclient: peer process exited")
+	// ErrHandshakeTimeout: no hello within Config.HandshakeTimeout.
+	ErrHandshakeTimeout = errors.New("userclient: no hello before the handshake timeout")
+)
+
+// drainGrace is how long a failing connection's queued frames may take to
+// be written.
+const drainGrace = 100 * time.Millisecond
+
+// Server serves applications on a Unix socket.
+type Server struct {
+	backend Backend
+	cfg     Config
+	ln      *net.UnixListener
+
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+
+	sessions atomic.Int64
+}
+
+// Stats is a snapshot of a server's load.
+type Stats struct {
+	Conns    int // connections being served
+	Sessions int // open handles over all connections
+}
+
+// Listen creates the socket and starts serving b.
+func Listen(b Backend, cfg Config) (*Server, error) {
+	cfg.defaults()
+	if cfg.Path == "" {
+		return nil, &OpError{Op: "listen", Err: errors.New("empty socket path")}
+	}
+	if err := removeStale(cfg.Path); err != nil {
+		return nil, &OpError{Op: "listen " + cfg.Path, Err: err}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Path, Net: "unix"})
+	if err != nil {
+		return nil, &OpError{Op: "listen", Err: err}
+	}
+	if err := os.Chmod(cfg.Path, cfg.Mode); err != nil {
+		ln.Close()
+		return nil, &OpError{Op: "listen", Err: err}
+	}
+	if cfg.GID >= 0 {
+		if err := os.Lchown(cfg.Path, -1, cfg.GID); err != nil {
+			ln.Close()
+			return nil, &OpError{Op: "listen", Err: err}
+		}
+	}
+	s := &Server{backend: b, cfg: cfg, ln: ln, conns: make(map[*conn]struct{})}
+	s.wg.Add(1)
+	go s.acceptLoop()
+	return s, nil
+}
+
+// removeStale removes a socket file nobody answers on. It never removes
+// something that is not a socket, nor a socket a live server listens on.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("%w: %s is %v", ErrNotSocket, path, fi.Mode().Type())
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return ErrAddrInUse
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("probing existing socket: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing stale socket: %w", err)
+	}
+	return nil
+}
+
+// Addr is the socket path.
+func (s *Server) Addr() string { return s.cfg.Path }
+
+// Stats reports current connections and sessions.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	n := len(s.conns)
+	s.mu.Unlock()
+	return Stats{Conns: n, Sessions: int(s.sessions.Load())}
+}
+
+// Close stops accepting, ends every connection (each session gets
+// ClientDied), waits for the server's goroutines and removes the socket.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	err := s.ln.Close()
+	for _, c := range conns {
+		c.fail(fmt.Errorf("%w: server shutting down", ErrClosed), CodeClosed)
+	}
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	var delay time.Duration
+	for {
+		nc, err := s.ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE and friends: back off instead of spinning, as
+			// net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.cfg.Log.Warn("userclient: accept", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		c := newConn(s, nc)
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go c.serve()
+	}
+}
+
+// conn is one application connection.
+type conn struct {
+	srv  *Server
+	nc   *net.UnixConn
+	cred Cred
+	dec  *Decoder
+
+	ctx    context.Context // cancelled when the connection ends: in-flight calls stop
+	cancel context.CancelFunc
+
+	out      chan []byte // encoded frames for the writer
+	outBytes atomic.Int64
+	quit     chan struct{} // closed by fail: the writer drains and closes
+	writerWG sync.WaitGroup
+	reqWG    sync.WaitGroup
+	sem      chan struct{}
+
+	failOnce sync.Once
+	reason   error
+
+	mu       sync.Mutex
+	sessions map[uint64]*entry
+	next     uint64
+	ended    bool
+	watch    io.Closer // the pidfd watch, closed at the end
+}
+
+// entry is one open handle.
+type entry struct {
+	handle  uint64
+	sess    Session
+	mu      sync.Mutex
+	send    func(Notification)
+	ready   bool           // the open reply is queued: notifications may follow it
+	pending []Notification // notifications that came before the open reply
+}
+
+func newConn(s *Server, nc *net.UnixConn) *conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &conn{
+		srv: s, nc: nc, ctx: ctx, cancel: cancel,
+		dec:      NewDecoder(nc, s.cfg.MaxFrame),
+		out:      make(chan []byte, s.cfg.QueueFrames),
+		quit:     make(chan struct{}),
+		sem:      make(chan struct{}, s.cfg.MaxInflight),
+		sessions: make(map[uint64]*entry),
+	}
+}
+
+func (c *conn) serve() {
+	defer c.srv.wg.Done()
+	c.writerWG.Add(1)
+	go c.writer()
+
+	cred, err := peerCred(c.nc)
+	if err != nil {
+		c.fail(fmt.Errorf("reading peer credentials: %w", err), CodeProtocol)
+	} else {
+		c.cred = cred
+		w, err := watchPeer(c.nc, cred.PID, func() { c.fail(ErrPeerExited, "") })
+		if err != nil {
+			c.fail(fmt.Errorf("watching peer pid %d: %w", cred.PID, err), CodeProtocol)
+		} else {
+			c.mu.Lock()
+			c.watch = w
+			c.mu.Unlock()
+		}
+	}
+	if !c.failed() {
+		c.readLoop()
+	}
+	c.finish()
+}
+
+// fail ends the connection once: it queues a fatal error frame (if code is
+// set), tells the writer to drain and close, and unblocks the reader. It
+// never blocks, so it may be called from a registry callback.
+func (c *conn) fail(reason error, code string) {
+	c.failOnce.Do(func() {
+		c.reason = reason
+		if code != "" {
+			c.forceEnqueue(c.errorFrame(0, FlagFatal, code, reason.Error()))
+		}
+		close(c.quit)
+		c.cancel()
+		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
+		// A write blocked on a peer that does not read must end too; a
+		// peer that reads gets what is queued within this grace time.
+		_ = c.nc.SetWriteDeadline(time.Now().Add(drainGrace))
+	})
+}
+
+// failed reports whether fail ran; after it returns true, c.reason is set.
+func (c *conn) failed() bool {
+	select {
+	case <-c.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+// finish runs on the connection's goroutine after the reader stopped: every
+// session is ended, in-flight requests are waited for, the writer is
+// waited for, and the server forgets the connection.
+func (c *conn) finish() {
+	c.fail(io.EOF, "")
+	c.reqWG.Wait()
+	c.mu.Lock()
+	c.ended = true
+	sessions := c.sessions
+	c.sessions = nil
+	w := c.watch
+	c.mu.Unlock()
+	for _, e := range sessions {
+		e.sess.ClientDied()
+		c.srv.sessions.Add(-1)
+	}
+	if w != nil {
+		w.Close()
+	}
+	c.writerWG.Wait()
+	c.srv.mu.Lock()
+	delete(c.srv.conns, c)
+	c.srv.mu.Unlock()
+	if cb := c.srv.cfg.OnDisconnect; cb != nil {
+		cb(c.cred, c.reason)
+	}
+}
+
+func (c *conn) writer() {
+	defer c.writerWG.Done()
+	defer c.nc.Close()
+	for {
+		select {
+		case b := <-c.out:
+			if !c.write(b) {
+				return
+			}
+		case <-c.quit:
+			// Drain what is queued (the fatal error frame last) within
+			// the write deadline fail set.
+			for {
+				select {
+				case b := <-c.out:
+					if !c.write(b) {
+						return
+					}
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (c *conn) write(b []byte) bool {
+	c.outBytes.Add(-int64(len(b)))
+	if _, err := c.nc.Write(b); err != nil {
+		c.fail(fmt.Errorf("writing: %w", err), "")
+		return false
+	}
+	return true
+}
+
+// enqueue queues a frame without ever blocking; a connection whose queue is
+// full is not reading and is dropped.
+func (c *conn) enqueue(b []byte) {
+	select {
+	case <-c.quit:
+		return
+	default:
+	}
+	if c.outBytes.Add(int64(len(b))) > int64(c.srv.cfg.QueueBytes) {
+		c.outBytes.Add(-int64(len(b)))
+		c.fail(fmt.Errorf("%w: more than %d bytes queued", ErrOverflow, c.srv.cfg.QueueBytes), CodeOverflow)
+		return
+	}
+	select {
+	case c.out <- b:
+	default:
+		c.outBytes.Add(-int64(len(b)))
+		c.fail(fmt.Errorf("%w: more than %d frames queued", ErrOverflow, c.srv.cfg.QueueFrames), CodeOverflow)
+	}
+}
+
+// forceEnqueue queues the fatal error frame, dropping the oldest queued
+// frame if needed so that the last thing the peer reads says why.
+func (c *conn) forceEnqueue(b []byte) {
+	for {
+		select {
+		case c.out <- b:
+			c.outBytes.Add(int64(len(b)))
+			return
+		default:
+		}
+		select {
+		case old := <-c.out:
+			c.outBytes.Add(-int64(len(old)))
+		default:
+		}
+	}
+}
+
+func (c *conn) encode(f *Frame) []byte {
+	b, err := AppendFrame(make([]byte, 0, f.Size()+4), f, c.srv.cfg.MaxFrame)
+	if err != nil {
+		// Only a reply too large for the peer gets here: say so instead.
+		return c.errorFrame(f.ID, 0, CodeFailed, err.Error())
+	}
+	return b
+}
+
+func (c *conn) errorFrame(id uint64, flags uint8, code, msg string) []byte {
+	ctl, _ := json.Marshal(errorMsg{Code: code, Message: msg})
+	f := Frame{Type: TypeError, Flags: flags, ID: id, Control: ctl}
+	b, _ := AppendFrame(nil, &f, max(c.srv.cfg.MaxFrame, f.Size()))
+	return b
+}
+
+func (c *conn) sendError(id uint64, err error) {
+	c.enqueue(c.errorFrame(id, 0, codeOf(err), err.Error()))
+}
+
+func (c *conn) sendReply(id uint64, v any, data []byte) {
+	f := Frame{Type: TypeReply, ID: id, Data: data}
+	if v != nil {
+		ctl, err := json.Marshal(v)
+		if err != nil {
+			c.sendError(id, err)
+			return
+		}
+		f.Control = ctl
+	}
+	c.enqueue(c.encode(&f))
+}
+
+func (c *conn) readLoop() {
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.HandshakeTimeout))
+	handshaken := false
+	for {
+		f, err := c.dec.ReadFrame()
+		if err != nil {
+			switch {
+			case c.failed():
+				// fail already ran (peer exited, overflow, shutdown).
+			case errors.Is(err, os.ErrDeadlineExceeded) && !handshaken:
+				c.fail(ErrHandshakeTimeout, CodeProtocol)
+			case errors.Is(err, ErrProtocol):
+				c.fail(err, CodeProtocol)
+			default:
+				c.fail(err, "")
+			}
+			return
+		}
+		if !handshaken {
+			if err := c.handshake(&f); err != nil {
+				c.fail(err, codeOf(err))
+				return
+			}
+			handshaken = true
+			_ = c.nc.SetReadDeadline(time.Time{})
+			continue
+		}
+		switch f.Type {
+		case TypeOpen, TypeClose, TypeCall, TypeAdmin, TypePing:
+		default:
+			c.fail(protoErr(nil, "a client may not send %v frames", f.Type), CodeProtocol)
+			return
+		}
+		// The decoder reuses its buffer: the request gets its own copy.
+		req := Frame{Type: f.Type, ID: f.ID, Control: clone(f.Control), Data: clone(f.Data)}
+		select {
+		case c.sem <- struct{}{}:
+		case <-c.quit:
+			return
+		}
+		c.reqWG.Add(1)
+		go func() {
+			defer func() { <-c.sem; c.reqWG.Done() }()
+			if err := c.handle(&req); err != nil {
+				c.fail(err, CodeProtocol)
+			}
+		}()
+	}
+}
+
+func clone(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
+func (c *conn) handshake(f *Frame) error {
+	if f.Type != TypeHello {
+		return protoErr(nil, "first frame is %v, want hello", f.Type)
+	}
+	var h helloMsg
+	if err := json.Unmarshal(f.Control, &h); err != nil {
+		return protoErr(err, "bad hello payload")
+	}
+	if h.Protocol != ProtocolName {
+		return protoErr(nil, "hello names protocol %q, want %q", h.Protocol, ProtocolName)
+	}
+	ok := false
+	for _, v := range h.Versions {
+		ok = ok || v == Version
+	}
+	if !ok {
+		return &RemoteError{Code: CodeVersion, Message: fmt.Sprintf("client speaks versions %v, server speaks %d", h.Versions, Version)}
+	}
+	ctl, _ := json.Marshal(welcomeMsg{Protocol: ProtocolName, Version: Version, MaxFrame: c.srv.cfg.MaxFrame,
+		PID: c.cred.PID, UID: c.cred.UID, GID: c.cred.GID})
+	c.enqueue(c.encode(&Frame{Type: TypeWelcome, ID: f.ID, Control: ctl}))
+	return nil
+}
+
+// handle serves one request. A returned error is a protocol violation that
+// ends the connection; everything else is answered with a reply or an
+// error frame and the connection stays usable.
+func (c *conn) handle(f *Frame) error {
+	switch f.Type {
+	case TypePing:
+		c.sendReply(f.ID, nil, f.Data)
+	case TypeOpen:
+		var m openMsg
+		if err := json.Unmarshal(f.Control, &m); err != nil {
+			return protoErr(err, "bad open payload")
+		}
+		c.open(f.ID, m.Match)
+	case TypeClose:
+		var m handleMsg
+		if err := json.Unmarshal(f.Control, &m); err != nil {
+			return protoErr(err, "bad close payload")
+		}
+		c.close(f.ID, m.Handle)
+	case TypeCall:
+		var m handleMsg
+		if err := json.Unmarshal(f.Control, &m); err != nil {
+			return protoErr(err, "bad call payload")
+		}
+		c.call(f.ID, m.Handle, m.Method, f.Data)
+	case TypeAdmin:
+		var m adminMsg
+		if err := json.Unmarshal(f.Control, &m); err != nil {
+			return protoErr(err, "bad admin payload")
+		}
+		c.admin(f.ID, m, f.Data)
+	}
+	return nil
+}
+
+func (c *conn) open(id uint64, m Match) {
+	e, info, err := c.srv.openSession(c.ctx, c.cred, m, c.notifier)
+	if err != nil {
+		c.sendError(id, err)
+		return
+	}
+	c.mu.Lock()
+	if c.ended {
+		c.mu.Unlock()
+		e.sess.ClientDied()
+		c.srv.sessions.Add(-1)
+		return
+	}
+	c.next++
+	e.handle = c.next
+	c.sessions[e.handle] = e
+	c.mu.Unlock()
+	c.sendReply(id, openReply{Handle: e.handle, Service: info, Client: e.sess.ClientID()}, nil)
+	e.markReady()
+}
+
+// notifier is the Notify function for the entry's session.
+func (c *conn) notifier(e *entry) func(Notification) {
+	e.send = func(n Notification) { c.sendNotification(e.handle, n) }
+	return func(n Notification) {
+		if !e.hold(n) {
+			e.send(n)
+		}
+	}
+}
+
+func (c *conn) sendNotification(h uint64, n Notification) {
+	ctl, _ := json.Marshal(notificationMsg{Handle: h, Type: string(n.Type), Service: n.Service, Detail: n.Detail})
+	c.enqueue(c.encode(&Frame{Type: TypeNotification, Control: ctl, Data: n.Data}))
+}
+
+// hold keeps n until the open reply is queued, so that the application
+// never sees a notification for a handle it does not know yet.
+func (e *entry) hold(n Notification) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ready {
+		return false
+	}
+	e.pending = append(e.pending, n)
+	return true
+}
+
+func (e *entry) markReady() {
+	// The pending list is replayed under the lock so that a notification
+	// arriving meanwhile cannot overtake it.
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, n := range e.pending {
+		e.send(n)
+	}
+	e.pending = nil
+	e.ready = true
+}
+
+func (c *conn) take(h uint64) *entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.sessions[h]
+	delete(c.sessions, h)
+	return e
+}
+
+func (c *conn) lookup(h uint64) *entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sessions[h]
+}
+
+func (c *conn) close(id, h uint64) {
+	e := c.take(h)
+	if e == nil {
+		c.sendError(id, fmt.Errorf("%w: no open handle %d", ErrClosed, h))
+		return
+	}
+	err := e.sess.Close()
+	c.srv.sessions.Add(-1)
+	if err != nil && !errors.Is(err, ErrTerminated) {
+		c.sendError(id, err)
+		return
+	}
+	c.sendReply(id, nil, nil)
+}
+
+func (c *conn) call(id, h uint64, method string, in []byte) {
+	e := c.lookup(h)
+	if e == nil {
+		c.sendError(id, fmt.Errorf("%w: no open handle %d", ErrClosed, h))
+		return
+	}
+	out, err := e.sess.Call(c.ctx, method, in)
+	if err != nil {
+		c.sendError(id, err)
+		return
+	}
+	c.sendReply(id, nil, out)
+}
+
+func (c *conn) admin(id uint64, m adminMsg, data []byte) {
+	res, out, err := c.srv.admin(c.ctx, c.cred, m.Op, m.Args, data)
+	if err != nil {
+		c.sendError(id, err)
+		return
+	}
+	c.sendReply(id, res, out)
+}
+
+func (s *Server) admin(ctx context.Context, cred Cred, op string, args json.RawMessage, data []byte) (any, []byte, error) {
+	if err := s.cfg.Policy.AllowAdmin(cred, op); err != nil {
+		return nil, nil, err
+	}
+	if s.cfg.Admin == nil {
+		return nil, nil, fmt.Errorf("%w: administrative call %q: this server has no admin handler", ErrNoMethod, op)
+	}
+	return s.cfg.Admin(ctx, cred, op, args, data)
+}
+
+// openSession finds the first service matching m that the policy lets
+// cred open, and opens it. notifier builds the session's Notify from its
+// entry.
+func (s *Server) openSession(ctx context.Context, cred Cred, m Match, notifier func(*entry) func(Notification)) (*entry, ServiceInfo, error) {
+	if m.empty() {
+		return nil, ServiceInfo{}, fmt.Errorf("%w: empty match", ErrNoService)
+	}
+	cands, err := s.backend.Lookup(m)
+	if err != nil {
+		return nil, ServiceInfo{}, err
+	}
+	var denied error
+	for _, info := range cands {
+		if err := s.cfg.Policy.AllowOpen(cred, info); err != nil {
+			denied = err
+			continue
+		}
+		e := &entry{}
+		sess, err := s.backend.Open(ctx, info.ID, OpenRequest{Cred: cred, Notify: notifier(e)})
+		if errors.Is(err, ErrNoService) {
+			continue // it went away since Lookup: try the next
+		}
+		if err != nil {
+			return nil, ServiceInfo{}, err
+		}
+		e.sess = sess
+		s.sessions.Add(1)
+		return e, sess.Info(), nil
+	}
+	if denied != nil {
+		return nil, ServiceInfo{}, denied
+	}
+	return nil, ServiceInfo{}, fmt.Errorf("%w: nothing matches %+v", ErrNoService, m)
+}

@@ -1,0 +1,5 @@
+package userclient
+
+import "syscall"
+
+type syscallStat = syscall.Stat_t
