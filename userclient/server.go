@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/drvkit/drvkit/internal/faultinject"
 )
 
 // Config configures a Server. Only Path is required.
@@ -388,7 +390,11 @@ func (c *conn) writer() {
 
 func (c *conn) write(b []byte) bool {
 	c.outBytes.Add(-int64(len(b)))
-	if _, err := c.nc.Write(b); err != nil {
+	err := faultinject.At(faultinject.Write, nil)
+	if err == nil {
+		_, err = c.nc.Write(b)
+	}
+	if err != nil {
 		c.fail(fmt.Errorf("writing: %w", err), "")
 		return false
 	}
@@ -472,6 +478,9 @@ func (c *conn) readLoop() {
 	handshaken := false
 	for {
 		f, err := c.dec.ReadFrame()
+		if err == nil {
+			err = faultinject.At(faultinject.Read, nil)
+		}
 		if err != nil {
 			switch {
 			case c.failed():
@@ -525,6 +534,9 @@ func clone(b []byte) []byte {
 }
 
 func (c *conn) handshake(f *Frame) error {
+	if err := faultinject.At(faultinject.Handshake, nil); err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
 	if f.Type != TypeHello {
 		return protoErr(nil, "first frame is %v, want hello", f.Type)
 	}
