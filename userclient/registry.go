@@ -120,6 +120,15 @@ type userClient struct {
 
 	once           sync.Once
 	removeInterest func()
+
+	// Two mailboxes feed the application: the client's own (terminated,
+	// requesting close) and the target's interest (other clients closed
+	// it). Once the target is terminated, what the interest path brings is
+	// held until ServiceIsTerminated went out, so the application never
+	// hears of a close caused by a termination before the termination.
+	nmu      sync.Mutex
+	termSeen bool
+	held     []Notification
 }
 
 var (
@@ -131,7 +140,16 @@ var (
 // client of the target goes to the application. The application decides
 // when to close on ServiceIsRequestingClose; its death closes for it.
 func (u *userClient) Message(_ *driver.Service, m driver.Message) error {
+	u.nmu.Lock()
+	defer u.nmu.Unlock()
 	u.notify(toNotification(m))
+	if m.Type == driver.ServiceIsTerminated && m.From == u.target.ID() && !u.termSeen {
+		u.termSeen = true
+		for _, n := range u.held {
+			u.notify(n)
+		}
+		u.held = nil
+	}
 	return nil
 }
 
@@ -140,10 +158,17 @@ func (u *userClient) Message(_ *driver.Service, m driver.Message) error {
 func (u *userClient) interest(m driver.Message) {
 	switch {
 	case m.Type == driver.ServiceWasClosed && (u.svc == nil || m.From != u.svc.ID()):
-		u.notify(toNotification(m))
 	case m.Type >= driver.MessageDriverDefined:
-		u.notify(toNotification(m))
+	default:
+		return
 	}
+	u.nmu.Lock()
+	defer u.nmu.Unlock()
+	if !u.termSeen && !u.target.State().Active {
+		u.held = append(u.held, toNotification(m))
+		return
+	}
+	u.notify(toNotification(m))
 }
 
 func toNotification(m driver.Message) Notification {
