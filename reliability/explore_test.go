@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/drvkit/drvkit/internal/faultinject"
 	"github.com/drvkit/drvkit/refcount"
 	"github.com/drvkit/drvkit/refcount/leaktest"
+	"github.com/drvkit/drvkit/userclient"
 )
 
 var (
@@ -31,7 +33,12 @@ var (
 	flagVerbose = flag.Bool("explore.v", false, "log every run")
 )
 
-func TestMain(m *testing.M) { leaktest.Main(m) }
+func TestMain(m *testing.M) {
+	if sock := os.Getenv(envChild); sock != "" {
+		os.Exit(childMain(sock, os.Getenv(envClass)))
+	}
+	leaktest.Main(m)
+}
 
 // Fault kinds: what happens at a step.
 const (
@@ -48,16 +55,18 @@ var enumKinds = []string{faultKill, faultUnplug, faultUnload, faultPanic, faultH
 
 // hangFor is how long a hanging job ignores its cancellation: longer than
 // the deadline terminateSync gives it, shorter than the watchdog.
-const hangFor = 150 * time.Millisecond
+const hangFor = 60 * time.Millisecond
 
-// lifecyclePoints are the points this topology reaches (the socket points
-// belong to userclient).
-func lifecyclePoints() []faultinject.Point {
+// lifecyclePoints are the points this topology reaches: the socket points
+// only with application processes.
+func lifecyclePoints(procs bool) []faultinject.Point {
 	var out []faultinject.Point
 	for _, p := range faultinject.Points() {
 		switch p {
 		case faultinject.Handshake, faultinject.Read, faultinject.Write:
-			continue
+			if !procs {
+				continue
+			}
 		}
 		out = append(out, p)
 	}
@@ -99,6 +108,7 @@ type scenario struct {
 	Jitter   float64 // share of sites delayed by up to 300µs
 	IO       time.Duration
 	Teardown []string
+	Procs    bool // client 0 of each driver is an application process
 	// MustFire: every planned fault must be reached (enumeration).
 	MustFire bool
 }
@@ -111,6 +121,9 @@ func (sc scenario) String() string {
 	s := fmt.Sprintf("faults=[%s] teardown=[%s] io=%v", strings.Join(fs, " "), strings.Join(sc.Teardown, " "), sc.IO)
 	if sc.Jitter > 0 {
 		s += fmt.Sprintf(" jitter=%.2f", sc.Jitter)
+	}
+	if sc.Procs {
+		s += " procs"
 	}
 	if sc.Seed != 0 {
 		s = fmt.Sprintf("seed=%d %s", sc.Seed, s)
@@ -125,8 +138,8 @@ var defaultTeardown = []string{"kill0", "tsync-vendord", "unplug"}
 // randomScenario derives a plan from seed.
 func randomScenario(seed uint64) scenario {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
-	sc := scenario{Seed: seed, IO: time.Duration(rng.IntN(2000)) * time.Microsecond}
-	points := lifecyclePoints()
+	sc := scenario{Seed: seed, IO: time.Duration(rng.IntN(2000)) * time.Microsecond, Procs: rng.IntN(4) == 0}
+	points := lifecyclePoints(sc.Procs)
 	kinds := append(append([]string(nil), enumKinds...), faultBlock)
 	for range rng.IntN(4) {
 		p := points[rng.IntN(len(points))]
@@ -406,7 +419,7 @@ func runScenario(sc scenario, wp *atomic.Pointer[world], gates *gateSet) (result
 func runScenarioWith(sc scenario, wp *atomic.Pointer[world], gates *gateSet, in *faultinject.Injector) (res result, err error) {
 	before := liveObjects()
 	g0 := runtime.NumGoroutine()
-	w, err := newWorld()
+	w, err := newWorld(sc.Procs)
 	if w != nil {
 		wp.Store(w)
 	}
@@ -424,7 +437,7 @@ func runScenarioWith(sc scenario, wp *atomic.Pointer[world], gates *gateSet, in 
 	if sc.Jitter > 0 {
 		var jmu sync.Mutex
 		rng := rand.New(rand.NewPCG(sc.Seed, 0x717e4))
-		for _, p := range lifecyclePoints() {
+		for _, p := range lifecyclePoints(sc.Procs) {
 			in.MustAdd(faultinject.Rule{Point: p, Times: -1,
 				Match: func(faultinject.Site) bool {
 					jmu.Lock()
@@ -468,22 +481,28 @@ func runScenarioWith(sc scenario, wp *atomic.Pointer[world], gates *gateSet, in 
 		w.op(op)
 	}
 	w.cmu.Lock()
-	clients := append([]*client(nil), w.clients...)
+	clients := append([]member(nil), w.clients...)
 	w.cmu.Unlock()
 	for _, c := range clients {
-		c.cancel()
-		<-c.done
+		c.stop()
 	}
 	qctx, cancel := context.WithTimeout(ctx, *flagTimeout/2)
 	defer cancel()
 	if err := w.reg.WaitQuiet(qctx); err != nil {
 		w.violate("WaitQuiet: %v", err)
 	}
+	if w.srv != nil {
+		if err := w.srv.Close(); err != nil {
+			w.violate("userclient server Close: %v", err)
+		}
+	}
 	w.closing.Store(true)
 	w.sim.Close()
 	<-w.pumpEnd
 	w.bridge.Close()
-	if err := w.reg.Close(qctx); err != nil {
+	cctx, ccancel := context.WithTimeout(ctx, *flagTimeout/2)
+	defer ccancel()
+	if err := w.reg.Close(cctx); err != nil {
 		w.violate("registry Close: %v", err)
 	}
 	gates.releaseAll()
@@ -604,12 +623,12 @@ func TestExploreFaults(t *testing.T) {
 		t.Skip("replaying one seed")
 	}
 	var st stats
-	for _, p := range lifecyclePoints() {
+	for _, p := range lifecyclePoints(true) {
 		for _, k := range enumKinds {
 			if !validPair(p, k) {
 				continue
 			}
-			sc := scenario{Faults: []plannedFault{{Point: p, Kind: k}}, IO: time.Millisecond, Teardown: defaultTeardown, MustFire: true}
+			sc := scenario{Faults: []plannedFault{{Point: p, Kind: k}}, IO: time.Millisecond, Teardown: defaultTeardown, MustFire: true, Procs: true}
 			start := time.Now()
 			res, err := run(sc)
 			st.add(res, err, time.Since(start))
@@ -661,4 +680,29 @@ func TestExploreRandom(t *testing.T) {
 	if testing.Verbose() {
 		fmt.Println(table)
 	}
+}
+
+// TestExploreBaselineProcs: with application processes, both drivers are
+// opened through the socket, kill0 SIGKILLs the usbstorage application,
+// and its user client goes all the way to free.
+func TestExploreBaselineProcs(t *testing.T) {
+	var wp atomic.Pointer[world]
+	var gates gateSet
+	sc := scenario{IO: 5 * time.Millisecond, Teardown: []string{"kill0"}, Procs: true}
+	_, err := runScenarioWith(sc, &wp, &gates, nil)
+	require(t, err == nil, "baseline: %v", err)
+	w := wp.Load()
+	steps := map[string]int{}
+	for _, e := range w.events {
+		if e.Class == userclient.UserClientClass {
+			steps[e.Step.String()]++
+		}
+	}
+	require(t, steps["attach"] == 2 && steps["free"] == 2, "two user clients attached and freed, got %v", steps)
+	w.cmu.Lock()
+	defer w.cmu.Unlock()
+	p, ok := w.clients[0].(*procClient)
+	require(t, ok, "client 0 is a process")
+	ws, _ := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	require(t, ws.Signaled() && ws.Signal() == syscall.SIGKILL, "the application was SIGKILLed: %v", p.cmd.ProcessState)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	"github.com/drvkit/drvkit/driver/usb/usbstorage"
 	"github.com/drvkit/drvkit/driver/usb/usbtest"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/userclient"
 )
 
 // The topology: a USB stick at port 2-1 with a mass-storage interface
@@ -87,8 +89,13 @@ type world struct {
 	unplugged bool
 	closing   atomic.Bool
 
+	// Applications: embedded clients and, with procs, a userclient
+	// server with application processes.
+	procs   bool
+	sock    string
+	srv     *userclient.Server
 	cmu     sync.Mutex
-	clients []*client
+	clients []member
 	async   sync.WaitGroup // actions started by faults
 
 	jobsSubmitted, jobsFreed atomic.Int64
@@ -114,8 +121,8 @@ func (w *world) note(format string, args ...any) {
 
 // newWorld builds the registry, the fake device and the simulator; up
 // plugs the device.
-func newWorld() (*world, error) {
-	w := &world{reg: driver.NewRegistry(driver.WithLogger(discard)), backend: usbtest.New(), pumpEnd: make(chan struct{})}
+func newWorld(procs bool) (*world, error) {
+	w := &world{reg: driver.NewRegistry(driver.WithLogger(discard)), backend: usbtest.New(), pumpEnd: make(chan struct{}), procs: procs}
 	w.hcond = sync.NewCond(&w.hmu)
 	w.unsub = w.reg.SubscribeLifecycle(func(e driver.LifecycleEvent) {
 		w.evMu.Lock()
@@ -136,6 +143,14 @@ func newWorld() (*world, error) {
 		return w, err
 	}
 	w.dir = dir
+	if procs {
+		w.sock = filepath.Join(dir, "drvkit.sock")
+		w.srv, err = userclient.Listen(userclient.NewRegistryBackend(w.reg), userclient.Config{Path: w.sock, GID: -1,
+			Policy: userclient.Policy{Rules: []userclient.Rule{{AnyUser: true}}}})
+		if err != nil {
+			return w, err
+		}
+	}
 	sc, err := hotplug.ParseScenarioString("explore", plugLine)
 	if err != nil {
 		return w, err
@@ -190,9 +205,18 @@ func (w *world) up(ctx context.Context) error {
 		return fmt.Errorf("bridge flush: %w", err)
 	}
 	for _, cls := range []string{usbstorage.Class, vendorClass} {
-		for i := range 2 {
-			w.attachClient(ctx, cls, i)
+		if w.procs {
+			p, err := w.startProc(cls)
+			if err != nil {
+				return err
+			}
+			if p != nil {
+				w.addMember(p)
+			}
+		} else {
+			w.attachClient(ctx, cls, 0)
 		}
+		w.attachClient(ctx, cls, 1)
 	}
 	return nil
 }
@@ -422,9 +446,7 @@ func (w *world) attachClient(ctx context.Context, class string, i int) {
 	}
 	cctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	w.cmu.Lock()
-	w.clients = append(w.clients, c)
-	w.cmu.Unlock()
+	w.addMember(c)
 	go c.io(cctx, class)
 }
 
@@ -467,11 +489,37 @@ func (c *client) quit() {
 	c.svc.Terminate()
 }
 
-func (w *world) liveClient(i int) *client {
+// member is an application: an embedded client or a process.
+type member interface {
+	kill()       // crash
+	quit()       // orderly close and exit
+	stop()       // end its I/O (a process is killed) and wait for it
+	alive() bool // neither killed nor quit
+}
+
+var (
+	_ member = (*client)(nil)
+	_ member = (*procClient)(nil)
+)
+
+func (w *world) addMember(m member) {
+	w.cmu.Lock()
+	w.clients = append(w.clients, m)
+	w.cmu.Unlock()
+}
+
+func (c *client) stop() {
+	c.cancel()
+	<-c.done
+}
+
+func (c *client) alive() bool { return !c.killed.Load() }
+
+func (w *world) liveClient(i int) member {
 	w.cmu.Lock()
 	defer w.cmu.Unlock()
 	for _, c := range w.clients {
-		if !c.killed.Load() {
+		if c.alive() {
 			if i == 0 {
 				return c
 			}
