@@ -30,3 +30,8 @@ func (*Gousb) ReattachAll() error { return nil }
 
 // Close does nothing.
 func (*Gousb) Close() error { return nil }
+
+// BindKernelDriver fails with ErrNotSupported.
+func (*Gousb) BindKernelDriver(_ context.Context, sel Selector, _ int, driver string) error {
+	return unsupported("bind " + driver + " to " + sel.String())
+}

@@ -55,6 +55,7 @@ type DeviceSpec struct {
 
 // Backend is the fake usb.Backend.
 type Backend struct {
+	ks      *kernelState // nil unless PersistKernelState
 	mu      sync.Mutex
 	devs    []*Device
 	handles map[*handle]struct{}
@@ -95,6 +96,15 @@ func (b *Backend) Plug(spec DeviceSpec) *Device {
 			d.eps[e.Address] = e
 		}
 	}
+	if b.ks != nil {
+		// The kernel kept this device's bindings while no daemon ran.
+		if saved, ok := b.ks.restore(spec); ok {
+			d.bound = saved
+		}
+		d.mu.Lock()
+		d.persistLocked()
+		d.mu.Unlock()
+	}
 	b.mu.Lock()
 	b.devs = append(b.devs, d)
 	b.mu.Unlock()
@@ -105,6 +115,9 @@ func (b *Backend) Plug(spec DeviceSpec) *Device {
 // and so does every later call on its handles.
 func (d *Device) Unplug() {
 	d.unplug()
+	if ks := d.backend.ks; ks != nil {
+		ks.forget(d.spec)
+	}
 	b := d.backend
 	b.mu.Lock()
 	b.devs = slices.DeleteFunc(b.devs, func(x *Device) bool { return x == d })
@@ -294,6 +307,7 @@ func (h *handle) ClaimInterface(ctx context.Context, num, alt int) error {
 	d.bound[num] = "usbfs"
 	d.owner[num] = h
 	h.claimed[num] = true
+	d.persistLocked()
 	return nil
 }
 
@@ -321,6 +335,7 @@ func (h *handle) releaseLocked(num int) {
 			d.events = append(d.events, fmt.Sprintf("attach %s to interface %d", drv, num))
 		}
 	}
+	d.persistLocked()
 }
 
 func (h *handle) releaseAll() {

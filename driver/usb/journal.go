@@ -1,0 +1,298 @@
+package usb
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+)
+
+// KernelBinder is implemented by backends that can bind a kernel driver to
+// an interface nobody holds: how a restarted daemon gives back what its
+// killed predecessor detached. Gousb does it through sysfs (the driver's
+// bind file), usbtest's fake in its simulated kernel.
+type KernelBinder interface {
+	BindKernelDriver(ctx context.Context, sel Selector, iface int, driver string) error
+}
+
+// JournalEntry is a kernel driver drvkit detached and has not given back.
+type JournalEntry struct {
+	Bus       int    `json:"bus"`
+	Address   int    `json:"address"`
+	Vendor    uint16 `json:"vendor"`
+	Product   uint16 `json:"product"`
+	Interface int    `json:"interface"`
+	Driver    string `json:"driver"`
+}
+
+func (e JournalEntry) selector() Selector { return Selector{Bus: e.Bus, Address: e.Address} }
+
+func (e JournalEntry) device(info DeviceInfo) bool {
+	return e.Bus == info.Bus && e.Address == info.Address && e.Vendor == info.Vendor && e.Product == info.Product
+}
+
+// Journal is drvkit's bookkeeping of detached kernel drivers, kept in a
+// file so that it survives the daemon. A daemon killed while it holds an
+// interface leaves that interface without its kernel driver: the kernel
+// drops the dead process's claim but does not rebind. The next daemon reads
+// the journal and re-attaches (Recover, RecoverDevice).
+//
+// Wrap a Backend with it: every kernel driver a claim detaches is written
+// down (the file is replaced atomically) and crossed out once released,
+// re-attached or gone with its device.
+type Journal struct {
+	path string
+
+	mu      sync.Mutex
+	entries []JournalEntry
+}
+
+// ErrJournal wraps failures to read or write the journal file.
+var ErrJournal = errors.New("usb: detach journal")
+
+// OpenJournal loads the journal at path; a missing file is an empty one.
+func OpenJournal(path string) (*Journal, error) {
+	j := &Journal{path: path}
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return j, nil
+	case err != nil:
+		return nil, fmt.Errorf("%w: %w", ErrJournal, err)
+	}
+	if len(b) > 0 {
+		if err := json.Unmarshal(b, &j.entries); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrJournal, path, err)
+		}
+	}
+	return j, nil
+}
+
+// Entries returns the kernel drivers detached and not given back.
+func (j *Journal) Entries() []JournalEntry {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.entries)
+}
+
+func (j *Journal) saveLocked() error {
+	b, err := json.MarshalIndent(j.entries, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := j.path + ".tmp"
+	if err := os.MkdirAll(filepath.Dir(j.path), 0o755); err != nil {
+		return fmt.Errorf("%w: %w", ErrJournal, err)
+	}
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("%w: %w", ErrJournal, err)
+	}
+	if err := os.Rename(tmp, j.path); err != nil {
+		return fmt.Errorf("%w: %w", ErrJournal, err)
+	}
+	return nil
+}
+
+func (j *Journal) add(e JournalEntry) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if slices.Contains(j.entries, e) {
+		return nil
+	}
+	j.entries = append(j.entries, e)
+	return j.saveLocked()
+}
+
+// remove crosses out the entries of info's device (interface iface, or all
+// with iface < 0).
+func (j *Journal) remove(info DeviceInfo, iface int) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	n := len(j.entries)
+	j.entries = slices.DeleteFunc(j.entries, func(e JournalEntry) bool {
+		return e.device(info) && (iface < 0 || e.Interface == iface)
+	})
+	if len(j.entries) == n {
+		return nil
+	}
+	return j.saveLocked()
+}
+
+// Recover re-attaches every journaled kernel driver whose device b lists
+// now, through b's KernelBinder, and crosses out the entries of devices
+// that are gone (the kernel binds a replugged device afresh). For a daemon
+// starting on real hardware, where every present device is listed.
+func (j *Journal) Recover(ctx context.Context, b Backend) ([]JournalEntry, error) {
+	devs, err := b.Devices(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var done []JournalEntry
+	var errs []error
+	for _, e := range j.Entries() {
+		i := slices.IndexFunc(devs, e.device)
+		if i < 0 {
+			errs = append(errs, j.remove(DeviceInfo{Bus: e.Bus, Address: e.Address, Vendor: e.Vendor, Product: e.Product}, e.Interface))
+			continue
+		}
+		ok, err := j.recoverOne(ctx, b, devs[i], e)
+		if ok {
+			done = append(done, e)
+		}
+		errs = append(errs, err)
+	}
+	return done, errors.Join(errs...)
+}
+
+// RecoverDevice is Recover for one device that just arrived (a simulated
+// bus enumerates devices as its scenario plugs them).
+func (j *Journal) RecoverDevice(ctx context.Context, b Backend, info DeviceInfo) ([]JournalEntry, error) {
+	var done []JournalEntry
+	var errs []error
+	for _, e := range j.Entries() {
+		if !e.device(info) {
+			continue
+		}
+		ok, err := j.recoverOne(ctx, b, info, e)
+		if ok {
+			done = append(done, e)
+		}
+		errs = append(errs, err)
+	}
+	return done, errors.Join(errs...)
+}
+
+func (j *Journal) recoverOne(ctx context.Context, b Backend, info DeviceInfo, e JournalEntry) (bool, error) {
+	kb, ok := b.(KernelBinder)
+	if !ok {
+		return false, &OpError{Op: "re-attach " + e.Driver, Err: ErrNotSupported}
+	}
+	if err := kb.BindKernelDriver(ctx, e.selector(), e.Interface, e.Driver); err != nil {
+		return false, err
+	}
+	return true, j.remove(info, e.Interface)
+}
+
+// Wrap returns b with every claim's detached kernel drivers journaled.
+func (j *Journal) Wrap(b Backend) Backend {
+	return &journaled{Backend: b, j: j, open: map[*journaledDevice]struct{}{}}
+}
+
+type journaled struct {
+	Backend
+	j    *Journal
+	mu   sync.Mutex
+	open map[*journaledDevice]struct{}
+}
+
+func (b *journaled) Open(ctx context.Context, sel Selector) (Device, error) {
+	d, err := b.Backend.Open(ctx, sel)
+	if err != nil {
+		return nil, err
+	}
+	jd := &journaledDevice{Device: d, j: b.j, b: b}
+	b.mu.Lock()
+	b.open[jd] = struct{}{}
+	b.mu.Unlock()
+	return jd, nil
+}
+
+func (b *journaled) devices() []*journaledDevice {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*journaledDevice, 0, len(b.open))
+	for d := range b.open {
+		out = append(out, d)
+	}
+	return out
+}
+
+// ReattachAll re-attaches through the wrapped backend and crosses out
+// what is no longer detached.
+func (b *journaled) ReattachAll() error {
+	err := b.Backend.ReattachAll()
+	var errs []error
+	for _, d := range b.devices() {
+		still := map[int]bool{}
+		for _, k := range d.Detached() {
+			still[k.Interface] = true
+		}
+		for _, e := range b.j.Entries() {
+			if e.device(d.Info()) && !still[e.Interface] {
+				errs = append(errs, b.j.remove(d.Info(), e.Interface))
+			}
+		}
+	}
+	return errors.Join(append(errs, err)...)
+}
+
+// Close closes the wrapped backend (every device re-attached or gone).
+func (b *journaled) Close() error {
+	err := b.Backend.Close()
+	errs := []error{err}
+	for _, d := range b.devices() {
+		errs = append(errs, b.j.remove(d.Info(), -1))
+	}
+	return errors.Join(errs...)
+}
+
+// BindKernelDriver passes through to the wrapped backend.
+func (b *journaled) BindKernelDriver(ctx context.Context, sel Selector, iface int, driver string) error {
+	kb, ok := b.Backend.(KernelBinder)
+	if !ok {
+		return &OpError{Op: "re-attach " + driver, Err: ErrNotSupported}
+	}
+	return kb.BindKernelDriver(ctx, sel, iface, driver)
+}
+
+type journaledDevice struct {
+	Device
+	j *Journal
+	b *journaled
+}
+
+func (d *journaledDevice) ClaimInterface(ctx context.Context, num, alt int) error {
+	if err := d.Device.ClaimInterface(ctx, num, alt); err != nil {
+		return err
+	}
+	info := d.Info()
+	for _, k := range d.Detached() {
+		if k.Interface != num {
+			continue
+		}
+		e := JournalEntry{Bus: info.Bus, Address: info.Address, Vendor: info.Vendor, Product: info.Product, Interface: num, Driver: k.Driver}
+		if err := d.j.add(e); err != nil {
+			// Unrecorded, a crash would strand the interface: give it back.
+			_ = d.Device.ReleaseInterface(num)
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *journaledDevice) ReleaseInterface(num int) error {
+	err := d.Device.ReleaseInterface(num)
+	if jerr := d.j.remove(d.Info(), num); err == nil {
+		err = jerr
+	}
+	return err
+}
+
+func (d *journaledDevice) Close() error {
+	err := d.Device.Close()
+	d.b.mu.Lock()
+	delete(d.b.open, d)
+	d.b.mu.Unlock()
+	// Re-attached, or the device is gone: either way nothing is owed.
+	return errors.Join(err, d.j.remove(d.Info(), -1))
+}
+
+var (
+	_ Backend      = (*journaled)(nil)
+	_ KernelBinder = (*journaled)(nil)
+	_ Device       = (*journaledDevice)(nil)
+)
