@@ -467,6 +467,10 @@ func (r *Registry) blockers(ss []*Service) []Blocker {
 			}
 			continue
 		}
+		if s.RetainCount() == 0 {
+			add("being freed: its last reference is gone and its free is running")
+			continue
+		}
 		if !s.Traced() {
 			add(fmt.Sprintf("%d reference(s) outstanding after termination (class not traced: set DRVKIT_REFTRACE=%s or call refcount.Trace(%q) to see holders)",
 				s.RetainCount(), s.Class(), s.Class()))
