@@ -239,9 +239,7 @@ func (c *Client) reader() {
 		}
 		break
 	}
-	if errors.Is(rerr, io.EOF) || errors.Is(rerr, net.ErrClosed) {
-		rerr = fmt.Errorf("%w: connection closed", ErrClosed)
-	}
+	rerr = disconnected(rerr)
 	c.mu.Lock()
 	if c.err == nil {
 		c.err = rerr
@@ -262,6 +260,19 @@ func (c *Client) reader() {
 	close(c.done)
 }
 
+// disconnected maps the ways a connection ends under the client — the
+// server closed it, or died with requests unread (a reset) or before a
+// write (a broken pipe) — to ErrClosed, keeping the cause.
+func disconnected(err error) error {
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+		return fmt.Errorf("%w: connection closed", ErrClosed)
+	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE):
+		return fmt.Errorf("%w: connection closed by the server: %w", ErrClosed, err)
+	}
+	return err
+}
+
 // roundTrip sends f with a fresh request ID and waits for its answer.
 func (c *Client) roundTrip(ctx context.Context, f *Frame, onReply func(*Frame)) (result, error) {
 	p := &pendingReq{ch: make(chan result, 1), onReply: onReply}
@@ -280,6 +291,7 @@ func (c *Client) roundTrip(ctx context.Context, f *Frame, onReply func(*Frame)) 
 		if errors.Is(err, ErrProtocol) {
 			return result{}, err // too large: the connection is fine
 		}
+		err = disconnected(err)
 		c.shutdown(err)
 		return result{}, err
 	}
