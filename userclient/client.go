@@ -459,13 +459,20 @@ func (h *Handle) end(error) {
 
 // Call calls the driver method named method with in and returns its output.
 // It fails with ErrTerminated if the service went away, ErrNoMethod if the
-// driver has no such method, ErrClosed after Close.
+// driver has no such method, ErrClosed after Close. Once the connection has
+// ended (the daemon died), the error matches both ErrTerminated and
+// ErrClosed, with the connection's error.
 func (h *Handle) Call(ctx context.Context, method string, in []byte) ([]byte, error) {
 	if h.closed.Load() {
 		return nil, opErr("call "+method, ErrClosed)
 	}
 	select {
 	case <-h.terminated:
+		if cerr := h.c.Err(); cerr != nil {
+			// The connection ended, not (as far as we know) the service:
+			// say so too (errors.Is ErrClosed).
+			return nil, opErr("call "+method, fmt.Errorf("%w: %s#%d: %w", ErrTerminated, h.info.Class, h.info.ID, cerr))
+		}
 		return nil, opErr("call "+method, fmt.Errorf("%w: %s#%d", ErrTerminated, h.info.Class, h.info.ID))
 	default:
 	}

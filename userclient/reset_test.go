@@ -53,3 +53,18 @@ func TestServerResetIsErrClosed(t *testing.T) {
 	<-c.Done()
 	require.ErrorIs(t, c.Err(), ErrClosed)
 }
+
+// After the connection ended, a handle's calls say the connection is gone
+// (ErrClosed), not only that the service is (ErrTerminated).
+func TestCallAfterDisconnect(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	ctx := context.Background()
+	c := ts.dial(t)
+	h, err := c.Open(ctx, Match{Class: "TestDevice"})
+	require.NoError(t, err)
+	require.NoError(t, ts.Close())
+	<-c.Done()
+	_, err = h.Call(ctx, "echo", nil)
+	require.ErrorIs(t, err, ErrClosed)
+	require.ErrorIs(t, err, ErrTerminated)
+}
