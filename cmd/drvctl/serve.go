@@ -47,6 +47,7 @@ type serveOptions struct {
 	anyUser      bool
 	termTimeout  time.Duration
 	closeTimeout time.Duration
+	stateDir     string
 }
 
 func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
@@ -64,6 +65,7 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	fs.BoolVar(&o.anyUser, "any-user", false, "let anyone who can reach the socket open services")
 	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long `drvctl terminate` waits for the free")
 	fs.DurationVar(&o.closeTimeout, "shutdown-timeout", 15*time.Second, "how long shutdown waits for every service to be freed")
+	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` for what must outlive the daemon: the journal of kernel drivers it detached, re-attached at the next start if it was killed (with --sim also the simulated kernel's bindings); empty: no journal")
 	return func(args []string) error {
 		if len(args) > 0 {
 			return usagef("serve takes no arguments, got %q", args)
@@ -145,6 +147,15 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			return err
 		}
 		fake := usbtest.New()
+		if o.stateDir != "" {
+			// The real kernel keeps interface bindings across daemons; the
+			// fake one lives in this process, so it keeps them in a file.
+			if err := fake.PersistKernelState(filepath.Join(o.stateDir, "sim-kernel.json")); err != nil {
+				cancelLifecycle()
+				_ = d.reg.Close(context.Background())
+				return err
+			}
+		}
 		d.usb = fake
 		simBusSrc = newSimBus(d.sim, fake, sysfsRoot)
 		src = simBusSrc
@@ -159,6 +170,14 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		src = nl
 	}
 	src = &monitoredSource{Source: src, hub: d.hub}
+	if o.stateDir != "" {
+		if err := d.journalKernelDrivers(ctx, simBusSrc); err != nil {
+			src.Close()
+			cancelLifecycle()
+			_ = d.reg.Close(context.Background())
+			return err
+		}
+	}
 
 	for _, name := range strings.Split(drivers, ",") {
 		var p driver.Personality
@@ -239,6 +258,36 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		return fmt.Errorf("shutdown: %d classes have live objects", len(live))
 	}
 	log.Info("shutdown complete: every service freed, nothing leaked")
+	return nil
+}
+
+// journalKernelDrivers wraps the USB backend with the journal of detached
+// kernel drivers kept in the state directory and re-attaches what a killed
+// predecessor left detached: at once for the devices present (real
+// hardware), as each device is enumerated on a simulated bus.
+func (d *daemon) journalKernelDrivers(ctx context.Context, sim *simBus) error {
+	if err := os.MkdirAll(d.opts.stateDir, 0o755); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	j, err := usb.OpenJournal(filepath.Join(d.opts.stateDir, "usb-detached.json"))
+	if err != nil {
+		return err
+	}
+	d.usb = j.Wrap(d.usb)
+	report := func(done []usb.JournalEntry, err error) {
+		for _, e := range done {
+			d.log.Warn("re-attached a kernel driver a previous daemon left detached", "driver", e.Driver,
+				"device", fmt.Sprintf("%03d/%03d", e.Bus, e.Address), "interface", e.Interface)
+		}
+		if err != nil {
+			d.log.Error("re-attaching kernel drivers left detached", "err", err)
+		}
+	}
+	if sim != nil {
+		sim.onPlug = func(info usb.DeviceInfo) { report(j.RecoverDevice(ctx, d.usb, info)) }
+		return nil
+	}
+	report(j.Recover(ctx, d.usb))
 	return nil
 }
 

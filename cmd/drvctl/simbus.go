@@ -9,6 +9,7 @@ import (
 
 	"github.com/drvkit/drvkit/driver/scsi"
 	"github.com/drvkit/drvkit/driver/scsi/scsitest"
+	"github.com/drvkit/drvkit/driver/usb"
 	"github.com/drvkit/drvkit/driver/usb/usbtest"
 	"github.com/drvkit/drvkit/hotplug"
 )
@@ -32,6 +33,10 @@ type simBus struct {
 	disks   map[string]*scsitest.Disk  // serial or HCTL → its disk
 	sg      map[string]*scsitest.Disk  // /dev/sgN → disk
 	sgOpen  map[string][]*scsitest.Transport
+
+	// onPlug, if set, is told of each fake USB device plugged (the daemon
+	// re-attaches kernel drivers its killed predecessor left detached).
+	onPlug func(usb.DeviceInfo)
 }
 
 type usbDeviceSeen struct {
@@ -99,6 +104,9 @@ func (b *simBus) apply(ev *hotplug.Event) {
 		_, fake := b.usb.PlugMassStorage(usbtest.DeviceSpec{Bus: seen.bus, Address: seen.addr,
 			Vendor: seen.vendor, Product: seen.product, Serial: seen.serial}, b.disk(key, "QEMU", "QEMU HARDDISK"))
 		b.plugged[parent] = fake
+		if b.onPlug != nil {
+			b.onPlug(usb.DeviceInfo{Bus: seen.bus, Address: seen.addr, Vendor: seen.vendor, Product: seen.product})
+		}
 	case ev.Subsystem == "scsi_generic":
 		node := "/dev/" + ev.Name()
 		switch ev.Action {
