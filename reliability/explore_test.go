@@ -27,7 +27,7 @@ import (
 
 var (
 	flagSeed    = flag.Uint64("explore.seed", 0, "replay this random scenario seed only (printed by a failing run)")
-	flagN       = flag.Int("explore.n", 100, "random scenarios to run")
+	flagN       = flag.Int("explore.n", defaultRandomRuns, "random scenarios to run")
 	flagFirst   = flag.Uint64("explore.first", 1, "seed of the first random scenario")
 	flagTimeout = flag.Duration("explore.deadline", 60*time.Second, "watchdog: a run taking longer is a deadlock")
 	flagVerbose = flag.Bool("explore.v", false, "log every run")
