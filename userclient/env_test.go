@@ -36,6 +36,9 @@ func (d *testDriver) Methods() map[string]driver.Method {
 		"fail": func(context.Context, *driver.Service, []byte) ([]byte, error) {
 			return nil, errors.New("the device said no")
 		},
+		"vanish": func(context.Context, *driver.Service, []byte) ([]byte, error) {
+			return nil, fmt.Errorf("%w: usb: bulk transfer: no device", driver.ErrNoDevice)
+		},
 	}
 }
 

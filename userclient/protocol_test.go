@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/driver"
 )
 
 func mustFrame(t testing.TB, f Frame) []byte {
@@ -117,6 +120,9 @@ func TestErrorMapping(t *testing.T) {
 	}
 	require.Equal(t, CodePermission, codeOf(&OpError{Op: "x", Err: ErrPermission}))
 	require.Equal(t, CodeFailed, codeOf(errors.New("driver error")))
+	// A device that vanished during a call: the cause wins over the
+	// termination it brings.
+	require.Equal(t, CodeNoDevice, codeOf(fmt.Errorf("%w: %w", ErrTerminated, driver.ErrNoDevice)))
 }
 
 // FuzzDecodeFrame: the decoder never panics, accepts only what re-encodes to

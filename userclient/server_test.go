@@ -41,6 +41,13 @@ func TestOpenCallClose(t *testing.T) {
 
 	_, err = h.Call(ctx, "fail", nil)
 	require.ErrorContains(t, err, "the device said no")
+	// A vanished device stays recognisable across the socket (it used to
+	// arrive as a generic failure).
+	_, err = h.Call(ctx, "vanish", nil)
+	require.ErrorIs(t, err, driver.ErrNoDevice)
+	require.ErrorIs(t, err, ErrNoDevice)
+	require.NotErrorIs(t, err, ErrTerminated)
+	require.ErrorContains(t, err, "bulk transfer: no device")
 	_, err = h.Call(ctx, "nope", nil)
 	require.ErrorIs(t, err, ErrNoMethod)
 
