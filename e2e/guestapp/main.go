@@ -3,12 +3,14 @@
 // reports what happens to it as JSON lines the host asserts on.
 //
 //	e2e-app -socket S -driver usbstorage [-write LBA -pattern P] [-read LBA]
-//	        [-read-loop LBA] [-hold [-close-after FILE]] [-status FILE]
+//	        [-read-loop LBA [-depth N]] [-hold [-close-after FILE]] [-status FILE]
 //
 // In that order: it opens an instance of the driver, asks INQUIRY and the
 // capacity, writes the pattern at LBA, reads LBA once, then with -read-loop
-// reads until a read fails (reporting whether the error is ErrNoDevice or
-// ErrTerminated), and with -hold keeps the device open, reporting every
+// reads until a read fails, with -depth reads outstanding as a storage
+// application keeps a queue, and reports each reader's error (whether it
+// is ErrNoDevice: the device vanished under the read, or ErrTerminated: the
+// read began after drvkit had terminated the service), and with -hold keeps the device open, reporting every
 // notification, until ServiceIsRequestingClose; it closes then, or once
 // the file -close-after names exists (the host decides when: it can look
 // at the daemon while the device is still held). Every line goes to standard output and, with -status, is
@@ -23,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/drvkit/drvkit/driver/scsi/blockdev"
@@ -55,9 +58,14 @@ type Line struct {
 	Terminated bool   `json:"terminated,omitempty"`
 }
 
-type reporter struct{ status *os.File }
+type reporter struct {
+	mu     sync.Mutex
+	status *os.File
+}
 
 func (r *reporter) emit(l Line) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	l.Pid = os.Getpid()
 	b, _ := json.Marshal(l)
 	b = append(b, '\n')
@@ -74,6 +82,7 @@ func main() {
 	pattern := flag.String("pattern", "", "the `text` written, zero-padded to a block")
 	read := flag.Int64("read", -1, "read this `lba` once (-1: no read)")
 	loop := flag.Int64("read-loop", -1, "read this `lba` until a read fails (-1: no loop)")
+	depth := flag.Int("depth", 1, "with -read-loop: `reads` outstanding at once")
 	hold := flag.Bool("hold", false, "hold the device open until it requests close")
 	closeAfter := flag.String("close-after", "", "with -hold: after ServiceIsRequestingClose, keep the device open until this `file` exists")
 	statusPath := flag.String("status", "", "also append every line to this `file`")
@@ -88,7 +97,7 @@ func main() {
 		}
 		r.status = f
 	}
-	if err := run(r, *socket, *drv, *write, *pattern, *read, *loop, *hold, *closeAfter); err != nil {
+	if err := run(r, *socket, *drv, *write, *pattern, *read, *loop, *depth, *hold, *closeAfter); err != nil {
 		r.emit(Line{Event: "error", Error: err.Error(), NoDevice: errors.Is(err, userclient.ErrNoDevice),
 			Terminated: errors.Is(err, userclient.ErrTerminated)})
 		os.Exit(1)
@@ -96,7 +105,7 @@ func main() {
 	r.emit(Line{Event: "exit"})
 }
 
-func run(r *reporter, socket, drv string, write int64, pattern string, read, loop int64, hold bool, closeAfter string) error {
+func run(r *reporter, socket, drv string, write int64, pattern string, read, loop int64, depth int, hold bool, closeAfter string) error {
 	if socket == "" {
 		return errors.New("no socket: use -socket or DRVCTL_SOCKET")
 	}
@@ -154,17 +163,24 @@ func run(r *reporter, socket, drv string, write int64, pattern string, read, loo
 		r.emit(Line{Event: "read", LBA: uint64(read), Data: string(bytes.TrimRight(b, "\x00"))})
 	}
 	if loop >= 0 {
-		for n := 0; ; n++ {
-			_, err := call(blockdev.MethodRead, blockdev.EncodeRead(uint64(loop), 1))
-			if err != nil {
-				r.emit(Line{Event: "read-error", LBA: uint64(loop), Reads: n, Error: err.Error(),
-					NoDevice: errors.Is(err, userclient.ErrNoDevice), Terminated: errors.Is(err, userclient.ErrTerminated)})
-				break
-			}
-			if n == 0 {
-				r.emit(Line{Event: "reading", LBA: uint64(loop)})
-			}
+		var wg sync.WaitGroup
+		var once sync.Once
+		for range max(depth, 1) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := 0; ; n++ {
+					_, err := call(blockdev.MethodRead, blockdev.EncodeRead(uint64(loop), 1))
+					if err != nil {
+						r.emit(Line{Event: "read-error", LBA: uint64(loop), Reads: n, Error: err.Error(),
+							NoDevice: errors.Is(err, userclient.ErrNoDevice), Terminated: errors.Is(err, userclient.ErrTerminated)})
+						return
+					}
+					once.Do(func() { r.emit(Line{Event: "reading", LBA: uint64(loop)}) })
+				}
+			}()
 		}
+		wg.Wait()
 		// The service is going: a well-behaved application closes.
 		if err := h.Close(); err != nil {
 			return err
