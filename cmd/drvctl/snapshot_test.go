@@ -26,7 +26,17 @@ func (nopDriver) Stop(*driver.Service)                         {}
 // an unmatched SCSI disk.
 func scriptedRegistry(t *testing.T) *driver.Registry {
 	t.Helper()
+	return scriptedRegistryWith(t, nil)
+}
+
+// scriptedRegistryWith is scriptedRegistry with a lifecycle subscriber
+// attached before anything happens.
+func scriptedRegistryWith(t *testing.T, lifecycle func(driver.LifecycleEvent)) *driver.Registry {
+	t.Helper()
 	r := driver.NewRegistry(driver.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if lifecycle != nil {
+		t.Cleanup(r.SubscribeLifecycle(lifecycle))
+	}
 	rec := lifecycletest.Record(t, r)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

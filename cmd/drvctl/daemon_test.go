@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/driver/lifecycletest"
+	"github.com/drvkit/drvkit/driver/scsi/blockdev"
+	"github.com/drvkit/drvkit/userclient"
+)
+
+// The test binary plays drvctl itself (DRVCTL_TEST_ROLE=drvctl) and a
+// client application using the Go library (=app), so the end-to-end test
+// runs real processes over a real socket without building anything.
+func TestMain(m *testing.M) {
+	switch os.Getenv("DRVCTL_TEST_ROLE") {
+	case "drvctl":
+		os.Exit(run(os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, uid: os.Getuid()}))
+	case "app":
+		os.Exit(testApp(os.Getenv("DRVCTL_SOCKET")))
+	}
+	os.Exit(m.Run())
+}
+
+// testApp opens usbstorage, writes and reads back a block, then holds the
+// device open until killed or the device goes away.
+func testApp(socket string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := userclient.Dial(ctx, socket)
+	if err != nil {
+		fmt.Println("app: dial:", err)
+		return 1
+	}
+	h, err := c.Open(ctx, userclient.Match{Personality: "usbstorage"})
+	if err != nil {
+		fmt.Println("app: open:", err)
+		return 1
+	}
+	block := make([]byte, 512)
+	copy(block, "written by the test app")
+	if _, err := h.Call(ctx, blockdev.MethodWrite, blockdev.EncodeWrite(7, block)); err != nil {
+		fmt.Println("app: write:", err)
+		return 1
+	}
+	got, err := h.Call(ctx, blockdev.MethodRead, blockdev.EncodeRead(7, 1))
+	if err != nil || !bytes.Equal(got, block) {
+		fmt.Println("app: read back:", err)
+		return 1
+	}
+	fmt.Println("app: holding")
+	for n := range h.Notifications() {
+		fmt.Println("app: notification", n.Type)
+	}
+	return 0
+}
+
+type daemonProc struct {
+	t      *testing.T
+	socket string
+	cmd    *exec.Cmd
+	log    *safeBuffer
+}
+
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func self(t *testing.T, role string, args ...string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), "DRVCTL_TEST_ROLE="+role)
+	return cmd
+}
+
+func startDaemon(t *testing.T, scenario string) *daemonProc {
+	t.Helper()
+	dir := t.TempDir()
+	scn := filepath.Join(dir, "boot.scn")
+	require.NoError(t, os.WriteFile(scn, []byte(scenario), 0o644))
+	d := &daemonProc{t: t, socket: filepath.Join(dir, "drvkit.sock"), log: &safeBuffer{}}
+	d.cmd = self(t, "drvctl", "serve", "--sim", scn, "--socket", d.socket)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	require.NoError(t, d.cmd.Start())
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			_ = d.cmd.Process.Kill()
+			_ = d.cmd.Wait()
+		}
+	})
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(d.socket)
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "daemon never opened its socket; log:\n%s", d.log.String())
+	return d
+}
+
+// ctl runs a drvctl client command against the daemon.
+func (d *daemonProc) ctl(args ...string) (string, error) {
+	args = append(args, "--socket", d.socket)
+	out, err := self(d.t, "drvctl", args...).CombinedOutput()
+	return string(out), err
+}
+
+func (d *daemonProc) mustCtl(args ...string) string {
+	d.t.Helper()
+	out, err := d.ctl(args...)
+	require.NoError(d.t, err, "drvctl %v: %s", args, out)
+	return out
+}
+
+func (d *daemonProc) inspect() inspectDoc {
+	d.t.Helper()
+	var doc inspectDoc
+	require.NoError(d.t, json.Unmarshal([]byte(d.mustCtl("inspect", "-o", "json")), &doc))
+	return doc
+}
+
+func classes(doc inspectDoc) map[string]int {
+	m := map[string]int{}
+	for _, s := range doc.Services {
+		m[s.Class]++
+	}
+	return m
+}
+
+// lifecycleEvents turns `drvctl monitor -o json` lines back into the
+// registry's events so the contract checker can validate the trace the
+// daemon really produced.
+func lifecycleEvents(t *testing.T, lines string) []driver.LifecycleEvent {
+	t.Helper()
+	steps := map[string]driver.Step{}
+	for s := driver.StepPublish; s <= driver.StepFree; s++ {
+		steps[s.String()] = s
+	}
+	var out []driver.LifecycleEvent
+	sc := bufio.NewScanner(strings.NewReader(lines))
+	for sc.Scan() {
+		var e monitorEvent
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &e), sc.Text())
+		if e.Kind != "lifecycle" {
+			continue
+		}
+		step, ok := steps[e.Step]
+		require.True(t, ok, "unknown step %q", e.Step)
+		ev := driver.LifecycleEvent{Seq: uint64(len(out) + 1), ServiceID: e.ServiceID, Class: e.Class, Name: e.Name, Step: step}
+		if step == driver.StepAttach || step == driver.StepDetach {
+			_, err := fmt.Sscanf(e.Detail, "provider %d", &ev.ProviderID)
+			require.NoError(t, err, e.Detail)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+func TestDaemonEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes")
+	}
+	d := startDaemon(t, "scsi add 0:0:0:0 vendor=QEMU model=\"QEMU HARDDISK\"\n")
+
+	mon := self(t, "drvctl", "monitor", "-o", "json", "--socket", d.socket)
+	monOut := &safeBuffer{}
+	mon.Stdout, mon.Stderr = monOut, monOut
+	require.NoError(t, mon.Start())
+	t.Cleanup(func() { _ = mon.Process.Kill(); _ = mon.Wait() })
+	time.Sleep(200 * time.Millisecond) // the monitor's Open reaches the daemon
+
+	d.mustCtl("sim", "plug usb 2-1 vid=46f4 pid=0001 serial=E2E ifaces=08/06/50")
+	require.Equal(t, 1, classes(d.inspect())["USBMassStorage"], "usbstorage should match the stick")
+
+	app := self(t, "app")
+	app.Env = append(app.Env, "DRVCTL_SOCKET="+d.socket)
+	appOut := &safeBuffer{}
+	app.Stdout, app.Stderr = appOut, appOut
+	require.NoError(t, app.Start())
+	require.Eventually(t, func() bool { return strings.Contains(appOut.String(), "app: holding") },
+		20*time.Second, 10*time.Millisecond, "app output: %s", appOut.String())
+	require.Equal(t, 1, classes(d.inspect())["UserClient"])
+
+	// Unloading while the application holds the device open: the driver is
+	// asked to close, the application does not, so unload shows what blocks
+	// and refuses with the holder report.
+	out, err := d.ctl("unload", "usbstorage", "--timeout", "1s")
+	require.Error(t, err)
+	require.Contains(t, out, "waiting for usbstorage:")
+	require.Contains(t, out, "open by UserClient")
+	require.Contains(t, out, "classes have instances: USBMassStorage(1)")
+
+	// The terminated driver is now a leak candidate: leaks names its holder,
+	// and the pprof profile opens in go tool pprof.
+	require.Contains(t, d.mustCtl("leaks"), "USBMassStorage")
+	prof := filepath.Join(t.TempDir(), "leaks.pb.gz")
+	d.mustCtl("leaks", "-o", "pprof", "-f", prof)
+	top, err := exec.Command("go", "tool", "pprof", "-top", prof).CombinedOutput()
+	require.NoError(t, err, "%s", top)
+	require.Contains(t, string(top), "driver.(*Registry).AttachClient", "the leaked references were taken attaching the user client")
+
+	// The application crashes: its user client must go, by itself, and the
+	// termination that waited for its close completes.
+	killed := time.Now()
+	require.NoError(t, app.Process.Signal(syscall.SIGKILL))
+	_ = app.Wait()
+	require.Eventually(t, func() bool { return classes(d.inspect())["UserClient"] == 0 }, 5*time.Second, 5*time.Millisecond)
+	// The figures include starting an inspect process per poll (slow under
+	// -race); userclient's benchmarks measure the cleanup itself.
+	t.Logf("SIGKILL → user client freed (as seen by inspect): %v", time.Since(killed))
+	require.Eventually(t, func() bool { return classes(d.inspect())["USBMassStorage"] == 0 }, 5*time.Second, 5*time.Millisecond)
+	t.Logf("SIGKILL → the driver it held open freed: %v", time.Since(killed))
+	out = d.mustCtl("unload", "usbstorage")
+	require.Contains(t, out, "unloaded usbstorage")
+
+	d.mustCtl("sim", "unplug 2-1")
+	require.Zero(t, classes(d.inspect())["USBDevice"])
+	require.Contains(t, d.mustCtl("leaks"), "0 live object(s)")
+
+	// Bad requests get errors and usage, and the daemon carries on.
+	out, err = d.ctl("terminate", "424242")
+	require.Error(t, err)
+	require.Contains(t, out, "no such service")
+	out, err = d.ctl("sim", "unplug 9-9")
+	require.Error(t, err)
+	require.Contains(t, out, "9-9")
+	require.Equal(t, 1, classes(d.inspect())["SCSIGenericBlock"])
+
+	// SIGTERM: everything terminated in order, exit 0, nothing leaked.
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, d.cmd.Wait(), "daemon log:\n%s", d.log.String())
+	require.Contains(t, d.log.String(), "nothing leaked")
+	_, err = os.Stat(d.socket)
+	require.True(t, os.IsNotExist(err), "the socket file is removed at exit")
+
+	_ = mon.Wait() // ends when the daemon goes
+	events := lifecycleEvents(t, monOut.String()[:strings.LastIndex(monOut.String(), "}")+1])
+	require.NotEmpty(t, events)
+	require.NoError(t, lifecycletest.Validate(events, false))
+}
+
+func TestDaemonNotRunning(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "nobody.sock")
+	e, _, errb := testEnv(nil, 0)
+	require.Equal(t, exitFail, run([]string{"inspect", "--socket", sock}, e))
+	require.Contains(t, errb.String(), "cannot reach the drvkit daemon at "+sock)
+}
+
+func TestBadCommandLines(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"inspect", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"inspect", "-o", "yaml"}, `unknown output format "yaml"`},
+		{[]string{"why"}, "want exactly one service ID"},
+		{[]string{"why", "abc"}, `"abc" is not a service ID`},
+		{[]string{"terminate", "1", "2"}, "want exactly one service ID"},
+		{[]string{"unload"}, "want exactly one driver name"},
+		{[]string{"sim"}, "want scenario steps"},
+		{[]string{"serve", "extra"}, "serve takes no arguments"},
+		{[]string{"serve", "--log-format", "xml", "--socket", "/nonexistent/x.sock"}, `log format "xml"`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			e, _, errb := testEnv(nil, 0)
+			require.Equal(t, exitUsage, run(tt.args, e), errb.String())
+			require.Contains(t, errb.String(), tt.want)
+		})
+	}
+}
