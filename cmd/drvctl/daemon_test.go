@@ -112,6 +112,9 @@ func startDaemon(t *testing.T, scenario string) *daemonProc {
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	require.NoError(t, d.cmd.Start())
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.log.String())
+		}
 		if d.cmd.ProcessState == nil {
 			_ = d.cmd.Process.Kill()
 			_ = d.cmd.Wait()
@@ -250,7 +253,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	out, err = d.ctl("sim", "unplug 9-9")
 	require.Error(t, err)
 	require.Contains(t, out, "9-9")
-	require.Equal(t, 1, classes(d.inspect())["SCSIGenericBlock"])
+	require.Equal(t, 1, classes(d.inspect())["SCSIGenericBlock"], "the boot disk's sg driver is untouched:\n%s", d.mustCtl("inspect"))
 
 	// SIGTERM: everything terminated in order, exit 0, nothing leaked.
 	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
