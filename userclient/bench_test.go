@@ -92,12 +92,19 @@ func BenchmarkNotificationFanout(b *testing.B) {
 	ctx := context.Background()
 	var got sync.WaitGroup
 	var readers sync.WaitGroup
+	conns := make([]*Client, 0, clients)
+	b.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		readers.Wait()
+	})
 	for range clients {
 		c, err := Dial(ctx, ts.sock)
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { c.Close() })
+		conns = append(conns, c)
 		h, err := c.Open(ctx, Match{Class: "TestDevice"})
 		if err != nil {
 			b.Fatal(err)
@@ -112,7 +119,6 @@ func BenchmarkNotificationFanout(b *testing.B) {
 			}
 		}()
 	}
-	b.Cleanup(readers.Wait)
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
