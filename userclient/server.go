@@ -363,10 +363,22 @@ func (c *conn) finish() {
 func (c *conn) writer() {
 	defer c.writerWG.Done()
 	defer c.nc.Close()
+	var batch net.Buffers
 	for {
 		select {
 		case b := <-c.out:
-			if !c.write(b) {
+			// Whatever else is queued goes out in the same writev.
+			batch = append(batch[:0], b)
+		more:
+			for len(batch) < 64 {
+				select {
+				case b := <-c.out:
+					batch = append(batch, b)
+				default:
+					break more
+				}
+			}
+			if !c.write(batch) {
 				return
 			}
 		case <-c.quit:
@@ -375,7 +387,7 @@ func (c *conn) writer() {
 			for {
 				select {
 				case b := <-c.out:
-					if !c.write(b) {
+					if !c.write(net.Buffers{b}) {
 						return
 					}
 				default:
@@ -386,9 +398,13 @@ func (c *conn) writer() {
 	}
 }
 
-func (c *conn) write(b []byte) bool {
-	c.outBytes.Add(-int64(len(b)))
-	if _, err := c.nc.Write(b); err != nil {
+func (c *conn) write(bufs net.Buffers) bool {
+	n := 0
+	for _, b := range bufs {
+		n += len(b)
+	}
+	c.outBytes.Add(-int64(n))
+	if _, err := bufs.WriteTo(c.nc); err != nil {
 		c.fail(fmt.Errorf("writing: %w", err), "")
 		return false
 	}
