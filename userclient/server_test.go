@@ -452,3 +452,23 @@ func TestVersionMismatch(t *testing.T) {
 	require.ErrorIs(t, err, ErrProtocol)
 	require.ErrorContains(t, err, "server speaks 1")
 }
+
+// An Open the caller gave up on is closed when its reply arrives: no
+// session is left behind on the server.
+func TestAbandonedOpenIsClosed(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	c := ts.dial(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 20 {
+		h, err := c.Open(ctx, Match{Class: "TestDevice"})
+		if err == nil {
+			require.NoError(t, h.Close()) // the reply won the race
+			continue
+		}
+		require.ErrorIs(t, err, context.Canceled)
+	}
+	require.NoError(t, c.Ping(context.Background()))
+	require.Eventually(t, func() bool { return ts.Stats().Sessions == 0 && ts.reg.liveClients() == 0 },
+		10*time.Second, time.Millisecond, "sessions left: %+v", ts.Stats())
+}
