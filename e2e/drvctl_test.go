@@ -272,42 +272,6 @@ func (d *daemon) lifecycle(ctx context.Context) []driver.LifecycleEvent {
 	return parseLifecycle(d.t, r.Stdout)
 }
 
-func parseLifecycle(t *testing.T, out string) []driver.LifecycleEvent {
-	t.Helper()
-	steps := map[string]driver.Step{}
-	for s := driver.StepPublish; s <= driver.StepFree; s++ {
-		steps[s.String()] = s
-	}
-	var evs []driver.LifecycleEvent
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		var e struct {
-			Seq       uint64 `json:"seq"`
-			Kind      string `json:"kind"`
-			Step      string `json:"step"`
-			ServiceID uint64 `json:"service_id"`
-			Class     string `json:"class"`
-			Name      string `json:"name"`
-			Detail    string `json:"detail"`
-			Provider  uint64 `json:"provider_id"`
-			Score     int    `json:"score"`
-		}
-		require.NoError(t, json.Unmarshal(sc.Bytes(), &e), sc.Text())
-		if e.Kind != "lifecycle" {
-			continue
-		}
-		st, ok := steps[e.Step]
-		require.True(t, ok, "unknown lifecycle step %q", e.Step)
-		ev := driver.LifecycleEvent{Seq: e.Seq, ServiceID: e.ServiceID, Class: e.Class, Name: e.Name,
-			Step: st, ProviderID: e.Provider, Score: e.Score}
-		if st == driver.StepProbe || st == driver.StepStart {
-			ev.Err = e.Detail
-		}
-		evs = append(evs, ev)
-	}
-	return evs
-}
-
 // checkTrace waits until the trace so far passes the lifecycle checker with
 // the completeness rule (every terminated service stopped, detached and
 // freed) and returns it. The monitor starts with the daemon's first event
@@ -889,4 +853,11 @@ func TestDrvctlUnplugReadSoak(t *testing.T) {
 	d.checkNoLeaks(ctx)
 	d.stop(ctx)
 	require.Equal(t, rounds, noDevice)
+}
+
+func parseLifecycle(t *testing.T, out string) []driver.LifecycleEvent {
+	t.Helper()
+	evs, err := lifecycletest.ReadMonitorJSON(strings.NewReader(out))
+	require.NoError(t, err)
+	return evs
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -52,30 +51,6 @@ func TestParsePersonality(t *testing.T) {
 	require.NoError(t, fl.Set("name=a,driver=usbstorage,vid=1,pid=2"))
 	require.ErrorContains(t, fl.Set("name=a,driver=usbstorage,vid=3,pid=4"), "given twice")
 	require.Equal(t, "name=a,driver=usbstorage,vid=0001,pid=0002,score=100", fl.String())
-}
-
-// monitorLifecycle turns `drvctl monitor -o json` lines back into the
-// registry's lifecycle events, for the checker.
-func monitorLifecycle(t *testing.T, out []byte) []driver.LifecycleEvent {
-	t.Helper()
-	steps := map[string]driver.Step{}
-	for s := driver.StepPublish; s <= driver.StepFree; s++ {
-		steps[s.String()] = s
-	}
-	var evs []driver.LifecycleEvent
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		var e monitorEvent
-		require.NoError(t, json.Unmarshal(sc.Bytes(), &e), sc.Text())
-		if e.Kind != "lifecycle" {
-			continue
-		}
-		st, ok := steps[e.Step]
-		require.True(t, ok, "unknown step %q", e.Step)
-		evs = append(evs, driver.LifecycleEvent{Seq: e.Seq, ServiceID: e.ServiceID, Class: e.Class, Name: e.Name,
-			Step: st, ProviderID: e.Provider, Score: e.Score, Err: e.Detail})
-	}
-	return evs
 }
 
 // syncBuffer is a bytes.Buffer safe for one writer and one reader.
@@ -165,7 +140,7 @@ func TestServePersonalityOnSimBus(t *testing.T) {
 	require.Eventually(t, func() bool { m := byDriver(); return len(m["gadget"]) == 0 && len(m["usbstorage"]) == 1 },
 		5*time.Second, 10*time.Millisecond, "the gadget's instance is freed, the other stick's stays")
 	freed := func() bool {
-		for _, e := range monitorLifecycle(t, mon.Bytes()) {
+		for _, e := range mustReadMonitor(t, mon.Bytes()) {
 			if e.ServiceID == g.ID && e.Step == driver.StepFree {
 				return true
 			}
@@ -176,7 +151,7 @@ func TestServePersonalityOnSimBus(t *testing.T) {
 	mcancel()
 	require.NoError(t, <-monDone)
 
-	evs := monitorLifecycle(t, mon.Bytes())
+	evs := mustReadMonitor(t, mon.Bytes())
 	require.NoError(t, lifecycletest.Validate(evs, true))
 	var gadgetSteps []string
 	for _, e := range evs {
@@ -212,4 +187,11 @@ func TestMonitorHistoryBounded(t *testing.T) {
 	require.Equal(t, []uint64{6, 7, 8}, []uint64{ev[0].Seq, ev[1].Seq, ev[2].Seq})
 	require.Equal(t, []uint64{1, 2, 3, 4, 5, 6, 7, 8}, live)
 	require.LessOrEqual(t, len(h.history), 2*h.limit)
+}
+
+func mustReadMonitor(t *testing.T, out []byte) []driver.LifecycleEvent {
+	t.Helper()
+	evs, err := lifecycletest.ReadMonitorJSON(bytes.NewReader(out))
+	require.NoError(t, err)
+	return evs
 }
