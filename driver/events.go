@@ -32,6 +32,16 @@ func (s Step) String() string {
 	return "step?"
 }
 
+// ParseStep is the inverse of Step.String ("stop" → StepStop).
+func ParseStep(name string) (Step, bool) {
+	for i, n := range stepNames {
+		if i > 0 && n == name {
+			return Step(i), true
+		}
+	}
+	return 0, false
+}
+
 // LifecycleEvent is one step of one service. Seq orders events totally.
 type LifecycleEvent struct {
 	Seq        uint64

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -35,8 +36,15 @@ func record(format string, args ...any) {
 func TestMain(m *testing.M) {
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	a, err := Prepare(ctx, os.Stdout)
+	bins, err := buildGuestBins(ctx)
+	if err != nil {
+		cancel()
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	a, err := Prepare(ctx, os.Stdout, bins...)
 	cancel()
+	os.RemoveAll(filepath.Dir(bins[0]))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -533,5 +533,12 @@ func formatTag(tag any) string {
 	case fmt.Stringer:
 		return t.String()
 	}
+	// A pointer tag is known by its address: formatting what it points to
+	// would read the holder's fields while their owner writes them (a data
+	// race, and a report that changes with the holder's state).
+	switch reflect.ValueOf(tag).Kind() {
+	case reflect.Pointer, reflect.UnsafePointer, reflect.Chan:
+		return fmt.Sprintf("%T(%p)", tag, tag)
+	}
 	return fmt.Sprintf("%T(%v)", tag, tag)
 }

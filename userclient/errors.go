@@ -3,6 +3,8 @@ package userclient
 import (
 	"errors"
 	"fmt"
+
+	"github.com/drvkit/drvkit/driver"
 )
 
 // Sentinel errors, matchable with errors.Is on every error this package
@@ -18,6 +20,11 @@ var (
 	// ErrTerminated: the service went away (unplug, unload, terminate)
 	// while it was open or while a call was in flight.
 	ErrTerminated = errors.New("userclient: service terminated")
+	// ErrNoDevice: the device behind the service vanished (surprise
+	// removal) during the call. It is driver.ErrNoDevice itself, so an
+	// application may test for either; the service's termination
+	// (ErrTerminated on later calls) follows.
+	ErrNoDevice = driver.ErrNoDevice
 	// ErrNoMethod: the driver declares no method of that name.
 	ErrNoMethod = errors.New("userclient: no such method")
 	// ErrClosed: the handle, client or server was closed.
@@ -40,6 +47,7 @@ const (
 	CodeNoService  = "no_service"
 	CodeTerminated = "terminated"
 	CodeNoMethod   = "no_method"
+	CodeNoDevice   = "no_device"
 	CodeClosed     = "closed"
 	CodeOverflow   = "overflow"
 	CodeBadRequest = "bad_request"
@@ -53,6 +61,7 @@ var codeSentinel = map[string]error{
 	CodeNoService:  ErrNoService,
 	CodeTerminated: ErrTerminated,
 	CodeNoMethod:   ErrNoMethod,
+	CodeNoDevice:   ErrNoDevice,
 	CodeClosed:     ErrClosed,
 	CodeOverflow:   ErrOverflow,
 	CodeBadRequest: ErrProtocol,
@@ -68,7 +77,10 @@ func codeOf(err error) string {
 	if errors.As(err, &pe) {
 		return CodeProtocol
 	}
-	for _, c := range []string{CodeTerminated, CodePermission, CodeNoService, CodeNoMethod, CodeClosed, CodeOverflow, CodeProtocol} {
+	// no_device first: a vanished device is why a call failed and why the
+	// service is being terminated, the more useful of the two to an
+	// application.
+	for _, c := range []string{CodeNoDevice, CodeTerminated, CodePermission, CodeNoService, CodeNoMethod, CodeClosed, CodeOverflow, CodeProtocol} {
 		if errors.Is(err, codeSentinel[c]) {
 			return c
 		}

@@ -3,7 +3,9 @@ package userclient
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/driver"
 )
 
 func mustFrame(t testing.TB, f Frame) []byte {
@@ -117,6 +121,9 @@ func TestErrorMapping(t *testing.T) {
 	}
 	require.Equal(t, CodePermission, codeOf(&OpError{Op: "x", Err: ErrPermission}))
 	require.Equal(t, CodeFailed, codeOf(errors.New("driver error")))
+	// A device that vanished during a call: the cause wins over the
+	// termination it brings.
+	require.Equal(t, CodeNoDevice, codeOf(fmt.Errorf("%w: %w", ErrTerminated, driver.ErrNoDevice)))
 }
 
 // FuzzDecodeFrame: the decoder never panics, accepts only what re-encodes to
@@ -163,4 +170,23 @@ func TestSeedsPresent(t *testing.T) {
 	seeds, err := filepath.Glob("testdata/frames/*.bin")
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, len(seeds), 8, "seed corpus missing; run go test -run TestWriteSeeds -update-seeds")
+}
+
+func TestAppendNotification(t *testing.T) {
+	for _, n := range []Notification{
+		{Type: ServiceIsTerminated, Service: 7},
+		{Type: "DriverDefined(0x1)", Data: []byte{0, 1, 2}},
+		{Type: `odd "type"\`, Service: 1 << 63, Detail: "ünïcode\n\"quoted\"\x01"},
+	} {
+		b := appendNotification([]byte("prefix"), 42, n)
+		require.Equal(t, "prefix", string(b[:6]))
+		f, used, err := DecodeFrame(b[6:], DefaultMaxFrame)
+		require.NoError(t, err)
+		require.Equal(t, len(b)-6, used)
+		require.Equal(t, TypeNotification, f.Type)
+		var m notificationMsg
+		require.NoError(t, json.Unmarshal(f.Control, &m))
+		require.Equal(t, notificationMsg{Handle: 42, Type: string(n.Type), Service: n.Service, Detail: n.Detail}, m)
+		require.Equal(t, string(n.Data), string(f.Data))
+	}
 }

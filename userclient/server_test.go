@@ -41,6 +41,13 @@ func TestOpenCallClose(t *testing.T) {
 
 	_, err = h.Call(ctx, "fail", nil)
 	require.ErrorContains(t, err, "the device said no")
+	// A vanished device stays recognisable across the socket (it used to
+	// arrive as a generic failure).
+	_, err = h.Call(ctx, "vanish", nil)
+	require.ErrorIs(t, err, driver.ErrNoDevice)
+	require.ErrorIs(t, err, ErrNoDevice)
+	require.NotErrorIs(t, err, ErrTerminated)
+	require.ErrorContains(t, err, "bulk transfer: no device")
 	_, err = h.Call(ctx, "nope", nil)
 	require.ErrorIs(t, err, ErrNoMethod)
 
@@ -444,4 +451,24 @@ func TestVersionMismatch(t *testing.T) {
 	_, err := Dial(context.Background(), ts.sock, withVersions(7))
 	require.ErrorIs(t, err, ErrProtocol)
 	require.ErrorContains(t, err, "server speaks 1")
+}
+
+// An Open the caller gave up on is closed when its reply arrives: no
+// session is left behind on the server.
+func TestAbandonedOpenIsClosed(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	c := ts.dial(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 20 {
+		h, err := c.Open(ctx, Match{Class: "TestDevice"})
+		if err == nil {
+			require.NoError(t, h.Close()) // the reply won the race
+			continue
+		}
+		require.ErrorIs(t, err, context.Canceled)
+	}
+	require.NoError(t, c.Ping(context.Background()))
+	require.Eventually(t, func() bool { return ts.Stats().Sessions == 0 && ts.reg.liveClients() == 0 },
+		10*time.Second, time.Millisecond, "sessions left: %+v", ts.Stats())
 }

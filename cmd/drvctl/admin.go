@@ -24,7 +24,14 @@ const (
 	opLeaks     = "leaks"
 	opWhy       = "why"
 	opBlockers  = "blockers"
+	opHistory   = "monitor-history"
 )
+
+// historyResult is the monitor's replay buffer.
+type historyResult struct {
+	Events  []monitorEvent `json:"events"`
+	Dropped uint64         `json:"dropped"`
+}
 
 // ErrNoSuchService is returned for an ID the registry does not know.
 var errNoSuchService = errors.New("no such service")

@@ -278,6 +278,7 @@ func setupSim(fs *flag.FlagSet, e *env) func([]string) error {
 func setupMonitor(fs *flag.FlagSet, e *env) func([]string) error {
 	sock := socketFlag(fs, e)
 	withEnv := fs.Bool("env", false, "print each kernel event's properties")
+	replay := fs.Bool("replay", false, "first print the events the daemon kept since it started (the last 4096), then follow")
 	format := outputFlag(fs, "text", "json")
 	return func(args []string) error {
 		if err := noArgs(args); err != nil {
@@ -289,13 +290,15 @@ func setupMonitor(fs *flag.FlagSet, e *env) func([]string) error {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
-		return monitor(ctx, sock(), f == "json", *withEnv, e.stdout)
+		return monitor(ctx, sock(), f == "json", *withEnv, *replay, e.stdout)
 	}
 }
 
 // monitor prints events until ctx ends (nil) or the daemon goes away (an
-// error saying so).
-func monitor(ctx context.Context, path string, asJSON, withEnv bool, w io.Writer) error {
+// error saying so). With replay it prints the daemon's history first: the
+// stream is opened before the history is fetched, so every event is in one
+// or the other, and events in both (by seq) are printed once.
+func monitor(ctx context.Context, path string, asJSON, withEnv, replay bool, w io.Writer) error {
 	c, err := dial(ctx, path)
 	if err != nil {
 		return err
@@ -311,6 +314,34 @@ func monitor(ctx context.Context, path string, asJSON, withEnv bool, w io.Writer
 		fmt.Fprintln(w)
 	}
 	enc := json.NewEncoder(w)
+	print := func(ev *monitorEvent) error {
+		if asJSON {
+			return enc.Encode(ev)
+		}
+		return writeMonitorLine(w, ev, withEnv)
+	}
+	var printed uint64 // the last seq printed from the history
+	if replay {
+		var hist historyResult
+		out, _, err := c.Admin(ctx, opHistory, nil, nil)
+		if err != nil {
+			return fmt.Errorf("reading the monitor history: %w", err)
+		}
+		if err := json.Unmarshal(out, &hist); err != nil {
+			return fmt.Errorf("daemon sent a malformed monitor history: %w", err)
+		}
+		if hist.Dropped > 0 {
+			if err := print(&monitorEvent{Kind: "lost", Count: hist.Dropped}); err != nil {
+				return err
+			}
+		}
+		for i := range hist.Events {
+			if err := print(&hist.Events[i]); err != nil {
+				return err
+			}
+			printed = hist.Events[i].Seq
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -332,13 +363,10 @@ func monitor(ctx context.Context, path string, asJSON, withEnv bool, w io.Writer
 			if err := json.Unmarshal(n.Data, &ev); err != nil {
 				return fmt.Errorf("daemon sent a malformed monitor event: %w", err)
 			}
-			if asJSON {
-				if err := enc.Encode(&ev); err != nil {
-					return err
-				}
-				continue
+			if ev.Seq != 0 && ev.Seq <= printed {
+				continue // already printed from the history
 			}
-			if err := writeMonitorLine(w, &ev, withEnv); err != nil {
+			if err := print(&ev); err != nil {
 				return err
 			}
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/lifecycletest"
 	"github.com/drvkit/drvkit/driver/scsi/blockdev"
 	"github.com/drvkit/drvkit/userclient"
@@ -112,6 +110,9 @@ func startDaemon(t *testing.T, scenario string) *daemonProc {
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	require.NoError(t, d.cmd.Start())
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.log.String())
+		}
 		if d.cmd.ProcessState == nil {
 			_ = d.cmd.Process.Kill()
 			_ = d.cmd.Wait()
@@ -151,35 +152,6 @@ func classes(doc inspectDoc) map[string]int {
 		m[s.Class]++
 	}
 	return m
-}
-
-// lifecycleEvents turns `drvctl monitor -o json` lines back into the
-// registry's events so the contract checker can validate the trace the
-// daemon really produced.
-func lifecycleEvents(t *testing.T, lines string) []driver.LifecycleEvent {
-	t.Helper()
-	steps := map[string]driver.Step{}
-	for s := driver.StepPublish; s <= driver.StepFree; s++ {
-		steps[s.String()] = s
-	}
-	var out []driver.LifecycleEvent
-	sc := bufio.NewScanner(strings.NewReader(lines))
-	for sc.Scan() {
-		var e monitorEvent
-		require.NoError(t, json.Unmarshal(sc.Bytes(), &e), sc.Text())
-		if e.Kind != "lifecycle" {
-			continue
-		}
-		step, ok := steps[e.Step]
-		require.True(t, ok, "unknown step %q", e.Step)
-		ev := driver.LifecycleEvent{Seq: uint64(len(out) + 1), ServiceID: e.ServiceID, Class: e.Class, Name: e.Name, Step: step}
-		if step == driver.StepAttach || step == driver.StepDetach {
-			_, err := fmt.Sscanf(e.Detail, "provider %d", &ev.ProviderID)
-			require.NoError(t, err, e.Detail)
-		}
-		out = append(out, ev)
-	}
-	return out
 }
 
 func TestDaemonEndToEnd(t *testing.T) {
@@ -250,7 +222,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	out, err = d.ctl("sim", "unplug 9-9")
 	require.Error(t, err)
 	require.Contains(t, out, "9-9")
-	require.Equal(t, 1, classes(d.inspect())["SCSIGenericBlock"])
+	require.Equal(t, 1, classes(d.inspect())["SCSIGenericBlock"], "the boot disk's sg driver is untouched:\n%s", d.mustCtl("inspect"))
 
 	// SIGTERM: everything terminated in order, exit 0, nothing leaked.
 	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
@@ -260,7 +232,8 @@ func TestDaemonEndToEnd(t *testing.T) {
 	require.True(t, os.IsNotExist(err), "the socket file is removed at exit")
 
 	_ = mon.Wait() // ends when the daemon goes
-	events := lifecycleEvents(t, monOut.String()[:strings.LastIndex(monOut.String(), "}")+1])
+	events, err := lifecycletest.ReadMonitorJSON(strings.NewReader(monOut.String()[:strings.LastIndex(monOut.String(), "}")+1]))
+	require.NoError(t, err)
 	require.NotEmpty(t, events)
 	require.NoError(t, lifecycletest.Validate(events, false))
 }

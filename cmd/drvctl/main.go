@@ -1,8 +1,10 @@
 // Command drvctl is drvkit's daemon and command-line tool.
 //
 //	drvctl serve [--sim FILE]       run the daemon (netlink + coldplug, or a simulated bus)
+//	             [--drivers LIST] [--personality name=N,driver=D,vid=V,pid=P]...
 //	drvctl inspect [-l] [-o FMT]    the registry as a tree (text, json, dot)
-//	drvctl monitor [--env] [-o FMT] live kernel uevents and lifecycle steps
+//	drvctl monitor [--env] [--replay] [-o FMT]
+//	                                live kernel uevents and lifecycle steps (--replay: since the daemon started)
 //	drvctl unload DRIVER            terminate every instance of a driver and unload it
 //	drvctl terminate ID             terminate one service
 //	drvctl leaks [-o FMT]           outstanding references (text, json, pprof)

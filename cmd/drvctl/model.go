@@ -54,8 +54,11 @@ func (d *inspectDoc) normalize() {
 // monitorEvent is one line of `drvctl monitor`: a kernel uevent as the
 // daemon received it, or one lifecycle step of a service.
 type monitorEvent struct {
-	Kind string  `json:"kind"` // "kernel" or "lifecycle"
+	Kind string  `json:"kind"` // "kernel", "lifecycle", or "lost" (--replay: the history had dropped Count events)
 	Time float64 `json:"time"` // seconds on CLOCK_MONOTONIC, as udevadm prints
+	// Seq numbers the daemon's events from 1, kernel and lifecycle alike,
+	// in the order they happened: a gap means events were lost.
+	Seq uint64 `json:"seq,omitempty"`
 
 	// kernel
 	Action    string            `json:"action,omitempty"`
@@ -70,4 +73,9 @@ type monitorEvent struct {
 	Class     string `json:"class,omitempty"`
 	Name      string `json:"name,omitempty"`
 	Detail    string `json:"detail,omitempty"`
+	Provider  uint64 `json:"provider_id,omitempty"` // attach and detach
+	Score     int    `json:"score,omitempty"`       // probe
+
+	// lost
+	Count uint64 `json:"count,omitempty"`
 }

@@ -14,16 +14,43 @@ import (
 // subscribers. Subscribers must not block: the daemon's subscribers hand
 // events to userclient, which disconnects a client that stops reading
 // rather than waiting for it, so a stalled monitor never slows the registry.
+//
+// The hub also keeps the last monitorHistory events, so that a monitor
+// started after the daemon (`drvctl monitor --replay`) still sees the
+// devices found at coldplug and everything since.
 type monitorHub struct {
 	clock monoClock
 
-	mu   sync.Mutex
-	next int
-	subs map[int]func(monitorEvent)
+	mu      sync.Mutex
+	next    int
+	seq     uint64
+	subs    map[int]func(monitorEvent)
+	history []monitorEvent // oldest first, at most 2*limit before trimming
+	limit   int
 }
 
+// monitorHistory bounds the replay buffer: a few minutes of a busy bus, a
+// few MiB at most.
+const monitorHistory = 4096
+
 func newMonitorHub() *monitorHub {
-	return &monitorHub{clock: newMonoClock(), subs: map[int]func(monitorEvent){}}
+	return &monitorHub{clock: newMonoClock(), subs: map[int]func(monitorEvent){}, limit: monitorHistory}
+}
+
+// History returns the kept events, oldest first, and how many older ones
+// were dropped.
+func (h *monitorHub) History() (events []monitorEvent, dropped uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	events = h.history
+	if len(events) > h.limit {
+		events = events[len(events)-h.limit:]
+	}
+	events = append([]monitorEvent(nil), events...)
+	if len(events) > 0 {
+		dropped = events[0].Seq - 1
+	}
+	return events, dropped
 }
 
 // subscribe calls f for every event, in order, until cancel.
@@ -45,6 +72,13 @@ func (h *monitorHub) subscribe(f func(monitorEvent)) (cancel func()) {
 func (h *monitorHub) publish(e monitorEvent) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.seq++
+	e.Seq = h.seq
+	h.history = append(h.history, e)
+	if len(h.history) >= 2*h.limit {
+		// Trim in one copy per limit events, not one per event.
+		h.history = append(h.history[:0:0], h.history[len(h.history)-h.limit:]...)
+	}
 	for _, f := range h.subs {
 		f(e)
 	}
@@ -55,6 +89,10 @@ func (h *monitorHub) lifecycle(ev driver.LifecycleEvent) {
 		ServiceID: ev.ServiceID, Class: ev.Class, Name: ev.Name, Detail: ev.Err}
 	if ev.Step == driver.StepAttach || ev.Step == driver.StepDetach {
 		e.Detail = "provider " + itoa(ev.ProviderID)
+		e.Provider = ev.ProviderID
+	}
+	if ev.Step == driver.StepProbe {
+		e.Score = ev.Score
 	}
 	h.publish(e)
 }

@@ -204,6 +204,8 @@ func writeMonitorLine(w io.Writer, e *monitorEvent, env bool) error {
 	switch e.Kind {
 	case "kernel":
 		fmt.Fprintf(&b, "KERNEL[%.6f] %-8s %s (%s)\n", e.Time, e.Action, e.Devpath, e.Subsystem)
+	case "lost":
+		fmt.Fprintf(&b, "LOST %d older events (the daemon keeps the last %d)\n", e.Count, monitorHistory)
 	default:
 		fmt.Fprintf(&b, "LIFECYCLE[%.6f] %-8s %s id=%d", e.Time, e.Step, e.Class, e.ServiceID)
 		if e.Name != "" && e.Name != e.Class {

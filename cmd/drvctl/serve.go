@@ -48,6 +48,7 @@ type serveOptions struct {
 	termTimeout  time.Duration
 	closeTimeout time.Duration
 	stateDir     string
+	personality  personalityFlags
 }
 
 func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
@@ -66,6 +67,8 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long `drvctl terminate` waits for the free")
 	fs.DurationVar(&o.closeTimeout, "shutdown-timeout", 15*time.Second, "how long shutdown waits for every service to be freed")
 	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` for what must outlive the daemon: the journal of kernel drivers it detached, re-attached at the next start if it was killed (with --sim also the simulated kernel's bindings); empty: no journal")
+	fs.Var(&o.personality, "personality", "register a driver for one USB product, repeatable: `name=N,driver=usbstorage,vid=VVVV,pid=PPPP[,score=S]` "+
+		"(hex ids; matches that product's interfaces whatever their class, and beats the class match: default score 100)")
 	return func(args []string) error {
 		if len(args) > 0 {
 			return usagef("serve takes no arguments, got %q", args)
@@ -201,6 +204,15 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		if err := d.reg.RegisterPersonality(p); err != nil {
 			log.Error("register personality", "driver", name, "err", err)
 		}
+	}
+	for _, ps := range o.personality {
+		// parsePersonality admits only drivers that can match by VID:PID.
+		p := ps.personality(usbstorage.Personality(d.usb))
+		if err := d.reg.RegisterPersonality(p); err != nil {
+			log.Error("register personality", "personality", ps.Name, "err", err)
+			continue
+		}
+		log.Info("personality", "name", ps.Name, "driver", ps.Driver, "vid", fmt.Sprintf("%04x", ps.Vendor), "pid", fmt.Sprintf("%04x", ps.Product), "score", ps.Score)
 	}
 
 	d.srv, err = userclient.Listen(&daemonBackend{RegistryBackend: userclient.NewRegistryBackend(d.reg), hub: d.hub}, userclient.Config{
@@ -405,6 +417,9 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 	switch op {
 	case opInspect:
 		return inspectRegistry(d.reg), nil, nil
+	case opHistory:
+		ev, dropped := d.hub.History()
+		return historyResult{Events: ev, Dropped: dropped}, nil, nil
 	case opTerminate:
 		var a idArgs
 		if err := decode(&a); err != nil {

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -111,8 +113,7 @@ func (b *simBus) apply(ev *hotplug.Event) {
 		node := "/dev/" + ev.Name()
 		switch ev.Action {
 		case hotplug.ActionAdd:
-			hctl := path.Base(path.Dir(path.Dir(ev.DevPath))) // …/H:C:T:L/scsi_generic/sgN
-			b.sg[node] = b.disk("scsi:"+hctl, "QEMU", "QEMU HARDDISK")
+			b.sg[node] = b.sgDiskLocked(node, ev.DevPath)
 		case hotplug.ActionRemove:
 			for _, t := range b.sgOpen[node] {
 				t.Unplug()
@@ -121,6 +122,13 @@ func (b *simBus) apply(ev *hotplug.Event) {
 			delete(b.sg, node)
 		}
 	}
+}
+
+// sgDiskLocked is the disk behind an sg node whose device path (or sysfs
+// link target) ends in …/H:C:T:L/scsi_generic/sgN.
+func (b *simBus) sgDiskLocked(node, devpath string) *scsitest.Disk {
+	hctl := path.Base(path.Dir(path.Dir(devpath)))
+	return b.disk("scsi:"+hctl, "QEMU", "QEMU HARDDISK")
 }
 
 func (b *simBus) disk(key, vendor, product string) *scsitest.Disk {
@@ -145,12 +153,22 @@ func padBlock(p []byte, size int) []byte {
 
 // openSG is the sg driver's opener on a simulated bus: the disk behind a
 // simulated /dev/sgN, failing as a vanished device once it is removed.
+//
+// The sg driver can be started before this bus has seen the node's add
+// event: the bridge may learn the node from the simulator's sysfs mirror,
+// which is written ahead of the events. So an unknown node is looked up
+// there, as opening a real /dev/sgN finds the device whatever the events.
 func (b *simBus) openSG(node string) (scsi.Transport, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	d := b.sg[node]
 	if d == nil {
-		return nil, fmt.Errorf("open %s: %w", node, scsi.ErrNoDevice)
+		target, err := os.Readlink(filepath.Join(b.sysfs, "class", "scsi_generic", path.Base(node)))
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", node, scsi.ErrNoDevice)
+		}
+		d = b.sgDiskLocked(node, target)
+		b.sg[node] = d
 	}
 	t := scsitest.NewTransport(d)
 	b.sgOpen[node] = append(b.sgOpen[node], t)

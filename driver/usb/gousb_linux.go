@@ -13,9 +13,16 @@ import (
 	"github.com/google/gousb"
 )
 
-// Gousb is the Backend on libusb through gousb. The libusb context (and
+// Gousb is the Backend on libusb through gousb. A libusb context (and
 // gousb's event goroutine, which wakes every 100 ms) exists only while a
 // device is open or an enumeration runs.
+//
+// Every open device has a context of its own. libusb enumerates when a
+// context starts and then learns of new devices only from udevd's events;
+// with no udevd (an initramfs, a container, a minimal system) a context
+// kept alive by one open device never sees a device plugged after it, and
+// opening that one failed with ErrNotFound. A context per device starts
+// from a fresh enumeration every time.
 type Gousb struct {
 	newContext func() *gousb.Context
 
@@ -136,10 +143,21 @@ func interfacesOf(c gousb.ConfigDesc) []Interface {
 	return out
 }
 
+// newPrivate starts a context for one device (see Gousb).
+func (b *Gousb) newPrivate() (*gousb.Context, error) {
+	b.mu.Lock()
+	shut := b.shut
+	b.mu.Unlock()
+	if shut {
+		return nil, &OpError{Op: "open", Err: ErrClosed}
+	}
+	return safeNewContext(b.newContext)
+}
+
 // Open implements Backend.
 func (b *Gousb) Open(ctx context.Context, sel Selector) (Device, error) {
 	op := "open " + sel.String()
-	c, err := b.acquire()
+	c, err := b.newPrivate()
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +182,7 @@ func (b *Gousb) Open(ctx context.Context, sel Selector) (Device, error) {
 		chosen, serial = d, s
 	}
 	if chosen == nil {
-		b.release()
+		c.Close()
 		if err != nil {
 			return nil, &OpError{Op: op, Err: mapGousb(err)}
 		}
@@ -172,7 +190,7 @@ func (b *Gousb) Open(ctx context.Context, sel Selector) (Device, error) {
 	}
 	if cerr := ctx.Err(); cerr != nil {
 		chosen.Close()
-		b.release()
+		c.Close()
 		return nil, &OpError{Op: op, Err: cerr}
 	}
 	info := infoFromDesc(chosen.Desc)
@@ -184,7 +202,7 @@ func (b *Gousb) Open(ctx context.Context, sel Selector) (Device, error) {
 		}
 	}
 	dctx, cancel := context.WithCancel(context.Background())
-	d := &gousbDevice{b: b, dev: chosen, info: info, ifaces: map[int]*gousb.Interface{},
+	d := &gousbDevice{b: b, uctx: c, dev: chosen, info: info, ifaces: map[int]*gousb.Interface{},
 		in: map[uint8]*gousb.InEndpoint{}, out: map[uint8]*gousb.OutEndpoint{}, epType: map[uint8]TransferType{},
 		detached: map[int]string{}, ctx: dctx, cancel: cancel}
 	// Without usbfs access drvkit cannot see kernel drivers; claiming then
@@ -231,6 +249,7 @@ func (b *Gousb) Close() error {
 
 type gousbDevice struct {
 	b    *Gousb
+	uctx *gousb.Context // this device's own (see Gousb)
 	info DeviceInfo
 	fs   *usbfs
 
@@ -522,7 +541,9 @@ func (d *gousbDevice) Close() error {
 	d.b.mu.Lock()
 	delete(d.b.devs, d)
 	d.b.mu.Unlock()
-	errs = append(errs, d.b.release())
+	if cerr := d.uctx.Close(); cerr != nil {
+		errs = append(errs, &OpError{Op: "libusb exit", Err: cerr})
+	}
 	return errors.Join(errs...)
 }
 

@@ -140,3 +140,33 @@ func TestUsbfsMissingNode(t *testing.T) {
 	_, err := openUsbfs(255, 255)
 	require.ErrorIs(t, err, ErrNoDevice)
 }
+
+// Every Open enumerates in a context of its own, even while another
+// context is alive: libusb learns of devices plugged after a context
+// started only from udevd, and without udevd (the QEMU guest of make e2e)
+// a shared context kept alive by one open stick never found a second
+// device plugged later (TestDrvctlGadgetPersonality caught it: "usb: open
+// 003/002: not found").
+func TestGousbOpenUsesFreshContext(t *testing.T) {
+	b := NewGousb()
+	defer func() { require.NoError(t, b.Close()) }()
+	var made []*gousb.Context
+	b.newContext = func() *gousb.Context {
+		c := gousb.NewContext()
+		made = append(made, c)
+		return c
+	}
+	// A context alive for something else (an enumeration in progress).
+	shared, err := b.acquire()
+	require.NoError(t, err)
+	for range 2 {
+		_, err := b.Open(context.Background(), Selector{Bus: 255, Address: 255})
+		require.ErrorIs(t, err, ErrNotFound)
+	}
+	require.Len(t, made, 3, "each Open started its own context")
+	require.NotSame(t, shared, made[1])
+	require.NotSame(t, made[1], made[2])
+	require.NoError(t, b.release())
+	require.False(t, b.contextActive())
+	// goleak in TestMain checks that the Opens' contexts were closed.
+}

@@ -1,11 +1,11 @@
 package agentproto
 
 import (
-	"bytes"
 	"fmt"
-	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/drvkit/drvkit/hotplug"
 )
 
 // Uevent is one kernel uevent as the guest received it.
@@ -30,45 +30,25 @@ func (u *Uevent) String() string {
 	return s
 }
 
-// ParseUevent decodes a kernel uevent datagram: "ACTION@DEVPATH\0" followed
-// by NUL-terminated KEY=VALUE strings, all valid UTF-8 (the wire is JSON). Messages from udev's monitor (which
-// start with "libudev\0") are rejected: only the kernel's format is valid.
+// ParseUevent decodes a kernel uevent datagram with hotplug.Parse (so the
+// guest checks the same format the daemon does) and requires it to be valid
+// UTF-8, since the wire to the host is JSON. Messages from udev's monitor
+// (which start with "libudev\0") are rejected: only the kernel's format is
+// valid.
 func ParseUevent(b []byte) (*Uevent, error) {
-	if len(b) == 0 {
-		return nil, fmt.Errorf("%w: empty uevent", ErrMalformed)
-	}
 	if !utf8.Valid(b) {
 		// JSON would replace the bad bytes on the way to the host: the
 		// event would arrive altered. Say so instead.
 		return nil, fmt.Errorf("%w: uevent is not valid UTF-8: %.80q", ErrMalformed, b)
 	}
-	parts := bytes.Split(bytes.TrimRight(b, "\x00"), []byte{0})
-	head := string(parts[0])
-	at := strings.IndexByte(head, '@')
-	if at <= 0 || at == len(head)-1 {
-		return nil, fmt.Errorf("%w: uevent header %.80q is not ACTION@DEVPATH", ErrMalformed, head)
+	ev, err := hotplug.Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	u := &Uevent{Action: head[:at], Devpath: head[at+1:], Env: make(map[string]string, len(parts))}
-	for _, p := range parts[1:] {
-		k, v, ok := bytes.Cut(p, []byte{'='})
-		if !ok || len(k) == 0 {
-			return nil, fmt.Errorf("%w: uevent %s: field %.80q is not KEY=VALUE", ErrMalformed, head, p)
-		}
-		u.Env[string(k)] = string(v)
-	}
-	if a, ok := u.Env["ACTION"]; ok && a != u.Action {
-		return nil, fmt.Errorf("%w: uevent %s: ACTION=%s disagrees with the header", ErrMalformed, head, a)
-	}
-	if d, ok := u.Env["DEVPATH"]; ok && d != u.Devpath {
-		return nil, fmt.Errorf("%w: uevent %s: DEVPATH=%s disagrees with the header", ErrMalformed, head, d)
-	}
-	u.Subsystem = u.Env["SUBSYSTEM"]
-	if s, ok := u.Env["SEQNUM"]; ok {
-		n, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%w: uevent %s: SEQNUM %q", ErrMalformed, head, s)
-		}
-		u.Seqnum = n
+	u := &Uevent{Action: ev.Action.String(), Devpath: ev.DevPath, Subsystem: ev.Subsystem, Seqnum: ev.Seqnum,
+		Env: map[string]string{}}
+	for k, v := range ev.Env() {
+		u.Env[k] = v
 	}
 	return u, nil
 }

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/driver/lifecycletest"
+	"github.com/drvkit/drvkit/refcount/leaktest"
+)
+
+func TestParsePersonality(t *testing.T) {
+	tests := []struct {
+		in   string
+		want personalitySpec
+		err  string
+	}{
+		{in: "name=gadget,driver=usbstorage,vid=1d50,pid=6018",
+			want: personalitySpec{Name: "gadget", Driver: "usbstorage", Vendor: 0x1d50, Product: 0x6018, Score: 100}},
+		{in: "name=g, driver=usbstorage, vid=0x1D50, pid=0001, score=7",
+			want: personalitySpec{Name: "g", Driver: "usbstorage", Vendor: 0x1d50, Product: 1, Score: 7, hasScore: true}},
+		{in: "name=g,driver=usbstorage,vid=1d50", err: "pid is required"},
+		{in: "name=g,driver=usbstorage,vid=1d50,pid=10000", err: "not a 16-bit hex number"},
+		{in: "name=g,driver=usbstorage,vid=xyz,pid=1", err: "not a 16-bit hex number"},
+		{in: "name=g,driver=sg,vid=1,pid=1", err: `driver "sg" cannot be matched by VID:PID`},
+		{in: "name=usbstorage,driver=usbstorage,vid=1,pid=1", err: "built-in driver's"},
+		{in: "name=g,driver=usbstorage,vid=1,pid=1,colour=red", err: `unknown key "colour"`},
+		{in: "name=g,name=h,driver=usbstorage,vid=1,pid=1", err: "name given twice"},
+		{in: "name=g,driver=usbstorage,vid=1,pid=1,score=high", err: "not an integer"},
+		{in: "gadget", err: "not key=value"},
+	}
+	for _, tt := range tests {
+		got, err := parsePersonality(tt.in)
+		if tt.err != "" {
+			require.ErrorContains(t, err, tt.err, tt.in)
+			continue
+		}
+		require.NoError(t, err, tt.in)
+		require.Equal(t, tt.want, got, tt.in)
+	}
+	var fl personalityFlags
+	require.NoError(t, fl.Set("name=a,driver=usbstorage,vid=1,pid=2"))
+	require.ErrorContains(t, fl.Set("name=a,driver=usbstorage,vid=3,pid=4"), "given twice")
+	require.Equal(t, "name=a,driver=usbstorage,vid=0001,pid=0002,score=100", fl.String())
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]byte(nil), s.b.Bytes()...)
+}
+
+// The daemon on a simulated bus with a VID:PID personality: the product's
+// mass-storage interface goes to the personality (its score beats the class
+// match), another stick still to usbstorage; unplugged, everything is
+// freed; a monitor started late replays the whole lifecycle, which the
+// checker accepts; the daemon shuts down with nothing leaked.
+func TestServePersonalityOnSimBus(t *testing.T) {
+	leaktest.Check(t)
+	dir := t.TempDir()
+	scn := filepath.Join(dir, "boot.scn")
+	require.NoError(t, os.WriteFile(scn, []byte(
+		"plug usb 2-1 vid=1d50 pid=6018 ifaces=08/06/50 serial=GADGET1\n"+
+			"plug usb 2-2 vid=46f4 pid=0001 ifaces=08/06/50 serial=STICK\n"), 0o644))
+	o := serveOptions{socket: filepath.Join(dir, "d.sock"), sim: scn, drivers: "usbstorage,sg",
+		logFormat: "text", logLevel: "error", trace: "all", socketGroup: -1,
+		termTimeout: 10 * time.Second, closeTimeout: 10 * time.Second}
+	require.NoError(t, o.personality.Set("name=gadget,driver=usbstorage,vid=1d50,pid=6018"))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	readyc := make(chan *daemon, 1)
+	served := make(chan error, 1)
+	var stderr syncBuffer
+	go func() { served <- serve(ctx, o, &stderr, func(d *daemon) { readyc <- d }) }()
+	var d *daemon
+	select {
+	case d = <-readyc:
+	case err := <-served:
+		t.Fatalf("serve: %v\n%s", err, stderr.Bytes())
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+
+	byDriver := func() map[string][]serviceEntry {
+		m := map[string][]serviceEntry{}
+		for _, s := range inspectRegistry(d.reg).Services {
+			m[s.Driver] = append(m[s.Driver], s)
+		}
+		return m
+	}
+	require.Eventually(t, func() bool { m := byDriver(); return len(m["gadget"]) == 1 && len(m["usbstorage"]) == 1 },
+		5*time.Second, 10*time.Millisecond, "both sticks matched")
+	doc := inspectRegistry(d.reg)
+	props := func(id uint64) map[string]any {
+		for _, s := range doc.Services {
+			if s.ID == id {
+				return s.Properties
+			}
+		}
+		return nil
+	}
+	m := byDriver()
+	g, u := m["gadget"][0], m["usbstorage"][0]
+	require.Equal(t, "USBMassStorage", g.Class, "the personality runs usbstorage's driver")
+	require.Len(t, g.Providers, 1)
+	require.EqualValues(t, 0x1d50, props(g.Providers[0])["idVendor"])
+	require.EqualValues(t, 0x46f4, props(u.Providers[0])["idVendor"])
+
+	// A monitor started now replays everything since the daemon started.
+	mctx, mcancel := context.WithCancel(ctx)
+	var mon syncBuffer
+	monDone := make(chan error, 1)
+	go func() { monDone <- monitor(mctx, o.socket, true, false, true, &mon) }()
+	require.Eventually(t, func() bool { return bytes.Contains(mon.Bytes(), []byte(`"step":"start"`)) },
+		5*time.Second, 10*time.Millisecond, "the replay shows the drivers' starts")
+
+	require.NoError(t, d.inject(wctx, "unplug 2-1\n"))
+	require.Eventually(t, func() bool { m := byDriver(); return len(m["gadget"]) == 0 && len(m["usbstorage"]) == 1 },
+		5*time.Second, 10*time.Millisecond, "the gadget's instance is freed, the other stick's stays")
+	freed := func() bool {
+		for _, e := range mustReadMonitor(t, mon.Bytes()) {
+			if e.ServiceID == g.ID && e.Step == driver.StepFree {
+				return true
+			}
+		}
+		return false
+	}
+	require.Eventually(t, freed, 5*time.Second, 10*time.Millisecond, "the monitor shows the gadget's free")
+	mcancel()
+	require.NoError(t, <-monDone)
+
+	evs := mustReadMonitor(t, mon.Bytes())
+	require.NoError(t, lifecycletest.Validate(evs, true))
+	var gadgetSteps []string
+	for _, e := range evs {
+		if e.ServiceID == g.ID {
+			gadgetSteps = append(gadgetSteps, e.Step.String())
+		}
+	}
+	require.Equal(t, []string{"attach", "start", "terminate", "willTerminate", "didTerminate", "stop", "detach", "free"},
+		gadgetSteps)
+	var first monitorEvent
+	line, _, _ := bytes.Cut(mon.Bytes(), []byte("\n"))
+	require.NoError(t, json.Unmarshal(line, &first))
+	require.Equal(t, uint64(1), first.Seq, "the replay starts at the daemon's first event")
+	require.Equal(t, "kernel", first.Kind)
+
+	cancel()
+	require.NoError(t, <-served, "%s", stderr.Bytes())
+	require.False(t, strings.Contains(string(stderr.Bytes()), "leaked"), "%s", stderr.Bytes())
+}
+
+func TestMonitorHistoryBounded(t *testing.T) {
+	h := newMonitorHub()
+	h.limit = 3
+	var live []uint64
+	cancel := h.subscribe(func(e monitorEvent) { live = append(live, e.Seq) })
+	defer cancel()
+	for i := 0; i < 8; i++ {
+		h.publish(monitorEvent{Kind: "lifecycle", Step: "publish"})
+	}
+	ev, dropped := h.History()
+	require.Equal(t, uint64(5), dropped)
+	require.Len(t, ev, 3)
+	require.Equal(t, []uint64{6, 7, 8}, []uint64{ev[0].Seq, ev[1].Seq, ev[2].Seq})
+	require.Equal(t, []uint64{1, 2, 3, 4, 5, 6, 7, 8}, live)
+	require.LessOrEqual(t, len(h.history), 2*h.limit)
+}
+
+func mustReadMonitor(t *testing.T, out []byte) []driver.LifecycleEvent {
+	t.Helper()
+	evs, err := lifecycletest.ReadMonitorJSON(bytes.NewReader(out))
+	require.NoError(t, err)
+	return evs
+}

@@ -1,0 +1,219 @@
+// Command e2e-app is the application the drvctl scenarios of the end-to-end
+// tests run inside the QEMU guest: a drvkit user client, as scsiapp is, that
+// reports what happens to it as JSON lines the host asserts on.
+//
+//	e2e-app -socket S -driver usbstorage [-write LBA -pattern P] [-read LBA]
+//	        [-read-loop LBA [-depth N]] [-hold [-close-after FILE]] [-status FILE]
+//
+// In that order: it opens an instance of the driver, asks INQUIRY and the
+// capacity, writes the pattern at LBA, reads LBA once, then with -read-loop
+// reads until a read fails, with -depth reads outstanding as a storage
+// application keeps a queue, and reports each reader's error (whether it
+// is ErrNoDevice: the device vanished under the read, or ErrTerminated: the
+// read began after drvkit had terminated the service), and with -hold keeps the device open, reporting every
+// notification, until ServiceIsRequestingClose; it closes then, or once
+// the file -close-after names exists (the host decides when: it can look
+// at the daemon while the device is still held). Every line goes to standard output and, with -status, is
+// appended to FILE as well, so the host can follow a program still running.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/drvkit/drvkit/driver/scsi/blockdev"
+	"github.com/drvkit/drvkit/userclient"
+)
+
+// Line is one report. Only the fields an event uses are set.
+type Line struct {
+	Event string `json:"event"`
+	Pid   int    `json:"pid"`
+
+	Service     uint64 `json:"service,omitempty"`
+	Client      uint64 `json:"client,omitempty"`
+	Class       string `json:"class,omitempty"`
+	Personality string `json:"personality,omitempty"`
+
+	Vendor    string `json:"vendor,omitempty"`
+	Product   string `json:"product,omitempty"`
+	Revision  string `json:"revision,omitempty"`
+	Blocks    uint64 `json:"blocks,omitempty"`
+	BlockSize uint32 `json:"block_size,omitempty"`
+
+	LBA   uint64 `json:"lba,omitempty"`
+	Data  string `json:"data,omitempty"`
+	Reads int    `json:"reads,omitempty"`
+
+	Type       string `json:"type,omitempty"`
+	Error      string `json:"error,omitempty"`
+	NoDevice   bool   `json:"no_device,omitempty"`
+	Terminated bool   `json:"terminated,omitempty"`
+}
+
+type reporter struct {
+	mu     sync.Mutex
+	status *os.File
+}
+
+func (r *reporter) emit(l Line) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l.Pid = os.Getpid()
+	b, _ := json.Marshal(l)
+	b = append(b, '\n')
+	os.Stdout.Write(b)
+	if r.status != nil {
+		r.status.Write(b) // O_APPEND: one write per line
+	}
+}
+
+func main() {
+	socket := flag.String("socket", os.Getenv("DRVCTL_SOCKET"), "daemon socket `path`")
+	drv := flag.String("driver", "usbstorage", "open an instance of this `driver` (personality)")
+	write := flag.Int64("write", -1, "write the pattern at this `lba` (-1: no write)")
+	pattern := flag.String("pattern", "", "the `text` written, zero-padded to a block")
+	read := flag.Int64("read", -1, "read this `lba` once (-1: no read)")
+	loop := flag.Int64("read-loop", -1, "read this `lba` until a read fails (-1: no loop)")
+	depth := flag.Int("depth", 1, "with -read-loop: `reads` outstanding at once")
+	hold := flag.Bool("hold", false, "hold the device open until it requests close")
+	closeAfter := flag.String("close-after", "", "with -hold: after ServiceIsRequestingClose, keep the device open until this `file` exists")
+	statusPath := flag.String("status", "", "also append every line to this `file`")
+	flag.Parse()
+
+	r := &reporter{}
+	if *statusPath != "" {
+		f, err := os.OpenFile(*statusPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e-app:", err)
+			os.Exit(2)
+		}
+		r.status = f
+	}
+	if err := run(r, *socket, *drv, *write, *pattern, *read, *loop, *depth, *hold, *closeAfter); err != nil {
+		r.emit(Line{Event: "error", Error: err.Error(), NoDevice: errors.Is(err, userclient.ErrNoDevice),
+			Terminated: errors.Is(err, userclient.ErrTerminated)})
+		os.Exit(1)
+	}
+	r.emit(Line{Event: "exit"})
+}
+
+func run(r *reporter, socket, drv string, write int64, pattern string, read, loop int64, depth int, hold bool, closeAfter string) error {
+	if socket == "" {
+		return errors.New("no socket: use -socket or DRVCTL_SOCKET")
+	}
+	ctx := context.Background()
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := userclient.Dial(dctx, socket, userclient.WithClientName("e2e-app"))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	h, err := c.Open(dctx, userclient.Match{Personality: drv})
+	if err != nil {
+		return fmt.Errorf("open %s: %w", drv, err)
+	}
+	info := h.Service()
+	r.emit(Line{Event: "opened", Service: info.ID, Client: h.ClientID(), Class: info.Class, Personality: info.Personality})
+
+	call := func(method string, in []byte) ([]byte, error) {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return h.Call(cctx, method, in)
+	}
+	out, err := call(blockdev.MethodInquiry, nil)
+	if err != nil {
+		return fmt.Errorf("inquiry: %w", err)
+	}
+	inq, err := blockdev.DecodeInquiry(out)
+	if err != nil {
+		return err
+	}
+	if out, err = call(blockdev.MethodCapacity, nil); err != nil {
+		return fmt.Errorf("capacity: %w", err)
+	}
+	capa, err := blockdev.DecodeCapacity(out)
+	if err != nil {
+		return err
+	}
+	r.emit(Line{Event: "inquiry", Vendor: inq.Vendor, Product: inq.Product, Revision: inq.Revision,
+		Blocks: capa.Blocks, BlockSize: capa.BlockSize})
+
+	if write >= 0 {
+		block := make([]byte, capa.BlockSize)
+		copy(block, pattern)
+		if _, err := call(blockdev.MethodWrite, blockdev.EncodeWrite(uint64(write), block)); err != nil {
+			return fmt.Errorf("write block %d: %w", write, err)
+		}
+		r.emit(Line{Event: "wrote", LBA: uint64(write)})
+	}
+	if read >= 0 {
+		b, err := call(blockdev.MethodRead, blockdev.EncodeRead(uint64(read), 1))
+		if err != nil {
+			return fmt.Errorf("read block %d: %w", read, err)
+		}
+		r.emit(Line{Event: "read", LBA: uint64(read), Data: string(bytes.TrimRight(b, "\x00"))})
+	}
+	if loop >= 0 {
+		var wg sync.WaitGroup
+		var once sync.Once
+		for range max(depth, 1) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := 0; ; n++ {
+					_, err := call(blockdev.MethodRead, blockdev.EncodeRead(uint64(loop), 1))
+					if err != nil {
+						r.emit(Line{Event: "read-error", LBA: uint64(loop), Reads: n, Error: err.Error(),
+							NoDevice: errors.Is(err, userclient.ErrNoDevice), Terminated: errors.Is(err, userclient.ErrTerminated)})
+						return
+					}
+					once.Do(func() { r.emit(Line{Event: "reading", LBA: uint64(loop)}) })
+				}
+			}()
+		}
+		wg.Wait()
+		// The service is going: a well-behaved application closes.
+		if err := h.Close(); err != nil {
+			return err
+		}
+		r.emit(Line{Event: "closed"})
+		return nil
+	}
+	if !hold {
+		if err := h.Close(); err != nil {
+			return err
+		}
+		r.emit(Line{Event: "closed"})
+		return nil
+	}
+	r.emit(Line{Event: "holding"})
+	for n := range h.Notifications() {
+		r.emit(Line{Event: "notification", Type: string(n.Type), Service: n.Service, Error: n.Detail})
+		if n.Type == userclient.ServiceIsRequestingClose {
+			if closeAfter != "" {
+				r.emit(Line{Event: "waiting", Data: closeAfter})
+				for {
+					if _, err := os.Stat(closeAfter); err == nil {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			if err := h.Close(); err != nil {
+				return err
+			}
+			r.emit(Line{Event: "closed"})
+			return nil
+		}
+	}
+	return fmt.Errorf("notifications ended before ServiceIsRequestingClose: %v", c.Err())
+}

@@ -1,0 +1,158 @@
+package userclient
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/drvkit/drvkit/refcount"
+)
+
+// untraced runs a benchmark with reference tracing off (TestMain turns it
+// on for the tests): objects made during it take the one-atomic path.
+func untraced(b *testing.B) {
+	refcount.TraceOff()
+	b.Cleanup(refcount.TraceAll)
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+func reportLatencies(b *testing.B, lat []time.Duration) {
+	b.ReportMetric(float64(percentile(lat, 0.50).Microseconds()), "p50-µs")
+	b.ReportMetric(float64(percentile(lat, 0.99).Microseconds()), "p99-µs")
+}
+
+// BenchmarkCallRoundTrip: one call through the socket, the server, the user
+// client and the driver's method, and back. The baseline is the same
+// method called in process (driver.Service.Call) in the same run;
+// x-direct is the ratio.
+func BenchmarkCallRoundTrip(b *testing.B) {
+	untraced(b)
+	ts := newTestServer(b, Config{})
+	ctx := context.Background()
+	in := bytes.Repeat([]byte("x"), 64)
+
+	// Baseline: the same method called in process (testing.Benchmark
+	// cannot nest inside a benchmark, so it is timed by hand).
+	const baseN = 20000
+	start := time.Now()
+	for range baseN {
+		if _, err := ts.dev.Call(ctx, "echo", in); err != nil {
+			b.Fatal(err)
+		}
+	}
+	directNs := float64(time.Since(start).Nanoseconds()) / baseN
+	for _, mode := range []string{"socket", "embedded"} {
+		b.Run(mode, func(b *testing.B) {
+			var c *Client
+			var err error
+			if mode == "socket" {
+				c, err = Dial(ctx, ts.sock)
+			} else {
+				c, err = ts.Embed(ctx)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			h, err := c.Open(ctx, Match{Class: "TestDevice"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer h.Close()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := h.Call(ctx, "echo", in); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			per := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+			b.ReportMetric(per/1e3, "µs/call")
+			b.ReportMetric(per/directNs, "x-direct")
+		})
+	}
+}
+
+// BenchmarkNotificationFanout: a driver message to 1,000 connected clients;
+// latency until the last one has read it.
+func BenchmarkNotificationFanout(b *testing.B) {
+	untraced(b)
+	const clients = 1000
+	ts := newTestServer(b, Config{})
+	ctx := context.Background()
+	var got sync.WaitGroup
+	var readers sync.WaitGroup
+	conns := make([]*Client, 0, clients)
+	b.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		readers.Wait()
+	})
+	for range clients {
+		c, err := Dial(ctx, ts.sock)
+		if err != nil {
+			b.Fatal(err)
+		}
+		conns = append(conns, c)
+		h, err := c.Open(ctx, Match{Class: "TestDevice"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for n := range h.Notifications() {
+				if n.Type == driverMsgType {
+					got.Done()
+				}
+			}
+		}()
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		got.Add(clients)
+		start := time.Now()
+		ts.dev.message(fmt.Appendf(nil, "%d", i))
+		got.Wait()
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	reportLatencies(b, lat)
+}
+
+// BenchmarkKillToFreed: a child process that opened a device is SIGKILLed;
+// latency from the kill to the free of its user client. Runs at least 100
+// trials (each trial spawns a process, so ns/op is the kill→freed mean).
+func BenchmarkKillToFreed(b *testing.B) {
+	untraced(b)
+	ts := newTestServer(b, Config{})
+	trials := max(b.N, 100)
+	lat := make([]time.Duration, 0, trials)
+	for range trials {
+		ch := startChild(b, "", "open", ts.sock, nil)
+		id := ch.opened(b)
+		killed := ch.kill()
+		freed := ts.reg.waitFreed(b, id)
+		lat = append(lat, freed.Sub(killed))
+		ch.cmd.Wait()
+	}
+	var sum time.Duration
+	for _, d := range lat {
+		sum += d
+	}
+	b.ReportMetric(float64(sum.Nanoseconds())/float64(len(lat)), "ns/op")
+	b.ReportMetric(float64(len(lat)), "trials")
+	reportLatencies(b, lat)
+}
