@@ -147,6 +147,8 @@ var stepKeys = map[string]map[string]bool{
 	"scsi-remove": {},
 	"unplug":      {},
 	"dup":         {},
+	"bind":        {"iface": true, "driver": true},
+	"unbind":      {"iface": true},
 }
 
 func parseStep(text string) (Step, bool, error) {
@@ -187,6 +189,12 @@ func parseStep(text string) (Step, bool, error) {
 		}
 		st = Step{Cmd: toks[0], Arg: args[0]}
 		args = nil
+	case "bind", "unbind":
+		if len(args) < 2 {
+			return st, false, fmt.Errorf("%s: want %s PORT iface=N%s", toks[0], toks[0], map[bool]string{true: " driver=NAME"}[toks[0] == "bind"])
+		}
+		st = Step{Cmd: toks[0], Arg: args[0]}
+		args = args[1:]
 	case "repeat":
 		if len(args) != 1 {
 			return st, false, errors.New("repeat: want repeat N (closed by end)")
@@ -208,7 +216,7 @@ func parseStep(text string) (Step, bool, error) {
 		st = Step{Cmd: "scsi-" + args[0], Arg: args[1]}
 		args = args[2:]
 	default:
-		return st, false, fmt.Errorf("unknown command %q (want plug, unplug, dup, scsi, wait, seqnum, repeat, end)", toks[0])
+		return st, false, fmt.Errorf("unknown command %q (want plug, unplug, dup, bind, unbind, scsi, wait, seqnum, repeat, end)", toks[0])
 	}
 	st.Opts = map[string]string{}
 	for _, a := range args {

@@ -108,6 +108,10 @@ func (m *simMachine) exec(st Step) ([]simEvent, error) {
 		err = m.scsiAdd(st.Arg, st.Opts)
 	case "scsi-remove":
 		err = m.scsiRemove(st.Arg)
+	case "bind":
+		err = m.bind(st.Arg, st.Opts)
+	case "unbind":
+		err = m.unbind(st.Arg, st.Opts)
 	default:
 		err = fmt.Errorf("unknown step %q", st.Cmd)
 	}
@@ -393,6 +397,76 @@ func (m *simMachine) plugEvents(d *usbDev) {
 			m.addLUN(lun, true, false)
 		}
 	}
+}
+
+// iface finds interface iface=N of the device at port.
+func (m *simMachine) iface(cmd, port string, o map[string]string) (*usbDev, int, error) {
+	d, ok := m.usb[port]
+	if !ok {
+		return nil, 0, fmt.Errorf("%s: no device at port %s", cmd, port)
+	}
+	n, err := strconv.Atoi(o["iface"])
+	if err != nil || n < 0 || n >= len(d.ifaces) {
+		return nil, 0, fmt.Errorf("%s: iface=%q: device %s has interfaces 0..%d", cmd, o["iface"], port, len(d.ifaces)-1)
+	}
+	return d, n, nil
+}
+
+// unbind: the interface's driver lets go (usb_driver_release_interface, as
+// when a user-space program claims it through usbfs and the kernel driver is
+// detached): usb-storage tears down its SCSI host first, then the kernel
+// reports the unbind.
+func (m *simMachine) unbind(port string, o map[string]string) error {
+	d, i, err := m.iface("unbind", port, o)
+	if err != nil {
+		return err
+	}
+	in := &d.ifaces[i]
+	if in.driver == "" {
+		return fmt.Errorf("unbind: interface %d of %s has no driver", i, port)
+	}
+	if in.host >= 0 {
+		m.removeHost(in.host)
+		in.host = -1
+	}
+	in.driver = ""
+	m.emit(ActionUnbind, d.ifacePath(i), "usb", nil, d.ifaceEnv(i, false, false)...)
+	return nil
+}
+
+// bind: a driver takes the interface (usbfs for a user-space claim, or a
+// kernel driver re-attached); usb-storage creates its SCSI host before the
+// bind is reported and scans its LUN after, as at plug time.
+func (m *simMachine) bind(port string, o map[string]string) error {
+	d, i, err := m.iface("bind", port, o)
+	if err != nil {
+		return err
+	}
+	drv := o["driver"]
+	if drv == "" {
+		return errors.New("bind: want driver=NAME")
+	}
+	in := &d.ifaces[i]
+	if in.driver != "" {
+		return fmt.Errorf("bind: interface %d of %s is bound to %s", i, port, in.driver)
+	}
+	in.driver = drv
+	ip := d.ifacePath(i)
+	if drv == "usb-storage" {
+		h := lowestFree(hostsUsed(m.hosts))
+		in.host = h
+		host := &scsiHost{n: h, path: fmt.Sprintf("%s/host%d", ip, h), usb: true}
+		m.hosts[h] = host
+		m.emit(ActionAdd, fmt.Sprintf("/devices/virtual/workqueue/scsi_tmf_%d", h), "workqueue", nil)
+		m.emit(ActionAdd, host.path, "scsi", nil, "DEVTYPE=scsi_host")
+		m.emit(ActionAdd, fmt.Sprintf("%s/scsi_host/host%d", host.path, h), "scsi_host", nil)
+	}
+	m.emit(ActionBind, ip, "usb", nil, d.ifaceEnv(i, true, true)...)
+	if in.host >= 0 {
+		lun := &scsiLUN{hctl: HCTL{Host: in.host}, typ: d.lunType, vendor: d.lunVendor, model: d.lunModel, rev: d.lunRev}
+		m.addLUN(lun, true, false)
+	}
+	return nil
 }
 
 func hostsUsed(h map[int]*scsiHost) map[int]bool {

@@ -168,7 +168,13 @@ func TestDaemonEndToEnd(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // the monitor's Open reaches the daemon
 
 	d.mustCtl("sim", "plug usb 2-1 vid=46f4 pid=0001 serial=E2E ifaces=08/06/50")
-	require.Equal(t, 1, classes(d.inspect())["USBMassStorage"], "usbstorage should match the stick")
+	c := classes(d.inspect())
+	require.Equal(t, 1, c["USBMassStorage"], "usbstorage should match the stick")
+	// Claiming the interface detached the kernel's usb-storage, so the
+	// stick's SCSI disk went away, as on a real machine: only the boot
+	// disk is left for sg.
+	require.Equal(t, 1, c["SCSIDevice"])
+	require.Equal(t, 1, c["SCSIGenericBlock"])
 
 	app := self(t, "app")
 	app.Env = append(app.Env, "DRVCTL_SOCKET="+d.socket)
@@ -210,9 +216,17 @@ func TestDaemonEndToEnd(t *testing.T) {
 	t.Logf("SIGKILL → the driver it held open freed: %v", time.Since(killed))
 	out = d.mustCtl("unload", "usbstorage")
 	require.Contains(t, out, "unloaded usbstorage")
+	// usbstorage let go: usb-storage is re-attached and the stick's disk is
+	// back, now driven by sg.
+	require.Eventually(t, func() bool {
+		c := classes(d.inspect())
+		return c["SCSIDevice"] == 2 && c["SCSIGenericBlock"] == 2
+	}, 10*time.Second, 20*time.Millisecond, "the stick's disk should come back under usb-storage:\n%s", d.mustCtl("inspect"))
 
 	d.mustCtl("sim", "unplug 2-1")
-	require.Zero(t, classes(d.inspect())["USBDevice"])
+	c = classes(d.inspect())
+	require.Zero(t, c["USBDevice"])
+	require.Equal(t, 1, c["SCSIDevice"])
 	require.Contains(t, d.mustCtl("leaks"), "0 live object(s)")
 
 	// Bad requests get errors and usage, and the daemon carries on.

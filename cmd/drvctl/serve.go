@@ -88,6 +88,7 @@ type daemon struct {
 	hub    *monitorHub
 	usb    usb.Backend
 	sim    *hotplug.Sim // nil on real hardware
+	simBus *simBus      // nil on real hardware
 	bridge *hotplug.Bridge
 	srv    *userclient.Server
 }
@@ -161,6 +162,8 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		}
 		d.usb = fake
 		simBusSrc = newSimBus(d.sim, fake, sysfsRoot)
+		simBusSrc.followKernelDrivers(d.sim.Inject, log)
+		d.simBus = simBusSrc
 		src = simBusSrc
 	} else {
 		d.usb = usb.NewGousb()
@@ -479,9 +482,22 @@ func (d *daemon) inject(ctx context.Context, steps string) error {
 		return err
 	}
 	// Inject returns once the bridge has handled every event; Flush waits
-	// for the publications those events queued.
+	// for the publications those events queued. A driver that started or
+	// stopped may have claimed or released an interface, which the
+	// simulated kernel reports with events of its own: wait for those too
+	// (a claim's events start nothing that claims again, so this settles).
 	if err := d.sim.Inject(ctx, frag); err != nil {
 		return err
 	}
-	return d.bridge.Flush(ctx)
+	for {
+		if err := d.bridge.Flush(ctx); err != nil {
+			return err
+		}
+		if d.simBus.idle() {
+			return nil
+		}
+		if err := d.simBus.waitKernelDrivers(ctx); err != nil {
+			return err
+		}
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -39,6 +40,21 @@ type simBus struct {
 	// onPlug, if set, is told of each fake USB device plugged (the daemon
 	// re-attaches kernel drivers its killed predecessor left detached).
 	onPlug func(usb.DeviceInfo)
+
+	// Kernel-driver changes of the fake devices, queued for the worker that
+	// turns them into simulator steps (see followKernelDrivers).
+	bindMu   sync.Mutex
+	binds    []bindChange
+	pending  int           // changes queued or being applied
+	idleCh   chan struct{} // closed when pending drops to 0
+	bindKick chan struct{}
+	stop     chan struct{}
+	worker   sync.WaitGroup
+}
+
+type bindChange struct {
+	bus, addr, iface int
+	from, to         string
 }
 
 type usbDeviceSeen struct {
@@ -58,7 +74,133 @@ func newSimBus(src hotplug.Source, usb *usbtest.Backend, sysfs string) *simBus {
 		disks: map[string]*scsitest.Disk{}, sg: map[string]*scsitest.Disk{}, sgOpen: map[string][]*scsitest.Transport{}}
 }
 
-func (b *simBus) Close() error { return b.src.Close() }
+func (b *simBus) Close() error {
+	err := b.src.Close()
+	if b.stop != nil {
+		b.bindMu.Lock()
+		select {
+		case <-b.stop:
+		default:
+			close(b.stop)
+		}
+		b.bindMu.Unlock()
+		b.worker.Wait()
+	}
+	return err
+}
+
+// followKernelDrivers makes the simulated kernel report what a real one
+// does when a driver claims or releases an interface: when usbstorage
+// claims a stick (detaching usb-storage), usb-storage's SCSI host and disk
+// are removed and the interface is bound to usbfs; when it lets go and
+// usb-storage is re-attached, the disk comes back. The changes are noticed
+// under the fake device's lock, so they are queued and turned into
+// simulator steps by a worker goroutine, which Close stops.
+func (b *simBus) followKernelDrivers(inject func(context.Context, *hotplug.Scenario) error, log *slog.Logger) {
+	b.bindKick = make(chan struct{}, 1)
+	b.stop = make(chan struct{})
+	b.usb.OnKernelDriver(func(spec usbtest.DeviceSpec, iface int, from, to string) {
+		b.bindMu.Lock()
+		b.binds = append(b.binds, bindChange{bus: spec.Bus, addr: spec.Address, iface: iface, from: from, to: to})
+		if b.pending == 0 {
+			b.idleCh = make(chan struct{})
+		}
+		b.pending++
+		b.bindMu.Unlock()
+		select {
+		case b.bindKick <- struct{}{}:
+		default:
+		}
+	})
+	// ctx ends an injection under way when the bus closes.
+	ctx, cancel := context.WithCancel(context.Background())
+	b.worker.Add(2)
+	go func() {
+		defer b.worker.Done()
+		<-b.stop
+		cancel()
+	}()
+	go func() {
+		defer b.worker.Done()
+		for {
+			select {
+			case <-b.stop:
+				return
+			case <-b.bindKick:
+			}
+			b.bindMu.Lock()
+			todo := b.binds
+			b.binds = nil
+			b.bindMu.Unlock()
+			for _, c := range todo {
+				steps := b.bindSteps(c)
+				if steps == "" {
+					continue
+				}
+				frag, err := hotplug.ParseScenarioFragment("kernel driver change", steps)
+				if err == nil {
+					err = inject(ctx, frag)
+				}
+				if err != nil {
+					// The device went away meanwhile, or the daemon is
+					// stopping: the simulated kernel has nothing to report.
+					log.Debug("simulated kernel driver change not applied", "steps", steps, "err", err)
+				}
+			}
+			b.bindMu.Lock()
+			b.pending -= len(todo)
+			if b.pending == 0 {
+				close(b.idleCh)
+			}
+			b.bindMu.Unlock()
+		}
+	}()
+}
+
+// idle reports whether no kernel-driver change is queued or being applied.
+func (b *simBus) idle() bool {
+	b.bindMu.Lock()
+	defer b.bindMu.Unlock()
+	return b.pending == 0
+}
+
+// waitKernelDrivers waits until every kernel-driver change noticed so far
+// has been applied to the simulator (and so handled by the bridge).
+func (b *simBus) waitKernelDrivers(ctx context.Context) error {
+	b.bindMu.Lock()
+	idle, pending := b.idleCh, b.pending
+	b.bindMu.Unlock()
+	if pending == 0 {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// bindSteps is the scenario for one change, or "" if the device is gone.
+func (b *simBus) bindSteps(c bindChange) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for devpath, seen := range b.devices {
+		if seen.bus != c.bus || seen.addr != c.addr {
+			continue
+		}
+		port := path.Base(devpath)
+		var steps string
+		if c.from != "" {
+			steps += fmt.Sprintf("unbind %s iface=%d\n", port, c.iface)
+		}
+		if c.to != "" {
+			steps += fmt.Sprintf("bind %s iface=%d driver=%s\n", port, c.iface, c.to)
+		}
+		return steps
+	}
+	return ""
+}
 
 func (b *simBus) Next(ctx context.Context) (hotplug.Event, error) {
 	ev, err := b.src.Next(ctx)

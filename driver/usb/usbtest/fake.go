@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/drvkit/drvkit/driver/usb"
 )
@@ -56,6 +57,7 @@ type DeviceSpec struct {
 // Backend is the fake usb.Backend.
 type Backend struct {
 	ks      *kernelState // nil unless PersistKernelState
+	onBind  atomic.Pointer[func(spec DeviceSpec, iface int, from, to string)]
 	mu      sync.Mutex
 	devs    []*Device
 	handles map[*handle]struct{}
@@ -300,14 +302,16 @@ func (h *handle) ClaimInterface(ctx context.Context, num, alt int) error {
 	if d.owner[num] != nil {
 		return &usb.OpError{Op: op, Err: fmt.Errorf("%w: claimed by another usbfs user", usb.ErrBusy)}
 	}
-	if drv := d.bound[num]; drv != "" {
-		d.events = append(d.events, fmt.Sprintf("detach %s from interface %d", drv, num))
-		h.detached[num] = drv
+	from := d.bound[num]
+	if from != "" {
+		d.events = append(d.events, fmt.Sprintf("detach %s from interface %d", from, num))
+		h.detached[num] = from
 	}
 	d.bound[num] = "usbfs"
 	d.owner[num] = h
 	h.claimed[num] = true
 	d.persistLocked()
+	d.boundChangedLocked(num, from, "usbfs")
 	return nil
 }
 
@@ -327,6 +331,7 @@ func (h *handle) releaseLocked(num int) {
 	defer d.mu.Unlock()
 	delete(h.claimed, num)
 	delete(d.owner, num)
+	from := d.bound[num]
 	delete(d.bound, num)
 	if drv, ok := h.detached[num]; ok {
 		delete(h.detached, num)
@@ -336,6 +341,9 @@ func (h *handle) releaseLocked(num int) {
 		}
 	}
 	d.persistLocked()
+	if d.goneCx.Err() == nil {
+		d.boundChangedLocked(num, from, d.bound[num])
+	}
 }
 
 func (h *handle) releaseAll() {

@@ -127,7 +127,25 @@ func (b *Backend) BindKernelDriver(ctx context.Context, sel usb.Selector, iface 
 	d.bound[iface] = driver
 	d.events = append(d.events, fmt.Sprintf("attach %s to interface %d", driver, iface))
 	d.persistLocked()
+	d.boundChangedLocked(iface, "", driver)
 	return nil
+}
+
+// OnKernelDriver calls f whenever an interface of a plugged device changes
+// driver — a claim detaching the kernel driver for usbfs, a release
+// re-attaching it, BindKernelDriver — with the drivers before and after
+// ("" for none). A simulated bus uses it to emit the uevents the kernel
+// would. f runs with the device locked: it must not call into the fake.
+func (b *Backend) OnKernelDriver(f func(spec DeviceSpec, iface int, from, to string)) {
+	b.onBind.Store(&f)
+}
+
+// boundChangedLocked reports a binding change to the observer; d.mu is held
+// (the observer is an atomic pointer so that no other lock is taken here).
+func (d *Device) boundChangedLocked(iface int, from, to string) {
+	if f := d.backend.onBind.Load(); f != nil && *f != nil && from != to {
+		(*f)(d.spec, iface, from, to)
+	}
 }
 
 var _ usb.KernelBinder = (*Backend)(nil)
