@@ -90,7 +90,7 @@ func run(bin, scenarios string) error {
 		return err
 	}
 
-	step("Plug a USB mass-storage stick: usbstorage matches its interface")
+	step("Plug a USB mass-storage stick: usbstorage matches its interface and claims it\n    (the kernel's usb-storage lets go, so the stick's SCSI disk goes away, as on a real machine)")
 	if err := d.cmd("sim", "-f", filepath.Join(scenarios, "demo-plug.scn")); err != nil {
 		return err
 	}
