@@ -772,16 +772,18 @@ func TestDrvctlGadgetPersonality(t *testing.T) {
 			var res agentproto.GadgetResult
 			require.NoError(t, a.Call(sctx, agentproto.OpGadgetUp, agentproto.GadgetArgs{
 				Name: "g1", VID: vid, PID: pid, Product: "drvkit gadget", Serial: serial}, &res))
-			doc := d.waitTree(ctx, "USBDevice 1d50:6018 → USBInterface → gadget", func(doc *inspectDoc) bool {
-				_, _, g := usbStick(doc, "1d50", "6018", "gadget")
-				return g != nil
+			// Matching attaches every candidate, starts the winner and then
+			// terminates the losers: usbstorage's class-match instance may
+			// briefly stand beside the gadget's, so wait until it is gone.
+			doc := d.waitTree(ctx, "USBDevice 1d50:6018 → USBInterface → gadget, and no usbstorage instance beside it", func(doc *inspectDoc) bool {
+				_, iface, g := usbStick(doc, "1d50", "6018", "gadget")
+				return g != nil && len(doc.find(func(s *svcEntry) bool {
+					return s.Driver == "usbstorage" && len(s.Providers) == 1 && s.Providers[0] == iface.ID
+				})) == 0
 			})
 			dev, iface, inst := usbStick(doc, "1d50", "6018", "gadget")
 			require.Equal(t, "USBMassStorage", inst.Class, "the personality runs usbstorage's driver")
 			require.Equal(t, serial, dev.prop("serial"))
-			require.Empty(t, doc.find(func(s *svcEntry) bool {
-				return s.Driver == "usbstorage" && len(s.Providers) == 1 && s.Providers[0] == iface.ID
-			}), "the class match lost to the product match")
 
 			lines := d.app(ctx, "-driver", "gadget", "-write", "3", "-pattern", serial, "-read", "3")
 			require.Equal(t, inst.ID, findLine(lines, "opened").Service)
