@@ -1,0 +1,39 @@
+package main
+
+import (
+	"fmt"
+	"testing"
+)
+
+// FuzzParsePersonality: any --personality value is either refused with an
+// error or parsed into a spec that formats back to a value parsing to the
+// same spec.
+func FuzzParsePersonality(f *testing.F) {
+	for _, seed := range []string{
+		"name=gadget,driver=usbstorage,vid=1d50,pid=6018",
+		"name=g,driver=usbstorage,vid=0x1D50,pid=6018,score=7",
+		"name=g,driver=sg,vid=1,pid=2",
+		"name=,driver=usbstorage",
+		"vid=zz",
+		",,,",
+		"name=a,name=b",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		s, err := parsePersonality(v)
+		if err != nil {
+			return
+		}
+		again := fmt.Sprintf("name=%s,driver=%s,vid=%04x,pid=%04x,score=%d", s.Name, s.Driver, s.Vendor, s.Product, s.Score)
+		s2, err := parsePersonality(again)
+		if err != nil {
+			// A name holding "," or "=" cannot be written back; that is
+			// the only acceptable reason to fail.
+			return
+		}
+		if s2.Name != s.Name || s2.Driver != s.Driver || s2.Vendor != s.Vendor || s2.Product != s.Product || s2.Score != s.Score {
+			t.Fatalf("%q parsed to %+v, which formats to %q parsing to %+v", v, s, again, s2)
+		}
+	})
+}
