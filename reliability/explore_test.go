@@ -602,23 +602,38 @@ func TestExploreBaseline(t *testing.T) {
 		queued, runs int
 		clients      int
 	}
-	// Look at the topology when the teardown begins (the first kill).
-	probe.MustAdd(faultinject.Rule{Point: faultinject.Call, Skip: 20, Action: faultinject.Do(func(faultinject.Site) {
+	// Look at the topology mid-run: at the first call made once every
+	// client is attached (the out-of-process one can attach well after
+	// the others have made many calls on a loaded machine), from the 21st
+	// call on so that the jobs have started.
+	var looked atomic.Bool
+	probe.MustAdd(faultinject.Rule{Point: faultinject.Call, Skip: 20, Times: -1, Action: faultinject.Do(func(faultinject.Site) {
+		if looked.Load() {
+			return
+		}
 		w := wp.Load()
+		w.cmu.Lock()
+		clients := len(w.clients)
+		w.cmu.Unlock()
+		if clients > mid.clients {
+			mid.clients = clients
+		}
+		if clients < 4 {
+			return
+		}
+		looked.Store(true)
 		mid.kernel = w.stick.KernelDriver(0)
 		if s, release, ok := w.instance(vendorClass); ok {
 			mid.queued, mid.runs = s.Jobs()
 			release()
 		}
-		w.cmu.Lock()
-		mid.clients = len(w.clients)
-		w.cmu.Unlock()
 	}).Labeled("look@call")})
 	sc := scenario{IO: 5 * time.Millisecond, Teardown: defaultTeardown}
 	res, err := runScenarioWith(sc, &wp, &gates, probe)
 	must(t, err == nil, "baseline: %v", err)
 	w := wp.Load()
-	must(t, res.fired["look@call"] == 1, "clients made fewer than 21 calls")
+	must(t, res.fired["look@call"] >= 1, "clients made fewer than 21 calls")
+	must(t, looked.Load(), "never saw all 4 clients attached at once (at most %d)", mid.clients)
 	must(t, mid.kernel == "usbfs", "usbstorage holds interface 0 (kernel driver %q)", mid.kernel)
 	must(t, mid.clients == 4, "4 clients attached, got %d", mid.clients)
 	must(t, mid.runs == 4 && mid.queued >= 2, "vendord has 4 running and ≥2 queued jobs, got %d/%d", mid.runs, mid.queued)
