@@ -126,6 +126,14 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	d := &daemon{opts: o, log: log, hub: newMonitorHub()}
 	d.reg = driver.NewRegistry(driver.WithLogger(log))
 	cancelLifecycle := d.reg.SubscribeLifecycle(d.hub.lifecycle)
+	// undo holds what to release if setting up fails, run last first.
+	undo := []func(){func() { _ = d.reg.Close(context.Background()) }, cancelLifecycle}
+	fail := func(err error) error {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return err
+	}
 
 	var src hotplug.Source
 	var sysfsRoot string
@@ -133,55 +141,46 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	if o.sim != "" {
 		sc, err := loadScenario(o.sim)
 		if err != nil {
-			cancelLifecycle()
-			_ = d.reg.Close(context.Background())
-			return err
+			return fail(err)
 		}
 		sysfsRoot, err = os.MkdirTemp("", "drvkit-sim-sysfs-")
 		if err != nil {
-			cancelLifecycle()
-			_ = d.reg.Close(context.Background())
-			return err
+			return fail(err)
 		}
 		defer os.RemoveAll(sysfsRoot)
-		d.sim, err = hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: sysfsRoot, Live: true})
-		if err != nil {
-			cancelLifecycle()
-			_ = d.reg.Close(context.Background())
-			return err
+		if d.sim, err = hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: sysfsRoot, Live: true}); err != nil {
+			return fail(err)
 		}
+		undo = append(undo, func() { _ = d.sim.Close() })
 		fake := usbtest.New()
+		d.usb = fake
+		undo = append(undo, func() { _ = fake.Close() })
 		if o.stateDir != "" {
 			// The real kernel keeps interface bindings across daemons; the
 			// fake one lives in this process, so it keeps them in a file.
 			if err := fake.PersistKernelState(filepath.Join(o.stateDir, "sim-kernel.json")); err != nil {
-				cancelLifecycle()
-				_ = d.reg.Close(context.Background())
-				return err
+				return fail(err)
 			}
 		}
-		d.usb = fake
 		simBusSrc = newSimBus(d.sim, fake, sysfsRoot)
 		simBusSrc.followKernelDrivers(d.sim.Inject, log)
 		d.simBus = simBusSrc
 		src = simBusSrc
 	} else {
-		d.usb = usb.NewGousb()
+		gousb := usb.NewGousb()
+		d.usb = gousb
+		undo = append(undo, func() { _ = gousb.Close() })
 		nl, err := hotplug.NewNetlink(hotplug.NetlinkConfig{Coldplug: true})
 		if err != nil {
-			cancelLifecycle()
-			_ = d.reg.Close(context.Background())
-			return fmt.Errorf("kernel uevents: %w", err)
+			return fail(fmt.Errorf("kernel uevents: %w", err))
 		}
 		src = nl
 	}
 	src = &monitoredSource{Source: src, hub: d.hub}
+	undo = append(undo, func() { _ = src.Close() })
 	if o.stateDir != "" {
 		if err := d.journalKernelDrivers(ctx, simBusSrc); err != nil {
-			src.Close()
-			cancelLifecycle()
-			_ = d.reg.Close(context.Background())
-			return err
+			return fail(err)
 		}
 	}
 
@@ -199,10 +198,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 				p = sg.Personality(nil)
 			}
 		default:
-			src.Close()
-			cancelLifecycle()
-			_ = d.reg.Close(context.Background())
-			return usagef("unknown driver %q (have usbstorage, sg)", name)
+			return fail(usagef("unknown driver %q (have usbstorage, sg)", name))
 		}
 		if err := d.reg.RegisterPersonality(p); err != nil {
 			log.Error("register personality", "driver", name, "err", err)
@@ -225,10 +221,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		},
 	})
 	if err != nil {
-		src.Close()
-		cancelLifecycle()
-		_ = d.reg.Close(context.Background())
-		return fmt.Errorf("socket %s: %w", o.socket, err)
+		return fail(fmt.Errorf("socket %s: %w", o.socket, err))
 	}
 
 	d.bridge = hotplug.NewBridge(d.reg, hotplug.BridgeConfig{SysfsRoot: sysfsRoot, Logger: log})
