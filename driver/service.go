@@ -131,8 +131,12 @@ func (s *Service) String() string { return s.describe() }
 
 // State is a snapshot of a service's flags.
 type State struct {
-	Registered  bool // published
-	Matched     bool // a driver started on it
+	Registered bool // published
+	Matched    bool // a driver started on it
+	// Started: its driver's Start returned success (always true for nubs
+	// and user clients). A driver is attached, and Active, while its Start
+	// runs; only a started one is ready for applications.
+	Started     bool
 	Active      bool // not terminated
 	Terminating bool // terminated and not yet detached
 	Stopped     bool
@@ -148,6 +152,7 @@ func (s *Service) State() State {
 	st := State{Registered: s.registered, Matched: s.matched, Active: s.active,
 		Terminating: !s.active && s.listed, Stopped: s.stopped.Load(), OpenCount: len(s.openers)}
 	r.mu.Unlock()
+	st.Started = s.started.Load()
 	st.Busy = int(s.busy.Load())
 	st.Refs = s.RetainCount()
 	return st

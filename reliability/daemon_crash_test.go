@@ -150,7 +150,7 @@ func (d *daemonProc) stderr() string {
 func startDaemon(t *testing.T, bin string, args ...string) *daemonProc {
 	t.Helper()
 	d := &daemonProc{done: make(chan struct{})}
-	d.cmd = exec.Command(bin, append([]string{"serve", "--log-level", "info"}, args...)...)
+	d.cmd = exec.Command(bin, append([]string{"serve", "--log-level", "debug"}, args...)...)
 	d.cmd.Stderr = d
 	d.cmd.Stdout = d
 	require.NoError(t, d.cmd.Start())

@@ -44,12 +44,16 @@ func Info(s *driver.Service) ServiceInfo {
 }
 
 // Lookup lists the active services m matches, by ID; user clients and the
-// root are never matched.
+// root are never matched, nor a driver whose Start has not returned: an
+// application that opened it then would call a driver not ready yet.
 func (b *RegistryBackend) Lookup(m Match) ([]ServiceInfo, error) {
 	var out []ServiceInfo
 	root := b.r.Root()
 	for _, s := range b.r.Services() {
-		if s == root || s.Class() == UserClientClass || !s.State().Active {
+		if s == root || s.Class() == UserClientClass {
+			continue
+		}
+		if st := s.State(); !st.Active || !st.Started {
 			continue
 		}
 		if m.ID != 0 && s.ID() != m.ID || m.Class != "" && s.Class() != m.Class || m.Name != "" && s.Name() != m.Name {
@@ -69,6 +73,9 @@ func (b *RegistryBackend) Open(ctx context.Context, id uint64, req OpenRequest) 
 		return nil, fmt.Errorf("%w: service %d is gone", ErrNoService, id)
 	}
 	defer release()
+	if !target.State().Started {
+		return nil, fmt.Errorf("%w: service %d has not started yet", ErrNoService, id)
+	}
 	uc := &userClient{target: target, notify: req.Notify}
 	name := fmt.Sprintf("pid %d uid %d", req.Cred.PID, req.Cred.UID)
 	svc, err := b.r.AttachClient(target, UserClientClass, name, uc)

@@ -472,3 +472,65 @@ func TestAbandonedOpenIsClosed(t *testing.T) {
 	require.Eventually(t, func() bool { return ts.Stats().Sessions == 0 && ts.reg.liveClients() == 0 },
 		10*time.Second, time.Millisecond, "sessions left: %+v", ts.Stats())
 }
+
+// slowStartDriver's Start waits for release: the window in which a driver
+// is attached and active but not ready.
+type slowStartDriver struct {
+	testDriver
+	started chan struct{}
+	release chan struct{}
+}
+
+func (d *slowStartDriver) Start(ctx context.Context, _ *driver.Service) error {
+	close(d.started)
+	select {
+	case <-d.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// A driver whose Start is still running is not offered to applications:
+// the daemon crash test opened usbstorage before it had claimed its
+// interface.
+func TestStartingDriverIsNotOpenable(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	ctx := context.Background()
+	d := &slowStartDriver{testDriver: testDriver{reg: ts.reg}, started: make(chan struct{}), release: make(chan struct{})}
+	require.NoError(t, ts.reg.r.RegisterPersonality(driver.Personality{
+		Name: "SlowDriver", Class: "SlowDevice", ProviderClass: "SlowNub",
+		New: func() driver.Driver { return d },
+	}))
+	nub := ts.reg.r.NewNub("SlowNub", "slow0", driver.Properties{})
+	published := make(chan error, 1)
+	go func() { published <- ts.reg.r.Publish(nil, nub) }()
+	<-d.started
+	cs := nub.Clients()
+	require.Len(t, cs, 1)
+	slow := cs[0]
+	require.True(t, slow.State().Active)
+	require.False(t, slow.State().Started)
+
+	c := ts.dial(t)
+	for _, m := range []Match{{Class: "SlowDevice"}, {ID: slow.ID()}} {
+		_, err := c.Open(ctx, m)
+		require.ErrorIs(t, err, ErrNoService, "%+v", m)
+	}
+	_, err := NewRegistryBackend(ts.reg.r).Open(ctx, slow.ID(), OpenRequest{})
+	require.ErrorIs(t, err, ErrNoService)
+	require.ErrorContains(t, err, "has not started yet")
+
+	close(d.release)
+	require.NoError(t, <-published)
+	require.True(t, slow.State().Started)
+	h, err := c.Open(ctx, Match{Class: "SlowDevice"})
+	require.NoError(t, err)
+	out, err := h.Call(ctx, "echo", []byte("ready"))
+	require.NoError(t, err)
+	require.Equal(t, []byte("ready"), out)
+	require.NoError(t, h.Close())
+	ts.reg.waitFreed(t, h.ClientID())
+	require.NoError(t, nub.TerminateSync(ctx))
+	ts.reg.rec.CheckPartial(t)
+}

@@ -20,6 +20,7 @@ type serviceEntry struct {
 	Registered bool           `json:"registered"`
 	Matched    bool           `json:"matched"`
 	Active     bool           `json:"active"`
+	Starting   bool           `json:"starting"` // a driver whose Start has not returned: not offered to applications yet
 	Busy       int            `json:"busy"`
 	Retain     int            `json:"retain"`
 	Providers  []uint64       `json:"providers"`

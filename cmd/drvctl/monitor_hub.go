@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -131,5 +133,24 @@ func itoa(v uint64) string {
 		if v == 0 {
 			return string(b[i:])
 		}
+	}
+}
+
+// logMonitorEvent writes one monitor event as a debug log record.
+func logMonitorEvent(log *slog.Logger, e monitorEvent) {
+	switch e.Kind {
+	case "kernel":
+		log.LogAttrs(context.Background(), slog.LevelDebug, "uevent", slog.Uint64("seq", e.Seq),
+			slog.String("action", e.Action), slog.String("devpath", e.Devpath), slog.String("subsystem", e.Subsystem))
+	case "lifecycle":
+		attrs := []slog.Attr{slog.Uint64("seq", e.Seq), slog.String("step", e.Step), slog.Uint64("service", e.ServiceID),
+			slog.String("class", e.Class)}
+		if e.Name != "" {
+			attrs = append(attrs, slog.String("name", e.Name))
+		}
+		if e.Detail != "" {
+			attrs = append(attrs, slog.String("detail", e.Detail))
+		}
+		log.LogAttrs(context.Background(), slog.LevelDebug, "lifecycle", attrs...)
 	}
 }

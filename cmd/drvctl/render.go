@@ -25,8 +25,11 @@ func (s *serviceEntry) stateText() string {
 		return "!" + name
 	}
 	active := "active"
-	if !s.Active {
+	switch {
+	case !s.Active:
 		active = "inactive"
+	case s.Starting:
+		active = "active, starting"
 	}
 	parts := []string{"class " + s.Class, fmt.Sprintf("id %d", s.ID)}
 	if s.Driver != "" {

@@ -101,3 +101,19 @@ func TestMonitorLines(t *testing.T) {
 	golden(t, "monitor.txt", plain.Bytes())
 	golden(t, "monitor-env.txt", env.Bytes())
 }
+
+func TestStateText(t *testing.T) {
+	for _, tc := range []struct {
+		e    serviceEntry
+		want string
+	}{
+		{serviceEntry{Class: "USBMassStorage", ID: 4, Driver: "usbstorage", Registered: true, Matched: true, Active: true, Retain: 3},
+			"class USBMassStorage, id 4, driver usbstorage, registered, matched, active, busy 0, retain 3"},
+		{serviceEntry{Class: "USBMassStorage", ID: 4, Driver: "usbstorage", Registered: true, Active: true, Starting: true, Busy: 1, Retain: 3},
+			"class USBMassStorage, id 4, driver usbstorage, registered, !matched, active, starting, busy 1, retain 3"},
+		{serviceEntry{Class: "SCSIDevice", ID: 6, Registered: true, Starting: true, Retain: 1, OpenBy: []uint64{7, 8}},
+			"class SCSIDevice, id 6, registered, !matched, inactive, busy 0, retain 1, open by 7,8"},
+	} {
+		require.Equal(t, tc.want, tc.e.stateText())
+	}
+}

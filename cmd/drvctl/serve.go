@@ -126,6 +126,12 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	d := &daemon{opts: o, log: log, hub: newMonitorHub()}
 	d.reg = driver.NewRegistry(driver.WithLogger(log))
 	cancelLifecycle := d.reg.SubscribeLifecycle(d.hub.lifecycle)
+	if log.Enabled(ctx, slog.LevelDebug) {
+		// At debug level the log carries what `drvctl monitor` shows, so
+		// a daemon's stderr alone explains what it did.
+		cancelDebug := d.hub.subscribe(func(e monitorEvent) { logMonitorEvent(log, e) })
+		cancelLifecycle = func(prev func()) func() { return func() { prev(); cancelDebug() } }(cancelLifecycle)
+	}
 	// undo holds what to release if setting up fails, run last first.
 	undo := []func(){func() { _ = d.reg.Close(context.Background()) }, cancelLifecycle}
 	fail := func(err error) error {

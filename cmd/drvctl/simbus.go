@@ -132,6 +132,11 @@ func (b *simBus) followKernelDrivers(inject func(context.Context, *hotplug.Scena
 			todo := b.binds
 			b.binds = nil
 			b.bindMu.Unlock()
+			if len(todo) == 0 {
+				// A kick for changes an earlier round already took: idleCh
+				// was closed then and must not be closed again.
+				continue
+			}
 			for _, c := range todo {
 				steps := b.bindSteps(c)
 				if steps == "" {

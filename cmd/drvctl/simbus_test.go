@@ -1,14 +1,22 @@
 package main
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/drvkit/drvkit/driver/scsi"
+	"github.com/drvkit/drvkit/driver/usb"
 	"github.com/drvkit/drvkit/driver/usb/usbtest"
+	"github.com/drvkit/drvkit/hotplug"
 )
 
 // TestSimBusOpenSGBeforeItsEvent: the bridge can start the sg driver on a
@@ -34,4 +42,61 @@ func TestSimBusOpenSGBeforeItsEvent(t *testing.T) {
 
 	_, err = b.openSG("/dev/sg9")
 	require.ErrorIs(t, err, scsi.ErrNoDevice)
+}
+
+// TestSimBusKernelDriverChurn: claims and releases from several goroutines
+// while the worker turns them into simulator steps. A kick left over for
+// changes an earlier round had already taken made the worker close its idle
+// channel twice, and the daemon panicked (seen in the daemon crash test).
+func TestSimBusKernelDriverChurn(t *testing.T) {
+	root := t.TempDir()
+	sc, err := hotplug.ParseScenario("churn", strings.NewReader("plug usb 2-1 vid=46f4 pid=0001 serial=CHURN ifaces=08/06/50\n"))
+	require.NoError(t, err)
+	sim, err := hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: root, Live: true})
+	require.NoError(t, err)
+	fake := usbtest.New()
+	defer fake.Close()
+	b := newSimBus(sim, fake, root)
+	b.followKernelDrivers(sim.Inject, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer b.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// The bridge's part: pull events, which plugs the fake device.
+	events := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := b.Next(ctx); err != nil {
+				events <- err
+				return
+			}
+		}
+	}()
+	var h usb.Device
+	require.Eventually(t, func() bool {
+		h, err = fake.Open(ctx, usb.Selector{Bus: 2, Address: 2})
+		return err == nil
+	}, 10*time.Second, 5*time.Millisecond, "the fake device never appeared")
+	defer h.Close()
+
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 30 {
+				if h.ClaimInterface(ctx, 0, 0) == nil {
+					_ = h.ReleaseInterface(0)
+				}
+				if !b.idle() {
+					require.NoError(t, b.waitKernelDrivers(ctx))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, b.waitKernelDrivers(ctx))
+	require.True(t, b.idle())
+	require.NoError(t, b.Close())
+	require.Error(t, <-events)
 }

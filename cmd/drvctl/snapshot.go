@@ -21,6 +21,7 @@ func inspectRegistry(r *driver.Registry) inspectDoc {
 			Registered: st.Registered,
 			Matched:    st.Matched,
 			Active:     st.Active,
+			Starting:   st.Active && !st.Started,
 			Busy:       st.Busy,
 			Retain:     st.Refs,
 			Providers:  ids(s.Providers()),
