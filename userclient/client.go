@@ -307,6 +307,12 @@ func (c *Client) roundTrip(ctx context.Context, f *Frame, onReply func(*Frame)) 
 	if err := c.acquire(ctx); err != nil {
 		return result{}, err
 	}
+	if err := ctx.Err(); err != nil {
+		// A slot and an ended context were both ready: do not send what
+		// the caller gave up on.
+		c.release()
+		return result{}, err
+	}
 	p := &pendingReq{ch: make(chan result, 1), onReply: onReply}
 	c.mu.Lock()
 	if c.pending == nil {

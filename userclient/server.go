@@ -859,7 +859,7 @@ func (c *conn) call(ctx context.Context, id uint64, ir *inflightReq, h uint64, m
 	}
 	out, err := e.sess.Call(ctx, method, in)
 	if c.settle(id, ir) && err != nil {
-		c.sendCancelled(id, "call "+method, err)
+		c.sendCancelled(id, fmt.Sprintf("call %q", method), err)
 		return
 	}
 	if err != nil {
@@ -872,7 +872,7 @@ func (c *conn) call(ctx context.Context, id uint64, ir *inflightReq, h uint64, m
 func (c *conn) admin(ctx context.Context, id uint64, ir *inflightReq, m adminMsg, data []byte) {
 	res, out, err := c.srv.admin(ctx, c.cred, m.Op, m.Args, data)
 	if c.settle(id, ir) && err != nil {
-		c.sendCancelled(id, "admin "+m.Op, err)
+		c.sendCancelled(id, fmt.Sprintf("admin %q", m.Op), err)
 		return
 	}
 	if err != nil {
