@@ -497,7 +497,9 @@ func (c *Client) Open(ctx context.Context, m Match) (*Handle, error) {
 }
 
 // Admin makes an administrative call (see the Admin* constants); args is
-// marshalled as JSON. It returns the result JSON and raw data.
+// marshalled as JSON. It returns the result JSON and raw data. Like Call,
+// an ended ctx returns ctx.Err() at once and cancels the operation's
+// context on the server (terminate and unload stop waiting).
 func (c *Client) Admin(ctx context.Context, op string, args any, data []byte) (json.RawMessage, []byte, error) {
 	m := adminMsg{Op: op}
 	if args != nil {
@@ -584,6 +586,11 @@ func (h *Handle) end(error) {
 // driver has no such method, ErrClosed after Close. Once the connection has
 // ended (the daemon died), the error matches both ErrTerminated and
 // ErrClosed, with the connection's error.
+//
+// If ctx ends before the answer, Call returns ctx.Err() at once and the
+// server cancels the context the driver method runs with (a cancel frame,
+// sent in the background; servers speaking protocol version 1 only let the
+// method run on). The method's late answer is dropped.
 func (h *Handle) Call(ctx context.Context, method string, in []byte) ([]byte, error) {
 	if h.closed.Load() {
 		return nil, opErr("call "+method, ErrClosed)
