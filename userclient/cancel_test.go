@@ -295,6 +295,7 @@ func TestCancelWire(t *testing.T) {
 	for range 4 {
 		waitEntered(t, ts)
 	}
+	require.Equal(t, 4, ts.inflight(), "one entry per request in flight, no more than the limit")
 	r.send(t, cancelFrame(t, 10), cancelFrame(t, 8), cancelFrame(t, 11), cancelFrame(t, 9))
 	ids = map[uint64]int{}
 	for range 4 {
