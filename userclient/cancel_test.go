@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/refcount/leaktest"
 )
 
 // Generous: these waits assert that something happens, not how fast.
@@ -461,4 +463,80 @@ func TestCancelOldServer(t *testing.T) {
 	for f := range frames {
 		require.NotEqual(t, TypeCancel, f.Type)
 	}
+}
+
+// fakeServer accepts one connection, welcomes it with version and
+// max_inflight and hands it over; it reads nothing more itself.
+func fakeServer(t *testing.T, version, maxInflight int) (sock string, conns <-chan net.Conn) {
+	t.Helper()
+	sock = filepath.Join(t.TempDir(), "s.sock")
+	l, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	ch := make(chan net.Conn, 1)
+	go func() {
+		nc, err := l.Accept()
+		if err != nil {
+			close(ch)
+			return
+		}
+		f, err := NewDecoder(nc, DefaultMaxFrame).ReadFrame()
+		if err != nil || f.Type != TypeHello {
+			nc.Close()
+			close(ch)
+			return
+		}
+		ctl, _ := json.Marshal(welcomeMsg{Protocol: ProtocolName, Version: version, MaxFrame: DefaultMaxFrame, MaxInflight: maxInflight})
+		b, _ := AppendFrame(nil, &Frame{Type: TypeWelcome, ID: f.ID, Control: ctl}, DefaultMaxFrame)
+		_, _ = nc.Write(b)
+		ch <- nc
+	}()
+	return sock, ch
+}
+
+// A server that stops reading cannot hold up a caller whose context ends:
+// the cancel frame is written in the background, and given up with the
+// connection.
+func TestCancelStalledSocket(t *testing.T) {
+	leaktest.Check(t)
+	sock, conns := fakeServer(t, 2, 8)
+	c, err := Dial(context.Background(), sock)
+	require.NoError(t, err)
+	nc := <-conns
+	require.NotNil(t, nc)
+	defer nc.Close()
+	h := &Handle{c: c, id: 1, terminated: make(chan struct{})}
+
+	cctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := h.Call(cctx, "block", nil)
+		errc <- err
+	}()
+	f, err := NewDecoder(nc, DefaultMaxFrame).ReadFrame()
+	require.NoError(t, err)
+	require.Equal(t, TypeCall, f.Type)
+	// From now on the server reads nothing: a call far larger than the
+	// socket buffer blocks in its write, holding the socket.
+	big := make(chan error, 1)
+	go func() {
+		_, err := h.Call(context.Background(), "write", make([]byte, DefaultMaxFrame-1024))
+		big <- err
+	}()
+	require.Eventually(t, func() bool {
+		if c.wmu.TryLock() {
+			c.wmu.Unlock()
+			return false
+		}
+		return true
+	}, cancelWait, time.Millisecond)
+	cancel()
+	select {
+	case err := <-errc:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(cancelWait):
+		t.Fatal("a cancelled call waited on a stalled socket")
+	}
+	require.NoError(t, c.Close())
+	require.ErrorIs(t, <-big, ErrClosed)
 }
