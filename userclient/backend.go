@@ -17,6 +17,16 @@ type Backend interface {
 	Open(ctx context.Context, id uint64, req OpenRequest) (Session, error)
 }
 
+// Watcher is implemented by backends that can say when Lookup may have
+// more to return, so that an open that waits for its service (OpenWait)
+// sleeps instead of polling.
+type Watcher interface {
+	// Watch returns a channel closed at the next change that may make a
+	// service openable (one published, a driver started), and stop, which
+	// the caller must call when it no longer waits.
+	Watch() (changed <-chan struct{}, stop func())
+}
+
 // OpenRequest carries who opens and where notifications go.
 type OpenRequest struct {
 	Cred Cred

@@ -340,7 +340,7 @@ func (c *Client) roundTrip(ctx context.Context, f *Frame, onReply func(*Frame)) 
 	case <-ctx.Done():
 		// The request stays pending: its answer releases its slot (and
 		// Open's onReply cleans up a handle opened meanwhile).
-		if f.Type == TypeCall || f.Type == TypeAdmin {
+		if f.Type == TypeCall || f.Type == TypeAdmin || f.Type == TypeOpen {
 			c.cancel(f.ID)
 		}
 		return result{}, ctx.Err()
@@ -453,7 +453,21 @@ func opErr(op string, err error) error {
 // with ErrNoService if nothing matches and ErrPermission if something
 // matches but the policy refuses it.
 func (c *Client) Open(ctx context.Context, m Match) (*Handle, error) {
-	ctl, err := json.Marshal(openMsg{Match: m})
+	return c.open(ctx, openMsg{Match: m})
+}
+
+// OpenWait is Open for a service that may not be there yet: when nothing
+// matches, the daemon waits for a matching service to be published or for
+// its driver to finish starting, and opens it then — no polling. It gives up
+// when ctx ends (the daemon is told, and a service opened meanwhile is
+// closed). It needs protocol version 2; a version 1 daemon answers at once,
+// as Open.
+func (c *Client) OpenWait(ctx context.Context, m Match) (*Handle, error) {
+	return c.open(ctx, openMsg{Match: m, Wait: true})
+}
+
+func (c *Client) open(ctx context.Context, msg openMsg) (*Handle, error) {
+	ctl, err := json.Marshal(msg)
 	if err != nil {
 		return nil, opErr("open", err)
 	}

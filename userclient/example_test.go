@@ -127,3 +127,45 @@ func Example_cancel() {
 	// application: userclient: call wait: context deadline exceeded
 	// driver: context canceled
 }
+
+// An application started before its device waits for it: OpenWait returns
+// once the device is plugged and its driver has started.
+func ExampleClient_OpenWait() {
+	ctx := context.Background()
+	r := driver.NewRegistry()
+	defer r.Close(ctx)
+	_ = r.RegisterPersonality(driver.Personality{Name: "EchoDriver", Class: "EchoDevice", ProviderClass: "EchoNub",
+		New: func() driver.Driver { return echoDriver{} }})
+	dir, _ := os.MkdirTemp("", "uc")
+	defer os.RemoveAll(dir)
+	srv, err := userclient.Listen(userclient.NewRegistryBackend(r), userclient.Config{Path: filepath.Join(dir, "drvkit.sock"), GID: -1})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer srv.Close()
+	c, err := userclient.Dial(ctx, srv.Addr())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+
+	go func() {
+		time.Sleep(10 * time.Millisecond) // the device arrives later
+		_ = r.Publish(nil, r.NewNub("EchoNub", "echo0", driver.Properties{}))
+	}()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	h, err := c.OpenWait(wctx, userclient.Match{Class: "EchoDevice"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	out, err := h.Call(ctx, "echo", []byte("there you are"))
+	fmt.Printf("%s %v\n", out, err)
+	fmt.Println(h.Close())
+	// Output:
+	// there you are <nil>
+	// <nil>
+}

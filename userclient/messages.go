@@ -25,6 +25,9 @@ type welcomeMsg struct {
 
 type openMsg struct {
 	Match Match `json:"match"`
+	// Wait (version 2): when nothing matches yet, wait for a matching
+	// service to be published or to finish starting, until cancelled.
+	Wait bool `json:"wait,omitempty"`
 }
 
 type openReply struct {

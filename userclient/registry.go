@@ -18,9 +18,19 @@ const UserClientClass = "UserClient"
 // user-client service attached as a client of the target, holding it open.
 type RegistryBackend struct {
 	r *driver.Registry
+
+	// Waiting opens: the registry's lifecycle stream is followed only
+	// while someone waits, so that it costs nothing otherwise.
+	wmu      sync.Mutex
+	changed  chan struct{}
+	watchers int
+	unsub    func()
 }
 
-var _ Backend = (*RegistryBackend)(nil)
+var (
+	_ Backend = (*RegistryBackend)(nil)
+	_ Watcher = (*RegistryBackend)(nil)
+)
 
 // NewRegistryBackend serves r's services.
 func NewRegistryBackend(r *driver.Registry) *RegistryBackend { return &RegistryBackend{r: r} }
@@ -64,6 +74,44 @@ func (b *RegistryBackend) Lookup(m Match) ([]ServiceInfo, error) {
 		}
 	}
 	return out, nil
+}
+
+// Watch implements Watcher: changed is closed at the next publication or
+// successful Start.
+func (b *RegistryBackend) Watch() (<-chan struct{}, func()) {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	if b.changed == nil {
+		b.changed = make(chan struct{})
+	}
+	if b.watchers == 0 {
+		b.unsub = b.r.SubscribeLifecycle(b.lifecycle)
+	}
+	b.watchers++
+	return b.changed, sync.OnceFunc(func() {
+		b.wmu.Lock()
+		b.watchers--
+		var unsub func()
+		if b.watchers == 0 {
+			unsub, b.unsub = b.unsub, nil
+		}
+		b.wmu.Unlock()
+		if unsub != nil {
+			unsub() // outside wmu: the registry calls lifecycle with its lock held
+		}
+	})
+}
+
+func (b *RegistryBackend) lifecycle(ev driver.LifecycleEvent) {
+	if ev.Step != driver.StepPublish && (ev.Step != driver.StepStart || ev.Err != "") {
+		return
+	}
+	b.wmu.Lock()
+	if b.changed != nil {
+		close(b.changed)
+		b.changed = nil
+	}
+	b.wmu.Unlock()
 }
 
 // Open attaches a user client to the service and opens it.

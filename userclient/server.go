@@ -583,7 +583,7 @@ func (c *conn) readLoop() {
 // (PROTOCOL.md); a duplicate among cancellable ones would make a cancel
 // ambiguous, so it is a protocol error.
 func (c *conn) register(f *Frame) (*inflightReq, error) {
-	if c.version < 2 || (f.Type != TypeCall && f.Type != TypeAdmin) {
+	if c.version < 2 || (f.Type != TypeCall && f.Type != TypeAdmin && f.Type != TypeOpen) {
 		return nil, nil
 	}
 	c.mu.Lock()
@@ -690,7 +690,7 @@ func (c *conn) handle(f *Frame, ir *inflightReq) error {
 		if err := json.Unmarshal(f.Control, &m); err != nil {
 			return protoErr(err, "bad open payload")
 		}
-		c.open(f.ID, m.Match)
+		c.open(ctx, f.ID, ir, m)
 	case TypeClose:
 		var m handleMsg
 		if err := json.Unmarshal(f.Control, &m); err != nil {
@@ -713,8 +713,12 @@ func (c *conn) handle(f *Frame, ir *inflightReq) error {
 	return nil
 }
 
-func (c *conn) open(id uint64, m Match) {
-	e, info, err := c.srv.openSession(c.ctx, c.cred, m, c.notifier)
+func (c *conn) open(ctx context.Context, id uint64, ir *inflightReq, m openMsg) {
+	e, info, err := c.openWaiting(ctx, m)
+	if c.settle(id, ir) && err != nil {
+		c.sendCancelled(id, "open", err)
+		return
+	}
 	if err != nil {
 		c.sendError(id, err)
 		return
@@ -732,6 +736,36 @@ func (c *conn) open(id uint64, m Match) {
 	c.mu.Unlock()
 	c.sendReply(id, openReply{Handle: e.handle, Service: info, Client: e.sess.ClientID()}, nil)
 	e.markReady()
+}
+
+// openWaiting opens the first service m matches; with m.Wait (version 2)
+// it waits, until ctx ends, for one to be published or finish starting.
+func (c *conn) openWaiting(ctx context.Context, m openMsg) (*entry, ServiceInfo, error) {
+	w, canWait := c.srv.backend.(Watcher)
+	if !m.Wait || c.version < 2 || !canWait || m.Match.empty() {
+		e, info, err := c.srv.openSession(ctx, c.cred, m.Match, c.notifier)
+		if err != nil && m.Wait && c.version >= 2 && errors.Is(err, ErrNoService) {
+			err = fmt.Errorf("%w (this server cannot wait for a service to appear)", err)
+		}
+		return e, info, err
+	}
+	for {
+		// Watch before looking: a service that arrives between the two
+		// closes changed, so it is not missed.
+		changed, stop := w.Watch()
+		e, info, err := c.srv.openSession(ctx, c.cred, m.Match, c.notifier)
+		if err == nil || !errors.Is(err, ErrNoService) || errors.Is(err, ErrPermission) {
+			stop()
+			return e, info, err
+		}
+		select {
+		case <-changed:
+			stop()
+		case <-ctx.Done():
+			stop()
+			return nil, ServiceInfo{}, fmt.Errorf("%w: gave up waiting for %+v: %w", ErrNoService, m.Match, ctx.Err())
+		}
+	}
 }
 
 // notifier is the Notify function for the entry's session.
