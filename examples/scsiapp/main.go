@@ -25,14 +25,15 @@ func main() {
 	driverName := flag.String("driver", "usbstorage", "open an instance of this `driver`")
 	lba := flag.Uint64("lba", 0, "block to read")
 	hold := flag.Bool("hold", false, "keep the device open and print notifications until it goes away")
+	wait := flag.Duration("wait", 0, "if no such device is there yet, wait this `long` for one to be plugged and started")
 	flag.Parse()
-	if err := run(*socket, *driverName, *lba, *hold); err != nil {
+	if err := run(*socket, *driverName, *lba, *hold, *wait); err != nil {
 		fmt.Fprintln(os.Stderr, "scsiapp:", err)
 		os.Exit(1)
 	}
 }
 
-func run(socket, driverName string, lba uint64, hold bool) error {
+func run(socket, driverName string, lba uint64, hold bool, wait time.Duration) error {
 	if socket == "" {
 		return errors.New("no socket: use -socket or DRVCTL_SOCKET")
 	}
@@ -43,7 +44,17 @@ func run(socket, driverName string, lba uint64, hold bool) error {
 		return err
 	}
 	defer c.Close()
-	h, err := c.Open(ctx, userclient.Match{Personality: driverName})
+	var h *userclient.Handle
+	if wait > 0 {
+		// The daemon waits for the device and opens it once its driver
+		// has started: no polling here.
+		fmt.Printf("scsiapp[%d]: waiting up to %v for %s\n", os.Getpid(), wait, driverName)
+		wctx, wcancel := context.WithTimeout(context.Background(), wait)
+		h, err = c.OpenWait(wctx, userclient.Match{Personality: driverName})
+		wcancel()
+	} else {
+		h, err = c.Open(ctx, userclient.Match{Personality: driverName})
+	}
 	if err != nil {
 		return fmt.Errorf("open %s: %w", driverName, err)
 	}

@@ -3,8 +3,10 @@
 //
 //  1. drvctl serve --sim testdata/scenarios/demo.scn (a SCSI disk at boot);
 //  2. drvctl monitor, whose lines are shown as each step happens;
-//  3. a USB stick is plugged (drvctl sim) and matched by usbstorage;
-//  4. an application (examples/scsiapp) opens it, reads a block and holds it;
+//  3. an application (examples/scsiapp -wait) starts before its device and
+//     waits for it (OpenWait);
+//  4. a USB stick is plugged (drvctl sim) and matched by usbstorage; the
+//     application gets it, reads a block and holds it;
 //  5. the application is killed with SIGKILL: its user client is cleaned up;
 //  6. the stick is unplugged; the drivers are unloaded;
 //  7. the leak report, and the daemon's shutdown, which fails on any leak.
@@ -90,35 +92,38 @@ func run(bin, scenarios string) error {
 		return err
 	}
 
-	step("Plug a USB mass-storage stick: usbstorage matches its interface and claims it\n    (the kernel's usb-storage lets go, so the stick's SCSI disk goes away, as on a real machine)")
-	if err := d.cmd("sim", "-f", filepath.Join(scenarios, "demo-plug.scn")); err != nil {
-		return err
-	}
-	d.showMonitor()
-	if err := d.inspect(); err != nil {
-		return err
-	}
-	if _, ok, err := d.find("USBMassStorage"); err != nil || !ok {
-		return fmt.Errorf("usbstorage did not match the stick (err %v)", err)
-	}
-
-	step("An application opens the stick, reads block 0 and holds it open")
-	show("scsiapp -driver usbstorage -hold")
-	app := exec.Command(d.scsiapp, "-socket", d.socket, "-driver", "usbstorage", "-hold")
+	step("Start an application before its device exists: it waits for usbstorage\n    (OpenWait: the daemon opens the device for it once its driver has started — no polling)")
+	show("scsiapp -driver usbstorage -wait 10s -hold")
+	app := exec.Command(d.scsiapp, "-socket", d.socket, "-driver", "usbstorage", "-wait", "10s", "-hold")
 	appOut := &lineBuffer{}
 	app.Stdout, app.Stderr = appOut, appOut
 	if err := app.Start(); err != nil {
 		return err
 	}
-	if err := appOut.waitFor("holding the device open", 10*time.Second); err != nil {
+	appFailed := func(err error) error {
 		_ = app.Process.Kill()
 		_ = app.Wait()
 		return fmt.Errorf("application: %w; it printed:\n%s", err, appOut.String())
 	}
+	if err := appOut.waitFor("waiting up to", 10*time.Second); err != nil {
+		return appFailed(err)
+	}
+	fmt.Print(indent(appOut.take()))
+
+	step("Plug a USB mass-storage stick: usbstorage matches its interface and claims it\n    (the kernel's usb-storage lets go, so the stick's SCSI disk goes away, as on a real machine);\n    the waiting application gets it, reads block 0 and holds it open")
+	if err := d.cmd("sim", "-f", filepath.Join(scenarios, "demo-plug.scn")); err != nil {
+		return appFailed(err)
+	}
+	if err := appOut.waitFor("holding the device open", 10*time.Second); err != nil {
+		return appFailed(err)
+	}
 	fmt.Print(indent(appOut.take()))
 	d.showMonitor()
 	if err := d.inspect(); err != nil {
-		return err
+		return appFailed(err)
+	}
+	if _, ok, err := d.find("USBMassStorage"); err != nil || !ok {
+		return appFailed(fmt.Errorf("usbstorage did not match the stick (err %v)", err))
 	}
 
 	step(fmt.Sprintf("Kill the application (pid %d) with SIGKILL: nothing depends on it behaving", app.Process.Pid))
