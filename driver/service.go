@@ -44,11 +44,13 @@ type Service struct {
 	active     bool // false from phase 1 on
 	registered bool
 	matched    bool
-	listed     bool // in reg.live (the registry reference is held)
+	listed     bool // the registry reference is held
+	slot       int  // index in reg.live
 	providers  []*Service
 	clients    map[*Service]struct{}
 	openers    map[*Service]bool // client → exclusive
-	term       *termState
+	term       *termState        // nil until terminated, then &ts
+	ts         termState         // in place: terminating 100k services allocates no state for each
 
 	busy    atomic.Int32
 	started atomic.Bool // Start succeeded (or the service needs none)
@@ -79,7 +81,11 @@ type Service struct {
 	mbox      []delivery
 	mboxRun   bool
 
-	done chan struct{} // closed at free
+	// doneCh is made on demand by Done: most services are never waited for
+	// one by one (TerminateSync waits for its whole cascade at once).
+	// Both guarded by mu.
+	doneCh  chan struct{}
+	isFreed bool
 }
 
 // runningCallback says which callback runs and since when.
@@ -199,7 +205,34 @@ func (s *Service) Openers() []*Service {
 }
 
 // Done is closed when the service is freed.
-func (s *Service) Done() <-chan struct{} { return s.done }
+func (s *Service) Done() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.doneCh == nil {
+		s.doneCh = make(chan struct{})
+		if s.isFreed {
+			close(s.doneCh)
+		}
+	}
+	return s.doneCh
+}
+
+// markFreed closes Done, if anyone asked for it.
+func (s *Service) markFreed() {
+	s.mu.Lock()
+	s.isFreed = true
+	ch := s.doneCh
+	s.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+func (s *Service) freedYet() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.isFreed
+}
 
 // Context is cancelled when the service is terminated (phase 1). Start and
 // client methods run under it.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/drvkit/drvkit/internal/faultinject"
@@ -17,7 +18,6 @@ import (
 type termState struct {
 	b       *batch
 	cause   *Service // the provider whose termination cascaded to it
-	since   time.Time
 	sub     int      // step within phase 3
 	waiting string   // why the worker parked on it, for reports
 	waitFor *Service // the client it waits for, if that is why
@@ -28,6 +28,16 @@ type batch struct {
 	svcs  []*Service
 	stage int // 0 WillTerminate, 1 DidTerminate, 2 phase 3, 3 done
 	idx   int
+	// left counts the services not yet freed; done is closed when none
+	// is left, so that TerminateSync waits for a whole cascade at once.
+	left atomic.Int64
+	done chan struct{}
+}
+
+func (b *batch) freedOne() {
+	if b.left.Add(-1) == 0 {
+		close(b.done)
+	}
 }
 
 // Terminate starts the termination of s and returns at once. Phase 1 runs
@@ -44,10 +54,10 @@ func (r *Registry) terminate(s *Service) bool {
 		r.mu.Unlock()
 		return false
 	}
-	b := &batch{}
-	now := time.Now()
+	b := &batch{done: make(chan struct{})}
 	s.active = false
-	s.term = &termState{b: b, since: now}
+	s.ts = termState{b: b}
+	s.term = &s.ts
 	r.emit(s, StepTerminate, nil, 0, nil)
 	list := []*Service{s}
 	var wake []*Service // mailboxes to schedule once the lock is released
@@ -64,12 +74,14 @@ func (r *Registry) terminate(s *Service) bool {
 				continue
 			}
 			c.active = false
-			c.term = &termState{b: b, cause: x, since: now}
+			c.ts = termState{b: b, cause: x}
+			c.term = &c.ts
 			r.emit(c, StepTerminate, nil, 0, nil)
 			list = append(list, c)
 		}
 	}
 	b.svcs = list
+	b.left.Store(int64(len(list)))
 	r.mu.Unlock()
 	r.mail.schedule(wake...)
 	for _, x := range list {
@@ -114,7 +126,7 @@ func (r *Registry) idle() bool {
 	r.wmu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n == 0 && len(r.byID) == 0 {
+	if n == 0 && r.live.n == 0 {
 		r.workerGone = true // from now on services are born freed
 		return true
 	}
@@ -368,22 +380,33 @@ func (r *Registry) detachLocked(c, p *Service) {
 func (s *Service) TerminateSync(ctx context.Context) error {
 	r := s.reg
 	r.terminate(s)
-	targets := r.cascadeOf(s)
-	if err := waitFreed(ctx, targets); err != nil {
+	targets, whole := r.cascadeOf(s)
+	var err error
+	if whole != nil {
+		select {
+		case <-whole.done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	} else {
+		err = waitFreed(ctx, targets)
+	}
+	if err != nil {
 		return &BlockedError{Op: "terminate", Service: s.describe(), Blockers: r.blockers(targets), Cause: err}
 	}
 	return nil
 }
 
-// cascadeOf is s and the services its termination cascaded to.
-func (r *Registry) cascadeOf(s *Service) []*Service {
+// cascadeOf is s and the services its termination cascaded to; whole is
+// their batch when they are all of it.
+func (r *Registry) cascadeOf(s *Service) (svcs []*Service, whole *batch) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if s.term == nil {
-		return []*Service{s}
+		return []*Service{s}, nil
 	}
-	if s.term.b.svcs[0] == s {
-		return s.term.b.svcs // immutable once phase 1 is done
+	if b := s.term.b; b.svcs[0] == s {
+		return b.svcs, b // immutable once phase 1 is done
 	}
 	in := map[*Service]bool{s: true}
 	out := []*Service{s}
@@ -393,13 +416,16 @@ func (r *Registry) cascadeOf(s *Service) []*Service {
 			out = append(out, x)
 		}
 	}
-	return out
+	return out, nil
 }
 
 func waitFreed(ctx context.Context, ss []*Service) error {
 	for _, s := range ss {
+		if s.freedYet() {
+			continue
+		}
 		select {
-		case <-s.done:
+		case <-s.Done():
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -418,10 +444,8 @@ func (r *Registry) blockers(ss []*Service) []Blocker {
 			continue
 		}
 		seen[s] = true
-		select {
-		case <-s.done:
+		if s.freedYet() {
 			continue
-		default:
 		}
 		name := s.describe()
 		add := func(what string, stacks ...string) {
@@ -506,17 +530,11 @@ func indent(s string) string {
 func (r *Registry) WaitQuiet(ctx context.Context) error {
 	for {
 		r.mu.Lock()
-		var ss []*Service
-		for _, s := range r.byID {
-			if s.term != nil {
-				ss = append(ss, s)
-			}
-		}
+		ss := r.live.appendTo(nil, func(s *Service) bool { return s.term != nil })
 		r.mu.Unlock()
 		if len(ss) == 0 {
 			return nil
 		}
-		sort.Slice(ss, func(i, j int) bool { return ss[i].ID() < ss[j].ID() })
 		if err := waitFreed(ctx, ss); err != nil {
 			return &BlockedError{Op: "wait quiet", Service: "registry", Blockers: r.blockers(ss), Cause: err}
 		}
@@ -531,18 +549,15 @@ func (r *Registry) WaitQuiet(ctx context.Context) error {
 func (r *Registry) Unload(ctx context.Context, name string) error {
 	r.UnregisterPersonality(name)
 	r.mu.Lock()
-	var insts []*Service
-	for _, s := range r.byID {
-		if s.kind == kindDriver && s.pers != nil && s.pers.Name == name {
-			insts = append(insts, s)
-		}
-	}
+	insts := r.live.appendTo(nil, func(s *Service) bool {
+		return s.kind == kindDriver && s.pers != nil && s.pers.Name == name
+	})
 	r.mu.Unlock()
-	sort.Slice(insts, func(i, j int) bool { return insts[i].ID() < insts[j].ID() })
 	var all []*Service
 	for _, s := range insts {
 		r.terminate(s)
-		all = append(all, r.cascadeOf(s)...)
+		c, _ := r.cascadeOf(s)
+		all = append(all, c...)
 	}
 	err := waitFreed(ctx, insts)
 	if err == nil {
@@ -550,9 +565,7 @@ func (r *Registry) Unload(ctx context.Context, name string) error {
 	}
 	e := &HasInstancesError{Driver: name, Instances: map[string]int{}, Cause: err}
 	for _, s := range insts {
-		select {
-		case <-s.done:
-		default:
+		if !s.freedYet() {
 			e.Instances[s.Class()]++
 		}
 	}
@@ -573,14 +586,8 @@ func (r *Registry) Close(ctx context.Context) error {
 		return nil
 	}
 	r.closed = true
-	var tops []*Service
-	for _, s := range r.byID {
-		if s.listed && len(s.providers) == 0 {
-			tops = append(tops, s)
-		}
-	}
+	tops := r.live.appendTo(nil, func(s *Service) bool { return s.listed && len(s.providers) == 0 })
 	r.mu.Unlock()
-	sort.Slice(tops, func(i, j int) bool { return tops[i].ID() < tops[j].ID() })
 	for _, s := range tops {
 		r.terminate(s)
 	}
