@@ -620,7 +620,8 @@ func (s *Service) ManageFunc(f func()) error {
 func (s *Service) manage(x resource) error {
 	s.mu.Lock()
 	if !s.resDone {
-		s.res = append(s.res, x)
+		e := s.extra()
+		e.res = append(e.res, x)
 		s.mu.Unlock()
 		return nil
 	}
@@ -633,8 +634,10 @@ func (s *Service) manage(x resource) error {
 // After the terminal release nothing more is accepted.
 func (s *Service) releaseResources() {
 	s.mu.Lock()
-	res := s.res
-	s.res = nil
+	var res []resource
+	if s.x != nil {
+		res, s.x.res = s.x.res, nil
+	}
 	s.mu.Unlock()
 	for i := len(res) - 1; i >= 0; i-- {
 		s.closeResource(res[i])
