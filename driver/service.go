@@ -272,17 +272,16 @@ func (s *Service) Context() context.Context {
 	return x.ctx
 }
 
-func (s *Service) cancelContext() {
+// contextDone marks s's Context done (phase 1) and returns the cancel
+// function to call, outside the registry lock, if a Context was made.
+func (s *Service) contextDone() context.CancelFunc {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.ctxDone = true
-	var c context.CancelFunc
 	if s.x != nil {
-		c = s.x.cancel
+		return s.x.cancel
 	}
-	s.mu.Unlock()
-	if c != nil {
-		c()
-	}
+	return nil
 }
 
 // --- callbacks ---

@@ -28,6 +28,11 @@ type batch struct {
 	svcs  []*Service
 	stage int // 0 WillTerminate, 1 DidTerminate, 2 phase 3, 3 done
 	idx   int
+	// What phase 1 saw, so that phase 2 skips walks that would do nothing
+	// (each costs a cache miss per service in a large registry): whether
+	// any service has a WillTerminate or DidTerminate hook, and whether any
+	// is open (no Open succeeds on an inactive service, so none becomes so).
+	anyWill, anyDid, anyOpen bool
 	// left counts the services not yet freed; done is closed when none
 	// is left, so that TerminateSync waits for a whole cascade at once.
 	left atomic.Int64
@@ -60,12 +65,17 @@ func (r *Registry) terminate(s *Service) bool {
 	s.term = &s.ts
 	r.emit(s, StepTerminate, nil, 0, nil)
 	list := []*Service{s}
-	var wake []*Service // mailboxes to schedule once the lock is released
+	var wake []*Service              // mailboxes to schedule once the lock is released
+	var cancels []context.CancelFunc // contexts to cancel then
 	for i := 0; i < len(list); i++ {
 		x := list[i]
 		if x.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}}) {
 			wake = append(wake, x)
 		}
+		if c := x.contextDone(); c != nil {
+			cancels = append(cancels, c)
+		}
+		b.noteHooks(x)
 		for _, c := range x.sortedClientsLocked() {
 			if c.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}, toDriver: true, from: x}) {
 				wake = append(wake, c)
@@ -84,14 +94,27 @@ func (r *Registry) terminate(s *Service) bool {
 	b.left.Store(int64(len(list)))
 	r.mu.Unlock()
 	r.mail.schedule(wake...)
-	for _, x := range list {
-		x.cancelContext()
+	for _, c := range cancels {
+		c()
 	}
 	r.wmu.Lock()
 	r.batches = append(r.batches, b)
 	r.wmu.Unlock()
 	r.kick()
 	return true
+}
+
+// noteHooks records what phase 2 has to do for x; r.mu is held.
+func (b *batch) noteHooks(x *Service) {
+	if _, ok := x.impl.(WillTerminater); ok {
+		b.anyWill = true
+	}
+	if _, ok := x.impl.(DidTerminater); ok {
+		b.anyDid = true
+	}
+	if len(x.openers) > 0 {
+		b.anyOpen = true
+	}
 }
 
 func (s *Service) hasOtherActiveProvider(p *Service) bool {
@@ -169,6 +192,9 @@ func (r *Registry) advance(b *batch) (progress bool) {
 	for {
 		switch b.stage {
 		case 0: // phase 2: WillTerminate, root to leaf
+			if !b.anyWill && !r.ev.subscribed() {
+				b.idx = len(b.svcs) // nothing to call, nobody to tell
+			}
 			for b.idx < len(b.svcs) {
 				x := b.svcs[b.idx]
 				if w, ok := x.impl.(WillTerminater); ok {
@@ -190,23 +216,30 @@ func (r *Registry) advance(b *batch) (progress bool) {
 				b.idx++
 				progress = true
 			}
-			r.mu.Lock()
-			for _, x := range b.svcs {
-				for _, c := range x.sortedOpenersLocked() {
-					c.post(delivery{m: Message{Type: ServiceIsRequestingClose, From: x.ID()}, toDriver: true, from: x})
+			if b.anyOpen {
+				r.mu.Lock()
+				for _, x := range b.svcs {
+					for _, c := range x.sortedOpenersLocked() {
+						c.post(delivery{m: Message{Type: ServiceIsRequestingClose, From: x.ID()}, toDriver: true, from: x})
+					}
 				}
+				r.mu.Unlock()
 			}
-			r.mu.Unlock()
 			b.stage, b.idx = 1, len(b.svcs)-1
 		case 1: // phase 2: DidTerminate, leaf to root, once nobody has it open
+			if !b.anyDid && !b.anyOpen && !r.ev.subscribed() {
+				b.idx = -1 // nothing to wait for or call, nobody to tell
+			}
 			for b.idx >= 0 {
 				x := b.svcs[b.idx]
-				r.mu.Lock()
-				open := len(x.openers)
-				r.mu.Unlock()
-				if open > 0 {
-					x.setWaiting("waits for its clients to close it (ServiceIsRequestingClose sent)")
-					return progress
+				if b.anyOpen {
+					r.mu.Lock()
+					open := len(x.openers)
+					r.mu.Unlock()
+					if open > 0 {
+						x.setWaiting("waits for its clients to close it (ServiceIsRequestingClose sent)")
+						return progress
+					}
 				}
 				if d, ok := x.impl.(DidTerminater); ok {
 					ran, _ := x.tryCallback("DidTerminate", func() error {
