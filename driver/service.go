@@ -206,14 +206,19 @@ func sortedByID[V any](m map[*Service]V) []*Service {
 	if len(m) == 0 {
 		return nil
 	}
-	out := make([]*Service, 0, len(m))
+	return appendByID(make([]*Service, 0, len(m)), m)
+}
+
+// appendByID appends a set of services to dst, oldest first.
+func appendByID[V any](dst []*Service, m map[*Service]V) []*Service {
+	n := len(dst)
 	for c := range m {
-		out = append(out, c)
+		dst = append(dst, c)
 	}
-	if len(out) > 1 {
-		slices.SortFunc(out, func(a, b *Service) int { return cmp.Compare(a.ID(), b.ID()) })
+	if len(dst)-n > 1 {
+		slices.SortFunc(dst[n:], func(a, b *Service) int { return cmp.Compare(a.ID(), b.ID()) })
 	}
-	return out
+	return dst
 }
 
 // Openers returns the clients holding s open.

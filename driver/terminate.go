@@ -60,41 +60,30 @@ func (r *Registry) terminate(s *Service) bool {
 		return false
 	}
 	b := &batch{done: make(chan struct{})}
-	s.active = false
-	s.ts = termState{b: b}
-	s.term = &s.ts
-	r.emit(s, StepTerminate, nil, 0, nil)
-	list := []*Service{s}
-	var wake []*Service              // mailboxes to schedule once the lock is released
-	var cancels []context.CancelFunc // contexts to cancel then
-	for i := 0; i < len(list); i++ {
-		x := list[i]
-		if x.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}}) {
-			wake = append(wake, x)
+	w := &phase1{r: r, b: b}
+	w.reach(s, nil)
+	for i := 0; i < len(w.list); i++ {
+		x := w.list[i] // not touched again unless announced in its turn
+		if len(w.later) > 0 && w.later[0] == i {
+			w.later = w.later[1:]
+			w.announce(x)
 		}
-		if c := x.contextDone(); c != nil {
-			cancels = append(cancels, c)
-		}
-		b.noteHooks(x)
-		for _, c := range x.sortedClientsLocked() {
-			if c.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}, toDriver: true, from: x}) {
-				wake = append(wake, c)
+		for _, c := range w.clientsOf(i) {
+			if c.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: w.ids[i]}, toDriver: true, from: x}) {
+				w.wake = append(w.wake, c)
 			}
 			if !c.active || c.hasOtherActiveProvider(x) {
 				continue
 			}
-			c.active = false
-			c.ts = termState{b: b, cause: x}
-			c.term = &c.ts
-			r.emit(c, StepTerminate, nil, 0, nil)
-			list = append(list, c)
+			w.reach(c, x)
 		}
 	}
+	list := w.list
 	b.svcs = list
 	b.left.Store(int64(len(list)))
 	r.mu.Unlock()
-	r.mail.schedule(wake...)
-	for _, c := range cancels {
+	r.mail.schedule(w.wake...)
+	for _, c := range w.cancels {
 		c()
 	}
 	r.wmu.Lock()
@@ -102,6 +91,65 @@ func (r *Registry) terminate(s *Service) bool {
 	r.wmu.Unlock()
 	r.kick()
 	return true
+}
+
+// phase1 is one phase 1 walk (r.mu held). It goes breadth first, the
+// order of the batch that terminate events and phases 2 and 3 follow, but
+// touches each service once, when it is reached: in a registry larger than
+// the CPU caches every touch is a cache miss, and breadth first would come
+// back to each service long after it left the cache. What the walk needs
+// of a service later, its clients, is copied when it is reached.
+type phase1 struct {
+	r       *Registry
+	b       *batch
+	list    []*Service
+	ids     []uint64   // the ID of list[i]
+	kids    []*Service // the clients of list[i], by ID: kids[ends[i-1]:ends[i]]
+	ends    []int32
+	later   []int // indexes in list of services announced in their turn
+	wake    []*Service
+	cancels []context.CancelFunc // contexts to cancel outside the lock
+}
+
+// reach makes x inactive and part of the batch; cause is the provider
+// whose termination cascaded to it.
+func (w *phase1) reach(x, cause *Service) {
+	x.active = false
+	x.ts = termState{b: w.b, cause: cause}
+	x.term = &x.ts
+	w.r.emit(x, StepTerminate, nil, 0, nil)
+	w.list = append(w.list, x)
+	w.ids = append(w.ids, x.ID())
+	w.kids = appendByID(w.kids, x.clients)
+	w.ends = append(w.ends, int32(len(w.kids)))
+	w.b.noteHooks(x)
+	if len(x.providers) > 1 {
+		// Its other providers in the batch still message it in this walk:
+		// its own ServiceIsTerminated keeps its place after theirs.
+		w.later = append(w.later, len(w.list)-1)
+		return
+	}
+	w.announce(x)
+}
+
+// clientsOf returns the clients of list[i] as they were when it was reached.
+func (w *phase1) clientsOf(i int) []*Service {
+	start := int32(0)
+	if i > 0 {
+		start = w.ends[i-1]
+	}
+	return w.kids[start:w.ends[i]]
+}
+
+// announce sends ServiceIsTerminated to x's interest listeners and marks
+// its Context done.
+func (w *phase1) announce(x *Service) {
+	if x.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}}) {
+		w.wake = append(w.wake, x)
+	}
+	if c := x.contextDone(); c != nil {
+		w.cancels = append(w.cancels, c)
+	}
 }
 
 // noteHooks records what phase 2 has to do for x; r.mu is held.
