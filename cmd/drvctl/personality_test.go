@@ -106,7 +106,11 @@ func TestServePersonalityOnSimBus(t *testing.T) {
 	byDriver := func() map[string][]serviceEntry {
 		m := map[string][]serviceEntry{}
 		for _, s := range inspectRegistry(d.reg).Services {
-			m[s.Driver] = append(m[s.Driver], s)
+			// Only instances that run: while an interface is matched, the
+			// losing candidate is attached too until the winner starts.
+			if s.Active && !s.Starting {
+				m[s.Driver] = append(m[s.Driver], s)
+			}
 		}
 		return m
 	}
@@ -148,6 +152,10 @@ func TestServePersonalityOnSimBus(t *testing.T) {
 		return false
 	}
 	require.Eventually(t, freed, 5*time.Second, 10*time.Millisecond, "the monitor shows the gadget's free")
+	// Other terminations (the kernel's SCSI disks going as usbstorage
+	// claims the sticks) may still be under way: a complete trace needs
+	// them finished and seen by the monitor.
+	waitMonitorCaughtUp(t, d, &mon)
 	mcancel()
 	require.NoError(t, <-monDone)
 
@@ -194,4 +202,27 @@ func mustReadMonitor(t *testing.T, out []byte) []driver.LifecycleEvent {
 	evs, err := lifecycletest.ReadMonitorJSON(bytes.NewReader(out))
 	require.NoError(t, err)
 	return evs
+}
+
+// waitMonitorCaughtUp waits until the daemon's registry is quiet and the
+// monitor has printed every event the daemon published until then.
+func waitMonitorCaughtUp(t *testing.T, d *daemon, mon *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, d.reg.WaitQuiet(ctx))
+	hist, _ := d.hub.History()
+	require.NotEmpty(t, hist)
+	last := hist[len(hist)-1].Seq
+	require.Eventually(t, func() bool {
+		for _, line := range bytes.Split(mon.Bytes(), []byte("\n")) {
+			var e struct {
+				Seq uint64 `json:"seq"`
+			}
+			if json.Unmarshal(line, &e) == nil && e.Seq >= last {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond, "the monitor never printed event %d", last)
 }
