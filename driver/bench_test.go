@@ -63,24 +63,90 @@ func benchRegistry(b *testing.B) *driver.Registry {
 	return r
 }
 
-// terminateTree times one terminate of a tree of about n services until
-// all are freed, and returns ns per service.
-func terminateTree(b *testing.B, r *driver.Registry, n int) float64 {
-	bus, count := buildTree(b, r, n/6)
+// evictBuf is larger than the last-level cache of any machine we run on.
+var evictBuf []byte
+
+// evictCaches streams through evictBuf, so that what was built before it
+// is out of the CPU caches, as a tree is when its device is unplugged
+// long after it was plugged in.
+func evictCaches() {
+	if evictBuf == nil {
+		evictBuf = make([]byte, 128<<20)
+	}
+	for i := 0; i < len(evictBuf); i += 64 {
+		evictBuf[i]++
+	}
+}
+
+// cost is what one terminate took per service: wall time, and the CPU
+// time of the whole process.
+type cost struct{ wall, cpu float64 }
+
+func (c *cost) add(d cost) { c.wall += d.wall; c.cpu += d.cpu }
+
+func (c cost) div(n float64) cost { return cost{c.wall / n, c.cpu / n} }
+
+// timeTerminate terminates bus and waits until its count services are
+// freed.
+func timeTerminate(b *testing.B, bus *driver.Service, count int) cost {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	runtime.GC()
+	c0, _ := processCPU()
 	t0 := time.Now()
 	if err := bus.TerminateSync(ctx); err != nil {
 		b.Fatal(err)
 	}
-	return float64(time.Since(t0).Nanoseconds()) / float64(count)
+	wall := time.Since(t0)
+	c1, _ := processCPU()
+	return cost{float64(wall.Nanoseconds()) / float64(count), float64((c1 - c0).Nanoseconds()) / float64(count)}
+}
+
+// terminateTree builds a tree of about n services and times its
+// terminate; cold evicts the tree from the CPU caches first.
+func terminateTree(b *testing.B, r *driver.Registry, n int, cold bool) cost {
+	bus, count := buildTree(b, r, n/6)
+	runtime.GC()
+	if cold {
+		evictCaches()
+	}
+	return timeTerminate(b, bus, count)
+}
+
+func gcCycles() uint32 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.NumGC
 }
 
 // BenchmarkTerminateTree terminates trees of 1k, 10k and 100k services
-// (devices × (nub + driver + 4 user clients)) until every one is freed. The
-// 100k case also reports its per-service cost against a 1k baseline
-// measured in the same run (growth; target ≤ 1.2).
+// (devices × (nub + driver + 4 user clients)) until every one is freed.
+//
+// The 100k case also reports its per-service cost against 1k baselines
+// measured in the same run, interleaved so that a load change on the
+// machine hits both sides:
+//
+//   - growth-vs-1k: against a warm 1k tree (terminated right after it was
+//     built, so it is still in the L2 cache), 20 repeats. A 100k tree
+//     (~50 MB) cannot be in any cache, so this ratio mostly measures the
+//     memory hierarchy: cache misses a large registry pays and a small one
+//     does not.
+//   - growth-cold: a 100k tree against a 1k tree, both evicted from the
+//     CPU caches before the timed terminate (how a tree is when a device
+//     is unplugged long after it was plugged in). Both pay a miss on their
+//     first touch of each service, so this ratio shows what grows with the
+//     size beyond that: super-linear work, map and slice growth, heap
+//     effects.
+//
+// gc/op counts the garbage collections during the timed terminates: the
+// tree is built and collected before the timer starts, so the timed part
+// is only free of GC work if it is 0.
+//
+// Where the process CPU time is available, cpu-ns/service and the cpu-
+// ratios give the same figures in CPU time of the whole process: on a
+// machine shared with other work, wall time also counts the time spent
+// waiting for a CPU, which hits the short 1k runs (several goroutine
+// hand-offs each) much harder than the long 100k ones and makes the wall
+// ratios swing both ways.
 func BenchmarkTerminateTree(b *testing.B) {
 	for _, n := range []int{1000, 10000, 100000} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
@@ -88,33 +154,48 @@ func BenchmarkTerminateTree(b *testing.B) {
 			defer r.Close(context.Background())
 			b.ReportAllocs()
 			b.StopTimer()
-			var total float64
+			_, haveCPU := processCPU()
+			var total cost
+			var gcs uint32
 			for i := 0; i < b.N; i++ {
 				bus, count := buildTree(b, r, n/6)
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				// Every size starts from a finished GC cycle, so that a
 				// collection owed by the build is not billed to the terminate.
 				runtime.GC()
+				gc0 := gcCycles()
 				b.StartTimer()
-				t0 := time.Now()
-				if err := bus.TerminateSync(ctx); err != nil {
-					b.Fatal(err)
-				}
-				total += float64(time.Since(t0).Nanoseconds()) / float64(count)
+				total.add(timeTerminate(b, bus, count))
 				b.StopTimer()
-				cancel()
+				gcs += gcCycles() - gc0
 			}
-			perSvc := total / float64(b.N)
-			b.ReportMetric(perSvc, "ns/service")
+			perSvc := total.div(float64(b.N))
+			b.ReportMetric(perSvc.wall, "ns/service")
+			b.ReportMetric(float64(gcs)/float64(b.N), "gc/op")
+			if haveCPU {
+				b.ReportMetric(perSvc.cpu, "cpu-ns/service")
+			}
 			if n == 100000 {
-				var base float64
-				const reps = 20
-				for i := 0; i < reps; i++ {
-					base += terminateTree(b, r, 1000)
+				var warm1k, cold1k, cold100k cost
+				const rounds, reps = 3, 7 // 21 1k repeats of each kind
+				for range rounds {
+					cold100k.add(terminateTree(b, r, n, true))
+					for range reps {
+						warm1k.add(terminateTree(b, r, 1000, false))
+						cold1k.add(terminateTree(b, r, 1000, true))
+					}
 				}
-				base /= reps
-				b.ReportMetric(base, "ns/service@1k")
-				b.ReportMetric(perSvc/base, "growth-vs-1k")
+				warm1k = warm1k.div(rounds * reps)
+				cold1k = cold1k.div(rounds * reps)
+				cold100k = cold100k.div(rounds)
+				b.ReportMetric(warm1k.wall, "ns/service@1k")
+				b.ReportMetric(perSvc.wall/warm1k.wall, "growth-vs-1k")
+				b.ReportMetric(cold1k.wall, "ns/service@1k-cold")
+				b.ReportMetric(cold100k.wall, "ns/service-cold")
+				b.ReportMetric(cold100k.wall/cold1k.wall, "growth-cold")
+				if haveCPU {
+					b.ReportMetric(perSvc.cpu/warm1k.cpu, "cpu-growth-vs-1k")
+					b.ReportMetric(cold100k.cpu/cold1k.cpu, "cpu-growth-cold")
+				}
 			}
 		})
 	}

@@ -90,6 +90,9 @@ func (r *Registry) SubscribeLifecycle(f func(LifecycleEvent)) (cancel func()) {
 	}
 }
 
+// subscribed reports whether anyone receives lifecycle events now.
+func (e *events) subscribed() bool { return e.n.Load() > 0 }
+
 func (r *Registry) emit(s *Service, step Step, provider *Service, score int, err error) {
 	e := &r.ev
 	if e.n.Load() == 0 {

@@ -106,9 +106,7 @@ type Registry struct {
 	closed     bool
 	workerGone bool // the termination worker exited
 	pers       []*Personality
-	// byID holds every service not yet freed; Service.listed says whether
-	// the registry's own reference is still held.
-	byID map[uint64]*Service
+	live       liveSet // every service not yet freed; Service.listed says whether the registry's reference is still held
 
 	ev   events
 	mail mailPool
@@ -130,7 +128,6 @@ func (registryTag) String() string { return "registry" }
 func NewRegistry(opts ...Option) *Registry {
 	r := &Registry{
 		log: slog.Default(), jobLimit: 4,
-		byID:  map[uint64]*Service{},
 		kickc: make(chan struct{}, 1), wdone: make(chan struct{}),
 	}
 	for _, o := range opts {
@@ -151,7 +148,7 @@ func (r *Registry) Root() *Service { return r.root }
 
 func (r *Registry) newService(class, name string, props Properties, k kind, impl any, p *Personality) *Service {
 	s := &Service{reg: r, name: name, props: props, kind: k, impl: impl, pers: p,
-		active: true, done: make(chan struct{})}
+		active: true}
 	s.Init(class, func() { r.freed(s) })
 	// The creator's reference becomes the registry's own, tagged.
 	s.TaggedRetain(registryTag{})
@@ -162,7 +159,7 @@ func (r *Registry) newService(class, name string, props Properties, k kind, impl
 		s.stillborn(true)
 		return s
 	}
-	r.byID[s.ID()] = s
+	r.live.add(s)
 	s.listed = true
 	late := r.closed && k == kindNub
 	r.mu.Unlock()
@@ -174,15 +171,22 @@ func (r *Registry) newService(class, name string, props Properties, k kind, impl
 
 func (r *Registry) freed(s *Service) {
 	if s.unborn {
-		close(s.done)
+		s.markFreed()
 		return
 	}
 	_ = faultinject.At(faultinject.Free, s)
 	r.emit(s, StepFree, nil, 0, nil)
 	r.mu.Lock()
-	delete(r.byID, s.ID())
+	r.live.remove(s)
+	var b *batch
+	if s.term != nil {
+		b = s.term.b
+	}
 	r.mu.Unlock()
-	close(s.done)
+	s.markFreed()
+	if b != nil {
+		b.freedOne()
+	}
 	r.kick()
 }
 
@@ -194,7 +198,7 @@ func (r *Registry) NewNub(class, name string, props Properties) *Service {
 	closed := r.closed
 	r.mu.Unlock()
 	if closed {
-		s := &Service{reg: r, name: name, props: props, kind: kindNub, done: make(chan struct{})}
+		s := &Service{reg: r, name: name, props: props, kind: kindNub}
 		s.Init(class, func() { r.freed(s) })
 		s.stillborn(false)
 		return s
@@ -221,7 +225,7 @@ func (s *Service) stillborn(tagged bool) {
 func (r *Registry) Lookup(id uint64) (s *Service, release func(), ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s = r.byID[id]
+	s = r.live.lookup(id)
 	if s == nil || !s.listed {
 		return nil, nil, false
 	}
@@ -240,13 +244,8 @@ func (*lookupTag) String() string { return "lookup" }
 // reference with Lookup to use one.
 func (r *Registry) Services() []*Service {
 	r.mu.Lock()
-	out := make([]*Service, 0, len(r.byID))
-	for _, s := range r.byID {
-		out = append(out, s)
-	}
-	r.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
-	return out
+	defer r.mu.Unlock()
+	return r.live.appendTo(make([]*Service, 0, r.live.n), nil)
 }
 
 // attachLocked makes c a client of p, a reference each way.
@@ -403,14 +402,10 @@ func (r *Registry) RegisterPersonality(p Personality) error {
 	}
 	pc := p
 	r.pers = append(r.pers, &pc)
-	var nubs []*Service
-	for _, s := range r.byID {
-		if s.listed && s.kind != kindRoot && s.registered && s.active && (p.ProviderClass == "" || p.ProviderClass == s.Class()) {
-			nubs = append(nubs, s)
-		}
-	}
+	nubs := r.live.appendTo(nil, func(s *Service) bool {
+		return s.listed && s.kind != kindRoot && s.registered && s.active && (p.ProviderClass == "" || p.ProviderClass == s.Class())
+	})
 	r.mu.Unlock()
-	sort.Slice(nubs, func(i, j int) bool { return nubs[i].ID() < nubs[j].ID() })
 	for _, n := range nubs {
 		r.match(n)
 	}
@@ -625,7 +620,8 @@ func (s *Service) ManageFunc(f func()) error {
 func (s *Service) manage(x resource) error {
 	s.mu.Lock()
 	if !s.resDone {
-		s.res = append(s.res, x)
+		e := s.extra()
+		e.res = append(e.res, x)
 		s.mu.Unlock()
 		return nil
 	}
@@ -638,8 +634,10 @@ func (s *Service) manage(x resource) error {
 // After the terminal release nothing more is accepted.
 func (s *Service) releaseResources() {
 	s.mu.Lock()
-	res := s.res
-	s.res = nil
+	var res []resource
+	if s.x != nil {
+		res, s.x.res = s.x.res, nil
+	}
 	s.mu.Unlock()
 	for i := len(res) - 1; i >= 0; i-- {
 		s.closeResource(res[i])

@@ -31,55 +31,80 @@ const (
 // every attachment holds one each way, tagged by the other end.
 type Service struct {
 	refcount.Object
-	reg   *Registry
-	name  string
-	props Properties
-	kind  kind
+	reg  *Registry
+	kind kind
 	// unborn: created after the registry closed; freed at once, no events.
 	unborn bool
-	impl   any // Driver for driver instances; the handler for user clients
-	pers   *Personality
 
 	// Guarded by reg.mu.
 	active     bool // false from phase 1 on
 	registered bool
 	matched    bool
-	listed     bool // in reg.live (the registry reference is held)
-	providers  []*Service
-	clients    map[*Service]struct{}
-	openers    map[*Service]bool // client → exclusive
-	term       *termState
+	listed     bool // the registry reference is held
 
-	busy    atomic.Int32
-	started atomic.Bool // Start succeeded (or the service needs none)
-	stopped atomic.Bool // Stop ran: no more callbacks into the driver
+	// Guarded by mu.
+	ctxDone   bool
+	qStopped  bool // stopped before any job was submitted
+	callsDone bool // termination reached phase 3: no new calls
+	resDone   bool
+	mboxRun   bool
+	isFreed   bool
 
-	// cb serializes callbacks. cbInfo says which runs, for reports; wantKick
-	// asks the unlocker to wake the termination worker, which never blocks
-	// on cb (it tries, parks the branch, and is kicked).
-	cb       sync.Mutex
-	cbSince  atomic.Int64 // unix ns when the running callback began; 0 when none
-	cbWhat   string       // guarded by mu
+	name  string
+	props Properties
+	impl  any // Driver for driver instances; the handler for user clients
+	pers  *Personality
+
+	// Guarded by reg.mu.
+	slot      int // index in reg.live
+	providers []*Service
+	clients   map[*Service]struct{}
+	openers   map[*Service]bool // client → exclusive
+	term      *termState        // nil until terminated, then &ts
+	ts        termState         // in place: terminating 100k services allocates no state for each
+
+	busy     atomic.Int32
+	started  atomic.Bool // Start succeeded (or the service needs none)
+	stopped  atomic.Bool // Stop ran: no more callbacks into the driver
 	wantKick atomic.Bool
+
+	// cb serializes callbacks. cbWhat and cbSince say which runs, for
+	// reports; wantKick asks the unlocker to wake the termination worker,
+	// which never blocks on cb (it tries, parks the branch, and is kicked).
+	cb      sync.Mutex
+	cbSince atomic.Int64 // unix ns when the running callback began; 0 when none
+	cbWhat  string       // guarded by mu
 
 	matchMu sync.Mutex // one matching run per nub at a time
 
-	mu        sync.Mutex // leaf lock for the lazily built parts below
-	ctx       context.Context
-	cancel    context.CancelFunc
-	ctxDone   bool
-	q         *workQueue
-	qStopped  bool // stopped before any job was submitted
-	calls     map[*callEntry]struct{}
-	callsDone bool // termination reached phase 3: no new calls
-	res       []resource
-	resDone   bool
-	interest  map[int]func(Message)
-	nextInt   int
-	mbox      []delivery
-	mboxRun   bool
+	mu   sync.Mutex // leaf lock for the lazily built parts
+	mbox []delivery
+	x    *serviceExtra
+}
 
-	done chan struct{} // closed at free
+// serviceExtra holds what only some services use (guarded by Service.mu),
+// made on first use, so that the many services that never use them stay
+// small: the size of a Service decides how much of a large registry a
+// termination walk keeps in the CPU caches.
+type serviceExtra struct {
+	ctx      context.Context
+	cancel   context.CancelFunc
+	q        *workQueue
+	calls    map[*callEntry]struct{}
+	res      []resource
+	interest map[int]func(Message)
+	nextInt  int
+	// doneCh is made on demand by Done: most services are never waited for
+	// one by one (TerminateSync waits for its whole cascade at once).
+	doneCh chan struct{}
+}
+
+// extra returns s.x, making it if needed; the caller holds s.mu.
+func (s *Service) extra() *serviceExtra {
+	if s.x == nil {
+		s.x = &serviceExtra{}
+	}
+	return s.x
 }
 
 // runningCallback says which callback runs and since when.
@@ -181,14 +206,19 @@ func sortedByID[V any](m map[*Service]V) []*Service {
 	if len(m) == 0 {
 		return nil
 	}
-	out := make([]*Service, 0, len(m))
+	return appendByID(make([]*Service, 0, len(m)), m)
+}
+
+// appendByID appends a set of services to dst, oldest first.
+func appendByID[V any](dst []*Service, m map[*Service]V) []*Service {
+	n := len(dst)
 	for c := range m {
-		out = append(out, c)
+		dst = append(dst, c)
 	}
-	if len(out) > 1 {
-		slices.SortFunc(out, func(a, b *Service) int { return cmp.Compare(a.ID(), b.ID()) })
+	if len(dst)-n > 1 {
+		slices.SortFunc(dst[n:], func(a, b *Service) int { return cmp.Compare(a.ID(), b.ID()) })
 	}
-	return out
+	return dst
 }
 
 // Openers returns the clients holding s open.
@@ -199,30 +229,64 @@ func (s *Service) Openers() []*Service {
 }
 
 // Done is closed when the service is freed.
-func (s *Service) Done() <-chan struct{} { return s.done }
+func (s *Service) Done() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	x := s.extra()
+	if x.doneCh == nil {
+		x.doneCh = make(chan struct{})
+		if s.isFreed {
+			close(x.doneCh)
+		}
+	}
+	return x.doneCh
+}
+
+// markFreed closes Done, if anyone asked for it.
+func (s *Service) markFreed() {
+	s.mu.Lock()
+	s.isFreed = true
+	var ch chan struct{}
+	if s.x != nil {
+		ch = s.x.doneCh
+	}
+	s.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+func (s *Service) freedYet() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.isFreed
+}
 
 // Context is cancelled when the service is terminated (phase 1). Start and
 // client methods run under it.
 func (s *Service) Context() context.Context {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ctx == nil {
-		s.ctx, s.cancel = context.WithCancel(context.Background())
+	x := s.extra()
+	if x.ctx == nil {
+		x.ctx, x.cancel = context.WithCancel(context.Background())
 		if s.ctxDone {
-			s.cancel()
+			x.cancel()
 		}
 	}
-	return s.ctx
+	return x.ctx
 }
 
-func (s *Service) cancelContext() {
+// contextDone marks s's Context done (phase 1) and returns the cancel
+// function to call, outside the registry lock, if a Context was made.
+func (s *Service) contextDone() context.CancelFunc {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.ctxDone = true
-	c := s.cancel
-	s.mu.Unlock()
-	if c != nil {
-		c()
+	if s.x != nil {
+		return s.x.cancel
 	}
+	return nil
 }
 
 // --- callbacks ---
@@ -349,7 +413,7 @@ func (s *Service) enqueue(d delivery) bool {
 			s.mu.Unlock()
 			return false
 		}
-	} else if len(s.interest) == 0 {
+	} else if s.x == nil || len(s.x.interest) == 0 {
 		s.mu.Unlock()
 		return false
 	}
@@ -420,14 +484,14 @@ func (s *Service) drainMailbox(mayBlock bool) {
 		}
 		d := s.mbox[0]
 		var ls []func(Message)
-		if !d.toDriver {
-			ids := make([]int, 0, len(s.interest))
-			for id := range s.interest {
+		if !d.toDriver && s.x != nil {
+			ids := make([]int, 0, len(s.x.interest))
+			for id := range s.x.interest {
 				ids = append(ids, id)
 			}
 			sort.Ints(ids)
 			for _, id := range ids {
-				ls = append(ls, s.interest[id])
+				ls = append(ls, s.x.interest[id])
 			}
 		}
 		s.mu.Unlock()
@@ -493,16 +557,17 @@ func (s *Service) deliverToDriver(d delivery, mayBlock bool) bool {
 // about s: ServiceIsTerminated, ServiceWasClosed, driver notifications.
 func (s *Service) AddInterest(f func(Message)) (remove func()) {
 	s.mu.Lock()
-	if s.interest == nil {
-		s.interest = map[int]func(Message){}
+	x := s.extra()
+	if x.interest == nil {
+		x.interest = map[int]func(Message){}
 	}
-	id := s.nextInt
-	s.nextInt++
-	s.interest[id] = f
+	id := x.nextInt
+	x.nextInt++
+	x.interest[id] = f
 	s.mu.Unlock()
 	return func() {
 		s.mu.Lock()
-		delete(s.interest, id)
+		delete(x.interest, id)
 		s.mu.Unlock()
 	}
 }
@@ -639,10 +704,11 @@ func (s *Service) Call(ctx context.Context, method string, in []byte) (out []byt
 		s.mu.Unlock()
 		return nil, opErr("call "+method, s, ErrNotActive)
 	}
-	if s.calls == nil {
-		s.calls = map[*callEntry]struct{}{}
+	x := s.extra()
+	if x.calls == nil {
+		x.calls = map[*callEntry]struct{}{}
 	}
-	s.calls[ce] = struct{}{}
+	x.calls[ce] = struct{}{}
 	s.mu.Unlock()
 	s.busy.Add(1)
 	defer func() {
@@ -653,8 +719,8 @@ func (s *Service) Call(ctx context.Context, method string, in []byte) (out []byt
 		}
 		s.busy.Add(-1)
 		s.mu.Lock()
-		delete(s.calls, ce)
-		idle := s.callsDone && len(s.calls) == 0
+		delete(x.calls, ce)
+		idle := s.callsDone && len(x.calls) == 0
 		s.mu.Unlock()
 		if idle {
 			s.reg.kick()
@@ -679,8 +745,12 @@ func (s *Service) stopCalls() {
 
 func (s *Service) callsInFlight() []string {
 	s.mu.Lock()
-	es := make([]*callEntry, 0, len(s.calls))
-	for e := range s.calls {
+	if s.x == nil || len(s.x.calls) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	es := make([]*callEntry, 0, len(s.x.calls))
+	for e := range s.x.calls {
 		es = append(es, e)
 	}
 	s.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/drvkit/drvkit/internal/faultinject"
@@ -17,7 +18,6 @@ import (
 type termState struct {
 	b       *batch
 	cause   *Service // the provider whose termination cascaded to it
-	since   time.Time
 	sub     int      // step within phase 3
 	waiting string   // why the worker parked on it, for reports
 	waitFor *Service // the client it waits for, if that is why
@@ -28,6 +28,21 @@ type batch struct {
 	svcs  []*Service
 	stage int // 0 WillTerminate, 1 DidTerminate, 2 phase 3, 3 done
 	idx   int
+	// What phase 1 saw, so that phase 2 skips walks that would do nothing
+	// (each costs a cache miss per service in a large registry): whether
+	// any service has a WillTerminate or DidTerminate hook, and whether any
+	// is open (no Open succeeds on an inactive service, so none becomes so).
+	anyWill, anyDid, anyOpen bool
+	// left counts the services not yet freed; done is closed when none
+	// is left, so that TerminateSync waits for a whole cascade at once.
+	left atomic.Int64
+	done chan struct{}
+}
+
+func (b *batch) freedOne() {
+	if b.left.Add(-1) == 0 {
+		close(b.done)
+	}
 }
 
 // Terminate starts the termination of s and returns at once. Phase 1 runs
@@ -44,42 +59,110 @@ func (r *Registry) terminate(s *Service) bool {
 		r.mu.Unlock()
 		return false
 	}
-	b := &batch{}
-	now := time.Now()
-	s.active = false
-	s.term = &termState{b: b, since: now}
-	r.emit(s, StepTerminate, nil, 0, nil)
-	list := []*Service{s}
-	var wake []*Service // mailboxes to schedule once the lock is released
-	for i := 0; i < len(list); i++ {
-		x := list[i]
-		if x.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}}) {
-			wake = append(wake, x)
+	b := &batch{done: make(chan struct{})}
+	w := &phase1{r: r, b: b}
+	w.reach(s, nil)
+	for i := 0; i < len(w.list); i++ {
+		x := w.list[i] // not touched again unless announced in its turn
+		if len(w.later) > 0 && w.later[0] == i {
+			w.later = w.later[1:]
+			w.announce(x)
 		}
-		for _, c := range x.sortedClientsLocked() {
-			if c.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}, toDriver: true, from: x}) {
-				wake = append(wake, c)
+		for _, c := range w.clientsOf(i) {
+			if c.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: w.ids[i]}, toDriver: true, from: x}) {
+				w.wake = append(w.wake, c)
 			}
 			if !c.active || c.hasOtherActiveProvider(x) {
 				continue
 			}
-			c.active = false
-			c.term = &termState{b: b, cause: x, since: now}
-			r.emit(c, StepTerminate, nil, 0, nil)
-			list = append(list, c)
+			w.reach(c, x)
 		}
 	}
+	list := w.list
 	b.svcs = list
+	b.left.Store(int64(len(list)))
 	r.mu.Unlock()
-	r.mail.schedule(wake...)
-	for _, x := range list {
-		x.cancelContext()
+	r.mail.schedule(w.wake...)
+	for _, c := range w.cancels {
+		c()
 	}
 	r.wmu.Lock()
 	r.batches = append(r.batches, b)
 	r.wmu.Unlock()
 	r.kick()
 	return true
+}
+
+// phase1 is one phase 1 walk (r.mu held). It goes breadth first, the
+// order of the batch that terminate events and phases 2 and 3 follow, but
+// touches each service once, when it is reached: in a registry larger than
+// the CPU caches every touch is a cache miss, and breadth first would come
+// back to each service long after it left the cache. What the walk needs
+// of a service later, its clients, is copied when it is reached.
+type phase1 struct {
+	r       *Registry
+	b       *batch
+	list    []*Service
+	ids     []uint64   // the ID of list[i]
+	kids    []*Service // the clients of list[i], by ID: kids[ends[i-1]:ends[i]]
+	ends    []int32
+	later   []int // indexes in list of services announced in their turn
+	wake    []*Service
+	cancels []context.CancelFunc // contexts to cancel outside the lock
+}
+
+// reach makes x inactive and part of the batch; cause is the provider
+// whose termination cascaded to it.
+func (w *phase1) reach(x, cause *Service) {
+	x.active = false
+	x.ts = termState{b: w.b, cause: cause}
+	x.term = &x.ts
+	w.r.emit(x, StepTerminate, nil, 0, nil)
+	w.list = append(w.list, x)
+	w.ids = append(w.ids, x.ID())
+	w.kids = appendByID(w.kids, x.clients)
+	w.ends = append(w.ends, int32(len(w.kids)))
+	w.b.noteHooks(x)
+	if len(x.providers) > 1 {
+		// Its other providers in the batch still message it in this walk:
+		// its own ServiceIsTerminated keeps its place after theirs.
+		w.later = append(w.later, len(w.list)-1)
+		return
+	}
+	w.announce(x)
+}
+
+// clientsOf returns the clients of list[i] as they were when it was reached.
+func (w *phase1) clientsOf(i int) []*Service {
+	start := int32(0)
+	if i > 0 {
+		start = w.ends[i-1]
+	}
+	return w.kids[start:w.ends[i]]
+}
+
+// announce sends ServiceIsTerminated to x's interest listeners and marks
+// its Context done.
+func (w *phase1) announce(x *Service) {
+	if x.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}}) {
+		w.wake = append(w.wake, x)
+	}
+	if c := x.contextDone(); c != nil {
+		w.cancels = append(w.cancels, c)
+	}
+}
+
+// noteHooks records what phase 2 has to do for x; r.mu is held.
+func (b *batch) noteHooks(x *Service) {
+	if _, ok := x.impl.(WillTerminater); ok {
+		b.anyWill = true
+	}
+	if _, ok := x.impl.(DidTerminater); ok {
+		b.anyDid = true
+	}
+	if len(x.openers) > 0 {
+		b.anyOpen = true
+	}
 }
 
 func (s *Service) hasOtherActiveProvider(p *Service) bool {
@@ -114,7 +197,7 @@ func (r *Registry) idle() bool {
 	r.wmu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n == 0 && len(r.byID) == 0 {
+	if n == 0 && r.live.n == 0 {
 		r.workerGone = true // from now on services are born freed
 		return true
 	}
@@ -157,6 +240,9 @@ func (r *Registry) advance(b *batch) (progress bool) {
 	for {
 		switch b.stage {
 		case 0: // phase 2: WillTerminate, root to leaf
+			if !b.anyWill && !r.ev.subscribed() {
+				b.idx = len(b.svcs) // nothing to call, nobody to tell
+			}
 			for b.idx < len(b.svcs) {
 				x := b.svcs[b.idx]
 				if w, ok := x.impl.(WillTerminater); ok {
@@ -178,23 +264,30 @@ func (r *Registry) advance(b *batch) (progress bool) {
 				b.idx++
 				progress = true
 			}
-			r.mu.Lock()
-			for _, x := range b.svcs {
-				for _, c := range x.sortedOpenersLocked() {
-					c.post(delivery{m: Message{Type: ServiceIsRequestingClose, From: x.ID()}, toDriver: true, from: x})
+			if b.anyOpen {
+				r.mu.Lock()
+				for _, x := range b.svcs {
+					for _, c := range x.sortedOpenersLocked() {
+						c.post(delivery{m: Message{Type: ServiceIsRequestingClose, From: x.ID()}, toDriver: true, from: x})
+					}
 				}
+				r.mu.Unlock()
 			}
-			r.mu.Unlock()
 			b.stage, b.idx = 1, len(b.svcs)-1
 		case 1: // phase 2: DidTerminate, leaf to root, once nobody has it open
+			if !b.anyDid && !b.anyOpen && !r.ev.subscribed() {
+				b.idx = -1 // nothing to wait for or call, nobody to tell
+			}
 			for b.idx >= 0 {
 				x := b.svcs[b.idx]
-				r.mu.Lock()
-				open := len(x.openers)
-				r.mu.Unlock()
-				if open > 0 {
-					x.setWaiting("waits for its clients to close it (ServiceIsRequestingClose sent)")
-					return progress
+				if b.anyOpen {
+					r.mu.Lock()
+					open := len(x.openers)
+					r.mu.Unlock()
+					if open > 0 {
+						x.setWaiting("waits for its clients to close it (ServiceIsRequestingClose sent)")
+						return progress
+					}
 				}
 				if d, ok := x.impl.(DidTerminater); ok {
 					ran, _ := x.tryCallback("DidTerminate", func() error {
@@ -383,22 +476,33 @@ func (s *Service) drivenLocked() bool {
 func (s *Service) TerminateSync(ctx context.Context) error {
 	r := s.reg
 	r.terminate(s)
-	targets := r.cascadeOf(s)
-	if err := waitFreed(ctx, targets); err != nil {
+	targets, whole := r.cascadeOf(s)
+	var err error
+	if whole != nil {
+		select {
+		case <-whole.done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	} else {
+		err = waitFreed(ctx, targets)
+	}
+	if err != nil {
 		return &BlockedError{Op: "terminate", Service: s.describe(), Blockers: r.blockers(targets), Cause: err}
 	}
 	return nil
 }
 
-// cascadeOf is s and the services its termination cascaded to.
-func (r *Registry) cascadeOf(s *Service) []*Service {
+// cascadeOf is s and the services its termination cascaded to; whole is
+// their batch when they are all of it.
+func (r *Registry) cascadeOf(s *Service) (svcs []*Service, whole *batch) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if s.term == nil {
-		return []*Service{s}
+		return []*Service{s}, nil
 	}
-	if s.term.b.svcs[0] == s {
-		return s.term.b.svcs // immutable once phase 1 is done
+	if b := s.term.b; b.svcs[0] == s {
+		return b.svcs, b // immutable once phase 1 is done
 	}
 	in := map[*Service]bool{s: true}
 	out := []*Service{s}
@@ -408,13 +512,16 @@ func (r *Registry) cascadeOf(s *Service) []*Service {
 			out = append(out, x)
 		}
 	}
-	return out
+	return out, nil
 }
 
 func waitFreed(ctx context.Context, ss []*Service) error {
 	for _, s := range ss {
+		if s.freedYet() {
+			continue
+		}
 		select {
-		case <-s.done:
+		case <-s.Done():
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -433,10 +540,8 @@ func (r *Registry) blockers(ss []*Service) []Blocker {
 			continue
 		}
 		seen[s] = true
-		select {
-		case <-s.done:
+		if s.freedYet() {
 			continue
-		default:
 		}
 		name := s.describe()
 		add := func(what string, stacks ...string) {
@@ -521,17 +626,11 @@ func indent(s string) string {
 func (r *Registry) WaitQuiet(ctx context.Context) error {
 	for {
 		r.mu.Lock()
-		var ss []*Service
-		for _, s := range r.byID {
-			if s.term != nil {
-				ss = append(ss, s)
-			}
-		}
+		ss := r.live.appendTo(nil, func(s *Service) bool { return s.term != nil })
 		r.mu.Unlock()
 		if len(ss) == 0 {
 			return nil
 		}
-		sort.Slice(ss, func(i, j int) bool { return ss[i].ID() < ss[j].ID() })
 		if err := waitFreed(ctx, ss); err != nil {
 			return &BlockedError{Op: "wait quiet", Service: "registry", Blockers: r.blockers(ss), Cause: err}
 		}
@@ -546,18 +645,15 @@ func (r *Registry) WaitQuiet(ctx context.Context) error {
 func (r *Registry) Unload(ctx context.Context, name string) error {
 	r.UnregisterPersonality(name)
 	r.mu.Lock()
-	var insts []*Service
-	for _, s := range r.byID {
-		if s.kind == kindDriver && s.pers != nil && s.pers.Name == name {
-			insts = append(insts, s)
-		}
-	}
+	insts := r.live.appendTo(nil, func(s *Service) bool {
+		return s.kind == kindDriver && s.pers != nil && s.pers.Name == name
+	})
 	r.mu.Unlock()
-	sort.Slice(insts, func(i, j int) bool { return insts[i].ID() < insts[j].ID() })
 	var all []*Service
 	for _, s := range insts {
 		r.terminate(s)
-		all = append(all, r.cascadeOf(s)...)
+		c, _ := r.cascadeOf(s)
+		all = append(all, c...)
 	}
 	err := waitFreed(ctx, insts)
 	if err == nil {
@@ -565,9 +661,7 @@ func (r *Registry) Unload(ctx context.Context, name string) error {
 	}
 	e := &HasInstancesError{Driver: name, Instances: map[string]int{}, Cause: err}
 	for _, s := range insts {
-		select {
-		case <-s.done:
-		default:
+		if !s.freedYet() {
 			e.Instances[s.Class()]++
 		}
 	}
@@ -588,14 +682,8 @@ func (r *Registry) Close(ctx context.Context) error {
 		return nil
 	}
 	r.closed = true
-	var tops []*Service
-	for _, s := range r.byID {
-		if s.listed && len(s.providers) == 0 {
-			tops = append(tops, s)
-		}
-	}
+	tops := r.live.appendTo(nil, func(s *Service) bool { return s.listed && len(s.providers) == 0 })
 	r.mu.Unlock()
-	sort.Slice(tops, func(i, j int) bool { return tops[i].ID() < tops[j].ID() })
 	for _, s := range tops {
 		r.terminate(s)
 	}

@@ -51,15 +51,16 @@ type workQueue struct {
 func (s *Service) queue() *workQueue {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.q == nil {
+	x := s.extra()
+	if x.q == nil {
 		if s.qStopped {
 			return nil
 		}
 		q := &workQueue{s: s, limit: s.reg.jobLimit, running: map[*jobEntry]struct{}{}, keys: map[string]bool{}}
 		q.ctx, q.cancel = context.WithCancel(context.Background())
-		s.q = q
+		x.q = q
 	}
-	return s.q
+	return x.q
 }
 
 // Submit queues j on s. Up to the registry's job concurrency run at once.
@@ -194,7 +195,7 @@ func (q *workQueue) stop() {
 
 func (s *Service) stopQueue() {
 	s.mu.Lock()
-	q := s.q
+	q := s.jobQueueLocked()
 	if q == nil {
 		s.qStopped = true
 	}
@@ -206,7 +207,7 @@ func (s *Service) stopQueue() {
 
 func (s *Service) runningJobs() int {
 	s.mu.Lock()
-	q := s.q
+	q := s.jobQueueLocked()
 	s.mu.Unlock()
 	if q == nil {
 		return 0
@@ -219,7 +220,7 @@ func (s *Service) runningJobs() int {
 // Jobs reports the service's queued and running jobs.
 func (s *Service) Jobs() (queued, running int) {
 	s.mu.Lock()
-	q := s.q
+	q := s.jobQueueLocked()
 	s.mu.Unlock()
 	if q == nil {
 		return 0, 0
@@ -231,7 +232,7 @@ func (s *Service) Jobs() (queued, running int) {
 
 func (s *Service) runningJobInfo() []string {
 	s.mu.Lock()
-	q := s.q
+	q := s.jobQueueLocked()
 	s.mu.Unlock()
 	if q == nil {
 		return nil
@@ -256,4 +257,13 @@ func (s *Service) runningJobInfo() []string {
 			e.String(), e.since.Format("15:04:05.000"), time.Since(e.since).Round(time.Millisecond), note))
 	}
 	return out
+}
+
+// jobQueueLocked is s's queue, nil if no job was ever submitted; the caller
+// holds s.mu.
+func (s *Service) jobQueueLocked() *workQueue {
+	if s.x == nil {
+		return nil
+	}
+	return s.x.q
 }
