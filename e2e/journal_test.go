@@ -71,6 +71,59 @@ done`)
 	return strings.Fields(r.Stdout)
 }
 
+// killDuringReads has an application write pattern at lba and keep reads
+// of it in flight through the usbstorage instance inst, SIGKILLs the
+// daemon, and checks what the kernel then does: it drops the dead daemon's
+// usbfs claim and binds no driver, not even after a while; the journal
+// still owes usb-storage.
+func killDuringReads(t *testing.T, ctx context.Context, d *daemon, inst, dev *svcEntry, lba int, pattern string) {
+	t.Helper()
+	a := d.m.Agent
+	const status = "/tmp/journal-reader.status"
+	_, err := a.Exec(ctx, "rm", "-f", status)
+	require.NoError(t, err)
+	_, err = a.Start(ctx, "reader", "e2e-app", "-socket", drvSock, "-driver", "usbstorage",
+		"-write", fmt.Sprint(lba), "-pattern", pattern, "-read-loop", fmt.Sprint(lba), "-depth", fmt.Sprint(readDepth), "-status", status)
+	require.NoError(t, err)
+	lines := d.waitApp(ctx, status, "reading")
+	require.Equal(t, inst.ID, findLine(lines, "opened").Service)
+	require.NoError(t, lifecycletest.Validate(d.lifecycle(ctx), false), "the trace so far")
+
+	// SIGKILL: no shutdown, no re-attach.
+	mark := a.UeventMark()
+	t0 := time.Now()
+	require.NoError(t, a.Signal(ctx, "serve", syscall.SIGKILL))
+	r, err := a.Wait(ctx, "serve")
+	require.NoError(t, err)
+	require.Equal(t, "killed", r.Signal, "drvctl serve: %s", tail(r.Stderr, 20))
+	require.NotContains(t, r.Stderr, "shutting down", "the daemon had no chance to clean up")
+	rr, err := a.Wait(ctx, "reader")
+	require.NoError(t, err)
+	reads, lost := 0, 0
+	for _, l := range parseAppLines(t, rr.Stdout) {
+		if l.Event == "read-error" {
+			reads += l.Reads
+			lost++
+			require.Contains(t, l.Error, "connection closed", "a read ends because the daemon died")
+		}
+	}
+	require.Equal(t, readDepth, lost, "every reader lost its daemon: %s", rr.Stdout)
+	_, err = a.Wait(ctx, "monitor")
+	require.NoError(t, err)
+
+	// The kernel dropped the dead daemon's claim and bound nothing; a
+	// second later it still has not (it never re-probes a released
+	// interface by itself).
+	drv := usbInterfaceDriver(t, ctx, a)
+	t.Logf("after SIGKILL during %d reads: interface driver %q (%v after the kill)", reads, drv, time.Since(t0).Round(time.Millisecond))
+	require.Equal(t, "", drv, "the kernel re-bound the interface itself after the claim holder died")
+	time.Sleep(time.Second)
+	require.Equal(t, "", usbInterfaceDriver(t, ctx, a), "the kernel re-bound the interface a while after the claim holder died")
+	require.Empty(t, a.Uevents(mark, Match{Action: "bind", Subsystem: "usb", Devpath: "/usb"}))
+	require.Empty(t, usbSG(t, ctx, a))
+	requireStickJournaled(t, ctx, a, dev)
+}
+
 // TestDrvctlDetachJournal: usbstorage claims the stick (usb-storage
 // detached, journaled); the daemon is SIGKILLed while an application
 // reads; the kernel leaves the interface driverless; a daemon started with
@@ -103,41 +156,7 @@ func TestDrvctlDetachJournal(t *testing.T) {
 		requireStickJournaled(t, ctx, a, dev)
 		require.Empty(t, usbSG(t, ctx, a), "usb-storage's disk went with its driver")
 
-		// An application writes, then keeps reads in flight.
-		const status = "/tmp/journal-reader.status"
-		_, err := a.Start(ctx, "reader", "e2e-app", "-socket", drvSock, "-driver", "usbstorage",
-			"-write", fmt.Sprint(lba), "-pattern", pattern, "-read-loop", fmt.Sprint(lba), "-depth", fmt.Sprint(readDepth), "-status", status)
-		require.NoError(t, err)
-		lines := d.waitApp(ctx, status, "reading")
-		require.Equal(t, inst.ID, findLine(lines, "opened").Service)
-		require.NoError(t, lifecycletest.Validate(d.lifecycle(ctx), false), "the trace so far")
-
-		// SIGKILL: no shutdown, no re-attach.
-		t0 := time.Now()
-		require.NoError(t, a.Signal(ctx, "serve", syscall.SIGKILL))
-		r, err := a.Wait(ctx, "serve")
-		require.NoError(t, err)
-		require.Equal(t, "killed", r.Signal, "drvctl serve: %s", tail(r.Stderr, 20))
-		require.NotContains(t, r.Stderr, "shutdown", "the daemon had no chance to clean up")
-		rr, err := a.Wait(ctx, "reader")
-		require.NoError(t, err)
-		reads, lost := 0, 0
-		for _, l := range parseAppLines(t, rr.Stdout) {
-			if l.Event == "read-error" {
-				reads += l.Reads
-				lost++
-				require.Contains(t, l.Error, "connection closed", "a read ends because the daemon died")
-			}
-		}
-		require.Equal(t, readDepth, lost, "every reader lost its daemon: %s", rr.Stdout)
-		_, err = a.Wait(ctx, "monitor")
-		require.NoError(t, err)
-		// The kernel dropped the dead daemon's claim and bound nothing.
-		drv := usbInterfaceDriver(t, ctx, a)
-		t.Logf("after SIGKILL during %d reads: interface driver %q (%v after the kill)", reads, drv, time.Since(t0).Round(time.Millisecond))
-		require.Equal(t, "", drv, "the kernel re-bound the interface itself after the claim holder died")
-		require.Empty(t, usbSG(t, ctx, a))
-		requireStickJournaled(t, ctx, a, dev)
+		killDuringReads(t, ctx, d, inst, dev, lba, pattern)
 	}) {
 		return
 	}
@@ -183,7 +202,35 @@ func TestDrvctlDetachJournal(t *testing.T) {
 		return
 	}
 
-	timed(t, "3-restart-reclaims", func(t *testing.T) {
+	const pattern2 = "drvkit e2e: journal, second daemon"
+	if !timed(t, "3-restart-reclaims-killed-again", func(t *testing.T) {
+		// The stick is the kernel's again: usbstorage takes it as from
+		// any kernel driver, journaled; the data of the first daemon's
+		// client is there. Then this daemon is killed too.
+		d := startDaemon(t, ctx, m, "--drivers", "usbstorage,sg", "--state-dir", journalDir)
+		doc := d.waitTree(ctx, "usbstorage re-claims the stick, and no sg instance on it", func(doc *inspectDoc) bool {
+			_, _, u := usbStick(doc, USBVendor, USBProduct, "usbstorage")
+			_, s := scsiDisk(doc, true)
+			return u != nil && s == nil
+		})
+		dev, _, inst := usbStick(doc, USBVendor, USBProduct, "usbstorage")
+		require.Equal(t, stickDev.prop("devnum"), dev.prop("devnum"), "the same device, never re-enumerated")
+		require.Equal(t, "usbfs", usbInterfaceDriver(t, ctx, a))
+		requireStickJournaled(t, ctx, a, dev)
+		got := findLine(d.app(ctx, "-driver", "usbstorage", "-read", fmt.Sprint(lba)), "read")
+		require.Equal(t, pattern, got.Data, "what the killed daemon's client wrote is on the stick")
+		d.checkTrace(ctx)
+		killDuringReads(t, ctx, d, inst, dev, lba, pattern2)
+	}) {
+		return
+	}
+
+	timed(t, "4-restart-with-usbstorage", func(t *testing.T) {
+		// usbstorage is loaded again right away: the daemon first gives
+		// usb-storage back (the journal does not know what will match),
+		// then usbstorage takes the stick from it like from any kernel
+		// driver.
+		mark := a.UeventMark()
 		d := startDaemon(t, ctx, m, "--drivers", "usbstorage,sg", "--state-dir", journalDir)
 		doc := d.waitTree(ctx, "usbstorage re-claims the stick, and no sg instance on it", func(doc *inspectDoc) bool {
 			_, _, u := usbStick(doc, USBVendor, USBProduct, "usbstorage")
@@ -191,24 +238,28 @@ func TestDrvctlDetachJournal(t *testing.T) {
 			return u != nil && s == nil
 		})
 		dev, _, _ := usbStick(doc, USBVendor, USBProduct, "usbstorage")
-		require.Equal(t, stickDev.prop("busnum"), dev.prop("busnum"))
+		_, err := a.WaitUevent(ctx, mark, Match{Action: "bind", Subsystem: "usb", Devpath: "/usb", Env: map[string]string{"DRIVER": "usb-storage"}})
+		require.NoError(t, err, "usb-storage re-bound from the journal")
 		require.Equal(t, "usbfs", usbInterfaceDriver(t, ctx, a))
 		requireStickJournaled(t, ctx, a, dev)
 		got := findLine(d.app(ctx, "-driver", "usbstorage", "-read", fmt.Sprint(lba)), "read")
-		require.Equal(t, pattern, got.Data, "what the killed daemon's client wrote is on the stick")
+		require.Equal(t, pattern2, got.Data, "what the second killed daemon's client wrote is on the stick")
 		d.checkTrace(ctx)
 		d.checkNoLeaks(ctx)
 
 		// An orderly exit gives usb-storage back and owes nothing.
-		mark := a.UeventMark()
+		mark = a.UeventMark()
 		r := d.stop(ctx)
-		require.NotContains(t, r.Stderr, recoverWarning, "nothing was left detached")
+		require.Equal(t, 1, strings.Count(r.Stderr, recoverWarning), "daemon log:\n%s", tail(quiet(r.Stderr), 40))
 		require.NoError(t, lifecycletest.Validate(d.lifecycle(ctx), true))
 		require.Equal(t, "usb-storage", usbInterfaceDriver(t, ctx, a))
 		require.Empty(t, readJournal(t, ctx, a))
 		sctx, cancel := step(ctx)
 		defer cancel()
-		_, err := a.WaitUevent(sctx, mark, Match{Action: "add", Subsystem: "scsi_generic", Devpath: "/usb"})
+		_, err = a.WaitUevent(sctx, mark, Match{Action: "add", Subsystem: "scsi_generic", Devpath: "/usb"})
 		require.NoError(t, err, "the kernel's sg node is back")
+		dm, err := a.Exec(ctx, "sh", "-c", "dmesg | grep -iE 'usb-storage|reset|sd [0-9]|uas|usbfs' | tail -n 30")
+		require.NoError(t, err)
+		t.Logf("kernel log:\n%s", dm.Stdout)
 	})
 }
