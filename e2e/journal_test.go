@@ -196,6 +196,11 @@ func TestDrvctlDetachJournal(t *testing.T) {
 		require.Contains(t, r.Stderr, recoverWarning)
 		require.Contains(t, r.Stderr, "driver=usb-storage")
 		require.Equal(t, 1, strings.Count(r.Stderr, recoverWarning))
+		for _, l := range strings.Split(r.Stderr, "\n") {
+			if strings.Contains(l, recoverWarning) {
+				t.Logf("daemon: %s", l)
+			}
+		}
 		require.NoError(t, lifecycletest.Validate(d.lifecycle(ctx), true))
 		require.Equal(t, "usb-storage", usbInterfaceDriver(t, ctx, a), "sg never detached anything")
 	}) {
