@@ -74,6 +74,7 @@ type svcEntry struct {
 	Name       string         `json:"name"`
 	Driver     string         `json:"driver"`
 	Active     bool           `json:"active"`
+	Starting   bool           `json:"starting"` // Start has not returned: applications cannot open it yet
 	Providers  []uint64       `json:"providers"`
 	Clients    []uint64       `json:"clients"`
 	OpenBy     []uint64       `json:"open_by"`
@@ -372,10 +373,12 @@ func requireTeardown(t *testing.T, evs []driver.LifecycleEvent, id uint64) {
 	require.Equal(t, "free", steps[len(steps)-1], "service #%d: steps %v", id, steps)
 }
 
-// usbStick finds the stick's USBDevice → USBInterface → driver instance.
+// usbStick finds the stick's USBDevice → USBInterface → driver instance,
+// started: one whose Start has not returned is not offered to applications
+// (an e2e-app opening it then finds no service).
 func usbStick(doc *inspectDoc, vid, pid, drv string) (dev, iface, inst *svcEntry) {
 	for _, s := range doc.withDriver(drv) {
-		if !s.Active || len(s.Providers) != 1 {
+		if !s.Active || s.Starting || len(s.Providers) != 1 {
 			continue
 		}
 		ifc := doc.byID(s.Providers[0])
@@ -392,10 +395,10 @@ func usbStick(doc *inspectDoc, vid, pid, drv string) (dev, iface, inst *svcEntry
 }
 
 // scsiDisk finds a SCSIDevice nub of vendor QEMU on the virtio host (or
-// the USB one) with its sg instance.
+// the USB one) with its sg instance, started.
 func scsiDisk(doc *inspectDoc, usb bool) (dev, inst *svcEntry) {
 	for _, s := range doc.withDriver("sg") {
-		if !s.Active || len(s.Providers) != 1 {
+		if !s.Active || s.Starting || len(s.Providers) != 1 {
 			continue
 		}
 		d := doc.byID(s.Providers[0])

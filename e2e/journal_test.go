@@ -124,6 +124,13 @@ func killDuringReads(t *testing.T, ctx context.Context, d *daemon, inst, dev *sv
 	requireStickJournaled(t, ctx, a, dev)
 }
 
+// usbDisks are the SCSIDevice nubs of the kernel's usb-storage.
+func usbDisks(doc *inspectDoc) []*svcEntry {
+	return doc.find(func(s *svcEntry) bool {
+		return s.Class == "SCSIDevice" && strings.Contains(s.prop("devpath"), "/usb")
+	})
+}
+
 // TestDrvctlDetachJournal: usbstorage claims the stick (usb-storage
 // detached, journaled); the daemon is SIGKILLed while an application
 // reads; the kernel leaves the interface driverless; a daemon started with
@@ -213,10 +220,9 @@ func TestDrvctlDetachJournal(t *testing.T) {
 		// any kernel driver, journaled; the data of the first daemon's
 		// client is there. Then this daemon is killed too.
 		d := startDaemon(t, ctx, m, "--drivers", "usbstorage,sg", "--state-dir", journalDir)
-		doc := d.waitTree(ctx, "usbstorage re-claims the stick, and no sg instance on it", func(doc *inspectDoc) bool {
+		doc := d.waitTree(ctx, "usbstorage re-claims the stick, and the kernel's disk on it is gone", func(doc *inspectDoc) bool {
 			_, _, u := usbStick(doc, USBVendor, USBProduct, "usbstorage")
-			_, s := scsiDisk(doc, true)
-			return u != nil && s == nil
+			return u != nil && len(usbDisks(doc)) == 0
 		})
 		dev, _, inst := usbStick(doc, USBVendor, USBProduct, "usbstorage")
 		require.Equal(t, stickDev.prop("devnum"), dev.prop("devnum"), "the same device, never re-enumerated")
@@ -237,10 +243,9 @@ func TestDrvctlDetachJournal(t *testing.T) {
 		// driver.
 		mark := a.UeventMark()
 		d := startDaemon(t, ctx, m, "--drivers", "usbstorage,sg", "--state-dir", journalDir)
-		doc := d.waitTree(ctx, "usbstorage re-claims the stick, and no sg instance on it", func(doc *inspectDoc) bool {
+		doc := d.waitTree(ctx, "usbstorage re-claims the stick, and the kernel's disk on it is gone", func(doc *inspectDoc) bool {
 			_, _, u := usbStick(doc, USBVendor, USBProduct, "usbstorage")
-			_, s := scsiDisk(doc, true)
-			return u != nil && s == nil
+			return u != nil && len(usbDisks(doc)) == 0
 		})
 		dev, _, _ := usbStick(doc, USBVendor, USBProduct, "usbstorage")
 		_, err := a.WaitUevent(ctx, mark, Match{Action: "bind", Subsystem: "usb", Devpath: "/usb", Env: map[string]string{"DRIVER": "usb-storage"}})

@@ -139,15 +139,18 @@ func TestServePersonalityOnSimBus(t *testing.T) {
 	require.NoError(t, d.inject(wctx, "unplug 2-1\n"))
 	require.Eventually(t, func() bool { m := byDriver(); return len(m["gadget"]) == 0 && len(m["usbstorage"]) == 1 },
 		5*time.Second, 10*time.Millisecond, "the gadget's instance is freed, the other stick's stays")
+	// The gadget's instance is freed before its interface and device nubs
+	// finish: wait for the whole unplug, not only for the instance.
 	freed := func() bool {
-		for _, e := range mustReadMonitor(t, mon.Bytes()) {
+		evs := mustReadMonitor(t, mon.Bytes())
+		for _, e := range evs {
 			if e.ServiceID == g.ID && e.Step == driver.StepFree {
-				return true
+				return lifecycletest.Validate(evs, true) == nil
 			}
 		}
 		return false
 	}
-	require.Eventually(t, freed, 5*time.Second, 10*time.Millisecond, "the monitor shows the gadget's free")
+	require.Eventually(t, freed, 5*time.Second, 10*time.Millisecond, "the monitor shows the gadget's free and the unplug complete")
 	mcancel()
 	require.NoError(t, <-monDone)
 

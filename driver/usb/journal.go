@@ -19,6 +19,16 @@ type KernelBinder interface {
 	BindKernelDriver(ctx context.Context, sel Selector, iface int, driver string) error
 }
 
+// KernelDriverReader is implemented by devices that can tell which kernel
+// driver is bound to an interface ("" for none) without changing anything.
+// The journal uses it to write an entry down before a claim detaches the
+// driver: a daemon killed between the detach and the write would otherwise
+// leave the interface driverless with nothing on record. Gousb asks usbfs,
+// usbtest's fake its simulated kernel.
+type KernelDriverReader interface {
+	KernelDriver(iface int) (string, error)
+}
+
 // JournalEntry is a kernel driver drvkit detached and has not given back.
 type JournalEntry struct {
 	Bus       int    `json:"bus"`
@@ -97,13 +107,30 @@ func (j *Journal) saveLocked() error {
 	return nil
 }
 
-func (j *Journal) add(e JournalEntry) error {
+// add writes e down; added is false if it was there already.
+func (j *Journal) add(e JournalEntry) (added bool, err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if slices.Contains(j.entries, e) {
-		return nil
+		return false, nil
 	}
 	j.entries = append(j.entries, e)
+	if err := j.saveLocked(); err != nil {
+		j.entries = j.entries[:len(j.entries)-1]
+		return false, err
+	}
+	return true, nil
+}
+
+// drop crosses out exactly e.
+func (j *Journal) drop(e JournalEntry) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	i := slices.Index(j.entries, e)
+	if i < 0 {
+		return nil
+	}
+	j.entries = slices.Delete(j.entries, i, i+1)
 	return j.saveLocked()
 }
 
@@ -256,20 +283,61 @@ type journaledDevice struct {
 }
 
 func (d *journaledDevice) ClaimInterface(ctx context.Context, num, alt int) error {
+	info := d.Info()
+	entry := func(drv string) JournalEntry {
+		return JournalEntry{Bus: info.Bus, Address: info.Address, Vendor: info.Vendor, Product: info.Product, Interface: num, Driver: drv}
+	}
+	// Write ahead: the driver the claim is about to detach is on record
+	// before it is detached. A crash before the detach leaves an entry for
+	// a driver still bound, which the next daemon's re-bind finds bound.
+	var ahead *JournalEntry
+	if r, ok := d.Device.(KernelDriverReader); ok {
+		if drv, err := r.KernelDriver(num); err == nil && drv != "" && drv != "usbfs" {
+			e := entry(drv)
+			added, err := d.j.add(e)
+			if err != nil {
+				return err
+			}
+			if added {
+				ahead = &e
+			}
+		}
+	}
+	detached := func(e JournalEntry) bool {
+		for _, k := range d.Detached() {
+			if k.Interface == num && entry(k.Driver) == e {
+				return true
+			}
+		}
+		return false
+	}
 	if err := d.Device.ClaimInterface(ctx, num, alt); err != nil {
+		if ahead != nil && !detached(*ahead) {
+			// A failed claim gives back what it detached; only a failed
+			// give-back keeps the entry.
+			_ = d.j.drop(*ahead)
+		}
 		return err
 	}
-	info := d.Info()
+	keep := false
 	for _, k := range d.Detached() {
 		if k.Interface != num {
 			continue
 		}
-		e := JournalEntry{Bus: info.Bus, Address: info.Address, Vendor: info.Vendor, Product: info.Product, Interface: num, Driver: k.Driver}
-		if err := d.j.add(e); err != nil {
+		e := entry(k.Driver)
+		keep = keep || (ahead != nil && e == *ahead)
+		if _, err := d.j.add(e); err != nil {
 			// Unrecorded, a crash would strand the interface: give it back.
 			_ = d.Device.ReleaseInterface(num)
+			if ahead != nil {
+				_ = d.j.drop(*ahead)
+			}
 			return err
 		}
+	}
+	if ahead != nil && !keep {
+		// The driver changed under the claim, or none was detached.
+		return d.j.drop(*ahead)
 	}
 	return nil
 }
