@@ -187,6 +187,11 @@ func TestDrvctlDetachJournal(t *testing.T) {
 			time.Since(t0).Round(time.Millisecond), blk.Get("DEVNAME"), time.Duration(blk.TimeNs-bind.TimeNs).Round(time.Millisecond),
 			sgEv.Get("DEVNAME"), time.Duration(sgEv.TimeNs-bind.TimeNs).Round(time.Millisecond))
 		require.NotEmpty(t, usbSG(t, ctx, a))
+		for _, n := range []string{blk.Get("DEVNAME"), sgEv.Get("DEVNAME")} {
+			r, err := a.Exec(ctx, "sh", "-c", `[ -b "/dev/$1" ] || [ -c "/dev/$1" ]`, "sh", n)
+			require.NoError(t, err)
+			require.Zero(t, r.Exit, "/dev/%s exists", n)
+		}
 		require.Empty(t, readJournal(t, ctx, a), "the journal is crossed out")
 
 		// drvctl serves the kernel's disk on the stick through sg.
