@@ -213,3 +213,31 @@ func TestUnloadRefusesWithLeakedReference(t *testing.T) {
 	require.NoError(t, nub.TerminateSync(ctxT(t)))
 	e.quiet()
 }
+
+// Matched means driven now: a failed probe or a losing candidate leaves a
+// nub unmatched, unloading its driver clears it, and a later personality
+// sets it again.
+func TestMatchedFollowsTheDriver(t *testing.T) {
+	e := newEnv(t)
+	failing := driver.Personality{Name: "failing", Class: "FailingDriver", New: func() driver.Driver {
+		return &testDriver{log: e.log, start: func(context.Context, *driver.Service) error { return errors.New("no") }}
+	}}
+	require.NoError(t, e.r.RegisterPersonality(failing))
+	nub := e.r.NewNub("Nub", "n", driver.Properties{})
+	require.NoError(t, e.r.Publish(nil, nub))
+	require.NoError(t, e.r.WaitQuiet(ctxT(t)))
+	require.False(t, nub.State().Matched, "its only driver failed to start")
+	require.NoError(t, e.r.Unload(ctxT(t), "failing"))
+
+	good := driver.Personality{Name: "good", Class: "GoodDriver", New: func() driver.Driver { return &testDriver{log: e.log} }}
+	require.NoError(t, e.r.RegisterPersonality(good))
+	require.True(t, nub.State().Matched)
+	require.NoError(t, e.r.Unload(ctxT(t), "good"))
+	require.False(t, nub.State().Matched, "unloaded: nothing drives it")
+	require.True(t, nub.State().Active)
+
+	require.NoError(t, e.r.RegisterPersonality(good))
+	require.True(t, nub.State().Matched, "matched again")
+	require.NoError(t, nub.TerminateSync(ctxT(t)))
+	e.quiet()
+}

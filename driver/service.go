@@ -132,7 +132,7 @@ func (s *Service) String() string { return s.describe() }
 // State is a snapshot of a service's flags.
 type State struct {
 	Registered bool // published
-	Matched    bool // a driver started on it
+	Matched    bool // a started driver is attached to it (cleared when the last one detaches)
 	// Started: its driver's Start returned success (always true for nubs
 	// and user clients). A driver is attached, and Active, while its Start
 	// runs; only a started one is ready for applications.

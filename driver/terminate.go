@@ -355,7 +355,22 @@ func (r *Registry) detachLocked(c, p *Service) {
 		}
 		c.providers = kept
 	}
+	if c.kind == kindDriver && c.started.Load() && p.matched && !p.drivenLocked() {
+		// Matched means driven now: after an unload the nub shows that it
+		// waits for a driver, and a later personality matches it again.
+		p.matched = false
+	}
 	r.emit(c, StepDetach, p, 0, nil)
+}
+
+// drivenLocked reports whether a started driver is still attached to s.
+func (s *Service) drivenLocked() bool {
+	for c := range s.clients {
+		if c.kind == kindDriver && c.started.Load() {
+			return true
+		}
+	}
+	return false
 }
 
 // TerminateSync terminates s and waits until s and every service its

@@ -111,7 +111,13 @@ type scenario struct {
 	Procs    bool // client 0 of each driver is an application process
 	// MustFire: every planned fault must be reached (enumeration).
 	MustFire bool
+	// IOUntil, if set, ends the I/O phase when it is closed (at the latest
+	// after ioUntilMax) instead of after IO: for a run that must reach a
+	// state, however loaded the machine.
+	IOUntil <-chan struct{}
 }
+
+const ioUntilMax = 30 * time.Second
 
 func (sc scenario) String() string {
 	var fs []string
@@ -493,7 +499,14 @@ func runScenarioWith(sc scenario, wp *atomic.Pointer[world], gates *gateSet, in 
 	if err := w.up(ctx); err != nil {
 		return res, err
 	}
-	time.Sleep(sc.IO)
+	if sc.IOUntil != nil {
+		select {
+		case <-sc.IOUntil:
+		case <-time.After(ioUntilMax):
+		}
+	} else {
+		time.Sleep(sc.IO)
+	}
 	for _, op := range sc.Teardown {
 		w.op(op)
 	}
@@ -601,13 +614,23 @@ func TestExploreBaseline(t *testing.T) {
 		kernel       string
 		queued, runs int
 		clients      int
+		instance     string
+		services     []string
 	}
+	lookDone := make(chan struct{})
 	// Look at the topology mid-run: at the first call made once every
 	// client is attached (the out-of-process one can attach well after
 	// the others have made many calls on a loaded machine), from the 21st
 	// call on so that the jobs have started.
+	// Clients call concurrently: one look at a time (midMu), once.
 	var looked atomic.Bool
+	var midMu sync.Mutex
 	probe.MustAdd(faultinject.Rule{Point: faultinject.Call, Skip: 20, Times: -1, Action: faultinject.Do(func(faultinject.Site) {
+		if looked.Load() {
+			return
+		}
+		midMu.Lock()
+		defer midMu.Unlock()
 		if looked.Load() {
 			return
 		}
@@ -622,21 +645,29 @@ func TestExploreBaseline(t *testing.T) {
 			return
 		}
 		looked.Store(true)
+		defer close(lookDone)
 		mid.kernel = w.stick.KernelDriver(0)
 		if s, release, ok := w.instance(vendorClass); ok {
 			mid.queued, mid.runs = s.Jobs()
+			mid.instance = fmt.Sprintf("%s %+v", s, s.State())
 			release()
 		}
+		for _, s := range w.reg.Services() {
+			mid.services = append(mid.services, fmt.Sprintf("%s %+v", s, s.State()))
+		}
 	}).Labeled("look@call")})
-	sc := scenario{IO: 5 * time.Millisecond, Teardown: defaultTeardown}
+	sc := scenario{IOUntil: lookDone, Teardown: defaultTeardown}
 	res, err := runScenarioWith(sc, &wp, &gates, probe)
 	must(t, err == nil, "baseline: %v", err)
+	midMu.Lock() // the scenario is over; the lock orders the last look before these reads
+	defer midMu.Unlock()
 	w := wp.Load()
 	must(t, res.fired["look@call"] >= 1, "clients made fewer than 21 calls")
 	must(t, looked.Load(), "never saw all 4 clients attached at once (at most %d)", mid.clients)
 	must(t, mid.kernel == "usbfs", "usbstorage holds interface 0 (kernel driver %q)", mid.kernel)
 	must(t, mid.clients == 4, "4 clients attached, got %d", mid.clients)
-	must(t, mid.runs == 4 && mid.queued >= 2, "vendord has 4 running and ≥2 queued jobs, got %d/%d", mid.runs, mid.queued)
+	must(t, mid.runs == 4 && mid.queued >= 2, "vendord has 4 running and ≥2 queued jobs, got %d/%d; instance %s; registry:\n%s",
+		mid.runs, mid.queued, mid.instance, strings.Join(mid.services, "\n"))
 	must(t, w.calls.Load() > w.callErrs.Load(), "calls succeed: %d calls, %d errors", w.calls.Load(), w.callErrs.Load())
 	must(t, w.jobsSubmitted.Load() >= startJobs, "jobs submitted")
 }

@@ -139,18 +139,19 @@ func TestServePersonalityOnSimBus(t *testing.T) {
 	require.NoError(t, d.inject(wctx, "unplug 2-1\n"))
 	require.Eventually(t, func() bool { m := byDriver(); return len(m["gadget"]) == 0 && len(m["usbstorage"]) == 1 },
 		5*time.Second, 10*time.Millisecond, "the gadget's instance is freed, the other stick's stays")
-	// The gadget's instance is freed before its interface and device nubs
-	// finish: wait for the whole unplug, not only for the instance.
 	freed := func() bool {
-		evs := mustReadMonitor(t, mon.Bytes())
-		for _, e := range evs {
+		for _, e := range mustReadMonitor(t, mon.Bytes()) {
 			if e.ServiceID == g.ID && e.Step == driver.StepFree {
-				return lifecycletest.Validate(evs, true) == nil
+				return true
 			}
 		}
 		return false
 	}
-	require.Eventually(t, freed, 5*time.Second, 10*time.Millisecond, "the monitor shows the gadget's free and the unplug complete")
+	require.Eventually(t, freed, 5*time.Second, 10*time.Millisecond, "the monitor shows the gadget's free")
+	// Other terminations (the kernel's SCSI disks going as usbstorage
+	// claims the sticks) may still be under way: a complete trace needs
+	// them finished and seen by the monitor.
+	waitMonitorCaughtUp(t, d, &mon)
 	mcancel()
 	require.NoError(t, <-monDone)
 
@@ -197,4 +198,27 @@ func mustReadMonitor(t *testing.T, out []byte) []driver.LifecycleEvent {
 	evs, err := lifecycletest.ReadMonitorJSON(bytes.NewReader(out))
 	require.NoError(t, err)
 	return evs
+}
+
+// waitMonitorCaughtUp waits until the daemon's registry is quiet and the
+// monitor has printed every event the daemon published until then.
+func waitMonitorCaughtUp(t *testing.T, d *daemon, mon *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, d.reg.WaitQuiet(ctx))
+	hist, _ := d.hub.History()
+	require.NotEmpty(t, hist)
+	last := hist[len(hist)-1].Seq
+	require.Eventually(t, func() bool {
+		for _, line := range bytes.Split(mon.Bytes(), []byte("\n")) {
+			var e struct {
+				Seq uint64 `json:"seq"`
+			}
+			if json.Unmarshal(line, &e) == nil && e.Seq >= last {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond, "the monitor never printed event %d", last)
 }
