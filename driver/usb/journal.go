@@ -14,7 +14,8 @@ import (
 // KernelBinder is implemented by backends that can bind a kernel driver to
 // an interface nobody holds: how a restarted daemon gives back what its
 // killed predecessor detached. Gousb does it through sysfs (the driver's
-// bind file), usbtest's fake in its simulated kernel.
+// bind file), usbtest's fake in its simulated kernel. A driver bound
+// already gives an error matching ErrBound.
 type KernelBinder interface {
 	BindKernelDriver(ctx context.Context, sel Selector, iface int, driver string) error
 }
@@ -151,7 +152,8 @@ func (j *Journal) remove(info DeviceInfo, iface int) error {
 
 // Recover re-attaches every journaled kernel driver whose device b lists
 // now, through b's KernelBinder, and crosses out the entries of devices
-// that are gone (the kernel binds a replugged device afresh). For a daemon
+// that are gone (the kernel binds a replugged device afresh) and of
+// drivers found still bound. It returns what it re-attached. For a daemon
 // starting on real hardware, where every present device is listed.
 func (j *Journal) Recover(ctx context.Context, b Backend) ([]JournalEntry, error) {
 	devs, err := b.Devices(ctx)
@@ -198,7 +200,13 @@ func (j *Journal) recoverOne(ctx context.Context, b Backend, info DeviceInfo, e 
 	if !ok {
 		return false, &OpError{Op: "re-attach " + e.Driver, Err: ErrNotSupported}
 	}
-	if err := kb.BindKernelDriver(ctx, e.selector(), e.Interface, e.Driver); err != nil {
+	err := kb.BindKernelDriver(ctx, e.selector(), e.Interface, e.Driver)
+	switch {
+	case errors.Is(err, ErrBound):
+		// Written ahead of a detach that never happened (the daemon died
+		// in between): nothing is owed, and nothing was re-attached.
+		return false, j.remove(info, e.Interface)
+	case err != nil:
 		return false, err
 	}
 	return true, j.remove(info, e.Interface)
