@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -241,7 +242,7 @@ func TestDrvctlDetachJournal(t *testing.T) {
 		return
 	}
 
-	timed(t, "4-restart-with-usbstorage", func(t *testing.T) {
+	if !timed(t, "4-restart-with-usbstorage", func(t *testing.T) {
 		// usbstorage is loaded again right away: the daemon first gives
 		// usb-storage back (the journal does not know what will match),
 		// then usbstorage takes the stick from it like from any kernel
@@ -276,5 +277,44 @@ func TestDrvctlDetachJournal(t *testing.T) {
 		dm, err := a.Exec(ctx, "sh", "-c", "dmesg | grep -iE 'usb-storage|reset|sd [0-9]|uas|usbfs' | tail -n 30")
 		require.NoError(t, err)
 		t.Logf("kernel log:\n%s", dm.Stdout)
+	}) {
+		return
+	}
+
+	timed(t, "5-entry-for-a-driver-still-bound", func(t *testing.T) {
+		// A daemon killed after writing its entry ahead of the detach but
+		// before detaching leaves an entry for a driver still bound: the
+		// next daemon finds it bound (sysfs), changes nothing, does not
+		// claim to have re-attached anything, and crosses it out.
+		e := []usb.JournalEntry{{Bus: atoi(t, stickDev.prop("busnum")), Address: atoi(t, stickDev.prop("devnum")),
+			Vendor: 0x46f4, Product: 0x0001, Interface: 0, Driver: "usb-storage"}}
+		b, err := json.Marshal(e)
+		require.NoError(t, err)
+		r, err := a.Exec(ctx, "sh", "-c", `printf '%s' "$1" >`+journalFile, "sh", string(b))
+		require.NoError(t, err)
+		require.Zero(t, r.Exit, r.Stderr)
+		require.Len(t, readJournal(t, ctx, a), 1)
+		mark := a.UeventMark()
+		d := startDaemon(t, ctx, m, "--drivers", "sg", "--state-dir", journalDir)
+		require.Empty(t, readJournal(t, ctx, a), "crossed out before serving")
+		d.waitTree(ctx, "SCSIDevice (USB) → sg", func(doc *inspectDoc) bool {
+			_, s := scsiDisk(doc, true)
+			return s != nil
+		})
+		d.checkTrace(ctx)
+		d.checkNoLeaks(ctx)
+		r = d.stop(ctx)
+		log := quiet(r.Stderr)
+		require.Zero(t, strings.Count(log, recoverWarning), "nothing was re-attached:\n%s", tail(log, 10))
+		require.Zero(t, strings.Count(log, "re-attaching kernel drivers left detached"), "no error either:\n%s", tail(log, 10))
+		require.Empty(t, a.Uevents(mark, Match{Subsystem: "usb", Devpath: "/usb"}), "no unbind, no bind")
+		require.Equal(t, "usb-storage", usbInterfaceDriver(t, ctx, a))
 	})
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	require.NoError(t, err, "%q", s)
+	return n
 }
