@@ -374,8 +374,7 @@ func requireTeardown(t *testing.T, evs []driver.LifecycleEvent, id uint64) {
 }
 
 // usbStick finds the stick's USBDevice → USBInterface → driver instance,
-// started: one whose Start has not returned is not offered to applications
-// (an e2e-app opening it then finds no service).
+// started (an application can open it).
 func usbStick(doc *inspectDoc, vid, pid, drv string) (dev, iface, inst *svcEntry) {
 	for _, s := range doc.withDriver(drv) {
 		if !s.Active || s.Starting || len(s.Providers) != 1 {
@@ -395,7 +394,7 @@ func usbStick(doc *inspectDoc, vid, pid, drv string) (dev, iface, inst *svcEntry
 }
 
 // scsiDisk finds a SCSIDevice nub of vendor QEMU on the virtio host (or
-// the USB one) with its sg instance, started.
+// the USB one) with its sg instance.
 func scsiDisk(doc *inspectDoc, usb bool) (dev, inst *svcEntry) {
 	for _, s := range doc.withDriver("sg") {
 		if !s.Active || s.Starting || len(s.Providers) != 1 {

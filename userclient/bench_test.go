@@ -3,6 +3,7 @@ package userclient
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -155,4 +156,74 @@ func BenchmarkKillToFreed(b *testing.B) {
 	b.ReportMetric(float64(sum.Nanoseconds())/float64(len(lat)), "ns/op")
 	b.ReportMetric(float64(len(lat)), "trials")
 	reportLatencies(b, lat)
+}
+
+// BenchmarkCallCancel: a call that blocks in the driver, cancelled by the
+// application once the method runs; one op lasts until the method has
+// seen its context cancelled (call frame, method, cancel frame, method
+// returns). x-call is the ratio to a plain echo call on the same
+// connection, measured in the same run.
+func BenchmarkCallCancel(b *testing.B) {
+	untraced(b)
+	ts := newTestServer(b, Config{})
+	ctx := context.Background()
+	for _, mode := range []string{"socket", "embedded"} {
+		b.Run(mode, func(b *testing.B) {
+			var c *Client
+			var err error
+			if mode == "socket" {
+				c, err = Dial(ctx, ts.sock)
+			} else {
+				c, err = ts.Embed(ctx)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			h, err := c.Open(ctx, Match{Class: "TestDevice"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer h.Close()
+
+			const baseN = 5000
+			start := time.Now()
+			for range baseN {
+				if _, err := h.Call(ctx, "echo", nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			callNs := float64(time.Since(start).Nanoseconds()) / baseN
+
+			// The application's other goroutine: cancels each call once
+			// the driver runs it.
+			cancels := make(chan context.CancelFunc, 1)
+			stopped := make(chan struct{})
+			go func() {
+				defer close(stopped)
+				for cancel := range cancels {
+					<-ts.reg.entered
+					cancel()
+				}
+			}()
+			defer func() { close(cancels); <-stopped }()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				cctx, cancel := context.WithCancel(ctx)
+				cancels <- cancel
+				if _, err := h.Call(cctx, "block", nil); !errors.Is(err, context.Canceled) {
+					b.Fatalf("call: %v", err)
+				}
+				if err := <-ts.reg.left; !errors.Is(err, context.Canceled) {
+					b.Fatalf("method saw %v", err)
+				}
+			}
+			b.StopTimer()
+			per := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+			b.ReportMetric(per/1e3, "µs/op")
+			b.ReportMetric(callNs/1e3, "µs/call")
+			b.ReportMetric(per/callNs, "x-call")
+		})
+	}
 }

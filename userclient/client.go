@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -51,12 +52,26 @@ type Client struct {
 	nextID  uint64
 	err     error // why the connection ended
 
+	// Cancel frames waiting for the socket, written by one short-lived
+	// goroutine so that a caller whose context ends never waits on a
+	// socket the server does not read.
+	cancels    []uint64
+	cancelling bool
+	cancelWG   sync.WaitGroup
+
+	// slots bounds outstanding requests to the server's max_inflight
+	// (nil: a version 1 server, no limit known). A request holds its slot
+	// until its answer arrives, even after its caller gave up: past the
+	// limit the server stops reading, and a cancel frame queued behind an
+	// unread request would not be seen.
+	slots chan struct{}
+
 	done    chan struct{}
 	welcome welcomeMsg
 }
 
 type pendingReq struct {
-	ch      chan result
+	ch      chan result  // buffered: the one answer never blocks the reader
 	onReply func(*Frame) // runs on the reader goroutine before the result is delivered
 }
 
@@ -85,7 +100,7 @@ func Dial(ctx context.Context, path string, opts ...DialOption) (*Client, error)
 
 // newClient runs the handshake on nc and starts the reader.
 func newClient(ctx context.Context, nc net.Conn, opts ...DialOption) (*Client, error) {
-	cfg := dialConfig{maxFrame: DefaultMaxFrame, noteBuffer: 128, versions: []int{Version}}
+	cfg := dialConfig{maxFrame: DefaultMaxFrame, noteBuffer: 128, versions: []int{Version, MinVersion}}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -114,9 +129,12 @@ func newClient(ctx context.Context, nc net.Conn, opts ...DialOption) (*Client, e
 			nc.Close()
 			return nil, protoErr(err, "bad welcome payload")
 		}
-		if c.welcome.Version != Version {
+		if !slices.Contains(cfg.versions, c.welcome.Version) || c.welcome.Version < MinVersion || c.welcome.Version > Version {
 			nc.Close()
-			return nil, protoErr(nil, "server chose version %d, we speak %d", c.welcome.Version, Version)
+			return nil, protoErr(nil, "server chose version %d, we offered %v", c.welcome.Version, cfg.versions)
+		}
+		if n := c.welcome.MaxInflight; n > 0 && c.welcome.Version >= 2 {
+			c.slots = make(chan struct{}, n)
 		}
 	case TypeError:
 		nc.Close()
@@ -152,8 +170,12 @@ func (c *Client) Err() error {
 func (c *Client) Close() error {
 	c.shutdown(ErrClosed)
 	<-c.done
+	c.cancelWG.Wait()
 	return nil
 }
+
+// Version is the protocol version the server chose.
+func (c *Client) Version() int { return c.welcome.Version }
 
 func (c *Client) shutdown(err error) {
 	c.mu.Lock()
@@ -211,8 +233,11 @@ func (c *Client) reader() {
 			delete(c.pending, f.ID)
 			c.mu.Unlock()
 			if p == nil {
-				continue // the caller gave up (context cancelled)
+				continue // not ours (the request failed to go out)
 			}
+			c.release()
+			// The caller may have given up; the buffered channel then
+			// drops the answer with the request.
 			r := result{ctl: clone(f.Control), data: clone(f.Data)}
 			if f.Type == TypeError {
 				r.err = decodeError(&f)
@@ -252,6 +277,7 @@ func (c *Client) reader() {
 	c.mu.Unlock()
 	c.nc.Close()
 	for _, p := range pending {
+		c.release()
 		p.ch <- result{err: err}
 	}
 	for _, h := range handles {
@@ -273,13 +299,26 @@ func disconnected(err error) error {
 	return err
 }
 
-// roundTrip sends f with a fresh request ID and waits for its answer.
+// roundTrip sends f with a fresh request ID and waits for its answer. When
+// ctx ends first, it returns ctx.Err() at once; the answer is dropped when
+// it comes, and a call or admin request is cancelled on the server (a
+// cancel frame, protocol version 2).
 func (c *Client) roundTrip(ctx context.Context, f *Frame, onReply func(*Frame)) (result, error) {
+	if err := c.acquire(ctx); err != nil {
+		return result{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		// A slot and an ended context were both ready: do not send what
+		// the caller gave up on.
+		c.release()
+		return result{}, err
+	}
 	p := &pendingReq{ch: make(chan result, 1), onReply: onReply}
 	c.mu.Lock()
 	if c.pending == nil {
 		err := c.err
 		c.mu.Unlock()
+		c.release()
 		return result{}, err
 	}
 	c.nextID++
@@ -299,19 +338,102 @@ func (c *Client) roundTrip(ctx context.Context, f *Frame, onReply func(*Frame)) 
 	case r := <-p.ch:
 		return r, r.err
 	case <-ctx.Done():
-		if onReply == nil {
-			c.forget(f.ID)
-		} // else the reader must still see the answer (Open cleans up)
+		// The request stays pending: its answer releases its slot (and
+		// Open's onReply cleans up a handle opened meanwhile).
+		if f.Type == TypeCall || f.Type == TypeAdmin {
+			c.cancel(f.ID)
+		}
 		return result{}, ctx.Err()
 	}
 }
 
+// acquire takes an outstanding-request slot.
+func (c *Client) acquire(ctx context.Context) error {
+	if c.slots == nil {
+		return nil
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return c.Err()
+	}
+}
+
+// release gives back the slot of a request that is no longer pending.
+func (c *Client) release() {
+	if c.slots != nil {
+		<-c.slots
+	}
+}
+
+// forget drops a request that never went out.
 func (c *Client) forget(id uint64) {
 	c.mu.Lock()
-	if c.pending != nil {
-		delete(c.pending, id)
-	}
+	_, ok := c.pending[id]
+	delete(c.pending, id)
 	c.mu.Unlock()
+	if ok {
+		c.release()
+	}
+}
+
+// cancel queues a cancel frame for request id if it is still waiting for
+// its answer and the server speaks version 2. It never blocks.
+func (c *Client) cancel(id uint64) {
+	if c.welcome.Version < 2 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.pending[id]; !ok {
+		return // answered already, or the connection ended
+	}
+	c.cancels = append(c.cancels, id)
+	if !c.cancelling {
+		c.cancelling = true
+		c.cancelWG.Add(1)
+		go c.sendCancels()
+	}
+}
+
+// sendCancels writes queued cancel frames until none is left. A write
+// error ends it: the reader sees the connection end too.
+func (c *Client) sendCancels() {
+	defer c.cancelWG.Done()
+	var b []byte
+	for {
+		c.mu.Lock()
+		ids := c.cancels
+		c.cancels = nil
+		if len(ids) == 0 || c.pending == nil {
+			c.cancelling = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		b = b[:0]
+		for _, id := range ids {
+			b, _ = AppendFrame(b, &Frame{Type: TypeCancel, ID: id}, c.cfg.maxFrame)
+		}
+		c.wmu.Lock()
+		_, err := c.nc.Write(b)
+		c.wmu.Unlock()
+		if err != nil {
+			c.mu.Lock()
+			c.cancels = nil
+			c.cancelling = false
+			c.mu.Unlock()
+			return
+		}
+	}
 }
 
 // Ping checks that the server answers.
@@ -375,7 +497,9 @@ func (c *Client) Open(ctx context.Context, m Match) (*Handle, error) {
 }
 
 // Admin makes an administrative call (see the Admin* constants); args is
-// marshalled as JSON. It returns the result JSON and raw data.
+// marshalled as JSON. It returns the result JSON and raw data. Like Call,
+// an ended ctx returns ctx.Err() at once and cancels the operation's
+// context on the server (terminate and unload stop waiting).
 func (c *Client) Admin(ctx context.Context, op string, args any, data []byte) (json.RawMessage, []byte, error) {
 	m := adminMsg{Op: op}
 	if args != nil {
@@ -462,6 +586,11 @@ func (h *Handle) end(error) {
 // driver has no such method, ErrClosed after Close. Once the connection has
 // ended (the daemon died), the error matches both ErrTerminated and
 // ErrClosed, with the connection's error.
+//
+// If ctx ends before the answer, Call returns ctx.Err() at once and the
+// server cancels the context the driver method runs with (a cancel frame,
+// sent in the background; servers speaking protocol version 1 only let the
+// method run on). The method's late answer is dropped.
 func (h *Handle) Call(ctx context.Context, method string, in []byte) ([]byte, error) {
 	if h.closed.Load() {
 		return nil, opErr("call "+method, ErrClosed)

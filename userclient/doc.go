@@ -17,7 +17,8 @@
 // it held.
 //
 // Applications use Dial, (*Client).Open, (*Handle).Call, (*Handle).Notifications
-// and Close. In-process users get the same semantics from (*Server).Embed,
+// and Close. Cancelling the context of a Call cancels the driver method's
+// context on the server too (a cancel frame, protocol version 2). In-process users get the same semantics from (*Server).Embed,
 // where cancelling the context means the client died.
 //
 // The wire protocol is described in PROTOCOL.md.

@@ -31,6 +31,10 @@ func (d *testDriver) Methods() map[string]driver.Method {
 		"block": func(ctx context.Context, _ *driver.Service, _ []byte) ([]byte, error) {
 			d.reg.entered <- "block"
 			<-ctx.Done()
+			select { // what the method saw, for the cancel tests
+			case d.reg.left <- ctx.Err():
+			default:
+			}
 			return nil, ctx.Err()
 		},
 		"fail": func(context.Context, *driver.Service, []byte) ([]byte, error) {
@@ -48,6 +52,7 @@ type testRegistry struct {
 	r       *driver.Registry
 	rec     *lifecycletest.Recorder
 	entered chan string
+	left    chan error // ctx.Err() as each "block" call saw it end
 
 	mu       sync.Mutex
 	freedAt  map[uint64]time.Time
@@ -58,7 +63,7 @@ type testRegistry struct {
 
 func newTestRegistry(t testing.TB) *testRegistry {
 	r := driver.NewRegistry()
-	tr := &testRegistry{r: r, entered: make(chan string, 4096), freedAt: map[uint64]time.Time{},
+	tr := &testRegistry{r: r, entered: make(chan string, 4096), left: make(chan error, 4096), freedAt: map[uint64]time.Time{},
 		closedBy: map[uint64]bool{}, wake: make(chan struct{}, 1), classes: map[string]bool{}}
 	tr.rec = lifecycletest.Record(t, r)
 	cancel := r.SubscribeLifecycle(func(e driver.LifecycleEvent) {

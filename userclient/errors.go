@@ -1,6 +1,7 @@
 package userclient
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -52,6 +53,7 @@ const (
 	CodeOverflow   = "overflow"
 	CodeBadRequest = "bad_request"
 	CodeFailed     = "failed"
+	CodeCancelled  = "cancelled"
 )
 
 var codeSentinel = map[string]error{
@@ -65,6 +67,9 @@ var codeSentinel = map[string]error{
 	CodeClosed:     ErrClosed,
 	CodeOverflow:   ErrOverflow,
 	CodeBadRequest: ErrProtocol,
+	// The client cancelled the request (version 2): the answer to a
+	// request it no longer waits for, seen only by clients that read it.
+	CodeCancelled: context.Canceled,
 }
 
 // codeOf picks the wire code for err.

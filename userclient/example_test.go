@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/userclient"
@@ -65,4 +66,64 @@ func Example() {
 	// hello, device <nil>
 	// true
 	// <nil>
+}
+
+// waitDriver's method waits for its device until its context ends.
+type waitDriver struct {
+	echoDriver
+	gaveUp chan error
+}
+
+func (d waitDriver) Methods() map[string]driver.Method {
+	return map[string]driver.Method{
+		"wait": func(ctx context.Context, _ *driver.Service, _ []byte) ([]byte, error) {
+			<-ctx.Done() // a real driver: a transfer that honours ctx
+			d.gaveUp <- ctx.Err()
+			return nil, ctx.Err()
+		},
+	}
+}
+
+// An application that stops waiting for a call cancels the driver method
+// too: its context is cancelled in the daemon, as when the device goes away.
+func Example_cancel() {
+	ctx := context.Background()
+	r := driver.NewRegistry()
+	defer r.Close(ctx)
+	d := waitDriver{gaveUp: make(chan error, 1)}
+	_ = r.RegisterPersonality(driver.Personality{Name: "WaitDriver", Class: "WaitDevice", ProviderClass: "WaitNub",
+		New: func() driver.Driver { return d }})
+	_ = r.Publish(nil, r.NewNub("WaitNub", "wait0", driver.Properties{}))
+	dir, _ := os.MkdirTemp("", "uc")
+	defer os.RemoveAll(dir)
+	srv, err := userclient.Listen(userclient.NewRegistryBackend(r), userclient.Config{
+		Path: filepath.Join(dir, "drvkit.sock"), GID: -1,
+		Policy: userclient.Policy{Rules: []userclient.Rule{{AnyUser: true, Classes: []string{"WaitDevice"}}}},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer srv.Close()
+
+	c, err := srv.Embed(ctx) // in process; over the socket it is the same
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	h, err := c.Open(ctx, userclient.Match{Class: "WaitDevice"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer h.Close()
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	_, err = h.Call(cctx, "wait", nil)
+	fmt.Println("application:", err)
+	fmt.Println("driver:", <-d.gaveUp)
+	// Output:
+	// application: userclient: call wait: context deadline exceeded
+	// driver: context canceled
 }

@@ -18,6 +18,9 @@ type welcomeMsg struct {
 	PID      int32  `json:"pid"`
 	UID      uint32 `json:"uid"`
 	GID      uint32 `json:"gid"`
+	// MaxInflight is the server's per-connection limit on outstanding
+	// requests (version 2; 0 from a version 1 server: unknown).
+	MaxInflight int `json:"max_inflight,omitempty"`
 }
 
 type openMsg struct {

@@ -8,8 +8,13 @@ import (
 	"io"
 )
 
-// Version is the protocol version this package speaks.
-const Version = 1
+// Version is the newest protocol version this package speaks. Version 2
+// adds the cancel frame and max_inflight in welcome (PROTOCOL.md,
+// "Versions"); the server and the client also speak MinVersion.
+const Version = 2
+
+// MinVersion is the oldest protocol version this package speaks.
+const MinVersion = 1
 
 // ProtocolName is the value of "protocol" in the hello and welcome payloads.
 const ProtocolName = "drvkit-userclient"
@@ -36,6 +41,7 @@ const (
 	TypeError        MsgType = 8  // failure answer, or connection-level error (id 0)
 	TypeAdmin        MsgType = 9  // administrative call: terminate, unload, leaks, inspect, …
 	TypePing         MsgType = 10 // liveness check, answered by a reply
+	TypeCancel       MsgType = 11 // client → server (version 2): cancel the call or admin request in its id field; never answered
 )
 
 func (t MsgType) String() string {
@@ -60,11 +66,29 @@ func (t MsgType) String() string {
 		return "admin"
 	case TypePing:
 		return "ping"
+	case TypeCancel:
+		return "cancel"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
-func (t MsgType) known() bool { return t >= TypeHello && t <= TypePing }
+func (t MsgType) known() bool { return t >= TypeHello && t <= TypeCancel }
+
+// checkShape refuses what no frame of f's type may carry, so that encoder
+// and decoder agree on it: a cancel frame is exactly its header, and names
+// a request (id 0 never is one).
+func checkShape(f *Frame) error {
+	if f.Type != TypeCancel {
+		return nil
+	}
+	if n := len(f.Control) + len(f.Data); n != 0 {
+		return protoErr(nil, "cancel frame carries %d bytes of payload, want none", n)
+	}
+	if f.ID == 0 {
+		return protoErr(nil, "cancel frame names request id 0")
+	}
+	return nil
+}
 
 // FlagFatal on an error frame says the sender closes the connection after it.
 const FlagFatal uint8 = 1
@@ -91,6 +115,9 @@ func AppendFrame(dst []byte, f *Frame, max int) ([]byte, error) {
 	}
 	if f.Flags&^knownFlags != 0 {
 		return dst, protoErr(nil, "unknown flags %#x", f.Flags)
+	}
+	if err := checkShape(f); err != nil {
+		return dst, err
 	}
 	n := f.Size()
 	if n > max {
@@ -157,6 +184,9 @@ func parseBody(b []byte) (Frame, error) {
 	}
 	if len(rest) > int(cl) {
 		f.Data = rest[cl:]
+	}
+	if err := checkShape(&f); err != nil {
+		return Frame{}, err
 	}
 	return f, nil
 }

@@ -31,6 +31,7 @@ func TestFrameRoundTrip(t *testing.T) {
 		{Type: TypeReply, ID: 7, Data: bytes.Repeat([]byte{0xAA}, 4096)},
 		{Type: TypeError, Flags: FlagFatal, Control: []byte(`{"code":"protocol","message":"x"}`)},
 		{Type: TypePing},
+		{Type: TypeCancel, ID: 42},
 	} {
 		t.Run(f.Type.String(), func(t *testing.T) {
 			b := mustFrame(t, f)
@@ -71,6 +72,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"unknown flags", mod(func(b []byte) []byte { b[5] = 0x80; return b }), "unknown flags", false},
 		{"reserved", mod(func(b []byte) []byte { b[7] = 1; return b }), "reserved bytes", false},
 		{"control too long", mod(func(b []byte) []byte { binary.BigEndian.PutUint32(b[16:], 1000); return b }), "control length 1000", false},
+		{"cancel with payload", mod(func(b []byte) []byte { b[4] = byte(TypeCancel); return b }), "cancel frame carries 6 bytes of payload, want none", false},
+		{"cancel of id 0", []byte{0, 0, 0, 16, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, "cancel frame names request id 0", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := DecodeFrame(tc.in, DefaultMaxFrame)
@@ -84,6 +87,19 @@ func TestDecodeErrors(t *testing.T) {
 			require.ErrorIs(t, err, ErrProtocol)
 			require.ErrorContains(t, err, tc.detail)
 		})
+	}
+}
+
+// The encoder refuses the cancel frames the decoder refuses.
+func TestAppendCancelShape(t *testing.T) {
+	for _, f := range []Frame{
+		{Type: TypeCancel, ID: 1, Control: []byte(`{}`)},
+		{Type: TypeCancel, ID: 1, Data: []byte{1}},
+		{Type: TypeCancel},
+	} {
+		_, err := AppendFrame(nil, &f, DefaultMaxFrame)
+		require.ErrorIs(t, err, ErrProtocol)
+		require.ErrorContains(t, err, "cancel frame")
 	}
 }
 

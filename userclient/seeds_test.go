@@ -30,6 +30,10 @@ func TestWriteSeeds(t *testing.T) {
 		"error":        {Type: TypeError, Flags: FlagFatal, Control: []byte(`{"code":"protocol","message":"unknown frame type 200"}`)},
 		"admin":        {Type: TypeAdmin, ID: 5, Control: []byte(`{"op":"terminate","args":{"id":7}}`)},
 		"ping":         {Type: TypePing, ID: 6},
+		"hello_v2":     {Type: TypeHello, ID: 1, Control: []byte(`{"protocol":"drvkit-userclient","versions":[2,1]}`)},
+		"welcome_v2":   {Type: TypeWelcome, ID: 1, Control: []byte(`{"protocol":"drvkit-userclient","version":2,"max_frame":1048576,"pid":42,"uid":0,"gid":0,"max_inflight":64}`)},
+		"cancel":       {Type: TypeCancel, ID: 4},
+		"cancelled":    {Type: TypeError, ID: 4, Control: []byte(`{"code":"cancelled","message":"call \"read\" cancelled by the client: context canceled"}`)},
 	}
 	for name, f := range seeds {
 		b, err := AppendFrame(nil, &f, DefaultMaxFrame)
@@ -42,6 +46,11 @@ func TestWriteSeeds(t *testing.T) {
 		"unknown_type":    {0, 0, 0, 16, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0},
 		"control_overrun": {0, 0, 0, 16, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 9},
 		"truncated":       {0, 0, 0, 40, 5, 0, 0, 0},
+		// Cancel frames carry nothing but their header and name a request.
+		"cancel_control": {0, 0, 0, 18, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 2, '{', '}'},
+		"cancel_data":    {0, 0, 0, 17, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 1},
+		"cancel_id_zero": {0, 0, 0, 16, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+		"cancel_fatal":   {0, 0, 0, 16, 11, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0},
 	}
 	for name, b := range bad {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name+".bin"), b, 0o644))

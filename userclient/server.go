@@ -254,11 +254,26 @@ type conn struct {
 	failOnce sync.Once
 	reason   error
 
+	version int // negotiated in the handshake; read only by the reader after it
+
 	mu       sync.Mutex
 	sessions map[uint64]*entry
 	next     uint64
 	ended    bool
 	watch    io.Closer // the pidfd watch, closed at the end
+	// inflight holds the call and admin requests being served on a
+	// version 2 connection, by request id, so that a cancel frame can
+	// cancel their context. An entry is added by the reader while the
+	// request holds a sem slot and removed before the slot is given back:
+	// it never holds more than MaxInflight entries.
+	inflight map[uint64]*inflightReq
+}
+
+// inflightReq is a cancellable request in flight.
+type inflightReq struct {
+	ctx       context.Context // the connection's context, also cancelled by a cancel frame
+	cancel    context.CancelFunc
+	cancelled atomic.Bool // a cancel frame named it
 }
 
 // entry is one open handle.
@@ -280,6 +295,7 @@ func newConn(s *Server, nc *net.UnixConn) *conn {
 		quit:     make(chan struct{}),
 		sem:      make(chan struct{}, s.cfg.MaxInflight),
 		sessions: make(map[uint64]*entry),
+		inflight: make(map[uint64]*inflightReq),
 	}
 }
 
@@ -523,6 +539,16 @@ func (c *conn) readLoop() {
 		}
 		switch f.Type {
 		case TypeOpen, TypeClose, TypeCall, TypeAdmin, TypePing:
+		case TypeCancel:
+			// Served here, not on a request goroutine: a cancel takes no
+			// sem slot, so it is read even while every slot is busy with
+			// the calls it may be about to cancel.
+			if c.version < 2 {
+				c.fail(protoErr(nil, "cancel frames need protocol version 2, this connection speaks %d", c.version), CodeProtocol)
+				return
+			}
+			c.cancelRequest(f.ID)
+			continue
 		default:
 			c.fail(protoErr(nil, "a client may not send %v frames", f.Type), CodeProtocol)
 			return
@@ -534,14 +560,77 @@ func (c *conn) readLoop() {
 		case <-c.quit:
 			return
 		}
+		// Registered before the next frame is read, so that a cancel
+		// right behind its request finds it.
+		ir, err := c.register(&req)
+		if err != nil {
+			<-c.sem
+			c.fail(err, CodeProtocol)
+			return
+		}
 		c.reqWG.Add(1)
 		go func() {
-			defer func() { <-c.sem; c.reqWG.Done() }()
-			if err := c.handle(&req); err != nil {
+			defer func() { c.settle(req.ID, ir); <-c.sem; c.reqWG.Done() }()
+			if err := c.handle(&req, ir); err != nil {
 				c.fail(err, CodeProtocol)
 			}
 		}()
 	}
+}
+
+// register makes a call or admin request on a version 2 connection
+// cancellable. Request ids must be unique among outstanding requests
+// (PROTOCOL.md); a duplicate among cancellable ones would make a cancel
+// ambiguous, so it is a protocol error.
+func (c *conn) register(f *Frame) (*inflightReq, error) {
+	if c.version < 2 || (f.Type != TypeCall && f.Type != TypeAdmin) {
+		return nil, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, dup := c.inflight[f.ID]; dup {
+		return nil, protoErr(nil, "%v request id %d is already in flight", f.Type, f.ID)
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	ir := &inflightReq{ctx: ctx, cancel: cancel}
+	c.inflight[f.ID] = ir
+	return ir, nil
+}
+
+// cancelRequest serves a cancel frame. An id that is not a call or admin
+// request in flight — it finished and its answer crossed the cancel, or
+// it never existed — is ignored: that race is normal.
+func (c *conn) cancelRequest(id uint64) {
+	c.mu.Lock()
+	ir := c.inflight[id]
+	c.mu.Unlock()
+	if ir != nil {
+		ir.cancelled.Store(true)
+		ir.cancel()
+	}
+}
+
+// settle forgets request id (before its answer is queued: once the client
+// has the answer it may reuse the id) and reports whether a cancel frame
+// named it. It is idempotent.
+func (c *conn) settle(id uint64, ir *inflightReq) (cancelled bool) {
+	if ir == nil {
+		return false
+	}
+	c.mu.Lock()
+	if c.inflight[id] == ir {
+		delete(c.inflight, id)
+	}
+	c.mu.Unlock()
+	ir.cancel()
+	return ir.cancelled.Load()
+}
+
+// inflightLen is the number of cancellable requests in flight (tests).
+func (c *conn) inflightLen() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.inflight)
 }
 
 func clone(b []byte) []byte {
@@ -565,15 +654,21 @@ func (c *conn) handshake(f *Frame) error {
 	if h.Protocol != ProtocolName {
 		return protoErr(nil, "hello names protocol %q, want %q", h.Protocol, ProtocolName)
 	}
-	ok := false
+	// The newest version both speak.
 	for _, v := range h.Versions {
-		ok = ok || v == Version
+		if v >= MinVersion && v <= Version && v > c.version {
+			c.version = v
+		}
 	}
-	if !ok {
-		return &RemoteError{Code: CodeVersion, Message: fmt.Sprintf("client speaks versions %v, server speaks %d", h.Versions, Version)}
+	if c.version == 0 {
+		return &RemoteError{Code: CodeVersion, Message: fmt.Sprintf("client speaks versions %v, server speaks %d to %d", h.Versions, MinVersion, Version)}
 	}
-	ctl, _ := json.Marshal(welcomeMsg{Protocol: ProtocolName, Version: Version, MaxFrame: c.srv.cfg.MaxFrame,
-		PID: c.cred.PID, UID: c.cred.UID, GID: c.cred.GID})
+	w := welcomeMsg{Protocol: ProtocolName, Version: c.version, MaxFrame: c.srv.cfg.MaxFrame,
+		PID: c.cred.PID, UID: c.cred.UID, GID: c.cred.GID}
+	if c.version >= 2 {
+		w.MaxInflight = c.srv.cfg.MaxInflight
+	}
+	ctl, _ := json.Marshal(w)
 	c.enqueue(c.encode(&Frame{Type: TypeWelcome, ID: f.ID, Control: ctl}))
 	return nil
 }
@@ -581,7 +676,12 @@ func (c *conn) handshake(f *Frame) error {
 // handle serves one request. A returned error is a protocol violation that
 // ends the connection; everything else is answered with a reply or an
 // error frame and the connection stays usable.
-func (c *conn) handle(f *Frame) error {
+// ir is the request's cancel entry (nil: not cancellable).
+func (c *conn) handle(f *Frame, ir *inflightReq) error {
+	ctx := c.ctx
+	if ir != nil {
+		ctx = ir.ctx
+	}
 	switch f.Type {
 	case TypePing:
 		c.sendReply(f.ID, nil, f.Data)
@@ -602,13 +702,13 @@ func (c *conn) handle(f *Frame) error {
 		if err := json.Unmarshal(f.Control, &m); err != nil {
 			return protoErr(err, "bad call payload")
 		}
-		c.call(f.ID, m.Handle, m.Method, f.Data)
+		c.call(ctx, f.ID, ir, m.Handle, m.Method, f.Data)
 	case TypeAdmin:
 		var m adminMsg
 		if err := json.Unmarshal(f.Control, &m); err != nil {
 			return protoErr(err, "bad admin payload")
 		}
-		c.admin(f.ID, m, f.Data)
+		c.admin(ctx, f.ID, ir, m, f.Data)
 	}
 	return nil
 }
@@ -750,13 +850,18 @@ func (c *conn) close(id, h uint64) {
 	c.sendReply(id, nil, nil)
 }
 
-func (c *conn) call(id, h uint64, method string, in []byte) {
+func (c *conn) call(ctx context.Context, id uint64, ir *inflightReq, h uint64, method string, in []byte) {
 	e := c.lookup(h)
 	if e == nil {
+		c.settle(id, ir)
 		c.sendError(id, fmt.Errorf("%w: no open handle %d", ErrClosed, h))
 		return
 	}
-	out, err := e.sess.Call(c.ctx, method, in)
+	out, err := e.sess.Call(ctx, method, in)
+	if c.settle(id, ir) && err != nil {
+		c.sendCancelled(id, fmt.Sprintf("call %q", method), err)
+		return
+	}
 	if err != nil {
 		c.sendError(id, err)
 		return
@@ -764,13 +869,24 @@ func (c *conn) call(id, h uint64, method string, in []byte) {
 	c.sendReply(id, nil, out)
 }
 
-func (c *conn) admin(id uint64, m adminMsg, data []byte) {
-	res, out, err := c.srv.admin(c.ctx, c.cred, m.Op, m.Args, data)
+func (c *conn) admin(ctx context.Context, id uint64, ir *inflightReq, m adminMsg, data []byte) {
+	res, out, err := c.srv.admin(ctx, c.cred, m.Op, m.Args, data)
+	if c.settle(id, ir) && err != nil {
+		c.sendCancelled(id, fmt.Sprintf("admin %q", m.Op), err)
+		return
+	}
 	if err != nil {
 		c.sendError(id, err)
 		return
 	}
 	c.sendReply(id, res, out)
+}
+
+// sendCancelled answers a request the client cancelled that failed after
+// the cancel: whatever the method made of its cancelled context, the
+// client asked for it. One that succeeded anyway gets its normal reply.
+func (c *conn) sendCancelled(id uint64, op string, err error) {
+	c.enqueue(c.errorFrame(id, 0, CodeCancelled, fmt.Sprintf("%s cancelled by the client: %v", op, err)))
 }
 
 func (s *Server) admin(ctx context.Context, cred Cred, op string, args json.RawMessage, data []byte) (any, []byte, error) {

@@ -106,7 +106,11 @@ func TestServePersonalityOnSimBus(t *testing.T) {
 	byDriver := func() map[string][]serviceEntry {
 		m := map[string][]serviceEntry{}
 		for _, s := range inspectRegistry(d.reg).Services {
-			m[s.Driver] = append(m[s.Driver], s)
+			// Only instances that run: while an interface is matched, the
+			// losing candidate is attached too until the winner starts.
+			if s.Active && !s.Starting {
+				m[s.Driver] = append(m[s.Driver], s)
+			}
 		}
 		return m
 	}
