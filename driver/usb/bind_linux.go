@@ -42,7 +42,7 @@ func (b *Gousb) BindKernelDriver(ctx context.Context, sel Selector, iface int, d
 		}
 		name := interfaceName(info, iface)
 		if _, err := os.Stat(filepath.Join(sysfsUSBDrivers, driver, name)); err == nil {
-			return nil // bound already
+			return &OpError{Op: op, Err: ErrBound}
 		}
 		if err := os.WriteFile(filepath.Join(sysfsUSBDrivers, driver, "bind"), []byte(name), 0); err != nil {
 			return &OpError{Op: op, Err: err}

@@ -270,7 +270,10 @@ type gousbDevice struct {
 	closed   bool
 }
 
-var _ Device = (*gousbDevice)(nil)
+var (
+	_ Device             = (*gousbDevice)(nil)
+	_ KernelDriverReader = (*gousbDevice)(nil)
+)
 
 func (d *gousbDevice) Info() DeviceInfo { return d.info }
 
@@ -368,6 +371,25 @@ func (d *gousbDevice) reattachLocked(num int) error {
 		return &OpError{Op: fmt.Sprintf("re-attach %s to interface %d", drv, num), Err: err}
 	}
 	return nil
+}
+
+// KernelDriver implements KernelDriverReader: the driver usbfs reports
+// bound to interface num ("usbfs" for a usbfs claim, "" for none).
+func (d *gousbDevice) KernelDriver(num int) (string, error) {
+	op := fmt.Sprintf("kernel driver of interface %d of %s", num, d.info)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return "", &OpError{Op: op, Err: ErrClosed}
+	}
+	if d.fs == nil {
+		return "", &OpError{Op: op, Err: ErrNotSupported}
+	}
+	drv, err := d.fs.driver(num)
+	if err != nil {
+		return "", &OpError{Op: op, Err: err}
+	}
+	return drv, nil
 }
 
 func (d *gousbDevice) ReleaseInterface(num int) error {

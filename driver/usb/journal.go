@@ -14,9 +14,20 @@ import (
 // KernelBinder is implemented by backends that can bind a kernel driver to
 // an interface nobody holds: how a restarted daemon gives back what its
 // killed predecessor detached. Gousb does it through sysfs (the driver's
-// bind file), usbtest's fake in its simulated kernel.
+// bind file), usbtest's fake in its simulated kernel. A driver bound
+// already gives an error matching ErrBound.
 type KernelBinder interface {
 	BindKernelDriver(ctx context.Context, sel Selector, iface int, driver string) error
+}
+
+// KernelDriverReader is implemented by devices that can tell which kernel
+// driver is bound to an interface ("" for none) without changing anything.
+// The journal uses it to write an entry down before a claim detaches the
+// driver: a daemon killed between the detach and the write would otherwise
+// leave the interface driverless with nothing on record. Gousb asks usbfs,
+// usbtest's fake its simulated kernel.
+type KernelDriverReader interface {
+	KernelDriver(iface int) (string, error)
 }
 
 // JournalEntry is a kernel driver drvkit detached and has not given back.
@@ -97,13 +108,30 @@ func (j *Journal) saveLocked() error {
 	return nil
 }
 
-func (j *Journal) add(e JournalEntry) error {
+// add writes e down; added is false if it was there already.
+func (j *Journal) add(e JournalEntry) (added bool, err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if slices.Contains(j.entries, e) {
-		return nil
+		return false, nil
 	}
 	j.entries = append(j.entries, e)
+	if err := j.saveLocked(); err != nil {
+		j.entries = j.entries[:len(j.entries)-1]
+		return false, err
+	}
+	return true, nil
+}
+
+// drop crosses out exactly e.
+func (j *Journal) drop(e JournalEntry) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	i := slices.Index(j.entries, e)
+	if i < 0 {
+		return nil
+	}
+	j.entries = slices.Delete(j.entries, i, i+1)
 	return j.saveLocked()
 }
 
@@ -124,7 +152,8 @@ func (j *Journal) remove(info DeviceInfo, iface int) error {
 
 // Recover re-attaches every journaled kernel driver whose device b lists
 // now, through b's KernelBinder, and crosses out the entries of devices
-// that are gone (the kernel binds a replugged device afresh). For a daemon
+// that are gone (the kernel binds a replugged device afresh) and of
+// drivers found still bound. It returns what it re-attached. For a daemon
 // starting on real hardware, where every present device is listed.
 func (j *Journal) Recover(ctx context.Context, b Backend) ([]JournalEntry, error) {
 	devs, err := b.Devices(ctx)
@@ -171,7 +200,13 @@ func (j *Journal) recoverOne(ctx context.Context, b Backend, info DeviceInfo, e 
 	if !ok {
 		return false, &OpError{Op: "re-attach " + e.Driver, Err: ErrNotSupported}
 	}
-	if err := kb.BindKernelDriver(ctx, e.selector(), e.Interface, e.Driver); err != nil {
+	err := kb.BindKernelDriver(ctx, e.selector(), e.Interface, e.Driver)
+	switch {
+	case errors.Is(err, ErrBound):
+		// Written ahead of a detach that never happened (the daemon died
+		// in between): nothing is owed, and nothing was re-attached.
+		return false, j.remove(info, e.Interface)
+	case err != nil:
 		return false, err
 	}
 	return true, j.remove(info, e.Interface)
@@ -256,20 +291,61 @@ type journaledDevice struct {
 }
 
 func (d *journaledDevice) ClaimInterface(ctx context.Context, num, alt int) error {
+	info := d.Info()
+	entry := func(drv string) JournalEntry {
+		return JournalEntry{Bus: info.Bus, Address: info.Address, Vendor: info.Vendor, Product: info.Product, Interface: num, Driver: drv}
+	}
+	// Write ahead: the driver the claim is about to detach is on record
+	// before it is detached. A crash before the detach leaves an entry for
+	// a driver still bound, which the next daemon's re-bind finds bound.
+	var ahead *JournalEntry
+	if r, ok := d.Device.(KernelDriverReader); ok {
+		if drv, err := r.KernelDriver(num); err == nil && drv != "" && drv != "usbfs" {
+			e := entry(drv)
+			added, err := d.j.add(e)
+			if err != nil {
+				return err
+			}
+			if added {
+				ahead = &e
+			}
+		}
+	}
+	detached := func(e JournalEntry) bool {
+		for _, k := range d.Detached() {
+			if k.Interface == num && entry(k.Driver) == e {
+				return true
+			}
+		}
+		return false
+	}
 	if err := d.Device.ClaimInterface(ctx, num, alt); err != nil {
+		if ahead != nil && !detached(*ahead) {
+			// A failed claim gives back what it detached; only a failed
+			// give-back keeps the entry.
+			_ = d.j.drop(*ahead)
+		}
 		return err
 	}
-	info := d.Info()
+	keep := false
 	for _, k := range d.Detached() {
 		if k.Interface != num {
 			continue
 		}
-		e := JournalEntry{Bus: info.Bus, Address: info.Address, Vendor: info.Vendor, Product: info.Product, Interface: num, Driver: k.Driver}
-		if err := d.j.add(e); err != nil {
+		e := entry(k.Driver)
+		keep = keep || (ahead != nil && e == *ahead)
+		if _, err := d.j.add(e); err != nil {
 			// Unrecorded, a crash would strand the interface: give it back.
 			_ = d.Device.ReleaseInterface(num)
+			if ahead != nil {
+				_ = d.j.drop(*ahead)
+			}
 			return err
 		}
+	}
+	if ahead != nil && !keep {
+		// The driver changed under the claim, or none was detached.
+		return d.j.drop(*ahead)
 	}
 	return nil
 }

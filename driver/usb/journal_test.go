@@ -88,6 +88,73 @@ func TestJournalDropsGoneDevices(t *testing.T) {
 	require.NoError(t, fake.Close())
 }
 
+// The journal is written ahead of the detach: at the moment the kernel
+// driver leaves the interface, the file on disk already names it, so a
+// daemon killed right then leaves nothing unrecorded. A claim that fails
+// crosses its entry out again.
+func TestJournalWritesAheadOfDetach(t *testing.T) {
+	ctx := context.Background()
+	jpath := filepath.Join(t.TempDir(), "journal.json")
+	fake := usbtest.New()
+	defer fake.Close()
+	fake.Plug(stick)
+	want := usb.JournalEntry{Bus: 2, Address: 3, Vendor: 0x46f4, Product: 1, Interface: 0, Driver: "usb-storage"}
+	var atDetach [][]usb.JournalEntry
+	fake.OnKernelDriver(func(_ usbtest.DeviceSpec, iface int, from, to string) {
+		if from == "usb-storage" && to == "usbfs" {
+			// What a daemon starting after a SIGKILL right now would read.
+			j, err := usb.OpenJournal(jpath)
+			if err != nil {
+				atDetach = append(atDetach, nil)
+				return
+			}
+			atDetach = append(atDetach, j.Entries())
+		}
+	})
+	j, err := usb.OpenJournal(jpath)
+	require.NoError(t, err)
+	b := j.Wrap(fake)
+	h, err := b.Open(ctx, usb.Selector{Bus: 2, Address: 3})
+	require.NoError(t, err)
+
+	// A claim that fails (no such alternate setting) detaches nothing and
+	// leaves nothing on record.
+	require.ErrorIs(t, h.ClaimInterface(ctx, 0, 7), usb.ErrNotFound)
+	require.Empty(t, j.Entries())
+	require.Empty(t, atDetach)
+	reread, err := usb.OpenJournal(jpath)
+	require.NoError(t, err)
+	require.Empty(t, reread.Entries(), "the file too")
+
+	require.NoError(t, h.ClaimInterface(ctx, 0, 0))
+	require.Equal(t, [][]usb.JournalEntry{{want}}, atDetach, "on disk before the detach")
+	require.Equal(t, []usb.JournalEntry{want}, j.Entries(), "once, not twice")
+	require.NoError(t, h.Close())
+	require.Empty(t, j.Entries())
+	require.NoError(t, b.Close())
+}
+
+// A daemon killed after writing ahead but before detaching leaves an entry
+// for a driver that is still bound: the next daemon's recovery finds it
+// bound, changes nothing and crosses it out.
+func TestJournalAheadEntryStillBound(t *testing.T) {
+	ctx := context.Background()
+	jpath := filepath.Join(t.TempDir(), "journal.json")
+	require.NoError(t, writeFile(jpath, `[{"bus":2,"address":3,"vendor":17908,"product":1,"interface":0,"driver":"usb-storage"}]`))
+	fake := usbtest.New()
+	defer fake.Close()
+	dev := fake.Plug(stick)
+	j, err := usb.OpenJournal(jpath)
+	require.NoError(t, err)
+	require.Len(t, j.Entries(), 1)
+	done, err := j.Recover(ctx, j.Wrap(fake))
+	require.NoError(t, err)
+	require.Empty(t, done, "nothing was re-attached")
+	require.Equal(t, "usb-storage", dev.KernelDriver(0))
+	require.Empty(t, j.Entries())
+	require.Empty(t, dev.Events(), "nothing was detached or attached")
+}
+
 func TestJournalBadFile(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "j.json")
 	require.NoError(t, writeFile(p, "{not json"))

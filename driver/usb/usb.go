@@ -21,6 +21,9 @@ var (
 	ErrNotClaimed   = errors.New("interface not claimed")
 	ErrNotSupported = errors.New("not supported")
 	ErrInit         = errors.New("usb initialisation failed")
+	// ErrBound: KernelBinder found the driver bound already; nothing
+	// changed.
+	ErrBound = errors.New("kernel driver bound already")
 )
 
 // OpError records the operation that failed and why.

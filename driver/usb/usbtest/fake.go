@@ -267,7 +267,10 @@ type handle struct {
 	detached map[int]string
 }
 
-var _ usb.Device = (*handle)(nil)
+var (
+	_ usb.Device             = (*handle)(nil)
+	_ usb.KernelDriverReader = (*handle)(nil)
+)
 
 func (h *handle) Info() usb.DeviceInfo { return h.info }
 
@@ -313,6 +316,19 @@ func (h *handle) ClaimInterface(ctx context.Context, num, alt int) error {
 	d.persistLocked()
 	d.boundChangedLocked(num, from, "usbfs")
 	return nil
+}
+
+// KernelDriver implements usb.KernelDriverReader: the driver the
+// simulated kernel has bound to interface num ("usbfs" while claimed).
+func (h *handle) KernelDriver(num int) (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check(fmt.Sprintf("kernel driver of interface %d", num)); err != nil {
+		return "", err
+	}
+	h.dev.mu.Lock()
+	defer h.dev.mu.Unlock()
+	return h.dev.bound[num], nil
 }
 
 func (h *handle) ReleaseInterface(num int) error {

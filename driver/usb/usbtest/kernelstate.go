@@ -120,7 +120,7 @@ func (b *Backend) BindKernelDriver(ctx context.Context, sel usb.Selector, iface 
 	defer d.mu.Unlock()
 	switch cur := d.bound[iface]; {
 	case cur == driver:
-		return nil
+		return &usb.OpError{Op: op, Err: usb.ErrBound}
 	case cur != "":
 		return &usb.OpError{Op: op, Err: fmt.Errorf("%w: bound to %s", usb.ErrBusy, cur)}
 	}
