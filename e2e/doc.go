@@ -20,6 +20,9 @@
 // Every wait takes a context; QEMU is killed when the machine is closed and,
 // through the parent-death signal, when the test binary dies.
 //
-// The scenarios themselves are in e2e_test.go behind the "e2e" build tag, so
-// that `go test ./...` does not boot anything; `make e2e` runs them.
+// The scenarios themselves are in the _test.go files behind the "e2e" build
+// tag (e2e_test.go: the kernel and transports; drvctl_test.go: the daemon and
+// its applications; journal_test.go: the detach journal across SIGKILLed
+// daemons), so that `go test ./...` does not boot anything; `make e2e` runs
+// them.
 package e2e
