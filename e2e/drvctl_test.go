@@ -33,28 +33,41 @@ import (
 // status and last words on SIGTERM.
 
 // buildGuestBins builds drvctl (cgo: gousb; prepare.sh copies the
-// libraries it links) and e2e-app into a temporary directory.
+// libraries it links), e2e-app and driver/scsi's test binary (scsi.test,
+// for TestSGReal on the guest's real sg nodes: SG_IO needs no cgo) into a
+// temporary directory.
 func buildGuestBins(ctx context.Context) ([]string, error) {
 	dir, err := os.MkdirTemp("", "drvkit-e2e-bins-")
 	if err != nil {
 		return nil, err
 	}
 	root := repoRoot()
-	for _, b := range []struct{ out, pkg, cgo string }{
-		{"drvctl", "./cmd/drvctl", "1"},
-		{"e2e-app", "./e2e/guestapp", "0"},
+	var out []string
+	for _, b := range []struct {
+		out, pkg, cgo string
+		test          bool
+	}{
+		{"drvctl", "./cmd/drvctl", "1", false},
+		{"e2e-app", "./e2e/guestapp", "0", false},
+		{"scsi.test", "./driver/scsi", "0", true},
 	} {
 		// -s -w: a smaller initramfs, a faster boot; stacks still
 		// symbolize (pclntab stays).
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(dir, b.out), b.pkg)
+		args := []string{"build"}
+		if b.test {
+			args = []string{"test", "-c"}
+		}
+		args = append(args, "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(dir, b.out), b.pkg)
+		cmd := exec.CommandContext(ctx, "go", args...)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo)
-		if out, err := cmd.CombinedOutput(); err != nil {
+		if o, err := cmd.CombinedOutput(); err != nil {
 			os.RemoveAll(dir)
-			return nil, fmt.Errorf("e2e: building %s: %w\n%s", b.pkg, err, out)
+			return nil, fmt.Errorf("e2e: building %s: %w\n%s", b.pkg, err, o)
 		}
+		out = append(out, filepath.Join(dir, b.out))
 	}
-	return []string{filepath.Join(dir, "drvctl"), filepath.Join(dir, "e2e-app")}, nil
+	return out, nil
 }
 
 const (
@@ -550,6 +563,7 @@ func TestDrvctlUSBAndSCSI(t *testing.T) {
 		require.Equal(t, "usbfs", usbInterfaceDriver(t, ctx, a))
 		evs := d.checkTrace(ctx)
 		require.Equal(t, []string{"attach", "start"}, stepsOf(evs, inst.ID)[:2])
+		d.checkNoLeaks(ctx)
 		t.Logf("tree at coldplug:\n%s", doc)
 	}) {
 		return
@@ -572,6 +586,29 @@ func TestDrvctlUSBAndSCSI(t *testing.T) {
 		require.Equal(t, uint32(512), q.BlockSize)
 		require.Equal(t, uint64(16<<20/512), q.Blocks)
 		t.Logf("SG_IO: %q %q; bulk-only: %q %q %q (kernel: %q %q)", sgApp[1].Vendor, sgApp[1].Product, q.Vendor, q.Product, q.Revision, kernel.Vendor, kernel.Model)
+		// Both applications opened, called and exited: their user clients
+		// went terminate → stop → detach → free, and nothing is left over.
+		var clients []uint64
+		for _, app := range [][]appLine{sgApp, usbApp} {
+			o := findLine(app, "opened")
+			require.NotNil(t, o, "%+v", app)
+			clients = append(clients, o.Client)
+		}
+		// The daemon sees an application's exit asynchronously.
+		d.poll(ctx, "both applications' user clients freed in the trace", func() (bool, string) {
+			evs := d.lifecycle(ctx)
+			for _, id := range clients {
+				if s := stepsOf(evs, id); len(s) == 0 || s[len(s)-1] != "free" {
+					return false, fmt.Sprintf("user client #%d: %v", id, s)
+				}
+			}
+			return true, ""
+		})
+		evs := d.checkTrace(ctx)
+		for _, id := range clients {
+			requireTeardown(t, evs, id)
+		}
+		d.checkNoLeaks(ctx)
 	})
 
 	timed(t, "3-scsi-unplug-held", func(t *testing.T) {

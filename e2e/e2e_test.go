@@ -147,6 +147,36 @@ func TestColdplug(t *testing.T) {
 	// The console carries the agent's verdict lines too.
 	_, err = m.Console.WaitLine(sctx, 0, regexp.MustCompile(`^E2E sg\.inquiry PASS .*vendor="QEMU"`))
 	require.NoError(t, err)
+
+	timed(t, "TestSGReal", func(t *testing.T) { sgRealInGuest(t, ctx, a, sgs) })
+}
+
+// sgRealInGuest runs driver/scsi's TestSGReal (scsi.test, built by
+// buildGuestBins) on the guest's real sg nodes, with both disks named as
+// scratch: it must PASS on every node, writes included, and skip nothing.
+func sgRealInGuest(t *testing.T, ctx context.Context, a *Agent, sgs []agentproto.SGDevice) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var nodes []string
+	for _, sg := range sgs {
+		nodes = append(nodes, sg.Dev)
+	}
+	r, err := a.Exec(ctx, "env", "DRVKIT_SG_SCRATCH="+strings.Join(nodes, ","),
+		"scsi.test", "-test.run", "^TestSGReal$", "-test.v", "-test.count=1")
+	require.NoError(t, err)
+	out := r.Stdout + r.Stderr
+	t.Logf("scsi.test -test.run ^TestSGReal$ in the guest (%.0f ms, exit %d):\n%s", r.Ms, r.Exit, out)
+	require.Zero(t, r.Exit, "TestSGReal failed in the guest")
+	require.NotContains(t, out, "--- SKIP", "TestSGReal must run, not skip, on the real kernel")
+	require.NotContains(t, out, "SKIPPED")
+	require.Regexp(t, `(?m)^--- PASS: TestSGReal \(`, out)
+	require.Regexp(t, `(?m)^PASS$`, out)
+	for _, n := range nodes {
+		base := regexp.QuoteMeta(filepath.Base(n))
+		require.Regexp(t, `(?m)^    --- PASS: TestSGReal/`+base+` \(`, out)
+		require.Regexp(t, `sgreal: `+regexp.QuoteMeta(n)+` scratch LBAs \d+-\d+: WRITE\(10\)->READ\(16\), WRITE\(16\)->READ\(10\), .* verified in `, out)
+		require.Regexp(t, regexp.QuoteMeta(n)+`: INQUIRY: type 0 vendor "QEMU" product "QEMU HARDDISK"`, out)
+	}
 }
 
 // USB hot-unplug and replug through QMP: the guest sees the whole remove
