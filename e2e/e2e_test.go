@@ -99,7 +99,8 @@ func usbProduct(vid, pid uint16) string { return fmt.Sprintf("%x/%x/*", vid, pid
 
 // Coldplug: the agent's uevent socket, opened before any module was loaded,
 // saw the stick and the disk appear; gousb enumerates the stick; every sg
-// node answers INQUIRY through SG_IO.
+// node answers INQUIRY through SG_IO; and driver/scsi's own TestSGReal
+// passes on both sg nodes, writes included.
 func TestColdplug(t *testing.T) {
 	ctx, m := scenario(t, Config{USBSerial: "COLD123"})
 	a := m.Agent
@@ -160,6 +161,11 @@ func sgRealInGuest(t *testing.T, ctx context.Context, a *Agent, sgs []agentproto
 	var nodes []string
 	for _, sg := range sgs {
 		nodes = append(nodes, sg.Dev)
+		bus := "virtio-scsi scsi-hd"
+		if sg.IsUSB() {
+			bus = "usb-storage stick"
+		}
+		t.Logf("%s (%s): the %s", sg.Dev, sg.HCTL, bus)
 	}
 	r, err := a.Exec(ctx, "env", "DRVKIT_SG_SCRATCH="+strings.Join(nodes, ","),
 		"scsi.test", "-test.run", "^TestSGReal$", "-test.v", "-test.count=1")
