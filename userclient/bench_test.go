@@ -15,7 +15,12 @@ import (
 
 // untraced runs a benchmark with reference tracing off (TestMain turns it
 // on for the tests): objects made during it take the one-atomic path.
+// untraced turns reference tracing off for the benchmark, including the
+// objects newTestServer creates: leaktest.Check would otherwise turn it
+// back on (it traces everything unless DRVKIT_REFTRACE says otherwise), and
+// every benchmark here used to measure a fully traced registry.
 func untraced(b *testing.B) {
+	b.Setenv(refcount.EnvVar, "off")
 	refcount.TraceOff()
 	b.Cleanup(refcount.TraceAll)
 }
