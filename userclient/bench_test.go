@@ -92,7 +92,17 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 // BenchmarkNotificationFanout: a driver message to 1,000 connected clients;
 // latency until the last one has read it.
 func BenchmarkNotificationFanout(b *testing.B) {
-	untraced(b)
+	// untraced: an embedding application's default; traced: the daemon's
+	// (drvctl serve traces every class unless --trace says otherwise).
+	b.Run("untraced", func(b *testing.B) { untraced(b); fanout(b) })
+	b.Run("traced", func(b *testing.B) {
+		b.Setenv(refcount.EnvVar, "all")
+		refcount.TraceAll()
+		fanout(b)
+	})
+}
+
+func fanout(b *testing.B) {
 	const clients = 1000
 	ts := newTestServer(b, Config{})
 	ctx := context.Background()
