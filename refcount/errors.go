@@ -6,8 +6,12 @@ import (
 	"sync/atomic"
 )
 
-// ErrorKind says which rule a reference operation broke.
+// ErrorKind says which rule a reference operation broke. The kinds are
+// errors themselves, so that errors.Is(err, refcount.ErrOverRelease) matches
+// an *Error of that kind.
 type ErrorKind int
+
+var _ error = ErrOverRelease
 
 const (
 	ErrOverRelease ErrorKind = iota + 1 // release below zero
@@ -30,6 +34,8 @@ func (k ErrorKind) String() string {
 	return fmt.Sprintf("ErrorKind(%d)", int(k))
 }
 
+func (k ErrorKind) Error() string { return k.String() }
+
 // Error reports a broken reference rule with both stacks involved: where the
 // offending call came from, and the retain or free it conflicts with.
 type Error struct {
@@ -50,9 +56,15 @@ type Error struct {
 	Holders []Holding
 }
 
+// Is reports whether target is e's kind.
+func (e *Error) Is(target error) bool {
+	k, ok := target.(ErrorKind)
+	return ok && k == e.Kind
+}
+
 func (e *Error) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "refcount: %s: %s#%d", e.Kind, e.Class, e.ID)
+	fmt.Fprintf(&b, "refcount: %s: %s#%d", e.Kind.String(), e.Class, e.ID)
 	if e.Tag != "" {
 		fmt.Fprintf(&b, " tag %s", e.Tag)
 	}

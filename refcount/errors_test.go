@@ -2,6 +2,7 @@ package refcount
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -189,4 +190,21 @@ func TestNonComparableTagPanicsClearly(t *testing.T) {
 	o := traced(t, "BadTag", nil)
 	defer o.Release()
 	require.PanicsWithValue(t, "refcount: tag of type []int is not comparable", func() { o.TaggedRetain([]int{1}) })
+}
+
+// The kinds are matchable with errors.Is, through wrapping too.
+func TestErrorKindIs(t *testing.T) {
+	for _, k := range []ErrorKind{ErrOverRelease, ErrResurrected, ErrTagMismatch, ErrSaturated} {
+		err := fmt.Errorf("daemon: %w", &Error{Kind: k, Class: "C", ID: 1})
+		require.ErrorIs(t, err, k)
+		for _, other := range []ErrorKind{ErrOverRelease, ErrResurrected, ErrTagMismatch, ErrSaturated} {
+			if other != k {
+				require.NotErrorIs(t, err, other)
+			}
+		}
+		var e *Error
+		require.ErrorAs(t, err, &e)
+		require.True(t, strings.HasPrefix(e.Error(), "refcount: "+k.String()+": C#1"), e.Error())
+		require.Equal(t, k.String(), k.Error())
+	}
 }

@@ -105,6 +105,12 @@ func (o *Object) Release() {
 // release to name a tag that holds a reference (an untagged Release pairs
 // with an untagged Retain or the creator's reference), as WDF enforces;
 // untraced objects ignore tags.
+//
+// On hot paths use a pointer or a zero-size value as the tag (the owner,
+// a *T, a struct{} type): those convert to any without allocating. Any
+// other value — an int, a string, a struct with fields — is boxed on the
+// heap by the conversion at the call site, before TaggedRetain runs, even
+// when the object is untraced (BenchmarkTaggedUntraced).
 func (o *Object) TaggedRetain(tag any) {
 	if n := o.refs.Add(1); uint32(n-2) >= saturated-2 { // outside 2 ≤ n < saturated
 		o.retainSlow(tag, n)

@@ -15,7 +15,12 @@ import (
 
 // untraced runs a benchmark with reference tracing off (TestMain turns it
 // on for the tests): objects made during it take the one-atomic path.
+// untraced turns reference tracing off for the benchmark, including the
+// objects newTestServer creates: leaktest.Check would otherwise turn it
+// back on (it traces everything unless DRVKIT_REFTRACE says otherwise), and
+// every benchmark here used to measure a fully traced registry.
 func untraced(b *testing.B) {
+	b.Setenv(refcount.EnvVar, "off")
 	refcount.TraceOff()
 	b.Cleanup(refcount.TraceAll)
 }
@@ -87,7 +92,17 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 // BenchmarkNotificationFanout: a driver message to 1,000 connected clients;
 // latency until the last one has read it.
 func BenchmarkNotificationFanout(b *testing.B) {
-	untraced(b)
+	// untraced: an embedding application's default; traced: the daemon's
+	// (drvctl serve traces every class unless --trace says otherwise).
+	b.Run("untraced", func(b *testing.B) { untraced(b); fanout(b) })
+	b.Run("traced", func(b *testing.B) {
+		b.Setenv(refcount.EnvVar, "all")
+		refcount.TraceAll()
+		fanout(b)
+	})
+}
+
+func fanout(b *testing.B) {
 	const clients = 1000
 	ts := newTestServer(b, Config{})
 	ctx := context.Background()

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bufio"
+	"flag"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// unitFile reads the shipped unit's [Service] settings (key → values).
+func unitFile(t *testing.T) map[string][]string {
+	t.Helper()
+	f, err := os.Open("systemd/drvkit.service")
+	require.NoError(t, err)
+	defer f.Close()
+	out := map[string][]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "[") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		require.True(t, ok, "unit line %q", line)
+		out[k] = append(out[k], v)
+	}
+	require.NoError(t, sc.Err())
+	return out
+}
+
+// The shipped unit must keep what the daemon needs across a crash: its
+// ExecStart parses with serve's own flags, and the state directory is one
+// systemd keeps when the service stops (the runtime directory is deleted
+// at every stop unless preserved — which threw the journal away exactly
+// when a restarted daemon needed it).
+func TestSystemdUnit(t *testing.T) {
+	u := unitFile(t)
+	require.Len(t, u["ExecStart"], 1)
+	args := strings.Fields(u["ExecStart"][0])
+	require.Equal(t, "serve", args[1])
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	setupServe(fs, &env{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }})
+	pos, err := parseInterspersed(fs, args[2:])
+	require.NoError(t, err, "ExecStart flags")
+	require.Empty(t, pos)
+	state := fs.Lookup("state-dir").Value.String()
+	require.NotEmpty(t, state, "a unit without --state-dir cannot repair a crash")
+	switch {
+	case strings.HasPrefix(state, "/run/"):
+		require.Equal(t, []string{"yes"}, u["RuntimeDirectoryPreserve"],
+			"--state-dir %s is under /run: RuntimeDirectoryPreserve=yes must keep it across stops", state)
+		require.Contains(t, u["RuntimeDirectory"], strings.Split(strings.TrimPrefix(state, "/run/"), "/")[0])
+	case strings.HasPrefix(state, "/var/lib/"):
+		require.Contains(t, u["StateDirectory"], strings.Split(strings.TrimPrefix(state, "/var/lib/"), "/")[0])
+	default:
+		t.Fatalf("--state-dir %s: neither a RuntimeDirectory nor a StateDirectory", state)
+	}
+	require.NotEqual(t, filepath.Dir(fs.Lookup("socket").Value.String()), state,
+		"the socket and the journal do not share a directory")
+
+	// The tools' own checks, where the machine has them.
+	if _, err := exec.LookPath("systemd-analyze"); err == nil {
+		dir := t.TempDir()
+		b, err := os.ReadFile("systemd/drvkit.service")
+		require.NoError(t, err)
+		// verify wants the ExecStart binary to exist.
+		unit := strings.Replace(string(b), "/usr/local/bin/drvctl", "/bin/true", 1)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "drvkit.service"), []byte(unit), 0o644))
+		out, err := exec.Command("systemd-analyze", "verify", filepath.Join(dir, "drvkit.service")).CombinedOutput()
+		require.NoError(t, err, "systemd-analyze verify: %s", out)
+		require.NotContains(t, string(out), "drvkit.service:", "warnings about the unit: %s", out)
+	}
+	if _, err := exec.LookPath("systemd-sysusers"); err == nil {
+		abs, err := filepath.Abs("systemd/drvkit-sysusers.conf")
+		require.NoError(t, err)
+		out, err := exec.Command("systemd-sysusers", "--dry-run", abs).CombinedOutput()
+		require.NoError(t, err, "systemd-sysusers: %s", out)
+		require.NotContains(t, string(out), "ignoring", "systemd-sysusers: %s", out)
+	}
+	require.Equal(t, []string{"drvkit"}, u["Group"])
+	b, err := os.ReadFile("systemd/drvkit-sysusers.conf")
+	require.NoError(t, err)
+	require.Contains(t, string(b), "g drvkit -", "the unit's group is created by the sysusers entry")
+}
