@@ -16,8 +16,8 @@ import (
 func TestPanicErrorUnwrap(t *testing.T) {
 	pathErr := &fs.PathError{Op: "open", Path: "/dev/sg9", Err: fs.ErrNotExist}
 	for _, tc := range []struct {
-		name   string
-		value  any
+		name  string
+		value any
 		is    error // a target errors.Is must find, nil: none
 	}{
 		{"sentinel", io.ErrUnexpectedEOF, io.ErrUnexpectedEOF},
