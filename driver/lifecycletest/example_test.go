@@ -3,8 +3,8 @@ package lifecycletest_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"regexp"
+	"slices"
 	"sync"
 
 	"github.com/drvkit/drvkit/driver"
