@@ -1,6 +1,3 @@
-// Package hotplugtest builds fake sysfs trees for tests of code that
-// enumerates devices (coldplug, resync, attribute reads) on machines without
-// the hardware.
 package hotplugtest
 
 import (
