@@ -111,7 +111,7 @@ func Example_application() {
 	defer stopWatch()
 	_ = r.RegisterPersonality(driver.Personality{
 		Name: "labels", Class: "LabelDisk", ProviderClass: hotplug.ClassSCSIDevice,
-		Match: []driver.Match{driver.MatchValue(hotplug.PropSCSIType, 0)},
+		Match: []driver.Match{driver.MatchValue(hotplug.PropSCSIType, scsi.TypeDisk)},
 		New:   func() driver.Driver { return &labelDriver{open: open} },
 	})
 	b := hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: sysfs})
