@@ -2,7 +2,6 @@ package sg_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -67,7 +66,7 @@ type appClient struct {
 func (a *appClient) Message(self *driver.Service, m driver.Message) error {
 	switch {
 	case m.Type == driver.ServiceIsTerminated && m.From == a.disk.ID():
-		a.gone <- a.disk.Name() + " terminated"
+		a.gone <- "terminated"
 	case m.Type == driver.ServiceIsRequestingClose:
 		return a.disk.Close(self)
 	}
@@ -137,8 +136,10 @@ func Example_application() {
 		fmt.Println(err)
 		return
 	}
-	node, _ := disk0.Providers()[0].Properties().String(hotplug.PropSG)
-	fmt.Println(disk0.Class(), disk0.Providers()[0].Name(), "on", node)
+	nub := disk0.Providers()[0]
+	name := disk0.Class() + " " + nub.Name()
+	node, _ := nub.Properties().String(hotplug.PropSG)
+	fmt.Println(name, "on", node)
 	inq, err := disk0.Call(ctx, "inquiry", nil)
 	fmt.Printf("inquiry %q, err %v\n", inq, err)
 	label, err := disk0.Call(ctx, "label", nil)
@@ -151,9 +152,7 @@ func Example_application() {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println(<-app.gone)
-	_, err = disk0.Call(ctx, "label", nil)
-	fmt.Println("after unplug:", errors.Is(err, driver.ErrNotActive))
+	fmt.Println(name, <-app.gone) // from here on the application forgets disk0
 
 	// Shut down: the device source, the bridge, and wait for the frees.
 	_ = sim.Close()
@@ -165,8 +164,7 @@ func Example_application() {
 	// LabelDisk 0:0:1:0 on /dev/sg0
 	// inquiry "ACME PHOTO VAULT", err <nil>
 	// label "HOLIDAY-2026", err <nil>
-	// labels terminated
-	// after unplug: true
+	// LabelDisk 0:0:1:0 terminated
 	// source: hotplug: source closed
 	// services left: 0
 }
