@@ -68,6 +68,14 @@ func (e *PanicError) Error() string {
 	return fmt.Sprintf("driver: %s of %s panicked: %v", e.Callback, e.Service, e.Value)
 }
 
+// Unwrap returns the panic value when it is an error (a driver that
+// panics with io.ErrUnexpectedEOF, or re-panics with a recovered error),
+// so errors.Is and errors.As see through the recovery; nil otherwise.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
 // Blocker is one thing that keeps a terminated service from being freed.
 type Blocker struct {
 	Service string // "Class#ID \"name\""

@@ -25,6 +25,25 @@ func activeDrivers(nub *driver.Service) []string {
 	return out
 }
 
+// vendorID is a named integer type, as packages define for their
+// constants (scsi.PeripheralType).
+type vendorID uint16
+
+func TestNamedIntegerProperties(t *testing.T) {
+	type tag string
+	p := driver.NewProperties(map[string]any{"type": vendorID(5), "big": ^uint64(0), "tag": tag("x")})
+	n, ok := p.Int("type")
+	require.True(t, ok)
+	require.Equal(t, int64(5), n)
+	u, ok := p.Uint("big")
+	require.True(t, ok)
+	require.Equal(t, ^uint64(0), u)
+	_, ok = p.Int("tag")
+	require.False(t, ok, "a named string is not a number")
+	_, ok = p.Int("missing")
+	require.False(t, ok)
+}
+
 func TestMatching(t *testing.T) {
 	props := map[string]any{"idVendor": uint16(0x0781), "idProduct": 0x5567, "bDeviceClass": 0x08, "serial": "AB12"}
 	p := func(name string, score int, cat string, ms ...driver.Match) driver.Personality {
@@ -38,6 +57,8 @@ func TestMatching(t *testing.T) {
 		want  []string
 	}{
 		{name: "exact int of another type", pers: []driver.Personality{p("a", 1, "", driver.MatchValue("idVendor", 0x781))}, want: []string{"a"}},
+		{name: "exact int of a named type", pers: []driver.Personality{p("a", 1, "", driver.MatchValue("idVendor", vendorID(0x781)))}, want: []string{"a"}},
+		{name: "masked named type", pers: []driver.Personality{p("a", 1, "", driver.MatchMasked("idVendor", uint64(vendorID(0x700)), 0xf00))}, want: []string{"a"}},
 		{name: "exact mismatch", pers: []driver.Personality{p("a", 1, "", driver.MatchValue("idVendor", 0x782))}},
 		{name: "missing key", pers: []driver.Personality{p("a", 1, "", driver.MatchValue("nope", 1))}},
 		{name: "string", pers: []driver.Personality{p("a", 1, "", driver.MatchValue("serial", "AB12"))}, want: []string{"a"}},

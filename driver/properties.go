@@ -2,6 +2,7 @@ package driver
 
 import (
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 )
@@ -146,6 +147,19 @@ func toInt(v any) (int64, bool) {
 			return 0, false
 		}
 		return int64(x), true
+	case nil:
+		return 0, false
+	}
+	// A named integer type, such as scsi.PeripheralType: a personality
+	// matching MatchValue("type", scsi.TypeDisk) against the bridge's
+	// uint64 property means the number.
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return rv.Int(), true
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		if u := rv.Uint(); u <= 1<<63-1 {
+			return int64(u), true
+		}
 	}
 	return 0, false
 }

@@ -55,5 +55,8 @@ func ReadMonitorJSON(r io.Reader) ([]driver.LifecycleEvent, error) {
 		}
 		out = append(out, ev)
 	}
-	return out, sc.Err()
+	if err := sc.Err(); err != nil {
+		return out, fmt.Errorf("monitor line %d: %w", line+1, err) // e.g. a line over 4 MiB
+	}
+	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -80,7 +81,27 @@ func OpenJournal(path string) (*Journal, error) {
 			return nil, fmt.Errorf("%w: %s: %w", ErrJournal, path, err)
 		}
 	}
+	for i, e := range j.entries {
+		if err := e.check(); err != nil {
+			return nil, fmt.Errorf("%w: %s: entry %d: %w", ErrJournal, path, i, err)
+		}
+	}
 	return j, nil
+}
+
+// check refuses entries no claim writes: the journal is read back by a
+// daemon running as root, which writes Driver into a sysfs path.
+func (e JournalEntry) check() error {
+	switch {
+	case e.Bus < 1 || e.Bus > 255 || e.Address < 1 || e.Address > 255:
+		return fmt.Errorf("bus %d address %d: want 1-255", e.Bus, e.Address)
+	case e.Interface < 0 || e.Interface > 255:
+		return fmt.Errorf("interface %d: want 0-255", e.Interface)
+	case e.Driver == "" || e.Driver == "." || e.Driver == ".." || len(e.Driver) > 255 ||
+		strings.ContainsAny(e.Driver, "/\x00"):
+		return fmt.Errorf("driver %q: not a kernel driver name", e.Driver)
+	}
+	return nil
 }
 
 // Entries returns the kernel drivers detached and not given back.

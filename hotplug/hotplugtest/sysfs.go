@@ -1,6 +1,3 @@
-// Package hotplugtest builds fake sysfs trees for tests of code that
-// enumerates devices (coldplug, resync, attribute reads) on machines without
-// the hardware.
 package hotplugtest
 
 import (
@@ -24,6 +21,16 @@ import (
 // listed by a SYSDIR line also gets a subsystem link to its bus or class,
 // as in the real sysfs. Lines starting with '#' and blank lines are ignored.
 func BuildSysfs(dir string, dump io.Reader) error {
+	// Every file operation goes through root, so that no link the dump
+	// creates can lead a later line's write outside dir.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	sc := bufio.NewScanner(dump)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	uevents := map[string][]string{}
@@ -41,24 +48,24 @@ func BuildSysfs(dir string, dump io.Reader) error {
 			if !ok {
 				return bad("want PATH -> TARGET")
 			}
-			f, err := local(dir, from)
+			f, err := local(from)
 			if err != nil {
 				return bad(err.Error())
 			}
-			t, err := local(dir, to)
+			t, err := local(to)
 			if err != nil {
 				return bad(err.Error())
 			}
-			if err := symlink(t, f); err != nil {
-				return err
+			if err := symlink(root, t, f); err != nil {
+				return bad(err.Error())
 			}
 			if kind == "SYSDIR" {
 				// bus/usb/devices/X -> subsystem bus/usb; class/block/X -> class/block
 				parts := strings.Split(strings.TrimPrefix(from, "/sys/"), "/")
 				if len(parts) >= 3 {
-					sub := filepath.Join(dir, parts[0], parts[1])
-					if err := symlink(sub, filepath.Join(t, "subsystem")); err != nil {
-						return err
+					sub := filepath.Join(parts[0], parts[1])
+					if err := symlink(root, sub, filepath.Join(t, "subsystem")); err != nil {
+						return bad(err.Error())
 					}
 				}
 			}
@@ -67,22 +74,22 @@ func BuildSysfs(dir string, dump io.Reader) error {
 			if !ok {
 				return bad("want PATH=VALUE")
 			}
-			f, err := local(dir, p)
+			f, err := local(p)
 			if err != nil {
 				return bad(err.Error())
 			}
-			if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
-				return err
+			if err := root.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+				return bad(err.Error())
 			}
-			if err := os.WriteFile(f, []byte(v+"\n"), 0o644); err != nil {
-				return err
+			if err := root.WriteFile(f, []byte(v+"\n"), 0o644); err != nil {
+				return bad(err.Error())
 			}
 		case "SYSUEVENT":
 			p, kv, ok := strings.Cut(rest, " ")
 			if !ok || !strings.Contains(kv, "=") {
 				return bad("want PATH KEY=VALUE")
 			}
-			f, err := local(dir, p)
+			f, err := local(p)
 			if err != nil {
 				return bad(err.Error())
 			}
@@ -98,19 +105,19 @@ func BuildSysfs(dir string, dump io.Reader) error {
 		return err
 	}
 	for _, d := range order {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := root.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(d, "uevent"), []byte(strings.Join(uevents[d], "\n")+"\n"), 0o644); err != nil {
+		if err := root.WriteFile(filepath.Join(d, "uevent"), []byte(strings.Join(uevents[d], "\n")+"\n"), 0o644); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// local maps a /sys path of the dump into dir, refusing anything that would
-// escape it.
-func local(dir, p string) (string, error) {
+// local maps a /sys path of the dump to a path relative to the tree's
+// root, refusing anything that would escape it.
+func local(p string) (string, error) {
 	rel, ok := strings.CutPrefix(p, "/sys/")
 	if !ok {
 		return "", fmt.Errorf("path %q is not under /sys", p)
@@ -119,26 +126,26 @@ func local(dir, p string) (string, error) {
 	if clean == ".." || strings.HasPrefix(clean, "../") || filepath.IsAbs(clean) {
 		return "", fmt.Errorf("path %q escapes /sys", p)
 	}
-	return filepath.Join(dir, clean), nil
+	return clean, nil
 }
 
-// symlink creates link -> target as a relative link, creating the parent
-// directories of both.
-func symlink(target, link string) error {
-	if err := os.MkdirAll(target, 0o755); err != nil {
+// symlink creates link -> target (both relative to root) as a relative
+// link, creating the parent directories of both.
+func symlink(root *os.Root, target, link string) error {
+	if err := root.MkdirAll(target, 0o755); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+	if err := root.MkdirAll(filepath.Dir(link), 0o755); err != nil {
 		return err
 	}
 	rel, err := filepath.Rel(filepath.Dir(link), target)
 	if err != nil {
 		return err
 	}
-	if old, err := os.Readlink(link); err == nil && old == rel {
+	if old, err := root.Readlink(link); err == nil && old == rel {
 		return nil
 	}
-	return os.Symlink(rel, link)
+	return root.Symlink(rel, link)
 }
 
 // QEMUSysfs builds the QEMU guest's sysfs from the dump at path into a new
