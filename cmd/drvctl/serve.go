@@ -259,20 +259,59 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	closeCtx, cancel := context.WithTimeout(context.Background(), o.closeTimeout)
 	defer cancel()
 	closeErr := d.reg.Close(closeCtx)
+	// What the registry still lists was never freed, whatever the tracing:
+	// the registry knows its services without refcount's help.
+	unfreed := d.reg.Services()
 	if err := d.usb.ReattachAll(); err != nil {
 		log.Error("re-attaching kernel drivers", "err", err)
 	}
 	_ = d.usb.Close()
-	if closeErr != nil {
+	return checkShutdown(log, stderr, o.trace, unfreed, closeErr)
+}
+
+// checkShutdown decides serve's exit: an error, with the leak report on
+// stderr, when a service was not freed (known to the registry, traced or
+// not) or a traced object of any class is still alive. Objects that are not
+// services are visible only when traced: the log says so when tracing was
+// not "all".
+func checkShutdown(log *slog.Logger, stderr io.Writer, trace string, unfreed []*driver.Service, closeErr error) error {
+	live := refcount.Live()
+	partial := trace != "" && trace != "all"
+	scope := "all classes traced"
+	if partial {
+		scope = fmt.Sprintf("object-level check covered only the traced classes (--trace %s)", trace)
+	}
+	if len(unfreed) == 0 && closeErr == nil && len(live) == 0 {
+		if partial {
+			log.Info("shutdown complete: every service freed; no traced object leaked", "trace", trace, "note", scope)
+		} else {
+			log.Info("shutdown complete: every service freed, nothing leaked")
+		}
+		return nil
+	}
+	fmt.Fprintln(stderr, "drvctl serve: objects leaked at shutdown:")
+	if len(unfreed) > 0 {
+		fmt.Fprintf(stderr, "%d service(s) never freed:\n", len(unfreed))
+		for _, s := range unfreed {
+			fmt.Fprintf(stderr, "  %s: retain %d, %s\n", s, s.RetainCount(), map[bool]string{true: "active", false: "terminated"}[s.State().Active])
+		}
+	}
+	if closeErr != nil { // what blocks each one: holders with stacks when traced
+		fmt.Fprintf(stderr, "%v\n", closeErr)
+	}
+	if len(live) > 0 {
+		_ = refcount.WriteText(stderr)
+	}
+	if partial {
+		fmt.Fprintf(stderr, "note: the %s\n", scope)
+	}
+	switch {
+	case len(unfreed) > 0:
+		return fmt.Errorf("shutdown: %d service(s) never freed (leak report above)", len(unfreed))
+	case closeErr != nil:
 		return fmt.Errorf("shutdown: %w", closeErr)
 	}
-	if live := refcount.Live(); len(live) > 0 {
-		fmt.Fprintln(stderr, "drvctl serve: objects leaked at shutdown:")
-		_ = refcount.WriteText(stderr)
-		return fmt.Errorf("shutdown: %d classes have live objects", len(live))
-	}
-	log.Info("shutdown complete: every service freed, nothing leaked")
-	return nil
+	return fmt.Errorf("shutdown: %d classes have live objects (leak report above)", len(live))
 }
 
 // journalKernelDrivers wraps the USB backend with the journal of detached
