@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,6 +92,50 @@ type daemon struct {
 	simBus *simBus      // nil on real hardware
 	bridge *hotplug.Bridge
 	srv    *userclient.Server
+
+	mu     sync.Mutex
+	loaded map[string]bool // the names of the personalities registered and not unloaded
+}
+
+// driverKnown reports whether unload has something to do with name: a
+// personality of that name is registered, or instances of one live on.
+func (d *daemon) driverKnown(name string) bool {
+	d.mu.Lock()
+	ok := d.loaded[name]
+	d.mu.Unlock()
+	if ok {
+		return true
+	}
+	for _, s := range d.reg.Services() {
+		if p := s.Personality(); p != nil && p.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *daemon) loadedNames() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	names := make([]string, 0, len(d.loaded))
+	for n := range d.loaded {
+		names = append(names, n)
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+func (d *daemon) setLoaded(name string, on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if on {
+		d.loaded[name] = true
+	} else {
+		delete(d.loaded, name)
+	}
 }
 
 // serve runs the daemon until ctx ends, then shuts down in order: clients
@@ -123,7 +168,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		}
 	}
 
-	d := &daemon{opts: o, log: log, hub: newMonitorHub()}
+	d := &daemon{opts: o, log: log, hub: newMonitorHub(), loaded: map[string]bool{}}
 	d.reg = driver.NewRegistry(driver.WithLogger(log))
 	cancelLifecycle := d.reg.SubscribeLifecycle(d.hub.lifecycle)
 	if log.Enabled(ctx, slog.LevelDebug) {
@@ -208,7 +253,9 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		}
 		if err := d.reg.RegisterPersonality(p); err != nil {
 			log.Error("register personality", "driver", name, "err", err)
+			continue
 		}
+		d.setLoaded(p.Name, true)
 	}
 	for _, ps := range o.personality {
 		// parsePersonality admits only drivers that can match by VID:PID.
@@ -217,6 +264,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			log.Error("register personality", "personality", ps.Name, "err", err)
 			continue
 		}
+		d.setLoaded(p.Name, true)
 		log.Info("personality", "name", ps.Name, "driver", ps.Driver, "vid", fmt.Sprintf("%04x", ps.Vendor), "pid", fmt.Sprintf("%04x", ps.Product), "score", ps.Score)
 	}
 
@@ -473,7 +521,13 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 		if err := decode(&a); err != nil {
 			return nil, nil, err
 		}
+		if a.Driver != "" && !d.driverKnown(a.Driver) {
+			return nil, nil, &notFoundError{msg: fmt.Sprintf("no driver %q is loaded (loaded: %s)", a.Driver, d.loadedNames())}
+		}
 		res, err := adminUnload(ctx, d.reg, a)
+		if err == nil {
+			d.setLoaded(a.Driver, false)
+		}
 		return res, nil, err
 	case opBlockers:
 		var a unloadArgs
