@@ -7,7 +7,7 @@ COUNT     ?= 1
 TESTFLAGS ?=
 export CGO_ENABLED = 1
 
-.PHONY: all deps build test vet bench fuzz demo leakdemo clean
+.PHONY: all deps build test vet cross bench fuzz demo leakdemo clean
 
 all: build
 
@@ -33,6 +33,23 @@ build: deps
 
 vet: deps
 	$(GO) vet ./...
+
+# drvkit runs on Linux, but its packages must build and vet elsewhere (an
+# application embedding userclient on a developer's Mac, a BSD port) and
+# without cgo (gousb is cgo-only; its files have stubs). The e2e host
+# harness drives QEMU with Linux-only process attributes and is left out
+# off Linux.
+CROSS_OS ?= darwin freebsd
+cross:
+	@set -e; for os in $(CROSS_OS); do \
+	  echo "== GOOS=$$os"; \
+	  pkgs=$$(GOOS=$$os $(GO) list ./... | grep -v '/e2e$$'); \
+	  GOOS=$$os CGO_ENABLED=0 $(GO) build $$pkgs; \
+	  GOOS=$$os CGO_ENABLED=0 $(GO) vet $$pkgs; \
+	done; \
+	echo "== CGO_ENABLED=0"; \
+	CGO_ENABLED=0 $(GO) build ./...; \
+	CGO_ENABLED=0 $(GO) vet ./...
 
 test: vet
 	$(GO) test -race -count=1 -timeout 12m $(TESTFLAGS) ./...

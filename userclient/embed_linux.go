@@ -2,22 +2,18 @@ package userclient
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os"
 
 	"golang.org/x/sys/unix"
 )
 
-// ErrClientDied is the reason an embedded client's connection ended when its
-// context was cancelled.
-var ErrClientDied = fmt.Errorf("userclient: embedded client's context was cancelled: %w", ErrClosed)
-
 // Embed returns an in-process client of s with exactly the semantics of a
 // socket client — policy (as this process's credentials), bounded
 // notification buffering, sessions and their cleanup — because it is one:
 // it talks to s over a socketpair. Cancelling ctx is the client dying:
 // every session it opened gets ClientDied, as if the process had crashed.
+// Linux only: elsewhere it fails with an error matching errors.ErrUnsupported.
 func (s *Server) Embed(ctx context.Context, opts ...DialOption) (*Client, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

@@ -38,6 +38,9 @@ var (
 	// ErrNotSocket: the socket path exists and is not a socket; it is never
 	// removed.
 	ErrNotSocket = errors.New("userclient: path exists and is not a socket")
+	// ErrClientDied is the reason an embedded client's connection ended
+	// when its context was cancelled (Server.Embed).
+	ErrClientDied = fmt.Errorf("userclient: embedded client's context was cancelled: %w", ErrClosed)
 )
 
 // Error codes on the wire (PROTOCOL.md, "Errors").

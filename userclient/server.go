@@ -387,18 +387,22 @@ func (c *conn) writer() {
 	for {
 		select {
 		case b := <-c.out:
-			// Whatever else is queued goes out in the same writev.
+			// Whatever else is queued goes out in the same writev, up to
+			// a fatal error frame: nothing may follow it on the wire (an
+			// answer queued while fail ran can land behind it).
 			batch = append(batch[:0], b)
+			fatal := isFatalFrame(b)
 		more:
-			for len(batch) < 64 {
+			for len(batch) < 64 && !fatal {
 				select {
 				case b := <-c.out:
 					batch = append(batch, b)
+					fatal = isFatalFrame(b)
 				default:
 					break more
 				}
 			}
-			if !c.write(batch) {
+			if !c.write(batch) || fatal {
 				return
 			}
 		case <-c.quit:
@@ -407,7 +411,7 @@ func (c *conn) writer() {
 			for {
 				select {
 				case b := <-c.out:
-					if !c.write(net.Buffers{b}) {
+					if !c.write(net.Buffers{b}) || isFatalFrame(b) {
 						return
 					}
 				default:
@@ -416,6 +420,12 @@ func (c *conn) writer() {
 			}
 		}
 	}
+}
+
+// isFatalFrame reports whether b, an encoded frame, is a fatal error frame:
+// the last one the connection sends.
+func isFatalFrame(b []byte) bool {
+	return len(b) > 5 && MsgType(b[4]) == TypeError && b[5]&FlagFatal != 0
 }
 
 func (c *conn) write(bufs net.Buffers) bool {
@@ -553,8 +563,11 @@ func (c *conn) readLoop() {
 			c.fail(protoErr(nil, "a client may not send %v frames", f.Type), CodeProtocol)
 			return
 		}
-		// The decoder reuses its buffer: the request gets its own copy.
-		req := Frame{Type: f.Type, ID: f.ID, Control: clone(f.Control), Data: clone(f.Data)}
+		req, err := parseRequest(&f)
+		if err != nil {
+			c.fail(err, CodeProtocol)
+			return
+		}
 		select {
 		case c.sem <- struct{}{}:
 		case <-c.quit:
@@ -562,7 +575,7 @@ func (c *conn) readLoop() {
 		}
 		// Registered before the next frame is read, so that a cancel
 		// right behind its request finds it.
-		ir, err := c.register(&req)
+		ir, err := c.register(&req.f)
 		if err != nil {
 			<-c.sem
 			c.fail(err, CodeProtocol)
@@ -570,10 +583,8 @@ func (c *conn) readLoop() {
 		}
 		c.reqWG.Add(1)
 		go func() {
-			defer func() { c.settle(req.ID, ir); <-c.sem; c.reqWG.Done() }()
-			if err := c.handle(&req, ir); err != nil {
-				c.fail(err, CodeProtocol)
-			}
+			defer func() { c.settle(req.f.ID, ir); <-c.sem; c.reqWG.Done() }()
+			c.handle(req, ir)
 		}()
 	}
 }
@@ -673,44 +684,64 @@ func (c *conn) handshake(f *Frame) error {
 	return nil
 }
 
-// handle serves one request. A returned error is a protocol violation that
-// ends the connection; everything else is answered with a reply or an
-// error frame and the connection stays usable.
-// ir is the request's cancel entry (nil: not cancellable).
-func (c *conn) handle(f *Frame, ir *inflightReq) error {
+// request is one request frame with its control payload decoded.
+type request struct {
+	f     Frame
+	open  openMsg
+	hm    handleMsg // close, call
+	admin adminMsg
+}
+
+// parseRequest decodes a request's control payload. It runs on the reading
+// goroutine, before the request is dispatched, so that a malformed frame
+// ends the connection before any frame behind it is served.
+func parseRequest(f *Frame) (*request, error) {
+	// The decoder reuses its buffer: the request gets its own copy.
+	r := &request{f: Frame{Type: f.Type, ID: f.ID, Control: clone(f.Control), Data: clone(f.Data)}}
+	var err error
+	switch f.Type {
+	case TypeOpen:
+		if err = json.Unmarshal(f.Control, &r.open); err != nil {
+			return nil, protoErr(err, "bad open payload")
+		}
+	case TypeClose:
+		if err = json.Unmarshal(f.Control, &r.hm); err != nil {
+			return nil, protoErr(err, "bad close payload")
+		}
+	case TypeCall:
+		if err = json.Unmarshal(f.Control, &r.hm); err != nil {
+			return nil, protoErr(err, "bad call payload")
+		}
+	case TypeAdmin:
+		if err = json.Unmarshal(f.Control, &r.admin); err != nil {
+			return nil, protoErr(err, "bad admin payload")
+		}
+	}
+	return r, nil
+}
+
+// handle serves one request; everything is answered with a reply or an
+// error frame and the connection stays usable (parseRequest has refused
+// what would end it). ir is the request's cancel entry (nil: not
+// cancellable).
+func (c *conn) handle(r *request, ir *inflightReq) {
 	ctx := c.ctx
 	if ir != nil {
 		ctx = ir.ctx
 	}
+	f := &r.f
 	switch f.Type {
 	case TypePing:
 		c.sendReply(f.ID, nil, f.Data)
 	case TypeOpen:
-		var m openMsg
-		if err := json.Unmarshal(f.Control, &m); err != nil {
-			return protoErr(err, "bad open payload")
-		}
-		c.open(ctx, f.ID, ir, m)
+		c.open(ctx, f.ID, ir, r.open)
 	case TypeClose:
-		var m handleMsg
-		if err := json.Unmarshal(f.Control, &m); err != nil {
-			return protoErr(err, "bad close payload")
-		}
-		c.close(f.ID, m.Handle)
+		c.close(f.ID, r.hm.Handle)
 	case TypeCall:
-		var m handleMsg
-		if err := json.Unmarshal(f.Control, &m); err != nil {
-			return protoErr(err, "bad call payload")
-		}
-		c.call(ctx, f.ID, ir, m.Handle, m.Method, f.Data)
+		c.call(ctx, f.ID, ir, r.hm.Handle, r.hm.Method, f.Data)
 	case TypeAdmin:
-		var m adminMsg
-		if err := json.Unmarshal(f.Control, &m); err != nil {
-			return protoErr(err, "bad admin payload")
-		}
-		c.admin(ctx, f.ID, ir, m, f.Data)
+		c.admin(ctx, f.ID, ir, r.admin, f.Data)
 	}
-	return nil
 }
 
 func (c *conn) open(ctx context.Context, id uint64, ir *inflightReq, m openMsg) {

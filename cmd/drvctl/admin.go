@@ -10,6 +10,7 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/refcount"
+	"github.com/drvkit/drvkit/userclient"
 )
 
 // Administrative operations, as the daemon serves them. Each takes its
@@ -33,8 +34,19 @@ type historyResult struct {
 	Dropped uint64         `json:"dropped"`
 }
 
-// ErrNoSuchService is returned for an ID the registry does not know.
+// errNoSuchService is returned for an ID the registry does not know.
 var errNoSuchService = errors.New("no such service")
+
+// notFoundError is an ID or a driver name the daemon does not know. It
+// travels as the no_service code (errors.Is userclient.ErrNoService) with
+// its message alone, which drvctl shows as a command-line error (exit 2).
+type notFoundError struct{ msg string }
+
+func (e *notFoundError) Error() string { return e.msg }
+
+func (e *notFoundError) Is(target error) bool {
+	return target == errNoSuchService || target == userclient.ErrNoService
+}
 
 type idArgs struct {
 	ID uint64 `json:"id"`
@@ -77,7 +89,7 @@ func findService(r *driver.Registry, id uint64) (*driver.Service, error) {
 			return s, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: id %d", errNoSuchService, id)
+	return nil, &notFoundError{msg: fmt.Sprintf("no service with ID %d (see drvctl inspect)", id)}
 }
 
 // adminTerminate terminates a service and waits for its free; past the

@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/drvkit/drvkit/userclient"
 )
 
@@ -66,7 +64,7 @@ func call(ctx context.Context, path, op string, args, res any) ([]byte, error) {
 	defer c.Close()
 	out, data, err := c.Admin(ctx, op, args, nil)
 	if err != nil {
-		return nil, err
+		return nil, daemonAnswer(err)
 	}
 	if res != nil && len(out) > 0 {
 		if err := json.Unmarshal(out, res); err != nil {
@@ -75,6 +73,28 @@ func call(ctx context.Context, path, op string, args, res any) ([]byte, error) {
 	}
 	return data, nil
 }
+
+// daemonAnswer turns an error the daemon sent into what drvctl prints: its
+// message alone, without the layers of the client library ("userclient:
+// admin why: userclient: failed: …"); an ID or a driver the daemon does not
+// know is a command-line error (exit 2).
+func daemonAnswer(err error) error {
+	var re *userclient.RemoteError
+	if !errors.As(err, &re) {
+		return err
+	}
+	if re.Code == userclient.CodeNoService {
+		return &usageError{msg: re.Message, noUsage: true}
+	}
+	return &remoteError{re: re}
+}
+
+// remoteError is a failure the daemon reported, shown as its message and
+// matchable with errors.Is/As like the RemoteError it wraps.
+type remoteError struct{ re *userclient.RemoteError }
+
+func (e *remoteError) Error() string { return e.re.Message }
+func (e *remoteError) Unwrap() error { return e.re }
 
 func parseID(args []string) (uint64, error) {
 	if len(args) != 1 {
@@ -99,8 +119,8 @@ func setupInspect(fs *flag.FlagSet, e *env) func([]string) error {
 	long := fs.Bool("l", false, "show every service's properties")
 	format := outputFlag(fs, "text", "json", "dot")
 	return func(args []string) error {
-		if err := noArgs(args); err != nil {
-			return err
+		if len(args) > 0 {
+			return usagef("inspect takes no arguments (it shows the whole registry), got %q", args)
 		}
 		f, err := format()
 		if err != nil {
@@ -158,7 +178,7 @@ func unload(path, name string, timeout time.Duration, w io.Writer) error {
 				fmt.Fprintf(w, "\x1b[%dA\x1b[J", drawn)
 			}
 			if err != nil {
-				return err
+				return daemonAnswer(err)
 			}
 			fmt.Fprintf(w, "unloaded %s: every instance freed\n", name)
 			return nil
@@ -191,8 +211,7 @@ func isTerminal(w io.Writer) bool {
 	if !ok {
 		return false
 	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	return isTerminalFd(f.Fd())
 }
 
 func setupTerminate(fs *flag.FlagSet, e *env) func([]string) error {

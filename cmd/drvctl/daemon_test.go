@@ -18,6 +18,7 @@ import (
 
 	"github.com/drvkit/drvkit/driver/lifecycletest"
 	"github.com/drvkit/drvkit/driver/scsi/blockdev"
+	"github.com/drvkit/drvkit/refcount/leaktest"
 	"github.com/drvkit/drvkit/userclient"
 )
 
@@ -232,7 +233,10 @@ func TestDaemonEndToEnd(t *testing.T) {
 	// Bad requests get errors and usage, and the daemon carries on.
 	out, err = d.ctl("terminate", "424242")
 	require.Error(t, err)
-	require.Contains(t, out, "no such service")
+	require.Contains(t, out, "drvctl terminate: no service with ID 424242 (see drvctl inspect)")
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit)
+	require.Equal(t, exitUsage, exit.ExitCode())
 	out, err = d.ctl("sim", "unplug 9-9")
 	require.Error(t, err)
 	require.Contains(t, out, "9-9")
@@ -260,25 +264,71 @@ func TestDaemonNotRunning(t *testing.T) {
 }
 
 func TestBadCommandLines(t *testing.T) {
+	leaktest.Check(t)
+	// A daemon for the cases that name something it does not know.
+	dir := t.TempDir()
+	scn := filepath.Join(dir, "boot.scn")
+	require.NoError(t, os.WriteFile(scn, []byte("scsi add 0:0:0:0\n"), 0o644))
+	sock := filepath.Join(dir, "d.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	readyc := make(chan struct{})
+	served := make(chan error, 1)
+	var daemonLog syncBuffer
+	go func() {
+		served <- serve(ctx, serveOptions{socket: sock, sim: scn, drivers: "sg", logFormat: "text", logLevel: "warn",
+			trace: "all", socketGroup: -1, termTimeout: 5 * time.Second, closeTimeout: 5 * time.Second},
+			&daemonLog, func(*daemon) { close(readyc) })
+	}()
+	select {
+	case <-readyc:
+	case err := <-served:
+		t.Fatalf("serve: %v\n%s", err, daemonLog.Bytes())
+	}
+	defer func() {
+		cancel()
+		require.NoError(t, <-served, "%s", daemonLog.Bytes())
+	}()
+
 	tests := []struct {
-		args []string
-		want string
+		args    []string
+		want    string
+		noUsage bool // a well-formed command line naming something unknown: no usage text
 	}{
-		{[]string{"inspect", "--bogus"}, "flag provided but not defined: -bogus"},
-		{[]string{"inspect", "-o", "yaml"}, `unknown output format "yaml"`},
-		{[]string{"why"}, "want exactly one service ID"},
-		{[]string{"why", "abc"}, `"abc" is not a service ID`},
-		{[]string{"terminate", "1", "2"}, "want exactly one service ID"},
-		{[]string{"unload"}, "want exactly one driver name"},
-		{[]string{"sim"}, "want scenario steps"},
-		{[]string{"serve", "extra"}, "serve takes no arguments"},
-		{[]string{"serve", "--log-format", "xml", "--socket", "/nonexistent/x.sock"}, `log format "xml"`},
+		{args: []string{"inspect", "--bogus"}, want: "flag provided but not defined: -bogus"},
+		{args: []string{"inspect", "-o", "yaml"}, want: `unknown output format "yaml"`},
+		{args: []string{"inspect", "usbstorage"}, want: `inspect takes no arguments (it shows the whole registry), got ["usbstorage"]`},
+		{args: []string{"why"}, want: "want exactly one service ID"},
+		{args: []string{"why", "abc"}, want: `"abc" is not a service ID`},
+		{args: []string{"terminate", "1", "2"}, want: "want exactly one service ID"},
+		{args: []string{"unload"}, want: "want exactly one driver name"},
+		{args: []string{"sim"}, want: "want scenario steps"},
+		{args: []string{"serve", "extra"}, want: "serve takes no arguments"},
+		{args: []string{"serve", "--log-format", "xml", "--socket", "/nonexistent/x.sock"}, want: `log format "xml"`},
+		{args: []string{"why", "999", "--socket", sock}, noUsage: true,
+			want: "drvctl why: no service with ID 999 (see drvctl inspect)\n"},
+		{args: []string{"terminate", "999", "--socket", sock}, noUsage: true,
+			want: "drvctl terminate: no service with ID 999 (see drvctl inspect)\n"},
+		{args: []string{"unload", "bogus", "--socket", sock}, noUsage: true,
+			want: `drvctl unload: no driver "bogus" is loaded (loaded: sg)` + "\n"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			e, _, errb := testEnv(nil, 0)
 			require.Equal(t, exitUsage, run(tt.args, e), errb.String())
 			require.Contains(t, errb.String(), tt.want)
+			if tt.noUsage {
+				require.Equal(t, tt.want, errb.String(), "one line, no usage, no library prefixes")
+			} else {
+				require.Contains(t, errb.String(), "usage: drvctl")
+			}
 		})
 	}
+
+	// Unloading a driver twice: the second time it is no longer loaded.
+	e, out, errb := testEnv(nil, 0)
+	require.Equal(t, exitOK, run([]string{"unload", "sg", "--socket", sock}, e), errb.String())
+	require.Contains(t, out.String(), "unloaded sg")
+	e, _, errb = testEnv(nil, 0)
+	require.Equal(t, exitUsage, run([]string{"unload", "sg", "--socket", sock}, e), errb.String())
+	require.Equal(t, `drvctl unload: no driver "sg" is loaded (loaded: none)`+"\n", errb.String())
 }

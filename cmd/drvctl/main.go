@@ -37,7 +37,12 @@ const (
 // command's usage after it and exits 2.
 var errUsage = errors.New("usage")
 
-type usageError struct{ msg string }
+type usageError struct {
+	msg string
+	// noUsage: the command line is well formed but names something the
+	// daemon does not know (an ID, a driver); the usage would not help.
+	noUsage bool
+}
 
 func (e *usageError) Error() string { return e.msg }
 func (e *usageError) Unwrap() error { return errUsage }
@@ -105,7 +110,10 @@ func run(args []string, e *env) int {
 		return exitOK
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(e.stderr, "drvctl %s: %v\n", c.name, err)
-		fs.Usage()
+		var ue *usageError
+		if !errors.As(err, &ue) || !ue.noUsage {
+			fs.Usage()
+		}
 		return exitUsage
 	default:
 		fmt.Fprintf(e.stderr, "drvctl %s: %v\n", c.name, err)

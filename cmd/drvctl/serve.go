@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,6 +92,50 @@ type daemon struct {
 	simBus *simBus      // nil on real hardware
 	bridge *hotplug.Bridge
 	srv    *userclient.Server
+
+	mu     sync.Mutex
+	loaded map[string]bool // the names of the personalities registered and not unloaded
+}
+
+// driverKnown reports whether unload has something to do with name: a
+// personality of that name is registered, or instances of one live on.
+func (d *daemon) driverKnown(name string) bool {
+	d.mu.Lock()
+	ok := d.loaded[name]
+	d.mu.Unlock()
+	if ok {
+		return true
+	}
+	for _, s := range d.reg.Services() {
+		if p := s.Personality(); p != nil && p.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *daemon) loadedNames() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	names := make([]string, 0, len(d.loaded))
+	for n := range d.loaded {
+		names = append(names, n)
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+func (d *daemon) setLoaded(name string, on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if on {
+		d.loaded[name] = true
+	} else {
+		delete(d.loaded, name)
+	}
 }
 
 // serve runs the daemon until ctx ends, then shuts down in order: clients
@@ -123,7 +168,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		}
 	}
 
-	d := &daemon{opts: o, log: log, hub: newMonitorHub()}
+	d := &daemon{opts: o, log: log, hub: newMonitorHub(), loaded: map[string]bool{}}
 	d.reg = driver.NewRegistry(driver.WithLogger(log))
 	cancelLifecycle := d.reg.SubscribeLifecycle(d.hub.lifecycle)
 	if log.Enabled(ctx, slog.LevelDebug) {
@@ -208,7 +253,9 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		}
 		if err := d.reg.RegisterPersonality(p); err != nil {
 			log.Error("register personality", "driver", name, "err", err)
+			continue
 		}
+		d.setLoaded(p.Name, true)
 	}
 	for _, ps := range o.personality {
 		// parsePersonality admits only drivers that can match by VID:PID.
@@ -217,6 +264,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			log.Error("register personality", "personality", ps.Name, "err", err)
 			continue
 		}
+		d.setLoaded(p.Name, true)
 		log.Info("personality", "name", ps.Name, "driver", ps.Driver, "vid", fmt.Sprintf("%04x", ps.Vendor), "pid", fmt.Sprintf("%04x", ps.Product), "score", ps.Score)
 	}
 
@@ -259,20 +307,59 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	closeCtx, cancel := context.WithTimeout(context.Background(), o.closeTimeout)
 	defer cancel()
 	closeErr := d.reg.Close(closeCtx)
+	// What the registry still lists was never freed, whatever the tracing:
+	// the registry knows its services without refcount's help.
+	unfreed := d.reg.Services()
 	if err := d.usb.ReattachAll(); err != nil {
 		log.Error("re-attaching kernel drivers", "err", err)
 	}
 	_ = d.usb.Close()
-	if closeErr != nil {
+	return checkShutdown(log, stderr, o.trace, unfreed, closeErr)
+}
+
+// checkShutdown decides serve's exit: an error, with the leak report on
+// stderr, when a service was not freed (known to the registry, traced or
+// not) or a traced object of any class is still alive. Objects that are not
+// services are visible only when traced: the log says so when tracing was
+// not "all".
+func checkShutdown(log *slog.Logger, stderr io.Writer, trace string, unfreed []*driver.Service, closeErr error) error {
+	live := refcount.Live()
+	partial := trace != "" && trace != "all"
+	scope := "all classes traced"
+	if partial {
+		scope = fmt.Sprintf("object-level check covered only the traced classes (--trace %s)", trace)
+	}
+	if len(unfreed) == 0 && closeErr == nil && len(live) == 0 {
+		if partial {
+			log.Info("shutdown complete: every service freed; no traced object leaked", "trace", trace, "note", scope)
+		} else {
+			log.Info("shutdown complete: every service freed, nothing leaked")
+		}
+		return nil
+	}
+	fmt.Fprintln(stderr, "drvctl serve: objects leaked at shutdown:")
+	if len(unfreed) > 0 {
+		fmt.Fprintf(stderr, "%d service(s) never freed:\n", len(unfreed))
+		for _, s := range unfreed {
+			fmt.Fprintf(stderr, "  %s: retain %d, %s\n", s, s.RetainCount(), map[bool]string{true: "active", false: "terminated"}[s.State().Active])
+		}
+	}
+	if closeErr != nil { // what blocks each one: holders with stacks when traced
+		fmt.Fprintf(stderr, "%v\n", closeErr)
+	}
+	if len(live) > 0 {
+		_ = refcount.WriteText(stderr)
+	}
+	if partial {
+		fmt.Fprintf(stderr, "note: the %s\n", scope)
+	}
+	switch {
+	case len(unfreed) > 0:
+		return fmt.Errorf("shutdown: %d service(s) never freed (leak report above)", len(unfreed))
+	case closeErr != nil:
 		return fmt.Errorf("shutdown: %w", closeErr)
 	}
-	if live := refcount.Live(); len(live) > 0 {
-		fmt.Fprintln(stderr, "drvctl serve: objects leaked at shutdown:")
-		_ = refcount.WriteText(stderr)
-		return fmt.Errorf("shutdown: %d classes have live objects", len(live))
-	}
-	log.Info("shutdown complete: every service freed, nothing leaked")
-	return nil
+	return fmt.Errorf("shutdown: %d classes have live objects (leak report above)", len(live))
 }
 
 // journalKernelDrivers wraps the USB backend with the journal of detached
@@ -434,7 +521,13 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 		if err := decode(&a); err != nil {
 			return nil, nil, err
 		}
+		if a.Driver != "" && !d.driverKnown(a.Driver) {
+			return nil, nil, &notFoundError{msg: fmt.Sprintf("no driver %q is loaded (loaded: %s)", a.Driver, d.loadedNames())}
+		}
 		res, err := adminUnload(ctx, d.reg, a)
+		if err == nil {
+			d.setLoaded(a.Driver, false)
+		}
 		return res, nil, err
 	case opBlockers:
 		var a unloadArgs
