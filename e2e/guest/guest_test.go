@@ -84,7 +84,7 @@ func TestUeventLogReceivesKernelEvents(t *testing.T) {
 	require.ErrorContains(t, err, "no uevent")
 	_, _, e := unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.LOOP_CTL_REMOVE, uintptr(idx))
 	require.Zero(t, e)
-	require.Eventually(t, func() bool { return find("remove") }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return find("remove") }, 10*time.Second, 10*time.Millisecond, "events: %v", dump(&mu, &got))
 	close(stop)
 	<-done
 }
@@ -167,4 +167,14 @@ func TestOpenRawDisablesEcho(t *testing.T) {
 	k, err = master.Read(buf)
 	require.NoError(t, err)
 	require.Equal(t, "x\n", string(buf[:k]))
+}
+
+func dump(mu *sync.Mutex, got *[]*agentproto.Uevent) string {
+	mu.Lock()
+	defer mu.Unlock()
+	var b strings.Builder
+	for _, u := range *got {
+		b.WriteString(u.Action + " " + u.Devpath + "\n")
+	}
+	return b.String()
 }
