@@ -21,6 +21,7 @@ import (
 type ueventLog struct {
 	fd      int
 	closed  atomic.Bool
+	done    chan struct{} // closed when the receiver has closed fd
 	mu      sync.Mutex
 	events  []*agentproto.Uevent
 	changed chan struct{}
@@ -42,26 +43,37 @@ func listenUevents() (*ueventLog, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	l := &ueventLog{fd: fd, changed: make(chan struct{})}
+	// The receiver polls for close: closing the fd under a blocked recvmsg
+	// does not wake it, and the fd number, reused by the next socket, then
+	// has two readers — a stale receiver ate the next listener's events.
+	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	l := &ueventLog{fd: fd, changed: make(chan struct{}), done: make(chan struct{})}
 	go l.receive(fd)
 	return l, nil
 }
 
-// close stops the receiver: shutting the socket down makes a blocked
-// recvmsg return.
+// close stops the receiver, which closes the socket, and waits for it.
 func (l *ueventLog) close() {
 	l.closed.Store(true)
-	unix.Shutdown(l.fd, unix.SHUT_RDWR)
-	unix.Close(l.fd)
+	<-l.done
 }
 
 func (l *ueventLog) receive(fd int) {
+	defer close(l.done)
+	defer unix.Close(fd)
 	buf := make([]byte, 64<<10)
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
 	for {
+		if l.closed.Load() {
+			return
+		}
 		n, _, _, from, err := unix.Recvmsg(fd, buf, oob, 0)
 		if err != nil {
-			if errors.Is(err, unix.EINTR) {
+			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 				continue
 			}
 			if errors.Is(err, unix.ENOBUFS) {
