@@ -461,6 +461,12 @@ func (d *daemon) waitApp(ctx context.Context, file, event string) []appLine {
 // stick goes.
 const readDepth = 4
 
+// readBlocks per read in the unplug-during-read scenarios: with 1-block
+// reads the bus was idle most of the time, and on a loaded host an unplug
+// could fall between the readers' transfers (every read then failed with
+// ErrTerminated, none with ErrNoDevice: seen once in a CI-like run).
+const readBlocks = 64
+
 // readErrors checks how each of the depth readers of e2e-app -read-loop
 // ended: with ErrNoDevice (the device vanished under the read) or
 // ErrTerminated (the read began once the service was terminated), never
@@ -673,7 +679,8 @@ func TestDrvctlUSBAndSCSI(t *testing.T) {
 		d.t = t
 		const status = "/tmp/reader.status"
 		_, err := a.Start(ctx, "reader", "e2e-app", "-socket", drvSock, "-driver", "usbstorage",
-			"-write", fmt.Sprint(lba), "-pattern", pattern, "-read-loop", fmt.Sprint(lba), "-depth", fmt.Sprint(readDepth), "-status", status)
+			"-write", fmt.Sprint(lba), "-pattern", pattern, "-read-loop", fmt.Sprint(lba), "-depth", fmt.Sprint(readDepth),
+			"-blocks", fmt.Sprint(readBlocks), "-status", status)
 		require.NoError(t, err)
 		lines := d.waitApp(ctx, status, "reading")
 		opened := findLine(lines, "opened")
@@ -871,7 +878,7 @@ func TestDrvctlUnplugReadSoak(t *testing.T) {
 	for i := range rounds {
 		status := fmt.Sprintf("/tmp/soak%d.status", i)
 		_, err := m.Agent.Start(ctx, "reader", "e2e-app", "-socket", drvSock, "-driver", "usbstorage",
-			"-read-loop", "8", "-depth", strconv.Itoa(depth), "-status", status)
+			"-read-loop", "8", "-depth", strconv.Itoa(depth), "-blocks", strconv.Itoa(readBlocks), "-status", status)
 		require.NoError(t, err)
 		d.waitApp(ctx, status, "reading")
 		require.NoError(t, m.UnplugUSB(ctx))

@@ -3,7 +3,7 @@
 // reports what happens to it as JSON lines the host asserts on.
 //
 //	e2e-app -socket S -driver usbstorage [-write LBA -pattern P] [-read LBA]
-//	        [-read-loop LBA [-depth N]] [-hold [-close-after FILE]] [-status FILE]
+//	        [-read-loop LBA [-depth N] [-blocks N]] [-hold [-close-after FILE]] [-status FILE]
 //
 // In that order: it opens an instance of the driver, asks INQUIRY and the
 // capacity, writes the pattern at LBA, reads LBA once, then with -read-loop
@@ -83,6 +83,7 @@ func main() {
 	read := flag.Int64("read", -1, "read this `lba` once (-1: no read)")
 	loop := flag.Int64("read-loop", -1, "read this `lba` until a read fails (-1: no loop)")
 	depth := flag.Int("depth", 1, "with -read-loop: `reads` outstanding at once")
+	blocks := flag.Int("blocks", 1, "with -read-loop: `blocks` per read (larger reads keep the bus busy, so an unplug finds a transfer in flight)")
 	hold := flag.Bool("hold", false, "hold the device open until it requests close")
 	closeAfter := flag.String("close-after", "", "with -hold: after ServiceIsRequestingClose, keep the device open until this `file` exists")
 	statusPath := flag.String("status", "", "also append every line to this `file`")
@@ -97,7 +98,7 @@ func main() {
 		}
 		r.status = f
 	}
-	if err := run(r, *socket, *drv, *write, *pattern, *read, *loop, *depth, *hold, *closeAfter); err != nil {
+	if err := run(r, *socket, *drv, *write, *pattern, *read, *loop, *depth, *blocks, *hold, *closeAfter); err != nil {
 		r.emit(Line{Event: "error", Error: err.Error(), NoDevice: errors.Is(err, userclient.ErrNoDevice),
 			Terminated: errors.Is(err, userclient.ErrTerminated)})
 		os.Exit(1)
@@ -105,7 +106,7 @@ func main() {
 	r.emit(Line{Event: "exit"})
 }
 
-func run(r *reporter, socket, drv string, write int64, pattern string, read, loop int64, depth int, hold bool, closeAfter string) error {
+func run(r *reporter, socket, drv string, write int64, pattern string, read, loop int64, depth, blocks int, hold bool, closeAfter string) error {
 	if socket == "" {
 		return errors.New("no socket: use -socket or DRVCTL_SOCKET")
 	}
@@ -170,7 +171,7 @@ func run(r *reporter, socket, drv string, write int64, pattern string, read, loo
 			go func() {
 				defer wg.Done()
 				for n := 0; ; n++ {
-					_, err := call(blockdev.MethodRead, blockdev.EncodeRead(uint64(loop), 1))
+					_, err := call(blockdev.MethodRead, blockdev.EncodeRead(uint64(loop), uint32(max(blocks, 1))))
 					if err != nil {
 						r.emit(Line{Event: "read-error", LBA: uint64(loop), Reads: n, Error: err.Error(),
 							NoDevice: errors.Is(err, userclient.ErrNoDevice), Terminated: errors.Is(err, userclient.ErrTerminated)})
