@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -824,6 +825,9 @@ func (c *conn) sendNotification(h uint64, n Notification) {
 // reflection: it is the per-client cost of a fan-out.
 func appendNotification(b []byte, h uint64, n Notification) []byte {
 	start := len(b)
+	// One allocation per frame: room for the header, the control payload
+	// (its keys and numbers fit in 64 bytes) and the data.
+	b = slices.Grow(b, 4+headerLen+64+len(n.Type)+len(n.Detail)+len(n.Data))
 	b = append(b, make([]byte, 4+headerLen)...)
 	b = append(b, `{"handle":`...)
 	b = strconv.AppendUint(b, h, 10)
