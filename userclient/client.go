@@ -243,7 +243,10 @@ func (c *Client) reader() {
 			if f.Type == TypeError {
 				r.err = decodeError(&f)
 			} else if p.onReply != nil {
-				p.onReply(&f)
+				// A copy: passing &f to a func value would move f to the
+				// heap for every frame, notifications included.
+				rf := f
+				p.onReply(&rf)
 			}
 			p.ch <- r
 			continue

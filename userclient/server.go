@@ -246,6 +246,7 @@ type conn struct {
 	cancel context.CancelFunc
 
 	out      chan []byte // encoded frames for the writer
+	wbufs    net.Buffers // the batch being written (the writer's only)
 	outBytes atomic.Int64
 	quit     chan struct{} // closed by fail: the writer drains and closes
 	writerWG sync.WaitGroup
@@ -437,7 +438,16 @@ func (c *conn) write(bufs net.Buffers) bool {
 	c.outBytes.Add(-int64(n))
 	err := faultinject.At(faultinject.Write, nil)
 	if err == nil {
-		_, err = bufs.WriteTo(c.nc)
+		if len(bufs) == 1 {
+			// The usual case in a fan-out: one frame, one write(2).
+			_, err = c.nc.Write(bufs[0])
+		} else {
+			// WriteTo takes a pointer: a field, so that a local does not
+			// escape and cost an allocation per write.
+			c.wbufs = bufs
+			_, err = c.wbufs.WriteTo(c.nc)
+			c.wbufs = nil
+		}
 	}
 	if err != nil {
 		c.fail(fmt.Errorf("writing: %w", err), "")
