@@ -212,6 +212,7 @@ func decodeError(f *Frame) error {
 // sends on (and closes) notification channels.
 func (c *Client) reader() {
 	var rerr error
+	var lastType string // the last notification type, reused while it repeats
 	for {
 		f, err := c.dec.ReadFrame()
 		if err != nil {
@@ -242,16 +243,20 @@ func (c *Client) reader() {
 			if f.Type == TypeError {
 				r.err = decodeError(&f)
 			} else if p.onReply != nil {
-				p.onReply(&f)
+				// A copy: passing &f to a func value would move f to the
+				// heap for every frame, notifications included.
+				rf := f
+				p.onReply(&rf)
 			}
 			p.ch <- r
 			continue
 		case TypeNotification:
-			var m notificationMsg
-			if err := json.Unmarshal(f.Control, &m); err != nil {
+			m, err := decodeNotificationMsg(f.Control, lastType)
+			if err != nil {
 				rerr = protoErr(err, "bad notification payload")
 				break
 			}
+			lastType = m.Type
 			c.mu.Lock()
 			h := c.handles[m.Handle]
 			c.mu.Unlock()

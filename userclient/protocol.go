@@ -196,6 +196,7 @@ type Decoder struct {
 	r   io.Reader
 	max int
 	buf []byte
+	lp  [4]byte // the length prefix; here, not on the stack, where passing it to io.ReadFull made it escape: one allocation per frame
 }
 
 // NewDecoder returns a decoder refusing frames whose length field exceeds
@@ -215,8 +216,8 @@ func NewDecoder(r io.Reader, max int) *Decoder {
 // io.ErrUnexpectedEOF. The length is checked before the body is read, so a
 // giant length prefix costs nothing.
 func (d *Decoder) ReadFrame() (Frame, error) {
-	var lp [4]byte
-	if n, err := io.ReadFull(d.r, lp[:]); err != nil {
+	lp := d.lp[:]
+	if n, err := io.ReadFull(d.r, lp); err != nil {
 		if err == io.EOF {
 			return Frame{}, io.EOF
 		}
@@ -225,7 +226,7 @@ func (d *Decoder) ReadFrame() (Frame, error) {
 		}
 		return Frame{}, err
 	}
-	n, err := checkLength(binary.BigEndian.Uint32(lp[:]), d.max)
+	n, err := checkLength(binary.BigEndian.Uint32(lp), d.max)
 	if err != nil {
 		return Frame{}, err
 	}

@@ -184,6 +184,10 @@ type userClient struct {
 	nmu      sync.Mutex
 	termSeen bool
 	held     []Notification
+	// The last message type's name (guarded by nmu): a driver-defined
+	// type's String is a fmt.Sprintf, paid per client of a fan-out.
+	lastType driver.MessageType
+	lastName string
 }
 
 var (
@@ -197,7 +201,7 @@ var (
 func (u *userClient) Message(_ *driver.Service, m driver.Message) error {
 	u.nmu.Lock()
 	defer u.nmu.Unlock()
-	u.notify(toNotification(m))
+	u.notify(u.toNotification(m))
 	if m.Type == driver.ServiceIsTerminated && m.From == u.target.ID() && !u.termSeen {
 		u.termSeen = true
 		for _, n := range u.held {
@@ -220,14 +224,18 @@ func (u *userClient) interest(m driver.Message) {
 	u.nmu.Lock()
 	defer u.nmu.Unlock()
 	if !u.termSeen && !u.target.State().Active {
-		u.held = append(u.held, toNotification(m))
+		u.held = append(u.held, u.toNotification(m))
 		return
 	}
-	u.notify(toNotification(m))
+	u.notify(u.toNotification(m))
 }
 
-func toNotification(m driver.Message) Notification {
-	n := Notification{Type: NotificationType(m.Type.String()), Service: m.From}
+// toNotification converts m; u.nmu is held.
+func (u *userClient) toNotification(m driver.Message) Notification {
+	if u.lastName == "" || u.lastType != m.Type {
+		u.lastType, u.lastName = m.Type, m.Type.String()
+	}
+	n := Notification{Type: NotificationType(u.lastName), Service: m.From}
 	switch d := m.Data.(type) {
 	case nil:
 	case []byte:

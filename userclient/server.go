@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -245,6 +246,7 @@ type conn struct {
 	cancel context.CancelFunc
 
 	out      chan []byte // encoded frames for the writer
+	wbufs    net.Buffers // the batch being written (the writer's only)
 	outBytes atomic.Int64
 	quit     chan struct{} // closed by fail: the writer drains and closes
 	writerWG sync.WaitGroup
@@ -436,7 +438,16 @@ func (c *conn) write(bufs net.Buffers) bool {
 	c.outBytes.Add(-int64(n))
 	err := faultinject.At(faultinject.Write, nil)
 	if err == nil {
-		_, err = bufs.WriteTo(c.nc)
+		if len(bufs) == 1 {
+			// The usual case in a fan-out: one frame, one write(2).
+			_, err = c.nc.Write(bufs[0])
+		} else {
+			// WriteTo takes a pointer: a field, so that a local does not
+			// escape and cost an allocation per write.
+			c.wbufs = bufs
+			_, err = c.wbufs.WriteTo(c.nc)
+			c.wbufs = nil
+		}
 	}
 	if err != nil {
 		c.fail(fmt.Errorf("writing: %w", err), "")
@@ -824,6 +835,9 @@ func (c *conn) sendNotification(h uint64, n Notification) {
 // reflection: it is the per-client cost of a fan-out.
 func appendNotification(b []byte, h uint64, n Notification) []byte {
 	start := len(b)
+	// One allocation per frame: room for the header, the control payload
+	// (its keys and numbers fit in 64 bytes) and the data.
+	b = slices.Grow(b, 4+headerLen+64+len(n.Type)+len(n.Detail)+len(n.Data))
 	b = append(b, make([]byte, 4+headerLen)...)
 	b = append(b, `{"handle":`...)
 	b = strconv.AppendUint(b, h, 10)
