@@ -28,12 +28,15 @@ func (d *overlapDriver) enter() {
 	d.in.Add(-1)
 }
 
-func (d *overlapDriver) Probe(context.Context, *driver.Service) (int, bool) { d.enter(); return 1, true }
-func (d *overlapDriver) Start(context.Context, *driver.Service) error      { d.enter(); return nil }
-func (d *overlapDriver) Stop(*driver.Service)                              { d.enter() }
-func (d *overlapDriver) WillTerminate(*driver.Service)                     { d.enter() }
-func (d *overlapDriver) DidTerminate(*driver.Service)                      { d.enter() }
-func (d *overlapDriver) Message(*driver.Service, driver.Message) error     { d.enter(); return nil }
+func (d *overlapDriver) Probe(context.Context, *driver.Service) (int, bool) {
+	d.enter()
+	return 1, true
+}
+func (d *overlapDriver) Start(context.Context, *driver.Service) error  { d.enter(); return nil }
+func (d *overlapDriver) Stop(*driver.Service)                          { d.enter() }
+func (d *overlapDriver) WillTerminate(*driver.Service)                 { d.enter() }
+func (d *overlapDriver) DidTerminate(*driver.Service)                  { d.enter() }
+func (d *overlapDriver) Message(*driver.Service, driver.Message) error { d.enter(); return nil }
 
 var (
 	_ driver.Prober         = (*overlapDriver)(nil)
