@@ -32,6 +32,8 @@ build: deps
 	$(GO) build ./...
 
 vet: deps
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
 # drvkit runs on Linux, but its packages must build and vet elsewhere (an
