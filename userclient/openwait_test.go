@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/drvkit/drvkit/driver"
 )
 
 // watchers is how many opens wait on the registry backend (tests).
@@ -103,15 +101,7 @@ func TestOpenWaitForPlug(t *testing.T) {
 func TestOpenWaitForStart(t *testing.T) {
 	ts := newTestServer(t, Config{})
 	ctx := context.Background()
-	d := &slowStartDriver{testDriver: testDriver{reg: ts.reg}, started: make(chan struct{}), release: make(chan struct{})}
-	require.NoError(t, ts.reg.r.RegisterPersonality(driver.Personality{
-		Name: "SlowDriver", Class: "SlowDevice", ProviderClass: "SlowNub",
-		New: func() driver.Driver { return d },
-	}))
-	nub := ts.reg.r.NewNub("SlowNub", "slow0", driver.Properties{})
-	published := make(chan error, 1)
-	go func() { published <- ts.reg.r.Publish(nil, nub) }()
-	<-d.started
+	d, nub, published := plugSlowStart(t, ts)
 
 	c := ts.dial(t)
 	done := openWait(ctx, c, Match{Class: "SlowDevice"})

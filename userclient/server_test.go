@@ -491,21 +491,30 @@ func (d *slowStartDriver) Start(ctx context.Context, _ *driver.Service) error {
 	}
 }
 
+// plugSlowStart publishes a SlowNub whose SlowDriver instance is inside
+// Start when it returns; closing d.release lets Start return, and
+// published then yields Publish's result.
+func plugSlowStart(t *testing.T, ts *testServer) (d *slowStartDriver, nub *driver.Service, published <-chan error) {
+	t.Helper()
+	d = &slowStartDriver{testDriver: testDriver{reg: ts.reg}, started: make(chan struct{}), release: make(chan struct{})}
+	require.NoError(t, ts.reg.r.RegisterPersonality(driver.Personality{
+		Name: "SlowDriver", Class: "SlowDevice", ProviderClass: "SlowNub",
+		New: func() driver.Driver { return d },
+	}))
+	nub = ts.reg.r.NewNub("SlowNub", "slow0", driver.Properties{})
+	pub := make(chan error, 1)
+	go func() { pub <- ts.reg.r.Publish(nil, nub) }()
+	<-d.started
+	return d, nub, pub
+}
+
 // A driver whose Start is still running is not offered to applications:
 // the daemon crash test opened usbstorage before it had claimed its
 // interface.
 func TestStartingDriverIsNotOpenable(t *testing.T) {
 	ts := newTestServer(t, Config{})
 	ctx := context.Background()
-	d := &slowStartDriver{testDriver: testDriver{reg: ts.reg}, started: make(chan struct{}), release: make(chan struct{})}
-	require.NoError(t, ts.reg.r.RegisterPersonality(driver.Personality{
-		Name: "SlowDriver", Class: "SlowDevice", ProviderClass: "SlowNub",
-		New: func() driver.Driver { return d },
-	}))
-	nub := ts.reg.r.NewNub("SlowNub", "slow0", driver.Properties{})
-	published := make(chan error, 1)
-	go func() { published <- ts.reg.r.Publish(nil, nub) }()
-	<-d.started
+	d, nub, published := plugSlowStart(t, ts)
 	cs := nub.Clients()
 	require.Len(t, cs, 1)
 	slow := cs[0]
