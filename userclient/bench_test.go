@@ -56,19 +56,9 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 		}
 	}
 	directNs := float64(time.Since(start).Nanoseconds()) / baseN
-	for _, mode := range []string{"socket", "embedded"} {
+	for _, mode := range clientModes {
 		b.Run(mode, func(b *testing.B) {
-			var c *Client
-			var err error
-			if mode == "socket" {
-				c, err = Dial(ctx, ts.sock)
-			} else {
-				c, err = ts.Embed(ctx)
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close()
+			c := ts.client(b, mode)
 			h, err := c.Open(ctx, Match{Class: "TestDevice"})
 			if err != nil {
 				b.Fatal(err)
@@ -182,19 +172,9 @@ func BenchmarkCallCancel(b *testing.B) {
 	untraced(b)
 	ts := newTestServer(b, Config{})
 	ctx := context.Background()
-	for _, mode := range []string{"socket", "embedded"} {
+	for _, mode := range clientModes {
 		b.Run(mode, func(b *testing.B) {
-			var c *Client
-			var err error
-			if mode == "socket" {
-				c, err = Dial(ctx, ts.sock)
-			} else {
-				c, err = ts.Embed(ctx)
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close()
+			c := ts.client(b, mode)
 			h, err := c.Open(ctx, Match{Class: "TestDevice"})
 			if err != nil {
 				b.Fatal(err)

@@ -54,19 +54,11 @@ func (ts *testServer) inflight() int {
 // the connection, other handles and other connections are unaffected, the
 // service is idle again and terminates without waiting for anything.
 func TestCancelReachesDriver(t *testing.T) {
-	for _, mode := range []string{"socket", "embedded"} {
+	for _, mode := range clientModes {
 		t.Run(mode, func(t *testing.T) {
 			ts := newTestServer(t, Config{})
 			ctx := context.Background()
-			var c *Client
-			if mode == "socket" {
-				c = ts.dial(t)
-			} else {
-				var err error
-				c, err = ts.Embed(ctx)
-				require.NoError(t, err)
-				t.Cleanup(func() { c.Close() })
-			}
+			c := ts.client(t, mode)
 			require.Equal(t, Version, c.Version())
 			h, err := c.Open(ctx, Match{Class: "TestDevice"})
 			require.NoError(t, err)

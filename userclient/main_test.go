@@ -247,6 +247,23 @@ func (ts *testServer) waitDisconnect(t testing.TB, pid int) disconnect {
 	}
 }
 
+// clientModes are the two ways an application reaches the server; tests
+// that must hold for both run once per mode with ts.client.
+var clientModes = []string{"socket", "embedded"}
+
+// client connects over the socket ("socket") or in process ("embedded"),
+// closed at cleanup.
+func (ts *testServer) client(t testing.TB, mode string) *Client {
+	t.Helper()
+	if mode == "socket" {
+		return ts.dial(t)
+	}
+	c, err := ts.Embed(context.Background())
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func (ts *testServer) dial(t testing.TB) *Client {
 	t.Helper()
 	c, err := Dial(context.Background(), ts.sock)

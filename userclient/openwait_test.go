@@ -46,17 +46,11 @@ func openWait(ctx context.Context, c *Client, m Match) <-chan openResult {
 // An application waiting for a device gets it when it is plugged — after
 // its driver has started — without polling, over the socket and embedded.
 func TestOpenWaitForPlug(t *testing.T) {
-	for _, mode := range []string{"socket", "embedded"} {
+	for _, mode := range clientModes {
 		t.Run(mode, func(t *testing.T) {
 			ts := newTestServer(t, Config{})
 			ctx := context.Background()
-			c := ts.dial(t)
-			if mode == "embedded" {
-				var err error
-				c, err = ts.Embed(ctx)
-				require.NoError(t, err)
-				t.Cleanup(func() { c.Close() })
-			}
+			c := ts.client(t, mode)
 			// Matches at once, as Open.
 			h0, err := c.OpenWait(ctx, Match{Class: "TestDevice"})
 			require.NoError(t, err)
