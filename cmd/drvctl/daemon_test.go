@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -72,24 +71,7 @@ type daemonProc struct {
 	t      *testing.T
 	socket string
 	cmd    *exec.Cmd
-	log    *safeBuffer
-}
-
-type safeBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	log    *syncBuffer
 }
 
 func self(t *testing.T, role string, args ...string) *exec.Cmd {
@@ -106,7 +88,7 @@ func startDaemon(t *testing.T, scenario string) *daemonProc {
 	dir := t.TempDir()
 	scn := filepath.Join(dir, "boot.scn")
 	require.NoError(t, os.WriteFile(scn, []byte(scenario), 0o644))
-	d := &daemonProc{t: t, socket: filepath.Join(dir, "drvkit.sock"), log: &safeBuffer{}}
+	d := &daemonProc{t: t, socket: filepath.Join(dir, "drvkit.sock"), log: &syncBuffer{}}
 	d.cmd = self(t, "drvctl", "serve", "--sim", scn, "--socket", d.socket)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	require.NoError(t, d.cmd.Start())
@@ -162,7 +144,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	d := startDaemon(t, "scsi add 0:0:0:0 vendor=QEMU model=\"QEMU HARDDISK\"\n")
 
 	mon := self(t, "drvctl", "monitor", "-o", "json", "--socket", d.socket)
-	monOut := &safeBuffer{}
+	monOut := &syncBuffer{}
 	mon.Stdout, mon.Stderr = monOut, monOut
 	require.NoError(t, mon.Start())
 	t.Cleanup(func() { _ = mon.Process.Kill(); _ = mon.Wait() })
@@ -179,7 +161,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 
 	app := self(t, "app")
 	app.Env = append(app.Env, "DRVCTL_SOCKET="+d.socket)
-	appOut := &safeBuffer{}
+	appOut := &syncBuffer{}
 	app.Stdout, app.Stderr = appOut, appOut
 	require.NoError(t, app.Start())
 	require.Eventually(t, func() bool { return strings.Contains(appOut.String(), "app: holding") },
@@ -270,24 +252,9 @@ func TestBadCommandLines(t *testing.T) {
 	scn := filepath.Join(dir, "boot.scn")
 	require.NoError(t, os.WriteFile(scn, []byte("scsi add 0:0:0:0\n"), 0o644))
 	sock := filepath.Join(dir, "d.sock")
-	ctx, cancel := context.WithCancel(context.Background())
-	readyc := make(chan struct{})
-	served := make(chan error, 1)
-	var daemonLog syncBuffer
-	go func() {
-		served <- serve(ctx, serveOptions{socket: sock, sim: scn, drivers: "sg", logFormat: "text", logLevel: "warn",
-			trace: "all", socketGroup: -1, termTimeout: 5 * time.Second, closeTimeout: 5 * time.Second},
-			&daemonLog, func(*daemon) { close(readyc) })
-	}()
-	select {
-	case <-readyc:
-	case err := <-served:
-		t.Fatalf("serve: %v\n%s", err, daemonLog.Bytes())
-	}
-	defer func() {
-		cancel()
-		require.NoError(t, <-served, "%s", daemonLog.Bytes())
-	}()
+	d := startServe(t, serveOptions{socket: sock, sim: scn, drivers: "sg", logFormat: "text", logLevel: "warn",
+		trace: "all", socketGroup: -1, termTimeout: 5 * time.Second, closeTimeout: 5 * time.Second})
+	defer func() { require.NoError(t, d.stop(), "%s", d.log.Bytes()) }()
 
 	tests := []struct {
 		args    []string

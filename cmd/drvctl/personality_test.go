@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -53,24 +52,6 @@ func TestParsePersonality(t *testing.T) {
 	require.Equal(t, "name=a,driver=usbstorage,vid=0001,pid=0002,score=100", fl.String())
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]byte(nil), s.b.Bytes()...)
-}
-
 // The daemon on a simulated bus with a VID:PID personality: the product's
 // mass-storage interface goes to the personality (its score beats the class
 // match), another stick still to usbstorage; unplugged, everything is
@@ -88,18 +69,8 @@ func TestServePersonalityOnSimBus(t *testing.T) {
 		termTimeout: 10 * time.Second, closeTimeout: 10 * time.Second}
 	require.NoError(t, o.personality.Set("name=gadget,driver=usbstorage,vid=1d50,pid=6018"))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	readyc := make(chan *daemon, 1)
-	served := make(chan error, 1)
-	var stderr syncBuffer
-	go func() { served <- serve(ctx, o, &stderr, func(d *daemon) { readyc <- d }) }()
-	var d *daemon
-	select {
-	case d = <-readyc:
-	case err := <-served:
-		t.Fatalf("serve: %v\n%s", err, stderr.Bytes())
-	}
+	d := startServe(t, o)
+	ctx := context.Background()
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer wcancel()
 
@@ -155,7 +126,7 @@ func TestServePersonalityOnSimBus(t *testing.T) {
 	// Other terminations (the kernel's SCSI disks going as usbstorage
 	// claims the sticks) may still be under way: a complete trace needs
 	// them finished and seen by the monitor.
-	waitMonitorCaughtUp(t, d, &mon)
+	waitMonitorCaughtUp(t, d.daemon, &mon)
 	mcancel()
 	require.NoError(t, <-monDone)
 
@@ -175,9 +146,8 @@ func TestServePersonalityOnSimBus(t *testing.T) {
 	require.Equal(t, uint64(1), first.Seq, "the replay starts at the daemon's first event")
 	require.Equal(t, "kernel", first.Kind)
 
-	cancel()
-	require.NoError(t, <-served, "%s", stderr.Bytes())
-	require.False(t, strings.Contains(string(stderr.Bytes()), "leaked"), "%s", stderr.Bytes())
+	require.NoError(t, d.stop(), "%s", d.log.Bytes())
+	require.False(t, strings.Contains(d.log.String(), "leaked"), "%s", d.log.Bytes())
 }
 
 func TestMonitorHistoryBounded(t *testing.T) {

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -39,3 +42,60 @@ func TestServeSetupFailuresLeakNothing(t *testing.T) {
 		})
 	}
 }
+
+// inProcessDaemon is `drvctl serve` running in the test's own process, so
+// that a test can reach its registry and monitor hub.
+type inProcessDaemon struct {
+	*daemon
+	log    syncBuffer // serve's stderr
+	cancel context.CancelFunc
+	served chan error
+	once   sync.Once
+	err    error
+}
+
+// startServe runs serve with o and returns once it accepts connections.
+// stop, which cleanup also calls, shuts it down and returns serve's result.
+func startServe(t *testing.T, o serveOptions) *inProcessDaemon {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &inProcessDaemon{cancel: cancel, served: make(chan error, 1)}
+	readyc := make(chan *daemon, 1)
+	go func() { p.served <- serve(ctx, o, &p.log, func(d *daemon) { readyc <- d }) }()
+	select {
+	case p.daemon = <-readyc:
+	case err := <-p.served:
+		cancel()
+		t.Fatalf("serve: %v\n%s", err, p.log.Bytes())
+	}
+	t.Cleanup(func() { _ = p.stop() })
+	return p
+}
+
+func (p *inProcessDaemon) stop() error {
+	p.once.Do(func() {
+		p.cancel()
+		p.err = <-p.served
+	})
+	return p.err
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers and readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]byte(nil), s.b.Bytes()...)
+}
+
+func (s *syncBuffer) String() string { return string(s.Bytes()) }

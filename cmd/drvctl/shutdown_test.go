@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -56,18 +55,7 @@ func TestServeShutdownLeakCheck(t *testing.T) {
 				logFormat: "text", logLevel: "info", trace: tt.trace, socketGroup: -1,
 				termTimeout: 10 * time.Second, closeTimeout: 300 * time.Millisecond}
 
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			readyc := make(chan *daemon, 1)
-			served := make(chan error, 1)
-			var stderr syncBuffer
-			go func() { served <- serve(ctx, o, &stderr, func(d *daemon) { readyc <- d }) }()
-			var d *daemon
-			select {
-			case d = <-readyc:
-			case err := <-served:
-				t.Fatalf("serve: %v\n%s", err, stderr.Bytes())
-			}
+			d := startServe(t, o)
 			var drv *driver.Service
 			require.Eventually(t, func() bool {
 				for _, s := range d.reg.Services() {
@@ -83,9 +71,8 @@ func TestServeShutdownLeakCheck(t *testing.T) {
 			}
 			hist, _ := d.hub.History()
 
-			cancel()
-			err := <-served
-			out := string(stderr.Bytes())
+			err := d.stop()
+			out := d.log.String()
 			if tt.leak {
 				require.Error(t, err, out)
 				require.ErrorContains(t, err, "1 service(s) never freed")
