@@ -99,7 +99,6 @@ type nubEntry struct {
 	held     atomic.Bool // the bridge's reference on svc is still held
 	ev       Event       // the add it was published for
 	hasSG    bool
-	queued   bool // publish pending on the publisher
 	isLUN    bool
 	identity string
 }

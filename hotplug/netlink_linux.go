@@ -352,3 +352,16 @@ func (n *Netlink) resync() error {
 	n.pending = append(n.pending, fix...)
 	return nil
 }
+
+// stats counts what the netlink source received and dropped.
+type stats struct {
+	received, delivered, notKernel, noCreds, notRoot, malformed, overflows, resynced atomic.Uint64
+}
+
+func (s *stats) snapshot() Stats {
+	return Stats{
+		Received: s.received.Load(), Delivered: s.delivered.Load(),
+		NotKernel: s.notKernel.Load(), NoCreds: s.noCreds.Load(), NotRoot: s.notRoot.Load(),
+		Malformed: s.malformed.Load(), Overflows: s.overflows.Load(), Resynced: s.resynced.Load(),
+	}
+}

@@ -154,7 +154,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	// A broken reference rule is a bug in a driver: report it loudly but
 	// keep serving everyone else.
 	prevHandler := refcount.SetErrorHandler(func(e *refcount.Error) { log.Error("reference error", "err", e.Error()) })
-	defer refcount.SetErrorHandler(prevHandler)
+	defer func() { refcount.SetErrorHandler(prevHandler) }()
 
 	policy, err := buildPolicy(o)
 	if err != nil {
