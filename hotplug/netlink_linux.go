@@ -16,7 +16,7 @@ import (
 )
 
 // ErrNotSupported is never returned on Linux; it exists for portable code.
-var ErrNotSupported = errors.New("hotplug: netlink uevents need Linux")
+var ErrNotSupported = errors.New("netlink uevents need Linux")
 
 const (
 	kernelGroup       = 1 // the kernel's multicast group; udevd re-broadcasts on 2

@@ -196,7 +196,7 @@ func TestErrorKindIs(t *testing.T) {
 		}
 		var e *Error
 		require.ErrorAs(t, err, &e)
-		require.True(t, strings.HasPrefix(e.Error(), "refcount: "+k.String()+": C#1"), e.Error())
+		require.True(t, strings.HasPrefix(e.Error(), k.String()+": C#1"), e.Error())
 		require.Equal(t, k.String(), k.Error())
 	}
 }

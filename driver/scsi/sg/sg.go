@@ -64,11 +64,11 @@ var (
 func (d *Driver) Start(ctx context.Context, s *driver.Service) error {
 	provs := s.Providers()
 	if len(provs) == 0 {
-		return errors.New("sg: no provider nub")
+		return errors.New("no provider nub")
 	}
 	node, ok := provs[0].Properties().String(PropSGNode)
 	if !ok {
-		return fmt.Errorf("sg: nub %s lacks %s", provs[0], PropSGNode)
+		return fmt.Errorf("nub %s lacks %s", provs[0], PropSGNode)
 	}
 	t, err := d.open(node)
 	if err != nil {
@@ -101,7 +101,7 @@ func (d *Driver) Methods() map[string]driver.Method { return d.methods }
 
 func mapErr(err error) error {
 	if errors.Is(err, scsi.ErrNoDevice) {
-		return fmt.Errorf("%w: %w", driver.ErrNoDevice, err)
+		return driver.NoDevice(err)
 	}
 	return err
 }
