@@ -24,32 +24,44 @@ func TestParsePersonality(t *testing.T) {
 		err  string
 	}{
 		{in: "name=gadget,driver=usbstorage,vid=1d50,pid=6018",
-			want: personalitySpec{Name: "gadget", Driver: "usbstorage", Vendor: 0x1d50, Product: 0x6018, Score: 100}},
+			want: personalitySpec{Name: "gadget", Driver: "usbstorage", Keys: []matchArg{{"vid", "1d50"}, {"pid", "6018"}}, Score: 100}},
 		{in: "name=g, driver=usbstorage, vid=0x1D50, pid=0001, score=7",
-			want: personalitySpec{Name: "g", Driver: "usbstorage", Vendor: 0x1d50, Product: 1, Score: 7, hasScore: true}},
-		{in: "name=g,driver=usbstorage,vid=1d50", err: "pid is required"},
-		{in: "name=g,driver=usbstorage,vid=1d50,pid=10000", err: "not a 16-bit hex number"},
+			want: personalitySpec{Name: "g", Driver: "usbstorage", Keys: []matchArg{{"vid", "0x1D50"}, {"pid", "0001"}}, Score: 7, hasScore: true}},
+		{in: "name=g,driver=usbstorage,vid=1d50", // one product of a vendor
+			want: personalitySpec{Name: "g", Driver: "usbstorage", Keys: []matchArg{{"vid", "1d50"}}, Score: 100}},
+		{in: "name=cd,driver=sg,type=5,vendor=QEMU",
+			want: personalitySpec{Name: "cd", Driver: "sg", Keys: []matchArg{{"type", "5"}, {"vendor", "QEMU"}}, Score: 100}},
+		{in: "name=g,driver=usbstorage", err: "no match key (driver usbstorage matches on vid, pid, class, subclass, protocol, iface)"},
+		{in: "name=g,vid=1", err: "driver is required"},
+		{in: "name=g,driver=usbstorage,vid=1d50,pid=10000", err: `bad match: pid "10000" is not a 16-bit hex number`},
 		{in: "name=g,driver=usbstorage,vid=xyz,pid=1", err: "not a 16-bit hex number"},
-		{in: "name=g,driver=sg,vid=1,pid=1", err: `driver "sg" cannot be matched by VID:PID`},
-		{in: "name=usbstorage,driver=usbstorage,vid=1,pid=1", err: "built-in driver's"},
+		{in: "name=g,driver=sg,vid=1,pid=1", err: `bad match: unknown key "vid" (want type, vendor, model, rev)`},
+		{in: "name=g,driver=sg,type=32", err: `type "32" is not a number from 0 to 31`},
+		{in: "name=g,driver=bogus,vid=1", err: `unknown driver "bogus" (have sg, usbstorage)`},
+		{in: "name=usbstorage,driver=usbstorage,vid=1,pid=1", err: `name "usbstorage" is a driver's of the table`},
+		{in: "name=sg,driver=usbstorage,vid=1,pid=1", err: `name "sg" is a driver's of the table`},
 		{in: "name=g,driver=usbstorage,vid=1,pid=1,colour=red", err: `unknown key "colour"`},
 		{in: "name=g,name=h,driver=usbstorage,vid=1,pid=1", err: "name given twice"},
 		{in: "name=g,driver=usbstorage,vid=1,pid=1,score=high", err: "not an integer"},
 		{in: "gadget", err: "not key=value"},
 	}
+	tbl := builtinDrivers()
 	for _, tt := range tests {
-		got, err := parsePersonality(tt.in)
+		got, err := parsePersonality(tbl, tt.in)
 		if tt.err != "" {
 			require.ErrorContains(t, err, tt.err, tt.in)
 			continue
 		}
 		require.NoError(t, err, tt.in)
+		require.Len(t, got.match, len(tt.want.Keys))
+		got.match = nil
 		require.Equal(t, tt.want, got, tt.in)
 	}
 	var fl personalityFlags
 	require.NoError(t, fl.Set("name=a,driver=usbstorage,vid=1,pid=2"))
 	require.ErrorContains(t, fl.Set("name=a,driver=usbstorage,vid=3,pid=4"), "given twice")
-	require.Equal(t, "name=a,driver=usbstorage,vid=0001,pid=0002,score=100", fl.String())
+	require.NoError(t, fl.Set("name=b,driver=sg,model=QEMU CD-ROM,score=5"))
+	require.Equal(t, "name=a,driver=usbstorage,vid=1,pid=2,score=100 name=b,driver=sg,model=QEMU CD-ROM,score=5", fl.String())
 }
 
 // The daemon on a simulated bus with a VID:PID personality: the product's

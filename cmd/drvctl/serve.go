@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/driver/drivertable"
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/driver/usb"
 	"github.com/drvkit/drvkit/driver/usb/usbstorage"
@@ -56,7 +57,9 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	var o serveOptions
 	sock := socketFlag(fs, e)
 	fs.StringVar(&o.sim, "sim", "", "run on a simulated bus replaying this scenario `file` (see hotplug/testdata/scenarios)")
-	fs.StringVar(&o.drivers, "drivers", "", "comma-separated `drivers` to load: usbstorage, sg (default: sg on real hardware — usbstorage detaches the kernel's usb-storage — and both on a simulated bus)")
+	o.personality.table = builtinDrivers()
+	fs.StringVar(&o.drivers, "drivers", "", "comma-separated `drivers` to load: "+strings.Join(o.personality.table.Names(), ", ")+
+		" (default: sg on real hardware — usbstorage detaches the kernel's usb-storage — and usbstorage,sg on a simulated bus)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&o.trace, "trace", "all", "reference tracing: all, off, or comma-separated `classes` (overrides DRVKIT_REFTRACE)")
@@ -68,8 +71,9 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long `drvctl terminate` waits for the free")
 	fs.DurationVar(&o.closeTimeout, "shutdown-timeout", 15*time.Second, "how long shutdown waits for every service to be freed")
 	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` for what must outlive the daemon: the journal of kernel drivers it detached, re-attached at the next start if it was killed (with --sim also the simulated kernel's bindings); empty: no journal")
-	fs.Var(&o.personality, "personality", "register a driver for one USB product, repeatable: `name=N,driver=usbstorage,vid=VVVV,pid=PPPP[,score=S]` "+
-		"(hex ids; matches that product's interfaces whatever their class, and beats the class match: default score 100)")
+	fs.Var(&o.personality, "personality", "register a driver of the table for the devices a match selects, repeatable: `name=N,driver=D,KEY=VALUE...[,score=S]`; "+
+		"keys: "+personalityKeysHelp(o.personality.table)+" (e.g. name=gadget,driver=usbstorage,vid=1d50,pid=6018: that product's interfaces whatever their class; "+
+		"the default score 100 beats the drivers' own personalities)")
 	return func(args []string) error {
 		if len(args) > 0 {
 			return usagef("serve takes no arguments, got %q", args)
@@ -92,6 +96,9 @@ type daemon struct {
 	simBus *simBus      // nil on real hardware
 	bridge *hotplug.Bridge
 	srv    *userclient.Server
+
+	drivers *drivertable.Table     // what --drivers and --personality may name
+	res     *drivertable.Resources // what the daemon wires for drivers
 
 	mu     sync.Mutex
 	loaded map[string]bool // the names of the personalities registered and not unloaded
@@ -160,6 +167,10 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	if err != nil {
 		return usagef("%v", err)
 	}
+	tbl := o.personality.table
+	if tbl == nil {
+		tbl = builtinDrivers()
+	}
 	drivers := o.drivers
 	if drivers == "" {
 		drivers = "sg"
@@ -167,8 +178,29 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			drivers = "usbstorage,sg"
 		}
 	}
+	// Every name is looked up before anything starts: a typo is a usage
+	// error, not a daemon running without the driver.
+	var entries []*drivertable.Entry
+	for _, name := range strings.Split(drivers, ",") {
+		if name = strings.TrimSpace(name); name == "" {
+			continue
+		}
+		e, err := tbl.Lookup(name)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		entries = append(entries, e)
+	}
+	custom := make([]*drivertable.Entry, len(o.personality.specs))
+	for i, ps := range o.personality.specs {
+		e, err := tbl.Lookup(ps.Driver)
+		if err != nil {
+			return usagef("--personality %s: %v", ps.Name, err)
+		}
+		custom[i] = e
+	}
 
-	d := &daemon{opts: o, log: log, hub: newMonitorHub(), loaded: map[string]bool{}}
+	d := &daemon{opts: o, log: log, hub: newMonitorHub(), loaded: map[string]bool{}, drivers: tbl}
 	d.reg = driver.NewRegistry(driver.WithLogger(log))
 	cancelLifecycle := d.reg.SubscribeLifecycle(d.hub.lifecycle)
 	if log.Enabled(ctx, slog.LevelDebug) {
@@ -235,37 +267,31 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		}
 	}
 
-	for _, name := range strings.Split(drivers, ",") {
-		var p driver.Personality
-		switch strings.TrimSpace(name) {
-		case "":
-			continue
-		case usbstorage.Name:
-			p = usbstorage.Personality(d.usb)
-		case sg.Name:
-			if simBusSrc != nil {
-				p = sg.Personality(simBusSrc.openSG)
-			} else {
-				p = sg.Personality(nil)
+	d.res = d.resources()
+	for _, e := range entries {
+		ps, err := e.Defaults(d.res)
+		if err != nil {
+			return fail(err)
+		}
+		for _, p := range ps {
+			if err := d.reg.RegisterPersonality(p); err != nil {
+				log.Error("register personality", "driver", e.Name, "err", err)
+				continue
 			}
-		default:
-			return fail(usagef("unknown driver %q (have usbstorage, sg)", name))
+			d.setLoaded(p.Name, true)
 		}
-		if err := d.reg.RegisterPersonality(p); err != nil {
-			log.Error("register personality", "driver", name, "err", err)
-			continue
-		}
-		d.setLoaded(p.Name, true)
 	}
-	for _, ps := range o.personality {
-		// parsePersonality admits only drivers that can match by VID:PID.
-		p := ps.personality(usbstorage.Personality(d.usb))
+	for i, ps := range o.personality.specs {
+		p, err := ps.personality(custom[i], d.res)
+		if err != nil {
+			return fail(err)
+		}
 		if err := d.reg.RegisterPersonality(p); err != nil {
 			log.Error("register personality", "personality", ps.Name, "err", err)
 			continue
 		}
 		d.setLoaded(p.Name, true)
-		log.Info("personality", "name", ps.Name, "driver", ps.Driver, "vid", fmt.Sprintf("%04x", ps.Vendor), "pid", fmt.Sprintf("%04x", ps.Product), "score", ps.Score)
+		log.Info("personality", "name", ps.Name, "driver", ps.Driver, "match", ps.matchString(), "score", ps.Score)
 	}
 
 	d.srv, err = userclient.Listen(&daemonBackend{RegistryBackend: userclient.NewRegistryBackend(d.reg), hub: d.hub}, userclient.Config{
@@ -315,6 +341,22 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	}
 	_ = d.usb.Close()
 	return checkShutdown(log, stderr, o.trace, unfreed, closeErr)
+}
+
+// resources is what the daemon wires for the drivers of its table, by the
+// keys their entries need: the USB backend (libusb, or the simulator's fake,
+// in the detach journal with a state directory) and the opener of sg nodes
+// (the real nodes, or the simulated disks).
+func (d *daemon) resources() *drivertable.Resources {
+	res := drivertable.NewResources()
+	drivertable.Provide(res, usbstorage.BackendKey, func() (usb.Backend, error) { return d.usb, nil })
+	drivertable.Provide(res, sg.OpenerKey, func() (sg.Opener, error) {
+		if d.simBus != nil {
+			return d.simBus.openSG, nil
+		}
+		return sg.OpenSG, nil
+	})
+	return res
 }
 
 // checkShutdown decides serve's exit: an error, with the leak report on

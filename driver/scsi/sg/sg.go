@@ -35,17 +35,24 @@ func Personality(open Opener) driver.Personality {
 	}
 	return driver.Personality{
 		Name: Name, Class: Class, ProviderClass: NubClass,
-		Match: []driver.Match{driver.MatchFunc(func(p driver.Properties) bool {
-			t, ok := p.Int(PropType)
-			node, ok2 := p.String(PropSGNode)
-			return ok && ok2 && node != "" && (t == int64(scsi.TypeDisk) || t == int64(scsi.TypeCDROM))
-		})},
+		Match: []driver.Match{driver.MatchFunc(func(p driver.Properties) bool { return hasNode(p) && diskOrCD(p) })},
 		New: func() driver.Driver {
 			d := &Driver{open: open}
 			d.methods = blockdev.Methods(func(*driver.Service) *scsi.Device { return d.dev.Load() })
 			return d
 		},
 	}
+}
+
+// hasNode: the nub has an sg node to open (absent without the kernel's sg).
+func hasNode(p driver.Properties) bool {
+	node, ok := p.String(PropSGNode)
+	return ok && node != ""
+}
+
+func diskOrCD(p driver.Properties) bool {
+	t, ok := p.Int(PropType)
+	return ok && (t == int64(scsi.TypeDisk) || t == int64(scsi.TypeCDROM))
 }
 
 // Driver is one sg instance.
