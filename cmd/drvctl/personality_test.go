@@ -208,3 +208,61 @@ func waitMonitorCaughtUp(t *testing.T, d *daemon, mon *syncBuffer) {
 		return false
 	}, 10*time.Second, 10*time.Millisecond, "the monitor never printed event %d", last)
 }
+
+// --personality works for any driver of the table: an sg personality for
+// one SCSI model takes that disk from sg's own personality (its score beats
+// the default), the other disk stays with sg; unloading the personality
+// frees its instance; shutdown leaks nothing.
+func TestServeSGPersonalityOnSimBus(t *testing.T) {
+	leaktest.Check(t)
+	dir := t.TempDir()
+	scn := filepath.Join(dir, "boot.scn")
+	require.NoError(t, os.WriteFile(scn, []byte(
+		"scsi add 0:0:0:0 vendor=ACME model=VAULT\n"+
+			"scsi add 0:0:0:1 vendor=QEMU model=\"QEMU HARDDISK\"\n"), 0o644))
+	o := serveOptions{socket: filepath.Join(dir, "d.sock"), sim: scn, drivers: "sg",
+		logFormat: "text", logLevel: "error", trace: "all", socketGroup: -1,
+		termTimeout: 10 * time.Second, closeTimeout: 10 * time.Second}
+	require.NoError(t, o.personality.Set("name=vault,driver=sg,vendor=ACME,model=VAULT"))
+
+	d := startServe(t, o)
+	running := func() map[string][]serviceEntry {
+		m := map[string][]serviceEntry{}
+		for _, s := range inspectRegistry(d.reg).Services {
+			if s.Active && !s.Starting && s.Driver != "" {
+				m[s.Driver] = append(m[s.Driver], s)
+			}
+		}
+		return m
+	}
+	require.Eventually(t, func() bool { m := running(); return len(m["vault"]) == 1 && len(m["sg"]) == 1 },
+		5*time.Second, 10*time.Millisecond, "both disks matched: %v", running())
+	m := running()
+	require.Equal(t, "SCSIGenericBlock", m["vault"][0].Class, "the personality runs sg's driver")
+	doc := inspectRegistry(d.reg)
+	for _, s := range doc.Services {
+		if s.ID == m["vault"][0].Providers[0] {
+			require.Equal(t, "ACME", s.Properties["vendor"])
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := adminUnload(ctx, d.reg, unloadArgs{Driver: "vault"})
+	require.NoError(t, err)
+	require.Empty(t, running()["vault"])
+	require.NoError(t, d.stop(), "%s", d.log.Bytes())
+	require.NotContains(t, d.log.String(), "leaked")
+
+	// The daemon's whole lifecycle trace, shutdown included, keeps the
+	// contract.
+	hist, dropped := d.hub.History()
+	require.Zero(t, dropped)
+	var b bytes.Buffer
+	for i := range hist {
+		require.NoError(t, json.NewEncoder(&b).Encode(&hist[i]))
+	}
+	evs := mustReadMonitor(t, b.Bytes())
+	require.NotEmpty(t, evs)
+	require.NoError(t, lifecycletest.Validate(evs, true))
+}

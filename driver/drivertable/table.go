@@ -174,7 +174,7 @@ func (e *Entry) Defaults(r *Resources) ([]driver.Personality, error) {
 	}
 	ps, err := e.Personalities(r)
 	if err != nil {
-		return nil, &OpError{Op: "personalities", Name: e.Name, Err: err}
+		return nil, e.opErr(err)
 	}
 	if len(ps) == 0 {
 		return nil, &OpError{Op: "personalities", Name: e.Name, Err: fmt.Errorf("%w: no personalities", ErrBadEntry)}
@@ -197,7 +197,7 @@ func (e *Entry) Custom(r *Resources, name string, score int, match []driver.Matc
 	}
 	ps, err := e.Personalities(r)
 	if err != nil {
-		return driver.Personality{}, &OpError{Op: "personalities", Name: e.Name, Err: err}
+		return driver.Personality{}, e.opErr(err)
 	}
 	if len(ps) == 0 {
 		return driver.Personality{}, &OpError{Op: "personalities", Name: e.Name, Err: fmt.Errorf("%w: no personalities", ErrBadEntry)}
@@ -207,6 +207,16 @@ func (e *Entry) Custom(r *Resources, name string, score int, match []driver.Matc
 	p.Score = score
 	p.Match = append(append([]driver.Match(nil), e.Require...), match...)
 	return p, nil
+}
+
+// opErr adds the entry to err unless err says already what failed (a
+// resource that could not be wired).
+func (e *Entry) opErr(err error) error {
+	var oe *OpError
+	if errors.As(err, &oe) {
+		return err
+	}
+	return &OpError{Op: "personalities", Name: e.Name, Err: err}
 }
 
 // wired checks that r provides everything e needs, naming what is missing.
