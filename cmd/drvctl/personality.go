@@ -60,7 +60,7 @@ func (p *personalityFlags) Set(v string) error {
 	}
 	for _, o := range p.specs {
 		if o.Name == s.Name {
-			return fmt.Errorf("personality %q given twice", s.Name)
+			return fmt.Errorf("name %q is already another personality's", s.Name)
 		}
 	}
 	p.specs = append(p.specs, s)
@@ -79,17 +79,18 @@ func (s personalitySpec) String() string {
 
 // parsePersonality parses "name=N,driver=D,KEY=VALUE...[,score=S]": the
 // match keys are the driver's (vid, pid, … for a USB interface driver;
-// type, vendor, model for a SCSI one), at least one.
+// type, vendor, model for a SCSI one), at least one. Its errors do not
+// repeat the value: the flag package says which flag and value it was.
 func parsePersonality(tbl *drivertable.Table, v string) (personalitySpec, error) {
 	s := personalitySpec{Score: defaultPersonalityScore}
 	seen := map[string]bool{}
 	for _, kv := range strings.Split(v, ",") {
 		k, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
 		if !ok || val == "" {
-			return s, fmt.Errorf("personality %q: %q is not key=value", v, kv)
+			return s, fmt.Errorf("%q is not key=value", kv)
 		}
 		if seen[k] {
-			return s, fmt.Errorf("personality %q: %s given twice", v, k)
+			return s, fmt.Errorf("%s given twice", k)
 		}
 		seen[k] = true
 		switch k {
@@ -100,7 +101,7 @@ func parsePersonality(tbl *drivertable.Table, v string) (personalitySpec, error)
 		case "score":
 			n, err := strconv.Atoi(val)
 			if err != nil {
-				return s, fmt.Errorf("personality %q: score %q is not an integer", v, val)
+				return s, fmt.Errorf("score %q is not an integer", val)
 			}
 			s.Score, s.hasScore = n, true
 		default:
@@ -109,21 +110,21 @@ func parsePersonality(tbl *drivertable.Table, v string) (personalitySpec, error)
 	}
 	for _, k := range []string{"name", "driver"} {
 		if !seen[k] {
-			return s, fmt.Errorf("personality %q: %s is required", v, k)
+			return s, fmt.Errorf("%s is required", k)
 		}
 	}
 	e, err := tbl.Lookup(s.Driver)
 	if err != nil {
-		return s, fmt.Errorf("personality %q: %w", v, err)
+		return s, err
 	}
 	if _, err := tbl.Lookup(s.Name); err == nil {
-		return s, fmt.Errorf("personality %q: name %q is a driver's of the table", v, s.Name)
+		return s, fmt.Errorf("name %q is a driver's of the table", s.Name)
 	}
 	if len(e.MatchKeys) == 0 {
-		return s, fmt.Errorf("personality %q: driver %s takes no custom personalities", v, s.Driver)
+		return s, fmt.Errorf("driver %s takes no custom personalities", s.Driver)
 	}
 	if len(s.Keys) == 0 {
-		return s, fmt.Errorf("personality %q: no match key (driver %s matches on %s)", v, s.Driver, strings.Join(e.KeyNames(), ", "))
+		return s, fmt.Errorf("no match key (driver %s matches on %s)", s.Driver, strings.Join(e.KeyNames(), ", "))
 	}
 	for _, a := range s.Keys {
 		m, err := e.ParseMatch(a.Key, a.Value)
@@ -132,7 +133,7 @@ func parsePersonality(tbl *drivertable.Table, v string) (personalitySpec, error)
 			if errors.As(err, &oe) {
 				err = oe.Err // the driver's name is in the message already
 			}
-			return s, fmt.Errorf("personality %q: %w", v, err)
+			return s, err
 		}
 		s.match = append(s.match, m)
 	}

@@ -59,7 +59,7 @@ func TestParsePersonality(t *testing.T) {
 	}
 	var fl personalityFlags
 	require.NoError(t, fl.Set("name=a,driver=usbstorage,vid=1,pid=2"))
-	require.ErrorContains(t, fl.Set("name=a,driver=usbstorage,vid=3,pid=4"), "given twice")
+	require.ErrorContains(t, fl.Set("name=a,driver=usbstorage,vid=3,pid=4"), `name "a" is already another personality's`)
 	require.NoError(t, fl.Set("name=b,driver=sg,model=QEMU CD-ROM,score=5"))
 	require.Equal(t, "name=a,driver=usbstorage,vid=1,pid=2,score=100 name=b,driver=sg,model=QEMU CD-ROM,score=5", fl.String())
 }

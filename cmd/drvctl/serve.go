@@ -540,7 +540,7 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 			return nil
 		}
 		if err := json.Unmarshal(args, v); err != nil {
-			return fmt.Errorf("%s: bad arguments: %w", op, err)
+			return fmt.Errorf("bad arguments: %w", err)
 		}
 		return nil
 	}
@@ -601,6 +601,22 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 	return nil, nil, fmt.Errorf("unknown administrative operation %q", op)
 }
 
+// stepError is a scenario step drvctl sim was given that failed, said as
+// "step N: …": the steps came from the command line (or -f), which has no
+// file name of its own.
+type stepError struct{ se *hotplug.ScenarioError }
+
+func (e *stepError) Error() string { return fmt.Sprintf("step %d: %s", e.se.Line, e.se.Msg) }
+func (e *stepError) Unwrap() error { return e.se }
+
+func stepErr(err error) error {
+	var se *hotplug.ScenarioError
+	if errors.As(err, &se) {
+		return &stepError{se: se}
+	}
+	return err
+}
+
 type simArgs struct {
 	Steps string `json:"steps"`
 }
@@ -609,11 +625,11 @@ type simArgs struct {
 // registry has followed them (drivers started or terminated).
 func (d *daemon) inject(ctx context.Context, steps string) error {
 	if d.sim == nil {
-		return errors.New("sim: the daemon is not running on a simulated bus (serve --sim)")
+		return errors.New("the daemon is not running on a simulated bus (serve --sim)")
 	}
-	frag, err := hotplug.ParseScenarioFragment("drvctl sim", steps)
+	frag, err := hotplug.ParseScenarioFragment("sim", steps)
 	if err != nil {
-		return err
+		return stepErr(err)
 	}
 	// Inject returns once the bridge has handled every event; Flush waits
 	// for the publications those events queued. A driver that started or
@@ -621,7 +637,7 @@ func (d *daemon) inject(ctx context.Context, steps string) error {
 	// simulated kernel reports with events of its own: wait for those too
 	// (a claim's events start nothing that claims again, so this settles).
 	if err := d.sim.Inject(ctx, frag); err != nil {
-		return err
+		return stepErr(err)
 	}
 	for {
 		if err := d.bridge.Flush(ctx); err != nil {

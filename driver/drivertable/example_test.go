@@ -66,4 +66,4 @@ func Example() {
 type serialDriver struct{ open func(string) error }
 
 func (d *serialDriver) Start(context.Context, *driver.Service) error { return d.open("/dev/ttyUSB0") }
-func (d *serialDriver) Stop(*driver.Service)                          {}
+func (d *serialDriver) Stop(*driver.Service)                         {}

@@ -18,7 +18,7 @@ var openerKey = drivertable.NewKey[opener]("thing")
 type nopDriver struct{}
 
 func (nopDriver) Start(context.Context, *driver.Service) error { return nil }
-func (nopDriver) Stop(*driver.Service)                          {}
+func (nopDriver) Stop(*driver.Service)                         {}
 
 func thingEntry() drivertable.Entry {
 	return drivertable.Entry{
