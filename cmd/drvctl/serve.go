@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -301,6 +302,12 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		},
 	})
 	if err != nil {
+		// The system's error names the socket already ("listen unix
+		// PATH: bind: …"); the others (in use, not a socket) do not.
+		var ne *net.OpError
+		if errors.As(err, &ne) {
+			return fail(fmt.Errorf("socket: %w", ne))
+		}
 		return fail(fmt.Errorf("socket %s: %w", o.socket, err))
 	}
 
