@@ -67,7 +67,8 @@ cross: $(STATICCHECK)
 	done; \
 	echo "== CGO_ENABLED=0"; \
 	CGO_ENABLED=0 $(GO) build ./...; \
-	CGO_ENABLED=0 $(GO) vet ./...
+	CGO_ENABLED=0 $(GO) vet ./...; \
+	CGO_ENABLED=0 $(STATICCHECK) ./...
 
 test: vet
 	$(GO) test -race -count=1 -timeout 12m $(TESTFLAGS) ./...
