@@ -67,6 +67,7 @@ var (
 	reID    = regexp.MustCompile(`#\d+`)
 	reAsm   = regexp.MustCompile(`asm_\w+\.s`)
 	reFrame = regexp.MustCompile(` /\S*/([^/\s]+\.(?:go|s)):\d+`)
+	reShort = regexp.MustCompile(` ([\w.-]+\.go):\d+`)
 )
 
 // normalize makes a report reproducible: object IDs become #N, file paths
@@ -74,6 +75,7 @@ var (
 func normalize(s string) string {
 	s = reID.ReplaceAllString(s, "#N")
 	s = reFrame.ReplaceAllString(s, " $1")
+	s = reShort.ReplaceAllString(s, " $1:N")
 	return reAsm.ReplaceAllString(s, "asm.s")
 }
 
