@@ -32,7 +32,9 @@ type StackRefs struct {
 	Stack      Stack `json:"stack"`
 }
 
-func newStackRefs(n int, s Stack) StackRefs { return StackRefs{References: n, Blame: s.Blame(), Stack: s} }
+func newStackRefs(n int, s Stack) StackRefs {
+	return StackRefs{References: n, Blame: s.Blame(), Stack: s}
+}
 
 // LeakGroup is every outstanding reference whose retain is blamed on one
 // frame (Stack.Blame: the innermost frame that is not drvkit's own code).
