@@ -97,7 +97,7 @@ type event struct {
 	op    Op
 }
 
-// holding is the stored form of one holder, 12 bytes so that a tag
+// holding is the stored form of one holder, 8 bytes so that a tag
 // holding a single reference (the common case: one tag per client, per
 // job, per attachment) costs one small map slot. While every outstanding
 // retain of the tag was taken at the same stack, the pairing is exact: the
@@ -106,10 +106,17 @@ type event struct {
 // nobody knows which one went: the tag turns ambiguous and tracked.amb
 // keeps every candidate stack until the tag holds nothing again.
 type holding struct {
-	n     int32
-	top   stackID // 0 once ambiguous
-	mixed bool    // outstanding retains were taken at more than one stack
+	n   int32
+	top stackID // newest retain's stack; 0 once ambiguous; | mixedBit
 }
+
+// mixedBit in holding.top says that outstanding retains were taken at more
+// than one stack (a bit, not a field: a holding stays 8 bytes, the map slot
+// of a million distinct tags too). Stack ids never reach it.
+const mixedBit stackID = 1 << 31
+
+func (h holding) id() stackID { return h.top &^ mixedBit }
+func (h holding) mixed() bool { return h.top&mixedBit != 0 }
 
 // push records a retain by tag at stack id; t.mu is held.
 func (t *tracked) push(tag any, id stackID) {
@@ -121,13 +128,18 @@ func (t *tracked) push(tag any, id stackID) {
 			t.holders[tag] = h
 			return
 		}
-		if id != h.top {
-			h.mixed = true
-		}
+		mixed := h.mixed() || id != h.id()
 		if t.deeper == nil {
 			t.deeper = map[any][]stackID{}
 		}
-		t.deeper[tag] = append(t.deeper[tag], h.top)
+		t.deeper[tag] = append(t.deeper[tag], h.id())
+		h.top = id
+		if mixed {
+			h.top |= mixedBit
+		}
+		h.n++
+		t.holders[tag] = h
+		return
 	}
 	h.top = id
 	h.n++
@@ -147,12 +159,12 @@ func (t *tracked) pop(tag any, h holding) {
 		}
 		return
 	}
-	if h.mixed {
+	if h.mixed() {
 		c := t.amb[tag]
 		if c == nil {
 			// The first release that could pair with retains at
 			// different stacks: keep them all as candidates.
-			c = map[stackID]int32{h.top: 1}
+			c = map[stackID]int32{h.id(): 1}
 			for _, id := range t.deeper[tag] {
 				c[id]++
 			}
@@ -161,7 +173,7 @@ func (t *tracked) pop(tag any, h holding) {
 				t.amb = map[any]map[stackID]int32{}
 			}
 			t.amb[tag] = c
-			h.top = 0
+			h.top = mixedBit // ambiguous until the tag holds nothing
 		}
 		t.holders[tag] = h
 		return
@@ -187,7 +199,7 @@ func (t *tracked) each(tag any, h holding, f func(id stackID, n int)) (ambiguous
 		}
 		return true
 	}
-	f(h.top, 1)
+	f(h.id(), 1)
 	for _, id := range t.deeper[tag] {
 		f(id, 1)
 	}
