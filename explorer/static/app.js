@@ -10,7 +10,7 @@ const el = (tag, attrs = {}, ...kids) => {
     if (k === 'class') e.className = v;
     else if (k === 'text') e.textContent = v;
     else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
-    else if (k === 'style') e.setAttribute('style', v);
+    else if (k === 'hue') e.style.setProperty('--h', v); // CSSOM: allowed by the page's CSP, a style attribute is not
     else e.setAttribute(k, v);
   }
   for (const k of kids) if (k != null) e.append(k);
@@ -28,7 +28,14 @@ const S = {
   lastRefreshMS: 0,
   detailTimer: null,
   timelineLoaded: false,
+  names: new Map(),    // id → {class, name}, also of services gone (for timelines)
 };
+
+function remember(id, cls, name) {
+  if (!id || !cls) return;
+  if (S.names.size > 50000) S.names.clear();
+  S.names.set(id, { class: cls, name: name || '' });
+}
 
 // Measured in this page: lifecycle step (daemon clock) → tree updated.
 window.drvkitLatency = [];
@@ -42,7 +49,7 @@ function rowOf(n) {
   const row = el('div', { class: 'row', role: 'treeitem' },
     el('span', { class: 'twisty', text: '▾' }),
     el('i', { class: 'dot st-' + n.state, title: n.state }),
-    el('span', { class: 'cls', style: `--h:${hue(n.class)}`, text: n.class }),
+    el('span', { class: 'cls', hue: hue(n.class), text: n.class }),
     el('span', { class: 'name', text: n.name || '' }),
     el('span', { class: 'sid', text: '#' + n.id }));
   if (n.driver) row.append(el('span', { class: 'tag', text: n.driver }));
@@ -133,6 +140,7 @@ function removeNode(id) {
 
 function apply(ev) {
   if (ev.seq <= S.seq) return;
+  remember(ev.id, ev.class, ev.name);
   S.seq = ev.seq;
   window.drvkitStats.steps++;
   let changed = null, added = false;
@@ -207,6 +215,7 @@ function renderTree(t) {
   const seen = new Set();
   for (const n of t.services) {
     seen.add(n.id);
+    remember(n.id, n.class, n.name);
     const old = S.nodes.get(n.id);
     S.nodes.set(n.id, n);
     if (!old) continue;
@@ -297,7 +306,7 @@ function select(id) {
 }
 
 const svcLink = (id) => {
-  const n = S.nodes.get(id);
+  const n = S.nodes.get(id) || S.names.get(id);
   const label = n ? `${n.class}#${id}${n.name ? ' ' + n.name : ''}` : '#' + id;
   return el('a', { 'data-goto': String(id), text: label, onclick: (e) => { e.preventDefault(); select(id); } });
 };
@@ -357,7 +366,7 @@ async function showService(id, reset) {
   if (S.selected !== id) return;
   const scroll = reset ? 0 : $('.detail-pane').scrollTop;
   const title = el('div', { class: 'svc-title', id: 'service-title' },
-    el('span', { class: 'cls', style: `--h:${hue(d.class)}`, text: d.class }),
+    el('span', { class: 'cls', hue: hue(d.class), text: d.class }),
     el('h2', { text: d.name || '(unnamed)' }),
     el('span', { class: 'sid', text: '#' + d.id }),
     el('span', { class: 'chip', id: 'service-state' }, el('i', { class: 'dot st-' + d.state }), d.state));
@@ -391,6 +400,7 @@ async function showService(id, reset) {
 
   const tl = el('ol', { class: 'timeline', id: 'service-timeline' });
   let prev = null;
+  for (const ev of d.timeline) remember(ev.id, ev.class, ev.name);
   for (const ev of d.timeline) { tl.append(timelineRow(ev, prev, false)); prev = ev; }
   if (!d.timeline.length) tl.append(el('li', { class: 'muted', text: 'no steps recorded' }));
 
@@ -413,6 +423,7 @@ async function loadRegistryTimeline() {
   ol.replaceChildren();
   let prev = null;
   const rows = [];
+  for (const ev of t.events) remember(ev.id, ev.class, ev.name);
   for (const ev of t.events) { rows.push(timelineRow(ev, prev, true)); prev = ev; }
   ol.append(...rows.reverse());
   ol.dataset.last = JSON.stringify(prev);
