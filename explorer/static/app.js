@@ -241,6 +241,12 @@ async function loadTree() {
     return;
   }
   S.lastRefreshMS = performance.now() - started;
+  if (S.ready && t.seq < S.seq) {
+    // Steps arrived while it was read: it may predate some of them. Try
+    // again once things are quiet rather than undo what they showed.
+    scheduleRefresh();
+    return;
+  }
   window.drvkitStats.treeLoads++;
   renderTree(t);
   S.seq = Math.max(S.seq, t.seq);
