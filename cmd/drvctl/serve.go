@@ -52,6 +52,7 @@ type serveOptions struct {
 	closeTimeout time.Duration
 	stateDir     string
 	personality  personalityFlags
+	observe      observeOptions
 }
 
 func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
@@ -75,6 +76,7 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	fs.Var(&o.personality, "personality", "register a driver of the table for the devices a match selects, repeatable: `name=N,driver=D,KEY=VALUE...[,score=S]`; "+
 		"keys: "+personalityKeysHelp(o.personality.table)+" (e.g. name=gadget,driver=usbstorage,vid=1d50,pid=6018: that product's interfaces whatever their class; "+
 		"the default score 100 beats the drivers' own personalities)")
+	observeFlags(fs, &o.observe)
 	return func(args []string) error {
 		if len(args) > 0 {
 			return usagef("serve takes no arguments, got %q", args)
@@ -97,6 +99,10 @@ type daemon struct {
 	simBus *simBus      // nil on real hardware
 	bridge *hotplug.Bridge
 	srv    *userclient.Server
+	// netlink is the kernel uevent source (nil on a simulated bus);
+	// observer is the --http listener (nil when off).
+	netlink  *hotplug.Netlink
+	observer *observer
 
 	drivers *drivertable.Table     // what --drivers and --personality may name
 	res     *drivertable.Resources // what the daemon wires for drivers
@@ -218,6 +224,12 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		}
 		return err
 	}
+	if d.observer, err = newObserver(d, o.observe); err != nil {
+		return fail(err)
+	}
+	if d.observer != nil {
+		undo = append(undo, d.observer.close)
+	}
 
 	var src hotplug.Source
 	var sysfsRoot string
@@ -259,6 +271,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			return fail(fmt.Errorf("kernel uevents: %w", err))
 		}
 		src = nl
+		d.netlink = nl
 	}
 	src = &monitoredSource{Source: src, hub: d.hub}
 	undo = append(undo, func() { _ = src.Close() })
@@ -295,7 +308,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		log.Info("personality", "name", ps.Name, "driver", ps.Driver, "match", ps.matchString(), "score", ps.Score)
 	}
 
-	d.srv, err = userclient.Listen(&daemonBackend{RegistryBackend: userclient.NewRegistryBackend(d.reg), hub: d.hub}, userclient.Config{
+	d.srv, err = userclient.Listen(&daemonBackend{RegistryBackend: userclient.NewRegistryBackend(d.reg), hub: d.hub, sessions: d.observer.userClientHooks()}, userclient.Config{
 		Path: o.socket, GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log,
 		OnDisconnect: func(c userclient.Cred, reason error) {
 			log.Debug("client disconnected", "pid", c.PID, "uid", c.UID, "reason", reason)
@@ -321,6 +334,9 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			log.Error("event source ended", "err", err)
 		}
 	}()
+	if d.observer != nil {
+		d.observer.serve()
+	}
 	log.Info("serving", "socket", o.socket, "sim", o.sim, "drivers", drivers)
 	if ready != nil {
 		ready(d)
@@ -328,6 +344,9 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 
 	<-ctx.Done()
 	log.Info("shutting down")
+	if d.observer != nil {
+		d.observer.close()
+	}
 
 	// Clients first: their user clients are terminated and release their
 	// providers, so no termination below waits on an application.
