@@ -1,4 +1,4 @@
-package userclient_test
+package server_test
 
 import (
 	"context"

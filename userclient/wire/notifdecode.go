@@ -1,4 +1,4 @@
-package userclient
+package wire
 
 import "encoding/json"
 

@@ -1,6 +1,6 @@
 //go:build unix
 
-package userclient
+package server
 
 import "syscall"
 

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package userclient
+package server
 
 import (
 	"errors"
