@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/server"
 )
 
 // monitorClass is the class of the pseudo-service `drvctl monitor` opens:
@@ -22,11 +23,11 @@ const (
 
 // daemonBackend is the registry backend plus the monitor pseudo-service.
 type daemonBackend struct {
-	*userclient.RegistryBackend
+	*server.RegistryBackend
 	hub *monitorHub
 }
 
-var _ userclient.Backend = (*daemonBackend)(nil)
+var _ server.Backend = (*daemonBackend)(nil)
 
 var monitorInfo = userclient.ServiceInfo{ID: monitorID, Class: monitorClass, Name: "monitor"}
 
@@ -40,7 +41,7 @@ func (b *daemonBackend) Lookup(m userclient.Match) ([]userclient.ServiceInfo, er
 	return b.RegistryBackend.Lookup(m)
 }
 
-func (b *daemonBackend) Open(ctx context.Context, id uint64, req userclient.OpenRequest) (userclient.Session, error) {
+func (b *daemonBackend) Open(ctx context.Context, id uint64, req server.OpenRequest) (server.Session, error) {
 	if id != monitorID {
 		return b.RegistryBackend.Open(ctx, id, req)
 	}

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"encoding/json"
+
+	"github.com/drvkit/drvkit/userclient"
 )
 
 // Backend is what the server opens services on: the driver registry in the
@@ -10,10 +12,10 @@ import (
 type Backend interface {
 	// Lookup lists the services m matches, best first. The server picks the
 	// first one the policy allows.
-	Lookup(m Match) ([]ServiceInfo, error)
+	Lookup(m userclient.Match) ([]userclient.ServiceInfo, error)
 	// Open attaches a user client to the service with the given ID on behalf
-	// of req.Cred and opens it. It fails with ErrNoService if the service is
-	// gone or no longer active.
+	// of req.Cred and opens it. It fails with userclient.ErrNoService if the
+	// service is gone or no longer active.
 	Open(ctx context.Context, id uint64, req OpenRequest) (Session, error)
 }
 
@@ -29,21 +31,26 @@ type Watcher interface {
 
 // OpenRequest carries who opens and where notifications go.
 type OpenRequest struct {
-	Cred Cred
+	Cred userclient.Cred
 	// Notify delivers a notification to the application. It never blocks
 	// (a client that does not read is disconnected instead) and may be
 	// called from any goroutine, including the registry's own.
-	Notify func(Notification)
+	Notify func(userclient.Notification)
 }
 
 // Session is one open service: the user client and what it holds.
+//
+// Errors a session returns reach the application as the wire code of the
+// userclient sentinel they match (userclient.ErrTerminated, ErrNoMethod,
+// ErrNoDevice, …) with their text as the message.
 type Session interface {
 	// Info describes the opened service.
-	Info() ServiceInfo
+	Info() userclient.ServiceInfo
 	// ClientID is the ID of the user-client service (0 if none).
 	ClientID() uint64
-	// Call runs a driver method. It returns ErrTerminated if the service
-	// goes away before or during the call, ErrNoMethod for an unknown name.
+	// Call runs a driver method. It returns userclient.ErrTerminated if the
+	// service goes away before or during the call, userclient.ErrNoMethod
+	// for an unknown name.
 	Call(ctx context.Context, method string, in []byte) ([]byte, error)
 	// Close is the orderly close the application asked for.
 	Close() error
@@ -53,81 +60,8 @@ type Session interface {
 	ClientDied()
 }
 
-// Match selects services. Empty fields match anything; at least one field
-// must be set.
-type Match struct {
-	ID          uint64            `json:"id,omitempty"`
-	Class       string            `json:"class,omitempty"`
-	Name        string            `json:"name,omitempty"`
-	Personality string            `json:"personality,omitempty"`
-	Properties  map[string]string `json:"properties,omitempty"`
-}
-
-func (m *Match) empty() bool {
-	return m.ID == 0 && m.Class == "" && m.Name == "" && m.Personality == "" && len(m.Properties) == 0
-}
-
-// Matches reports whether s satisfies m (property values compare as their
-// JSON text without quotes for strings).
-func (m *Match) Matches(s ServiceInfo) bool {
-	if m.ID != 0 && m.ID != s.ID || m.Class != "" && m.Class != s.Class ||
-		m.Name != "" && m.Name != s.Name || m.Personality != "" && m.Personality != s.Personality {
-		return false
-	}
-	for k, v := range m.Properties {
-		if s.Properties[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
-// ServiceInfo describes a service as the policy and the application see it.
-type ServiceInfo struct {
-	ID          uint64            `json:"id"`
-	Class       string            `json:"class"`
-	Name        string            `json:"name,omitempty"`
-	Personality string            `json:"personality,omitempty"` // the driver (personality) name of a driver instance
-	Properties  map[string]string `json:"properties,omitempty"`
-}
-
-// NotificationType names what happened to an open service.
-type NotificationType string
-
-// Notification types forwarded from the registry. Driver-defined messages
-// carry the driver's own type name.
-const (
-	ServiceIsTerminated      NotificationType = "ServiceIsTerminated"
-	ServiceIsRequestingClose NotificationType = "ServiceIsRequestingClose"
-	ServiceWasClosed         NotificationType = "ServiceWasClosed"
-)
-
-// Notification is pushed to the application for one open handle.
-type Notification struct {
-	Type    NotificationType
-	Service uint64 // the service it concerns
-	Detail  string // human-readable detail, optional
-	Data    []byte // driver message payload, optional
-}
-
-// Cred identifies the peer of a connection, taken from the kernel
-// (SO_PEERCRED, SO_PEERGROUPS) when it connected.
-type Cred struct {
-	PID    int32
-	UID    uint32
-	GID    uint32
-	Groups []uint32 // supplementary groups, if the kernel reports them
-}
-
 // AdminFunc serves administrative calls (terminate, unload, leaks, inspect,
-// …). The server has already checked the policy (uid 0 or an admin group).
-// args is the request's JSON; the result is sent back as JSON plus raw data.
-type AdminFunc func(ctx context.Context, cred Cred, op string, args json.RawMessage, data []byte) (result any, out []byte, err error)
-
-// Reserved administrative operations the daemon implements.
-const (
-	AdminTerminate = "terminate"
-	AdminUnload    = "unload"
-	AdminLeaks     = "leaks"
-	AdminInspect   = "inspect"
-)
+// …: the userclient.Admin* names). The server has already checked the
+// policy (uid 0 or an admin group). args is the request's JSON; the result
+// is sent back as JSON plus raw data.
+type AdminFunc func(ctx context.Context, cred userclient.Cred, op string, args json.RawMessage, data []byte) (result any, out []byte, err error)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/refcount"
+
+	"github.com/drvkit/drvkit/userclient"
 )
 
 // untraced runs a benchmark with reference tracing off (TestMain turns it
@@ -59,7 +61,7 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 	for _, mode := range clientModes {
 		b.Run(mode, func(b *testing.B) {
 			c := ts.client(b, mode)
-			h, err := c.Open(ctx, Match{Class: "TestDevice"})
+			h, err := c.Open(ctx, userclient.Match{Class: "TestDevice"})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -98,7 +100,7 @@ func fanout(b *testing.B) {
 	ctx := context.Background()
 	var got sync.WaitGroup
 	var readers sync.WaitGroup
-	conns := make([]*Client, 0, clients)
+	conns := make([]*userclient.Client, 0, clients)
 	b.Cleanup(func() {
 		for _, c := range conns {
 			c.Close()
@@ -106,12 +108,12 @@ func fanout(b *testing.B) {
 		readers.Wait()
 	})
 	for range clients {
-		c, err := Dial(ctx, ts.sock)
+		c, err := userclient.Dial(ctx, ts.sock)
 		if err != nil {
 			b.Fatal(err)
 		}
 		conns = append(conns, c)
-		h, err := c.Open(ctx, Match{Class: "TestDevice"})
+		h, err := c.Open(ctx, userclient.Match{Class: "TestDevice"})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -175,7 +177,7 @@ func BenchmarkCallCancel(b *testing.B) {
 	for _, mode := range clientModes {
 		b.Run(mode, func(b *testing.B) {
 			c := ts.client(b, mode)
-			h, err := c.Open(ctx, Match{Class: "TestDevice"})
+			h, err := c.Open(ctx, userclient.Match{Class: "TestDevice"})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -6,13 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/drvkit/drvkit/refcount/leaktest"
+	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 // Generous: these waits assert that something happens, not how fast.
@@ -59,12 +59,12 @@ func TestCancelReachesDriver(t *testing.T) {
 			ts := newTestServer(t, Config{})
 			ctx := context.Background()
 			c := ts.client(t, mode)
-			require.Equal(t, Version, c.Version())
-			h, err := c.Open(ctx, Match{Class: "TestDevice"})
+			require.Equal(t, wire.Version, c.Version())
+			h, err := c.Open(ctx, userclient.Match{Class: "TestDevice"})
 			require.NoError(t, err)
-			h2, err := c.Open(ctx, Match{Class: "TestDevice"})
+			h2, err := c.Open(ctx, userclient.Match{Class: "TestDevice"})
 			require.NoError(t, err)
-			oh, err := ts.dial(t).Open(ctx, Match{Class: "TestDevice"})
+			oh, err := ts.dial(t).Open(ctx, userclient.Match{Class: "TestDevice"})
 			require.NoError(t, err)
 
 			cctx, cancel := context.WithCancel(ctx)
@@ -80,12 +80,12 @@ func TestCancelReachesDriver(t *testing.T) {
 			cancel()
 			err = <-errc
 			require.ErrorIs(t, err, context.Canceled)
-			require.NotErrorIs(t, err, ErrClosed)
+			require.NotErrorIs(t, err, userclient.ErrClosed)
 			waitLeft(t, ts, context.Canceled)
 			require.Eventually(t, func() bool { return ts.dev.State().Busy == 0 && ts.inflight() == 0 },
 				cancelWait, time.Millisecond, "busy %d, inflight %d", ts.dev.State().Busy, ts.inflight())
 
-			for i, hh := range []*Handle{h, h2, oh} {
+			for i, hh := range []*userclient.Handle{h, h2, oh} {
 				out, err := hh.Call(ctx, "echo", []byte{byte(i)})
 				require.NoError(t, err)
 				require.Equal(t, []byte{byte(i)}, out)
@@ -97,7 +97,7 @@ func TestCancelReachesDriver(t *testing.T) {
 			default:
 			}
 
-			for _, hh := range []*Handle{h, h2, oh} {
+			for _, hh := range []*userclient.Handle{h, h2, oh} {
 				require.NoError(t, hh.Close())
 				ts.reg.waitFreed(t, hh.ClientID())
 				ts.reg.checkTrace(t, hh.ClientID())
@@ -119,8 +119,8 @@ func TestCancelAtInflightLimit(t *testing.T) {
 	ts := newTestServer(t, Config{MaxInflight: limit})
 	ctx := context.Background()
 	c := ts.dial(t)
-	require.Equal(t, limit, cap(c.slots))
-	h, err := c.Open(ctx, Match{Class: "TestDevice"})
+	require.Equal(t, limit, c.MaxInflight(), "the server announces its limit")
+	h, err := c.Open(ctx, userclient.Match{Class: "TestDevice"})
 	require.NoError(t, err)
 
 	cctx, cancel := context.WithCancel(ctx)
@@ -134,21 +134,38 @@ func TestCancelAtInflightLimit(t *testing.T) {
 	for range limit {
 		waitEntered(t, ts)
 	}
-	// Callers beyond the limit wait on the client, not in the socket.
-	require.Eventually(t, func() bool { return len(c.slots) == limit }, cancelWait, time.Millisecond)
+	require.Equal(t, limit, ts.inflight())
 	cancel()
 	for range callers {
 		require.ErrorIs(t, <-errc, context.Canceled)
 	}
 	waitLeft(t, ts, context.Canceled)
 	waitLeft(t, ts, context.Canceled)
-	require.Eventually(t, func() bool { return ts.dev.State().Busy == 0 && len(c.slots) == 0 && ts.inflight() == 0 },
+	require.Eventually(t, func() bool { return ts.dev.State().Busy == 0 && ts.inflight() == 0 },
 		cancelWait, time.Millisecond)
 	// A waiting caller that got a slot in the instant its context ended
 	// may have sent its call: it was cancelled like the others.
 	require.Equal(t, len(ts.reg.entered), len(ts.reg.left))
 	for len(ts.reg.left) > 0 {
 		require.ErrorIs(t, <-ts.reg.left, context.Canceled)
+	}
+	// Every cancelled call gave its slot back on the client: limit calls
+	// reach the driver together again (a lost slot would keep one waiting
+	// on the client for good).
+	cctx, cancel = context.WithCancel(ctx)
+	for range limit {
+		go func() {
+			_, err := h.Call(cctx, "block", nil)
+			errc <- err
+		}()
+	}
+	for range limit {
+		waitEntered(t, ts)
+	}
+	cancel()
+	for range limit {
+		require.ErrorIs(t, <-errc, context.Canceled)
+		waitLeft(t, ts, context.Canceled)
 	}
 	out, err := h.Call(ctx, "echo", []byte("after"))
 	require.NoError(t, err)
@@ -163,7 +180,7 @@ func TestCancelAtInflightLimit(t *testing.T) {
 func TestCancelAdmin(t *testing.T) {
 	entered := make(chan struct{}, 1)
 	left := make(chan error, 1)
-	ts := newTestServer(t, Config{Admin: func(ctx context.Context, _ Cred, op string, _ json.RawMessage, _ []byte) (any, []byte, error) {
+	ts := newTestServer(t, Config{Admin: func(ctx context.Context, _ userclient.Cred, op string, _ json.RawMessage, _ []byte) (any, []byte, error) {
 		entered <- struct{}{}
 		<-ctx.Done()
 		left <- ctx.Err()
@@ -173,7 +190,7 @@ func TestCancelAdmin(t *testing.T) {
 	cctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, _, err := c.Admin(cctx, AdminUnload, map[string]string{"driver": "x"}, nil)
+		_, _, err := c.Admin(cctx, userclient.AdminUnload, map[string]string{"driver": "x"}, nil)
 		errc <- err
 	}()
 	<-entered
@@ -192,17 +209,17 @@ func TestCancelAdmin(t *testing.T) {
 // rawV2 is a hand-driven version 2 connection.
 type rawV2 struct {
 	nc net.Conn
-	d  *Decoder
+	d  *wire.Decoder
 }
 
 func rawHandshake(t testing.TB, ts *testServer, versions string) *rawV2 {
 	t.Helper()
 	nc := rawDial(t, ts.sock)
-	_, err := nc.Write(rawFrame(t, TypeHello, 1, `{"protocol":"drvkit-userclient","versions":`+versions+`}`, nil))
+	_, err := nc.Write(rawFrame(t, wire.TypeHello, 1, `{"protocol":"drvkit-userclient","versions":`+versions+`}`, nil))
 	require.NoError(t, err)
-	r := &rawV2{nc: nc, d: NewDecoder(nc, 0)}
+	r := &rawV2{nc: nc, d: wire.NewDecoder(nc, 0)}
 	f := r.next(t)
-	require.Equal(t, TypeWelcome, f.Type)
+	require.Equal(t, wire.TypeWelcome, f.Type)
 	return r
 }
 
@@ -212,7 +229,7 @@ func (r *rawV2) send(t testing.TB, frames ...[]byte) {
 	require.NoError(t, err)
 }
 
-func (r *rawV2) next(t testing.TB) Frame {
+func (r *rawV2) next(t testing.TB) wire.Frame {
 	t.Helper()
 	require.NoError(t, r.nc.SetReadDeadline(time.Now().Add(cancelWait)))
 	f, err := r.d.ReadFrame()
@@ -221,20 +238,20 @@ func (r *rawV2) next(t testing.TB) Frame {
 	return f
 }
 
-func cancelFrame(t testing.TB, id uint64) []byte { return rawFrame(t, TypeCancel, id, "", nil) }
+func cancelFrame(t testing.TB, id uint64) []byte { return rawFrame(t, wire.TypeCancel, id, "", nil) }
 
 // The wire semantics: one answer per request, cancelled or not; cancels of
 // unknown or finished ids are ignored, however many.
 func TestCancelWire(t *testing.T) {
 	ts := newTestServer(t, Config{MaxInflight: 4})
 	r := rawHandshake(t, ts, "[1,2]")
-	r.send(t, rawFrame(t, TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil))
+	r.send(t, rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil))
 	f := r.next(t)
-	require.Equal(t, TypeReply, f.Type)
-	var rep openReply
+	require.Equal(t, wire.TypeReply, f.Type)
+	var rep wire.OpenReply
 	require.NoError(t, json.Unmarshal(f.Control, &rep))
 	call := func(id uint64, method string) []byte {
-		return rawFrame(t, TypeCall, id, fmt.Sprintf(`{"handle":%d,"method":%q}`, rep.Handle, method), nil)
+		return rawFrame(t, wire.TypeCall, id, fmt.Sprintf(`{"handle":%d,"method":%q}`, rep.Handle, method), nil)
 	}
 
 	// A cancelled call is answered once, with cancelled.
@@ -243,11 +260,11 @@ func TestCancelWire(t *testing.T) {
 	r.send(t, cancelFrame(t, 3))
 	waitLeft(t, ts, context.Canceled)
 	f = r.next(t)
-	require.Equal(t, TypeError, f.Type)
+	require.Equal(t, wire.TypeError, f.Type)
 	require.Equal(t, uint64(3), f.ID)
-	err := decodeError(&f)
+	err := wire.DecodeError(f.Control)
 	require.ErrorIs(t, err, context.Canceled)
-	require.ErrorContains(t, err, `cancelled: call "block" cancelled by the client`)
+	require.EqualError(t, err, `call "block" cancelled by the client: context canceled`)
 
 	// Cancels of that finished id, of ids never used, of a ping: ignored.
 	// A flood of them neither disconnects nor stores anything.
@@ -256,16 +273,16 @@ func TestCancelWire(t *testing.T) {
 	for i := range 20000 {
 		flood = append(flood, cancelFrame(t, uint64(1000+i)))
 	}
-	flood = append(flood, rawFrame(t, TypePing, 4, "", []byte("p")), cancelFrame(t, 4), call(5, "echo"))
+	flood = append(flood, rawFrame(t, wire.TypePing, 4, "", []byte("p")), cancelFrame(t, 4), call(5, "echo"))
 	r.send(t, flood...)
-	got := map[uint64]Frame{}
+	got := map[uint64]wire.Frame{}
 	for range 2 {
 		f := r.next(t)
 		got[f.ID] = f
 	}
-	require.Equal(t, TypeReply, got[4].Type)
+	require.Equal(t, wire.TypeReply, got[4].Type)
 	require.Equal(t, "p", string(got[4].Data))
-	require.Equal(t, TypeReply, got[5].Type)
+	require.Equal(t, wire.TypeReply, got[5].Type)
 	require.Equal(t, 0, ts.inflight())
 
 	// A cancel that crosses the answer (the method ignores its context
@@ -273,13 +290,13 @@ func TestCancelWire(t *testing.T) {
 	// used again.
 	r.send(t, call(6, "echo"), cancelFrame(t, 6))
 	f = r.next(t)
-	require.Equal(t, TypeReply, f.Type, "%s", f.Control)
+	require.Equal(t, wire.TypeReply, f.Type, "%s", f.Control)
 	require.Equal(t, uint64(6), f.ID)
-	r.send(t, call(6, "echo"), rawFrame(t, TypePing, 7, "", nil))
+	r.send(t, call(6, "echo"), rawFrame(t, wire.TypePing, 7, "", nil))
 	ids := map[uint64]int{}
 	for range 2 {
 		f := r.next(t)
-		require.Equal(t, TypeReply, f.Type, "%s", f.Control)
+		require.Equal(t, wire.TypeReply, f.Type, "%s", f.Control)
 		ids[f.ID]++
 	}
 	require.Equal(t, map[uint64]int{6: 1, 7: 1}, ids)
@@ -294,16 +311,16 @@ func TestCancelWire(t *testing.T) {
 	ids = map[uint64]int{}
 	for range 4 {
 		f := r.next(t)
-		require.Equal(t, TypeError, f.Type)
-		require.ErrorIs(t, decodeError(&f), context.Canceled)
+		require.Equal(t, wire.TypeError, f.Type)
+		require.ErrorIs(t, wire.DecodeError(f.Control), context.Canceled)
 		ids[f.ID]++
 		waitLeft(t, ts, context.Canceled)
 	}
 	require.Equal(t, map[uint64]int{8: 1, 9: 1, 10: 1, 11: 1}, ids)
 	require.Eventually(t, func() bool { return ts.dev.State().Busy == 0 && ts.inflight() == 0 }, cancelWait, time.Millisecond)
 
-	r.send(t, rawFrame(t, TypeClose, 12, fmt.Sprintf(`{"handle":%d}`, rep.Handle), nil))
-	require.Equal(t, TypeReply, r.next(t).Type)
+	r.send(t, rawFrame(t, wire.TypeClose, 12, fmt.Sprintf(`{"handle":%d}`, rep.Handle), nil))
+	require.Equal(t, wire.TypeReply, r.next(t).Type)
 	ts.reg.waitFreed(t, rep.Client)
 	ts.reg.checkTrace(t, rep.Client)
 }
@@ -319,8 +336,8 @@ func TestCancelUnknownAllocatesNothing(t *testing.T) {
 // badCancel is a cancel frame with what no cancel may carry, encoded by
 // hand (AppendFrame refuses it).
 func badCancel(t testing.TB, id uint64, ctl string, data []byte) []byte {
-	b := rawFrame(t, TypePing, id, ctl, data)
-	b[4] = byte(TypeCancel)
+	b := rawFrame(t, wire.TypePing, id, ctl, data)
+	b[4] = byte(wire.TypeCancel)
 	return b
 }
 
@@ -328,13 +345,13 @@ func TestCancelHostile(t *testing.T) {
 	ts := newTestServer(t, Config{})
 	ctx := context.Background()
 	good := ts.dial(t)
-	gh, err := good.Open(ctx, Match{Class: "TestDevice"})
+	gh, err := good.Open(ctx, userclient.Match{Class: "TestDevice"})
 	require.NoError(t, err)
 	hello := func(v string) []byte {
-		return rawFrame(t, TypeHello, 1, `{"protocol":"drvkit-userclient","versions":`+v+`}`, nil)
+		return rawFrame(t, wire.TypeHello, 1, `{"protocol":"drvkit-userclient","versions":`+v+`}`, nil)
 	}
-	block := rawFrame(t, TypeCall, 5, `{"handle":1,"method":"block"}`, nil)
-	open := rawFrame(t, TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)
+	block := rawFrame(t, wire.TypeCall, 5, `{"handle":1,"method":"block"}`, nil)
+	open := rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)
 	for _, tc := range []struct {
 		name         string
 		send         [][]byte
@@ -351,10 +368,10 @@ func TestCancelHostile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			nc := rawDial(t, ts.sock)
 			if tc.enteredCalls > 0 {
-				r := &rawV2{nc: nc, d: NewDecoder(nc, 0)}
+				r := &rawV2{nc: nc, d: wire.NewDecoder(nc, 0)}
 				r.send(t, hello("[2]"), open)
-				require.Equal(t, TypeWelcome, r.next(t).Type)
-				require.Equal(t, TypeReply, r.next(t).Type)
+				require.Equal(t, wire.TypeWelcome, r.next(t).Type)
+				require.Equal(t, wire.TypeReply, r.next(t).Type)
 			}
 			for _, b := range tc.send {
 				_, err := nc.Write(b)
@@ -372,163 +389,4 @@ func TestCancelHostile(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return ts.Stats().Conns == 1 && ts.inflight() == 0 }, cancelWait, time.Millisecond)
 	require.NoError(t, gh.Close())
-}
-
-// A version 1 server has no cancel frame (it would drop the connection
-// for an unknown type): the client never sends one, returns ctx.Err() at
-// once and drops the late reply.
-func TestCancelOldServer(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "s.sock")
-	l, err := net.Listen("unix", sock)
-	require.NoError(t, err)
-	defer l.Close()
-	frames := make(chan Frame, 16)
-	srvErr := make(chan error, 1)
-	var nc net.Conn
-	accepted := make(chan struct{})
-	go func() {
-		var err error
-		nc, err = l.Accept()
-		close(accepted)
-		if err != nil {
-			srvErr <- err
-			return
-		}
-		dec := NewDecoder(nc, DefaultMaxFrame)
-		for {
-			f, err := dec.ReadFrame()
-			if err != nil {
-				srvErr <- err
-				close(frames)
-				return
-			}
-			f.Control, f.Data = clone(f.Control), clone(f.Data)
-			if f.Type == TypeHello {
-				frames <- f
-				ctl, _ := json.Marshal(welcomeMsg{Protocol: ProtocolName, Version: 1, MaxFrame: DefaultMaxFrame})
-				b, _ := AppendFrame(nil, &Frame{Type: TypeWelcome, ID: f.ID, Control: ctl}, DefaultMaxFrame)
-				_, _ = nc.Write(b)
-				continue
-			}
-			frames <- f
-		}
-	}()
-	c, err := Dial(context.Background(), sock)
-	require.NoError(t, err)
-	defer c.Close()
-	<-accepted
-	defer nc.Close()
-	hello := <-frames
-	var hm helloMsg
-	require.NoError(t, json.Unmarshal(hello.Control, &hm))
-	require.Equal(t, []int{2, 1}, hm.Versions, "the client offers both versions")
-	require.Equal(t, 1, c.Version())
-	require.Nil(t, c.slots, "a version 1 server announces no limit")
-
-	h := &Handle{c: c, id: 1, terminated: make(chan struct{})}
-	cctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		_, err := h.Call(cctx, "block", nil)
-		errc <- err
-	}()
-	call := <-frames
-	require.Equal(t, TypeCall, call.Type)
-	cancel()
-	require.ErrorIs(t, <-errc, context.Canceled)
-
-	// What follows the call on the wire is the ping, not a cancel.
-	pinged := make(chan error, 1)
-	go func() { pinged <- c.Ping(context.Background()) }()
-	ping := <-frames
-	require.Equal(t, TypePing, ping.Type)
-	// The late reply to the call comes first and is dropped.
-	for _, f := range []Frame{{Type: TypeReply, ID: call.ID, Data: []byte("late")}, {Type: TypeReply, ID: ping.ID}} {
-		b, err := AppendFrame(nil, &f, DefaultMaxFrame)
-		require.NoError(t, err)
-		_, err = nc.Write(b)
-		require.NoError(t, err)
-	}
-	require.NoError(t, <-pinged)
-	require.NoError(t, c.Close())
-	require.Error(t, <-srvErr)
-	for f := range frames {
-		require.NotEqual(t, TypeCancel, f.Type)
-	}
-}
-
-// fakeServer accepts one connection, welcomes it with version and
-// max_inflight and hands it over; it reads nothing more itself.
-func fakeServer(t *testing.T, version, maxInflight int) (sock string, conns <-chan net.Conn) {
-	t.Helper()
-	sock = filepath.Join(t.TempDir(), "s.sock")
-	l, err := net.Listen("unix", sock)
-	require.NoError(t, err)
-	t.Cleanup(func() { l.Close() })
-	ch := make(chan net.Conn, 1)
-	go func() {
-		nc, err := l.Accept()
-		if err != nil {
-			close(ch)
-			return
-		}
-		f, err := NewDecoder(nc, DefaultMaxFrame).ReadFrame()
-		if err != nil || f.Type != TypeHello {
-			nc.Close()
-			close(ch)
-			return
-		}
-		ctl, _ := json.Marshal(welcomeMsg{Protocol: ProtocolName, Version: version, MaxFrame: DefaultMaxFrame, MaxInflight: maxInflight})
-		b, _ := AppendFrame(nil, &Frame{Type: TypeWelcome, ID: f.ID, Control: ctl}, DefaultMaxFrame)
-		_, _ = nc.Write(b)
-		ch <- nc
-	}()
-	return sock, ch
-}
-
-// A server that stops reading cannot hold up a caller whose context ends:
-// the cancel frame is written in the background, and given up with the
-// connection.
-func TestCancelStalledSocket(t *testing.T) {
-	leaktest.Check(t)
-	sock, conns := fakeServer(t, 2, 8)
-	c, err := Dial(context.Background(), sock)
-	require.NoError(t, err)
-	nc := <-conns
-	require.NotNil(t, nc)
-	defer nc.Close()
-	h := &Handle{c: c, id: 1, terminated: make(chan struct{})}
-
-	cctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		_, err := h.Call(cctx, "block", nil)
-		errc <- err
-	}()
-	f, err := NewDecoder(nc, DefaultMaxFrame).ReadFrame()
-	require.NoError(t, err)
-	require.Equal(t, TypeCall, f.Type)
-	// From now on the server reads nothing: a call far larger than the
-	// socket buffer blocks in its write, holding the socket.
-	big := make(chan error, 1)
-	go func() {
-		_, err := h.Call(context.Background(), "write", make([]byte, DefaultMaxFrame-1024))
-		big <- err
-	}()
-	require.Eventually(t, func() bool {
-		if c.wmu.TryLock() {
-			c.wmu.Unlock()
-			return false
-		}
-		return true
-	}, cancelWait, time.Millisecond)
-	cancel()
-	select {
-	case err := <-errc:
-		require.ErrorIs(t, err, context.Canceled)
-	case <-time.After(cancelWait):
-		t.Fatal("a cancelled call waited on a stalled socket")
-	}
-	require.NoError(t, c.Close())
-	require.ErrorIs(t, <-big, ErrClosed)
 }

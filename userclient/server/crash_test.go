@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/userclient"
 )
 
 // TestChildKilled: an application process is SIGKILLed at each stage; each
@@ -53,7 +55,7 @@ func TestChildKilled(t *testing.T) {
 			ts.reg.checkTrace(t, id)
 			d := ts.waitDisconnect(t, ch.cmd.Process.Pid)
 			require.Error(t, d.reason)
-			require.NotErrorIs(t, d.reason, ErrOverflow)
+			require.NotErrorIs(t, d.reason, userclient.ErrOverflow)
 			if terminated != nil {
 				select {
 				case <-terminated:

@@ -6,6 +6,10 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/drvkit/drvkit/userclient/wire"
+
+	"github.com/drvkit/drvkit/userclient"
 )
 
 // Embed returns an in-process client of s with exactly the semantics of a
@@ -14,7 +18,7 @@ import (
 // it talks to s over a socketpair. Cancelling ctx is the client dying:
 // every session it opened gets ClientDied, as if the process had crashed.
 // Linux only: elsewhere it fails with an error matching errors.ErrUnsupported.
-func (s *Server) Embed(ctx context.Context, opts ...DialOption) (*Client, error) {
+func (s *Server) Embed(ctx context.Context, opts ...userclient.DialOption) (*userclient.Client, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, &OpError{Op: "embed", Err: err}
@@ -35,15 +39,15 @@ func (s *Server) Embed(ctx context.Context, opts ...DialOption) (*Client, error)
 		s.mu.Unlock()
 		srvConn.Close()
 		cliConn.Close()
-		return nil, &OpError{Op: "embed", Err: ErrClosed}
+		return nil, &OpError{Op: "embed", Err: wire.ErrClosed}
 	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go c.serve()
-	stop := context.AfterFunc(ctx, func() { c.fail(ErrClientDied, CodeClosed) })
+	stop := context.AfterFunc(ctx, func() { c.fail(ErrClientDied, wire.CodeClosed) })
 	go func() { <-c.quit; stop() }()
-	cl, err := newClient(ctx, cliConn, opts...)
+	cl, err := userclient.NewClient(ctx, cliConn, opts...)
 	if err != nil {
 		cliConn.Close()
 		return nil, &OpError{Op: "embed", Err: err}

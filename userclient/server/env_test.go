@@ -12,12 +12,14 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/lifecycletest"
+
+	"github.com/drvkit/drvkit/userclient"
 )
 
 // driverMsg is the driver-defined message the test devices send.
 const driverMsg = driver.MessageDriverDefined + 1
 
-var driverMsgType = NotificationType(driverMsg.String())
+var driverMsgType = userclient.NotificationType(driverMsg.String())
 
 // testDriver is a driver whose instances user clients call.
 type testDriver struct{ reg *testRegistry }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/server"
 )
 
 // echoDriver is a driver with one client method.
@@ -35,9 +36,9 @@ func Example() {
 
 	dir, _ := os.MkdirTemp("", "uc")
 	defer os.RemoveAll(dir)
-	srv, err := userclient.Listen(userclient.NewRegistryBackend(r), userclient.Config{
+	srv, err := server.Listen(server.NewRegistryBackend(r), server.Config{
 		Path: filepath.Join(dir, "drvkit.sock"), GID: -1,
-		Policy: userclient.Policy{Rules: []userclient.Rule{{AnyUser: true, Classes: []string{"EchoDevice"}}}},
+		Policy: server.Policy{Rules: []server.Rule{{AnyUser: true, Classes: []string{"EchoDevice"}}}},
 	})
 	if err != nil {
 		fmt.Println(err)
@@ -96,9 +97,9 @@ func Example_cancel() {
 	_ = r.Publish(nil, r.NewNub("WaitNub", "wait0", driver.Properties{}))
 	dir, _ := os.MkdirTemp("", "uc")
 	defer os.RemoveAll(dir)
-	srv, err := userclient.Listen(userclient.NewRegistryBackend(r), userclient.Config{
+	srv, err := server.Listen(server.NewRegistryBackend(r), server.Config{
 		Path: filepath.Join(dir, "drvkit.sock"), GID: -1,
-		Policy: userclient.Policy{Rules: []userclient.Rule{{AnyUser: true, Classes: []string{"WaitDevice"}}}},
+		Policy: server.Policy{Rules: []server.Rule{{AnyUser: true, Classes: []string{"WaitDevice"}}}},
 	})
 	if err != nil {
 		fmt.Println(err)
@@ -121,51 +122,62 @@ func Example_cancel() {
 	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	_, err = h.Call(cctx, "wait", nil)
-	fmt.Println("application:", err)
+	var oe *userclient.OpError
+	if errors.As(err, &oe) {
+		fmt.Println("application:", oe.Op, oe.Method+":", oe.Err)
+	}
 	fmt.Println("driver:", <-d.gaveUp)
 	// Output:
-	// application: userclient: call wait: context deadline exceeded
+	// application: call wait: context deadline exceeded
 	// driver: context canceled
 }
 
-// An application started before its device waits for it: OpenWait returns
-// once the device is plugged and its driver has started.
-func ExampleClient_OpenWait() {
+// A program that runs the registry itself — a test, a tool, an appliance
+// with no separate daemon — gets an in-process client with the socket
+// client's exact semantics: policy (as this process's credentials),
+// bounded notifications, cleanup of everything it opened when its context
+// ends, as when an application crashes.
+func ExampleServer_Embed() {
 	ctx := context.Background()
 	r := driver.NewRegistry()
 	defer r.Close(ctx)
 	_ = r.RegisterPersonality(driver.Personality{Name: "EchoDriver", Class: "EchoDevice", ProviderClass: "EchoNub",
 		New: func() driver.Driver { return echoDriver{} }})
+	_ = r.Publish(nil, r.NewNub("EchoNub", "echo0", driver.Properties{}))
 	dir, _ := os.MkdirTemp("", "uc")
 	defer os.RemoveAll(dir)
-	srv, err := userclient.Listen(userclient.NewRegistryBackend(r), userclient.Config{Path: filepath.Join(dir, "drvkit.sock"), GID: -1})
+	srv, err := server.Listen(server.NewRegistryBackend(r), server.Config{Path: filepath.Join(dir, "drvkit.sock"), GID: -1})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer srv.Close()
-	c, err := userclient.Dial(ctx, srv.Addr())
+
+	cctx, die := context.WithCancel(ctx)
+	defer die()
+	c, err := srv.Embed(cctx)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer c.Close()
-
-	go func() {
-		time.Sleep(10 * time.Millisecond) // the device arrives later
-		_ = r.Publish(nil, r.NewNub("EchoNub", "echo0", driver.Properties{}))
-	}()
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	h, err := c.OpenWait(wctx, userclient.Match{Class: "EchoDevice"})
+	h, err := c.Open(ctx, userclient.Match{Class: "EchoDevice"})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	out, err := h.Call(ctx, "echo", []byte("there you are"))
+	out, err := h.Call(ctx, "echo", []byte("in process"))
 	fmt.Printf("%s %v\n", out, err)
-	fmt.Println(h.Close())
+	fmt.Println("sessions:", srv.Stats().Sessions)
+
+	die() // the embedded client "crashes": the server closes what it opened
+	<-c.Done()
+	for srv.Stats().Sessions != 0 {
+		time.Sleep(time.Millisecond)
+	}
+	fmt.Println("sessions:", srv.Stats().Sessions, errors.Is(c.Err(), userclient.ErrClosed))
 	// Output:
-	// there you are <nil>
-	// <nil>
+	// in process <nil>
+	// sessions: 1
+	// sessions: 0 true
 }

@@ -19,6 +19,9 @@ import (
 
 	"github.com/drvkit/drvkit/refcount"
 	"github.com/drvkit/drvkit/refcount/leaktest"
+
+	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 // The test binary doubles as the application in crash tests: re-executed
@@ -54,21 +57,27 @@ func runChild(role, sock string) int {
 			say("dial: %v", err)
 			return 1
 		}
-		hello, _ := AppendFrame(nil, &Frame{Type: TypeHello, ID: 1, Control: []byte(`{"protocol":"drvkit-userclient","versions":[1]}`)}, DefaultMaxFrame)
+		hello, _ := wire.AppendFrame(nil, &wire.Frame{Type: wire.TypeHello, ID: 1, Control: []byte(`{"protocol":"drvkit-userclient","versions":[1]}`)}, wire.DefaultMaxFrame)
 		nc.Write(hello[:len(hello)/2]) // and never the rest
 		say("connected")
 		return block()
 	}
-	c, err := Dial(ctx, sock)
+	// Connected by hand, so that the fork roles can pass the socket on.
+	nc, err := net.Dial("unix", sock)
 	if err != nil {
 		say("dial: %v", err)
 		return 1
 	}
+	c, err := userclient.NewClient(ctx, nc)
+	if err != nil {
+		say("handshake: %v", err)
+		return 1
+	}
 	if role == "permission" {
-		_, err := c.Open(ctx, Match{Class: "TestDevice"})
-		say("open TestDevice: %v permission=%v", err, errors.Is(err, ErrPermission))
+		_, err := c.Open(ctx, userclient.Match{Class: "TestDevice"})
+		say("open TestDevice: %v permission=%v", err, errors.Is(err, userclient.ErrPermission))
 		say("ping: %v", c.Ping(ctx))
-		h, err := c.Open(ctx, Match{Class: "PublicDevice"})
+		h, err := c.Open(ctx, userclient.Match{Class: "PublicDevice"})
 		if err == nil {
 			out, err := h.Call(ctx, "echo", []byte("hi"))
 			say("open PublicDevice: ok call %q %v", out, err)
@@ -76,12 +85,12 @@ func runChild(role, sock string) int {
 		} else {
 			say("open PublicDevice: %v", err)
 		}
-		_, _, err = c.Admin(ctx, AdminTerminate, map[string]int{"id": 1}, nil)
-		say("admin: %v permission=%v", err, errors.Is(err, ErrPermission))
+		_, _, err = c.Admin(ctx, userclient.AdminTerminate, map[string]int{"id": 1}, nil)
+		say("admin: %v permission=%v", err, errors.Is(err, userclient.ErrPermission))
 		c.Close()
 		return 0
 	}
-	h, err := c.Open(ctx, Match{Class: "TestDevice"})
+	h, err := c.Open(ctx, userclient.Match{Class: "TestDevice"})
 	if err != nil {
 		say("open: %v", err)
 		return 1
@@ -98,7 +107,7 @@ func runChild(role, sock string) int {
 		h.Notifications() // asked for, never read: the socket backs up
 		return block()
 	case "fork", "fork-child-exits":
-		f, err := c.nc.(*net.UnixConn).File()
+		f, err := nc.(*net.UnixConn).File()
 		if err != nil {
 			say("file: %v", err)
 			return 1
@@ -201,7 +210,7 @@ type testServer struct {
 }
 
 type disconnect struct {
-	cred   Cred
+	cred   userclient.Cred
 	reason error
 	at     time.Time
 }
@@ -221,7 +230,7 @@ func newTestServer(t testing.TB, cfg Config) *testServer {
 	if cfg.GID == 0 {
 		cfg.GID = -1
 	}
-	cfg.OnDisconnect = func(c Cred, r error) { ts.disc <- disconnect{c, r, time.Now()} }
+	cfg.OnDisconnect = func(c userclient.Cred, r error) { ts.disc <- disconnect{c, r, time.Now()} }
 	ts.Server, err = Listen(NewRegistryBackend(ts.reg.r), cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -253,7 +262,7 @@ var clientModes = []string{"socket", "embedded"}
 
 // client connects over the socket ("socket") or in process ("embedded"),
 // closed at cleanup.
-func (ts *testServer) client(t testing.TB, mode string) *Client {
+func (ts *testServer) client(t testing.TB, mode string) *userclient.Client {
 	t.Helper()
 	if mode == "socket" {
 		return ts.dial(t)
@@ -264,9 +273,9 @@ func (ts *testServer) client(t testing.TB, mode string) *Client {
 	return c
 }
 
-func (ts *testServer) dial(t testing.TB) *Client {
+func (ts *testServer) dial(t testing.TB) *userclient.Client {
 	t.Helper()
-	c, err := Dial(context.Background(), ts.sock)
+	c, err := userclient.Dial(context.Background(), ts.sock)
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
 	return c

@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 // watchers is how many opens wait on the registry backend (tests).
@@ -30,11 +33,11 @@ func requireStillWaiting(t *testing.T, ts *testServer, done <-chan openResult) {
 }
 
 type openResult struct {
-	h   *Handle
+	h   *userclient.Handle
 	err error
 }
 
-func openWait(ctx context.Context, c *Client, m Match) <-chan openResult {
+func openWait(ctx context.Context, c *userclient.Client, m userclient.Match) <-chan openResult {
 	done := make(chan openResult, 1)
 	go func() {
 		h, err := c.OpenWait(ctx, m)
@@ -52,11 +55,11 @@ func TestOpenWaitForPlug(t *testing.T) {
 			ctx := context.Background()
 			c := ts.client(t, mode)
 			// Matches at once, as Open.
-			h0, err := c.OpenWait(ctx, Match{Class: "TestDevice"})
+			h0, err := c.OpenWait(ctx, userclient.Match{Class: "TestDevice"})
 			require.NoError(t, err)
 			require.Equal(t, ts.dev.ID(), h0.Service().ID)
 
-			done := openWait(ctx, c, Match{Class: "LateDevice"})
+			done := openWait(ctx, c, userclient.Match{Class: "LateDevice"})
 			requireStillWaiting(t, ts, done)
 			// Another device arriving does not end the wait.
 			other := ts.reg.publish(t, "OtherDevice", "other0")
@@ -77,7 +80,7 @@ func TestOpenWaitForPlug(t *testing.T) {
 			require.Zero(t, ts.watchers(), "nobody waits: the lifecycle stream is let go")
 			require.Zero(t, ts.inflight())
 
-			for _, h := range []*Handle{h0, r.h} {
+			for _, h := range []*userclient.Handle{h0, r.h} {
 				require.NoError(t, h.Close())
 				ts.reg.waitFreed(t, h.ClientID())
 				ts.reg.checkTrace(t, h.ClientID())
@@ -98,7 +101,7 @@ func TestOpenWaitForStart(t *testing.T) {
 	d, nub, published := plugSlowStart(t, ts)
 
 	c := ts.dial(t)
-	done := openWait(ctx, c, Match{Class: "SlowDevice"})
+	done := openWait(ctx, c, userclient.Match{Class: "SlowDevice"})
 	requireStillWaiting(t, ts, done)
 	close(d.release)
 	require.NoError(t, <-published)
@@ -122,7 +125,7 @@ func TestOpenWaitCancelled(t *testing.T) {
 	ctx := context.Background()
 	c := ts.dial(t)
 	cctx, cancel := context.WithCancel(ctx)
-	done := openWait(cctx, c, Match{Class: "NeverDevice"})
+	done := openWait(cctx, c, userclient.Match{Class: "NeverDevice"})
 	requireStillWaiting(t, ts, done)
 	cancel()
 	r := <-done
@@ -135,15 +138,15 @@ func TestOpenWaitCancelled(t *testing.T) {
 	// A deadline is a cancel too.
 	dctx, dcancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer dcancel()
-	_, err := c.OpenWait(dctx, Match{Class: "NeverDevice"})
+	_, err := c.OpenWait(dctx, userclient.Match{Class: "NeverDevice"})
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 
 	c2 := ts.dial(t)
-	done = openWait(ctx, c2, Match{Class: "NeverDevice"})
+	done = openWait(ctx, c2, userclient.Match{Class: "NeverDevice"})
 	requireStillWaiting(t, ts, done)
 	require.NoError(t, c2.Close())
 	r = <-done
-	require.ErrorIs(t, r.err, ErrClosed)
+	require.ErrorIs(t, r.err, userclient.ErrClosed)
 	require.Eventually(t, func() bool { return ts.watchers() == 0 }, cancelWait, time.Millisecond)
 	require.NoError(t, c.Ping(ctx))
 }
@@ -156,19 +159,19 @@ func TestOpenWaitAnswersAtOnce(t *testing.T) {
 	defer cancel()
 	// The tests run as root, whom the policy always admits: a connection
 	// of another user, as the server would have it after the handshake.
-	nobody := &conn{srv: ts.Server, cred: Cred{UID: 65534, GID: 65534}, version: 2}
-	_, _, err := nobody.openWaiting(ctx, openMsg{Match: Match{Class: "TestDevice"}, Wait: true})
-	require.ErrorIs(t, err, ErrPermission)
-	_, err = ts.dial(t).OpenWait(ctx, Match{})
-	require.ErrorIs(t, err, ErrNoService)
+	nobody := &conn{srv: ts.Server, cred: userclient.Cred{UID: 65534, GID: 65534}, version: 2}
+	_, _, err := nobody.openWaiting(ctx, wire.OpenMsg{Match: userclient.Match{Class: "TestDevice"}, Wait: true})
+	require.ErrorIs(t, err, userclient.ErrPermission)
+	_, err = ts.dial(t).OpenWait(ctx, userclient.Match{})
+	require.ErrorIs(t, err, userclient.ErrNoService)
 	require.NoError(t, ctx.Err(), "answered, not timed out")
 	require.Zero(t, ts.watchers())
 
 	r := rawHandshake(t, ts, "[1]")
-	r.send(t, rawFrame(t, TypeOpen, 2, `{"match":{"class":"NeverDevice"},"wait":true}`, nil))
+	r.send(t, rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"NeverDevice"},"wait":true}`, nil))
 	f := r.next(t)
-	require.Equal(t, TypeError, f.Type)
-	var e errorMsg
+	require.Equal(t, wire.TypeError, f.Type)
+	var e wire.ErrorMsg
 	require.NoError(t, json.Unmarshal(f.Control, &e))
-	require.Equal(t, CodeNoService, e.Code)
+	require.Equal(t, wire.CodeNoService, e.Code)
 }

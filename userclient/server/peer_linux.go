@@ -10,16 +10,18 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/drvkit/drvkit/userclient"
 )
 
 // peerCred reads the credentials the kernel recorded when the peer
 // connected, plus its supplementary groups where the kernel reports them.
-func peerCred(nc *net.UnixConn) (Cred, error) {
+func peerCred(nc *net.UnixConn) (userclient.Cred, error) {
 	rc, err := nc.SyscallConn()
 	if err != nil {
-		return Cred{}, err
+		return userclient.Cred{}, err
 	}
-	var cred Cred
+	var cred userclient.Cred
 	var serr error
 	err = rc.Control(func(fd uintptr) {
 		var uc *unix.Ucred
@@ -27,7 +29,7 @@ func peerCred(nc *net.UnixConn) (Cred, error) {
 		if serr != nil {
 			return
 		}
-		cred = Cred{PID: uc.Pid, UID: uc.Uid, GID: uc.Gid}
+		cred = userclient.Cred{PID: uc.Pid, UID: uc.Uid, GID: uc.Gid}
 		cred.Groups = peerGroups(int(fd))
 	})
 	if err == nil {

@@ -3,6 +3,9 @@ package server
 import (
 	"fmt"
 	"slices"
+
+	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 // Policy decides who may open what and who may call administrative
@@ -26,21 +29,21 @@ type Rule struct {
 	Personalities []string
 }
 
-func (r *Rule) admitsPeer(c Cred) bool {
+func (r *Rule) admitsPeer(c userclient.Cred) bool {
 	if r.AnyUser || slices.Contains(r.UIDs, c.UID) {
 		return true
 	}
 	return inGroups(r.GIDs, c)
 }
 
-func (r *Rule) admitsService(s ServiceInfo) bool {
+func (r *Rule) admitsService(s userclient.ServiceInfo) bool {
 	if len(r.Classes) == 0 && len(r.Personalities) == 0 {
 		return true
 	}
 	return slices.Contains(r.Classes, s.Class) || s.Personality != "" && slices.Contains(r.Personalities, s.Personality)
 }
 
-func inGroups(gids []uint32, c Cred) bool {
+func inGroups(gids []uint32, c userclient.Cred) bool {
 	if slices.Contains(gids, c.GID) {
 		return true
 	}
@@ -52,9 +55,9 @@ func inGroups(gids []uint32, c Cred) bool {
 	return false
 }
 
-// AllowOpen returns nil if c may open s, an error matching ErrPermission
+// AllowOpen returns nil if c may open s, an error matching userclient.ErrPermission
 // otherwise.
-func (p *Policy) AllowOpen(c Cred, s ServiceInfo) error {
+func (p *Policy) AllowOpen(c userclient.Cred, s userclient.ServiceInfo) error {
 	if c.UID == 0 {
 		return nil
 	}
@@ -63,13 +66,13 @@ func (p *Policy) AllowOpen(c Cred, s ServiceInfo) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: uid %d gid %d may not open %s#%d (personality %q)", ErrPermission, c.UID, c.GID, s.Class, s.ID, s.Personality)
+	return fmt.Errorf("%w: uid %d gid %d may not open %s#%d (personality %q)", wire.ErrPermission, c.UID, c.GID, s.Class, s.ID, s.Personality)
 }
 
 // AllowAdmin returns nil if c may call the administrative operation op.
-func (p *Policy) AllowAdmin(c Cred, op string) error {
+func (p *Policy) AllowAdmin(c userclient.Cred, op string) error {
 	if c.UID == 0 || inGroups(p.AdminGIDs, c) {
 		return nil
 	}
-	return fmt.Errorf("%w: administrative call %q needs uid 0 or an admin group (peer uid %d gid %d)", ErrPermission, op, c.UID, c.GID)
+	return fmt.Errorf("%w: administrative call %q needs uid 0 or an admin group (peer uid %d gid %d)", wire.ErrPermission, op, c.UID, c.GID)
 }

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 var randomFrames = flag.Int("userclient.randomframes", 1000, "connections of TestRandomFramesAfterHello (up to 4 random frames each)")
@@ -27,13 +30,13 @@ func randomBody(r *rand.Rand) (body []byte, id uint64, level int) {
 	id = r.Uint64N(1 << 20)
 	level = r.IntN(3)
 	if level == 0 {
-		body = make([]byte, headerLen+r.IntN(512))
+		body = make([]byte, wire.HeaderLen+r.IntN(512))
 		for i := range body {
 			body[i] = byte(r.Uint32())
 		}
 		return body, binary.BigEndian.Uint64(body[4:]), level
 	}
-	typ := MsgType(1 + r.IntN(int(TypeCancel)))
+	typ := wire.MsgType(1 + r.IntN(int(wire.TypeCancel)))
 	var ctl, data []byte
 	if level == 1 {
 		ctl = make([]byte, r.IntN(64))
@@ -51,20 +54,20 @@ func randomBody(r *rand.Rand) (body []byte, id uint64, level int) {
 		num := func() string { return fmt.Sprint([]uint64{0, 1, 2, r.Uint64(), r.Uint64N(100)}[r.IntN(5)]) }
 		bools := func() string { return []string{"true", "false", "null", "1"}[r.IntN(4)] }
 		switch typ {
-		case TypeHello:
+		case wire.TypeHello:
 			ctl = []byte(`{"protocol":` + word() + `,"versions":[` + num() + `]}`)
-		case TypeOpen:
+		case wire.TypeOpen:
 			ctl = []byte(`{"match":{"class":` + word() + `,"id":` + num() + `,"name":` + word() + `},"wait":` + bools() + `}`)
-		case TypeClose:
+		case wire.TypeClose:
 			ctl = []byte(`{"handle":` + num() + `}`)
-		case TypeCall:
+		case wire.TypeCall:
 			ctl = []byte(`{"handle":` + num() + `,"method":` + word() + `}`)
 			data = []byte("payload")
-		case TypeAdmin:
+		case wire.TypeAdmin:
 			ctl = []byte(`{"op":` + word() + `,"args":{"id":` + num() + `}}`)
-		case TypePing:
+		case wire.TypePing:
 			data = []byte("ping data")
-		case TypeCancel:
+		case wire.TypeCancel:
 			// exactly its header: valid when id != 0
 		default: // server-to-client types
 			ctl = []byte(`{"handle":` + num() + `}`)
@@ -73,7 +76,7 @@ func randomBody(r *rand.Rand) (body []byte, id uint64, level int) {
 			ctl = ctl[:r.IntN(len(ctl))]
 		}
 	}
-	body = make([]byte, headerLen, headerLen+len(ctl)+len(data))
+	body = make([]byte, wire.HeaderLen, wire.HeaderLen+len(ctl)+len(data))
 	body[0] = byte(typ)
 	if level == 1 && r.IntN(4) == 0 {
 		body[1] = byte(r.Uint32()) // flags, mostly unknown
@@ -87,28 +90,28 @@ func randomBody(r *rand.Rand) (body []byte, id uint64, level int) {
 // readOutcome reads until the connection's fate after a random frame and
 // the ping that followed it: "fatal CODE" or "alive". Answers come in
 // completion order: one to any request sent so far (sent) may come first.
-func readOutcome(t *testing.T, d *Decoder, sent map[uint64]bool, pingID uint64, what string, outcomes map[string]int) string {
+func readOutcome(t *testing.T, d *wire.Decoder, sent map[uint64]bool, pingID uint64, what string, outcomes map[string]int) string {
 	t.Helper()
 	for {
 		f, err := d.ReadFrame()
 		require.NoError(t, err, "the connection ended without an error frame or the ping's answer: %s", what)
 		switch {
-		case f.Type == TypeError && f.Flags&FlagFatal != 0:
-			var re *RemoteError
-			require.ErrorAs(t, decodeError(&f), &re, what)
-			require.Contains(t, []string{CodeProtocol, CodeClosed}, re.Code, "%s: %v", what, re)
+		case f.Type == wire.TypeError && f.Flags&wire.FlagFatal != 0:
+			var re *userclient.RemoteError
+			require.ErrorAs(t, wire.DecodeError(f.Control), &re, what)
+			require.Contains(t, []string{wire.CodeProtocol, wire.CodeClosed}, re.Code, "%s: %v", what, re)
 			_, err := d.ReadFrame()
 			require.True(t, errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET), "%s: after the fatal error: %v", what, err)
 			outcomes["fatal "+re.Code]++
 			return "fatal " + re.Code
 		case f.ID == pingID:
-			require.Equal(t, TypeReply, f.Type, "%s: %v", what, decodeError(&f))
+			require.Equal(t, wire.TypeReply, f.Type, "%s: %v", what, wire.DecodeError(f.Control))
 			require.Equal(t, "after", string(f.Data), what)
 			outcomes["alive"]++
 			return "alive"
-		case sent[f.ID] && (f.Type == TypeReply || f.Type == TypeError):
+		case sent[f.ID] && (f.Type == wire.TypeReply || f.Type == wire.TypeError):
 			outcomes["answered "+f.Type.String()]++ // then the ping's answer
-		case f.Type == TypeNotification:
+		case f.Type == wire.TypeNotification:
 			// a random open that succeeded hears about its service
 		default:
 			t.Fatalf("%s: unexpected %v frame id %d", what, f.Type, f.ID)
@@ -127,12 +130,12 @@ func TestRandomFramesAfterHello(t *testing.T) {
 	ts := newTestServer(t, Config{})
 	ctx := context.Background()
 	good := ts.dial(t)
-	gh, err := good.Open(ctx, Match{Class: "TestDevice"})
+	gh, err := good.Open(ctx, userclient.Match{Class: "TestDevice"})
 	require.NoError(t, err)
 
 	const seed = 7
 	r := rand.New(rand.NewPCG(seed, 0))
-	hello := rawFrame(t, TypeHello, 1, `{"protocol":"drvkit-userclient","versions":[2,1]}`, nil)
+	hello := rawFrame(t, wire.TypeHello, 1, `{"protocol":"drvkit-userclient","versions":[2,1]}`, nil)
 	outcomes := map[string]int{}
 	for i := range *randomFrames {
 		nc, err := net.Dial("unix", ts.sock)
@@ -140,10 +143,10 @@ func TestRandomFramesAfterHello(t *testing.T) {
 		nc.SetDeadline(time.Now().Add(10 * time.Second))
 		_, err = nc.Write(hello)
 		require.NoError(t, err)
-		d := NewDecoder(nc, 0)
+		d := wire.NewDecoder(nc, 0)
 		w, err := d.ReadFrame()
 		require.NoError(t, err)
-		require.Equal(t, TypeWelcome, w.Type)
+		require.Equal(t, wire.TypeWelcome, w.Type)
 		sent := map[uint64]bool{}
 		// Up to four frames on one connection, so that one can act on
 		// what an earlier one did (a call on a handle a random open got).
@@ -158,7 +161,7 @@ func TestRandomFramesAfterHello(t *testing.T) {
 			sent[id] = true
 			// The server may already have closed: then the ping's write
 			// fails or is never read, and the fatal error frame says why.
-			_, _ = nc.Write(rawFrame(t, TypePing, pingID, "", []byte("after")))
+			_, _ = nc.Write(rawFrame(t, wire.TypePing, pingID, "", []byte("after")))
 			if outcome := readOutcome(t, d, sent, pingID, what, outcomes); outcome != "alive" {
 				break
 			}
@@ -192,28 +195,28 @@ func TestRandomFramesAfterHello(t *testing.T) {
 // answered (the payload is decoded before the request is dispatched).
 func TestMalformedPayloadEndsConnectionFirst(t *testing.T) {
 	ts := newTestServer(t, Config{})
-	hello := rawFrame(t, TypeHello, 1, helloJSON, nil)
-	for _, typ := range []MsgType{TypeOpen, TypeClose, TypeCall, TypeAdmin} {
+	hello := rawFrame(t, wire.TypeHello, 1, helloJSON, nil)
+	for _, typ := range []wire.MsgType{wire.TypeOpen, wire.TypeClose, wire.TypeCall, wire.TypeAdmin} {
 		t.Run(typ.String(), func(t *testing.T) {
 			for range 20 {
 				nc := rawDial(t, ts.sock)
 				msg := append([]byte(nil), hello...)
 				msg = append(msg, rawFrame(t, typ, 2, `{"handle":`, nil)...)
 				for id := uint64(3); id < 6; id++ {
-					msg = append(msg, rawFrame(t, TypePing, id, "", nil)...)
+					msg = append(msg, rawFrame(t, wire.TypePing, id, "", nil)...)
 				}
 				_, err := nc.Write(msg)
 				require.NoError(t, err)
 				nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-				d := NewDecoder(nc, 0)
+				d := wire.NewDecoder(nc, 0)
 				w, err := d.ReadFrame()
 				require.NoError(t, err)
-				require.Equal(t, TypeWelcome, w.Type)
+				require.Equal(t, wire.TypeWelcome, w.Type)
 				f, err := d.ReadFrame()
 				require.NoError(t, err)
-				require.Equal(t, TypeError, f.Type, "a ping behind the malformed frame was answered first: id %d", f.ID)
-				require.Equal(t, FlagFatal, f.Flags)
-				require.ErrorContains(t, decodeError(&f), "bad "+typ.String()+" payload")
+				require.Equal(t, wire.TypeError, f.Type, "a ping behind the malformed frame was answered first: id %d", f.ID)
+				require.Equal(t, wire.FlagFatal, f.Flags)
+				require.ErrorContains(t, wire.DecodeError(f.Control), "bad "+typ.String()+" payload")
 				_, err = d.ReadFrame()
 				require.True(t, errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET), "%v", err)
 				nc.Close()

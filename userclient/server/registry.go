@@ -8,6 +8,9 @@ import (
 	"sync"
 
 	"github.com/drvkit/drvkit/driver"
+
+	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 // UserClientClass is the class of the user-client services the registry
@@ -37,8 +40,8 @@ func NewRegistryBackend(r *driver.Registry) *RegistryBackend { return &RegistryB
 
 // Info describes s for policy and applications. Property values are shown
 // as their fmt %v text.
-func Info(s *driver.Service) ServiceInfo {
-	info := ServiceInfo{ID: s.ID(), Class: s.Class(), Name: s.Name()}
+func Info(s *driver.Service) userclient.ServiceInfo {
+	info := userclient.ServiceInfo{ID: s.ID(), Class: s.Class(), Name: s.Name()}
 	if p := s.Personality(); p != nil {
 		info.Personality = p.Name
 	}
@@ -56,8 +59,8 @@ func Info(s *driver.Service) ServiceInfo {
 // Lookup lists the active services m matches, by ID; user clients and the
 // root are never matched, nor a driver whose Start has not returned: an
 // application that opened it then would call a driver not ready yet.
-func (b *RegistryBackend) Lookup(m Match) ([]ServiceInfo, error) {
-	var out []ServiceInfo
+func (b *RegistryBackend) Lookup(m userclient.Match) ([]userclient.ServiceInfo, error) {
+	var out []userclient.ServiceInfo
 	root := b.r.Root()
 	for _, s := range b.r.Services() {
 		if s == root || s.Class() == UserClientClass {
@@ -118,11 +121,11 @@ func (b *RegistryBackend) lifecycle(ev driver.LifecycleEvent) {
 func (b *RegistryBackend) Open(ctx context.Context, id uint64, req OpenRequest) (Session, error) {
 	target, release, ok := b.r.Lookup(id)
 	if !ok {
-		return nil, fmt.Errorf("%w: service %d is gone", ErrNoService, id)
+		return nil, fmt.Errorf("%w: service %d is gone", wire.ErrNoService, id)
 	}
 	defer release()
 	if !target.State().Started {
-		return nil, fmt.Errorf("%w: service %d has not started yet", ErrNoService, id)
+		return nil, fmt.Errorf("%w: service %d has not started yet", wire.ErrNoService, id)
 	}
 	uc := &userClient{target: target, notify: req.Notify}
 	name := fmt.Sprintf("pid %d uid %d", req.Cred.PID, req.Cred.UID)
@@ -145,7 +148,7 @@ func (b *RegistryBackend) Open(ctx context.Context, id uint64, req OpenRequest) 
 // openErr: a service terminated under an open is, for the opener, not there.
 func openErr(err error) error {
 	if errors.Is(err, driver.ErrNotActive) || errors.Is(err, driver.ErrClosed) {
-		return fmt.Errorf("%w: %w", ErrNoService, err)
+		return fmt.Errorf("%w: %w", wire.ErrNoService, err)
 	}
 	return mapDriverErr(err)
 }
@@ -157,21 +160,36 @@ func mapDriverErr(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, driver.ErrNotActive), errors.Is(err, driver.ErrClosed):
-		return fmt.Errorf("%w: %w", ErrTerminated, err)
+		return fmt.Errorf("%w: %w", wire.ErrTerminated, err)
 	case errors.Is(err, driver.ErrNoMethod):
-		return fmt.Errorf("%w: %w", ErrNoMethod, err)
+		return fmt.Errorf("%w: %w", wire.ErrNoMethod, err)
 	case errors.Is(err, driver.ErrExclusive):
-		return fmt.Errorf("%w: %w", ErrPermission, err)
+		return fmt.Errorf("%w: %w", wire.ErrPermission, err)
+	}
+	return markNoDevice(err)
+}
+
+// markNoDevice makes a driver error that matches driver.ErrNoDevice match
+// userclient.ErrNoDevice too — the sentinel its wire code stands for —
+// without adding to its text, which already says it.
+func markNoDevice(err error) error {
+	if errors.Is(err, driver.ErrNoDevice) && !errors.Is(err, wire.ErrNoDevice) {
+		return &noDevice{err}
 	}
 	return err
 }
+
+type noDevice struct{ err error }
+
+func (e *noDevice) Error() string   { return e.err.Error() }
+func (e *noDevice) Unwrap() []error { return []error{e.err, wire.ErrNoDevice} }
 
 // userClient is the handler of a user-client service: it forwards the
 // registry's messages to the application and ends the session.
 type userClient struct {
 	target *driver.Service
 	svc    *driver.Service
-	notify func(Notification)
+	notify func(userclient.Notification)
 
 	once           sync.Once
 	removeInterest func()
@@ -183,7 +201,7 @@ type userClient struct {
 	// hears of a close caused by a termination before the termination.
 	nmu      sync.Mutex
 	termSeen bool
-	held     []Notification
+	held     []userclient.Notification
 	// The last message type's name (guarded by nmu): a driver-defined
 	// type's String is a fmt.Sprintf, paid per client of a fan-out.
 	lastType driver.MessageType
@@ -231,11 +249,11 @@ func (u *userClient) interest(m driver.Message) {
 }
 
 // toNotification converts m; u.nmu is held.
-func (u *userClient) toNotification(m driver.Message) Notification {
+func (u *userClient) toNotification(m driver.Message) userclient.Notification {
 	if u.lastName == "" || u.lastType != m.Type {
 		u.lastType, u.lastName = m.Type, m.Type.String()
 	}
-	n := Notification{Type: NotificationType(u.lastName), Service: m.From}
+	n := userclient.Notification{Type: userclient.NotificationType(u.lastName), Service: m.From}
 	switch d := m.Data.(type) {
 	case nil:
 	case []byte:
@@ -254,19 +272,19 @@ func (u *userClient) toNotification(m driver.Message) Notification {
 	return n
 }
 
-func (u *userClient) Info() ServiceInfo { return Info(u.target) }
-func (u *userClient) ClientID() uint64  { return u.svc.ID() }
+func (u *userClient) Info() userclient.ServiceInfo { return Info(u.target) }
+func (u *userClient) ClientID() uint64             { return u.svc.ID() }
 
 // Call runs the target driver's client method. Its context is cancelled
-// when the target is terminated; the error is then ErrTerminated, whatever
+// when the target is terminated; the error is then userclient.ErrTerminated, whatever
 // the method returned.
 func (u *userClient) Call(ctx context.Context, method string, in []byte) ([]byte, error) {
 	if !u.svc.State().Active {
-		return nil, fmt.Errorf("%w: %v", ErrTerminated, u.target)
+		return nil, wire.ErrTerminated // the client names the service
 	}
 	out, err := u.target.Call(ctx, method, in)
 	if err != nil && (!u.target.State().Active || !u.svc.State().Active) && ctx.Err() == nil {
-		return nil, fmt.Errorf("%w: %v went away during %q: %w", ErrTerminated, u.target, method, err)
+		return nil, fmt.Errorf("%w during the call: %w", wire.ErrTerminated, markNoDevice(err))
 	}
 	return out, mapDriverErr(err)
 }
@@ -286,7 +304,7 @@ func (u *userClient) end() {
 		u.removeInterest()
 		if err := u.target.Close(u.svc); err != nil && !errors.Is(err, driver.ErrNotOpen) {
 			// Not reachable with a well-formed registry; do not lose it.
-			u.notify(Notification{Type: "CloseFailed", Service: u.target.ID(), Detail: err.Error()})
+			u.notify(userclient.Notification{Type: "CloseFailed", Service: u.target.ID(), Detail: err.Error()})
 		}
 		u.svc.Terminate()
 		u.svc.TaggedRelease(u)

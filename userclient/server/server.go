@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,14 +9,15 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/drvkit/drvkit/internal/faultinject"
+
+	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 // Config configures a Server. Only Path is required.
@@ -35,7 +35,7 @@ type Config struct {
 	// Policy decides who may open what. The zero Policy admits uid 0 only.
 	Policy Policy
 	// MaxFrame limits a frame's length field in both directions
-	// (DefaultMaxFrame if zero).
+	// (wire.DefaultMaxFrame if zero).
 	MaxFrame int
 	// QueueFrames and QueueBytes bound what is queued for one connection
 	// (replies and notifications) before it is considered not reading and
@@ -49,11 +49,11 @@ type Config struct {
 	// HandshakeTimeout is how long a new connection may take to send its
 	// hello (default 10s).
 	HandshakeTimeout time.Duration
-	// Admin serves administrative calls; nil answers them with ErrNoMethod.
+	// Admin serves administrative calls; nil answers them with userclient.ErrNoMethod.
 	Admin AdminFunc
 	// OnDisconnect, if set, is told why each connection ended (after its
 	// sessions got ClientDied or Close).
-	OnDisconnect func(cred Cred, reason error)
+	OnDisconnect func(cred userclient.Cred, reason error)
 	// Log receives connection-level errors; nil discards them.
 	Log *slog.Logger
 }
@@ -63,7 +63,7 @@ func (c *Config) defaults() {
 		c.Mode = 0o660
 	}
 	if c.MaxFrame <= 0 {
-		c.MaxFrame = DefaultMaxFrame
+		c.MaxFrame = wire.DefaultMaxFrame
 	}
 	if c.QueueFrames <= 0 {
 		c.QueueFrames = 1024
@@ -81,15 +81,6 @@ func (c *Config) defaults() {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
 }
-
-// Errors that end a connection, as reported to OnDisconnect.
-var (
-	// ErrPeerExited: the process that connected exited (seen on its pidfd),
-	// even if another process still holds the socket.
-	ErrPeerExited = errors.New("userclient: peer process exited")
-	// ErrHandshakeTimeout: no hello within Config.HandshakeTimeout.
-	ErrHandshakeTimeout = errors.New("userclient: no hello before the handshake timeout")
-)
 
 // drainGrace is how long a failing connection's queued frames may take to
 // be written.
@@ -121,21 +112,26 @@ func Listen(b Backend, cfg Config) (*Server, error) {
 	if cfg.Path == "" {
 		return nil, &OpError{Op: "listen", Err: errors.New("empty socket path")}
 	}
+	opErr := func(err error) error { return &OpError{Op: "listen", Path: cfg.Path, Err: err} }
 	if err := removeStale(cfg.Path); err != nil {
-		return nil, &OpError{Op: "listen " + cfg.Path, Err: err}
+		return nil, opErr(err)
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Path, Net: "unix"})
 	if err != nil {
-		return nil, &OpError{Op: "listen", Err: err}
+		var ne *net.OpError
+		if errors.As(err, &ne) && ne.Err != nil {
+			err = ne.Err // without net's "listen unix <path>"
+		}
+		return nil, opErr(err)
 	}
 	if err := os.Chmod(cfg.Path, cfg.Mode); err != nil {
 		ln.Close()
-		return nil, &OpError{Op: "listen", Err: err}
+		return nil, opErr(err)
 	}
 	if cfg.GID >= 0 {
 		if err := os.Lchown(cfg.Path, -1, cfg.GID); err != nil {
 			ln.Close()
-			return nil, &OpError{Op: "listen", Err: err}
+			return nil, opErr(err)
 		}
 	}
 	s := &Server{backend: b, cfg: cfg, ln: ln, conns: make(map[*conn]struct{})}
@@ -155,7 +151,7 @@ func removeStale(path string) error {
 		return err
 	}
 	if fi.Mode().Type() != os.ModeSocket {
-		return fmt.Errorf("%w: %s is %v", ErrNotSocket, path, fi.Mode().Type())
+		return fmt.Errorf("%w (%v)", ErrNotSocket, fi.Mode().Type())
 	}
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
@@ -198,7 +194,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	err := s.ln.Close()
 	for _, c := range conns {
-		c.fail(fmt.Errorf("%w: server shutting down", ErrClosed), CodeClosed)
+		c.fail(fmt.Errorf("%w: server shutting down", wire.ErrClosed), wire.CodeClosed)
 	}
 	s.wg.Wait()
 	return err
@@ -216,7 +212,7 @@ func (s *Server) acceptLoop() {
 			// EMFILE and friends: back off instead of spinning, as
 			// net/http does.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.cfg.Log.Warn("userclient: accept", "err", err, "retry_in", delay)
+			s.cfg.Log.Warn("accept", "err", err, "retry_in", delay)
 			time.Sleep(delay)
 			continue
 		}
@@ -239,8 +235,8 @@ func (s *Server) acceptLoop() {
 type conn struct {
 	srv  *Server
 	nc   *net.UnixConn
-	cred Cred
-	dec  *Decoder
+	cred userclient.Cred
+	dec  *wire.Decoder
 
 	ctx    context.Context // cancelled when the connection ends: in-flight calls stop
 	cancel context.CancelFunc
@@ -283,16 +279,16 @@ type entry struct {
 	handle  uint64
 	sess    Session
 	mu      sync.Mutex
-	send    func(Notification)
-	ready   bool           // the open reply is queued: notifications may follow it
-	pending []Notification // notifications that came before the open reply
+	send    func(userclient.Notification)
+	ready   bool                      // the open reply is queued: notifications may follow it
+	pending []userclient.Notification // notifications that came before the open reply
 }
 
 func newConn(s *Server, nc *net.UnixConn) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &conn{
 		srv: s, nc: nc, ctx: ctx, cancel: cancel,
-		dec:      NewDecoder(nc, s.cfg.MaxFrame),
+		dec:      wire.NewDecoder(nc, s.cfg.MaxFrame),
 		out:      make(chan []byte, s.cfg.QueueFrames),
 		quit:     make(chan struct{}),
 		sem:      make(chan struct{}, s.cfg.MaxInflight),
@@ -308,12 +304,12 @@ func (c *conn) serve() {
 
 	cred, err := peerCred(c.nc)
 	if err != nil {
-		c.fail(fmt.Errorf("reading peer credentials: %w", err), CodeProtocol)
+		c.fail(fmt.Errorf("reading peer credentials: %w", err), wire.CodeProtocol)
 	} else {
 		c.cred = cred
 		w, err := watchPeer(c.nc, cred.PID, func() { c.fail(ErrPeerExited, "") })
 		if err != nil {
-			c.fail(fmt.Errorf("watching peer pid %d: %w", cred.PID, err), CodeProtocol)
+			c.fail(fmt.Errorf("watching peer pid %d: %w", cred.PID, err), wire.CodeProtocol)
 		} else {
 			c.mu.Lock()
 			c.watch = w
@@ -333,7 +329,7 @@ func (c *conn) fail(reason error, code string) {
 	c.failOnce.Do(func() {
 		c.reason = reason
 		if code != "" {
-			c.forceEnqueue(c.errorFrame(0, FlagFatal, code, reason.Error()))
+			c.forceEnqueue(c.errorFrame(0, wire.FlagFatal, code, reason.Error()))
 		}
 		close(c.quit)
 		c.cancel()
@@ -427,7 +423,7 @@ func (c *conn) writer() {
 // isFatalFrame reports whether b, an encoded frame, is a fatal error frame:
 // the last one the connection sends.
 func isFatalFrame(b []byte) bool {
-	return len(b) > 5 && MsgType(b[4]) == TypeError && b[5]&FlagFatal != 0
+	return len(b) > 5 && wire.MsgType(b[4]) == wire.TypeError && b[5]&wire.FlagFatal != 0
 }
 
 func (c *conn) write(bufs net.Buffers) bool {
@@ -466,14 +462,14 @@ func (c *conn) enqueue(b []byte) {
 	}
 	if c.outBytes.Add(int64(len(b))) > int64(c.srv.cfg.QueueBytes) {
 		c.outBytes.Add(-int64(len(b)))
-		c.fail(fmt.Errorf("%w: more than %d bytes queued", ErrOverflow, c.srv.cfg.QueueBytes), CodeOverflow)
+		c.fail(fmt.Errorf("%w: more than %d bytes queued", wire.ErrOverflow, c.srv.cfg.QueueBytes), wire.CodeOverflow)
 		return
 	}
 	select {
 	case c.out <- b:
 	default:
 		c.outBytes.Add(-int64(len(b)))
-		c.fail(fmt.Errorf("%w: more than %d frames queued", ErrOverflow, c.srv.cfg.QueueFrames), CodeOverflow)
+		c.fail(fmt.Errorf("%w: more than %d frames queued", wire.ErrOverflow, c.srv.cfg.QueueFrames), wire.CodeOverflow)
 	}
 }
 
@@ -495,28 +491,28 @@ func (c *conn) forceEnqueue(b []byte) {
 	}
 }
 
-func (c *conn) encode(f *Frame) []byte {
-	b, err := AppendFrame(make([]byte, 0, f.Size()+4), f, c.srv.cfg.MaxFrame)
+func (c *conn) encode(f *wire.Frame) []byte {
+	b, err := wire.AppendFrame(make([]byte, 0, f.Size()+4), f, c.srv.cfg.MaxFrame)
 	if err != nil {
 		// Only a reply too large for the peer gets here: say so instead.
-		return c.errorFrame(f.ID, 0, CodeFailed, err.Error())
+		return c.errorFrame(f.ID, 0, wire.CodeFailed, err.Error())
 	}
 	return b
 }
 
 func (c *conn) errorFrame(id uint64, flags uint8, code, msg string) []byte {
-	ctl, _ := json.Marshal(errorMsg{Code: code, Message: msg})
-	f := Frame{Type: TypeError, Flags: flags, ID: id, Control: ctl}
-	b, _ := AppendFrame(nil, &f, max(c.srv.cfg.MaxFrame, f.Size()))
+	ctl, _ := json.Marshal(wire.ErrorMsg{Code: code, Message: msg})
+	f := wire.Frame{Type: wire.TypeError, Flags: flags, ID: id, Control: ctl}
+	b, _ := wire.AppendFrame(nil, &f, max(c.srv.cfg.MaxFrame, f.Size()))
 	return b
 }
 
 func (c *conn) sendError(id uint64, err error) {
-	c.enqueue(c.errorFrame(id, 0, codeOf(err), err.Error()))
+	c.enqueue(c.errorFrame(id, 0, wire.CodeOf(err), err.Error()))
 }
 
 func (c *conn) sendReply(id uint64, v any, data []byte) {
-	f := Frame{Type: TypeReply, ID: id, Data: data}
+	f := wire.Frame{Type: wire.TypeReply, ID: id, Data: data}
 	if v != nil {
 		ctl, err := json.Marshal(v)
 		if err != nil {
@@ -541,9 +537,9 @@ func (c *conn) readLoop() {
 			case c.failed():
 				// fail already ran (peer exited, overflow, shutdown).
 			case errors.Is(err, os.ErrDeadlineExceeded) && !handshaken:
-				c.fail(ErrHandshakeTimeout, CodeProtocol)
-			case errors.Is(err, ErrProtocol):
-				c.fail(err, CodeProtocol)
+				c.fail(ErrHandshakeTimeout, wire.CodeProtocol)
+			case errors.Is(err, wire.ErrProtocol):
+				c.fail(err, wire.CodeProtocol)
 			default:
 				c.fail(err, "")
 			}
@@ -551,7 +547,7 @@ func (c *conn) readLoop() {
 		}
 		if !handshaken {
 			if err := c.handshake(&f); err != nil {
-				c.fail(err, codeOf(err))
+				c.fail(err, wire.CodeOf(err))
 				return
 			}
 			handshaken = true
@@ -559,24 +555,24 @@ func (c *conn) readLoop() {
 			continue
 		}
 		switch f.Type {
-		case TypeOpen, TypeClose, TypeCall, TypeAdmin, TypePing:
-		case TypeCancel:
+		case wire.TypeOpen, wire.TypeClose, wire.TypeCall, wire.TypeAdmin, wire.TypePing:
+		case wire.TypeCancel:
 			// Served here, not on a request goroutine: a cancel takes no
 			// sem slot, so it is read even while every slot is busy with
 			// the calls it may be about to cancel.
 			if c.version < 2 {
-				c.fail(protoErr(nil, "cancel frames need protocol version 2, this connection speaks %d", c.version), CodeProtocol)
+				c.fail(wire.Errorf(nil, "cancel frames need protocol version 2, this connection speaks %d", c.version), wire.CodeProtocol)
 				return
 			}
 			c.cancelRequest(f.ID)
 			continue
 		default:
-			c.fail(protoErr(nil, "a client may not send %v frames", f.Type), CodeProtocol)
+			c.fail(wire.Errorf(nil, "a client may not send %v frames", f.Type), wire.CodeProtocol)
 			return
 		}
 		req, err := parseRequest(&f)
 		if err != nil {
-			c.fail(err, CodeProtocol)
+			c.fail(err, wire.CodeProtocol)
 			return
 		}
 		select {
@@ -589,7 +585,7 @@ func (c *conn) readLoop() {
 		ir, err := c.register(&req.f)
 		if err != nil {
 			<-c.sem
-			c.fail(err, CodeProtocol)
+			c.fail(err, wire.CodeProtocol)
 			return
 		}
 		c.reqWG.Add(1)
@@ -604,14 +600,14 @@ func (c *conn) readLoop() {
 // cancellable. Request ids must be unique among outstanding requests
 // (PROTOCOL.md); a duplicate among cancellable ones would make a cancel
 // ambiguous, so it is a protocol error.
-func (c *conn) register(f *Frame) (*inflightReq, error) {
-	if c.version < 2 || (f.Type != TypeCall && f.Type != TypeAdmin && f.Type != TypeOpen) {
+func (c *conn) register(f *wire.Frame) (*inflightReq, error) {
+	if c.version < 2 || (f.Type != wire.TypeCall && f.Type != wire.TypeAdmin && f.Type != wire.TypeOpen) {
 		return nil, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, dup := c.inflight[f.ID]; dup {
-		return nil, protoErr(nil, "%v request id %d is already in flight", f.Type, f.ID)
+		return nil, wire.Errorf(nil, "%v request id %d is already in flight", f.Type, f.ID)
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
 	ir := &inflightReq{ctx: ctx, cancel: cancel}
@@ -655,6 +651,7 @@ func (c *conn) inflightLen() int {
 	return len(c.inflight)
 }
 
+// clone copies b out of the decoder's buffer (nil if empty).
 func clone(b []byte) []byte {
 	if len(b) == 0 {
 		return nil
@@ -662,70 +659,70 @@ func clone(b []byte) []byte {
 	return append([]byte(nil), b...)
 }
 
-func (c *conn) handshake(f *Frame) error {
+func (c *conn) handshake(f *wire.Frame) error {
 	if err := faultinject.At(faultinject.Handshake, nil); err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}
-	if f.Type != TypeHello {
-		return protoErr(nil, "first frame is %v, want hello", f.Type)
+	if f.Type != wire.TypeHello {
+		return wire.Errorf(nil, "first frame is %v, want hello", f.Type)
 	}
-	var h helloMsg
+	var h wire.HelloMsg
 	if err := json.Unmarshal(f.Control, &h); err != nil {
-		return protoErr(err, "bad hello payload")
+		return wire.Errorf(err, "bad hello payload")
 	}
-	if h.Protocol != ProtocolName {
-		return protoErr(nil, "hello names protocol %q, want %q", h.Protocol, ProtocolName)
+	if h.Protocol != wire.ProtocolName {
+		return wire.Errorf(nil, "hello names protocol %q, want %q", h.Protocol, wire.ProtocolName)
 	}
 	// The newest version both speak.
 	for _, v := range h.Versions {
-		if v >= MinVersion && v <= Version && v > c.version {
+		if v >= wire.MinVersion && v <= wire.Version && v > c.version {
 			c.version = v
 		}
 	}
 	if c.version == 0 {
-		return &RemoteError{Code: CodeVersion, Message: fmt.Sprintf("client speaks versions %v, server speaks %d to %d", h.Versions, MinVersion, Version)}
+		return &wire.RemoteError{Code: wire.CodeVersion, Message: fmt.Sprintf("client speaks versions %v, server speaks %d to %d", h.Versions, wire.MinVersion, wire.Version)}
 	}
-	w := welcomeMsg{Protocol: ProtocolName, Version: c.version, MaxFrame: c.srv.cfg.MaxFrame,
+	w := wire.WelcomeMsg{Protocol: wire.ProtocolName, Version: c.version, MaxFrame: c.srv.cfg.MaxFrame,
 		PID: c.cred.PID, UID: c.cred.UID, GID: c.cred.GID}
 	if c.version >= 2 {
 		w.MaxInflight = c.srv.cfg.MaxInflight
 	}
 	ctl, _ := json.Marshal(w)
-	c.enqueue(c.encode(&Frame{Type: TypeWelcome, ID: f.ID, Control: ctl}))
+	c.enqueue(c.encode(&wire.Frame{Type: wire.TypeWelcome, ID: f.ID, Control: ctl}))
 	return nil
 }
 
 // request is one request frame with its control payload decoded.
 type request struct {
-	f     Frame
-	open  openMsg
-	hm    handleMsg // close, call
-	admin adminMsg
+	f     wire.Frame
+	open  wire.OpenMsg
+	hm    wire.HandleMsg // close, call
+	admin wire.AdminMsg
 }
 
 // parseRequest decodes a request's control payload. It runs on the reading
 // goroutine, before the request is dispatched, so that a malformed frame
 // ends the connection before any frame behind it is served.
-func parseRequest(f *Frame) (*request, error) {
+func parseRequest(f *wire.Frame) (*request, error) {
 	// The decoder reuses its buffer: the request gets its own copy.
-	r := &request{f: Frame{Type: f.Type, ID: f.ID, Control: clone(f.Control), Data: clone(f.Data)}}
+	r := &request{f: wire.Frame{Type: f.Type, ID: f.ID, Control: clone(f.Control), Data: clone(f.Data)}}
 	var err error
 	switch f.Type {
-	case TypeOpen:
+	case wire.TypeOpen:
 		if err = json.Unmarshal(f.Control, &r.open); err != nil {
-			return nil, protoErr(err, "bad open payload")
+			return nil, wire.Errorf(err, "bad open payload")
 		}
-	case TypeClose:
+	case wire.TypeClose:
 		if err = json.Unmarshal(f.Control, &r.hm); err != nil {
-			return nil, protoErr(err, "bad close payload")
+			return nil, wire.Errorf(err, "bad close payload")
 		}
-	case TypeCall:
+	case wire.TypeCall:
 		if err = json.Unmarshal(f.Control, &r.hm); err != nil {
-			return nil, protoErr(err, "bad call payload")
+			return nil, wire.Errorf(err, "bad call payload")
 		}
-	case TypeAdmin:
+	case wire.TypeAdmin:
 		if err = json.Unmarshal(f.Control, &r.admin); err != nil {
-			return nil, protoErr(err, "bad admin payload")
+			return nil, wire.Errorf(err, "bad admin payload")
 		}
 	}
 	return r, nil
@@ -742,20 +739,20 @@ func (c *conn) handle(r *request, ir *inflightReq) {
 	}
 	f := &r.f
 	switch f.Type {
-	case TypePing:
+	case wire.TypePing:
 		c.sendReply(f.ID, nil, f.Data)
-	case TypeOpen:
+	case wire.TypeOpen:
 		c.open(ctx, f.ID, ir, r.open)
-	case TypeClose:
+	case wire.TypeClose:
 		c.close(f.ID, r.hm.Handle)
-	case TypeCall:
+	case wire.TypeCall:
 		c.call(ctx, f.ID, ir, r.hm.Handle, r.hm.Method, f.Data)
-	case TypeAdmin:
+	case wire.TypeAdmin:
 		c.admin(ctx, f.ID, ir, r.admin, f.Data)
 	}
 }
 
-func (c *conn) open(ctx context.Context, id uint64, ir *inflightReq, m openMsg) {
+func (c *conn) open(ctx context.Context, id uint64, ir *inflightReq, m wire.OpenMsg) {
 	e, info, err := c.openWaiting(ctx, m)
 	if c.settle(id, ir) && err != nil {
 		c.sendCancelled(id, "open", err)
@@ -776,17 +773,17 @@ func (c *conn) open(ctx context.Context, id uint64, ir *inflightReq, m openMsg) 
 	e.handle = c.next
 	c.sessions[e.handle] = e
 	c.mu.Unlock()
-	c.sendReply(id, openReply{Handle: e.handle, Service: info, Client: e.sess.ClientID()}, nil)
+	c.sendReply(id, wire.OpenReply{Handle: e.handle, Service: info, Client: e.sess.ClientID()}, nil)
 	e.markReady()
 }
 
 // openWaiting opens the first service m matches; with m.Wait (version 2)
 // it waits, until ctx ends, for one to be published or finish starting.
-func (c *conn) openWaiting(ctx context.Context, m openMsg) (*entry, ServiceInfo, error) {
+func (c *conn) openWaiting(ctx context.Context, m wire.OpenMsg) (*entry, userclient.ServiceInfo, error) {
 	w, canWait := c.srv.backend.(Watcher)
-	if !m.Wait || c.version < 2 || !canWait || m.Match.empty() {
+	if !m.Wait || c.version < 2 || !canWait || m.Match.IsZero() {
 		e, info, err := c.srv.openSession(ctx, c.cred, m.Match, c.notifier)
-		if err != nil && m.Wait && c.version >= 2 && errors.Is(err, ErrNoService) {
+		if err != nil && m.Wait && c.version >= 2 && errors.Is(err, wire.ErrNoService) {
 			err = fmt.Errorf("%w (this server cannot wait for a service to appear)", err)
 		}
 		return e, info, err
@@ -796,7 +793,7 @@ func (c *conn) openWaiting(ctx context.Context, m openMsg) (*entry, ServiceInfo,
 		// closes changed, so it is not missed.
 		changed, stop := w.Watch()
 		e, info, err := c.srv.openSession(ctx, c.cred, m.Match, c.notifier)
-		if err == nil || !errors.Is(err, ErrNoService) || errors.Is(err, ErrPermission) {
+		if err == nil || !errors.Is(err, wire.ErrNoService) || errors.Is(err, wire.ErrPermission) {
 			stop()
 			return e, info, err
 		}
@@ -805,15 +802,15 @@ func (c *conn) openWaiting(ctx context.Context, m openMsg) (*entry, ServiceInfo,
 			stop()
 		case <-ctx.Done():
 			stop()
-			return nil, ServiceInfo{}, fmt.Errorf("%w: gave up waiting for %+v: %w", ErrNoService, m.Match, ctx.Err())
+			return nil, userclient.ServiceInfo{}, fmt.Errorf("%w: gave up waiting: %w", wire.ErrNoService, ctx.Err())
 		}
 	}
 }
 
 // notifier is the Notify function for the entry's session.
-func (c *conn) notifier(e *entry) func(Notification) {
-	e.send = func(n Notification) { c.sendNotification(e.handle, n) }
-	return func(n Notification) {
+func (c *conn) notifier(e *entry) func(userclient.Notification) {
+	e.send = func(n userclient.Notification) { c.sendNotification(e.handle, n) }
+	return func(n userclient.Notification) {
 		if !e.hold(n) {
 			e.send(n)
 		}
@@ -822,63 +819,20 @@ func (c *conn) notifier(e *entry) func(Notification) {
 
 // sendNotification queues a notification frame; one that cannot fit the
 // peer's maximum frame is dropped with a log line (a driver bug).
-func (c *conn) sendNotification(h uint64, n Notification) {
-	b := appendNotification(nil, h, n)
+func (c *conn) sendNotification(h uint64, n userclient.Notification) {
+	b := wire.AppendNotification(nil, h, n)
 	if len(b)-4 > c.srv.cfg.MaxFrame {
-		c.cfg().Log.Warn("userclient: notification too large for the peer, dropped", "type", n.Type, "bytes", len(b)-4)
+		c.cfg().Log.Warn("notification too large for the peer, dropped", "type", n.Type, "bytes", len(b)-4)
 		return
 	}
 	c.enqueue(b)
 }
 
-// appendNotification encodes a notification frame in one buffer without
-// reflection: it is the per-client cost of a fan-out.
-func appendNotification(b []byte, h uint64, n Notification) []byte {
-	start := len(b)
-	// One allocation per frame: room for the header, the control payload
-	// (its keys and numbers fit in 64 bytes) and the data.
-	b = slices.Grow(b, 4+headerLen+64+len(n.Type)+len(n.Detail)+len(n.Data))
-	b = append(b, make([]byte, 4+headerLen)...)
-	b = append(b, `{"handle":`...)
-	b = strconv.AppendUint(b, h, 10)
-	b = append(b, `,"type":`...)
-	b = appendJSONString(b, string(n.Type))
-	if n.Service != 0 {
-		b = append(b, `,"service":`...)
-		b = strconv.AppendUint(b, n.Service, 10)
-	}
-	if n.Detail != "" {
-		b = append(b, `,"detail":`...)
-		b = appendJSONString(b, n.Detail)
-	}
-	b = append(b, '}')
-	ctlLen := len(b) - start - 4 - headerLen
-	b = append(b, n.Data...)
-	f := b[start:]
-	binary.BigEndian.PutUint32(f[0:], uint32(len(f)-4))
-	f[4] = byte(TypeNotification)
-	binary.BigEndian.PutUint32(f[16:], uint32(ctlLen))
-	return b
-}
-
 func (c *conn) cfg() *Config { return &c.srv.cfg }
-
-// appendJSONString appends s as a JSON string.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if ch := s[i]; ch < 0x20 || ch == '"' || ch == '\\' || ch >= 0x80 {
-			q, _ := json.Marshal(s)
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
-}
 
 // hold keeps n until the open reply is queued, so that the application
 // never sees a notification for a handle it does not know yet.
-func (e *entry) hold(n Notification) bool {
+func (e *entry) hold(n userclient.Notification) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.ready {
@@ -917,12 +871,12 @@ func (c *conn) lookup(h uint64) *entry {
 func (c *conn) close(id, h uint64) {
 	e := c.take(h)
 	if e == nil {
-		c.sendError(id, fmt.Errorf("%w: no open handle %d", ErrClosed, h))
+		c.sendError(id, fmt.Errorf("%w: no open handle %d", wire.ErrClosed, h))
 		return
 	}
 	err := e.sess.Close()
 	c.srv.sessions.Add(-1)
-	if err != nil && !errors.Is(err, ErrTerminated) {
+	if err != nil && !errors.Is(err, wire.ErrTerminated) {
 		c.sendError(id, err)
 		return
 	}
@@ -933,7 +887,7 @@ func (c *conn) call(ctx context.Context, id uint64, ir *inflightReq, h uint64, m
 	e := c.lookup(h)
 	if e == nil {
 		c.settle(id, ir)
-		c.sendError(id, fmt.Errorf("%w: no open handle %d", ErrClosed, h))
+		c.sendError(id, fmt.Errorf("%w: no open handle %d", wire.ErrClosed, h))
 		return
 	}
 	out, err := e.sess.Call(ctx, method, in)
@@ -948,7 +902,7 @@ func (c *conn) call(ctx context.Context, id uint64, ir *inflightReq, h uint64, m
 	c.sendReply(id, nil, out)
 }
 
-func (c *conn) admin(ctx context.Context, id uint64, ir *inflightReq, m adminMsg, data []byte) {
+func (c *conn) admin(ctx context.Context, id uint64, ir *inflightReq, m wire.AdminMsg, data []byte) {
 	res, out, err := c.srv.admin(ctx, c.cred, m.Op, m.Args, data)
 	if c.settle(id, ir) && err != nil {
 		c.sendCancelled(id, fmt.Sprintf("admin %q", m.Op), err)
@@ -965,15 +919,15 @@ func (c *conn) admin(ctx context.Context, id uint64, ir *inflightReq, m adminMsg
 // the cancel: whatever the method made of its cancelled context, the
 // client asked for it. One that succeeded anyway gets its normal reply.
 func (c *conn) sendCancelled(id uint64, op string, err error) {
-	c.enqueue(c.errorFrame(id, 0, CodeCancelled, fmt.Sprintf("%s cancelled by the client: %v", op, err)))
+	c.enqueue(c.errorFrame(id, 0, wire.CodeCancelled, fmt.Sprintf("%s cancelled by the client: %v", op, err)))
 }
 
-func (s *Server) admin(ctx context.Context, cred Cred, op string, args json.RawMessage, data []byte) (any, []byte, error) {
+func (s *Server) admin(ctx context.Context, cred userclient.Cred, op string, args json.RawMessage, data []byte) (any, []byte, error) {
 	if err := s.cfg.Policy.AllowAdmin(cred, op); err != nil {
 		return nil, nil, err
 	}
 	if s.cfg.Admin == nil {
-		return nil, nil, fmt.Errorf("%w: administrative call %q: this server has no admin handler", ErrNoMethod, op)
+		return nil, nil, fmt.Errorf("%w: administrative call %q: this server has no admin handler", wire.ErrNoMethod, op)
 	}
 	return s.cfg.Admin(ctx, cred, op, args, data)
 }
@@ -981,13 +935,13 @@ func (s *Server) admin(ctx context.Context, cred Cred, op string, args json.RawM
 // openSession finds the first service matching m that the policy lets
 // cred open, and opens it. notifier builds the session's Notify from its
 // entry.
-func (s *Server) openSession(ctx context.Context, cred Cred, m Match, notifier func(*entry) func(Notification)) (*entry, ServiceInfo, error) {
-	if m.empty() {
-		return nil, ServiceInfo{}, fmt.Errorf("%w: empty match", ErrNoService)
+func (s *Server) openSession(ctx context.Context, cred userclient.Cred, m userclient.Match, notifier func(*entry) func(userclient.Notification)) (*entry, userclient.ServiceInfo, error) {
+	if m.IsZero() {
+		return nil, userclient.ServiceInfo{}, fmt.Errorf("%w: empty match", wire.ErrNoService)
 	}
 	cands, err := s.backend.Lookup(m)
 	if err != nil {
-		return nil, ServiceInfo{}, err
+		return nil, userclient.ServiceInfo{}, err
 	}
 	var denied error
 	for _, info := range cands {
@@ -997,18 +951,20 @@ func (s *Server) openSession(ctx context.Context, cred Cred, m Match, notifier f
 		}
 		e := &entry{}
 		sess, err := s.backend.Open(ctx, info.ID, OpenRequest{Cred: cred, Notify: notifier(e)})
-		if errors.Is(err, ErrNoService) {
+		if errors.Is(err, wire.ErrNoService) {
 			continue // it went away since Lookup: try the next
 		}
 		if err != nil {
-			return nil, ServiceInfo{}, err
+			return nil, userclient.ServiceInfo{}, err
 		}
 		e.sess = sess
 		s.sessions.Add(1)
 		return e, sess.Info(), nil
 	}
 	if denied != nil {
-		return nil, ServiceInfo{}, denied
+		return nil, userclient.ServiceInfo{}, denied
 	}
-	return nil, ServiceInfo{}, fmt.Errorf("%w: nothing matches %+v", ErrNoService, m)
+	// The client says what it looked for: the bare sentinel does not
+	// repeat it.
+	return nil, userclient.ServiceInfo{}, wire.ErrNoService
 }

@@ -19,6 +19,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drvkit/drvkit/driver"
+
+	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 func TestOpenCallClose(t *testing.T) {
@@ -28,7 +31,7 @@ func TestOpenCallClose(t *testing.T) {
 	require.Equal(t, int32(os.Getpid()), c.Cred().PID)
 	require.Equal(t, uint32(os.Geteuid()), c.Cred().UID)
 
-	h, err := c.Open(ctx, Match{Class: "TestDevice"})
+	h, err := c.Open(ctx, userclient.Match{Class: "TestDevice"})
 	require.NoError(t, err)
 	require.Equal(t, ts.dev.ID(), h.Service().ID)
 	require.Equal(t, "TestDriver", h.Service().Personality)
@@ -44,12 +47,12 @@ func TestOpenCallClose(t *testing.T) {
 	// A vanished device stays recognisable across the socket (it used to
 	// arrive as a generic failure).
 	_, err = h.Call(ctx, "vanish", nil)
-	require.ErrorIs(t, err, driver.ErrNoDevice)
-	require.ErrorIs(t, err, ErrNoDevice)
-	require.NotErrorIs(t, err, ErrTerminated)
-	require.ErrorContains(t, err, "bulk transfer: no device")
+	require.ErrorIs(t, err, userclient.ErrNoDevice)
+	require.NotErrorIs(t, err, userclient.ErrTerminated)
+	require.EqualError(t, err, fmt.Sprintf("call TestDevice#%d vanish: no such device: usb: bulk transfer: no device", ts.dev.ID()),
+		"said once, with the operation and the service first")
 	_, err = h.Call(ctx, "nope", nil)
-	require.ErrorIs(t, err, ErrNoMethod)
+	require.ErrorIs(t, err, userclient.ErrNoMethod)
 
 	// A cancelled call returns at once; the connection stays usable.
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
@@ -61,7 +64,7 @@ func TestOpenCallClose(t *testing.T) {
 	require.NoError(t, h.Close())
 	require.NoError(t, h.Close())
 	_, err = h.Call(ctx, "echo", nil)
-	require.ErrorIs(t, err, ErrClosed)
+	require.ErrorIs(t, err, userclient.ErrClosed)
 	ts.reg.waitFreed(t, h.ClientID())
 	ts.reg.checkTrace(t, h.ClientID())
 	require.Equal(t, 0, ts.Stats().Sessions)
@@ -73,12 +76,12 @@ func TestOpenRefusalsKeepConnection(t *testing.T) {
 	ts := newTestServer(t, Config{})
 	ctx := context.Background()
 	c := ts.dial(t)
-	for _, m := range []Match{{Class: "Nope"}, {}, {ID: 123456}, {Class: "TestDevice", Properties: map[string]string{"x": "y"}}} {
+	for _, m := range []userclient.Match{{Class: "Nope"}, {}, {ID: 123456}, {Class: "TestDevice", Properties: map[string]string{"x": "y"}}} {
 		_, err := c.Open(ctx, m)
-		require.ErrorIs(t, err, ErrNoService, "%+v", m)
+		require.ErrorIs(t, err, userclient.ErrNoService, "%+v", m)
 	}
-	_, _, err := c.Admin(ctx, AdminLeaks, nil, nil)
-	require.ErrorIs(t, err, ErrNoMethod) // root may, but no handler
+	_, _, err := c.Admin(ctx, userclient.AdminLeaks, nil, nil)
+	require.ErrorIs(t, err, userclient.ErrNoMethod) // root may, but no handler
 	require.NoError(t, c.Ping(ctx))
 }
 
@@ -91,40 +94,40 @@ func TestPolicy(t *testing.T) {
 		},
 		AdminGIDs: []uint32{50},
 	}
-	scsi := ServiceInfo{ID: 1, Class: "SCSIDevice"}
-	ms := ServiceInfo{ID: 2, Class: "USBInterface", Personality: "MassStorage"}
-	pub := ServiceInfo{ID: 3, Class: "Public"}
+	scsi := userclient.ServiceInfo{ID: 1, Class: "SCSIDevice"}
+	ms := userclient.ServiceInfo{ID: 2, Class: "USBInterface", Personality: "MassStorage"}
+	pub := userclient.ServiceInfo{ID: 3, Class: "Public"}
 	for _, tc := range []struct {
-		cred Cred
-		svc  ServiceInfo
+		cred userclient.Cred
+		svc  userclient.ServiceInfo
 		ok   bool
 	}{
-		{Cred{UID: 0}, scsi, true},
-		{Cred{UID: 5, GID: 100}, scsi, true},
-		{Cred{UID: 5, GID: 7, Groups: []uint32{3, 100}}, scsi, true},
-		{Cred{UID: 5, GID: 7}, scsi, false},
-		{Cred{UID: 1000, GID: 7}, ms, true},
-		{Cred{UID: 1000, GID: 7}, scsi, false},
-		{Cred{UID: 5, GID: 100}, ms, false},
-		{Cred{UID: 65534, GID: 65534}, pub, true},
+		{userclient.Cred{UID: 0}, scsi, true},
+		{userclient.Cred{UID: 5, GID: 100}, scsi, true},
+		{userclient.Cred{UID: 5, GID: 7, Groups: []uint32{3, 100}}, scsi, true},
+		{userclient.Cred{UID: 5, GID: 7}, scsi, false},
+		{userclient.Cred{UID: 1000, GID: 7}, ms, true},
+		{userclient.Cred{UID: 1000, GID: 7}, scsi, false},
+		{userclient.Cred{UID: 5, GID: 100}, ms, false},
+		{userclient.Cred{UID: 65534, GID: 65534}, pub, true},
 	} {
 		err := p.AllowOpen(tc.cred, tc.svc)
 		if tc.ok {
 			require.NoError(t, err, "%+v %+v", tc.cred, tc.svc)
 		} else {
-			require.ErrorIs(t, err, ErrPermission, "%+v %+v", tc.cred, tc.svc)
+			require.ErrorIs(t, err, userclient.ErrPermission, "%+v %+v", tc.cred, tc.svc)
 		}
 	}
-	require.NoError(t, p.AllowAdmin(Cred{UID: 0}, AdminUnload))
-	require.NoError(t, p.AllowAdmin(Cred{UID: 9, GID: 1, Groups: []uint32{50}}, AdminUnload))
-	require.ErrorIs(t, p.AllowAdmin(Cred{UID: 9, GID: 100}, AdminUnload), ErrPermission)
-	require.ErrorIs(t, (&Policy{}).AllowOpen(Cred{UID: 1}, pub), ErrPermission)
+	require.NoError(t, p.AllowAdmin(userclient.Cred{UID: 0}, userclient.AdminUnload))
+	require.NoError(t, p.AllowAdmin(userclient.Cred{UID: 9, GID: 1, Groups: []uint32{50}}, userclient.AdminUnload))
+	require.ErrorIs(t, p.AllowAdmin(userclient.Cred{UID: 9, GID: 100}, userclient.AdminUnload), userclient.ErrPermission)
+	require.ErrorIs(t, (&Policy{}).AllowOpen(userclient.Cred{UID: 1}, pub), userclient.ErrPermission)
 }
 
 func TestAdminDispatch(t *testing.T) {
-	ts := newTestServer(t, Config{Admin: func(_ context.Context, cred Cred, op string, args json.RawMessage, data []byte) (any, []byte, error) {
-		if op != AdminTerminate {
-			return nil, nil, fmt.Errorf("%w: %s", ErrNoMethod, op)
+	ts := newTestServer(t, Config{Admin: func(_ context.Context, cred userclient.Cred, op string, args json.RawMessage, data []byte) (any, []byte, error) {
+		if op != userclient.AdminTerminate {
+			return nil, nil, fmt.Errorf("%w: %s", userclient.ErrNoMethod, op)
 		}
 		var a struct{ ID uint64 }
 		if err := json.Unmarshal(args, &a); err != nil {
@@ -133,12 +136,12 @@ func TestAdminDispatch(t *testing.T) {
 		return map[string]any{"terminated": a.ID, "by": cred.PID}, data, nil
 	}})
 	c := ts.dial(t)
-	res, out, err := c.Admin(context.Background(), AdminTerminate, map[string]uint64{"id": 7}, []byte("x"))
+	res, out, err := c.Admin(context.Background(), userclient.AdminTerminate, map[string]uint64{"id": 7}, []byte("x"))
 	require.NoError(t, err)
 	require.JSONEq(t, fmt.Sprintf(`{"terminated":7,"by":%d}`, os.Getpid()), string(res))
 	require.Equal(t, []byte("x"), out)
 	_, _, err = c.Admin(context.Background(), "frobnicate", nil, nil)
-	require.ErrorIs(t, err, ErrNoMethod)
+	require.ErrorIs(t, err, userclient.ErrNoMethod)
 }
 
 func TestListenSocketFile(t *testing.T) {
@@ -171,7 +174,7 @@ func TestListenSocketFile(t *testing.T) {
 		ln.Close() // the file stays; nothing answers: a crashed daemon
 		s, err := Listen(reg, Config{Path: path, Mode: 0o600, GID: -1})
 		require.NoError(t, err)
-		c, err := Dial(context.Background(), path)
+		c, err := userclient.Dial(context.Background(), path)
 		require.NoError(t, err)
 		c.Close()
 		require.NoError(t, s.Close())
@@ -186,8 +189,8 @@ func TestListenSocketFile(t *testing.T) {
 		os.Remove(path)
 	})
 	t.Run("dial nothing", func(t *testing.T) {
-		_, err := Dial(context.Background(), path)
-		require.ErrorIs(t, err, ErrNoService)
+		_, err := userclient.Dial(context.Background(), path)
+		require.ErrorIs(t, err, userclient.ErrNoService)
 	})
 }
 
@@ -200,8 +203,15 @@ func rawDial(t testing.TB, sock string) net.Conn {
 	return nc
 }
 
-func rawFrame(t testing.TB, typ MsgType, id uint64, ctl string, data []byte) []byte {
-	return mustFrame(t, Frame{Type: typ, ID: id, Control: []byte(ctl), Data: data})
+func mustFrame(t testing.TB, f wire.Frame) []byte {
+	t.Helper()
+	b, err := wire.AppendFrame(nil, &f, wire.DefaultMaxFrame)
+	require.NoError(t, err)
+	return b
+}
+
+func rawFrame(t testing.TB, typ wire.MsgType, id uint64, ctl string, data []byte) []byte {
+	return mustFrame(t, wire.Frame{Type: typ, ID: id, Control: []byte(ctl), Data: data})
 }
 
 const helloJSON = `{"protocol":"drvkit-userclient","versions":[1]}`
@@ -210,16 +220,18 @@ const helloJSON = `{"protocol":"drvkit-userclient","versions":[1]}`
 func expectFatal(t testing.TB, nc net.Conn, code, detail string) {
 	t.Helper()
 	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	d := NewDecoder(nc, 0)
+	d := wire.NewDecoder(nc, 0)
 	for {
 		f, err := d.ReadFrame()
 		require.NoError(t, err, "want a %s error frame", code)
-		if f.Type != TypeError {
+		if f.Type != wire.TypeError {
 			continue
 		}
-		require.Equal(t, FlagFatal, f.Flags)
-		err = decodeError(&f)
-		require.ErrorContains(t, err, code)
+		require.Equal(t, wire.FlagFatal, f.Flags)
+		err = wire.DecodeError(f.Control)
+		var re *wire.RemoteError
+		require.ErrorAs(t, err, &re)
+		require.Equal(t, code, re.Code, "%v", err)
 		require.ErrorContains(t, err, detail)
 		break
 	}
@@ -233,11 +245,11 @@ func TestHostileInputs(t *testing.T) {
 	ts := newTestServer(t, Config{HandshakeTimeout: 300 * time.Millisecond})
 	ctx := context.Background()
 	good := ts.dial(t)
-	gh, err := good.Open(ctx, Match{Class: "TestDevice"})
+	gh, err := good.Open(ctx, userclient.Match{Class: "TestDevice"})
 	require.NoError(t, err)
 	notes := gh.Notifications()
 
-	hello := rawFrame(t, TypeHello, 1, helloJSON, nil)
+	hello := rawFrame(t, wire.TypeHello, 1, helloJSON, nil)
 	giant := binary.BigEndian.AppendUint32(nil, 1<<31)
 	random := make([]byte, 4096)
 	rand.NewChaCha8([32]byte{1}).Read(random)
@@ -253,13 +265,13 @@ func TestHostileInputs(t *testing.T) {
 		{"giant length prefix", [][]byte{giant}, false, "protocol", "exceeds the maximum"},
 		{"giant length after hello", [][]byte{hello, giant}, false, "protocol", "exceeds the maximum"},
 		{"truncated frame", [][]byte{hello[:10]}, true, "protocol", "truncated frame"},
-		{"truncated after hello", [][]byte{hello, rawFrame(t, TypePing, 2, "", nil)[:7]}, true, "protocol", "truncated"},
+		{"truncated after hello", [][]byte{hello, rawFrame(t, wire.TypePing, 2, "", nil)[:7]}, true, "protocol", "truncated"},
 		{"unknown type", [][]byte{hello, {0, 0, 0, 16, 77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}}, false, "protocol", "unknown frame type 77"},
-		{"call before hello", [][]byte{rawFrame(t, TypeCall, 1, `{}`, nil)}, false, "protocol", "want hello"},
-		{"bad version", [][]byte{rawFrame(t, TypeHello, 1, `{"protocol":"drvkit-userclient","versions":[3,4]}`, nil)}, false, "version", "server speaks 1 to 2"},
-		{"wrong protocol", [][]byte{rawFrame(t, TypeHello, 1, `{"protocol":"http","versions":[1]}`, nil)}, false, "protocol", `"http"`},
-		{"bad json", [][]byte{hello, rawFrame(t, TypeOpen, 2, `{"match":`, nil)}, false, "protocol", "bad open payload"},
-		{"client sends reply", [][]byte{hello, rawFrame(t, TypeReply, 2, ``, nil)}, false, "protocol", "may not send reply"},
+		{"call before hello", [][]byte{rawFrame(t, wire.TypeCall, 1, `{}`, nil)}, false, "protocol", "want hello"},
+		{"bad version", [][]byte{rawFrame(t, wire.TypeHello, 1, `{"protocol":"drvkit-userclient","versions":[3,4]}`, nil)}, false, "version", "server speaks 1 to 2"},
+		{"wrong protocol", [][]byte{rawFrame(t, wire.TypeHello, 1, `{"protocol":"http","versions":[1]}`, nil)}, false, "protocol", `"http"`},
+		{"bad json", [][]byte{hello, rawFrame(t, wire.TypeOpen, 2, `{"match":`, nil)}, false, "protocol", "bad open payload"},
+		{"client sends reply", [][]byte{hello, rawFrame(t, wire.TypeReply, 2, ``, nil)}, false, "protocol", "may not send reply"},
 		{"silent", nil, false, "protocol", "handshake timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -290,7 +302,7 @@ func TestIdleConnections(t *testing.T) {
 	ctx := context.Background()
 	const n = 1000
 	conns := make([]net.Conn, 0, n)
-	hello := rawFrame(t, TypeHello, 1, helloJSON, nil)
+	hello := rawFrame(t, wire.TypeHello, 1, helloJSON, nil)
 	for i := range n {
 		nc, err := net.Dial("unix", ts.sock)
 		require.NoError(t, err)
@@ -302,7 +314,7 @@ func TestIdleConnections(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return ts.Stats().Conns >= n }, 10*time.Second, time.Millisecond)
 	c := ts.dial(t)
-	h, err := c.Open(ctx, Match{Class: "TestDevice"})
+	h, err := c.Open(ctx, userclient.Match{Class: "TestDevice"})
 	require.NoError(t, err)
 	out, err := h.Call(ctx, "echo", []byte("busy daemon"))
 	require.NoError(t, err)
@@ -318,9 +330,9 @@ func TestNeverReadingClientIsDisconnected(t *testing.T) {
 	ts := newTestServer(t, Config{QueueFrames: 64, QueueBytes: 256 << 10})
 	ctx := context.Background()
 	good := ts.dial(t)
-	gh, err := good.Open(ctx, Match{Class: "TestDevice"})
+	gh, err := good.Open(ctx, userclient.Match{Class: "TestDevice"})
 	require.NoError(t, err)
-	got := make(chan Notification)
+	got := make(chan userclient.Notification)
 	go func() { // the good client reads everything
 		for n := range gh.Notifications() {
 			got <- n
@@ -330,13 +342,13 @@ func TestNeverReadingClientIsDisconnected(t *testing.T) {
 
 	// The bad client opens and then never reads again.
 	nc := rawDial(t, ts.sock)
-	_, err = nc.Write(append(rawFrame(t, TypeHello, 1, helloJSON, nil), rawFrame(t, TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
+	_, err = nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return ts.Stats().Sessions == 2 }, 10*time.Second, time.Millisecond)
 
 	payload := bytes.Repeat([]byte("n"), 8<<10)
-	var types []NotificationType
-	next := func() Notification { // the next driver message the good client got
+	var types []userclient.NotificationType
+	next := func() userclient.Notification { // the next driver message the good client got
 		for {
 			select {
 			case n := <-got:
@@ -354,11 +366,11 @@ func TestNeverReadingClientIsDisconnected(t *testing.T) {
 		require.Len(t, next().Data, len(payload))
 	}
 	d := <-ts.disc
-	require.ErrorIs(t, d.reason, ErrOverflow)
+	require.ErrorIs(t, d.reason, userclient.ErrOverflow)
 	ts.dev.message([]byte("last"))
 	require.Equal(t, "last", string(next().Data))
 	// The good client also hears that the dropped one closed the device.
-	require.Contains(t, types, ServiceWasClosed)
+	require.Contains(t, types, userclient.ServiceWasClosed)
 	require.Equal(t, 1, ts.Stats().Sessions)
 	require.NoError(t, gh.Close())
 }
@@ -368,24 +380,24 @@ func TestUnplugWhileClientsMidCall(t *testing.T) {
 	ctx := context.Background()
 	type res struct {
 		err  error
-		note Notification
+		note userclient.Notification
 	}
 	const n = 3
-	handles := make([]*Handle, n)
+	handles := make([]*userclient.Handle, n)
 	results := make(chan res, n)
 	for i := range n {
-		h, err := ts.dial(t).Open(ctx, Match{Class: "TestDevice"})
+		h, err := ts.dial(t).Open(ctx, userclient.Match{Class: "TestDevice"})
 		require.NoError(t, err)
 		handles[i] = h
 		notes := h.Notifications()
 		go func() {
 			_, err := h.Call(ctx, "block", nil)
-			var first Notification
+			var first userclient.Notification
 			for nn := range notes {
 				if first.Type == "" {
 					first = nn
 				}
-				if nn.Type == ServiceIsRequestingClose {
+				if nn.Type == userclient.ServiceIsRequestingClose {
 					h.Close() // what a well-behaved application does
 				}
 			}
@@ -398,8 +410,8 @@ func TestUnplugWhileClientsMidCall(t *testing.T) {
 	<-ts.dev.terminate()
 	for range n {
 		r := <-results
-		require.ErrorIs(t, r.err, ErrTerminated)
-		require.Equal(t, ServiceIsTerminated, r.note.Type)
+		require.ErrorIs(t, r.err, userclient.ErrTerminated)
+		require.Equal(t, userclient.ServiceIsTerminated, r.note.Type)
 		require.Equal(t, ts.dev.ID(), r.note.Service)
 	}
 	for _, h := range handles {
@@ -408,8 +420,8 @@ func TestUnplugWhileClientsMidCall(t *testing.T) {
 		_, err := h.Call(ctx, "echo", nil)
 		require.Error(t, err)
 	}
-	_, err := ts.dial(t).Open(ctx, Match{Class: "TestDevice"})
-	require.ErrorIs(t, err, ErrNoService, "a terminated service cannot be opened")
+	_, err := ts.dial(t).Open(ctx, userclient.Match{Class: "TestDevice"})
+	require.ErrorIs(t, err, userclient.ErrNoService, "a terminated service cannot be opened")
 }
 
 func TestEmbeddedCancelIsDeath(t *testing.T) {
@@ -417,7 +429,7 @@ func TestEmbeddedCancelIsDeath(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c, err := ts.Embed(ctx)
 	require.NoError(t, err)
-	h, err := c.Open(ctx, Match{Class: "TestDevice"})
+	h, err := c.Open(ctx, userclient.Match{Class: "TestDevice"})
 	require.NoError(t, err)
 	out, err := h.Call(ctx, "echo", []byte("in-process"))
 	require.NoError(t, err)
@@ -427,7 +439,7 @@ func TestEmbeddedCancelIsDeath(t *testing.T) {
 	ts.reg.waitFreed(t, h.ClientID())
 	ts.reg.checkTrace(t, h.ClientID())
 	<-c.Done()
-	require.ErrorIs(t, c.Err(), ErrClosed)
+	require.ErrorIs(t, c.Err(), userclient.ErrClosed)
 	d := ts.waitDisconnect(t, os.Getpid())
 	require.ErrorIs(t, d.reason, ErrClientDied)
 	_, err = h.Call(context.Background(), "echo", nil)
@@ -437,20 +449,13 @@ func TestEmbeddedCancelIsDeath(t *testing.T) {
 func TestServerCloseEndsSessions(t *testing.T) {
 	ts := newTestServer(t, Config{})
 	c := ts.dial(t)
-	h, err := c.Open(context.Background(), Match{Class: "TestDevice"})
+	h, err := c.Open(context.Background(), userclient.Match{Class: "TestDevice"})
 	require.NoError(t, err)
 	require.NoError(t, ts.Server.Close())
 	ts.reg.waitFreed(t, h.ClientID())
 	<-c.Done()
-	require.ErrorIs(t, c.Err(), ErrClosed)
+	require.ErrorIs(t, c.Err(), userclient.ErrClosed)
 	require.ErrorContains(t, c.Err(), "server shutting down")
-}
-
-func TestVersionMismatch(t *testing.T) {
-	ts := newTestServer(t, Config{})
-	_, err := Dial(context.Background(), ts.sock, withVersions(7))
-	require.ErrorIs(t, err, ErrProtocol)
-	require.ErrorContains(t, err, "server speaks 1")
 }
 
 // An Open the caller gave up on is closed when its reply arrives: no
@@ -461,7 +466,7 @@ func TestAbandonedOpenIsClosed(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	for range 20 {
-		h, err := c.Open(ctx, Match{Class: "TestDevice"})
+		h, err := c.Open(ctx, userclient.Match{Class: "TestDevice"})
 		if err == nil {
 			require.NoError(t, h.Close()) // the reply won the race
 			continue
@@ -522,18 +527,18 @@ func TestStartingDriverIsNotOpenable(t *testing.T) {
 	require.False(t, slow.State().Started)
 
 	c := ts.dial(t)
-	for _, m := range []Match{{Class: "SlowDevice"}, {ID: slow.ID()}} {
+	for _, m := range []userclient.Match{{Class: "SlowDevice"}, {ID: slow.ID()}} {
 		_, err := c.Open(ctx, m)
-		require.ErrorIs(t, err, ErrNoService, "%+v", m)
+		require.ErrorIs(t, err, userclient.ErrNoService, "%+v", m)
 	}
 	_, err := NewRegistryBackend(ts.reg.r).Open(ctx, slow.ID(), OpenRequest{})
-	require.ErrorIs(t, err, ErrNoService)
+	require.ErrorIs(t, err, userclient.ErrNoService)
 	require.ErrorContains(t, err, "has not started yet")
 
 	close(d.release)
 	require.NoError(t, <-published)
 	require.True(t, slow.State().Started)
-	h, err := c.Open(ctx, Match{Class: "SlowDevice"})
+	h, err := c.Open(ctx, userclient.Match{Class: "SlowDevice"})
 	require.NoError(t, err)
 	out, err := h.Call(ctx, "echo", []byte("ready"))
 	require.NoError(t, err)
@@ -542,4 +547,57 @@ func TestStartingDriverIsNotOpenable(t *testing.T) {
 	ts.reg.waitFreed(t, h.ClientID())
 	require.NoError(t, nub.TerminateSync(ctx))
 	ts.reg.rec.CheckPartial(t)
+}
+
+// A driver's vanished device matches both driver.ErrNoDevice (for code in
+// the daemon) and userclient.ErrNoDevice (the wire code's sentinel), with
+// the driver's text unchanged.
+func TestRegistrySessionNoDevice(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	ctx := context.Background()
+	sess, err := NewRegistryBackend(ts.reg.r).Open(ctx, ts.dev.ID(), OpenRequest{Notify: func(userclient.Notification) {}})
+	require.NoError(t, err)
+	_, err = sess.Call(ctx, "vanish", nil)
+	require.ErrorIs(t, err, driver.ErrNoDevice)
+	require.ErrorIs(t, err, userclient.ErrNoDevice)
+	require.Equal(t, wire.CodeNoDevice, wire.CodeOf(err))
+	require.EqualError(t, err, "no such device: usb: bulk transfer: no device")
+	require.NoError(t, sess.Close())
+	ts.reg.waitFreed(t, sess.ClientID())
+}
+
+// What an application reads: the operation and what it was on, once, then
+// what happened — no package prefixes, no wire codes, no struct dumps.
+func TestErrorText(t *testing.T) {
+	ts := newTestServer(t, Config{Policy: Policy{Rules: []Rule{{AnyUser: true, Classes: []string{"PublicDevice"}}}}})
+	ctx := context.Background()
+	c := ts.dial(t)
+	_, err := c.Open(ctx, userclient.Match{Personality: "nosuch"})
+	require.ErrorIs(t, err, userclient.ErrNoService)
+	require.EqualError(t, err, "open personality=nosuch: no such service")
+	_, err = c.Open(ctx, userclient.Match{})
+	require.EqualError(t, err, "open (empty match): no such service: empty match")
+
+	h, err := c.Open(ctx, userclient.Match{Class: "TestDevice"})
+	require.NoError(t, err)
+	svc := fmt.Sprintf("TestDevice#%d", ts.dev.ID())
+	_, err = h.Call(ctx, "nope", nil)
+	require.ErrorIs(t, err, userclient.ErrNoMethod)
+	require.ErrorContains(t, err, "call "+svc+" nope: no such method: ")
+	_, err = h.Call(ctx, "fail", nil)
+	require.EqualError(t, err, "call "+svc+" fail: the device said no")
+
+	terminated := ts.dev.terminate()
+	<-h.Terminated()
+	_, err = h.Call(ctx, "echo", nil)
+	require.ErrorIs(t, err, userclient.ErrTerminated)
+	require.EqualError(t, err, "call "+svc+" echo: service terminated")
+	require.NoError(t, h.Close())
+	_, err = h.Call(ctx, "echo", nil)
+	require.EqualError(t, err, "call "+svc+" echo: closed")
+	<-terminated
+
+	_, _, err = c.Admin(ctx, "frobnicate", nil, nil)
+	require.ErrorIs(t, err, userclient.ErrNoMethod)
+	require.EqualError(t, err, `admin frobnicate: no such method: administrative call "frobnicate": this server has no admin handler`)
 }

@@ -5,13 +5,15 @@ import "encoding/json"
 // JSON control payloads (PROTOCOL.md, "Messages"). Field names are part of
 // the wire format.
 
-type helloMsg struct {
+// HelloMsg is the client's first frame.
+type HelloMsg struct {
 	Protocol string `json:"protocol"`
 	Versions []int  `json:"versions"`
 	Client   string `json:"client,omitempty"`
 }
 
-type welcomeMsg struct {
+// WelcomeMsg is the server's answer to hello.
+type WelcomeMsg struct {
 	Protocol string `json:"protocol"`
 	Version  int    `json:"version"`
 	MaxFrame int    `json:"max_frame"`
@@ -23,37 +25,51 @@ type welcomeMsg struct {
 	MaxInflight int `json:"max_inflight,omitempty"`
 }
 
-type openMsg struct {
+// OpenMsg opens a service.
+type OpenMsg struct {
 	Match Match `json:"match"`
 	// Wait (version 2): when nothing matches yet, wait for a matching
 	// service to be published or to finish starting, until cancelled.
 	Wait bool `json:"wait,omitempty"`
 }
 
-type openReply struct {
+// OpenReply answers an open.
+type OpenReply struct {
 	Handle  uint64      `json:"handle"`
 	Service ServiceInfo `json:"service"`
 	Client  uint64      `json:"client,omitempty"` // the user-client service's ID, if the backend has one
 }
 
-type handleMsg struct {
+// HandleMsg names a handle: close, and call with its method.
+type HandleMsg struct {
 	Handle uint64 `json:"handle"`
 	Method string `json:"method,omitempty"`
 }
 
-type notificationMsg struct {
+// NotificationMsg is a notification's control payload.
+type NotificationMsg struct {
 	Handle  uint64 `json:"handle"`
 	Type    string `json:"type"`
 	Service uint64 `json:"service,omitempty"`
 	Detail  string `json:"detail,omitempty"`
 }
 
-type errorMsg struct {
+// ErrorMsg is an error frame's control payload.
+type ErrorMsg struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
 
-type adminMsg struct {
+// AdminMsg is an administrative call.
+type AdminMsg struct {
 	Op   string          `json:"op"`
 	Args json.RawMessage `json:"args,omitempty"`
 }
+
+// Reserved administrative operations the daemon implements.
+const (
+	AdminTerminate = "terminate"
+	AdminUnload    = "unload"
+	AdminLeaks     = "leaks"
+	AdminInspect   = "inspect"
+)

@@ -2,8 +2,8 @@ package wire
 
 import "encoding/json"
 
-// decodeNotificationMsg decodes a notification's control payload. The
-// server writes it by hand (appendNotification) in one fixed shape,
+// DecodeNotificationMsg decodes a notification's control payload. The
+// server writes it by hand (AppendNotification) in one fixed shape,
 //
 //	{"handle":N,"type":"S"[,"service":N][,"detail":"S"]}
 //
@@ -14,18 +14,18 @@ import "encoding/json"
 // gives (FuzzDecodeNotificationMsg checks it). lastType, when it equals
 // the decoded type, is returned instead of a new string: a stream of
 // notifications of one type then costs no allocation for it.
-func decodeNotificationMsg(b []byte, lastType string) (notificationMsg, error) {
+func DecodeNotificationMsg(b []byte, lastType string) (NotificationMsg, error) {
 	if m, ok := parseNotificationMsg(b, lastType); ok {
 		return m, nil
 	}
-	var m notificationMsg
+	var m NotificationMsg
 	err := json.Unmarshal(b, &m)
 	return m, err
 }
 
 // parseNotificationMsg is the fast path; ok is false for anything that is
-// not exactly appendNotification's shape.
-func parseNotificationMsg(b []byte, lastType string) (m notificationMsg, ok bool) {
+// not exactly AppendNotification's shape.
+func parseNotificationMsg(b []byte, lastType string) (m NotificationMsg, ok bool) {
 	p := notifParser{b: b}
 	if !p.lit(`{"handle":`) {
 		return m, false

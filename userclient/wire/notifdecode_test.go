@@ -7,13 +7,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// checkNotificationDecode requires decodeNotificationMsg to agree with
+// checkNotificationDecode requires DecodeNotificationMsg to agree with
 // encoding/json on b, and reports whether the fast path took it.
 func checkNotificationDecode(t *testing.T, b []byte, lastType string) bool {
 	t.Helper()
-	var want notificationMsg
+	var want NotificationMsg
 	wantErr := json.Unmarshal(b, &want)
-	got, err := decodeNotificationMsg(b, lastType)
+	got, err := DecodeNotificationMsg(b, lastType)
 	if wantErr != nil {
 		require.Error(t, err, "encoding/json refuses %q", b)
 	} else {
@@ -38,7 +38,7 @@ func TestDecodeNotificationMsg(t *testing.T) {
 		{`{"handle":18446744073709551615,"type":"DriverDefined(0x1)","service":18446744073709551615,"detail":"x y"}`, true},
 		{`{"handle":42,"type":"T","detail":""}`, true},
 		{`{"handle":42,"type":"T","service":0}`, true},
-		// Not appendNotification's shape: encoding/json decides.
+		// Not AppendNotification's shape: encoding/json decides.
 		{`{"handle":18446744073709551616,"type":"T"}`, false},
 		{`{"handle":01,"type":"T"}`, false},
 		{`{"handle":-1,"type":"T"}`, false},
@@ -74,16 +74,16 @@ func TestDecodeNotificationMsg(t *testing.T) {
 // string, not a new one.
 func TestDecodeNotificationMsgReusesType(t *testing.T) {
 	last := "DriverDefined(0x1)"
-	m, err := decodeNotificationMsg([]byte(`{"handle":3,"type":"DriverDefined(0x1)"}`), last)
+	m, err := DecodeNotificationMsg([]byte(`{"handle":3,"type":"DriverDefined(0x1)"}`), last)
 	require.NoError(t, err)
 	require.Equal(t, last, m.Type)
 	in := []byte(`{"handle":3,"type":"DriverDefined(0x1)","service":9}`)
 	require.Equal(t, 0.0, testing.AllocsPerRun(100, func() {
-		_, _ = decodeNotificationMsg(in, last)
+		_, _ = DecodeNotificationMsg(in, last)
 	}))
 }
 
-// TestNotificationRoundTrip: everything appendNotification writes decodes
+// TestNotificationRoundTrip: everything AppendNotification writes decodes
 // to what it encoded, on the fast path when its strings need no escaping.
 func TestNotificationRoundTrip(t *testing.T) {
 	for _, n := range []Notification{
@@ -98,12 +98,12 @@ func TestNotificationRoundTrip(t *testing.T) {
 
 func checkNotificationRoundTrip(t *testing.T, h uint64, n Notification) {
 	t.Helper()
-	b := appendNotification(nil, h, n)
+	b := AppendNotification(nil, h, n)
 	f, _, err := DecodeFrame(b, 1<<30)
 	require.NoError(t, err)
-	m, err := decodeNotificationMsg(f.Control, "")
+	m, err := DecodeNotificationMsg(f.Control, "")
 	require.NoError(t, err)
-	require.Equal(t, notificationMsg{Handle: h, Type: jsonRoundTrip(string(n.Type)), Service: n.Service, Detail: jsonRoundTrip(n.Detail)}, m)
+	require.Equal(t, NotificationMsg{Handle: h, Type: jsonRoundTrip(string(n.Type)), Service: n.Service, Detail: jsonRoundTrip(n.Detail)}, m)
 	if printableASCII(string(n.Type)) && printableASCII(n.Detail) {
 		_, ok := parseNotificationMsg(f.Control, "")
 		require.True(t, ok, "fast path refused %q", f.Control)

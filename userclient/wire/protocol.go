@@ -8,12 +8,12 @@ import (
 	"io"
 )
 
-// Version is the newest protocol version this package speaks. Version 2
+// Version is the newest protocol version drvkit speaks. Version 2
 // adds the cancel frame and max_inflight in welcome (PROTOCOL.md,
 // "Versions"); the server and the client also speak MinVersion.
 const Version = 2
 
-// MinVersion is the oldest protocol version this package speaks.
+// MinVersion is the oldest protocol version drvkit speaks.
 const MinVersion = 1
 
 // ProtocolName is the value of "protocol" in the hello and welcome payloads.
@@ -22,9 +22,9 @@ const ProtocolName = "drvkit-userclient"
 // DefaultMaxFrame is the default limit on a frame's length field (1 MiB).
 const DefaultMaxFrame = 1 << 20
 
-// headerLen is the fixed part of a frame after the 4-byte length prefix:
+// HeaderLen is the fixed part of a frame after the 4-byte length prefix:
 // type(1) flags(1) reserved(2) id(8) control length(4).
-const headerLen = 16
+const HeaderLen = 16
 
 // MsgType is a frame's type byte.
 type MsgType uint8
@@ -82,10 +82,10 @@ func checkShape(f *Frame) error {
 		return nil
 	}
 	if n := len(f.Control) + len(f.Data); n != 0 {
-		return protoErr(nil, "cancel frame carries %d bytes of payload, want none", n)
+		return Errorf(nil, "cancel frame carries %d bytes of payload, want none", n)
 	}
 	if f.ID == 0 {
-		return protoErr(nil, "cancel frame names request id 0")
+		return Errorf(nil, "cancel frame names request id 0")
 	}
 	return nil
 }
@@ -105,25 +105,25 @@ type Frame struct {
 }
 
 // Size is the value of the frame's length field.
-func (f *Frame) Size() int { return headerLen + len(f.Control) + len(f.Data) }
+func (f *Frame) Size() int { return HeaderLen + len(f.Control) + len(f.Data) }
 
 // AppendFrame appends the encoding of f to dst. It fails with ErrProtocol if
 // f is larger than max or is not a valid frame.
 func AppendFrame(dst []byte, f *Frame, max int) ([]byte, error) {
 	if !f.Type.known() {
-		return dst, protoErr(nil, "unknown frame type %d", uint8(f.Type))
+		return dst, Errorf(nil, "unknown frame type %d", uint8(f.Type))
 	}
 	if f.Flags&^knownFlags != 0 {
-		return dst, protoErr(nil, "unknown flags %#x", f.Flags)
+		return dst, Errorf(nil, "unknown flags %#x", f.Flags)
 	}
 	if err := checkShape(f); err != nil {
 		return dst, err
 	}
 	n := f.Size()
 	if n > max {
-		return dst, protoErr(nil, "frame of %d bytes exceeds the maximum of %d", n, max)
+		return dst, Errorf(nil, "frame of %d bytes exceeds the maximum of %d", n, max)
 	}
-	var h [4 + headerLen]byte
+	var h [4 + HeaderLen]byte
 	binary.BigEndian.PutUint32(h[0:], uint32(n))
 	h[4] = byte(f.Type)
 	h[5] = f.Flags
@@ -140,25 +140,25 @@ func AppendFrame(dst []byte, f *Frame, max int) ([]byte, error) {
 // frame, a ProtocolError for anything malformed.
 func DecodeFrame(b []byte, max int) (Frame, int, error) {
 	if len(b) < 4 {
-		return Frame{}, 0, protoErr(io.ErrUnexpectedEOF, "truncated length prefix (%d of 4 bytes)", len(b))
+		return Frame{}, 0, Errorf(io.ErrUnexpectedEOF, "truncated length prefix (%d of 4 bytes)", len(b))
 	}
 	n, err := checkLength(binary.BigEndian.Uint32(b), max)
 	if err != nil {
 		return Frame{}, 0, err
 	}
 	if len(b)-4 < n {
-		return Frame{}, 0, protoErr(io.ErrUnexpectedEOF, "truncated frame (%d of %d bytes)", len(b)-4, n)
+		return Frame{}, 0, Errorf(io.ErrUnexpectedEOF, "truncated frame (%d of %d bytes)", len(b)-4, n)
 	}
 	f, err := parseBody(b[4 : 4+n])
 	return f, 4 + n, err
 }
 
 func checkLength(n uint32, max int) (int, error) {
-	if n < headerLen {
-		return 0, protoErr(nil, "frame length %d is shorter than the %d-byte header", n, headerLen)
+	if n < HeaderLen {
+		return 0, Errorf(nil, "frame length %d is shorter than the %d-byte header", n, HeaderLen)
 	}
 	if uint64(n) > uint64(max) {
-		return 0, protoErr(nil, "frame length %d exceeds the maximum of %d", n, max)
+		return 0, Errorf(nil, "frame length %d exceeds the maximum of %d", n, max)
 	}
 	return int(n), nil
 }
@@ -166,19 +166,19 @@ func checkLength(n uint32, max int) (int, error) {
 func parseBody(b []byte) (Frame, error) {
 	f := Frame{Type: MsgType(b[0]), Flags: b[1], ID: binary.BigEndian.Uint64(b[4:])}
 	if !f.Type.known() {
-		return Frame{}, protoErr(nil, "unknown frame type %d", b[0])
+		return Frame{}, Errorf(nil, "unknown frame type %d", b[0])
 	}
 	if f.Flags&^knownFlags != 0 {
-		return Frame{}, protoErr(nil, "unknown flags %#x in %v frame", f.Flags, f.Type)
+		return Frame{}, Errorf(nil, "unknown flags %#x in %v frame", f.Flags, f.Type)
 	}
 	if b[2] != 0 || b[3] != 0 {
-		return Frame{}, protoErr(nil, "reserved bytes are not zero in %v frame", f.Type)
+		return Frame{}, Errorf(nil, "reserved bytes are not zero in %v frame", f.Type)
 	}
 	cl := binary.BigEndian.Uint32(b[12:])
-	if uint64(cl) > uint64(len(b)-headerLen) {
-		return Frame{}, protoErr(nil, "control length %d exceeds the %d bytes of payload in %v frame", cl, len(b)-headerLen, f.Type)
+	if uint64(cl) > uint64(len(b)-HeaderLen) {
+		return Frame{}, Errorf(nil, "control length %d exceeds the %d bytes of payload in %v frame", cl, len(b)-HeaderLen, f.Type)
 	}
-	rest := b[headerLen:]
+	rest := b[HeaderLen:]
 	if cl > 0 {
 		f.Control = rest[:cl:cl]
 	}
@@ -222,7 +222,7 @@ func (d *Decoder) ReadFrame() (Frame, error) {
 			return Frame{}, io.EOF
 		}
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return Frame{}, protoErr(err, "truncated length prefix (%d of 4 bytes)", n)
+			return Frame{}, Errorf(err, "truncated length prefix (%d of 4 bytes)", n)
 		}
 		return Frame{}, err
 	}
@@ -236,7 +236,7 @@ func (d *Decoder) ReadFrame() (Frame, error) {
 	body := d.buf[:n]
 	if got, err := io.ReadFull(d.r, body); err != nil {
 		if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
-			return Frame{}, protoErr(io.ErrUnexpectedEOF, "truncated frame (%d of %d bytes)", got, n)
+			return Frame{}, Errorf(io.ErrUnexpectedEOF, "truncated frame (%d of %d bytes)", got, n)
 		}
 		return Frame{}, err
 	}

@@ -13,8 +13,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/drvkit/drvkit/driver"
 )
 
 func mustFrame(t testing.TB, f Frame) []byte {
@@ -129,17 +127,61 @@ func TestDecoderGiantLengthAllocatesNothing(t *testing.T) {
 	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(1<<20), "a 2 GiB length prefix must not be allocated")
 }
 
+// TestErrorMapping: every code maps to its sentinel and back, so that
+// errors.Is works across the socket; the codes are the wire format.
 func TestErrorMapping(t *testing.T) {
 	for code, want := range codeSentinel {
 		err := error(&RemoteError{Code: code, Message: "m"})
 		require.ErrorIs(t, err, want, code)
-		require.Equal(t, code, codeOf(&RemoteError{Code: code}))
+		require.Equal(t, code, CodeOf(&RemoteError{Code: code}))
+		require.Equal(t, want, Sentinel(code))
+		if code != CodeVersion && code != CodeBadRequest && code != CodeCancelled {
+			require.Equal(t, code, CodeOf(fmt.Errorf("context: %w", want)), "the sentinel of %s", code)
+		}
 	}
-	require.Equal(t, CodePermission, codeOf(&OpError{Op: "x", Err: ErrPermission}))
-	require.Equal(t, CodeFailed, codeOf(errors.New("driver error")))
+	require.Equal(t, CodePermission, CodeOf(fmt.Errorf("open x: %w", ErrPermission)))
+	require.Equal(t, CodeProtocol, CodeOf(Errorf(nil, "bad")))
+	require.Equal(t, CodeFailed, CodeOf(errors.New("driver error")))
 	// A device that vanished during a call: the cause wins over the
 	// termination it brings.
-	require.Equal(t, CodeNoDevice, codeOf(fmt.Errorf("%w: %w", ErrTerminated, driver.ErrNoDevice)))
+	require.Equal(t, CodeNoDevice, CodeOf(fmt.Errorf("%w: %w", ErrTerminated, ErrNoDevice)))
+
+	// Stable: these strings are what other implementations send.
+	require.Equal(t, map[string]string{
+		"protocol": CodeProtocol, "version": CodeVersion, "permission": CodePermission,
+		"no_service": CodeNoService, "terminated": CodeTerminated, "no_method": CodeNoMethod,
+		"no_device": CodeNoDevice, "closed": CodeClosed, "overflow": CodeOverflow,
+		"bad_request": CodeBadRequest, "failed": CodeFailed, "cancelled": CodeCancelled,
+	}, map[string]string{
+		"protocol": "protocol", "version": "version", "permission": "permission",
+		"no_service": "no_service", "terminated": "terminated", "no_method": "no_method",
+		"no_device": "no_device", "closed": "closed", "overflow": "overflow",
+		"bad_request": "bad_request", "failed": "failed", "cancelled": "cancelled",
+	})
+}
+
+// A RemoteError reads as the peer's message, without a prefix: the peer
+// already said what happened.
+func TestRemoteErrorText(t *testing.T) {
+	require.Equal(t, "no such service", (&RemoteError{Code: CodeNoService, Message: "no such service"}).Error())
+	require.Equal(t, "no such service", (&RemoteError{Code: CodeNoService}).Error())
+	require.Equal(t, "error code weird", (&RemoteError{Code: "weird"}).Error())
+	require.NotErrorIs(t, &RemoteError{Code: "weird"}, ErrProtocol)
+}
+
+func TestMatchString(t *testing.T) {
+	for _, tc := range []struct {
+		m    Match
+		want string
+	}{
+		{Match{Personality: "nosuch"}, "personality=nosuch"},
+		{Match{ID: 7, Class: "SCSIDevice", Name: "sda"}, "id=7 class=SCSIDevice name=sda"},
+		{Match{Class: "X", Properties: map[string]string{"vendor": "QEMU", "b": "two words", "a": ""}}, `class=X a="" b="two words" vendor=QEMU`},
+		{Match{Name: "a\"b\n"}, `name="a\"b\n"`},
+		{Match{}, "(empty match)"},
+	} {
+		require.Equal(t, tc.want, tc.m.String())
+	}
 }
 
 // FuzzDecodeFrame: the decoder never panics, accepts only what re-encodes to
@@ -194,15 +236,15 @@ func TestAppendNotification(t *testing.T) {
 		{Type: "DriverDefined(0x1)", Data: []byte{0, 1, 2}},
 		{Type: `odd "type"\`, Service: 1 << 63, Detail: "ünïcode\n\"quoted\"\x01"},
 	} {
-		b := appendNotification([]byte("prefix"), 42, n)
+		b := AppendNotification([]byte("prefix"), 42, n)
 		require.Equal(t, "prefix", string(b[:6]))
 		f, used, err := DecodeFrame(b[6:], DefaultMaxFrame)
 		require.NoError(t, err)
 		require.Equal(t, len(b)-6, used)
 		require.Equal(t, TypeNotification, f.Type)
-		var m notificationMsg
+		var m NotificationMsg
 		require.NoError(t, json.Unmarshal(f.Control, &m))
-		require.Equal(t, notificationMsg{Handle: 42, Type: string(n.Type), Service: n.Service, Detail: n.Detail}, m)
+		require.Equal(t, NotificationMsg{Handle: 42, Type: string(n.Type), Service: n.Service, Detail: n.Detail}, m)
 		require.Equal(t, string(n.Data), string(f.Data))
 	}
 }
