@@ -1,4 +1,4 @@
-package blockdev_test
+package blockdrv_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/scsi"
 	"github.com/drvkit/drvkit/driver/scsi/blockdev"
+	"github.com/drvkit/drvkit/driver/scsi/blockdrv"
 	"github.com/drvkit/drvkit/driver/scsi/scsitest"
 )
 
@@ -31,7 +32,7 @@ func (d *diskDriver) Start(ctx context.Context, s *driver.Service) error {
 func (d *diskDriver) Stop(*driver.Service) { d.dev.Store(nil) }
 
 func (d *diskDriver) Methods() map[string]driver.Method {
-	return blockdev.Methods(func(*driver.Service) *scsi.Device { return d.dev.Load() })
+	return blockdrv.Methods(func(*driver.Service) *scsi.Device { return d.dev.Load() })
 }
 
 // The client side encodes requests and decodes replies with the package's
