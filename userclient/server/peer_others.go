@@ -4,13 +4,14 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 
 	"github.com/drvkit/drvkit/userclient"
 )
 
-var errUnsupported = errors.New("userclient: peer credentials need Linux")
+var errUnsupported = fmt.Errorf("peer credentials need Linux: %w", errors.ErrUnsupported)
 
 func peerCred(*net.UnixConn) (userclient.Cred, error) { return userclient.Cred{}, errUnsupported }
 
