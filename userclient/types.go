@@ -1,6 +1,13 @@
 package userclient
 
-import "github.com/drvkit/drvkit/userclient/wire"
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/drvkit/drvkit/userclient/wire"
+)
 
 // The types an application and a server exchange are the wire package's;
 // they are named here so that an application needs only this package.
@@ -40,4 +47,30 @@ type Cred struct {
 	UID    uint32
 	GID    uint32
 	Groups []uint32 // supplementary groups, if the kernel reports them (server side only)
+	// Comm is the peer's command name, for labels (leak reports, drvctl
+	// why). Empty: read from /proc/PID/comm when needed.
+	Comm string
+}
+
+// Label names the peer for people: "pid 4242 uid 1000 (scsiapp)", the
+// command name from Comm or else /proc/PID/comm, left out when unknown.
+func (c Cred) Label() string {
+	comm := c.Comm
+	if comm == "" && c.PID > 0 {
+		comm = commandName(c.PID)
+	}
+	if comm == "" {
+		return fmt.Sprintf("pid %d uid %d", c.PID, c.UID)
+	}
+	return fmt.Sprintf("pid %d uid %d (%s)", c.PID, c.UID, comm)
+}
+
+// commandName is the process's command name (/proc/PID/comm), "" when it
+// cannot be read (the process is gone, /proc is not mounted, not Linux).
+func commandName(pid int32) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/comm")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
