@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 // The client commands: each dials the daemon, makes one administrative call
@@ -75,15 +76,15 @@ func call(ctx context.Context, path, op string, args, res any) ([]byte, error) {
 }
 
 // daemonAnswer turns an error the daemon sent into what drvctl prints: its
-// message alone, without the layers of the client library ("userclient:
-// admin why: userclient: failed: …"); an ID or a driver the daemon does not
+// message alone, without the client library's context ("admin why:
+// …"); an ID or a driver the daemon does not
 // know is a command-line error (exit 2).
 func daemonAnswer(err error) error {
 	var re *userclient.RemoteError
 	if !errors.As(err, &re) {
 		return err
 	}
-	if re.Code == userclient.CodeNoService {
+	if re.Code == wire.CodeNoService {
 		return &usageError{msg: re.Message, noUsage: true}
 	}
 	return &remoteError{re: re}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/scsi"
-	"github.com/drvkit/drvkit/driver/scsi/blockdev"
+	"github.com/drvkit/drvkit/driver/scsi/blockdrv"
 )
 
 // Names and the nub properties the personality reads. The hotplug bridge
@@ -42,7 +42,7 @@ func Personality(open Opener) driver.Personality {
 		})},
 		New: func() driver.Driver {
 			d := &Driver{open: open}
-			d.methods = blockdev.Methods(func(*driver.Service) *scsi.Device { return d.dev.Load() })
+			d.methods = blockdrv.Methods(func(*driver.Service) *scsi.Device { return d.dev.Load() })
 			return d
 		},
 	}
