@@ -149,10 +149,10 @@ func (r *Registry) Root() *Service { return r.root }
 func (r *Registry) newService(class, name string, props Properties, k kind, impl any, p *Personality) *Service {
 	s := &Service{reg: r, name: name, props: props, kind: k, impl: impl, pers: p,
 		active: true}
-	s.Init(class, func() { r.freed(s) })
+	s.ref.Init(class, func() { r.freed(s) })
 	// The creator's reference becomes the registry's own, tagged.
 	s.TaggedRetain(registryTag{})
-	s.Release()
+	s.ref.Release()
 	r.mu.Lock()
 	if r.workerGone {
 		r.mu.Unlock()
@@ -199,7 +199,7 @@ func (r *Registry) NewNub(class, name string, props Properties) *Service {
 	r.mu.Unlock()
 	if closed {
 		s := &Service{reg: r, name: name, props: props, kind: kindNub}
-		s.Init(class, func() { r.freed(s) })
+		s.ref.Init(class, func() { r.freed(s) })
 		s.stillborn(false)
 		return s
 	}
@@ -216,7 +216,7 @@ func (s *Service) stillborn(tagged bool) {
 	if tagged {
 		s.TaggedRelease(registryTag{})
 	} else {
-		s.Release()
+		s.ref.Release()
 	}
 }
 

@@ -596,7 +596,7 @@ func (r *Registry) blockers(ss []*Service) []Blocker {
 				s.RetainCount(), s.Class(), s.Class()))
 			continue
 		}
-		hs := s.Holders()
+		hs := s.ref.Holders()
 		sort.Slice(hs, func(i, j int) bool { return hs[i].Tag < hs[j].Tag })
 		for _, h := range hs {
 			tag := h.Tag

@@ -196,7 +196,7 @@ func adminWhy(r *driver.Registry, args idArgs) (string, error) {
 	var b strings.Builder
 	st := s.State()
 	fmt.Fprintf(&b, "%s: retain %d, %s\n", s, s.RetainCount(), map[bool]string{true: "active", false: "terminated"}[st.Active])
-	chains := refcount.WhyAlive(&s.Object)
+	chains := refcount.WhyAlive(s.RefObject())
 	if len(chains) == 0 {
 		b.WriteString("  no chain from a root: held only through a cycle (see drvctl leaks)\n")
 	}
