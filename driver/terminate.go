@@ -14,19 +14,98 @@ import (
 	"github.com/drvkit/drvkit/internal/faultinject"
 )
 
+// termPhase is where a batch — the services one Terminate made inactive —
+// is in the termination contract of DESIGN.md. A batch goes through the
+// phases in order, each once; the worker parks a batch in the middle of a
+// phase and resumes it there.
+type termPhase uint8
+
+const (
+	// phase1Marked: the caller of Terminate marks the services inactive,
+	// cascades to clients and sends ServiceIsTerminated. The batch is
+	// handed to the worker at its end.
+	phase1Marked termPhase = iota
+	// phase2Will: WillTerminate root to leaf, then ServiceIsRequestingClose
+	// to every client holding a service of the batch open.
+	phase2Will
+	// phase2Did: leaf to root, wait until nobody has the service open, then
+	// DidTerminate.
+	phase2Did
+	// phase3Finish: leaf first, each service through its finishSteps:
+	// stop → detach → the registry's reference dropped (→ free).
+	phase3Finish
+	// phaseDone: every service of the batch finished; the worker drops it.
+	phaseDone
+)
+
+func (p termPhase) String() string {
+	switch p {
+	case phase1Marked:
+		return "phase 1: marked inactive"
+	case phase2Will:
+		return "phase 2: willTerminate"
+	case phase2Did:
+		return "phase 2: didTerminate"
+	case phase3Finish:
+		return "phase 3: stop, detach, free"
+	case phaseDone:
+		return "done"
+	}
+	return fmt.Sprintf("termPhase(%d)", uint8(p))
+}
+
+// finishStep is one service's progress through phase 3 (Registry.finish).
+type finishStep uint8
+
+const (
+	// finishCancel: cancel queued jobs and the running jobs' context,
+	// refuse new client calls.
+	finishCancel finishStep = iota
+	// finishDrain: wait for running jobs and client calls to return.
+	finishDrain
+	// finishDetachClients: leaves go first — wait for clients terminating
+	// in another batch, detach the clients that survive.
+	finishDetachClients
+	// finishStop: Stop, under the callback lock.
+	finishStop
+	// finishDetach: release managed resources, detach from every provider,
+	// drop the registry's reference.
+	finishDetach
+	// finishDone: finished; the service is freed when its last reference goes.
+	finishDone
+)
+
+func (f finishStep) String() string {
+	switch f {
+	case finishCancel:
+		return "cancel jobs"
+	case finishDrain:
+		return "drain jobs and calls"
+	case finishDetachClients:
+		return "detach clients"
+	case finishStop:
+		return "stop"
+	case finishDetach:
+		return "release resources and detach"
+	case finishDone:
+		return "done"
+	}
+	return fmt.Sprintf("finishStep(%d)", uint8(f))
+}
+
 // termState is a terminated service's progress through phases 2 and 3.
 type termState struct {
 	b       *batch
-	cause   *Service // the provider whose termination cascaded to it
-	sub     int      // step within phase 3
-	waiting string   // why the worker parked on it, for reports
-	waitFor *Service // the client it waits for, if that is why
+	cause   *Service   // the provider whose termination cascaded to it
+	step    finishStep // where it is in phase 3
+	waiting string     // why the worker parked on it, for reports
+	waitFor *Service   // the client it waits for, if that is why
 }
 
 // batch is the set of services one Terminate made inactive, root to leaf.
 type batch struct {
 	svcs  []*Service
-	stage int // 0 WillTerminate, 1 DidTerminate, 2 phase 3, 3 done
+	phase termPhase
 	idx   int
 	// What phase 1 saw, so that phase 2 skips walks that would do nothing
 	// (each costs a cache miss per service in a large registry): whether
@@ -81,6 +160,7 @@ func (r *Registry) terminate(s *Service) bool {
 	list := w.list
 	b.svcs = list
 	b.left.Store(int64(len(list)))
+	b.phase = phase2Will
 	r.mu.Unlock()
 	r.mail.schedule(w.wake...)
 	for _, c := range w.cancels {
@@ -213,13 +293,13 @@ func (r *Registry) runBatches() {
 		for _, b := range bs {
 			p := r.advance(b)
 			progress = progress || p
-			finished = finished || b.stage == 3
+			finished = finished || b.phase == phaseDone
 		}
 		if finished {
 			r.wmu.Lock()
 			kept := r.batches[:0]
 			for _, b := range r.batches {
-				if b.stage != 3 {
+				if b.phase != phaseDone {
 					kept = append(kept, b)
 				}
 			}
@@ -238,8 +318,8 @@ func (r *Registry) runBatches() {
 // advance moves b as far as it can go and reports whether anything moved.
 func (r *Registry) advance(b *batch) (progress bool) {
 	for {
-		switch b.stage {
-		case 0: // phase 2: WillTerminate, root to leaf
+		switch b.phase {
+		case phase2Will: // root to leaf
 			if !b.anyWill && !r.ev.subscribed() {
 				b.idx = len(b.svcs) // nothing to call, nobody to tell
 			}
@@ -273,8 +353,8 @@ func (r *Registry) advance(b *batch) (progress bool) {
 				}
 				r.mu.Unlock()
 			}
-			b.stage, b.idx = 1, len(b.svcs)-1
-		case 1: // phase 2: DidTerminate, leaf to root, once nobody has it open
+			b.phase, b.idx = phase2Did, len(b.svcs)-1
+		case phase2Did: // leaf to root, once nobody has it open
 			if !b.anyDid && !b.anyOpen && !r.ev.subscribed() {
 				b.idx = -1 // nothing to wait for or call, nobody to tell
 			}
@@ -306,8 +386,8 @@ func (r *Registry) advance(b *batch) (progress bool) {
 				b.idx--
 				progress = true
 			}
-			b.stage, b.idx = 2, len(b.svcs)-1
-		case 2: // phase 3, leaf first
+			b.phase, b.idx = phase3Finish, len(b.svcs)-1
+		case phase3Finish: // leaf first
 			for b.idx >= 0 {
 				if !r.finish(b.svcs[b.idx]) {
 					return progress
@@ -315,7 +395,7 @@ func (r *Registry) advance(b *batch) (progress bool) {
 				b.idx--
 				progress = true
 			}
-			b.stage = 3
+			b.phase = phaseDone
 			return true
 		default:
 			return progress
@@ -346,12 +426,12 @@ func (s *Service) sortedOpenersLocked() []*Service {
 func (r *Registry) finish(x *Service) bool {
 	t := x.term
 	for {
-		switch t.sub {
-		case 0: // cancel queued jobs and the running jobs' context
+		switch t.step {
+		case finishCancel:
 			x.stopQueue()
 			x.stopCalls()
-			t.sub = 1
-		case 1: // drain running jobs and client calls
+			t.step = finishDrain
+		case finishDrain:
 			if x.runningJobs() > 0 {
 				x.setWaiting("waits for running jobs to return")
 				return false
@@ -360,8 +440,8 @@ func (r *Registry) finish(x *Service) bool {
 				x.setWaiting("waits for client method calls to return")
 				return false
 			}
-			t.sub = 2
-		case 2: // leaves first: clients terminating in another batch detach first
+			t.step = finishDetachClients
+		case finishDetachClients:
 			r.mu.Lock()
 			var survivors []*Service
 			for _, c := range x.sortedClientsLocked() {
@@ -381,8 +461,8 @@ func (r *Registry) finish(x *Service) bool {
 				x.TaggedRelease(c)
 				c.TaggedRelease(x)
 			}
-			t.sub = 3
-		case 3: // Stop
+			t.step = finishStop
+		case finishStop:
 			// Every service takes the callback lock here, so that a Probe
 			// or Start still running on it finishes first.
 			d, isDriver := x.impl.(Driver)
@@ -401,8 +481,8 @@ func (r *Registry) finish(x *Service) bool {
 				}
 			}
 			r.emit(x, StepStop, nil, 0, nil)
-			t.sub = 4
-		case 4: // managed resources, detach, drop the registry's reference
+			t.step = finishDetach
+		case finishDetach:
 			x.finalReleaseResources()
 			_ = faultinject.At(faultinject.Detach, x)
 			r.mu.Lock()
@@ -418,7 +498,7 @@ func (r *Registry) finish(x *Service) bool {
 				p.TaggedRelease(x)
 				x.TaggedRelease(p)
 			}
-			t.sub = 5
+			t.step = finishDone
 			x.TaggedRelease(registryTag{})
 			return true
 		default:
@@ -438,8 +518,9 @@ func (r *Registry) detachLocked(c, p *Service) {
 	if _, ok := p.openers[c]; ok {
 		p.closeLocked(c)
 	}
-	if c.term == nil || c.term.sub < 4 {
-		// c survives p: drop p from its providers.
+	if c.term == nil || c.term.step < finishDetach {
+		// c survives p (it is not detaching from all its providers, which
+		// drops the whole list): drop p from its providers.
 		kept := c.providers[:0]
 		for _, x := range c.providers {
 			if x != p {
