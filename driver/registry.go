@@ -164,7 +164,7 @@ func (r *Registry) newService(class, name string, props Properties, k kind, impl
 	late := r.closed && k == kindNub
 	r.mu.Unlock()
 	if late {
-		r.terminate(s) // Close raced with NewNub: nothing may outlive the registry
+		r.terminate(s, CauseShutdown) // Close raced with NewNub: nothing may outlive the registry
 	}
 	return s
 }

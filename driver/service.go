@@ -412,10 +412,18 @@ func (t MessageType) String() string {
 // Message is delivered to a client's MessageHandler or to interest
 // listeners. From is the ID of the service the message is about or comes
 // from.
+//
+// ServiceIsTerminated and ServiceIsRequestingClose carry why From was
+// terminated: Cause is From's own cause (CauseProviderTerminated when the
+// termination reached it by cascade), RootCause the cause of the service
+// the termination began with (equal to Cause when that is From). Other
+// messages carry CauseUnknown in both.
 type Message struct {
-	Type MessageType
-	From uint64
-	Data any
+	Type      MessageType
+	From      uint64
+	Data      any
+	Cause     Cause
+	RootCause Cause
 }
 
 type delivery struct {

@@ -96,10 +96,18 @@ func (f finishStep) String() string {
 // termState is a terminated service's progress through phases 2 and 3.
 type termState struct {
 	b       *batch
-	cause   *Service   // the provider whose termination cascaded to it
+	via     *Service   // the provider whose termination cascaded to it; nil for the batch's first
 	step    finishStep // where it is in phase 3
 	waiting string     // why the worker parked on it, for reports
 	waitFor *Service   // the client it waits for, if that is why
+}
+
+// causes is x's cause and the root cause of its termination (see Cause).
+func (t *termState) causes() (cause, root Cause) {
+	if t.via == nil {
+		return t.b.cause, t.b.cause
+	}
+	return CauseProviderTerminated, t.b.cause
 }
 
 // batch is the set of services one Terminate made inactive, root to leaf.
@@ -107,6 +115,7 @@ type batch struct {
 	svcs  []*Service
 	phase termPhase
 	idx   int
+	cause Cause // why the first service was terminated: the root cause of all
 	// What phase 1 saw, so that phase 2 skips walks that would do nothing
 	// (each costs a cache miss per service in a large registry): whether
 	// any service has a WillTerminate or DidTerminate hook, and whether any
@@ -129,16 +138,33 @@ func (b *batch) freedOne() {
 // inactive (their Context is cancelled, Open on them fails, matching stops),
 // their clients and interest listeners are sent ServiceIsTerminated, and
 // the set is handed to the termination worker. A second Terminate is a
-// no-op.
-func (s *Service) Terminate() { s.reg.terminate(s) }
+// no-op. The cause is CauseUnknown: use TerminateWith when you know why.
+func (s *Service) Terminate() { s.reg.terminate(s, CauseUnknown) }
 
-func (r *Registry) terminate(s *Service) bool {
+// TerminateWith is Terminate saying why: the messages and lifecycle events
+// of s carry cause, those of the services the termination cascades to carry
+// CauseProviderTerminated with cause as their root cause. A second
+// termination is a no-op and keeps the first cause.
+func (s *Service) TerminateWith(cause Cause) { s.reg.terminate(s, cause) }
+
+// TerminationCause returns why s was terminated and the root cause of its
+// termination (see Cause); CauseUnknown twice while s is active.
+func (s *Service) TerminationCause() (cause, root Cause) {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	if s.term == nil {
+		return CauseUnknown, CauseUnknown
+	}
+	return s.term.causes()
+}
+
+func (r *Registry) terminate(s *Service, cause Cause) bool {
 	r.mu.Lock()
 	if !s.active {
 		r.mu.Unlock()
 		return false
 	}
-	b := &batch{done: make(chan struct{})}
+	b := &batch{done: make(chan struct{}), cause: cause}
 	w := &phase1{r: r, b: b}
 	w.reach(s, nil)
 	for i := 0; i < len(w.list); i++ {
@@ -147,8 +173,13 @@ func (r *Registry) terminate(s *Service) bool {
 			w.later = w.later[1:]
 			w.announce(x)
 		}
+		// list[0] is s; every other service was reached by the cascade.
+		xc := cause
+		if i > 0 {
+			xc = CauseProviderTerminated
+		}
 		for _, c := range w.clientsOf(i) {
-			if c.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: w.ids[i]}, toDriver: true, from: x}) {
+			if c.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: w.ids[i], Cause: xc, RootCause: cause}, toDriver: true, from: x}) {
 				w.wake = append(w.wake, c)
 			}
 			if !c.active || c.hasOtherActiveProvider(x) {
@@ -191,13 +222,13 @@ type phase1 struct {
 	cancels []context.CancelFunc // contexts to cancel outside the lock
 }
 
-// reach makes x inactive and part of the batch; cause is the provider
-// whose termination cascaded to it.
-func (w *phase1) reach(x, cause *Service) {
+// reach makes x inactive and part of the batch; via is the provider whose
+// termination cascaded to it (nil for the first).
+func (w *phase1) reach(x, via *Service) {
 	x.active = false
-	x.ts = termState{b: w.b, cause: cause}
+	x.ts = termState{b: w.b, via: via}
 	x.term = &x.ts
-	w.r.emit(x, StepTerminate, nil, 0, nil)
+	w.r.emitTerminate(x)
 	w.list = append(w.list, x)
 	w.ids = append(w.ids, x.ID())
 	w.kids = appendByID(w.kids, x.clients)
@@ -224,7 +255,8 @@ func (w *phase1) clientsOf(i int) []*Service {
 // announce sends ServiceIsTerminated to x's interest listeners and marks
 // its Context done.
 func (w *phase1) announce(x *Service) {
-	if x.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}}) {
+	cause, root := x.term.causes()
+	if x.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID(), Cause: cause, RootCause: root}}) {
 		w.wake = append(w.wake, x)
 	}
 	if c := x.contextDone(); c != nil {
@@ -347,8 +379,9 @@ func (r *Registry) advance(b *batch) (progress bool) {
 			if b.anyOpen {
 				r.mu.Lock()
 				for _, x := range b.svcs {
+					cause, root := x.term.causes()
 					for _, c := range x.sortedOpenersLocked() {
-						c.post(delivery{m: Message{Type: ServiceIsRequestingClose, From: x.ID()}, toDriver: true, from: x})
+						c.post(delivery{m: Message{Type: ServiceIsRequestingClose, From: x.ID(), Cause: cause, RootCause: root}, toDriver: true, from: x})
 					}
 				}
 				r.mu.Unlock()
@@ -555,8 +588,13 @@ func (s *Service) drivenLocked() bool {
 // class is traced). Do not call it from a callback of s or its clients:
 // their termination needs that callback to return.
 func (s *Service) TerminateSync(ctx context.Context) error {
+	return s.TerminateSyncWith(ctx, CauseUnknown)
+}
+
+// TerminateSyncWith is TerminateSync saying why (see TerminateWith).
+func (s *Service) TerminateSyncWith(ctx context.Context, cause Cause) error {
 	r := s.reg
-	r.terminate(s)
+	r.terminate(s, cause)
 	targets, whole := r.cascadeOf(s)
 	var err error
 	if whole != nil {
@@ -588,7 +626,7 @@ func (r *Registry) cascadeOf(s *Service) (svcs []*Service, whole *batch) {
 	in := map[*Service]bool{s: true}
 	out := []*Service{s}
 	for _, x := range s.term.b.svcs {
-		if x != s && in[x.term.cause] {
+		if x != s && in[x.term.via] {
 			in[x] = true
 			out = append(out, x)
 		}
@@ -732,7 +770,7 @@ func (r *Registry) Unload(ctx context.Context, name string) error {
 	r.mu.Unlock()
 	var all []*Service
 	for _, s := range insts {
-		r.terminate(s)
+		r.terminate(s, CauseUnload)
 		c, _ := r.cascadeOf(s)
 		all = append(all, c...)
 	}
@@ -766,7 +804,7 @@ func (r *Registry) Close(ctx context.Context) error {
 	tops := r.live.appendTo(nil, func(s *Service) bool { return s.listed && len(s.providers) == 0 })
 	r.mu.Unlock()
 	for _, s := range tops {
-		r.terminate(s)
+		r.terminate(s, CauseShutdown)
 	}
 	var err error
 	for {

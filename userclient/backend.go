@@ -108,6 +108,13 @@ type Notification struct {
 	Service uint64 // the service it concerns
 	Detail  string // human-readable detail, optional
 	Data    []byte // driver message payload, optional
+	// ServiceIsTerminated and ServiceIsRequestingClose: why Service was
+	// terminated and the root cause of the termination, in the registry's
+	// short text form ("unplug", "unload", "admin", "provider", "shutdown",
+	// "unknown"; see driver.Cause). Empty on other notifications. The
+	// registry backend fills them in; the wire protocol does not carry
+	// them yet.
+	Cause, RootCause string
 }
 
 // Cred identifies the peer of a connection, taken from the kernel

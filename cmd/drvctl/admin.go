@@ -100,7 +100,7 @@ func adminTerminate(ctx context.Context, r *driver.Registry, args idArgs, timeou
 		return terminateResult{}, err
 	}
 	name := s.String()
-	s.Terminate()
+	s.TerminateWith(driver.CauseAdmin)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	select {
