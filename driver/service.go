@@ -67,7 +67,8 @@ type Service struct {
 	ts        termState         // in place: terminating 100k services allocates no state for each
 
 	busy     atomic.Int32
-	started  atomic.Bool // Start succeeded (or the service needs none)
+	termMail atomic.Int32 // termination messages queued for its handler, not yet delivered
+	started  atomic.Bool  // Start succeeded (or the service needs none)
 	stopped  atomic.Bool // Stop ran: no more callbacks into the driver
 	wantKick atomic.Bool
 
@@ -460,6 +461,9 @@ func (s *Service) enqueue(d delivery) bool {
 		return false
 	}
 	s.mbox = append(s.mbox, d)
+	if d.toDriver && d.m.isTermination() {
+		s.termMail.Add(1)
+	}
 	start := !s.mboxRun
 	if start {
 		s.mboxRun = true
@@ -551,7 +555,16 @@ func (s *Service) drainMailbox(mayBlock bool) {
 		s.mbox[0] = delivery{}
 		s.mbox = s.mbox[1:]
 		s.mu.Unlock()
+		if d.toDriver && d.m.isTermination() && s.termMail.Add(-1) == 0 {
+			s.reg.kick() // its Stop may be waiting for this
+		}
 	}
+}
+
+// isTermination reports whether m is one the driver must get before its
+// Stop: a provider's ServiceIsTerminated or ServiceIsRequestingClose.
+func (m *Message) isTermination() bool {
+	return m.Type == ServiceIsTerminated || m.Type == ServiceIsRequestingClose
 }
 
 func (s *Service) callListener(f func(Message), m Message) {

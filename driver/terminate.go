@@ -66,7 +66,8 @@ const (
 	// finishDetachClients: leaves go first — wait for clients terminating
 	// in another batch, detach the clients that survive.
 	finishDetachClients
-	// finishStop: Stop, under the callback lock.
+	// finishStop: once the service's handler got the termination messages
+	// queued for it, Stop, under the callback lock.
 	finishStop
 	// finishDetach: release managed resources, detach from every provider,
 	// drop the registry's reference.
@@ -496,6 +497,13 @@ func (r *Registry) finish(x *Service) bool {
 			}
 			t.step = finishStop
 		case finishStop:
+			// A handler hears of its providers' termination before its
+			// Stop: the messages were queued in phase 1 and 2, their
+			// delivery runs on the mail pool and kicks us when done.
+			if x.termMail.Load() > 0 {
+				x.setWaiting("waits for its handler to be told of the termination (ServiceIsTerminated)")
+				return false
+			}
 			// Every service takes the callback lock here, so that a Probe
 			// or Start still running on it finishes first.
 			d, isDriver := x.impl.(Driver)
