@@ -69,7 +69,7 @@ type Service struct {
 	busy     atomic.Int32
 	termMail atomic.Int32 // termination messages queued for its handler, not yet delivered
 	started  atomic.Bool  // Start succeeded (or the service needs none)
-	stopped  atomic.Bool // Stop ran: no more callbacks into the driver
+	stopped  atomic.Bool  // Stop ran: no more callbacks into the driver
 	wantKick atomic.Bool
 
 	// cb serializes callbacks. cbWhat and cbSince say which runs, for
