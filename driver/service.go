@@ -52,6 +52,9 @@ type Service struct {
 	resDone   bool
 	mboxRun   bool
 	isFreed   bool
+	// Termination messages queued for its handler and not yet delivered
+	// (Stop waits for them). Here, it fills the flags' padding.
+	termMail atomic.Int32
 
 	name  string
 	props Properties
@@ -67,9 +70,8 @@ type Service struct {
 	ts        termState         // in place: terminating 100k services allocates no state for each
 
 	busy     atomic.Int32
-	termMail atomic.Int32 // termination messages queued for its handler, not yet delivered
-	started  atomic.Bool  // Start succeeded (or the service needs none)
-	stopped  atomic.Bool  // Stop ran: no more callbacks into the driver
+	started  atomic.Bool // Start succeeded (or the service needs none)
+	stopped  atomic.Bool // Stop ran: no more callbacks into the driver
 	wantKick atomic.Bool
 
 	// cb serializes callbacks. cbWhat and cbSince say which runs, for

@@ -36,7 +36,10 @@ func TestServiceSurface(t *testing.T) {
 // with the release of the same tag in Stop, and everything is freed.
 func TestSelfTagIdiom(t *testing.T) {
 	e := newEnv(t)
-	type seen struct{ before, after int }
+	type seen struct {
+		before, after int
+		sites         []string
+	}
 	got := make(chan seen, 1)
 	require.NoError(t, e.r.RegisterPersonality(driver.Personality{Name: "drv", Class: "SelfTag",
 		New: func() driver.Driver {
@@ -45,7 +48,7 @@ func TestSelfTagIdiom(t *testing.T) {
 					p := s.Providers()[0]
 					before := ownedBy(p, s)
 					p.TaggedRetain(s)
-					got <- seen{before, ownedBy(p, s)}
+					got <- seen{before, ownedBy(p, s), sitesOf(p, s)}
 					return nil
 				},
 				stop: func(s *driver.Service) { s.Providers()[0].TaggedRelease(s) },
@@ -56,7 +59,26 @@ func TestSelfTagIdiom(t *testing.T) {
 	require.NoError(t, e.r.Publish(nil, nub))
 	g := <-got
 	require.Equal(t, g.before+1, g.after, "provider.TaggedRetain(self) is not an ownership edge self → provider")
+	// The reference's stack starts in the driver's code, not in the
+	// forwarder.
+	require.Contains(t, g.sites, "github.com/drvkit/drvkit/driver_test.TestSelfTagIdiom.func1.1")
+	for _, s := range g.sites {
+		require.NotContains(t, s, "TaggedRetain")
+	}
 	require.NoError(t, nub.TerminateSync(ctxT(t)))
+}
+
+// sitesOf lists the call sites of the references on s tagged owner.
+func sitesOf(s, owner *driver.Service) []string {
+	var out []string
+	for _, h := range s.RefObject().Holders() {
+		if h.Owner == owner.RefObject() {
+			for _, st := range h.Stacks {
+				out = append(out, st.Site().Func)
+			}
+		}
+	}
+	return out
 }
 
 // ownedBy counts the references on s held with owner as the tag.
