@@ -422,11 +422,12 @@ func (t MessageType) String() string {
 // the termination began with (equal to Cause when that is From). Other
 // messages carry CauseUnknown in both.
 type Message struct {
-	Type      MessageType
-	From      uint64
-	Data      any
-	Cause     Cause
-	RootCause Cause
+	Type MessageType
+	// Next to Type, where they take no room of their own: a termination
+	// posts a Message to every client at once.
+	Cause, RootCause Cause
+	From             uint64
+	Data             any
 }
 
 type delivery struct {
