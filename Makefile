@@ -12,12 +12,14 @@ export CGO_ENABLED = 1
 all: build
 
 # libusb-1.0-0-dev and pkg-config are needed by gousb (cgo); graphviz checks
-# the DOT output of `drvctl inspect -o dot`.
+# the DOT output of `drvctl inspect -o dot`; chromium runs the registry
+# explorer's browser test (cmd/drvctl TestExplorerInBrowser).
 deps:
 	@missing=""; \
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	pkg-config --exists libusb-1.0 2>/dev/null || missing="$$missing libusb-1.0-0-dev"; \
 	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "make deps: installing$$missing"; \

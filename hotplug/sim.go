@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/drvkit/drvkit/refcount"
 )
 
 // SimConfig configures a simulated source.
@@ -65,6 +67,7 @@ func NewSim(sc *Scenario, cfg SimConfig) (*Sim, error) {
 type injection struct {
 	sc     *Scenario
 	result chan error
+	label  string // refcount.LabelFrom(ctx), stamped on the events
 }
 
 // Inject runs the steps of sc (from ParseScenarioFragment) on a live
@@ -80,7 +83,7 @@ func (s *Sim) Inject(ctx context.Context, sc *Scenario) error {
 	if !s.cfg.Live {
 		return &OpError{Op: "sim inject", Err: errors.New("simulator is not live (SimConfig.Live)")}
 	}
-	in := injection{sc: sc, result: make(chan error, 1)}
+	in := injection{sc: sc, result: make(chan error, 1), label: refcount.LabelFrom(ctx)}
 	select {
 	case s.inject <- in:
 	case <-s.done:
@@ -116,6 +119,9 @@ func (s *Sim) runInjection(ctx context.Context, in injection) error {
 		evs, err := s.m.exec(st)
 		if err != nil {
 			return &ScenarioError{File: in.sc.Name, Line: st.Line, Msg: err.Error()}
+		}
+		for i := range evs {
+			evs[i].ev.Label = in.label
 		}
 		s.queue = append(s.queue, evs...)
 	}

@@ -23,7 +23,8 @@ const (
 // daemonBackend is the registry backend plus the monitor pseudo-service.
 type daemonBackend struct {
 	*userclient.RegistryBackend
-	hub *monitorHub
+	hub      *monitorHub
+	sessions sessionHooks // nil: opens and deaths are not counted
 }
 
 var _ userclient.Backend = (*daemonBackend)(nil)
@@ -42,7 +43,12 @@ func (b *daemonBackend) Lookup(m userclient.Match) ([]userclient.ServiceInfo, er
 
 func (b *daemonBackend) Open(ctx context.Context, id uint64, req userclient.OpenRequest) (userclient.Session, error) {
 	if id != monitorID {
-		return b.RegistryBackend.Open(ctx, id, req)
+		s, err := b.RegistryBackend.Open(ctx, id, req)
+		if err != nil || b.sessions == nil {
+			return s, err
+		}
+		b.sessions.UserClientOpened()
+		return &countedSession{Session: s, hooks: b.sessions}, nil
 	}
 	s := &monitorSession{}
 	s.cancel = b.hub.subscribe(func(e monitorEvent) {

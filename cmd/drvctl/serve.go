@@ -50,6 +50,7 @@ type serveOptions struct {
 	closeTimeout time.Duration
 	stateDir     string
 	personality  personalityFlags
+	observe      observeOptions
 }
 
 func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
@@ -70,6 +71,7 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` for what must outlive the daemon: the journal of kernel drivers it detached, re-attached at the next start if it was killed (with --sim also the simulated kernel's bindings); empty: no journal")
 	fs.Var(&o.personality, "personality", "register a driver for one USB product, repeatable: `name=N,driver=usbstorage,vid=VVVV,pid=PPPP[,score=S]` "+
 		"(hex ids; matches that product's interfaces whatever their class, and beats the class match: default score 100)")
+	observeFlags(fs, &o.observe)
 	return func(args []string) error {
 		if len(args) > 0 {
 			return usagef("serve takes no arguments, got %q", args)
@@ -92,6 +94,10 @@ type daemon struct {
 	simBus *simBus      // nil on real hardware
 	bridge *hotplug.Bridge
 	srv    *userclient.Server
+	// netlink is the kernel uevent source (nil on a simulated bus);
+	// observer is the --http listener (nil when off).
+	netlink  *hotplug.Netlink
+	observer *observer
 
 	mu     sync.Mutex
 	loaded map[string]bool // the names of the personalities registered and not unloaded
@@ -185,6 +191,12 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		}
 		return err
 	}
+	if d.observer, err = newObserver(d, o.observe); err != nil {
+		return fail(err)
+	}
+	if d.observer != nil {
+		undo = append(undo, d.observer.close)
+	}
 
 	var src hotplug.Source
 	var sysfsRoot string
@@ -226,6 +238,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			return fail(fmt.Errorf("kernel uevents: %w", err))
 		}
 		src = nl
+		d.netlink = nl
 	}
 	src = &monitoredSource{Source: src, hub: d.hub}
 	undo = append(undo, func() { _ = src.Close() })
@@ -268,7 +281,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		log.Info("personality", "name", ps.Name, "driver", ps.Driver, "vid", fmt.Sprintf("%04x", ps.Vendor), "pid", fmt.Sprintf("%04x", ps.Product), "score", ps.Score)
 	}
 
-	d.srv, err = userclient.Listen(&daemonBackend{RegistryBackend: userclient.NewRegistryBackend(d.reg), hub: d.hub}, userclient.Config{
+	d.srv, err = userclient.Listen(&daemonBackend{RegistryBackend: userclient.NewRegistryBackend(d.reg), hub: d.hub, sessions: d.observer.userClientHooks()}, userclient.Config{
 		Path: o.socket, GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log,
 		OnDisconnect: func(c userclient.Cred, reason error) {
 			log.Debug("client disconnected", "pid", c.PID, "uid", c.UID, "reason", reason)
@@ -288,6 +301,9 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			log.Error("event source ended", "err", err)
 		}
 	}()
+	if d.observer != nil {
+		d.observer.serve()
+	}
 	log.Info("serving", "socket", o.socket, "sim", o.sim, "drivers", drivers)
 	if ready != nil {
 		ready(d)
@@ -295,6 +311,9 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 
 	<-ctx.Done()
 	log.Info("shutting down")
+	if d.observer != nil {
+		d.observer.close()
+	}
 
 	// Clients first: their user clients are terminated and release their
 	// providers, so no termination below waits on an application.
