@@ -474,7 +474,9 @@ func (b *Bridge) remove(devpath string, followedKind bool) {
 			b.gone[p] = true
 		}
 		if e.held.CompareAndSwap(true, false) { // not terminated elsewhere
-			e.svc.Terminate()
+			// A remove, a move away or another device at the path: the
+			// device this nub stood for is gone.
+			e.svc.TerminateWith(driver.CauseUnplug)
 			e.svc.TaggedRelease(bridgeTag{})
 		}
 		b.st.terminated.Add(1)

@@ -12,7 +12,7 @@ import (
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/hotplug"
 	"github.com/drvkit/drvkit/refcount"
-	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/server"
 )
 
 // UeventStats is a kernel uevent source that counts what it received and
@@ -22,9 +22,9 @@ type UeventStats interface{ Stats() hotplug.Stats }
 // BridgeStats is the hotplug bridge: *hotplug.Bridge.
 type BridgeStats interface{ Stats() hotplug.BridgeStats }
 
-// ClientStats is the user-client server: *userclient.Server. Only its
+// ClientStats is the user-client server: *server.Server (package userclient/server). Only its
 // Stats method is used, so that where the server lives does not matter.
-type ClientStats interface{ Stats() userclient.Stats }
+type ClientStats interface{ Stats() server.Stats }
 
 // BundleStats is the hook for driver bundles — drivers run in processes of
 // their own, which drvkit does not have yet. Whatever supervises them

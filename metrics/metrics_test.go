@@ -22,7 +22,7 @@ import (
 	"github.com/drvkit/drvkit/hotplug"
 	"github.com/drvkit/drvkit/metrics"
 	"github.com/drvkit/drvkit/refcount/leaktest"
-	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/server"
 )
 
 func TestMain(m *testing.M) { leaktest.Main(m) }
@@ -172,9 +172,9 @@ type fakeUevents struct{ st hotplug.Stats }
 
 func (f *fakeUevents) Stats() hotplug.Stats { return f.st }
 
-type fakeClients struct{ st userclient.Stats }
+type fakeClients struct{ st server.Stats }
 
-func (f *fakeClients) Stats() userclient.Stats { return f.st }
+func (f *fakeClients) Stats() server.Stats { return f.st }
 
 type fakeBundles []metrics.Bundle
 
@@ -183,7 +183,7 @@ func (f fakeBundles) BundleStats() []metrics.Bundle { return f }
 func TestCollectorLifecycle(t *testing.T) {
 	leaktest.Check(t)
 	ue := &fakeUevents{st: hotplug.Stats{Received: 9, NotKernel: 2, NoCreds: 1, NotRoot: 3, Malformed: 4, Overflows: 5, Resynced: 6}}
-	cl := &fakeClients{st: userclient.Stats{Conns: 2, Sessions: 3}}
+	cl := &fakeClients{st: server.Stats{Conns: 2, Sessions: 3}}
 	rg := newRig(t, metrics.Config{Uevents: ue, Clients: cl, Refcount: true,
 		Bundles: fakeBundles{{Driver: "hidbundle", Starts: 3, Crashes: 2, Disables: 1}}})
 	rg.plug(t, "2-1", 0x1234)

@@ -22,7 +22,7 @@ import (
 	"github.com/drvkit/drvkit/internal/faultinject"
 	"github.com/drvkit/drvkit/refcount"
 	"github.com/drvkit/drvkit/refcount/leaktest"
-	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/server"
 )
 
 var (
@@ -753,7 +753,7 @@ func TestExploreBaselineProcs(t *testing.T) {
 	w := wp.Load()
 	steps := map[string]int{}
 	for _, e := range w.events {
-		if e.Class == userclient.UserClientClass {
+		if e.Class == server.UserClientClass {
 			steps[e.Step.String()]++
 		}
 	}

@@ -19,7 +19,7 @@ import (
 
 // Separate-process clients: the test binary re-executed with
 // DRVKIT_EXPLORE_CHILD set to the socket dials the daemon side of the run
-// (a userclient.Server on the run's registry), opens a driver instance and
+// (a userclient/server.Server on the run's registry), opens a driver instance and
 // calls it in a loop. Killing it is a real SIGKILL; the server's pidfd and
 // EOF handling must clean up after it.
 const (

@@ -19,7 +19,7 @@ import (
 	"github.com/drvkit/drvkit/driver/usb/usbstorage"
 	"github.com/drvkit/drvkit/driver/usb/usbtest"
 	"github.com/drvkit/drvkit/hotplug"
-	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/server"
 )
 
 // The topology: a USB stick at port 2-1 with a mass-storage interface
@@ -93,7 +93,7 @@ type world struct {
 	// server with application processes.
 	procs   bool
 	sock    string
-	srv     *userclient.Server
+	srv     *server.Server
 	cmu     sync.Mutex
 	clients []member
 	async   sync.WaitGroup // actions started by faults
@@ -145,8 +145,8 @@ func newWorld(procs bool) (*world, error) {
 	w.dir = dir
 	if procs {
 		w.sock = filepath.Join(dir, "drvkit.sock")
-		w.srv, err = userclient.Listen(userclient.NewRegistryBackend(w.reg), userclient.Config{Path: w.sock, GID: -1,
-			Policy: userclient.Policy{Rules: []userclient.Rule{{AnyUser: true}}}})
+		w.srv, err = server.Listen(server.NewRegistryBackend(w.reg), server.Config{Path: w.sock, GID: -1,
+			Policy: server.Policy{Rules: []server.Rule{{AnyUser: true}}}})
 		if err != nil {
 			return w, err
 		}

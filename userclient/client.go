@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 // DialOption configures Dial.
@@ -24,7 +26,7 @@ type dialConfig struct {
 }
 
 // WithMaxFrame sets the largest frame the client accepts and sends
-// (DefaultMaxFrame by default).
+// (wire.DefaultMaxFrame, 1 MiB, by default).
 func WithMaxFrame(n int) DialOption { return func(c *dialConfig) { c.maxFrame = n } }
 
 // WithNotificationBuffer sets how many notifications each handle buffers
@@ -37,11 +39,12 @@ func WithClientName(name string) DialOption { return func(c *dialConfig) { c.nam
 // withVersions overrides the versions offered in the hello (tests).
 func withVersions(v ...int) DialOption { return func(c *dialConfig) { c.versions = v } }
 
-// Client is a connection to a userclient Server.
+// Client is a connection to the drvkit daemon (or to any server speaking
+// the protocol of package wire).
 type Client struct {
 	nc  net.Conn
 	cfg dialConfig
-	dec *Decoder
+	dec *wire.Decoder
 
 	wmu sync.Mutex // serializes writes
 	buf []byte
@@ -67,12 +70,12 @@ type Client struct {
 	slots chan struct{}
 
 	done    chan struct{}
-	welcome welcomeMsg
+	welcome wire.WelcomeMsg
 }
 
 type pendingReq struct {
-	ch      chan result  // buffered: the one answer never blocks the reader
-	onReply func(*Frame) // runs on the reader goroutine before the result is delivered
+	ch      chan result       // buffered: the one answer never blocks the reader
+	onReply func(*wire.Frame) // runs on the reader goroutine before the result is delivered
 }
 
 type result struct {
@@ -82,36 +85,56 @@ type result struct {
 }
 
 // Dial connects to the server at path and performs the version handshake.
+// When nothing listens there, the error matches ErrNoService.
 func Dial(ctx context.Context, path string, opts ...DialOption) (*Client, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, &OpError{Op: "dial " + path, Err: fmt.Errorf("%w: %w", ErrNoService, err)}
+		// net's own "dial unix <path>" would repeat what OpError says.
+		var ne *net.OpError
+		if errors.As(err, &ne) && ne.Err != nil {
+			err = ne.Err
 		}
-		return nil, &OpError{Op: "dial " + path, Err: err}
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			err = &noDaemon{err}
+		}
+		return nil, &OpError{Op: "dial", Path: path, Err: err}
 	}
 	c, err := newClient(ctx, nc, opts...)
 	if err != nil {
-		return nil, &OpError{Op: "dial " + path, Err: err}
+		return nil, &OpError{Op: "dial", Path: path, Err: err}
 	}
 	return c, nil
 }
 
-// newClient runs the handshake on nc and starts the reader.
+// NewClient runs the handshake over an established connection nc and
+// returns a client on it; the client owns nc from then on (Close closes
+// it). It is how a server hands out in-process clients (see the Embed
+// method of package userclient/server) without this package knowing the
+// server; applications use Dial.
+func NewClient(ctx context.Context, nc net.Conn, opts ...DialOption) (*Client, error) {
+	c, err := newClient(ctx, nc, opts...)
+	if err != nil {
+		return nil, &OpError{Op: "handshake", Err: err}
+	}
+	return c, nil
+}
+
+// newClient runs the handshake on nc and starts the reader. nc is closed
+// if it fails.
 func newClient(ctx context.Context, nc net.Conn, opts ...DialOption) (*Client, error) {
-	cfg := dialConfig{maxFrame: DefaultMaxFrame, noteBuffer: 128, versions: []int{Version, MinVersion}}
+	cfg := dialConfig{maxFrame: wire.DefaultMaxFrame, noteBuffer: 128, versions: []int{wire.Version, wire.MinVersion}}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	c := &Client{nc: nc, cfg: cfg, dec: NewDecoder(nc, cfg.maxFrame),
+	c := &Client{nc: nc, cfg: cfg, dec: wire.NewDecoder(nc, cfg.maxFrame),
 		pending: make(map[uint64]*pendingReq), handles: make(map[uint64]*Handle), done: make(chan struct{})}
 
 	// The handshake is synchronous: nothing else may be sent before it.
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
-	ctl, _ := json.Marshal(helloMsg{Protocol: ProtocolName, Versions: cfg.versions, Client: cfg.name})
-	if err := c.write(&Frame{Type: TypeHello, ID: 1, Control: ctl}); err != nil {
+	ctl, _ := json.Marshal(wire.HelloMsg{Protocol: wire.ProtocolName, Versions: cfg.versions, Client: cfg.name})
+	if err := c.write(&wire.Frame{Type: wire.TypeHello, ID: 1, Control: ctl}); err != nil {
 		nc.Close()
 		return nil, err
 	}
@@ -121,27 +144,27 @@ func newClient(ctx context.Context, nc net.Conn, opts ...DialOption) (*Client, e
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("handshake: %w", err)
+		return nil, fmt.Errorf("handshake: %w", disconnected(err))
 	}
 	switch f.Type {
-	case TypeWelcome:
+	case wire.TypeWelcome:
 		if err := json.Unmarshal(f.Control, &c.welcome); err != nil {
 			nc.Close()
-			return nil, protoErr(err, "bad welcome payload")
+			return nil, wire.Errorf(err, "bad welcome payload")
 		}
-		if !slices.Contains(cfg.versions, c.welcome.Version) || c.welcome.Version < MinVersion || c.welcome.Version > Version {
+		if !slices.Contains(cfg.versions, c.welcome.Version) || c.welcome.Version < wire.MinVersion || c.welcome.Version > wire.Version {
 			nc.Close()
-			return nil, protoErr(nil, "server chose version %d, we offered %v", c.welcome.Version, cfg.versions)
+			return nil, wire.Errorf(nil, "server chose version %d, we offered %v", c.welcome.Version, cfg.versions)
 		}
 		if n := c.welcome.MaxInflight; n > 0 && c.welcome.Version >= 2 {
 			c.slots = make(chan struct{}, n)
 		}
-	case TypeError:
+	case wire.TypeError:
 		nc.Close()
 		return nil, decodeError(&f)
 	default:
 		nc.Close()
-		return nil, protoErr(nil, "server answered hello with %v", f.Type)
+		return nil, wire.Errorf(nil, "server answered hello with %v", f.Type)
 	}
 	if !stop() {
 		return nil, ctx.Err()
@@ -177,6 +200,11 @@ func (c *Client) Close() error {
 // Version is the protocol version the server chose.
 func (c *Client) Version() int { return c.welcome.Version }
 
+// MaxInflight is the server's limit on this connection's outstanding
+// requests, which the client keeps (callers beyond it wait for a slot);
+// 0 if the server did not say (protocol version 1).
+func (c *Client) MaxInflight() int { return cap(c.slots) }
+
 func (c *Client) shutdown(err error) {
 	c.mu.Lock()
 	if c.err == nil {
@@ -186,10 +214,10 @@ func (c *Client) shutdown(err error) {
 	c.nc.Close()
 }
 
-func (c *Client) write(f *Frame) error {
+func (c *Client) write(f *wire.Frame) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	b, err := AppendFrame(c.buf[:0], f, c.cfg.maxFrame)
+	b, err := wire.AppendFrame(c.buf[:0], f, c.cfg.maxFrame)
 	if err != nil {
 		return err
 	}
@@ -200,13 +228,7 @@ func (c *Client) write(f *Frame) error {
 	return err
 }
 
-func decodeError(f *Frame) error {
-	var m errorMsg
-	if err := json.Unmarshal(f.Control, &m); err != nil || m.Code == "" {
-		return protoErr(err, "bad error payload %q", f.Control)
-	}
-	return &RemoteError{Code: m.Code, Message: m.Message}
-}
+func decodeError(f *wire.Frame) error { return wire.DecodeError(f.Control) }
 
 // reader is the only goroutine that reads the socket, delivers results and
 // sends on (and closes) notification channels.
@@ -220,12 +242,12 @@ func (c *Client) reader() {
 			break
 		}
 		switch f.Type {
-		case TypeReply, TypeError:
+		case wire.TypeReply, wire.TypeError:
 			if f.ID == 0 {
-				if f.Type == TypeError {
+				if f.Type == wire.TypeError {
 					rerr = decodeError(&f)
 				} else {
-					rerr = protoErr(nil, "reply without a request id")
+					rerr = wire.Errorf(nil, "reply without a request id")
 				}
 				break
 			}
@@ -240,7 +262,7 @@ func (c *Client) reader() {
 			// The caller may have given up; the buffered channel then
 			// drops the answer with the request.
 			r := result{ctl: clone(f.Control), data: clone(f.Data)}
-			if f.Type == TypeError {
+			if f.Type == wire.TypeError {
 				r.err = decodeError(&f)
 			} else if p.onReply != nil {
 				// A copy: passing &f to a func value would move f to the
@@ -250,10 +272,10 @@ func (c *Client) reader() {
 			}
 			p.ch <- r
 			continue
-		case TypeNotification:
-			m, err := decodeNotificationMsg(f.Control, lastType)
+		case wire.TypeNotification:
+			m, err := wire.DecodeNotificationMsg(f.Control, lastType)
 			if err != nil {
-				rerr = protoErr(err, "bad notification payload")
+				rerr = wire.Errorf(err, "bad notification payload")
 				break
 			}
 			lastType = m.Type
@@ -261,11 +283,11 @@ func (c *Client) reader() {
 			h := c.handles[m.Handle]
 			c.mu.Unlock()
 			if h != nil {
-				h.deliver(Notification{Type: NotificationType(m.Type), Service: m.Service, Detail: m.Detail, Data: clone(f.Data)}, c.done)
+				h.deliver(Notification{Type: NotificationType(m.Type), Service: m.Service, Cause: m.Cause, RootCause: m.RootCause, Detail: m.Detail, Data: clone(f.Data)}, c.done)
 			}
 			continue
 		default:
-			rerr = protoErr(nil, "unexpected %v frame from server", f.Type)
+			rerr = wire.Errorf(nil, "unexpected %v frame from server", f.Type)
 		}
 		break
 	}
@@ -297,9 +319,9 @@ func (c *Client) reader() {
 func disconnected(err error) error {
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
-		return fmt.Errorf("%w: connection closed", ErrClosed)
+		return fmt.Errorf("connection %w", ErrClosed)
 	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE):
-		return fmt.Errorf("%w: connection closed by the server: %w", ErrClosed, err)
+		return fmt.Errorf("connection %w by the server: %w", ErrClosed, err)
 	}
 	return err
 }
@@ -308,7 +330,7 @@ func disconnected(err error) error {
 // ctx ends first, it returns ctx.Err() at once; the answer is dropped when
 // it comes, and a call or admin request is cancelled on the server (a
 // cancel frame, protocol version 2).
-func (c *Client) roundTrip(ctx context.Context, f *Frame, onReply func(*Frame)) (result, error) {
+func (c *Client) roundTrip(ctx context.Context, f *wire.Frame, onReply func(*wire.Frame)) (result, error) {
 	if err := c.acquire(ctx); err != nil {
 		return result{}, err
 	}
@@ -345,7 +367,7 @@ func (c *Client) roundTrip(ctx context.Context, f *Frame, onReply func(*Frame)) 
 	case <-ctx.Done():
 		// The request stays pending: its answer releases its slot (and
 		// Open's onReply cleans up a handle opened meanwhile).
-		if f.Type == TypeCall || f.Type == TypeAdmin || f.Type == TypeOpen {
+		if f.Type == wire.TypeCall || f.Type == wire.TypeAdmin || f.Type == wire.TypeOpen {
 			c.cancel(f.ID)
 		}
 		return result{}, ctx.Err()
@@ -426,7 +448,7 @@ func (c *Client) sendCancels() {
 		c.mu.Unlock()
 		b = b[:0]
 		for _, id := range ids {
-			b, _ = AppendFrame(b, &Frame{Type: TypeCancel, ID: id}, c.cfg.maxFrame)
+			b, _ = wire.AppendFrame(b, &wire.Frame{Type: wire.TypeCancel, ID: id}, c.cfg.maxFrame)
 		}
 		c.wmu.Lock()
 		_, err := c.nc.Write(b)
@@ -443,22 +465,18 @@ func (c *Client) sendCancels() {
 
 // Ping checks that the server answers.
 func (c *Client) Ping(ctx context.Context) error {
-	_, err := c.roundTrip(ctx, &Frame{Type: TypePing}, nil)
-	return opErr("ping", err)
-}
-
-func opErr(op string, err error) error {
-	if err == nil {
-		return nil
+	_, err := c.roundTrip(ctx, &wire.Frame{Type: wire.TypePing}, nil)
+	if err != nil {
+		return &OpError{Op: "ping", Err: err}
 	}
-	return &OpError{Op: op, Err: err}
+	return nil
 }
 
 // Open opens the first service matching m that the policy allows. It fails
 // with ErrNoService if nothing matches and ErrPermission if something
 // matches but the policy refuses it.
 func (c *Client) Open(ctx context.Context, m Match) (*Handle, error) {
-	return c.open(ctx, openMsg{Match: m})
+	return c.open(ctx, wire.OpenMsg{Match: m})
 }
 
 // OpenWait is Open for a service that may not be there yet: when nothing
@@ -468,20 +486,21 @@ func (c *Client) Open(ctx context.Context, m Match) (*Handle, error) {
 // closed). It needs protocol version 2; a version 1 daemon answers at once,
 // as Open.
 func (c *Client) OpenWait(ctx context.Context, m Match) (*Handle, error) {
-	return c.open(ctx, openMsg{Match: m, Wait: true})
+	return c.open(ctx, wire.OpenMsg{Match: m, Wait: true})
 }
 
-func (c *Client) open(ctx context.Context, msg openMsg) (*Handle, error) {
+func (c *Client) open(ctx context.Context, msg wire.OpenMsg) (*Handle, error) {
+	opErr := func(err error) error { return &OpError{Op: "open", Match: &msg.Match, Err: err} }
 	ctl, err := json.Marshal(msg)
 	if err != nil {
-		return nil, opErr("open", err)
+		return nil, opErr(err)
 	}
 	var hp atomic.Pointer[Handle]
 	var abandoned atomic.Bool
-	r, err := c.roundTrip(ctx, &Frame{Type: TypeOpen, Control: ctl}, func(f *Frame) {
+	r, err := c.roundTrip(ctx, &wire.Frame{Type: wire.TypeOpen, Control: ctl}, func(f *wire.Frame) {
 		// Runs on the reader goroutine, before any notification for the
 		// handle can be read, even if the caller already gave up.
-		var rep openReply
+		var rep wire.OpenReply
 		if json.Unmarshal(f.Control, &rep) != nil {
 			return
 		}
@@ -506,11 +525,11 @@ func (c *Client) open(ctx context.Context, msg openMsg) (*Handle, error) {
 				go h.Close()
 			}
 		}
-		return nil, opErr("open", err)
+		return nil, opErr(err)
 	}
 	h := hp.Load()
 	if h == nil {
-		return nil, opErr("open", protoErr(nil, "bad open reply %q", r.ctl))
+		return nil, opErr(wire.Errorf(nil, "bad open reply %q", r.ctl))
 	}
 	return h, nil
 }
@@ -520,18 +539,18 @@ func (c *Client) open(ctx context.Context, msg openMsg) (*Handle, error) {
 // an ended ctx returns ctx.Err() at once and cancels the operation's
 // context on the server (terminate and unload stop waiting).
 func (c *Client) Admin(ctx context.Context, op string, args any, data []byte) (json.RawMessage, []byte, error) {
-	m := adminMsg{Op: op}
+	m := wire.AdminMsg{Op: op}
 	if args != nil {
 		a, err := json.Marshal(args)
 		if err != nil {
-			return nil, nil, opErr("admin "+op, err)
+			return nil, nil, &OpError{Op: "admin", Method: op, Err: err}
 		}
 		m.Args = a
 	}
 	ctl, _ := json.Marshal(m)
-	r, err := c.roundTrip(ctx, &Frame{Type: TypeAdmin, Control: ctl, Data: data}, nil)
+	r, err := c.roundTrip(ctx, &wire.Frame{Type: wire.TypeAdmin, Control: ctl, Data: data}, nil)
 	if err != nil {
-		return nil, nil, opErr("admin "+op, err)
+		return nil, nil, &OpError{Op: "admin", Method: op, Err: err}
 	}
 	return r.ctl, r.data, nil
 }
@@ -611,23 +630,24 @@ func (h *Handle) end(error) {
 // sent in the background; servers speaking protocol version 1 only let the
 // method run on). The method's late answer is dropped.
 func (h *Handle) Call(ctx context.Context, method string, in []byte) ([]byte, error) {
+	opErr := func(err error) error { return &OpError{Op: "call", Service: &h.info, Method: method, Err: err} }
 	if h.closed.Load() {
-		return nil, opErr("call "+method, ErrClosed)
+		return nil, opErr(ErrClosed)
 	}
 	select {
 	case <-h.terminated:
 		if cerr := h.c.Err(); cerr != nil {
 			// The connection ended, not (as far as we know) the service:
 			// say so too (errors.Is ErrClosed).
-			return nil, opErr("call "+method, fmt.Errorf("%w: %s#%d: %w", ErrTerminated, h.info.Class, h.info.ID, cerr))
+			return nil, opErr(fmt.Errorf("%w: %w", ErrTerminated, cerr))
 		}
-		return nil, opErr("call "+method, fmt.Errorf("%w: %s#%d", ErrTerminated, h.info.Class, h.info.ID))
+		return nil, opErr(ErrTerminated)
 	default:
 	}
-	ctl, _ := json.Marshal(handleMsg{Handle: h.id, Method: method})
-	r, err := h.c.roundTrip(ctx, &Frame{Type: TypeCall, Control: ctl, Data: in}, nil)
+	ctl, _ := json.Marshal(wire.HandleMsg{Handle: h.id, Method: method})
+	r, err := h.c.roundTrip(ctx, &wire.Frame{Type: wire.TypeCall, Control: ctl, Data: in}, nil)
 	if err != nil {
-		return nil, opErr("call "+method, err)
+		return nil, opErr(err)
 	}
 	return r.data, nil
 }
@@ -638,8 +658,8 @@ func (h *Handle) Close() error {
 	if h.closed.Swap(true) {
 		return nil
 	}
-	ctl, _ := json.Marshal(handleMsg{Handle: h.id})
-	_, err := h.c.roundTrip(context.Background(), &Frame{Type: TypeClose, Control: ctl}, func(*Frame) {
+	ctl, _ := json.Marshal(wire.HandleMsg{Handle: h.id})
+	_, err := h.c.roundTrip(context.Background(), &wire.Frame{Type: wire.TypeClose, Control: ctl}, func(*wire.Frame) {
 		h.c.mu.Lock()
 		_, ok := h.c.handles[h.id]
 		delete(h.c.handles, h.id)
@@ -648,8 +668,16 @@ func (h *Handle) Close() error {
 			h.end(nil)
 		}
 	})
-	if errors.Is(err, ErrClosed) {
-		return nil // the connection is gone: the server closed it already
+	if err == nil || errors.Is(err, ErrClosed) {
+		return nil // ErrClosed: the connection is gone, the server closed it already
 	}
-	return opErr("close", err)
+	return &OpError{Op: "close", Service: &h.info, Err: err}
+}
+
+// clone copies b out of the decoder's buffer (nil if empty).
+func clone(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
 }

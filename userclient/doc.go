@@ -1,25 +1,25 @@
-// Package userclient lets applications open drvkit services over a Unix
-// socket, and makes sure a crashed application leaves nothing behind.
+// Package userclient is the application side of drvkit: it opens drvkit
+// services through the daemon's Unix socket and calls their drivers.
 //
-// A Server listens on a Unix stream socket. Every connection is identified by
-// its peer credentials (SO_PEERCRED) and checked against a Policy. Opening a
-// service creates a session on a Backend — with the driver registry, a
-// user-client service attached as a client of the target — and Call dispatches
-// to the named methods the driver declares. Notifications (the service is
-// terminated, is requesting close, was closed, driver messages) are pushed to
-// the application; a client that does not read them is disconnected once its
-// bounded buffer is full, so it never blocks anyone else.
+// Applications use Dial, (*Client).Open or OpenWait, (*Handle).Call,
+// (*Handle).Notifications and Close. Cancelling the context of a Call
+// cancels the driver method's context in the daemon too (a cancel frame,
+// protocol version 2). Notifications (the service is terminated, is
+// requesting close, was closed, driver messages) arrive on a bounded
+// channel per handle; the daemon disconnects an application that stops
+// reading them, so it never blocks anyone else. Nothing depends on the
+// application behaving: when it exits or crashes, the daemon closes
+// everything it had open.
 //
-// Nothing depends on the application behaving: when the connection drops, or
-// the process that connected exits (watched through a pidfd on the runtime
-// poller, which also catches a process that died while a child inherited the
-// socket), every session of the connection gets ClientDied and releases what
-// it held.
+// The package imports nothing of drvkit but the protocol (package
+// userclient/wire): an application that dials the daemon links none of
+// the registry, the reference counting or the USB and SCSI transports.
+// The daemon side — the socket server, its policy, peer credentials and
+// the registry backend — is package userclient/server, whose Embed
+// method gives a process that runs the registry itself a *Client
+// connected in process, with exactly these semantics.
 //
-// Applications use Dial, (*Client).Open, (*Handle).Call, (*Handle).Notifications
-// and Close. Cancelling the context of a Call cancels the driver method's
-// context on the server too (a cancel frame, protocol version 2). In-process users get the same semantics from (*Server).Embed,
-// where cancelling the context means the client died.
-//
-// The wire protocol is described in PROTOCOL.md.
+// Errors match the sentinels below with errors.Is whether they were made
+// locally or sent by the daemon, and read as "<op> <what>: <why>", for
+// example "open personality=nosuch: no such service" (OpError).
 package userclient

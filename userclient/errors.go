@@ -1,145 +1,94 @@
 package userclient
 
 import (
-	"context"
-	"errors"
-	"fmt"
-
-	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 // Sentinel errors, matchable with errors.Is on every error this package
-// returns, whether it was produced locally or received from the server.
+// returns, whether it was produced locally or received from the server
+// (they are the wire package's: the server sends an error's code, and the
+// client maps it back to the same value).
 var (
 	// ErrProtocol: a frame was malformed, too large, of an unknown type, or
 	// the peers share no protocol version.
-	ErrProtocol = errors.New("userclient: protocol error")
+	ErrProtocol = wire.ErrProtocol
 	// ErrPermission: the policy does not allow this peer to do this.
-	ErrPermission = errors.New("userclient: permission denied")
-	// ErrNoService: nothing matches, or the service is no longer there.
-	ErrNoService = errors.New("userclient: no such service")
+	ErrPermission = wire.ErrPermission
+	// ErrNoService: nothing matches, or the service is no longer there; a
+	// Dial that finds no daemon listening matches it too.
+	ErrNoService = wire.ErrNoService
 	// ErrTerminated: the service went away (unplug, unload, terminate)
 	// while it was open or while a call was in flight.
-	ErrTerminated = errors.New("userclient: service terminated")
+	ErrTerminated = wire.ErrTerminated
 	// ErrNoDevice: the device behind the service vanished (surprise
-	// removal) during the call. It is driver.ErrNoDevice itself, so an
-	// application may test for either; the service's termination
-	// (ErrTerminated on later calls) follows.
-	ErrNoDevice = driver.ErrNoDevice
+	// removal) during the call; the service's termination (ErrTerminated
+	// on later calls) follows.
+	ErrNoDevice = wire.ErrNoDevice
 	// ErrNoMethod: the driver declares no method of that name.
-	ErrNoMethod = errors.New("userclient: no such method")
-	// ErrClosed: the handle, client or server was closed.
-	ErrClosed = errors.New("userclient: closed")
+	ErrNoMethod = wire.ErrNoMethod
+	// ErrClosed: the handle or the connection was closed.
+	ErrClosed = wire.ErrClosed
 	// ErrOverflow: the peer did not read its notifications or replies and
 	// its bounded buffer filled up; the connection was dropped.
-	ErrOverflow = errors.New("userclient: peer not reading, buffer overflow")
-	// ErrAddrInUse: another server answers on the socket path.
-	ErrAddrInUse = errors.New("userclient: socket path in use by a live server")
-	// ErrNotSocket: the socket path exists and is not a socket; it is never
-	// removed.
-	ErrNotSocket = errors.New("userclient: path exists and is not a socket")
-	// ErrClientDied is the reason an embedded client's connection ended
-	// when its context was cancelled (Server.Embed).
-	ErrClientDied = fmt.Errorf("userclient: embedded client's context was cancelled: %w", ErrClosed)
+	ErrOverflow = wire.ErrOverflow
 )
 
-// Error codes on the wire (PROTOCOL.md, "Errors").
-const (
-	CodeProtocol   = "protocol"
-	CodeVersion    = "version"
-	CodePermission = "permission"
-	CodeNoService  = "no_service"
-	CodeTerminated = "terminated"
-	CodeNoMethod   = "no_method"
-	CodeNoDevice   = "no_device"
-	CodeClosed     = "closed"
-	CodeOverflow   = "overflow"
-	CodeBadRequest = "bad_request"
-	CodeFailed     = "failed"
-	CodeCancelled  = "cancelled"
-)
+// ProtocolError says what was wrong with the bytes received (errors.Is
+// ErrProtocol).
+type ProtocolError = wire.ProtocolError
 
-var codeSentinel = map[string]error{
-	CodeProtocol:   ErrProtocol,
-	CodeVersion:    ErrProtocol,
-	CodePermission: ErrPermission,
-	CodeNoService:  ErrNoService,
-	CodeTerminated: ErrTerminated,
-	CodeNoMethod:   ErrNoMethod,
-	CodeNoDevice:   ErrNoDevice,
-	CodeClosed:     ErrClosed,
-	CodeOverflow:   ErrOverflow,
-	CodeBadRequest: ErrProtocol,
-	// The client cancelled the request (version 2): the answer to a
-	// request it no longer waits for, seen only by clients that read it.
-	CodeCancelled: context.Canceled,
+// RemoteError is an error the server sent: its wire code and message. It
+// matches the sentinel of its code with errors.Is.
+type RemoteError = wire.RemoteError
+
+// OpError says which operation failed, on what, and why. Its text is
+// "<op> <what>: <why>", for example
+//
+//	open personality=nosuch: no such service
+//	call SCSIDisk#12 read: service terminated
+//	dial /run/drvkit.sock: no daemon listening: connect: connection refused
+type OpError struct {
+	// Op is the operation: dial, open, call, close, admin, ping.
+	Op string
+	// Path is the socket path (dial).
+	Path string
+	// Match is what open looked for.
+	Match *Match
+	// Service is the open service a call or close was on.
+	Service *ServiceInfo
+	// Method is the driver method (call) or the administrative operation
+	// (admin).
+	Method string
+	Err    error
 }
 
-// codeOf picks the wire code for err.
-func codeOf(err error) string {
-	var re *RemoteError
-	if errors.As(err, &re) {
-		return re.Code
-	}
-	var pe *ProtocolError
-	if errors.As(err, &pe) {
-		return CodeProtocol
-	}
-	// no_device first: a vanished device is why a call failed and why the
-	// service is being terminated, the more useful of the two to an
-	// application.
-	for _, c := range []string{CodeNoDevice, CodeTerminated, CodePermission, CodeNoService, CodeNoMethod, CodeClosed, CodeOverflow, CodeProtocol} {
-		if errors.Is(err, codeSentinel[c]) {
-			return c
+func (e *OpError) Error() string {
+	s := e.Op
+	add := func(v string) {
+		if v != "" {
+			s += " " + v
 		}
 	}
-	return CodeFailed
-}
-
-// ProtocolError says what was wrong with the bytes received.
-type ProtocolError struct {
-	Detail string
-	Err    error // the underlying cause (e.g. io.ErrUnexpectedEOF), may be nil
-}
-
-func (e *ProtocolError) Error() string {
-	if e.Err != nil {
-		return fmt.Sprintf("userclient: protocol error: %s: %v", e.Detail, e.Err)
+	add(e.Path)
+	if e.Match != nil {
+		add(e.Match.String())
 	}
-	return "userclient: protocol error: " + e.Detail
+	if e.Service != nil {
+		add(e.Service.String())
+	}
+	add(e.Method)
+	if e.Err == nil {
+		return s
+	}
+	return s + ": " + e.Err.Error()
 }
 
-// Is makes errors.Is(err, ErrProtocol) true.
-func (e *ProtocolError) Is(target error) bool { return target == ErrProtocol }
-
-func (e *ProtocolError) Unwrap() error { return e.Err }
-
-func protoErr(cause error, format string, args ...any) *ProtocolError {
-	return &ProtocolError{Detail: fmt.Sprintf(format, args...), Err: cause}
-}
-
-// RemoteError is an error frame received from (or sent to) the peer. It
-// matches the sentinel for its code with errors.Is.
-type RemoteError struct {
-	Code    string
-	Message string
-}
-
-func (e *RemoteError) Error() string {
-	return fmt.Sprintf("userclient: %s: %s", e.Code, e.Message)
-}
-
-// Is maps the wire code back to this package's sentinels.
-func (e *RemoteError) Is(target error) bool {
-	s, ok := codeSentinel[e.Code]
-	return ok && s == target
-}
-
-// OpError says which operation failed.
-type OpError struct {
-	Op  string
-	Err error
-}
-
-func (e *OpError) Error() string { return "userclient: " + e.Op + ": " + e.Err.Error() }
 func (e *OpError) Unwrap() error { return e.Err }
+
+// noDaemon is a dial that found nothing listening: it matches ErrNoService
+// (nothing to open there) and keeps the system call's error.
+type noDaemon struct{ err error }
+
+func (e *noDaemon) Error() string        { return "no daemon listening: " + e.err.Error() }
+func (e *noDaemon) Unwrap() error        { return e.err }
+func (e *noDaemon) Is(target error) bool { return target == ErrNoService }

@@ -4,54 +4,34 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/userclient"
 )
 
-// echoDriver is a driver with one client method.
-type echoDriver struct{}
-
-func (echoDriver) Start(context.Context, *driver.Service) error { return nil }
-func (echoDriver) Stop(*driver.Service)                         {}
-func (echoDriver) Methods() map[string]driver.Method {
-	return map[string]driver.Method{
-		"echo": func(_ context.Context, _ *driver.Service, in []byte) ([]byte, error) { return in, nil },
-	}
-}
-
-// A daemon serves its registry on a socket; an application dials it, opens
-// a device and calls a driver method.
+// An application dials the daemon, opens a device by what it is, calls
+// its driver and closes it. Errors match the package's sentinels and say
+// what was asked once.
 func Example() {
-	ctx := context.Background()
-	r := driver.NewRegistry()
-	defer r.Close(ctx)
-	_ = r.RegisterPersonality(driver.Personality{Name: "EchoDriver", Class: "EchoDevice", ProviderClass: "EchoNub",
-		New: func() driver.Driver { return echoDriver{} }})
-	_ = r.Publish(nil, r.NewNub("EchoNub", "echo0", driver.Properties{}))
-
-	dir, _ := os.MkdirTemp("", "uc")
-	defer os.RemoveAll(dir)
-	srv, err := userclient.Listen(userclient.NewRegistryBackend(r), userclient.Config{
-		Path: filepath.Join(dir, "drvkit.sock"), GID: -1,
-		Policy: userclient.Policy{Rules: []userclient.Rule{{AnyUser: true, Classes: []string{"EchoDevice"}}}},
-	})
+	d, err := startDaemon() // drvctl serve, in a real deployment
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer srv.Close()
+	defer d.stop()
+	if _, err := d.plug(); err != nil {
+		fmt.Println(err)
+		return
+	}
 
-	// The application side.
-	c, err := userclient.Dial(ctx, srv.Addr())
+	ctx := context.Background()
+	c, err := userclient.Dial(ctx, d.sock, userclient.WithClientName("example"))
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer c.Close()
+
 	h, err := c.Open(ctx, userclient.Match{Class: "EchoDevice"})
 	if err != nil {
 		fmt.Println(err)
@@ -59,92 +39,29 @@ func Example() {
 	}
 	out, err := h.Call(ctx, "echo", []byte("hello, device"))
 	fmt.Printf("%s %v\n", out, err)
-	_, err = h.Call(ctx, "format", nil)
-	fmt.Println(errors.Is(err, userclient.ErrNoMethod))
 	fmt.Println(h.Close())
+
+	_, err = c.Open(ctx, userclient.Match{Personality: "nosuch"})
+	fmt.Println(err)
+	fmt.Println(errors.Is(err, userclient.ErrNoService))
 	// Output:
 	// hello, device <nil>
-	// true
 	// <nil>
-}
-
-// waitDriver's method waits for its device until its context ends.
-type waitDriver struct {
-	echoDriver
-	gaveUp chan error
-}
-
-func (d waitDriver) Methods() map[string]driver.Method {
-	return map[string]driver.Method{
-		"wait": func(ctx context.Context, _ *driver.Service, _ []byte) ([]byte, error) {
-			<-ctx.Done() // a real driver: a transfer that honours ctx
-			d.gaveUp <- ctx.Err()
-			return nil, ctx.Err()
-		},
-	}
-}
-
-// An application that stops waiting for a call cancels the driver method
-// too: its context is cancelled in the daemon, as when the device goes away.
-func Example_cancel() {
-	ctx := context.Background()
-	r := driver.NewRegistry()
-	defer r.Close(ctx)
-	d := waitDriver{gaveUp: make(chan error, 1)}
-	_ = r.RegisterPersonality(driver.Personality{Name: "WaitDriver", Class: "WaitDevice", ProviderClass: "WaitNub",
-		New: func() driver.Driver { return d }})
-	_ = r.Publish(nil, r.NewNub("WaitNub", "wait0", driver.Properties{}))
-	dir, _ := os.MkdirTemp("", "uc")
-	defer os.RemoveAll(dir)
-	srv, err := userclient.Listen(userclient.NewRegistryBackend(r), userclient.Config{
-		Path: filepath.Join(dir, "drvkit.sock"), GID: -1,
-		Policy: userclient.Policy{Rules: []userclient.Rule{{AnyUser: true, Classes: []string{"WaitDevice"}}}},
-	})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer srv.Close()
-
-	c, err := srv.Embed(ctx) // in process; over the socket it is the same
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer c.Close()
-	h, err := c.Open(ctx, userclient.Match{Class: "WaitDevice"})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer h.Close()
-	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel()
-	_, err = h.Call(cctx, "wait", nil)
-	fmt.Println("application:", err)
-	fmt.Println("driver:", <-d.gaveUp)
-	// Output:
-	// application: userclient: call wait: context deadline exceeded
-	// driver: context canceled
+	// open personality=nosuch: no such service
+	// true
 }
 
 // An application started before its device waits for it: OpenWait returns
-// once the device is plugged and its driver has started.
+// once the device is plugged and its driver has started — no polling.
 func ExampleClient_OpenWait() {
-	ctx := context.Background()
-	r := driver.NewRegistry()
-	defer r.Close(ctx)
-	_ = r.RegisterPersonality(driver.Personality{Name: "EchoDriver", Class: "EchoDevice", ProviderClass: "EchoNub",
-		New: func() driver.Driver { return echoDriver{} }})
-	dir, _ := os.MkdirTemp("", "uc")
-	defer os.RemoveAll(dir)
-	srv, err := userclient.Listen(userclient.NewRegistryBackend(r), userclient.Config{Path: filepath.Join(dir, "drvkit.sock"), GID: -1})
+	d, err := startDaemon()
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer srv.Close()
-	c, err := userclient.Dial(ctx, srv.Addr())
+	defer d.stop()
+	ctx := context.Background()
+	c, err := userclient.Dial(ctx, d.sock)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -153,7 +70,7 @@ func ExampleClient_OpenWait() {
 
 	go func() {
 		time.Sleep(10 * time.Millisecond) // the device arrives later
-		_ = r.Publish(nil, r.NewNub("EchoNub", "echo0", driver.Properties{}))
+		_, _ = d.plug()
 	}()
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -168,4 +85,47 @@ func ExampleClient_OpenWait() {
 	// Output:
 	// there you are <nil>
 	// <nil>
+}
+
+// Notifications tell the application what happens to its device; when it
+// is unplugged, ServiceIsTerminated arrives and calls fail with
+// ErrTerminated.
+func ExampleHandle_Notifications() {
+	d, err := startDaemon()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer d.stop()
+	nub, err := d.plug()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ctx := context.Background()
+	c, err := userclient.Dial(ctx, d.sock)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	h, err := c.Open(ctx, userclient.Match{Class: "EchoDevice"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer h.Close()
+
+	nub.Terminate() // what an unplug does
+	for n := range h.Notifications() {
+		fmt.Println(n.Type)
+		if n.Type == userclient.ServiceIsTerminated {
+			break
+		}
+	}
+	_, err = h.Call(ctx, "echo", nil)
+	fmt.Println(errors.Is(err, userclient.ErrTerminated))
+	// Output:
+	// ServiceIsTerminated
+	// true
 }

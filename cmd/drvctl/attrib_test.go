@@ -14,6 +14,7 @@ import (
 	"github.com/drvkit/drvkit/driver/lifecycletest"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/server"
 )
 
 // startDriver is a driver whose Start runs a function of the test.
@@ -47,7 +48,7 @@ func TestWhyOneApplicationGolden(t *testing.T) {
 	leaktest.Check(t)
 	r, ifc := stickRegistry(t, func() driver.Driver { return nopDriver{} })
 	drv := ifc.Clients()[0]
-	sess, err := userclient.NewRegistryBackend(r).Open(context.Background(), drv.ID(), userclient.OpenRequest{
+	sess, err := server.NewRegistryBackend(r).Open(context.Background(), drv.ID(), server.OpenRequest{
 		Cred:   userclient.Cred{PID: 4242, UID: 1000, Comm: "scsiapp"},
 		Notify: func(userclient.Notification) {},
 	})
@@ -56,7 +57,7 @@ func TestWhyOneApplicationGolden(t *testing.T) {
 
 	why, err := adminWhy(r, idArgs{ID: drv.ID()})
 	require.NoError(t, err)
-	require.Equal(t, 1, strings.Count(why, " → "+drv.Object.String()), "exactly one chain:\n%s", why)
+	require.Equal(t, 1, strings.Count(why, " → "+drv.RefObject().String()), "exactly one chain:\n%s", why)
 	require.Contains(t, why, `"userclient pid 4242 uid 1000 (scsiapp)" → UserClient#`)
 	golden(t, "why-app.txt", []byte(normalizeReport(why)))
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/server"
 )
 
 // monitorClass is the class of the pseudo-service `drvctl monitor` opens:
@@ -22,12 +23,12 @@ const (
 
 // daemonBackend is the registry backend plus the monitor pseudo-service.
 type daemonBackend struct {
-	*userclient.RegistryBackend
+	*server.RegistryBackend
 	hub      *monitorHub
 	sessions sessionHooks // nil: opens and deaths are not counted
 }
 
-var _ userclient.Backend = (*daemonBackend)(nil)
+var _ server.Backend = (*daemonBackend)(nil)
 
 var monitorInfo = userclient.ServiceInfo{ID: monitorID, Class: monitorClass, Name: "monitor"}
 
@@ -41,7 +42,7 @@ func (b *daemonBackend) Lookup(m userclient.Match) ([]userclient.ServiceInfo, er
 	return b.RegistryBackend.Lookup(m)
 }
 
-func (b *daemonBackend) Open(ctx context.Context, id uint64, req userclient.OpenRequest) (userclient.Session, error) {
+func (b *daemonBackend) Open(ctx context.Context, id uint64, req server.OpenRequest) (server.Session, error) {
 	if id != monitorID {
 		s, err := b.RegistryBackend.Open(ctx, id, req)
 		if err != nil || b.sessions == nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 // The client commands: each dials the daemon, makes one administrative call
@@ -90,7 +91,7 @@ func call(ctx context.Context, path, op string, args, res any) ([]byte, error) {
 
 // daemonAnswer turns an error of a call to the daemon into what drvctl
 // prints: the daemon's message alone, without the layers of the client
-// library ("userclient: admin why: userclient: failed: …"); an ID or a
+// library ("admin why: …"); an ID or a
 // driver the daemon does not know is a command-line error (exit 2). A
 // connection the daemon closed says so.
 func daemonAnswer(err error) error {
@@ -102,9 +103,9 @@ func daemonAnswer(err error) error {
 		return err
 	}
 	switch re.Code {
-	case userclient.CodeNoService:
+	case wire.CodeNoService:
 		return &usageError{msg: re.Message, noUsage: true}
-	case userclient.CodeClosed:
+	case wire.CodeClosed:
 		// The server sends it to every connection as it shuts down.
 		return &lostError{err: err, shutdown: true}
 	}
@@ -140,7 +141,7 @@ func (e *lostError) Unwrap() error { return e.err }
 type remoteError struct{ re *userclient.RemoteError }
 
 func (e *remoteError) Error() string {
-	if e.re.Code == userclient.CodePermission {
+	if e.re.Code == wire.CodePermission {
 		// The server's message starts with the sentinel's text, whatever
 		// the library calls it; drvctl says it in its own words.
 		return "permission denied: " + strings.TrimPrefix(e.re.Message, userclient.ErrPermission.Error()+": ")

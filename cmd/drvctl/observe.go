@@ -24,7 +24,7 @@ import (
 	"github.com/drvkit/drvkit/explorer"
 	"github.com/drvkit/drvkit/hotplug"
 	"github.com/drvkit/drvkit/metrics"
-	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/server"
 )
 
 // observeOptions are serve's --http flags: Prometheus metrics and the
@@ -119,9 +119,9 @@ func (l lazyBridge) Stats() hotplug.BridgeStats {
 	return l.d.bridge.Stats()
 }
 
-func (l lazyClients) Stats() userclient.Stats {
+func (l lazyClients) Stats() server.Stats {
 	if l.d.srv == nil {
-		return userclient.Stats{}
+		return server.Stats{}
 	}
 	return l.d.srv.Stats()
 }
@@ -221,7 +221,7 @@ type sessionHooks interface {
 
 // countedSession tells hooks when its application dies without closing.
 type countedSession struct {
-	userclient.Session
+	server.Session
 	hooks sessionHooks
 	ended atomic.Bool
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -28,6 +27,7 @@ import (
 	"github.com/drvkit/drvkit/hotplug"
 	"github.com/drvkit/drvkit/refcount"
 	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/server"
 )
 
 const opSim = "sim"
@@ -98,7 +98,7 @@ type daemon struct {
 	sim    *hotplug.Sim // nil on real hardware
 	simBus *simBus      // nil on real hardware
 	bridge *hotplug.Bridge
-	srv    *userclient.Server
+	srv    *server.Server
 	// netlink is the kernel uevent source (nil on a simulated bus);
 	// observer is the --http listener (nil when off).
 	netlink  *hotplug.Netlink
@@ -308,18 +308,17 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		log.Info("personality", "name", ps.Name, "driver", ps.Driver, "match", ps.matchString(), "score", ps.Score)
 	}
 
-	d.srv, err = userclient.Listen(&daemonBackend{RegistryBackend: userclient.NewRegistryBackend(d.reg), hub: d.hub, sessions: d.observer.userClientHooks()}, userclient.Config{
+	d.srv, err = server.Listen(&daemonBackend{RegistryBackend: server.NewRegistryBackend(d.reg), hub: d.hub, sessions: d.observer.userClientHooks()}, server.Config{
 		Path: o.socket, GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log,
 		OnDisconnect: func(c userclient.Cred, reason error) {
 			log.Debug("client disconnected", "pid", c.PID, "uid", c.UID, "reason", reason)
 		},
 	})
 	if err != nil {
-		// The system's error names the socket already ("listen unix
-		// PATH: bind: …"); the others (in use, not a socket) do not.
-		var ne *net.OpError
-		if errors.As(err, &ne) {
-			return fail(fmt.Errorf("socket: %w", ne))
+		// The server's error names the socket ("listen PATH: …").
+		var oe *server.OpError
+		if errors.As(err, &oe) && oe.Path != "" {
+			return fail(err)
 		}
 		return fail(fmt.Errorf("socket %s: %w", o.socket, err))
 	}
@@ -534,8 +533,8 @@ func parseIDs(flagName, list string) ([]uint32, error) {
 	return out, nil
 }
 
-func buildPolicy(o serveOptions) (userclient.Policy, error) {
-	var p userclient.Policy
+func buildPolicy(o serveOptions) (server.Policy, error) {
+	var p server.Policy
 	uids, err := parseIDs("allow-uids", o.allowUIDs)
 	if err != nil {
 		return p, err
@@ -550,11 +549,11 @@ func buildPolicy(o serveOptions) (userclient.Policy, error) {
 	}
 	p.AdminGIDs = admin
 	if o.anyUser || len(uids) > 0 || len(gids) > 0 {
-		p.Rules = append(p.Rules, userclient.Rule{AnyUser: o.anyUser, UIDs: uids, GIDs: gids})
+		p.Rules = append(p.Rules, server.Rule{AnyUser: o.anyUser, UIDs: uids, GIDs: gids})
 	}
 	// The monitor shows every device and client: administrators only.
 	if len(admin) > 0 {
-		p.Rules = append(p.Rules, userclient.Rule{GIDs: admin, Classes: []string{monitorClass}})
+		p.Rules = append(p.Rules, server.Rule{GIDs: admin, Classes: []string{monitorClass}})
 	}
 	return p, nil
 }

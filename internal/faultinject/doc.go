@@ -2,7 +2,7 @@
 // lifecycle at named points, and run arbitrary actions (kill a client,
 // unplug a device, unload a driver) at exactly such a point.
 //
-// The driver package (and userclient) call At at each point. With no
+// The driver package (and userclient/server) call At at each point. With no
 // Injector installed At is one atomic pointer load and a nil compare, and
 // inlines into its caller: the hooks cost nothing measurable when unused
 // (see BenchmarkHooks in driver and the README's reliability section).

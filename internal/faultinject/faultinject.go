@@ -24,9 +24,9 @@ const (
 	Job                            // a job, before its Run (may fail or panic)
 	Detach                         // phase 3, before the service detaches from its providers
 	Free                           // the last reference went, before the free event
-	Handshake                      // userclient: a connection's version handshake (may fail)
-	Read                           // userclient: reading a frame (may fail)
-	Write                          // userclient: writing a frame (may fail)
+	Handshake                      // userclient/server: a connection's version handshake (may fail)
+	Read                           // userclient/server: reading a frame (may fail)
+	Write                          // userclient/server: writing a frame (may fail)
 	numPoints
 )
 

@@ -298,10 +298,19 @@ func (c *Client) Execute(ctx context.Context, command string, args any) (json.Ra
 	}
 	b = append(b, '\n')
 	c.wmu.Lock()
-	if dl, ok := ctx.Deadline(); ok {
-		c.conn.SetWriteDeadline(dl)
-	}
+	// As for the greeting: ctx ending interrupts the write through an
+	// expired deadline set after ctx ended, so that an interrupted write
+	// is always ctx's error (a deadline copied from ctx could expire
+	// before ctx reports it).
+	interrupted := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { c.conn.SetWriteDeadline(time.Unix(1, 0)); close(interrupted) })
 	_, err = c.conn.Write(b)
+	if !stop() {
+		<-interrupted
+		if err != nil {
+			err = ctx.Err()
+		}
+	}
 	c.conn.SetWriteDeadline(time.Time{})
 	c.wmu.Unlock()
 	if err != nil {
@@ -391,12 +400,18 @@ const RetryInterval = 50 * time.Millisecond
 // "Permission conflict"; DeviceAdd retries every RetryInterval until ctx ends.
 // It returns how many attempts were made.
 func (c *Client) DeviceAdd(ctx context.Context, args map[string]any) (attempts int, err error) {
+	var conflict error // the last permission conflict, kept when ctx ends
 	for {
 		attempts++
 		_, err = c.Execute(ctx, "device_add", args)
+		if err != nil && conflict != nil && ctx.Err() != nil && !IsPermissionConflict(err) {
+			// ctx ended during this attempt rather than between two.
+			return attempts, &OpError{Op: "device_add retry", Err: errors.Join(ctx.Err(), conflict)}
+		}
 		if err == nil || !IsPermissionConflict(err) {
 			return attempts, err
 		}
+		conflict = err
 		t := time.NewTimer(RetryInterval)
 		select {
 		case <-t.C:

@@ -1,62 +1,34 @@
 package blockdev_test
 
 import (
-	"context"
-	"errors"
+	"encoding/binary"
 	"testing"
 
-	"github.com/drvkit/drvkit/driver"
-	"github.com/drvkit/drvkit/driver/scsi"
-	"github.com/drvkit/drvkit/driver/scsi/blockdev"
-	"github.com/drvkit/drvkit/driver/scsi/scsitest"
 	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/driver/scsi/blockdev"
 )
 
-func methods(dev *scsi.Device) map[string]driver.Method {
-	return blockdev.Methods(func(*driver.Service) *scsi.Device { return dev })
+func TestEncode(t *testing.T) {
+	b := blockdev.EncodeRead(1<<40, 7)
+	require.Len(t, b, 12)
+	require.Equal(t, uint64(1<<40), binary.BigEndian.Uint64(b))
+	require.Equal(t, uint32(7), binary.BigEndian.Uint32(b[8:]))
+
+	w := blockdev.EncodeWrite(9, []byte("data"))
+	require.Equal(t, uint64(9), binary.BigEndian.Uint64(w))
+	require.Equal(t, "data", string(w[8:]))
 }
 
-func TestMethods(t *testing.T) {
-	ctx := context.Background()
-	tr := scsitest.NewTransport(scsitest.NewDisk(64, 512))
-	m := methods(scsi.NewDevice(tr))
-	_, err := m[blockdev.MethodWrite](ctx, nil, blockdev.EncodeWrite(1, make([]byte, 512)))
+func TestDecode(t *testing.T) {
+	q, err := blockdev.DecodeInquiry([]byte(`{"vendor":"QEMU","product":"QEMU HARDDISK","revision":"2.5+","type":0,"removable":true}`))
 	require.NoError(t, err)
-	out, err := m[blockdev.MethodRead](ctx, nil, blockdev.EncodeRead(1, 1))
+	require.Equal(t, blockdev.Inquiry{Vendor: "QEMU", Product: "QEMU HARDDISK", Revision: "2.5+", Removable: true}, q)
+	c, err := blockdev.DecodeCapacity([]byte(`{"blocks":8192,"block_size":512}`))
 	require.NoError(t, err)
-	require.Len(t, out, 512)
-	_, err = m[blockdev.MethodWrite](ctx, nil, []byte{1})
-	require.ErrorIs(t, err, blockdev.ErrBadRequest)
-
-	tr.Unplug()
-	_, err = m[blockdev.MethodInquiry](ctx, nil, nil)
-	require.ErrorIs(t, err, driver.ErrNoDevice)
-	require.ErrorIs(t, err, scsi.ErrNoDevice)
-
-	_, err = methods(nil)[blockdev.MethodCapacity](ctx, nil, nil)
-	require.ErrorIs(t, err, driver.ErrNotActive)
-
+	require.Equal(t, blockdev.Capacity{Blocks: 8192, BlockSize: 512}, c)
 	_, err = blockdev.DecodeCapacity([]byte("{"))
 	require.Error(t, err)
-}
-
-// FuzzMethods feeds arbitrary requests to read and write: a clear error or
-// a result, never a panic or an allocation beyond MaxTransfer.
-func FuzzMethods(f *testing.F) {
-	f.Fuzz(func(t *testing.T, name string, in []byte) {
-		if name != blockdev.MethodRead && name != blockdev.MethodWrite {
-			return
-		}
-		m := methods(scsi.NewDevice(scsitest.NewTransport(scsitest.NewDisk(64, 512))))
-		out, err := m[name](context.Background(), nil, in)
-		if err != nil {
-			if !errors.Is(err, blockdev.ErrBadRequest) && !errors.Is(err, scsi.ErrInvalidRequest) {
-				t.Fatalf("%s(%x): unexpected error %v", name, in, err)
-			}
-			return
-		}
-		if len(out) > blockdev.MaxTransfer {
-			t.Fatalf("reply of %d bytes", len(out))
-		}
-	})
+	_, err = blockdev.DecodeInquiry([]byte(`{"type":"x"}`))
+	require.Error(t, err)
 }

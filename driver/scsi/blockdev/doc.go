@@ -1,8 +1,8 @@
-// Package blockdev holds what drvkit's sample SCSI block drivers (the USB
-// mass-storage driver and the sg driver) share: the user-client methods
-// "inquiry", "capacity", "read" and "write" over a scsi.Device, and the
-// wire encoding of their requests and replies, which applications use
-// through the Encode/Decode helpers.
+// Package blockdev is the application-facing protocol of drvkit's sample
+// SCSI block drivers (the USB mass-storage driver and the sg driver): the
+// names of their user-client methods "inquiry", "capacity", "read" and
+// "write", and the encoding of their requests and replies, which
+// applications use through the Encode/Decode helpers.
 //
 // Wire format (all integers big-endian):
 //
@@ -11,6 +11,7 @@
 //	read     in: lba u64, blocks u32          out: the blocks' bytes
 //	write    in: lba u64, data (whole blocks) out: empty
 //
-// A device that vanished makes every method fail with an error matching
-// both driver.ErrNoDevice and scsi.ErrNoDevice.
+// It imports nothing of drvkit, so that an application linking it (with
+// package userclient) links none of the registry or the transports. The
+// driver side, the methods over a scsi.Device, is package blockdrv.
 package blockdev

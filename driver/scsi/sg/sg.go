@@ -8,7 +8,7 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/scsi"
-	"github.com/drvkit/drvkit/driver/scsi/blockdev"
+	"github.com/drvkit/drvkit/driver/scsi/blockdrv"
 )
 
 // Names and the nub properties the personality reads. The hotplug bridge
@@ -38,7 +38,7 @@ func Personality(open Opener) driver.Personality {
 		Match: []driver.Match{driver.MatchFunc(func(p driver.Properties) bool { return hasNode(p) && diskOrCD(p) })},
 		New: func() driver.Driver {
 			d := &Driver{open: open}
-			d.methods = blockdev.Methods(func(*driver.Service) *scsi.Device { return d.dev.Load() })
+			d.methods = blockdrv.Methods(func(*driver.Service) *scsi.Device { return d.dev.Load() })
 			return d
 		},
 	}

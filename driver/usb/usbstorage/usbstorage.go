@@ -8,7 +8,7 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/scsi"
-	"github.com/drvkit/drvkit/driver/scsi/blockdev"
+	"github.com/drvkit/drvkit/driver/scsi/blockdrv"
 	"github.com/drvkit/drvkit/driver/usb"
 )
 
@@ -38,7 +38,7 @@ func Personality(b usb.Backend) driver.Personality {
 		},
 		New: func() driver.Driver {
 			d := &Driver{backend: b}
-			d.methods = blockdev.Methods(func(*driver.Service) *scsi.Device { return d.dev.Load() })
+			d.methods = blockdrv.Methods(func(*driver.Service) *scsi.Device { return d.dev.Load() })
 			return d
 		},
 	}

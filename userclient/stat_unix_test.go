@@ -1,7 +1,0 @@
-//go:build unix
-
-package userclient
-
-import "syscall"
-
-type syscallStat = syscall.Stat_t
