@@ -10,6 +10,8 @@ import (
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/lifecycletest"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
+	"github.com/drvkit/drvkit/hotplug/usbbus"
 )
 
 // fuzzDevices is a small machine: two sticks (one with two interfaces and
@@ -62,11 +64,11 @@ func FuzzBridge(f *testing.F) {
 			mu.Unlock()
 		})
 		defer stop()
-		if err := r.RegisterPersonality(driver.Personality{Name: "any", ProviderClass: hotplug.ClassUSBInterface,
+		if err := r.RegisterPersonality(driver.Personality{Name: "any", ProviderClass: usbbus.ClassInterface,
 			New: func() driver.Driver { return nopDriver{} }}); err != nil {
 			t.Fatal(err)
 		}
-		b := hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: t.TempDir()})
+		b := hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: t.TempDir()})
 		emit := func(a hotplug.Action, i int) {
 			d := fuzzDevices[i]
 			ev, err := hotplug.NewEvent(a, d.path, d.subsystem, 0, d.env...)

@@ -24,6 +24,8 @@ import (
 	"github.com/drvkit/drvkit/driver/usb/usbstorage"
 	"github.com/drvkit/drvkit/driver/usb/usbtest"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
+	"github.com/drvkit/drvkit/hotplug/sim"
 	"github.com/drvkit/drvkit/refcount"
 	"github.com/drvkit/drvkit/userclient"
 )
@@ -55,7 +57,7 @@ type serveOptions struct {
 func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	var o serveOptions
 	sock := socketFlag(fs, e)
-	fs.StringVar(&o.sim, "sim", "", "run on a simulated bus replaying this scenario `file` (see hotplug/testdata/scenarios)")
+	fs.StringVar(&o.sim, "sim", "", "run on a simulated bus replaying this scenario `file` (see hotplug/sim/testdata/scenarios)")
 	fs.StringVar(&o.drivers, "drivers", "", "comma-separated `drivers` to load: usbstorage, sg (default: sg on real hardware — usbstorage detaches the kernel's usb-storage — and both on a simulated bus)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
@@ -88,8 +90,8 @@ type daemon struct {
 	reg    *driver.Registry
 	hub    *monitorHub
 	usb    usb.Backend
-	sim    *hotplug.Sim // nil on real hardware
-	simBus *simBus      // nil on real hardware
+	sim    *sim.Sim // nil on real hardware
+	simBus *simBus  // nil on real hardware
 	bridge *hotplug.Bridge
 	srv    *userclient.Server
 
@@ -199,7 +201,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			return fail(err)
 		}
 		defer os.RemoveAll(sysfsRoot)
-		if d.sim, err = hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: sysfsRoot, Live: true}); err != nil {
+		if d.sim, err = sim.New(sc, sim.Config{SysfsDir: sysfsRoot, Live: true}); err != nil {
 			return fail(err)
 		}
 		undo = append(undo, func() { _ = d.sim.Close() })
@@ -221,7 +223,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		gousb := usb.NewGousb()
 		d.usb = gousb
 		undo = append(undo, func() { _ = gousb.Close() })
-		nl, err := hotplug.NewNetlink(hotplug.NetlinkConfig{Coldplug: true})
+		nl, err := hotplug.NewNetlink(hotplug.NetlinkConfig{Coldplug: true, Classes: buses.Classes()})
 		if err != nil {
 			return fail(fmt.Errorf("kernel uevents: %w", err))
 		}
@@ -278,7 +280,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		return fail(fmt.Errorf("socket %s: %w", o.socket, err))
 	}
 
-	d.bridge = hotplug.NewBridge(d.reg, hotplug.BridgeConfig{SysfsRoot: sysfsRoot, Logger: log})
+	d.bridge = hotplug.NewBridge(d.reg, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: sysfsRoot, Logger: log})
 	runCtx, stopRun := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -406,13 +408,13 @@ func (m *monitoredSource) Next(ctx context.Context) (hotplug.Event, error) {
 	return ev, err
 }
 
-func loadScenario(path string) (*hotplug.Scenario, error) {
+func loadScenario(path string) (*sim.Scenario, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("scenario: %w", err)
 	}
 	defer f.Close()
-	return hotplug.ParseScenario(filepath.Base(path), f)
+	return sim.ParseScenario(filepath.Base(path), f)
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -569,7 +571,7 @@ func (d *daemon) inject(ctx context.Context, steps string) error {
 	if d.sim == nil {
 		return errors.New("sim: the daemon is not running on a simulated bus (serve --sim)")
 	}
-	frag, err := hotplug.ParseScenarioFragment("drvctl sim", steps)
+	frag, err := sim.ParseScenarioFragment("drvctl sim", steps)
 	if err != nil {
 		return err
 	}

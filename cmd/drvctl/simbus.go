@@ -15,6 +15,7 @@ import (
 	"github.com/drvkit/drvkit/driver/usb"
 	"github.com/drvkit/drvkit/driver/usb/usbtest"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/sim"
 )
 
 // simBus gives the devices of a simulated bus something to talk to: when
@@ -96,7 +97,7 @@ func (b *simBus) Close() error {
 // usb-storage is re-attached, the disk comes back. The changes are noticed
 // under the fake device's lock, so they are queued and turned into
 // simulator steps by a worker goroutine, which Close stops.
-func (b *simBus) followKernelDrivers(inject func(context.Context, *hotplug.Scenario) error, log *slog.Logger) {
+func (b *simBus) followKernelDrivers(inject func(context.Context, *sim.Scenario) error, log *slog.Logger) {
 	b.bindKick = make(chan struct{}, 1)
 	b.stop = make(chan struct{})
 	b.usb.OnKernelDriver(func(spec usbtest.DeviceSpec, iface int, from, to string) {
@@ -142,7 +143,7 @@ func (b *simBus) followKernelDrivers(inject func(context.Context, *hotplug.Scena
 				if steps == "" {
 					continue
 				}
-				frag, err := hotplug.ParseScenarioFragment("kernel driver change", steps)
+				frag, err := sim.ParseScenarioFragment("kernel driver change", steps)
 				if err == nil {
 					err = inject(ctx, frag)
 				}

@@ -16,7 +16,7 @@ import (
 	"github.com/drvkit/drvkit/driver/scsi"
 	"github.com/drvkit/drvkit/driver/usb"
 	"github.com/drvkit/drvkit/driver/usb/usbtest"
-	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/sim"
 )
 
 // TestSimBusOpenSGBeforeItsEvent: the bridge can start the sg driver on a
@@ -50,14 +50,14 @@ func TestSimBusOpenSGBeforeItsEvent(t *testing.T) {
 // channel twice, and the daemon panicked (seen in the daemon crash test).
 func TestSimBusKernelDriverChurn(t *testing.T) {
 	root := t.TempDir()
-	sc, err := hotplug.ParseScenario("churn", strings.NewReader("plug usb 2-1 vid=46f4 pid=0001 serial=CHURN ifaces=08/06/50\n"))
+	sc, err := sim.ParseScenario("churn", strings.NewReader("plug usb 2-1 vid=46f4 pid=0001 serial=CHURN ifaces=08/06/50\n"))
 	require.NoError(t, err)
-	sim, err := hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: root, Live: true})
+	src, err := sim.New(sc, sim.Config{SysfsDir: root, Live: true})
 	require.NoError(t, err)
 	fake := usbtest.New()
 	defer fake.Close()
-	b := newSimBus(sim, fake, root)
-	b.followKernelDrivers(sim.Inject, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b := newSimBus(src, fake, root)
+	b.followKernelDrivers(src.Inject, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer b.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -1,4 +1,4 @@
-package hotplug_test
+package sim_test
 
 import (
 	"context"
@@ -12,14 +12,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
+	"github.com/drvkit/drvkit/hotplug/sim"
 )
 
-func loadScenario(t *testing.T, path string) *hotplug.Scenario {
+func loadScenario(t *testing.T, path string) *sim.Scenario {
 	t.Helper()
 	f, err := os.Open(path)
 	require.NoError(t, err)
 	defer f.Close()
-	sc, err := hotplug.ParseScenario(path, f)
+	sc, err := sim.ParseScenario(path, f)
 	require.NoError(t, err)
 	return sc
 }
@@ -36,18 +38,18 @@ func render(ev hotplug.Event) string {
 // TestSimMatchesKernel replays the host's actions on the QEMU guest and
 // compares every simulated datagram with what the real kernel sent.
 func TestSimMatchesKernel(t *testing.T) {
-	sim, err := hotplug.NewSim(loadScenario(t, "testdata/scenarios/qemu-capture.scn"), hotplug.SimConfig{SkipWaits: true})
+	src, err := sim.New(loadScenario(t, "testdata/scenarios/qemu-capture.scn"), sim.Config{SkipWaits: true})
 	require.NoError(t, err)
-	defer sim.Close()
+	defer src.Close()
 	var got []hotplug.Event
-	for _, ev := range drain(t, sim) {
+	for _, ev := range drain(t, src) {
 		require.Equal(t, hotplug.OriginSimulated, ev.Origin)
 		if ev.Seqnum >= 730 {
 			got = append(got, ev)
 		}
 	}
 	var want [][]byte
-	for _, b := range corpusExt(t) {
+	for _, b := range corpus(t) {
 		ev, err := hotplug.Parse(b)
 		require.NoError(t, err)
 		if ev.Seqnum >= 730 && ev.Seqnum <= 808 {
@@ -70,13 +72,13 @@ func TestSimMatchesKernel(t *testing.T) {
 // removed, and the attributes the uevents do not carry are readable.
 func TestSimSysfsMirror(t *testing.T) {
 	dir := t.TempDir()
-	sim, err := hotplug.NewSim(loadScenario(t, "testdata/scenarios/qemu-capture.scn"), hotplug.SimConfig{SysfsDir: dir, SkipWaits: true})
+	src, err := sim.New(loadScenario(t, "testdata/scenarios/qemu-capture.scn"), sim.Config{SysfsDir: dir, SkipWaits: true})
 	require.NoError(t, err)
-	defer sim.Close()
-	classes := []hotplug.Class{hotplug.ClassUSB, hotplug.ClassSCSI, hotplug.ClassSCSIGeneric, hotplug.ClassBlock}
+	defer src.Close()
+	classes := append(buses.Classes(), hotplug.ClassBlock)
 	tracked := map[string]bool{"usb": true, "scsi": true, "scsi_generic": true, "block": true}
 	present := map[string]bool{}
-	for _, ev := range drain(t, sim) {
+	for _, ev := range drain(t, src) {
 		if !tracked[ev.Subsystem] {
 			continue
 		}
@@ -115,17 +117,17 @@ func TestSimSysfsMirror(t *testing.T) {
 }
 
 func TestSimHubAndMultiInterface(t *testing.T) {
-	sc, err := hotplug.ParseScenarioString("hub.scn", `
+	sc, err := sim.ParseScenarioString("hub.scn", `
 plug usb 1-1 vid=05e3 pid=0608 class=09/00/01 ifaces=09/00/00
 plug usb 1-1.2 vid=1234 pid=5678 ifaces=03/01/01,08/06/50 serial=X
 unplug 1-1
 `)
 	require.NoError(t, err)
-	sim, err := hotplug.NewSim(sc, hotplug.SimConfig{})
+	src, err := sim.New(sc, sim.Config{})
 	require.NoError(t, err)
-	defer sim.Close()
+	defer src.Close()
 	var lines []string
-	for _, ev := range drain(t, sim) {
+	for _, ev := range drain(t, src) {
 		lines = append(lines, fmt.Sprintf("%d %s %s %s", ev.Seqnum, ev.Action, ev.Subsystem, ev.Name()))
 	}
 	require.Equal(t, []string{
@@ -146,11 +148,11 @@ unplug 1-1
 
 func TestSimDeterministic(t *testing.T) {
 	run := func() []string {
-		sim, err := hotplug.NewSim(loadScenario(t, "testdata/scenarios/qemu-capture.scn"), hotplug.SimConfig{SkipWaits: true})
+		src, err := sim.New(loadScenario(t, "testdata/scenarios/qemu-capture.scn"), sim.Config{SkipWaits: true})
 		require.NoError(t, err)
-		defer sim.Close()
+		defer src.Close()
 		var out []string
-		for _, ev := range drain(t, sim) {
+		for _, ev := range drain(t, src) {
 			out = append(out, render(ev))
 		}
 		return out
@@ -159,18 +161,18 @@ func TestSimDeterministic(t *testing.T) {
 }
 
 func TestSimWaitAndClose(t *testing.T) {
-	sc, err := hotplug.ParseScenarioString("w.scn", "wait 1h\nscsi add 0:0:0:0\n")
+	sc, err := sim.ParseScenarioString("w.scn", "wait 1h\nscsi add 0:0:0:0\n")
 	require.NoError(t, err)
-	sim, err := hotplug.NewSim(sc, hotplug.SimConfig{})
+	src, err := sim.New(sc, sim.Config{})
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
-	_, err = sim.Next(ctx)
+	_, err = src.Next(ctx)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	done := make(chan error, 1)
-	go func() { _, err := sim.Next(context.Background()); done <- err }()
+	go func() { _, err := src.Next(context.Background()); done <- err }()
 	time.Sleep(10 * time.Millisecond)
-	require.NoError(t, sim.Close())
+	require.NoError(t, src.Close())
 	select {
 	case err := <-done:
 		require.ErrorIs(t, err, hotplug.ErrClosed)
@@ -202,10 +204,10 @@ func TestScenarioErrors(t *testing.T) {
 		{"seqnum 0", "not a positive number"},
 		{"plug usb 2-1 vid=1 pid=1 ifaces=08/06/50 type=99", "not a SCSI peripheral type"},
 	} {
-		_, err := hotplug.ParseScenarioString("t.scn", tc.in)
+		_, err := sim.ParseScenarioString("t.scn", tc.in)
 		require.Error(t, err, tc.in)
-		require.ErrorIs(t, err, hotplug.ErrBadScenario)
-		var se *hotplug.ScenarioError
+		require.ErrorIs(t, err, sim.ErrBadScenario)
+		var se *sim.ScenarioError
 		require.True(t, errors.As(err, &se))
 		require.Contains(t, err.Error(), tc.want)
 	}
@@ -221,22 +223,22 @@ func FuzzScenario(f *testing.F) {
 	f.Add("scsi add 0:0:1:0 type=5\nscsi remove 0:0:1:0\nwait 0s\nseqnum 99\n")
 	f.Add("repeat 3\nplug usb 2-1 vid=1 pid=2 ifaces=03/01/01,08/06/50\ndup 2-1\nunplug 2-1\nend\n")
 	f.Fuzz(func(t *testing.T, s string) {
-		sc, err := hotplug.ParseScenarioString("fuzz.scn", s)
+		sc, err := sim.ParseScenarioString("fuzz.scn", s)
 		if err != nil {
-			if !errors.Is(err, hotplug.ErrBadScenario) {
+			if !errors.Is(err, sim.ErrBadScenario) {
 				t.Fatalf("error %v does not match ErrBadScenario", err)
 			}
 			return
 		}
-		sim, err := hotplug.NewSim(sc, hotplug.SimConfig{SkipWaits: true})
+		src, err := sim.New(sc, sim.Config{SkipWaits: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer sim.Close()
+		defer src.Close()
 		// A scenario that parsed runs to the end, and every event it makes
 		// is a valid datagram.
 		for {
-			ev, err := sim.Next(context.Background())
+			ev, err := src.Next(context.Background())
 			if err != nil {
 				if err.Error() != "EOF" {
 					t.Fatalf("valid scenario failed at run time: %v", err)
@@ -260,7 +262,7 @@ func BenchmarkSimCycle(b *testing.B) {
 	for range cycles {
 		sb.WriteString("plug usb 2-1 vid=1234 pid=5678 serial=S ifaces=03/01/01,08/06/50\nunplug 2-1\n")
 	}
-	sc, err := hotplug.ParseScenarioString("storm.scn", sb.String())
+	sc, err := sim.ParseScenarioString("storm.scn", sb.String())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -268,9 +270,9 @@ func BenchmarkSimCycle(b *testing.B) {
 	events := 0
 	ops := 0
 	for b.Loop() {
-		sim, _ := hotplug.NewSim(sc, hotplug.SimConfig{})
+		src, _ := sim.New(sc, sim.Config{})
 		for {
-			if _, err := sim.Next(context.Background()); err != nil {
+			if _, err := src.Next(context.Background()); err != nil {
 				break
 			}
 			events++
@@ -282,7 +284,7 @@ func BenchmarkSimCycle(b *testing.B) {
 }
 
 func TestScenarioRepeat(t *testing.T) {
-	sc, err := hotplug.ParseScenarioString("r.scn", `
+	sc, err := sim.ParseScenarioString("r.scn", `
 repeat 3
   plug usb 2-1 vid=1 pid=2 ifaces=03/01/01
   repeat 2
@@ -310,8 +312,8 @@ end
 		{"repeat 1\nrepeat 1\nrepeat 1\nrepeat 1\nrepeat 1\nend\nend\nend\nend\nend", "t.scn:5: repeat: nested more than 4 deep"},
 		{"repeat 2\nplug usb 2-1 vid=1 pid=2 ifaces=03/01/01\nend", "t.scn:2: plug: port 2-1 is already in use"},
 	} {
-		_, err := hotplug.ParseScenarioString("t.scn", tc.in)
-		require.ErrorIs(t, err, hotplug.ErrBadScenario, tc.in)
+		_, err := sim.ParseScenarioString("t.scn", tc.in)
+		require.ErrorIs(t, err, sim.ErrBadScenario, tc.in)
 		require.ErrorContains(t, err, tc.want)
 	}
 }
@@ -322,12 +324,12 @@ end
 func TestSimDup(t *testing.T) {
 	const plug = "plug usb 2-1 vid=46f4 pid=1 serial=S ifaces=03/01/01,08/06/50\n"
 	run := func(scenario, dir string) []hotplug.Event {
-		sc, err := hotplug.ParseScenarioString("d.scn", scenario)
+		sc, err := sim.ParseScenarioString("d.scn", scenario)
 		require.NoError(t, err)
-		sim, err := hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: dir})
+		src, err := sim.New(sc, sim.Config{SysfsDir: dir})
 		require.NoError(t, err)
-		defer sim.Close()
-		return drain(t, sim)
+		defer src.Close()
+		return drain(t, src)
 	}
 	plugOnly := run(plug, "")
 	dir := t.TempDir()
@@ -341,7 +343,7 @@ func TestSimDup(t *testing.T) {
 		"add usb 2-1 usb", "add usb 2-1:1.0 ", "add usb 2-1:1.1 usb-storage", "add scsi host1 ",
 		"add scsi target1:0:0 ", "add scsi 1:0:0:0 sd", "add scsi_generic sg0 ", "add block sda ",
 	}, got)
-	walked, err := hotplug.Walk(dir, []hotplug.Class{hotplug.ClassUSB, hotplug.ClassSCSI, hotplug.ClassSCSIGeneric, hotplug.ClassBlock}, hotplug.OriginColdplug)
+	walked, err := hotplug.Walk(dir, append(buses.Classes(), hotplug.ClassBlock), hotplug.OriginColdplug)
 	require.NoError(t, err)
 	envOf := func(ev hotplug.Event) []string {
 		var out []string
@@ -360,16 +362,16 @@ func TestSimDup(t *testing.T) {
 	for _, ev := range dups {
 		require.Equal(t, byPath[ev.DevPath], envOf(ev), ev.DevPath)
 	}
-	_, err = hotplug.ParseScenarioString("t.scn", "dup 2-1")
+	_, err = sim.ParseScenarioString("t.scn", "dup 2-1")
 	require.ErrorContains(t, err, "t.scn:1: dup: no device at port 2-1")
 }
 
 func TestSimStormScenario(t *testing.T) {
-	sim, err := hotplug.NewSim(loadScenario(t, "testdata/scenarios/storm.scn"), hotplug.SimConfig{})
+	src, err := sim.New(loadScenario(t, "testdata/scenarios/storm.scn"), sim.Config{})
 	require.NoError(t, err)
-	defer sim.Close()
+	defer src.Close()
 	adds, removes := map[string]int{}, map[string]int{}
-	for _, ev := range drain(t, sim) {
+	for _, ev := range drain(t, src) {
 		switch ev.Action {
 		case hotplug.ActionAdd:
 			adds[ev.Subsystem]++

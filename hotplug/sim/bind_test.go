@@ -1,4 +1,4 @@
-package hotplug_test
+package sim_test
 
 import (
 	"context"
@@ -10,13 +10,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/sim"
 )
 
 func simEvents(t *testing.T, scenario string) []hotplug.Event {
 	t.Helper()
-	sc, err := hotplug.ParseScenarioString("bind", scenario)
+	sc, err := sim.ParseScenarioString("bind", scenario)
 	require.NoError(t, err)
-	s, err := hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: t.TempDir()})
+	s, err := sim.New(sc, sim.Config{SysfsDir: t.TempDir()})
 	require.NoError(t, err)
 	defer s.Close()
 	var out []hotplug.Event
@@ -80,7 +81,7 @@ func TestSimBindErrors(t *testing.T) {
 		{"plug usb 2-1 vid=1 pid=2 ifaces=08/06/50\nunbind 2-1 iface=0\nbind 2-1 iface=0\n", "want driver=NAME"},
 		{"bind 2-1\n", "want bind PORT iface=N driver=NAME"},
 	} {
-		_, err := hotplug.ParseScenarioString("bad", tt.scenario)
+		_, err := sim.ParseScenarioString("bad", tt.scenario)
 		require.Error(t, err, tt.scenario)
 		require.True(t, strings.Contains(err.Error(), tt.want), "%s: %v", tt.scenario, err)
 	}

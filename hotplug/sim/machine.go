@@ -1,8 +1,10 @@
-package hotplug
+package sim
 
 import (
 	"errors"
+
 	"fmt"
+	"github.com/drvkit/drvkit/hotplug"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,10 +25,14 @@ const (
 	maxSimNumber = 1 << 20
 )
 
-// simEvent is a generated event and the sysfs attributes its device has.
+// simEvent is a generated event and the sysfs attributes its device has
+// (text attributes get a newline, raw ones are written as they are), or an
+// input report a device sends.
 type simEvent struct {
-	ev    Event
-	attrs map[string]string
+	ev     hotplug.Event
+	attrs  map[string]string
+	raw    map[string][]byte
+	report *Report
 }
 
 type usbIface struct {
@@ -51,7 +57,7 @@ type usbDev struct {
 }
 
 type scsiLUN struct {
-	hctl               HCTL
+	hctl               hotplug.HCTL
 	path               string // the scsi_device's DEVPATH
 	typ                int
 	vendor, model, rev string
@@ -65,33 +71,30 @@ type scsiHost struct {
 	usb  bool   // usb-storage host (removed with its interface)
 }
 
-type simMachine struct {
-	sysfs                     *simSysfs // nil: no mirror
+type machine struct {
+	sysfs                     *mirror // nil: no mirror
 	seqnum                    uint64
 	usb                       map[string]*usbDev
 	rootHub                   map[int][]string // bus -> ports plugged on its root hub
 	lastDev                   map[int]int      // bus -> last devnum given
 	hosts                     map[int]*scsiHost
-	luns                      map[HCTL]*scsiLUN
+	luns                      map[hotplug.HCTL]*scsiLUN
 	sgUsed, bsgUsed, diskUsed map[int]bool
 	diskseq                   uint64
 	out                       []simEvent
 }
 
-func newSimMachine(sysfsDir string, seqnum uint64) *simMachine {
-	m := &simMachine{
+func newMachine(seqnum uint64) *machine {
+	m := &machine{
 		seqnum: seqnum, usb: map[string]*usbDev{}, rootHub: map[int][]string{},
 		lastDev: map[int]int{1: 1, 2: 1}, hosts: map[int]*scsiHost{0: {n: 0, path: simVirtio + "/host0"}},
-		luns: map[HCTL]*scsiLUN{}, sgUsed: map[int]bool{}, bsgUsed: map[int]bool{}, diskUsed: map[int]bool{},
-	}
-	if sysfsDir != "" {
-		m.sysfs = &simSysfs{root: sysfsDir}
+		luns: map[hotplug.HCTL]*scsiLUN{}, sgUsed: map[int]bool{}, bsgUsed: map[int]bool{}, diskUsed: map[int]bool{},
 	}
 	return m
 }
 
 // exec runs one step and returns the events it produced.
-func (m *simMachine) exec(st Step) ([]simEvent, error) {
+func (m *machine) exec(st Step) ([]simEvent, error) {
 	m.out = nil
 	var err error
 	switch st.Cmd {
@@ -128,13 +131,13 @@ func (m *simMachine) exec(st Step) ([]simEvent, error) {
 	return m.out, nil
 }
 
-func (m *simMachine) emit(a Action, devpath, subsystem string, attrs map[string]string, env ...string) {
-	ev, err := NewEvent(a, devpath, subsystem, m.seqnum, env...)
+func (m *machine) emit(a hotplug.Action, devpath, subsystem string, attrs map[string]string, env ...string) {
+	ev, err := hotplug.NewEvent(a, devpath, subsystem, m.seqnum, env...)
 	if err != nil {
 		// Every path and value here was validated when the step was parsed.
-		panic("hotplug: simulator built an invalid event: " + err.Error())
+		panic("sim: simulator built an invalid event: " + err.Error())
 	}
-	ev.Origin = OriginSimulated
+	ev.Origin = hotplug.OriginSimulated
 	m.seqnum++
 	m.out = append(m.out, simEvent{ev: ev, attrs: attrs})
 }
@@ -159,7 +162,9 @@ func parseHex16(k, s string) (uint16, error) {
 
 // parseCSP parses a hex class/subclass/protocol triple "08/06/50".
 func parseCSP(k, s string) (c, sc, p uint8, err error) {
-	x, y, z, ok := splitSlash3(s)
+	x, rest, ok1 := strings.Cut(s, "/")
+	y, z, ok2 := strings.Cut(rest, "/")
+	ok := ok1 && ok2 && !strings.Contains(z, "/")
 	if ok {
 		var n [3]uint64
 		for i, f := range []string{x, y, z} {
@@ -204,7 +209,7 @@ func parsePort(port string) (bus int, parent string, err error) {
 	return n, parent, nil
 }
 
-func (m *simMachine) plug(port string, o map[string]string) error {
+func (m *machine) plug(port string, o map[string]string) error {
 	bus, parent, err := parsePort(port)
 	if err != nil {
 		return err
@@ -372,35 +377,35 @@ func (d *usbDev) ifaceAttrs(i int) map[string]string {
 // plugEvents: the order of usb_new_device → usb_set_configuration: the
 // device, then each interface and its driver's probe (usb-storage creates
 // its SCSI host there), the device's bind, then the asynchronous SCSI scan.
-func (m *simMachine) plugEvents(d *usbDev) {
-	m.emit(ActionAdd, d.path, "usb", d.attrs(), d.devEnv(false)...)
+func (m *machine) plugEvents(d *usbDev) {
+	m.emit(hotplug.ActionAdd, d.path, "usb", d.attrs(), d.devEnv(false)...)
 	for i := range d.ifaces {
 		ip := d.ifacePath(i)
-		m.emit(ActionAdd, ip, "usb", d.ifaceAttrs(i), d.ifaceEnv(i, false, true)...)
+		m.emit(hotplug.ActionAdd, ip, "usb", d.ifaceAttrs(i), d.ifaceEnv(i, false, true)...)
 		if d.ifaces[i].driver == "usb-storage" {
 			h := lowestFree(hostsUsed(m.hosts))
 			d.ifaces[i].host = h
 			host := &scsiHost{n: h, path: fmt.Sprintf("%s/host%d", ip, h), usb: true}
 			m.hosts[h] = host
-			m.emit(ActionAdd, fmt.Sprintf("/devices/virtual/workqueue/scsi_tmf_%d", h), "workqueue", nil)
-			m.emit(ActionAdd, host.path, "scsi", nil, "DEVTYPE=scsi_host")
-			m.emit(ActionAdd, fmt.Sprintf("%s/scsi_host/host%d", host.path, h), "scsi_host", nil)
+			m.emit(hotplug.ActionAdd, fmt.Sprintf("/devices/virtual/workqueue/scsi_tmf_%d", h), "workqueue", nil)
+			m.emit(hotplug.ActionAdd, host.path, "scsi", nil, "DEVTYPE=scsi_host")
+			m.emit(hotplug.ActionAdd, fmt.Sprintf("%s/scsi_host/host%d", host.path, h), "scsi_host", nil)
 		}
 		if d.ifaces[i].driver != "" {
-			m.emit(ActionBind, ip, "usb", nil, d.ifaceEnv(i, true, true)...)
+			m.emit(hotplug.ActionBind, ip, "usb", nil, d.ifaceEnv(i, true, true)...)
 		}
 	}
-	m.emit(ActionBind, d.path, "usb", nil, d.devEnv(true)...)
+	m.emit(hotplug.ActionBind, d.path, "usb", nil, d.devEnv(true)...)
 	for i := range d.ifaces {
 		if h := d.ifaces[i].host; h >= 0 {
-			lun := &scsiLUN{hctl: HCTL{Host: h}, typ: d.lunType, vendor: d.lunVendor, model: d.lunModel, rev: d.lunRev}
+			lun := &scsiLUN{hctl: hotplug.HCTL{Host: h}, typ: d.lunType, vendor: d.lunVendor, model: d.lunModel, rev: d.lunRev}
 			m.addLUN(lun, true, false)
 		}
 	}
 }
 
 // iface finds interface iface=N of the device at port.
-func (m *simMachine) iface(cmd, port string, o map[string]string) (*usbDev, int, error) {
+func (m *machine) iface(cmd, port string, o map[string]string) (*usbDev, int, error) {
 	d, ok := m.usb[port]
 	if !ok {
 		return nil, 0, fmt.Errorf("%s: no device at port %s", cmd, port)
@@ -416,7 +421,7 @@ func (m *simMachine) iface(cmd, port string, o map[string]string) (*usbDev, int,
 // when a user-space program claims it through usbfs and the kernel driver is
 // detached): usb-storage tears down its SCSI host first, then the kernel
 // reports the unbind.
-func (m *simMachine) unbind(port string, o map[string]string) error {
+func (m *machine) unbind(port string, o map[string]string) error {
 	d, i, err := m.iface("unbind", port, o)
 	if err != nil {
 		return err
@@ -430,14 +435,14 @@ func (m *simMachine) unbind(port string, o map[string]string) error {
 		in.host = -1
 	}
 	in.driver = ""
-	m.emit(ActionUnbind, d.ifacePath(i), "usb", nil, d.ifaceEnv(i, false, false)...)
+	m.emit(hotplug.ActionUnbind, d.ifacePath(i), "usb", nil, d.ifaceEnv(i, false, false)...)
 	return nil
 }
 
 // bind: a driver takes the interface (usbfs for a user-space claim, or a
 // kernel driver re-attached); usb-storage creates its SCSI host before the
 // bind is reported and scans its LUN after, as at plug time.
-func (m *simMachine) bind(port string, o map[string]string) error {
+func (m *machine) bind(port string, o map[string]string) error {
 	d, i, err := m.iface("bind", port, o)
 	if err != nil {
 		return err
@@ -457,13 +462,13 @@ func (m *simMachine) bind(port string, o map[string]string) error {
 		in.host = h
 		host := &scsiHost{n: h, path: fmt.Sprintf("%s/host%d", ip, h), usb: true}
 		m.hosts[h] = host
-		m.emit(ActionAdd, fmt.Sprintf("/devices/virtual/workqueue/scsi_tmf_%d", h), "workqueue", nil)
-		m.emit(ActionAdd, host.path, "scsi", nil, "DEVTYPE=scsi_host")
-		m.emit(ActionAdd, fmt.Sprintf("%s/scsi_host/host%d", host.path, h), "scsi_host", nil)
+		m.emit(hotplug.ActionAdd, fmt.Sprintf("/devices/virtual/workqueue/scsi_tmf_%d", h), "workqueue", nil)
+		m.emit(hotplug.ActionAdd, host.path, "scsi", nil, "DEVTYPE=scsi_host")
+		m.emit(hotplug.ActionAdd, fmt.Sprintf("%s/scsi_host/host%d", host.path, h), "scsi_host", nil)
 	}
-	m.emit(ActionBind, ip, "usb", nil, d.ifaceEnv(i, true, true)...)
+	m.emit(hotplug.ActionBind, ip, "usb", nil, d.ifaceEnv(i, true, true)...)
 	if in.host >= 0 {
-		lun := &scsiLUN{hctl: HCTL{Host: in.host}, typ: d.lunType, vendor: d.lunVendor, model: d.lunModel, rev: d.lunRev}
+		lun := &scsiLUN{hctl: hotplug.HCTL{Host: in.host}, typ: d.lunType, vendor: d.lunVendor, model: d.lunModel, rev: d.lunRev}
 		m.addLUN(lun, true, false)
 	}
 	return nil
@@ -477,7 +482,7 @@ func hostsUsed(h map[int]*scsiHost) map[int]bool {
 	return u
 }
 
-func (m *simMachine) unplug(port string) error {
+func (m *machine) unplug(port string) error {
 	d, ok := m.usb[port]
 	if !ok {
 		return fmt.Errorf("unplug: no device at port %s", port)
@@ -489,7 +494,7 @@ func (m *simMachine) unplug(port string) error {
 // unplugEvents: usb_disconnect — children first, then the interfaces in
 // reverse order (each tearing down what its driver created), then the
 // device.
-func (m *simMachine) unplugEvents(d *usbDev) {
+func (m *machine) unplugEvents(d *usbDev) {
 	for _, c := range slices.Backward(d.children) {
 		m.unplugEvents(m.usb[c])
 	}
@@ -499,12 +504,12 @@ func (m *simMachine) unplugEvents(d *usbDev) {
 			m.removeHost(in.host)
 		}
 		if in.driver != "" {
-			m.emit(ActionUnbind, d.ifacePath(i), "usb", nil, d.ifaceEnv(i, false, false)...)
+			m.emit(hotplug.ActionUnbind, d.ifacePath(i), "usb", nil, d.ifaceEnv(i, false, false)...)
 		}
-		m.emit(ActionRemove, d.ifacePath(i), "usb", nil, d.ifaceEnv(i, false, true)...)
+		m.emit(hotplug.ActionRemove, d.ifacePath(i), "usb", nil, d.ifaceEnv(i, false, true)...)
 	}
-	m.emit(ActionUnbind, d.path, "usb", nil, d.devEnv(false)...)
-	m.emit(ActionRemove, d.path, "usb", nil, d.devEnv(false)...)
+	m.emit(hotplug.ActionUnbind, d.path, "usb", nil, d.devEnv(false)...)
+	m.emit(hotplug.ActionRemove, d.path, "usb", nil, d.devEnv(false)...)
 	delete(m.usb, d.port)
 	bus, parent, _ := parsePort(d.port)
 	if parent != "" {
@@ -518,11 +523,11 @@ func (m *simMachine) unplugEvents(d *usbDev) {
 
 // --- SCSI ---
 
-func targetPath(hostPath string, h HCTL) string {
+func targetPath(hostPath string, h hotplug.HCTL) string {
 	return fmt.Sprintf("%s/target%d:%d:%d", hostPath, h.Host, h.Channel, h.Target)
 }
 
-func (m *simMachine) targetHasLUNs(h HCTL) bool {
+func (m *machine) targetHasLUNs(h hotplug.HCTL) bool {
 	for o := range m.luns {
 		if o.Host == h.Host && o.Channel == h.Channel && o.Target == h.Target {
 			return true
@@ -555,7 +560,7 @@ func sdMajorMinor(i int) (int, int) {
 // scan showed (scsi_device class before scsi_disk); virtio-scsi hot-add
 // showed scsi_disk first. A LUN on an existing target adds a
 // REPORTED LUNS DATA HAS CHANGED unit attention before the power-on one.
-func (m *simMachine) addLUN(l *scsiLUN, usbOrder, targetExisted bool) {
+func (m *machine) addLUN(l *scsiLUN, usbOrder, targetExisted bool) {
 	h := m.hosts[l.hctl.Host]
 	tp := targetPath(h.path, l.hctl)
 	l.path = tp + "/" + l.hctl.String()
@@ -572,13 +577,13 @@ func (m *simMachine) addLUN(l *scsiLUN, usbOrder, targetExisted bool) {
 	m.luns[l.hctl] = l
 	modalias := fmt.Sprintf("MODALIAS=scsi:t-0x%02x", l.typ)
 	if !targetExisted {
-		m.emit(ActionAdd, tp, "scsi", nil, "DEVTYPE=scsi_target")
+		m.emit(hotplug.ActionAdd, tp, "scsi", nil, "DEVTYPE=scsi_target")
 	}
-	m.emit(ActionAdd, l.path, "scsi", l.attrs(), "DEVTYPE=scsi_device", modalias)
-	sdev := func() { m.emit(ActionAdd, l.path+"/scsi_device/"+name, "scsi_device", nil) }
+	m.emit(hotplug.ActionAdd, l.path, "scsi", l.attrs(), "DEVTYPE=scsi_device", modalias)
+	sdev := func() { m.emit(hotplug.ActionAdd, l.path+"/scsi_device/"+name, "scsi_device", nil) }
 	sdisk := func() {
 		if isDisk {
-			m.emit(ActionAdd, l.path+"/scsi_disk/"+name, "scsi_disk", nil)
+			m.emit(hotplug.ActionAdd, l.path+"/scsi_disk/"+name, "scsi_disk", nil)
 		}
 	}
 	if usbOrder {
@@ -588,56 +593,56 @@ func (m *simMachine) addLUN(l *scsiLUN, usbOrder, targetExisted bool) {
 		sdisk()
 		sdev()
 	}
-	m.emit(ActionAdd, fmt.Sprintf("%s/scsi_generic/sg%d", l.path, l.sg), "scsi_generic", nil,
+	m.emit(hotplug.ActionAdd, fmt.Sprintf("%s/scsi_generic/sg%d", l.path, l.sg), "scsi_generic", nil,
 		"MAJOR="+strconv.Itoa(sgMajor), "MINOR="+strconv.Itoa(l.sg), fmt.Sprintf("DEVNAME=sg%d", l.sg))
-	m.emit(ActionAdd, l.path+"/bsg/"+name, "bsg", nil,
+	m.emit(hotplug.ActionAdd, l.path+"/bsg/"+name, "bsg", nil,
 		"MAJOR="+strconv.Itoa(bsgMajor), "MINOR="+strconv.Itoa(l.bsg), "DEVNAME=bsg/"+name)
 	if !isDisk {
 		return
 	}
 	if targetExisted {
-		m.emit(ActionChange, l.path, "scsi", nil, "SDEV_UA=REPORTED_LUNS_DATA_HAS_CHANGED", "DEVTYPE=scsi_device", "DRIVER=sd", modalias)
+		m.emit(hotplug.ActionChange, l.path, "scsi", nil, "SDEV_UA=REPORTED_LUNS_DATA_HAS_CHANGED", "DEVTYPE=scsi_device", "DRIVER=sd", modalias)
 	}
-	m.emit(ActionChange, l.path, "scsi", nil, "SDEV_UA=POWER_ON_RESET_OCCURRED", "DEVTYPE=scsi_device", "DRIVER=sd", modalias)
+	m.emit(hotplug.ActionChange, l.path, "scsi", nil, "SDEV_UA=POWER_ON_RESET_OCCURRED", "DEVTYPE=scsi_device", "DRIVER=sd", modalias)
 	major, minor := sdMajorMinor(l.disk)
-	m.emit(ActionAdd, fmt.Sprintf("/devices/virtual/bdi/%d:%d", major, minor), "bdi", nil)
+	m.emit(hotplug.ActionAdd, fmt.Sprintf("/devices/virtual/bdi/%d:%d", major, minor), "bdi", nil)
 	dn := sdName(l.disk)
-	m.emit(ActionAdd, l.path+"/block/"+dn, "block", nil, "MAJOR="+strconv.Itoa(major), "MINOR="+strconv.Itoa(minor),
+	m.emit(hotplug.ActionAdd, l.path+"/block/"+dn, "block", nil, "MAJOR="+strconv.Itoa(major), "MINOR="+strconv.Itoa(minor),
 		"DEVNAME="+dn, "DEVTYPE=disk", "DISKSEQ="+strconv.FormatUint(l.diskseq, 10))
-	m.emit(ActionBind, l.path, "scsi", nil, "DEVTYPE=scsi_device", "DRIVER=sd", modalias)
+	m.emit(hotplug.ActionBind, l.path, "scsi", nil, "DEVTYPE=scsi_device", "DRIVER=sd", modalias)
 }
 
 // removeLUN: __scsi_remove_device — bsg, sg, the scsi_device class device,
 // then sd's teardown (scsi_disk, bdi, block), unbind, the device, and the
 // target when it was its last LUN.
-func (m *simMachine) removeLUN(l *scsiLUN) {
+func (m *machine) removeLUN(l *scsiLUN) {
 	name := l.hctl.String()
 	modalias := fmt.Sprintf("MODALIAS=scsi:t-0x%02x", l.typ)
-	m.emit(ActionRemove, l.path+"/bsg/"+name, "bsg", nil,
+	m.emit(hotplug.ActionRemove, l.path+"/bsg/"+name, "bsg", nil,
 		"MAJOR="+strconv.Itoa(bsgMajor), "MINOR="+strconv.Itoa(l.bsg), "DEVNAME=bsg/"+name)
-	m.emit(ActionRemove, fmt.Sprintf("%s/scsi_generic/sg%d", l.path, l.sg), "scsi_generic", nil,
+	m.emit(hotplug.ActionRemove, fmt.Sprintf("%s/scsi_generic/sg%d", l.path, l.sg), "scsi_generic", nil,
 		"MAJOR="+strconv.Itoa(sgMajor), "MINOR="+strconv.Itoa(l.sg), fmt.Sprintf("DEVNAME=sg%d", l.sg))
-	m.emit(ActionRemove, l.path+"/scsi_device/"+name, "scsi_device", nil)
+	m.emit(hotplug.ActionRemove, l.path+"/scsi_device/"+name, "scsi_device", nil)
 	if l.disk >= 0 {
-		m.emit(ActionRemove, l.path+"/scsi_disk/"+name, "scsi_disk", nil)
+		m.emit(hotplug.ActionRemove, l.path+"/scsi_disk/"+name, "scsi_disk", nil)
 		major, minor := sdMajorMinor(l.disk)
-		m.emit(ActionRemove, fmt.Sprintf("/devices/virtual/bdi/%d:%d", major, minor), "bdi", nil)
+		m.emit(hotplug.ActionRemove, fmt.Sprintf("/devices/virtual/bdi/%d:%d", major, minor), "bdi", nil)
 		dn := sdName(l.disk)
-		m.emit(ActionRemove, l.path+"/block/"+dn, "block", nil, "MAJOR="+strconv.Itoa(major), "MINOR="+strconv.Itoa(minor),
+		m.emit(hotplug.ActionRemove, l.path+"/block/"+dn, "block", nil, "MAJOR="+strconv.Itoa(major), "MINOR="+strconv.Itoa(minor),
 			"DEVNAME="+dn, "DEVTYPE=disk", "DISKSEQ="+strconv.FormatUint(l.diskseq, 10))
-		m.emit(ActionUnbind, l.path, "scsi", nil, "DEVTYPE=scsi_device")
+		m.emit(hotplug.ActionUnbind, l.path, "scsi", nil, "DEVTYPE=scsi_device")
 		delete(m.diskUsed, l.disk)
 	}
-	m.emit(ActionRemove, l.path, "scsi", nil, "DEVTYPE=scsi_device", modalias)
+	m.emit(hotplug.ActionRemove, l.path, "scsi", nil, "DEVTYPE=scsi_device", modalias)
 	delete(m.sgUsed, l.sg)
 	delete(m.bsgUsed, l.bsg)
 	delete(m.luns, l.hctl)
 	if !m.targetHasLUNs(l.hctl) {
-		m.emit(ActionRemove, targetPath(m.hosts[l.hctl.Host].path, l.hctl), "scsi", nil, "DEVTYPE=scsi_target")
+		m.emit(hotplug.ActionRemove, targetPath(m.hosts[l.hctl.Host].path, l.hctl), "scsi", nil, "DEVTYPE=scsi_target")
 	}
 }
 
-func (m *simMachine) removeHost(n int) {
+func (m *machine) removeHost(n int) {
 	var luns []*scsiLUN
 	for _, l := range m.luns {
 		if l.hctl.Host == n {
@@ -649,13 +654,13 @@ func (m *simMachine) removeHost(n int) {
 		m.removeLUN(l)
 	}
 	h := m.hosts[n]
-	m.emit(ActionRemove, fmt.Sprintf("%s/scsi_host/host%d", h.path, n), "scsi_host", nil)
-	m.emit(ActionRemove, h.path, "scsi", nil, "DEVTYPE=scsi_host")
-	m.emit(ActionRemove, fmt.Sprintf("/devices/virtual/workqueue/scsi_tmf_%d", n), "workqueue", nil)
+	m.emit(hotplug.ActionRemove, fmt.Sprintf("%s/scsi_host/host%d", h.path, n), "scsi_host", nil)
+	m.emit(hotplug.ActionRemove, h.path, "scsi", nil, "DEVTYPE=scsi_host")
+	m.emit(hotplug.ActionRemove, fmt.Sprintf("/devices/virtual/workqueue/scsi_tmf_%d", n), "workqueue", nil)
 	delete(m.hosts, n)
 }
 
-func cmpHCTL(a, b HCTL) int {
+func cmpHCTL(a, b hotplug.HCTL) int {
 	for _, d := range []int{a.Host - b.Host, a.Channel - b.Channel, a.Target - b.Target} {
 		if d != 0 {
 			return d
@@ -670,8 +675,8 @@ func cmpHCTL(a, b HCTL) int {
 	return 0
 }
 
-func (m *simMachine) scsiAdd(arg string, o map[string]string) error {
-	h, err := ParseHCTL(arg)
+func (m *machine) scsiAdd(arg string, o map[string]string) error {
+	h, err := hotplug.ParseHCTL(arg)
 	if err != nil {
 		return fmt.Errorf("scsi add: %q is not H:C:T:L", arg)
 	}
@@ -704,8 +709,8 @@ func (m *simMachine) scsiAdd(arg string, o map[string]string) error {
 	return nil
 }
 
-func (m *simMachine) scsiRemove(arg string) error {
-	h, err := ParseHCTL(arg)
+func (m *machine) scsiRemove(arg string) error {
+	h, err := hotplug.ParseHCTL(arg)
 	if err != nil {
 		return fmt.Errorf("scsi remove: %q is not H:C:T:L", arg)
 	}
@@ -723,14 +728,14 @@ func (m *simMachine) scsiRemove(arg string) error {
 // kernel never does this; a consumer sees it when a coldplug walk overlaps
 // the netlink stream, or after a resync — a duplicate add it must treat as
 // a change.
-func (m *simMachine) dup(port string) error {
+func (m *machine) dup(port string) error {
 	d, ok := m.usb[port]
 	if !ok {
 		return fmt.Errorf("dup: no device at port %s", port)
 	}
-	m.emit(ActionAdd, d.path, "usb", d.attrs(), d.devEnv(true)...)
+	m.emit(hotplug.ActionAdd, d.path, "usb", d.attrs(), d.devEnv(true)...)
 	for i := range d.ifaces {
-		m.emit(ActionAdd, d.ifacePath(i), "usb", d.ifaceAttrs(i), d.ifaceEnv(i, d.ifaces[i].driver != "", true)...)
+		m.emit(hotplug.ActionAdd, d.ifacePath(i), "usb", d.ifaceAttrs(i), d.ifaceEnv(i, d.ifaces[i].driver != "", true)...)
 	}
 	for i := range d.ifaces {
 		hn := d.ifaces[i].host
@@ -738,7 +743,7 @@ func (m *simMachine) dup(port string) error {
 			continue
 		}
 		h := m.hosts[hn]
-		m.emit(ActionAdd, h.path, "scsi", nil, "DEVTYPE=scsi_host")
+		m.emit(hotplug.ActionAdd, h.path, "scsi", nil, "DEVTYPE=scsi_host")
 		var luns []*scsiLUN
 		for _, l := range m.luns {
 			if l.hctl.Host == hn {
@@ -746,25 +751,25 @@ func (m *simMachine) dup(port string) error {
 			}
 		}
 		slices.SortFunc(luns, func(a, b *scsiLUN) int { return cmpHCTL(a.hctl, b.hctl) })
-		targets := map[HCTL]bool{}
+		targets := map[hotplug.HCTL]bool{}
 		for _, l := range luns {
-			t := HCTL{Host: l.hctl.Host, Channel: l.hctl.Channel, Target: l.hctl.Target}
+			t := hotplug.HCTL{Host: l.hctl.Host, Channel: l.hctl.Channel, Target: l.hctl.Target}
 			if !targets[t] {
 				targets[t] = true
-				m.emit(ActionAdd, targetPath(h.path, l.hctl), "scsi", nil, "DEVTYPE=scsi_target")
+				m.emit(hotplug.ActionAdd, targetPath(h.path, l.hctl), "scsi", nil, "DEVTYPE=scsi_target")
 			}
 			modalias := fmt.Sprintf("MODALIAS=scsi:t-0x%02x", l.typ)
 			if l.disk >= 0 {
-				m.emit(ActionAdd, l.path, "scsi", l.attrs(), "DEVTYPE=scsi_device", "DRIVER=sd", modalias)
+				m.emit(hotplug.ActionAdd, l.path, "scsi", l.attrs(), "DEVTYPE=scsi_device", "DRIVER=sd", modalias)
 			} else {
-				m.emit(ActionAdd, l.path, "scsi", l.attrs(), "DEVTYPE=scsi_device", modalias)
+				m.emit(hotplug.ActionAdd, l.path, "scsi", l.attrs(), "DEVTYPE=scsi_device", modalias)
 			}
-			m.emit(ActionAdd, fmt.Sprintf("%s/scsi_generic/sg%d", l.path, l.sg), "scsi_generic", nil,
+			m.emit(hotplug.ActionAdd, fmt.Sprintf("%s/scsi_generic/sg%d", l.path, l.sg), "scsi_generic", nil,
 				"MAJOR="+strconv.Itoa(sgMajor), "MINOR="+strconv.Itoa(l.sg), fmt.Sprintf("DEVNAME=sg%d", l.sg))
 			if l.disk >= 0 {
 				major, minor := sdMajorMinor(l.disk)
 				dn := sdName(l.disk)
-				m.emit(ActionAdd, l.path+"/block/"+dn, "block", nil, "MAJOR="+strconv.Itoa(major), "MINOR="+strconv.Itoa(minor),
+				m.emit(hotplug.ActionAdd, l.path+"/block/"+dn, "block", nil, "MAJOR="+strconv.Itoa(major), "MINOR="+strconv.Itoa(minor),
 					"DEVNAME="+dn, "DEVTYPE=disk", "DISKSEQ="+strconv.FormatUint(l.diskseq, 10))
 			}
 		}

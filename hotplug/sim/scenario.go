@@ -1,4 +1,4 @@
-package hotplug
+package sim
 
 import (
 	"bufio"
@@ -126,7 +126,7 @@ func parseScenario(name string, r io.Reader, dryRun bool) (*Scenario, error) {
 		return sc, nil
 	}
 	// Dry run: semantic errors are found now, not halfway through a test.
-	m := newSimMachine("", 1)
+	m := newMachine(1)
 	for _, st := range sc.Steps {
 		if _, err := m.exec(st); err != nil {
 			return nil, &ScenarioError{File: name, Line: st.Line, Msg: err.Error()}
@@ -250,7 +250,7 @@ func tokenize(s string) ([]string, error) {
 			if s[i] == '"' {
 				q, err := strconv.QuotedPrefix(s[i:])
 				if err != nil {
-					return nil, fmt.Errorf("unterminated or invalid quoted string at %q", truncate(s[i:]))
+					return nil, fmt.Errorf("unterminated or invalid quoted string at %q", truncate(s[i:], 64))
 				}
 				u, _ := strconv.Unquote(q)
 				if strings.ContainsAny(u, "\x00\n") {
@@ -266,4 +266,12 @@ func tokenize(s string) ([]string, error) {
 		out = append(out, tok.String())
 		s = s[i:]
 	}
+}
+
+// truncate keeps error messages about hostile input short.
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
 }
