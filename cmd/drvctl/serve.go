@@ -21,8 +21,8 @@ import (
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/driver/usb"
+	"github.com/drvkit/drvkit/driver/usb/usbsim"
 	"github.com/drvkit/drvkit/driver/usb/usbstorage"
-	"github.com/drvkit/drvkit/driver/usb/usbtest"
 	"github.com/drvkit/drvkit/hotplug"
 	"github.com/drvkit/drvkit/hotplug/buses"
 	"github.com/drvkit/drvkit/hotplug/sim"
@@ -205,7 +205,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			return fail(err)
 		}
 		undo = append(undo, func() { _ = d.sim.Close() })
-		fake := usbtest.New()
+		fake := usbsim.New()
 		d.usb = fake
 		undo = append(undo, func() { _ = fake.Close() })
 		if o.stateDir != "" {

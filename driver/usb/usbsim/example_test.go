@@ -1,4 +1,4 @@
-package usbtest_test
+package usbsim_test
 
 import (
 	"context"
@@ -6,9 +6,9 @@ import (
 	"fmt"
 
 	"github.com/drvkit/drvkit/driver/scsi"
-	"github.com/drvkit/drvkit/driver/scsi/scsitest"
+	"github.com/drvkit/drvkit/driver/scsi/scsisim"
 	"github.com/drvkit/drvkit/driver/usb"
-	"github.com/drvkit/drvkit/driver/usb/usbtest"
+	"github.com/drvkit/drvkit/driver/usb/usbsim"
 )
 
 // A scripted device: a bulk-in endpoint served by a function and a kernel
@@ -16,11 +16,11 @@ import (
 // driver; releasing it re-attaches it; unplugging fails what comes after.
 func ExampleBackend_Plug() {
 	ctx := context.Background()
-	b := usbtest.New()
+	b := usbsim.New()
 	defer b.Close()
-	dev := b.Plug(usbtest.DeviceSpec{Bus: 1, Address: 4, Vendor: 0x1234, Product: 0x5678,
-		Interfaces: []usbtest.InterfaceSpec{{Number: 0, Class: 0xff, KernelDriver: "usbtmc",
-			Endpoints: []usbtest.EndpointSpec{{Address: 0x81, Type: usb.TransferBulk, MaxPacketSize: 512,
+	dev := b.Plug(usbsim.DeviceSpec{Bus: 1, Address: 4, Vendor: 0x1234, Product: 0x5678,
+		Interfaces: []usbsim.InterfaceSpec{{Number: 0, Class: 0xff, KernelDriver: "usbtmc",
+			Endpoints: []usbsim.EndpointSpec{{Address: 0x81, Type: usb.TransferBulk, MaxPacketSize: 512,
 				Handler: func(ctx context.Context, buf []byte) (int, error) { return copy(buf, "reading 3.14 V"), nil }}},
 		}}})
 
@@ -52,10 +52,10 @@ func ExampleBackend_Plug() {
 // transport of package scsi talks to it as to a real one.
 func ExampleBackend_PlugMassStorage() {
 	ctx := context.Background()
-	b := usbtest.New()
+	b := usbsim.New()
 	defer b.Close()
-	disk := scsitest.NewDisk(2048, 512, scsitest.WithInquiry("SanDisk", "Cruzer Blade", "1.00", scsi.TypeDisk))
-	stick, _ := b.PlugMassStorage(usbtest.DeviceSpec{Bus: 2, Address: 3, Vendor: 0x0781, Product: 0x5567}, disk)
+	disk := scsisim.NewDisk(2048, 512, scsisim.WithInquiry("SanDisk", "Cruzer Blade", "1.00", scsi.TypeDisk))
+	stick, _ := b.PlugMassStorage(usbsim.DeviceSpec{Bus: 2, Address: 3, Vendor: 0x0781, Product: 0x5567}, disk)
 
 	h, err := b.Open(ctx, usb.Selector{Bus: 2, Address: 3})
 	if err != nil {

@@ -1,4 +1,4 @@
-package scsitest_test
+package scsisim_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/drvkit/drvkit/driver/scsi"
-	"github.com/drvkit/drvkit/driver/scsi/scsitest"
+	"github.com/drvkit/drvkit/driver/scsi/scsisim"
 )
 
 // A driver under test talks to an in-memory disk through scsi.Device, as
@@ -14,8 +14,8 @@ import (
 // it.
 func ExampleNewTransport() {
 	ctx := context.Background()
-	disk := scsitest.NewDisk(1<<21, 512, scsitest.WithInquiry("ACME", "TESTDISK", "2.1", scsi.TypeDisk))
-	t := scsitest.NewTransport(disk)
+	disk := scsisim.NewDisk(1<<21, 512, scsisim.WithInquiry("ACME", "TESTDISK", "2.1", scsi.TypeDisk))
+	t := scsisim.NewTransport(disk)
 	dev := scsi.NewDevice(t)
 
 	id, _ := dev.Inquiry(ctx)

@@ -1,4 +1,4 @@
-package scsitest_test
+package scsisim_test
 
 import (
 	"context"
@@ -6,12 +6,12 @@ import (
 	"testing"
 
 	"github.com/drvkit/drvkit/driver/scsi"
-	"github.com/drvkit/drvkit/driver/scsi/scsitest"
+	"github.com/drvkit/drvkit/driver/scsi/scsisim"
 	"github.com/stretchr/testify/require"
 )
 
 func TestDiskCommands(t *testing.T) {
-	d := scsitest.NewDisk(100, 512, scsitest.WithInquiry("V", "P", "R", scsi.TypeCDROM))
+	d := scsisim.NewDisk(100, 512, scsisim.WithInquiry("V", "P", "R", scsi.TypeCDROM))
 	in := make([]byte, 64)
 	n, st, _ := d.Execute(scsi.InquiryCDB(64), nil, in)
 	require.Equal(t, uint8(0), st)
@@ -56,7 +56,7 @@ func TestDiskCommands(t *testing.T) {
 }
 
 func TestDiskSparseData(t *testing.T) {
-	d := scsitest.NewDisk(1<<40, 4096) // 4 PiB costs nothing until written
+	d := scsisim.NewDisk(1<<40, 4096) // 4 PiB costs nothing until written
 	data := make([]byte, 3*4096)
 	for i := range data {
 		data[i] = byte(i)
@@ -74,7 +74,7 @@ func TestDiskSparseData(t *testing.T) {
 }
 
 func TestTransportHookAndUnplug(t *testing.T) {
-	tr := scsitest.NewTransport(scsitest.NewDisk(8, 512))
+	tr := scsisim.NewTransport(scsisim.NewDisk(8, 512))
 	dev := scsi.NewDevice(tr)
 	defer dev.Close()
 	boom := errors.New("boom")

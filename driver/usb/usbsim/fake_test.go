@@ -1,4 +1,4 @@
-package usbtest_test
+package usbsim_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/driver/usb"
-	"github.com/drvkit/drvkit/driver/usb/usbtest"
+	"github.com/drvkit/drvkit/driver/usb/usbsim"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -15,13 +15,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // serial scripts a device with a bulk echo pair and an interrupt endpoint
 // whose IN handler blocks until released or cancelled.
-func plugSerial(b *usbtest.Backend, release chan struct{}, started chan struct{}) *usbtest.Device {
+func plugSerial(b *usbsim.Backend, release chan struct{}, started chan struct{}) *usbsim.Device {
 	var last []byte
-	return b.Plug(usbtest.DeviceSpec{
+	return b.Plug(usbsim.DeviceSpec{
 		Bus: 1, Address: 4, Vendor: 0x0403, Product: 0x6001, Serial: "FT1",
-		Interfaces: []usbtest.InterfaceSpec{{
+		Interfaces: []usbsim.InterfaceSpec{{
 			Number: 0, Class: 0xff, KernelDriver: "ftdi_sio",
-			Endpoints: []usbtest.EndpointSpec{
+			Endpoints: []usbsim.EndpointSpec{
 				{Address: 0x02, Type: usb.TransferBulk, Handler: func(ctx context.Context, buf []byte) (int, error) {
 					last = append(last[:0], buf...)
 					return len(buf), nil
@@ -49,7 +49,7 @@ func plugSerial(b *usbtest.Backend, release chan struct{}, started chan struct{}
 
 func TestFakeTransfersAndKernelDriver(t *testing.T) {
 	ctx := context.Background()
-	b := usbtest.New()
+	b := usbsim.New()
 	defer b.Close()
 	dev := plugSerial(b, make(chan struct{}), make(chan struct{}))
 	infos, err := b.Devices(ctx)
@@ -107,7 +107,7 @@ func TestFakeTransfersAndKernelDriver(t *testing.T) {
 
 func TestFakeUnplugInFlight(t *testing.T) {
 	ctx := context.Background()
-	b := usbtest.New()
+	b := usbsim.New()
 	defer b.Close()
 	started := make(chan struct{})
 	dev := plugSerial(b, make(chan struct{}), started)
@@ -134,7 +134,7 @@ func TestFakeUnplugInFlight(t *testing.T) {
 
 func TestFakeCloseCancelsInFlight(t *testing.T) {
 	ctx := context.Background()
-	b := usbtest.New()
+	b := usbsim.New()
 	started := make(chan struct{})
 	plugSerial(b, make(chan struct{}), started)
 	h, err := b.Open(ctx, usb.Selector{Bus: 1, Address: 4})
@@ -153,7 +153,7 @@ func TestFakeCloseCancelsInFlight(t *testing.T) {
 }
 
 func TestFakeTimeout(t *testing.T) {
-	b := usbtest.New()
+	b := usbsim.New()
 	defer b.Close()
 	plugSerial(b, make(chan struct{}), make(chan struct{}))
 	h, err := b.Open(context.Background(), usb.Selector{Bus: 1, Address: 4})

@@ -1,4 +1,4 @@
-package usbtest
+package usbsim
 
 import (
 	"context"
@@ -41,10 +41,10 @@ func (b *Backend) PersistKernelState(path string) error {
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
-		return fmt.Errorf("usbtest: kernel state: %w", err)
+		return fmt.Errorf("kernel state: %w", err)
 	default:
 		if err := json.Unmarshal(data, &ks.devs); err != nil {
-			return fmt.Errorf("usbtest: kernel state %s: %w", path, err)
+			return fmt.Errorf("kernel state %s: %w", path, err)
 		}
 	}
 	b.mu.Lock()

@@ -1,4 +1,4 @@
-package usbtest
+package usbsim
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"github.com/drvkit/drvkit/driver/usb"
 )
 
-// SCSITarget executes SCSI commands for MassStorage; scsitest.Disk is one.
+// SCSITarget executes SCSI commands for MassStorage; scsisim.Disk is one.
 // For data-out commands dataOut holds everything the host sent; for data-in
 // commands the target fills dataIn. n is the bytes produced or consumed;
 // status is the SCSI status byte.

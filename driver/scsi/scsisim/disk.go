@@ -1,4 +1,4 @@
-package scsitest
+package scsisim
 
 import (
 	"encoding/binary"

@@ -1,4 +1,4 @@
-package usbtest
+package usbsim
 
 import (
 	"context"
