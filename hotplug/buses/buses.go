@@ -10,6 +10,7 @@ package buses
 
 import (
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/hidbus"
 	"github.com/drvkit/drvkit/hotplug/scsibus"
 	"github.com/drvkit/drvkit/hotplug/usbbus"
 )
@@ -20,6 +21,7 @@ func Default() []hotplug.Bus {
 	return []hotplug.Bus{
 		usbbus.New(),
 		scsibus.New(),
+		hidbus.New(),
 	}
 }
 

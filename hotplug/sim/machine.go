@@ -38,7 +38,9 @@ type simEvent struct {
 type usbIface struct {
 	class, sub, proto uint8
 	driver            string
-	host              int // SCSI host number for usb-storage, else -1
+	host              int     // SCSI host number for usb-storage, else -1
+	hidDesc           []byte  // report descriptor of a HID interface (hid=), else nil
+	hid               *hidDev // its HID device while usbhid is bound
 }
 
 type usbDev struct {
@@ -81,6 +83,8 @@ type machine struct {
 	luns                      map[hotplug.HCTL]*scsiLUN
 	sgUsed, bsgUsed, diskUsed map[int]bool
 	diskseq                   uint64
+	hidSeq                    int
+	hidrawUsed, inputUsed     map[int]bool
 	out                       []simEvent
 }
 
@@ -89,6 +93,7 @@ func newMachine(seqnum uint64) *machine {
 		seqnum: seqnum, usb: map[string]*usbDev{}, rootHub: map[int][]string{},
 		lastDev: map[int]int{1: 1, 2: 1}, hosts: map[int]*scsiHost{0: {n: 0, path: simVirtio + "/host0"}},
 		luns: map[hotplug.HCTL]*scsiLUN{}, sgUsed: map[int]bool{}, bsgUsed: map[int]bool{}, diskUsed: map[int]bool{},
+		hidrawUsed: map[int]bool{}, inputUsed: map[int]bool{},
 	}
 	return m
 }
@@ -115,6 +120,10 @@ func (m *machine) exec(st Step) ([]simEvent, error) {
 		err = m.bind(st.Arg, st.Opts)
 	case "unbind":
 		err = m.unbind(st.Arg, st.Opts)
+	case "hid-input":
+		err = m.hidInput(st.Arg, st.Opts)
+	case "hid-type":
+		err = m.hidType(st.Arg, st.Opts)
 	default:
 		err = fmt.Errorf("unknown step %q", st.Cmd)
 	}
@@ -123,6 +132,9 @@ func (m *machine) exec(st Step) ([]simEvent, error) {
 	}
 	if m.sysfs != nil {
 		for _, se := range m.out {
+			if se.report != nil {
+				continue
+			}
 			if err := m.sysfs.apply(se); err != nil {
 				return nil, err
 			}
@@ -132,6 +144,10 @@ func (m *machine) exec(st Step) ([]simEvent, error) {
 }
 
 func (m *machine) emit(a hotplug.Action, devpath, subsystem string, attrs map[string]string, env ...string) {
+	m.emitRaw(a, devpath, subsystem, attrs, nil, env...)
+}
+
+func (m *machine) emitRaw(a hotplug.Action, devpath, subsystem string, attrs map[string]string, raw map[string][]byte, env ...string) {
 	ev, err := hotplug.NewEvent(a, devpath, subsystem, m.seqnum, env...)
 	if err != nil {
 		// Every path and value here was validated when the step was parsed.
@@ -139,7 +155,7 @@ func (m *machine) emit(a hotplug.Action, devpath, subsystem string, attrs map[st
 	}
 	ev.Origin = hotplug.OriginSimulated
 	m.seqnum++
-	m.out = append(m.out, simEvent{ev: ev, attrs: attrs})
+	m.out = append(m.out, simEvent{ev: ev, attrs: attrs, raw: raw})
 }
 
 func lowestFree(used map[int]bool) int {
@@ -284,6 +300,27 @@ func (m *machine) plug(port string, o map[string]string) error {
 		}
 		d.ifaces = append(d.ifaces, in)
 	}
+	if v, ok := o["hid"]; ok {
+		descs, err := parseHIDDescs(v)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for i := range d.ifaces {
+			if d.ifaces[i].class == 3 {
+				if n < len(descs) {
+					d.ifaces[i].hidDesc, d.ifaces[i].driver = descs[n], "usbhid"
+				}
+				n++
+			}
+		}
+		if n != len(descs) {
+			return fmt.Errorf("plug: hid= gives %d descriptor(s) for %d HID (03/xx/xx) interface(s)", len(descs), n)
+		}
+		if m.hidSeq+n > maxHIDDevs {
+			return errors.New("plug: too many HID devices")
+		}
+	}
 	if len(m.hosts) > maxSimNumber {
 		return errors.New("plug: too many SCSI hosts")
 	}
@@ -391,6 +428,9 @@ func (m *machine) plugEvents(d *usbDev) {
 			m.emit(hotplug.ActionAdd, host.path, "scsi", nil, "DEVTYPE=scsi_host")
 			m.emit(hotplug.ActionAdd, fmt.Sprintf("%s/scsi_host/host%d", host.path, h), "scsi_host", nil)
 		}
+		if d.ifaces[i].driver == "usbhid" {
+			m.hidConnect(d, i)
+		}
 		if d.ifaces[i].driver != "" {
 			m.emit(hotplug.ActionBind, ip, "usb", nil, d.ifaceEnv(i, true, true)...)
 		}
@@ -434,6 +474,7 @@ func (m *machine) unbind(port string, o map[string]string) error {
 		m.removeHost(in.host)
 		in.host = -1
 	}
+	m.hidDisconnect(d, i)
 	in.driver = ""
 	m.emit(hotplug.ActionUnbind, d.ifacePath(i), "usb", nil, d.ifaceEnv(i, false, false)...)
 	return nil
@@ -465,6 +506,15 @@ func (m *machine) bind(port string, o map[string]string) error {
 		m.emit(hotplug.ActionAdd, fmt.Sprintf("/devices/virtual/workqueue/scsi_tmf_%d", h), "workqueue", nil)
 		m.emit(hotplug.ActionAdd, host.path, "scsi", nil, "DEVTYPE=scsi_host")
 		m.emit(hotplug.ActionAdd, fmt.Sprintf("%s/scsi_host/host%d", host.path, h), "scsi_host", nil)
+	}
+	if drv == "usbhid" {
+		if in.hidDesc == nil {
+			return fmt.Errorf("bind: interface %d of %s was not plugged with a HID descriptor (hid=)", i, port)
+		}
+		if m.hidSeq >= maxHIDDevs {
+			return errors.New("bind: too many HID devices")
+		}
+		m.hidConnect(d, i)
 	}
 	m.emit(hotplug.ActionBind, ip, "usb", nil, d.ifaceEnv(i, true, true)...)
 	if in.host >= 0 {
@@ -503,6 +553,7 @@ func (m *machine) unplugEvents(d *usbDev) {
 		if in.host >= 0 {
 			m.removeHost(in.host)
 		}
+		m.hidDisconnect(d, i)
 		if in.driver != "" {
 			m.emit(hotplug.ActionUnbind, d.ifacePath(i), "usb", nil, d.ifaceEnv(i, false, false)...)
 		}
@@ -736,6 +787,7 @@ func (m *machine) dup(port string) error {
 	m.emit(hotplug.ActionAdd, d.path, "usb", d.attrs(), d.devEnv(true)...)
 	for i := range d.ifaces {
 		m.emit(hotplug.ActionAdd, d.ifacePath(i), "usb", d.ifaceAttrs(i), d.ifaceEnv(i, d.ifaces[i].driver != "", true)...)
+		m.hidDup(d, i)
 	}
 	for i := range d.ifaces {
 		hn := d.ifaces[i].host

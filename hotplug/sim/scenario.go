@@ -31,7 +31,7 @@ func (e *ScenarioError) Is(target error) bool { return target == ErrBadScenario 
 // Step is one scenario line.
 type Step struct {
 	Line int
-	Cmd  string            // "plug", "unplug", "dup", "scsi-add", "scsi-remove", "wait", "seqnum"
+	Cmd  string            // "plug", "unplug", "dup", "bind", "unbind", "scsi-add", "scsi-remove", "hid-input", "hid-type", "wait", "seqnum"
 	Arg  string            // port, H:C:T:L
 	Opts map[string]string // key=value arguments
 	Wait time.Duration     // for "wait"
@@ -142,7 +142,9 @@ func ParseScenarioString(name, s string) (*Scenario, error) {
 
 var stepKeys = map[string]map[string]bool{
 	"plug": {"vid": true, "pid": true, "bcd": true, "class": true, "manufacturer": true, "product": true,
-		"serial": true, "ifaces": true, "type": true, "vendor": true, "model": true, "rev": true},
+		"serial": true, "ifaces": true, "type": true, "vendor": true, "model": true, "rev": true, "hid": true},
+	"hid-input":   {"iface": true, "report": true},
+	"hid-type":    {"iface": true, "text": true},
 	"scsi-add":    {"type": true, "vendor": true, "model": true, "rev": true},
 	"scsi-remove": {},
 	"unplug":      {},
@@ -209,6 +211,12 @@ func parseStep(text string) (Step, bool, error) {
 			return st, false, errors.New("end takes no arguments")
 		}
 		return Step{Cmd: "end"}, true, nil
+	case "hid":
+		if len(args) < 2 || (args[0] != "input" && args[0] != "type") {
+			return st, false, errors.New("hid: want hid input PORT report=HEX [iface=N] or hid type PORT text=S [iface=N]")
+		}
+		st = Step{Cmd: "hid-" + args[0], Arg: args[1]}
+		args = args[2:]
 	case "scsi":
 		if len(args) < 2 || (args[0] != "add" && args[0] != "remove") {
 			return st, false, errors.New("scsi: want scsi add|remove H:C:T:L [key=value...]")
@@ -216,7 +224,7 @@ func parseStep(text string) (Step, bool, error) {
 		st = Step{Cmd: "scsi-" + args[0], Arg: args[1]}
 		args = args[2:]
 	default:
-		return st, false, fmt.Errorf("unknown command %q (want plug, unplug, dup, bind, unbind, scsi, wait, seqnum, repeat, end)", toks[0])
+		return st, false, fmt.Errorf("unknown command %q (want plug, unplug, dup, bind, unbind, scsi, hid, wait, seqnum, repeat, end)", toks[0])
 	}
 	st.Opts = map[string]string{}
 	for _, a := range args {
