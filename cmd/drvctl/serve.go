@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/driver/hid"
+	"github.com/drvkit/drvkit/driver/hid/hidsim"
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/driver/usb"
 	"github.com/drvkit/drvkit/driver/usb/usbsim"
@@ -90,6 +92,7 @@ type daemon struct {
 	reg    *driver.Registry
 	hub    *monitorHub
 	usb    usb.Backend
+	hid    hid.Backend
 	sim    *sim.Sim // nil on real hardware
 	simBus *simBus  // nil on real hardware
 	bridge *hotplug.Bridge
@@ -201,7 +204,14 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			return fail(err)
 		}
 		defer os.RemoveAll(sysfsRoot)
-		if d.sim, err = sim.New(sc, sim.Config{SysfsDir: sysfsRoot, Live: true}); err != nil {
+		hidFake := hidsim.New()
+		d.hid = hidFake
+		reports := func(r sim.Report) {
+			if dev := hidFake.Device(r.Node); dev != nil {
+				dev.Input(r.Data)
+			}
+		}
+		if d.sim, err = sim.New(sc, sim.Config{SysfsDir: sysfsRoot, Live: true, Reports: reports}); err != nil {
 			return fail(err)
 		}
 		undo = append(undo, func() { _ = d.sim.Close() })
@@ -215,13 +225,13 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 				return fail(err)
 			}
 		}
-		simBusSrc = newSimBus(d.sim, fake, sysfsRoot)
+		simBusSrc = newSimBus(d.sim, fake, hidFake, sysfsRoot)
 		simBusSrc.followKernelDrivers(d.sim.Inject, log)
 		d.simBus = simBusSrc
 		src = simBusSrc
 	} else {
 		gousb := usb.NewGousb()
-		d.usb = gousb
+		d.usb, d.hid = gousb, hid.Hidraw{}
 		undo = append(undo, func() { _ = gousb.Close() })
 		nl, err := hotplug.NewNetlink(hotplug.NetlinkConfig{Coldplug: true, Classes: buses.Classes()})
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/drvkit/drvkit/driver/hid/hidsim"
 	"github.com/drvkit/drvkit/driver/scsi"
 	"github.com/drvkit/drvkit/driver/scsi/scsisim"
 	"github.com/drvkit/drvkit/driver/usb"
@@ -29,7 +30,8 @@ import (
 type simBus struct {
 	src   hotplug.Source
 	usb   *usbsim.Backend
-	sysfs string // the simulator's sysfs mirror, for serial numbers
+	hid   *hidsim.Backend
+	sysfs string // the simulator's sysfs mirror, for serial numbers and HID descriptors
 
 	mu      sync.Mutex
 	devices map[string]usbDeviceSeen  // usb_device devpath → what its add said
@@ -70,8 +72,8 @@ const simDiskBlocks = 131072
 
 var _ hotplug.Source = (*simBus)(nil)
 
-func newSimBus(src hotplug.Source, usb *usbsim.Backend, sysfs string) *simBus {
-	return &simBus{src: src, usb: usb, sysfs: sysfs, devices: map[string]usbDeviceSeen{}, plugged: map[string]*usbsim.Device{},
+func newSimBus(src hotplug.Source, usb *usbsim.Backend, hid *hidsim.Backend, sysfs string) *simBus {
+	return &simBus{src: src, usb: usb, hid: hid, sysfs: sysfs, devices: map[string]usbDeviceSeen{}, plugged: map[string]*usbsim.Device{},
 		disks: map[string]*scsisim.Disk{}, sg: map[string]*scsisim.Disk{}, sgOpen: map[string][]*scsisim.Transport{}}
 }
 
@@ -257,6 +259,8 @@ func (b *simBus) apply(ev *hotplug.Event) {
 		if b.onPlug != nil {
 			b.onPlug(usb.DeviceInfo{Bus: seen.bus, Address: seen.addr, Vendor: seen.vendor, Product: seen.product})
 		}
+	case ev.Subsystem == "hid" || ev.Subsystem == "hidraw":
+		b.applyHID(ev)
 	case ev.Subsystem == "scsi_generic":
 		node := "/dev/" + ev.Name()
 		switch ev.Action {
@@ -268,6 +272,23 @@ func (b *simBus) apply(ev *hotplug.Event) {
 			}
 			delete(b.sgOpen, node)
 			delete(b.sg, node)
+		}
+	}
+}
+
+// applyHID plugs a simulated hidraw node when the simulator adds a HID
+// device or its node (whichever comes first: the node is in the sysfs
+// mirror before either event) and unplugs it at the node's remove,
+// failing reads in progress.
+func (b *simBus) applyHID(ev *hotplug.Event) {
+	switch {
+	case ev.Action == hotplug.ActionAdd && ev.Subsystem == "hid":
+		_, _ = b.hid.PlugSysfs(b.sysfs, ev.DevPath)
+	case ev.Action == hotplug.ActionAdd:
+		_, _ = b.hid.PlugSysfs(b.sysfs, path.Dir(path.Dir(ev.DevPath))) // …/DEVICE/hidraw/hidrawN
+	case ev.Action == hotplug.ActionRemove && ev.Subsystem == "hidraw":
+		if dev := b.hid.Device("/dev/" + ev.Name()); dev != nil {
+			dev.Unplug()
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/drvkit/drvkit/driver/hid/hidsim"
 	"github.com/drvkit/drvkit/driver/scsi"
 	"github.com/drvkit/drvkit/driver/usb"
 	"github.com/drvkit/drvkit/driver/usb/usbtest"
@@ -34,7 +35,7 @@ func TestSimBusOpenSGBeforeItsEvent(t *testing.T) {
 
 	fake := usbtest.New()
 	defer fake.Close()
-	b := newSimBus(nil, fake, root)
+	b := newSimBus(nil, fake, hidsim.New(), root)
 	tr, err := b.openSG("/dev/sg3")
 	require.NoError(t, err)
 	require.NoError(t, tr.Close())
@@ -56,7 +57,7 @@ func TestSimBusKernelDriverChurn(t *testing.T) {
 	require.NoError(t, err)
 	fake := usbtest.New()
 	defer fake.Close()
-	b := newSimBus(src, fake, root)
+	b := newSimBus(src, fake, hidsim.New(), root)
 	b.followKernelDrivers(src.Inject, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer b.Close()
 
