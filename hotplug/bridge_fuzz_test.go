@@ -14,8 +14,9 @@ import (
 	"github.com/drvkit/drvkit/hotplug/usbbus"
 )
 
-// fuzzDevices is a small machine: two sticks (one with two interfaces and
-// a LUN behind the second), and a virtio LUN. Parents come before children.
+// fuzzDevices is a small machine: two devices (a stick with two
+// interfaces and a LUN behind the second; a keyboard whose interface has a
+// HID device with a hidraw node), and a virtio LUN.
 var fuzzDevices = []struct {
 	path, subsystem string
 	env             []string
@@ -31,6 +32,8 @@ var fuzzDevices = []struct {
 	{"/devices/x/usb2/2-2/2-2:1.0", "usb", []string{"DEVTYPE=usb_interface", "PRODUCT=1234/5678/1", "TYPE=0/0/0", "INTERFACE=3/1/1"}},
 	{"/devices/virtio0/host0/target0:0:0/0:0:0:0", "scsi", []string{"DEVTYPE=scsi_device", "MODALIAS=scsi:t-0x00"}},
 	{"/devices/virtio0/host0/target0:0:0/0:0:0:0/scsi_generic/sg0", "scsi_generic", []string{"MAJOR=21", "MINOR=0", "DEVNAME=sg0"}},
+	{"/devices/x/usb2/2-2/2-2:1.0/0003:1234:5678.0001", "hid", []string{"HID_ID=0003:00001234:00005678", "HID_NAME=K", "HID_PHYS=p", "HID_UNIQ="}},
+	{"/devices/x/usb2/2-2/2-2:1.0/0003:1234:5678.0001/hidraw/hidraw0", "hidraw", []string{"MAJOR=241", "MINOR=0", "DEVNAME=hidraw0"}},
 }
 
 var fuzzActions = []hotplug.Action{hotplug.ActionAdd, hotplug.ActionRemove, hotplug.ActionChange, hotplug.ActionBind,

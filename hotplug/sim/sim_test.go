@@ -203,6 +203,14 @@ func TestScenarioErrors(t *testing.T) {
 		{`plug usb 2-1 vid=1 pid=1 ifaces=08/06/50 product="unterminated`, "unterminated"},
 		{"seqnum 0", "not a positive number"},
 		{"plug usb 2-1 vid=1 pid=1 ifaces=08/06/50 type=99", "not a SCSI peripheral type"},
+		{"plug usb 2-1 vid=1 pid=1 ifaces=08/06/50 hid=keyboard", "gives 1 descriptor(s) for 0 HID"},
+		{"plug usb 2-1 vid=1 pid=1 ifaces=03/01/01 hid=joystick", "want keyboard, mouse or hex:DESCRIPTOR"},
+		{"plug usb 2-1 vid=1 pid=1 ifaces=03/01/01 hid=hex:a101", "collection(s) not ended"},
+		{"plug usb 2-1 vid=1 pid=1 ifaces=03/01/01\nhid input 2-1 report=00", "t.scn:2: hid input: device at port 2-1 has no bound HID interface"},
+		{"plug usb 2-1 vid=1 pid=1 ifaces=03/01/01 hid=keyboard\nhid input 2-1 report=0g", "is not 1 to 16384 bytes in hex"},
+		{"plug usb 2-1 vid=1 pid=1 ifaces=03/01/01 hid=keyboard\nhid type 2-1 text=\"é\"", "no key for"},
+		{"hid press 2-1", "hid: want hid input PORT"},
+		{"hid input 2-1 report=00", "hid input: no device at port 2-1"},
 	} {
 		_, err := sim.ParseScenarioString("t.scn", tc.in)
 		require.Error(t, err, tc.in)
@@ -222,6 +230,7 @@ func FuzzScenario(f *testing.F) {
 	f.Add("plug usb 1-1 vid=05e3 pid=0608 class=09/00/01 ifaces=09/00/00\nplug usb 1-1.2 vid=1 pid=2 ifaces=03/01/01,08/06/50\nunplug 1-1\n")
 	f.Add("scsi add 0:0:1:0 type=5\nscsi remove 0:0:1:0\nwait 0s\nseqnum 99\n")
 	f.Add("repeat 3\nplug usb 2-1 vid=1 pid=2 ifaces=03/01/01,08/06/50\ndup 2-1\nunplug 2-1\nend\n")
+	f.Add("plug usb 2-1 vid=046d pid=c31c ifaces=03/01/01,03/01/02 hid=keyboard,mouse\nhid type 2-1 text=\"Hi\"\nhid input 2-1 iface=1 report=010203\ndup 2-1\nunbind 2-1 iface=0\nbind 2-1 iface=0 driver=usbhid\nunplug 2-1\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		sc, err := sim.ParseScenarioString("fuzz.scn", s)
 		if err != nil {
