@@ -20,6 +20,7 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/hid"
+	"github.com/drvkit/drvkit/driver/hid/hidkbd"
 	"github.com/drvkit/drvkit/driver/hid/hidsim"
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/driver/usb"
@@ -60,7 +61,7 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	var o serveOptions
 	sock := socketFlag(fs, e)
 	fs.StringVar(&o.sim, "sim", "", "run on a simulated bus replaying this scenario `file` (see hotplug/sim/testdata/scenarios)")
-	fs.StringVar(&o.drivers, "drivers", "", "comma-separated `drivers` to load: usbstorage, sg (default: sg on real hardware — usbstorage detaches the kernel's usb-storage — and both on a simulated bus)")
+	fs.StringVar(&o.drivers, "drivers", "", "comma-separated `drivers` to load: usbstorage, sg, hidkbd (default: sg on real hardware — usbstorage detaches the kernel's usb-storage, hidkbd reads the keyboards — and all on a simulated bus)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&o.trace, "trace", "all", "reference tracing: all, off, or comma-separated `classes` (overrides DRVKIT_REFTRACE)")
@@ -169,7 +170,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	if drivers == "" {
 		drivers = "sg"
 		if o.sim != "" {
-			drivers = "usbstorage,sg"
+			drivers = "usbstorage,sg,hidkbd"
 		}
 	}
 
@@ -260,8 +261,10 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			} else {
 				p = sg.Personality(nil)
 			}
+		case hidkbd.Name:
+			p = hidkbd.Personality(d.hid)
 		default:
-			return fail(usagef("unknown driver %q (have usbstorage, sg)", name))
+			return fail(usagef("unknown driver %q (have usbstorage, sg, hidkbd)", name))
 		}
 		if err := d.reg.RegisterPersonality(p); err != nil {
 			log.Error("register personality", "driver", name, "err", err)
