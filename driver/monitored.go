@@ -87,7 +87,7 @@ type Group struct {
 // NewGroup returns an empty group.
 func NewGroup() *Group {
 	g := &Group{}
-	g.cur.Store(&View{})
+	g.cur.Store(&View{g: g})
 	return g
 }
 
@@ -95,6 +95,7 @@ func NewGroup() *Group {
 // changes: a condition evaluated on a View stays true for as long as the
 // View is used (the sequencer's "safe mode").
 type View struct {
+	g       *Group // whose view it is: Get refuses another group's values
 	version uint64
 	vals    []any // *T per member, by index
 }
@@ -108,7 +109,7 @@ func (g *Group) publishLocked(idx int, p any) {
 	vals := make([]any, n)
 	copy(vals, old.vals)
 	vals[idx] = p
-	g.cur.Store(&View{version: old.version + 1, vals: vals})
+	g.cur.Store(&View{g: g, version: old.version + 1, vals: vals})
 }
 
 // View returns the group's current snapshot. It does not lock or allocate.
@@ -117,14 +118,26 @@ func (g *Group) View() *View { return g.cur.Load() }
 // Version increases with every Store to the group.
 func (v *View) Version() uint64 { return v.version }
 
-// Get reads m's value in view v. m must belong to the view's group.
+// Get reads m's value in view v. m must belong to the view's group: Get
+// panics otherwise, as Set does (the index of a value of another group
+// would silently name a different variable).
 func Get[T any](v *View, m *Monitored[T]) T {
-	return *v.vals[m.idx].(*T)
+	return *GetPointer(v, m)
 }
 
 // GetPointer is Get without the copy; never write through the pointer.
 func GetPointer[T any](v *View, m *Monitored[T]) *T {
+	if m.g != v.g {
+		panic(misusedGroup("Get", m.g))
+	}
 	return v.vals[m.idx].(*T)
+}
+
+func misusedGroup(op string, g *Group) string {
+	if g == nil {
+		return "driver: " + op + " on a value that belongs to no group (NewMonitored with a nil group)"
+	}
+	return "driver: " + op + " on a value of another group"
 }
 
 // When evaluates cond on one view and, if it holds, runs action on the same
@@ -149,7 +162,7 @@ type Tx struct {
 // Set stores v into m as part of tx; m must belong to tx's group.
 func Set[T any](tx *Tx, m *Monitored[T], v T) {
 	if m.g != tx.g {
-		panic("driver: Set on a value of another group")
+		panic(misusedGroup("Set", m.g))
 	}
 	p := &v
 	tx.vals[m.idx] = p
@@ -164,7 +177,7 @@ func (g *Group) Update(f func(tx *Tx)) {
 	old := g.cur.Load()
 	tx := &Tx{g: g, vals: append([]any(nil), old.vals...)}
 	f(tx)
-	g.cur.Store(&View{version: old.version + 1, vals: tx.vals})
+	g.cur.Store(&View{g: g, version: old.version + 1, vals: tx.vals})
 	for _, s := range tx.sets {
 		s()
 	}

@@ -151,3 +151,26 @@ func TestMonitoredBasics(t *testing.T) {
 	require.False(t, g.When(func(v *driver.View) bool { return driver.Get(v, x) > 5 }, func(*driver.View) { t.Fatal("ran") }))
 	require.Panics(t, func() { g.Update(func(tx *driver.Tx) { driver.Set(tx, m, "other group") }) })
 }
+
+// Get and GetPointer with a value of another group (or of none) panic as
+// Set does: the index of a foreign value names another group's variable,
+// and reading it would silently return the wrong value.
+func TestGetOtherGroupPanics(t *testing.T) {
+	g1, g2 := driver.NewGroup(), driver.NewGroup()
+	a := driver.NewMonitored(g1, 1)
+	b := driver.NewMonitored(g2, 2)
+	loose := driver.NewMonitored[int](nil, 3)
+	require.Equal(t, 1, driver.Get(g1.View(), a))
+	for _, tc := range []struct {
+		name string
+		f    func()
+		msg  string
+	}{
+		{"Get", func() { driver.Get(g1.View(), b) }, "driver: Get on a value of another group"},
+		{"GetPointer", func() { driver.GetPointer(g2.View(), a) }, "driver: Get on a value of another group"},
+		{"no group", func() { driver.Get(g1.View(), loose) }, "driver: Get on a value that belongs to no group (NewMonitored with a nil group)"},
+		{"Set no group", func() { g1.Update(func(tx *driver.Tx) { driver.Set(tx, loose, 4) }) }, "driver: Set on a value that belongs to no group (NewMonitored with a nil group)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { require.PanicsWithValue(t, tc.msg, tc.f) })
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/drvkit/drvkit/internal/faultinject"
+	"github.com/drvkit/drvkit/refcount"
 )
 
 // Lock order (acquire top to bottom, never upward):
@@ -119,9 +120,47 @@ type Registry struct {
 	closing atomic.Bool
 }
 
+// The framework's own references use tags private to this package, so
+// that a driver's own tag — its service, a provider, any pointer — never
+// pairs with one of them: a driver's `provider.TaggedRetain(self)` is
+// released only by the driver's `provider.TaggedRelease(self)`.
+
+// registryTag is the registry's reference on every listed service: the
+// registry plane, structural.
 type registryTag struct{}
 
 func (registryTag) String() string { return "registry" }
+func (registryTag) StructuralRef() {}
+
+// clientLink tags the reference an attached client holds on its provider;
+// providerLink the one the provider holds on the client. Both are
+// structural: the attachment records the graph, it does not use the other
+// side (an open does: openLink).
+type clientLink struct{ c *Service }
+
+func (l clientLink) RefObject() *refcount.Object { return &l.c.Object }
+func (l clientLink) String() string              { return "client " + l.c.Object.String() }
+func (clientLink) StructuralRef()                {}
+
+type providerLink struct{ p *Service }
+
+func (l providerLink) RefObject() *refcount.Object { return &l.p.Object }
+func (l providerLink) String() string              { return "provider " + l.p.Object.String() }
+func (providerLink) StructuralRef()                {}
+
+// openLink tags the reference a client holds on a provider it has open:
+// an owning reference, which WhyAlive follows from the provider to the
+// client (and on to whoever holds the client, such as an application).
+type openLink struct{ c *Service }
+
+func (l openLink) RefObject() *refcount.Object { return &l.c.Object }
+
+var (
+	_ refcount.Structural = registryTag{}
+	_ refcount.Structural = clientLink{}
+	_ refcount.Structural = providerLink{}
+	_ refcount.Owner      = openLink{}
+)
 
 // NewRegistry returns a registry with its root published and its
 // termination worker running. Close it.
@@ -255,8 +294,8 @@ func (r *Registry) attachLocked(c, p *Service) {
 		p.clients = map[*Service]struct{}{}
 	}
 	p.clients[c] = struct{}{}
-	p.TaggedRetain(c) // c holds its provider
-	c.TaggedRetain(p) // p holds its client
+	p.TaggedRetain(clientLink{c})   // c holds its provider
+	c.TaggedRetain(providerLink{p}) // p holds its client
 	r.emit(c, StepAttach, p, 0, nil)
 }
 

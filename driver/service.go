@@ -628,6 +628,9 @@ func (s *Service) Open(client *Service, opts OpenOptions) error {
 		s.openers = map[*Service]bool{}
 	}
 	s.openers[client] = opts.Exclusive
+	// Never the last reference: client is attached, and its attachment
+	// reference is released only after closeLocked.
+	s.TaggedRetain(openLink{client})
 	return nil
 }
 
@@ -648,6 +651,7 @@ func (s *Service) Close(client *Service) error {
 
 func (s *Service) closeLocked(client *Service) {
 	delete(s.openers, client)
+	s.TaggedRelease(openLink{client}) // not the last: see Open
 	s.post(delivery{m: Message{Type: ServiceWasClosed, From: client.ID()}})
 	if s.term != nil {
 		s.reg.kick()

@@ -378,8 +378,8 @@ func (r *Registry) finish(x *Service) bool {
 			}
 			r.mu.Unlock()
 			for _, c := range survivors {
-				x.TaggedRelease(c)
-				c.TaggedRelease(x)
+				x.TaggedRelease(clientLink{c})
+				c.TaggedRelease(providerLink{x})
 			}
 			t.sub = 3
 		case 3: // Stop
@@ -415,8 +415,8 @@ func (r *Registry) finish(x *Service) bool {
 			t.waiting, t.waitFor = "", nil
 			r.mu.Unlock()
 			for _, p := range provs {
-				p.TaggedRelease(x)
-				x.TaggedRelease(p)
+				p.TaggedRelease(clientLink{x})
+				x.TaggedRelease(providerLink{p})
 			}
 			t.sub = 5
 			x.TaggedRelease(registryTag{})
@@ -603,11 +603,27 @@ func (r *Registry) blockers(ss []*Service) []Blocker {
 			if tag == "" {
 				tag = "(untagged)"
 			}
+			// Each stack leads with the frame to blame, the first outside
+			// drvkit, then the full stack.
 			var stacks []string
 			for _, st := range h.Stacks {
-				stacks = append(stacks, "retained at:\n"+indent(st.String()))
+				stacks = append(stacks, "retained at "+st.Blame().Short()+":\n"+indent(st.String()))
 			}
-			add(fmt.Sprintf("held by %s ×%d", tag, h.Count), stacks...)
+			what := fmt.Sprintf("held by %s ×%d", tag, h.Count)
+			if len(h.Stacks) > 0 {
+				what += " (retained at " + h.Stacks[0].Blame().Short()
+				if len(h.Stacks) > 1 {
+					what += fmt.Sprintf(" and %d other stack(s)", len(h.Stacks)-1)
+				}
+				what += ")"
+			}
+			if h.Structural {
+				what += ", structural"
+			}
+			if h.Ambiguous {
+				what += fmt.Sprintf(", ambiguous: %d retain stack(s) for %d outstanding reference(s); any of them may be the one never released", len(h.Stacks), h.Count)
+			}
+			add(what, stacks...)
 		}
 	}
 	return out

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/refcount"
 )
 
 // MessageDeviceChanged is sent (MessageClients) to the drivers of a nub
@@ -81,6 +82,7 @@ type pendingDev struct {
 type publishJob struct {
 	provider, nub *driver.Service
 	flush         chan struct{} // a Flush mark instead of a nub
+	label         string        // the event's Label: matching runs under it
 }
 
 // Bridge turns device events into registry operations: an add publishes a
@@ -161,8 +163,17 @@ func (b *Bridge) Run(ctx context.Context, src Source) error {
 	}
 }
 
-// Handle applies one event. It never blocks on drivers.
+// Handle applies one event. It never blocks on drivers. The nubs it
+// creates, and the drivers matched to them, carry the event's Label.
 func (b *Bridge) Handle(ev Event) {
+	if ev.Label != "" {
+		refcount.DoLabel(ev.Label, func() { b.handle(ev) })
+		return
+	}
+	b.handle(ev)
+}
+
+func (b *Bridge) handle(ev Event) {
 	if b.closed.Load() {
 		return
 	}
@@ -336,7 +347,7 @@ func (b *Bridge) publishNew(p *pendingDev, desc Nub) {
 		b.finishJob(publishJob{provider: provider, nub: nub}, false)
 		return
 	}
-	b.queue = append(b.queue, publishJob{provider: provider, nub: nub})
+	b.queue = append(b.queue, publishJob{provider: provider, nub: nub, label: ev.Label})
 	b.qmu.Unlock()
 	select {
 	case b.wake <- struct{}{}:
@@ -432,7 +443,7 @@ func (b *Bridge) publisher() {
 			close(j.flush)
 			continue
 		}
-		b.finishJob(j, !closing)
+		refcount.DoLabel(j.label, func() { b.finishJob(j, !closing) })
 	}
 }
 

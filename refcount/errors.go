@@ -68,10 +68,10 @@ func (e *Error) Error() string {
 	if e.Tag != "" {
 		fmt.Fprintf(&b, " tag %s", e.Tag)
 	}
-	b.WriteString("\n  offending call:\n")
+	fmt.Fprintf(&b, "\n  offending call at %s:\n", e.Offender.Blame().Short())
 	e.Offender.writeIndented(&b, "    ")
 	if len(e.Conflict.Frames) > 0 {
-		fmt.Fprintf(&b, "  %s at:\n", e.ConflictWhat)
+		fmt.Fprintf(&b, "  %s at %s:\n", e.ConflictWhat, e.Conflict.Blame().Short())
 		e.Conflict.writeIndented(&b, "    ")
 	} else if e.ConflictWhat != "" {
 		fmt.Fprintf(&b, "  %s: no stack recorded\n", e.ConflictWhat)

@@ -77,7 +77,7 @@ func TestOverReleaseReportsBothStacks(t *testing.T) {
 	msg := e.Error()
 	require.Contains(t, msg, "release below zero: OverRelease#")
 	require.Contains(t, msg, "releaseAgainHere")
-	require.Contains(t, msg, "freed at:")
+	require.Contains(t, msg, "freed at refcount.releaseHere errors_test.go:")
 	var target *Error
 	require.True(t, errors.As(error(e), &target))
 }

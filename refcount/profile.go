@@ -12,17 +12,30 @@ import (
 // pprof profile (profile.proto, encoded here by hand): one sample per
 // distinct holder stack of each object, valued by its references, labelled
 // with class, tag and object, so that `go tool pprof -top` shows where
-// leaked references were taken.
+// leaked references were taken. Each sample's stack starts at its blamed
+// frame (Stack.Blame); the frames of drvkit inside it are dropped, the
+// innermost one kept as the label retained_in.
 func (r *Report) WriteProfile(w io.Writer) error {
 	p := newProfileBuilder()
 	for _, o := range r.objs {
 		for _, h := range o.Holders() {
-			for _, sc := range h.stacks {
+			for i, sc := range h.stacks {
 				e := depotEntryOf(sc.id)
 				if e == nil {
 					continue
 				}
-				p.sample(e.pcs, int64(sc.n), [][2]string{{"class", o.class}, {"tag", h.Tag}, {"object", o.String()}})
+				labels := [][2]string{{"class", o.class}, {"tag", h.Tag}, {"object", o.String()}}
+				// The sample starts at the blamed frame, so that pprof's
+				// flat column names the program's line, not drvkit's; the
+				// innermost frame stays as a label.
+				pcs, inner := blamedPCs(e.pcs)
+				if inner != "" {
+					labels = append(labels, [2]string{"retained_in", inner})
+				}
+				if h.Ambiguous {
+					labels = append(labels, [2]string{"ambiguous", "true"})
+				}
+				p.sample(pcs, int64(h.refsAt(i)), labels)
 			}
 		}
 	}
@@ -209,4 +222,36 @@ func (p *profileBuilder) encode() []byte {
 	out.msg(11, func(m *pbuf) { m.int(1, refs); m.int(2, count) }) // period_type
 	out.int(12, 1)
 	return out.b
+}
+
+// blamedPCs trims pcs to start at the blamed frame. It returns the trimmed
+// PCs and the innermost frame dropped ("" when none was).
+func blamedPCs(pcs []uintptr) ([]uintptr, string) {
+	isFw := frameworkFunc()
+	var inner string
+	for i, pc := range pcs {
+		frames := runtime.CallersFrames([]uintptr{pc})
+		user := false
+		for {
+			f, more := frames.Next()
+			fr := Frame{Func: f.Function, File: f.File, Line: f.Line}
+			if inner == "" {
+				inner = fr.Short()
+			}
+			if (f.Function != "" || f.File != "") && !isFw(fr) {
+				user = true
+				break
+			}
+			if !more {
+				break
+			}
+		}
+		if user {
+			if i == 0 {
+				return pcs, ""
+			}
+			return pcs[i:], inner
+		}
+	}
+	return pcs, "" // all framework: keep the whole stack
 }

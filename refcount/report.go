@@ -9,8 +9,10 @@ import (
 )
 
 // SchemaVersion is the version of the JSON report; it changes only when a
-// key is renamed or removed or its meaning changes.
-const SchemaVersion = 1
+// key is renamed or removed or its meaning changes. Version 2: "site" is
+// the blamed frame (Stack.Blame), no longer the innermost one; why_alive
+// holds owning chains only.
+const SchemaVersion = 2
 
 // ObjRef names an object in reports.
 type ObjRef struct {
@@ -22,14 +24,20 @@ func refOf(o *Object) ObjRef { return ObjRef{ID: o.id, Class: o.class} }
 
 func (r ObjRef) String() string { return fmt.Sprintf("%s#%d", r.Class, r.ID) }
 
-// StackRefs is a stack with the number of references taken there.
+// StackRefs is a stack with the number of references taken there, and
+// the frame to blame for them (Stack.Blame).
 type StackRefs struct {
 	References int   `json:"references"`
+	Blame      Frame `json:"blame"`
 	Stack      Stack `json:"stack"`
 }
 
-// LeakGroup is every outstanding reference whose retain was called from
-// one call site (the innermost frame outside refcount).
+func newStackRefs(n int, s Stack) StackRefs {
+	return StackRefs{References: n, Blame: s.Blame(), Stack: s}
+}
+
+// LeakGroup is every outstanding reference whose retain is blamed on one
+// frame (Stack.Blame: the innermost frame that is not drvkit's own code).
 type LeakGroup struct {
 	Site       Frame       `json:"site"`
 	References int         `json:"references"`
@@ -37,16 +45,24 @@ type LeakGroup struct {
 	Classes    []string    `json:"classes"`
 	Tags       []string    `json:"tags"`
 	Stacks     []StackRefs `json:"stacks"` // distinct full stacks, most references first
+	// Ambiguous is true when some references here belong to a tag whose
+	// pairing is ambiguous (Holding.Ambiguous): References is then an
+	// upper bound.
+	Ambiguous bool `json:"ambiguous,omitempty"`
 }
 
 // Chain is one path of holders keeping an object alive: a root (a holder
 // that is not a live traced object: a string tag, a client label, the
 // untagged reference, an untraced or already freed owner) and the objects
-// from the one the root holds down to the object asked about.
+// from the one the root holds down to the object asked about. Every edge
+// of a chain is an owning reference, except the root's own when
+// Structural is set: then nothing owns the top of the path, which is kept
+// by structural references only (the registry, its attachments).
 type Chain struct {
-	Root string   `json:"root"`
-	Site Frame    `json:"root_site"` // where the root took its reference
-	Path []ObjRef `json:"path"`
+	Root       string   `json:"root"`
+	Site       Frame    `json:"root_site"` // blamed frame of the root's reference
+	Path       []ObjRef `json:"path"`
+	Structural bool     `json:"structural,omitempty"`
 }
 
 func (c Chain) String() string {
@@ -55,6 +71,9 @@ func (c Chain) String() string {
 	for _, o := range c.Path {
 		b.WriteString(" → ")
 		b.WriteString(o.String())
+	}
+	if c.Structural {
+		b.WriteString(" (structural)")
 	}
 	return b.String()
 }
@@ -68,8 +87,19 @@ func rootLabel(root string) string {
 
 // Cycle is a strongly connected group of live traced objects that hold
 // references only on each other: nothing outside can ever release them.
+// Edges are those references, each with the stacks that took it.
 type Cycle struct {
-	Objects []ObjRef `json:"objects"`
+	Objects []ObjRef    `json:"objects"`
+	Edges   []CycleEdge `json:"edges"`
+}
+
+// CycleEdge is one reference inside a cycle: Holder holds Held, tagged Tag.
+type CycleEdge struct {
+	Holder    ObjRef      `json:"holder"`
+	Held      ObjRef      `json:"held"`
+	Tag       string      `json:"tag"`
+	Ambiguous bool        `json:"ambiguous,omitempty"`
+	Stacks    []StackRefs `json:"stacks"`
 }
 
 func (c Cycle) String() string {
@@ -88,6 +118,8 @@ type HolderReport struct {
 	Tag        string      `json:"tag"`
 	Owner      *ObjRef     `json:"owner,omitempty"`
 	References int         `json:"references"`
+	Structural bool        `json:"structural,omitempty"`
+	Ambiguous  bool        `json:"ambiguous,omitempty"` // see Holding.Ambiguous
 	Stacks     []StackRefs `json:"stacks"`
 }
 
@@ -98,7 +130,9 @@ type ObjectReport struct {
 	RetainCount int            `json:"retain_count"`
 	Holders     []HolderReport `json:"holders"`
 	WhyAlive    []Chain        `json:"why_alive"`
-	Note        string         `json:"note,omitempty"`
+	// Structural lists the object's structural holders, as context.
+	Structural []Chain `json:"structural,omitempty"`
+	Note       string  `json:"note,omitempty"`
 }
 
 // ClassCount is a number of live objects of one class.
@@ -144,9 +178,9 @@ func NewReport(objs []*Object) *Report {
 	}
 	r.Objects = []ObjectReport{}
 	for _, o := range objs {
-		or := ObjectReport{ID: o.id, Class: o.class, RetainCount: o.RetainCount(), Holders: []HolderReport{}, WhyAlive: WhyAlive(o)}
+		or := ObjectReport{ID: o.id, Class: o.class, RetainCount: o.RetainCount(), Holders: []HolderReport{}, WhyAlive: WhyAlive(o), Structural: StructuralHolders(o)}
 		for _, h := range o.Holders() {
-			hr := HolderReport{Tag: h.Tag, References: h.Count, Stacks: h.stackRefs()}
+			hr := HolderReport{Tag: h.Tag, References: h.Count, Structural: h.Structural, Ambiguous: h.Ambiguous, Stacks: h.stackRefs()}
 			if h.Owner != nil {
 				ref := refOf(h.Owner)
 				hr.Owner = &ref
@@ -175,7 +209,7 @@ func (r *Report) Empty() bool { return len(r.Objects) == 0 }
 func (h Holding) stackRefs() []StackRefs {
 	out := make([]StackRefs, len(h.Stacks))
 	for i, s := range h.Stacks {
-		out[i] = StackRefs{References: h.StackCounts[i], Stack: s}
+		out[i] = newStackRefs(h.StackCounts[i], s)
 	}
 	return out
 }
@@ -199,8 +233,9 @@ func liveOf(objs []*Object) []ClassCount {
 }
 
 // Leaks groups every outstanding reference on live traced objects by the
-// call site of its unmatched retain (the creator's reference counts, at
-// the Init call site).
+// frame blamed for its unmatched retain (Stack.Blame; the creator's
+// reference counts, at the Init call). A holder whose pairing is ambiguous
+// counts at each candidate stack, up to its outstanding references.
 func Leaks() []LeakGroup { return leaksOf(LiveObjects()) }
 
 func leaksOf(objs []*Object) []LeakGroup {
@@ -211,21 +246,28 @@ func leaksOf(objs []*Object) []LeakGroup {
 		tags    map[string]bool
 		stacks  map[stackID]int
 	}
+	blame := map[stackID]Frame{}
 	groups := map[Frame]*acc{}
 	for _, o := range objs {
 		for _, h := range o.Holders() {
-			for _, sc := range h.stacks {
-				site := stackOf(sc.id).Site()
+			for i, sc := range h.stacks {
+				site, ok := blame[sc.id]
+				if !ok {
+					site = stackOf(sc.id).Blame()
+					blame[sc.id] = site
+				}
+				n := h.refsAt(i)
 				a := groups[site]
 				if a == nil {
 					a = &acc{g: LeakGroup{Site: site}, objs: map[uint64]bool{}, classes: map[string]bool{}, tags: map[string]bool{}, stacks: map[stackID]int{}}
 					groups[site] = a
 				}
-				a.g.References += sc.n
+				a.g.References += n
+				a.g.Ambiguous = a.g.Ambiguous || h.Ambiguous
 				a.objs[o.id] = true
 				a.classes[o.class] = true
 				a.tags[h.Tag] = true
-				a.stacks[sc.id] += sc.n
+				a.stacks[sc.id] += n
 			}
 		}
 	}
@@ -235,7 +277,7 @@ func leaksOf(objs []*Object) []LeakGroup {
 		a.g.Classes = sortedKeys(a.classes)
 		a.g.Tags = sortedKeys(a.tags)
 		for id, n := range a.stacks {
-			a.g.Stacks = append(a.g.Stacks, StackRefs{References: n, Stack: stackOf(id)})
+			a.g.Stacks = append(a.g.Stacks, newStackRefs(n, stackOf(id)))
 		}
 		sort.Slice(a.g.Stacks, func(i, j int) bool {
 			if a.g.Stacks[i].References != a.g.Stacks[j].References {
@@ -278,10 +320,14 @@ const (
 	maxChainDepth = 64
 )
 
-// WhyAlive returns the chains of holders that keep o alive, each from a
-// root down to o: an Owner tag that is a live traced object is followed to
-// its own holders; anything else is a root. Objects held only through
-// cycles have no chain. At most 32 chains are returned, shortest first.
+// WhyAlive returns the chains of owning references that keep o alive,
+// each from a root down to o, shortest first (at most 32). An owning
+// holder that is a live traced object is followed to its own holders;
+// any other holder is a root. Structural references (Structural tags:
+// the registry's, provider↔client attachments) are not followed: an object
+// on the way that nothing owns ends a chain marked Structural, rooted at
+// its structural holder, which is how an active service nobody uses
+// answers. Objects held only through cycles have no chain.
 func WhyAlive(o *Object) []Chain {
 	if o == nil || o.tr == nil {
 		return nil
@@ -289,46 +335,89 @@ func WhyAlive(o *Object) []Chain {
 	var out []Chain
 	path := []*Object{o}
 	onPath := map[*Object]bool{o: true}
+	emit := func(h Holding, root string, structural bool) {
+		c := Chain{Root: root, Path: make([]ObjRef, 0, len(path)), Structural: structural}
+		if len(h.Stacks) > 0 {
+			c.Site = h.Stacks[0].Blame()
+		}
+		for i := len(path) - 1; i >= 0; i-- {
+			c.Path = append(c.Path, refOf(path[i]))
+		}
+		out = append(out, c)
+	}
 	var walk func(cur *Object)
 	walk = func(cur *Object) {
 		if len(out) >= maxChains {
 			return
 		}
-		for _, h := range cur.Holders() {
+		hs := cur.Holders()
+		offPath := false
+		var structural *Holding
+		for i, h := range hs {
+			if h.Structural {
+				// Prefer a root (the registry) over an attachment.
+				if structural == nil || structural.Owner != nil && h.Owner == nil {
+					structural = &hs[i]
+				}
+				continue
+			}
 			if h.Owner != nil && isLive(h.Owner) {
 				if onPath[h.Owner] || len(path) >= maxChainDepth {
 					continue
 				}
+				offPath = true
 				onPath[h.Owner] = true
 				path = append(path, h.Owner)
 				walk(h.Owner)
 				path = path[:len(path)-1]
 				delete(onPath, h.Owner)
+				if len(out) >= maxChains {
+					return
+				}
 				continue
 			}
-			c := Chain{Root: h.Tag, Path: make([]ObjRef, 0, len(path))}
+			offPath = true
+			root := h.Tag
 			if h.Owner != nil {
-				switch {
-				case h.Owner.tr == nil:
-					c.Root = h.Tag + " (untraced)"
-				default:
-					c.Root = h.Tag + " (freed)"
+				if h.Owner.tr == nil {
+					root = h.Tag + " (untraced)"
+				} else {
+					root = h.Tag + " (freed)"
 				}
 			}
-			if len(h.Stacks) > 0 {
-				c.Site = h.Stacks[0].Site()
-			}
-			for i := len(path) - 1; i >= 0; i-- {
-				c.Path = append(c.Path, refOf(path[i]))
-			}
-			out = append(out, c)
+			emit(h, root, false)
 			if len(out) >= maxChains {
 				return
 			}
 		}
+		if !offPath && structural != nil {
+			emit(*structural, structural.Tag, true)
+		}
 	}
 	walk(o)
-	sort.SliceStable(out, func(i, j int) bool { return len(out[i].Path) < len(out[j].Path) })
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Structural != out[j].Structural {
+			return !out[i].Structural
+		}
+		return len(out[i].Path) < len(out[j].Path)
+	})
+	return out
+}
+
+// StructuralHolders lists o's structural references (the registry's,
+// attachments) as one-step chains: the context of WhyAlive.
+func StructuralHolders(o *Object) []Chain {
+	var out []Chain
+	for _, h := range o.Holders() {
+		if !h.Structural {
+			continue
+		}
+		c := Chain{Root: h.Tag, Path: []ObjRef{refOf(o)}, Structural: true}
+		if len(h.Stacks) > 0 {
+			c.Site = h.Stacks[0].Blame()
+		}
+		out = append(out, c)
+	}
 	return out
 }
 
@@ -396,9 +485,12 @@ func cyclesOf(objs []*Object) []Cycle {
 			continue
 		}
 		sort.Ints(comp)
-		var c Cycle
+		c := Cycle{Edges: []CycleEdge{}}
 		for _, v := range comp {
 			c.Objects = append(c.Objects, refOf(objs[v]))
+			for _, h := range holders[v] {
+				c.Edges = append(c.Edges, CycleEdge{Holder: refOf(h.Owner), Held: refOf(objs[v]), Tag: h.Tag, Ambiguous: h.Ambiguous, Stacks: h.stackRefs()})
+			}
 		}
 		out = append(out, c)
 	}
@@ -487,8 +579,10 @@ func (r *Report) WriteJSON(w io.Writer) error {
 }
 
 // WriteText writes the report for people: live counts per class, leaks
-// grouped by call site, each object with its holders and why-alive chains,
-// and cycles. Stacks are symbolized as "func file:line".
+// grouped by blamed frame, cycles with the stacks of their references,
+// and each object with its holders, why-alive chains and structural
+// context. Every stack leads with its blamed frame (Stack.Blame) in short
+// form, then the full stack as "func file:line".
 func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "refcount: %d live object(s)\n", len(r.Objects))
@@ -503,9 +597,13 @@ func (r *Report) WriteText(w io.Writer) error {
 	for _, c := range r.Live {
 		fmt.Fprintf(&b, "  %-24s %d\n", c.Class, c.Count)
 	}
-	b.WriteString("\nunmatched retains by call site:\n")
+	b.WriteString("\nunmatched retains by blamed frame:\n")
 	for _, g := range r.Leaks {
-		fmt.Fprintf(&b, "  %d reference(s) on %d object(s) [%s] at %s\n", g.References, g.Objects, strings.Join(g.Classes, ", "), g.Site)
+		upTo := ""
+		if g.Ambiguous {
+			upTo = "up to "
+		}
+		fmt.Fprintf(&b, "  %s%d reference(s) on %d object(s) [%s] retained at %s\n", upTo, g.References, g.Objects, strings.Join(g.Classes, ", "), g.Site.Short())
 		fmt.Fprintf(&b, "    tags: %s\n", tagList(g.Tags))
 		for _, s := range g.Stacks {
 			fmt.Fprintf(&b, "    %d× from:\n", s.References)
@@ -516,6 +614,12 @@ func (r *Report) WriteText(w io.Writer) error {
 		b.WriteString("\ncycles (held only by each other):\n")
 		for _, c := range r.Cycles {
 			fmt.Fprintf(&b, "  %s\n", c)
+			for _, e := range c.Edges {
+				fmt.Fprintf(&b, "    %s holds %s (tag %s)%s\n", e.Holder, e.Held, rootLabel(e.Tag), ambiguousNote(e.Ambiguous))
+				for _, s := range e.Stacks {
+					writeRetained(&b, s, "      ")
+				}
+			}
 		}
 	}
 	b.WriteString("\nobjects:\n")
@@ -526,22 +630,50 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		b.WriteString("\n")
 		for _, h := range o.Holders {
-			fmt.Fprintf(&b, "    held by %s ×%d\n", holderLabel(h), h.References)
+			kind := ""
+			if h.Structural {
+				kind = " (structural)"
+			}
+			fmt.Fprintf(&b, "    held by %s ×%d%s%s\n", holderLabel(h), h.References, kind, ambiguousNote(h.Ambiguous))
 			for _, s := range h.Stacks {
-				fmt.Fprintf(&b, "      %d× retained at:\n", s.References)
-				s.Stack.writeIndented(&b, "        ")
+				writeRetained(&b, s, "      ")
 			}
 		}
 		for _, c := range o.WhyAlive {
-			fmt.Fprintf(&b, "    why alive: %s\n", c)
+			fmt.Fprintf(&b, "    why alive: %s", c)
+			if c.Site.Func != "" {
+				fmt.Fprintf(&b, " (root retained at %s)", c.Site.Short())
+			}
+			b.WriteString("\n")
+		}
+		if len(o.Structural) > 0 {
+			var parts []string
+			for _, c := range o.Structural {
+				parts = append(parts, rootLabel(c.Root))
+			}
+			fmt.Fprintf(&b, "    structural: %s\n", strings.Join(parts, ", "))
 		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
+func ambiguousNote(ambiguous bool) string {
+	if !ambiguous {
+		return ""
+	}
+	return ", ambiguous: retained at several stacks and released fewer times; any of these retains may be the outstanding one"
+}
+
+// writeRetained writes one stack of a holder: the blamed frame first, then
+// the full stack.
+func writeRetained(b *strings.Builder, s StackRefs, indent string) {
+	fmt.Fprintf(b, "%s%d× retained at %s\n", indent, s.References, s.Blame.Short())
+	s.Stack.writeIndented(b, indent+"  ")
+}
+
 func holderLabel(h HolderReport) string {
-	if h.Owner != nil {
+	if h.Owner != nil && !h.Structural {
 		return "owner " + h.Owner.String()
 	}
 	return rootLabel(h.Tag)
@@ -562,12 +694,11 @@ func tagList(tags []string) string {
 // writeHolding is used by Error.
 func writeHolding(b *strings.Builder, h Holding, indent string) {
 	label := rootLabel(h.Tag)
-	if h.Owner != nil {
+	if h.Owner != nil && !h.Structural {
 		label = "owner " + h.Owner.String()
 	}
-	fmt.Fprintf(b, "%s%s ×%d\n", indent, label, h.Count)
+	fmt.Fprintf(b, "%s%s ×%d%s\n", indent, label, h.Count, ambiguousNote(h.Ambiguous))
 	for i, s := range h.Stacks {
-		fmt.Fprintf(b, "%s  %d× retained at:\n", indent, h.StackCounts[i])
-		s.writeIndented(b, indent+"    ")
+		writeRetained(b, newStackRefs(h.StackCounts[i], s), indent+"  ")
 	}
 }

@@ -27,8 +27,8 @@ func TakeSnapshot() *Snapshot {
 	for _, o := range LiveObjects() {
 		s.classes[o.class]++
 		for _, h := range o.Holders() {
-			for _, sc := range h.stacks {
-				s.refs[refKey{o.class, h.Tag, sc.id}] += sc.n
+			for i, sc := range h.stacks {
+				s.refs[refKey{o.class, h.Tag, sc.id}] += h.refsAt(i)
 			}
 		}
 	}

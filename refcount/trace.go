@@ -13,19 +13,40 @@ import (
 )
 
 // Holding is one outstanding holder of an object: a tag (or the untagged
-// holder, Tag == "") with its count and the distinct stacks of its
-// unmatched retains.
+// holder, Tag == "") with its count and the stacks of its unmatched
+// retains.
 type Holding struct {
-	Tag    string
-	Owner  *Object // non-nil when the tag is an Owner: an ownership edge
-	Count  int
-	Stacks []Stack
+	Tag   string
+	Owner *Object // non-nil when the tag is an Owner: an ownership edge
+	// Structural is true when the tag implements Structural: the
+	// reference links the holder to the object (a registry plane, an
+	// attachment) rather than using it. WhyAlive follows owning
+	// references; structural ones are context.
+	Structural bool
+	Count      int
+	Stacks     []Stack
 	// StackCounts[i] is how many of the Count references were taken at
-	// Stacks[i].
+	// Stacks[i]. When Ambiguous, it is how many retains were made there
+	// since the tag last held nothing, and they add up to more than Count.
 	StackCounts []int
+	// Ambiguous is true when the tag was retained at different stacks and
+	// released fewer times: which retains the releases paired with is
+	// unknown, so every candidate stack is listed (Stacks), and Count of
+	// them are still outstanding.
+	Ambiguous bool
 
 	tag    any
 	stacks []stackCount
+}
+
+// Structural is implemented by a tag whose references are structural:
+// they record that the holder is linked to the object, as IOKit's registry
+// planes do, rather than that it uses the object. A provider and its
+// client hold each other this way in drvkit, and the registry holds every
+// registered service. WhyAlive answers with owning chains and shows
+// structural references only as context.
+type Structural interface {
+	StructuralRef()
 }
 
 type stackCount struct {
@@ -76,24 +97,49 @@ type event struct {
 	op    Op
 }
 
-// holding is the stored form of one holder, 8 bytes so that a tag holding
-// a single reference (the common case: one tag per client, per job, per
-// attachment) costs one small map slot. The stack ids of its unmatched
-// retains form a LIFO (a release pairs with the most recent retain of its
-// tag): the newest inline, older ones in tracked.deeper.
+// holding is the stored form of one holder, 8 bytes so that a tag
+// holding a single reference (the common case: one tag per client, per
+// job, per attachment) costs one small map slot. While every outstanding
+// retain of the tag was taken at the same stack, the pairing is exact: the
+// ids form a LIFO, the newest inline, older ones in tracked.deeper. Once
+// retains at different stacks are outstanding (mixed) and one is released,
+// nobody knows which one went: the tag turns ambiguous and tracked.amb
+// keeps every candidate stack until the tag holds nothing again.
 type holding struct {
 	n   int32
-	top stackID
+	top stackID // newest retain's stack; 0 once ambiguous; | mixedBit
 }
+
+// mixedBit in holding.top says that outstanding retains were taken at more
+// than one stack (a bit, not a field: a holding stays 8 bytes, the map slot
+// of a million distinct tags too). Stack ids never reach it.
+const mixedBit stackID = 1 << 31
+
+func (h holding) id() stackID { return h.top &^ mixedBit }
+func (h holding) mixed() bool { return h.top&mixedBit != 0 }
 
 // push records a retain by tag at stack id; t.mu is held.
 func (t *tracked) push(tag any, id stackID) {
 	h := t.holders[tag]
 	if h.n > 0 {
+		if c := t.amb[tag]; c != nil {
+			c[id]++
+			h.n++
+			t.holders[tag] = h
+			return
+		}
+		mixed := h.mixed() || id != h.id()
 		if t.deeper == nil {
 			t.deeper = map[any][]stackID{}
 		}
-		t.deeper[tag] = append(t.deeper[tag], h.top)
+		t.deeper[tag] = append(t.deeper[tag], h.id())
+		h.top = id
+		if mixed {
+			h.top |= mixedBit
+		}
+		h.n++
+		t.holders[tag] = h
+		return
 	}
 	h.top = id
 	h.n++
@@ -108,6 +154,28 @@ func (t *tracked) pop(tag any, h holding) {
 		if len(t.deeper) > 0 {
 			delete(t.deeper, tag)
 		}
+		if len(t.amb) > 0 {
+			delete(t.amb, tag)
+		}
+		return
+	}
+	if h.mixed() {
+		c := t.amb[tag]
+		if c == nil {
+			// The first release that could pair with retains at
+			// different stacks: keep them all as candidates.
+			c = map[stackID]int32{h.id(): 1}
+			for _, id := range t.deeper[tag] {
+				c[id]++
+			}
+			delete(t.deeper, tag)
+			if t.amb == nil {
+				t.amb = map[any]map[stackID]int32{}
+			}
+			t.amb[tag] = c
+			h.top = mixedBit // ambiguous until the tag holds nothing
+		}
+		t.holders[tag] = h
 		return
 	}
 	// Keep the emptied slice while the tag still holds: a tag bouncing
@@ -119,15 +187,23 @@ func (t *tracked) pop(tag any, h holding) {
 	t.holders[tag] = h
 }
 
-// each calls f for the stack of each unmatched retain of tag.
-func (t *tracked) each(tag any, h holding, f func(stackID)) {
+// each calls f for the stack of each unmatched retain of an unambiguous
+// tag, and for each candidate stack (with its retains) of an ambiguous one.
+func (t *tracked) each(tag any, h holding, f func(id stackID, n int)) (ambiguous bool) {
 	if h.n == 0 {
-		return
+		return false
 	}
-	f(h.top)
+	if c := t.amb[tag]; c != nil {
+		for id, n := range c {
+			f(id, int(n))
+		}
+		return true
+	}
+	f(h.id(), 1)
 	for _, id := range t.deeper[tag] {
-		f(id)
+		f(id, 1)
 	}
+	return false
 }
 
 // tracked is the trace state of a traced object. It outlives the free: it
@@ -138,8 +214,9 @@ type tracked struct {
 	mu  sync.Mutex
 
 	holders  map[any]holding
-	deeper   map[any][]stackID // older retains of tags holding more than one
-	ring     []event           // bounded history; grows to size, then wraps
+	deeper   map[any][]stackID         // older retains of tags holding more than one
+	amb      map[any]map[stackID]int32 // candidate retains of ambiguous tags
+	ring     []event                   // bounded history; grows to size, then wraps
 	size     int32
 	total    uint64 // events ever recorded
 	retains  uint64
@@ -148,6 +225,7 @@ type tracked struct {
 	created   int64
 	goid      uint64
 	parent    uint64
+	label     string // attribution label (Do) bound at Init
 	freed     bool
 	freeStack stackID
 	count     atomic.Int32 // the traced count: written under mu, read anywhere
@@ -305,6 +383,7 @@ func newTracked(o *Object, sid stackID) *tracked {
 	t.count.Store(1)
 	t.goid, t.parent = ancestry.Origin()
 	ancestry.Note(t.goid, t.parent)
+	t.label = ancestry.LabelOf(t.goid)
 	t.push(nil, sid)
 	t.ring = make([]event, 0, min(int(t.size), 8))
 	t.record(OpInit, nil, sid, 1)
@@ -440,17 +519,23 @@ func (t *tracked) holdersLocked() []Holding {
 		if ow, ok := tag.(Owner); ok {
 			hd.Owner = ow.RefObject()
 		}
+		_, hd.Structural = tag.(Structural)
 		counts := map[stackID]int{}
-		t.each(tag, h, func(id stackID) {
+		hd.Ambiguous = t.each(tag, h, func(id stackID, n int) {
 			if counts[id] == 0 {
 				hd.stacks = append(hd.stacks, stackCount{id: id})
 			}
-			counts[id]++
+			counts[id] += n
 		})
 		for i := range hd.stacks {
 			hd.stacks[i].n = counts[hd.stacks[i].id]
 		}
-		sort.SliceStable(hd.stacks, func(i, j int) bool { return hd.stacks[i].n > hd.stacks[j].n })
+		sort.SliceStable(hd.stacks, func(i, j int) bool {
+			if hd.stacks[i].n != hd.stacks[j].n {
+				return hd.stacks[i].n > hd.stacks[j].n
+			}
+			return hd.stacks[i].id < hd.stacks[j].id
+		})
 		for _, sc := range hd.stacks {
 			hd.Stacks = append(hd.Stacks, stackOf(sc.id))
 			hd.StackCounts = append(hd.StackCounts, sc.n)
@@ -464,6 +549,16 @@ func (t *tracked) holdersLocked() []Holding {
 		return out[i].Count > out[j].Count
 	})
 	return out
+}
+
+// refsAt is how many of h's references to count at its i-th stack: exact
+// for an unambiguous holder; for an ambiguous one the retains made there,
+// capped by the references outstanding (an upper bound).
+func (h Holding) refsAt(i int) int {
+	if h.Ambiguous {
+		return min(h.stacks[i].n, h.Count)
+	}
+	return h.stacks[i].n
 }
 
 // History returns the recorded events of a traced object, oldest first (at
@@ -526,6 +621,15 @@ func formatTag(tag any) string {
 	switch t := tag.(type) {
 	case nil:
 		return ""
+	case Structural:
+		// drvkit's structural tags say which link they are ("provider
+		// USBInterface#5").
+		if st, ok := t.(fmt.Stringer); ok {
+			return st.String()
+		}
+		if ow, ok := t.(Owner); ok {
+			return ow.RefObject().String()
+		}
 	case Owner:
 		return t.RefObject().String()
 	case string:

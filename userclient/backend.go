@@ -3,6 +3,7 @@ package userclient
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 )
 
 // Backend is what the server opens services on: the driver registry in the
@@ -117,6 +118,22 @@ type Cred struct {
 	UID    uint32
 	GID    uint32
 	Groups []uint32 // supplementary groups, if the kernel reports them
+	// Comm is the peer's command name, for labels (leak reports, drvctl
+	// why). Empty: read from /proc/PID/comm when needed.
+	Comm string
+}
+
+// Label names the peer for people: "pid 4242 uid 1000 (scsiapp)", the
+// command name from Comm or else /proc/PID/comm, left out when unknown.
+func (c Cred) Label() string {
+	comm := c.Comm
+	if comm == "" && c.PID > 0 {
+		comm = commandName(c.PID)
+	}
+	if comm == "" {
+		return fmt.Sprintf("pid %d uid %d", c.PID, c.UID)
+	}
+	return fmt.Sprintf("pid %d uid %d (%s)", c.PID, c.UID, comm)
 }
 
 // AdminFunc serves administrative calls (terminate, unload, leaks, inspect,

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -126,4 +128,14 @@ func peerPidfd(nc *net.UnixConn) (int, error) {
 		err = serr
 	}
 	return pfd, err
+}
+
+// commandName is the process's command name (/proc/PID/comm), "" when it
+// cannot be read (the process is gone, /proc is not mounted).
+func commandName(pid int32) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/comm")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }

@@ -124,8 +124,9 @@ func (b *RegistryBackend) Open(ctx context.Context, id uint64, req OpenRequest) 
 	if !target.State().Started {
 		return nil, fmt.Errorf("%w: service %d has not started yet", ErrNoService, id)
 	}
-	uc := &userClient{target: target, notify: req.Notify}
-	name := fmt.Sprintf("pid %d uid %d", req.Cred.PID, req.Cred.UID)
+	label := req.Cred.Label()
+	uc := &userClient{target: target, notify: req.Notify, label: "userclient " + label}
+	name := label
 	svc, err := b.r.AttachClient(target, UserClientClass, name, uc)
 	if err != nil {
 		return nil, openErr(err)
@@ -172,6 +173,9 @@ type userClient struct {
 	target *driver.Service
 	svc    *driver.Service
 	notify func(Notification)
+	// label names the session's reference on svc in leak reports and
+	// drvctl why: "userclient pid 4242 uid 1000 (scsiapp)".
+	label string
 
 	once           sync.Once
 	removeInterest func()
@@ -190,7 +194,11 @@ type userClient struct {
 	lastName string
 }
 
+// String labels the session's reference (its tag) with the application.
+func (u *userClient) String() string { return u.label }
+
 var (
+	_ fmt.Stringer          = (*userClient)(nil)
 	_ Session               = (*userClient)(nil)
 	_ driver.MessageHandler = (*userClient)(nil)
 )

@@ -196,12 +196,29 @@ func adminWhy(r *driver.Registry, args idArgs) (string, error) {
 	var b strings.Builder
 	st := s.State()
 	fmt.Fprintf(&b, "%s: retain %d, %s\n", s, s.RetainCount(), map[bool]string{true: "active", false: "terminated"}[st.Active])
-	chains := refcount.WhyAlive(&s.Object)
+	writeWhy(&b, refcount.WhyAlive(&s.Object), refcount.StructuralHolders(&s.Object))
+	return b.String(), nil
+}
+
+// writeWhy writes the owning chains, each with the frame to blame for its
+// root's reference, then the structural references as one line of
+// context: they say where the service hangs in the registry, not who keeps
+// it.
+func writeWhy(b *strings.Builder, chains, structural []refcount.Chain) {
 	if len(chains) == 0 {
 		b.WriteString("  no chain from a root: held only through a cycle (see drvctl leaks)\n")
 	}
 	for _, c := range chains {
-		fmt.Fprintf(&b, "  %s\n", c.String())
+		fmt.Fprintf(b, "  %s\n", c.String())
+		if c.Site.Func != "" {
+			fmt.Fprintf(b, "      root's reference taken at %s\n", c.Site.Short())
+		}
 	}
-	return b.String(), nil
+	if len(structural) > 0 {
+		parts := make([]string, len(structural))
+		for i, c := range structural {
+			parts[i] = c.Root
+		}
+		fmt.Fprintf(b, "  structural (context, not owning): %s\n", strings.Join(parts, ", "))
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,7 +70,13 @@ func TestAdminWhyLeaksUnload(t *testing.T) {
 
 	why, err := adminWhy(r, idArgs{ID: drv.ID()})
 	require.NoError(t, err)
-	require.Contains(t, why, `"registry" → USBMassStorage`)
+	// Held open by a user client that nothing owns but the registry: the
+	// one chain is structural at its root; the attachments are context.
+	require.Contains(t, why, `"registry" → UserClient#`)
+	require.Contains(t, why, `→ USBMassStorage#`)
+	require.Contains(t, why, "(structural)")
+	require.Contains(t, why, "structural (context, not owning): client UserClient#")
+	require.Equal(t, 1, strings.Count(why, "→ USBMassStorage#"), "one chain: %s", why)
 
 	// Nothing terminated yet: nothing should be gone, so no leaks.
 	out, err := adminLeaks(r, leaksArgs{Format: "text"})

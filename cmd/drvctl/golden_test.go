@@ -18,6 +18,7 @@ import (
 // repository is checked out, of line numbers, and of process-wide IDs.
 func normalizeReport(s string) string {
 	s = regexp.MustCompile(`\S+/([^/\s]+\.(go|s)):\d+`).ReplaceAllString(s, "$1:N")
+	s = regexp.MustCompile(`\b([\w.-]+\.(go|s)):\d+`).ReplaceAllString(s, "$1:N")
 	s = regexp.MustCompile(`#\d+`).ReplaceAllString(s, "#N")
 	s = regexp.MustCompile(`\+0x[0-9a-f]+`).ReplaceAllString(s, "")
 	return s

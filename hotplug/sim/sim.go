@@ -10,6 +10,7 @@ import (
 
 	"github.com/drvkit/drvkit/hotplug"
 	"github.com/drvkit/drvkit/hotplug/buses"
+	"github.com/drvkit/drvkit/refcount"
 )
 
 // Config configures a simulator.
@@ -86,6 +87,7 @@ func New(sc *Scenario, cfg Config) (*Sim, error) {
 // step (a wait) runs.
 type injection struct {
 	ctx    context.Context // Inject's: the rest of the steps is dropped when it ends
+	label  string          // refcount.LabelFrom(ctx), stamped on the events
 	sc     *Scenario
 	pos    int
 	err    error
@@ -107,7 +109,7 @@ func (s *Sim) Inject(ctx context.Context, sc *Scenario) error {
 	if !s.cfg.Live {
 		return &hotplug.OpError{Op: "sim inject", Err: errNotLive}
 	}
-	in := &injection{ctx: ctx, sc: sc, result: make(chan error, 1)}
+	in := &injection{ctx: ctx, label: refcount.LabelFrom(ctx), sc: sc, result: make(chan error, 1)}
 	select {
 	case s.inject <- in:
 	case <-s.done:
@@ -163,6 +165,9 @@ func (s *Sim) Next(ctx context.Context) (hotplug.Event, error) {
 				evs, err := s.m.exec(st)
 				if err != nil {
 					in.err = &ScenarioError{File: in.sc.Name, Line: st.Line, Msg: err.Error()}
+				}
+				for i := range evs {
+					evs[i].ev.Label = in.label
 				}
 				s.queue = evs
 				continue

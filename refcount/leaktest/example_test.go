@@ -67,6 +67,7 @@ var (
 	reID    = regexp.MustCompile(`#\d+`)
 	reAsm   = regexp.MustCompile(`asm_\w+\.s`)
 	reFrame = regexp.MustCompile(` /\S*/([^/\s]+\.(?:go|s)):\d+`)
+	reShort = regexp.MustCompile(` ([\w.-]+\.go):\d+`)
 )
 
 // normalize makes a report reproducible: object IDs become #N, file paths
@@ -74,6 +75,7 @@ var (
 func normalize(s string) string {
 	s = reID.ReplaceAllString(s, "#N")
 	s = reFrame.ReplaceAllString(s, " $1")
+	s = reShort.ReplaceAllString(s, " $1:N")
 	return reAsm.ReplaceAllString(s, "asm.s")
 }
 
@@ -100,8 +102,8 @@ func ExampleCheck() {
 	// live objects by class:
 	//   Disk                     1
 	//
-	// unmatched retains by call site:
-	//   1 reference(s) on 1 object(s) [Disk] at github.com/drvkit/drvkit/refcount/leaktest_test.openDisk example_test.go
+	// unmatched retains by blamed frame:
+	//   1 reference(s) on 1 object(s) [Disk] retained at leaktest_test.openDisk example_test.go:N
 	//     tags: "client:camera-app"
 	//     1× from:
 	//       github.com/drvkit/drvkit/refcount/leaktest_test.openDisk example_test.go
@@ -111,9 +113,9 @@ func ExampleCheck() {
 	// objects:
 	//   Disk#N retain count 1
 	//     held by "client:camera-app" ×1
-	//       1× retained at:
+	//       1× retained at leaktest_test.openDisk example_test.go:N
 	//         github.com/drvkit/drvkit/refcount/leaktest_test.openDisk example_test.go
 	//         github.com/drvkit/drvkit/refcount/leaktest_test.probe.func1 example_test.go
 	//         runtime.goexit asm.s
-	//     why alive: "client:camera-app" → Disk#N
+	//     why alive: "client:camera-app" → Disk#N (root retained at leaktest_test.openDisk example_test.go:N)
 }

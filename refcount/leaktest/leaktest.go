@@ -2,6 +2,7 @@ package leaktest
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"reflect"
@@ -31,6 +32,8 @@ type config struct {
 	ignoreFuncs   []string
 	ignoreClasses map[string]bool
 	noGoroutines  bool
+	setup         []func()
+	teardown      []func()
 }
 
 // Timeout sets how long the check retries before failing (default 5s).
@@ -59,6 +62,30 @@ func IgnoreClass(classes ...string) Option {
 
 // ObjectsOnly skips the goroutine check.
 func ObjectsOnly() Option { return func(c *config) { c.noGoroutines = true } }
+
+// Setup runs f in Main before the tests, once tracing is on, so that a
+// shared fixture (a registry, a hotplug bridge and simulator) is traced
+// like everything else. Main only.
+func Setup(f func()) Option { return func(c *config) { c.setup = append(c.setup, f) } }
+
+// Teardown runs f in Main after the tests and before the final check, so
+// that a shared fixture built in TestMain is gone when Main looks for what
+// is left. Teardowns run in reverse order. Main only.
+func Teardown(f func()) Option { return func(c *config) { c.teardown = append(c.teardown, f) } }
+
+// Label is the attribution label of t: work done for t on goroutines that
+// t did not start (a shared fixture's) is attributed to t when it runs
+// under this label (see Context).
+func Label(t testing.TB) string { return t.Name() }
+
+// Context returns a context carrying t's attribution label
+// (refcount.WithLabel). Give it to the fixture work done for t —
+// hotplug.Sim.Inject carries it to the nubs and drivers the bridge creates;
+// refcount.Do(ctx, f) labels anything else — and Check attributes what that
+// work creates to t alone, not to every test running at the time.
+func Context(t testing.TB) context.Context {
+	return refcount.WithLabel(context.Background(), Label(t))
+}
 
 func newConfig(opts []Option) *config {
 	c := &config{timeout: DefaultTimeout}
@@ -154,7 +181,7 @@ func isParallel(tb testing.TB) bool {
 func (c *check) verify() string {
 	deadline := time.Now().Add(c.cfg.timeout)
 	for sleep := time.Millisecond; ; sleep = min(2*sleep, 100*time.Millisecond) {
-		objs, notes := c.objects()
+		objs, how, notes := c.objects()
 		var gorMsg string
 		if !c.cfg.noGoroutines {
 			gorMsg = c.goroutines()
@@ -165,7 +192,9 @@ func (c *check) verify() string {
 		if time.Now().After(deadline) {
 			var b strings.Builder
 			if len(objs) > 0 {
-				fmt.Fprintf(&b, "leaktest: %d object(s) created by %s still alive after %v:\n", len(objs), c.name, c.cfg.timeout)
+				// Say "created by" only when the test's own goroutines
+				// created every object: a fixture's work is attributed.
+				fmt.Fprintf(&b, "leaktest: %d object(s) %s %s still alive after %v:\n", len(objs), how, c.name, c.cfg.timeout)
 				r := refcount.NewReport(objs)
 				r.Notes = notes
 				_ = r.WriteText(&b)
@@ -180,8 +209,10 @@ func (c *check) verify() string {
 }
 
 // objects returns the live traced objects that belong to the test (see the
-// package documentation) and a note for each attributed by time window.
-func (c *check) objects() ([]*refcount.Object, []string) {
+// package documentation), how they belong to it for the heading ("created
+// by" when the test's goroutines created them all, else "attributed to")
+// and a note for each object attributed otherwise.
+func (c *check) objects() ([]*refcount.Object, string, []string) {
 	checksMu.Lock()
 	others := make([]*check, 0, len(checks))
 	for o := range checks {
@@ -193,12 +224,22 @@ func (c *check) objects() ([]*refcount.Object, []string) {
 	now := time.Now()
 	var out []*refcount.Object
 	var notes []string
+	how := "created by"
 	learned := false
 	for _, o := range refcount.LiveObjects() {
 		if c.cfg.ignoreClasses[o.Class()] {
 			continue
 		}
 		g, _ := o.Goroutine()
+		// A label says for whom the object was made, whoever made it.
+		if l := o.Label(); l != "" {
+			if l == c.name {
+				out = append(out, o)
+				how = "attributed to"
+				notes = append(notes, fmt.Sprintf("%s attributed to %s by its label (made by goroutine %d, for the test)", o, c.name, g))
+			}
+			continue
+		}
 		mine, known := ancestry.DescendsFrom(g, c.goid)
 		if !known && !learned {
 			ancestry.LearnAll()
@@ -222,14 +263,15 @@ func (c *check) objects() ([]*refcount.Object, []string) {
 		created := o.Created()
 		if !created.Before(c.start) && !created.After(now) {
 			out = append(out, o)
-			why := "its creating goroutine was not started by any checked test"
+			how = "attributed to"
+			why := "its creating goroutine was not started by any checked test and it carries no label (leaktest.Context)"
 			if !known {
 				why = "the goroutines between it and a test ended before they were learned"
 			}
 			notes = append(notes, fmt.Sprintf("%s attributed to %s by time window (created by goroutine %d; %s)", o, c.name, g, why))
 		}
 	}
-	return out, notes
+	return out, how, notes
 }
 
 // goroutines returns a message naming leaked goroutines, or "".
@@ -298,11 +340,21 @@ func allGoroutines() []goroutine {
 
 // Main runs the tests and then fails the binary if traced objects are still
 // alive or goroutines still run (after the grace period). Use it as
-// TestMain: func TestMain(m *testing.M) { leaktest.Main(m) }.
+// TestMain: func TestMain(m *testing.M) { leaktest.Main(m) }. With a shared
+// fixture, build it in Setup and tear it down in Teardown, so that the
+// final check sees what the tests left, not the fixture:
+//
+//	leaktest.Main(m, leaktest.Setup(fx.start), leaktest.Teardown(fx.stop))
 func Main(m *testing.M, opts ...Option) {
 	ensureTracing()
 	cfg := newConfig(opts)
+	for _, f := range cfg.setup {
+		f()
+	}
 	code := m.Run()
+	for i := len(cfg.teardown) - 1; i >= 0; i-- {
+		cfg.teardown[i]()
+	}
 	if code == 0 {
 		if msg := verifyAll(cfg); msg != "" {
 			fmt.Fprint(os.Stderr, msg)

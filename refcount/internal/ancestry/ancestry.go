@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
 var stackBufs = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
@@ -134,4 +135,62 @@ func DescendsFrom(g, root uint64) (descends, known bool) {
 		return false, true // reached the main goroutine
 	}
 	return false, false
+}
+
+// Labels bound to goroutines (refcount.Do): a traced object created on a
+// labelled goroutine, or on one it started, carries the label.
+var (
+	labelsMu sync.Mutex
+	labels   = map[uint64]string{}
+	nLabels  atomic.Int32 // len(labels), read without the lock
+)
+
+// Bind labels goroutine g until the returned function runs, which
+// restores g's previous label.
+func Bind(g uint64, label string) (restore func()) {
+	labelsMu.Lock()
+	prev, had := labels[g]
+	labels[g] = label
+	nLabels.Store(int32(len(labels)))
+	labelsMu.Unlock()
+	return func() {
+		labelsMu.Lock()
+		if had {
+			labels[g] = prev
+		} else {
+			delete(labels, g)
+		}
+		nLabels.Store(int32(len(labels)))
+		labelsMu.Unlock()
+	}
+}
+
+// LabelOf returns the label bound to g or, failing that, to the nearest
+// goroutine that started g (directly or not) and is still labelled; "" when
+// none is. It costs nothing while no goroutine is labelled.
+func LabelOf(g uint64) string {
+	if nLabels.Load() == 0 || g == 0 {
+		return ""
+	}
+	// Collect the chain first: ancestryMu and labelsMu are never held
+	// together.
+	chain := []uint64{g}
+	ancestryMu.Lock()
+	for cur := g; len(chain) < 64; {
+		p, ok := ancestry[cur]
+		if !ok || p == 0 {
+			break
+		}
+		chain = append(chain, p)
+		cur = p
+	}
+	ancestryMu.Unlock()
+	labelsMu.Lock()
+	defer labelsMu.Unlock()
+	for _, id := range chain {
+		if l, ok := labels[id]; ok {
+			return l
+		}
+	}
+	return ""
 }
