@@ -10,6 +10,8 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
+	"github.com/drvkit/drvkit/hotplug/usbbus"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 )
 
@@ -52,12 +54,12 @@ func TestBridgeRemoveCause(t *testing.T) {
 				mu.Unlock()
 			}
 			started := make(chan *driver.Service, 1)
-			require.NoError(t, r.RegisterPersonality(driver.Personality{Name: "hid", ProviderClass: hotplug.ClassUSBInterface,
-				Match: []driver.Match{driver.MatchValue(hotplug.PropIfaceClass, 3)},
+			require.NoError(t, r.RegisterPersonality(driver.Personality{Name: "hid", ProviderClass: usbbus.ClassInterface,
+				Match: []driver.Match{driver.MatchValue(usbbus.PropIfaceClass, 3)},
 				New: func() driver.Driver {
 					return &causeDriver{started: started, note: func(m driver.Message) { note("hid.Message", m) }}
 				}}))
-			b := hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: t.TempDir()})
+			b := hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: t.TempDir()})
 			defer b.Close()
 			b.Handle(mustEvent(t, hotplug.ActionAdd, dev, "usb", usbDevEnv(2)...))
 			b.Handle(mustEvent(t, hotplug.ActionAdd, ifc, "usb", ifcEnv...))

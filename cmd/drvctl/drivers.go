@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/drvkit/drvkit/driver/drivertable"
+	"github.com/drvkit/drvkit/driver/hid/hidkbd"
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/driver/usb/usbstorage"
 )
@@ -13,6 +14,7 @@ func builtinDrivers() *drivertable.Table {
 	t, err := drivertable.New(
 		usbstorage.Entry,
 		sg.Entry,
+		hidkbd.Entry,
 	)
 	if err != nil {
 		panic("drvctl: built-in driver table: " + err.Error()) // a programming error, caught by every test

@@ -20,11 +20,16 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/drivertable"
+	"github.com/drvkit/drvkit/driver/hid"
+	"github.com/drvkit/drvkit/driver/hid/hidkbd"
+	"github.com/drvkit/drvkit/driver/hid/hidsim"
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/driver/usb"
+	"github.com/drvkit/drvkit/driver/usb/usbsim"
 	"github.com/drvkit/drvkit/driver/usb/usbstorage"
-	"github.com/drvkit/drvkit/driver/usb/usbtest"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
+	"github.com/drvkit/drvkit/hotplug/sim"
 	"github.com/drvkit/drvkit/refcount"
 	"github.com/drvkit/drvkit/userclient"
 	"github.com/drvkit/drvkit/userclient/server"
@@ -58,10 +63,10 @@ type serveOptions struct {
 func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	var o serveOptions
 	sock := socketFlag(fs, e)
-	fs.StringVar(&o.sim, "sim", "", "run on a simulated bus replaying this scenario `file` (see hotplug/testdata/scenarios)")
+	fs.StringVar(&o.sim, "sim", "", "run on a simulated bus replaying this scenario `file` (see hotplug/sim/testdata/scenarios)")
 	o.personality.table = builtinDrivers()
 	fs.StringVar(&o.drivers, "drivers", "", "comma-separated `drivers` to load: "+strings.Join(o.personality.table.Names(), ", ")+
-		" (default: sg on real hardware — usbstorage detaches the kernel's usb-storage — and usbstorage,sg on a simulated bus)")
+		" (default: sg on real hardware — usbstorage detaches the kernel's usb-storage, hidkbd reads the keyboards — and all on a simulated bus)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&o.trace, "trace", "all", "reference tracing: all, off, or comma-separated `classes` (overrides DRVKIT_REFTRACE)")
@@ -95,8 +100,9 @@ type daemon struct {
 	reg    *driver.Registry
 	hub    *monitorHub
 	usb    usb.Backend
-	sim    *hotplug.Sim // nil on real hardware
-	simBus *simBus      // nil on real hardware
+	hid    hid.Backend
+	sim    *sim.Sim // nil on real hardware
+	simBus *simBus  // nil on real hardware
 	bridge *hotplug.Bridge
 	srv    *server.Server
 	// netlink is the kernel uevent source (nil on a simulated bus);
@@ -182,7 +188,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	if drivers == "" {
 		drivers = "sg"
 		if o.sim != "" {
-			drivers = "usbstorage,sg"
+			drivers = "usbstorage,sg,hidkbd"
 		}
 	}
 	// Every name is looked up before anything starts: a typo is a usage
@@ -244,11 +250,18 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			return fail(err)
 		}
 		defer os.RemoveAll(sysfsRoot)
-		if d.sim, err = hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: sysfsRoot, Live: true}); err != nil {
+		hidFake := hidsim.New()
+		d.hid = hidFake
+		reports := func(r sim.Report) {
+			if dev := hidFake.Device(r.Node); dev != nil {
+				dev.Input(r.Data)
+			}
+		}
+		if d.sim, err = sim.New(sc, sim.Config{SysfsDir: sysfsRoot, Live: true, Reports: reports}); err != nil {
 			return fail(err)
 		}
 		undo = append(undo, func() { _ = d.sim.Close() })
-		fake := usbtest.New()
+		fake := usbsim.New()
 		d.usb = fake
 		undo = append(undo, func() { _ = fake.Close() })
 		if o.stateDir != "" {
@@ -258,15 +271,15 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 				return fail(err)
 			}
 		}
-		simBusSrc = newSimBus(d.sim, fake, sysfsRoot)
+		simBusSrc = newSimBus(d.sim, fake, hidFake, sysfsRoot)
 		simBusSrc.followKernelDrivers(d.sim.Inject, log)
 		d.simBus = simBusSrc
 		src = simBusSrc
 	} else {
 		gousb := usb.NewGousb()
-		d.usb = gousb
+		d.usb, d.hid = gousb, hid.Hidraw{}
 		undo = append(undo, func() { _ = gousb.Close() })
-		nl, err := hotplug.NewNetlink(hotplug.NetlinkConfig{Coldplug: true})
+		nl, err := hotplug.NewNetlink(hotplug.NetlinkConfig{Coldplug: true, Classes: buses.Classes()})
 		if err != nil {
 			return fail(fmt.Errorf("kernel uevents: %w", err))
 		}
@@ -323,7 +336,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		return fail(fmt.Errorf("socket %s: %w", o.socket, err))
 	}
 
-	d.bridge = hotplug.NewBridge(d.reg, hotplug.BridgeConfig{SysfsRoot: sysfsRoot, Logger: log})
+	d.bridge = hotplug.NewBridge(d.reg, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: sysfsRoot, Logger: log})
 	runCtx, stopRun := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -370,11 +383,13 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 
 // resources is what the daemon wires for the drivers of its table, by the
 // keys their entries need: the USB backend (libusb, or the simulator's fake,
-// in the detach journal with a state directory) and the opener of sg nodes
-// (the real nodes, or the simulated disks).
+// in the detach journal with a state directory), the opener of sg nodes
+// (the real nodes, or the simulated disks) and the hidraw backend (the
+// kernel's nodes, or the simulator's keyboards).
 func (d *daemon) resources() *drivertable.Resources {
 	res := drivertable.NewResources()
 	drivertable.Provide(res, usbstorage.BackendKey, func() (usb.Backend, error) { return d.usb, nil })
+	drivertable.Provide(res, hidkbd.BackendKey, func() (hid.Backend, error) { return d.hid, nil })
 	drivertable.Provide(res, sg.OpenerKey, func() (sg.Opener, error) {
 		if d.simBus != nil {
 			return d.simBus.openSG, nil
@@ -473,13 +488,13 @@ func (m *monitoredSource) Next(ctx context.Context) (hotplug.Event, error) {
 	return ev, err
 }
 
-func loadScenario(path string) (*hotplug.Scenario, error) {
+func loadScenario(path string) (*sim.Scenario, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("scenario: %w", err)
 	}
 	defer f.Close()
-	return hotplug.ParseScenario(filepath.Base(path), f)
+	return sim.ParseScenario(filepath.Base(path), f)
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -629,13 +644,13 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 // stepError is a scenario step drvctl sim was given that failed, said as
 // "step N: …": the steps came from the command line (or -f), which has no
 // file name of its own.
-type stepError struct{ se *hotplug.ScenarioError }
+type stepError struct{ se *sim.ScenarioError }
 
 func (e *stepError) Error() string { return fmt.Sprintf("step %d: %s", e.se.Line, e.se.Msg) }
 func (e *stepError) Unwrap() error { return e.se }
 
 func stepErr(err error) error {
-	var se *hotplug.ScenarioError
+	var se *sim.ScenarioError
 	if errors.As(err, &se) {
 		return &stepError{se: se}
 	}
@@ -652,7 +667,7 @@ func (d *daemon) inject(ctx context.Context, steps string) error {
 	if d.sim == nil {
 		return errors.New("the daemon is not running on a simulated bus (serve --sim)")
 	}
-	frag, err := hotplug.ParseScenarioFragment("sim", steps)
+	frag, err := sim.ParseScenarioFragment("sim", steps)
 	if err != nil {
 		return stepErr(err)
 	}

@@ -194,7 +194,9 @@ func Validate(events []driver.LifecycleEvent, complete bool) error {
 			}
 			s.stop = seq
 		case driver.StepDetach:
-			if _, ok := s.attached[e.ProviderID]; !ok {
+			// A trace taken from a running registry may begin after the
+			// attachment: only a trace from the start must have seen it.
+			if _, ok := s.attached[e.ProviderID]; !ok && fromStart {
 				fail(e, "detach from #%d without attach", e.ProviderID)
 			}
 			if _, dup := s.detached[e.ProviderID]; dup {

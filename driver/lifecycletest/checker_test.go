@@ -134,3 +134,19 @@ func TestRecorder(t *testing.T) {
 		"stop root", "free root"}, rec.Steps())
 	rec.Check(t)
 }
+
+// TestValidateJoinedLate: a trace recorded from a registry that was
+// already running may open after an attachment; its detach is no error
+// then, but every other rule still holds.
+func TestValidateJoinedLate(t *testing.T) {
+	late := trace(step(2, driver.StepTerminate), step(2, driver.StepStop), detach(2, 1), step(2, driver.StepFree))
+	for i := range late {
+		late[i].Seq += 40
+	}
+	require.NoError(t, lifecycletest.Validate(late, true))
+	bad := trace(step(2, driver.StepTerminate), detach(2, 1), step(2, driver.StepStop), step(2, driver.StepFree))
+	for i := range bad {
+		bad[i].Seq += 40
+	}
+	require.ErrorContains(t, lifecycletest.Validate(bad, true), "detach after terminate but before stop")
+}
