@@ -1,7 +1,5 @@
 package hotplug
 
-import "sync/atomic"
-
 // NetlinkConfig configures a netlink source.
 type NetlinkConfig struct {
 	// SysfsRoot is where resync (and coldplug) read devices; "" means /sys.
@@ -32,16 +30,4 @@ type Stats struct {
 	Malformed uint64 // dropped: not a valid uevent (or truncated)
 	Overflows uint64 // ENOBUFS: the kernel dropped events for us
 	Resynced  uint64 // events synthesized by resync after overflows
-}
-
-type stats struct {
-	received, delivered, notKernel, noCreds, notRoot, malformed, overflows, resynced atomic.Uint64
-}
-
-func (s *stats) snapshot() Stats {
-	return Stats{
-		Received: s.received.Load(), Delivered: s.delivered.Load(),
-		NotKernel: s.notKernel.Load(), NoCreds: s.noCreds.Load(), NotRoot: s.notRoot.Load(),
-		Malformed: s.malformed.Load(), Overflows: s.overflows.Load(), Resynced: s.resynced.Load(),
-	}
 }

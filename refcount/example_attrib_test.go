@@ -32,7 +32,7 @@ func ExampleStack_Blame() {
 	prev := refcount.SetFramework(func(f refcount.Frame) bool {
 		return refcount.IsFramework(f) || strings.HasSuffix(f.Func, ".ourkitAcquire")
 	})
-	defer refcount.SetFramework(prev)
+	defer func() { refcount.SetFramework(prev) }()
 
 	cam := newDevice("ExampleCamera", "video0")
 	openSession(cam)

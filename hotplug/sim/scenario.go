@@ -181,7 +181,7 @@ func parseStep(text string) (Step, bool, error) {
 		return Step{Cmd: "seqnum", N: n}, true, nil
 	case "plug":
 		if len(args) < 2 || args[0] != "usb" {
-			return st, false, errors.New("plug: want plug usb PORT key=value...")
+			return st, false, errors.New("plug: want plug usb PORT key=value [key=value...]")
 		}
 		st = Step{Cmd: "plug", Arg: args[1]}
 		args = args[2:]

@@ -47,7 +47,7 @@ func Personality(b hid.Backend) driver.Personality {
 		Match: []driver.Match{
 			driver.MatchValue(PropUsagePage, hid.UsagePageGenericDesktop),
 			driver.MatchValue(PropUsage, hid.UsageKeyboard),
-			driver.MatchFunc(func(p driver.Properties) bool { n, ok := p.String(PropHidraw); return ok && n != "" }),
+			driver.MatchFunc(hasNode),
 		},
 		New: func() driver.Driver { return &Driver{backend: b} },
 	}
