@@ -175,7 +175,7 @@ type rawPersonality struct {
 	Class         string         `toml:"class"`
 	Category      string         `toml:"category"`
 	Score         *int           `toml:"score"`
-	Match         map[string]any `toml:"match"`
+	Match         map[string]matchValue `toml:"match"`
 }
 
 type rawMethod struct {
@@ -216,7 +216,12 @@ func Parse(path string, data []byte, o Options) (*Manifest, error) {
 		if errors.As(err, &pe) {
 			return nil, &OpError{Op: "load", File: path, Line: pe.Position.Line, Field: pe.LastKey, Err: fmt.Errorf("%w: %s", ErrInvalid, pe.Message)}
 		}
-		return nil, &OpError{Op: "load", File: path, Err: fmt.Errorf("%w: %v", ErrInvalid, err)}
+		// A type error is not a ParseError but says its line and key.
+		if sm := typeErrRE.FindStringSubmatch(err.Error()); sm != nil {
+			line, _ := strconv.Atoi(sm[1])
+			return nil, &OpError{Op: "load", File: path, Line: line, Field: sm[2], Err: fmt.Errorf("%w: %s", ErrInvalid, sm[3])}
+		}
+		return nil, &OpError{Op: "load", File: path, Err: fmt.Errorf("%w: %v", ErrInvalid, strings.TrimPrefix(err.Error(), "toml: "))}
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		k := und[0]
@@ -264,6 +269,15 @@ func fieldName(path []string) string {
 	}
 	return b.String()
 }
+
+var typeErrRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+// matchValue is a match key's value as written (integer, string or
+// {value, mask}), checked by keySpec.parse. As a toml.Unmarshaler it takes
+// an inline table whole, so its keys are not reported as unknown.
+type matchValue struct{ v any }
+
+func (m *matchValue) UnmarshalTOML(v any) error { m.v = v; return nil }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
@@ -485,7 +499,7 @@ func (v *validator) personality(i int, rp *rawPersonality, name string) (Persona
 		if !ok {
 			return p, v.fail(kpath, "%s has no key %q (want %s)", rp.ProviderClass, k, strings.Join(keyNames(keys), ", "))
 		}
-		mt, err := spec.parse(rp.Match[k])
+		mt, err := spec.parse(rp.Match[k].v)
 		if err != nil {
 			return p, v.fail(kpath, "%v", err)
 		}
