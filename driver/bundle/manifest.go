@@ -170,11 +170,11 @@ type rawAccess struct {
 }
 
 type rawPersonality struct {
-	Name          string         `toml:"name"`
-	ProviderClass string         `toml:"provider_class"`
-	Class         string         `toml:"class"`
-	Category      string         `toml:"category"`
-	Score         *int           `toml:"score"`
+	Name          string                `toml:"name"`
+	ProviderClass string                `toml:"provider_class"`
+	Class         string                `toml:"class"`
+	Category      string                `toml:"category"`
+	Score         *int                  `toml:"score"`
 	Match         map[string]matchValue `toml:"match"`
 }
 
