@@ -140,7 +140,7 @@ match.vendor = "x"
 	doc := driversJSON(t, sock)
 	stick := rowOf(t, doc, "stick")
 	require.Equal(t, 0, stick.Instances)
-	require.Contains(t, stick.LastError, "out-of-process drivers are not implemented yet")
+	require.Equal(t, "out-of-process drivers are not implemented yet", stick.LastError)
 	require.Equal(t, notRunnable, stick.State)
 	require.False(t, stick.Runnable)
 	require.Equal(t, 1, rowOf(t, doc, "usbstorage").Instances)
