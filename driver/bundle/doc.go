@@ -34,7 +34,8 @@
 // the line and the field at fault ([Error]): a syntax error, an unknown key,
 // a missing or ill-typed field, a match key its provider class does not
 // have, an executable that is missing, not a regular file, not executable
-// or writable by everyone, a user or group that does not exist or is root
+// or writable by everyone (or in a directory that is, without the sticky
+// bit), a user or group that does not exist or is root
 // (unless [Options.AllowRoot]), a name of a built-in driver.
 //
 // The out-of-process host is not built yet: an entry made by [Entry]

@@ -366,6 +366,11 @@ func (v *validator) run(raw *rawManifest, m *Manifest) error {
 	case fi.Mode().Perm()&0o002 != 0:
 		return v.fail([]string{"run", "executable"}, "%s is writable by everyone", exe)
 	}
+	// Anyone who may write its directory may replace it (unless the
+	// directory is sticky, like /tmp, where only the owner may).
+	if di, err := os.Stat(filepath.Dir(exe)); err == nil && di.Mode().Perm()&0o002 != 0 && di.Mode()&os.ModeSticky == 0 {
+		return v.fail([]string{"run", "executable"}, "%s is in a directory writable by everyone", exe)
+	}
 	m.Executable = exe
 
 	if r.User == "" {

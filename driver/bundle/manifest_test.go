@@ -100,6 +100,12 @@ func TestLoadGood(t *testing.T) {
 	m, err = bundle.Load(filepath.Join(dir, bundle.ManifestName), opts)
 	require.NoError(t, err)
 	require.Equal(t, bundle.DefaultRestart, m.Restart)
+
+	// A sticky directory writable by everyone (like /tmp) is fine: only
+	// the executable's owner may replace it.
+	require.NoError(t, os.Chmod(dir, 0o777|os.ModeSticky))
+	_, err = bundle.Load(dir, opts)
+	require.NoError(t, err)
 }
 
 // TestLoadInvalid: each bad field is refused with the file, its line and
@@ -110,7 +116,8 @@ func TestLoadInvalid(t *testing.T) {
 		old  string // replaced in good by new
 		new  string
 		perm os.FileMode
-		err  string // after "load FILE"
+		dir  os.FileMode // of the bundle directory, if not 0
+		err  string      // after "load FILE"
 		is   error
 	}{
 		{name: "syntax", old: `version = "1.2.0"`, new: `version = "1.2.0`, err: `:3: version: invalid manifest: strings cannot contain newlines`},
@@ -126,6 +133,7 @@ func TestLoadInvalid(t *testing.T) {
 		{name: "directory executable", old: `executable = "ftdi-serial"`, new: `executable = "."`, err: `:7: run.executable: invalid manifest: DIR is not a regular file`},
 		{name: "not executable", perm: 0o644, err: `:7: run.executable: invalid manifest: DIR/ftdi-serial is not executable`},
 		{name: "world-writable", perm: 0o757, err: `:7: run.executable: invalid manifest: DIR/ftdi-serial is writable by everyone`},
+		{name: "world-writable directory", dir: 0o777, err: `:7: run.executable: invalid manifest: DIR/ftdi-serial is in a directory writable by everyone`},
 		{name: "no user", old: `user       = "1000"`, new: ``, err: `:6: run.user: invalid manifest: missing: say which user the driver runs as`},
 		{name: "unknown user", old: `user       = "1000"`, new: `user       = "no-such-user-drvkit"`, err: `:9: run.user: invalid manifest: no user "no-such-user-drvkit"`},
 		{name: "unknown group", old: `group      = "20"`, new: `group      = "no-such-group-drvkit"`, err: `:10: run.group: invalid manifest: no group "no-such-group-drvkit"`},
@@ -163,6 +171,9 @@ func TestLoadInvalid(t *testing.T) {
 				perm = 0o755
 			}
 			dir := bundleDir(t, text, perm)
+			if tt.dir != 0 {
+				require.NoError(t, os.Chmod(dir, tt.dir))
+			}
 			file := filepath.Join(dir, bundle.ManifestName)
 			m, err := bundle.Load(dir, opts)
 			require.Nil(t, m)
