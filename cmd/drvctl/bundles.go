@@ -217,11 +217,14 @@ func (d *daemon) unloadDriver(ctx context.Context, a unloadArgs) (unloadResult, 
 	d.mu.Unlock()
 	saved := d.reg.Personalities(a.Driver)
 	res, err := adminUnload(ctx, d.reg, a)
-	if err != nil && !a.Force {
+	if err != nil && (!a.Force || !errors.Is(err, driver.ErrHasInstances)) {
 		for _, p := range saved {
 			if rerr := d.reg.RegisterPersonality(p); rerr != nil {
 				d.log.Error("registering a personality again after a refused unload", "driver", a.Driver, "err", rerr)
 			}
+		}
+		if !errors.Is(err, driver.ErrHasInstances) {
+			return res, err
 		}
 		return res, &unloadRefusedError{driver: a.Driver, loaded: wasLoaded && len(saved) > 0, err: err}
 	}
@@ -319,7 +322,17 @@ func (d *daemon) driversDoc() driversDoc {
 		}
 		doc.Drivers = append(doc.Drivers, driverRow{Name: name, Origin: "bundle", State: "refused", Source: path, LastError: why})
 	}
-	sort.SliceStable(doc.Drivers, func(i, j int) bool { return doc.Drivers[i].Name < doc.Drivers[j].Name })
+	// By name; under one name, what is loaded before what was refused.
+	sort.Slice(doc.Drivers, func(i, j int) bool {
+		a, b := doc.Drivers[i], doc.Drivers[j]
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		if ar, br := a.State == "refused", b.State == "refused"; ar != br {
+			return br
+		}
+		return a.Source < b.Source
+	})
 	return doc
 }
 

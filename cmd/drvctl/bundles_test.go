@@ -215,3 +215,38 @@ func normalizeUnload(s string) string {
 	}
 	return s
 }
+
+// TestBundleNameClashes: at start, a bundle named like a --personality or
+// like a bundle loaded before it is refused and listed, and the daemon
+// serves the rest.
+func TestBundleNameClashes(t *testing.T) {
+	leaktest.Check(t)
+	dir := t.TempDir()
+	scn := filepath.Join(dir, "boot.scn")
+	require.NoError(t, os.WriteFile(scn, []byte("scsi add 0:0:0:0\n"), 0o644))
+	ddir := filepath.Join(dir, "drivers.d")
+	writeBundle(t, ddir, "gadget", stickPersonality, true)
+	writeBundle(t, ddir, "dup", stickPersonality, false) // dup/manifest.toml: loaded first ("dup" < "dup.toml")
+	writeBundle(t, ddir, "dup", stickPersonality, true)
+	require.NoError(t, os.Mkdir(filepath.Join(ddir, "empty"), 0o755)) // no manifest: not a bundle
+	o := serveOptions{socket: filepath.Join(dir, "d.sock"), sim: scn, drivers: "sg", logFormat: "text", logLevel: "info",
+		trace: "all", socketGroup: -1, termTimeout: 5 * time.Second, closeTimeout: 5 * time.Second, bundles: bundleOptions{dir: ddir}}
+	require.NoError(t, o.personality.Set("name=gadget,driver=sg,type=0"))
+	d := startServe(t, o)
+
+	doc := driversJSON(t, o.socket)
+	var rows []string
+	for _, r := range doc.Drivers {
+		rows = append(rows, r.Name+" "+r.Origin+" "+r.State+" "+strings.ReplaceAll(r.LastError, dir, "$DIR"))
+	}
+	require.Equal(t, []string{
+		"dup bundle " + notRunnable + " ",
+		"dup bundle refused load $DIR/drivers.d/dup.toml: name: already loaded: driver \"dup\" from $DIR/drivers.d/dup/manifest.toml (unload it first)",
+		"gadget personality loaded ",
+		"gadget bundle refused load $DIR/drivers.d/gadget.toml: name: already loaded: \"gadget\" is the name of a --personality",
+		"hidkbd built-in not loaded ",
+		"sg built-in loaded ",
+		"usbstorage built-in not loaded ",
+	}, rows)
+	require.NoError(t, d.stop(), "%s", d.log.Bytes())
+}
