@@ -184,6 +184,12 @@ match.vendor = "x"
 	require.Equal(t, 0, us.Instances)
 	require.Equal(t, 1, us.Terminating)
 	require.Contains(t, d.log.String(), "driver unloaded by force with instances left")
+	// Asked again while the instance still terminates: nothing to keep
+	// loaded, and it says so.
+	code, _, errs = cli("unload", "usbstorage", "--timeout", "100ms")
+	require.Equal(t, 1, code)
+	require.True(t, strings.HasPrefix(errs, "drvctl unload: usbstorage was not loaded, its instances are still terminating: unload usbstorage: classes have instances: USBMassStorage(1)"), errs)
+	require.Equal(t, "not loaded", rowOf(t, driversJSON(t, sock), "usbstorage").State, "not loaded back")
 	held.TaggedRelease(holderTag{})
 	<-held.Done()
 
