@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"runtime"
 	"testing"
 	"time"
 
@@ -113,11 +114,17 @@ func scaleRegistry(tb testing.TB, opts ...driver.Option) *driver.Registry {
 
 // runScale hands the events to a bridge and returns how long the plug half
 // and the unplug half took, each until the registry was quiet.
-func runScale(tb testing.TB, r *driver.Registry, plug, unplug []hotplug.Event) (tPlug, tUnplug time.Duration) {
+func runScale(tb testing.TB, r *driver.Registry, plug, unplug []hotplug.Event, heap *int64) (tPlug, tUnplug time.Duration) {
 	tb.Helper()
 	ctx := context.Background()
 	br := hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: "/nonexistent"})
 	defer br.Close()
+	var ms runtime.MemStats
+	if heap != nil {
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		*heap = -int64(ms.HeapAlloc)
+	}
 	t0 := time.Now()
 	for _, ev := range plug {
 		br.Handle(ev)
@@ -129,6 +136,12 @@ func runScale(tb testing.TB, r *driver.Registry, plug, unplug []hotplug.Event) (
 		tb.Fatal(err)
 	}
 	t1 := time.Now()
+	if heap != nil {
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		*heap += int64(ms.HeapAlloc)
+		t1 = time.Now()
+	}
 	for _, ev := range unplug {
 		br.Handle(ev)
 	}
@@ -158,6 +171,7 @@ func BenchmarkBridgeScale(b *testing.B) {
 	for i, n := range sizes {
 		all[i].plug, all[i].unplug = scaleEvents(b, n)
 	}
+	var heap int64
 	plug := make([][]float64, len(sizes))
 	unplug := make([][]float64, len(sizes))
 	for b.Loop() {
@@ -165,7 +179,11 @@ func BenchmarkBridgeScale(b *testing.B) {
 			// Small sizes are noisy: take the median of several runs.
 			for range max(1, 10000/n) {
 				r := scaleRegistry(b)
-				p, u := runScale(b, r, all[i].plug, all[i].unplug)
+				var h *int64
+				if i == len(sizes)-1 {
+					h = &heap
+				}
+				p, u := runScale(b, r, all[i].plug, all[i].unplug, h)
 				_ = r.Close(context.Background())
 				plug[i] = append(plug[i], float64(p.Nanoseconds())/float64(n))
 				unplug[i] = append(unplug[i], float64(u.Nanoseconds())/float64(n))
@@ -178,6 +196,9 @@ func BenchmarkBridgeScale(b *testing.B) {
 		b.ReportMetric(med(unplug[i]), fmt.Sprintf("unplug-ns/dev@%dk", n/1000))
 	}
 	last := len(sizes) - 1
+	// What the registry and the bridge hold per plugged device (traced, as
+	// the daemon runs; the simulator's events are not counted).
+	b.ReportMetric(float64(heap)/float64(sizes[last]), "heap-B/dev@100k")
 	b.ReportMetric(med(plug[last])/med(plug[0]), "plug-growth-1k→100k")
 	b.ReportMetric(med(unplug[last])/med(unplug[0]), "unplug-growth-1k→100k")
 }
