@@ -3,6 +3,7 @@ package sim_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/driver/lifecycletest"
 	"github.com/drvkit/drvkit/hotplug"
 	"github.com/drvkit/drvkit/hotplug/buses"
 	"github.com/drvkit/drvkit/hotplug/scsibus"
@@ -201,4 +205,60 @@ func BenchmarkBridgeScale(b *testing.B) {
 	b.ReportMetric(float64(heap)/float64(sizes[last]), "heap-B/dev@100k")
 	b.ReportMetric(med(plug[last])/med(plug[0]), "plug-growth-1k→100k")
 	b.ReportMetric(med(unplug[last])/med(unplug[0]), "unplug-growth-1k→100k")
+}
+
+var scaleN = flag.Int("scale.n", 2000, "devices in TestScalePlugInspectUnplug (make stress runs 100000)")
+
+// TestScalePlugInspectUnplug plugs scale.n devices (SCSI LUNs and USB
+// devices mixed) through a bridge, checks the registry holds a nub for
+// each and a driver on each disk and USB device, unplugs them all, and
+// checks the lifecycle trace against the termination contract; TestMain's
+// leak check then finds no object and no goroutine left.
+func TestScalePlugInspectUnplug(t *testing.T) {
+	n := *scaleN
+	plug, unplug := scaleEvents(t, n)
+	r := scaleRegistry(t)
+	rec := lifecycletest.Record(t, r)
+	ctx := context.Background()
+	br := hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: "/nonexistent"})
+	for _, ev := range plug {
+		br.Handle(ev)
+	}
+	require.NoError(t, br.Flush(ctx))
+	require.NoError(t, r.WaitQuiet(ctx))
+
+	// Inspect: every LUN and USB device has its nub, the disks and the
+	// USB devices their driver.
+	_, usb := scaleScenario(n)
+	byClass := map[string]int{}
+	drivers := map[string]int{}
+	for _, s := range r.Services() {
+		byClass[s.Class()]++
+		if p := s.Personality(); p != nil {
+			drivers[p.Name]++
+		}
+	}
+	sticks := (usb + 3) / 4 * 2
+	if usb%4 == 1 {
+		sticks--
+	}
+	luns := n - usb
+	require.Equal(t, luns+sticks, byClass[scsibus.ClassDevice], "SCSI nubs: %v", byClass)
+	require.Equal(t, (luns+1)/2+sticks, drivers["scale-disk"], "disk drivers: %v", drivers)
+	require.Equal(t, usb, drivers["scale-usb"], "USB drivers: %v", drivers)
+
+	for _, ev := range unplug {
+		br.Handle(ev)
+	}
+	require.NoError(t, br.Flush(ctx))
+	require.NoError(t, r.WaitQuiet(ctx))
+	st := br.Stats()
+	require.Equal(t, st.Published, st.Terminated, "%+v", st)
+	require.Zero(t, st.PublishErrors+st.UnknownRemoves+st.Dropped, "%+v", st)
+	for _, s := range r.Services() {
+		require.Equal(t, r.Root().ID(), s.ID(), "left in the registry: %s", s)
+	}
+	require.NoError(t, br.Close())
+	require.NoError(t, r.Close(ctx))
+	rec.Check(t)
 }
