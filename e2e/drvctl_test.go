@@ -164,6 +164,9 @@ type appLine struct {
 	Error       string `json:"error"`
 	NoDevice    bool   `json:"no_device"`
 	Terminated  bool   `json:"terminated"`
+	Seq         uint64 `json:"seq"`     // -hid-read: the report's sequence number
+	Pressed     []int  `json:"pressed"` // -hid-read: the keys down
+	Events      int    `json:"events"`  // -hid-read: key presses and releases so far
 }
 
 func parseAppLines(t *testing.T, out string) []appLine {
