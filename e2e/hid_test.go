@@ -132,6 +132,7 @@ func TestHIDKeyboard(t *testing.T) {
 	name := filepath.Base(bound.Devpath)
 
 	var iface, nub, inst *svcEntry
+	var descHex string // the report descriptor, for the capture
 	timed(t, "hid-plug", func(t *testing.T) {
 		d.t = t
 		doc := d.waitTree(ctx, "USBInterface → HIDDevice → hidkbd", func(doc *inspectDoc) bool {
@@ -167,6 +168,7 @@ func TestHIDKeyboard(t *testing.T) {
 		require.Equal(t, strconv.Itoa(int(rd.Usage)), nub.prop(hidbus.PropUsage))
 		require.Equal(t, []string{"1", "6"}, []string{nub.prop(hidbus.PropUsagePage), nub.prop(hidbus.PropUsage)}, "Generic Desktop / Keyboard")
 		t.Logf("HIDDevice #%d %s: %v; descriptor %d bytes", nub.ID, nub.Name, nub.Properties, len(sys.desc))
+		descHex = hex.EncodeToString(sys.desc)
 		// …and the USB device above it is QEMU's keyboard.
 		dev := doc.byID(iface.Providers[0])
 		require.Equal(t, "USBDevice", dev.Class)
@@ -182,9 +184,12 @@ func TestHIDKeyboard(t *testing.T) {
 	const status = "/tmp/kbd.status"
 	timed(t, "hid-keys", func(t *testing.T) {
 		d.t = t
-		_, err := a.Start(ctx, "kbdapp", "e2e-app", "-socket", drvSock, "-driver", "hidkbd", "-hid-read", "-status", status)
+		_, err := a.Start(ctx, "kbdapp", "e2e-app", "-socket", drvSock, "-driver", "hidkbd", "-hid-read", "-leds", "2", "-status", status)
 		require.NoError(t, err)
 		lines := d.waitApp(ctx, status, "reading")
+		// Caps lock on: an output report written to hidraw (the kernel
+		// takes the report ID first, 0 for this unnumbered keyboard).
+		require.NotNil(t, findLine(lines, "leds"))
 		require.Equal(t, inst.ID, findLine(lines, "opened").Service)
 
 		sctx, cancel := step(ctx)
@@ -266,8 +271,8 @@ func TestHIDKeyboard(t *testing.T) {
 		_, err = a.WaitUevent(sctx, unplugMark, Match{Action: "remove", Subsystem: "usb", Env: map[string]string{"DEVTYPE": "usb_device"}})
 		require.NoError(t, err)
 		saveCapture(t, a.Uevents(plugMark, Match{}), "usb-kbd-uevents", fmt.Sprintf(
-			"# QMP device_add usb-kbd,bus=xhci.0,id=%s at seqnum %d; input-send-event; QMP device_del %s at seqnum %d",
-			KeyboardID, firstSeq(a.Uevents(plugMark, Match{})), KeyboardID, firstSeq(a.Uevents(unplugMark, Match{}))))
+			"# QMP device_add usb-kbd,bus=xhci.0,id=%s at seqnum %d; input-send-event; QMP device_del %s at seqnum %d.\n# report_descriptor (sysfs): %s",
+			KeyboardID, firstSeq(a.Uevents(plugMark, Match{})), KeyboardID, firstSeq(a.Uevents(unplugMark, Match{})), descHex))
 	})
 
 	d.t = t

@@ -52,6 +52,12 @@ func newRaw(f *os.File, node string) (*raw, error) {
 // ErrNoDevice: -EIO from read and poll once the device is gone, -ENODEV
 // from write and ioctl, ENOENT/ENXIO from open.
 func mapErrno(err error) error {
+	// The OpError names the operation and the node: drop the *PathError
+	// os.File adds, which would say both again.
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
 	switch {
 	case errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO), errors.Is(err, unix.EIO),
 		errors.Is(err, unix.ESHUTDOWN), errors.Is(err, unix.ENOENT):

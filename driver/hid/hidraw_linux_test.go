@@ -85,3 +85,23 @@ func TestHidrawOpenMissing(t *testing.T) {
 	require.ErrorAs(t, err, &oe)
 	require.Equal(t, "open", oe.Op)
 }
+
+// A report is its ID byte and data: hidraw refuses anything shorter with
+// EINVAL (a keyboard's bare LED byte was, in the QEMU guest), so the
+// transport refuses it first, saying why.
+func TestRawWriteChecksAndErrors(t *testing.T) {
+	d, _ := newPipeRaw(t)
+	for _, r := range [][]byte{nil, {2}} {
+		err := d.WriteOutput(r)
+		require.ErrorIs(t, err, ErrReportSize, "%x", r)
+		err = d.SetFeature(r)
+		require.ErrorIs(t, err, ErrReportSize, "%x", r)
+	}
+	_, err := d.GetFeature(1, make([]byte, 1))
+	require.ErrorIs(t, err, ErrReportSize)
+	// The node's own error names the operation and the node once (the
+	// read end of a pipe refuses writes).
+	err = d.WriteOutput([]byte{0, 2})
+	require.ErrorIs(t, err, unix.EBADF)
+	require.EqualError(t, err, "write /dev/hidraw9: bad file descriptor")
+}

@@ -4,7 +4,7 @@
 //
 //	e2e-app -socket S -driver usbstorage [-write LBA -pattern P] [-read LBA]
 //	        [-read-loop LBA [-depth N] [-blocks N]] [-hold [-close-after FILE]] [-status FILE]
-//	e2e-app -socket S -driver hidkbd -hid-read [-status FILE]
+//	e2e-app -socket S -driver hidkbd -hid-read [-leds BITS] [-status FILE]
 //
 // In that order: it opens an instance of the driver, asks INQUIRY and the
 // capacity, writes the pattern at LBA, reads LBA once, then with -read-loop
@@ -22,6 +22,8 @@
 // other, reporting each ("report": its sequence number, the report in hex,
 // the keys down) with what "keys" says was typed so far ("keys"), until a
 // read fails (the keyboard was unplugged: ErrNoDevice); then it closes.
+// With -leds it first sets the keyboard's LEDs (hidkbd's "leds": an
+// output report through hidraw).
 package main
 
 import (
@@ -32,6 +34,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -100,6 +103,7 @@ func main() {
 	closeAfter := flag.String("close-after", "", "with -hold: after ServiceIsRequestingClose, keep the device open until this `file` exists")
 	statusPath := flag.String("status", "", "also append every line to this `file`")
 	hidRead := flag.Bool("hid-read", false, "open a keyboard (hidkbd) and report its input reports until a read fails")
+	leds := flag.Int("leds", -1, "with -hid-read: first set the keyboard's LEDs to these `bits` (-1: no)")
 	flag.Parse()
 
 	r := &reporter{}
@@ -115,7 +119,7 @@ func main() {
 		return run(r, *socket, *drv, *write, *pattern, *read, *loop, *depth, *blocks, *hold, *closeAfter)
 	}
 	if *hidRead {
-		do = func() error { return runHID(r, *socket, *drv) }
+		do = func() error { return runHID(r, *socket, *drv, *leds) }
 	}
 	if err := do(); err != nil {
 		r.emit(Line{Event: "error", Error: err.Error(), NoDevice: errors.Is(err, userclient.ErrNoDevice),
@@ -239,7 +243,7 @@ func run(r *reporter, socket, drv string, write int64, pattern string, read, loo
 }
 
 // runHID follows a keyboard's input reports through hidkbd's user client.
-func runHID(r *reporter, socket, drv string) error {
+func runHID(r *reporter, socket, drv string, leds int) error {
 	if socket == "" {
 		return errors.New("no socket: use -socket or DRVCTL_SOCKET")
 	}
@@ -257,6 +261,15 @@ func runHID(r *reporter, socket, drv string) error {
 	}
 	info := h.Service()
 	r.emit(Line{Event: "opened", Service: info.ID, Client: h.ClientID(), Class: info.Class, Personality: info.Personality})
+	if leds >= 0 {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := h.Call(cctx, hidkbd.MethodLEDs, []byte(fmt.Sprintf(`{"leds":%d}`, leds)))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("leds: %w", err)
+		}
+		r.emit(Line{Event: "leds", Data: strconv.Itoa(leds)})
+	}
 	r.emit(Line{Event: "reading"})
 	var after uint64
 	for {

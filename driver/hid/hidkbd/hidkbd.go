@@ -311,7 +311,9 @@ func (d *Driver) leds(ctx context.Context, s *driver.Service, in []byte) ([]byte
 	if dev == nil {
 		return nil, &driver.OpError{Op: MethodLEDs, Err: driver.ErrNotActive}
 	}
-	report := []byte{a.LEDs}
+	// hidraw takes the report ID first: 0 when reports are not numbered
+	// (a bare LED byte would be refused with EINVAL).
+	report := []byte{0, a.LEDs}
 	if desc.Numbered { // the first output report's ID
 		for _, r := range desc.Reports {
 			if r.Kind == hid.Output {

@@ -175,7 +175,7 @@ func TestKeyboardEndToEnd(t *testing.T) {
 	// LEDs go out as an output report.
 	_, err := kbd.Call(ctx, hidkbd.MethodLEDs, []byte(`{"leds":2}`))
 	require.NoError(t, err)
-	require.Equal(t, [][]byte{{2}}, r.hid.Device("/dev/hidraw0").Outputs())
+	require.Equal(t, [][]byte{{0, 2}}, r.hid.Device("/dev/hidraw0").Outputs(), "report ID 0, then the LED bits")
 
 	// A read waiting for the next report when the keyboard is unplugged.
 	readErr := make(chan error, 1)
