@@ -214,7 +214,11 @@ func TestHIDKeyboard(t *testing.T) {
 					last = &lines[i]
 				}
 			}
-			return last != nil && last.Data == "hi1A" && last.Events == 8, fmt.Sprintf("%+v", lines)
+			// The application reads report after report; "keys" may run
+			// ahead of them (the driver decoded more meanwhile), so wait
+			// for the tenth report and what was typed after it.
+			return len(reports) >= 10 && last != nil && last.Seq == reports[len(reports)-1].Seq &&
+				last.Data == "hi1A" && last.Events == 8, fmt.Sprintf("%+v", lines)
 		})
 		t.Logf("%d input reports in %v", len(reports), time.Since(t0).Round(time.Millisecond))
 		// The reports are the boot layout, 8 bytes: modifiers, reserved,
