@@ -180,6 +180,7 @@ func TestHIDKeyboard(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+	timed(t, "TestHidrawReal", func(t *testing.T) { hidrawRealInGuest(t, ctx, a) })
 
 	const status = "/tmp/kbd.status"
 	timed(t, "hid-keys", func(t *testing.T) {
@@ -310,4 +311,22 @@ func saveCapture(t *testing.T, us []*agentproto.Uevent, name, note string) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, name+".txt"), txt.Bytes(), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, name+".b64"), b64.Bytes(), 0o644))
 	t.Logf("capture: %s.{txt,b64} in %s (%d events)", name, dir, len(us))
+}
+
+// hidrawRealInGuest runs driver/hid's TestHidrawReal (hid.test) on the
+// guest's hidraw node, beside hidkbd which holds it open too: it must
+// PASS, and skip nothing.
+func hidrawRealInGuest(t *testing.T, ctx context.Context, a *Agent) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	r, err := a.Exec(ctx, "env", "DRVKIT_HIDRAW_E2E=1", "hid.test", "-test.run", "^TestHidrawReal$", "-test.v", "-test.count=1")
+	require.NoError(t, err)
+	out := r.Stdout + r.Stderr
+	t.Logf("hid.test -test.run ^TestHidrawReal$ in the guest (%.0f ms, exit %d):\n%s", r.Ms, r.Exit, out)
+	require.Zero(t, r.Exit, "TestHidrawReal failed in the guest")
+	require.NotContains(t, out, "SKIP")
+	require.Regexp(t, `(?m)^    --- PASS: TestHidrawReal/hidraw0 \(`, out)
+	require.Regexp(t, `hidrawreal: /dev/hidraw0: 0003:00000627:00000001, descriptor 63 bytes, usage 0x1/0x6, input report 8 bytes`, out)
+	require.Contains(t, out, "hidrawreal: /dev/hidraw0: GET_REPORT(feature 1):")
+	require.Regexp(t, `(?m)^PASS$`, out)
 }
