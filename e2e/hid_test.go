@@ -215,7 +215,8 @@ func TestHIDKeyboard(t *testing.T) {
 	const status = "/tmp/kbd.status"
 	timed(t, "hid-keys", func(t *testing.T) {
 		d.t = t
-		_, err := a.Start(ctx, "kbdapp", "e2e-app", "-socket", drvSock, "-driver", "hidkbd", "-hid-read", "-leds", "2", "-status", status)
+		_, err := a.Start(ctx, "kbdapp", "e2e-app", "-socket", drvSock, "-driver", "hidkbd", "-hid-read",
+			"-service", strconv.FormatUint(inst.ID, 10), "-leds", "2", "-status", status)
 		require.NoError(t, err)
 		lines := d.waitApp(ctx, status, "reading")
 		// Caps lock on: an output report written to hidraw (the kernel

@@ -4,7 +4,7 @@
 //
 //	e2e-app -socket S -driver usbstorage [-write LBA -pattern P] [-read LBA]
 //	        [-read-loop LBA [-depth N] [-blocks N]] [-hold [-close-after FILE]] [-status FILE]
-//	e2e-app -socket S -driver hidkbd -hid-read [-leds BITS] [-status FILE]
+//	e2e-app -socket S -driver hidkbd -hid-read [-service ID] [-leds BITS] [-status FILE]
 //
 // In that order: it opens an instance of the driver, asks INQUIRY and the
 // capacity, writes the pattern at LBA, reads LBA once, then with -read-loop
@@ -104,6 +104,7 @@ func main() {
 	statusPath := flag.String("status", "", "also append every line to this `file`")
 	hidRead := flag.Bool("hid-read", false, "open a keyboard (hidkbd) and report its input reports until a read fails")
 	leds := flag.Int("leds", -1, "with -hid-read: first set the keyboard's LEDs to these `bits` (-1: no)")
+	service := flag.Uint64("service", 0, "with -hid-read: open the instance with this service `id` (0: any of the driver)")
 	flag.Parse()
 
 	r := &reporter{}
@@ -119,7 +120,7 @@ func main() {
 		return run(r, *socket, *drv, *write, *pattern, *read, *loop, *depth, *blocks, *hold, *closeAfter)
 	}
 	if *hidRead {
-		do = func() error { return runHID(r, *socket, *drv, *leds) }
+		do = func() error { return runHID(r, *socket, *drv, *service, *leds) }
 	}
 	if err := do(); err != nil {
 		r.emit(Line{Event: "error", Error: err.Error(), NoDevice: errors.Is(err, userclient.ErrNoDevice),
@@ -243,7 +244,7 @@ func run(r *reporter, socket, drv string, write int64, pattern string, read, loo
 }
 
 // runHID follows a keyboard's input reports through hidkbd's user client.
-func runHID(r *reporter, socket, drv string, leds int) error {
+func runHID(r *reporter, socket, drv string, service uint64, leds int) error {
 	if socket == "" {
 		return errors.New("no socket: use -socket or DRVCTL_SOCKET")
 	}
@@ -255,7 +256,7 @@ func runHID(r *reporter, socket, drv string, leds int) error {
 		return err
 	}
 	defer c.Close()
-	h, err := c.Open(dctx, userclient.Match{Personality: drv})
+	h, err := c.Open(dctx, userclient.Match{Personality: drv, ID: service})
 	if err != nil {
 		return fmt.Errorf("open %s: %w", drv, err)
 	}
