@@ -47,7 +47,7 @@ type Scenario struct {
 
 const (
 	maxScenarioLine  = 4096
-	maxScenarioSteps = 1 << 17 // after repeat expansion
+	maxScenarioSteps = 1 << 19 // after repeat expansion: room for plugging and unplugging 100k devices
 )
 
 // ParseScenario reads a scenario and checks it: the syntax of every line
