@@ -337,7 +337,7 @@ func (v *validator) manifest(raw *rawManifest) (*Manifest, error) {
 			return nil, v.fail(append(path, "max_output"), "negative")
 		}
 		seen[rm.Name] = true
-		m.Methods = append(m.Methods, Method{Name: rm.Name, MaxInput: rm.MaxInput, MaxOutput: rm.MaxOutput})
+		m.Methods = append(m.Methods, Method(rm))
 	}
 	return m, nil
 }
