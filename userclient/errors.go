@@ -31,6 +31,9 @@ var (
 	// ErrOverflow: the peer did not read its notifications or replies and
 	// its bounded buffer filled up; the connection was dropped.
 	ErrOverflow = wire.ErrOverflow
+	// ErrLimit: the server refused because a resource limit was reached
+	// (connections per user, handles per connection, waiting opens).
+	ErrLimit = wire.ErrLimit
 )
 
 // ProtocolError says what was wrong with the bytes received (errors.Is

@@ -52,6 +52,7 @@ type serveOptions struct {
 	stateDir     string
 	personality  personalityFlags
 	observe      observeOptions
+	limits       limitsFlag
 }
 
 func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
@@ -67,6 +68,7 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	fs.StringVar(&o.allowGIDs, "allow-gids", "", "comma-separated `gids` whose members may open services")
 	fs.StringVar(&o.adminGIDs, "admin-gids", "", "comma-separated `gids` whose members may make administrative calls (root always may)")
 	fs.BoolVar(&o.anyUser, "any-user", false, "let anyone who can reach the socket open services")
+	fs.Var(&o.limits, "limits", limitsUsage())
 	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long `drvctl terminate` waits for the free")
 	fs.DurationVar(&o.closeTimeout, "shutdown-timeout", 15*time.Second, "how long shutdown waits for every service to be freed")
 	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` for what must outlive the daemon: the journal of kernel drivers it detached, re-attached at the next start if it was killed (with --sim also the simulated kernel's bindings); empty: no journal")
@@ -283,7 +285,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	}
 
 	d.srv, err = server.Listen(&daemonBackend{RegistryBackend: server.NewRegistryBackend(d.reg), hub: d.hub, sessions: d.observer.userClientHooks()}, server.Config{
-		Path: o.socket, GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log,
+		Path: o.socket, GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log, Limits: o.limits.l,
 		OnDisconnect: func(c userclient.Cred, reason error) {
 			log.Debug("client disconnected", "pid", c.PID, "uid", c.UID, "reason", reason)
 		},

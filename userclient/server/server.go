@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/internal/faultinject"
+	"github.com/drvkit/drvkit/internal/ratelog"
 
 	"github.com/drvkit/drvkit/userclient"
 	"github.com/drvkit/drvkit/userclient/wire"
@@ -49,6 +50,9 @@ type Config struct {
 	// HandshakeTimeout is how long a new connection may take to send its
 	// hello (default 10s).
 	HandshakeTimeout time.Duration
+	// Limits bound what one peer can make the server hold; the zero
+	// value has safe defaults (see Limits).
+	Limits Limits
 	// Admin serves administrative calls; nil answers them with userclient.ErrNoMethod.
 	Admin AdminFunc
 	// OnDisconnect, if set, is told why each connection ended (after its
@@ -80,6 +84,67 @@ func (c *Config) defaults() {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
+	c.Limits.defaults()
+}
+
+// Limits bound the resources a peer can make the server hold, in the
+// manner of dbus-daemon's limits. Zero means the default; a negative
+// duration turns that timeout off.
+type Limits struct {
+	// MaxConns is the number of connections served at once (default
+	// 1024). Root gets RootReserve connections beyond it, so that an
+	// administrator can still connect while others exhausted the rest.
+	MaxConns int
+	// MaxConnsPerUID bounds one user's connections, root's too (default
+	// 128).
+	MaxConnsPerUID int
+	// MaxIncomplete bounds connections that have not completed the
+	// handshake (default 64).
+	MaxIncomplete int
+	// MaxHandles bounds open handles per connection (default 256).
+	MaxHandles int
+	// MaxWaitingOpens bounds opens waiting for a service to appear, per
+	// connection (default 16); MaxWaitingOpensTotal over all connections
+	// (default 256).
+	MaxWaitingOpens      int
+	MaxWaitingOpensTotal int
+	// FrameTimeout is how long the rest of a frame may take once its first
+	// byte arrived (default 10s).
+	FrameTimeout time.Duration
+	// IdleTimeout closes a connection with no open handle and no request
+	// in flight that sent nothing for this long (default 2 minutes).
+	IdleTimeout time.Duration
+}
+
+// RootReserve is how many connections uid 0 may open beyond MaxConns.
+const RootReserve = 16
+
+// DefaultLimits are the limits a zero Limits gets.
+var DefaultLimits = Limits{
+	MaxConns: 1024, MaxConnsPerUID: 128, MaxIncomplete: 64, MaxHandles: 256,
+	MaxWaitingOpens: 16, MaxWaitingOpensTotal: 256,
+	FrameTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+}
+
+func (l *Limits) defaults() {
+	d := DefaultLimits
+	setInt := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	setInt(&l.MaxConns, d.MaxConns)
+	setInt(&l.MaxConnsPerUID, d.MaxConnsPerUID)
+	setInt(&l.MaxIncomplete, d.MaxIncomplete)
+	setInt(&l.MaxHandles, d.MaxHandles)
+	setInt(&l.MaxWaitingOpens, d.MaxWaitingOpens)
+	setInt(&l.MaxWaitingOpensTotal, d.MaxWaitingOpensTotal)
+	if l.FrameTimeout == 0 {
+		l.FrameTimeout = d.FrameTimeout
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = d.IdleTimeout
+	}
 }
 
 // drainGrace is how long a failing connection's queued frames may take to
@@ -92,18 +157,29 @@ type Server struct {
 	cfg     Config
 	ln      *net.UnixListener
 
-	mu     sync.Mutex
-	conns  map[*conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu         sync.Mutex
+	conns      map[*conn]struct{}
+	perUID     map[uint32]int // connections per uid
+	incomplete int            // connections before their handshake
+	closed     bool
+	wg         sync.WaitGroup
 
 	sessions atomic.Int64
+	waiting  atomic.Int64 // opens waiting for a service, over all connections
+	refused  atomic.Int64 // connections refused at accept by a limit
+	timeouts atomic.Int64 // connections ended by the frame or idle timeout
+	coalesce atomic.Int64 // ServiceWasClosed notifications merged into one queued
+
+	refusedLog ratelog.Limiter
 }
 
 // Stats is a snapshot of a server's load.
 type Stats struct {
-	Conns    int // connections being served
-	Sessions int // open handles over all connections
+	Conns     int   // connections being served
+	Sessions  int   // open handles over all connections
+	Refused   int64 // connections refused by a limit since the start
+	Timeouts  int64 // connections ended by the frame or idle timeout
+	Coalesced int64 // ServiceWasClosed notifications merged into a queued one
 }
 
 // Listen creates the socket and starts serving b.
@@ -134,7 +210,7 @@ func Listen(b Backend, cfg Config) (*Server, error) {
 			return nil, opErr(err)
 		}
 	}
-	s := &Server{backend: b, cfg: cfg, ln: ln, conns: make(map[*conn]struct{})}
+	s := &Server{backend: b, cfg: cfg, ln: ln, conns: make(map[*conn]struct{}), perUID: make(map[uint32]int)}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s, nil
@@ -175,7 +251,8 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	n := len(s.conns)
 	s.mu.Unlock()
-	return Stats{Conns: n, Sessions: int(s.sessions.Load())}
+	return Stats{Conns: n, Sessions: int(s.sessions.Load()), Refused: s.refused.Load(),
+		Timeouts: s.timeouts.Load(), Coalesced: s.coalesce.Load()}
 }
 
 // Close stops accepting, ends every connection (each session gets
@@ -217,18 +294,69 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		delay = 0
-		c := newConn(s, nc)
+		// The credentials first: the limits are per user, and a refused
+		// connection must cost no goroutine.
+		cred, err := peerCred(nc)
+		if err != nil {
+			s.cfg.Log.Warn("reading peer credentials", "err", err)
+			nc.Close()
+			continue
+		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			nc.Close()
 			return
 		}
+		if why := s.admitLocked(cred); why != "" {
+			s.mu.Unlock()
+			s.refuse(nc, cred, why)
+			continue
+		}
+		c := newConn(s, nc, cred)
 		s.conns[c] = struct{}{}
+		s.perUID[cred.UID]++
+		s.incomplete++
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go c.serve()
 	}
+}
+
+// admitLocked says why a new connection from cred is over a limit, or "".
+func (s *Server) admitLocked(cred userclient.Cred) string {
+	l := &s.cfg.Limits
+	maxConns := l.MaxConns
+	if cred.UID == 0 {
+		maxConns += RootReserve
+	}
+	if s.perUID[cred.UID] >= l.MaxConnsPerUID {
+		return fmt.Sprintf("uid %d already has %d connections", cred.UID, l.MaxConnsPerUID)
+	}
+	if len(s.conns) >= maxConns {
+		return fmt.Sprintf("the server has %d connections", len(s.conns))
+	}
+	if s.incomplete >= l.MaxIncomplete {
+		return fmt.Sprintf("%d connections have not completed their handshake", s.incomplete)
+	}
+	return ""
+}
+
+// refuse tells a connection over a limit why, without waiting for it, and
+// closes it.
+func (s *Server) refuse(nc *net.UnixConn, cred userclient.Cred, why string) {
+	s.refused.Add(1)
+	if n, ok := s.refusedLog.Allow(); ok {
+		s.cfg.Log.Warn("connection refused", "pid", cred.PID, "uid", cred.UID, "why", why, "suppressed", n)
+	}
+	ctl, _ := json.Marshal(wire.ErrorMsg{Code: wire.CodeLimit, Message: wire.ErrLimit.Error() + ": " + why})
+	f := wire.Frame{Type: wire.TypeError, Flags: wire.FlagFatal, Control: ctl}
+	if b, err := wire.AppendFrame(nil, &f, max(s.cfg.MaxFrame, f.Size())); err == nil {
+		// A new socket's buffer has room: this does not block.
+		_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+		_, _ = nc.Write(b)
+	}
+	nc.Close()
 }
 
 // conn is one application connection.
@@ -241,9 +369,13 @@ type conn struct {
 	ctx    context.Context // cancelled when the connection ends: in-flight calls stop
 	cancel context.CancelFunc
 
-	out      chan []byte // encoded frames for the writer
-	wbufs    net.Buffers // the batch being written (the writer's only)
-	outBytes atomic.Int64
+	// The writer's queue: a slice, not a channel sized for the limit, so
+	// that an idle connection costs no queue memory.
+	qmu      sync.Mutex
+	queue    []outFrame
+	outBytes int           // bytes queued (under qmu)
+	wake     chan struct{} // (1) something was queued
+	wbufs    net.Buffers   // the batch being written (the writer's only)
 	quit     chan struct{} // closed by fail: the writer drains and closes
 	writerWG sync.WaitGroup
 	reqWG    sync.WaitGroup
@@ -254,8 +386,13 @@ type conn struct {
 
 	version int // negotiated in the handshake; read only by the reader after it
 
+	complete bool // past the handshake (the reader's only)
+	embedded bool // Server.Embed's: no idle timeout
+
 	mu       sync.Mutex
 	sessions map[uint64]*entry
+	opening  int // opens that passed the handle limit and have no handle yet
+	waiting  int // opens waiting for a service
 	next     uint64
 	ended    bool
 	watch    io.Closer // the pidfd watch, closed at the end
@@ -282,14 +419,31 @@ type entry struct {
 	send    func(userclient.Notification)
 	ready   bool                      // the open reply is queued: notifications may follow it
 	pending []userclient.Notification // notifications that came before the open reply
+
+	// A ServiceWasClosed queued and not yet written (guarded by the
+	// connection's qmu): later ones are merged into it.
+	closedQueued bool
+	closedCount  int
+	closedLast   uint64 // the last closer
 }
 
-func newConn(s *Server, nc *net.UnixConn) *conn {
+// outFrame is a queued frame: encoded bytes, or (closed set) the
+// ServiceWasClosed summary of an entry, encoded when it is written.
+type outFrame struct {
+	b      []byte
+	closed *entry
+}
+
+// summarySize is what a queued ServiceWasClosed summary counts for against
+// QueueBytes before it is encoded.
+const summarySize = 96
+
+func newConn(s *Server, nc *net.UnixConn, cred userclient.Cred) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &conn{
-		srv: s, nc: nc, ctx: ctx, cancel: cancel,
+		srv: s, nc: nc, ctx: ctx, cancel: cancel, cred: cred,
 		dec:      wire.NewDecoder(nc, s.cfg.MaxFrame),
-		out:      make(chan []byte, s.cfg.QueueFrames),
+		wake:     make(chan struct{}, 1),
 		quit:     make(chan struct{}),
 		sem:      make(chan struct{}, s.cfg.MaxInflight),
 		sessions: make(map[uint64]*entry),
@@ -302,19 +456,14 @@ func (c *conn) serve() {
 	c.writerWG.Add(1)
 	go c.writer()
 
-	cred, err := peerCred(c.nc)
+	cred := c.cred
+	w, err := watchPeer(c.nc, cred.PID, func() { c.fail(ErrPeerExited, "") })
 	if err != nil {
-		c.fail(fmt.Errorf("reading peer credentials: %w", err), wire.CodeProtocol)
+		c.fail(fmt.Errorf("watching peer pid %d: %w", cred.PID, err), wire.CodeProtocol)
 	} else {
-		c.cred = cred
-		w, err := watchPeer(c.nc, cred.PID, func() { c.fail(ErrPeerExited, "") })
-		if err != nil {
-			c.fail(fmt.Errorf("watching peer pid %d: %w", cred.PID, err), wire.CodeProtocol)
-		} else {
-			c.mu.Lock()
-			c.watch = w
-			c.mu.Unlock()
-		}
+		c.mu.Lock()
+		c.watch = w
+		c.mu.Unlock()
 	}
 	if !c.failed() {
 		c.readLoop()
@@ -328,17 +477,28 @@ func (c *conn) serve() {
 func (c *conn) fail(reason error, code string) {
 	c.failOnce.Do(func() {
 		c.reason = reason
+		grace := drainGrace
 		if code != "" {
-			c.forceEnqueue(c.errorFrame(0, wire.FlagFatal, code, reason.Error()))
+			// A client dropped for not reading gets the reason before
+			// anything still queued, and longer to read it.
+			overflow := code == wire.CodeOverflow
+			if overflow {
+				grace = overflowGrace
+			}
+			c.forceEnqueue(c.errorFrame(0, wire.FlagFatal, code, reason.Error()), overflow)
 		}
 		close(c.quit)
 		c.cancel()
 		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
 		// A write blocked on a peer that does not read must end too; a
 		// peer that reads gets what is queued within this grace time.
-		_ = c.nc.SetWriteDeadline(time.Now().Add(drainGrace))
+		_ = c.nc.SetWriteDeadline(time.Now().Add(grace))
 	})
 }
+
+// overflowGrace is how long a client dropped for not reading has to read
+// the error that says so.
+const overflowGrace = 2 * time.Second
 
 // failed reports whether fail ran; after it returns true, c.reason is set.
 func (c *conn) failed() bool {
@@ -372,6 +532,12 @@ func (c *conn) finish() {
 	c.writerWG.Wait()
 	c.srv.mu.Lock()
 	delete(c.srv.conns, c)
+	if c.srv.perUID[c.cred.UID]--; c.srv.perUID[c.cred.UID] <= 0 {
+		delete(c.srv.perUID, c.cred.UID)
+	}
+	if !c.complete {
+		c.srv.incomplete--
+	}
 	c.srv.mu.Unlock()
 	if cb := c.srv.cfg.OnDisconnect; cb != nil {
 		cb(c.cred, c.reason)
@@ -381,43 +547,63 @@ func (c *conn) finish() {
 func (c *conn) writer() {
 	defer c.writerWG.Done()
 	defer c.nc.Close()
-	var batch net.Buffers
+	var batch, spare []outFrame
+	var bufs net.Buffers
 	for {
 		select {
-		case b := <-c.out:
-			// Whatever else is queued goes out in the same writev, up to
-			// a fatal error frame: nothing may follow it on the wire (an
-			// answer queued while fail ran can land behind it).
-			batch = append(batch[:0], b)
-			fatal := isFatalFrame(b)
-		more:
-			for len(batch) < 64 && !fatal {
-				select {
-				case b := <-c.out:
-					batch = append(batch, b)
-					fatal = isFatalFrame(b)
-				default:
-					break more
-				}
+		case <-c.wake:
+		case <-c.quit:
+		}
+		quitting := c.failed()
+		c.qmu.Lock()
+		batch, c.queue = c.queue, spare[:0]
+		c.qmu.Unlock()
+		// Whatever is queued goes out in writevs of up to 64 frames, up
+		// to a fatal error frame: nothing may follow it on the wire (an
+		// answer queued while fail ran can land behind it).
+		for i := 0; i < len(batch); {
+			bufs = bufs[:0]
+			fatal := false
+			for ; i < len(batch) && len(bufs) < 64 && !fatal; i++ {
+				b := c.frameBytes(&batch[i])
+				batch[i] = outFrame{}
+				bufs = append(bufs, b)
+				fatal = isFatalFrame(b)
 			}
-			if !c.write(batch) || fatal {
+			if !c.write(bufs) || fatal {
 				return
 			}
-		case <-c.quit:
-			// Drain what is queued (the fatal error frame last) within
-			// the write deadline fail set.
-			for {
-				select {
-				case b := <-c.out:
-					if !c.write(net.Buffers{b}) || isFatalFrame(b) {
-						return
-					}
-				default:
-					return
-				}
-			}
+		}
+		spare = batch[:0]
+		if quitting {
+			// Drained what was queued when fail ran, within the write
+			// deadline it set.
+			return
 		}
 	}
+}
+
+// frameBytes is the encoding of a queued frame; a ServiceWasClosed summary
+// is encoded now, and later closes queue a new one.
+func (c *conn) frameBytes(f *outFrame) []byte {
+	e := f.closed
+	if e == nil {
+		return f.b
+	}
+	c.qmu.Lock()
+	n, last := e.closedCount, e.closedLast
+	e.closedQueued, e.closedCount = false, 0
+	c.outBytes -= summarySize
+	c.qmu.Unlock()
+	note := userclient.Notification{Type: userclient.ServiceWasClosed, Service: last}
+	if n > 1 {
+		note.Detail = fmt.Sprintf("%d clients closed the service", n)
+	}
+	b := wire.AppendNotification(nil, e.handle, note)
+	c.qmu.Lock()
+	c.outBytes += len(b)
+	c.qmu.Unlock()
+	return b
 }
 
 // isFatalFrame reports whether b, an encoded frame, is a fatal error frame:
@@ -431,7 +617,9 @@ func (c *conn) write(bufs net.Buffers) bool {
 	for _, b := range bufs {
 		n += len(b)
 	}
-	c.outBytes.Add(-int64(n))
+	c.qmu.Lock()
+	c.outBytes -= n
+	c.qmu.Unlock()
 	err := faultinject.At(faultinject.Write, nil)
 	if err == nil {
 		if len(bufs) == 1 {
@@ -455,39 +643,70 @@ func (c *conn) write(bufs net.Buffers) bool {
 // enqueue queues a frame without ever blocking; a connection whose queue is
 // full is not reading and is dropped.
 func (c *conn) enqueue(b []byte) {
-	select {
-	case <-c.quit:
-		return
-	default:
-	}
-	if c.outBytes.Add(int64(len(b))) > int64(c.srv.cfg.QueueBytes) {
-		c.outBytes.Add(-int64(len(b)))
-		c.fail(fmt.Errorf("%w: more than %d bytes queued", wire.ErrOverflow, c.srv.cfg.QueueBytes), wire.CodeOverflow)
+	c.push(outFrame{b: b}, len(b))
+}
+
+// push queues f, counting size bytes for it.
+func (c *conn) push(f outFrame, size int) {
+	if c.failed() {
 		return
 	}
-	select {
-	case c.out <- b:
+	var overflow error
+	c.qmu.Lock()
+	switch {
+	case c.outBytes+size > c.srv.cfg.QueueBytes:
+		overflow = fmt.Errorf("%w: more than %d bytes queued", wire.ErrOverflow, c.srv.cfg.QueueBytes)
+	case len(c.queue) >= c.srv.cfg.QueueFrames:
+		overflow = fmt.Errorf("%w: more than %d frames queued", wire.ErrOverflow, c.srv.cfg.QueueFrames)
 	default:
-		c.outBytes.Add(-int64(len(b)))
-		c.fail(fmt.Errorf("%w: more than %d frames queued", wire.ErrOverflow, c.srv.cfg.QueueFrames), wire.CodeOverflow)
+		c.queue = append(c.queue, f)
+		c.outBytes += size
+	}
+	c.qmu.Unlock()
+	if overflow != nil {
+		c.fail(overflow, wire.CodeOverflow)
+		return
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 
-// forceEnqueue queues the fatal error frame, dropping the oldest queued
-// frame if needed so that the last thing the peer reads says why.
-func (c *conn) forceEnqueue(b []byte) {
-	for {
-		select {
-		case c.out <- b:
-			c.outBytes.Add(int64(len(b)))
-			return
-		default:
+// queueClosed queues a ServiceWasClosed for e, or merges it into the one
+// already queued: a burst of closes by another client costs this
+// connection one frame, so it is never dropped for someone else's burst.
+func (c *conn) queueClosed(e *entry, closer uint64) {
+	c.qmu.Lock()
+	if e.closedQueued {
+		e.closedCount++
+		e.closedLast = closer
+		c.qmu.Unlock()
+		c.srv.coalesce.Add(1)
+		return
+	}
+	e.closedQueued, e.closedCount, e.closedLast = true, 1, closer
+	c.qmu.Unlock()
+	c.push(outFrame{closed: e}, summarySize)
+}
+
+// forceEnqueue queues the fatal error frame past the limits; with first
+// set, it replaces whatever is queued, so that the peer reads it next.
+func (c *conn) forceEnqueue(b []byte, first bool) {
+	c.qmu.Lock()
+	if first {
+		for i := range c.queue {
+			c.queue[i] = outFrame{}
 		}
-		select {
-		case old := <-c.out:
-			c.outBytes.Add(-int64(len(old)))
-		default:
-		}
+		c.queue = c.queue[:0]
+		c.outBytes = 0
+	}
+	c.queue = append(c.queue, outFrame{b: b})
+	c.outBytes += len(b)
+	c.qmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -527,7 +746,37 @@ func (c *conn) sendReply(id uint64, v any, data []byte) {
 func (c *conn) readLoop() {
 	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.HandshakeTimeout))
 	handshaken := false
+	lim := &c.srv.cfg.Limits
+	var idleUntil time.Time // the read deadline set for the wait between frames; zero: none set
 	for {
+		inFrame := false
+		if handshaken {
+			// Between frames the read deadline is the idle timeout,
+			// re-armed only when half of it has passed (setting a
+			// deadline is not free); when it expires with the connection
+			// busy, it is simply re-armed.
+			now := time.Now()
+			if lim.IdleTimeout > 0 && !c.embedded && (idleUntil.IsZero() || idleUntil.Sub(now) < lim.IdleTimeout/2) {
+				idleUntil = now.Add(lim.IdleTimeout)
+				_ = c.nc.SetReadDeadline(idleUntil)
+			}
+			complete, err := c.dec.Wait()
+			if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !c.failed() {
+				if c.idle() {
+					c.srv.timeouts.Add(1)
+					c.fail(fmt.Errorf("%w: %w", wire.ErrLimit, ErrIdleTimeout), wire.CodeLimit)
+					return
+				}
+				idleUntil = time.Time{}
+				continue
+			}
+			if err == nil && !complete && lim.FrameTimeout > 0 {
+				// The rest of the frame has a deadline: a peer that
+				// sends a header and stalls holds nothing for long.
+				_ = c.nc.SetReadDeadline(time.Now().Add(lim.FrameTimeout))
+				idleUntil, inFrame = time.Time{}, true
+			}
+		}
 		f, err := c.dec.ReadFrame()
 		if err == nil {
 			err = faultinject.At(faultinject.Read, nil)
@@ -538,6 +787,9 @@ func (c *conn) readLoop() {
 				// fail already ran (peer exited, overflow, shutdown).
 			case errors.Is(err, os.ErrDeadlineExceeded) && !handshaken:
 				c.fail(ErrHandshakeTimeout, wire.CodeProtocol)
+			case errors.Is(err, os.ErrDeadlineExceeded) && inFrame:
+				c.srv.timeouts.Add(1)
+				c.fail(fmt.Errorf("%w: %w (%v)", wire.ErrLimit, ErrFrameTimeout, lim.FrameTimeout), wire.CodeLimit)
 			case errors.Is(err, wire.ErrProtocol):
 				c.fail(err, wire.CodeProtocol)
 			default:
@@ -551,6 +803,10 @@ func (c *conn) readLoop() {
 				return
 			}
 			handshaken = true
+			c.complete = true
+			c.srv.mu.Lock()
+			c.srv.incomplete--
+			c.srv.mu.Unlock()
 			_ = c.nc.SetReadDeadline(time.Time{})
 			continue
 		}
@@ -594,6 +850,14 @@ func (c *conn) readLoop() {
 			c.handle(req, ir)
 		}()
 	}
+}
+
+// idle reports whether the connection holds nothing: no handle, no open
+// in progress and no request in flight.
+func (c *conn) idle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.sessions) == 0 && c.opening == 0 && len(c.sem) == 0
 }
 
 // register makes a call or admin request on a version 2 connection
@@ -753,7 +1017,21 @@ func (c *conn) handle(r *request, ir *inflightReq) {
 }
 
 func (c *conn) open(ctx context.Context, id uint64, ir *inflightReq, m wire.OpenMsg) {
+	// The handle is reserved before the open: concurrent opens on one
+	// connection cannot overshoot the limit together.
+	c.mu.Lock()
+	if n := len(c.sessions) + c.opening; n >= c.srv.cfg.Limits.MaxHandles {
+		c.mu.Unlock()
+		c.settle(id, ir)
+		c.sendError(id, fmt.Errorf("%w: this connection has %d handles open or opening, the most allowed", wire.ErrLimit, n))
+		return
+	}
+	c.opening++
+	c.mu.Unlock()
 	e, info, err := c.openWaiting(ctx, m)
+	c.mu.Lock()
+	c.opening--
+	c.mu.Unlock()
 	if c.settle(id, ir) && err != nil {
 		c.sendCancelled(id, "open", err)
 		return
@@ -788,6 +1066,10 @@ func (c *conn) openWaiting(ctx context.Context, m wire.OpenMsg) (*entry, usercli
 		}
 		return e, info, err
 	}
+	if err := c.reserveWait(); err != nil {
+		return nil, userclient.ServiceInfo{}, err
+	}
+	defer c.releaseWait()
 	for {
 		// Watch before looking: a service that arrives between the two
 		// closes changed, so it is not missed.
@@ -807,9 +1089,39 @@ func (c *conn) openWaiting(ctx context.Context, m wire.OpenMsg) (*entry, usercli
 	}
 }
 
+// reserveWait counts a waiting open against the connection's and the
+// server's limits.
+func (c *conn) reserveWait() error {
+	lim := &c.srv.cfg.Limits
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.waiting >= lim.MaxWaitingOpens {
+		return fmt.Errorf("%w: this connection has %d opens waiting, the most allowed", wire.ErrLimit, c.waiting)
+	}
+	if c.srv.waiting.Add(1) > int64(lim.MaxWaitingOpensTotal) {
+		c.srv.waiting.Add(-1)
+		return fmt.Errorf("%w: the server has %d opens waiting, the most allowed", wire.ErrLimit, lim.MaxWaitingOpensTotal)
+	}
+	c.waiting++
+	return nil
+}
+
+func (c *conn) releaseWait() {
+	c.mu.Lock()
+	c.waiting--
+	c.mu.Unlock()
+	c.srv.waiting.Add(-1)
+}
+
 // notifier is the Notify function for the entry's session.
 func (c *conn) notifier(e *entry) func(userclient.Notification) {
-	e.send = func(n userclient.Notification) { c.sendNotification(e.handle, n) }
+	e.send = func(n userclient.Notification) {
+		if n.Type == userclient.ServiceWasClosed && n.Detail == "" && len(n.Data) == 0 {
+			c.queueClosed(e, n.Service)
+			return
+		}
+		c.sendNotification(e.handle, n)
+	}
 	return func(n userclient.Notification) {
 		if !e.hold(n) {
 			e.send(n)
