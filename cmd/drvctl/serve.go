@@ -46,6 +46,7 @@ type serveOptions struct {
 	allowUIDs    string
 	allowGIDs    string
 	adminGIDs    string
+	readGIDs     string
 	anyUser      bool
 	termTimeout  time.Duration
 	closeTimeout time.Duration
@@ -67,6 +68,7 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	fs.StringVar(&o.allowUIDs, "allow-uids", "", "comma-separated `uids` that may open services (root always may)")
 	fs.StringVar(&o.allowGIDs, "allow-gids", "", "comma-separated `gids` whose members may open services")
 	fs.StringVar(&o.adminGIDs, "admin-gids", "", "comma-separated `gids` whose members may make administrative calls (root always may)")
+	fs.StringVar(&o.readGIDs, "read-gids", "", "comma-separated `gids` whose members may read the daemon's state: monitor, monitor-history, inspect, why, leaks (root and admin groups always may)")
 	fs.BoolVar(&o.anyUser, "any-user", false, "let anyone who can reach the socket open services")
 	fs.Var(&o.limits, "limits", limitsUsage())
 	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long `drvctl terminate` waits for the free")
@@ -480,8 +482,8 @@ func parseIDs(flagName, list string) ([]uint32, error) {
 			continue
 		}
 		n, err := strconv.ParseUint(f, 10, 32)
-		if err != nil {
-			return nil, fmt.Errorf("--%s: %q is not a numeric id", flagName, f)
+		if err != nil || n > maxID {
+			return nil, fmt.Errorf("--%s: %q is not a numeric id from 0 to %d", flagName, f, int64(maxID))
 		}
 		out = append(out, uint32(n))
 	}
@@ -502,13 +504,25 @@ func buildPolicy(o serveOptions) (server.Policy, error) {
 	if err != nil {
 		return p, err
 	}
+	readers, err := parseIDs("read-gids", o.readGIDs)
+	if err != nil {
+		return p, err
+	}
+	if err := checkSocketGID(o.socketGroup); err != nil {
+		return p, err
+	}
+	if err := checkReachable(o, uids, gids); err != nil {
+		return p, err
+	}
 	p.AdminGIDs = admin
+	p.ReadGIDs = readers
+	// The monitor and the read verbs show every device, every client's
+	// process and every uevent: they need the read right, which no allow
+	// rule (not even --any-user) gives.
+	p.ReadClasses = []string{monitorClass}
+	p.ReadOps = []string{opInspect, opHistory, opLeaks, opWhy, opBlockers}
 	if o.anyUser || len(uids) > 0 || len(gids) > 0 {
 		p.Rules = append(p.Rules, server.Rule{AnyUser: o.anyUser, UIDs: uids, GIDs: gids})
-	}
-	// The monitor shows every device and client: administrators only.
-	if len(admin) > 0 {
-		p.Rules = append(p.Rules, server.Rule{GIDs: admin, Classes: []string{monitorClass}})
 	}
 	return p, nil
 }
@@ -524,7 +538,6 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 		}
 		return nil
 	}
-	d.log.Info("admin call", "op", op, "pid", cred.PID, "uid", cred.UID)
 	switch op {
 	case opInspect:
 		return inspectRegistry(d.reg), nil, nil

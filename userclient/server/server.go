@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -60,6 +61,10 @@ type Config struct {
 	OnDisconnect func(cred userclient.Cred, reason error)
 	// Log receives connection-level errors; nil discards them.
 	Log *slog.Logger
+	// Audit receives one line per open and administrative decision,
+	// granted or refused, with the peer's pid, uid and gid and what it
+	// asked (the audit trail); nil uses Log.
+	Audit *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -83,6 +88,9 @@ func (c *Config) defaults() {
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Audit == nil {
+		c.Audit = c.Log
 	}
 	c.Limits.defaults()
 }
@@ -1234,8 +1242,22 @@ func (c *conn) sendCancelled(id uint64, op string, err error) {
 	c.enqueue(c.errorFrame(id, 0, wire.CodeCancelled, fmt.Sprintf("%s cancelled by the client: %v", op, err)))
 }
 
+// audit logs one decision: what was asked (op, what), by whom, and the
+// outcome.
+func (s *Server) audit(cred userclient.Cred, op, what string, err error, attrs ...slog.Attr) {
+	a := append([]slog.Attr{slog.String("op", op), slog.String("asked", what),
+		slog.Int("pid", int(cred.PID)), slog.Uint64("uid", uint64(cred.UID)), slog.Uint64("gid", uint64(cred.GID))}, attrs...)
+	if err != nil {
+		s.cfg.Audit.LogAttrs(context.Background(), slog.LevelWarn, "audit: refused", append(a, slog.String("why", err.Error()))...)
+		return
+	}
+	s.cfg.Audit.LogAttrs(context.Background(), slog.LevelInfo, "audit: granted", a...)
+}
+
 func (s *Server) admin(ctx context.Context, cred userclient.Cred, op string, args json.RawMessage, data []byte) (any, []byte, error) {
-	if err := s.cfg.Policy.AllowAdmin(cred, op); err != nil {
+	err := s.cfg.Policy.AllowAdmin(cred, op)
+	s.audit(cred, "admin", op, err)
+	if err != nil {
 		return nil, nil, err
 	}
 	if s.cfg.Admin == nil {
@@ -1251,13 +1273,26 @@ func (s *Server) openSession(ctx context.Context, cred userclient.Cred, m usercl
 	if m.IsZero() {
 		return nil, userclient.ServiceInfo{}, fmt.Errorf("%w: empty match", wire.ErrNoService)
 	}
+	p := &s.cfg.Policy
+	// Refused before looking: the answer must not depend on what exists.
+	if !p.admitsAny(cred) {
+		err := fmt.Errorf("%w: uid %d may not open services", wire.ErrPermission, cred.UID)
+		s.audit(cred, "open", m.String(), err)
+		return nil, userclient.ServiceInfo{}, err
+	}
+	if slices.Contains(p.ReadClasses, m.Class) && !p.mayRead(cred) {
+		// The read views are no secret: say why.
+		err := p.AllowOpen(cred, userclient.ServiceInfo{Class: m.Class})
+		s.audit(cred, "open", m.String(), err)
+		return nil, userclient.ServiceInfo{}, err
+	}
 	cands, err := s.backend.Lookup(m)
 	if err != nil {
 		return nil, userclient.ServiceInfo{}, err
 	}
 	var denied error
 	for _, info := range cands {
-		if err := s.cfg.Policy.AllowOpen(cred, info); err != nil {
+		if err := p.AllowOpen(cred, info); err != nil {
 			denied = err
 			continue
 		}
@@ -1267,14 +1302,20 @@ func (s *Server) openSession(ctx context.Context, cred userclient.Cred, m usercl
 			continue // it went away since Lookup: try the next
 		}
 		if err != nil {
+			s.audit(cred, "open", m.String(), nil, slog.String("service", info.String()), slog.String("failed", err.Error()))
 			return nil, userclient.ServiceInfo{}, err
 		}
 		e.sess = sess
 		s.sessions.Add(1)
-		return e, sess.Info(), nil
+		info = sess.Info()
+		s.audit(cred, "open", m.String(), nil, slog.String("service", info.String()))
+		return e, info, nil
 	}
 	if denied != nil {
-		return nil, userclient.ServiceInfo{}, denied
+		// Logged with the reason; the client hears what it would if
+		// nothing matched, so that refusals are no oracle for which
+		// services and properties exist.
+		s.audit(cred, "open", m.String(), denied)
 	}
 	// The client says what it looked for: the bare sentinel does not
 	// repeat it.

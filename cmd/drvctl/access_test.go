@@ -1,0 +1,68 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestSocketGIDRange(t *testing.T) {
+	for _, g := range []int{-1, 0, 100, maxID} {
+		require.NoError(t, checkSocketGID(g), "%d", g)
+	}
+	for _, g := range []int{-2, maxID + 1, 1 << 32} {
+		require.ErrorContains(t, checkSocketGID(g), "want -1 (the daemon's group) or a group id", "%d", g)
+	}
+	_, err := parseIDs("allow-uids", "4294967295")
+	require.ErrorContains(t, err, "not a numeric id from 0 to 4294967294")
+}
+
+// --allow-uids naming a user who cannot reach the 0660 socket is refused at
+// start-up, not accepted as a rule nobody can use.
+func TestAllowUIDsNeedAReachableGroup(t *testing.T) {
+	prev := lookupGroups
+	t.Cleanup(func() { lookupGroups = prev })
+	lookupGroups = func(uid uint32) ([]string, error) {
+		switch uid {
+		case 1000:
+			return []string{"1000", "4242"}, nil
+		}
+		return nil, errors.New("unknown user")
+	}
+	own := strconv.Itoa(os.Getegid())
+	o := serveOptions{socketGroup: -1, allowUIDs: "1000"}
+	_, err := buildPolicy(o)
+	if own != "1000" && own != "4242" {
+		require.ErrorContains(t, err, "uid 1000 cannot reach the socket (mode 0660, group "+own)
+		require.ErrorContains(t, err, "give --socket-gid a group it is a member of")
+	}
+	o.socketGroup = 4242
+	_, err = buildPolicy(o)
+	require.NoError(t, err)
+	o.allowUIDs = "1000,1001"
+	_, err = buildPolicy(o)
+	require.ErrorContains(t, err, "--allow-uids 1001: cannot tell whether it can reach the socket (group 4242): unknown user")
+	o.allowUIDs, o.socketGroup = "0", -1
+	_, err = buildPolicy(o)
+	require.NoError(t, err, "root reaches any socket")
+	o.socketGroup = 1 << 32
+	_, err = buildPolicy(o)
+	require.ErrorContains(t, err, "--socket-gid 4294967296")
+}
+
+// The monitor and the read verbs need the read right; --any-user does not
+// give it, --read-gids does.
+func TestServePolicyReadRight(t *testing.T) {
+	p, err := buildPolicy(serveOptions{socketGroup: -1, anyUser: true, readGIDs: "20", adminGIDs: "10"})
+	require.NoError(t, err)
+	require.Contains(t, p.ReadClasses, monitorClass)
+	for _, op := range []string{opInspect, opHistory, opLeaks, opWhy, opBlockers} {
+		require.Contains(t, p.ReadOps, op)
+	}
+	require.NotContains(t, p.ReadOps, opTerminate)
+	require.NotContains(t, p.ReadOps, opUnload)
+	require.Equal(t, []uint32{20}, p.ReadGIDs)
+}
