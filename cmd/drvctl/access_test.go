@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/internal/statefile"
 )
 
 func TestSocketGIDRange(t *testing.T) {
@@ -65,4 +70,15 @@ func TestServePolicyReadRight(t *testing.T) {
 	require.NotContains(t, p.ReadOps, opTerminate)
 	require.NotContains(t, p.ReadOps, opUnload)
 	require.Equal(t, []uint32{20}, p.ReadGIDs)
+}
+
+// A state directory others may write to is refused before anything runs.
+func TestServeRefusesUnsafeStateDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	require.NoError(t, os.Mkdir(dir, 0o700))
+	require.NoError(t, os.Chmod(dir, 0o777))
+	o := serveOptions{socketGroup: -1, logFormat: "text", logLevel: "info", trace: "all", stateDir: dir, socket: filepath.Join(t.TempDir(), "s")}
+	err := serve(context.Background(), o, io.Discard, nil)
+	require.ErrorIs(t, err, statefile.ErrUnsafeDir)
+	require.ErrorContains(t, err, "--state-dir: unsafe state directory: "+dir+" has mode 0777: writable by group or others")
 }

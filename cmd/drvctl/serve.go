@@ -24,6 +24,7 @@ import (
 	"github.com/drvkit/drvkit/driver/usb/usbstorage"
 	"github.com/drvkit/drvkit/driver/usb/usbtest"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/internal/statefile"
 	"github.com/drvkit/drvkit/refcount"
 	"github.com/drvkit/drvkit/userclient"
 	"github.com/drvkit/drvkit/userclient/server"
@@ -170,6 +171,13 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	policy, err := buildPolicy(o)
 	if err != nil {
 		return usagef("%v", err)
+	}
+	if o.stateDir != "" {
+		// Root reads this directory back at the next start and writes
+		// what it says into sysfs: nobody else may write there.
+		if err := statefile.CheckDir(o.stateDir); err != nil {
+			return fmt.Errorf("--state-dir: %w", err)
+		}
 	}
 	drivers := o.drivers
 	if drivers == "" {
@@ -391,9 +399,6 @@ func checkShutdown(log *slog.Logger, stderr io.Writer, trace string, unfreed []*
 // predecessor left detached: at once for the devices present (real
 // hardware), as each device is enumerated on a simulated bus.
 func (d *daemon) journalKernelDrivers(ctx context.Context, sim *simBus) error {
-	if err := os.MkdirAll(d.opts.stateDir, 0o755); err != nil {
-		return fmt.Errorf("state directory: %w", err)
-	}
 	j, err := usb.OpenJournal(filepath.Join(d.opts.stateDir, "usb-detached.json"))
 	if err != nil {
 		return err

@@ -164,6 +164,11 @@ func TestAttackIdleConnectionsAndSlowFrames(t *testing.T) {
 	attack(idle, false)
 	close(stop)
 	d := <-during
+	// Every connection the kernel queued is served or refused by now.
+	require.Eventually(t, func() bool {
+		st := ts.Stats()
+		return int64(st.Conns)-1+st.Refused+int64(dialErrs) >= idle+slow
+	}, 30*time.Second, 10*time.Millisecond)
 	heap1, rss1 := heapInuse(), vmRSS(t)
 	st := ts.Stats()
 	// While the attackers hold what they got (the slow frames are not cut

@@ -200,23 +200,9 @@ func Listen(b Backend, cfg Config) (*Server, error) {
 	if err := removeStale(cfg.Path); err != nil {
 		return nil, opErr(err)
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Path, Net: "unix"})
+	ln, err := listenUnix(cfg.Path, cfg.Mode, cfg.GID)
 	if err != nil {
-		var ne *net.OpError
-		if errors.As(err, &ne) && ne.Err != nil {
-			err = ne.Err // without net's "listen unix <path>"
-		}
 		return nil, opErr(err)
-	}
-	if err := os.Chmod(cfg.Path, cfg.Mode); err != nil {
-		ln.Close()
-		return nil, opErr(err)
-	}
-	if cfg.GID >= 0 {
-		if err := os.Lchown(cfg.Path, -1, cfg.GID); err != nil {
-			ln.Close()
-			return nil, opErr(err)
-		}
 	}
 	s := &Server{backend: b, cfg: cfg, ln: ln, conns: make(map[*conn]struct{}), perUID: make(map[uint32]int)}
 	s.wg.Add(1)
