@@ -1,6 +1,9 @@
 package hotplug
 
-import "sync/atomic"
+import (
+	"log/slog"
+	"sync/atomic"
+)
 
 // NetlinkConfig configures a netlink source.
 type NetlinkConfig struct {
@@ -18,6 +21,15 @@ type NetlinkConfig struct {
 	// ReceiveBuffer is the socket receive buffer in bytes; 0 means 16 MiB.
 	// As root it is forced past net.core.rmem_max (SO_RCVBUFFORCE).
 	ReceiveBuffer int
+	// Log receives a warning for every rejected datagram (rate-limited to
+	// one line a second, with how many were suppressed: a forger must not
+	// flood the log) and for every overflow and resync; nil discards them.
+	// Stats counts all of them either way.
+	Log *slog.Logger
+	// OnOverflow, if set, is called after the kernel dropped events and
+	// resync repaired the view, with the number of events resync
+	// synthesized: how a daemon tells its monitors why they saw a gap.
+	OnOverflow func(resynced int)
 }
 
 // Stats counts what a netlink source received and why it dropped

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -81,4 +82,18 @@ func TestServeRefusesUnsafeStateDir(t *testing.T) {
 	err := serve(context.Background(), o, io.Discard, nil)
 	require.ErrorIs(t, err, statefile.ErrUnsafeDir)
 	require.ErrorContains(t, err, "--state-dir: unsafe state directory: "+dir+" has mode 0777: writable by group or others")
+}
+
+// A kernel overflow reaches monitors as a warning line saying why they see
+// a gap.
+func TestMonitorHearsOfKernelOverflow(t *testing.T) {
+	h := newMonitorHub()
+	var got []monitorEvent
+	cancel := h.subscribe(func(e monitorEvent) { got = append(got, e) })
+	defer cancel()
+	h.kernelOverflow(3)
+	require.Len(t, got, 1)
+	var b strings.Builder
+	require.NoError(t, writeMonitorLine(&b, &got[0], false))
+	require.Regexp(t, `^WARNING\[[0-9.]+\] the kernel dropped uevents \(receive buffer overflow\); resynced 3 events from sysfs\n$`, b.String())
 }

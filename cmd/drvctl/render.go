@@ -209,6 +209,8 @@ func writeMonitorLine(w io.Writer, e *monitorEvent, env bool) error {
 		fmt.Fprintf(&b, "KERNEL[%.6f] %-8s %s (%s)\n", e.Time, e.Action, e.Devpath, e.Subsystem)
 	case "lost":
 		fmt.Fprintf(&b, "LOST %d older events (the daemon keeps the last %d)\n", e.Count, monitorHistory)
+	case "warning":
+		fmt.Fprintf(&b, "WARNING[%.6f] %s\n", e.Time, e.Detail)
 	default:
 		fmt.Fprintf(&b, "LIFECYCLE[%.6f] %-8s %s id=%d", e.Time, e.Step, e.Class, e.ServiceID)
 		if e.Name != "" && e.Name != e.Class {

@@ -246,7 +246,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		gousb := usb.NewGousb()
 		d.usb = gousb
 		undo = append(undo, func() { _ = gousb.Close() })
-		nl, err := hotplug.NewNetlink(hotplug.NetlinkConfig{Coldplug: true})
+		nl, err := hotplug.NewNetlink(hotplug.NetlinkConfig{Coldplug: true, Log: log, OnOverflow: d.hub.kernelOverflow})
 		if err != nil {
 			return fail(fmt.Errorf("kernel uevents: %w", err))
 		}
