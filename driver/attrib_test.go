@@ -104,7 +104,7 @@ func TestSelfTagDriverBlamesUser(t *testing.T) {
 	require.Contains(t, err.Error(), "held by "+inst.Class())
 	waitFreed(t, inst)
 
-	requireBlames(t, "the report", reportText(t, &nub.Object), "keepProvider")
+	requireBlames(t, "the report", reportText(t, nub.RefObject()), "keepProvider")
 	found := false
 	for _, g := range refcount.Leaks() {
 		if strings.HasSuffix(g.Site.Func, "driver_test.keepProvider") {
@@ -116,9 +116,9 @@ func TestSelfTagDriverBlamesUser(t *testing.T) {
 	}
 	require.True(t, found, "Leaks() has no group for keepProvider")
 
-	chains := refcount.WhyAlive(&nub.Object)
+	chains := refcount.WhyAlive(nub.RefObject())
 	require.Len(t, chains, 1)
-	require.Equal(t, inst.Object.String()+" (freed)", chains[0].Root)
+	require.Equal(t, inst.RefObject().String()+" (freed)", chains[0].Root)
 	require.True(t, strings.HasSuffix(chains[0].Site.Func, "driver_test.keepProvider"), "%+v", chains[0].Site)
 
 	failure := lc.finish()
@@ -157,8 +157,8 @@ func TestSelfTagUserClientBlamesUser(t *testing.T) {
 		blText.WriteString(b.What + "\n" + strings.Join(b.Stacks, "\n"))
 	}
 	requireBlames(t, "Blockers", blText.String(), "keepProviderFromClient")
-	requireBlames(t, "the report", reportText(t, &drv.Object), "keepProviderFromClient")
-	chains := refcount.WhyAlive(&drv.Object)
+	requireBlames(t, "the report", reportText(t, drv.RefObject()), "keepProviderFromClient")
+	chains := refcount.WhyAlive(drv.RefObject())
 	require.Len(t, chains, 1)
 	require.True(t, strings.HasSuffix(chains[0].Site.Func, "driver_test.keepProviderFromClient"), "%+v", chains[0].Site)
 	requireBlames(t, "leaktest.Check", lc.finish(), "keepProviderFromClient")
@@ -189,10 +189,10 @@ func TestDriverUserClientCycleNamesBothStacks(t *testing.T) {
 	require.ErrorIs(t, err, driver.ErrBlocked)
 	require.Regexp(t, `driver_test\.clientHoldsDriver attrib_test\.go:\d+`, err.Error())
 
-	rep := refcount.NewReport([]*refcount.Object{&drv.Object, &uc.Object})
+	rep := refcount.NewReport([]*refcount.Object{drv.RefObject(), uc.RefObject()})
 	require.Len(t, rep.Cycles, 1)
 	require.Len(t, rep.Cycles[0].Edges, 2)
-	text := reportText(t, &drv.Object, &uc.Object)
+	text := reportText(t, drv.RefObject(), uc.RefObject())
 	require.Contains(t, text, "cycles (held only by each other)")
 	requireBlames(t, "cycle", text, "clientHoldsDriver")
 	requireBlames(t, "cycle", text, "driverHoldsClient")

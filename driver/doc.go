@@ -18,6 +18,16 @@
 // reference. The object is freed when the last reference goes; TerminateSync
 // waits for that and, past its deadline, says what blocks it.
 //
+// Terminations say why (Cause): TerminateWith and TerminateSyncWith take a
+// cause, Unload gives CauseUnload, Close CauseShutdown; the services the
+// cascade reaches get CauseProviderTerminated with the first one's cause as
+// root cause. ServiceIsTerminated and ServiceIsRequestingClose carry both,
+// and a handler gets them before its Stop.
+//
+// A Service's reference count belongs to the registry: drivers take their
+// own references with TaggedRetain and TaggedRelease (provider.TaggedRetain(s)
+// records an ownership edge s → provider), never an untagged Release.
+//
 // The worker never blocks on driver code it does not own: when a service's
 // callbacks are busy, a client still has it open or a job still runs, the
 // worker parks that branch and carries on with the others.

@@ -54,6 +54,9 @@ type LifecycleEvent struct {
 	Score      int    // probe: the probe score
 	Refs       int    // free: the retain count seen by the free (always 0)
 	Err        string // probe, start: why it failed
+	// terminate: why the service was terminated and the root cause of the
+	// termination it is part of (see Cause); CauseUnknown on other steps.
+	Cause, RootCause Cause
 }
 
 type events struct {
@@ -108,11 +111,27 @@ func (r *Registry) emit(s *Service, step Step, provider *Service, score int, err
 	if step == StepFree {
 		ev.Refs = s.RetainCount()
 	}
+	e.send(&ev)
+}
+
+// emitTerminate is emit for StepTerminate, with s's causes; r.mu is held.
+func (r *Registry) emitTerminate(s *Service) {
+	e := &r.ev
+	if e.n.Load() == 0 {
+		return
+	}
+	ev := LifecycleEvent{Time: time.Now(), ServiceID: s.ID(), Class: s.Class(), Name: s.name, Step: StepTerminate}
+	ev.Cause, ev.RootCause = s.term.causes()
+	e.send(&ev)
+}
+
+// send numbers ev and delivers it to every subscriber.
+func (e *events) send(ev *LifecycleEvent) {
 	e.mu.Lock()
 	e.seq++
 	ev.Seq = e.seq
 	for _, f := range e.subs {
-		f(ev)
+		f(*ev)
 	}
 	e.mu.Unlock()
 }

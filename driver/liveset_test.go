@@ -16,12 +16,12 @@ func TestLiveSet(t *testing.T) {
 	var all []*Service
 	for range 500 {
 		s := &Service{}
-		s.Init("LiveSetTest", nil)
+		s.ref.Init("LiveSetTest", nil)
 		all = append(all, s)
 	}
 	t.Cleanup(func() {
 		for _, s := range all {
-			s.Release()
+			s.ref.Release()
 		}
 	})
 	// Born in ID order, added with neighbours swapped now and then.

@@ -138,14 +138,14 @@ func (registryTag) StructuralRef() {}
 // side (an open does: openLink).
 type clientLink struct{ c *Service }
 
-func (l clientLink) RefObject() *refcount.Object { return &l.c.Object }
-func (l clientLink) String() string              { return "client " + l.c.Object.String() }
+func (l clientLink) RefObject() *refcount.Object { return &l.c.ref }
+func (l clientLink) String() string              { return "client " + l.c.ref.String() }
 func (clientLink) StructuralRef()                {}
 
 type providerLink struct{ p *Service }
 
-func (l providerLink) RefObject() *refcount.Object { return &l.p.Object }
-func (l providerLink) String() string              { return "provider " + l.p.Object.String() }
+func (l providerLink) RefObject() *refcount.Object { return &l.p.ref }
+func (l providerLink) String() string              { return "provider " + l.p.ref.String() }
 func (providerLink) StructuralRef()                {}
 
 // openLink tags the reference a client holds on a provider it has open:
@@ -153,7 +153,7 @@ func (providerLink) StructuralRef()                {}
 // client (and on to whoever holds the client, such as an application).
 type openLink struct{ c *Service }
 
-func (l openLink) RefObject() *refcount.Object { return &l.c.Object }
+func (l openLink) RefObject() *refcount.Object { return &l.c.ref }
 
 var (
 	_ refcount.Structural = registryTag{}
@@ -188,10 +188,10 @@ func (r *Registry) Root() *Service { return r.root }
 func (r *Registry) newService(class, name string, props Properties, k kind, impl any, p *Personality) *Service {
 	s := &Service{reg: r, name: name, props: props, kind: k, impl: impl, pers: p,
 		active: true}
-	s.Init(class, func() { r.freed(s) })
+	s.ref.Init(class, func() { r.freed(s) })
 	// The creator's reference becomes the registry's own, tagged.
 	s.TaggedRetain(registryTag{})
-	s.Release()
+	s.ref.Release()
 	r.mu.Lock()
 	if r.workerGone {
 		r.mu.Unlock()
@@ -203,7 +203,7 @@ func (r *Registry) newService(class, name string, props Properties, k kind, impl
 	late := r.closed && k == kindNub
 	r.mu.Unlock()
 	if late {
-		r.terminate(s) // Close raced with NewNub: nothing may outlive the registry
+		r.terminate(s, CauseShutdown) // Close raced with NewNub: nothing may outlive the registry
 	}
 	return s
 }
@@ -238,7 +238,7 @@ func (r *Registry) NewNub(class, name string, props Properties) *Service {
 	r.mu.Unlock()
 	if closed {
 		s := &Service{reg: r, name: name, props: props, kind: kindNub}
-		s.Init(class, func() { r.freed(s) })
+		s.ref.Init(class, func() { r.freed(s) })
 		s.stillborn(false)
 		return s
 	}
@@ -255,7 +255,7 @@ func (s *Service) stillborn(tagged bool) {
 	if tagged {
 		s.TaggedRelease(registryTag{})
 	} else {
-		s.Release()
+		s.ref.Release()
 	}
 }
 

@@ -26,11 +26,14 @@ const (
 )
 
 // Service is one node of the registry: a nub, a driver instance or a user
-// client. It embeds its reference count; the registry holds one reference
-// (tagged "registry") from creation until the end of its termination, and
-// every attachment holds one each way, tagged by the other end.
+// client. Its reference count is owned by the registry: the registry holds
+// one reference from creation until the end of its termination, and every
+// attachment holds one each way. Drivers take and drop references of their
+// own only through TaggedRetain and TaggedRelease; creating and freeing a
+// service is the registry's business, so the count's Init and untagged
+// Release are not part of a Service's methods.
 type Service struct {
-	refcount.Object
+	ref  refcount.Object
 	reg  *Registry
 	kind kind
 	// unborn: created after the registry closed; freed at once, no events.
@@ -49,6 +52,9 @@ type Service struct {
 	resDone   bool
 	mboxRun   bool
 	isFreed   bool
+	// Termination messages queued for its handler and not yet delivered
+	// (Stop waits for them). Here, it fills the flags' padding.
+	termMail atomic.Int32
 
 	name  string
 	props Properties
@@ -119,8 +125,39 @@ func (s *Service) runningCallback() (string, time.Time, bool) {
 	return what, time.Unix(0, ns), true
 }
 
-// ID, Class and Name identify the service; ID and Class come from the
-// embedded reference count.
+// ID is unique per service for the life of the process.
+func (s *Service) ID() uint64 { return s.ref.ID() }
+
+// Class is the service's class name (a nub's bus class, a personality's
+// Class, a user client's class).
+func (s *Service) Class() string { return s.ref.Class() }
+
+// TaggedRetain takes a reference on s on behalf of tag, which must be
+// comparable; release it with TaggedRelease and the same tag. The IOKit
+// idiom provider.TaggedRetain(self), a service as the tag, records an
+// ownership edge self → provider that leak reports follow. Use a pointer
+// or a zero-size value as the tag: anything else is boxed on the heap.
+func (s *Service) TaggedRetain(tag any) { s.ref.TaggedRetain(tag) }
+
+// TaggedRelease drops a reference taken by TaggedRetain with the same tag.
+// With tracing on, a tag that holds no reference is reported as misuse.
+func (s *Service) TaggedRelease(tag any) { s.ref.TaggedRelease(tag) }
+
+// RetainCount is the current count, a snapshot for reports: only the
+// holder of a reference may rely on it staying above zero.
+func (s *Service) RetainCount() int { return s.ref.RetainCount() }
+
+// Traced reports whether s's class records its reference history and
+// holders (refcount.Trace, DRVKIT_REFTRACE).
+func (s *Service) Traced() bool { return s.ref.Traced() }
+
+// RefObject returns s's reference count for refcount's reports
+// (refcount.WhyAlive, Holders, History). It also makes a *Service a
+// refcount.Owner, so that a service used as a tag is an ownership edge.
+// It is not a way to retain or release: the registry made the count and
+// frees the service, and an untagged Release on it drops a reference the
+// registry owns.
+func (s *Service) RefObject() *refcount.Object { return &s.ref }
 
 // Name is the instance name given at creation.
 func (s *Service) Name() string { return s.name }
@@ -146,9 +183,9 @@ func (s *Service) Personality() *Personality { return s.pers }
 
 func (s *Service) describe() string {
 	if s.name == "" {
-		return s.Object.String()
+		return s.ref.String()
 	}
-	return fmt.Sprintf("%s %q", s.Object.String(), s.name)
+	return fmt.Sprintf("%s %q", s.ref.String(), s.name)
 }
 
 // String is "Class#ID \"name\"".
@@ -378,10 +415,19 @@ func (t MessageType) String() string {
 // Message is delivered to a client's MessageHandler or to interest
 // listeners. From is the ID of the service the message is about or comes
 // from.
+//
+// ServiceIsTerminated and ServiceIsRequestingClose carry why From was
+// terminated: Cause is From's own cause (CauseProviderTerminated when the
+// termination reached it by cascade), RootCause the cause of the service
+// the termination began with (equal to Cause when that is From). Other
+// messages carry CauseUnknown in both.
 type Message struct {
 	Type MessageType
-	From uint64
-	Data any
+	// Next to Type, where they take no room of their own: a termination
+	// posts a Message to every client at once.
+	Cause, RootCause Cause
+	From             uint64
+	Data             any
 }
 
 type delivery struct {
@@ -418,6 +464,9 @@ func (s *Service) enqueue(d delivery) bool {
 		return false
 	}
 	s.mbox = append(s.mbox, d)
+	if d.toDriver && d.m.isTermination() {
+		s.termMail.Add(1)
+	}
 	start := !s.mboxRun
 	if start {
 		s.mboxRun = true
@@ -509,7 +558,16 @@ func (s *Service) drainMailbox(mayBlock bool) {
 		s.mbox[0] = delivery{}
 		s.mbox = s.mbox[1:]
 		s.mu.Unlock()
+		if d.toDriver && d.m.isTermination() && s.termMail.Add(-1) == 0 {
+			s.reg.kick() // its Stop may be waiting for this
+		}
 	}
+}
+
+// isTermination reports whether m is one the driver must get before its
+// Stop: a provider's ServiceIsTerminated or ServiceIsRequestingClose.
+func (m *Message) isTermination() bool {
+	return m.Type == ServiceIsTerminated || m.Type == ServiceIsRequestingClose
 }
 
 func (s *Service) callListener(f func(Message), m Message) {

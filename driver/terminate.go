@@ -14,20 +14,109 @@ import (
 	"github.com/drvkit/drvkit/internal/faultinject"
 )
 
+// termPhase is where a batch — the services one Terminate made inactive —
+// is in the termination contract of DESIGN.md. A batch goes through the
+// phases in order, each once; the worker parks a batch in the middle of a
+// phase and resumes it there.
+type termPhase uint8
+
+const (
+	// phase1Marked: the caller of Terminate marks the services inactive,
+	// cascades to clients and sends ServiceIsTerminated. The batch is
+	// handed to the worker at its end.
+	phase1Marked termPhase = iota
+	// phase2Will: WillTerminate root to leaf, then ServiceIsRequestingClose
+	// to every client holding a service of the batch open.
+	phase2Will
+	// phase2Did: leaf to root, wait until nobody has the service open, then
+	// DidTerminate.
+	phase2Did
+	// phase3Finish: leaf first, each service through its finishSteps:
+	// stop → detach → the registry's reference dropped (→ free).
+	phase3Finish
+	// phaseDone: every service of the batch finished; the worker drops it.
+	phaseDone
+)
+
+func (p termPhase) String() string {
+	switch p {
+	case phase1Marked:
+		return "phase 1: marked inactive"
+	case phase2Will:
+		return "phase 2: willTerminate"
+	case phase2Did:
+		return "phase 2: didTerminate"
+	case phase3Finish:
+		return "phase 3: stop, detach, free"
+	case phaseDone:
+		return "done"
+	}
+	return fmt.Sprintf("termPhase(%d)", uint8(p))
+}
+
+// finishStep is one service's progress through phase 3 (Registry.finish).
+type finishStep uint8
+
+const (
+	// finishCancel: cancel queued jobs and the running jobs' context,
+	// refuse new client calls.
+	finishCancel finishStep = iota
+	// finishDrain: wait for running jobs and client calls to return.
+	finishDrain
+	// finishDetachClients: leaves go first — wait for clients terminating
+	// in another batch, detach the clients that survive.
+	finishDetachClients
+	// finishStop: once the service's handler got the termination messages
+	// queued for it, Stop, under the callback lock.
+	finishStop
+	// finishDetach: release managed resources, detach from every provider,
+	// drop the registry's reference.
+	finishDetach
+	// finishDone: finished; the service is freed when its last reference goes.
+	finishDone
+)
+
+func (f finishStep) String() string {
+	switch f {
+	case finishCancel:
+		return "cancel jobs"
+	case finishDrain:
+		return "drain jobs and calls"
+	case finishDetachClients:
+		return "detach clients"
+	case finishStop:
+		return "stop"
+	case finishDetach:
+		return "release resources and detach"
+	case finishDone:
+		return "done"
+	}
+	return fmt.Sprintf("finishStep(%d)", uint8(f))
+}
+
 // termState is a terminated service's progress through phases 2 and 3.
 type termState struct {
 	b       *batch
-	cause   *Service // the provider whose termination cascaded to it
-	sub     int      // step within phase 3
-	waiting string   // why the worker parked on it, for reports
-	waitFor *Service // the client it waits for, if that is why
+	via     *Service   // the provider whose termination cascaded to it; nil for the batch's first
+	step    finishStep // where it is in phase 3
+	waiting string     // why the worker parked on it, for reports
+	waitFor *Service   // the client it waits for, if that is why
+}
+
+// causes is x's cause and the root cause of its termination (see Cause).
+func (t *termState) causes() (cause, root Cause) {
+	if t.via == nil {
+		return t.b.cause, t.b.cause
+	}
+	return CauseProviderTerminated, t.b.cause
 }
 
 // batch is the set of services one Terminate made inactive, root to leaf.
 type batch struct {
 	svcs  []*Service
-	stage int // 0 WillTerminate, 1 DidTerminate, 2 phase 3, 3 done
+	phase termPhase
 	idx   int
+	cause Cause // why the first service was terminated: the root cause of all
 	// What phase 1 saw, so that phase 2 skips walks that would do nothing
 	// (each costs a cache miss per service in a large registry): whether
 	// any service has a WillTerminate or DidTerminate hook, and whether any
@@ -50,16 +139,33 @@ func (b *batch) freedOne() {
 // inactive (their Context is cancelled, Open on them fails, matching stops),
 // their clients and interest listeners are sent ServiceIsTerminated, and
 // the set is handed to the termination worker. A second Terminate is a
-// no-op.
-func (s *Service) Terminate() { s.reg.terminate(s) }
+// no-op. The cause is CauseUnknown: use TerminateWith when you know why.
+func (s *Service) Terminate() { s.reg.terminate(s, CauseUnknown) }
 
-func (r *Registry) terminate(s *Service) bool {
+// TerminateWith is Terminate saying why: the messages and lifecycle events
+// of s carry cause, those of the services the termination cascades to carry
+// CauseProviderTerminated with cause as their root cause. A second
+// termination is a no-op and keeps the first cause.
+func (s *Service) TerminateWith(cause Cause) { s.reg.terminate(s, cause) }
+
+// TerminationCause returns why s was terminated and the root cause of its
+// termination (see Cause); CauseUnknown twice while s is active.
+func (s *Service) TerminationCause() (cause, root Cause) {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	if s.term == nil {
+		return CauseUnknown, CauseUnknown
+	}
+	return s.term.causes()
+}
+
+func (r *Registry) terminate(s *Service, cause Cause) bool {
 	r.mu.Lock()
 	if !s.active {
 		r.mu.Unlock()
 		return false
 	}
-	b := &batch{done: make(chan struct{})}
+	b := &batch{done: make(chan struct{}), cause: cause}
 	w := &phase1{r: r, b: b}
 	w.reach(s, nil)
 	for i := 0; i < len(w.list); i++ {
@@ -68,8 +174,13 @@ func (r *Registry) terminate(s *Service) bool {
 			w.later = w.later[1:]
 			w.announce(x)
 		}
+		// list[0] is s; every other service was reached by the cascade.
+		xc := cause
+		if i > 0 {
+			xc = CauseProviderTerminated
+		}
 		for _, c := range w.clientsOf(i) {
-			if c.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: w.ids[i]}, toDriver: true, from: x}) {
+			if c.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: w.ids[i], Cause: xc, RootCause: cause}, toDriver: true, from: x}) {
 				w.wake = append(w.wake, c)
 			}
 			if !c.active || c.hasOtherActiveProvider(x) {
@@ -81,6 +192,7 @@ func (r *Registry) terminate(s *Service) bool {
 	list := w.list
 	b.svcs = list
 	b.left.Store(int64(len(list)))
+	b.phase = phase2Will
 	r.mu.Unlock()
 	r.mail.schedule(w.wake...)
 	for _, c := range w.cancels {
@@ -111,13 +223,13 @@ type phase1 struct {
 	cancels []context.CancelFunc // contexts to cancel outside the lock
 }
 
-// reach makes x inactive and part of the batch; cause is the provider
-// whose termination cascaded to it.
-func (w *phase1) reach(x, cause *Service) {
+// reach makes x inactive and part of the batch; via is the provider whose
+// termination cascaded to it (nil for the first).
+func (w *phase1) reach(x, via *Service) {
 	x.active = false
-	x.ts = termState{b: w.b, cause: cause}
+	x.ts = termState{b: w.b, via: via}
 	x.term = &x.ts
-	w.r.emit(x, StepTerminate, nil, 0, nil)
+	w.r.emitTerminate(x)
 	w.list = append(w.list, x)
 	w.ids = append(w.ids, x.ID())
 	w.kids = appendByID(w.kids, x.clients)
@@ -144,7 +256,8 @@ func (w *phase1) clientsOf(i int) []*Service {
 // announce sends ServiceIsTerminated to x's interest listeners and marks
 // its Context done.
 func (w *phase1) announce(x *Service) {
-	if x.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID()}}) {
+	cause, root := x.term.causes()
+	if x.enqueue(delivery{m: Message{Type: ServiceIsTerminated, From: x.ID(), Cause: cause, RootCause: root}}) {
 		w.wake = append(w.wake, x)
 	}
 	if c := x.contextDone(); c != nil {
@@ -213,13 +326,13 @@ func (r *Registry) runBatches() {
 		for _, b := range bs {
 			p := r.advance(b)
 			progress = progress || p
-			finished = finished || b.stage == 3
+			finished = finished || b.phase == phaseDone
 		}
 		if finished {
 			r.wmu.Lock()
 			kept := r.batches[:0]
 			for _, b := range r.batches {
-				if b.stage != 3 {
+				if b.phase != phaseDone {
 					kept = append(kept, b)
 				}
 			}
@@ -238,8 +351,8 @@ func (r *Registry) runBatches() {
 // advance moves b as far as it can go and reports whether anything moved.
 func (r *Registry) advance(b *batch) (progress bool) {
 	for {
-		switch b.stage {
-		case 0: // phase 2: WillTerminate, root to leaf
+		switch b.phase {
+		case phase2Will: // root to leaf
 			if !b.anyWill && !r.ev.subscribed() {
 				b.idx = len(b.svcs) // nothing to call, nobody to tell
 			}
@@ -267,14 +380,15 @@ func (r *Registry) advance(b *batch) (progress bool) {
 			if b.anyOpen {
 				r.mu.Lock()
 				for _, x := range b.svcs {
+					cause, root := x.term.causes()
 					for _, c := range x.sortedOpenersLocked() {
-						c.post(delivery{m: Message{Type: ServiceIsRequestingClose, From: x.ID()}, toDriver: true, from: x})
+						c.post(delivery{m: Message{Type: ServiceIsRequestingClose, From: x.ID(), Cause: cause, RootCause: root}, toDriver: true, from: x})
 					}
 				}
 				r.mu.Unlock()
 			}
-			b.stage, b.idx = 1, len(b.svcs)-1
-		case 1: // phase 2: DidTerminate, leaf to root, once nobody has it open
+			b.phase, b.idx = phase2Did, len(b.svcs)-1
+		case phase2Did: // leaf to root, once nobody has it open
 			if !b.anyDid && !b.anyOpen && !r.ev.subscribed() {
 				b.idx = -1 // nothing to wait for or call, nobody to tell
 			}
@@ -306,8 +420,8 @@ func (r *Registry) advance(b *batch) (progress bool) {
 				b.idx--
 				progress = true
 			}
-			b.stage, b.idx = 2, len(b.svcs)-1
-		case 2: // phase 3, leaf first
+			b.phase, b.idx = phase3Finish, len(b.svcs)-1
+		case phase3Finish: // leaf first
 			for b.idx >= 0 {
 				if !r.finish(b.svcs[b.idx]) {
 					return progress
@@ -315,7 +429,7 @@ func (r *Registry) advance(b *batch) (progress bool) {
 				b.idx--
 				progress = true
 			}
-			b.stage = 3
+			b.phase = phaseDone
 			return true
 		default:
 			return progress
@@ -346,12 +460,12 @@ func (s *Service) sortedOpenersLocked() []*Service {
 func (r *Registry) finish(x *Service) bool {
 	t := x.term
 	for {
-		switch t.sub {
-		case 0: // cancel queued jobs and the running jobs' context
+		switch t.step {
+		case finishCancel:
 			x.stopQueue()
 			x.stopCalls()
-			t.sub = 1
-		case 1: // drain running jobs and client calls
+			t.step = finishDrain
+		case finishDrain:
 			if x.runningJobs() > 0 {
 				x.setWaiting("waits for running jobs to return")
 				return false
@@ -360,8 +474,8 @@ func (r *Registry) finish(x *Service) bool {
 				x.setWaiting("waits for client method calls to return")
 				return false
 			}
-			t.sub = 2
-		case 2: // leaves first: clients terminating in another batch detach first
+			t.step = finishDetachClients
+		case finishDetachClients:
 			r.mu.Lock()
 			var survivors []*Service
 			for _, c := range x.sortedClientsLocked() {
@@ -381,8 +495,15 @@ func (r *Registry) finish(x *Service) bool {
 				x.TaggedRelease(clientLink{c})
 				c.TaggedRelease(providerLink{x})
 			}
-			t.sub = 3
-		case 3: // Stop
+			t.step = finishStop
+		case finishStop:
+			// A handler hears of its providers' termination before its
+			// Stop: the messages were queued in phase 1 and 2, their
+			// delivery runs on the mail pool and kicks us when done.
+			if x.termMail.Load() > 0 {
+				x.setWaiting("waits for its handler to be told of the termination (ServiceIsTerminated)")
+				return false
+			}
 			// Every service takes the callback lock here, so that a Probe
 			// or Start still running on it finishes first.
 			d, isDriver := x.impl.(Driver)
@@ -401,8 +522,8 @@ func (r *Registry) finish(x *Service) bool {
 				}
 			}
 			r.emit(x, StepStop, nil, 0, nil)
-			t.sub = 4
-		case 4: // managed resources, detach, drop the registry's reference
+			t.step = finishDetach
+		case finishDetach:
 			x.finalReleaseResources()
 			_ = faultinject.At(faultinject.Detach, x)
 			r.mu.Lock()
@@ -418,7 +539,7 @@ func (r *Registry) finish(x *Service) bool {
 				p.TaggedRelease(clientLink{x})
 				x.TaggedRelease(providerLink{p})
 			}
-			t.sub = 5
+			t.step = finishDone
 			x.TaggedRelease(registryTag{})
 			return true
 		default:
@@ -438,8 +559,9 @@ func (r *Registry) detachLocked(c, p *Service) {
 	if _, ok := p.openers[c]; ok {
 		p.closeLocked(c)
 	}
-	if c.term == nil || c.term.sub < 4 {
-		// c survives p: drop p from its providers.
+	if c.term == nil || c.term.step < finishDetach {
+		// c survives p (it is not detaching from all its providers, which
+		// drops the whole list): drop p from its providers.
 		kept := c.providers[:0]
 		for _, x := range c.providers {
 			if x != p {
@@ -474,8 +596,13 @@ func (s *Service) drivenLocked() bool {
 // class is traced). Do not call it from a callback of s or its clients:
 // their termination needs that callback to return.
 func (s *Service) TerminateSync(ctx context.Context) error {
+	return s.TerminateSyncWith(ctx, CauseUnknown)
+}
+
+// TerminateSyncWith is TerminateSync saying why (see TerminateWith).
+func (s *Service) TerminateSyncWith(ctx context.Context, cause Cause) error {
 	r := s.reg
-	r.terminate(s)
+	r.terminate(s, cause)
 	targets, whole := r.cascadeOf(s)
 	var err error
 	if whole != nil {
@@ -487,10 +614,22 @@ func (s *Service) TerminateSync(ctx context.Context) error {
 	} else {
 		err = waitFreed(ctx, targets)
 	}
-	if err != nil {
+	if err != nil && !allFreed(targets) {
+		// All freed between the deadline and now (the batch's done is
+		// closed just after its last free): that is success, not an
+		// empty blocker report.
 		return &BlockedError{Op: "terminate", Service: s.describe(), Blockers: r.blockers(targets), Cause: err}
 	}
 	return nil
+}
+
+func allFreed(ss []*Service) bool {
+	for _, s := range ss {
+		if !s.freedYet() {
+			return false
+		}
+	}
+	return true
 }
 
 // cascadeOf is s and the services its termination cascaded to; whole is
@@ -507,7 +646,7 @@ func (r *Registry) cascadeOf(s *Service) (svcs []*Service, whole *batch) {
 	in := map[*Service]bool{s: true}
 	out := []*Service{s}
 	for _, x := range s.term.b.svcs {
-		if x != s && in[x.term.cause] {
+		if x != s && in[x.term.via] {
 			in[x] = true
 			out = append(out, x)
 		}
@@ -596,7 +735,7 @@ func (r *Registry) blockers(ss []*Service) []Blocker {
 				s.RetainCount(), s.Class(), s.Class()))
 			continue
 		}
-		hs := s.Holders()
+		hs := s.ref.Holders()
 		sort.Slice(hs, func(i, j int) bool { return hs[i].Tag < hs[j].Tag })
 		for _, h := range hs {
 			tag := h.Tag
@@ -647,7 +786,7 @@ func (r *Registry) WaitQuiet(ctx context.Context) error {
 		if len(ss) == 0 {
 			return nil
 		}
-		if err := waitFreed(ctx, ss); err != nil {
+		if err := waitFreed(ctx, ss); err != nil && !allFreed(ss) {
 			return &BlockedError{Op: "wait quiet", Service: "registry", Blockers: r.blockers(ss), Cause: err}
 		}
 	}
@@ -667,12 +806,12 @@ func (r *Registry) Unload(ctx context.Context, name string) error {
 	r.mu.Unlock()
 	var all []*Service
 	for _, s := range insts {
-		r.terminate(s)
+		r.terminate(s, CauseUnload)
 		c, _ := r.cascadeOf(s)
 		all = append(all, c...)
 	}
 	err := waitFreed(ctx, insts)
-	if err == nil {
+	if err == nil || allFreed(insts) {
 		return nil
 	}
 	e := &HasInstancesError{Driver: name, Instances: map[string]int{}, Cause: err}
@@ -701,7 +840,7 @@ func (r *Registry) Close(ctx context.Context) error {
 	tops := r.live.appendTo(nil, func(s *Service) bool { return s.listed && len(s.providers) == 0 })
 	r.mu.Unlock()
 	for _, s := range tops {
-		r.terminate(s)
+		r.terminate(s, CauseShutdown)
 	}
 	var err error
 	for {

@@ -155,7 +155,7 @@ func (e *Explorer) detail(id uint64) (serviceDetail, bool) {
 		}
 	}
 	if d.Traced {
-		for _, c := range refcount.WhyAlive(&s.Object) {
+		for _, c := range refcount.WhyAlive(s.RefObject()) {
 			d.Why = append(d.Why, c.String())
 		}
 	}

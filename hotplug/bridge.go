@@ -5,51 +5,14 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/refcount"
-)
-
-// Nub classes the bridge publishes.
-const (
-	ClassUSBDevice    = "USBDevice"
-	ClassUSBInterface = "USBInterface"
-	ClassSCSIDevice   = "SCSIDevice"
-)
-
-// Property keys of the nubs (IOKit's names for USB descriptors). Numbers
-// are uint64, strings are strings.
-const (
-	PropDevPath       = "devpath"      // sysfs device path, all nubs
-	PropVendorID      = "idVendor"     // USB device and interface
-	PropProductID     = "idProduct"    // USB device and interface
-	PropBcdDevice     = "bcdDevice"    // USB device
-	PropDeviceClass   = "bDeviceClass" // USB device
-	PropDeviceSub     = "bDeviceSubClass"
-	PropDeviceProto   = "bDeviceProtocol"
-	PropBusNum        = "busnum"
-	PropDevNum        = "devnum"
-	PropPort          = "port"
-	PropDevNode       = "devnode" // USB device: /dev/bus/usb/BBB/DDD
-	PropManufacturer  = "manufacturer"
-	PropProduct       = "product"
-	PropSerial        = "serial"
-	PropIfaceNumber   = "bInterfaceNumber" // USB interface
-	PropIfaceClass    = "bInterfaceClass"
-	PropIfaceSub      = "bInterfaceSubClass"
-	PropIfaceProto    = "bInterfaceProtocol"
-	PropConfiguration = "bConfigurationValue"
-	PropSCSIType      = "type" // SCSI device: peripheral device type
-	PropSCSIVendor    = "vendor"
-	PropSCSIModel     = "model"
-	PropSCSIRevision  = "revision"
-	PropHCTL          = "hctl"
-	PropSG            = "sg" // SCSI device: /dev/sgN, absent without the sg driver
 )
 
 // MessageDeviceChanged is sent (MessageClients) to the drivers of a nub
@@ -59,9 +22,13 @@ const MessageDeviceChanged = driver.MessageDriverDefined + 0x4850
 
 // BridgeConfig configures a Bridge.
 type BridgeConfig struct {
+	// Buses are the kinds of device the bridge publishes (required:
+	// hotplug/buses.Default() for USB, SCSI and HID). Events of other
+	// devices are ignored.
+	Buses []Bus
 	// SysfsRoot is where attributes missing from uevents (USB strings,
 	// SCSI INQUIRY strings, sg nodes) are read; "" means /sys. With a
-	// simulator, its SimConfig.SysfsDir.
+	// simulator, its sysfs mirror.
 	SysfsRoot string
 	Logger    *slog.Logger // nil: slog.Default()
 }
@@ -73,7 +40,7 @@ type BridgeStats struct {
 	Terminated     uint64 // nubs terminated because their device left
 	Changed        uint64 // change messages sent (change events and duplicate adds)
 	Replaced       uint64 // adds at a known path with another identity: old nub terminated first
-	UnknownRemoves uint64 // removes of a USB device/interface or SCSI device never seen
+	UnknownRemoves uint64 // removes of a device that gets a nub, never seen
 	LateRemoves    uint64 // removes of devices already gone with their parent
 	Dropped        uint64 // nubs whose device (or parent) left before their turn to be published
 	PublishErrors  uint64 // publishes refused otherwise (registry closed)
@@ -96,13 +63,20 @@ type publishTag struct{}
 func (publishTag) String() string { return "hotplug publish queue" }
 
 type nubEntry struct {
-	svc      *driver.Service
-	held     atomic.Bool // the bridge's reference on svc is still held
-	ev       Event       // the add it was published for
-	hasSG    bool
-	queued   bool // publish pending on the publisher
-	isLUN    bool
-	identity string
+	svc        *driver.Service
+	held       atomic.Bool // the bridge's reference on svc is still held
+	bus        Bus
+	ev         Event   // the add it was published for
+	companions []Event // companion adds it was described with or saw since
+	identity   string
+}
+
+// pendingDev is a device waiting for a companion before its nub can be
+// described.
+type pendingDev struct {
+	bus        Bus
+	ev         Event
+	companions []Event
 }
 
 type publishJob struct {
@@ -112,9 +86,9 @@ type publishJob struct {
 }
 
 // Bridge turns device events into registry operations: an add publishes a
-// nub (USBDevice; USBInterface as a client of its device; SCSIDevice as a
-// client of the nearest published ancestor, e.g. the USB interface of a
-// stick), a remove terminates it and everything under its path (surprise
+// nub as its Bus describes it (USBDevice; USBInterface as a client of its
+// device; SCSIDevice as a client of the nearest published ancestor, e.g.
+// the USB interface of a stick), a remove terminates it and everything under its path (surprise
 // removal, even when the children's removes arrive later or never), a
 // duplicate add or a change is a MessageDeviceChanged to its drivers.
 //
@@ -123,15 +97,16 @@ type publishJob struct {
 // goroutine, so a slow Start never delays a remove: the remove terminates
 // the nub during its Start, whose context is then cancelled.
 type Bridge struct {
-	r   *driver.Registry
-	cfg BridgeConfig
-	log *slog.Logger
-	st  bridgeStats
+	r     *driver.Registry
+	cfg   BridgeConfig
+	buses *busSet
+	log   *slog.Logger
+	st    bridgeStats
 
 	// Owned by the Handle goroutine.
-	nubs    map[string]*nubEntry // by DEVPATH
-	gone    map[string]bool      // children terminated with their parent, remove not seen yet
-	pending map[string]Event     // SCSI devices waiting for their sg node
+	nubs    map[string]*nubEntry   // by DEVPATH
+	gone    map[string]bool        // children terminated with their parent, remove not seen yet
+	pending map[string]*pendingDev // devices waiting for a companion (a LUN for its sg node)
 
 	qmu     sync.Mutex
 	queue   []publishJob
@@ -141,13 +116,22 @@ type Bridge struct {
 	closed  atomic.Bool
 }
 
-// NewBridge starts a bridge into r. Close it.
+// NewBridge starts a bridge into r. Close it. It panics when cfg.Buses is
+// nil or names a bus twice: a bridge that silently publishes nothing is a
+// wiring mistake (an empty, non-nil Buses is allowed).
 func NewBridge(r *driver.Registry, cfg BridgeConfig) *Bridge {
+	if cfg.Buses == nil {
+		panic("hotplug: NewBridge: BridgeConfig.Buses is nil (use hotplug/buses.Default())")
+	}
+	set, err := newBusSet(cfg.Buses)
+	if err != nil {
+		panic("hotplug: NewBridge: " + err.Error())
+	}
 	if cfg.SysfsRoot == "" {
 		cfg.SysfsRoot = DefaultSysfsRoot
 	}
-	b := &Bridge{r: r, cfg: cfg, log: cfg.Logger,
-		nubs: map[string]*nubEntry{}, gone: map[string]bool{}, pending: map[string]Event{},
+	b := &Bridge{r: r, cfg: cfg, buses: set, log: cfg.Logger,
+		nubs: map[string]*nubEntry{}, gone: map[string]bool{}, pending: map[string]*pendingDev{},
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	if b.log == nil {
 		b.log = slog.Default()
@@ -194,34 +178,34 @@ func (b *Bridge) handle(ev Event) {
 		return
 	}
 	b.st.events.Add(1)
-	kind := nubKind(&ev)
+	bus, role := b.buses.match(&ev)
 	switch ev.Action {
 	case ActionAdd:
 		switch {
-		case kind != "":
-			b.add(ev, kind)
-		case ev.Subsystem == "scsi_generic":
-			b.sgAdded(ev)
+		case role.Nub:
+			b.add(ev, bus)
+		case role.Owner != "":
+			b.companion(ev, role.Owner)
 		default:
 			b.st.ignored.Add(1)
 		}
 	case ActionRemove:
-		b.remove(ev.DevPath, kind != "")
+		b.remove(ev.DevPath, role.Nub)
 	case ActionMove:
 		if old := ev.Get("DEVPATH_OLD"); old != "" {
 			b.remove(old, false)
 		}
-		if kind != "" {
-			b.add(ev, kind)
+		if role.Nub {
+			b.add(ev, bus)
 		} else {
 			b.st.ignored.Add(1)
 		}
 	default: // change, bind, unbind, online, offline
-		if l, ok := b.pending[ev.DevPath]; ok && ev.Action == ActionBind {
-			// The LUN's driver bound and no sg node came: the sg driver is
-			// not loaded. Publish without one.
+		if p, ok := b.pending[ev.DevPath]; ok && ev.Action == ActionBind {
+			// The device's driver bound and its companion did not come
+			// (the sg driver is not loaded): publish without it.
 			delete(b.pending, ev.DevPath)
-			b.publishNew(l, ClassSCSIDevice, "")
+			b.describe(p, true)
 			return
 		}
 		if e, ok := b.nubs[ev.DevPath]; ok {
@@ -230,19 +214,6 @@ func (b *Bridge) handle(ev Event) {
 			b.st.ignored.Add(1)
 		}
 	}
-}
-
-// nubKind returns the class of the nub an event's device gets, or "".
-func nubKind(ev *Event) string {
-	switch {
-	case ev.Subsystem == "usb" && ev.DevType == "usb_device":
-		return ClassUSBDevice
-	case ev.Subsystem == "usb" && ev.DevType == "usb_interface":
-		return ClassUSBInterface
-	case ev.Subsystem == "scsi" && ev.DevType == "scsi_device":
-		return ClassSCSIDevice
-	}
-	return ""
 }
 
 func (b *Bridge) changed(e *nubEntry, ev Event) {
@@ -263,7 +234,7 @@ func (e *nubEntry) release() bool {
 	return false
 }
 
-func (b *Bridge) add(ev Event, kind string) {
+func (b *Bridge) add(ev Event, bus Bus) {
 	delete(b.gone, ev.DevPath)
 	if e, ok := b.nubs[ev.DevPath]; ok {
 		if e.identity == identity(&ev) {
@@ -274,61 +245,74 @@ func (b *Bridge) add(ev Event, kind string) {
 		b.st.replaced.Add(1)
 		b.remove(ev.DevPath, true)
 	}
-	if _, ok := b.pending[ev.DevPath]; ok {
-		b.pending[ev.DevPath] = ev
+	if p, ok := b.pending[ev.DevPath]; ok {
+		p.ev = ev
 		b.st.changed.Add(1)
 		return
 	}
-	sg := ""
-	if kind == ClassSCSIDevice {
-		var ok bool
-		if sg, ok = b.findSG(ev.DevPath); !ok {
-			// Publish when the sg node arrives (or the LUN binds).
-			b.pending[ev.DevPath] = ev
+	// An add that reports a bound driver (coldplug, resync) comes after
+	// the companions the driver creates: none is coming later.
+	b.describe(&pendingDev{bus: bus, ev: ev}, ev.Driver != "")
+}
+
+// companion handles the add of a device that completes another (an sg
+// node, a hidraw node).
+func (b *Bridge) companion(ev Event, owner string) {
+	if p, ok := b.pending[owner]; ok {
+		delete(b.pending, owner)
+		p.companions = append(p.companions, ev)
+		b.describe(p, false)
+		return
+	}
+	if e, ok := b.nubs[owner]; ok {
+		// Published without it, or a duplicate: a change if the nub would
+		// now be described otherwise.
+		comps := append(slices.Clip(e.companions), ev)
+		nub, err := e.bus.Describe(&DeviceInfo{Event: e.ev, Companions: comps, SysfsRoot: b.cfg.SysfsRoot, Final: true})
+		if err == nil && !reflect.DeepEqual(nubProperties(e.ev, nub).Map(), e.svc.Properties().Map()) {
+			e.companions = comps
+			b.changed(e, ev)
 			return
 		}
-	}
-	b.publishNew(ev, kind, sg)
-}
-
-// findSG looks for the LUN's sg node in sysfs.
-func (b *Bridge) findSG(devpath string) (string, bool) {
-	ents, err := os.ReadDir(filepath.Join(b.cfg.SysfsRoot, devpath, "scsi_generic"))
-	if err != nil || len(ents) == 0 {
-		return "", false
-	}
-	return "/dev/" + ents[0].Name(), true
-}
-
-func (b *Bridge) sgAdded(ev Event) {
-	g, err := ev.SCSIGeneric()
-	if err != nil {
-		b.st.ignored.Add(1)
-		return
-	}
-	if l, ok := b.pending[g.DevicePath]; ok {
-		delete(b.pending, g.DevicePath)
-		b.publishNew(l, ClassSCSIDevice, g.DevNode)
-		return
-	}
-	if e, ok := b.nubs[g.DevicePath]; ok && !e.hasSG {
-		b.changed(e, ev) // published without it; tell its drivers
-		return
 	}
 	b.st.ignored.Add(1)
 }
 
-// publishNew creates the nub and queues its publication under the nearest
-// followed ancestor.
-func (b *Bridge) publishNew(ev Event, kind, sg string) {
-	props, name, err := b.properties(ev, kind, sg)
+// describe asks the device's bus for its nub and publishes it, or keeps
+// the device pending until a companion arrives.
+func (b *Bridge) describe(p *pendingDev, final bool) {
+	nub, err := p.bus.Describe(&DeviceInfo{Event: p.ev, Companions: p.companions, SysfsRoot: b.cfg.SysfsRoot, Final: final})
+	if errors.Is(err, ErrIncomplete) && !final {
+		b.pending[p.ev.DevPath] = p
+		return
+	}
 	if err != nil {
-		b.log.Warn("hotplug: device not published", "devpath", ev.DevPath, "err", err)
+		b.log.Warn("device not published", "bus", p.bus.Name(), "devpath", p.ev.DevPath, "err", err)
 		b.st.ignored.Add(1)
 		return
 	}
+	b.publishNew(p, nub)
+}
+
+func nubProperties(ev Event, nub Nub) driver.Properties {
+	m := make(map[string]any, len(nub.Properties)+1)
+	for k, v := range nub.Properties {
+		m[k] = v
+	}
+	m[PropDevPath] = ev.DevPath
+	return driver.NewProperties(m)
+}
+
+// publishNew creates the nub and queues its publication under the nearest
+// followed ancestor.
+func (b *Bridge) publishNew(p *pendingDev, desc Nub) {
+	ev := p.ev
 	var provider *driver.Service
-	for p := parentPath(ev.DevPath); p != ""; p = parentPath(p) {
+	start := desc.Provider
+	if start == "" {
+		start = parentPath(ev.DevPath)
+	}
+	for p := start; p != ""; p = parentPath(p) {
 		if e, ok := b.nubs[p]; ok {
 			s, release, ok := b.r.Lookup(e.svc.ID())
 			if !ok {
@@ -343,8 +327,8 @@ func (b *Bridge) publishNew(ev Event, kind, sg string) {
 			break
 		}
 	}
-	nub := b.r.NewNub(kind, name, props)
-	e := &nubEntry{svc: nub, ev: ev, hasSG: sg != "", isLUN: kind == ClassSCSIDevice, identity: identity(&ev)}
+	nub := b.r.NewNub(desc.Class, desc.Name, nubProperties(ev, desc))
+	e := &nubEntry{svc: nub, bus: p.bus, ev: ev, companions: p.companions, identity: identity(&ev)}
 	e.held.Store(true)
 	nub.TaggedRetain(bridgeTag{})
 	// Whoever terminates the nub (drvctl terminate, a failed publication,
@@ -377,63 +361,6 @@ func parentPath(p string) string {
 		return ""
 	}
 	return p[:i]
-}
-
-// properties builds the nub's properties from the event and sysfs.
-func (b *Bridge) properties(ev Event, kind, sg string) (driver.Properties, string, error) {
-	m := map[string]any{PropDevPath: ev.DevPath}
-	var name string
-	switch kind {
-	case ClassUSBDevice:
-		d, err := ev.USBDevice()
-		if err != nil {
-			return driver.Properties{}, "", err
-		}
-		_ = d.ReadAttrs(b.cfg.SysfsRoot, ev.DevPath) // strings are optional
-		name = d.Port
-		for k, v := range map[string]uint64{PropVendorID: uint64(d.Vendor), PropProductID: uint64(d.Product),
-			PropBcdDevice: uint64(d.BcdDevice), PropDeviceClass: uint64(d.Class), PropDeviceSub: uint64(d.SubClass),
-			PropDeviceProto: uint64(d.Protocol), PropBusNum: uint64(d.BusNum), PropDevNum: uint64(d.DevNum)} {
-			m[k] = v
-		}
-		m[PropPort] = d.Port
-		if d.DevName != "" {
-			m[PropDevNode] = "/dev/" + d.DevName
-		}
-		for k, v := range map[string]string{PropManufacturer: d.Manufacturer, PropProduct: d.ProductName, PropSerial: d.Serial} {
-			if v != "" {
-				m[k] = v
-			}
-		}
-	case ClassUSBInterface:
-		in, err := ev.USBInterface()
-		if err != nil {
-			return driver.Properties{}, "", err
-		}
-		name = in.Name
-		for k, v := range map[string]uint64{PropVendorID: uint64(in.Vendor), PropProductID: uint64(in.Product),
-			PropIfaceNumber: uint64(in.Number), PropIfaceClass: uint64(in.Class), PropIfaceSub: uint64(in.SubClass),
-			PropIfaceProto: uint64(in.Protocol), PropConfiguration: uint64(in.Configuration)} {
-			m[k] = v
-		}
-	case ClassSCSIDevice:
-		d, err := ev.SCSIDevice()
-		if err != nil {
-			return driver.Properties{}, "", err
-		}
-		_ = d.ReadAttrs(b.cfg.SysfsRoot, ev.DevPath)
-		name = d.HCTL.String()
-		m[PropHCTL] = name
-		if d.Type >= 0 {
-			m[PropSCSIType] = uint64(d.Type)
-		}
-		for k, v := range map[string]string{PropSCSIVendor: d.Vendor, PropSCSIModel: d.Model, PropSCSIRevision: d.Revision, PropSG: sg} {
-			if v != "" {
-				m[k] = v
-			}
-		}
-	}
-	return driver.NewProperties(m), name, nil
 }
 
 // remove terminates the nub at devpath and every followed nub under it,
@@ -475,7 +402,9 @@ func (b *Bridge) remove(devpath string, followedKind bool) {
 			b.gone[p] = true
 		}
 		if e.held.CompareAndSwap(true, false) { // not terminated elsewhere
-			e.svc.Terminate()
+			// A remove, a move away or another device at the path: the
+			// device this nub stood for is gone.
+			e.svc.TerminateWith(driver.CauseUnplug)
 			e.svc.TaggedRelease(bridgeTag{})
 		}
 		b.st.terminated.Add(1)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
+	"github.com/drvkit/drvkit/hotplug/usbbus"
 )
 
 type latDriver struct{ started chan<- time.Time }
@@ -32,8 +34,8 @@ func BenchmarkBridgeEventToStart(b *testing.B) {
 	r := driver.NewRegistry(driver.WithLogger(slog.New(slog.DiscardHandler)))
 	defer r.Close(context.Background())
 	started := make(chan time.Time, 1)
-	if err := r.RegisterPersonality(driver.Personality{Name: "lat", ProviderClass: hotplug.ClassUSBDevice,
-		Match: []driver.Match{driver.MatchValue(hotplug.PropVendorID, 0x1234)},
+	if err := r.RegisterPersonality(driver.Personality{Name: "lat", ProviderClass: usbbus.ClassDevice,
+		Match: []driver.Match{driver.MatchValue(usbbus.PropVendorID, 0x1234)},
 		New:   func() driver.Driver { return latDriver{started} }}); err != nil {
 		b.Fatal(err)
 	}
@@ -42,18 +44,18 @@ func BenchmarkBridgeEventToStart(b *testing.B) {
 	remove, _ := hotplug.NewEvent(hotplug.ActionRemove, dev, "usb", 0, usbDevEnv(2)...)
 
 	// Baseline: NewNub + Publish on this goroutine.
-	props := driver.NewProperties(map[string]any{hotplug.PropVendorID: uint64(0x1234)})
+	props := driver.NewProperties(map[string]any{usbbus.PropVendorID: uint64(0x1234)})
 	var base []time.Duration
 	for range 2000 {
 		t0 := time.Now()
-		nub := r.NewNub(hotplug.ClassUSBDevice, "2-1", props)
+		nub := r.NewNub(usbbus.ClassDevice, "2-1", props)
 		go func() { _ = r.Publish(nil, nub) }()
 		base = append(base, (<-started).Sub(t0))
 		nub.Terminate()
 	}
 	_ = r.WaitQuiet(context.Background())
 
-	br := hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: b.TempDir()})
+	br := hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: b.TempDir()})
 	defer br.Close()
 	var lat []time.Duration
 	b.ReportAllocs()

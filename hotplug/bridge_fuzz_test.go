@@ -10,10 +10,13 @@ import (
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/lifecycletest"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
+	"github.com/drvkit/drvkit/hotplug/usbbus"
 )
 
-// fuzzDevices is a small machine: two sticks (one with two interfaces and
-// a LUN behind the second), and a virtio LUN. Parents come before children.
+// fuzzDevices is a small machine: two devices (a stick with two
+// interfaces and a LUN behind the second; a keyboard whose interface has a
+// HID device with a hidraw node), and a virtio LUN.
 var fuzzDevices = []struct {
 	path, subsystem string
 	env             []string
@@ -29,6 +32,8 @@ var fuzzDevices = []struct {
 	{"/devices/x/usb2/2-2/2-2:1.0", "usb", []string{"DEVTYPE=usb_interface", "PRODUCT=1234/5678/1", "TYPE=0/0/0", "INTERFACE=3/1/1"}},
 	{"/devices/virtio0/host0/target0:0:0/0:0:0:0", "scsi", []string{"DEVTYPE=scsi_device", "MODALIAS=scsi:t-0x00"}},
 	{"/devices/virtio0/host0/target0:0:0/0:0:0:0/scsi_generic/sg0", "scsi_generic", []string{"MAJOR=21", "MINOR=0", "DEVNAME=sg0"}},
+	{"/devices/x/usb2/2-2/2-2:1.0/0003:1234:5678.0001", "hid", []string{"HID_ID=0003:00001234:00005678", "HID_NAME=K", "HID_PHYS=p", "HID_UNIQ="}},
+	{"/devices/x/usb2/2-2/2-2:1.0/0003:1234:5678.0001/hidraw/hidraw0", "hidraw", []string{"MAJOR=241", "MINOR=0", "DEVNAME=hidraw0"}},
 }
 
 var fuzzActions = []hotplug.Action{hotplug.ActionAdd, hotplug.ActionRemove, hotplug.ActionChange, hotplug.ActionBind,
@@ -62,11 +67,11 @@ func FuzzBridge(f *testing.F) {
 			mu.Unlock()
 		})
 		defer stop()
-		if err := r.RegisterPersonality(driver.Personality{Name: "any", ProviderClass: hotplug.ClassUSBInterface,
+		if err := r.RegisterPersonality(driver.Personality{Name: "any", ProviderClass: usbbus.ClassInterface,
 			New: func() driver.Driver { return nopDriver{} }}); err != nil {
 			t.Fatal(err)
 		}
-		b := hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: t.TempDir()})
+		b := hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: t.TempDir()})
 		emit := func(a hotplug.Action, i int) {
 			d := fuzzDevices[i]
 			ev, err := hotplug.NewEvent(a, d.path, d.subsystem, 0, d.env...)

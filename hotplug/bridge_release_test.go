@@ -11,26 +11,28 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
+	"github.com/drvkit/drvkit/hotplug/sim"
 	"github.com/drvkit/drvkit/internal/faultinject"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 )
 
 // plugged publishes a two-interface stick through a live simulator and
-// returns the bridge, the sim and the registry.
-func plugged(t *testing.T) (*driver.Registry, *hotplug.Bridge, *hotplug.Sim) {
+// returns the bridge, the src and the registry.
+func plugged(t *testing.T) (*driver.Registry, *hotplug.Bridge, *sim.Sim) {
 	t.Helper()
 	r, _ := newRegistry(t)
 	dir := t.TempDir()
-	sc, err := hotplug.ParseScenarioString("stick", "plug usb 2-1 vid=46f4 pid=0001 serial=R ifaces=08/06/50,ff/00/00\n")
+	sc, err := sim.ParseScenarioString("stick", "plug usb 2-1 vid=46f4 pid=0001 serial=R ifaces=08/06/50,ff/00/00\n")
 	require.NoError(t, err)
-	sim, err := hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: dir})
+	src, err := sim.New(sc, sim.Config{SysfsDir: dir})
 	require.NoError(t, err)
-	t.Cleanup(func() { sim.Close() })
-	b := hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: dir, Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { src.Close() })
+	b := hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: dir, Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() { b.Close() })
-	require.NoError(t, b.Run(ctxT(t), sim))
+	require.NoError(t, b.Run(ctxT(t), src))
 	require.NoError(t, b.Flush(ctxT(t)))
-	return r, b, sim
+	return r, b, src
 }
 
 func findNub(t *testing.T, r *driver.Registry, name string) *driver.Service {

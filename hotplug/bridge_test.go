@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,9 +16,22 @@ import (
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/lifecycletest"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
 	"github.com/drvkit/drvkit/hotplug/hotplugtest"
+	"github.com/drvkit/drvkit/hotplug/sim"
+	"github.com/drvkit/drvkit/hotplug/usbbus"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 )
+
+func loadScenario(t *testing.T, path string) *sim.Scenario {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	sc, err := sim.ParseScenario(path, f)
+	require.NoError(t, err)
+	return sc
+}
 
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -65,12 +79,12 @@ func TestBridgeQEMUScenario(t *testing.T) {
 	leaktest.Check(t)
 	r, _ := newRegistry(t)
 	dir := t.TempDir()
-	sim, err := hotplug.NewSim(loadScenario(t, "testdata/scenarios/qemu-capture.scn"), hotplug.SimConfig{SysfsDir: dir, SkipWaits: true})
+	src, err := sim.New(loadScenario(t, "sim/testdata/scenarios/qemu-capture.scn"), sim.Config{SysfsDir: dir, SkipWaits: true})
 	require.NoError(t, err)
-	defer sim.Close()
-	b := hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: dir})
+	defer src.Close()
+	b := hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: dir})
 	defer b.Close()
-	require.NoError(t, b.Run(ctxT(t), sim))
+	require.NoError(t, b.Run(ctxT(t), src))
 	require.NoError(t, b.Flush(ctxT(t)))
 	require.NoError(t, r.WaitQuiet(ctxT(t)))
 
@@ -130,9 +144,9 @@ func TestBridgeEdgeCases(t *testing.T) {
 	leaktest.Check(t)
 	r, _ := newRegistry(t)
 	drv := &recDriver{}
-	require.NoError(t, r.RegisterPersonality(driver.Personality{Name: "hid", ProviderClass: hotplug.ClassUSBInterface,
-		Match: []driver.Match{driver.MatchValue(hotplug.PropIfaceClass, 3)}, New: func() driver.Driver { return drv }}))
-	b := hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: t.TempDir()})
+	require.NoError(t, r.RegisterPersonality(driver.Personality{Name: "hid", ProviderClass: usbbus.ClassInterface,
+		Match: []driver.Match{driver.MatchValue(usbbus.PropIfaceClass, 3)}, New: func() driver.Driver { return drv }}))
+	b := hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: t.TempDir()})
 	defer b.Close()
 	const dev = "/devices/pci0000:00/0000:00:02.0/usb2/2-1"
 	const ifc = dev + "/2-1:1.0"
@@ -189,7 +203,7 @@ func TestBridgeEdgeCases(t *testing.T) {
 func TestBridgeSCSIWaitsForSG(t *testing.T) {
 	leaktest.Check(t)
 	r, _ := newRegistry(t)
-	b := hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: t.TempDir()})
+	b := hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: t.TempDir()})
 	defer b.Close()
 	const lun = "/devices/virtio0/host0/target0:0:0/0:0:0:0"
 	b.Handle(mustEvent(t, hotplug.ActionAdd, lun, "scsi", "DEVTYPE=scsi_device", "MODALIAS=scsi:t-0x00"))
@@ -241,18 +255,18 @@ func TestBridgeStorm(t *testing.T) {
 	leaktest.Check(t)
 	r, rec := newRegistry(t)
 	var starts, cancelled, stops, n atomic.Int64
-	require.NoError(t, r.RegisterPersonality(driver.Personality{Name: "storm", ProviderClass: hotplug.ClassUSBInterface,
-		Match: []driver.Match{driver.MatchValue(hotplug.PropVendorID, 0x1234)},
+	require.NoError(t, r.RegisterPersonality(driver.Personality{Name: "storm", ProviderClass: usbbus.ClassInterface,
+		Match: []driver.Match{driver.MatchValue(usbbus.PropVendorID, 0x1234)},
 		New: func() driver.Driver {
 			return &stormDriver{starts: &starts, cancelled: &cancelled, stops: &stops, slow: n.Add(1)%3 == 0}
 		}}))
 	// No sysfs mirror (it would dominate the run time): the LUNs are
 	// published when their sg node's event arrives.
-	sim, err := hotplug.NewSim(loadScenario(t, "testdata/scenarios/storm.scn"), hotplug.SimConfig{})
+	src, err := sim.New(loadScenario(t, "sim/testdata/scenarios/storm.scn"), sim.Config{})
 	require.NoError(t, err)
-	defer sim.Close()
-	b := hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: t.TempDir()})
-	require.NoError(t, b.Run(ctxT(t), sim))
+	defer src.Close()
+	b := hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: t.TempDir()})
+	require.NoError(t, b.Run(ctxT(t), src))
 	require.NoError(t, b.Flush(ctxT(t)))
 	require.NoError(t, r.WaitQuiet(ctxT(t)))
 	require.NoError(t, b.Close())
@@ -280,10 +294,10 @@ func TestBridgeColdplugQEMU(t *testing.T) {
 	leaktest.Check(t)
 	r, _ := newRegistry(t)
 	root := hotplugtest.QEMUSysfs(t, qemuSysfs)
-	cp, err := hotplug.NewColdplug(root, nil)
+	cp, err := hotplug.NewColdplug(root, buses.Classes())
 	require.NoError(t, err)
 	defer cp.Close()
-	b := hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: root})
+	b := hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: root})
 	defer b.Close()
 	require.NoError(t, b.Run(ctxT(t), cp))
 	require.NoError(t, b.Flush(ctxT(t)))

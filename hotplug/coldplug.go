@@ -16,13 +16,11 @@ type Coldplug struct {
 var _ Source = (*Coldplug)(nil)
 
 // NewColdplug walks the sysfs root (DefaultSysfsRoot if "") for classes
-// (DefaultClasses if nil) now and returns a source replaying the result.
+// (ClassesOf the buses to publish; nil is ErrNoClasses) now and returns a
+// source replaying the result.
 func NewColdplug(root string, classes []Class) (*Coldplug, error) {
 	if root == "" {
 		root = DefaultSysfsRoot
-	}
-	if classes == nil {
-		classes = DefaultClasses
 	}
 	evs, err := Walk(root, classes, OriginColdplug)
 	if err != nil {

@@ -14,7 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
 	"github.com/drvkit/drvkit/hotplug/hotplugtest"
+	"github.com/drvkit/drvkit/hotplug/usbbus"
 )
 
 const qemuSysfs = "testdata/sysfs/qemu-sysfs.txt"
@@ -34,7 +36,7 @@ func drain(t *testing.T, s hotplug.Source) []hotplug.Event {
 
 func TestColdplugQEMU(t *testing.T) {
 	root := hotplugtest.QEMUSysfs(t, qemuSysfs)
-	cp, err := hotplug.NewColdplug(root, nil)
+	cp, err := hotplug.NewColdplug(root, buses.Classes())
 	require.NoError(t, err)
 	defer cp.Close()
 	evs := drain(t, cp)
@@ -122,7 +124,7 @@ func TestColdplugRealSysfs(t *testing.T) {
 
 func TestColdplugClose(t *testing.T) {
 	root := hotplugtest.QEMUSysfs(t, qemuSysfs)
-	cp, err := hotplug.NewColdplug(root, nil)
+	cp, err := hotplug.NewColdplug(root, buses.Classes())
 	require.NoError(t, err)
 	require.NoError(t, cp.Close())
 	_, err = cp.Next(context.Background())
@@ -130,7 +132,7 @@ func TestColdplugClose(t *testing.T) {
 }
 
 func ExampleNewColdplug() {
-	cp, err := hotplug.NewColdplug("/sys", []hotplug.Class{hotplug.ClassUSB})
+	cp, err := hotplug.NewColdplug("/sys", []hotplug.Class{usbbus.Devices})
 	if err != nil {
 		fmt.Println(err)
 		return

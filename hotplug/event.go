@@ -90,7 +90,7 @@ type Event struct {
 	Seqnum    uint64 // 0 for synthesized events
 	Origin    Origin
 	// Label is the refcount attribution label of the work that produced
-	// the event (refcount.WithLabel on the context given to Sim.Inject);
+	// the event (refcount.WithLabel on the context given to sim.Sim.Inject);
 	// the Bridge creates the event's nubs, and matching its drivers, under
 	// it, so that a shared test fixture's objects are attributed to the
 	// test that asked for them (refcount/leaktest). Never set from a

@@ -8,6 +8,10 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
+	"github.com/drvkit/drvkit/hotplug/scsibus"
+	"github.com/drvkit/drvkit/hotplug/sim"
+	"github.com/drvkit/drvkit/hotplug/usbbus"
 )
 
 func ExampleParse() {
@@ -31,49 +35,8 @@ func ExampleParse() {
 	// malformed uevent at byte 15 (ACTION): ACTION="remove" disagrees with header
 }
 
-func ExampleNewSim() {
-	sc, err := hotplug.ParseScenarioString("example.scn", `
-plug usb 1-1 vid=0781 pid=5567 serial=X ifaces=08/06/50
-unplug 1-1
-`)
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	sim, _ := hotplug.NewSim(sc, hotplug.SimConfig{})
-	defer sim.Close()
-	for {
-		ev, err := sim.Next(context.Background())
-		if err != nil {
-			break // io.EOF at the end of the scenario
-		}
-		if ev.Subsystem == "usb" || ev.Subsystem == "block" || ev.Subsystem == "scsi_generic" {
-			fmt.Println(ev.Action, ev.Subsystem, ev.Name())
-		}
-	}
-	// Output:
-	// add usb 1-1
-	// add usb 1-1:1.0
-	// bind usb 1-1:1.0
-	// bind usb 1-1
-	// add scsi_generic sg0
-	// add block sda
-	// remove scsi_generic sg0
-	// remove block sda
-	// unbind usb 1-1:1.0
-	// remove usb 1-1:1.0
-	// unbind usb 1-1
-	// remove usb 1-1
-}
-
-func ExampleParseScenario_error() {
-	_, err := hotplug.ParseScenarioString("bad.scn", "plug usb 2-1 vid=46f4 pid=0001 ifaces=08/06/50\nunplug 2-9\n")
-	fmt.Println(err)
-	// Output: bad.scn:2: unplug: no device at port 2-9
-}
-
 func ExampleNewNetlink() {
-	src, err := hotplug.NewNetlink(hotplug.NetlinkConfig{Coldplug: true})
+	src, err := hotplug.NewNetlink(hotplug.NetlinkConfig{Coldplug: true, Classes: buses.Classes()})
 	if err != nil {
 		fmt.Println(err) // not root, or not Linux
 		return
@@ -96,15 +59,15 @@ func ExampleNewBridge() {
 	defer r.Close(ctx)
 
 	// A simulated stick; the bridge publishes its nubs into the registry.
-	sc, _ := hotplug.ParseScenarioString("stick.scn",
+	sc, _ := sim.ParseScenarioString("stick.scn",
 		`plug usb 2-1 vid=0781 pid=5567 manufacturer=SanDisk product="Cruzer Blade" serial=4C53 ifaces=08/06/50`)
 	dir, _ := os.MkdirTemp("", "sysfs")
 	defer os.RemoveAll(dir)
-	sim, _ := hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: dir})
-	defer sim.Close()
-	b := hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: dir})
+	src, _ := sim.New(sc, sim.Config{SysfsDir: dir})
+	defer src.Close()
+	b := hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: dir})
 	defer b.Close()
-	if err := b.Run(ctx, sim); err != nil {
+	if err := b.Run(ctx, src); err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -114,8 +77,8 @@ func ExampleNewBridge() {
 	show = func(s *driver.Service, indent string) {
 		for _, c := range s.Clients() {
 			p := c.Properties()
-			serial, _ := p.String(hotplug.PropSerial)
-			sg, _ := p.String(hotplug.PropSG)
+			serial, _ := p.String(usbbus.PropSerial)
+			sg, _ := p.String(scsibus.PropSG)
 			fmt.Println(indent + strings.TrimSpace(c.Class()+" "+c.Name()+" "+serial+sg))
 			show(c, indent+"  ")
 		}

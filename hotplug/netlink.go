@@ -10,8 +10,9 @@ type NetlinkConfig struct {
 	// SysfsRoot is where resync (and coldplug) read devices; "" means /sys.
 	SysfsRoot string
 	// Classes are the devices resync keeps consistent after an overflow
-	// (and Coldplug reports); nil means DefaultClasses. Events of other
-	// subsystems are delivered but not tracked.
+	// (and Coldplug reports): ClassesOf the buses the consumer publishes
+	// (required; nil is ErrNoClasses, an empty slice tracks nothing).
+	// Events of other subsystems are delivered but not tracked.
 	Classes []Class
 	// Coldplug makes the source first report the devices already present
 	// as add events (OriginColdplug). The socket is bound before the walk,

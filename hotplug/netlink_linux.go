@@ -7,7 +7,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,8 +46,7 @@ type Netlink struct {
 
 	// Owned by the consumer goroutine (Next is single-consumer).
 	pending []Event
-	known   map[string]device // tracked devices as reported, by DEVPATH
-	tracked map[string]bool   // subsystems of cfg.Classes
+	tracker *Tracker // what was reported, for the resync
 }
 
 var _ Source = (*Netlink)(nil)
@@ -61,7 +59,7 @@ func NewNetlink(cfg NetlinkConfig) (*Netlink, error) {
 		cfg.SysfsRoot = DefaultSysfsRoot
 	}
 	if cfg.Classes == nil {
-		cfg.Classes = DefaultClasses
+		return nil, &OpError{Op: "socket", Err: ErrNoClasses}
 	}
 	if cfg.ReceiveBuffer <= 0 {
 		cfg.ReceiveBuffer = defaultRcvBuf
@@ -103,24 +101,17 @@ func NewNetlink(cfg NetlinkConfig) (*Netlink, error) {
 		buf:     make([]byte, maxDatagram),
 		oob:     make([]byte, unix.CmsgSpace(unix.SizeofUcred)),
 		rx:      new(rxState),
-		known:   map[string]device{},
-		tracked: map[string]bool{},
-	}
-	for _, c := range cfg.Classes {
-		n.tracked[c.Subsystem] = true
+		tracker: NewTracker(cfg.SysfsRoot, cfg.Classes),
 	}
 	// Bound first, walked second: whatever changes during the walk is
 	// queued on the socket.
-	devs, err := walk(cfg.SysfsRoot, cfg.Classes, OriginColdplug)
+	devs, err := n.tracker.Walk(OriginColdplug)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	for _, d := range devs {
-		n.known[d.DevPath] = d
-		if cfg.Coldplug {
-			n.pending = append(n.pending, d.Event)
-		}
+	if cfg.Coldplug {
+		n.pending = devs
 	}
 	return n, nil
 }
@@ -156,29 +147,10 @@ func (n *Netlink) Next(ctx context.Context) (Event, error) {
 			return Event{}, err
 		}
 		if ok {
-			n.track(&ev)
+			n.tracker.Track(&ev)
 			n.st.delivered.Add(1)
 			return ev, nil
 		}
-	}
-}
-
-// track updates the reported set with a delivered event.
-func (n *Netlink) track(ev *Event) {
-	if !n.tracked[ev.Subsystem] {
-		return
-	}
-	switch ev.Action {
-	case ActionAdd:
-		// The inode tells this incarnation from a later one at the same
-		// path; if the device is already gone it stays unknown (0).
-		var ino uint64
-		if fi, err := os.Stat(filepath.Join(n.cfg.SysfsRoot, ev.DevPath)); err == nil {
-			ino = inode(fi)
-		}
-		n.known[ev.DevPath] = device{Event: *ev, ino: ino}
-	case ActionRemove:
-		delete(n.known, ev.DevPath)
 	}
 }
 
@@ -375,17 +347,13 @@ func (n *Netlink) resync() error {
 			return &OpError{Op: "recvmsg", Err: rerr}
 		}
 		if ev, ok := n.accept(nr, oobn, pid); ok {
-			n.track(&ev)
+			n.tracker.Track(&ev)
 			n.pending = append(n.pending, ev)
 		}
 	}
-	cur, err := walk(n.cfg.SysfsRoot, n.cfg.Classes, OriginResync)
+	fix, err := n.tracker.Resync()
 	if err != nil {
 		return err
-	}
-	fix := diff(n.known, cur, OriginResync)
-	for i := range fix {
-		n.track(&fix[i])
 	}
 	n.st.resynced.Add(uint64(len(fix)))
 	n.pending = append(n.pending, fix...)

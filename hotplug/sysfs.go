@@ -18,19 +18,19 @@ type Class struct {
 	Subsystem string // the SUBSYSTEM its devices report, e.g. "usb"
 }
 
-// The classes drvkit drives. DefaultClasses is USB, SCSI and sg; ClassBlock
-// is there for callers that want disks (and the real-kernel tests, which
-// use loop devices because this machine has no USB or SCSI hardware).
+// The classes of the devices drvkit publishes come from their buses
+// (Bus.Classes, ClassesOf). ClassBlock is there for callers that want disks
+// (and the real-kernel tests, which use loop devices because this machine
+// has no USB or SCSI hardware).
 var (
-	ClassUSB          = Class{Dir: "bus/usb/devices", Subsystem: "usb"}
-	ClassSCSI         = Class{Dir: "bus/scsi/devices", Subsystem: "scsi"}
-	ClassSCSIGeneric  = Class{Dir: "class/scsi_generic", Subsystem: "scsi_generic"}
 	ClassBlock        = Class{Dir: "class/block", Subsystem: "block"}
-	DefaultClasses    = []Class{ClassUSB, ClassSCSI, ClassSCSIGeneric}
 	DefaultSysfsRoot  = "/sys"
 	errNotUnderSysfs  = errors.New("device directory is not under the sysfs root")
 	errNoUeventFile   = errors.New("no uevent file")
 	errBadUeventEntry = errors.New("uevent file line is not KEY=VALUE")
+	// ErrNoClasses is returned by a walk given no classes (nil): the
+	// caller forgot to say which devices to look for.
+	ErrNoClasses = errors.New("no sysfs classes to walk (see hotplug.ClassesOf)")
 )
 
 // Walk enumerates the devices of classes under the sysfs root and returns
@@ -62,6 +62,9 @@ type device struct {
 }
 
 func walk(root string, classes []Class, origin Origin) ([]device, error) {
+	if classes == nil {
+		return nil, &OpError{Op: "walk", Path: root, Err: ErrNoClasses}
+	}
 	absRoot, err := filepath.EvalSymlinks(root)
 	if err != nil {
 		return nil, &OpError{Op: "walk", Path: root, Err: err}

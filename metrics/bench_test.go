@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/drvkit/drvkit/driver"
-	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/usbbus"
 	"github.com/drvkit/drvkit/metrics"
 	"github.com/drvkit/drvkit/refcount"
 )
@@ -20,7 +20,7 @@ import (
 // benchRegistry is a registry whose driver matches every USBDevice nub.
 func benchRegistry(b *testing.B) *driver.Registry {
 	r := driver.NewRegistry(driver.WithLogger(slog.New(slog.DiscardHandler)))
-	if err := r.RegisterPersonality(driver.Personality{Name: "disk", Class: "TestDisk", ProviderClass: hotplug.ClassUSBDevice,
+	if err := r.RegisterPersonality(driver.Personality{Name: "disk", Class: "TestDisk", ProviderClass: usbbus.ClassDevice,
 		New: func() driver.Driver { return nopDriver{} }}); err != nil {
 		b.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func benchRegistry(b *testing.B) *driver.Registry {
 	return r
 }
 
-var benchProps = driver.NewProperties(map[string]any{hotplug.PropVendorID: uint64(0x1234)})
+var benchProps = driver.NewProperties(map[string]any{usbbus.PropVendorID: uint64(0x1234)})
 
 // BenchmarkScrape measures one /metrics scrape — gather and text encoding —
 // of a registry with 10,000 plugged devices (each a nub and a started
@@ -45,7 +45,7 @@ func BenchmarkScrape(b *testing.B) {
 	bus := r.Root()
 	const devices = 10000
 	for i := range devices {
-		if err := r.Publish(bus, r.NewNub(hotplug.ClassUSBDevice, fmt.Sprintf("%d-%d", 1+i%8, i), benchProps)); err != nil {
+		if err := r.Publish(bus, r.NewNub(usbbus.ClassDevice, fmt.Sprintf("%d-%d", 1+i%8, i), benchProps)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -70,7 +70,7 @@ func BenchmarkScrape(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/scrape")
 	for _, s := range r.Services() {
-		if s != bus && s.Class() == hotplug.ClassUSBDevice {
+		if s != bus && s.Class() == usbbus.ClassDevice {
 			s.Terminate()
 		}
 	}
@@ -142,7 +142,7 @@ func BenchmarkLifecycle(b *testing.B) {
 		for k := range regs {
 			i := (n + k) % len(regs) // rotate who goes first
 			t0 := time.Now()
-			nub := regs[i].NewNub(hotplug.ClassUSBDevice, "2-1", benchProps)
+			nub := regs[i].NewNub(usbbus.ClassDevice, "2-1", benchProps)
 			if err := regs[i].Publish(nil, nub); err != nil {
 				b.Fatal(err)
 			}

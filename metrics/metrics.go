@@ -234,8 +234,16 @@ func (c *Collector) observer(cache map[string]prometheus.Observer, vec *promethe
 	return o
 }
 
-// terminationCause is the cause label of a terminate step.
-func terminationCause(driver.LifecycleEvent) string { return "unknown" }
+// terminationCause is the cause label of a terminate step: what started
+// the termination (a service terminated because its provider went counts
+// under its provider's cause — "provider" alone would say nothing), one of
+// driver.Cause's few short names, so the label set stays bounded.
+func terminationCause(ev driver.LifecycleEvent) string {
+	if ev.RootCause != driver.CauseUnknown {
+		return ev.RootCause.Text()
+	}
+	return ev.Cause.Text()
+}
 
 // Describe sends nothing: the collector is unchecked, because the classes
 // it reports are known only at scrape time.

@@ -20,6 +20,8 @@ import (
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/lifecycletest"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
+	"github.com/drvkit/drvkit/hotplug/usbbus"
 	"github.com/drvkit/drvkit/metrics"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 	"github.com/drvkit/drvkit/userclient/server"
@@ -52,14 +54,14 @@ func newRig(t testing.TB, cfg metrics.Config) *rig {
 	r := driver.NewRegistry(driver.WithLogger(slog.New(slog.DiscardHandler)))
 	rg := &rig{r: r, rec: lifecycletest.Record(t, r)}
 	for _, p := range []driver.Personality{
-		{Name: "disk", Class: "TestDisk", ProviderClass: hotplug.ClassUSBDevice,
-			Match: []driver.Match{driver.MatchValue(hotplug.PropVendorID, 0x1234)}, New: func() driver.Driver { return nopDriver{} }},
-		{Name: "broken", Class: "BrokenDisk", ProviderClass: hotplug.ClassUSBDevice,
-			Match: []driver.Match{driver.MatchValue(hotplug.PropVendorID, 0xdead)}, New: func() driver.Driver { return failDriver{} }},
+		{Name: "disk", Class: "TestDisk", ProviderClass: usbbus.ClassDevice,
+			Match: []driver.Match{driver.MatchValue(usbbus.PropVendorID, 0x1234)}, New: func() driver.Driver { return nopDriver{} }},
+		{Name: "broken", Class: "BrokenDisk", ProviderClass: usbbus.ClassDevice,
+			Match: []driver.Match{driver.MatchValue(usbbus.PropVendorID, 0xdead)}, New: func() driver.Driver { return failDriver{} }},
 	} {
 		require.NoError(t, r.RegisterPersonality(p))
 	}
-	rg.br = hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	rg.br = hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
 	cfg.Registry, cfg.Bridge = r, rg.br
 	rg.c = metrics.New(cfg)
 	rg.prom = prometheus.NewPedanticRegistry()

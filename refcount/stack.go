@@ -46,6 +46,9 @@ func symbolize(pcs []uintptr) Stack {
 	frames := runtime.CallersFrames(pcs)
 	for {
 		f, more := frames.Next()
+		if len(s.Frames) == 0 && more && isForwarder(f.Function) {
+			continue
+		}
 		if f.Function != "" || f.File != "" {
 			s.Frames = append(s.Frames, Frame{Func: f.Function, File: f.File, Line: f.Line})
 		}
@@ -54,6 +57,15 @@ func symbolize(pcs []uintptr) Stack {
 		}
 	}
 	return s
+}
+
+// isForwarder reports whether fn is a TaggedRetain or TaggedRelease method
+// of a type that keeps an Object in a field and forwards to it (as
+// driver.Service does): a stack starts at its caller, the code that took
+// or dropped the reference, as it does for a type that embeds Object.
+// Trimmed when the stack is symbolized, so the traced path pays nothing.
+func isForwarder(fn string) bool {
+	return strings.HasSuffix(fn, ").TaggedRetain") || strings.HasSuffix(fn, ").TaggedRelease")
 }
 
 func (s Stack) String() string {

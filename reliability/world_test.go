@@ -19,6 +19,8 @@ import (
 	"github.com/drvkit/drvkit/driver/usb/usbstorage"
 	"github.com/drvkit/drvkit/driver/usb/usbtest"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
+	"github.com/drvkit/drvkit/hotplug/sim"
 	"github.com/drvkit/drvkit/userclient/server"
 )
 
@@ -42,26 +44,26 @@ var discard = slog.New(slog.DiscardHandler)
 var eventCounts = sync.OnceValues(func() ([2]int, error) {
 	var n [2]int
 	for i, text := range []string{plugLine, plugLine + unplugLine} {
-		sc, err := hotplug.ParseScenarioString("count", text)
+		sc, err := sim.ParseScenarioString("count", text)
 		if err != nil {
 			return n, err
 		}
-		sim, err := hotplug.NewSim(sc, hotplug.SimConfig{})
+		src, err := sim.New(sc, sim.Config{})
 		if err != nil {
 			return n, err
 		}
 		for {
-			_, err := sim.Next(context.Background())
+			_, err := src.Next(context.Background())
 			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {
-				sim.Close()
+				src.Close()
 				return n, err
 			}
 			n[i]++
 		}
-		sim.Close()
+		src.Close()
 	}
 	n[1] -= n[0]
 	return n, nil
@@ -73,7 +75,7 @@ type world struct {
 	backend *usbtest.Backend
 	stick   *usbtest.Device
 	dir     string
-	sim     *hotplug.Sim
+	sim     *sim.Sim
 	bridge  *hotplug.Bridge
 	pumpEnd chan struct{}
 
@@ -129,7 +131,7 @@ func newWorld(procs bool) (*world, error) {
 		w.events = append(w.events, e)
 		w.evMu.Unlock()
 	})
-	// The sim gives the first device on bus 2 the address 2.
+	// The simulator gives the first device on bus 2 the address 2.
 	_, w.stick = w.backend.PlugMassStorage(usbtest.DeviceSpec{Bus: 2, Address: 2, Vendor: 0x46f4, Product: 1, Serial: "EXPLORE"},
 		scsitest.NewDisk(64, 512))
 	if err := w.reg.RegisterPersonality(usbstorage.Personality(w.backend)); err != nil {
@@ -151,14 +153,14 @@ func newWorld(procs bool) (*world, error) {
 			return w, err
 		}
 	}
-	sc, err := hotplug.ParseScenarioString("explore", plugLine)
+	sc, err := sim.ParseScenarioString("explore", plugLine)
 	if err != nil {
 		return w, err
 	}
-	if w.sim, err = hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: dir, Live: true}); err != nil {
+	if w.sim, err = sim.New(sc, sim.Config{SysfsDir: dir, Live: true}); err != nil {
 		return w, err
 	}
-	w.bridge = hotplug.NewBridge(w.reg, hotplug.BridgeConfig{SysfsRoot: dir, Logger: discard})
+	w.bridge = hotplug.NewBridge(w.reg, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: dir, Logger: discard})
 	go w.pump()
 	return w, nil
 }
@@ -242,7 +244,7 @@ func (w *world) unplug() {
 	}
 	w.unplugged = true
 	w.stick.Unplug()
-	frag, err := hotplug.ParseScenarioFragment("explore", unplugLine)
+	frag, err := sim.ParseScenarioFragment("explore", unplugLine)
 	if err != nil {
 		w.violate("unplug fragment: %v", err)
 		return

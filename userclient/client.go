@@ -325,7 +325,7 @@ func (c *Client) reader() {
 			h := c.handles[m.Handle]
 			c.mu.Unlock()
 			if h != nil {
-				h.deliver(Notification{Type: NotificationType(m.Type), Service: m.Service, Detail: m.Detail, Data: clone(f.Data)}, c.done)
+				h.deliver(Notification{Type: NotificationType(m.Type), Service: m.Service, Cause: m.Cause, RootCause: m.RootCause, Detail: m.Detail, Data: clone(f.Data)}, c.done)
 			}
 			continue
 		default:

@@ -100,7 +100,7 @@ func adminTerminate(ctx context.Context, r *driver.Registry, args idArgs, timeou
 		return terminateResult{}, err
 	}
 	name := s.String()
-	s.Terminate()
+	s.TerminateWith(driver.CauseAdmin)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	select {
@@ -196,7 +196,7 @@ func adminWhy(r *driver.Registry, args idArgs) (string, error) {
 	var b strings.Builder
 	st := s.State()
 	fmt.Fprintf(&b, "%s: retain %d, %s\n", s, s.RetainCount(), map[bool]string{true: "active", false: "terminated"}[st.Active])
-	writeWhy(&b, refcount.WhyAlive(&s.Object), refcount.StructuralHolders(&s.Object))
+	writeWhy(&b, refcount.WhyAlive(s.RefObject()), refcount.StructuralHolders(s.RefObject()))
 	return b.String(), nil
 }
 

@@ -57,7 +57,7 @@ func TestWhyOneApplicationGolden(t *testing.T) {
 
 	why, err := adminWhy(r, idArgs{ID: drv.ID()})
 	require.NoError(t, err)
-	require.Equal(t, 1, strings.Count(why, " → "+drv.Object.String()), "exactly one chain:\n%s", why)
+	require.Equal(t, 1, strings.Count(why, " → "+drv.RefObject().String()), "exactly one chain:\n%s", why)
 	require.Contains(t, why, `"userclient pid 4242 uid 1000 (scsiapp)" → UserClient#`)
 	golden(t, "why-app.txt", []byte(normalizeReport(why)))
 }

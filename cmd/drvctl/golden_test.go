@@ -63,7 +63,7 @@ func TestMonitorGolden(t *testing.T) {
 	uc := findClass(t, r, "UserClient")
 	drv := findClass(t, r, "USBMassStorage")
 	require.NoError(t, drv.Close(uc))
-	require.NoError(t, dev.TerminateSync(ctx))
+	require.NoError(t, dev.TerminateSyncWith(ctx, driver.CauseUnplug)) // as the bridge does on a remove
 
 	mu.Lock()
 	defer mu.Unlock()

@@ -76,6 +76,10 @@ type monitorEvent struct {
 	Detail    string `json:"detail,omitempty"`
 	Provider  uint64 `json:"provider_id,omitempty"` // attach and detach
 	Score     int    `json:"score,omitempty"`       // probe
+	// terminate: why (driver.Cause's short text) and the root cause of the
+	// termination; they differ when it reached the service by cascade.
+	Cause     string `json:"cause,omitempty"`
+	RootCause string `json:"root_cause,omitempty"`
 
 	// lost
 	Count uint64 `json:"count,omitempty"`

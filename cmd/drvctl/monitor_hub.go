@@ -96,6 +96,9 @@ func (h *monitorHub) lifecycle(ev driver.LifecycleEvent) {
 	if ev.Step == driver.StepProbe {
 		e.Score = ev.Score
 	}
+	if ev.Step == driver.StepTerminate {
+		e.Cause, e.RootCause = ev.Cause.Text(), ev.RootCause.Text()
+	}
 	h.publish(e)
 }
 

@@ -160,8 +160,8 @@ func TestMetricsScriptedDaemon(t *testing.T) {
 	f = scrapeMetrics(t, base)
 	require.Zero(t, sample(f, "drvkit_services", "class=USBDevice"))
 	require.Zero(t, sample(f, "drvkit_services", "class=USBMassStorage"))
-	require.Equal(t, 1.0, sample(f, "drvkit_terminations_total", "class=USBDevice"))
-	require.Equal(t, 1.0, sample(f, "drvkit_terminations_total", "class=USBMassStorage"))
+	require.Equal(t, 1.0, sample(f, "drvkit_terminations_total", "class=USBDevice", "cause=unplug"))
+	require.Equal(t, 1.0, sample(f, "drvkit_terminations_total", "class=USBMassStorage", "cause=unplug"), "cascaded: counted under the unplug")
 	require.Equal(t, 1.0, sample(f, "drvkit_termination_duration_seconds", "class=USBMassStorage"))
 	require.NotZero(t, sample(f, "drvkit_hotplug_nubs_total", "action=terminated"))
 	require.Zero(t, sample(f, "drvkit_refcount_live_objects", "class=USBDevice"))
@@ -172,7 +172,7 @@ func TestMetricsScriptedDaemon(t *testing.T) {
 	f = scrapeMetrics(t, base)
 	require.Zero(t, sample(f, "drvkit_services", "class=SCSIGenericBlock"))
 	require.Equal(t, 1.0, sample(f, "drvkit_services", "class=SCSIDevice", "state=active"))
-	require.GreaterOrEqual(t, sample(f, "drvkit_terminations_total", "class=SCSIGenericBlock"), 1.0)
+	require.GreaterOrEqual(t, sample(f, "drvkit_terminations_total", "class=SCSIGenericBlock", "cause=unload"), 1.0)
 	require.Equal(t, sample(f, "drvkit_lifecycle_steps_total", "step=terminate"), sample(f, "drvkit_lifecycle_steps_total", "step=free"),
 		"every terminated service was freed")
 

@@ -7,7 +7,7 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/usb/usbstorage"
-	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/usbbus"
 )
 
 // personalitySpec is one --personality flag: a driver's constructor
@@ -121,8 +121,8 @@ func (s personalitySpec) personality(base driver.Personality) driver.Personality
 	p.Name = s.Name
 	p.Score = s.Score
 	p.Match = []driver.Match{
-		driver.MatchValue(hotplug.PropVendorID, uint64(s.Vendor)),
-		driver.MatchValue(hotplug.PropProductID, uint64(s.Product)),
+		driver.MatchValue(usbbus.PropVendorID, uint64(s.Vendor)),
+		driver.MatchValue(usbbus.PropProductID, uint64(s.Product)),
 	}
 	return p
 }

@@ -219,6 +219,13 @@ func writeMonitorLine(w io.Writer, e *monitorEvent, env bool) error {
 		if e.Detail != "" {
 			fmt.Fprintf(&b, " (%s)", e.Detail)
 		}
+		switch {
+		case e.Cause == "":
+		case e.RootCause == "" || e.RootCause == e.Cause:
+			fmt.Fprintf(&b, " cause=%s", e.Cause)
+		default:
+			fmt.Fprintf(&b, " cause=%s root=%s", e.Cause, e.RootCause)
+		}
 		b.WriteString("\n")
 	}
 	if env && len(e.Env) > 0 {

@@ -90,6 +90,8 @@ func TestMonitorLines(t *testing.T) {
 	events := []monitorEvent{
 		{Kind: "kernel", Time: 1234.5678901, Action: "remove", Devpath: "/devices/pci0000:00/0000:00:04.0/usb2/2-1", Subsystem: "usb",
 			Env: map[string]string{"ACTION": "remove", "SUBSYSTEM": "usb", "PRODUCT": "46f4/1/0", "SEQNUM": "2061"}},
+		{Kind: "lifecycle", Time: 1234.567895, Step: "terminate", ServiceID: 12, Class: "USBInterface", Name: "2-1:1.0", Cause: "unplug", RootCause: "unplug"},
+		{Kind: "lifecycle", Time: 1234.567896, Step: "terminate", ServiceID: 14, Class: "USBMassStorage", Name: "usbstorage", Cause: "provider", RootCause: "unplug"},
 		{Kind: "lifecycle", Time: 1234.567901, Step: "stop", ServiceID: 12, Class: "USBInterface", Name: "2-1:1.0"},
 		{Kind: "lifecycle", Time: 1234.568, Step: "free", ServiceID: 13, Class: "UserClient", Detail: "pid 4242"},
 	}

@@ -19,11 +19,16 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/driver/hid"
+	"github.com/drvkit/drvkit/driver/hid/hidkbd"
+	"github.com/drvkit/drvkit/driver/hid/hidsim"
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/driver/usb"
+	"github.com/drvkit/drvkit/driver/usb/usbsim"
 	"github.com/drvkit/drvkit/driver/usb/usbstorage"
-	"github.com/drvkit/drvkit/driver/usb/usbtest"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
+	"github.com/drvkit/drvkit/hotplug/sim"
 	"github.com/drvkit/drvkit/internal/statefile"
 	"github.com/drvkit/drvkit/refcount"
 	"github.com/drvkit/drvkit/userclient"
@@ -60,8 +65,8 @@ type serveOptions struct {
 func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	var o serveOptions
 	sock := socketFlag(fs, e)
-	fs.StringVar(&o.sim, "sim", "", "run on a simulated bus replaying this scenario `file` (see hotplug/testdata/scenarios)")
-	fs.StringVar(&o.drivers, "drivers", "", "comma-separated `drivers` to load: usbstorage, sg (default: sg on real hardware — usbstorage detaches the kernel's usb-storage — and both on a simulated bus)")
+	fs.StringVar(&o.sim, "sim", "", "run on a simulated bus replaying this scenario `file` (see hotplug/sim/testdata/scenarios)")
+	fs.StringVar(&o.drivers, "drivers", "", "comma-separated `drivers` to load: usbstorage, sg, hidkbd (default: sg on real hardware — usbstorage detaches the kernel's usb-storage, hidkbd reads the keyboards — and all on a simulated bus)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&o.trace, "trace", "all", "reference tracing: all, off, or comma-separated `classes` (overrides DRVKIT_REFTRACE)")
@@ -96,8 +101,9 @@ type daemon struct {
 	reg    *driver.Registry
 	hub    *monitorHub
 	usb    usb.Backend
-	sim    *hotplug.Sim // nil on real hardware
-	simBus *simBus      // nil on real hardware
+	hid    hid.Backend
+	sim    *sim.Sim // nil on real hardware
+	simBus *simBus  // nil on real hardware
 	bridge *hotplug.Bridge
 	srv    *server.Server
 	// netlink is the kernel uevent source (nil on a simulated bus);
@@ -183,7 +189,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	if drivers == "" {
 		drivers = "sg"
 		if o.sim != "" {
-			drivers = "usbstorage,sg"
+			drivers = "usbstorage,sg,hidkbd"
 		}
 	}
 
@@ -224,11 +230,18 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			return fail(err)
 		}
 		defer os.RemoveAll(sysfsRoot)
-		if d.sim, err = hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: sysfsRoot, Live: true}); err != nil {
+		hidFake := hidsim.New()
+		d.hid = hidFake
+		reports := func(r sim.Report) {
+			if dev := hidFake.Device(r.Node); dev != nil {
+				dev.Input(r.Data)
+			}
+		}
+		if d.sim, err = sim.New(sc, sim.Config{SysfsDir: sysfsRoot, Live: true, Reports: reports}); err != nil {
 			return fail(err)
 		}
 		undo = append(undo, func() { _ = d.sim.Close() })
-		fake := usbtest.New()
+		fake := usbsim.New()
 		d.usb = fake
 		undo = append(undo, func() { _ = fake.Close() })
 		if o.stateDir != "" {
@@ -238,15 +251,15 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 				return fail(err)
 			}
 		}
-		simBusSrc = newSimBus(d.sim, fake, sysfsRoot)
+		simBusSrc = newSimBus(d.sim, fake, hidFake, sysfsRoot)
 		simBusSrc.followKernelDrivers(d.sim.Inject, log)
 		d.simBus = simBusSrc
 		src = simBusSrc
 	} else {
 		gousb := usb.NewGousb()
-		d.usb = gousb
+		d.usb, d.hid = gousb, hid.Hidraw{}
 		undo = append(undo, func() { _ = gousb.Close() })
-		nl, err := hotplug.NewNetlink(hotplug.NetlinkConfig{Coldplug: true, Log: log, OnOverflow: d.hub.kernelOverflow})
+		nl, err := hotplug.NewNetlink(hotplug.NetlinkConfig{Coldplug: true, Classes: buses.Classes(), Log: log, OnOverflow: d.hub.kernelOverflow})
 		if err != nil {
 			return fail(fmt.Errorf("kernel uevents: %w", err))
 		}
@@ -274,8 +287,10 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			} else {
 				p = sg.Personality(nil)
 			}
+		case hidkbd.Name:
+			p = hidkbd.Personality(d.hid)
 		default:
-			return fail(usagef("unknown driver %q (have usbstorage, sg)", name))
+			return fail(usagef("unknown driver %q (have usbstorage, sg, hidkbd)", name))
 		}
 		if err := d.reg.RegisterPersonality(p); err != nil {
 			log.Error("register personality", "driver", name, "err", err)
@@ -304,7 +319,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		return fail(fmt.Errorf("socket %s: %w", o.socket, err))
 	}
 
-	d.bridge = hotplug.NewBridge(d.reg, hotplug.BridgeConfig{SysfsRoot: sysfsRoot, Logger: log})
+	d.bridge = hotplug.NewBridge(d.reg, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: sysfsRoot, Logger: log})
 	runCtx, stopRun := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -435,13 +450,13 @@ func (m *monitoredSource) Next(ctx context.Context) (hotplug.Event, error) {
 	return ev, err
 }
 
-func loadScenario(path string) (*hotplug.Scenario, error) {
+func loadScenario(path string) (*sim.Scenario, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("scenario: %w", err)
 	}
 	defer f.Close()
-	return hotplug.ParseScenario(filepath.Base(path), f)
+	return sim.ParseScenario(filepath.Base(path), f)
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -609,7 +624,7 @@ func (d *daemon) inject(ctx context.Context, steps string) error {
 	if d.sim == nil {
 		return errors.New("sim: the daemon is not running on a simulated bus (serve --sim)")
 	}
-	frag, err := hotplug.ParseScenarioFragment("drvctl sim", steps)
+	frag, err := sim.ParseScenarioFragment("drvctl sim", steps)
 	if err != nil {
 		return err
 	}

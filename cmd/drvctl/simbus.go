@@ -10,11 +10,13 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/drvkit/drvkit/driver/hid/hidsim"
 	"github.com/drvkit/drvkit/driver/scsi"
-	"github.com/drvkit/drvkit/driver/scsi/scsitest"
+	"github.com/drvkit/drvkit/driver/scsi/scsisim"
 	"github.com/drvkit/drvkit/driver/usb"
-	"github.com/drvkit/drvkit/driver/usb/usbtest"
+	"github.com/drvkit/drvkit/driver/usb/usbsim"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/sim"
 )
 
 // simBus gives the devices of a simulated bus something to talk to: when
@@ -27,15 +29,16 @@ import (
 // replugged stick has the data written to it before.
 type simBus struct {
 	src   hotplug.Source
-	usb   *usbtest.Backend
-	sysfs string // the simulator's sysfs mirror, for serial numbers
+	usb   *usbsim.Backend
+	hid   *hidsim.Backend
+	sysfs string // the simulator's sysfs mirror, for serial numbers and HID descriptors
 
 	mu      sync.Mutex
-	devices map[string]usbDeviceSeen   // usb_device devpath → what its add said
-	plugged map[string]*usbtest.Device // usb_device devpath → fake device
-	disks   map[string]*scsitest.Disk  // serial or HCTL → its disk
-	sg      map[string]*scsitest.Disk  // /dev/sgN → disk
-	sgOpen  map[string][]*scsitest.Transport
+	devices map[string]usbDeviceSeen  // usb_device devpath → what its add said
+	plugged map[string]*usbsim.Device // usb_device devpath → fake device
+	disks   map[string]*scsisim.Disk  // serial or HCTL → its disk
+	sg      map[string]*scsisim.Disk  // /dev/sgN → disk
+	sgOpen  map[string][]*scsisim.Transport
 
 	// onPlug, if set, is told of each fake USB device plugged (the daemon
 	// re-attaches kernel drivers its killed predecessor left detached).
@@ -69,9 +72,9 @@ const simDiskBlocks = 131072
 
 var _ hotplug.Source = (*simBus)(nil)
 
-func newSimBus(src hotplug.Source, usb *usbtest.Backend, sysfs string) *simBus {
-	return &simBus{src: src, usb: usb, sysfs: sysfs, devices: map[string]usbDeviceSeen{}, plugged: map[string]*usbtest.Device{},
-		disks: map[string]*scsitest.Disk{}, sg: map[string]*scsitest.Disk{}, sgOpen: map[string][]*scsitest.Transport{}}
+func newSimBus(src hotplug.Source, usb *usbsim.Backend, hid *hidsim.Backend, sysfs string) *simBus {
+	return &simBus{src: src, usb: usb, hid: hid, sysfs: sysfs, devices: map[string]usbDeviceSeen{}, plugged: map[string]*usbsim.Device{},
+		disks: map[string]*scsisim.Disk{}, sg: map[string]*scsisim.Disk{}, sgOpen: map[string][]*scsisim.Transport{}}
 }
 
 func (b *simBus) Close() error {
@@ -96,10 +99,10 @@ func (b *simBus) Close() error {
 // usb-storage is re-attached, the disk comes back. The changes are noticed
 // under the fake device's lock, so they are queued and turned into
 // simulator steps by a worker goroutine, which Close stops.
-func (b *simBus) followKernelDrivers(inject func(context.Context, *hotplug.Scenario) error, log *slog.Logger) {
+func (b *simBus) followKernelDrivers(inject func(context.Context, *sim.Scenario) error, log *slog.Logger) {
 	b.bindKick = make(chan struct{}, 1)
 	b.stop = make(chan struct{})
-	b.usb.OnKernelDriver(func(spec usbtest.DeviceSpec, iface int, from, to string) {
+	b.usb.OnKernelDriver(func(spec usbsim.DeviceSpec, iface int, from, to string) {
 		b.bindMu.Lock()
 		b.binds = append(b.binds, bindChange{bus: spec.Bus, addr: spec.Address, iface: iface, from: from, to: to})
 		if b.pending == 0 {
@@ -142,7 +145,7 @@ func (b *simBus) followKernelDrivers(inject func(context.Context, *hotplug.Scena
 				if steps == "" {
 					continue
 				}
-				frag, err := hotplug.ParseScenarioFragment("kernel driver change", steps)
+				frag, err := sim.ParseScenarioFragment("kernel driver change", steps)
 				if err == nil {
 					err = inject(ctx, frag)
 				}
@@ -250,12 +253,14 @@ func (b *simBus) apply(ev *hotplug.Event) {
 		if seen.serial == "" {
 			key = "usb@" + parent
 		}
-		_, fake := b.usb.PlugMassStorage(usbtest.DeviceSpec{Bus: seen.bus, Address: seen.addr,
+		_, fake := b.usb.PlugMassStorage(usbsim.DeviceSpec{Bus: seen.bus, Address: seen.addr,
 			Vendor: seen.vendor, Product: seen.product, Serial: seen.serial}, b.disk(key, "QEMU", "QEMU HARDDISK"))
 		b.plugged[parent] = fake
 		if b.onPlug != nil {
 			b.onPlug(usb.DeviceInfo{Bus: seen.bus, Address: seen.addr, Vendor: seen.vendor, Product: seen.product})
 		}
+	case ev.Subsystem == "hid" || ev.Subsystem == "hidraw":
+		b.applyHID(ev)
 	case ev.Subsystem == "scsi_generic":
 		node := "/dev/" + ev.Name()
 		switch ev.Action {
@@ -271,20 +276,37 @@ func (b *simBus) apply(ev *hotplug.Event) {
 	}
 }
 
+// applyHID plugs a simulated hidraw node when the simulator adds a HID
+// device or its node (whichever comes first: the node is in the sysfs
+// mirror before either event) and unplugs it at the node's remove,
+// failing reads in progress.
+func (b *simBus) applyHID(ev *hotplug.Event) {
+	switch {
+	case ev.Action == hotplug.ActionAdd && ev.Subsystem == "hid":
+		_, _ = b.hid.PlugSysfs(b.sysfs, ev.DevPath)
+	case ev.Action == hotplug.ActionAdd:
+		_, _ = b.hid.PlugSysfs(b.sysfs, path.Dir(path.Dir(ev.DevPath))) // …/DEVICE/hidraw/hidrawN
+	case ev.Action == hotplug.ActionRemove && ev.Subsystem == "hidraw":
+		if dev := b.hid.Device("/dev/" + ev.Name()); dev != nil {
+			dev.Unplug()
+		}
+	}
+}
+
 // sgDiskLocked is the disk behind an sg node whose device path (or sysfs
 // link target) ends in …/H:C:T:L/scsi_generic/sgN.
-func (b *simBus) sgDiskLocked(node, devpath string) *scsitest.Disk {
+func (b *simBus) sgDiskLocked(node, devpath string) *scsisim.Disk {
 	hctl := path.Base(path.Dir(path.Dir(devpath)))
 	return b.disk("scsi:"+hctl, "QEMU", "QEMU HARDDISK")
 }
 
-func (b *simBus) disk(key, vendor, product string) *scsitest.Disk {
+func (b *simBus) disk(key, vendor, product string) *scsisim.Disk {
 	d := b.disks[key]
 	if d == nil {
-		d = scsitest.NewDisk(simDiskBlocks, 512, scsitest.WithInquiry(vendor, product, "2.5+", scsi.TypeDisk))
+		d = scsisim.NewDisk(simDiskBlocks, 512, scsisim.WithInquiry(vendor, product, "2.5+", scsi.TypeDisk))
 		// Block 0 says which disk it is, so a demo read shows something.
 		label := fmt.Sprintf("drvkit simulated disk %s\n", strings.TrimPrefix(strings.TrimPrefix(key, "usb:"), "scsi:"))
-		tr := scsitest.NewTransport(d)
+		tr := scsisim.NewTransport(d)
 		_ = scsi.NewDevice(tr).Write(context.Background(), 0, padBlock([]byte(label), 512))
 		_ = tr.Close()
 		b.disks[key] = d
@@ -317,7 +339,7 @@ func (b *simBus) openSG(node string) (scsi.Transport, error) {
 		d = b.sgDiskLocked(node, target)
 		b.sg[node] = d
 	}
-	t := scsitest.NewTransport(d)
+	t := scsisim.NewTransport(d)
 	b.sgOpen[node] = append(b.sgOpen[node], t)
 	return t, nil
 }

@@ -13,10 +13,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/drvkit/drvkit/driver/hid/hidsim"
 	"github.com/drvkit/drvkit/driver/scsi"
 	"github.com/drvkit/drvkit/driver/usb"
 	"github.com/drvkit/drvkit/driver/usb/usbtest"
-	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/sim"
 )
 
 // TestSimBusOpenSGBeforeItsEvent: the bridge can start the sg driver on a
@@ -34,7 +35,7 @@ func TestSimBusOpenSGBeforeItsEvent(t *testing.T) {
 
 	fake := usbtest.New()
 	defer fake.Close()
-	b := newSimBus(nil, fake, root)
+	b := newSimBus(nil, fake, hidsim.New(), root)
 	tr, err := b.openSG("/dev/sg3")
 	require.NoError(t, err)
 	require.NoError(t, tr.Close())
@@ -50,14 +51,14 @@ func TestSimBusOpenSGBeforeItsEvent(t *testing.T) {
 // channel twice, and the daemon panicked (seen in the daemon crash test).
 func TestSimBusKernelDriverChurn(t *testing.T) {
 	root := t.TempDir()
-	sc, err := hotplug.ParseScenario("churn", strings.NewReader("plug usb 2-1 vid=46f4 pid=0001 serial=CHURN ifaces=08/06/50\n"))
+	sc, err := sim.ParseScenario("churn", strings.NewReader("plug usb 2-1 vid=46f4 pid=0001 serial=CHURN ifaces=08/06/50\n"))
 	require.NoError(t, err)
-	sim, err := hotplug.NewSim(sc, hotplug.SimConfig{SysfsDir: root, Live: true})
+	src, err := sim.New(sc, sim.Config{SysfsDir: root, Live: true})
 	require.NoError(t, err)
 	fake := usbtest.New()
 	defer fake.Close()
-	b := newSimBus(sim, fake, root)
-	b.followKernelDrivers(sim.Inject, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b := newSimBus(src, fake, hidsim.New(), root)
+	b.followKernelDrivers(src.Inject, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer b.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -95,6 +95,7 @@ type svc struct {
 	name                  string
 	terminate, stop, free int // seq of the step, 0 if not seen
 	start                 int
+	root                  driver.Cause   // the root cause of its termination
 	attached              map[uint64]int // provider → attach seq
 	detached              map[uint64]int // provider → detach seq
 	lastDetach            int
@@ -118,6 +119,9 @@ func Validate(events []driver.LifecycleEvent, complete bool) error {
 	}
 	// clientsOf[p] = clients currently attached to p
 	clientsOf := map[uint64]map[uint64]bool{}
+	// A trace that starts at the registry's first event has seen every
+	// attachment: only then can a cascade be traced to its provider.
+	fromStart := len(events) > 0 && events[0].Seq <= 1
 	var last uint64
 	for i, e := range events {
 		seq := i + 1
@@ -137,6 +141,9 @@ func Validate(events []driver.LifecycleEvent, complete bool) error {
 				fail(e, "names provider #%d after its free", e.ProviderID)
 			}
 		}
+		if e.Step != driver.StepTerminate && (e.Cause != driver.CauseUnknown || e.RootCause != driver.CauseUnknown) {
+			fail(e, "carries a termination cause (%q, root %q) on a %s step", e.Cause.Text(), e.RootCause.Text(), e.Step)
+		}
 		switch e.Step {
 		case driver.StepAttach:
 			if _, dup := s.attached[e.ProviderID]; dup {
@@ -155,6 +162,16 @@ func Validate(events []driver.LifecycleEvent, complete bool) error {
 				fail(e, "terminated twice")
 			}
 			s.terminate = seq
+			s.root = e.RootCause
+			switch {
+			case e.Cause != driver.CauseProviderTerminated:
+				if e.Cause != e.RootCause {
+					fail(e, "terminated directly (cause %q) but with root cause %q", e.Cause.Text(), e.RootCause.Text())
+				}
+			case e.RootCause != driver.CauseProviderTerminated && fromStart && !cascaded(s, ss, e.RootCause):
+				fail(e, "cause %q, but no provider it is attached to was terminated before it with root cause %q",
+					e.Cause.Text(), e.RootCause.Text())
+			}
 		case driver.StepStart:
 			if s.stop != 0 {
 				fail(e, "start after stop")
@@ -179,7 +196,9 @@ func Validate(events []driver.LifecycleEvent, complete bool) error {
 			}
 			s.stop = seq
 		case driver.StepDetach:
-			if _, ok := s.attached[e.ProviderID]; !ok {
+			// A trace taken from a running registry may begin after the
+			// attachment: only a trace from the start must have seen it.
+			if _, ok := s.attached[e.ProviderID]; !ok && fromStart {
 				fail(e, "detach from #%d without attach", e.ProviderID)
 			}
 			if _, dup := s.detached[e.ProviderID]; dup {
@@ -223,6 +242,21 @@ func Validate(events []driver.LifecycleEvent, complete bool) error {
 		return nil
 	}
 	return fmt.Errorf("%s", strings.Join(errs, "\n"))
+}
+
+// cascaded reports whether a provider s is attached to was terminated
+// (before now) with root cause root: a termination that reached s by cascade
+// came from one.
+func cascaded(s *svc, ss map[uint64]*svc, root driver.Cause) bool {
+	for p := range s.attached {
+		if _, gone := s.detached[p]; gone {
+			continue
+		}
+		if ps := ss[p]; ps != nil && ps.terminate != 0 && ps.root == root {
+			return true
+		}
+	}
+	return false
 }
 
 func missing(s *svc) string {

@@ -70,6 +70,57 @@ func TestValidate(t *testing.T) {
 	require.NoError(t, lifecycletest.Validate(trace(good()[:8]...), false))
 }
 
+// TestValidateCauses: a service terminated directly has its cause as root
+// cause; one reached by cascade (CauseProviderTerminated) has a provider
+// terminated before it with the same root cause; no other step has a cause.
+func TestValidateCauses(t *testing.T) {
+	term := func(id uint64, c, root driver.Cause) ev {
+		return ev{ServiceID: id, Step: driver.StepTerminate, Cause: c, RootCause: root}
+	}
+	withTerms := func(p, c ev) []ev {
+		g := good()
+		g[2], g[3] = p, c
+		return g
+	}
+	const (
+		unplug   = driver.CauseUnplug
+		unload   = driver.CauseUnload
+		provider = driver.CauseProviderTerminated
+	)
+	tests := []struct {
+		name   string
+		events []ev
+		want   string // "" for a valid trace
+	}{
+		{"cascade", withTerms(term(1, unplug, unplug), term(2, provider, unplug)), ""},
+		{"both direct", withTerms(term(1, unload, unload), term(2, unplug, unplug)), ""},
+		{"no causes (older traces)", good(), ""},
+		{"direct with another root", withTerms(term(1, unplug, unload), term(2, provider, unload)), `terminated directly (cause "unplug") but with root cause "unload"`},
+		{"cascade from the wrong root", withTerms(term(1, unplug, unplug), term(2, provider, unload)), `cause "provider", but no provider it is attached to was terminated before it with root cause "unload"`},
+		{"cascade before its provider", withTerms(term(2, provider, unplug), term(1, unplug, unplug)), `no provider it is attached to was terminated before it`},
+		{"cause on another step", append(good()[:4], ev{ServiceID: 2, Step: driver.StepStop, Cause: unplug}), `carries a termination cause ("unplug", root "unknown") on a stop step`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := lifecycletest.Validate(trace(tc.events...), true)
+			if tc.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+	// A trace that does not start at the registry's first event may have
+	// missed the provider's termination: the cascade is not checked.
+	late := trace(attach(2, 1), term(2, provider, unplug), step(2, driver.StepStop), detach(2, 1), step(2, driver.StepFree))
+	require.Error(t, lifecycletest.Validate(late, false))
+	for i := range late {
+		late[i].Seq += 10
+	}
+	require.NoError(t, lifecycletest.Validate(late, false))
+}
+
 func TestRecorder(t *testing.T) {
 	leaktest.Check(t)
 	r := driver.NewRegistry()
@@ -82,4 +133,20 @@ func TestRecorder(t *testing.T) {
 		"stop n", "detach n<-root", "free n", "terminate root", "willTerminate root", "didTerminate root",
 		"stop root", "free root"}, rec.Steps())
 	rec.Check(t)
+}
+
+// TestValidateJoinedLate: a trace recorded from a registry that was
+// already running may open after an attachment; its detach is no error
+// then, but every other rule still holds.
+func TestValidateJoinedLate(t *testing.T) {
+	late := trace(step(2, driver.StepTerminate), step(2, driver.StepStop), detach(2, 1), step(2, driver.StepFree))
+	for i := range late {
+		late[i].Seq += 40
+	}
+	require.NoError(t, lifecycletest.Validate(late, true))
+	bad := trace(step(2, driver.StepTerminate), detach(2, 1), step(2, driver.StepStop), step(2, driver.StepFree))
+	for i := range bad {
+		bad[i].Seq += 40
+	}
+	require.ErrorContains(t, lifecycletest.Validate(bad, true), "detach after terminate but before stop")
 }

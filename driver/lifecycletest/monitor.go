@@ -33,6 +33,8 @@ func ReadMonitorJSON(r io.Reader) ([]driver.LifecycleEvent, error) {
 			Provider  uint64 `json:"provider_id"`
 			Score     int    `json:"score"`
 			Detail    string `json:"detail"`
+			Cause     string `json:"cause"`
+			RootCause string `json:"root_cause"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			return out, fmt.Errorf("monitor line %d: %w", line, err)
@@ -52,6 +54,20 @@ func ReadMonitorJSON(r io.Reader) ([]driver.LifecycleEvent, error) {
 			Step: step, ProviderID: e.Provider, Score: e.Score}
 		if step == driver.StepProbe || step == driver.StepStart {
 			ev.Err = e.Detail
+		}
+		// Older daemons sent no causes: CauseUnknown.
+		for _, c := range []struct {
+			text string
+			to   *driver.Cause
+		}{{e.Cause, &ev.Cause}, {e.RootCause, &ev.RootCause}} {
+			if c.text == "" {
+				continue
+			}
+			v, err := driver.ParseCause(c.text)
+			if err != nil {
+				return out, fmt.Errorf("monitor line %d: %w", line, err)
+			}
+			*c.to = v
 		}
 		out = append(out, ev)
 	}

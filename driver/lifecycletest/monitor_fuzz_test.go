@@ -29,6 +29,12 @@ func writeMonitorJSON(evs []driver.LifecycleEvent) []byte {
 		if e.Err != "" {
 			line["detail"] = e.Err
 		}
+		if e.Cause != driver.CauseUnknown {
+			line["cause"] = e.Cause.Text()
+		}
+		if e.RootCause != driver.CauseUnknown {
+			line["root_cause"] = e.RootCause.Text()
+		}
 		_ = enc.Encode(line)
 	}
 	return b.Bytes()

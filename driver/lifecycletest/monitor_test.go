@@ -16,6 +16,8 @@ func TestReadMonitorJSON(t *testing.T) {
 {"kind":"lifecycle","time":1.7,"seq":3,"step":"attach","service_id":2,"class":"USBDevice","name":"1-1","provider_id":1}
 {"kind":"lost","count":3}
 {"kind":"lifecycle","time":1.8,"seq":7,"step":"start","service_id":3,"class":"Drv","detail":"boom"}
+{"kind":"lifecycle","time":1.9,"seq":8,"step":"terminate","service_id":2,"class":"USBDevice","name":"1-1","cause":"unplug","root_cause":"unplug"}
+{"kind":"lifecycle","time":1.9,"seq":9,"step":"terminate","service_id":3,"class":"Drv","cause":"provider","root_cause":"unplug"}
 `
 	evs, err := lifecycletest.ReadMonitorJSON(strings.NewReader(trace))
 	require.NoError(t, err)
@@ -23,7 +25,11 @@ func TestReadMonitorJSON(t *testing.T) {
 		{Seq: 2, ServiceID: 2, Class: "USBDevice", Name: "1-1", Step: driver.StepPublish},
 		{Seq: 3, ServiceID: 2, Class: "USBDevice", Name: "1-1", Step: driver.StepAttach, ProviderID: 1},
 		{Seq: 7, ServiceID: 3, Class: "Drv", Step: driver.StepStart, Err: "boom"},
+		{Seq: 8, ServiceID: 2, Class: "USBDevice", Name: "1-1", Step: driver.StepTerminate, Cause: driver.CauseUnplug, RootCause: driver.CauseUnplug},
+		{Seq: 9, ServiceID: 3, Class: "Drv", Step: driver.StepTerminate, Cause: driver.CauseProviderTerminated, RootCause: driver.CauseUnplug},
 	}, evs)
+	_, err = lifecycletest.ReadMonitorJSON(strings.NewReader(`{"kind":"lifecycle","step":"terminate","cause":"device removed"}`))
+	require.ErrorContains(t, err, `monitor line 1: unknown termination cause "device removed"`)
 
 	_, err = lifecycletest.ReadMonitorJSON(strings.NewReader(`{"kind":"lifecycle","step":"explode"}`))
 	require.ErrorContains(t, err, `unknown lifecycle step "explode"`)

@@ -6,8 +6,8 @@
 //
 // Two transports are provided: SG_IO on a Linux /dev/sgN node (OpenSG) and
 // the USB Mass Storage bulk-only transport over a driver/usb device (NewBOT).
-// Package scsitest provides an in-memory disk target usable as a Transport
-// and, through usbtest, as a USB mass-storage device.
+// Package scsisim (scsitest in tests) provides an in-memory disk target usable as a Transport
+// and, through usbsim, as a USB mass-storage device.
 //
 // Errors are matchable with errors.Is: a failed command returns a
 // *SenseError that matches ErrNotReady, ErrMediumError, ErrIllegalRequest,

@@ -11,7 +11,7 @@
 // re-attached when the interface is released, the device closed, or the
 // daemon exits (ReattachAll).
 //
-// Package usbtest provides a scripted in-memory Backend whose devices can
+// Package usbsim (usbtest in tests) provides a scripted in-memory Backend whose devices can
 // be unplugged in the middle of a transfer.
 //
 // Errors match ErrNoDevice, ErrBusy, ErrTimeout, ErrNotFound, ErrStall, ...

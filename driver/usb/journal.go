@@ -17,7 +17,7 @@ import (
 // KernelBinder is implemented by backends that can bind a kernel driver to
 // an interface nobody holds: how a restarted daemon gives back what its
 // killed predecessor detached. Gousb does it through sysfs (the driver's
-// bind file), usbtest's fake in its simulated kernel. A driver bound
+// bind file), usbsim's fake in its simulated kernel. A driver bound
 // already gives an error matching ErrBound.
 type KernelBinder interface {
 	BindKernelDriver(ctx context.Context, sel Selector, iface int, driver string) error
@@ -28,7 +28,7 @@ type KernelBinder interface {
 // The journal uses it to write an entry down before a claim detaches the
 // driver: a daemon killed between the detach and the write would otherwise
 // leave the interface driverless with nothing on record. Gousb asks usbfs,
-// usbtest's fake its simulated kernel.
+// usbsim's fake its simulated kernel.
 type KernelDriverReader interface {
 	KernelDriver(iface int) (string, error)
 }

@@ -10,7 +10,7 @@
 // BuildSysfs materializes a dump under any directory, refusing paths that
 // leave it; QEMUSysfs builds one into a test's temporary directory.
 //
-// The simulated uevent source, hotplug.Sim, keeps its own tree in step
-// with the devices it plugs (SimConfig.SysfsDir); use this package when a
-// test needs a fixed machine rather than a scenario.
+// The simulated uevent source (package hotplug/sim) keeps its own tree in
+// step with the devices it plugs (sim.Config.SysfsDir); use this package
+// when a test needs a fixed machine rather than a scenario.
 package hotplugtest

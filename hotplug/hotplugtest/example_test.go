@@ -7,6 +7,7 @@ import (
 
 	"github.com/drvkit/drvkit/hotplug"
 	"github.com/drvkit/drvkit/hotplug/hotplugtest"
+	"github.com/drvkit/drvkit/hotplug/usbbus"
 )
 
 // A machine with one USB stick, as a coldplug walk finds it.
@@ -31,7 +32,7 @@ SYSUEVENT ` + stick + ` DEVNAME=bus/usb/002/002
 		fmt.Println(err)
 		return
 	}
-	evs, err := hotplug.Walk(dir, []hotplug.Class{hotplug.ClassUSB}, hotplug.OriginColdplug)
+	evs, err := hotplug.Walk(dir, []hotplug.Class{usbbus.Devices}, hotplug.OriginColdplug)
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -80,7 +80,7 @@ func Label(t testing.TB) string { return t.Name() }
 
 // Context returns a context carrying t's attribution label
 // (refcount.WithLabel). Give it to the fixture work done for t —
-// hotplug.Sim.Inject carries it to the nubs and drivers the bridge creates;
+// sim.Sim.Inject (package hotplug/sim) carries it to the nubs and drivers the bridge creates;
 // refcount.Do(ctx, f) labels anything else — and Check attributes what that
 // work creates to t alone, not to every test running at the time.
 func Context(t testing.TB) context.Context {

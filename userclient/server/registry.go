@@ -262,6 +262,9 @@ func (u *userClient) toNotification(m driver.Message) userclient.Notification {
 		u.lastType, u.lastName = m.Type, m.Type.String()
 	}
 	n := userclient.Notification{Type: userclient.NotificationType(u.lastName), Service: m.From}
+	if m.Type == driver.ServiceIsTerminated || m.Type == driver.ServiceIsRequestingClose {
+		n.Cause, n.RootCause = m.Cause.Text(), m.RootCause.Text()
+	}
 	switch d := m.Data.(type) {
 	case nil:
 	case []byte:

@@ -48,10 +48,12 @@ type HandleMsg struct {
 
 // NotificationMsg is a notification's control payload.
 type NotificationMsg struct {
-	Handle  uint64 `json:"handle"`
-	Type    string `json:"type"`
-	Service uint64 `json:"service,omitempty"`
-	Detail  string `json:"detail,omitempty"`
+	Handle    uint64 `json:"handle"`
+	Type      string `json:"type"`
+	Service   uint64 `json:"service,omitempty"`
+	Cause     string `json:"cause,omitempty"`
+	RootCause string `json:"root_cause,omitempty"`
+	Detail    string `json:"detail,omitempty"`
 }
 
 // ErrorMsg is an error frame's control payload.

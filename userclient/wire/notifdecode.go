@@ -5,7 +5,7 @@ import "encoding/json"
 // DecodeNotificationMsg decodes a notification's control payload. The
 // server writes it by hand (AppendNotification) in one fixed shape,
 //
-//	{"handle":N,"type":"S"[,"service":N][,"detail":"S"]}
+//	{"handle":N,"type":"S"[,"service":N][,"cause":"S"][,"root_cause":"S"][,"detail":"S"]}
 //
 // and a fan-out makes every connected application decode one, so that
 // shape is parsed here without reflection. Anything else — escapes,
@@ -49,6 +49,20 @@ func parseNotificationMsg(b []byte, lastType string) (m NotificationMsg, ok bool
 		if m.Service, ok = p.uint(); !ok {
 			return m, false
 		}
+	}
+	if p.lit(`,"cause":`) {
+		c, ok := p.str()
+		if !ok {
+			return m, false
+		}
+		m.Cause = causeText(c)
+	}
+	if p.lit(`,"root_cause":`) {
+		c, ok := p.str()
+		if !ok {
+			return m, false
+		}
+		m.RootCause = causeText(c)
 	}
 	if p.lit(`,"detail":`) {
 		d, ok := p.str()
@@ -114,3 +128,16 @@ func (p *notifParser) str() ([]byte, bool) {
 	}
 	return nil, false
 }
+
+// causeText returns the cause named by b, without an allocation for the
+// causes the registry knows (a termination fans out to every holder).
+func causeText(b []byte) string {
+	for _, c := range knownCauses {
+		if string(b) == c {
+			return c
+		}
+	}
+	return string(b)
+}
+
+var knownCauses = [...]string{"unplug", "unload", "admin", "provider", "shutdown", "unknown"}

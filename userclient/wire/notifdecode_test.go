@@ -81,6 +81,12 @@ func TestDecodeNotificationMsgReusesType(t *testing.T) {
 	require.Equal(t, 0.0, testing.AllocsPerRun(100, func() {
 		_, _ = DecodeNotificationMsg(in, last)
 	}))
+	// A known cause is the package's string too: a termination reaches
+	// every holder at once.
+	in = []byte(`{"handle":3,"type":"DriverDefined(0x1)","service":9,"cause":"provider","root_cause":"unplug"}`)
+	require.Equal(t, 0.0, testing.AllocsPerRun(100, func() {
+		_, _ = DecodeNotificationMsg(in, last)
+	}))
 }
 
 // TestNotificationRoundTrip: everything AppendNotification writes decodes
@@ -91,6 +97,9 @@ func TestNotificationRoundTrip(t *testing.T) {
 		{Type: "DriverDefined(0x1)", Data: []byte("12")},
 		{Type: ServiceWasClosed, Service: 1 << 63, Detail: "closed by client 9"},
 		{Type: `odd "type"\`, Service: 1, Detail: "ünïcode\n\"quoted\"\x01"},
+		{Type: ServiceIsTerminated, Service: 7, Cause: "provider", RootCause: "unplug"},
+		{Type: ServiceIsRequestingClose, Service: 7, Cause: "admin", RootCause: "admin", Detail: "x"},
+		{Type: ServiceIsTerminated, Cause: "a future cause"},
 	} {
 		checkNotificationRoundTrip(t, 99, n)
 	}
@@ -103,8 +112,8 @@ func checkNotificationRoundTrip(t *testing.T, h uint64, n Notification) {
 	require.NoError(t, err)
 	m, err := DecodeNotificationMsg(f.Control, "")
 	require.NoError(t, err)
-	require.Equal(t, NotificationMsg{Handle: h, Type: jsonRoundTrip(string(n.Type)), Service: n.Service, Detail: jsonRoundTrip(n.Detail)}, m)
-	if printableASCII(string(n.Type)) && printableASCII(n.Detail) {
+	require.Equal(t, NotificationMsg{Handle: h, Type: jsonRoundTrip(string(n.Type)), Service: n.Service, Cause: jsonRoundTrip(n.Cause), RootCause: jsonRoundTrip(n.RootCause), Detail: jsonRoundTrip(n.Detail)}, m)
+	if printableASCII(string(n.Type)) && printableASCII(n.Detail) && printableASCII(n.Cause) && printableASCII(n.RootCause) {
 		_, ok := parseNotificationMsg(f.Control, "")
 		require.True(t, ok, "fast path refused %q", f.Control)
 	}

@@ -15,7 +15,7 @@ func AppendNotification(b []byte, h uint64, n Notification) []byte {
 	start := len(b)
 	// One allocation per frame: room for the header, the control payload
 	// (its keys and numbers fit in 64 bytes) and the data.
-	b = slices.Grow(b, 4+HeaderLen+64+len(n.Type)+len(n.Detail)+len(n.Data))
+	b = slices.Grow(b, 4+HeaderLen+64+len(n.Type)+len(n.Cause)+len(n.RootCause)+len(n.Detail)+len(n.Data))
 	b = append(b, make([]byte, 4+HeaderLen)...)
 	b = append(b, `{"handle":`...)
 	b = strconv.AppendUint(b, h, 10)
@@ -24,6 +24,14 @@ func AppendNotification(b []byte, h uint64, n Notification) []byte {
 	if n.Service != 0 {
 		b = append(b, `,"service":`...)
 		b = strconv.AppendUint(b, n.Service, 10)
+	}
+	if n.Cause != "" {
+		b = append(b, `,"cause":`...)
+		b = appendJSONString(b, n.Cause)
+	}
+	if n.RootCause != "" {
+		b = append(b, `,"root_cause":`...)
+		b = appendJSONString(b, n.RootCause)
 	}
 	if n.Detail != "" {
 		b = append(b, `,"detail":`...)

@@ -13,6 +13,9 @@ import (
 	"github.com/drvkit/drvkit/driver/scsi/scsitest"
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
+	"github.com/drvkit/drvkit/hotplug/scsibus"
+	"github.com/drvkit/drvkit/hotplug/sim"
 )
 
 // labelDriver is an application's own SCSI driver: it claims the disks
@@ -25,7 +28,7 @@ type labelDriver struct {
 }
 
 func (d *labelDriver) Start(ctx context.Context, s *driver.Service) error {
-	node, _ := s.Providers()[0].Properties().String(hotplug.PropSG)
+	node, _ := s.Providers()[0].Properties().String(scsibus.PropSG)
 	t, err := d.open(node)
 	if err != nil {
 		return err
@@ -95,8 +98,8 @@ func Example_application() {
 	}
 	sysfs, _ := os.MkdirTemp("", "sysfs") // the simulator's sysfs, read by the bridge
 	defer os.RemoveAll(sysfs)
-	boot, _ := hotplug.ParseScenarioString("boot.scn", `scsi add 0:0:1:0 type=0 vendor=ACME model="PHOTO VAULT"`)
-	sim, _ := hotplug.NewSim(boot, hotplug.SimConfig{SysfsDir: sysfs, Live: true})
+	boot, _ := sim.ParseScenarioString("boot.scn", `scsi add 0:0:1:0 type=0 vendor=ACME model="PHOTO VAULT"`)
+	src, _ := sim.New(boot, sim.Config{SysfsDir: sysfs, Live: true})
 
 	// The application: a registry with its driver, and the hotplug bridge.
 	r := driver.NewRegistry()
@@ -109,13 +112,13 @@ func Example_application() {
 	})
 	defer stopWatch()
 	_ = r.RegisterPersonality(driver.Personality{
-		Name: "labels", Class: "LabelDisk", ProviderClass: hotplug.ClassSCSIDevice,
-		Match: []driver.Match{driver.MatchValue(hotplug.PropSCSIType, scsi.TypeDisk)},
+		Name: "labels", Class: "LabelDisk", ProviderClass: scsibus.ClassDevice,
+		Match: []driver.Match{driver.MatchValue(scsibus.PropType, scsi.TypeDisk)},
 		New:   func() driver.Driver { return &labelDriver{open: open} },
 	})
-	b := hotplug.NewBridge(r, hotplug.BridgeConfig{SysfsRoot: sysfs})
+	b := hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: sysfs})
 	ran := make(chan error, 1)
-	go func() { ran <- b.Run(ctx, sim) }()
+	go func() { ran <- b.Run(ctx, src) }()
 
 	// Open the disk once its driver has started, and read it.
 	var id uint64
@@ -138,7 +141,7 @@ func Example_application() {
 	}
 	nub := disk0.Providers()[0]
 	name := disk0.Class() + " " + nub.Name()
-	node, _ := nub.Properties().String(hotplug.PropSG)
+	node, _ := nub.Properties().String(scsibus.PropSG)
 	fmt.Println(name, "on", node)
 	inq, err := disk0.Call(ctx, "inquiry", nil)
 	fmt.Printf("inquiry %q, err %v\n", inq, err)
@@ -147,15 +150,15 @@ func Example_application() {
 
 	// The disk is pulled: the kernel removes the LUN, the bridge
 	// terminates its nub, and the application is asked to close it.
-	unplug, _ := hotplug.ParseScenarioFragment("unplug", "scsi remove 0:0:1:0")
-	if err := sim.Inject(ctx, unplug); err != nil {
+	unplug, _ := sim.ParseScenarioFragment("unplug", "scsi remove 0:0:1:0")
+	if err := src.Inject(ctx, unplug); err != nil {
 		fmt.Println(err)
 		return
 	}
 	fmt.Println(name, <-app.gone) // from here on the application forgets disk0
 
 	// Shut down: the device source, the bridge, and wait for the frees.
-	_ = sim.Close()
+	_ = src.Close()
 	fmt.Println("source:", <-ran)
 	_ = b.Close()
 	_ = r.WaitQuiet(ctx)

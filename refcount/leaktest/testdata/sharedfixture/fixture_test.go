@@ -15,12 +15,15 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/hotplug/buses"
+	"github.com/drvkit/drvkit/hotplug/sim"
+	"github.com/drvkit/drvkit/hotplug/usbbus"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 )
 
 var fx struct {
 	r      *driver.Registry
-	sim    *hotplug.Sim
+	sim    *sim.Sim
 	bridge *hotplug.Bridge
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -43,8 +46,8 @@ func keepProvider(self *driver.Service) {
 
 func personality(name string, vid uint64, leak bool) driver.Personality {
 	return driver.Personality{
-		Name: name, Class: name, ProviderClass: hotplug.ClassUSBInterface,
-		Match: []driver.Match{driver.MatchValue(hotplug.PropVendorID, vid)},
+		Name: name, Class: name, ProviderClass: usbbus.ClassInterface,
+		Match: []driver.Match{driver.MatchValue(usbbus.PropVendorID, vid)},
 		New:   func() driver.Driver { return keeper{leak: leak} },
 	}
 }
@@ -53,11 +56,11 @@ func setup() {
 	fx.r = driver.NewRegistry(driver.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	must(fx.r.RegisterPersonality(personality("CleanDriver", 0x1111, false)))
 	must(fx.r.RegisterPersonality(personality("LeakyDriver", 0x2222, true)))
-	sc, err := hotplug.ParseScenarioString("boot", "")
+	sc, err := sim.ParseScenarioString("boot", "")
 	must(err)
-	fx.sim, err = hotplug.NewSim(sc, hotplug.SimConfig{Live: true})
+	fx.sim, err = sim.New(sc, sim.Config{Live: true})
 	must(err)
-	fx.bridge = hotplug.NewBridge(fx.r, hotplug.BridgeConfig{})
+	fx.bridge = hotplug.NewBridge(fx.r, hotplug.BridgeConfig{Buses: buses.Default()})
 	var ctx context.Context
 	ctx, fx.cancel = context.WithCancel(context.Background())
 	fx.done = make(chan struct{})
@@ -91,7 +94,7 @@ func TestMain(m *testing.M) {
 func plugAndUnplug(t *testing.T, port string, vid int) {
 	ctx := leaktest.Context(t) // fixture work done for t carries its label
 	inject := func(step string) {
-		frag, err := hotplug.ParseScenarioFragment(t.Name(), step)
+		frag, err := sim.ParseScenarioFragment(t.Name(), step)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,100 @@
+// Package usbbus is the hotplug bus adapter for USB: a usb_device uevent
+// becomes a USBDevice nub with its descriptor properties, a usb_interface
+// uevent a USBInterface nub under its device (root hubs are USBDevice nubs
+// too, so a device hangs under its hub as in the kernel's tree).
+// Properties use IOKit's names for the USB descriptor fields.
+package usbbus
+
+import (
+	"github.com/drvkit/drvkit/hotplug"
+)
+
+// Nub classes.
+const (
+	ClassDevice    = "USBDevice"
+	ClassInterface = "USBInterface"
+)
+
+// Property keys of the nubs. Numbers are uint64, strings are strings.
+const (
+	PropVendorID      = "idVendor"     // device and interface
+	PropProductID     = "idProduct"    // device and interface
+	PropBcdDevice     = "bcdDevice"    // device
+	PropDeviceClass   = "bDeviceClass" // device
+	PropDeviceSub     = "bDeviceSubClass"
+	PropDeviceProto   = "bDeviceProtocol"
+	PropBusNum        = "busnum"
+	PropDevNum        = "devnum"
+	PropPort          = "port"
+	PropDevNode       = "devnode" // device: /dev/bus/usb/BBB/DDD
+	PropManufacturer  = "manufacturer"
+	PropProduct       = "product"
+	PropSerial        = "serial"
+	PropIfaceNumber   = "bInterfaceNumber" // interface
+	PropIfaceClass    = "bInterfaceClass"
+	PropIfaceSub      = "bInterfaceSubClass"
+	PropIfaceProto    = "bInterfaceProtocol"
+	PropConfiguration = "bConfigurationValue"
+)
+
+// Devices is where sysfs lists USB devices and interfaces.
+var Devices = hotplug.Class{Dir: "bus/usb/devices", Subsystem: "usb"}
+
+// Bus is the USB adapter.
+type Bus struct{}
+
+var _ hotplug.Bus = (*Bus)(nil)
+
+// New returns the USB adapter.
+func New() *Bus { return &Bus{} }
+
+// Name implements hotplug.Bus.
+func (*Bus) Name() string { return "usb" }
+
+// Classes implements hotplug.Bus.
+func (*Bus) Classes() []hotplug.Class { return []hotplug.Class{Devices} }
+
+// Match implements hotplug.Bus: devices and interfaces get nubs (not the
+// usb subsystem's endpoints and ports, which have other DEVTYPEs).
+func (*Bus) Match(ev *hotplug.Event) hotplug.Role {
+	return hotplug.Role{Nub: ev.Subsystem == "usb" && (ev.DevType == "usb_device" || ev.DevType == "usb_interface")}
+}
+
+// Describe implements hotplug.Bus. The strings of a device (manufacturer,
+// product, serial) are read from sysfs; a device without them has none.
+func (*Bus) Describe(d *hotplug.DeviceInfo) (hotplug.Nub, error) {
+	ev := &d.Event
+	m := map[string]any{}
+	if ev.DevType == "usb_interface" {
+		in, err := ev.USBInterface()
+		if err != nil {
+			return hotplug.Nub{}, err
+		}
+		for k, v := range map[string]uint64{PropVendorID: uint64(in.Vendor), PropProductID: uint64(in.Product),
+			PropIfaceNumber: uint64(in.Number), PropIfaceClass: uint64(in.Class), PropIfaceSub: uint64(in.SubClass),
+			PropIfaceProto: uint64(in.Protocol), PropConfiguration: uint64(in.Configuration)} {
+			m[k] = v
+		}
+		return hotplug.Nub{Class: ClassInterface, Name: in.Name, Properties: m}, nil
+	}
+	dev, err := ev.USBDevice()
+	if err != nil {
+		return hotplug.Nub{}, err
+	}
+	_ = dev.ReadAttrs(d.SysfsRoot, ev.DevPath) // strings are optional
+	for k, v := range map[string]uint64{PropVendorID: uint64(dev.Vendor), PropProductID: uint64(dev.Product),
+		PropBcdDevice: uint64(dev.BcdDevice), PropDeviceClass: uint64(dev.Class), PropDeviceSub: uint64(dev.SubClass),
+		PropDeviceProto: uint64(dev.Protocol), PropBusNum: uint64(dev.BusNum), PropDevNum: uint64(dev.DevNum)} {
+		m[k] = v
+	}
+	m[PropPort] = dev.Port
+	if dev.DevName != "" {
+		m[PropDevNode] = "/dev/" + dev.DevName
+	}
+	for k, v := range map[string]string{PropManufacturer: dev.Manufacturer, PropProduct: dev.ProductName, PropSerial: dev.Serial} {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	return hotplug.Nub{Class: ClassDevice, Name: dev.Port, Properties: m}, nil
+}
