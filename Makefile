@@ -104,6 +104,12 @@ e2e: deps
 STRESS_N      ?= 8500
 STRESS_RACE_N ?= 1500
 .PHONY: stress
+#
+# Both stages always run (a failing first stage does not hide what the race
+# detector would find); the target fails if either failed, and says which.
 stress: deps
-	$(GO) test -count=1 -timeout 90m ./reliability -run '^TestExploreRandom$$' -v -explore.n=$(STRESS_N) -explore.first=1000000
-	$(GO) test -race -count=1 -timeout 90m ./reliability -run '^TestExploreRandom$$' -v -explore.n=$(STRESS_RACE_N) -explore.first=2000000
+	@plain=0; race=0; \
+	$(GO) test -count=1 -timeout 90m ./reliability -run '^TestExploreRandom$$' -v -explore.n=$(STRESS_N) -explore.first=1000000 || plain=$$?; \
+	$(GO) test -race -count=1 -timeout 90m ./reliability -run '^TestExploreRandom$$' -v -explore.n=$(STRESS_RACE_N) -explore.first=2000000 || race=$$?; \
+	echo "make stress: plain stage exit $$plain, race stage exit $$race"; \
+	test $$plain -eq 0 -a $$race -eq 0
