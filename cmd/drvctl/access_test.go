@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -78,7 +79,8 @@ func TestServeRefusesUnsafeStateDir(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	require.NoError(t, os.Mkdir(dir, 0o700))
 	require.NoError(t, os.Chmod(dir, 0o777))
-	o := serveOptions{socketGroup: -1, logFormat: "text", logLevel: "info", trace: "all", stateDir: dir, socket: filepath.Join(t.TempDir(), "s")}
+	o := serveOptions{socketGroup: -1, logFormat: "text", logLevel: "info", trace: "all", stateDir: dir, socket: filepath.Join(t.TempDir(), "s"),
+		termTimeout: time.Second, closeTimeout: time.Second}
 	err := serve(context.Background(), o, io.Discard, nil)
 	require.ErrorIs(t, err, statefile.ErrUnsafeDir)
 	require.ErrorContains(t, err, "--state-dir: unsafe state directory: "+dir+" has mode 0777: writable by group or others")

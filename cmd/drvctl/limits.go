@@ -126,3 +126,18 @@ func reflectDeref(p any) any {
 	}
 	return p
 }
+
+// checkServeDurations refuses timeouts that cannot mean what they say: a
+// --shutdown-timeout of 0 would report every service as leaked before it
+// had a chance to be freed.
+func checkServeDurations(o serveOptions) error {
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"terminate-timeout", o.termTimeout}, {"shutdown-timeout", o.closeTimeout}} {
+		if d.v < minLimitTime || d.v > maxLimitTime {
+			return fmt.Errorf("--%s %v: want a duration from %v to %v", d.flag, d.v, minLimitTime, maxLimitTime)
+		}
+	}
+	return nil
+}

@@ -42,3 +42,14 @@ func TestLimitsFlag(t *testing.T) {
 		})
 	}
 }
+
+func TestServeDurationRanges(t *testing.T) {
+	ok := serveOptions{termTimeout: 10 * time.Second, closeTimeout: 15 * time.Second}
+	require.NoError(t, checkServeDurations(ok))
+	bad := ok
+	bad.closeTimeout = 0
+	require.EqualError(t, checkServeDurations(bad), "--shutdown-timeout 0s: want a duration from 10ms to 24h0m0s")
+	bad = ok
+	bad.termTimeout = -time.Second
+	require.ErrorContains(t, checkServeDurations(bad), "--terminate-timeout -1s")
+}

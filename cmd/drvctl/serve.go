@@ -178,6 +178,9 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	if err != nil {
 		return usagef("%v", err)
 	}
+	if err := checkServeDurations(o); err != nil {
+		return usagef("%v", err)
+	}
 	if o.stateDir != "" {
 		// Root reads this directory back at the next start and writes
 		// what it says into sysfs: nobody else may write there.
