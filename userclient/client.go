@@ -2,6 +2,7 @@ package userclient
 
 import (
 	"os"
+	"time"
 
 	"context"
 	"encoding/json"
@@ -177,6 +178,16 @@ func newClient(ctx context.Context, nc net.Conn, opts ...DialOption) (*Client, e
 	defer stop()
 	ctl, _ := json.Marshal(wire.HelloMsg{Protocol: wire.ProtocolName, Versions: cfg.versions, Client: cfg.name})
 	if err := c.write(&wire.Frame{Type: wire.TypeHello, ID: 1, Control: ctl}); err != nil {
+		// A server that refused the connection (a limit) wrote why and
+		// closed before the hello went out: its error frame is still
+		// there to read, and says more than the broken pipe.
+		if ctx.Err() == nil {
+			_ = nc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if f, rerr := c.dec.ReadFrame(); rerr == nil && f.Type == wire.TypeError {
+				nc.Close()
+				return nil, decodeError(&f)
+			}
+		}
 		nc.Close()
 		return nil, err
 	}

@@ -18,6 +18,7 @@ func TestLimitsFlag(t *testing.T) {
 		{in: "conns=10,conns-per-uid=2", want: server.Limits{MaxConns: 10, MaxConnsPerUID: 2}},
 		{in: "handles=1, idle-timeout=off,frame-timeout=2s", want: server.Limits{MaxHandles: 1, IdleTimeout: -1, FrameTimeout: 2 * time.Second}},
 		{in: "waiting-opens=3,waiting-opens-total=4,incomplete=5", want: server.Limits{MaxWaitingOpens: 3, MaxWaitingOpensTotal: 4, MaxIncomplete: 5}},
+		{in: "handles-per-uid=7,inflight-per-uid=8", want: server.Limits{MaxHandlesPerUID: 7, MaxInflightPerUID: 8}},
 		{in: "conns=0", err: "want a whole number from 1 to 1048576"},
 		{in: "conns=-1", err: "want a whole number"},
 		{in: "conns=4294967296", err: "want a whole number"},

@@ -50,7 +50,7 @@ func (s *Server) Embed(ctx context.Context, opts ...userclient.DialOption) (*use
 	}
 	// Counted, not limited: the embedder is the process itself.
 	s.conns[c] = struct{}{}
-	s.perUID[cred.UID]++
+	c.user = s.addConnLocked(cred.UID)
 	s.incomplete++
 	s.wg.Add(1)
 	s.mu.Unlock()

@@ -26,7 +26,7 @@ func TestFanOutBurstNeverDropsBystanders(t *testing.T) {
 	if raceEnabled {
 		trials = 3
 	}
-	ts := newTestServer(t, Config{Limits: Limits{MaxHandles: handles}})
+	ts := newTestServer(t, Config{Limits: Limits{MaxHandles: handles, MaxHandlesPerUID: handles + bystanders}})
 	ctx := context.Background()
 	type bystander struct {
 		h      *userclient.Handle

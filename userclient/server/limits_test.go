@@ -188,3 +188,70 @@ func TestIdleTimeout(t *testing.T) {
 	require.Equal(t, "still open", string(out))
 	require.NoError(t, h.Close())
 }
+
+// One user's handles over all its connections are bounded too: opening a
+// shared service many times on many connections is what makes every close
+// fan out to all of them.
+func TestHandlesPerUIDLimit(t *testing.T) {
+	ts := newTestServer(t, Config{Limits: Limits{MaxHandlesPerUID: 3}})
+	ctx := context.Background()
+	c1, c2 := ts.dial(t), ts.dial(t)
+	h1, err := c1.Open(ctx, userclient.Match{Class: "TestDevice"})
+	require.NoError(t, err)
+	_, err = c1.Open(ctx, userclient.Match{Class: "TestDevice"})
+	require.NoError(t, err)
+	_, err = c2.Open(ctx, userclient.Match{Class: "TestDevice"})
+	require.NoError(t, err)
+	_, err = c2.Open(ctx, userclient.Match{Class: "TestDevice"})
+	require.ErrorIs(t, err, userclient.ErrLimit)
+	require.ErrorContains(t, err, "has 3 handles open or opening over its connections")
+	_, err = c2.Open(ctx, userclient.Match{Class: "NoSuchDevice"})
+	require.ErrorIs(t, err, userclient.ErrLimit, "checked before the lookup")
+	require.NoError(t, h1.Close())
+	h, err := c2.Open(ctx, userclient.Match{Class: "TestDevice"})
+	require.NoError(t, err, "a closed handle gives its share back")
+	require.NoError(t, h.Close())
+	require.NoError(t, c1.Close(), "ending a connection gives its handles back")
+	require.Eventually(t, func() bool {
+		h, err := c2.Open(ctx, userclient.Match{Class: "TestDevice"})
+		if err == nil {
+			h.Close()
+		}
+		return err == nil
+	}, 5*time.Second, time.Millisecond)
+}
+
+// One user's calls in flight over all its connections are bounded: past
+// the share its connections wait (are not read), and the calls proceed as
+// others finish.
+func TestInflightPerUIDLimit(t *testing.T) {
+	ts := newTestServer(t, Config{Limits: Limits{MaxInflightPerUID: 2}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var hs []*userclient.Handle
+	for range 3 {
+		h, err := ts.dial(t).Open(ctx, userclient.Match{Class: "TestDevice"})
+		require.NoError(t, err)
+		hs = append(hs, h)
+	}
+	errs := make(chan error, 3)
+	for _, h := range hs {
+		go func() { _, err := h.Call(ctx, "block", nil); errs <- err }()
+	}
+	for range 2 {
+		select {
+		case <-ts.reg.entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the first two calls did not reach the driver")
+		}
+	}
+	select {
+	case <-ts.reg.entered:
+		t.Fatal("a third call of the same user reached the driver")
+	case <-time.After(100 * time.Millisecond):
+	}
+	cancel() // the two blocked calls end; the third gets its turn and ends too
+	for range 3 {
+		require.Error(t, <-errs)
+	}
+}

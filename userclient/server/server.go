@@ -109,8 +109,17 @@ type Limits struct {
 	// MaxIncomplete bounds connections that have not completed the
 	// handshake (default 64).
 	MaxIncomplete int
-	// MaxHandles bounds open handles per connection (default 256).
-	MaxHandles int
+	// MaxHandles bounds open handles per connection (default 256);
+	// MaxHandlesPerUID over all of one user's connections (default 1024):
+	// what one user can make every close of a shared service fan out to.
+	MaxHandles       int
+	MaxHandlesPerUID int
+	// MaxInflightPerUID bounds the calls in flight over all of one user's
+	// connections (default 256); past it that user's connections are not
+	// read until one finishes. A call blocked in a driver (SG_IO)
+	// holds an OS thread: without this one user could make the daemon
+	// reach the runtime's thread limit.
+	MaxInflightPerUID int
 	// MaxWaitingOpens bounds opens waiting for a service to appear, per
 	// connection (default 16); MaxWaitingOpensTotal over all connections
 	// (default 256).
@@ -129,8 +138,9 @@ const RootReserve = 16
 
 // DefaultLimits are the limits a zero Limits gets.
 var DefaultLimits = Limits{
-	MaxConns: 1024, MaxConnsPerUID: 128, MaxIncomplete: 64, MaxHandles: 256,
-	MaxWaitingOpens: 16, MaxWaitingOpensTotal: 256,
+	MaxConns: 1024, MaxConnsPerUID: 128, MaxIncomplete: 64, MaxHandles: 256, MaxHandlesPerUID: 1024,
+	MaxInflightPerUID: 256,
+	MaxWaitingOpens:   16, MaxWaitingOpensTotal: 256,
 	FrameTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 }
 
@@ -145,6 +155,8 @@ func (l *Limits) defaults() {
 	setInt(&l.MaxConnsPerUID, d.MaxConnsPerUID)
 	setInt(&l.MaxIncomplete, d.MaxIncomplete)
 	setInt(&l.MaxHandles, d.MaxHandles)
+	setInt(&l.MaxHandlesPerUID, d.MaxHandlesPerUID)
+	setInt(&l.MaxInflightPerUID, d.MaxInflightPerUID)
 	setInt(&l.MaxWaitingOpens, d.MaxWaitingOpens)
 	setInt(&l.MaxWaitingOpensTotal, d.MaxWaitingOpensTotal)
 	if l.FrameTimeout == 0 {
@@ -167,8 +179,8 @@ type Server struct {
 
 	mu         sync.Mutex
 	conns      map[*conn]struct{}
-	perUID     map[uint32]int // connections per uid
-	incomplete int            // connections before their handshake
+	perUID     map[uint32]*user // by uid
+	incomplete int              // connections before their handshake
 	closed     bool
 	wg         sync.WaitGroup
 
@@ -179,6 +191,24 @@ type Server struct {
 	coalesce atomic.Int64 // ServiceWasClosed notifications merged into one queued
 
 	refusedLog ratelog.Limiter
+}
+
+// user is what one uid holds over all its connections.
+type user struct {
+	conns    int           // under Server.mu
+	handles  atomic.Int64  // open or opening
+	inflight chan struct{} // a slot per request in flight
+}
+
+// addConnLocked counts a connection of uid; s.mu is held.
+func (s *Server) addConnLocked(uid uint32) *user {
+	u := s.perUID[uid]
+	if u == nil {
+		u = &user{inflight: make(chan struct{}, s.cfg.Limits.MaxInflightPerUID)}
+		s.perUID[uid] = u
+	}
+	u.conns++
+	return u
 }
 
 // Stats is a snapshot of a server's load.
@@ -204,7 +234,7 @@ func Listen(b Backend, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, opErr(err)
 	}
-	s := &Server{backend: b, cfg: cfg, ln: ln, conns: make(map[*conn]struct{}), perUID: make(map[uint32]int)}
+	s := &Server{backend: b, cfg: cfg, ln: ln, conns: make(map[*conn]struct{}), perUID: make(map[uint32]*user)}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s, nil
@@ -309,7 +339,7 @@ func (s *Server) acceptLoop() {
 		}
 		c := newConn(s, nc, cred)
 		s.conns[c] = struct{}{}
-		s.perUID[cred.UID]++
+		c.user = s.addConnLocked(cred.UID)
 		s.incomplete++
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -324,7 +354,7 @@ func (s *Server) admitLocked(cred userclient.Cred) string {
 	if cred.UID == 0 {
 		maxConns += RootReserve
 	}
-	if s.perUID[cred.UID] >= l.MaxConnsPerUID {
+	if u := s.perUID[cred.UID]; u != nil && u.conns >= l.MaxConnsPerUID {
 		return fmt.Sprintf("uid %d already has %d connections", cred.UID, l.MaxConnsPerUID)
 	}
 	if len(s.conns) >= maxConns {
@@ -380,8 +410,9 @@ type conn struct {
 
 	version int // negotiated in the handshake; read only by the reader after it
 
-	complete bool // past the handshake (the reader's only)
-	embedded bool // Server.Embed's: no idle timeout
+	complete bool  // past the handshake (the reader's only)
+	embedded bool  // Server.Embed's: no idle timeout
+	user     *user // the peer's uid's share
 
 	mu       sync.Mutex
 	sessions map[uint64]*entry
@@ -519,6 +550,7 @@ func (c *conn) finish() {
 	for _, e := range sessions {
 		e.sess.ClientDied()
 		c.srv.sessions.Add(-1)
+		c.user.handles.Add(-1)
 	}
 	if w != nil {
 		w.Close()
@@ -526,7 +558,9 @@ func (c *conn) finish() {
 	c.writerWG.Wait()
 	c.srv.mu.Lock()
 	delete(c.srv.conns, c)
-	if c.srv.perUID[c.cred.UID]--; c.srv.perUID[c.cred.UID] <= 0 {
+	// No request of c is in flight any more (reqWG): a user with no
+	// connection left holds no slot.
+	if c.user.conns--; c.user.conns <= 0 {
 		delete(c.srv.perUID, c.cred.UID)
 	}
 	if !c.complete {
@@ -830,17 +864,37 @@ func (c *conn) readLoop() {
 		case <-c.quit:
 			return
 		}
+		// A call also takes a slot of the user's share: calls are what
+		// block in drivers (an SG_IO holds an OS thread). While the share
+		// is used up, this connection is not read (as for its own
+		// MaxInflight); other users are not affected. Waiting opens are
+		// bounded by their own limits and hold no thread.
+		userSlot := req.f.Type == wire.TypeCall
+		if userSlot {
+			select {
+			case c.user.inflight <- struct{}{}:
+			case <-c.quit:
+				<-c.sem
+				return
+			}
+		}
+		release := func() {
+			if userSlot {
+				<-c.user.inflight
+			}
+			<-c.sem
+		}
 		// Registered before the next frame is read, so that a cancel
 		// right behind its request finds it.
 		ir, err := c.register(&req.f)
 		if err != nil {
-			<-c.sem
+			release()
 			c.fail(err, wire.CodeProtocol)
 			return
 		}
 		c.reqWG.Add(1)
 		go func() {
-			defer func() { c.settle(req.f.ID, ir); <-c.sem; c.reqWG.Done() }()
+			defer func() { c.settle(req.f.ID, ir); release(); c.reqWG.Done() }()
 			c.handle(req, ir)
 		}()
 	}
@@ -1022,10 +1076,22 @@ func (c *conn) open(ctx context.Context, id uint64, ir *inflightReq, m wire.Open
 	}
 	c.opening++
 	c.mu.Unlock()
+	if n := c.user.handles.Add(1); n > int64(c.srv.cfg.Limits.MaxHandlesPerUID) {
+		c.user.handles.Add(-1)
+		c.mu.Lock()
+		c.opening--
+		c.mu.Unlock()
+		c.settle(id, ir)
+		c.sendError(id, fmt.Errorf("%w: uid %d has %d handles open or opening over its connections, the most allowed", wire.ErrLimit, c.cred.UID, n-1))
+		return
+	}
 	e, info, err := c.openWaiting(ctx, m)
 	c.mu.Lock()
 	c.opening--
 	c.mu.Unlock()
+	if err != nil {
+		c.user.handles.Add(-1)
+	}
 	if c.settle(id, ir) && err != nil {
 		c.sendCancelled(id, "open", err)
 		return
@@ -1039,6 +1105,7 @@ func (c *conn) open(ctx context.Context, id uint64, ir *inflightReq, m wire.Open
 		c.mu.Unlock()
 		e.sess.ClientDied()
 		c.srv.sessions.Add(-1)
+		c.user.handles.Add(-1)
 		return
 	}
 	c.next++
@@ -1182,6 +1249,7 @@ func (c *conn) close(id, h uint64) {
 	}
 	err := e.sess.Close()
 	c.srv.sessions.Add(-1)
+	c.user.handles.Add(-1)
 	if err != nil && !errors.Is(err, wire.ErrTerminated) {
 		c.sendError(id, err)
 		return
