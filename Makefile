@@ -9,6 +9,15 @@ export CGO_ENABLED = 1
 
 .PHONY: all deps build test vet cross bench fuzz demo leakdemo clean
 
+# staticcheck, pinned: `make vet` builds it from the module proxy into
+# .cache/bin (git-ignored) the first time, so no hand-installed copy is
+# needed or used. v0.8.2 is staticcheck 2026.2.2, the newest release when
+# pinned, which reads Go 1.26 source. Findings are fixed, or suppressed in the
+# code with //lint:ignore CHECK reason.
+STATICCHECK_VERSION ?= v0.8.2
+BIN         := $(CURDIR)/.cache/bin
+STATICCHECK := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
+
 all: build
 
 # libusb-1.0-0-dev and pkg-config are needed by gousb (cgo); graphviz checks
@@ -33,10 +42,16 @@ deps:
 build: deps
 	$(GO) build ./...
 
-vet: deps
+vet: deps $(STATICCHECK)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv $(BIN)/staticcheck $@
 
 # drvkit runs on Linux, but its packages must build and vet elsewhere (an
 # application embedding userclient on a developer's Mac, a BSD port) and
@@ -44,16 +59,18 @@ vet: deps
 # harness drives QEMU with Linux-only process attributes and is left out
 # off Linux.
 CROSS_OS ?= darwin freebsd
-cross:
+cross: $(STATICCHECK)
 	@set -e; for os in $(CROSS_OS); do \
 	  echo "== GOOS=$$os"; \
 	  pkgs=./...; \
 	  GOOS=$$os CGO_ENABLED=0 $(GO) build $$pkgs; \
 	  GOOS=$$os CGO_ENABLED=0 $(GO) vet $$pkgs; \
+	  GOOS=$$os CGO_ENABLED=0 $(STATICCHECK) $$pkgs; \
 	done; \
 	echo "== CGO_ENABLED=0"; \
 	CGO_ENABLED=0 $(GO) build ./...; \
-	CGO_ENABLED=0 $(GO) vet ./...
+	CGO_ENABLED=0 $(GO) vet ./...; \
+	CGO_ENABLED=0 $(STATICCHECK) ./...
 
 test: vet
 	$(GO) test -race -count=1 -timeout 12m $(TESTFLAGS) ./...
@@ -96,7 +113,9 @@ E2E_CACHE ?= $(or $(DRVKIT_E2E_CACHE),$(CURDIR)/.cache/e2e)
 e2e: deps
 	DRVKIT_E2E_CACHE=$(E2E_CACHE) $(GO) test -tags e2e -count=1 -timeout 15m -v ./e2e/...
 
-# Ten thousand randomized fault scenarios of the reliability explorer (see
+# First 100,000 simulated devices plugged, inspected and unplugged with a
+# checked lifecycle trace and the leak check (make test runs 2,000); then
+# ten thousand randomized fault scenarios of the reliability explorer (see
 # reliability/doc.go): STRESS_N without and STRESS_RACE_N under the race
 # detector, each ending with a summary table (runs, faults injected per kind
 # and per step, failures — which must be 0). A failing run prints its seed;
@@ -105,11 +124,12 @@ STRESS_N      ?= 8500
 STRESS_RACE_N ?= 1500
 .PHONY: stress
 #
-# Both stages always run (a failing first stage does not hide what the race
-# detector would find); the target fails if either failed, and says which.
+# Every stage always runs (a failing stage does not hide what the race
+# detector would find); the target fails if any failed, and says which.
 stress: deps
-	@plain=0; race=0; \
+	@plain=0; race=0; scale=0; \
+	$(GO) test -count=1 -timeout 20m ./hotplug/sim -run '^TestScalePlugInspectUnplug$$' -v -args -scale.n=100000 || scale=$$?; \
 	$(GO) test -count=1 -timeout 90m ./reliability -run '^TestExploreRandom$$' -v -explore.n=$(STRESS_N) -explore.first=1000000 || plain=$$?; \
 	$(GO) test -race -count=1 -timeout 90m ./reliability -run '^TestExploreRandom$$' -v -explore.n=$(STRESS_RACE_N) -explore.first=2000000 || race=$$?; \
-	echo "make stress: plain stage exit $$plain, race stage exit $$race"; \
-	test $$plain -eq 0 -a $$race -eq 0
+	echo "make stress: scale stage exit $$scale, plain stage exit $$plain, race stage exit $$race"; \
+	test $$scale -eq 0 -a $$plain -eq 0 -a $$race -eq 0

@@ -31,8 +31,25 @@ var (
 	ErrBlocked = errors.New("termination blocked")
 )
 
+// NoDevice marks err, a transport's own "device gone" error, as ErrNoDevice
+// for the registry and applications (errors.Is(err, ErrNoDevice) is true,
+// errors.Is/As still see err) without repeating what err already says.
+func NoDevice(err error) error {
+	if err == nil || errors.Is(err, ErrNoDevice) {
+		return err
+	}
+	return &noDeviceError{err: err}
+}
+
+type noDeviceError struct{ err error }
+
+func (e *noDeviceError) Error() string   { return e.err.Error() }
+func (e *noDeviceError) Unwrap() []error { return []error{ErrNoDevice, e.err} }
+
 // OpError is the error of a registry operation: Op ("open", "publish", …),
-// the service it applied to (may be empty) and the cause.
+// the service it applied to (may be empty) and the cause. Its message is
+// "op service: cause", without the package name: the caller adds its own
+// context, once.
 type OpError struct {
 	Op      string
 	Service string
@@ -41,9 +58,9 @@ type OpError struct {
 
 func (e *OpError) Error() string {
 	if e.Service == "" {
-		return "driver: " + e.Op + ": " + e.Err.Error()
+		return e.Op + ": " + e.Err.Error()
 	}
-	return "driver: " + e.Op + " " + e.Service + ": " + e.Err.Error()
+	return e.Op + " " + e.Service + ": " + e.Err.Error()
 }
 
 func (e *OpError) Unwrap() error { return e.Err }
@@ -65,7 +82,7 @@ type PanicError struct {
 }
 
 func (e *PanicError) Error() string {
-	return fmt.Sprintf("driver: %s of %s panicked: %v", e.Callback, e.Service, e.Value)
+	return fmt.Sprintf("%s of %s panicked: %v", e.Callback, e.Service, e.Value)
 }
 
 // Unwrap returns the panic value when it is an error (a driver that
@@ -95,7 +112,7 @@ type BlockedError struct {
 
 func (e *BlockedError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "driver: %s %s: %v; blocked by:", e.Op, e.Service, e.Cause)
+	fmt.Fprintf(&b, "%s %s: %v; blocked by:", e.Op, e.Service, e.Cause)
 	writeBlockers(&b, e.Blockers)
 	return b.String()
 }
@@ -133,7 +150,7 @@ func (e *HasInstancesError) Error() string {
 	}
 	sort.Strings(classes)
 	var b strings.Builder
-	fmt.Fprintf(&b, "driver: unload %s: classes have instances:", e.Driver)
+	fmt.Fprintf(&b, "unload %s: classes have instances:", e.Driver)
 	for i, c := range classes {
 		if i > 0 {
 			b.WriteByte(',')

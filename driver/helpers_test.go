@@ -92,11 +92,9 @@ func (l *callLog) lifecycle() []string {
 // testDriver is a configurable driver that logs every callback.
 type testDriver struct {
 	log      *callLog
-	name     string
 	start    func(ctx context.Context, s *driver.Service) error
 	stop     func(s *driver.Service)
 	message  func(s *driver.Service, m driver.Message) error
-	probe    func(s *driver.Service) (int, bool)
 	methods  map[string]driver.Method
 	messages chan driver.Message
 }

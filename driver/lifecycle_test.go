@@ -73,10 +73,7 @@ func TestHotUnplugOrder(t *testing.T) {
 	require.NoError(t, drv0.Close(holder))
 	waitFreed(t, dev)
 
-	var got []string
-	for _, s := range e.rec.Steps(driver.StepTerminate, driver.StepWillTerminate, driver.StepDidTerminate, driver.StepStop, driver.StepDetach) {
-		got = append(got, s)
-	}
+	got := e.rec.Steps(driver.StepTerminate, driver.StepWillTerminate, driver.StepDidTerminate, driver.StepStop, driver.StepDetach)
 	_ = before
 	want := []string{
 		"terminate dev", "terminate if0", "terminate if1", "terminate drv0", "terminate drv1",

@@ -1,10 +1,8 @@
 package driver
 
 import (
-	"fmt"
 	"reflect"
 	"sort"
-	"strings"
 )
 
 // Properties is an immutable snapshot of a service's properties (USB vendor
@@ -107,19 +105,6 @@ func (p Properties) Map() map[string]any {
 		c[k] = freeze(v)
 	}
 	return c
-}
-
-func (p Properties) format() string {
-	var b strings.Builder
-	b.WriteByte('{')
-	for i, k := range p.Keys() {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%s=%v", k, p.m[k])
-	}
-	b.WriteByte('}')
-	return b.String()
 }
 
 func toInt(v any) (int64, bool) {

@@ -624,7 +624,7 @@ func (r *Registry) construct(p *Personality) (d Driver, err error) {
 	}()
 	d = p.New()
 	if d == nil {
-		return nil, errors.New("New returned nil")
+		return nil, errors.New("the constructor returned a nil driver")
 	}
 	return d, nil
 }

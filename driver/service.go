@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"log/slog"
 	"runtime/debug"
 	"slices"
 	"sort"
@@ -327,13 +326,6 @@ func (s *Service) contextDone() context.CancelFunc {
 }
 
 // --- callbacks ---
-
-// callback runs f as callback what of s, serialized with every other
-// callback of s, with panics recovered into a *PanicError.
-func (s *Service) callback(what string, f func() error) error {
-	s.cb.Lock()
-	return s.runLocked(what, f, nil)
-}
 
 // callbackThen is callback with then run on the result before the lock is
 // released, so that what then records is ordered before the next callback.
@@ -824,5 +816,3 @@ func (s *Service) callsInFlight() []string {
 	}
 	return out
 }
-
-func logAttrs(s *Service) slog.Attr { return slog.String("service", s.describe()) }

@@ -335,7 +335,7 @@ func (d *daemon) stop(ctx context.Context) *agentproto.ExecResult {
 	// The monitor saw its stream end with the daemon.
 	mr, err := d.m.Agent.Wait(ctx, "monitor")
 	require.NoError(d.t, err)
-	require.Contains(d.t, mr.Stderr, "monitor ended")
+	require.Contains(d.t, mr.Stderr, "drvctl monitor: the daemon shut down")
 	return r
 }
 

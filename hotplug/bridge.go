@@ -107,6 +107,7 @@ type Bridge struct {
 	nubs    map[string]*nubEntry   // by DEVPATH
 	gone    map[string]bool        // children terminated with their parent, remove not seen yet
 	pending map[string]*pendingDev // devices waiting for a companion (a LUN for its sg node)
+	tree    devTree                // the paths of nubs and pending, by parent: removes walk down from a path
 
 	qmu     sync.Mutex
 	queue   []publishJob
@@ -132,7 +133,7 @@ func NewBridge(r *driver.Registry, cfg BridgeConfig) *Bridge {
 	}
 	b := &Bridge{r: r, cfg: cfg, buses: set, log: cfg.Logger,
 		nubs: map[string]*nubEntry{}, gone: map[string]bool{}, pending: map[string]*pendingDev{},
-		wake: make(chan struct{}, 1), done: make(chan struct{})}
+		tree: newDevTree(), wake: make(chan struct{}, 1), done: make(chan struct{})}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
@@ -204,7 +205,7 @@ func (b *Bridge) handle(ev Event) {
 		if p, ok := b.pending[ev.DevPath]; ok && ev.Action == ActionBind {
 			// The device's driver bound and its companion did not come
 			// (the sg driver is not loaded): publish without it.
-			delete(b.pending, ev.DevPath)
+			b.dropPending(ev.DevPath)
 			b.describe(p, true)
 			return
 		}
@@ -259,7 +260,7 @@ func (b *Bridge) add(ev Event, bus Bus) {
 // node, a hidraw node).
 func (b *Bridge) companion(ev Event, owner string) {
 	if p, ok := b.pending[owner]; ok {
-		delete(b.pending, owner)
+		b.dropPending(owner)
 		p.companions = append(p.companions, ev)
 		b.describe(p, false)
 		return
@@ -284,6 +285,7 @@ func (b *Bridge) describe(p *pendingDev, final bool) {
 	nub, err := p.bus.Describe(&DeviceInfo{Event: p.ev, Companions: p.companions, SysfsRoot: b.cfg.SysfsRoot, Final: final})
 	if errors.Is(err, ErrIncomplete) && !final {
 		b.pending[p.ev.DevPath] = p
+		b.tree.add(p.ev.DevPath)
 		return
 	}
 	if err != nil {
@@ -339,6 +341,7 @@ func (b *Bridge) publishNew(p *pendingDev, desc Nub) {
 		}
 	})
 	b.nubs[ev.DevPath] = e
+	b.tree.add(ev.DevPath)
 	b.st.published.Add(1)
 	nub.TaggedRetain(publishTag{})
 	b.qmu.Lock()
@@ -363,24 +366,36 @@ func parentPath(p string) string {
 	return p[:i]
 }
 
+// known reports whether the bridge holds a nub or a pending device at p.
+func (b *Bridge) known(p string) bool {
+	if _, ok := b.nubs[p]; ok {
+		return true
+	}
+	_, ok := b.pending[p]
+	return ok
+}
+
+func (b *Bridge) dropPending(p string) {
+	delete(b.pending, p)
+	b.tree.drop(p, b.known)
+}
+
 // remove terminates the nub at devpath and every followed nub under it,
-// deepest first.
+// deepest first. It walks the tree down from devpath: O(depth + what is
+// under it), whatever the number of other devices.
 func (b *Bridge) remove(devpath string, followedKind bool) {
-	prefix := devpath + "/"
-	var hit []string
-	for p := range b.nubs {
-		if p == devpath || strings.HasPrefix(p, prefix) {
+	var hit, drop []string
+	b.tree.under(devpath, func(p string) {
+		if _, ok := b.nubs[p]; ok {
 			hit = append(hit, p)
+		} else if _, ok := b.pending[p]; ok {
+			drop = append(drop, p)
 		}
+	})
+	for _, p := range drop {
+		b.dropPending(p) // never published: nothing to terminate
 	}
-	dropped := 0
-	for p := range b.pending {
-		if p == devpath || strings.HasPrefix(p, prefix) {
-			delete(b.pending, p) // never published: nothing to terminate
-			dropped++
-		}
-	}
-	if len(hit) == 0 && dropped == 0 {
+	if len(hit) == 0 && len(drop) == 0 {
 		switch {
 		case b.gone[devpath]:
 			delete(b.gone, devpath)
@@ -394,10 +409,13 @@ func (b *Bridge) remove(devpath string, followedKind bool) {
 	}
 	// Deepest first: children are terminated before their parents, so a
 	// cascade never reaches a nub we still have to release.
-	sortDeepestFirst(hit)
+	if len(hit) > 1 {
+		sortDeepestFirst(hit)
+	}
 	for _, p := range hit {
 		e := b.nubs[p]
 		delete(b.nubs, p)
+		b.tree.drop(p, b.known)
 		if p != devpath {
 			b.gone[p] = true
 		}
@@ -494,6 +512,7 @@ func (b *Bridge) Close() error {
 		e.release()
 		delete(b.nubs, p)
 	}
+	b.tree = newDevTree()
 	return nil
 }
 

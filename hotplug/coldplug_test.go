@@ -2,7 +2,6 @@ package hotplug_test
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -147,19 +146,4 @@ func ExampleNewColdplug() {
 			fmt.Printf("%s %04x:%04x\n", d.Port, d.Vendor, d.Product)
 		}
 	}
-}
-
-// corpusExt loads the captured datagrams (the external test package's copy
-// of loadCorpus).
-func corpusExt(t *testing.T) [][]byte {
-	t.Helper()
-	b, err := os.ReadFile("testdata/uevents/qemu-uevents.b64")
-	require.NoError(t, err)
-	var out [][]byte
-	for _, l := range strings.Fields(string(b)) {
-		d, err := base64.StdEncoding.DecodeString(l)
-		require.NoError(t, err)
-		out = append(out, d)
-	}
-	return out
 }

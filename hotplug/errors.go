@@ -9,12 +9,12 @@ var (
 	// ErrMalformed is matched (errors.Is) by every *ParseError.
 	ErrMalformed = errors.New("malformed uevent")
 	// ErrClosed is returned by Next after Close.
-	ErrClosed = errors.New("hotplug: source closed")
+	ErrClosed = errors.New("source closed")
 	// ErrNotApplicable is returned by a typed view asked of an event of
 	// another subsystem or device type.
-	ErrNotApplicable = errors.New("hotplug: event is not of this device type")
+	ErrNotApplicable = errors.New("event is not of this device type")
 	// ErrPermission is returned when a real-kernel operation needs root.
-	ErrPermission = errors.New("hotplug: operation needs root (CAP_NET_ADMIN)")
+	ErrPermission = errors.New("operation needs root (CAP_NET_ADMIN)")
 )
 
 // ParseError says why a datagram or an environment value is not a valid
@@ -48,9 +48,9 @@ type OpError struct {
 
 func (e *OpError) Error() string {
 	if e.Path != "" {
-		return "hotplug: " + e.Op + " " + e.Path + ": " + e.Err.Error()
+		return e.Op + " " + e.Path + ": " + e.Err.Error()
 	}
-	return "hotplug: " + e.Op + ": " + e.Err.Error()
+	return e.Op + ": " + e.Err.Error()
 }
 
 func (e *OpError) Unwrap() error { return e.Err }

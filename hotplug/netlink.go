@@ -1,9 +1,6 @@
 package hotplug
 
-import (
-	"log/slog"
-	"sync/atomic"
-)
+import "log/slog"
 
 // NetlinkConfig configures a netlink source.
 type NetlinkConfig struct {
@@ -44,16 +41,4 @@ type Stats struct {
 	Malformed uint64 // dropped: not a valid uevent (or truncated)
 	Overflows uint64 // ENOBUFS: the kernel dropped events for us
 	Resynced  uint64 // events synthesized by resync after overflows
-}
-
-type stats struct {
-	received, delivered, notKernel, noCreds, notRoot, malformed, overflows, resynced atomic.Uint64
-}
-
-func (s *stats) snapshot() Stats {
-	return Stats{
-		Received: s.received.Load(), Delivered: s.delivered.Load(),
-		NotKernel: s.notKernel.Load(), NoCreds: s.noCreds.Load(), NotRoot: s.notRoot.Load(),
-		Malformed: s.malformed.Load(), Overflows: s.overflows.Load(), Resynced: s.resynced.Load(),
-	}
 }

@@ -18,7 +18,7 @@ import (
 )
 
 // ErrNotSupported is never returned on Linux; it exists for portable code.
-var ErrNotSupported = errors.New("hotplug: netlink uevents need Linux")
+var ErrNotSupported = errors.New("netlink uevents need Linux")
 
 const (
 	kernelGroup       = 1 // the kernel's multicast group; udevd re-broadcasts on 2
@@ -358,4 +358,17 @@ func (n *Netlink) resync() error {
 	n.st.resynced.Add(uint64(len(fix)))
 	n.pending = append(n.pending, fix...)
 	return nil
+}
+
+// stats counts what the netlink source received and dropped.
+type stats struct {
+	received, delivered, notKernel, noCreds, notRoot, malformed, overflows, resynced atomic.Uint64
+}
+
+func (s *stats) snapshot() Stats {
+	return Stats{
+		Received: s.received.Load(), Delivered: s.delivered.Load(),
+		NotKernel: s.notKernel.Load(), NoCreds: s.noCreds.Load(), NotRoot: s.notRoot.Load(),
+		Malformed: s.malformed.Load(), Overflows: s.overflows.Load(), Resynced: s.resynced.Load(),
+	}
 }

@@ -8,7 +8,7 @@ import (
 )
 
 // ErrNotSupported: kernel uevents exist only on Linux.
-var ErrNotSupported = errors.New("hotplug: netlink uevents need Linux")
+var ErrNotSupported = errors.New("netlink uevents need Linux")
 
 // Netlink is a source of kernel uevents; on this OS NewNetlink always fails.
 type Netlink struct{}

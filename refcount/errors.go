@@ -64,7 +64,7 @@ func (e *Error) Is(target error) bool {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "refcount: %s: %s#%d", e.Kind.String(), e.Class, e.ID)
+	fmt.Fprintf(&b, "%s: %s#%d", e.Kind.String(), e.Class, e.ID)
 	if e.Tag != "" {
 		fmt.Fprintf(&b, " tag %s", e.Tag)
 	}

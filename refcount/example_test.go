@@ -40,7 +40,7 @@ func ExampleSetErrorHandler() {
 		fmt.Println("offending call:", shortFunc(e.Offender.Frames[0].Func))
 		fmt.Println(e.ConflictWhat+" at:", shortFunc(e.Conflict.Frames[0].Func))
 	})
-	defer refcount.SetErrorHandler(prev)
+	defer func() { refcount.SetErrorHandler(prev) }()
 
 	t := newDevice("ExampleTape", "st0")
 	detach(t) // drops the last reference: freed

@@ -310,6 +310,10 @@ func funcPackage(fn string) string {
 	return fn[:slash+1+dot]
 }
 
+// goroot is where the standard library's files were when this binary was
+// built, which is what its frames' file names say.
+//
+//lint:ignore SA1019 the build's GOROOT is the one wanted here (frame file names), not the go command's
 var goroot = strings.TrimSuffix(filepath.ToSlash(runtime.GOROOT()), "/")
 
 // isStdPackage: the standard library's import paths have no dot in their

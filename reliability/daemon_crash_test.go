@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -240,10 +239,9 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 
 func buildDrvctl(t *testing.T) string {
 	t.Helper()
+	// go test puts its own GOROOT/bin first in PATH (Go 1.19+).
 	gobin, err := exec.LookPath("go")
-	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
+	require.NoError(t, err, "the go command is not in PATH")
 	bin := filepath.Join(t.TempDir(), "drvctl")
 	cmd := exec.Command(gobin, "build", "-o", bin, "../cmd/drvctl")
 	out, err := cmd.CombinedOutput()

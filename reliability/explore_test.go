@@ -181,7 +181,6 @@ type stats struct {
 	failures int
 	fired    map[string]uint64
 	points   map[string]uint64
-	notFired int
 	notes    int
 	elapsed  time.Duration
 }

@@ -117,7 +117,7 @@ func adminTerminate(ctx context.Context, r *driver.Registry, args idArgs, timeou
 
 func adminUnload(ctx context.Context, r *driver.Registry, args unloadArgs) (unloadResult, error) {
 	if args.Driver == "" {
-		return unloadResult{}, errors.New("unload: no driver named")
+		return unloadResult{}, errors.New("no driver named")
 	}
 	if args.Timeout <= 0 {
 		args.Timeout = 10 * time.Second
@@ -180,7 +180,7 @@ func adminLeaks(r *driver.Registry, args leaksArgs) ([]byte, error) {
 	case "pprof":
 		err = rep.WriteProfile(&b)
 	default:
-		return nil, fmt.Errorf("leaks: unknown format %q (want text, json or pprof)", args.Format)
+		return nil, fmt.Errorf("unknown format %q (want text, json or pprof)", args.Format)
 	}
 	return b.Bytes(), err
 }
@@ -191,7 +191,7 @@ func adminWhy(r *driver.Registry, args idArgs) (string, error) {
 		return "", err
 	}
 	if !s.Traced() {
-		return "", fmt.Errorf("why: %s is not traced (start the daemon with --trace all or DRVKIT_REFTRACE=all)", s)
+		return "", fmt.Errorf("%s is not traced (start the daemon with --trace all or DRVKIT_REFTRACE=all)", s)
 	}
 	var b strings.Builder
 	st := s.State()

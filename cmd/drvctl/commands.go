@@ -31,26 +31,40 @@ func init() {
 	register(&command{name: "sim", args: "STEP...", summary: "run scenario steps on a daemon's simulated bus (e.g. 'unplug 2-1')", setup: setupSim})
 }
 
-// errDaemon wraps a failure to reach the daemon with the socket it tried.
+// daemonError is a failure to reach the daemon, with the socket it tried.
+// It tells a daemon that is not there (no socket, or a stale one) from a
+// socket the user may not use: "is it running?" is no help to someone
+// the socket's permissions keep out.
 type daemonError struct {
 	path string
+	uid  int
 	err  error
 }
 
 func (e *daemonError) Error() string {
-	cause := e.err
 	var errno syscall.Errno
-	if errors.As(e.err, &errno) {
-		cause = errno // the root cause, without the layers that wrapped it
+	if !errors.As(e.err, &errno) {
+		return fmt.Sprintf("cannot reach the drvkit daemon at %s: %v", e.path, daemonAnswer(e.err))
 	}
-	return fmt.Sprintf("cannot reach the drvkit daemon at %s: %v (is 'drvctl serve' running? --socket or DRVCTL_SOCKET choose the path)", e.path, cause)
+	// The root cause alone, without the layers that wrapped it.
+	switch errno {
+	case syscall.EACCES, syscall.EPERM:
+		return fmt.Sprintf("cannot reach the drvkit daemon at %s: %v (uid %d may not use the socket: run as root, "+
+			"or as a member of the group 'drvctl serve --socket-gid' gives it, and check the directories above it)", e.path, errno, e.uid)
+	case syscall.ENOENT, syscall.ECONNREFUSED, syscall.ENOTDIR:
+		return fmt.Sprintf("cannot reach the drvkit daemon at %s: %v (is 'drvctl serve' running? --socket or DRVCTL_SOCKET choose the path)", e.path, errno)
+	}
+	return fmt.Sprintf("cannot reach the drvkit daemon at %s: %v", e.path, errno)
 }
 func (e *daemonError) Unwrap() error { return e.err }
+
+// dialAs is who drvctl runs as, for the messages of daemonError.
+var dialAs = os.Getuid()
 
 func dial(ctx context.Context, path string) (*userclient.Client, error) {
 	c, err := userclient.Dial(ctx, path, userclient.WithClientName("drvctl"))
 	if err != nil {
-		return nil, &daemonError{path: path, err: err}
+		return nil, &daemonError{path: path, uid: dialAs, err: err}
 	}
 	return c, nil
 }
@@ -75,26 +89,65 @@ func call(ctx context.Context, path, op string, args, res any) ([]byte, error) {
 	return data, nil
 }
 
-// daemonAnswer turns an error the daemon sent into what drvctl prints: its
-// message alone, without the client library's context ("admin why:
-// …"); an ID or a driver the daemon does not
-// know is a command-line error (exit 2).
+// daemonAnswer turns an error of a call to the daemon into what drvctl
+// prints: the daemon's message alone, without the layers of the client
+// library ("admin why: …"); an ID or a
+// driver the daemon does not know is a command-line error (exit 2). A
+// connection the daemon closed says so.
 func daemonAnswer(err error) error {
 	var re *userclient.RemoteError
 	if !errors.As(err, &re) {
+		if errors.Is(err, userclient.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+			return &lostError{err: err}
+		}
 		return err
 	}
-	if re.Code == wire.CodeNoService {
+	switch re.Code {
+	case wire.CodeNoService:
 		return &usageError{msg: re.Message, noUsage: true}
+	case wire.CodeClosed:
+		// The server sends it to every connection as it shuts down.
+		return &lostError{err: err, shutdown: true}
 	}
 	return &remoteError{re: re}
 }
+
+// saidError is err said in drvctl's words, matchable as err.
+type saidError struct {
+	msg string
+	err error
+}
+
+func (e *saidError) Error() string { return e.msg }
+func (e *saidError) Unwrap() error { return e.err }
+
+// lostError: the daemon closed the connection (it stopped, or dropped this
+// client), matchable as the error it wraps.
+type lostError struct {
+	err      error
+	shutdown bool // the daemon said it is shutting down
+}
+
+func (e *lostError) Error() string {
+	if e.shutdown {
+		return "the daemon shut down"
+	}
+	return "the daemon closed the connection"
+}
+func (e *lostError) Unwrap() error { return e.err }
 
 // remoteError is a failure the daemon reported, shown as its message and
 // matchable with errors.Is/As like the RemoteError it wraps.
 type remoteError struct{ re *userclient.RemoteError }
 
-func (e *remoteError) Error() string { return e.re.Message }
+func (e *remoteError) Error() string {
+	if e.re.Code == wire.CodePermission {
+		// The server's message starts with the sentinel's text, whatever
+		// the library calls it; drvctl says it in its own words.
+		return "permission denied: " + strings.TrimPrefix(e.re.Message, userclient.ErrPermission.Error()+": ")
+	}
+	return e.re.Message
+}
 func (e *remoteError) Unwrap() error { return e.re }
 
 func parseID(args []string) (uint64, error) {
@@ -326,7 +379,12 @@ func monitor(ctx context.Context, path string, asJSON, withEnv, replay bool, w i
 	defer c.Close()
 	h, err := c.Open(ctx, userclient.Match{Class: monitorClass})
 	if err != nil {
-		return fmt.Errorf("opening the monitor: %w", err)
+		if errors.Is(err, userclient.ErrPermission) {
+			// Not the server's words: they name the monitor's internal
+			// pseudo-service.
+			return &saidError{msg: "permission denied: the monitor is for administrators (uid 0 or a group of 'drvctl serve --admin-gids')", err: err}
+		}
+		return daemonAnswer(err)
 	}
 	notes := h.Notifications()
 	if !asJSON {
@@ -345,7 +403,7 @@ func monitor(ctx context.Context, path string, asJSON, withEnv, replay bool, w i
 		var hist historyResult
 		out, _, err := c.Admin(ctx, opHistory, nil, nil)
 		if err != nil {
-			return fmt.Errorf("reading the monitor history: %w", err)
+			return daemonAnswer(err)
 		}
 		if err := json.Unmarshal(out, &hist); err != nil {
 			return fmt.Errorf("daemon sent a malformed monitor history: %w", err)
@@ -372,9 +430,12 @@ func monitor(ctx context.Context, path string, asJSON, withEnv, replay bool, w i
 					return nil
 				}
 				if err := c.Err(); err != nil {
-					return fmt.Errorf("monitor ended: %w", err)
+					if lost := daemonAnswer(err); errors.As(lost, new(*lostError)) {
+						return lost
+					}
+					return fmt.Errorf("monitor ended: %w", daemonAnswer(err))
 				}
-				return errors.New("monitor ended: the daemon closed the stream")
+				return errors.New("the daemon closed the monitor stream")
 			}
 			if n.Type != monitorNotificationType {
 				continue

@@ -1,7 +1,7 @@
 // Command drvctl is drvkit's daemon and command-line tool.
 //
 //	drvctl serve [--sim FILE]       run the daemon (netlink + coldplug, or a simulated bus)
-//	             [--drivers LIST] [--personality name=N,driver=D,vid=V,pid=P]...
+//	             [--drivers LIST] [--personality name=N,driver=D,KEY=VALUE...]...
 //	drvctl inspect [-l] [-o FMT]    the registry as a tree (text, json, dot)
 //	drvctl monitor [--env] [--replay] [-o FMT]
 //	                                live kernel uevents and lifecycle steps (--replay: since the daemon started)

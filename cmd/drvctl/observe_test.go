@@ -145,8 +145,11 @@ func TestMetricsScriptedDaemon(t *testing.T) {
 	_ = app.Wait()
 	require.Eventually(t, func() bool {
 		f = scrapeMetrics(t, base)
-		return sample(f, "drvkit_termination_duration_seconds", "class=UserClient") == 1
-	}, 10*time.Second, 10*time.Millisecond, "the killed application's user client is freed")
+		// The server counts the death and drops the session as it
+		// finishes with the connection, which may come after the free.
+		return sample(f, "drvkit_termination_duration_seconds", "class=UserClient") == 1 &&
+			sample(f, "drvkit_userclient_deaths_total") == 1 && sample(f, "drvkit_userclient_sessions") == 0
+	}, 10*time.Second, 10*time.Millisecond, "the killed application's user client is freed and its session counted dead")
 	require.Equal(t, 1.0, sample(f, "drvkit_userclient_deaths_total"))
 	require.Equal(t, 1.0, sample(f, "drvkit_terminations_total", "class=UserClient"))
 	require.Zero(t, sample(f, "drvkit_services", "class=UserClient"))

@@ -1,75 +1,96 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/drvkit/drvkit/driver"
-	"github.com/drvkit/drvkit/driver/usb/usbstorage"
-	"github.com/drvkit/drvkit/hotplug/usbbus"
+	"github.com/drvkit/drvkit/driver/drivertable"
 )
 
-// personalitySpec is one --personality flag: a driver's constructor
-// registered under a VID:PID match, as an IOKit personality names a
-// product. It serves devices whose interfaces do not advertise the class
-// the driver's own personality matches (a vendor-specific interface that
-// speaks bulk-only all the same), or picks this driver over another one
-// for a known product: its score beats the class match.
+// personalitySpec is one --personality flag: a driver of the table
+// registered under a match of the operator's, as an IOKit personality names
+// a product. It serves devices the driver's own personality does not match
+// (a vendor-specific interface that speaks bulk-only all the same), or
+// picks this driver over another one for a known product: its score beats
+// the class match.
 type personalitySpec struct {
 	Name     string
 	Driver   string
-	Vendor   uint16
-	Product  uint16
+	Keys     []matchArg // the match keys, in the order given
 	Score    int
 	hasScore bool
+	match    []driver.Match
 }
 
-// defaultPersonalityScore is above the class-matching personalities'
-// (score 0): a product match is more specific than a class match.
+// matchArg is one key=value of a --personality.
+type matchArg struct{ Key, Value string }
+
+// defaultPersonalityScore is above the default personalities' (score 0): a
+// product match is more specific than a class match.
 const defaultPersonalityScore = 100
 
-// personalityFlags collects repeated --personality flags.
-type personalityFlags []personalitySpec
+// personalityFlags collects repeated --personality flags; the driver names
+// and match keys are checked against the table.
+type personalityFlags struct {
+	table *drivertable.Table
+	specs []personalitySpec
+}
 
 func (p *personalityFlags) String() string {
+	if p == nil {
+		return ""
+	}
 	var parts []string
-	for _, s := range *p {
+	for _, s := range p.specs {
 		parts = append(parts, s.String())
 	}
 	return strings.Join(parts, " ")
 }
 
 func (p *personalityFlags) Set(v string) error {
-	s, err := parsePersonality(v)
+	if p.table == nil {
+		p.table = builtinDrivers()
+	}
+	s, err := parsePersonality(p.table, v)
 	if err != nil {
 		return err
 	}
-	for _, o := range *p {
+	for _, o := range p.specs {
 		if o.Name == s.Name {
-			return fmt.Errorf("personality %q given twice", s.Name)
+			return fmt.Errorf("name %q is already another personality's", s.Name)
 		}
 	}
-	*p = append(*p, s)
+	p.specs = append(p.specs, s)
 	return nil
 }
 
 func (s personalitySpec) String() string {
-	return fmt.Sprintf("name=%s,driver=%s,vid=%04x,pid=%04x,score=%d", s.Name, s.Driver, s.Vendor, s.Product, s.Score)
+	var b strings.Builder
+	fmt.Fprintf(&b, "name=%s,driver=%s", s.Name, s.Driver)
+	for _, k := range s.Keys {
+		fmt.Fprintf(&b, ",%s=%s", k.Key, k.Value)
+	}
+	fmt.Fprintf(&b, ",score=%d", s.Score)
+	return b.String()
 }
 
-// parsePersonality parses "name=N,driver=D,vid=VVVV,pid=PPPP[,score=S]";
-// vid and pid are hex, as lsusb prints them.
-func parsePersonality(v string) (personalitySpec, error) {
+// parsePersonality parses "name=N,driver=D,KEY=VALUE...[,score=S]": the
+// match keys are the driver's (vid, pid, … for a USB interface driver;
+// type, vendor, model for a SCSI one), at least one. Its errors do not
+// repeat the value: the flag package says which flag and value it was.
+func parsePersonality(tbl *drivertable.Table, v string) (personalitySpec, error) {
 	s := personalitySpec{Score: defaultPersonalityScore}
 	seen := map[string]bool{}
 	for _, kv := range strings.Split(v, ",") {
 		k, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
 		if !ok || val == "" {
-			return s, fmt.Errorf("personality %q: %q is not key=value", v, kv)
+			return s, fmt.Errorf("%q is not key=value", kv)
 		}
 		if seen[k] {
-			return s, fmt.Errorf("personality %q: %s given twice", v, k)
+			return s, fmt.Errorf("%s given twice", k)
 		}
 		seen[k] = true
 		switch k {
@@ -77,52 +98,70 @@ func parsePersonality(v string) (personalitySpec, error) {
 			s.Name = val
 		case "driver":
 			s.Driver = val
-		case "vid", "pid":
-			n, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(val), "0x"), 16, 16)
-			if err != nil {
-				return s, fmt.Errorf("personality %q: %s %q is not a 16-bit hex number", v, k, val)
-			}
-			if k == "vid" {
-				s.Vendor = uint16(n)
-			} else {
-				s.Product = uint16(n)
-			}
 		case "score":
 			n, err := strconv.Atoi(val)
 			if err != nil {
-				return s, fmt.Errorf("personality %q: score %q is not an integer", v, val)
+				return s, fmt.Errorf("score %q is not an integer", val)
 			}
 			s.Score, s.hasScore = n, true
 		default:
-			return s, fmt.Errorf("personality %q: unknown key %q (want name, driver, vid, pid, score)", v, k)
+			s.Keys = append(s.Keys, matchArg{Key: k, Value: val})
 		}
 	}
-	for _, k := range []string{"name", "driver", "vid", "pid"} {
+	for _, k := range []string{"name", "driver"} {
 		if !seen[k] {
-			return s, fmt.Errorf("personality %q: %s is required", v, k)
+			return s, fmt.Errorf("%s is required", k)
 		}
 	}
-	switch s.Driver {
-	case usbstorage.Name:
-	default:
-		return s, fmt.Errorf("personality %q: driver %q cannot be matched by VID:PID (have %s)", v, s.Driver, usbstorage.Name)
+	e, err := tbl.Lookup(s.Driver)
+	if err != nil {
+		return s, err
 	}
-	if s.Name == usbstorage.Name || s.Name == "sg" {
-		return s, fmt.Errorf("personality %q: name %q is a built-in driver's", v, s.Name)
+	if _, err := tbl.Lookup(s.Name); err == nil {
+		return s, fmt.Errorf("name %q is a driver's of the table", s.Name)
+	}
+	if len(e.MatchKeys) == 0 {
+		return s, fmt.Errorf("driver %s takes no custom personalities", s.Driver)
+	}
+	if len(s.Keys) == 0 {
+		return s, fmt.Errorf("no match key (driver %s matches on %s)", s.Driver, strings.Join(e.KeyNames(), ", "))
+	}
+	for _, a := range s.Keys {
+		m, err := e.ParseMatch(a.Key, a.Value)
+		if err != nil {
+			var oe *drivertable.OpError
+			if errors.As(err, &oe) {
+				err = oe.Err // the driver's name is in the message already
+			}
+			return s, err
+		}
+		s.match = append(s.match, m)
 	}
 	return s, nil
 }
 
-// personality builds the registry personality: base is the driver's own
-// (its constructor and instance class), matched on the USBInterface nubs
-// of that product instead of its class.
-func (s personalitySpec) personality(base driver.Personality) driver.Personality {
-	p := base
-	p.Name = s.Name
-	p.Score = s.Score
-	p.Match = []driver.Match{
-		driver.MatchValue(usbbus.PropVendorID, uint64(s.Vendor)),
-		driver.MatchValue(usbbus.PropProductID, uint64(s.Product)),
+// matchString is the match keys as given, for the log.
+func (s personalitySpec) matchString() string {
+	parts := make([]string, len(s.Keys))
+	for i, k := range s.Keys {
+		parts[i] = k.Key + "=" + k.Value
 	}
-	return p
+	return strings.Join(parts, ",")
+}
+
+// personalityKeysHelp lists, per driver of the table, the match keys its
+// personalities take.
+func personalityKeysHelp(tbl *drivertable.Table) string {
+	var parts []string
+	for _, e := range tbl.Entries() {
+		if len(e.MatchKeys) > 0 {
+			parts = append(parts, e.Name+": "+strings.Join(e.KeyNames(), ", "))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// personality builds the registry personality from the driver's entry.
+func (s personalitySpec) personality(e *drivertable.Entry, res *drivertable.Resources) (driver.Personality, error) {
+	return e.Custom(res, s.Name, s.Score, s.match)
 }

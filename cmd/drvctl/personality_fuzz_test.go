@@ -1,7 +1,7 @@
 package main
 
 import (
-	"fmt"
+	"reflect"
 	"testing"
 )
 
@@ -13,6 +13,7 @@ func FuzzParsePersonality(f *testing.F) {
 		"name=gadget,driver=usbstorage,vid=1d50,pid=6018",
 		"name=g,driver=usbstorage,vid=0x1D50,pid=6018,score=7",
 		"name=g,driver=sg,vid=1,pid=2",
+		"name=cd,driver=sg,type=5,model=QEMU CD-ROM",
 		"name=,driver=usbstorage",
 		"vid=zz",
 		",,,",
@@ -20,19 +21,20 @@ func FuzzParsePersonality(f *testing.F) {
 	} {
 		f.Add(seed)
 	}
+	tbl := builtinDrivers()
 	f.Fuzz(func(t *testing.T, v string) {
-		s, err := parsePersonality(v)
+		s, err := parsePersonality(tbl, v)
 		if err != nil {
 			return
 		}
-		again := fmt.Sprintf("name=%s,driver=%s,vid=%04x,pid=%04x,score=%d", s.Name, s.Driver, s.Vendor, s.Product, s.Score)
-		s2, err := parsePersonality(again)
+		again := s.String()
+		s2, err := parsePersonality(tbl, again)
 		if err != nil {
-			// A name holding "," or "=" cannot be written back; that is
-			// the only acceptable reason to fail.
+			// A name or value holding "," or "=" cannot be written back;
+			// that is the only acceptable reason to fail.
 			return
 		}
-		if s2.Name != s.Name || s2.Driver != s.Driver || s2.Vendor != s.Vendor || s2.Product != s.Product || s2.Score != s.Score {
+		if s2.Name != s.Name || s2.Driver != s.Driver || s2.Score != s.Score || !reflect.DeepEqual(s2.Keys, s.Keys) || len(s2.match) != len(s.match) {
 			t.Fatalf("%q parsed to %+v, which formats to %q parsing to %+v", v, s, again, s2)
 		}
 	})

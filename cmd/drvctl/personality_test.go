@@ -24,32 +24,47 @@ func TestParsePersonality(t *testing.T) {
 		err  string
 	}{
 		{in: "name=gadget,driver=usbstorage,vid=1d50,pid=6018",
-			want: personalitySpec{Name: "gadget", Driver: "usbstorage", Vendor: 0x1d50, Product: 0x6018, Score: 100}},
+			want: personalitySpec{Name: "gadget", Driver: "usbstorage", Keys: []matchArg{{"vid", "1d50"}, {"pid", "6018"}}, Score: 100}},
 		{in: "name=g, driver=usbstorage, vid=0x1D50, pid=0001, score=7",
-			want: personalitySpec{Name: "g", Driver: "usbstorage", Vendor: 0x1d50, Product: 1, Score: 7, hasScore: true}},
-		{in: "name=g,driver=usbstorage,vid=1d50", err: "pid is required"},
-		{in: "name=g,driver=usbstorage,vid=1d50,pid=10000", err: "not a 16-bit hex number"},
+			want: personalitySpec{Name: "g", Driver: "usbstorage", Keys: []matchArg{{"vid", "0x1D50"}, {"pid", "0001"}}, Score: 7, hasScore: true}},
+		{in: "name=g,driver=usbstorage,vid=1d50", // one product of a vendor
+			want: personalitySpec{Name: "g", Driver: "usbstorage", Keys: []matchArg{{"vid", "1d50"}}, Score: 100}},
+		{in: "name=cd,driver=sg,type=5,vendor=QEMU",
+			want: personalitySpec{Name: "cd", Driver: "sg", Keys: []matchArg{{"type", "5"}, {"vendor", "QEMU"}}, Score: 100}},
+		{in: "name=g,driver=usbstorage", err: "no match key (driver usbstorage matches on vid, pid, class, subclass, protocol, iface)"},
+		{in: "name=g,vid=1", err: "driver is required"},
+		{in: "name=g,driver=usbstorage,vid=1d50,pid=10000", err: `bad match: pid "10000" is not a 16-bit hex number`},
 		{in: "name=g,driver=usbstorage,vid=xyz,pid=1", err: "not a 16-bit hex number"},
-		{in: "name=g,driver=sg,vid=1,pid=1", err: `driver "sg" cannot be matched by VID:PID`},
-		{in: "name=usbstorage,driver=usbstorage,vid=1,pid=1", err: "built-in driver's"},
+		{in: "name=g,driver=sg,vid=1,pid=1", err: `bad match: unknown key "vid" (want type, vendor, model, rev)`},
+		{in: "name=g,driver=sg,type=32", err: `type "32" is not a number from 0 to 31`},
+		{in: "name=g,driver=bogus,vid=1", err: `unknown driver "bogus" (have hidkbd, sg, usbstorage)`},
+		{in: "name=kb,driver=hidkbd,vid=0627,pid=0001",
+			want: personalitySpec{Name: "kb", Driver: "hidkbd", Keys: []matchArg{{"vid", "0627"}, {"pid", "0001"}}, Score: 100}},
+		{in: "name=kb,driver=hidkbd,type=0", err: `bad match: unknown key "type" (want vid, pid, bus, name, usagepage, usage)`},
+		{in: "name=usbstorage,driver=usbstorage,vid=1,pid=1", err: `name "usbstorage" is a driver's of the table`},
+		{in: "name=sg,driver=usbstorage,vid=1,pid=1", err: `name "sg" is a driver's of the table`},
 		{in: "name=g,driver=usbstorage,vid=1,pid=1,colour=red", err: `unknown key "colour"`},
 		{in: "name=g,name=h,driver=usbstorage,vid=1,pid=1", err: "name given twice"},
 		{in: "name=g,driver=usbstorage,vid=1,pid=1,score=high", err: "not an integer"},
 		{in: "gadget", err: "not key=value"},
 	}
+	tbl := builtinDrivers()
 	for _, tt := range tests {
-		got, err := parsePersonality(tt.in)
+		got, err := parsePersonality(tbl, tt.in)
 		if tt.err != "" {
 			require.ErrorContains(t, err, tt.err, tt.in)
 			continue
 		}
 		require.NoError(t, err, tt.in)
+		require.Len(t, got.match, len(tt.want.Keys))
+		got.match = nil
 		require.Equal(t, tt.want, got, tt.in)
 	}
 	var fl personalityFlags
 	require.NoError(t, fl.Set("name=a,driver=usbstorage,vid=1,pid=2"))
-	require.ErrorContains(t, fl.Set("name=a,driver=usbstorage,vid=3,pid=4"), "given twice")
-	require.Equal(t, "name=a,driver=usbstorage,vid=0001,pid=0002,score=100", fl.String())
+	require.ErrorContains(t, fl.Set("name=a,driver=usbstorage,vid=3,pid=4"), `name "a" is already another personality's`)
+	require.NoError(t, fl.Set("name=b,driver=sg,model=QEMU CD-ROM,score=5"))
+	require.Equal(t, "name=a,driver=usbstorage,vid=1,pid=2,score=100 name=b,driver=sg,model=QEMU CD-ROM,score=5", fl.String())
 }
 
 // The daemon on a simulated bus with a VID:PID personality: the product's
@@ -195,4 +210,62 @@ func waitMonitorCaughtUp(t *testing.T, d *daemon, mon *syncBuffer) {
 		}
 		return false
 	}, 10*time.Second, 10*time.Millisecond, "the monitor never printed event %d", last)
+}
+
+// --personality works for any driver of the table: an sg personality for
+// one SCSI model takes that disk from sg's own personality (its score beats
+// the default), the other disk stays with sg; unloading the personality
+// frees its instance; shutdown leaks nothing.
+func TestServeSGPersonalityOnSimBus(t *testing.T) {
+	leaktest.Check(t)
+	dir := t.TempDir()
+	scn := filepath.Join(dir, "boot.scn")
+	require.NoError(t, os.WriteFile(scn, []byte(
+		"scsi add 0:0:0:0 vendor=ACME model=VAULT\n"+
+			"scsi add 0:0:0:1 vendor=QEMU model=\"QEMU HARDDISK\"\n"), 0o644))
+	o := serveOptions{socket: filepath.Join(dir, "d.sock"), sim: scn, drivers: "sg",
+		logFormat: "text", logLevel: "error", trace: "all", socketGroup: -1,
+		termTimeout: 10 * time.Second, closeTimeout: 10 * time.Second}
+	require.NoError(t, o.personality.Set("name=vault,driver=sg,vendor=ACME,model=VAULT"))
+
+	d := startServe(t, o)
+	running := func() map[string][]serviceEntry {
+		m := map[string][]serviceEntry{}
+		for _, s := range inspectRegistry(d.reg).Services {
+			if s.Active && !s.Starting && s.Driver != "" {
+				m[s.Driver] = append(m[s.Driver], s)
+			}
+		}
+		return m
+	}
+	require.Eventually(t, func() bool { m := running(); return len(m["vault"]) == 1 && len(m["sg"]) == 1 },
+		5*time.Second, 10*time.Millisecond, "both disks matched: %v", running())
+	m := running()
+	require.Equal(t, "SCSIGenericBlock", m["vault"][0].Class, "the personality runs sg's driver")
+	doc := inspectRegistry(d.reg)
+	for _, s := range doc.Services {
+		if s.ID == m["vault"][0].Providers[0] {
+			require.Equal(t, "ACME", s.Properties["vendor"])
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := adminUnload(ctx, d.reg, unloadArgs{Driver: "vault"})
+	require.NoError(t, err)
+	require.Empty(t, running()["vault"])
+	require.NoError(t, d.stop(), "%s", d.log.Bytes())
+	require.NotContains(t, d.log.String(), "leaked")
+
+	// The daemon's whole lifecycle trace, shutdown included, keeps the
+	// contract.
+	hist, dropped := d.hub.History()
+	require.Zero(t, dropped)
+	var b bytes.Buffer
+	for i := range hist {
+		require.NoError(t, json.NewEncoder(&b).Encode(&hist[i]))
+	}
+	evs := mustReadMonitor(t, b.Bytes())
+	require.NotEmpty(t, evs)
+	require.NoError(t, lifecycletest.Validate(evs, true))
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/driver/drivertable"
 	"github.com/drvkit/drvkit/driver/hid"
 	"github.com/drvkit/drvkit/driver/hid/hidkbd"
 	"github.com/drvkit/drvkit/driver/hid/hidsim"
@@ -66,7 +67,9 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	var o serveOptions
 	sock := socketFlag(fs, e)
 	fs.StringVar(&o.sim, "sim", "", "run on a simulated bus replaying this scenario `file` (see hotplug/sim/testdata/scenarios)")
-	fs.StringVar(&o.drivers, "drivers", "", "comma-separated `drivers` to load: usbstorage, sg, hidkbd (default: sg on real hardware — usbstorage detaches the kernel's usb-storage, hidkbd reads the keyboards — and all on a simulated bus)")
+	o.personality.table = builtinDrivers()
+	fs.StringVar(&o.drivers, "drivers", "", "comma-separated `drivers` to load: "+strings.Join(o.personality.table.Names(), ", ")+
+		" (default: sg on real hardware — usbstorage detaches the kernel's usb-storage, hidkbd reads the keyboards — and all on a simulated bus)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&o.trace, "trace", "all", "reference tracing: all, off, or comma-separated `classes` (overrides DRVKIT_REFTRACE)")
@@ -80,8 +83,9 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long `drvctl terminate` waits for the free")
 	fs.DurationVar(&o.closeTimeout, "shutdown-timeout", 15*time.Second, "how long shutdown waits for every service to be freed")
 	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` for what must outlive the daemon: the journal of kernel drivers it detached, re-attached at the next start if it was killed (with --sim also the simulated kernel's bindings); empty: no journal")
-	fs.Var(&o.personality, "personality", "register a driver for one USB product, repeatable: `name=N,driver=usbstorage,vid=VVVV,pid=PPPP[,score=S]` "+
-		"(hex ids; matches that product's interfaces whatever their class, and beats the class match: default score 100)")
+	fs.Var(&o.personality, "personality", "register a driver of the table for the devices a match selects, repeatable: `name=N,driver=D,KEY=VALUE...[,score=S]`; "+
+		"keys: "+personalityKeysHelp(o.personality.table)+" (e.g. name=gadget,driver=usbstorage,vid=1d50,pid=6018: that product's interfaces whatever their class; "+
+		"the default score 100 beats the drivers' own personalities)")
 	observeFlags(fs, &o.observe)
 	return func(args []string) error {
 		if len(args) > 0 {
@@ -110,6 +114,9 @@ type daemon struct {
 	// observer is the --http listener (nil when off).
 	netlink  *hotplug.Netlink
 	observer *observer
+
+	drivers *drivertable.Table     // what --drivers and --personality may name
+	res     *drivertable.Resources // what the daemon wires for drivers
 
 	mu     sync.Mutex
 	loaded map[string]bool // the names of the personalities registered and not unloaded
@@ -172,7 +179,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	// A broken reference rule is a bug in a driver: report it loudly but
 	// keep serving everyone else.
 	prevHandler := refcount.SetErrorHandler(func(e *refcount.Error) { log.Error("reference error", "err", e.Error()) })
-	defer refcount.SetErrorHandler(prevHandler)
+	defer func() { refcount.SetErrorHandler(prevHandler) }()
 
 	policy, err := buildPolicy(o)
 	if err != nil {
@@ -188,6 +195,10 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			return fmt.Errorf("--state-dir: %w", err)
 		}
 	}
+	tbl := o.personality.table
+	if tbl == nil {
+		tbl = builtinDrivers()
+	}
 	drivers := o.drivers
 	if drivers == "" {
 		drivers = "sg"
@@ -195,8 +206,29 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			drivers = "usbstorage,sg,hidkbd"
 		}
 	}
+	// Every name is looked up before anything starts: a typo is a usage
+	// error, not a daemon running without the driver.
+	var entries []*drivertable.Entry
+	for _, name := range strings.Split(drivers, ",") {
+		if name = strings.TrimSpace(name); name == "" {
+			continue
+		}
+		e, err := tbl.Lookup(name)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		entries = append(entries, e)
+	}
+	custom := make([]*drivertable.Entry, len(o.personality.specs))
+	for i, ps := range o.personality.specs {
+		e, err := tbl.Lookup(ps.Driver)
+		if err != nil {
+			return usagef("--personality %s: %v", ps.Name, err)
+		}
+		custom[i] = e
+	}
 
-	d := &daemon{opts: o, log: log, hub: newMonitorHub(), loaded: map[string]bool{}}
+	d := &daemon{opts: o, log: log, hub: newMonitorHub(), loaded: map[string]bool{}, drivers: tbl}
 	d.reg = driver.NewRegistry(driver.WithLogger(log))
 	cancelLifecycle := d.reg.SubscribeLifecycle(d.hub.lifecycle)
 	if log.Enabled(ctx, slog.LevelDebug) {
@@ -277,39 +309,31 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		}
 	}
 
-	for _, name := range strings.Split(drivers, ",") {
-		var p driver.Personality
-		switch strings.TrimSpace(name) {
-		case "":
-			continue
-		case usbstorage.Name:
-			p = usbstorage.Personality(d.usb)
-		case sg.Name:
-			if simBusSrc != nil {
-				p = sg.Personality(simBusSrc.openSG)
-			} else {
-				p = sg.Personality(nil)
+	d.res = d.resources()
+	for _, e := range entries {
+		ps, err := e.Defaults(d.res)
+		if err != nil {
+			return fail(err)
+		}
+		for _, p := range ps {
+			if err := d.reg.RegisterPersonality(p); err != nil {
+				log.Error("register personality", "driver", e.Name, "err", err)
+				continue
 			}
-		case hidkbd.Name:
-			p = hidkbd.Personality(d.hid)
-		default:
-			return fail(usagef("unknown driver %q (have usbstorage, sg, hidkbd)", name))
+			d.setLoaded(p.Name, true)
 		}
-		if err := d.reg.RegisterPersonality(p); err != nil {
-			log.Error("register personality", "driver", name, "err", err)
-			continue
-		}
-		d.setLoaded(p.Name, true)
 	}
-	for _, ps := range o.personality {
-		// parsePersonality admits only drivers that can match by VID:PID.
-		p := ps.personality(usbstorage.Personality(d.usb))
+	for i, ps := range o.personality.specs {
+		p, err := ps.personality(custom[i], d.res)
+		if err != nil {
+			return fail(err)
+		}
 		if err := d.reg.RegisterPersonality(p); err != nil {
 			log.Error("register personality", "personality", ps.Name, "err", err)
 			continue
 		}
 		d.setLoaded(p.Name, true)
-		log.Info("personality", "name", ps.Name, "driver", ps.Driver, "vid", fmt.Sprintf("%04x", ps.Vendor), "pid", fmt.Sprintf("%04x", ps.Product), "score", ps.Score)
+		log.Info("personality", "name", ps.Name, "driver", ps.Driver, "match", ps.matchString(), "score", ps.Score)
 	}
 
 	d.srv, err = server.Listen(&daemonBackend{RegistryBackend: server.NewRegistryBackend(d.reg), hub: d.hub, sessions: d.observer.userClientHooks()}, server.Config{
@@ -319,6 +343,11 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		},
 	})
 	if err != nil {
+		// The server's error names the socket ("listen PATH: …").
+		var oe *server.OpError
+		if errors.As(err, &oe) && oe.Path != "" {
+			return fail(err)
+		}
 		return fail(fmt.Errorf("socket %s: %w", o.socket, err))
 	}
 
@@ -365,6 +394,24 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	}
 	_ = d.usb.Close()
 	return checkShutdown(log, stderr, o.trace, unfreed, closeErr)
+}
+
+// resources is what the daemon wires for the drivers of its table, by the
+// keys their entries need: the USB backend (libusb, or the simulator's fake,
+// in the detach journal with a state directory), the opener of sg nodes
+// (the real nodes, or the simulated disks) and the hidraw backend (the
+// kernel's nodes, or the simulator's keyboards).
+func (d *daemon) resources() *drivertable.Resources {
+	res := drivertable.NewResources()
+	drivertable.Provide(res, usbstorage.BackendKey, func() (usb.Backend, error) { return d.usb, nil })
+	drivertable.Provide(res, hidkbd.BackendKey, func() (hid.Backend, error) { return d.hid, nil })
+	drivertable.Provide(res, sg.OpenerKey, func() (sg.Opener, error) {
+		if d.simBus != nil {
+			return d.simBus.openSG, nil
+		}
+		return sg.OpenSG, nil
+	})
+	return res
 }
 
 // checkShutdown decides serve's exit: an error, with the leak report on
@@ -557,7 +604,7 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 			return nil
 		}
 		if err := json.Unmarshal(args, v); err != nil {
-			return fmt.Errorf("%s: bad arguments: %w", op, err)
+			return fmt.Errorf("bad arguments: %w", err)
 		}
 		return nil
 	}
@@ -617,6 +664,22 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 	return nil, nil, fmt.Errorf("unknown administrative operation %q", op)
 }
 
+// stepError is a scenario step drvctl sim was given that failed, said as
+// "step N: …": the steps came from the command line (or -f), which has no
+// file name of its own.
+type stepError struct{ se *sim.ScenarioError }
+
+func (e *stepError) Error() string { return fmt.Sprintf("step %d: %s", e.se.Line, e.se.Msg) }
+func (e *stepError) Unwrap() error { return e.se }
+
+func stepErr(err error) error {
+	var se *sim.ScenarioError
+	if errors.As(err, &se) {
+		return &stepError{se: se}
+	}
+	return err
+}
+
 type simArgs struct {
 	Steps string `json:"steps"`
 }
@@ -625,11 +688,11 @@ type simArgs struct {
 // registry has followed them (drivers started or terminated).
 func (d *daemon) inject(ctx context.Context, steps string) error {
 	if d.sim == nil {
-		return errors.New("sim: the daemon is not running on a simulated bus (serve --sim)")
+		return errors.New("the daemon is not running on a simulated bus (serve --sim)")
 	}
-	frag, err := sim.ParseScenarioFragment("drvctl sim", steps)
+	frag, err := sim.ParseScenarioFragment("sim", steps)
 	if err != nil {
-		return err
+		return stepErr(err)
 	}
 	// Inject returns once the bridge has handled every event; Flush waits
 	// for the publications those events queued. A driver that started or
@@ -637,7 +700,7 @@ func (d *daemon) inject(ctx context.Context, steps string) error {
 	// simulated kernel reports with events of its own: wait for those too
 	// (a claim's events start nothing that claims again, so this settles).
 	if err := d.sim.Inject(ctx, frag); err != nil {
-		return err
+		return stepErr(err)
 	}
 	for {
 		if err := d.bridge.Flush(ctx); err != nil {

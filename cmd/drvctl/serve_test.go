@@ -29,7 +29,7 @@ func TestServeSetupFailuresLeakNothing(t *testing.T) {
 		want string
 	}{
 		{"unknown driver", []string{"serve", "--sim", scn, "--drivers", "bogus", "--socket", filepath.Join(dir, "a.sock")}, exitUsage, `unknown driver "bogus"`},
-		{"socket dir missing", []string{"serve", "--sim", scn, "--socket", filepath.Join(dir, "nowhere", "b.sock")}, exitFail, "socket " + filepath.Join(dir, "nowhere", "b.sock")},
+		{"socket dir missing", []string{"serve", "--sim", scn, "--socket", filepath.Join(dir, "nowhere", "b.sock")}, exitFail, "drvctl serve: listen " + filepath.Join(dir, "nowhere", "b.sock") + ": bind: no such file or directory\n"},
 		{"scenario refused", []string{"serve", "--sim", bad, "--socket", filepath.Join(dir, "c.sock")}, exitFail, "unplug: no device at port 9-9"},
 		{"scenario missing", []string{"serve", "--sim", filepath.Join(dir, "none.scn"), "--socket", filepath.Join(dir, "d.sock")}, exitFail, "none.scn"},
 	}

@@ -25,8 +25,11 @@ import (
 // backend at the same bus and address, before the bridge publishes its nub;
 // when it is unplugged, the fake device goes too, failing in-flight
 // transfers as a real unplug does. SCSI disks get an in-memory disk behind
-// their sg node. Disks are kept per serial number (per HCTL for SCSI), so a
-// replugged stick has the data written to it before.
+// their sg node. A disk written to is kept per serial number (per HCTL for
+// SCSI), so a replugged stick has the data written to it before; one never
+// written is dropped with its device (it costs nothing to make again: its
+// label is not stored), so plugging and unplugging many devices does not
+// keep memory for each.
 type simBus struct {
 	src   hotplug.Source
 	usb   *usbsim.Backend
@@ -235,6 +238,7 @@ func (b *simBus) apply(ev *hotplug.Event) {
 		case hotplug.ActionRemove:
 			if fake := b.plugged[ev.DevPath]; fake != nil {
 				fake.Unplug()
+				b.dropUnwrittenLocked(usbDiskKey(ev.DevPath, b.devices[ev.DevPath]))
 			}
 			delete(b.plugged, ev.DevPath)
 			delete(b.devices, ev.DevPath)
@@ -249,10 +253,7 @@ func (b *simBus) apply(ev *hotplug.Event) {
 		if !ok || b.plugged[parent] != nil {
 			return
 		}
-		key := "usb:" + seen.serial
-		if seen.serial == "" {
-			key = "usb@" + parent
-		}
+		key := usbDiskKey(parent, seen)
 		_, fake := b.usb.PlugMassStorage(usbsim.DeviceSpec{Bus: seen.bus, Address: seen.addr,
 			Vendor: seen.vendor, Product: seen.product, Serial: seen.serial}, b.disk(key, "QEMU", "QEMU HARDDISK"))
 		b.plugged[parent] = fake
@@ -272,6 +273,7 @@ func (b *simBus) apply(ev *hotplug.Event) {
 			}
 			delete(b.sgOpen, node)
 			delete(b.sg, node)
+			b.dropUnwrittenLocked(sgDiskKey(ev.DevPath))
 		}
 	}
 }
@@ -296,28 +298,38 @@ func (b *simBus) applyHID(ev *hotplug.Event) {
 // sgDiskLocked is the disk behind an sg node whose device path (or sysfs
 // link target) ends in …/H:C:T:L/scsi_generic/sgN.
 func (b *simBus) sgDiskLocked(node, devpath string) *scsisim.Disk {
-	hctl := path.Base(path.Dir(path.Dir(devpath)))
-	return b.disk("scsi:"+hctl, "QEMU", "QEMU HARDDISK")
+	return b.disk(sgDiskKey(devpath), "QEMU", "QEMU HARDDISK")
+}
+
+func sgDiskKey(devpath string) string {
+	return "scsi:" + path.Base(path.Dir(path.Dir(devpath)))
+}
+
+func usbDiskKey(devpath string, seen usbDeviceSeen) string {
+	if seen.serial == "" {
+		return "usb@" + devpath
+	}
+	return "usb:" + seen.serial
+}
+
+// dropUnwrittenLocked forgets the disk at key if nothing was written to
+// it: its device is gone, and a new one would be the same.
+func (b *simBus) dropUnwrittenLocked(key string) {
+	if d := b.disks[key]; d != nil && !d.Written() {
+		delete(b.disks, key)
+	}
 }
 
 func (b *simBus) disk(key, vendor, product string) *scsisim.Disk {
 	d := b.disks[key]
 	if d == nil {
-		d = scsisim.NewDisk(simDiskBlocks, 512, scsisim.WithInquiry(vendor, product, "2.5+", scsi.TypeDisk))
 		// Block 0 says which disk it is, so a demo read shows something.
 		label := fmt.Sprintf("drvkit simulated disk %s\n", strings.TrimPrefix(strings.TrimPrefix(key, "usb:"), "scsi:"))
-		tr := scsisim.NewTransport(d)
-		_ = scsi.NewDevice(tr).Write(context.Background(), 0, padBlock([]byte(label), 512))
-		_ = tr.Close()
+		d = scsisim.NewDisk(simDiskBlocks, 512, scsisim.WithInquiry(vendor, product, "2.5+", scsi.TypeDisk),
+			scsisim.WithContents([]byte(label)))
 		b.disks[key] = d
 	}
 	return d
-}
-
-func padBlock(p []byte, size int) []byte {
-	out := make([]byte, size)
-	copy(out, p)
-	return out
 }
 
 // openSG is the sg driver's opener on a simulated bus: the disk behind a

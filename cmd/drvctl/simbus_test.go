@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/drvkit/drvkit/driver/hid/hidsim"
 	"github.com/drvkit/drvkit/driver/scsi"
+	"github.com/drvkit/drvkit/driver/scsi/scsisim"
 	"github.com/drvkit/drvkit/driver/usb"
 	"github.com/drvkit/drvkit/driver/usb/usbtest"
 	"github.com/drvkit/drvkit/hotplug/sim"
@@ -100,4 +104,73 @@ func TestSimBusKernelDriverChurn(t *testing.T) {
 	require.True(t, b.idle())
 	require.NoError(t, b.Close())
 	require.Error(t, <-events)
+}
+
+// TestSimBusFreesUnwrittenDisks: plugging and unplugging many SCSI LUNs
+// and USB sticks leaves no disk behind unless something was written to it
+// (a replugged stick keeps its data), and a LUN's disk reads its label.
+func TestSimBusFreesUnwrittenDisks(t *testing.T) {
+	sysfs := t.TempDir()
+	src, err := sim.New(&sim.Scenario{}, sim.Config{SkipWaits: true, SysfsDir: sysfs, Live: true})
+	require.NoError(t, err)
+	fake := usbtest.New()
+	defer fake.Close()
+	b := newSimBus(src, fake, hidsim.New(), sysfs)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			if _, err := b.Next(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		cancel()
+		wg.Wait()
+		_ = b.Close()
+	}()
+	inject := func(steps []string) {
+		sc, err := sim.ParseScenarioFragment("t", strings.Join(steps, "\n"))
+		require.NoError(t, err)
+		require.NoError(t, src.Inject(ctx, sc))
+	}
+	disks := func() map[string]*scsisim.Disk {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return maps.Clone(b.disks)
+	}
+
+	const luns = 100
+	var plug, unplug []string
+	for i := range luns {
+		plug = append(plug, fmt.Sprintf("scsi add 0:0:%d:%d", i%256, i/256))
+		unplug = append(unplug, fmt.Sprintf("scsi remove 0:0:%d:%d", i%256, i/256))
+	}
+	plug = append(plug, "plug usb 2-1 vid=0781 pid=5567 serial=KEEP ifaces=08/06/50",
+		"plug usb 2-2 vid=0781 pid=5567 serial=DROP ifaces=08/06/50")
+	unplug = append(unplug, "unplug 2-1", "unplug 2-2")
+	inject(plug)
+	require.Len(t, disks(), luns+2+2) // the sticks' LUNs have an sg disk too
+
+	tr, err := b.openSG("/dev/sg0")
+	require.NoError(t, err)
+	blk := make([]byte, 512)
+	_, err = scsi.NewDevice(tr).Read(context.Background(), 0, blk)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(string(blk), "drvkit simulated disk 0:0:0:0\n"), "%q", blk[:40])
+	require.NoError(t, tr.Close())
+	keep := disks()["usb:KEEP"]
+	require.NotNil(t, keep)
+	copy(blk, "written")
+	ktr := scsisim.NewTransport(keep)
+	require.NoError(t, scsi.NewDevice(ktr).Write(context.Background(), 5, blk))
+	require.NoError(t, ktr.Close())
+
+	inject(unplug)
+	left := disks()
+	require.Len(t, left, 1, "only the written stick's disk is kept: %v", slices.Collect(maps.Keys(left)))
+	require.Same(t, keep, left["usb:KEEP"])
 }

@@ -84,10 +84,3 @@ func (e *OpError) Error() string {
 }
 
 func (e *OpError) Unwrap() error { return e.Err }
-
-func checkReport(op, node string, report []byte) error {
-	if len(report) == 0 || len(report) > MaxReportSize {
-		return &OpError{Op: op, Node: node, Err: ErrReportSize}
-	}
-	return nil
-}

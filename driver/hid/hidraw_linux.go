@@ -194,3 +194,12 @@ func (d *raw) Close() error {
 	}
 	return nil
 }
+
+// checkReport refuses a report hidraw would (empty or too long) before the
+// system call.
+func checkReport(op, node string, report []byte) error {
+	if len(report) == 0 || len(report) > MaxReportSize {
+		return &OpError{Op: op, Node: node, Err: ErrReportSize}
+	}
+	return nil
+}

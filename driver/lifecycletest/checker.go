@@ -89,8 +89,6 @@ func (rec *Recorder) CheckPartial(t testing.TB) {
 	}
 }
 
-type edge struct{ c, p uint64 }
-
 type svc struct {
 	name                  string
 	terminate, stop, free int // seq of the step, 0 if not seen

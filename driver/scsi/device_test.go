@@ -158,5 +158,5 @@ func Example() {
 	fmt.Println(err)
 	// Output:
 	// ACME SUPERDISK: 2048 blocks of 512 bytes
-	// scsi: READ: invalid request: lba 4096 + 1 blocks beyond the last block 2047
+	// READ: invalid request: lba 4096 + 1 blocks beyond the last block 2047
 }

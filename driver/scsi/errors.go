@@ -14,7 +14,7 @@ var (
 	ErrClosed         = errors.New("transport closed")
 	ErrTransport      = errors.New("transport error")
 	ErrPhaseError     = errors.New("bulk-only phase error")
-	ErrShortResponse  = errors.New("scsi: response too short")
+	ErrShortResponse  = errors.New("response too short")
 	ErrInvalidRequest = errors.New("invalid request")
 
 	// Sense-key classes (see SenseError.Is).
@@ -36,7 +36,7 @@ type OpError struct {
 	Err error
 }
 
-func (e *OpError) Error() string { return "scsi: " + e.Op + ": " + e.Err.Error() }
+func (e *OpError) Error() string { return e.Op + ": " + e.Err.Error() }
 func (e *OpError) Unwrap() error { return e.Err }
 
 // StatusError reports a SCSI status other than GOOD and CHECK CONDITION
@@ -47,7 +47,7 @@ type StatusError struct {
 }
 
 func (e *StatusError) Error() string {
-	return fmt.Sprintf("scsi: %s: status %s", e.Op, e.Status)
+	return fmt.Sprintf("%s: status %s", e.Op, e.Status)
 }
 
 // Is matches ErrBusy for BUSY/TASK SET FULL and ErrReservationHeld.

@@ -115,15 +115,6 @@ func hostName(h uint16) string {
 	return "unknown"
 }
 
-// hostDriverError returns nil when host and driver status report success.
-// DRIVER_SENSE only says sense data is present, which the status conveys.
-func hostDriverError(host, driver uint16) error {
-	if host == hostOK && (driver&0x0f == driverOK || driver&0x0f == driverSense) {
-		return nil
-	}
-	return &HostError{Host: host, Driver: driver}
-}
-
 // goneSettle is how long deviceGone waits for a device whose command
 // failed to show a removal in its state: the midlayer fails in-flight
 // commands while it removes the device, and the state may still read

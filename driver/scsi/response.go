@@ -126,7 +126,7 @@ func ParseReadCapacity16(b []byte) (Capacity, error) {
 // allocate gigabytes per block.
 func validCapacity(c Capacity) error {
 	if c.BlockSize == 0 || c.BlockSize > 1<<20 {
-		return fmt.Errorf("scsi: implausible logical block length %d", c.BlockSize)
+		return fmt.Errorf("implausible logical block length %d", c.BlockSize)
 	}
 	return nil
 }

@@ -60,7 +60,7 @@ const (
 )
 
 // ErrBadSense reports sense data that cannot be decoded.
-var ErrBadSense = errors.New("scsi: malformed sense data")
+var ErrBadSense = errors.New("malformed sense data")
 
 // ParseSense decodes sense data. Trailing bytes past the ADDITIONAL SENSE
 // LENGTH are ignored; fields the buffer is too short to carry stay zero.
@@ -148,7 +148,7 @@ type SenseError struct {
 }
 
 func (e *SenseError) Error() string {
-	msg := fmt.Sprintf("scsi: %s: %s (ASC/ASCQ 0x%02x/0x%02x", e.Op, e.Key, e.ASC, e.ASCQ)
+	msg := fmt.Sprintf("%s: %s (ASC/ASCQ 0x%02x/0x%02x", e.Op, e.Key, e.ASC, e.ASCQ)
 	if d := ascText(e.ASC, e.ASCQ); d != "" {
 		msg += " " + d
 	}

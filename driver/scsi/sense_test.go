@@ -95,7 +95,7 @@ func TestSenseErrorIs(t *testing.T) {
 
 func TestSenseErrorMessage(t *testing.T) {
 	err := &SenseError{Op: "READ(10)", Sense: Sense{Key: SenseMediumError, ASC: 0x11, Information: 42, InfoValid: true}}
-	require.Equal(t, "scsi: READ(10): MEDIUM ERROR (ASC/ASCQ 0x11/0x00 unrecovered read error) info=42", err.Error())
+	require.Equal(t, "READ(10): MEDIUM ERROR (ASC/ASCQ 0x11/0x00 unrecovered read error) info=42", err.Error())
 }
 
 func TestStatusError(t *testing.T) {
@@ -103,5 +103,5 @@ func TestStatusError(t *testing.T) {
 	require.ErrorIs(t, &StatusError{Op: "x", Status: StatusTaskSetFull}, ErrBusy)
 	require.ErrorIs(t, &StatusError{Op: "x", Status: StatusReservationConflict}, ErrReservationHeld)
 	require.NotErrorIs(t, &StatusError{Op: "x", Status: StatusBusy}, ErrReservationHeld)
-	require.Equal(t, "scsi: x: status BUSY", (&StatusError{Op: "x", Status: StatusBusy}).Error())
+	require.Equal(t, "x: status BUSY", (&StatusError{Op: "x", Status: StatusBusy}).Error())
 }

@@ -187,3 +187,12 @@ func mapErrno(err error) error {
 	}
 	return err
 }
+
+// hostDriverError returns nil when host and driver status report success.
+// DRIVER_SENSE only says sense data is present, which the status conveys.
+func hostDriverError(host, driver uint16) error {
+	if host == hostOK && (driver&0x0f == driverOK || driver&0x0f == driverSense) {
+		return nil
+	}
+	return &HostError{Host: host, Driver: driver}
+}

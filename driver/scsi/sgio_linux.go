@@ -36,9 +36,6 @@ const (
 	sgDxferToDev   = -2
 	sgDxferFromDev = -3
 
-	sgInfoOKMask = 0x1
-	sgInfoOK     = 0x0
-
 	// sgMinVersion is the first sg driver with the v3 (sg_io_hdr) interface.
 	sgMinVersion = 30000
 )

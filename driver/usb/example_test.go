@@ -19,5 +19,5 @@ func ExampleParseSelector() {
 	// bus 2 addr 5 vendor 0000 product 0000 serial ""
 	// bus 0 addr 0 vendor 46f4 product 0001 serial ""
 	// bus 0 addr 0 vendor 46f4 product 0001 serial "SER123"
-	// usb: bad selector "bogus": want BUS/ADDR or VID:PID[:SERIAL]
+	// bad selector "bogus": want BUS/ADDR or VID:PID[:SERIAL]
 }

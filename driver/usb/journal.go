@@ -66,7 +66,7 @@ type Journal struct {
 }
 
 // ErrJournal wraps failures to read or write the journal file.
-var ErrJournal = errors.New("usb: detach journal")
+var ErrJournal = errors.New("detach journal")
 
 // OpenJournal loads the journal at path; a missing file is an empty one.
 func OpenJournal(path string) (*Journal, error) {

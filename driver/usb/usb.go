@@ -32,7 +32,7 @@ type OpError struct {
 	Err error
 }
 
-func (e *OpError) Error() string { return "usb: " + e.Op + ": " + e.Err.Error() }
+func (e *OpError) Error() string { return e.Op + ": " + e.Err.Error() }
 func (e *OpError) Unwrap() error { return e.Err }
 
 // TransferType is an endpoint's transfer type.
@@ -137,18 +137,18 @@ func ParseSelector(s string) (Selector, error) {
 		bus, err1 := strconv.ParseUint(b, 10, 8)
 		addr, err2 := strconv.ParseUint(a, 10, 8)
 		if err1 != nil || err2 != nil || bus == 0 || addr == 0 {
-			return Selector{}, fmt.Errorf("usb: bad selector %q: want BUS/ADDR with numbers 1-255", s)
+			return Selector{}, fmt.Errorf("bad selector %q: want BUS/ADDR with numbers 1-255", s)
 		}
 		return Selector{Bus: int(bus), Address: int(addr)}, nil
 	}
 	parts := strings.SplitN(s, ":", 3)
 	if len(parts) < 2 {
-		return Selector{}, fmt.Errorf("usb: bad selector %q: want BUS/ADDR or VID:PID[:SERIAL]", s)
+		return Selector{}, fmt.Errorf("bad selector %q: want BUS/ADDR or VID:PID[:SERIAL]", s)
 	}
 	vid, err1 := strconv.ParseUint(parts[0], 16, 16)
 	pid, err2 := strconv.ParseUint(parts[1], 16, 16)
 	if err1 != nil || err2 != nil {
-		return Selector{}, fmt.Errorf("usb: bad selector %q: vendor and product are 4 hex digits", s)
+		return Selector{}, fmt.Errorf("bad selector %q: vendor and product are 4 hex digits", s)
 	}
 	sel := Selector{Vendor: uint16(vid), Product: uint16(pid)}
 	if len(parts) == 3 {

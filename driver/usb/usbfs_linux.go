@@ -1,3 +1,7 @@
+//go:build linux && cgo
+
+// Only the libusb backend (gousb_linux.go, cgo) asks usbfs directly.
+
 package usb
 
 import (

@@ -16,9 +16,9 @@ func TestScenarioCostIsBounded(t *testing.T) {
 	}{
 		{"empty repeat of the largest count", "repeat 2147483647\nend\n", ""},
 		{"nested empty repeats", strings.Repeat("repeat 2147483647\n", 4) + strings.Repeat("end\n", 4), ""},
-		{"huge count over a step", "repeat 2147483647\nwait 0s\nend\n", "more than 131072 steps"},
-		{"product of counts", "repeat 1000\nrepeat 1000\nwait 0s\nend\nend\n", "more than 131072 steps"},
-		{"expansions thrown away by repeat 0", strings.Repeat("repeat 0\nrepeat 100000\nwait 0s\nend\nend\n", 20), "costs more than 524288 steps"},
+		{"huge count over a step", "repeat 2147483647\nwait 0s\nend\n", "more than 524288 steps"},
+		{"product of counts", "repeat 1000\nrepeat 1000\nwait 0s\nend\nend\n", "more than 524288 steps"},
+		{"expansions thrown away by repeat 0", strings.Repeat("repeat 0\nrepeat 100000\nwait 0s\nend\nend\n", 30), "costs more than 2097152 steps"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()

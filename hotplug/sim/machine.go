@@ -1,13 +1,15 @@
 package sim
 
 import (
+	"container/heap"
 	"errors"
-
 	"fmt"
-	"github.com/drvkit/drvkit/hotplug"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/drvkit/drvkit/hotplug"
 )
 
 // The simulated machine is modelled on the QEMU guest of the captures: an
@@ -21,7 +23,7 @@ const (
 	usbMajor     = 189
 	sgMajor      = 21
 	bsgMajor     = 248
-	maxSimDisks  = 26 * 27 // sda..sdzz
+	maxSimDisks  = maxSimNumber // sda..sdzz, sdaaa..: the names go on (sd_format_disk_name)
 	maxSimNumber = 1 << 20
 )
 
@@ -71,6 +73,7 @@ type scsiHost struct {
 	n    int
 	path string // DEVPATH of hostN
 	usb  bool   // usb-storage host (removed with its interface)
+	luns map[hotplug.HCTL]*scsiLUN
 }
 
 type machine struct {
@@ -81,19 +84,19 @@ type machine struct {
 	lastDev                   map[int]int      // bus -> last devnum given
 	hosts                     map[int]*scsiHost
 	luns                      map[hotplug.HCTL]*scsiLUN
-	sgUsed, bsgUsed, diskUsed map[int]bool
+	sgUsed, bsgUsed, diskUsed numbers
+	targetLUNs                map[hotplug.HCTL]int // LUNs per target (LUN field zero)
 	diskseq                   uint64
 	hidSeq                    int
-	hidrawUsed, inputUsed     map[int]bool
+	hidrawUsed, inputUsed     numbers
 	out                       []simEvent
 }
 
 func newMachine(seqnum uint64) *machine {
 	m := &machine{
 		seqnum: seqnum, usb: map[string]*usbDev{}, rootHub: map[int][]string{},
-		lastDev: map[int]int{1: 1, 2: 1}, hosts: map[int]*scsiHost{0: {n: 0, path: simVirtio + "/host0"}},
-		luns: map[hotplug.HCTL]*scsiLUN{}, sgUsed: map[int]bool{}, bsgUsed: map[int]bool{}, diskUsed: map[int]bool{},
-		hidrawUsed: map[int]bool{}, inputUsed: map[int]bool{},
+		lastDev: map[int]int{1: 1, 2: 1}, hosts: map[int]*scsiHost{0: {n: 0, path: simVirtio + "/host0", luns: map[hotplug.HCTL]*scsiLUN{}}},
+		luns: map[hotplug.HCTL]*scsiLUN{}, targetLUNs: map[hotplug.HCTL]int{},
 	}
 	return m
 }
@@ -156,6 +159,44 @@ func (m *machine) emitRaw(a hotplug.Action, devpath, subsystem string, attrs map
 	ev.Origin = hotplug.OriginSimulated
 	m.seqnum++
 	m.out = append(m.out, simEvent{ev: ev, attrs: attrs, raw: raw})
+}
+
+// numbers hands out the lowest free number, as the kernel's IDAs do for
+// sg, bsg, sd and hidraw minors, in O(log n): the numbers below next that
+// are free are kept in a min-heap.
+type numbers struct {
+	n    int // numbers in use
+	next int // every number ≥ next is free
+	free intHeap
+}
+
+func (u *numbers) len() int { return u.n }
+
+func (u *numbers) get() int {
+	u.n++
+	if u.free.Len() > 0 {
+		return heap.Pop(&u.free).(int)
+	}
+	u.next++
+	return u.next - 1
+}
+
+func (u *numbers) put(v int) {
+	u.n--
+	heap.Push(&u.free, v)
+}
+
+type intHeap []int
+
+func (h intHeap) Len() int           { return len(h) }
+func (h intHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h intHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *intHeap) Push(x any)        { *h = append(*h, x.(int)) }
+func (h *intHeap) Pop() any {
+	old := *h
+	v := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return v
 }
 
 func lowestFree(used map[int]bool) int {
@@ -422,7 +463,7 @@ func (m *machine) plugEvents(d *usbDev) {
 		if d.ifaces[i].driver == "usb-storage" {
 			h := lowestFree(hostsUsed(m.hosts))
 			d.ifaces[i].host = h
-			host := &scsiHost{n: h, path: fmt.Sprintf("%s/host%d", ip, h), usb: true}
+			host := &scsiHost{n: h, path: fmt.Sprintf("%s/host%d", ip, h), usb: true, luns: map[hotplug.HCTL]*scsiLUN{}}
 			m.hosts[h] = host
 			m.emit(hotplug.ActionAdd, fmt.Sprintf("/devices/virtual/workqueue/scsi_tmf_%d", h), "workqueue", nil)
 			m.emit(hotplug.ActionAdd, host.path, "scsi", nil, "DEVTYPE=scsi_host")
@@ -501,7 +542,7 @@ func (m *machine) bind(port string, o map[string]string) error {
 	if drv == "usb-storage" {
 		h := lowestFree(hostsUsed(m.hosts))
 		in.host = h
-		host := &scsiHost{n: h, path: fmt.Sprintf("%s/host%d", ip, h), usb: true}
+		host := &scsiHost{n: h, path: fmt.Sprintf("%s/host%d", ip, h), usb: true, luns: map[hotplug.HCTL]*scsiLUN{}}
 		m.hosts[h] = host
 		m.emit(hotplug.ActionAdd, fmt.Sprintf("/devices/virtual/workqueue/scsi_tmf_%d", h), "workqueue", nil)
 		m.emit(hotplug.ActionAdd, host.path, "scsi", nil, "DEVTYPE=scsi_host")
@@ -579,30 +620,42 @@ func targetPath(hostPath string, h hotplug.HCTL) string {
 }
 
 func (m *machine) targetHasLUNs(h hotplug.HCTL) bool {
-	for o := range m.luns {
-		if o.Host == h.Host && o.Channel == h.Channel && o.Target == h.Target {
-			return true
-		}
+	h.LUN = 0
+	return m.targetLUNs[h] > 0
+}
+
+// countLUN adds d to the LUN count of h's target.
+func (m *machine) countLUN(h hotplug.HCTL, d int) {
+	h.LUN = 0
+	if n := m.targetLUNs[h] + d; n > 0 {
+		m.targetLUNs[h] = n
+	} else {
+		delete(m.targetLUNs, h)
 	}
-	return false
 }
 
 func sdName(i int) string {
-	// sda..sdz, sdaa..sdzz, as sd_format_disk_name does.
-	const letters = "abcdefghijklmnopqrstuvwxyz"
-	if i < 26 {
-		return "sd" + letters[i:i+1]
+	// sda..sdz, sdaa..sdzz, sdaaa..., as sd_format_disk_name does
+	// (bijective base 26).
+	var b []byte
+	for i++; i > 0; i = (i - 1) / 26 {
+		b = append(b, byte('a'+(i-1)%26))
 	}
-	i -= 26
-	return "sd" + letters[i/26:i/26+1] + letters[i%26:i%26+1]
+	slices.Reverse(b)
+	return "sd" + string(b)
 }
 
 func sdMajorMinor(i int) (int, int) {
 	major := 8
-	if g := i >> 4; g > 0 && g < 8 {
-		major = 64 + g
-	} else if g >= 8 {
+	switch g := i >> 4; {
+	case g >= 16:
+		// The 16 sd majors hold 256 disks; the kernel numbers the
+		// others' partitions in the extended range (major 259).
+		return 259, i - 256
+	case g >= 8:
 		major = 128 + g - 8
+	case g > 0:
+		major = 64 + g
 	}
 	return major, (i & 15) << 4
 }
@@ -616,16 +669,16 @@ func (m *machine) addLUN(l *scsiLUN, usbOrder, targetExisted bool) {
 	tp := targetPath(h.path, l.hctl)
 	l.path = tp + "/" + l.hctl.String()
 	name := l.hctl.String()
-	l.sg, l.bsg, l.disk = lowestFree(m.sgUsed), lowestFree(m.bsgUsed), -1
-	m.sgUsed[l.sg], m.bsgUsed[l.bsg] = true, true
+	l.sg, l.bsg, l.disk = m.sgUsed.get(), m.bsgUsed.get(), -1
 	isDisk := l.typ == 0
 	if isDisk {
-		l.disk = lowestFree(m.diskUsed)
-		m.diskUsed[l.disk] = true
+		l.disk = m.diskUsed.get()
 		m.diskseq++
 		l.diskseq = m.diskseq
 	}
 	m.luns[l.hctl] = l
+	h.luns[l.hctl] = l
+	m.countLUN(l.hctl, 1)
 	modalias := fmt.Sprintf("MODALIAS=scsi:t-0x%02x", l.typ)
 	if !targetExisted {
 		m.emit(hotplug.ActionAdd, tp, "scsi", nil, "DEVTYPE=scsi_target")
@@ -682,24 +735,21 @@ func (m *machine) removeLUN(l *scsiLUN) {
 		m.emit(hotplug.ActionRemove, l.path+"/block/"+dn, "block", nil, "MAJOR="+strconv.Itoa(major), "MINOR="+strconv.Itoa(minor),
 			"DEVNAME="+dn, "DEVTYPE=disk", "DISKSEQ="+strconv.FormatUint(l.diskseq, 10))
 		m.emit(hotplug.ActionUnbind, l.path, "scsi", nil, "DEVTYPE=scsi_device")
-		delete(m.diskUsed, l.disk)
+		m.diskUsed.put(l.disk)
 	}
 	m.emit(hotplug.ActionRemove, l.path, "scsi", nil, "DEVTYPE=scsi_device", modalias)
-	delete(m.sgUsed, l.sg)
-	delete(m.bsgUsed, l.bsg)
+	m.sgUsed.put(l.sg)
+	m.bsgUsed.put(l.bsg)
 	delete(m.luns, l.hctl)
+	delete(m.hosts[l.hctl.Host].luns, l.hctl)
+	m.countLUN(l.hctl, -1)
 	if !m.targetHasLUNs(l.hctl) {
 		m.emit(hotplug.ActionRemove, targetPath(m.hosts[l.hctl.Host].path, l.hctl), "scsi", nil, "DEVTYPE=scsi_target")
 	}
 }
 
 func (m *machine) removeHost(n int) {
-	var luns []*scsiLUN
-	for _, l := range m.luns {
-		if l.hctl.Host == n {
-			luns = append(luns, l)
-		}
-	}
+	luns := slices.Collect(maps.Values(m.hosts[n].luns))
 	slices.SortFunc(luns, func(a, b *scsiLUN) int { return cmpHCTL(b.hctl, a.hctl) })
 	for _, l := range luns {
 		m.removeLUN(l)
@@ -740,7 +790,7 @@ func (m *machine) scsiAdd(arg string, o map[string]string) error {
 	if _, ok := m.luns[h]; ok {
 		return fmt.Errorf("scsi add: %s already present", arg)
 	}
-	if len(m.diskUsed) >= maxSimDisks || len(m.sgUsed) >= maxSimNumber {
+	if m.diskUsed.len() >= maxSimDisks || m.sgUsed.len() >= maxSimNumber {
 		return errors.New("scsi add: too many devices")
 	}
 	l := &scsiLUN{hctl: h, vendor: "QEMU", model: "QEMU HARDDISK", rev: "2.5+"}
@@ -796,12 +846,7 @@ func (m *machine) dup(port string) error {
 		}
 		h := m.hosts[hn]
 		m.emit(hotplug.ActionAdd, h.path, "scsi", nil, "DEVTYPE=scsi_host")
-		var luns []*scsiLUN
-		for _, l := range m.luns {
-			if l.hctl.Host == hn {
-				luns = append(luns, l)
-			}
-		}
+		luns := slices.Collect(maps.Values(h.luns))
 		slices.SortFunc(luns, func(a, b *scsiLUN) int { return cmpHCTL(a.hctl, b.hctl) })
 		targets := map[hotplug.HCTL]bool{}
 		for _, l := range luns {

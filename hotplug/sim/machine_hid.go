@@ -115,8 +115,7 @@ func (h *hidDev) eventEnv() []string {
 func (m *machine) hidConnect(d *usbDev, i int) {
 	in := &d.ifaces[i]
 	m.hidSeq++
-	h := &hidDev{seq: m.hidSeq, raw: lowestFree(m.hidrawUsed), input: lowestFree(m.inputUsed), desc: in.hidDesc}
-	m.hidrawUsed[h.raw], m.inputUsed[h.input] = true, true
+	h := &hidDev{seq: m.hidSeq, raw: m.hidrawUsed.get(), input: m.inputUsed.get(), desc: in.hidDesc}
 	h.path = fmt.Sprintf("%s/%04X:%04X:%04X.%04X", d.ifacePath(i), hid.BusUSB, d.vid, d.pid, h.seq)
 	in.hid = h
 	m.emitRaw(hotplug.ActionAdd, h.path, "hid", nil, map[string][]byte{"report_descriptor": h.desc}, d.hidEnv(h, i, false)...)
@@ -138,8 +137,8 @@ func (m *machine) hidDisconnect(d *usbDev, i int) {
 	m.emit(hotplug.ActionRemove, h.rawPath(), "hidraw", nil, h.rawEnv()...)
 	m.emit(hotplug.ActionUnbind, h.path, "hid", nil, d.hidEnv(h, i, false)...)
 	m.emit(hotplug.ActionRemove, h.path, "hid", nil, d.hidEnv(h, i, false)...)
-	delete(m.hidrawUsed, h.raw)
-	delete(m.inputUsed, h.input)
+	m.hidrawUsed.put(h.raw)
+	m.inputUsed.put(h.input)
 	d.ifaces[i].hid = nil
 }
 

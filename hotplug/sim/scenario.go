@@ -47,7 +47,7 @@ type Scenario struct {
 
 const (
 	maxScenarioLine  = 4096
-	maxScenarioSteps = 1 << 17 // after repeat expansion
+	maxScenarioSteps = 1 << 19 // after repeat expansion: room for plugging and unplugging 100k devices
 	// maxScenarioWork bounds what expanding a scenario costs: steps
 	// copied plus repeat iterations, so that neither a huge product of
 	// counts nor a huge count over an empty body can spin.
@@ -205,7 +205,7 @@ func parseStep(text string) (Step, bool, error) {
 		return Step{Cmd: "seqnum", N: n}, true, nil
 	case "plug":
 		if len(args) < 2 || args[0] != "usb" {
-			return st, false, errors.New("plug: want plug usb PORT key=value...")
+			return st, false, errors.New("plug: want plug usb PORT key=value [key=value...]")
 		}
 		st = Step{Cmd: "plug", Arg: args[1]}
 		args = args[2:]

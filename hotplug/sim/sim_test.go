@@ -317,7 +317,7 @@ end
 		{"end", "t.scn:1: end without repeat"},
 		{"repeat 2\nwait 0s", "t.scn:1: repeat without end"},
 		{"repeat x\nend", `repeat: "x" is not a count`},
-		{"repeat 100000\nwait 0s\nwait 0s\nend", "t.scn:1: repeat: more than"},
+		{"repeat 300000\nwait 0s\nwait 0s\nend", "t.scn:1: repeat: more than"},
 		{"repeat 1\nrepeat 1\nrepeat 1\nrepeat 1\nrepeat 1\nend\nend\nend\nend\nend", "t.scn:5: repeat: nested more than 4 deep"},
 		{"repeat 2\nplug usb 2-1 vid=1 pid=2 ifaces=03/01/01\nend", "t.scn:2: plug: port 2-1 is already in use"},
 	} {

@@ -1,8 +1,3 @@
-// Package usbbus is the hotplug bus adapter for USB: a usb_device uevent
-// becomes a USBDevice nub with its descriptor properties, a usb_interface
-// uevent a USBInterface nub under its device (root hubs are USBDevice nubs
-// too, so a device hangs under its hub as in the kernel's tree).
-// Properties use IOKit's names for the USB descriptor fields.
 package usbbus
 
 import (

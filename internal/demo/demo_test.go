@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -22,10 +21,9 @@ func TestDemo(t *testing.T) {
 	}
 	leaktest.Check(t)
 	bin := t.TempDir()
+	// go test puts its own GOROOT/bin first in PATH (Go 1.19+).
 	gobin, err := exec.LookPath("go")
-	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
+	require.NoError(t, err, "the go command is not in PATH")
 	build := exec.Command(gobin, "build", "-o", bin+string(filepath.Separator), "../../cmd/drvctl", "../../examples/scsiapp")
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "go build: %s", strings.TrimSpace(string(out)))

@@ -47,7 +47,7 @@ func ParsePoint(s string) (Point, error) {
 			return p, nil
 		}
 	}
-	return 0, fmt.Errorf("faultinject: unknown point %q", s)
+	return 0, fmt.Errorf("unknown point %q", s)
 }
 
 // Points lists every point, in lifecycle order.
@@ -240,28 +240,28 @@ func New() *Injector { return &Injector{fired: map[string]uint64{}} }
 // a panic would not be a driver's.
 func (in *Injector) Add(r Rule) error {
 	if r.Point == 0 || r.Point >= numPoints {
-		return fmt.Errorf("faultinject: rule without a valid point (%v)", r.Point)
+		return fmt.Errorf("rule without a valid point (%v)", r.Point)
 	}
 	switch r.Action.kind {
 	case KindFail:
 		if !r.Point.CanFail() {
-			return fmt.Errorf("faultinject: %s cannot fail", r.Point)
+			return fmt.Errorf("%s cannot fail", r.Point)
 		}
 	case KindPanic:
 		if !r.Point.CanPanic() {
-			return fmt.Errorf("faultinject: a panic at %s would not be a driver's", r.Point)
+			return fmt.Errorf("a panic at %s would not be a driver's", r.Point)
 		}
 	case KindBlock:
 		if r.Action.gate == nil {
-			return errors.New("faultinject: Block needs a gate")
+			return errors.New("Block needs a gate")
 		}
 	case KindDo:
 		if r.Action.fn == nil {
-			return errors.New("faultinject: Do needs a function")
+			return errors.New("Do needs a function")
 		}
 	case KindDelay:
 	default:
-		return errors.New("faultinject: rule without an action")
+		return errors.New("rule without an action")
 	}
 	in.mu.Lock()
 	in.rules = append(in.rules, &rule{Rule: r})
@@ -303,10 +303,10 @@ var current atomic.Pointer[Injector]
 
 // ErrNotCompiled is returned by Install in a build with the
 // drvkit_nofaultinject tag, where the hooks are compiled out.
-var ErrNotCompiled = errors.New("faultinject: built with drvkit_nofaultinject")
+var ErrNotCompiled = errors.New("built with drvkit_nofaultinject")
 
 // ErrInstalled is returned by Install while another injector is armed.
-var ErrInstalled = errors.New("faultinject: another injector is installed")
+var ErrInstalled = errors.New("another injector is installed")
 
 // Install arms in for the whole process until uninstall is called.
 func (in *Injector) Install() (uninstall func(), err error) {

@@ -16,10 +16,10 @@ import (
 
 // ErrClosed reports that the connection to QEMU is gone (closed by the
 // client, or QEMU exited).
-var ErrClosed = errors.New("qmp: connection closed")
+var ErrClosed = errors.New("connection closed")
 
 // ErrProtocol reports a message that is not valid QMP.
-var ErrProtocol = errors.New("qmp: protocol error")
+var ErrProtocol = errors.New("protocol error")
 
 // OpError is returned by every operation that fails for a reason other than
 // QEMU rejecting a command.
@@ -28,7 +28,7 @@ type OpError struct {
 	Err error
 }
 
-func (e *OpError) Error() string { return "qmp: " + e.Op + ": " + e.Err.Error() }
+func (e *OpError) Error() string { return e.Op + ": " + e.Err.Error() }
 func (e *OpError) Unwrap() error { return e.Err }
 
 // Error is a command's error reply.
@@ -39,7 +39,7 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	return fmt.Sprintf("qmp: %s: %s: %s", e.Command, e.Class, e.Desc)
+	return fmt.Sprintf("execute %s: %s: %s", e.Command, e.Class, e.Desc)
 }
 
 // IsPermissionConflict reports whether err is QEMU refusing to attach a

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,17 +15,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// goTool is the go command of the toolchain running the test.
+// goTool is the go command of the toolchain running the test: go test puts
+// its GOROOT/bin first in PATH (Go 1.19+).
 func goTool(t *testing.T) string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		return p
-	}
 	p, err := exec.LookPath("go")
 	require.NoError(t, err, "no go command to run the shared-fixture package")
 	return p
 }
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // lineOf is the line number of the first line of file containing marker.
 func lineOf(t *testing.T, file, marker string) int {

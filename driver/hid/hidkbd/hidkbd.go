@@ -1,15 +1,3 @@
-// Package hidkbd is a sample HID driver: it drives keyboards (HIDDevice
-// nubs whose first top-level collection is Generic Desktop / Keyboard)
-// through their hidraw node, reads every input report in a job, decodes
-// the boot-protocol layout (modifiers and six key codes) into key presses
-// and releases, and offers user clients:
-//
-//   - "read": wait for the next input report after a sequence number
-//     (in: {"after": N}; out: {"seq": N, "report": "hex", "pressed": [codes]});
-//     an unplug ends a waiting read with driver.ErrNoDevice;
-//   - "keys": what was typed so far (out: {"text": "...", "events": N});
-//   - "leds": set the keyboard's LEDs with an output report (in: {"leds": bits},
-//     1 num lock, 2 caps lock, 4 scroll lock).
 package hidkbd
 
 import (
@@ -59,7 +47,7 @@ func Personality(b hid.Backend) driver.Personality {
 		Match: []driver.Match{
 			driver.MatchValue(PropUsagePage, hid.UsagePageGenericDesktop),
 			driver.MatchValue(PropUsage, hid.UsageKeyboard),
-			driver.MatchFunc(func(p driver.Properties) bool { n, ok := p.String(PropHidraw); return ok && n != "" }),
+			driver.MatchFunc(hasNode),
 		},
 		New: func() driver.Driver { return &Driver{backend: b} },
 	}

@@ -1,17 +1,3 @@
-// Package hidsim is a scriptable in-memory hid.Backend: HID devices plugged
-// at a node name, input reports injected (Input), output and feature
-// reports recorded or answered by hooks, and Unplug, which ends reads in
-// progress and every later call with hid.ErrNoDevice, as a real surprise
-// removal does. It stands behind `drvctl serve --sim` (the simulator's
-// `hid input` steps reach drivers through it) and behind tests.
-//
-// It behaves as hidraw does where a driver can tell: each open handle gets
-// its own copy of every report, bounded to the newest 64 (hidraw's
-// HIDRAW_BUFFER_SIZE), reports already queued are still read after an
-// unplug before ErrNoDevice comes, and an output report of the wrong size
-// for the descriptor is refused. One departure: reports sent before the
-// first open are kept (up to 64) for the first handle, so a scenario that
-// plugs a keyboard and types at once does not race the driver's Start.
 package hidsim
 
 import (

@@ -84,8 +84,8 @@ func Methods(dev func(*driver.Service) *scsi.Device) map[string]driver.Method {
 
 // mapErr makes a vanished device match driver.ErrNoDevice as well.
 func mapErr(err error) error {
-	if err != nil && errors.Is(err, scsi.ErrNoDevice) && !errors.Is(err, driver.ErrNoDevice) {
-		return fmt.Errorf("%w: %w", driver.ErrNoDevice, err)
+	if errors.Is(err, scsi.ErrNoDevice) {
+		return driver.NoDevice(err)
 	}
 	return err
 }

@@ -14,7 +14,8 @@ type Disk struct {
 	mu        sync.Mutex
 	blockSize uint32
 	blocks    uint64
-	chunks    map[uint64]*[chunkSize]byte
+	chunks    map[uint64]*[chunkSize]byte // allocated at the first write to them
+	base      []byte                      // what the disk holds from offset 0 where never written
 	inq       scsi.InquiryData
 	notReady  bool
 	ua        []byte // pending unit attention sense
@@ -37,6 +38,14 @@ func WithInquiry(vendor, product, revision string, typ scsi.PeripheralType) Opti
 	return func(d *Disk) {
 		d.inq.Vendor, d.inq.Product, d.inq.Revision, d.inq.Type = vendor, product, revision, typ
 	}
+}
+
+// WithContents makes the disk start with p at offset 0 (a label, a
+// partition table) without storing it: memory is spent on a chunk only
+// when it is written, so a simulator can hold many labelled disks for the
+// price of their descriptions.
+func WithContents(p []byte) Option {
+	return func(d *Disk) { d.base = p }
 }
 
 // ReadOnly makes WRITE fail with DATA PROTECT / write protected.
@@ -92,6 +101,14 @@ func (d *Disk) Count(op byte) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.counts[op]
+}
+
+// Written reports whether anything was written to the disk (so it holds
+// data that a new disk with the same options would not).
+func (d *Disk) Written() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.chunks) > 0
 }
 
 // ReadAt copies disk contents at byte offset off into p (for assertions).
@@ -219,6 +236,9 @@ func (d *Disk) copyOut(p []byte, off uint64) {
 			copy(p[:n], c[co:])
 		} else {
 			clear(p[:n])
+			if off < uint64(len(d.base)) {
+				copy(p[:n], d.base[off:])
+			}
 		}
 		p, off = p[n:], off+n
 	}
@@ -231,6 +251,9 @@ func (d *Disk) copyIn(p []byte, off uint64) {
 		c := d.chunks[ci]
 		if c == nil {
 			c = new([chunkSize]byte)
+			if b := ci * chunkSize; b < uint64(len(d.base)) {
+				copy(c[:], d.base[b:])
+			}
 			d.chunks[ci] = c
 		}
 		copy(c[co:], p[:n])

@@ -3,6 +3,7 @@ package scsisim_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"testing"
 
 	"github.com/drvkit/drvkit/driver/scsi"
@@ -96,4 +97,40 @@ func TestTransportHookAndUnplug(t *testing.T) {
 	tr.Unplug()
 	require.ErrorIs(t, <-errc, scsi.ErrNoDevice)
 	require.ErrorIs(t, dev.TestUnitReady(context.Background()), scsi.ErrNoDevice)
+}
+
+// TestDiskContentsCostNothingUntilWritten checks WithContents: the disk
+// reads as holding its contents, a partial write keeps the rest of them,
+// and only a write makes the disk hold memory (Written).
+func TestDiskContentsCostNothingUntilWritten(t *testing.T) {
+	label := []byte("drvkit label\n")
+	d := scsisim.NewDisk(1024, 512, scsisim.WithContents(label))
+	got := make([]byte, 32)
+	d.ReadAt(got, 0)
+	require.Equal(t, append(label, make([]byte, 32-len(label))...), got)
+	require.False(t, d.Written())
+
+	dev := scsi.NewDevice(scsisim.NewTransport(d))
+	blk := make([]byte, 512)
+	blk[0] = 'X'
+	require.NoError(t, dev.Write(context.Background(), 1, blk)) // block 1: same chunk as the label
+	require.True(t, d.Written())
+	d.ReadAt(got, 0)
+	require.Equal(t, label, got[:len(label)], "the label survives a write beside it")
+	d.ReadAt(got[:1], 512)
+	require.Equal(t, byte('X'), got[0])
+
+	// Heap per unwritten labelled disk: its description, not its storage.
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	disks := make([]*scsisim.Disk, 1000)
+	for i := range disks {
+		disks[i] = scsisim.NewDisk(131072, 512, scsisim.WithContents(label))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	perDisk := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / int64(len(disks))
+	require.Less(t, perDisk, int64(4096), "bytes per unwritten disk")
+	runtime.KeepAlive(disks)
 }

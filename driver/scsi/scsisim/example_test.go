@@ -38,7 +38,7 @@ func ExampleNewTransport() {
 	// Output:
 	// ACME TESTDISK: 1024 MiB
 	// block 100: "hello"
-	// scsi: READ(10): MEDIUM ERROR (ASC/ASCQ 0x11/0x00 unrecovered read error)
+	// READ(10): MEDIUM ERROR (ASC/ASCQ 0x11/0x00 unrecovered read error)
 	// true
 	// true
 }

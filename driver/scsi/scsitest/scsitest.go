@@ -1,6 +1,3 @@
-// Package scsitest is the in-memory SCSI disk for tests. It is package
-// scsisim under the name tests have always used; see scsisim for the
-// documentation.
 package scsitest
 
 import (

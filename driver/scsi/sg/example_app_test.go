@@ -168,6 +168,6 @@ func Example_application() {
 	// inquiry "ACME PHOTO VAULT", err <nil>
 	// label "HOLIDAY-2026", err <nil>
 	// LabelDisk 0:0:1:0 terminated
-	// source: hotplug: source closed
+	// source: source closed
 	// services left: 0
 }

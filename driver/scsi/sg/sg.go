@@ -35,17 +35,24 @@ func Personality(open Opener) driver.Personality {
 	}
 	return driver.Personality{
 		Name: Name, Class: Class, ProviderClass: NubClass,
-		Match: []driver.Match{driver.MatchFunc(func(p driver.Properties) bool {
-			t, ok := p.Int(PropType)
-			node, ok2 := p.String(PropSGNode)
-			return ok && ok2 && node != "" && (t == int64(scsi.TypeDisk) || t == int64(scsi.TypeCDROM))
-		})},
+		Match: []driver.Match{driver.MatchFunc(func(p driver.Properties) bool { return hasNode(p) && diskOrCD(p) })},
 		New: func() driver.Driver {
 			d := &Driver{open: open}
 			d.methods = blockdrv.Methods(func(*driver.Service) *scsi.Device { return d.dev.Load() })
 			return d
 		},
 	}
+}
+
+// hasNode: the nub has an sg node to open (absent without the kernel's sg).
+func hasNode(p driver.Properties) bool {
+	node, ok := p.String(PropSGNode)
+	return ok && node != ""
+}
+
+func diskOrCD(p driver.Properties) bool {
+	t, ok := p.Int(PropType)
+	return ok && (t == int64(scsi.TypeDisk) || t == int64(scsi.TypeCDROM))
 }
 
 // Driver is one sg instance.
@@ -64,11 +71,11 @@ var (
 func (d *Driver) Start(ctx context.Context, s *driver.Service) error {
 	provs := s.Providers()
 	if len(provs) == 0 {
-		return errors.New("sg: no provider nub")
+		return errors.New("no provider nub")
 	}
 	node, ok := provs[0].Properties().String(PropSGNode)
 	if !ok {
-		return fmt.Errorf("sg: nub %s lacks %s", provs[0], PropSGNode)
+		return fmt.Errorf("nub %s lacks %s", provs[0], PropSGNode)
 	}
 	t, err := d.open(node)
 	if err != nil {
@@ -101,7 +108,7 @@ func (d *Driver) Methods() map[string]driver.Method { return d.methods }
 
 func mapErr(err error) error {
 	if errors.Is(err, scsi.ErrNoDevice) {
-		return fmt.Errorf("%w: %w", driver.ErrNoDevice, err)
+		return driver.NoDevice(err)
 	}
 	return err
 }

@@ -75,13 +75,13 @@ func upInt(nub *driver.Service, key string) (int64, bool) {
 func (d *Driver) Start(ctx context.Context, s *driver.Service) error {
 	provs := s.Providers()
 	if len(provs) == 0 {
-		return errors.New("usbstorage: no provider nub")
+		return errors.New("no provider nub")
 	}
 	bus, ok1 := upInt(provs[0], PropBusNum)
 	addr, ok2 := upInt(provs[0], PropDevNum)
 	ifnum, ok3 := provs[0].Properties().Int(PropInterfaceNumber)
 	if !ok1 || !ok2 || !ok3 {
-		return fmt.Errorf("usbstorage: nub %s lacks %s/%s/%s", provs[0], PropBusNum, PropDevNum, PropInterfaceNumber)
+		return fmt.Errorf("nub %s lacks %s/%s/%s", provs[0], PropBusNum, PropDevNum, PropInterfaceNumber)
 	}
 	h, err := d.backend.Open(ctx, usb.Selector{Bus: int(bus), Address: int(addr)})
 	if err != nil {
@@ -132,7 +132,7 @@ func (d *Driver) Methods() map[string]driver.Method { return d.methods }
 
 func mapErr(err error) error {
 	if errors.Is(err, usb.ErrNoDevice) || errors.Is(err, scsi.ErrNoDevice) {
-		return fmt.Errorf("%w: %w", driver.ErrNoDevice, err)
+		return driver.NoDevice(err)
 	}
 	return err
 }

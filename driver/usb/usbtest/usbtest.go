@@ -1,6 +1,3 @@
-// Package usbtest is the in-memory usb.Backend for tests. It is package
-// usbsim under the name tests have always used; see usbsim for the
-// documentation.
 package usbtest
 
 import "github.com/drvkit/drvkit/driver/usb/usbsim"
