@@ -185,7 +185,10 @@ func TestAttackIdleConnectionsAndSlowFrames(t *testing.T) {
 	require.Zero(t, d.errors, "the good client failed calls during the attack")
 	require.Zero(t, held1.errors, "the good client failed calls while the attackers held their connections")
 	require.LessOrEqual(t, st.Conns, DefaultLimits.MaxConns+RootReserve)
-	require.GreaterOrEqual(t, st.Refused+int64(dialErrs), int64(idle+slow-DefaultLimits.MaxConns-RootReserve))
+	// Every attempt is accounted for: served, cut by the frame timeout
+	// (under the race detector the attack outlasts it), refused by the
+	// server or by the kernel's backlog.
+	require.GreaterOrEqual(t, st.Refused+st.Timeouts+int64(dialErrs), int64(idle+slow-DefaultLimits.MaxConns-RootReserve))
 	// The bound: what MaxConns connections may cost, 64 KiB each (two
 	// goroutines, the pidfd watch, the read buffer, a slow frame's first
 	// 16 KiB), plus slack for the test's own client sockets.

@@ -18,7 +18,7 @@ import (
 func listenUnix(path string, mode os.FileMode, gid int) (*net.UnixListener, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("socket: %w", err)
+		return nil, os.NewSyscallError("socket", err)
 	}
 	closeFd := true
 	defer func() {
@@ -31,7 +31,7 @@ func listenUnix(path string, mode os.FileMode, gid int) (*net.UnixListener, erro
 		return nil, fmt.Errorf("setting the socket's mode: %w", err)
 	}
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		return nil, err
+		return nil, os.NewSyscallError("bind", err)
 	}
 	unlink := true
 	defer func() {
@@ -62,7 +62,7 @@ func listenUnix(path string, mode os.FileMode, gid int) (*net.UnixListener, erro
 		return nil, fmt.Errorf("setting the socket's mode: %w", err)
 	}
 	if err := unix.Listen(fd, unix.SOMAXCONN); err != nil {
-		return nil, err
+		return nil, os.NewSyscallError("listen", err)
 	}
 	f := os.NewFile(uintptr(fd), path)
 	closeFd = false

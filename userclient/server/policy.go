@@ -127,7 +127,7 @@ func (p *Policy) AllowAdmin(c userclient.Cred, op string) error {
 		if p.mayRead(c) {
 			return nil
 		}
-		return fmt.Errorf("%w: %q needs uid 0, an admin group or a read group (peer uid %d)", wire.ErrPermission, op, c.UID)
+		return fmt.Errorf("%w: administrative call %q needs uid 0, an admin group or a read group (peer uid %d gid %d)", wire.ErrPermission, op, c.UID, c.GID)
 	}
-	return fmt.Errorf("%w: %q needs uid 0 or an admin group (peer uid %d)", wire.ErrPermission, op, c.UID)
+	return fmt.Errorf("%w: administrative call %q needs uid 0 or an admin group (peer uid %d gid %d)", wire.ErrPermission, op, c.UID, c.GID)
 }
