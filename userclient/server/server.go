@@ -377,7 +377,7 @@ func (s *Server) refuse(nc *net.UnixConn, cred userclient.Cred, why string) {
 	f := wire.Frame{Type: wire.TypeError, Flags: wire.FlagFatal, Control: ctl}
 	if b, err := wire.AppendFrame(nil, &f, max(s.cfg.MaxFrame, f.Size())); err == nil {
 		// A new socket's buffer has room: this does not block.
-		_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = nc.Write(b)
 	}
 	nc.Close()
