@@ -115,13 +115,6 @@ func hostName(h uint16) string {
 	return "unknown"
 }
 
-// goneSettle is how long deviceGone waits for a device whose command
-// failed to show a removal in its state: the midlayer fails in-flight
-// commands while it removes the device, and the state may still read
-// "running" for a moment. A device that stays costs this once, on an
-// error path.
-const goneSettle = 100 * time.Millisecond
-
 // deviceGone reads a SCSI device's state file (…/<h:c:t:l>/state) until it
 // shows the device gone or settle passes. A missing file (the device
 // directory was removed) is gone too; an empty path is never gone.

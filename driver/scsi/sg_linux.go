@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +29,13 @@ type SG struct {
 	// failed command's host status is checked against.
 	stateFile string
 }
+
+// goneSettle is how long deviceGone waits for a device whose command
+// failed to show a removal in its state: the midlayer fails in-flight
+// commands while it removes the device, and the state may still read
+// "running" for a moment. A device that stays costs this once, on an
+// error path.
+const goneSettle = 100 * time.Millisecond
 
 // sysfsClassSG is where the kernel lists sg nodes (tests point it
 // elsewhere).
