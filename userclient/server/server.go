@@ -244,6 +244,12 @@ type conn struct {
 	out      chan []byte // encoded frames for the writer
 	wbufs    net.Buffers // the batch being written (the writer's only)
 	outBytes atomic.Int64
+	// A streamed reply (version 3) waits for room in the queue instead of
+	// overflowing it: the writer closes space, under spaceMu, each time it
+	// takes frames out while someone waits.
+	spaceMu      sync.Mutex
+	space        chan struct{}
+	spaceWaiters atomic.Int32
 	quit     chan struct{} // closed by fail: the writer drains and closes
 	writerWG sync.WaitGroup
 	reqWG    sync.WaitGroup
@@ -290,6 +296,7 @@ func newConn(s *Server, nc *net.UnixConn) *conn {
 		srv: s, nc: nc, ctx: ctx, cancel: cancel,
 		dec:      wire.NewDecoder(nc, s.cfg.MaxFrame),
 		out:      make(chan []byte, s.cfg.QueueFrames),
+		space:    make(chan struct{}),
 		quit:     make(chan struct{}),
 		sem:      make(chan struct{}, s.cfg.MaxInflight),
 		sessions: make(map[uint64]*entry),
@@ -432,6 +439,12 @@ func (c *conn) write(bufs net.Buffers) bool {
 		n += len(b)
 	}
 	c.outBytes.Add(-int64(n))
+	if c.spaceWaiters.Load() > 0 {
+		c.spaceMu.Lock()
+		close(c.space)
+		c.space = make(chan struct{})
+		c.spaceMu.Unlock()
+	}
 	err := faultinject.At(faultinject.Write, nil)
 	if err == nil {
 		if len(bufs) == 1 {
@@ -471,6 +484,75 @@ func (c *conn) enqueue(b []byte) {
 		c.outBytes.Add(-int64(len(b)))
 		c.fail(fmt.Errorf("%w: more than %d frames queued", wire.ErrOverflow, c.srv.cfg.QueueFrames), wire.CodeOverflow)
 	}
+}
+
+// streamQueueShare is the part of the connection's queue bounds a streamed
+// reply may fill: the rest stays free for notifications and other
+// answers, which never wait.
+const streamQueueShare = 2
+
+// enqueueWait queues a frame of a streamed reply, waiting while the queue
+// holds more than its share: a slow reader slows the producer down instead
+// of being dropped for overflow. It gives up when ctx ends (the request was
+// cancelled) or the connection ends.
+func (c *conn) enqueueWait(ctx context.Context, b []byte) error {
+	maxBytes := int64(c.srv.cfg.QueueBytes / streamQueueShare)
+	maxFrames := max(cap(c.out)/streamQueueShare, 1)
+	for {
+		c.spaceMu.Lock()
+		space := c.space
+		c.spaceWaiters.Add(1)
+		c.spaceMu.Unlock()
+		// Checked after registering as a waiter: the writer either sees
+		// the waiter or took its frames out before this check.
+		q := c.outBytes.Load()
+		if (q == 0 || q+int64(len(b)) <= maxBytes) && len(c.out) < maxFrames {
+			c.spaceWaiters.Add(-1)
+			c.enqueue(b)
+			return nil
+		}
+		select {
+		case <-space:
+			c.spaceWaiters.Add(-1)
+		case <-ctx.Done():
+			c.spaceWaiters.Add(-1)
+			return ctx.Err()
+		case <-c.quit:
+			c.spaceWaiters.Add(-1)
+			return wire.ErrClosed
+		}
+	}
+}
+
+// partSize is the largest frame a streamed reply is cut into: the peer's
+// maximum frame, and small enough for the queue share it may fill.
+func (c *conn) partSize() int {
+	return max(min(c.srv.cfg.MaxFrame, c.srv.cfg.QueueBytes/streamQueueShare), wire.HeaderLen+1)
+}
+
+// streamParts sends the head of a reply too large for one frame as part
+// frames (version 3), leaving in f what fits the final reply frame. The
+// reply's bytes are cut at arbitrary points: control first, then data.
+func (c *conn) streamParts(ctx context.Context, f *wire.Frame) error {
+	size := c.partSize()
+	if c.version < 3 || f.Size() <= c.srv.cfg.MaxFrame {
+		return nil
+	}
+	for f.Size() > size {
+		p := wire.Frame{Type: wire.TypePart, ID: f.ID}
+		room := size - wire.HeaderLen
+		if k := min(room, len(f.Control)); k > 0 {
+			p.Control, f.Control = f.Control[:k], f.Control[k:]
+			room -= k
+		}
+		if k := min(room, len(f.Data)); k > 0 {
+			p.Data, f.Data = f.Data[:k], f.Data[k:]
+		}
+		if err := c.enqueueWait(ctx, c.encode(&p)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // forceEnqueue queues the fatal error frame, dropping the oldest queued
@@ -891,28 +973,34 @@ func (c *conn) call(ctx context.Context, id uint64, ir *inflightReq, h uint64, m
 		return
 	}
 	out, err := e.sess.Call(ctx, method, in)
+	c.answer(ctx, id, ir, fmt.Sprintf("call %q", method), nil, out, err)
+}
+
+// answer sends the outcome of a cancellable request: its reply — streamed
+// in part frames first on a version 3 connection when it does not fit one
+// frame, while the request can still be cancelled — or its error.
+func (c *conn) answer(ctx context.Context, id uint64, ir *inflightReq, op string, v any, data []byte, err error) {
+	f := wire.Frame{Type: wire.TypeReply, ID: id, Data: data}
+	if err == nil && v != nil {
+		f.Control, err = json.Marshal(v)
+	}
+	if err == nil {
+		err = c.streamParts(ctx, &f)
+	}
 	if c.settle(id, ir) && err != nil {
-		c.sendCancelled(id, fmt.Sprintf("call %q", method), err)
+		c.sendCancelled(id, op, err)
 		return
 	}
 	if err != nil {
 		c.sendError(id, err)
 		return
 	}
-	c.sendReply(id, nil, out)
+	c.enqueue(c.encode(&f))
 }
 
 func (c *conn) admin(ctx context.Context, id uint64, ir *inflightReq, m wire.AdminMsg, data []byte) {
 	res, out, err := c.srv.admin(ctx, c.cred, m.Op, m.Args, data)
-	if c.settle(id, ir) && err != nil {
-		c.sendCancelled(id, fmt.Sprintf("admin %q", m.Op), err)
-		return
-	}
-	if err != nil {
-		c.sendError(id, err)
-		return
-	}
-	c.sendReply(id, res, out)
+	c.answer(ctx, id, ir, fmt.Sprintf("admin %q", m.Op), res, out, err)
 }
 
 // sendCancelled answers a request the client cancelled that failed after
