@@ -286,6 +286,10 @@ func (c *Client) reader() {
 			var r result
 			if f.Type == wire.TypeError {
 				r.err = decodeError(&f)
+				if p.asm.err != nil {
+					// The cancel the overflow sent, most likely.
+					r.err = p.asm.err
+				}
 			} else if r.ctl, r.data, r.err = p.asm.finish(&f, c.cfg.maxReply); r.err == nil && p.onReply != nil {
 				// A copy: passing &f to a func value would move f to the
 				// heap for every frame, notifications included.

@@ -250,10 +250,10 @@ type conn struct {
 	spaceMu      sync.Mutex
 	space        chan struct{}
 	spaceWaiters atomic.Int32
-	quit     chan struct{} // closed by fail: the writer drains and closes
-	writerWG sync.WaitGroup
-	reqWG    sync.WaitGroup
-	sem      chan struct{}
+	quit         chan struct{} // closed by fail: the writer drains and closes
+	writerWG     sync.WaitGroup
+	reqWG        sync.WaitGroup
+	sem          chan struct{}
 
 	failOnce sync.Once
 	reason   error
