@@ -1,0 +1,123 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/driver/scsi/sg"
+)
+
+var bigN = flag.Int("big.n", 10000, "SCSI LUNs for the large admin reply tests (make stress: 100000)")
+
+// lunScenario is n SCSI LUNs, disks and CD-ROMs alternately.
+func lunScenario(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "scsi add 0:%d:%d:%d type=%d\n", i/(256*16384), i%256, (i/256)%16384, 5*(i%2))
+	}
+	return b.String()
+}
+
+// heapInUse is the live heap after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// Admin replies many times the 1 MiB frame limit — inspect and leaks --all
+// at 10k devices — arrive complete over the real socket, and the daemon's
+// heap goes back to where it was once they are sent.
+func TestLargeAdminReplies(t *testing.T) {
+	n := *bigN
+	if testing.Short() {
+		n = 2000
+	}
+	dir := t.TempDir()
+	scn := filepath.Join(dir, "luns.scn")
+	require.NoError(t, os.WriteFile(scn, []byte(lunScenario(n)), 0o644))
+	sock := filepath.Join(dir, "d.sock")
+	d := startServe(t, serveOptions{socket: sock, sim: scn, drivers: "sg", logFormat: "text", logLevel: "warn",
+		// Traced: the sg instances, one object each in leaks --all (all
+		// classes, with a stack per reference, is 200 MB at 10k LUNs).
+		trace: sg.Class, socketGroup: -1, termTimeout: 10 * time.Second, closeTimeout: 10 * time.Second})
+	require.Eventually(t, func() bool {
+		started := 0
+		for _, s := range d.reg.Services() {
+			if s.Class() == sg.Class && s.State().Started {
+				started++
+			}
+		}
+		return started == n
+	}, 5*time.Minute, 50*time.Millisecond, "sg did not start on every LUN")
+
+	before := heapInUse()
+	e, out, errb := testEnv(nil, 0)
+	start := time.Now()
+	require.Equal(t, 0, run([]string{"inspect", "-o", "json", "--socket", sock}, e), errb.String())
+	t.Logf("inspect -o json at %d LUNs: %d bytes in %v", n, out.Len(), time.Since(start))
+	require.Greater(t, out.Len(), 1<<20, "more than one frame")
+	var doc inspectDoc
+	require.NoError(t, json.Unmarshal(out.Bytes(), &doc))
+	sgs, ids := 0, map[uint64]bool{}
+	for _, s := range doc.Services {
+		require.False(t, ids[s.ID], "service %d twice", s.ID)
+		ids[s.ID] = true
+		if s.Class == sg.Class {
+			sgs++
+		}
+	}
+	require.Equal(t, n, sgs, "every sg instance is in the reply")
+	require.Equal(t, len(d.reg.Services()), len(doc.Services))
+
+	e, out, errb = testEnv(nil, 0)
+	require.Equal(t, 0, run([]string{"leaks", "--all", "-o", "json", "--socket", sock}, e), errb.String())
+	t.Logf("leaks --all -o json at %d LUNs: %d bytes", n, out.Len())
+	require.Greater(t, out.Len(), 1<<20)
+	var rep struct {
+		Live []struct {
+			Class string `json:"class"`
+			Count int    `json:"count"`
+		} `json:"live"`
+		Leaks []struct {
+			Objects int `json:"objects"`
+		} `json:"leaks"`
+	}
+	require.NoError(t, json.Unmarshal(out.Bytes(), &rep), "complete JSON")
+	require.Len(t, rep.Live, 1)
+	require.Equal(t, sg.Class, rep.Live[0].Class)
+	require.Equal(t, n, rep.Live[0].Count, "every sg instance is in the report")
+	objects := 0
+	for _, l := range rep.Leaks {
+		objects = max(objects, l.Objects)
+	}
+	require.Equal(t, n, objects)
+
+	e, out, errb = testEnv(nil, 0)
+	require.Equal(t, 0, run([]string{"leaks", "--all", "--socket", sock}, e), errb.String())
+	require.Greater(t, out.Len(), 1<<20)
+	providers := map[string]bool{}
+	for _, m := range regexp.MustCompile(`provider SCSIDevice#\d+`).FindAllString(out.String(), -1) {
+		providers[m] = true
+	}
+	require.Len(t, providers, n, "the text report names every sg instance's provider")
+
+	// What the daemon held for the replies is released: the test's own
+	// copies are dropped first.
+	out, doc = nil, inspectDoc{}
+	after := heapInUse()
+	t.Logf("daemon heap (whole test process) before %d MB, after %d MB", before>>20, after>>20)
+	require.Less(t, int64(after)-int64(before), int64(16<<20), "the replies' memory is released")
+}
