@@ -37,6 +37,29 @@ func heapInUse() uint64 {
 	return m.HeapAlloc
 }
 
+// samplePeakHeap samples the heap every 2 ms until the returned
+// function is called, which returns the highest value seen.
+func samplePeakHeap() func() uint64 {
+	stop, done := make(chan struct{}), make(chan uint64)
+	go func() {
+		var peak uint64
+		var m runtime.MemStats
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			runtime.ReadMemStats(&m)
+			peak = max(peak, m.HeapAlloc)
+			select {
+			case <-stop:
+				done <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() uint64 { close(stop); return <-done }
+}
+
 // Admin replies many times the 1 MiB frame limit — inspect and leaks --all
 // at 10k devices — arrive complete over the real socket, and the daemon's
 // heap goes back to where it was once they are sent.
@@ -66,8 +89,9 @@ func TestLargeAdminReplies(t *testing.T) {
 	before := heapInUse()
 	e, out, errb := testEnv(nil, 0)
 	start := time.Now()
+	peak := samplePeakHeap()
 	require.Equal(t, 0, run([]string{"inspect", "-o", "json", "--socket", sock}, e), errb.String())
-	t.Logf("inspect -o json at %d LUNs: %d bytes in %v", n, out.Len(), time.Since(start))
+	t.Logf("inspect -o json at %d LUNs: %d bytes in %v; peak heap +%d MB (daemon and drvctl together)", n, out.Len(), time.Since(start), (peak()-before)>>20)
 	require.Greater(t, out.Len(), 1<<20, "more than one frame")
 	var doc inspectDoc
 	require.NoError(t, json.Unmarshal(out.Bytes(), &doc))
@@ -82,6 +106,13 @@ func TestLargeAdminReplies(t *testing.T) {
 	require.Equal(t, n, sgs, "every sg instance is in the reply")
 	require.Equal(t, len(d.reg.Services()), len(doc.Services))
 
+	if n > 30000 {
+		// About 6.5 KB per traced object even for one class: at 100k the
+		// report is over the client's 256 MiB reply limit (DESIGN-NOTES,
+		// streamed admin replies: leaks needs paging or aggregation).
+		t.Logf("leaks --all skipped at %d LUNs", n)
+		return
+	}
 	e, out, errb = testEnv(nil, 0)
 	require.Equal(t, 0, run([]string{"leaks", "--all", "-o", "json", "--socket", sock}, e), errb.String())
 	t.Logf("leaks --all -o json at %d LUNs: %d bytes", n, out.Len())
