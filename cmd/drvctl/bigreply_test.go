@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drvkit/drvkit/driver/scsi/sg"
+	"github.com/drvkit/drvkit/refcount"
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 var bigN = flag.Int("big.n", 10000, "SCSI LUNs for the large admin reply tests (make stress: 100000)")
@@ -35,6 +38,36 @@ func heapInUse() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// rawInspect sends an inspect over a hand-made version 3 connection and
+// reads the parts and the reply, keeping nothing: the bytes received.
+func rawInspect(t *testing.T, sock string) int {
+	nc, err := net.Dial("unix", sock)
+	require.NoError(t, err)
+	defer nc.Close()
+	send := func(typ wire.MsgType, id uint64, ctl string) {
+		b, err := wire.AppendFrame(nil, &wire.Frame{Type: typ, ID: id, Control: []byte(ctl)}, wire.DefaultMaxFrame)
+		require.NoError(t, err)
+		_, err = nc.Write(b)
+		require.NoError(t, err)
+	}
+	dec := wire.NewDecoder(nc, 0)
+	send(wire.TypeHello, 1, `{"protocol":"drvkit-userclient","versions":[3]}`)
+	f, err := dec.ReadFrame()
+	require.NoError(t, err)
+	require.Equal(t, wire.TypeWelcome, f.Type)
+	send(wire.TypeAdmin, 2, `{"op":"inspect"}`)
+	n := 0
+	for {
+		f, err := dec.ReadFrame()
+		require.NoError(t, err)
+		n += len(f.Control) + len(f.Data)
+		if f.Type != wire.TypePart {
+			require.Equal(t, wire.TypeReply, f.Type)
+			return n
+		}
+	}
 }
 
 // samplePeakHeap samples the heap every 2 ms until the returned
@@ -72,6 +105,10 @@ func TestLargeAdminReplies(t *testing.T) {
 	scn := filepath.Join(dir, "luns.scn")
 	require.NoError(t, os.WriteFile(scn, []byte(lunScenario(n)), 0o644))
 	sock := filepath.Join(dir, "d.sock")
+	// Trace adds to what is traced: start from nothing, and give leaktest
+	// back every class.
+	refcount.TraceOff()
+	t.Cleanup(refcount.TraceAll)
 	d := startServe(t, serveOptions{socket: sock, sim: scn, drivers: "sg", logFormat: "text", logLevel: "warn",
 		// Traced: the sg instances, one object each in leaks --all (all
 		// classes, with a stack per reference, is 200 MB at 10k LUNs).
@@ -86,10 +123,17 @@ func TestLargeAdminReplies(t *testing.T) {
 		return started == n
 	}, 5*time.Minute, 50*time.Millisecond, "sg did not start on every LUN")
 
+	// The daemon's side alone: a raw version 3 client that counts the
+	// bytes and keeps none.
 	before := heapInUse()
+	peak := samplePeakHeap()
+	got := rawInspect(t, sock)
+	t.Logf("daemon streaming inspect at %d LUNs: %d bytes, daemon peak heap +%d MB", n, got, (peak()-before)>>20)
+
+	before = heapInUse()
 	e, out, errb := testEnv(nil, 0)
 	start := time.Now()
-	peak := samplePeakHeap()
+	peak = samplePeakHeap()
 	require.Equal(t, 0, run([]string{"inspect", "-o", "json", "--socket", sock}, e), errb.String())
 	t.Logf("inspect -o json at %d LUNs: %d bytes in %v; peak heap +%d MB (daemon and drvctl together)", n, out.Len(), time.Since(start), (peak()-before)>>20)
 	require.Greater(t, out.Len(), 1<<20, "more than one frame")
@@ -127,7 +171,7 @@ func TestLargeAdminReplies(t *testing.T) {
 		} `json:"leaks"`
 	}
 	require.NoError(t, json.Unmarshal(out.Bytes(), &rep), "complete JSON")
-	require.Len(t, rep.Live, 1)
+	require.Len(t, rep.Live, 1, "only sg is traced")
 	require.Equal(t, sg.Class, rep.Live[0].Class)
 	require.Equal(t, n, rep.Live[0].Count, "every sg instance is in the report")
 	objects := 0

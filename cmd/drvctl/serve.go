@@ -587,7 +587,7 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 	d.log.Info("admin call", "op", op, "pid", cred.PID, "uid", cred.UID)
 	switch op {
 	case opInspect:
-		return inspectRegistry(d.reg), nil, nil
+		return inspectStream{d.reg}, nil, nil
 	case opHistory:
 		ev, dropped := d.hub.History()
 		return historyResult{Events: ev, Dropped: dropped}, nil, nil

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -555,6 +556,48 @@ func (c *conn) streamParts(ctx context.Context, f *wire.Frame) error {
 	return nil
 }
 
+// writeStreamed runs sr's WriteJSON. On a version 3 connection what it
+// writes goes out in part frames as soon as a frame's worth is there; the
+// rest, less than a frame, is returned for the final reply. Older peers
+// get it all back, for one frame.
+func (c *conn) writeStreamed(ctx context.Context, id uint64, sr StreamedResult) ([]byte, error) {
+	if c.version < 3 {
+		var b bytes.Buffer
+		err := sr.WriteJSON(&b)
+		return b.Bytes(), err
+	}
+	pw := &partWriter{c: c, ctx: ctx, id: id, room: c.partSize() - wire.HeaderLen}
+	if err := sr.WriteJSON(pw); err != nil {
+		return nil, err
+	}
+	return pw.buf, pw.err
+}
+
+// partWriter cuts what is written into part frames of the reply to id.
+type partWriter struct {
+	c    *conn
+	ctx  context.Context
+	id   uint64
+	room int // control bytes per part frame
+	buf  []byte
+	err  error
+}
+
+func (w *partWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	w.buf = append(w.buf, p...)
+	for len(w.buf) > w.room {
+		part := wire.Frame{Type: wire.TypePart, ID: w.id, Control: w.buf[:w.room]}
+		if w.err = w.c.enqueueWait(w.ctx, w.c.encode(&part)); w.err != nil {
+			return 0, w.err
+		}
+		w.buf = w.buf[:copy(w.buf, w.buf[w.room:])]
+	}
+	return len(p), nil
+}
+
 // forceEnqueue queues the fatal error frame, dropping the oldest queued
 // frame if needed so that the last thing the peer reads says why.
 func (c *conn) forceEnqueue(b []byte) {
@@ -981,7 +1024,9 @@ func (c *conn) call(ctx context.Context, id uint64, ir *inflightReq, h uint64, m
 // frame, while the request can still be cancelled — or its error.
 func (c *conn) answer(ctx context.Context, id uint64, ir *inflightReq, op string, v any, data []byte, err error) {
 	f := wire.Frame{Type: wire.TypeReply, ID: id, Data: data}
-	if err == nil && v != nil {
+	if sr, ok := v.(StreamedResult); ok && err == nil {
+		f.Control, err = c.writeStreamed(ctx, id, sr)
+	} else if err == nil && v != nil {
 		f.Control, err = json.Marshal(v)
 	}
 	if err == nil {
