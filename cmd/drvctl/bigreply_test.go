@@ -149,6 +149,12 @@ func TestLargeAdminReplies(t *testing.T) {
 	}
 	require.Equal(t, n, sgs, "every sg instance is in the reply")
 	require.Equal(t, len(d.reg.Services()), len(doc.Services))
+	whole, err := json.Marshal(inspectRegistry(d.reg))
+	require.NoError(t, err)
+	streamed, err := json.Marshal(&doc)
+	require.NoError(t, err)
+	require.JSONEq(t, string(whole), string(streamed), "the streamed encoding is the document's")
+	whole, streamed = nil, nil
 
 	if n > 30000 {
 		// About 6.5 KB per traced object even for one class: at 100k the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -167,4 +168,105 @@ func TestStreamedReplyTooLarge(t *testing.T) {
 	require.NoError(t, err)
 	require.JSONEq(t, `{"n":1}`, string(ctl))
 	require.NoError(t, c.Ping(context.Background()))
+}
+
+// streamed is a StreamedResult writing n items of 1000 bytes; it stops
+// when a Write fails, and reports how many items it wrote.
+type streamed struct {
+	n     int
+	wrote atomic.Int32
+	err   chan error
+}
+
+func (s *streamed) WriteJSON(w io.Writer) error {
+	item := `"` + strings.Repeat("x", 998) + `"`
+	if _, err := io.WriteString(w, "["); err != nil {
+		return s.done(err)
+	}
+	for i := range s.n {
+		sep := ","
+		if i == 0 {
+			sep = ""
+		}
+		if _, err := io.WriteString(w, sep+item); err != nil {
+			return s.done(err)
+		}
+		s.wrote.Add(1)
+	}
+	_, err := io.WriteString(w, "]")
+	return s.done(err)
+}
+
+func (s *streamed) done(err error) error {
+	if s.err != nil {
+		s.err <- err
+	}
+	return err
+}
+
+// A StreamedResult goes out as it is written on version 3, whole for
+// version 2 peers (within a frame), and a cancel makes its Write fail.
+func TestStreamedResult(t *testing.T) {
+	var res atomic.Pointer[streamed]
+	ts := newTestServer(t, Config{MaxFrame: 64 << 10, QueueBytes: 256 << 10,
+		Admin: func(ctx context.Context, _ userclient.Cred, op string, _ json.RawMessage, _ []byte) (any, []byte, error) {
+			return res.Load(), []byte("tail"), nil
+		}})
+	want := func(n int) []string {
+		v := make([]string, n)
+		for i := range v {
+			v[i] = strings.Repeat("x", 998)
+		}
+		return v
+	}
+	t.Run("v3", func(t *testing.T) {
+		res.Store(&streamed{n: 3000})
+		c, err := userclient.Dial(context.Background(), ts.sock, userclient.WithMaxFrame(64<<10))
+		require.NoError(t, err)
+		defer c.Close()
+		ctl, data, err := c.Admin(context.Background(), "x", nil, nil)
+		require.NoError(t, err)
+		var got []string
+		require.NoError(t, json.Unmarshal(ctl, &got))
+		require.Equal(t, want(3000), got)
+		require.Equal(t, "tail", string(data))
+	})
+	t.Run("v2", func(t *testing.T) {
+		r := rawHandshake(t, ts, "[2,1]")
+		res.Store(&streamed{n: 10})
+		r.send(t, rawFrame(t, wire.TypeAdmin, 2, `{"op":"small"}`, nil))
+		f := r.next(t)
+		require.Equal(t, wire.TypeReply, f.Type)
+		var got []string
+		require.NoError(t, json.Unmarshal(f.Control, &got))
+		require.Equal(t, want(10), got)
+		res.Store(&streamed{n: 100})
+		r.send(t, rawFrame(t, wire.TypeAdmin, 3, `{"op":"big"}`, nil))
+		f = r.next(t)
+		require.Equal(t, wire.TypeError, f.Type)
+		require.Contains(t, string(f.Control), "exceeds the maximum")
+	})
+	t.Run("cancel", func(t *testing.T) {
+		s := &streamed{n: 1 << 20, err: make(chan error, 1)} // 1 GB if nothing stopped it
+		res.Store(s)
+		r := rawHandshake(t, ts, "[3]")
+		r.send(t, rawFrame(t, wire.TypeAdmin, 2, `{"op":"big"}`, nil))
+		require.Equal(t, wire.TypePart, r.next(t).Type)
+		r.send(t, cancelFrame(t, 2))
+		select {
+		case err := <-s.err:
+			require.ErrorIs(t, err, context.Canceled)
+		case <-time.After(cancelWait):
+			t.Fatal("WriteJSON went on after the cancel")
+		}
+		require.Less(t, s.wrote.Load(), int32(10000))
+		for {
+			f := r.next(t)
+			if f.Type == wire.TypeError {
+				require.Contains(t, string(f.Control), `"cancelled"`)
+				break
+			}
+			require.Equal(t, wire.TypePart, f.Type)
+		}
+	})
 }
