@@ -3,6 +3,7 @@ module github.com/drvkit/drvkit
 go 1.26.0
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/chromedp/chromedp v0.24.0
 	github.com/google/gousb v1.1.3
 	github.com/prometheus/client_golang v1.25.0

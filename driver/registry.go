@@ -451,6 +451,20 @@ func (r *Registry) RegisterPersonality(p Personality) error {
 	return nil
 }
 
+// Personalities returns copies of the registered personalities of driver
+// name, in registration order.
+func (r *Registry) Personalities(name string) []Personality {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Personality
+	for _, p := range r.pers {
+		if p.Name == name {
+			out = append(out, *p)
+		}
+	}
+	return out
+}
+
 // UnregisterPersonality removes every personality of driver name. Running
 // instances are left alone (see Unload).
 func (r *Registry) UnregisterPersonality(name string) int {
@@ -516,9 +530,17 @@ func (r *Registry) match(nub *Service) {
 	}
 	pers := append([]*Personality(nil), r.pers...)
 	have := map[string]bool{}
+	// A driver whose instance on this nub is still being torn down does
+	// not get a second one beside it (its personality registered again
+	// after a refused unload): two instances would own one device.
+	tearing := map[string]bool{}
 	for c := range nub.clients {
-		if c.kind == kindDriver && c.active && c.pers != nil {
-			have[c.pers.Category] = true
+		if c.kind == kindDriver && c.pers != nil {
+			if c.active {
+				have[c.pers.Category] = true
+			} else {
+				tearing[c.pers.Name] = true
+			}
 		}
 	}
 	r.mu.Unlock()
@@ -526,7 +548,7 @@ func (r *Registry) match(nub *Service) {
 	byCat := map[string][]*Personality{}
 	var cats []string
 	for _, p := range pers {
-		if have[p.Category] || !p.matches(nub) {
+		if have[p.Category] || tearing[p.Name] || !p.matches(nub) {
 			continue
 		}
 		if byCat[p.Category] == nil {

@@ -22,7 +22,8 @@
 //
 // The scenarios themselves are in the _test.go files behind the "e2e" build
 // tag (e2e_test.go: the kernel and transports; drvctl_test.go: the daemon and
-// its applications; journal_test.go: the detach journal across SIGKILLed
-// daemons), so that `go test ./...` does not boot anything; `make e2e` runs
+// its applications; hid_test.go: QEMU's usb-kbd hot-plugged, through
+// hidraw to hidkbd and an application; journal_test.go: the detach journal
+// across SIGKILLed daemons), so that `go test ./...` does not boot anything; `make e2e` runs
 // them.
 package e2e

@@ -34,7 +34,8 @@ import (
 
 // buildGuestBins builds drvctl (cgo: gousb; prepare.sh copies the
 // libraries it links), e2e-app and driver/scsi's test binary (scsi.test,
-// for TestSGReal on the guest's real sg nodes: SG_IO needs no cgo) into a
+// for TestSGReal on the guest's real sg nodes: SG_IO needs no cgo) and
+// driver/hid's (hid.test, for TestHidrawReal on its hidraw nodes) into a
 // temporary directory.
 func buildGuestBins(ctx context.Context) ([]string, error) {
 	dir, err := os.MkdirTemp("", "drvkit-e2e-bins-")
@@ -50,6 +51,7 @@ func buildGuestBins(ctx context.Context) ([]string, error) {
 		{"drvctl", "./cmd/drvctl", "1", false},
 		{"e2e-app", "./e2e/guestapp", "0", false},
 		{"scsi.test", "./driver/scsi", "0", true},
+		{"hid.test", "./driver/hid", "0", true},
 	} {
 		// -s -w: a smaller initramfs, a faster boot; stacks still
 		// symbolize (pclntab stays).
@@ -164,6 +166,9 @@ type appLine struct {
 	Error       string `json:"error"`
 	NoDevice    bool   `json:"no_device"`
 	Terminated  bool   `json:"terminated"`
+	Seq         uint64 `json:"seq"`     // -hid-read: the report's sequence number
+	Pressed     []int  `json:"pressed"` // -hid-read: the keys down
+	Events      int    `json:"events"`  // -hid-read: key presses and releases so far
 }
 
 func parseAppLines(t *testing.T, out string) []appLine {

@@ -133,7 +133,10 @@ for f in "$root/e2e-guest" "$root"/bin-*; do
 done
 
 # Modules with their dependencies, in load order (dependencies first).
-mods="xhci-pci usb-storage sd_mod sg virtio_pci virtio_scsi dummy_hcd libcomposite usb_f_mass_storage"
+# hid-generic and usbhid (with hid, whose hidraw is built into hid.ko on
+# Debian: CONFIG_HIDRAW=y) for QEMU's usb-kbd; hid-generic first, so that a
+# keyboard already present at usbhid's probe is bound at once.
+mods="xhci-pci usb-storage sd_mod sg virtio_pci virtio_scsi dummy_hcd libcomposite usb_f_mass_storage hid-generic usbhid"
 declare -A seen=()
 order=()
 modpath() { # name -> relative path in modules.dep (dashes and underscores are equivalent)

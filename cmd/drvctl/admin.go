@@ -55,6 +55,7 @@ type idArgs struct {
 type unloadArgs struct {
 	Driver  string        `json:"driver"`
 	Timeout time.Duration `json:"timeout"`
+	Force   bool          `json:"force,omitempty"` // unload even if instances remain
 }
 
 type leaksArgs struct {
@@ -75,7 +76,9 @@ type terminateResult struct {
 }
 
 type unloadResult struct {
-	Driver string `json:"driver"`
+	Driver    string `json:"driver"`
+	Forced    bool   `json:"forced,omitempty"`    // unloaded by --force with instances left
+	Remaining int    `json:"remaining,omitempty"` // those instances
 }
 
 // findService returns the service with that ID, including one terminated

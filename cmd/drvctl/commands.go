@@ -197,18 +197,19 @@ func setupInspect(fs *flag.FlagSet, e *env) func([]string) error {
 func setupUnload(fs *flag.FlagSet, e *env) func([]string) error {
 	sock := socketFlag(fs, e)
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for every instance to be freed")
+	force := fs.Bool("force", false, "unload even if instances remain at the timeout (they go on terminating); without it the driver stays loaded")
 	return func(args []string) error {
 		if len(args) != 1 {
 			return usagef("want exactly one driver name, got %d arguments", len(args))
 		}
-		return unload(sock(), args[0], *timeout, e.stdout)
+		return unload(sock(), args[0], *timeout, *force, e.stdout)
 	}
 }
 
 // unload runs the unload call and, while it waits, shows what still
 // blocks: redrawn in place on a terminal, as plain lines when they change
 // otherwise.
-func unload(path, name string, timeout time.Duration, w io.Writer) error {
+func unload(path, name string, timeout time.Duration, force bool, w io.Writer) error {
 	ctx := context.Background()
 	c, err := dial(ctx, path)
 	if err != nil {
@@ -216,8 +217,12 @@ func unload(path, name string, timeout time.Duration, w io.Writer) error {
 	}
 	defer c.Close()
 	done := make(chan error, 1)
+	var res unloadResult
 	go func() {
-		_, _, err := c.Admin(ctx, opUnload, unloadArgs{Driver: name, Timeout: timeout}, nil)
+		out, _, err := c.Admin(ctx, opUnload, unloadArgs{Driver: name, Timeout: timeout, Force: force}, nil)
+		if err == nil && len(out) > 0 {
+			err = json.Unmarshal(out, &res)
+		}
 		done <- err
 	}()
 	tty := isTerminal(w)
@@ -234,7 +239,7 @@ func unload(path, name string, timeout time.Duration, w io.Writer) error {
 			if err != nil {
 				return daemonAnswer(err)
 			}
-			fmt.Fprintf(w, "unloaded %s: every instance freed\n", name)
+			unloadDone(w, name, res)
 			return nil
 		case <-tick.C:
 			var bl []blockerEntry

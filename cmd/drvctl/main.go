@@ -2,10 +2,13 @@
 //
 //	drvctl serve [--sim FILE]       run the daemon (netlink + coldplug, or a simulated bus)
 //	             [--drivers LIST] [--personality name=N,driver=D,KEY=VALUE...]...
+//	             [--drivers-dir DIR] [--allow-root-drivers]
+//	drvctl drivers [-o FMT]         the drivers: built-in and bundles, state, instances, last error (text, json)
+//	drvctl load PATH                load a driver bundle (manifest.toml or its directory)
 //	drvctl inspect [-l] [-o FMT]    the registry as a tree (text, json, dot)
 //	drvctl monitor [--env] [--replay] [-o FMT]
 //	                                live kernel uevents and lifecycle steps (--replay: since the daemon started)
-//	drvctl unload DRIVER            terminate every instance of a driver and unload it
+//	drvctl unload DRIVER [--force]  terminate every instance of a driver and unload it
 //	drvctl terminate ID             terminate one service
 //	drvctl leaks [-o FMT]           outstanding references (text, json, pprof)
 //	drvctl why ID                   the chains of holders keeping a service alive

@@ -58,6 +58,7 @@ type serveOptions struct {
 	stateDir     string
 	personality  personalityFlags
 	observe      observeOptions
+	bundles      bundleOptions
 }
 
 func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
@@ -82,6 +83,7 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 		"keys: "+personalityKeysHelp(o.personality.table)+" (e.g. name=gadget,driver=usbstorage,vid=1d50,pid=6018: that product's interfaces whatever their class; "+
 		"the default score 100 beats the drivers' own personalities)")
 	observeFlags(fs, &o.observe)
+	bundleFlags(fs, &o.bundles)
 	return func(args []string) error {
 		if len(args) > 0 {
 			return usagef("serve takes no arguments, got %q", args)
@@ -115,6 +117,8 @@ type daemon struct {
 
 	mu     sync.Mutex
 	loaded map[string]bool // the names of the personalities registered and not unloaded
+
+	bundles *bundleSet // bundles loaded or refused, drivers' last errors
 }
 
 // driverKnown reports whether unload has something to do with name: a
@@ -320,6 +324,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		d.setLoaded(p.Name, true)
 		log.Info("personality", "name", ps.Name, "driver", ps.Driver, "match", ps.matchString(), "score", ps.Score)
 	}
+	d.startBundles()
 
 	d.srv, err = server.Listen(&daemonBackend{RegistryBackend: server.NewRegistryBackend(d.reg), hub: d.hub, sessions: d.observer.userClientHooks()}, server.Config{
 		Path: o.socket, GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log,
@@ -606,10 +611,10 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 		if a.Driver != "" && !d.driverKnown(a.Driver) {
 			return nil, nil, &notFoundError{msg: fmt.Sprintf("no driver %q is loaded (loaded: %s)", a.Driver, d.loadedNames())}
 		}
-		res, err := adminUnload(ctx, d.reg, a)
-		if err == nil {
-			d.setLoaded(a.Driver, false)
-		}
+		res, err := d.unloadDriver(ctx, a)
+		return res, nil, err
+	case opDrivers, opLoad:
+		res, err := d.bundleAdmin(op, decode)
 		return res, nil, err
 	case opBlockers:
 		var a unloadArgs

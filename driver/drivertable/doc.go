@@ -18,9 +18,10 @@
 // the right type or a clear error, and drivertable imports nothing but
 // driver.
 //
-// Every entry today is [Builtin]: its personalities construct instances in
-// the daemon's process. An entry's personalities need not: a driver bundle
-// (a manifest and an executable run in its own process) will be an entry of
-// [Origin] [Bundle] whose personalities come from its manifest and whose
-// constructor is the proxy to that process, looked up and wired the same way.
+// A [Builtin] entry's personalities construct instances in the daemon's
+// process. A driver bundle (a manifest and an executable run in its own
+// process, package driver/bundle) is an entry of [Origin] [Bundle] whose
+// personalities come from its manifest and whose constructor will be the
+// proxy to that process, looked up and wired the same way; [Table.Remove]
+// takes it out again when it is unloaded.
 package drivertable

@@ -48,7 +48,8 @@ const (
 	// Builtin: compiled into the daemon; its instances run in-process.
 	Builtin Origin = iota
 	// Bundle: a manifest and an executable, its instances in processes of
-	// their own (reserved for driver bundles; no entry uses it yet).
+	// their own (package driver/bundle makes these entries; until the
+	// out-of-process host exists their instances fail Start).
 	Bundle
 )
 

@@ -15,7 +15,9 @@ var (
 	ErrClosed = errors.New("device closed")
 	// ErrNotSupported: hidraw needs Linux.
 	ErrNotSupported = errors.New("hidraw needs Linux")
-	// ErrReportSize: a report is empty or larger than MaxReportSize.
+	// ErrReportSize: a report (its ID byte included) is shorter than two
+	// bytes or longer than MaxReportSize; hidraw refuses the short ones
+	// with EINVAL.
 	ErrReportSize = errors.New("report size out of range")
 )
 
@@ -57,7 +59,8 @@ type Device interface {
 	// longer than p is truncated, as read(2) on hidraw does.
 	ReadInput(ctx context.Context, p []byte) (int, error)
 	// WriteOutput sends an output report: its report ID first (0 when
-	// the device does not number reports), then the data.
+	// the device does not number reports), then the data; a report
+	// without its ID byte is refused (ErrReportSize), as hidraw does.
 	WriteOutput(report []byte) error
 	// SetFeature sends a feature report (report ID first).
 	SetFeature(report []byte) error

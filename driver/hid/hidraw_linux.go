@@ -52,6 +52,12 @@ func newRaw(f *os.File, node string) (*raw, error) {
 // ErrNoDevice: -EIO from read and poll once the device is gone, -ENODEV
 // from write and ioctl, ENOENT/ENXIO from open.
 func mapErrno(err error) error {
+	// The OpError names the operation and the node: drop the *PathError
+	// os.File adds, which would say both again.
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
 	switch {
 	case errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO), errors.Is(err, unix.EIO),
 		errors.Is(err, unix.ESHUTDOWN), errors.Is(err, unix.ENOENT):
@@ -195,10 +201,11 @@ func (d *raw) Close() error {
 	return nil
 }
 
-// checkReport refuses a report hidraw would (empty or too long) before the
-// system call.
+// checkReport refuses a report hidraw would before the system call: the
+// report ID byte (0 for a device without numbered reports) and at least one
+// byte of data, within MaxReportSize.
 func checkReport(op, node string, report []byte) error {
-	if len(report) == 0 || len(report) > MaxReportSize {
+	if len(report) < 2 || len(report) > MaxReportSize {
 		return &OpError{Op: op, Node: node, Err: ErrReportSize}
 	}
 	return nil

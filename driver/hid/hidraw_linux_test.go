@@ -3,8 +3,13 @@
 package hid
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,4 +89,112 @@ func TestHidrawOpenMissing(t *testing.T) {
 	var oe *OpError
 	require.ErrorAs(t, err, &oe)
 	require.Equal(t, "open", oe.Op)
+}
+
+// A report is its ID byte and data: hidraw refuses anything shorter with
+// EINVAL (a keyboard's bare LED byte was, in the QEMU guest), so the
+// transport refuses it first, saying why.
+func TestRawWriteChecksAndErrors(t *testing.T) {
+	d, _ := newPipeRaw(t)
+	for _, r := range [][]byte{nil, {2}} {
+		err := d.WriteOutput(r)
+		require.ErrorIs(t, err, ErrReportSize, "%x", r)
+		err = d.SetFeature(r)
+		require.ErrorIs(t, err, ErrReportSize, "%x", r)
+	}
+	_, err := d.GetFeature(1, make([]byte, 1))
+	require.ErrorIs(t, err, ErrReportSize)
+	// The node's own error names the operation and the node once (the
+	// read end of a pipe refuses writes).
+	err = d.WriteOutput([]byte{0, 2})
+	require.ErrorIs(t, err, unix.EBADF)
+	require.EqualError(t, err, "write /dev/hidraw9: bad file descriptor")
+}
+
+// hidrawE2EEnv marks a machine whose hidraw nodes a test may write to and
+// where no one types: the QEMU end-to-end guest (TestHIDKeyboard sets it).
+const hidrawE2EEnv = "DRVKIT_HIDRAW_E2E"
+
+// TestHidrawReal runs the transport against every /dev/hidraw* node of
+// the machine: identity and descriptor as sysfs has them, a read ended by
+// its context and one ended by Close, through the runtime poller on the
+// real character device. With DRVKIT_HIDRAW_E2E=1 (no one types, the
+// nodes may be written) a read must time out, and a keyboard's LEDs are
+// switched off with an output report.
+func TestHidrawReal(t *testing.T) {
+	nodes, _ := filepath.Glob("/dev/hidraw[0-9]*")
+	if len(nodes) == 0 {
+		t.Skip("SKIPPED: no /dev/hidraw* node on this machine; the real hidraw path runs in the QEMU end-to-end test (TestHIDKeyboard)")
+	}
+	e2e := os.Getenv(hidrawE2EEnv) == "1"
+	for _, n := range nodes {
+		t.Run(filepath.Base(n), func(t *testing.T) { hidrawReal(t, n, e2e) })
+	}
+}
+
+func hidrawReal(t *testing.T, node string, e2e bool) {
+	sys := filepath.Join("/sys/class/hidraw", filepath.Base(node), "device")
+	uevent, err := os.ReadFile(filepath.Join(sys, "uevent"))
+	require.NoError(t, err)
+	var hidID string
+	for _, l := range strings.Split(string(uevent), "\n") {
+		if v, ok := strings.CutPrefix(l, "HID_ID="); ok {
+			hidID = v
+		}
+	}
+	sysDesc, err := os.ReadFile(filepath.Join(sys, "report_descriptor"))
+	require.NoError(t, err)
+
+	d, err := Hidraw{}.Open(node)
+	require.NoError(t, err)
+	info, err := d.Info()
+	require.NoError(t, err)
+	require.Equal(t, hidID, fmt.Sprintf("%04X:%08X:%08X", info.Bus, info.Vendor, info.Product), "HIDIOCGRAWINFO against sysfs")
+	desc, err := d.ReportDescriptor()
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(sysDesc, desc), "HIDIOCGRDESC against sysfs:\n%x\n%x", desc, sysDesc)
+	rd, err := ParseReportDescriptor(desc)
+	require.NoError(t, err)
+	t.Logf("hidrawreal: %s: %s, descriptor %d bytes, usage %#x/%#x, input report %d bytes", node, hidID, len(desc), rd.UsagePage, rd.Usage, rd.MaxSize(Input))
+
+	// A context ends a waiting read.
+	buf := make([]byte, max(rd.MaxSize(Input), 64))
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	n, err := d.ReadInput(ctx, buf)
+	cancel()
+	if e2e {
+		require.ErrorIs(t, err, context.DeadlineExceeded, "no one types in the guest, yet read %x", buf[:n])
+	} else if err == nil {
+		t.Logf("hidrawreal: %s: someone typed: %x", node, buf[:n])
+	} else {
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	}
+
+	if e2e && rd.UsagePage == UsagePageGenericDesktop && rd.Usage == UsageKeyboard && !rd.Numbered {
+		// LEDs off: report ID 0, then the LED bits; the bare byte is refused.
+		require.NoError(t, d.WriteOutput([]byte{0, 0}))
+		require.ErrorIs(t, d.WriteOutput([]byte{0}), ErrReportSize)
+		// A boot keyboard declares no feature report: whatever the device
+		// answers (QEMU's answers any GET_REPORT, a real one may stall),
+		// a live device's answer is not ErrNoDevice.
+		p := make([]byte, 9)
+		n, err := d.GetFeature(1, p)
+		require.False(t, errors.Is(err, ErrNoDevice), "GET_REPORT of a present device: %v", err)
+		t.Logf("hidrawreal: %s: GET_REPORT(feature 1): %x %v", node, p[:max(n, 0)], err)
+	}
+
+	// Close ends a waiting read with ErrClosed.
+	done := make(chan error, 1)
+	go func() { _, err := d.ReadInput(context.Background(), buf); done <- err }()
+	time.Sleep(50 * time.Millisecond)
+	require.NoError(t, d.Close())
+	select {
+	case err := <-done:
+		if !e2e && err == nil {
+			return // a report came first
+		}
+		require.ErrorIs(t, err, ErrClosed)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end the read")
+	}
 }

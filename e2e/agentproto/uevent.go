@@ -17,6 +17,9 @@ type Uevent struct {
 	Env       map[string]string `json:"env"`
 	SenderPID uint32            `json:"sender_pid"` // netlink port: 0 for the kernel
 	TimeNs    int64             `json:"time_ns"`    // guest CLOCK_MONOTONIC at receipt
+	// Raw is the datagram as received (the agent sets it; ParseUevent
+	// does not), so that a host can record byte-exact captures.
+	Raw []byte `json:"raw,omitempty"`
 }
 
 // Get returns the value of key ("ACTION", "PRODUCT", …).

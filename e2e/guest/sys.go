@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -93,6 +94,7 @@ func (l *ueventLog) receive(fd int) {
 		if sa, ok := from.(*unix.SockaddrNetlink); ok {
 			u.SenderPID = sa.Pid
 		}
+		u.Raw = slices.Clone(buf[:n])
 		var ts unix.Timespec
 		unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 		u.TimeNs = ts.Nano()

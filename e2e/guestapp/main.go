@@ -4,6 +4,7 @@
 //
 //	e2e-app -socket S -driver usbstorage [-write LBA -pattern P] [-read LBA]
 //	        [-read-loop LBA [-depth N] [-blocks N]] [-hold [-close-after FILE]] [-status FILE]
+//	e2e-app -socket S -driver hidkbd -hid-read [-service ID] [-leds BITS] [-status FILE]
 //
 // In that order: it opens an instance of the driver, asks INQUIRY and the
 // capacity, writes the pattern at LBA, reads LBA once, then with -read-loop
@@ -15,6 +16,14 @@
 // the file -close-after names exists (the host decides when: it can look
 // at the daemon while the device is still held). Every line goes to standard output and, with -status, is
 // appended to FILE as well, so the host can follow a program still running.
+//
+// With -hid-read it opens a keyboard instead (hidkbd's user client) and
+// waits for input reports with hidkbd's "read" method, one after the
+// other, reporting each ("report": its sequence number, the report in hex,
+// the keys down) with what "keys" says was typed so far ("keys"), until a
+// read fails (the keyboard was unplugged: ErrNoDevice); then it closes.
+// With -leds it first sets the keyboard's LEDs (hidkbd's "leds": an
+// output report through hidraw).
 package main
 
 import (
@@ -25,9 +34,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/drvkit/drvkit/driver/hid/hidkbd"
 	"github.com/drvkit/drvkit/driver/scsi/blockdev"
 	"github.com/drvkit/drvkit/userclient"
 )
@@ -56,6 +67,10 @@ type Line struct {
 	Error      string `json:"error,omitempty"`
 	NoDevice   bool   `json:"no_device,omitempty"`
 	Terminated bool   `json:"terminated,omitempty"`
+
+	Seq     uint64 `json:"seq,omitempty"`
+	Pressed []int  `json:"pressed,omitempty"`
+	Events  int    `json:"events,omitempty"`
 }
 
 type reporter struct {
@@ -87,6 +102,9 @@ func main() {
 	hold := flag.Bool("hold", false, "hold the device open until it requests close")
 	closeAfter := flag.String("close-after", "", "with -hold: after ServiceIsRequestingClose, keep the device open until this `file` exists")
 	statusPath := flag.String("status", "", "also append every line to this `file`")
+	hidRead := flag.Bool("hid-read", false, "open a keyboard (hidkbd) and report its input reports until a read fails")
+	leds := flag.Int("leds", -1, "with -hid-read: first set the keyboard's LEDs to these `bits` (-1: no)")
+	service := flag.Uint64("service", 0, "with -hid-read: open the instance with this service `id` (0: any of the driver)")
 	flag.Parse()
 
 	r := &reporter{}
@@ -98,7 +116,13 @@ func main() {
 		}
 		r.status = f
 	}
-	if err := run(r, *socket, *drv, *write, *pattern, *read, *loop, *depth, *blocks, *hold, *closeAfter); err != nil {
+	do := func() error {
+		return run(r, *socket, *drv, *write, *pattern, *read, *loop, *depth, *blocks, *hold, *closeAfter)
+	}
+	if *hidRead {
+		do = func() error { return runHID(r, *socket, *drv, *service, *leds) }
+	}
+	if err := do(); err != nil {
 		r.emit(Line{Event: "error", Error: err.Error(), NoDevice: errors.Is(err, userclient.ErrNoDevice),
 			Terminated: errors.Is(err, userclient.ErrTerminated)})
 		os.Exit(1)
@@ -217,4 +241,74 @@ func run(r *reporter, socket, drv string, write int64, pattern string, read, loo
 		}
 	}
 	return fmt.Errorf("notifications ended before ServiceIsRequestingClose: %v", c.Err())
+}
+
+// runHID follows a keyboard's input reports through hidkbd's user client.
+func runHID(r *reporter, socket, drv string, service uint64, leds int) error {
+	if socket == "" {
+		return errors.New("no socket: use -socket or DRVCTL_SOCKET")
+	}
+	ctx := context.Background()
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := userclient.Dial(dctx, socket, userclient.WithClientName("e2e-app"))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	h, err := c.Open(dctx, userclient.Match{Personality: drv, ID: service})
+	if err != nil {
+		return fmt.Errorf("open %s: %w", drv, err)
+	}
+	info := h.Service()
+	r.emit(Line{Event: "opened", Service: info.ID, Client: h.ClientID(), Class: info.Class, Personality: info.Personality})
+	if leds >= 0 {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := h.Call(cctx, hidkbd.MethodLEDs, []byte(fmt.Sprintf(`{"leds":%d}`, leds)))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("leds: %w", err)
+		}
+		r.emit(Line{Event: "leds", Data: strconv.Itoa(leds)})
+	}
+	r.emit(Line{Event: "reading"})
+	var after uint64
+	for {
+		in, _ := json.Marshal(map[string]uint64{"after": after})
+		// No deadline: a keyboard may stay silent for as long as the
+		// host likes; the unplug ends the read.
+		out, err := h.Call(ctx, hidkbd.MethodRead, in)
+		if err != nil {
+			r.emit(Line{Event: "read-error", Seq: after, Error: err.Error(),
+				NoDevice: errors.Is(err, userclient.ErrNoDevice), Terminated: errors.Is(err, userclient.ErrTerminated)})
+			break
+		}
+		var rep hidkbd.ReadReply
+		if err := json.Unmarshal(out, &rep); err != nil {
+			return fmt.Errorf("read reply %q: %w", out, err)
+		}
+		if rep.Seq <= after {
+			return fmt.Errorf("read after %d answered seq %d", after, rep.Seq)
+		}
+		after = rep.Seq
+		r.emit(Line{Event: "report", Seq: rep.Seq, Data: rep.Report, Pressed: rep.Pressed})
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		out, err = h.Call(cctx, hidkbd.MethodKeys, nil)
+		cancel()
+		if err != nil {
+			r.emit(Line{Event: "keys-error", Seq: after, Error: err.Error(),
+				NoDevice: errors.Is(err, userclient.ErrNoDevice), Terminated: errors.Is(err, userclient.ErrTerminated)})
+			break
+		}
+		var keys hidkbd.KeysReply
+		if err := json.Unmarshal(out, &keys); err != nil {
+			return fmt.Errorf("keys reply %q: %w", out, err)
+		}
+		r.emit(Line{Event: "keys", Seq: after, Data: keys.Text, Events: keys.Events})
+	}
+	if err := h.Close(); err != nil {
+		return err
+	}
+	r.emit(Line{Event: "closed"})
+	return nil
 }

@@ -2,10 +2,13 @@ package hidbus_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -181,6 +184,71 @@ func TestResyncRecoversMissedHIDRemove(t *testing.T) {
 		t.Fatal("the HID nub was not freed")
 	}
 	require.Zero(t, b.Stats().UnknownRemoves)
+	require.NoError(t, b.Close())
+	require.NoError(t, r.Close(ctx))
+	rec.Check(t)
+}
+
+// TestRealKeyboardUevents feeds the bridge the kernel's uevents of QEMU's
+// usb-kbd plugged and unplugged in the e2e guest (testdata/qemu-usb-kbd.*,
+// recorded by e2e's TestHIDKeyboard), with the guest's LED, wakeup and
+// input events among them: one HIDDevice nub under the keyboard's
+// interface, with what the uevents say, and everything freed at the end.
+func TestRealKeyboardUevents(t *testing.T) {
+	leaktest.Check(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	raw, err := os.ReadFile("testdata/qemu-usb-kbd.b64")
+	require.NoError(t, err)
+	var evs []hotplug.Event
+	for _, l := range strings.Fields(string(raw)) {
+		b, err := base64.StdEncoding.DecodeString(l)
+		require.NoError(t, err)
+		ev, err := hotplug.Parse(b)
+		require.NoError(t, err)
+		evs = append(evs, ev)
+	}
+	unplug := slices.IndexFunc(evs, func(ev hotplug.Event) bool { return ev.Action == hotplug.ActionRemove })
+	require.Positive(t, unplug)
+
+	r, rec := newRegistry(t)
+	// An empty sysfs: the keyboard is gone from the machine that sent
+	// these, so the nub has what the uevents carry and no descriptor.
+	b := hotplug.NewBridge(r, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: t.TempDir()})
+	for _, ev := range evs[:unplug] {
+		b.Handle(ev)
+	}
+	require.NoError(t, b.Flush(ctx))
+	require.NoError(t, r.WaitQuiet(ctx))
+	nub := find(r, hidbus.ClassDevice)
+	require.NotNil(t, nub)
+	const dev = "/devices/pci0000:00/0000:00:02.0/usb1/1-2/1-2:1.0/0003:0627:0001.0001"
+	require.Equal(t, map[string]any{
+		hotplug.PropDevPath: dev, hidbus.PropBus: uint64(hid.BusUSB), hidbus.PropVendorID: uint64(0x627), hidbus.PropProductID: uint64(1),
+		hidbus.PropName: "QEMU QEMU USB Keyboard", hidbus.PropPhys: "usb-0000:00:02.0-2/input0", hidbus.PropUniq: "68284-0000:00:02.0-2",
+		hidbus.PropHidraw: "/dev/hidraw0",
+	}, nub.Properties().Map())
+	require.Equal(t, "0003:0627:0001.0001", nub.Name())
+	iface := nub.Providers()[0]
+	require.Equal(t, usbbus.ClassInterface, iface.Class())
+	require.Equal(t, "1-2:1.0", iface.Name())
+
+	for _, ev := range evs[unplug:] {
+		b.Handle(ev)
+	}
+	require.NoError(t, b.Flush(ctx))
+	require.NoError(t, r.WaitQuiet(ctx))
+	select {
+	case <-nub.Done():
+	case <-ctx.Done():
+		t.Fatal("the HID nub was not freed")
+	}
+	require.Nil(t, find(r, hidbus.ClassDevice))
+	st := b.Stats()
+	require.Equal(t, uint64(3), st.Published, "USBDevice, USBInterface, HIDDevice")
+	require.Equal(t, uint64(3), st.Terminated)
+	require.Zero(t, st.UnknownRemoves)
+	require.Zero(t, st.PublishErrors)
 	require.NoError(t, b.Close())
 	require.NoError(t, r.Close(ctx))
 	rec.Check(t)

@@ -66,7 +66,7 @@ unplug 2-1
 		}
 	}
 	require.Equal(t, []string{
-		"add usb 2-1 ", "add usb 2-1:1.0 ", "add hid 0003:046D:C31C.0001 ", "add input input0 ", "add input event0 ",
+		"add usb 2-1 ", "change usb 2-1 usb", "add usb 2-1:1.0 ", "add hid 0003:046D:C31C.0001 ", "add input input0 ", "add input event0 ",
 		"add hidraw hidraw0 ", "bind hid 0003:046D:C31C.0001 hid-generic", "bind usb 2-1:1.0 usbhid", "bind usb 2-1 usb",
 		"report /dev/hidraw0 0200040000000000", "report /dev/hidraw0 0000000000000000",
 		"remove input event0 ", "remove input input0 ", "remove hidraw hidraw0 ", "unbind hid 0003:046D:C31C.0001 ",

@@ -457,6 +457,11 @@ func (d *usbDev) ifaceAttrs(i int) map[string]string {
 // its SCSI host there), the device's bind, then the asynchronous SCSI scan.
 func (m *machine) plugEvents(d *usbDev) {
 	m.emit(hotplug.ActionAdd, d.path, "usb", d.attrs(), d.devEnv(false)...)
+	if d.remoteWakeup() {
+		// usb_set_configuration → device_set_wakeup_capable: the
+		// wakeup attributes appear with a change event (wakeup_sysfs_add).
+		m.emit(hotplug.ActionChange, d.path, "usb", nil, d.devEnv(true)...)
+	}
 	for i := range d.ifaces {
 		ip := d.ifacePath(i)
 		m.emit(hotplug.ActionAdd, ip, "usb", d.ifaceAttrs(i), d.ifaceEnv(i, false, true)...)

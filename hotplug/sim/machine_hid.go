@@ -21,7 +21,7 @@ import (
 // its identity (PRODUCT, NAME, PHYS, UNIQ): no capability bitmaps, and no
 // LED class devices.
 const (
-	hidrawMajor = 241 // dynamic on a real kernel; 241 on the QEMU guests seen
+	hidrawMajor = 246 // dynamic on a real kernel; 246 on the e2e guest (hotplug/hidbus/testdata/qemu-usb-kbd.txt)
 	inputMajor  = 13
 	maxHIDDevs  = 1 << 16
 )
@@ -75,17 +75,35 @@ func (d *usbDev) hidPhys(i int) string {
 	return fmt.Sprintf("usb-%s-%s/input%d", simXHCI[strings.LastIndexByte(simXHCI, '/')+1:], ports, i)
 }
 
-func (d *usbDev) hidEnv(h *hidDev, i int, driver bool) []string {
+// hidEnv is hid_uevent's environment, with the driver when bound; an
+// unbind event has no MODALIAS (kobject_uevent_env drops it for unbind).
+func (d *usbDev) hidEnv(h *hidDev, i int, driver, modalias bool) []string {
 	var env []string
 	if driver {
 		env = append(env, "DRIVER=hid-generic")
 	}
-	return append(env,
+	env = append(env,
 		fmt.Sprintf("HID_ID=%04X:%08X:%08X", hid.BusUSB, d.vid, d.pid),
 		"HID_NAME="+d.hidName(),
 		"HID_PHYS="+d.hidPhys(i),
-		"HID_UNIQ="+d.serial,
-		fmt.Sprintf("MODALIAS=hid:b%04Xg%04Xv%08Xp%08X", hid.BusUSB, 1, d.vid, d.pid))
+		"HID_UNIQ="+d.serial)
+	if modalias {
+		env = append(env, fmt.Sprintf("MODALIAS=hid:b%04Xg%04Xv%08Xp%08X", hid.BusUSB, 1, d.vid, d.pid))
+	}
+	return env
+}
+
+// remoteWakeup: the device's configuration declares remote wakeup. The
+// simulated ones that do are those with a HID interface usbhid drives
+// (hid=), as QEMU's usb-kbd, usb-mouse and usb-tablet, and most real
+// keyboards and mice.
+func (d *usbDev) remoteWakeup() bool {
+	for _, in := range d.ifaces {
+		if in.hidDesc != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *usbDev) inputEnv(i int) []string {
@@ -118,11 +136,11 @@ func (m *machine) hidConnect(d *usbDev, i int) {
 	h := &hidDev{seq: m.hidSeq, raw: m.hidrawUsed.get(), input: m.inputUsed.get(), desc: in.hidDesc}
 	h.path = fmt.Sprintf("%s/%04X:%04X:%04X.%04X", d.ifacePath(i), hid.BusUSB, d.vid, d.pid, h.seq)
 	in.hid = h
-	m.emitRaw(hotplug.ActionAdd, h.path, "hid", nil, map[string][]byte{"report_descriptor": h.desc}, d.hidEnv(h, i, false)...)
+	m.emitRaw(hotplug.ActionAdd, h.path, "hid", nil, map[string][]byte{"report_descriptor": h.desc}, d.hidEnv(h, i, false, true)...)
 	m.emit(hotplug.ActionAdd, h.inputPath(), "input", nil, d.inputEnv(i)...)
 	m.emit(hotplug.ActionAdd, h.eventPath(), "input", nil, h.eventEnv()...)
 	m.emit(hotplug.ActionAdd, h.rawPath(), "hidraw", nil, h.rawEnv()...)
-	m.emit(hotplug.ActionBind, h.path, "hid", nil, d.hidEnv(h, i, true)...)
+	m.emit(hotplug.ActionBind, h.path, "hid", nil, d.hidEnv(h, i, true, true)...)
 }
 
 // hidDisconnect: hid_destroy_device → hid-generic's remove (hid_disconnect:
@@ -135,8 +153,8 @@ func (m *machine) hidDisconnect(d *usbDev, i int) {
 	m.emit(hotplug.ActionRemove, h.eventPath(), "input", nil, h.eventEnv()...)
 	m.emit(hotplug.ActionRemove, h.inputPath(), "input", nil, d.inputEnv(i)...)
 	m.emit(hotplug.ActionRemove, h.rawPath(), "hidraw", nil, h.rawEnv()...)
-	m.emit(hotplug.ActionUnbind, h.path, "hid", nil, d.hidEnv(h, i, false)...)
-	m.emit(hotplug.ActionRemove, h.path, "hid", nil, d.hidEnv(h, i, false)...)
+	m.emit(hotplug.ActionUnbind, h.path, "hid", nil, d.hidEnv(h, i, false, false)...)
+	m.emit(hotplug.ActionRemove, h.path, "hid", nil, d.hidEnv(h, i, false, true)...)
 	m.hidrawUsed.put(h.raw)
 	m.inputUsed.put(h.input)
 	d.ifaces[i].hid = nil
@@ -146,7 +164,7 @@ func (m *machine) hidDisconnect(d *usbDev, i int) {
 // holds them now.
 func (m *machine) hidDup(d *usbDev, i int) {
 	if h := d.ifaces[i].hid; h != nil {
-		m.emitRaw(hotplug.ActionAdd, h.path, "hid", nil, map[string][]byte{"report_descriptor": h.desc}, d.hidEnv(h, i, true)...)
+		m.emitRaw(hotplug.ActionAdd, h.path, "hid", nil, map[string][]byte{"report_descriptor": h.desc}, d.hidEnv(h, i, true, true)...)
 		m.emit(hotplug.ActionAdd, h.rawPath(), "hidraw", nil, h.rawEnv()...)
 	}
 }

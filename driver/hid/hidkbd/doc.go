@@ -4,9 +4,13 @@
 // the boot-protocol layout (modifiers and six key codes) into key presses
 // and releases, and offers user clients:
 //
-//   - "read": wait for the next input report after a sequence number
-//     (in: {"after": N}; out: {"seq": N, "report": "hex", "pressed": [codes]});
-//     an unplug ends a waiting read with driver.ErrNoDevice;
+//   - "read": the first input report after sequence number N, waiting for
+//     it if none came yet (in: {"after": N}; out: {"seq": M, "report": "hex",
+//     "pressed": [codes down after it]}). Reports are numbered from 1 and
+//     the driver keeps the last 64, so a client that reads with the seq it
+//     got sees every report in order, and one that fell behind gets the
+//     oldest kept (M > N+1 says how many it missed). An unplug ends a
+//     waiting read with driver.ErrNoDevice;
 //   - "keys": what was typed so far (out: {"text": "...", "events": N});
 //   - "leds": set the keyboard's LEDs with an output report (in: {"leds": bits},
 //     1 num lock, 2 caps lock, 4 scroll lock).

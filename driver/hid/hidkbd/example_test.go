@@ -68,6 +68,6 @@ func Example() {
 	// HIDKeyboard started on 0003:046D:C31C.0001
 	// {"seq":4,"report":"0000000000000000","pressed":[]} <nil>
 	// {"text":"Hi","events":4}
-	// leds: <nil>, the keyboard got [02]
+	// leds: <nil>, the keyboard got [00 02]
 	// services left besides the root: 0
 }

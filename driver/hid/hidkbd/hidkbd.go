@@ -36,6 +36,19 @@ const (
 // maxText bounds what "keys" remembers.
 const maxText = 4096
 
+// keepReports is how many input reports "read" can still hand out: a
+// client reading one report after the other must not miss the ones that
+// came while its previous reply travelled (a key's press and release
+// arrive within milliseconds).
+const keepReports = 64
+
+// report is one input report as "read" returns it.
+type report struct {
+	seq     uint64
+	data    []byte
+	pressed []byte // key codes down after it
+}
+
 // Personality returns the hidkbd personality opening nodes through b (nil:
 // the kernel's hidraw).
 func Personality(b hid.Backend) driver.Personality {
@@ -61,8 +74,8 @@ type Driver struct {
 	dev     hid.Device
 	desc    *hid.ReportDescriptor
 	seq     uint64
-	last    []byte // the latest input report
-	pressed []byte // key codes down now
+	recent  []report // the last keepReports input reports, oldest first
+	pressed []byte   // key codes down now
 	text    strings.Builder
 	events  int
 	err     error         // why the reader ended
@@ -133,7 +146,6 @@ func (d *Driver) report(r []byte) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.seq++
-	d.last = r
 	body := r
 	if d.desc.Numbered && len(body) > 0 {
 		body = body[1:]
@@ -163,6 +175,10 @@ func (d *Driver) report(r []byte) {
 		}
 		d.pressed = now
 	}
+	if len(d.recent) == keepReports {
+		d.recent = slices.Delete(d.recent, 0, 1)
+	}
+	d.recent = append(d.recent, report{seq: d.seq, data: r, pressed: slices.Clone(d.pressed)})
 	close(d.changed)
 	d.changed = make(chan struct{})
 }
@@ -233,15 +249,19 @@ func (d *Driver) read(ctx context.Context, s *driver.Service, in []byte) ([]byte
 	}
 	for {
 		d.mu.Lock()
-		seq, last, err, changed, dev := d.seq, d.last, d.err, d.changed, d.dev
-		pressed := slices.Clone(d.pressed)
+		err, changed, dev := d.err, d.changed, d.dev
+		i := slices.IndexFunc(d.recent, func(r report) bool { return r.seq > a.After })
+		var next report
+		if i >= 0 {
+			next = d.recent[i] // never modified once appended
+		}
 		d.mu.Unlock()
-		if seq > a.After {
-			p := make([]int, len(pressed))
-			for i, k := range pressed {
+		if i >= 0 {
+			p := make([]int, len(next.pressed))
+			for i, k := range next.pressed {
 				p[i] = int(k)
 			}
-			return json.Marshal(ReadReply{Seq: seq, Report: hex.EncodeToString(last), Pressed: p})
+			return json.Marshal(ReadReply{Seq: next.seq, Report: hex.EncodeToString(next.data), Pressed: p})
 		}
 		if err != nil {
 			return nil, err
@@ -275,7 +295,9 @@ func (d *Driver) leds(ctx context.Context, s *driver.Service, in []byte) ([]byte
 	if dev == nil {
 		return nil, &driver.OpError{Op: MethodLEDs, Err: driver.ErrNotActive}
 	}
-	report := []byte{a.LEDs}
+	// hidraw takes the report ID first: 0 when reports are not numbered
+	// (a bare LED byte would be refused with EINVAL).
+	report := []byte{0, a.LEDs}
 	if desc.Numbered { // the first output report's ID
 		for _, r := range desc.Reports {
 			if r.Kind == hid.Output {

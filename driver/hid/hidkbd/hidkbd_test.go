@@ -3,6 +3,7 @@ package hidkbd_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"path"
 	"strings"
@@ -152,17 +153,29 @@ func TestKeyboardEndToEnd(t *testing.T) {
 		require.NoError(t, json.Unmarshal(out, &k))
 		return k.Text == "Hi 42"
 	}, 10*time.Second, 5*time.Millisecond)
-	out, err := kbd.Call(ctx, hidkbd.MethodRead, nil)
-	require.NoError(t, err)
+	// A client reading with the seq it got sees every report, in order.
+	var got []string
 	var rd hidkbd.ReadReply
-	require.NoError(t, json.Unmarshal(out, &rd))
-	require.Equal(t, uint64(10), rd.Seq, "five characters, a press and a release each")
-	require.Equal(t, "0000000000000000", rd.Report)
+	for after := 0; after < 10; after++ {
+		out, err := kbd.Call(ctx, hidkbd.MethodRead, []byte(fmt.Sprintf(`{"after":%d}`, after)))
+		require.NoError(t, err)
+		rd = hidkbd.ReadReply{}
+		require.NoError(t, json.Unmarshal(out, &rd))
+		require.Equal(t, uint64(after+1), rd.Seq)
+		got = append(got, fmt.Sprintf("%s %v", rd.Report, rd.Pressed))
+	}
+	require.Equal(t, []string{
+		"02000b0000000000 [11]", "0000000000000000 []", // H
+		"00000c0000000000 [12]", "0000000000000000 []", // i
+		"00002c0000000000 [44]", "0000000000000000 []", // space
+		"0000210000000000 [33]", "0000000000000000 []", // 4
+		"00001f0000000000 [31]", "0000000000000000 []", // 2
+	}, got, "five characters, a press and a release each")
 
 	// LEDs go out as an output report.
-	_, err = kbd.Call(ctx, hidkbd.MethodLEDs, []byte(`{"leds":2}`))
+	_, err := kbd.Call(ctx, hidkbd.MethodLEDs, []byte(`{"leds":2}`))
 	require.NoError(t, err)
-	require.Equal(t, [][]byte{{2}}, r.hid.Device("/dev/hidraw0").Outputs())
+	require.Equal(t, [][]byte{{0, 2}}, r.hid.Device("/dev/hidraw0").Outputs(), "report ID 0, then the LED bits")
 
 	// A read waiting for the next report when the keyboard is unplugged.
 	readErr := make(chan error, 1)
@@ -186,5 +199,45 @@ func TestKeyboardEndToEnd(t *testing.T) {
 		"stop hidkbd", "detach hidkbd<-0003:046D:C31C.0001", "free hidkbd",
 		"stop 0003:046D:C31C.0001", "detach 0003:046D:C31C.0001<-2-1:1.0", "free 0003:046D:C31C.0001",
 	}, steps)
+	r.close(t, ctx)
+}
+
+// TestReadFallenBehind: a client that did not read for longer than the
+// driver keeps reports gets the oldest one kept, and its seq says how many
+// it missed; reading on from there loses nothing more.
+func TestReadFallenBehind(t *testing.T) {
+	leaktest.Check(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := newRig(t, ctx)
+	r.do(t, ctx, `plug usb 2-1 vid=046d pid=c31c ifaces=03/01/01 hid=keyboard`)
+	kbd := r.find(hidkbd.Class)
+	require.NotNil(t, kbd)
+	read := func(after uint64) hidkbd.ReadReply {
+		t.Helper()
+		out, err := kbd.Call(ctx, hidkbd.MethodRead, []byte(fmt.Sprintf(`{"after":%d}`, after)))
+		require.NoError(t, err)
+		var rd hidkbd.ReadReply
+		require.NoError(t, json.Unmarshal(out, &rd))
+		return rd
+	}
+	// Two bursts (hidraw's own queue holds 64 reports, as the kernel's):
+	// 32 reports, then 40.
+	r.do(t, ctx, `hid type 2-1 text=`+strings.Repeat("abcd", 4))
+	require.Equal(t, uint64(32), read(31).Seq, "waits for the 32nd report")
+	r.do(t, ctx, `hid type 2-1 text=`+strings.Repeat("abcd", 5))
+	require.Equal(t, uint64(72), read(71).Seq)
+	rd := read(0)
+	require.Equal(t, uint64(72-64+1), rd.Seq, "the oldest of the 64 kept")
+	require.Equal(t, "0000040000000000", rd.Report, "report 9: the press of the fifth key, a")
+	require.Equal(t, []int{4}, rd.Pressed)
+	for seq := rd.Seq; seq < 72; seq++ {
+		require.Equal(t, seq+1, read(seq).Seq)
+	}
+	// Bad arguments are refused, and the driver goes on.
+	_, err := kbd.Call(ctx, hidkbd.MethodRead, []byte(`{"after":-1}`))
+	require.ErrorContains(t, err, "bad arguments")
+	require.Equal(t, uint64(72), read(71).Seq)
+	r.do(t, ctx, "unplug 2-1")
 	r.close(t, ctx)
 }

@@ -264,7 +264,9 @@ func (h *handle) ReadInput(ctx context.Context, p []byte) (int, error) {
 }
 
 func (h *handle) checkSize(op string, kind hid.ReportKind, report []byte) error {
-	if len(report) == 0 || len(report) > hid.MaxReportSize {
+	// hidraw refuses a report shorter than its ID byte and one byte of
+	// data (EINVAL).
+	if len(report) < 2 || len(report) > hid.MaxReportSize {
 		return &hid.OpError{Op: op, Node: h.d.node, Err: hid.ErrReportSize}
 	}
 	desc := h.d.desc
@@ -279,8 +281,14 @@ func (h *handle) checkSize(op string, kind hid.ReportKind, report []byte) error 
 	if want == 0 {
 		return &hid.OpError{Op: op, Node: h.d.node, Err: fmt.Errorf("%w: no %s report %d", hid.ErrReportSize, kind, id)}
 	}
-	// hidraw takes an unnumbered report with a leading 0 byte as well.
-	if len(report) != want && !(!desc.Numbered && report[0] == 0 && len(report) == want+1) {
+	// hidraw takes the report ID first, 0 for an unnumbered report.
+	if !desc.Numbered {
+		if report[0] != 0 {
+			return &hid.OpError{Op: op, Node: h.d.node, Err: fmt.Errorf("%w: report ID %d on a device without numbered reports", hid.ErrReportSize, report[0])}
+		}
+		want++
+	}
+	if len(report) != want {
 		return &hid.OpError{Op: op, Node: h.d.node, Err: fmt.Errorf("%w: %s report %d is %d bytes, not %d", hid.ErrReportSize, kind, id, want, len(report))}
 	}
 	return nil
@@ -328,7 +336,7 @@ func (h *handle) GetFeature(id byte, p []byte) (int, error) {
 	if err := h.state("ioctl HIDIOCGFEATURE"); err != nil {
 		return 0, err
 	}
-	if len(p) == 0 {
+	if len(p) < 2 {
 		return 0, &hid.OpError{Op: "ioctl HIDIOCGFEATURE", Node: h.d.node, Err: hid.ErrReportSize}
 	}
 	h.d.mu.Lock()

@@ -135,7 +135,18 @@ func TestOutputAndFeatureScripts(t *testing.T) {
 	require.NoError(t, h.WriteOutput([]byte{1, 0xaa, 0xbb}))
 	require.ErrorIs(t, h.WriteOutput([]byte{1, 0xaa}), hid.ErrReportSize, "short")
 	require.ErrorIs(t, h.WriteOutput([]byte{2, 0xaa, 0xbb}), hid.ErrReportSize, "no output report 2")
+	require.ErrorIs(t, h.WriteOutput([]byte{1}), hid.ErrReportSize, "no data")
 	require.Equal(t, [][]byte{{1, 0xaa, 0xbb}}, dev.Outputs())
+
+	// Without numbered reports, the ID byte is 0 and still comes first.
+	kbd := b.Plug("/dev/hidraw2", hidsim.Spec{Descriptor: hid.BootKeyboard})
+	hk, err := b.Open("/dev/hidraw2")
+	require.NoError(t, err)
+	defer hk.Close()
+	require.NoError(t, hk.WriteOutput([]byte{0, 0x02}))
+	require.ErrorIs(t, hk.WriteOutput([]byte{0x02}), hid.ErrReportSize, "the LED byte without its report ID")
+	require.ErrorContains(t, hk.WriteOutput([]byte{0x02, 0x00}), "report ID 2 on a device without numbered reports")
+	require.Equal(t, [][]byte{{0, 0x02}}, kbd.Outputs())
 
 	require.NoError(t, h.SetFeature([]byte{3, 1, 2, 3, 4}))
 	require.ErrorIs(t, h.SetFeature([]byte{3, 0xff, 2, 3, 4}), boom)
