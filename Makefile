@@ -126,6 +126,6 @@ STRESS_RACE_N ?= 1500
 .PHONY: stress
 stress: deps
 	$(GO) test -count=1 -timeout 20m ./hotplug/sim -run '^TestScalePlugInspectUnplug$$' -v -args -scale.n=100000
-	$(GO) test -count=1 -timeout 30m ./cmd/drvctl -run '^TestLargeAdminReplies$$' -v -args -big.n=100000
+	$(GO) test -count=1 -timeout 40m ./cmd/drvctl -run '^TestLargeAdminReplies$$' -v -args -big.n=100000
 	$(GO) test -count=1 -timeout 90m ./reliability -run '^TestExploreRandom$$' -v -explore.n=$(STRESS_N) -explore.first=1000000
 	$(GO) test -race -count=1 -timeout 90m ./reliability -run '^TestExploreRandom$$' -v -explore.n=$(STRESS_RACE_N) -explore.first=2000000

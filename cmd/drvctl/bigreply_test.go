@@ -121,7 +121,7 @@ func TestLargeAdminReplies(t *testing.T) {
 			}
 		}
 		return started == n
-	}, 5*time.Minute, 50*time.Millisecond, "sg did not start on every LUN")
+	}, max(5*time.Minute, time.Duration(n)*10*time.Millisecond), 100*time.Millisecond, "sg did not start on every LUN")
 
 	// The daemon's side alone: a raw version 3 client that counts the
 	// bytes and keeps none.
