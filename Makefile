@@ -124,8 +124,14 @@ e2e: deps
 STRESS_N      ?= 8500
 STRESS_RACE_N ?= 1500
 .PHONY: stress
+#
+# Every stage always runs (a failing stage does not hide what the race
+# detector would find); the target fails if any failed, and says which.
 stress: deps
-	$(GO) test -count=1 -timeout 20m ./hotplug/sim -run '^TestScalePlugInspectUnplug$$' -v -args -scale.n=100000
-	$(GO) test -count=1 -timeout 40m ./cmd/drvctl -run '^TestLargeAdminReplies$$' -v -args -big.n=100000
-	$(GO) test -count=1 -timeout 90m ./reliability -run '^TestExploreRandom$$' -v -explore.n=$(STRESS_N) -explore.first=1000000
-	$(GO) test -race -count=1 -timeout 90m ./reliability -run '^TestExploreRandom$$' -v -explore.n=$(STRESS_RACE_N) -explore.first=2000000
+	@plain=0; race=0; scale=0; \
+	$(GO) test -count=1 -timeout 20m ./hotplug/sim -run '^TestScalePlugInspectUnplug$$' -v -args -scale.n=100000 || scale=$$?; \
+	$(GO) test -count=1 -timeout 40m ./cmd/drvctl -run '^TestLargeAdminReplies$$' -v -args -big.n=100000 || scale=$$?; \
+	$(GO) test -count=1 -timeout 90m ./reliability -run '^TestExploreRandom$$' -v -explore.n=$(STRESS_N) -explore.first=1000000 || plain=$$?; \
+	$(GO) test -race -count=1 -timeout 90m ./reliability -run '^TestExploreRandom$$' -v -explore.n=$(STRESS_RACE_N) -explore.first=2000000 || race=$$?; \
+	echo "make stress: scale stage exit $$scale, plain stage exit $$plain, race stage exit $$race"; \
+	test $$scale -eq 0 -a $$plain -eq 0 -a $$race -eq 0

@@ -259,6 +259,9 @@ func ParseString(s string) (Event, error) {
 	if len(hpath) == 0 || hpath[0] != '/' {
 		return ev, &ParseError{Offset: at + 1, Field: "DEVPATH", Reason: "header device path does not start with '/'"}
 	}
+	if reason := checkDevPath(hpath); reason != "" {
+		return ev, &ParseError{Offset: at + 1, Field: "DEVPATH", Reason: reason}
+	}
 	ev.Action = act
 	// Trailing NULs are framing, not fields; AppendBinary adds one back.
 	ev.env = strings.TrimRight(s[hlen+1:], "\x00")
@@ -329,4 +332,32 @@ func truncate(s string) string {
 		return s[:64] + "..."
 	}
 	return s
+}
+
+// checkDevPath says what is wrong with a device path the kernel would never
+// send: an empty component ("//", a trailing "/"), "." or "..", or a
+// control character. The bridge joins DEVPATH under /sys; an embedder's
+// source must not be able to steer it out (defence in depth: only the
+// kernel passes the netlink sender checks). It does not allocate.
+func checkDevPath(p string) string {
+	start := 1
+	for i := 1; i <= len(p); i++ {
+		if i < len(p) {
+			c := p[i]
+			if c < 0x20 || c == 0x7f {
+				return "device path contains a control character"
+			}
+			if c != '/' {
+				continue
+			}
+		}
+		switch p[start:i] {
+		case "":
+			return "device path has an empty component"
+		case ".", "..":
+			return "device path has a '.' or '..' component"
+		}
+		start = i + 1
+	}
+	return ""
 }

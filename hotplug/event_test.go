@@ -269,3 +269,24 @@ func BenchmarkParseBaseline(b *testing.B) {
 	_ = sink
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
 }
+
+func TestParseRejectsBadDevPaths(t *testing.T) {
+	for _, tc := range []struct{ path, reason string }{
+		{"/devices/../../etc", "'.' or '..' component"},
+		{"/devices/x/..", "'.' or '..' component"},
+		{"/devices/./x", "'.' or '..' component"},
+		{"/devices//x", "empty component"},
+		{"/devices/x/", "empty component"},
+		{"/", "empty component"},
+		{"/devices/x\x1b[31m", "control character"},
+		{"/devices/x\x7f", "control character"},
+	} {
+		msg := "add@" + tc.path + "\x00ACTION=add\x00DEVPATH=" + tc.path + "\x00SUBSYSTEM=usb\x00SEQNUM=1\x00"
+		_, err := Parse([]byte(msg))
+		require.ErrorContains(t, err, tc.reason, "%q", tc.path)
+	}
+	for _, ok := range []string{"/devices/pci0000:00/0000:00:14.0/usb2/2-1", "/devices/virtual/block/loop9", "/d/...x/..a/.b"} {
+		_, err := Parse([]byte("add@" + ok + "\x00ACTION=add\x00DEVPATH=" + ok + "\x00SUBSYSTEM=usb\x00"))
+		require.NoError(t, err, ok)
+	}
+}

@@ -1,5 +1,7 @@
 package hotplug
 
+import "log/slog"
+
 // NetlinkConfig configures a netlink source.
 type NetlinkConfig struct {
 	// SysfsRoot is where resync (and coldplug) read devices; "" means /sys.
@@ -17,6 +19,15 @@ type NetlinkConfig struct {
 	// ReceiveBuffer is the socket receive buffer in bytes; 0 means 16 MiB.
 	// As root it is forced past net.core.rmem_max (SO_RCVBUFFORCE).
 	ReceiveBuffer int
+	// Log receives a warning for every rejected datagram (rate-limited to
+	// one line a second, with how many were suppressed: a forger must not
+	// flood the log) and for every overflow and resync; nil discards them.
+	// Stats counts all of them either way.
+	Log *slog.Logger
+	// OnOverflow, if set, is called after the kernel dropped events and
+	// resync repaired the view, with the number of events resync
+	// synthesized: how a daemon tells its monitors why they saw a gap.
+	OnOverflow func(resynced int)
 }
 
 // Stats counts what a netlink source received and why it dropped

@@ -3,9 +3,14 @@
 package hotplug
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"log/slog"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -99,4 +104,43 @@ func TestNetlinkSocketOptions(t *testing.T) {
 	require.NoError(t, n.Close())
 	_, err = n.Next(context.Background())
 	require.ErrorIs(t, err, ErrClosed)
+}
+
+// Every rejected datagram is counted; the log gets one warning per
+// interval with the sender's port id and uid and how many were suppressed,
+// so a forger cannot flood it.
+func TestRejectedUeventsAreLogged(t *testing.T) {
+	var buf bytes.Buffer
+	n := &Netlink{buf: make([]byte, 4096), oob: make([]byte, 256),
+		cfg: NetlinkConfig{Log: slog.New(slog.NewJSONHandler(&buf, nil))}}
+	n.rejectLog.Interval = 300 * time.Millisecond
+	msg := "add@/devices/x\x00ACTION=add\x00DEVPATH=/devices/x\x00SUBSYSTEM=block\x00SEQNUM=5\x00"
+	forge := func() {
+		copy(n.buf, msg)
+		oobn := copy(n.oob, unix.UnixCredentials(&unix.Ucred{Pid: 4242, Uid: 1000}))
+		_, ok := n.accept(len(msg), oobn, 4242)
+		require.False(t, ok)
+	}
+	start := time.Now()
+	for range 100 {
+		forge()
+	}
+	if time.Since(start) > 250*time.Millisecond {
+		t.Skip("machine too slow to stay within one log interval")
+	}
+	time.Sleep(350 * time.Millisecond)
+	forge()
+	require.EqualValues(t, 101, n.Stats().NotKernel)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 2, buf.String())
+	var first, second map[string]any
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &first))
+	require.NoError(t, json.Unmarshal([]byte(lines[1]), &second))
+	require.Equal(t, "WARN", first["level"])
+	require.Equal(t, "rejected uevent", first["msg"])
+	require.Equal(t, "sender is not the kernel", first["why"])
+	require.EqualValues(t, 4242, first["port_id"])
+	require.EqualValues(t, 1000, first["uid"])
+	require.EqualValues(t, 0, first["suppressed"])
+	require.EqualValues(t, 99, second["suppressed"])
 }

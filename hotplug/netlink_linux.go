@@ -5,6 +5,7 @@ package hotplug
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/drvkit/drvkit/internal/ratelog"
 )
 
 // ErrNotSupported is never returned on Linux; it exists for portable code.
@@ -39,6 +42,8 @@ type Netlink struct {
 	once   sync.Once
 	closed atomic.Bool
 
+	rejectLog, overflowLog ratelog.Limiter // a forger must not flood the log
+
 	// Owned by the consumer goroutine (Next is single-consumer).
 	pending []Event
 	tracker *Tracker // what was reported, for the resync
@@ -58,6 +63,9 @@ func NewNetlink(cfg NetlinkConfig) (*Netlink, error) {
 	}
 	if cfg.ReceiveBuffer <= 0 {
 		cfg.ReceiveBuffer = defaultRcvBuf
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_KOBJECT_UEVENT)
 	if err != nil {
@@ -180,8 +188,17 @@ func (n *Netlink) receive(ctx context.Context) (ev Event, ok bool, err error) {
 		return Event{}, false, &OpError{Op: "recvmsg", Err: err}
 	case rerr == unix.ENOBUFS:
 		n.st.overflows.Add(1)
+		before := n.st.resynced.Load()
 		if err := n.resync(); err != nil {
 			return Event{}, false, err
+		}
+		resynced := int(n.st.resynced.Load() - before)
+		if sup, ok := n.overflowLog.Allow(); ok {
+			n.cfg.Log.Warn("uevent overflow: the kernel dropped events; resynced from sysfs",
+				"resynced", resynced, "overflows", n.st.overflows.Load(), "suppressed", sup)
+		}
+		if n.cfg.OnOverflow != nil {
+			n.cfg.OnOverflow(resynced)
 		}
 		return Event{}, false, nil
 	case rerr == unix.EINTR:
@@ -230,27 +247,49 @@ func (n *Netlink) accept(nr, oobn int, pid uint32) (Event, bool) {
 	n.st.received.Add(1)
 	if pid != 0 {
 		n.st.notKernel.Add(1)
+		n.rejected("sender is not the kernel", pid, oobn, nil)
 		return Event{}, false
 	}
 	uid, ok := credUID(n.oob[:oobn])
 	if !ok {
 		n.st.noCreds.Add(1)
+		n.rejected("no sender credentials", pid, oobn, nil)
 		return Event{}, false
 	}
 	if uid != 0 {
 		n.st.notRoot.Add(1)
+		n.rejected("sender is not root", pid, oobn, nil)
 		return Event{}, false
 	}
 	if nr > len(n.buf) { // MSG_TRUNC reports the real length
 		n.st.malformed.Add(1)
+		n.rejected("truncated", pid, oobn, nil)
 		return Event{}, false
 	}
 	ev, err := Parse(n.buf[:nr])
 	if err != nil {
 		n.st.malformed.Add(1)
+		n.rejected("malformed", pid, oobn, err)
 		return Event{}, false
 	}
 	return ev, true
+}
+
+// rejected logs a dropped datagram with its sender port id and uid, at most
+// once a second.
+func (n *Netlink) rejected(why string, pid uint32, oobn int, err error) {
+	sup, ok := n.rejectLog.Allow()
+	if !ok || n.cfg.Log == nil {
+		return
+	}
+	attrs := []any{"why", why, "port_id", pid, "suppressed", sup}
+	if uid, ok := credUID(n.oob[:oobn]); ok {
+		attrs = append(attrs, "uid", uid)
+	}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	n.cfg.Log.Warn("rejected uevent", attrs...)
 }
 
 // credUID finds SCM_CREDENTIALS in control data without allocating (as

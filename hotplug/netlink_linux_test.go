@@ -6,10 +6,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -244,7 +248,10 @@ func TestNetlinkColdplug(t *testing.T) {
 // what /sys/class/block really holds — in particular no remove is lost.
 func TestNetlinkOverflowResync(t *testing.T) {
 	ctl := loopControl(t)
-	src := newNetlink(t, hotplug.NetlinkConfig{ReceiveBuffer: 1, Classes: []hotplug.Class{hotplug.ClassBlock}})
+	var logBuf syncBuf
+	var onOverflow atomic.Int64
+	src := newNetlink(t, hotplug.NetlinkConfig{ReceiveBuffer: 1, Classes: []hotplug.Class{hotplug.ClassBlock},
+		Log: slog.New(slog.NewTextHandler(&logBuf, nil)), OnOverflow: func(int) { onOverflow.Add(1) }})
 
 	const n = 24
 	var idx []int
@@ -296,6 +303,9 @@ func TestNetlinkOverflowResync(t *testing.T) {
 	require.NotZero(t, st.Overflows, "the burst did not overflow a minimal receive buffer")
 	require.NotZero(t, st.Resynced)
 	t.Logf("stats after the burst: %+v", st)
+	// Visible, not only counted: a warning and the daemon's hook.
+	require.Contains(t, logBuf.String(), "level=WARN msg=\"uevent overflow: the kernel dropped events; resynced from sysfs\"")
+	require.Positive(t, onOverflow.Load())
 	for name := range ours {
 		require.Equal(t, exists(name), reported[name], "%s: reported state differs from sysfs", name)
 	}
@@ -305,4 +315,21 @@ func TestNetlinkOverflowResync(t *testing.T) {
 	for i := 1; i < n; i += 2 {
 		require.True(t, reported[fmt.Sprintf("loop%d", idx[i])], "kept loop%d not reported", idx[i])
 	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -298,6 +298,12 @@ var (
 		"Application connections being served.", nil, nil)
 	descSessions = prometheus.NewDesc("drvkit_userclient_sessions",
 		"Services held open by applications.", nil, nil)
+	descRefused = prometheus.NewDesc("drvkit_userclient_connections_refused_total",
+		"Connections refused at connect by a limit (per user, in all, before the handshake).", nil, nil)
+	descTimeouts = prometheus.NewDesc("drvkit_userclient_timeouts_total",
+		"Connections ended by the frame or the idle timeout.", nil, nil)
+	descCoalesced = prometheus.NewDesc("drvkit_userclient_notifications_coalesced_total",
+		"ServiceWasClosed notifications merged into one already queued for the same handle.", nil, nil)
 	descOpens = prometheus.NewDesc("drvkit_userclient_opens_total",
 		"Services opened by applications.", nil, nil)
 	descDeaths = prometheus.NewDesc("drvkit_userclient_deaths_total",
@@ -401,6 +407,9 @@ func (c *Collector) collectClients(ch chan<- prometheus.Metric) {
 		st := c.cfg.Clients.Stats()
 		ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(st.Conns))
 		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(st.Sessions))
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(st.Refused))
+		ch <- prometheus.MustNewConstMetric(descTimeouts, prometheus.CounterValue, float64(st.Timeouts))
+		ch <- prometheus.MustNewConstMetric(descCoalesced, prometheus.CounterValue, float64(st.Coalesced))
 	}
 	ch <- prometheus.MustNewConstMetric(descOpens, prometheus.CounterValue, float64(c.opens.Load()))
 	ch <- prometheus.MustNewConstMetric(descDeaths, prometheus.CounterValue, float64(c.deaths.Load()))

@@ -185,7 +185,7 @@ func (f fakeBundles) BundleStats() []metrics.Bundle { return f }
 func TestCollectorLifecycle(t *testing.T) {
 	leaktest.Check(t)
 	ue := &fakeUevents{st: hotplug.Stats{Received: 9, NotKernel: 2, NoCreds: 1, NotRoot: 3, Malformed: 4, Overflows: 5, Resynced: 6}}
-	cl := &fakeClients{st: server.Stats{Conns: 2, Sessions: 3}}
+	cl := &fakeClients{st: server.Stats{Conns: 2, Sessions: 3, Refused: 7, Timeouts: 8, Coalesced: 9}}
 	rg := newRig(t, metrics.Config{Uevents: ue, Clients: cl, Refcount: true,
 		Bundles: fakeBundles{{Driver: "hidbundle", Starts: 3, Crashes: 2, Disables: 1}}})
 	rg.plug(t, "2-1", 0x1234)
@@ -212,6 +212,9 @@ func TestCollectorLifecycle(t *testing.T) {
 	require.Equal(t, 6.0, value(t, f, "drvkit_uevents_resynced_total"))
 	require.Equal(t, 2.0, value(t, f, "drvkit_userclient_connections"))
 	require.Equal(t, 3.0, value(t, f, "drvkit_userclient_sessions"))
+	require.Equal(t, 7.0, value(t, f, "drvkit_userclient_connections_refused_total"))
+	require.Equal(t, 8.0, value(t, f, "drvkit_userclient_timeouts_total"))
+	require.Equal(t, 9.0, value(t, f, "drvkit_userclient_notifications_coalesced_total"))
 	require.Equal(t, 2.0, value(t, f, "drvkit_userclient_opens_total"))
 	require.Equal(t, 1.0, value(t, f, "drvkit_userclient_deaths_total"))
 	require.Equal(t, 2.0, value(t, f, "drvkit_refcount_live_objects", "class=USBDevice"))

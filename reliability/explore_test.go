@@ -278,8 +278,17 @@ func run(sc scenario) (result, error) {
 			}
 		}
 	}
+	// All of it: a dump cut at a fixed size can miss the one goroutine
+	// that blocks (seen under make test's load).
 	buf := make([]byte, 1<<22)
-	buf = buf[:runtime.Stack(buf, true)]
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
 	fmt.Fprintf(&b, "goroutines:\n%s", buf)
 	gates.releaseAll()
 	go func() {

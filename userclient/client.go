@@ -1,6 +1,9 @@
 package userclient
 
 import (
+	"os"
+	"time"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +27,8 @@ type dialConfig struct {
 	name       string
 	versions   []int
 	maxReply   int
+	serverUIDs []uint32 // trusted besides root and the caller's uid
+	anyServer  bool
 }
 
 // WithMaxFrame sets the largest frame the client accepts and sends
@@ -46,6 +51,16 @@ func WithNotificationBuffer(n int) DialOption { return func(c *dialConfig) { c.n
 
 // WithClientName is sent in the hello, for the daemon's logs.
 func WithClientName(name string) DialOption { return func(c *dialConfig) { c.name = name } }
+
+// WithServerUID lets Dial accept a server running as uid, besides root and
+// the caller's own uid (the only ones it accepts by default).
+func WithServerUID(uid uint32) DialOption {
+	return func(c *dialConfig) { c.serverUIDs = append(c.serverUIDs, uid) }
+}
+
+// WithAnyServer turns off the check of the server's uid (tests, servers
+// behind a proxy that runs as its own user).
+func WithAnyServer() DialOption { return func(c *dialConfig) { c.anyServer = true } }
 
 // withVersions overrides the versions offered in the hello (tests).
 func withVersions(v ...int) DialOption { return func(c *dialConfig) { c.versions = v } }
@@ -112,11 +127,39 @@ func Dial(ctx context.Context, path string, opts ...DialOption) (*Client, error)
 		}
 		return nil, &OpError{Op: "dial", Path: path, Err: err}
 	}
+	// Before anything is sent: a socket in a directory others can write
+	// to may be someone else's listener, waiting for what we send.
+	if err := checkServer(nc, opts); err != nil {
+		nc.Close()
+		return nil, &OpError{Op: "dial", Path: path, Err: err}
+	}
 	c, err := newClient(ctx, nc, opts...)
 	if err != nil {
 		return nil, &OpError{Op: "dial", Path: path, Err: err}
 	}
 	return c, nil
+}
+
+// checkServer refuses a server that is neither root nor the caller's own
+// user (nor one WithServerUID names), from the credentials the kernel
+// recorded for it (SO_PEERCRED; where the platform cannot tell, nothing
+// is checked).
+func checkServer(nc net.Conn, opts []DialOption) error {
+	var cfg dialConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.anyServer {
+		return nil
+	}
+	uid, ok, err := serverUID(nc)
+	if err != nil {
+		return fmt.Errorf("reading the server's credentials: %w", err)
+	}
+	if !ok || uid == 0 || int(uid) == os.Geteuid() || slices.Contains(cfg.serverUIDs, uid) {
+		return nil
+	}
+	return fmt.Errorf("%w: the server runs as uid %d, neither root nor you (uid %d)", ErrUntrustedServer, uid, os.Geteuid())
 }
 
 // NewClient runs the handshake over an established connection nc and
@@ -157,6 +200,16 @@ func newClient(ctx context.Context, nc net.Conn, opts ...DialOption) (*Client, e
 	defer stop()
 	ctl, _ := json.Marshal(wire.HelloMsg{Protocol: wire.ProtocolName, Versions: cfg.versions, Client: cfg.name})
 	if err := c.write(&wire.Frame{Type: wire.TypeHello, ID: 1, Control: ctl}); err != nil {
+		// A server that refused the connection (a limit) wrote why and
+		// closed before the hello went out: its error frame is still
+		// there to read, and says more than the broken pipe.
+		if ctx.Err() == nil {
+			_ = nc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if f, rerr := c.dec.ReadFrame(); rerr == nil && f.Type == wire.TypeError {
+				nc.Close()
+				return nil, decodeError(&f)
+			}
+		}
 		nc.Close()
 		return nil, err
 	}

@@ -1,6 +1,8 @@
 package userclient
 
 import (
+	"errors"
+
 	"github.com/drvkit/drvkit/userclient/wire"
 )
 
@@ -31,6 +33,12 @@ var (
 	// ErrOverflow: the peer did not read its notifications or replies and
 	// its bounded buffer filled up; the connection was dropped.
 	ErrOverflow = wire.ErrOverflow
+	// ErrLimit: the server refused because a resource limit was reached
+	// (connections per user, handles per connection, waiting opens).
+	ErrLimit = wire.ErrLimit
+	// ErrUntrustedServer: Dial found a server running as a user that is
+	// neither root nor the caller (see WithServerUID); nothing was sent.
+	ErrUntrustedServer = errors.New("untrusted server")
 )
 
 // ProtocolError says what was wrong with the bytes received (errors.Is

@@ -15,7 +15,8 @@
 //
 // Every command but serve talks to the daemon over its Unix socket:
 // --socket, else $DRVCTL_SOCKET, else /run/drvkit/drvkit.sock for root and
-// $XDG_RUNTIME_DIR/drvkit.sock for anyone else.
+// $XDG_RUNTIME_DIR/drvkit.sock for anyone else who has one; never a
+// world-writable directory.
 package main
 
 import (
@@ -162,7 +163,7 @@ func writeUsage(w io.Writer) {
 
 // socketFlag declares --socket on fs and returns the resolved path getter.
 func socketFlag(fs *flag.FlagSet, e *env) func() string {
-	p := fs.String("socket", "", "daemon socket `path` (default $DRVCTL_SOCKET, else /run/drvkit/drvkit.sock as root, $XDG_RUNTIME_DIR/drvkit.sock otherwise)")
+	p := fs.String("socket", "", "daemon socket `path` (default $DRVCTL_SOCKET, else /run/drvkit/drvkit.sock as root, $XDG_RUNTIME_DIR/drvkit.sock otherwise when set)")
 	return func() string { return socketPath(*p, e) }
 }
 
@@ -179,7 +180,9 @@ func socketPath(flagValue string, e *env) string {
 	if d := e.getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, "drvkit.sock")
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("drvkit-%d.sock", e.uid))
+	// The system daemon's: never a world-writable directory (/tmp), where
+	// another user could listen first.
+	return "/run/drvkit/drvkit.sock"
 }
 
 // outputFlag declares -o with the allowed formats; the first is the default.

@@ -25,6 +25,8 @@ func TestSocketPath(t *testing.T) {
 		{"env", "", map[string]string{"DRVCTL_SOCKET": "/env.sock"}, 1000, "/env.sock"},
 		{"root default", "", nil, 0, "/run/drvkit/drvkit.sock"},
 		{"user runtime dir", "", map[string]string{"XDG_RUNTIME_DIR": "/run/user/1000"}, 1000, "/run/user/1000/drvkit.sock"},
+		// Never a world-writable directory another user could squat in.
+		{"user without runtime dir", "", nil, 1000, "/run/drvkit/drvkit.sock"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

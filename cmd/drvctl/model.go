@@ -58,7 +58,7 @@ func (s *serviceEntry) normalize() {
 // monitorEvent is one line of `drvctl monitor`: a kernel uevent as the
 // daemon received it, or one lifecycle step of a service.
 type monitorEvent struct {
-	Kind string  `json:"kind"` // "kernel", "lifecycle", or "lost" (--replay: the history had dropped Count events)
+	Kind string  `json:"kind"` // "kernel", "lifecycle", "lost" (--replay: the history had dropped Count events) or "warning" (the kernel dropped uevents: Detail says so, Count events were resynced)
 	Time float64 `json:"time"` // seconds on CLOCK_MONOTONIC, as udevadm prints
 	// Seq numbers the daemon's events from 1, kernel and lifecycle alike,
 	// in the order they happened: a gap means events were lost.

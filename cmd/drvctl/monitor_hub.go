@@ -111,6 +111,14 @@ func (h *monitorHub) kernel(ev *hotplug.Event, received time.Time) {
 	h.publish(e)
 }
 
+// kernelOverflow tells monitors that the kernel dropped uevents (its
+// receive buffer overflowed) and how resync repaired the view: otherwise
+// a monitor would see a gap, or synthesized events, with no reason.
+func (h *monitorHub) kernelOverflow(resynced int) {
+	h.publish(monitorEvent{Kind: "warning", Time: h.clock.at(time.Now()), Count: uint64(resynced),
+		Detail: "the kernel dropped uevents (receive buffer overflow); resynced " + itoa(uint64(resynced)) + " events from sysfs"})
+}
+
 // monoClock turns Go times into seconds on CLOCK_MONOTONIC, the clock
 // udevadm monitor prints, so our lines sort with the kernel's.
 type monoClock struct {

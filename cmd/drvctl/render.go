@@ -5,16 +5,32 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // label is how a service is named in the tree: Class@Name, as ioreg names
 // entries by location.
 func (s *serviceEntry) label() string {
 	if s.Name == "" || s.Name == s.Class {
-		return s.Class
+		return esc(s.Class)
 	}
-	return s.Class + "@" + s.Name
+	return esc(s.Class) + "@" + esc(s.Name)
+}
+
+// esc makes a name from a flag, a driver or a device safe to print on a
+// terminal: one with a control character (an escape sequence that would
+// rewrite the screen), or that is not valid UTF-8, is printed Go-quoted;
+// every other name as it is.
+func esc(s string) string {
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 func (s *serviceEntry) stateText() string {
@@ -31,9 +47,9 @@ func (s *serviceEntry) stateText() string {
 	case s.Starting:
 		active = "active, starting"
 	}
-	parts := []string{"class " + s.Class, fmt.Sprintf("id %d", s.ID)}
+	parts := []string{"class " + esc(s.Class), fmt.Sprintf("id %d", s.ID)}
 	if s.Driver != "" {
-		parts = append(parts, "driver "+s.Driver)
+		parts = append(parts, "driver "+esc(s.Driver))
 	}
 	parts = append(parts, flag(s.Registered, "registered"), flag(s.Matched, "matched"), active,
 		fmt.Sprintf("busy %d", s.Busy), fmt.Sprintf("retain %d", s.Retain))
@@ -206,16 +222,18 @@ func writeMonitorLine(w io.Writer, e *monitorEvent, env bool) error {
 	var b strings.Builder
 	switch e.Kind {
 	case "kernel":
-		fmt.Fprintf(&b, "KERNEL[%.6f] %-8s %s (%s)\n", e.Time, e.Action, e.Devpath, e.Subsystem)
+		fmt.Fprintf(&b, "KERNEL[%.6f] %-8s %s (%s)\n", e.Time, esc(e.Action), esc(e.Devpath), esc(e.Subsystem))
 	case "lost":
 		fmt.Fprintf(&b, "LOST %d older events (the daemon keeps the last %d)\n", e.Count, monitorHistory)
+	case "warning":
+		fmt.Fprintf(&b, "WARNING[%.6f] %s\n", e.Time, esc(e.Detail))
 	default:
-		fmt.Fprintf(&b, "LIFECYCLE[%.6f] %-8s %s id=%d", e.Time, e.Step, e.Class, e.ServiceID)
+		fmt.Fprintf(&b, "LIFECYCLE[%.6f] %-8s %s id=%d", e.Time, esc(e.Step), esc(e.Class), e.ServiceID)
 		if e.Name != "" && e.Name != e.Class {
-			fmt.Fprintf(&b, " name=%s", e.Name)
+			fmt.Fprintf(&b, " name=%s", esc(e.Name))
 		}
 		if e.Detail != "" {
-			fmt.Fprintf(&b, " (%s)", e.Detail)
+			fmt.Fprintf(&b, " (%s)", esc(e.Detail))
 		}
 		switch {
 		case e.Cause == "":
@@ -233,7 +251,7 @@ func writeMonitorLine(w io.Writer, e *monitorEvent, env bool) error {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			fmt.Fprintf(&b, "%s=%s\n", k, e.Env[k])
+			fmt.Fprintf(&b, "%s=%s\n", esc(k), esc(e.Env[k]))
 		}
 		b.WriteString("\n")
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -118,4 +119,22 @@ func TestStateText(t *testing.T) {
 	} {
 		require.Equal(t, tc.want, tc.e.stateText())
 	}
+}
+
+// Names from flags and devices reach the terminal escaped: a personality
+// name carrying an escape sequence cannot rewrite the screen.
+func TestNamesAreEscapedWhenPrinted(t *testing.T) {
+	doc := &inspectDoc{Services: []serviceEntry{{ID: 1, Class: "USBInterface", Name: "2-1:1.0\x1b[2J", Driver: "evil\x1b]0;pwned\x07", Active: true, Registered: true}}}
+	var b strings.Builder
+	require.NoError(t, writeTree(&b, doc, false))
+	require.NotContains(t, b.String(), "\x1b")
+	require.Contains(t, b.String(), `USBInterface@"2-1:1.0\x1b[2J"`)
+	require.Contains(t, b.String(), `driver "evil\x1b]0;pwned\a"`)
+	require.Equal(t, "2-1:1.0", esc("2-1:1.0"))
+	require.Equal(t, "größe", esc("größe"), "printable UTF-8 stays as it is")
+	require.Equal(t, `"\xff"`, esc("\xff"))
+	var m strings.Builder
+	require.NoError(t, writeMonitorLine(&m, &monitorEvent{Kind: "kernel", Action: "add", Devpath: "/devices/x\x1b[31m", Subsystem: "usb",
+		Env: map[string]string{"ID_MODEL": "a\x1bb"}}, true))
+	require.NotContains(t, m.String(), "\x1b")
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/drvkit/drvkit/hotplug"
 	"github.com/drvkit/drvkit/hotplug/buses"
 	"github.com/drvkit/drvkit/hotplug/sim"
+	"github.com/drvkit/drvkit/internal/statefile"
 	"github.com/drvkit/drvkit/refcount"
 	"github.com/drvkit/drvkit/userclient"
 	"github.com/drvkit/drvkit/userclient/server"
@@ -52,6 +53,7 @@ type serveOptions struct {
 	allowUIDs    string
 	allowGIDs    string
 	adminGIDs    string
+	readGIDs     string
 	anyUser      bool
 	termTimeout  time.Duration
 	closeTimeout time.Duration
@@ -59,6 +61,7 @@ type serveOptions struct {
 	personality  personalityFlags
 	observe      observeOptions
 	bundles      bundleOptions
+	limits       limitsFlag
 }
 
 func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
@@ -75,7 +78,9 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	fs.StringVar(&o.allowUIDs, "allow-uids", "", "comma-separated `uids` that may open services (root always may)")
 	fs.StringVar(&o.allowGIDs, "allow-gids", "", "comma-separated `gids` whose members may open services")
 	fs.StringVar(&o.adminGIDs, "admin-gids", "", "comma-separated `gids` whose members may make administrative calls (root always may)")
+	fs.StringVar(&o.readGIDs, "read-gids", "", "comma-separated `gids` whose members may read the daemon's state: monitor, monitor-history, inspect, why, leaks (root and admin groups always may)")
 	fs.BoolVar(&o.anyUser, "any-user", false, "let anyone who can reach the socket open services")
+	fs.Var(&o.limits, "limits", limitsUsage())
 	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long `drvctl terminate` waits for the free")
 	fs.DurationVar(&o.closeTimeout, "shutdown-timeout", 15*time.Second, "how long shutdown waits for every service to be freed")
 	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` for what must outlive the daemon: the journal of kernel drivers it detached, re-attached at the next start if it was killed (with --sim also the simulated kernel's bindings); empty: no journal")
@@ -184,6 +189,16 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	if err != nil {
 		return usagef("%v", err)
 	}
+	if err := checkServeDurations(o); err != nil {
+		return usagef("%v", err)
+	}
+	if o.stateDir != "" {
+		// Root reads this directory back at the next start and writes
+		// what it says into sysfs: nobody else may write there.
+		if err := statefile.CheckDir(o.stateDir); err != nil {
+			return fmt.Errorf("--state-dir: %w", err)
+		}
+	}
 	tbl := o.personality.table
 	if tbl == nil {
 		tbl = builtinDrivers()
@@ -283,7 +298,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		gousb := usb.NewGousb()
 		d.usb, d.hid = gousb, hid.Hidraw{}
 		undo = append(undo, func() { _ = gousb.Close() })
-		nl, err := hotplug.NewNetlink(hotplug.NetlinkConfig{Coldplug: true, Classes: buses.Classes()})
+		nl, err := hotplug.NewNetlink(hotplug.NetlinkConfig{Coldplug: true, Classes: buses.Classes(), Log: log, OnOverflow: d.hub.kernelOverflow})
 		if err != nil {
 			return fail(fmt.Errorf("kernel uevents: %w", err))
 		}
@@ -327,7 +342,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	d.startBundles()
 
 	d.srv, err = server.Listen(&daemonBackend{RegistryBackend: server.NewRegistryBackend(d.reg), hub: d.hub, sessions: d.observer.userClientHooks()}, server.Config{
-		Path: o.socket, GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log,
+		Path: o.socket, GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log, Limits: o.limits.l,
 		OnDisconnect: func(c userclient.Cred, reason error) {
 			log.Debug("client disconnected", "pid", c.PID, "uid", c.UID, "reason", reason)
 		},
@@ -454,9 +469,6 @@ func checkShutdown(log *slog.Logger, stderr io.Writer, trace string, unfreed []*
 // predecessor left detached: at once for the devices present (real
 // hardware), as each device is enumerated on a simulated bus.
 func (d *daemon) journalKernelDrivers(ctx context.Context, sim *simBus) error {
-	if err := os.MkdirAll(d.opts.stateDir, 0o755); err != nil {
-		return fmt.Errorf("state directory: %w", err)
-	}
 	j, err := usb.OpenJournal(filepath.Join(d.opts.stateDir, "usb-detached.json"))
 	if err != nil {
 		return err
@@ -545,8 +557,8 @@ func parseIDs(flagName, list string) ([]uint32, error) {
 			continue
 		}
 		n, err := strconv.ParseUint(f, 10, 32)
-		if err != nil {
-			return nil, fmt.Errorf("--%s: %q is not a numeric id", flagName, f)
+		if err != nil || n > maxID {
+			return nil, fmt.Errorf("--%s: %q is not a numeric id from 0 to %d", flagName, f, int64(maxID))
 		}
 		out = append(out, uint32(n))
 	}
@@ -567,13 +579,25 @@ func buildPolicy(o serveOptions) (server.Policy, error) {
 	if err != nil {
 		return p, err
 	}
+	readers, err := parseIDs("read-gids", o.readGIDs)
+	if err != nil {
+		return p, err
+	}
+	if err := checkSocketGID(o.socketGroup); err != nil {
+		return p, err
+	}
+	if err := checkReachable(o, uids, gids); err != nil {
+		return p, err
+	}
 	p.AdminGIDs = admin
+	p.ReadGIDs = readers
+	// The monitor and the read verbs show every device, every client's
+	// process and every uevent: they need the read right, which no allow
+	// rule (not even --any-user) gives.
+	p.ReadClasses = []string{monitorClass}
+	p.ReadOps = []string{opInspect, opHistory, opLeaks, opWhy, opBlockers}
 	if o.anyUser || len(uids) > 0 || len(gids) > 0 {
 		p.Rules = append(p.Rules, server.Rule{AnyUser: o.anyUser, UIDs: uids, GIDs: gids})
-	}
-	// The monitor shows every device and client: administrators only.
-	if len(admin) > 0 {
-		p.Rules = append(p.Rules, server.Rule{GIDs: admin, Classes: []string{monitorClass}})
 	}
 	return p, nil
 }
@@ -589,7 +613,6 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 		}
 		return nil
 	}
-	d.log.Info("admin call", "op", op, "pid", cred.PID, "uid", cred.UID)
 	switch op {
 	case opInspect:
 		return inspectStream{d.reg}, nil, nil

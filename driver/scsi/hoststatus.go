@@ -1,6 +1,13 @@
 package scsi
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"time"
+)
 
 // Linux SCSI midlayer host bytes (DID_*) and driver bytes (DRIVER_*) as sg
 // reports them in sg_io_hdr.host_status / driver_status.
@@ -29,19 +36,37 @@ const (
 // HostError reports a non-zero host or driver status from the kernel's SCSI
 // midlayer. It matches ErrNoDevice when the target is gone, ErrTimeout on
 // timeouts, ErrBusy on retryable conditions, and ErrTransport otherwise.
+//
+// Whether the target is gone is not guessed from the host status: when a
+// device disappears mid-command the midlayer fails what was in flight with
+// whatever the host driver reports — DID_NO_CONNECT or DID_BAD_TARGET, but
+// also DID_ABORT, DID_ERROR, DID_RESET, DID_TIME_OUT or a transport
+// status (virtio-scsi completes them with the hypervisor's "aborted" or
+// "reset") — and the same statuses happen on a device that stays. So for
+// any status but the two that always mean gone, the transport reads the
+// device's state in sysfs (State): "cancel", "deleted", "offline",
+// "transport-offline" or a vanished device directory mean gone (Gone).
 type HostError struct {
 	Host, Driver uint16
+	// State is the device's sysfs state read after the failure ("" if not
+	// read); Gone says it showed the device gone.
+	State string
+	Gone  bool
 }
 
 func (e *HostError) Error() string {
-	return fmt.Sprintf("host status 0x%02x (%s), driver status 0x%02x", e.Host, hostName(e.Host), e.Driver)
+	s := fmt.Sprintf("host status 0x%02x (%s), driver status 0x%02x", e.Host, hostName(e.Host), e.Driver)
+	if e.State != "" {
+		s += ", device state " + e.State
+	}
+	return s
 }
 
 // Is implements errors.Is matching.
 func (e *HostError) Is(target error) bool {
 	switch target {
 	case ErrNoDevice:
-		return e.Host == hostNoConnect || e.Host == hostBadTarget
+		return e.Host == hostNoConnect || e.Host == hostBadTarget || e.Gone
 	case ErrTimeout:
 		return e.Host == hostTimeOut || e.Driver&0x0f == driverTimeout
 	case ErrBusy:
@@ -88,4 +113,32 @@ func hostName(h uint16) string {
 		return "DID_TRANSPORT_MARGINAL"
 	}
 	return "unknown"
+}
+
+// deviceGone reads a SCSI device's state file (…/<h:c:t:l>/state) until it
+// shows the device gone or settle passes. A missing file (the device
+// directory was removed) is gone too; an empty path is never gone.
+func deviceGone(stateFile string, settle time.Duration) (state string, gone bool) {
+	if stateFile == "" {
+		return "", false
+	}
+	deadline := time.Now().Add(settle)
+	for {
+		b, err := os.ReadFile(stateFile)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return "removed", true
+		case err != nil:
+			return "", false
+		}
+		state = strings.TrimSpace(string(b))
+		switch state {
+		case "cancel", "deleted", "offline", "transport-offline":
+			return state, true
+		}
+		if !time.Now().Before(deadline) {
+			return state, false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

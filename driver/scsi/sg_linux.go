@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -22,6 +24,31 @@ type SG struct {
 	f       *os.File
 	rc      syscall.RawConn
 	version int
+	// stateFile is the sysfs state of the SCSI device behind the node,
+	// resolved at open (after an unplug the class link is gone): what a
+	// failed command's host status is checked against.
+	stateFile string
+}
+
+// goneSettle is how long deviceGone waits for a device whose command
+// failed to show a removal in its state: the midlayer fails in-flight
+// commands while it removes the device, and the state may still read
+// "running" for a moment. A device that stays costs this once, on an
+// error path.
+const goneSettle = 100 * time.Millisecond
+
+// sysfsClassSG is where the kernel lists sg nodes (tests point it
+// elsewhere).
+var sysfsClassSG = "/sys/class/scsi_generic"
+
+// sgStateFile resolves /sys/class/scsi_generic/sgN/device/state to the
+// device's own directory; "" if there is none (not a kernel sg node).
+func sgStateFile(path string) string {
+	dev, err := filepath.EvalSymlinks(filepath.Join(sysfsClassSG, filepath.Base(path), "device"))
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dev, "state")
 }
 
 var _ Transport = (*SG)(nil)
@@ -60,6 +87,7 @@ func OpenSG(path string) (*SG, error) {
 		return nil, &OpError{Op: "SG_GET_VERSION_NUM " + path, Err: fmt.Errorf("%w (%v)", ErrNotSG, ioErr)}
 	}
 	s.version = int(ver)
+	s.stateFile = sgStateFile(path)
 	return s, nil
 }
 
@@ -143,6 +171,9 @@ func (s *SG) Execute(ctx context.Context, cmd *Command) (Result, error) {
 		res.Sense = sense[:min(int(h.SbLenWr), senseLen)]
 	}
 	if err := hostDriverError(h.HostStatus, h.DriverStatus); err != nil {
+		if he, ok := err.(*HostError); ok && he.Host != hostOK && !errors.Is(he, ErrNoDevice) {
+			he.State, he.Gone = deviceGone(s.stateFile, goneSettle)
+		}
 		// With sense data the SCSI layer has a better story; keep it.
 		if res.Status == StatusCheckCondition && len(res.Sense) > 0 {
 			return res, nil

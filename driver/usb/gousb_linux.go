@@ -186,7 +186,7 @@ func (b *Gousb) Open(ctx context.Context, sel Selector) (Device, error) {
 		if err != nil {
 			return nil, &OpError{Op: op, Err: mapGousb(err)}
 		}
-		return nil, &OpError{Op: op, Err: ErrNotFound}
+		return nil, &OpError{Op: op, Err: NotFoundError(sel)}
 	}
 	if cerr := ctx.Err(); cerr != nil {
 		chosen.Close()

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/drvkit/drvkit/internal/statefile"
 )
 
 // KernelBinder is implemented by backends that can bind a kernel driver to
@@ -69,7 +71,7 @@ var ErrJournal = errors.New("detach journal")
 // OpenJournal loads the journal at path; a missing file is an empty one.
 func OpenJournal(path string) (*Journal, error) {
 	j := &Journal{path: path}
-	b, err := os.ReadFile(path)
+	b, err := statefile.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return j, nil
@@ -116,14 +118,11 @@ func (j *Journal) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	tmp := j.path + ".tmp"
-	if err := os.MkdirAll(filepath.Dir(j.path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(j.path), 0o700); err != nil {
 		return fmt.Errorf("%w: %w", ErrJournal, err)
 	}
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("%w: %w", ErrJournal, err)
-	}
-	if err := os.Rename(tmp, j.path); err != nil {
+	// Never through a symlink, fsynced around the rename.
+	if err := statefile.WriteFile(j.path, b); err != nil {
 		return fmt.Errorf("%w: %w", ErrJournal, err)
 	}
 	return nil

@@ -112,6 +112,24 @@ type Selector struct {
 	Serial          string
 }
 
+// NotFoundError is how a Backend's Open says nothing matches sel: for a
+// selector naming one device by bus and address — a device that was there,
+// since addresses are assigned at enumeration — it is gone, and the error
+// matches ErrNoDevice as well as ErrNotFound, so that a driver whose device
+// was unplugged before Start opened it reports what every other path
+// reports for an unplugged device.
+func NotFoundError(sel Selector) error {
+	if sel.Bus != 0 && sel.Address != 0 {
+		return goneError{}
+	}
+	return ErrNotFound
+}
+
+type goneError struct{}
+
+func (goneError) Error() string        { return "no such device (unplugged before it was opened)" }
+func (goneError) Is(target error) bool { return target == ErrNoDevice || target == ErrNotFound }
+
 // ParseSelector parses "BUS/ADDR" (as in /dev/bus/usb/BUS/ADDR) or
 // "VID:PID[:SERIAL]" with hexadecimal IDs.
 func ParseSelector(s string) (Selector, error) {

@@ -48,3 +48,17 @@ func TestInterfaceEndpoint(t *testing.T) {
 	_, ok = i.Endpoint(TransferIsochronous, true)
 	require.False(t, ok)
 }
+
+// A device named by bus and address that is not there was unplugged: the
+// error matches ErrNoDevice (what a driver reports for an unplugged device)
+// and still ErrNotFound; a VID:PID selector finding nothing is only not
+// found.
+func TestNotFoundErrorByAddressIsNoDevice(t *testing.T) {
+	gone := NotFoundError(Selector{Bus: 2, Address: 23})
+	require.ErrorIs(t, gone, ErrNoDevice)
+	require.ErrorIs(t, gone, ErrNotFound)
+	require.Contains(t, (&OpError{Op: "open 002/023", Err: gone}).Error(), "open 002/023: no such device (unplugged before it was opened)")
+	none := NotFoundError(Selector{Vendor: 0x1d50, Product: 0x6018})
+	require.ErrorIs(t, none, ErrNotFound)
+	require.NotErrorIs(t, none, ErrNoDevice)
+}

@@ -48,6 +48,10 @@ type Scenario struct {
 const (
 	maxScenarioLine  = 4096
 	maxScenarioSteps = 1 << 19 // after repeat expansion: room for plugging and unplugging 100k devices
+	// maxScenarioWork bounds what expanding a scenario costs: steps
+	// copied plus repeat iterations, so that neither a huge product of
+	// counts nor a huge count over an empty body can spin.
+	maxScenarioWork = 4 * maxScenarioSteps
 )
 
 // ParseScenario reads a scenario and checks it: the syntax of every line
@@ -65,7 +69,30 @@ func ParseScenarioFragment(name, s string) (*Scenario, error) {
 }
 
 func parseScenario(name string, r io.Reader, dryRun bool) (*Scenario, error) {
+	sc, _, err := parseScenarioWork(name, r, dryRun)
+	return sc, err
+}
+
+// parseScenarioWork is parseScenario that also says how much expansion
+// work it did (the cost fuzz target bounds it).
+func parseScenarioWork(name string, r io.Reader, dryRun bool) (*Scenario, int, error) {
+	sc, work, err := expandScenario(name, r)
+	if err != nil || !dryRun {
+		return sc, work, err
+	}
+	// Dry run: semantic errors are found now, not halfway through a test.
+	m := newMachine(1)
+	for _, st := range sc.Steps {
+		if _, err := m.exec(st); err != nil {
+			return nil, work, &ScenarioError{File: name, Line: st.Line, Msg: err.Error()}
+		}
+	}
+	return sc, work, nil
+}
+
+func expandScenario(name string, r io.Reader) (*Scenario, int, error) {
 	sc := &Scenario{Name: name}
+	work := 0
 	br := bufio.NewScanner(r)
 	br.Buffer(make([]byte, 1024), maxScenarioLine)
 	line := 0
@@ -77,7 +104,7 @@ func parseScenario(name string, r io.Reader, dryRun bool) (*Scenario, error) {
 		line++
 		st, ok, err := parseStep(br.Text())
 		if err != nil {
-			return nil, &ScenarioError{File: name, Line: line, Msg: err.Error()}
+			return nil, work, &ScenarioError{File: name, Line: line, Msg: err.Error()}
 		}
 		if !ok {
 			continue
@@ -86,53 +113,50 @@ func parseScenario(name string, r io.Reader, dryRun bool) (*Scenario, error) {
 		switch st.Cmd {
 		case "repeat":
 			if len(open) >= 4 {
-				return nil, &ScenarioError{File: name, Line: line, Msg: "repeat: nested more than 4 deep"}
+				return nil, work, &ScenarioError{File: name, Line: line, Msg: "repeat: nested more than 4 deep"}
 			}
 			open = append(open, block{start: len(sc.Steps), n: int(st.N), line: line})
 		case "end":
 			if len(open) == 0 {
-				return nil, &ScenarioError{File: name, Line: line, Msg: "end without repeat"}
+				return nil, work, &ScenarioError{File: name, Line: line, Msg: "end without repeat"}
 			}
 			b := open[len(open)-1]
 			open = open[:len(open)-1]
 			body := sc.Steps[b.start:]
 			if len(sc.Steps)+len(body)*(b.n-1) > maxScenarioSteps {
-				return nil, &ScenarioError{File: name, Line: b.line, Msg: fmt.Sprintf("repeat: more than %d steps in all", maxScenarioSteps)}
+				return nil, work, &ScenarioError{File: name, Line: b.line, Msg: fmt.Sprintf("repeat: more than %d steps in all", maxScenarioSteps)}
 			}
-			body = slices.Clone(body)
-			for range b.n - 1 {
-				sc.Steps = append(sc.Steps, body...)
+			if len(body) > 0 { // an empty body repeated is nothing: no iterations to spin through
+				body = slices.Clone(body)
+				for range b.n - 1 {
+					work += 1 + len(body)
+					if work > maxScenarioWork {
+						return nil, work, &ScenarioError{File: name, Line: b.line, Msg: fmt.Sprintf("repeat: expanding the scenario costs more than %d steps", maxScenarioWork)}
+					}
+					sc.Steps = append(sc.Steps, body...)
+				}
 			}
 			if b.n == 0 {
 				sc.Steps = sc.Steps[:b.start]
 			}
 		default:
+			work++
 			sc.Steps = append(sc.Steps, st)
 		}
 		if len(sc.Steps) > maxScenarioSteps {
-			return nil, &ScenarioError{File: name, Line: line, Msg: fmt.Sprintf("more than %d steps", maxScenarioSteps)}
+			return nil, work, &ScenarioError{File: name, Line: line, Msg: fmt.Sprintf("more than %d steps", maxScenarioSteps)}
 		}
 	}
 	if len(open) > 0 {
-		return nil, &ScenarioError{File: name, Line: open[len(open)-1].line, Msg: "repeat without end"}
+		return nil, work, &ScenarioError{File: name, Line: open[len(open)-1].line, Msg: "repeat without end"}
 	}
 	if err := br.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, &ScenarioError{File: name, Line: line + 1, Msg: fmt.Sprintf("line longer than %d bytes", maxScenarioLine)}
+			return nil, work, &ScenarioError{File: name, Line: line + 1, Msg: fmt.Sprintf("line longer than %d bytes", maxScenarioLine)}
 		}
-		return nil, &ScenarioError{File: name, Line: line, Msg: err.Error()}
+		return nil, work, &ScenarioError{File: name, Line: line, Msg: err.Error()}
 	}
-	if !dryRun {
-		return sc, nil
-	}
-	// Dry run: semantic errors are found now, not halfway through a test.
-	m := newMachine(1)
-	for _, st := range sc.Steps {
-		if _, err := m.exec(st); err != nil {
-			return nil, &ScenarioError{File: name, Line: st.Line, Msg: err.Error()}
-		}
-	}
-	return sc, nil
+	return sc, work, nil
 }
 
 // ParseScenarioString is ParseScenario over a string.

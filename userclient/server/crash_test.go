@@ -132,7 +132,12 @@ func TestPermissionUnprivileged(t *testing.T) {
 	copyFile(t, os.Args[0], bin)
 
 	ch := startChild(t, bin, "permission", ts.sock, &syscall.Credential{Uid: nobody, Gid: nobody})
-	require.Contains(t, ch.expect(t, "open TestDevice: "), "permission=true")
+	// A service it may not open is answered as one that does not exist:
+	// no oracle for what is plugged in.
+	refused := ch.expect(t, "open TestDevice: ")
+	require.Contains(t, refused, "no_service=true")
+	absent := ch.expect(t, "open NoSuchDevice: ")
+	require.Equal(t, strings.ReplaceAll(refused, "TestDevice", "NoSuchDevice"), absent)
 	require.Equal(t, "ping: <nil>", ch.expect(t, "ping"))
 	require.Equal(t, `open PublicDevice: ok call "hi" <nil>`, ch.expect(t, "open PublicDevice"))
 	require.Contains(t, ch.expect(t, "admin: "), "permission=true")

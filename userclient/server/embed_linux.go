@@ -33,7 +33,14 @@ func (s *Server) Embed(ctx context.Context, opts ...userclient.DialOption) (*use
 		srvConn.Close()
 		return nil, &OpError{Op: "embed", Err: err}
 	}
-	c := newConn(s, srvConn)
+	cred, err := peerCred(srvConn)
+	if err != nil {
+		srvConn.Close()
+		cliConn.Close()
+		return nil, &OpError{Op: "embed", Err: err}
+	}
+	c := newConn(s, srvConn, cred)
+	c.embedded = true
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -41,7 +48,10 @@ func (s *Server) Embed(ctx context.Context, opts ...userclient.DialOption) (*use
 		cliConn.Close()
 		return nil, &OpError{Op: "embed", Err: wire.ErrClosed}
 	}
+	// Counted, not limited: the embedder is the process itself.
 	s.conns[c] = struct{}{}
+	c.user = s.addConnLocked(cred.UID)
+	s.incomplete++
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go c.serve()

@@ -14,6 +14,13 @@ var (
 	ErrPeerExited = errors.New("peer process exited")
 	// ErrHandshakeTimeout: no hello within Config.HandshakeTimeout.
 	ErrHandshakeTimeout = errors.New("no hello before the handshake timeout")
+	// ErrFrameTimeout: a frame's rest did not arrive within
+	// Limits.FrameTimeout of its first byte (it also matches
+	// wire.ErrLimit, as the peer is told).
+	ErrFrameTimeout = errors.New("frame not completed before the frame timeout")
+	// ErrIdleTimeout: a connection holding nothing sent nothing for
+	// Limits.IdleTimeout.
+	ErrIdleTimeout = errors.New("connection idle")
 	// ErrClientDied is why an embedded client's connection ended when its
 	// context was cancelled (Server.Embed). It matches userclient.ErrClosed.
 	ErrClientDied = &clientDied{}

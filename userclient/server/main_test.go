@@ -75,7 +75,9 @@ func runChild(role, sock string) int {
 	}
 	if role == "permission" {
 		_, err := c.Open(ctx, userclient.Match{Class: "TestDevice"})
-		say("open TestDevice: %v permission=%v", err, errors.Is(err, userclient.ErrPermission))
+		say("open TestDevice: %v no_service=%v", err, errors.Is(err, userclient.ErrNoService))
+		_, err = c.Open(ctx, userclient.Match{Class: "NoSuchDevice"})
+		say("open NoSuchDevice: %v no_service=%v", err, errors.Is(err, userclient.ErrNoService))
 		say("ping: %v", c.Ping(ctx))
 		h, err := c.Open(ctx, userclient.Match{Class: "PublicDevice"})
 		if err == nil {

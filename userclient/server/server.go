@@ -10,12 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/drvkit/drvkit/internal/faultinject"
+	"github.com/drvkit/drvkit/internal/ratelog"
 
 	"github.com/drvkit/drvkit/userclient"
 	"github.com/drvkit/drvkit/userclient/wire"
@@ -50,6 +52,9 @@ type Config struct {
 	// HandshakeTimeout is how long a new connection may take to send its
 	// hello (default 10s).
 	HandshakeTimeout time.Duration
+	// Limits bound what one peer can make the server hold; the zero
+	// value has safe defaults (see Limits).
+	Limits Limits
 	// Admin serves administrative calls; nil answers them with userclient.ErrNoMethod.
 	Admin AdminFunc
 	// OnDisconnect, if set, is told why each connection ended (after its
@@ -57,6 +62,10 @@ type Config struct {
 	OnDisconnect func(cred userclient.Cred, reason error)
 	// Log receives connection-level errors; nil discards them.
 	Log *slog.Logger
+	// Audit receives one line per open and administrative decision,
+	// granted or refused, with the peer's pid, uid and gid and what it
+	// asked (the audit trail); nil uses Log.
+	Audit *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -81,6 +90,82 @@ func (c *Config) defaults() {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
+	if c.Audit == nil {
+		c.Audit = c.Log
+	}
+	c.Limits.defaults()
+}
+
+// Limits bound the resources a peer can make the server hold, in the
+// manner of dbus-daemon's limits. Zero means the default; a negative
+// duration turns that timeout off.
+type Limits struct {
+	// MaxConns is the number of connections served at once (default
+	// 1024). Root gets RootReserve connections beyond it, so that an
+	// administrator can still connect while others exhausted the rest.
+	MaxConns int
+	// MaxConnsPerUID bounds one user's connections, root's too (default
+	// 128).
+	MaxConnsPerUID int
+	// MaxIncomplete bounds connections that have not completed the
+	// handshake (default 64).
+	MaxIncomplete int
+	// MaxHandles bounds open handles per connection (default 256);
+	// MaxHandlesPerUID over all of one user's connections (default 1024):
+	// what one user can make every close of a shared service fan out to.
+	MaxHandles       int
+	MaxHandlesPerUID int
+	// MaxInflightPerUID bounds the calls in flight over all of one user's
+	// connections (default 256); past it that user's connections are not
+	// read until one finishes. A call blocked in a driver (SG_IO)
+	// holds an OS thread: without this one user could make the daemon
+	// reach the runtime's thread limit.
+	MaxInflightPerUID int
+	// MaxWaitingOpens bounds opens waiting for a service to appear, per
+	// connection (default 16); MaxWaitingOpensTotal over all connections
+	// (default 256).
+	MaxWaitingOpens      int
+	MaxWaitingOpensTotal int
+	// FrameTimeout is how long the rest of a frame may take once its first
+	// byte arrived (default 10s).
+	FrameTimeout time.Duration
+	// IdleTimeout closes a connection with no open handle and no request
+	// in flight that sent nothing for this long (default 2 minutes).
+	IdleTimeout time.Duration
+}
+
+// RootReserve is how many connections uid 0 may open beyond MaxConns.
+const RootReserve = 16
+
+// DefaultLimits are the limits a zero Limits gets.
+var DefaultLimits = Limits{
+	MaxConns: 1024, MaxConnsPerUID: 128, MaxIncomplete: 64, MaxHandles: 256, MaxHandlesPerUID: 1024,
+	MaxInflightPerUID: 256,
+	MaxWaitingOpens:   16, MaxWaitingOpensTotal: 256,
+	FrameTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+}
+
+func (l *Limits) defaults() {
+	d := DefaultLimits
+	setInt := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	setInt(&l.MaxConns, d.MaxConns)
+	setInt(&l.MaxConnsPerUID, d.MaxConnsPerUID)
+	setInt(&l.MaxIncomplete, d.MaxIncomplete)
+	setInt(&l.MaxHandles, d.MaxHandles)
+	setInt(&l.MaxHandlesPerUID, d.MaxHandlesPerUID)
+	setInt(&l.MaxInflightPerUID, d.MaxInflightPerUID)
+	setInt(&l.MaxWaitingOpens, d.MaxWaitingOpens)
+	setInt(&l.MaxWaitingOpensTotal, d.MaxWaitingOpensTotal)
+	if l.FrameTimeout == 0 {
+		l.FrameTimeout = d.FrameTimeout
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = d.IdleTimeout
+	}
 }
 
 // drainGrace is how long a failing connection's queued frames may take to
@@ -93,18 +178,47 @@ type Server struct {
 	cfg     Config
 	ln      *net.UnixListener
 
-	mu     sync.Mutex
-	conns  map[*conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu         sync.Mutex
+	conns      map[*conn]struct{}
+	perUID     map[uint32]*user // by uid
+	incomplete int              // connections before their handshake
+	closed     bool
+	wg         sync.WaitGroup
 
 	sessions atomic.Int64
+	waiting  atomic.Int64 // opens waiting for a service, over all connections
+	refused  atomic.Int64 // connections refused at accept by a limit
+	timeouts atomic.Int64 // connections ended by the frame or idle timeout
+	coalesce atomic.Int64 // ServiceWasClosed notifications merged into one queued
+
+	refusedLog ratelog.Limiter
+}
+
+// user is what one uid holds over all its connections.
+type user struct {
+	conns    int           // under Server.mu
+	handles  atomic.Int64  // open or opening
+	inflight chan struct{} // a slot per request in flight
+}
+
+// addConnLocked counts a connection of uid; s.mu is held.
+func (s *Server) addConnLocked(uid uint32) *user {
+	u := s.perUID[uid]
+	if u == nil {
+		u = &user{inflight: make(chan struct{}, s.cfg.Limits.MaxInflightPerUID)}
+		s.perUID[uid] = u
+	}
+	u.conns++
+	return u
 }
 
 // Stats is a snapshot of a server's load.
 type Stats struct {
-	Conns    int // connections being served
-	Sessions int // open handles over all connections
+	Conns     int   // connections being served
+	Sessions  int   // open handles over all connections
+	Refused   int64 // connections refused by a limit since the start
+	Timeouts  int64 // connections ended by the frame or idle timeout
+	Coalesced int64 // ServiceWasClosed notifications merged into a queued one
 }
 
 // Listen creates the socket and starts serving b.
@@ -117,25 +231,11 @@ func Listen(b Backend, cfg Config) (*Server, error) {
 	if err := removeStale(cfg.Path); err != nil {
 		return nil, opErr(err)
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Path, Net: "unix"})
+	ln, err := listenUnix(cfg.Path, cfg.Mode, cfg.GID)
 	if err != nil {
-		var ne *net.OpError
-		if errors.As(err, &ne) && ne.Err != nil {
-			err = ne.Err // without net's "listen unix <path>"
-		}
 		return nil, opErr(err)
 	}
-	if err := os.Chmod(cfg.Path, cfg.Mode); err != nil {
-		ln.Close()
-		return nil, opErr(err)
-	}
-	if cfg.GID >= 0 {
-		if err := os.Lchown(cfg.Path, -1, cfg.GID); err != nil {
-			ln.Close()
-			return nil, opErr(err)
-		}
-	}
-	s := &Server{backend: b, cfg: cfg, ln: ln, conns: make(map[*conn]struct{})}
+	s := &Server{backend: b, cfg: cfg, ln: ln, conns: make(map[*conn]struct{}), perUID: make(map[uint32]*user)}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s, nil
@@ -176,7 +276,8 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	n := len(s.conns)
 	s.mu.Unlock()
-	return Stats{Conns: n, Sessions: int(s.sessions.Load())}
+	return Stats{Conns: n, Sessions: int(s.sessions.Load()), Refused: s.refused.Load(),
+		Timeouts: s.timeouts.Load(), Coalesced: s.coalesce.Load()}
 }
 
 // Close stops accepting, ends every connection (each session gets
@@ -218,18 +319,69 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		delay = 0
-		c := newConn(s, nc)
+		// The credentials first: the limits are per user, and a refused
+		// connection must cost no goroutine.
+		cred, err := peerCred(nc)
+		if err != nil {
+			s.cfg.Log.Warn("reading peer credentials", "err", err)
+			nc.Close()
+			continue
+		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			nc.Close()
 			return
 		}
+		if why := s.admitLocked(cred); why != "" {
+			s.mu.Unlock()
+			s.refuse(nc, cred, why)
+			continue
+		}
+		c := newConn(s, nc, cred)
 		s.conns[c] = struct{}{}
+		c.user = s.addConnLocked(cred.UID)
+		s.incomplete++
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go c.serve()
 	}
+}
+
+// admitLocked says why a new connection from cred is over a limit, or "".
+func (s *Server) admitLocked(cred userclient.Cred) string {
+	l := &s.cfg.Limits
+	maxConns := l.MaxConns
+	if cred.UID == 0 {
+		maxConns += RootReserve
+	}
+	if u := s.perUID[cred.UID]; u != nil && u.conns >= l.MaxConnsPerUID {
+		return fmt.Sprintf("uid %d already has %d connections", cred.UID, l.MaxConnsPerUID)
+	}
+	if len(s.conns) >= maxConns {
+		return fmt.Sprintf("the server has %d connections", len(s.conns))
+	}
+	if s.incomplete >= l.MaxIncomplete {
+		return fmt.Sprintf("%d connections have not completed their handshake", s.incomplete)
+	}
+	return ""
+}
+
+// refuse tells a connection over a limit why, without waiting for it, and
+// closes it.
+func (s *Server) refuse(nc *net.UnixConn, cred userclient.Cred, why string) {
+	s.refused.Add(1)
+	if n, ok := s.refusedLog.Allow(); ok {
+		s.cfg.Log.Warn("connection refused", "pid", cred.PID, "uid", cred.UID, "why", why, "suppressed", n)
+	}
+	ctl, _ := json.Marshal(wire.ErrorMsg{Code: wire.CodeLimit, Message: wire.ErrLimit.Error() + ": " + why})
+	f := wire.Frame{Type: wire.TypeError, Flags: wire.FlagFatal, Control: ctl}
+	if b, err := wire.AppendFrame(nil, &f, max(s.cfg.MaxFrame, f.Size())); err == nil {
+		// A new socket's buffer has room: this does not block.
+		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = nc.Write(b)
+	}
+	nc.Close()
 }
 
 // conn is one application connection.
@@ -242,27 +394,36 @@ type conn struct {
 	ctx    context.Context // cancelled when the connection ends: in-flight calls stop
 	cancel context.CancelFunc
 
-	out      chan []byte // encoded frames for the writer
-	wbufs    net.Buffers // the batch being written (the writer's only)
-	outBytes atomic.Int64
+	// The writer's queue: a slice, not a channel sized for the limit, so
+	// that an idle connection costs no queue memory.
+	qmu      sync.Mutex
+	queue    []outFrame
+	outBytes int           // bytes queued (under qmu)
+	wake     chan struct{} // (1) something was queued
 	// A streamed reply (version 3) waits for room in the queue instead of
-	// overflowing it: the writer closes space, under spaceMu, each time it
-	// takes frames out while someone waits.
-	spaceMu      sync.Mutex
+	// overflowing it: the writer closes space (under qmu) when it took
+	// frames out while someone waits.
 	space        chan struct{}
-	spaceWaiters atomic.Int32
-	quit         chan struct{} // closed by fail: the writer drains and closes
-	writerWG     sync.WaitGroup
-	reqWG        sync.WaitGroup
-	sem          chan struct{}
+	spaceWaiters int // under qmu
+	wbufs    net.Buffers   // the batch being written (the writer's only)
+	quit     chan struct{} // closed by fail: the writer drains and closes
+	writerWG sync.WaitGroup
+	reqWG    sync.WaitGroup
+	sem      chan struct{}
 
 	failOnce sync.Once
 	reason   error
 
 	version int // negotiated in the handshake; read only by the reader after it
 
+	complete bool  // past the handshake (the reader's only)
+	embedded bool  // Server.Embed's: no idle timeout
+	user     *user // the peer's uid's share
+
 	mu       sync.Mutex
 	sessions map[uint64]*entry
+	opening  int // opens that passed the handle limit and have no handle yet
+	waiting  int // opens waiting for a service
 	next     uint64
 	ended    bool
 	watch    io.Closer // the pidfd watch, closed at the end
@@ -289,14 +450,31 @@ type entry struct {
 	send    func(userclient.Notification)
 	ready   bool                      // the open reply is queued: notifications may follow it
 	pending []userclient.Notification // notifications that came before the open reply
+
+	// A ServiceWasClosed queued and not yet written (guarded by the
+	// connection's qmu): later ones are merged into it.
+	closedQueued bool
+	closedCount  int
+	closedLast   uint64 // the last closer
 }
 
-func newConn(s *Server, nc *net.UnixConn) *conn {
+// outFrame is a queued frame: encoded bytes, or (closed set) the
+// ServiceWasClosed summary of an entry, encoded when it is written.
+type outFrame struct {
+	b      []byte
+	closed *entry
+}
+
+// summarySize is what a queued ServiceWasClosed summary counts for against
+// QueueBytes before it is encoded.
+const summarySize = 96
+
+func newConn(s *Server, nc *net.UnixConn, cred userclient.Cred) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &conn{
-		srv: s, nc: nc, ctx: ctx, cancel: cancel,
+		srv: s, nc: nc, ctx: ctx, cancel: cancel, cred: cred,
 		dec:      wire.NewDecoder(nc, s.cfg.MaxFrame),
-		out:      make(chan []byte, s.cfg.QueueFrames),
+		wake:     make(chan struct{}, 1),
 		space:    make(chan struct{}),
 		quit:     make(chan struct{}),
 		sem:      make(chan struct{}, s.cfg.MaxInflight),
@@ -310,19 +488,14 @@ func (c *conn) serve() {
 	c.writerWG.Add(1)
 	go c.writer()
 
-	cred, err := peerCred(c.nc)
+	cred := c.cred
+	w, err := watchPeer(c.nc, cred.PID, func() { c.fail(ErrPeerExited, "") })
 	if err != nil {
-		c.fail(fmt.Errorf("reading peer credentials: %w", err), wire.CodeProtocol)
+		c.fail(fmt.Errorf("watching peer pid %d: %w", cred.PID, err), wire.CodeProtocol)
 	} else {
-		c.cred = cred
-		w, err := watchPeer(c.nc, cred.PID, func() { c.fail(ErrPeerExited, "") })
-		if err != nil {
-			c.fail(fmt.Errorf("watching peer pid %d: %w", cred.PID, err), wire.CodeProtocol)
-		} else {
-			c.mu.Lock()
-			c.watch = w
-			c.mu.Unlock()
-		}
+		c.mu.Lock()
+		c.watch = w
+		c.mu.Unlock()
 	}
 	if !c.failed() {
 		c.readLoop()
@@ -336,17 +509,28 @@ func (c *conn) serve() {
 func (c *conn) fail(reason error, code string) {
 	c.failOnce.Do(func() {
 		c.reason = reason
+		grace := drainGrace
 		if code != "" {
-			c.forceEnqueue(c.errorFrame(0, wire.FlagFatal, code, reason.Error()))
+			// A client dropped for not reading gets the reason before
+			// anything still queued, and longer to read it.
+			overflow := code == wire.CodeOverflow
+			if overflow {
+				grace = overflowGrace
+			}
+			c.forceEnqueue(c.errorFrame(0, wire.FlagFatal, code, reason.Error()), overflow)
 		}
 		close(c.quit)
 		c.cancel()
 		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
 		// A write blocked on a peer that does not read must end too; a
 		// peer that reads gets what is queued within this grace time.
-		_ = c.nc.SetWriteDeadline(time.Now().Add(drainGrace))
+		_ = c.nc.SetWriteDeadline(time.Now().Add(grace))
 	})
 }
+
+// overflowGrace is how long a client dropped for not reading has to read
+// the error that says so.
+const overflowGrace = 2 * time.Second
 
 // failed reports whether fail ran; after it returns true, c.reason is set.
 func (c *conn) failed() bool {
@@ -373,6 +557,7 @@ func (c *conn) finish() {
 	for _, e := range sessions {
 		e.sess.ClientDied()
 		c.srv.sessions.Add(-1)
+		c.user.handles.Add(-1)
 	}
 	if w != nil {
 		w.Close()
@@ -380,6 +565,14 @@ func (c *conn) finish() {
 	c.writerWG.Wait()
 	c.srv.mu.Lock()
 	delete(c.srv.conns, c)
+	// No request of c is in flight any more (reqWG): a user with no
+	// connection left holds no slot.
+	if c.user.conns--; c.user.conns <= 0 {
+		delete(c.srv.perUID, c.cred.UID)
+	}
+	if !c.complete {
+		c.srv.incomplete--
+	}
 	c.srv.mu.Unlock()
 	if cb := c.srv.cfg.OnDisconnect; cb != nil {
 		cb(c.cred, c.reason)
@@ -389,43 +582,63 @@ func (c *conn) finish() {
 func (c *conn) writer() {
 	defer c.writerWG.Done()
 	defer c.nc.Close()
-	var batch net.Buffers
+	var batch, spare []outFrame
+	var bufs net.Buffers
 	for {
 		select {
-		case b := <-c.out:
-			// Whatever else is queued goes out in the same writev, up to
-			// a fatal error frame: nothing may follow it on the wire (an
-			// answer queued while fail ran can land behind it).
-			batch = append(batch[:0], b)
-			fatal := isFatalFrame(b)
-		more:
-			for len(batch) < 64 && !fatal {
-				select {
-				case b := <-c.out:
-					batch = append(batch, b)
-					fatal = isFatalFrame(b)
-				default:
-					break more
-				}
+		case <-c.wake:
+		case <-c.quit:
+		}
+		quitting := c.failed()
+		c.qmu.Lock()
+		batch, c.queue = c.queue, spare[:0]
+		c.qmu.Unlock()
+		// Whatever is queued goes out in writevs of up to 64 frames, up
+		// to a fatal error frame: nothing may follow it on the wire (an
+		// answer queued while fail ran can land behind it).
+		for i := 0; i < len(batch); {
+			bufs = bufs[:0]
+			fatal := false
+			for ; i < len(batch) && len(bufs) < 64 && !fatal; i++ {
+				b := c.frameBytes(&batch[i])
+				batch[i] = outFrame{}
+				bufs = append(bufs, b)
+				fatal = isFatalFrame(b)
 			}
-			if !c.write(batch) || fatal {
+			if !c.write(bufs) || fatal {
 				return
 			}
-		case <-c.quit:
-			// Drain what is queued (the fatal error frame last) within
-			// the write deadline fail set.
-			for {
-				select {
-				case b := <-c.out:
-					if !c.write(net.Buffers{b}) || isFatalFrame(b) {
-						return
-					}
-				default:
-					return
-				}
-			}
+		}
+		spare = batch[:0]
+		if quitting {
+			// Drained what was queued when fail ran, within the write
+			// deadline it set.
+			return
 		}
 	}
+}
+
+// frameBytes is the encoding of a queued frame; a ServiceWasClosed summary
+// is encoded now, and later closes queue a new one.
+func (c *conn) frameBytes(f *outFrame) []byte {
+	e := f.closed
+	if e == nil {
+		return f.b
+	}
+	c.qmu.Lock()
+	n, last := e.closedCount, e.closedLast
+	e.closedQueued, e.closedCount = false, 0
+	c.outBytes -= summarySize
+	c.qmu.Unlock()
+	note := userclient.Notification{Type: userclient.ServiceWasClosed, Service: last}
+	if n > 1 {
+		note.Detail = fmt.Sprintf("%d clients closed the service", n)
+	}
+	b := wire.AppendNotification(nil, e.handle, note)
+	c.qmu.Lock()
+	c.outBytes += len(b)
+	c.qmu.Unlock()
+	return b
 }
 
 // isFatalFrame reports whether b, an encoded frame, is a fatal error frame:
@@ -439,13 +652,13 @@ func (c *conn) write(bufs net.Buffers) bool {
 	for _, b := range bufs {
 		n += len(b)
 	}
-	c.outBytes.Add(-int64(n))
-	if c.spaceWaiters.Load() > 0 {
-		c.spaceMu.Lock()
+	c.qmu.Lock()
+	c.outBytes -= n
+	if c.spaceWaiters > 0 {
 		close(c.space)
 		c.space = make(chan struct{})
-		c.spaceMu.Unlock()
 	}
+	c.qmu.Unlock()
 	err := faultinject.At(faultinject.Write, nil)
 	if err == nil {
 		if len(bufs) == 1 {
@@ -469,21 +682,33 @@ func (c *conn) write(bufs net.Buffers) bool {
 // enqueue queues a frame without ever blocking; a connection whose queue is
 // full is not reading and is dropped.
 func (c *conn) enqueue(b []byte) {
-	select {
-	case <-c.quit:
-		return
-	default:
-	}
-	if c.outBytes.Add(int64(len(b))) > int64(c.srv.cfg.QueueBytes) {
-		c.outBytes.Add(-int64(len(b)))
-		c.fail(fmt.Errorf("%w: more than %d bytes queued", wire.ErrOverflow, c.srv.cfg.QueueBytes), wire.CodeOverflow)
+	c.push(outFrame{b: b}, len(b))
+}
+
+// push queues f, counting size bytes for it.
+func (c *conn) push(f outFrame, size int) {
+	if c.failed() {
 		return
 	}
-	select {
-	case c.out <- b:
+	var overflow error
+	c.qmu.Lock()
+	switch {
+	case c.outBytes+size > c.srv.cfg.QueueBytes:
+		overflow = fmt.Errorf("%w: more than %d bytes queued", wire.ErrOverflow, c.srv.cfg.QueueBytes)
+	case len(c.queue) >= c.srv.cfg.QueueFrames:
+		overflow = fmt.Errorf("%w: more than %d frames queued", wire.ErrOverflow, c.srv.cfg.QueueFrames)
 	default:
-		c.outBytes.Add(-int64(len(b)))
-		c.fail(fmt.Errorf("%w: more than %d frames queued", wire.ErrOverflow, c.srv.cfg.QueueFrames), wire.CodeOverflow)
+		c.queue = append(c.queue, f)
+		c.outBytes += size
+	}
+	c.qmu.Unlock()
+	if overflow != nil {
+		c.fail(overflow, wire.CodeOverflow)
+		return
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -497,30 +722,32 @@ const streamQueueShare = 2
 // of being dropped for overflow. It gives up when ctx ends (the request was
 // cancelled) or the connection ends.
 func (c *conn) enqueueWait(ctx context.Context, b []byte) error {
-	maxBytes := int64(c.srv.cfg.QueueBytes / streamQueueShare)
-	maxFrames := max(cap(c.out)/streamQueueShare, 1)
+	maxBytes := c.srv.cfg.QueueBytes / streamQueueShare
+	maxFrames := max(c.srv.cfg.QueueFrames/streamQueueShare, 1)
 	for {
-		c.spaceMu.Lock()
-		space := c.space
-		c.spaceWaiters.Add(1)
-		c.spaceMu.Unlock()
-		// Checked after registering as a waiter: the writer either sees
-		// the waiter or took its frames out before this check.
-		q := c.outBytes.Load()
-		if (q == 0 || q+int64(len(b)) <= maxBytes) && len(c.out) < maxFrames {
-			c.spaceWaiters.Add(-1)
+		c.qmu.Lock()
+		q := c.outBytes
+		if (q == 0 || q+len(b) <= maxBytes) && len(c.queue) < maxFrames {
+			c.qmu.Unlock()
 			c.enqueue(b)
 			return nil
 		}
+		space := c.space
+		c.spaceWaiters++
+		c.qmu.Unlock()
+		var err error
 		select {
 		case <-space:
-			c.spaceWaiters.Add(-1)
 		case <-ctx.Done():
-			c.spaceWaiters.Add(-1)
-			return ctx.Err()
+			err = ctx.Err()
 		case <-c.quit:
-			c.spaceWaiters.Add(-1)
-			return wire.ErrClosed
+			err = wire.ErrClosed
+		}
+		c.qmu.Lock()
+		c.spaceWaiters--
+		c.qmu.Unlock()
+		if err != nil {
+			return err
 		}
 	}
 }
@@ -598,21 +825,40 @@ func (w *partWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// forceEnqueue queues the fatal error frame, dropping the oldest queued
-// frame if needed so that the last thing the peer reads says why.
-func (c *conn) forceEnqueue(b []byte) {
-	for {
-		select {
-		case c.out <- b:
-			c.outBytes.Add(int64(len(b)))
-			return
-		default:
+// queueClosed queues a ServiceWasClosed for e, or merges it into the one
+// already queued: a burst of closes by another client costs this
+// connection one frame, so it is never dropped for someone else's burst.
+func (c *conn) queueClosed(e *entry, closer uint64) {
+	c.qmu.Lock()
+	if e.closedQueued {
+		e.closedCount++
+		e.closedLast = closer
+		c.qmu.Unlock()
+		c.srv.coalesce.Add(1)
+		return
+	}
+	e.closedQueued, e.closedCount, e.closedLast = true, 1, closer
+	c.qmu.Unlock()
+	c.push(outFrame{closed: e}, summarySize)
+}
+
+// forceEnqueue queues the fatal error frame past the limits; with first
+// set, it replaces whatever is queued, so that the peer reads it next.
+func (c *conn) forceEnqueue(b []byte, first bool) {
+	c.qmu.Lock()
+	if first {
+		for i := range c.queue {
+			c.queue[i] = outFrame{}
 		}
-		select {
-		case old := <-c.out:
-			c.outBytes.Add(-int64(len(old)))
-		default:
-		}
+		c.queue = c.queue[:0]
+		c.outBytes = 0
+	}
+	c.queue = append(c.queue, outFrame{b: b})
+	c.outBytes += len(b)
+	c.qmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -652,7 +898,37 @@ func (c *conn) sendReply(id uint64, v any, data []byte) {
 func (c *conn) readLoop() {
 	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.HandshakeTimeout))
 	handshaken := false
+	lim := &c.srv.cfg.Limits
+	var idleUntil time.Time // the read deadline set for the wait between frames; zero: none set
 	for {
+		inFrame := false
+		if handshaken {
+			// Between frames the read deadline is the idle timeout,
+			// re-armed only when half of it has passed (setting a
+			// deadline is not free); when it expires with the connection
+			// busy, it is simply re-armed.
+			now := time.Now()
+			if lim.IdleTimeout > 0 && !c.embedded && (idleUntil.IsZero() || idleUntil.Sub(now) < lim.IdleTimeout/2) {
+				idleUntil = now.Add(lim.IdleTimeout)
+				_ = c.nc.SetReadDeadline(idleUntil)
+			}
+			complete, err := c.dec.Wait()
+			if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !c.failed() {
+				if c.idle() {
+					c.srv.timeouts.Add(1)
+					c.fail(fmt.Errorf("%w: %w", wire.ErrLimit, ErrIdleTimeout), wire.CodeLimit)
+					return
+				}
+				idleUntil = time.Time{}
+				continue
+			}
+			if err == nil && !complete && lim.FrameTimeout > 0 {
+				// The rest of the frame has a deadline: a peer that
+				// sends a header and stalls holds nothing for long.
+				_ = c.nc.SetReadDeadline(time.Now().Add(lim.FrameTimeout))
+				idleUntil, inFrame = time.Time{}, true
+			}
+		}
 		f, err := c.dec.ReadFrame()
 		if err == nil {
 			err = faultinject.At(faultinject.Read, nil)
@@ -663,6 +939,9 @@ func (c *conn) readLoop() {
 				// fail already ran (peer exited, overflow, shutdown).
 			case errors.Is(err, os.ErrDeadlineExceeded) && !handshaken:
 				c.fail(ErrHandshakeTimeout, wire.CodeProtocol)
+			case errors.Is(err, os.ErrDeadlineExceeded) && inFrame:
+				c.srv.timeouts.Add(1)
+				c.fail(fmt.Errorf("%w: %w (%v)", wire.ErrLimit, ErrFrameTimeout, lim.FrameTimeout), wire.CodeLimit)
 			case errors.Is(err, wire.ErrProtocol):
 				c.fail(err, wire.CodeProtocol)
 			default:
@@ -676,6 +955,10 @@ func (c *conn) readLoop() {
 				return
 			}
 			handshaken = true
+			c.complete = true
+			c.srv.mu.Lock()
+			c.srv.incomplete--
+			c.srv.mu.Unlock()
 			_ = c.nc.SetReadDeadline(time.Time{})
 			continue
 		}
@@ -705,20 +988,48 @@ func (c *conn) readLoop() {
 		case <-c.quit:
 			return
 		}
+		// A call also takes a slot of the user's share: calls are what
+		// block in drivers (an SG_IO holds an OS thread). While the share
+		// is used up, this connection is not read (as for its own
+		// MaxInflight); other users are not affected. Waiting opens are
+		// bounded by their own limits and hold no thread.
+		userSlot := req.f.Type == wire.TypeCall
+		if userSlot {
+			select {
+			case c.user.inflight <- struct{}{}:
+			case <-c.quit:
+				<-c.sem
+				return
+			}
+		}
+		release := func() {
+			if userSlot {
+				<-c.user.inflight
+			}
+			<-c.sem
+		}
 		// Registered before the next frame is read, so that a cancel
 		// right behind its request finds it.
 		ir, err := c.register(&req.f)
 		if err != nil {
-			<-c.sem
+			release()
 			c.fail(err, wire.CodeProtocol)
 			return
 		}
 		c.reqWG.Add(1)
 		go func() {
-			defer func() { c.settle(req.f.ID, ir); <-c.sem; c.reqWG.Done() }()
+			defer func() { c.settle(req.f.ID, ir); release(); c.reqWG.Done() }()
 			c.handle(req, ir)
 		}()
 	}
+}
+
+// idle reports whether the connection holds nothing: no handle, no open
+// in progress and no request in flight.
+func (c *conn) idle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.sessions) == 0 && c.opening == 0 && len(c.sem) == 0
 }
 
 // register makes a call or admin request on a version 2 connection
@@ -878,7 +1189,33 @@ func (c *conn) handle(r *request, ir *inflightReq) {
 }
 
 func (c *conn) open(ctx context.Context, id uint64, ir *inflightReq, m wire.OpenMsg) {
+	// The handle is reserved before the open: concurrent opens on one
+	// connection cannot overshoot the limit together.
+	c.mu.Lock()
+	if n := len(c.sessions) + c.opening; n >= c.srv.cfg.Limits.MaxHandles {
+		c.mu.Unlock()
+		c.settle(id, ir)
+		c.sendError(id, fmt.Errorf("%w: this connection has %d handles open or opening, the most allowed", wire.ErrLimit, n))
+		return
+	}
+	c.opening++
+	c.mu.Unlock()
+	if n := c.user.handles.Add(1); n > int64(c.srv.cfg.Limits.MaxHandlesPerUID) {
+		c.user.handles.Add(-1)
+		c.mu.Lock()
+		c.opening--
+		c.mu.Unlock()
+		c.settle(id, ir)
+		c.sendError(id, fmt.Errorf("%w: uid %d has %d handles open or opening over its connections, the most allowed", wire.ErrLimit, c.cred.UID, n-1))
+		return
+	}
 	e, info, err := c.openWaiting(ctx, m)
+	c.mu.Lock()
+	c.opening--
+	c.mu.Unlock()
+	if err != nil {
+		c.user.handles.Add(-1)
+	}
 	if c.settle(id, ir) && err != nil {
 		c.sendCancelled(id, "open", err)
 		return
@@ -892,6 +1229,7 @@ func (c *conn) open(ctx context.Context, id uint64, ir *inflightReq, m wire.Open
 		c.mu.Unlock()
 		e.sess.ClientDied()
 		c.srv.sessions.Add(-1)
+		c.user.handles.Add(-1)
 		return
 	}
 	c.next++
@@ -913,6 +1251,10 @@ func (c *conn) openWaiting(ctx context.Context, m wire.OpenMsg) (*entry, usercli
 		}
 		return e, info, err
 	}
+	if err := c.reserveWait(); err != nil {
+		return nil, userclient.ServiceInfo{}, err
+	}
+	defer c.releaseWait()
 	for {
 		// Watch before looking: a service that arrives between the two
 		// closes changed, so it is not missed.
@@ -932,9 +1274,39 @@ func (c *conn) openWaiting(ctx context.Context, m wire.OpenMsg) (*entry, usercli
 	}
 }
 
+// reserveWait counts a waiting open against the connection's and the
+// server's limits.
+func (c *conn) reserveWait() error {
+	lim := &c.srv.cfg.Limits
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.waiting >= lim.MaxWaitingOpens {
+		return fmt.Errorf("%w: this connection has %d opens waiting, the most allowed", wire.ErrLimit, c.waiting)
+	}
+	if c.srv.waiting.Add(1) > int64(lim.MaxWaitingOpensTotal) {
+		c.srv.waiting.Add(-1)
+		return fmt.Errorf("%w: the server has %d opens waiting, the most allowed", wire.ErrLimit, lim.MaxWaitingOpensTotal)
+	}
+	c.waiting++
+	return nil
+}
+
+func (c *conn) releaseWait() {
+	c.mu.Lock()
+	c.waiting--
+	c.mu.Unlock()
+	c.srv.waiting.Add(-1)
+}
+
 // notifier is the Notify function for the entry's session.
 func (c *conn) notifier(e *entry) func(userclient.Notification) {
-	e.send = func(n userclient.Notification) { c.sendNotification(e.handle, n) }
+	e.send = func(n userclient.Notification) {
+		if n.Type == userclient.ServiceWasClosed && n.Detail == "" && len(n.Data) == 0 {
+			c.queueClosed(e, n.Service)
+			return
+		}
+		c.sendNotification(e.handle, n)
+	}
 	return func(n userclient.Notification) {
 		if !e.hold(n) {
 			e.send(n)
@@ -1001,6 +1373,7 @@ func (c *conn) close(id, h uint64) {
 	}
 	err := e.sess.Close()
 	c.srv.sessions.Add(-1)
+	c.user.handles.Add(-1)
 	if err != nil && !errors.Is(err, wire.ErrTerminated) {
 		c.sendError(id, err)
 		return
@@ -1055,8 +1428,22 @@ func (c *conn) sendCancelled(id uint64, op string, err error) {
 	c.enqueue(c.errorFrame(id, 0, wire.CodeCancelled, fmt.Sprintf("%s cancelled by the client: %v", op, err)))
 }
 
+// audit logs one decision: what was asked (op, what), by whom, and the
+// outcome.
+func (s *Server) audit(cred userclient.Cred, op, what string, err error, attrs ...slog.Attr) {
+	a := append([]slog.Attr{slog.String("op", op), slog.String("asked", what),
+		slog.Int("pid", int(cred.PID)), slog.Uint64("uid", uint64(cred.UID)), slog.Uint64("gid", uint64(cred.GID))}, attrs...)
+	if err != nil {
+		s.cfg.Audit.LogAttrs(context.Background(), slog.LevelWarn, "audit: refused", append(a, slog.String("why", err.Error()))...)
+		return
+	}
+	s.cfg.Audit.LogAttrs(context.Background(), slog.LevelInfo, "audit: granted", a...)
+}
+
 func (s *Server) admin(ctx context.Context, cred userclient.Cred, op string, args json.RawMessage, data []byte) (any, []byte, error) {
-	if err := s.cfg.Policy.AllowAdmin(cred, op); err != nil {
+	err := s.cfg.Policy.AllowAdmin(cred, op)
+	s.audit(cred, "admin", op, err)
+	if err != nil {
 		return nil, nil, err
 	}
 	if s.cfg.Admin == nil {
@@ -1072,13 +1459,26 @@ func (s *Server) openSession(ctx context.Context, cred userclient.Cred, m usercl
 	if m.IsZero() {
 		return nil, userclient.ServiceInfo{}, fmt.Errorf("%w: empty match", wire.ErrNoService)
 	}
+	p := &s.cfg.Policy
+	// Refused before looking: the answer must not depend on what exists.
+	if !p.admitsAny(cred) {
+		err := fmt.Errorf("%w: uid %d may not open services", wire.ErrPermission, cred.UID)
+		s.audit(cred, "open", m.String(), err)
+		return nil, userclient.ServiceInfo{}, err
+	}
+	if slices.Contains(p.ReadClasses, m.Class) && !p.mayRead(cred) {
+		// The read views are no secret: say why.
+		err := p.AllowOpen(cred, userclient.ServiceInfo{Class: m.Class})
+		s.audit(cred, "open", m.String(), err)
+		return nil, userclient.ServiceInfo{}, err
+	}
 	cands, err := s.backend.Lookup(m)
 	if err != nil {
 		return nil, userclient.ServiceInfo{}, err
 	}
 	var denied error
 	for _, info := range cands {
-		if err := s.cfg.Policy.AllowOpen(cred, info); err != nil {
+		if err := p.AllowOpen(cred, info); err != nil {
 			denied = err
 			continue
 		}
@@ -1088,14 +1488,20 @@ func (s *Server) openSession(ctx context.Context, cred userclient.Cred, m usercl
 			continue // it went away since Lookup: try the next
 		}
 		if err != nil {
+			s.audit(cred, "open", m.String(), nil, slog.String("service", info.String()), slog.String("failed", err.Error()))
 			return nil, userclient.ServiceInfo{}, err
 		}
 		e.sess = sess
 		s.sessions.Add(1)
-		return e, sess.Info(), nil
+		info = sess.Info()
+		s.audit(cred, "open", m.String(), nil, slog.String("service", info.String()))
+		return e, info, nil
 	}
 	if denied != nil {
-		return nil, userclient.ServiceInfo{}, denied
+		// Logged with the reason; the client hears what it would if
+		// nothing matched, so that refusals are no oracle for which
+		// services and properties exist.
+		s.audit(cred, "open", m.String(), denied)
 	}
 	// The client says what it looked for: the bare sentinel does not
 	// repeat it.

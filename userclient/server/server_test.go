@@ -298,7 +298,9 @@ func TestHostileInputs(t *testing.T) {
 }
 
 func TestIdleConnections(t *testing.T) {
-	ts := newTestServer(t, Config{})
+	// Within the limits: this is about what idle connections cost the
+	// others (limits_test.go tests the limits).
+	ts := newTestServer(t, Config{Limits: Limits{MaxConnsPerUID: 2000, MaxConns: 2000, MaxIncomplete: 2000}})
 	ctx := context.Background()
 	const n = 1000
 	conns := make([]net.Conn, 0, n)

@@ -33,6 +33,9 @@ var (
 	// ErrOverflow: the peer did not read its notifications or replies and
 	// its bounded buffer filled up; the connection was dropped.
 	ErrOverflow = errors.New("peer not reading, buffer overflow")
+	// ErrLimit: a per-connection, per-user or server-wide resource limit
+	// (connections, handles, waiting opens) was reached; nothing was done.
+	ErrLimit = errors.New("resource limit reached")
 )
 
 // Error codes on the wire (PROTOCOL.md, "Errors"). Values are part of the
@@ -50,6 +53,7 @@ const (
 	CodeBadRequest = "bad_request"
 	CodeFailed     = "failed"
 	CodeCancelled  = "cancelled"
+	CodeLimit      = "limit"
 )
 
 var codeSentinel = map[string]error{
@@ -63,6 +67,7 @@ var codeSentinel = map[string]error{
 	CodeClosed:     ErrClosed,
 	CodeOverflow:   ErrOverflow,
 	CodeBadRequest: ErrProtocol,
+	CodeLimit:      ErrLimit,
 	// The client cancelled the request (version 2): the answer to a
 	// request it no longer waits for, seen only by clients that read it.
 	CodeCancelled: context.Canceled,
@@ -71,7 +76,7 @@ var codeSentinel = map[string]error{
 // codeOrder is the order CodeOf tries the sentinels in. no_device comes
 // first: a vanished device is why a call failed and why the service is
 // being terminated, the more useful of the two to an application.
-var codeOrder = []string{CodeNoDevice, CodeTerminated, CodePermission, CodeNoService, CodeNoMethod, CodeClosed, CodeOverflow, CodeProtocol}
+var codeOrder = []string{CodeNoDevice, CodeTerminated, CodePermission, CodeNoService, CodeNoMethod, CodeClosed, CodeOverflow, CodeLimit, CodeProtocol}
 
 // CodeOf picks the wire code for err: a RemoteError's own, protocol for a
 // ProtocolError, the code of the first sentinel err matches, failed for

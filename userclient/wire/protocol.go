@@ -201,7 +201,7 @@ func parseBody(b []byte) (Frame, error) {
 
 // Decoder reads frames from a stream.
 type Decoder struct {
-	r   io.Reader
+	r   *bufio.Reader
 	max int
 	buf []byte
 	lp  [4]byte // the length prefix; here, not on the stack, where passing it to io.ReadFull made it escape: one allocation per frame
@@ -218,11 +218,32 @@ func NewDecoder(r io.Reader, max int) *Decoder {
 	return &Decoder{r: bufio.NewReaderSize(r, 8<<10), max: max}
 }
 
+// Wait blocks until the first byte of the next frame is readable and
+// reports whether the whole frame is already buffered, so that a server
+// can give the rest of a frame a deadline only when it has to wait for it.
+// An error (a read deadline, EOF) consumed nothing: ReadFrame may follow.
+func (d *Decoder) Wait() (complete bool, err error) {
+	if _, err := d.r.Peek(1); err != nil {
+		return false, err
+	}
+	if d.r.Buffered() < 4 {
+		return false, nil
+	}
+	lp, _ := d.r.Peek(4)
+	return uint64(d.r.Buffered()) >= 4+uint64(binary.BigEndian.Uint32(lp)), nil
+}
+
+// growStep bounds how much a frame's buffer grows ahead of the bytes that
+// arrived: a length prefix announcing 1 MiB followed by nothing costs this,
+// not 1 MiB.
+const growStep = 16 << 10
+
 // ReadFrame reads the next frame. The frame's slices are valid until the
 // next call. It returns io.EOF on a clean end of stream between frames; a
 // stream that ends inside a frame is a ProtocolError wrapping
-// io.ErrUnexpectedEOF. The length is checked before the body is read, so a
-// giant length prefix costs nothing.
+// io.ErrUnexpectedEOF. The length is checked before the body is read, and
+// the body's memory is allocated as its bytes arrive (at most growStep or
+// doubling ahead of them), so a giant length prefix costs nothing.
 func (d *Decoder) ReadFrame() (Frame, error) {
 	lp := d.lp[:]
 	if n, err := io.ReadFull(d.r, lp); err != nil {
@@ -238,16 +259,25 @@ func (d *Decoder) ReadFrame() (Frame, error) {
 	if err != nil {
 		return Frame{}, err
 	}
-	if cap(d.buf) < n {
-		d.buf = make([]byte, n)
-	}
-	body := d.buf[:n]
-	if got, err := io.ReadFull(d.r, body); err != nil {
-		if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
-			return Frame{}, Errorf(io.ErrUnexpectedEOF, "truncated frame (%d of %d bytes)", got, n)
+	body := d.buf[:0]
+	for len(body) < n {
+		if len(body) == cap(body) {
+			// Double what arrived, at least growStep, never past n.
+			c := min(n, max(2*cap(body), growStep))
+			nb := make([]byte, len(body), c)
+			copy(nb, body)
+			body = nb
 		}
-		return Frame{}, err
+		got, err := io.ReadFull(d.r, body[len(body):min(n, cap(body))])
+		body = body[:len(body)+got]
+		if err != nil {
+			if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
+				return Frame{}, Errorf(io.ErrUnexpectedEOF, "truncated frame (%d of %d bytes)", len(body), n)
+			}
+			return Frame{}, err
+		}
 	}
+	d.buf = body
 	// Keep big buffers from pinning memory after one large frame.
 	if cap(d.buf) > 64<<10 {
 		d.buf = nil

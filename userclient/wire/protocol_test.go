@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+	"testing/iotest"
 
 	"github.com/stretchr/testify/require"
 )
@@ -247,4 +248,43 @@ func TestAppendNotification(t *testing.T) {
 		require.Equal(t, NotificationMsg{Handle: 42, Type: string(n.Type), Service: n.Service, Detail: n.Detail}, m)
 		require.Equal(t, string(n.Data), string(f.Data))
 	}
+}
+
+// stallReader delivers its bytes, then a non-EOF error, as a socket whose
+// peer stopped sending would after a read deadline.
+type stallReader struct{ b []byte }
+
+var errStall = errors.New("stalled")
+
+func (r *stallReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, errStall
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+// A length prefix announcing the maximum followed by a few bytes costs
+// memory for what arrived, not for what was announced.
+func TestDecoderAllocatesAsBytesArrive(t *testing.T) {
+	hdr := make([]byte, 24)
+	binary.BigEndian.PutUint32(hdr, DefaultMaxFrame)
+	hdr[4] = byte(TypePing)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	d := NewDecoder(&stallReader{b: hdr}, 0)
+	_, err := d.ReadFrame()
+	runtime.ReadMemStats(&after)
+	require.ErrorIs(t, err, errStall)
+	allocated := after.TotalAlloc - before.TotalAlloc
+	require.Less(t, allocated, uint64(64<<10), "a 1 MiB header with 20 bytes behind it allocated %d bytes", allocated)
+	// The frame still decodes when its bytes do come, in pieces.
+	f := Frame{Type: TypeCall, ID: 9, Control: []byte(`{}`), Data: bytes.Repeat([]byte("x"), 100<<10)}
+	b, err := AppendFrame(nil, &f, DefaultMaxFrame)
+	require.NoError(t, err)
+	got, err := NewDecoder(iotest.OneByteReader(bytes.NewReader(b)), 0).ReadFrame()
+	require.NoError(t, err)
+	require.Equal(t, f.Data, got.Data)
 }

@@ -221,7 +221,7 @@ func (b *Backend) Open(ctx context.Context, sel usb.Selector) (usb.Device, error
 		b.handles[h] = struct{}{}
 		return h, nil
 	}
-	return nil, &usb.OpError{Op: op, Err: usb.ErrNotFound}
+	return nil, &usb.OpError{Op: op, Err: usb.NotFoundError(sel)}
 }
 
 // ReattachAll implements usb.Backend.

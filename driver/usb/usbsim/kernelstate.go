@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/drvkit/drvkit/driver/usb"
+	"github.com/drvkit/drvkit/internal/statefile"
 )
 
 // The fake's kernel: which driver each interface of each device is bound
@@ -37,7 +38,7 @@ func deviceKey(s DeviceSpec) string {
 // Call it before plugging devices.
 func (b *Backend) PersistKernelState(path string) error {
 	ks := &kernelState{path: path, devs: map[string]map[int]string{}}
-	data, err := os.ReadFile(path)
+	data, err := statefile.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
@@ -86,10 +87,7 @@ func (ks *kernelState) forget(spec DeviceSpec) {
 
 func (ks *kernelState) saveLocked() {
 	data, _ := json.MarshalIndent(ks.devs, "", "  ")
-	tmp := ks.path + ".tmp"
-	if os.WriteFile(tmp, data, 0o600) == nil {
-		_ = os.Rename(tmp, ks.path)
-	}
+	_ = statefile.WriteFile(ks.path, data)
 }
 
 // persistLocked records d's bindings; d.mu is held.

@@ -161,3 +161,41 @@ func TestUSBStorageIgnoresOtherInterfaces(t *testing.T) {
 	rec.Check(t)
 	require.Zero(t, b.OpenHandles())
 }
+
+// A stick unplugged before the driver's Start opens it: Start fails with
+// ErrNoDevice (the same as any other unplug), not with "not found".
+func TestUSBStorageGoneBeforeStart(t *testing.T) {
+	leaktest.Check(t)
+	r := driver.NewRegistry()
+	backend := usbtest.New()
+	rec := lifecycletest.Record(t, r)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, r.Close(ctx))
+		rec.Check(t)
+		require.NoError(t, backend.Close())
+	})
+	_, stick := backend.PlugMassStorage(usbtest.DeviceSpec{Bus: 2, Address: 23, Vendor: 0x46f4, Product: 1}, scsitest.NewDisk(64, 512))
+	require.NoError(t, r.RegisterPersonality(usbstorage.Personality(backend)))
+	stick.Unplug() // before the bridge's nub is matched
+	nub := r.NewNub(usbstorage.NubClass, "2-1:1.0", driver.NewProperties(map[string]any{
+		usbstorage.PropBusNum: 2, usbstorage.PropDevNum: 23, usbstorage.PropInterfaceNumber: 0,
+		usbstorage.PropInterfaceClass: 0x08, usbstorage.PropInterfaceSubClass: 0x06, usbstorage.PropInterfaceProtocol: 0x50,
+	}))
+	require.NoError(t, r.Publish(nil, nub))
+	require.Eventually(t, func() bool {
+		for _, ev := range rec.Events() {
+			if ev.Step == driver.StepStart && ev.Err != "" {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, time.Millisecond)
+	for _, ev := range rec.Events() {
+		if ev.Step == driver.StepStart && ev.Err != "" {
+			require.Contains(t, ev.Err, driver.ErrNoDevice.Error())
+			require.Contains(t, ev.Err, "unplugged before it was opened")
+		}
+	}
+}

@@ -1,0 +1,114 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/wire"
+)
+
+// One client opens the shared service 2,000 times on one connection and
+// disconnects: every close is a ServiceWasClosed for each other holder, a
+// burst past the queue limit. The bystanders coalesce it and stay
+// connected, in every one of 20 trials, and the burst costs each of them
+// a few frames, not 2,000. The default handle limit would refuse the
+// attacker first; it is raised here to test the fan-out itself.
+func TestFanOutBurstNeverDropsBystanders(t *testing.T) {
+	const handles, bystanders = 2000, 4 // handles divisible by 16
+	trials := 20
+	if raceEnabled {
+		trials = 3
+	}
+	ts := newTestServer(t, Config{Limits: Limits{MaxHandles: handles, MaxHandlesPerUID: handles + bystanders}})
+	ctx := context.Background()
+	type bystander struct {
+		h      *userclient.Handle
+		closed chan int // ServiceWasClosed frames and the closes they stand for
+	}
+	var bs []bystander
+	for range bystanders {
+		h, err := ts.dial(t).Open(ctx, userclient.Match{Class: "TestDevice"})
+		require.NoError(t, err)
+		b := bystander{h: h, closed: make(chan int, 1<<16)}
+		go func() {
+			for n := range h.Notifications() {
+				if n.Type == userclient.ServiceWasClosed {
+					closes := 1
+					fmt.Sscanf(n.Detail, "%d clients closed", &closes)
+					b.closed <- closes
+				}
+			}
+		}()
+		bs = append(bs, b)
+	}
+	dropped, frames := 0, 0
+	for trial := range trials {
+		attacker := ts.dial(t)
+		errs := make(chan error, 16)
+		for range 16 {
+			go func() {
+				for range handles / 16 {
+					if _, err := attacker.Open(ctx, userclient.Match{Class: "TestDevice"}); err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range 16 {
+			require.NoError(t, <-errs)
+		}
+		require.NoError(t, attacker.Close()) // the burst: 2,000 closes
+		for i, b := range bs {
+			// Every close is accounted for, in few frames.
+			got := 0
+			for got < handles {
+				select {
+				case n := <-b.closed:
+					got += n
+					frames++
+				case <-time.After(20 * time.Second):
+					t.Fatalf("trial %d bystander %d: heard of %d of %d closes", trial, i, got, handles)
+				}
+			}
+			require.Equal(t, handles, got)
+			if _, err := b.h.Call(ctx, "echo", []byte("ok")); err != nil {
+				dropped++
+			}
+		}
+	}
+	t.Logf("%d trials × %d bystanders: %d dropped; %d closes reached them in %d frames (the server merged %d notifications, the attacker's own included)",
+		trials, bystanders, dropped, trials*bystanders*handles, frames, ts.Stats().Coalesced)
+	require.Zero(t, dropped)
+	for _, b := range bs {
+		require.NoError(t, b.h.Close())
+	}
+}
+
+// A client that stops reading is dropped, and the reason is the next thing
+// it reads when it reads again, ahead of what was still queued.
+func TestDroppedNonReaderGetsTheReason(t *testing.T) {
+	ts := newTestServer(t, Config{QueueFrames: 64, QueueBytes: 256 << 10})
+	nc := rawDial(t, ts.sock)
+	_, err := nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return ts.Stats().Sessions == 1 }, 10*time.Second, time.Millisecond)
+	payload := bytes.Repeat([]byte("n"), 8<<10)
+	for ts.Stats().Sessions == 1 {
+		ts.dev.message(payload)
+	}
+	// It reads again (within the overflow grace): what was in the socket
+	// buffer, then the reason.
+	expectFatal(t, nc, wire.CodeOverflow, "queued")
+	d := <-ts.disc
+	require.ErrorIs(t, d.reason, userclient.ErrOverflow)
+	require.True(t, strings.Contains(d.reason.Error(), "queued"), "%v", d.reason)
+}
