@@ -404,12 +404,12 @@ type conn struct {
 	// overflowing it: the writer closes space (under qmu) when it took
 	// frames out while someone waits.
 	space        chan struct{}
-	spaceWaiters int // under qmu
-	wbufs    net.Buffers   // the batch being written (the writer's only)
-	quit     chan struct{} // closed by fail: the writer drains and closes
-	writerWG sync.WaitGroup
-	reqWG    sync.WaitGroup
-	sem      chan struct{}
+	spaceWaiters int           // under qmu
+	wbufs        net.Buffers   // the batch being written (the writer's only)
+	quit         chan struct{} // closed by fail: the writer drains and closes
+	writerWG     sync.WaitGroup
+	reqWG        sync.WaitGroup
+	sem          chan struct{}
 
 	failOnce sync.Once
 	reason   error
