@@ -114,7 +114,8 @@ e2e: deps
 	DRVKIT_E2E_CACHE=$(E2E_CACHE) $(GO) test -tags e2e -count=1 -timeout 15m -v ./e2e/...
 
 # First 100,000 simulated devices plugged, inspected and unplugged with a
-# checked lifecycle trace and the leak check (make test runs 2,000); then
+# checked lifecycle trace and the leak check (make test runs 2,000), and
+# drvctl inspect -o json at 100,000 LUNs over the socket (make test: 10,000); then
 # ten thousand randomized fault scenarios of the reliability explorer (see
 # reliability/doc.go): STRESS_N without and STRESS_RACE_N under the race
 # detector, each ending with a summary table (runs, faults injected per kind
@@ -129,6 +130,7 @@ STRESS_RACE_N ?= 1500
 stress: deps
 	@plain=0; race=0; scale=0; \
 	$(GO) test -count=1 -timeout 20m ./hotplug/sim -run '^TestScalePlugInspectUnplug$$' -v -args -scale.n=100000 || scale=$$?; \
+	$(GO) test -count=1 -timeout 40m ./cmd/drvctl -run '^TestLargeAdminReplies$$' -v -args -big.n=100000 || scale=$$?; \
 	$(GO) test -count=1 -timeout 90m ./reliability -run '^TestExploreRandom$$' -v -explore.n=$(STRESS_N) -explore.first=1000000 || plain=$$?; \
 	$(GO) test -race -count=1 -timeout 90m ./reliability -run '^TestExploreRandom$$' -v -explore.n=$(STRESS_RACE_N) -explore.first=2000000 || race=$$?; \
 	echo "make stress: scale stage exit $$scale, plain stage exit $$plain, race stage exit $$race"; \

@@ -26,6 +26,7 @@ type dialConfig struct {
 	noteBuffer int
 	name       string
 	versions   []int
+	maxReply   int
 	serverUIDs []uint32 // trusted besides root and the caller's uid
 	anyServer  bool
 }
@@ -33,6 +34,16 @@ type dialConfig struct {
 // WithMaxFrame sets the largest frame the client accepts and sends
 // (wire.DefaultMaxFrame, 1 MiB, by default).
 func WithMaxFrame(n int) DialOption { return func(c *dialConfig) { c.maxFrame = n } }
+
+// DefaultMaxReply is the default limit on a whole reply, control and data
+// together, that the client reassembles from a streamed answer (256 MiB).
+const DefaultMaxReply = 256 << 20
+
+// WithMaxReply sets the largest reply (control and data together) the
+// client accepts when the server streams it in parts (protocol version 3);
+// DefaultMaxReply by default. A larger reply fails with ErrReplyTooLarge,
+// the request is cancelled on the server and the connection stays usable.
+func WithMaxReply(n int) DialOption { return func(c *dialConfig) { c.maxReply = n } }
 
 // WithNotificationBuffer sets how many notifications each handle buffers
 // (default 128). See (*Handle).Notifications for what happens when full.
@@ -91,6 +102,7 @@ type Client struct {
 type pendingReq struct {
 	ch      chan result       // buffered: the one answer never blocks the reader
 	onReply func(*wire.Frame) // runs on the reader goroutine before the result is delivered
+	asm     assembly          // the parts received so far of a streamed reply (version 3)
 }
 
 type result struct {
@@ -163,10 +175,20 @@ func NewClient(ctx context.Context, nc net.Conn, opts ...DialOption) (*Client, e
 	return c, nil
 }
 
+// allVersions is what the client offers: every version it speaks, newest
+// first.
+func allVersions() []int {
+	var v []int
+	for n := wire.Version; n >= wire.MinVersion; n-- {
+		v = append(v, n)
+	}
+	return v
+}
+
 // newClient runs the handshake on nc and starts the reader. nc is closed
 // if it fails.
 func newClient(ctx context.Context, nc net.Conn, opts ...DialOption) (*Client, error) {
-	cfg := dialConfig{maxFrame: wire.DefaultMaxFrame, noteBuffer: 128, versions: []int{wire.Version, wire.MinVersion}}
+	cfg := dialConfig{maxFrame: wire.DefaultMaxFrame, noteBuffer: 128, versions: allVersions(), maxReply: DefaultMaxReply}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -314,16 +336,35 @@ func (c *Client) reader() {
 			c.release()
 			// The caller may have given up; the buffered channel then
 			// drops the answer with the request.
-			r := result{ctl: clone(f.Control), data: clone(f.Data)}
+			var r result
 			if f.Type == wire.TypeError {
 				r.err = decodeError(&f)
-			} else if p.onReply != nil {
+				if p.asm.err != nil {
+					// The cancel the overflow sent, most likely.
+					r.err = p.asm.err
+				}
+			} else if r.ctl, r.data, r.err = p.asm.finish(&f, c.cfg.maxReply); r.err == nil && p.onReply != nil {
 				// A copy: passing &f to a func value would move f to the
 				// heap for every frame, notifications included.
 				rf := f
+				rf.Control, rf.Data = r.ctl, r.data
 				p.onReply(&rf)
 			}
 			p.ch <- r
+			continue
+		case wire.TypePart:
+			if c.welcome.Version < 3 {
+				rerr = wire.Errorf(nil, "part frame on a version %d connection", c.welcome.Version)
+				break
+			}
+			c.mu.Lock()
+			p := c.pending[f.ID]
+			c.mu.Unlock()
+			if p != nil && !p.asm.add(&f, c.cfg.maxReply) {
+				// Too large: the rest is dropped as it comes, and the
+				// server is asked to stop producing it.
+				c.cancel(f.ID)
+			}
 			continue
 		case wire.TypeNotification:
 			m, err := wire.DecodeNotificationMsg(f.Control, lastType)

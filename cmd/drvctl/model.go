@@ -36,19 +36,22 @@ func (d *inspectDoc) normalize() {
 		d.Services = []serviceEntry{}
 	}
 	for i := range d.Services {
-		s := &d.Services[i]
-		if s.Providers == nil {
-			s.Providers = []uint64{}
-		}
-		if s.Clients == nil {
-			s.Clients = []uint64{}
-		}
-		if s.OpenBy == nil {
-			s.OpenBy = []uint64{}
-		}
-		if s.Properties == nil {
-			s.Properties = map[string]any{}
-		}
+		d.Services[i].normalize()
+	}
+}
+
+func (s *serviceEntry) normalize() {
+	if s.Providers == nil {
+		s.Providers = []uint64{}
+	}
+	if s.Clients == nil {
+		s.Clients = []uint64{}
+	}
+	if s.OpenBy == nil {
+		s.OpenBy = []uint64{}
+	}
+	if s.Properties == nil {
+		s.Properties = map[string]any{}
 	}
 }
 

@@ -615,7 +615,7 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 	}
 	switch op {
 	case opInspect:
-		return inspectRegistry(d.reg), nil, nil
+		return inspectStream{d.reg}, nil, nil
 	case opHistory:
 		ev, dropped := d.hub.History()
 		return historyResult{Events: ev, Dropped: dropped}, nil, nil

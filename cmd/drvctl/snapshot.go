@@ -1,7 +1,14 @@
 package main
 
 import (
-	"sort"
+	"bufio"
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/drvkit/drvkit/userclient/server"
 
 	"github.com/drvkit/drvkit/driver"
 )
@@ -10,33 +17,68 @@ import (
 // on its own, so a tree taken while devices come and go may show a service
 // whose provider has just been freed; the renderer then draws it as a root.
 func inspectRegistry(r *driver.Registry) inspectDoc {
-	services := r.Services()
+	services := sortedServices(r)
 	doc := inspectDoc{SchemaVersion: inspectSchemaVersion, Services: make([]serviceEntry, 0, len(services))}
 	for _, s := range services {
-		st := s.State()
-		e := serviceEntry{
-			ID:         s.ID(),
-			Class:      s.Class(),
-			Name:       s.Name(),
-			Registered: st.Registered,
-			Matched:    st.Matched,
-			Active:     st.Active,
-			Starting:   st.Active && !st.Started,
-			Busy:       st.Busy,
-			Retain:     st.Refs,
-			Providers:  ids(s.Providers()),
-			Clients:    ids(s.Clients()),
-			OpenBy:     ids(s.Openers()),
-			Properties: s.Properties().Map(),
-		}
-		if p := s.Personality(); p != nil {
-			e.Driver = p.Name
-		}
-		doc.Services = append(doc.Services, e)
+		doc.Services = append(doc.Services, entryOf(s))
 	}
-	sort.Slice(doc.Services, func(i, j int) bool { return doc.Services[i].ID < doc.Services[j].ID })
 	doc.normalize()
 	return doc
+}
+
+// sortedServices is every live service of r by ID.
+func sortedServices(r *driver.Registry) []*driver.Service {
+	services := r.Services()
+	slices.SortFunc(services, func(a, b *driver.Service) int { return cmp.Compare(a.ID(), b.ID()) })
+	return services
+}
+
+// entryOf reads one service, normalized.
+func entryOf(s *driver.Service) serviceEntry {
+	st := s.State()
+	e := serviceEntry{
+		ID:         s.ID(),
+		Class:      s.Class(),
+		Name:       s.Name(),
+		Registered: st.Registered,
+		Matched:    st.Matched,
+		Active:     st.Active,
+		Starting:   st.Active && !st.Started,
+		Busy:       st.Busy,
+		Retain:     st.Refs,
+		Providers:  ids(s.Providers()),
+		Clients:    ids(s.Clients()),
+		OpenBy:     ids(s.Openers()),
+		Properties: s.Properties().Map(),
+	}
+	if p := s.Personality(); p != nil {
+		e.Driver = p.Name
+	}
+	e.normalize()
+	return e
+}
+
+// inspectStream is the inspect reply written service by service, so that
+// the daemon holds one service's JSON at a time, not the registry's
+// (server.StreamedResult). It encodes what inspectRegistry would.
+type inspectStream struct{ r *driver.Registry }
+
+var _ server.StreamedResult = inspectStream{}
+
+func (is inspectStream) WriteJSON(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(bw)
+	fmt.Fprintf(bw, `{"schema_version":%d,"services":[`, inspectSchemaVersion)
+	for i, s := range sortedServices(is.r) {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		if err := enc.Encode(entryOf(s)); err != nil {
+			return err
+		}
+	}
+	bw.WriteString("]}")
+	return bw.Flush()
 }
 
 func ids(ss []*driver.Service) []uint64 {

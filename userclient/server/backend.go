@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"io"
 
 	"github.com/drvkit/drvkit/userclient"
 )
@@ -60,8 +61,19 @@ type Session interface {
 	ClientDied()
 }
 
+// StreamedResult is an admin result written out rather than marshalled
+// whole: on a protocol version 3 connection the server sends what
+// WriteJSON writes, as the reply's control JSON, in part frames as it
+// comes, waiting for the client to read (a Write then blocks, and fails
+// when the request is cancelled or the connection ends: WriteJSON must
+// return that error). The daemon so never holds the whole encoding of a
+// large reply. For older peers it is collected into one frame.
+type StreamedResult interface {
+	WriteJSON(w io.Writer) error
+}
+
 // AdminFunc serves administrative calls (terminate, unload, leaks, inspect,
 // …: the userclient.Admin* names). The server has already checked the
 // policy (uid 0 or an admin group). args is the request's JSON; the result
-// is sent back as JSON plus raw data.
+// is sent back as JSON (see StreamedResult for a large one) plus raw data.
 type AdminFunc func(ctx context.Context, cred userclient.Cred, op string, args json.RawMessage, data []byte) (result any, out []byte, err error)

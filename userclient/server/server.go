@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -399,11 +400,16 @@ type conn struct {
 	queue    []outFrame
 	outBytes int           // bytes queued (under qmu)
 	wake     chan struct{} // (1) something was queued
-	wbufs    net.Buffers   // the batch being written (the writer's only)
-	quit     chan struct{} // closed by fail: the writer drains and closes
-	writerWG sync.WaitGroup
-	reqWG    sync.WaitGroup
-	sem      chan struct{}
+	// A streamed reply (version 3) waits for room in the queue instead of
+	// overflowing it: the writer closes space (under qmu) when it took
+	// frames out while someone waits.
+	space        chan struct{}
+	spaceWaiters int           // under qmu
+	wbufs        net.Buffers   // the batch being written (the writer's only)
+	quit         chan struct{} // closed by fail: the writer drains and closes
+	writerWG     sync.WaitGroup
+	reqWG        sync.WaitGroup
+	sem          chan struct{}
 
 	failOnce sync.Once
 	reason   error
@@ -469,6 +475,7 @@ func newConn(s *Server, nc *net.UnixConn, cred userclient.Cred) *conn {
 		srv: s, nc: nc, ctx: ctx, cancel: cancel, cred: cred,
 		dec:      wire.NewDecoder(nc, s.cfg.MaxFrame),
 		wake:     make(chan struct{}, 1),
+		space:    make(chan struct{}),
 		quit:     make(chan struct{}),
 		sem:      make(chan struct{}, s.cfg.MaxInflight),
 		sessions: make(map[uint64]*entry),
@@ -647,6 +654,10 @@ func (c *conn) write(bufs net.Buffers) bool {
 	}
 	c.qmu.Lock()
 	c.outBytes -= n
+	if c.spaceWaiters > 0 {
+		close(c.space)
+		c.space = make(chan struct{})
+	}
 	c.qmu.Unlock()
 	err := faultinject.At(faultinject.Write, nil)
 	if err == nil {
@@ -699,6 +710,119 @@ func (c *conn) push(f outFrame, size int) {
 	case c.wake <- struct{}{}:
 	default:
 	}
+}
+
+// streamQueueShare is the part of the connection's queue bounds a streamed
+// reply may fill: the rest stays free for notifications and other
+// answers, which never wait.
+const streamQueueShare = 2
+
+// enqueueWait queues a frame of a streamed reply, waiting while the queue
+// holds more than its share: a slow reader slows the producer down instead
+// of being dropped for overflow. It gives up when ctx ends (the request was
+// cancelled) or the connection ends.
+func (c *conn) enqueueWait(ctx context.Context, b []byte) error {
+	maxBytes := c.srv.cfg.QueueBytes / streamQueueShare
+	maxFrames := max(c.srv.cfg.QueueFrames/streamQueueShare, 1)
+	for {
+		c.qmu.Lock()
+		q := c.outBytes
+		if (q == 0 || q+len(b) <= maxBytes) && len(c.queue) < maxFrames {
+			c.qmu.Unlock()
+			c.enqueue(b)
+			return nil
+		}
+		space := c.space
+		c.spaceWaiters++
+		c.qmu.Unlock()
+		var err error
+		select {
+		case <-space:
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-c.quit:
+			err = wire.ErrClosed
+		}
+		c.qmu.Lock()
+		c.spaceWaiters--
+		c.qmu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// partSize is the largest frame a streamed reply is cut into: the peer's
+// maximum frame, and small enough for the queue share it may fill.
+func (c *conn) partSize() int {
+	return max(min(c.srv.cfg.MaxFrame, c.srv.cfg.QueueBytes/streamQueueShare), wire.HeaderLen+1)
+}
+
+// streamParts sends the head of a reply too large for one frame as part
+// frames (version 3), leaving in f what fits the final reply frame. The
+// reply's bytes are cut at arbitrary points: control first, then data.
+func (c *conn) streamParts(ctx context.Context, f *wire.Frame) error {
+	size := c.partSize()
+	if c.version < 3 || f.Size() <= c.srv.cfg.MaxFrame {
+		return nil
+	}
+	for f.Size() > size {
+		p := wire.Frame{Type: wire.TypePart, ID: f.ID}
+		room := size - wire.HeaderLen
+		if k := min(room, len(f.Control)); k > 0 {
+			p.Control, f.Control = f.Control[:k], f.Control[k:]
+			room -= k
+		}
+		if k := min(room, len(f.Data)); k > 0 {
+			p.Data, f.Data = f.Data[:k], f.Data[k:]
+		}
+		if err := c.enqueueWait(ctx, c.encode(&p)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeStreamed runs sr's WriteJSON. On a version 3 connection what it
+// writes goes out in part frames as soon as a frame's worth is there; the
+// rest, less than a frame, is returned for the final reply. Older peers
+// get it all back, for one frame.
+func (c *conn) writeStreamed(ctx context.Context, id uint64, sr StreamedResult) ([]byte, error) {
+	if c.version < 3 {
+		var b bytes.Buffer
+		err := sr.WriteJSON(&b)
+		return b.Bytes(), err
+	}
+	pw := &partWriter{c: c, ctx: ctx, id: id, room: c.partSize() - wire.HeaderLen}
+	if err := sr.WriteJSON(pw); err != nil {
+		return nil, err
+	}
+	return pw.buf, pw.err
+}
+
+// partWriter cuts what is written into part frames of the reply to id.
+type partWriter struct {
+	c    *conn
+	ctx  context.Context
+	id   uint64
+	room int // control bytes per part frame
+	buf  []byte
+	err  error
+}
+
+func (w *partWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	w.buf = append(w.buf, p...)
+	for len(w.buf) > w.room {
+		part := wire.Frame{Type: wire.TypePart, ID: w.id, Control: w.buf[:w.room]}
+		if w.err = w.c.enqueueWait(w.ctx, w.c.encode(&part)); w.err != nil {
+			return 0, w.err
+		}
+		w.buf = w.buf[:copy(w.buf, w.buf[w.room:])]
+	}
+	return len(p), nil
 }
 
 // queueClosed queues a ServiceWasClosed for e, or merges it into the one
@@ -1265,28 +1389,36 @@ func (c *conn) call(ctx context.Context, id uint64, ir *inflightReq, h uint64, m
 		return
 	}
 	out, err := e.sess.Call(ctx, method, in)
+	c.answer(ctx, id, ir, fmt.Sprintf("call %q", method), nil, out, err)
+}
+
+// answer sends the outcome of a cancellable request: its reply — streamed
+// in part frames first on a version 3 connection when it does not fit one
+// frame, while the request can still be cancelled — or its error.
+func (c *conn) answer(ctx context.Context, id uint64, ir *inflightReq, op string, v any, data []byte, err error) {
+	f := wire.Frame{Type: wire.TypeReply, ID: id, Data: data}
+	if sr, ok := v.(StreamedResult); ok && err == nil {
+		f.Control, err = c.writeStreamed(ctx, id, sr)
+	} else if err == nil && v != nil {
+		f.Control, err = json.Marshal(v)
+	}
+	if err == nil {
+		err = c.streamParts(ctx, &f)
+	}
 	if c.settle(id, ir) && err != nil {
-		c.sendCancelled(id, fmt.Sprintf("call %q", method), err)
+		c.sendCancelled(id, op, err)
 		return
 	}
 	if err != nil {
 		c.sendError(id, err)
 		return
 	}
-	c.sendReply(id, nil, out)
+	c.enqueue(c.encode(&f))
 }
 
 func (c *conn) admin(ctx context.Context, id uint64, ir *inflightReq, m wire.AdminMsg, data []byte) {
 	res, out, err := c.srv.admin(ctx, c.cred, m.Op, m.Args, data)
-	if c.settle(id, ir) && err != nil {
-		c.sendCancelled(id, fmt.Sprintf("admin %q", m.Op), err)
-		return
-	}
-	if err != nil {
-		c.sendError(id, err)
-		return
-	}
-	c.sendReply(id, res, out)
+	c.answer(ctx, id, ir, fmt.Sprintf("admin %q", m.Op), res, out, err)
 }
 
 // sendCancelled answers a request the client cancelled that failed after

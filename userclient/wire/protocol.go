@@ -9,9 +9,11 @@ import (
 )
 
 // Version is the newest protocol version drvkit speaks. Version 2
-// adds the cancel frame and max_inflight in welcome (PROTOCOL.md,
-// "Versions"); the server and the client also speak MinVersion.
-const Version = 2
+// adds the cancel frame and max_inflight in welcome, version 3 the part
+// frame that streams a reply larger than a frame (PROTOCOL.md,
+// "Versions"); the server and the client also speak every version down to
+// MinVersion.
+const Version = 3
 
 // MinVersion is the oldest protocol version drvkit speaks.
 const MinVersion = 1
@@ -42,6 +44,7 @@ const (
 	TypeAdmin        MsgType = 9  // administrative call: terminate, unload, leaks, inspect, …
 	TypePing         MsgType = 10 // liveness check, answered by a reply
 	TypeCancel       MsgType = 11 // client → server (version 2): cancel the call or admin request in its id field; never answered
+	TypePart         MsgType = 12 // server → client (version 3): the next piece of the reply to request id; the reply or error frame ends it
 )
 
 func (t MsgType) String() string {
@@ -68,16 +71,21 @@ func (t MsgType) String() string {
 		return "ping"
 	case TypeCancel:
 		return "cancel"
+	case TypePart:
+		return "part"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
-func (t MsgType) known() bool { return t >= TypeHello && t <= TypeCancel }
+func (t MsgType) known() bool { return t >= TypeHello && t <= TypePart }
 
 // checkShape refuses what no frame of f's type may carry, so that encoder
 // and decoder agree on it: a cancel frame is exactly its header, and names
 // a request (id 0 never is one).
 func checkShape(f *Frame) error {
+	if f.Type == TypePart && f.ID == 0 {
+		return Errorf(nil, "part frame names request id 0")
+	}
 	if f.Type != TypeCancel {
 		return nil
 	}
