@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"maps"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/refcount/leaktest"
+	"github.com/drvkit/drvkit/userclient"
 )
 
 // TestServeTerminationCauses: each way the daemon terminates a service
@@ -107,4 +109,37 @@ func TestServeTerminationCauses(t *testing.T) {
 		}
 	}
 	require.Equal(t, []string{"] terminate " + sg.NubClass + " id=" + strconv.FormatUint(nubs["0:0:0:1"], 10) + " name=0:0:0:1 cause=unplug\n"}, lines)
+}
+
+// TestShutdownCauseReachesApplications: an application connected over the
+// socket hears that its device goes because the daemon shuts down — not a
+// bare end of connection — and may close it before the socket closes.
+func TestShutdownCauseReachesApplications(t *testing.T) {
+	leaktest.Check(t)
+	dir := t.TempDir()
+	scn := filepath.Join(dir, "boot.scn")
+	require.NoError(t, os.WriteFile(scn, []byte("scsi add 0:0:0:0\n"), 0o644))
+	sock := filepath.Join(dir, "d.sock")
+	d := startServe(t, serveOptions{socket: sock, sim: scn, drivers: "sg", logFormat: "text", logLevel: "warn",
+		trace: "all", socketGroup: -1, termTimeout: 10 * time.Second, closeTimeout: 10 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := userclient.Dial(ctx, sock)
+	require.NoError(t, err)
+	defer c.Close()
+	h, err := c.OpenWait(ctx, userclient.Match{Personality: "sg"})
+	require.NoError(t, err)
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- d.stop() }()
+	var got []string
+	for n := range h.Notifications() {
+		got = append(got, string(n.Type)+" "+n.Cause+"/"+n.RootCause)
+		if n.Type == userclient.ServiceIsRequestingClose {
+			require.NoError(t, h.Close()) // a well-behaved application lets go
+			break
+		}
+	}
+	require.Equal(t, []string{"ServiceIsTerminated provider/shutdown", "ServiceIsRequestingClose provider/shutdown"}, got)
+	require.NoError(t, <-stopped, "%s", d.log.Bytes())
 }

@@ -380,8 +380,16 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		d.observer.close()
 	}
 
-	// Clients first: their user clients are terminated and release their
-	// providers, so no termination below waits on an application.
+	// Applications hear why their devices go — ServiceIsTerminated and
+	// ServiceIsRequestingClose with the cause "shutdown" — and have a
+	// moment to close them, as they would for an unplug. Then clients go:
+	// the user clients of those that did not close are terminated and
+	// release their providers, so no termination below waits on an
+	// application.
+	d.reg.Root().TerminateWith(driver.CauseShutdown)
+	graceCtx, cancelGrace := context.WithTimeout(context.Background(), shutdownClientGrace)
+	_ = d.reg.WaitQuiet(graceCtx)
+	cancelGrace()
 	_ = d.srv.Close()
 	stopRun()
 	src.Close()
@@ -400,6 +408,10 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	_ = d.usb.Close()
 	return checkShutdown(log, stderr, o.trace, unfreed, closeErr)
 }
+
+// shutdownClientGrace is how long a shutdown lets applications close what
+// they have open after they were told the daemon is stopping.
+const shutdownClientGrace = 250 * time.Millisecond
 
 // resources is what the daemon wires for the drivers of its table, by the
 // keys their entries need: the USB backend (libusb, or the simulator's fake,
