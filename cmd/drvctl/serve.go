@@ -380,21 +380,24 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		d.observer.close()
 	}
 
-	// Applications hear why their devices go — ServiceIsTerminated and
-	// ServiceIsRequestingClose with the cause "shutdown" — and have a
-	// moment to close them, as they would for an unplug. Then clients go:
-	// the user clients of those that did not close are terminated and
-	// release their providers, so no termination below waits on an
-	// application.
-	d.reg.Root().TerminateWith(driver.CauseShutdown)
-	graceCtx, cancelGrace := context.WithTimeout(context.Background(), shutdownClientGrace)
-	_ = d.reg.WaitQuiet(graceCtx)
-	cancelGrace()
-	_ = d.srv.Close()
+	// No device comes or goes from here on (a kernel driver re-attached by
+	// a stopping driver must not publish into a registry shutting down).
 	stopRun()
 	src.Close()
 	wg.Wait()
 	_ = d.bridge.Close()
+	// Applications hear why their devices go — ServiceIsTerminated and
+	// ServiceIsRequestingClose with the cause "shutdown" — and have a
+	// moment to close them, as they would for an unplug; a registry nobody
+	// holds is freed within it, while the monitors still watch. Then
+	// clients go: the user clients of those that did not close are
+	// terminated and release their providers, so no termination below
+	// waits on an application.
+	d.reg.Root().TerminateWith(driver.CauseShutdown)
+	graceCtx, cancelGrace := context.WithTimeout(context.Background(), min(shutdownClientGrace, o.closeTimeout))
+	_ = d.reg.WaitQuiet(graceCtx)
+	cancelGrace()
+	_ = d.srv.Close()
 	cancelLifecycle()
 	closeCtx, cancel := context.WithTimeout(context.Background(), o.closeTimeout)
 	defer cancel()
@@ -411,7 +414,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 
 // shutdownClientGrace is how long a shutdown lets applications close what
 // they have open after they were told the daemon is stopping.
-const shutdownClientGrace = 250 * time.Millisecond
+const shutdownClientGrace = 2 * time.Second
 
 // resources is what the daemon wires for the drivers of its table, by the
 // keys their entries need: the USB backend (libusb, or the simulator's fake,
