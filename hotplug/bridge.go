@@ -297,9 +297,11 @@ func (b *Bridge) describe(p *pendingDev, final bool) {
 }
 
 func nubProperties(ev Event, nub Nub) driver.Properties {
-	m := make(map[string]any, len(nub.Properties)+1)
-	for k, v := range nub.Properties {
-		m[k] = v
+	// The adapter's map is the bridge's once Describe returned it, and
+	// NewProperties copies it anyway: no second copy here.
+	m := nub.Properties
+	if m == nil {
+		m = make(map[string]any, 1)
 	}
 	m[PropDevPath] = ev.DevPath
 	return driver.NewProperties(m)

@@ -11,7 +11,13 @@ package hotplug
 // too, so any path's subtree is reachable from it.
 type devTree struct {
 	kids map[string]map[string]struct{} // path -> child paths in the tree
+	// spare holds child sets emptied by drop, for add to reuse: plug and
+	// unplug churn would otherwise allocate a set for every directory
+	// level of every device (a few dozen retained sets bound the memory).
+	spare []map[string]struct{}
 }
+
+const maxSpareSets = 64
 
 func newDevTree() devTree { return devTree{kids: map[string]map[string]struct{}{}} }
 
@@ -24,7 +30,11 @@ func (t *devTree) add(p string) {
 		}
 		m, linked := t.kids[par]
 		if !linked {
-			m = map[string]struct{}{}
+			if n := len(t.spare); n > 0 {
+				m, t.spare = t.spare[n-1], t.spare[:n-1]
+			} else {
+				m = map[string]struct{}{}
+			}
 			t.kids[par] = m
 		}
 		if _, ok := m[p]; ok {
@@ -55,6 +65,9 @@ func (t *devTree) drop(p string, known func(string) bool) {
 			return
 		}
 		delete(t.kids, par)
+		if len(t.spare) < maxSpareSets {
+			t.spare = append(t.spare, m)
+		}
 		if known(par) {
 			return
 		}

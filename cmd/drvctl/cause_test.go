@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/driver/lifecycletest"
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 	"github.com/drvkit/drvkit/userclient"
@@ -122,6 +123,7 @@ func TestShutdownCauseReachesApplications(t *testing.T) {
 	sock := filepath.Join(dir, "d.sock")
 	d := startServe(t, serveOptions{socket: sock, sim: scn, drivers: "sg", logFormat: "text", logLevel: "warn",
 		trace: "all", socketGroup: -1, termTimeout: 10 * time.Second, closeTimeout: 10 * time.Second})
+	rec := lifecycletest.Record(t, d.reg) // joins after the boot disk's attach: the checker allows that
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c, err := userclient.Dial(ctx, sock)
@@ -142,4 +144,5 @@ func TestShutdownCauseReachesApplications(t *testing.T) {
 	}
 	require.Equal(t, []string{"ServiceIsTerminated provider/shutdown", "ServiceIsRequestingClose provider/shutdown"}, got)
 	require.NoError(t, <-stopped, "%s", d.log.Bytes())
+	rec.Check(t) // the shutdown kept the contract: terminate < stop < detach < free for everything
 }

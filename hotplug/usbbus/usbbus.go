@@ -59,17 +59,18 @@ func (*Bus) Match(ev *hotplug.Event) hotplug.Role {
 // product, serial) are read from sysfs; a device without them has none.
 func (*Bus) Describe(d *hotplug.DeviceInfo) (hotplug.Nub, error) {
 	ev := &d.Event
-	m := map[string]any{}
+	// Filled in place, sized for what a device has (14 keys at most):
+	// a nub is described for every USB uevent.
+	m := make(map[string]any, 14)
 	if ev.DevType == "usb_interface" {
 		in, err := ev.USBInterface()
 		if err != nil {
 			return hotplug.Nub{}, err
 		}
-		for k, v := range map[string]uint64{PropVendorID: uint64(in.Vendor), PropProductID: uint64(in.Product),
-			PropIfaceNumber: uint64(in.Number), PropIfaceClass: uint64(in.Class), PropIfaceSub: uint64(in.SubClass),
-			PropIfaceProto: uint64(in.Protocol), PropConfiguration: uint64(in.Configuration)} {
-			m[k] = v
-		}
+		m[PropVendorID], m[PropProductID] = uint64(in.Vendor), uint64(in.Product)
+		m[PropIfaceNumber], m[PropIfaceClass] = uint64(in.Number), uint64(in.Class)
+		m[PropIfaceSub], m[PropIfaceProto] = uint64(in.SubClass), uint64(in.Protocol)
+		m[PropConfiguration] = uint64(in.Configuration)
 		return hotplug.Nub{Class: ClassInterface, Name: in.Name, Properties: m}, nil
 	}
 	dev, err := ev.USBDevice()
@@ -77,18 +78,17 @@ func (*Bus) Describe(d *hotplug.DeviceInfo) (hotplug.Nub, error) {
 		return hotplug.Nub{}, err
 	}
 	_ = dev.ReadAttrs(d.SysfsRoot, ev.DevPath) // strings are optional
-	for k, v := range map[string]uint64{PropVendorID: uint64(dev.Vendor), PropProductID: uint64(dev.Product),
-		PropBcdDevice: uint64(dev.BcdDevice), PropDeviceClass: uint64(dev.Class), PropDeviceSub: uint64(dev.SubClass),
-		PropDeviceProto: uint64(dev.Protocol), PropBusNum: uint64(dev.BusNum), PropDevNum: uint64(dev.DevNum)} {
-		m[k] = v
-	}
+	m[PropVendorID], m[PropProductID] = uint64(dev.Vendor), uint64(dev.Product)
+	m[PropBcdDevice], m[PropDeviceClass] = uint64(dev.BcdDevice), uint64(dev.Class)
+	m[PropDeviceSub], m[PropDeviceProto] = uint64(dev.SubClass), uint64(dev.Protocol)
+	m[PropBusNum], m[PropDevNum] = uint64(dev.BusNum), uint64(dev.DevNum)
 	m[PropPort] = dev.Port
 	if dev.DevName != "" {
 		m[PropDevNode] = "/dev/" + dev.DevName
 	}
-	for k, v := range map[string]string{PropManufacturer: dev.Manufacturer, PropProduct: dev.ProductName, PropSerial: dev.Serial} {
-		if v != "" {
-			m[k] = v
+	for _, v := range [...]struct{ k, v string }{{PropManufacturer, dev.Manufacturer}, {PropProduct, dev.ProductName}, {PropSerial, dev.Serial}} {
+		if v.v != "" {
+			m[v.k] = v.v
 		}
 	}
 	return hotplug.Nub{Class: ClassDevice, Name: dev.Port, Properties: m}, nil
