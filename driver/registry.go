@@ -214,7 +214,8 @@ func (r *Registry) freed(s *Service) {
 		return
 	}
 	_ = faultinject.At(faultinject.Free, s)
-	r.emit(s, StepFree, nil, 0, nil)
+	// Unlisted before the free is announced, so whoever hears it no longer
+	// finds the service in Services().
 	r.mu.Lock()
 	r.live.remove(s)
 	var b *batch
@@ -222,6 +223,7 @@ func (r *Registry) freed(s *Service) {
 		b = s.term.b
 	}
 	r.mu.Unlock()
+	r.emit(s, StepFree, nil, 0, nil)
 	s.markFreed()
 	if b != nil {
 		b.freedOne()
