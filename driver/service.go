@@ -58,7 +58,7 @@ type Service struct {
 	// the registry's goes.
 	mboxOwn bool
 	regGone bool
-	isFreed   bool
+	isFreed bool
 	// Termination messages queued for its handler and not yet delivered
 	// (Stop waits for them). Here, it fills the flags' padding.
 	termMail atomic.Int32

@@ -404,7 +404,7 @@ type conn struct {
 	// overflowing it: the writer closes space (under qmu) when it took
 	// frames out while someone waits.
 	space        chan struct{}
-	spaceWaiters int           // under qmu
+	spaceWaiters int // under qmu
 	// writing: someone owns the socket's write side (under qmu) — the
 	// writer with a batch, or a goroutine writing a frame directly. A
 	// frame queued while nobody writes and nothing is queued is written at
@@ -417,10 +417,10 @@ type conn struct {
 	rc          syscall.RawConn // nil: no direct writes
 	direct      directWrite     // the direct write's argument and results (owned while writing)
 	wbufs       net.Buffers     // the batch being written (the writer's only)
-	quit         chan struct{} // closed by fail: the writer drains and closes
-	writerWG     sync.WaitGroup
-	reqWG        sync.WaitGroup
-	sem          chan struct{}
+	quit        chan struct{}   // closed by fail: the writer drains and closes
+	writerWG    sync.WaitGroup
+	reqWG       sync.WaitGroup
+	sem         chan struct{}
 
 	failOnce sync.Once
 	reason   error
