@@ -674,10 +674,15 @@ func (s *Service) Notify(t MessageType, data any) {
 func (s *Service) MessageClients(t MessageType, data any) {
 	r := s.reg
 	r.mu.Lock()
-	for _, c := range s.sortedClientsLocked() {
-		c.post(delivery{m: Message{Type: t, From: s.ID(), Data: data}, toDriver: true, from: s})
+	cs := s.sortedClientsLocked()
+	wake := cs[:0] // the clients whose mailbox was idle, scheduled at once
+	for _, c := range cs {
+		if c.enqueue(delivery{m: Message{Type: t, From: s.ID(), Data: data}, toDriver: true, from: s}) {
+			wake = append(wake, c)
+		}
 	}
 	r.mu.Unlock()
+	r.mail.schedule(wake...)
 }
 
 // --- open and close ---
