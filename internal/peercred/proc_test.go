@@ -53,12 +53,12 @@ func TestFindTCPOwner(t *testing.T) {
 func TestFindTCPOwnerMalformed(t *testing.T) {
 	ap := netip.MustParseAddrPort
 	for _, line := range []string{
-		"   0: 0100007F:1F90 00000000:0000 0A",                                       // too few fields
-		"   0: 0100007G:1F90 0100007F:C350 01 0:0 0:0 0 0 0 1",                      // bad hex
-		"   0: 0100007F:1F90 0100007F:C350 01 0:0 0:0 0 nobody 0 1",                 // bad uid
-		"   0: 0100007F1F90 0100007F:C350 01 0:0 0:0 0 0 0 1",                       // no colon
-		"   0: 0100007F00:1F90 0100007F:C350 01 0:0 0:0 0 0 0 1",                    // 5-byte address
-		"   0: 0100007F:11F90 0100007F:C350 01 0:0 0:0 0 0 0 1",                     // port overflow
+		"   0: 0100007F:1F90 00000000:0000 0A",                                        // too few fields
+		"   0: 0100007G:1F90 0100007F:C350 01 0:0 0:0 0 0 0 1",                        // bad hex
+		"   0: 0100007F:1F90 0100007F:C350 01 0:0 0:0 0 nobody 0 1",                   // bad uid
+		"   0: 0100007F1F90 0100007F:C350 01 0:0 0:0 0 0 0 1",                         // no colon
+		"   0: 0100007F00:1F90 0100007F:C350 01 0:0 0:0 0 0 0 1",                      // 5-byte address
+		"   0: 0100007F:11F90 0100007F:C350 01 0:0 0:0 0 0 0 1",                       // port overflow
 		"   0: 0100007F:1F90 0100007F:C350 01 0:0 0:0 0 " + strings.Repeat("9", 5000), // overlong
 	} {
 		_, err := findTCPOwner(strings.NewReader("header\n"+line+"\n"), ap("127.0.0.1:8080"), ap("127.0.0.1:50000"))
