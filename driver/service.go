@@ -92,6 +92,10 @@ type Service struct {
 
 	mu   sync.Mutex // leaf lock for the lazily built parts
 	mbox []delivery
+	// mbox[mboxHead] is the next delivery; the array is kept (when small)
+	// for the next message, so that a fan-out allocates no mailbox per
+	// client per message.
+	mboxHead int
 	x    *serviceExtra
 }
 
@@ -478,6 +482,12 @@ func (s *Service) enqueue(d delivery) bool {
 		s.mu.Unlock()
 		return false
 	}
+	if len(s.mbox) == cap(s.mbox) && s.mboxHead > 0 {
+		// Full with delivered entries in front: reuse their room.
+		n := copy(s.mbox, s.mbox[s.mboxHead:])
+		clear(s.mbox[n:])
+		s.mbox, s.mboxHead = s.mbox[:n], 0
+	}
 	s.mbox = append(s.mbox, d)
 	if d.toDriver && d.m.isTermination() {
 		s.termMail.Add(1)
@@ -554,9 +564,12 @@ func (p *mailPool) work() {
 func (s *Service) drainMailbox(mayBlock bool) {
 	for {
 		s.mu.Lock()
-		if len(s.mbox) == 0 {
+		if s.mboxHead == len(s.mbox) {
 			s.mboxRun = false
-			s.mbox = nil
+			s.mbox, s.mboxHead = s.mbox[:0], 0
+			if cap(s.mbox) > 4 {
+				s.mbox = nil // a burst's array is not kept
+			}
 			own := s.mboxOwn
 			s.mboxOwn = false
 			s.mu.Unlock()
@@ -565,7 +578,7 @@ func (s *Service) drainMailbox(mayBlock bool) {
 			}
 			return
 		}
-		d := s.mbox[0]
+		d := s.mbox[s.mboxHead]
 		var ls []func(Message)
 		if !d.toDriver && s.x != nil {
 			ids := make([]int, 0, len(s.x.interest))
@@ -589,8 +602,8 @@ func (s *Service) drainMailbox(mayBlock bool) {
 			}
 		}
 		s.mu.Lock()
-		s.mbox[0] = delivery{}
-		s.mbox = s.mbox[1:]
+		s.mbox[s.mboxHead] = delivery{}
+		s.mboxHead++
 		s.mu.Unlock()
 		if d.toDriver && d.m.isTermination() && s.termMail.Add(-1) == 0 {
 			s.reg.kick() // its Stop may be waiting for this
