@@ -96,7 +96,7 @@ type Service struct {
 	// for the next message, so that a fan-out allocates no mailbox per
 	// client per message.
 	mboxHead int
-	x    *serviceExtra
+	x        *serviceExtra
 }
 
 // serviceExtra holds what only some services use (guarded by Service.mu),
