@@ -191,6 +191,13 @@ func scsiUnplugRound(t *testing.T, ctx context.Context, d *daemon, disk, inst *s
 // error's text: the host status (DID_…) with the device state driver/scsi
 // read after it, or the errno.
 func kernelCause(msg string) string {
+	switch {
+	case strings.Contains(msg, "service terminated: no such device (unplugged)"):
+		// The read began after drvctl had terminated the service.
+		return "after the termination"
+	case strings.Contains(msg, "service terminated during the call"):
+		return "during the termination: " + kernelCause(msg[strings.Index(msg, "during the call")+len("during the call"):])
+	}
 	if i := strings.Index(msg, "(DID_"); i >= 0 {
 		if j := strings.IndexByte(msg[i:], ')'); j > 0 {
 			s := msg[i+1 : i+j]
