@@ -253,3 +253,72 @@ func scenarioWithin(t *testing.T, cfg Config, within time.Duration) (context.Con
 	})
 	return ctx, m
 }
+
+// TestDrvctlUSBGoneBeforeStart pulls the USB stick just after the kernel
+// announced it, at delays that sweep the window between the uevent and
+// usbstorage's Start opening and claiming the device: a Start that lost
+// the race must fail with ErrNoDevice ("no such device", never "not
+// found" or a libusb I/O error), and whatever the outcome — start failed,
+// started then unplugged, never matched — the trace passes the lifecycle
+// checker and nothing leaks. Issue 19's "a USB device gone before Start
+// opens it".
+func TestDrvctlUSBGoneBeforeStart(t *testing.T) {
+	ctx, m := scenario(t, Config{})
+	a := m.Agent
+	d := startDaemon(t, ctx, m, "--drivers", "usbstorage")
+	d.waitTree(ctx, "usbstorage on the coldplugged stick", func(doc *inspectDoc) bool {
+		_, _, u := usbStick(doc, USBVendor, USBProduct, "usbstorage")
+		return u != nil
+	})
+	sctx, cancel := step(ctx)
+	require.NoError(t, m.UnplugUSB(sctx))
+	cancel()
+	stickGone := func(doc *inspectDoc) bool {
+		return len(doc.find(func(s *svcEntry) bool {
+			return s.Class == "USBDevice" && s.propHex("idVendor") == USBVendor
+		})) == 0
+	}
+	d.waitTree(ctx, "the stick's services freed", stickGone)
+	iface := Match{Action: "add", Subsystem: "usb", Env: map[string]string{"DEVTYPE": "usb_interface", "PRODUCT": usbProduct(0x46f4, 0x0001)}}
+	outcomes := map[string]int{}
+	seen := len(d.checkTrace(ctx))
+	for i, delay := range []time.Duration{0, 0, 5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond,
+		40 * time.Millisecond, 80 * time.Millisecond, 160 * time.Millisecond} {
+		timed(t, fmt.Sprintf("round%d-%v", i+1, delay), func(t *testing.T) {
+			d.t = t
+			sctx, cancel := step(ctx)
+			defer cancel()
+			mark := a.UeventMark()
+			_, err := m.PlugUSB(sctx, fmt.Sprintf("GONE%d", i))
+			require.NoError(t, err)
+			_, err = a.WaitUevent(sctx, mark, iface)
+			require.NoError(t, err)
+			time.Sleep(delay)
+			require.NoError(t, m.UnplugUSB(sctx))
+			d.waitTree(ctx, "the stick's services freed", stickGone)
+			evs := d.checkTrace(ctx)
+			outcome := "never matched"
+			for _, e := range evs[seen:] {
+				if e.Class != "USBMassStorage" || e.Step.String() != "start" {
+					continue
+				}
+				if e.Err == "" {
+					outcome = "started, then unplugged"
+					continue
+				}
+				outcome = "start failed: no such device"
+				require.Contains(t, e.Err, "no such device", "a Start that lost the race to the unplug")
+				require.NotContains(t, e.Err, "not found")
+				t.Logf("start failed: %s", e.Err)
+			}
+			seen = len(evs)
+			outcomes[outcome]++
+			d.checkNoLeaks(ctx)
+			t.Logf("unplugged %v after the interface's add uevent: %s", delay, outcome)
+		})
+	}
+	d.t = t
+	t.Logf("outcomes: %v", outcomes)
+	record("  %s outcomes: %v", t.Name(), outcomes)
+	d.stop(ctx)
+}
