@@ -109,7 +109,8 @@ clean:
 # and fetches Debian's current generic kernel and busybox-static into
 # E2E_CACHE (git-ignored); see e2e/doc.go.
 E2E_CACHE ?= $(or $(DRVKIT_E2E_CACHE),$(CURDIR)/.cache/e2e)
-# ~4 min on a quiet 2-core machine; 16 min 45 s was measured with the load
+# ~4 min on a quiet 2-core machine (estimated: 2 min 10 s before the two
+# issue-19 tests, which take ~1 min 45 s); 16 min 45 s was measured with the load
 # average at 22 (every boot 35–50 s instead of 7–10 s), hence the timeout.
 .PHONY: e2e
 e2e: deps
