@@ -22,12 +22,13 @@ import (
 // hidRig is a daemon with a simulated keyboard at /dev/hidraw0 granted to a
 // driver, and the driver's view of it.
 type hidRig struct {
+	sim  *hidsim.Backend
 	fake *hidsim.Device
 	g    *devgrant.Grant
 	back hid.Backend // the driver's resource
 }
 
-func newHIDRig(t *testing.T) *hidRig {
+func newHIDRig(t testing.TB) *hidRig {
 	sim := hidsim.New()
 	fake := sim.Plug("/dev/hidraw0", hidsim.Spec{Info: hid.Info{Bus: hid.BusUSB, Vendor: 0x0627, Product: 0x0001}})
 	res := drivertable.NewResources()
@@ -39,7 +40,7 @@ func newHIDRig(t *testing.T) *hidRig {
 	require.Equal(t, devgrant.File{Resource: "hidraw", Node: "/dev/hidraw0", Kind: devgrant.KindHIDSocket, File: g.Files[0].File}, g.Files[0])
 	back, err := hidkbd.BackendKey.From(devgrant.Resources(g.Files))
 	require.NoError(t, err)
-	return &hidRig{fake: fake, g: g, back: back}
+	return &hidRig{sim: sim, fake: fake, g: g, back: back}
 }
 
 func TestHIDOverSocket(t *testing.T) {

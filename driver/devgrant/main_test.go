@@ -34,7 +34,7 @@ func fdCount(t testing.TB) int {
 
 // checkFDs fails the test if it ends with more descriptors than it began
 // with (registered first, it runs after every other cleanup).
-func checkFDs(t *testing.T) {
+func checkFDs(t testing.TB) {
 	before := fdCount(t)
 	t.Cleanup(func() {
 		// A descriptor closed by a goroutine that is ending may take a
@@ -49,7 +49,7 @@ func checkFDs(t *testing.T) {
 
 // nubs is a registry that publishes the nubs the tests grant, closed at
 // the end of the test.
-func newRegistry(t *testing.T) *driver.Registry {
+func newRegistry(t testing.TB) *driver.Registry {
 	r := driver.NewRegistry(driver.WithLogger(slog.New(slog.DiscardHandler)))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -59,7 +59,7 @@ func newRegistry(t *testing.T) *driver.Registry {
 	return r
 }
 
-func publish(t *testing.T, r *driver.Registry, class, name string, props map[string]any) *driver.Service {
+func publish(t testing.TB, r *driver.Registry, class, name string, props map[string]any) *driver.Service {
 	n := r.NewNub(class, name, driver.NewProperties(props))
 	require.NoError(t, r.Publish(nil, n))
 	return n
@@ -67,7 +67,7 @@ func publish(t *testing.T, r *driver.Registry, class, name string, props map[str
 
 // grant opens a grant for nub and closes it at the end of the test (if
 // the test did not).
-func grant(t *testing.T, res *drivertable.Resources, nub *driver.Service) *devgrant.Grant {
+func grant(t testing.TB, res *drivertable.Resources, nub *driver.Service) *devgrant.Grant {
 	g, err := devgrant.Open(context.Background(), res, nub)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, g.Close()) })

@@ -25,7 +25,7 @@ type sgRig struct {
 	open sg.Opener // the driver's resource
 }
 
-func newSGRig(t *testing.T) *sgRig {
+func newSGRig(t testing.TB) *sgRig {
 	fake := scsisim.NewTransport(scsisim.NewDisk(2048, 512, scsisim.WithInquiry("QEMU", "QEMU HARDDISK", "2.5+", scsi.TypeDisk)))
 	res := drivertable.NewResources()
 	drivertable.Provide(res, sg.OpenerKey, func() (sg.Opener, error) {

@@ -22,6 +22,7 @@ import (
 )
 
 type usbRig struct {
+	sim     *usbsim.Backend
 	fake    *usbsim.Device
 	storage *usbsim.MassStorage
 	journal *usb.Journal
@@ -33,7 +34,7 @@ type usbRig struct {
 // newUSBRig plugs a simulated stick (interface 0 bound to usb-storage) at
 // bus 1 address 4 and grants its interface 0, the daemon's backend wrapped
 // in the detach journal.
-func newUSBRig(t *testing.T) *usbRig {
+func newUSBRig(t testing.TB) *usbRig {
 	sim := usbsim.New()
 	t.Cleanup(func() { require.NoError(t, sim.Close()) })
 	disk := scsisim.NewDisk(2048, 512, scsisim.WithInquiry("QEMU", "QEMU HARDDISK", "2.5+", scsi.TypeDisk))
@@ -55,7 +56,7 @@ func newUSBRig(t *testing.T) *usbRig {
 	require.Equal(t, devgrant.File{Resource: "usb", Node: "/dev/bus/usb/001/004", Kind: devgrant.KindUSBSocket, File: g.Files[0].File}, g.Files[0])
 	dback, err := devgrant.USBKey.From(devgrant.Resources(g.Files))
 	require.NoError(t, err)
-	return &usbRig{fake: fake, storage: storage, journal: j, g: g, back: dback, props: props}
+	return &usbRig{sim: sim, fake: fake, storage: storage, journal: j, g: g, back: dback, props: props}
 }
 
 func TestUSBGrantClaimsAndGivesBack(t *testing.T) {
