@@ -64,7 +64,8 @@ type Grant struct {
 	release []func() error
 }
 
-// Close releases the grant; it is safe to call more than once.
+// Close releases the grant; it is safe to call more than once. A File the
+// caller closed already (the daemon's copy, dropped once sent) is skipped.
 func (g *Grant) Close() error {
 	if g == nil {
 		return nil
@@ -72,7 +73,9 @@ func (g *Grant) Close() error {
 	var errs []error
 	for _, f := range g.Files {
 		if f.File != nil {
-			errs = append(errs, f.File.Close())
+			if err := f.File.Close(); !errors.Is(err, os.ErrClosed) {
+				errs = append(errs, err)
+			}
 		}
 	}
 	g.Files = nil
