@@ -8,6 +8,10 @@ import (
 	"sync"
 )
 
+// readBuf is a reader's buffer between messages; a larger message gets a
+// buffer of its size.
+const readBuf = 2048
+
 // maxInflight bounds the requests one driver has the daemon work on at
 // once; beyond it a request is answered codeTooMany at once.
 const maxInflight = 32
@@ -46,13 +50,20 @@ func startServer(conn *net.UnixConn, h handler, codes codeTable) *server {
 
 func (s *server) read() {
 	defer s.wg.Done()
-	buf := make([]byte, maxMessage+1)
+	rc, err := s.conn.SyscallConn()
+	if err != nil {
+		return
+	}
+	pr := newPacketReader(rc, readBuf)
 	for {
-		n, _, _, _, err := s.conn.ReadMsgUnix(buf, nil)
-		if err != nil || n == 0 {
+		p, err := pr.next()
+		if err != nil && !errors.Is(err, ErrProtocol) {
 			return // the driver's end is closed, or stop closed ours
 		}
-		m, err := parseMessage(buf[:n])
+		m, perr := parseMessage(p)
+		if err == nil {
+			err = perr
+		}
 		if err != nil {
 			// A driver that speaks something else gets nothing more:
 			// its end reads EOF, as if the device went.
@@ -178,32 +189,33 @@ func (c *client) shutdown() {
 
 func (c *client) read() {
 	defer close(c.done)
-	buf := make([]byte, maxMessage+1)
-	for {
-		n, _, _, _, err := c.conn.ReadMsgUnix(buf, nil)
-		if err == nil && n > 0 {
-			m, perr := parseMessage(buf[:n])
-			if perr == nil && (m.op == opReply || m.op == opError) {
-				c.mu.Lock()
-				ch := c.pending[m.id]
-				delete(c.pending, m.id)
-				c.mu.Unlock()
-				if ch != nil {
-					ch <- append([]byte(nil), buf[1:n]...)
-				}
-				continue
-			}
+	rc, err := c.conn.SyscallConn()
+	pr := newPacketReader(rc, readBuf)
+	for err == nil {
+		var p []byte
+		if p, err = pr.next(); err != nil {
+			break
 		}
-		// EOF (the daemon closed the grant), garbage, or shutdown.
+		m, perr := parseMessage(p)
+		if perr != nil || (m.op != opReply && m.op != opError) {
+			break
+		}
 		c.mu.Lock()
-		c.dead = c.dead || !c.closing
-		for id, ch := range c.pending {
-			close(ch)
-			delete(c.pending, id)
-		}
+		ch := c.pending[m.id]
+		delete(c.pending, m.id)
 		c.mu.Unlock()
-		return
+		if ch != nil {
+			ch <- append([]byte(nil), p[1:]...)
+		}
 	}
+	// EOF (the daemon closed the grant), garbage, or shutdown.
+	c.mu.Lock()
+	c.dead = c.dead || !c.closing
+	for id, ch := range c.pending {
+		close(ch)
+		delete(c.pending, id)
+	}
+	c.mu.Unlock()
 }
 
 // request starts a request packet of op; append its body, then call.

@@ -2,8 +2,11 @@ package devgrant
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -74,4 +77,66 @@ func dupFile(f *os.File) (*os.File, error) {
 		return nil, os.NewSyscallError("dup", derr)
 	}
 	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
+// packetReader reads packets from a socket: into buf when one fits, else
+// into a slice of its own size, so that a reader waiting between messages
+// holds a small buffer rather than one for the largest message. A packet
+// over maxMessage is consumed and refused.
+type packetReader struct {
+	rc  syscall.RawConn
+	buf []byte
+	fn  func(fd uintptr) bool // r.read, bound once (a method value allocates)
+
+	p   []byte
+	err error
+}
+
+func newPacketReader(rc syscall.RawConn, size int) *packetReader {
+	r := &packetReader{rc: rc, buf: make([]byte, size)}
+	r.fn = r.read
+	return r
+}
+
+// next returns the next packet (valid until the following call), or io.EOF
+// once the peer's end is closed.
+func (r *packetReader) next() ([]byte, error) {
+	if err := r.rc.Read(r.fn); err != nil {
+		return nil, err
+	}
+	return r.p, r.err
+}
+
+func recv(fd uintptr, p []byte, flags int) (int, syscall.Errno) {
+	n, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), uintptr(flags), 0, 0)
+	return int(n), e
+}
+
+func (r *packetReader) read(fd uintptr) bool {
+	// MSG_TRUNC with MSG_PEEK returns the packet's real length.
+	n, e := recv(fd, r.buf[:1], unix.MSG_PEEK|unix.MSG_TRUNC)
+	switch {
+	case e == unix.EAGAIN || e == unix.EINTR:
+		return false
+	case e != 0:
+		r.p, r.err = nil, e
+		return true
+	case n == 0:
+		r.p, r.err = nil, io.EOF
+		return true
+	}
+	p := r.buf
+	if n > len(p) && n <= maxMessage {
+		p = make([]byte, n)
+	}
+	m, e := recv(fd, p, 0)
+	switch {
+	case e != 0:
+		r.p, r.err = nil, e
+	case n > maxMessage:
+		r.p, r.err = nil, fmt.Errorf("%w: %d bytes, more than %d", ErrProtocol, n, maxMessage)
+	default:
+		r.p, r.err = p[:m], nil
+	}
+	return true
 }

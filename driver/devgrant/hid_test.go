@@ -5,10 +5,12 @@ package devgrant_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/drvkit/drvkit/driver/devgrant"
 	"github.com/drvkit/drvkit/driver/drivertable"
@@ -198,4 +200,42 @@ func TestHIDKeyboardDriverOnGrant(t *testing.T) {
 	_, err = kbd.Call(context.Background(), hidkbd.MethodLEDs, []byte(`{"leds":2}`))
 	require.NoError(t, err)
 	require.Contains(t, rig.fake.Outputs(), []byte{0, 2})
+}
+
+// A driver that sends something that is not the protocol is cut off: its
+// calls fail as for a vanished device, and the grant's Close says why.
+func TestMalformedMessageEndsConnection(t *testing.T) {
+	leaktest.Check(t)
+	checkFDs(t)
+	rig := newHIDRig(t)
+	dev, err := rig.back.Open("/dev/hidraw0")
+	require.NoError(t, err)
+	defer dev.Close()
+	_, err = unix.Write(int(rig.g.Files[0].File.Fd()), []byte{9, 0x12, 1, 0, 0, 0}) // version 9
+	require.NoError(t, err)
+	_, err = dev.Info()
+	require.ErrorIs(t, err, hid.ErrNoDevice)
+	require.ErrorIs(t, rig.g.Close(), devgrant.ErrProtocol)
+}
+
+// More requests in flight than the daemon serves at once are refused, not
+// queued without bound.
+func TestTooManyInFlight(t *testing.T) {
+	leaktest.Check(t)
+	rig := newHIDRig(t)
+	dev, err := rig.back.Open("/dev/hidraw0")
+	require.NoError(t, err)
+	const served = 32
+	errs := make(chan error, served)
+	for range served {
+		go func() { _, err := dev.ReadInput(context.Background(), make([]byte, 8)); errs <- err }()
+	}
+	require.Eventually(t, func() bool {
+		_, err := dev.Info()
+		return err != nil && strings.Contains(err.Error(), "too many requests in flight")
+	}, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, dev.Close())
+	for range served {
+		require.ErrorIs(t, <-errs, hid.ErrClosed)
+	}
 }
