@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/drvkit/drvkit/driver"
@@ -194,6 +195,15 @@ func Resources(files []Received) *drivertable.Resources {
 		}
 	}
 	return r
+}
+
+// grantError is the OpError of a class's grant; the node is named once,
+// not again when the cause (an open's own error) names it already.
+func grantError(nub *driver.Service, node string, err error) error {
+	if strings.Contains(err.Error(), node) {
+		node = ""
+	}
+	return &OpError{Op: "grant", Nub: nub.String(), Node: node, Err: err}
 }
 
 // find returns the received file for node, or ErrNotGranted.

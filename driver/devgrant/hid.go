@@ -55,7 +55,7 @@ func grantHID(ctx context.Context, res *drivertable.Resources, nub *driver.Servi
 		return nil, nil, &OpError{Op: "grant", Nub: nub.String(), Err: fmt.Errorf("%w (%s)", ErrNoNode, propHidraw)}
 	}
 	fail := func(err error) ([]File, func() error, error) {
-		return nil, nil, &OpError{Op: "grant", Nub: nub.String(), Node: node, Err: err}
+		return nil, nil, grantError(nub, node, err)
 	}
 	b, err := HIDKey.From(res)
 	if err != nil {

@@ -54,7 +54,7 @@ func grantSG(ctx context.Context, res *drivertable.Resources, nub *driver.Servic
 		return nil, nil, &OpError{Op: "grant", Nub: nub.String(), Err: fmt.Errorf("%w (%s)", ErrNoNode, sg.PropSGNode)}
 	}
 	fail := func(err error) ([]File, func() error, error) {
-		return nil, nil, &OpError{Op: "grant", Nub: nub.String(), Node: node, Err: err}
+		return nil, nil, grantError(nub, node, err)
 	}
 	open, err := SGKey.From(res)
 	if err != nil {

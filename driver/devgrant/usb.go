@@ -105,7 +105,7 @@ func grantUSB(ctx context.Context, res *drivertable.Resources, nub *driver.Servi
 	}
 	node := USBNode(int(bus), int(addr))
 	fail := func(err error) ([]File, func() error, error) {
-		return nil, nil, &OpError{Op: "grant", Nub: nub.String(), Node: node, Err: err}
+		return nil, nil, grantError(nub, node, err)
 	}
 	b, err := USBKey.From(res)
 	if err != nil {
