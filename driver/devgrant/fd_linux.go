@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -79,22 +80,33 @@ func dupFile(f *os.File) (*os.File, error) {
 	return os.NewFile(uintptr(fd), f.Name()), nil
 }
 
-// packetReader reads packets from a socket: into buf when one fits, else
-// into a slice of its own size, so that a reader waiting between messages
-// holds a small buffer rather than one for the largest message. A packet
-// over maxMessage is consumed and refused.
+// packetReader reads packets from a socket with one recvmsg each: into
+// its small buffer when the packet fits, else through a pooled buffer for
+// the largest message into a slice of the packet's size. A reader waiting
+// between messages holds only the small buffer; a large one is borrowed
+// for the system call alone. A packet over maxMessage is consumed and
+// refused.
 type packetReader struct {
 	rc  syscall.RawConn
 	buf []byte
 	fn  func(fd uintptr) bool // r.read, bound once (a method value allocates)
+	iov [2]unix.Iovec
+	msg unix.Msghdr
 
 	p   []byte
 	err error
 }
 
+// bigBufs are the second halves of a read: room for the largest message.
+var bigBufs = sync.Pool{New: func() any { b := make([]byte, maxMessage+1); return &b }}
+
 func newPacketReader(rc syscall.RawConn, size int) *packetReader {
 	r := &packetReader{rc: rc, buf: make([]byte, size)}
 	r.fn = r.read
+	r.iov[0].Base = &r.buf[0]
+	r.iov[0].SetLen(size)
+	r.msg.Iov = &r.iov[0]
+	r.msg.SetIovlen(2)
 	return r
 }
 
@@ -107,36 +119,30 @@ func (r *packetReader) next() ([]byte, error) {
 	return r.p, r.err
 }
 
-func recv(fd uintptr, p []byte, flags int) (int, syscall.Errno) {
-	n, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), uintptr(flags), 0, 0)
-	return int(n), e
-}
-
 func (r *packetReader) read(fd uintptr) bool {
-	// MSG_TRUNC with MSG_PEEK returns the packet's real length.
-	n, e := recv(fd, r.buf[:1], unix.MSG_PEEK|unix.MSG_TRUNC)
+	big := bigBufs.Get().(*[]byte)
+	defer bigBufs.Put(big)
+	r.iov[1].Base = &(*big)[0]
+	r.iov[1].SetLen(len(*big))
+	r.msg.Flags = 0
+	n, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&r.msg)), 0)
+	r.iov[1].Base = nil // the pool's buffer is not ours after the call
 	switch {
 	case e == unix.EAGAIN || e == unix.EINTR:
 		return false
 	case e != 0:
 		r.p, r.err = nil, e
-		return true
 	case n == 0:
 		r.p, r.err = nil, io.EOF
-		return true
-	}
-	p := r.buf
-	if n > len(p) && n <= maxMessage {
-		p = make([]byte, n)
-	}
-	m, e := recv(fd, p, 0)
-	switch {
-	case e != 0:
-		r.p, r.err = nil, e
-	case n > maxMessage:
-		r.p, r.err = nil, fmt.Errorf("%w: %d bytes, more than %d", ErrProtocol, n, maxMessage)
+	case int(n) > maxMessage || r.msg.Flags&unix.MSG_TRUNC != 0:
+		r.p, r.err = nil, fmt.Errorf("%w: more than %d bytes", ErrProtocol, maxMessage)
+	case int(n) <= len(r.buf):
+		r.p, r.err = r.buf[:n], nil
 	default:
-		r.p, r.err = p[:m], nil
+		p := make([]byte, n)
+		copy(p, r.buf)
+		copy(p[len(r.buf):], *big)
+		r.p, r.err = p, nil
 	}
 	return true
 }

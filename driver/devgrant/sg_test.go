@@ -72,6 +72,20 @@ func TestSGOverSocket(t *testing.T) {
 	require.Equal(t, len(data), n)
 	require.Equal(t, data, got)
 
+	// Large messages both ways (past the readers' small buffers), and
+	// one past the socket's bound, refused before it is sent.
+	big := make([]byte, 64<<10)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	require.NoError(t, dev.Write(ctx, 100, big))
+	back := make([]byte, len(big))
+	_, err = dev.Read(ctx, 100, back)
+	require.NoError(t, err)
+	require.Equal(t, big, back)
+	_, err = tr.Execute(ctx, &scsi.Command{CDB: []byte{0x28, 0, 0, 0, 0, 0, 0, 1, 0, 0}, Dir: scsi.DirIn, Data: make([]byte, devgrant.MaxData+512)})
+	require.ErrorIs(t, err, scsi.ErrInvalidRequest)
+
 	// CHECK CONDITION and its sense cross: a READ(10) past the end.
 	res, err := tr.Execute(ctx, &scsi.Command{CDB: []byte{0x28, 0, 0, 0, 0x10, 0, 0, 0, 1, 0}, Dir: scsi.DirIn, Data: make([]byte, 512)})
 	require.NoError(t, err)
