@@ -26,6 +26,8 @@ import (
 	"github.com/drvkit/drvkit/driver/drivertable"
 	"github.com/drvkit/drvkit/driver/hid"
 	"github.com/drvkit/drvkit/driver/hid/hidsim"
+	"github.com/drvkit/drvkit/driver/scsi"
+	"github.com/drvkit/drvkit/driver/usb"
 	"github.com/drvkit/drvkit/hotplug/hidbus"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 )
@@ -42,14 +44,16 @@ const nobody = 65534
 type grantMeta struct{ Resource, Node, Kind string }
 
 // TestLeastPrivilege runs a real driver process as nobody with
-// no_new_privs, hands it (SCM_RIGHTS) the descriptors of two grants — a
+// no_new_privs, hands it (SCM_RIGHTS) the descriptors of four grants — a
 // root-only character device node opened by the daemon (/dev/zero's
-// numbers, standing in for a hidraw node) and a simulated keyboard's
-// socket — and checks, from inside that process, that it reads and writes
-// its granted devices through devgrant.Resources, that opening another
-// root-only device node by path fails with EACCES, that so does opening
-// its own granted node by path (the grant is the descriptor, not a
-// permission), and that its resources refuse a node not granted.
+// numbers, standing in for a hidraw node), and the sockets of a simulated
+// keyboard, disk and USB stick — and checks, from inside that process,
+// that it reads and writes its granted devices through
+// devgrant.Resources (an INQUIRY over sg and over bulk-only transport
+// included), that opening another root-only device node by path fails
+// with EACCES, that so does opening its own granted node by path (the
+// grant is the descriptor, not a permission), and that its resources
+// refuse a node, a disk and a USB device not granted.
 func TestLeastPrivilege(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates device nodes and runs a child as nobody")
@@ -81,6 +85,10 @@ func TestLeastPrivilege(t *testing.T) {
 	gSim := grant(t, simRes, publish(t, r, devgrant.HIDProviderClass, "hid0", map[string]any{hidbus.PropHidraw: "/dev/hidraw0"}))
 	require.True(t, fake.Input([]byte{0, 0, 0x04, 0, 0, 0, 0, 0}))
 
+	// A simulated disk and a simulated stick, for the other two classes.
+	sgr := newSGRig(t)
+	usbr := newUSBRig(t)
+
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
 	ours, theirs := os.NewFile(uintptr(fds[0]), "handoff"), os.NewFile(uintptr(fds[1]), "handoff")
@@ -99,6 +107,7 @@ func TestLeastPrivilege(t *testing.T) {
 	theirs.Close()
 
 	files := append(append([]devgrant.File(nil), gReal.Files...), gSim.Files...)
+	files = append(append(files, sgr.g.Files...), usbr.g.Files...)
 	meta := make([]grantMeta, len(files))
 	rights := make([]int, len(files))
 	for i, f := range files {
@@ -134,6 +143,10 @@ func TestLeastPrivilege(t *testing.T) {
 		"granted by path":   "permission denied",
 		"other by path":     "permission denied",
 		"other by resource": "device not granted to this driver",
+		"granted sg":        "QEMU HARDDISK",
+		"other sg":          "device not granted to this driver",
+		"granted usb":       "QEMU HARDDISK over bulk-only transport",
+		"other usb":         "device not granted to this driver",
 	}, lines, "driver process output:\n%s", out.String())
 	require.Equal(t, [][]byte{{0, 0x03}}, fake.Outputs(), "the unprivileged driver's output report reached the device")
 }
@@ -244,8 +257,57 @@ func runChild() int {
 	} else {
 		fmt.Printf("other by resource: %v\n", err)
 	}
+
+	res := devgrant.Resources(files)
+	if open, err := devgrant.SGKey.From(res); err != nil {
+		fmt.Printf("granted sg: %v\n", err)
+	} else if t, err := open("/dev/sg1"); err != nil {
+		fmt.Printf("granted sg: %v\n", err)
+	} else {
+		q, err := scsi.NewDevice(t).Inquiry(ctx)
+		fmt.Printf("granted sg: %s%v\n", q.Product, errOrEmpty(err))
+		t.Close()
+		_, err = open("/dev/sg0")
+		fmt.Printf("other sg: %v\n", unwrapAll(err))
+	}
+	if b, err := devgrant.USBKey.From(res); err != nil {
+		fmt.Printf("granted usb: %v\n", err)
+	} else if d, err := b.Open(ctx, usb.Selector{Bus: 1, Address: 4}); err != nil {
+		fmt.Printf("granted usb: %v\n", err)
+	} else {
+		bot, err := scsi.NewBOT(ctx, d)
+		if err != nil {
+			fmt.Printf("granted usb: %v\n", err)
+		} else {
+			q, err := scsi.NewDevice(bot).Inquiry(ctx)
+			fmt.Printf("granted usb: %s over bulk-only transport%v\n", q.Product, errOrEmpty(err))
+			bot.Close()
+		}
+		d.Close()
+		_, err = b.Open(ctx, usb.Selector{Bus: 1, Address: 5})
+		fmt.Printf("other usb: %v\n", unwrapAll(err))
+	}
 	for _, f := range files {
 		f.File.Close()
 	}
 	return 0
+}
+
+func errOrEmpty(err error) string {
+	if err != nil {
+		return " (" + err.Error() + ")"
+	}
+	return ""
+}
+
+// unwrapAll is the innermost error: the sentinel, without the context.
+func unwrapAll(err error) error {
+	for err != nil {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
+	return err
 }
