@@ -56,7 +56,7 @@ func FuzzMessage(f *testing.F) {
 	}
 	handlers[opSGExecute] = sgHandler(sgT)
 	for op := byte(0x30); op < 0x40; op++ {
-		handlers[op] = usbHandler(udev, 0)
+		handlers[op] = usbHandler(udev, 0, 0)
 	}
 	done, cancel := context.WithCancel(context.Background())
 	cancel()

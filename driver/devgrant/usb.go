@@ -132,7 +132,7 @@ func grantUSB(ctx context.Context, res *drivertable.Resources, nub *driver.Servi
 	if err := dev.ClaimInterface(ctx, int(ifnum), alt); err != nil {
 		return fail(errors.Join(err, dev.Close()))
 	}
-	f, release, err := serveDevice(USBKey.Name(), node, KindUSBSocket, usbHandler(dev, int(ifnum)), usbCodes, dev.Close)
+	f, release, err := serveDevice(USBKey.Name(), node, KindUSBSocket, usbHandler(dev, int(ifnum), alt), usbCodes, dev.Close)
 	if err != nil {
 		return fail(err)
 	}
@@ -141,18 +141,16 @@ func grantUSB(ctx context.Context, res *drivertable.Resources, nub *driver.Servi
 
 // usbScope is what a grant of one interface allows.
 type usbScope struct {
-	iface int
-	alts  []int
-	eps   map[uint8]bool
+	iface, alt int
+	eps        map[uint8]bool
 }
 
-func scopeOf(info usb.DeviceInfo, iface int) usbScope {
-	s := usbScope{iface: iface, eps: map[uint8]bool{}}
+func scopeOf(info usb.DeviceInfo, iface, alt int) usbScope {
+	s := usbScope{iface: iface, alt: alt, eps: map[uint8]bool{}}
 	for _, i := range info.Interfaces {
 		if i.Number != iface {
 			continue
 		}
-		s.alts = append(s.alts, i.Alternate)
 		for _, e := range i.Endpoints {
 			s.eps[e.Address] = true
 		}
@@ -188,9 +186,10 @@ func (s usbScope) endpoint(ep uint8) error {
 	return nil
 }
 
-// usbHandler serves a claimed usb.Device, within interface iface.
-func usbHandler(dev usb.Device, iface int) handler {
-	scope := scopeOf(dev.Info(), iface)
+// usbHandler serves a usb.Device whose interface iface the daemon claimed
+// with alternate setting alt, within that interface.
+func usbHandler(dev usb.Device, iface, alt int) handler {
+	scope := scopeOf(dev.Info(), iface, alt)
 	return func(ctx context.Context, op byte, body []byte, out []byte) ([]byte, error) {
 		r := reader{b: body}
 		switch op {
@@ -215,8 +214,10 @@ func usbHandler(dev usb.Device, iface int) handler {
 			if num != scope.iface {
 				return nil, fmt.Errorf("%w: interface %d", ErrNotGranted, num)
 			}
-			if op == opUSBClaim && !slices.Contains(scope.alts, alt) {
-				return nil, fmt.Errorf("%w: alternate setting %d", usb.ErrNotSupported, alt)
+			if op == opUSBClaim && alt != scope.alt {
+				// usb.Device has no way to switch settings: the
+				// daemon's claim chose it.
+				return nil, fmt.Errorf("%w: alternate setting %d (the grant's is %d)", usb.ErrNotSupported, alt, scope.alt)
 			}
 			// The daemon's claim stands until the grant ends: the
 			// kernel driver comes back then, not while the driver runs.

@@ -96,6 +96,7 @@ func TestUSBOverSocket(t *testing.T) {
 	// Outside the grant: another interface, another interface's control
 	// request, an endpoint of no granted interface, a device-wide change.
 	require.ErrorIs(t, dev.ClaimInterface(ctx, 1, 0), devgrant.ErrNotGranted)
+	require.ErrorIs(t, dev.ClaimInterface(ctx, 0, 1), usb.ErrNotSupported, "the daemon's claim chose the setting")
 	_, err = dev.Control(ctx, 0x21, 0xff, 0, 1, nil)
 	require.ErrorIs(t, err, devgrant.ErrNotGranted)
 	_, err = dev.BulkTransfer(ctx, 0x83, make([]byte, 13))
