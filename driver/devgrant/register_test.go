@@ -15,8 +15,12 @@ func TestRegisterRefusesDuplicatesAndIncomplete(t *testing.T) {
 		return nil, nil, nil
 	}
 	provide := func(*drivertable.Resources, []Received) {}
-	require.Panics(t, func() { Register(Class{ProviderClass: HIDProviderClass, Resource: "other", Grant: grant, Provide: provide}) })
-	require.Panics(t, func() { Register(Class{ProviderClass: "Other", Resource: HIDKey.Name(), Grant: grant, Provide: provide}) })
+	require.Panics(t, func() {
+		Register(Class{ProviderClass: HIDProviderClass, Resource: "other", Grant: grant, Provide: provide})
+	})
+	require.Panics(t, func() {
+		Register(Class{ProviderClass: "Other", Resource: HIDKey.Name(), Grant: grant, Provide: provide})
+	})
 	require.Panics(t, func() { Register(Class{ProviderClass: "Other", Resource: "other"}) })
 	require.Equal(t, []string{"HIDDevice", "SCSIDevice", "USBInterface"}, Classes(), "nothing half-registered")
 }
