@@ -62,7 +62,35 @@ func OpenSG(path string) (*SG, error) {
 	if err != nil {
 		return nil, &OpError{Op: "open " + path, Err: mapErrno(err)}
 	}
-	f := os.NewFile(uintptr(fd), path)
+	return newSG(os.NewFile(uintptr(fd), path), path)
+}
+
+// SGFromFile returns the Transport of an sg node the caller opened (or
+// received from a process that could open it: package devgrant hands a
+// driver process its node this way), checked as OpenSG checks. The SG
+// works on a duplicate of f's descriptor; f stays the caller's.
+func SGFromFile(f *os.File, path string) (*SG, error) {
+	var fd int
+	var err error
+	rc, cerr := f.SyscallConn()
+	if cerr == nil {
+		cerr = rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
+	}
+	if cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, &OpError{Op: "open " + path, Err: mapErrno(err)}
+	}
+	// Blocking, as OpenSG's (see there); the flag is the open file's.
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, &OpError{Op: "open " + path, Err: err}
+	}
+	return newSG(os.NewFile(uintptr(fd), path), path)
+}
+
+func newSG(f *os.File, path string) (*SG, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
@@ -90,6 +118,9 @@ func OpenSG(path string) (*SG, error) {
 	s.stateFile = sgStateFile(path)
 	return s, nil
 }
+
+// File returns the node's open file, owned by s (valid until Close).
+func (s *SG) File() *os.File { return s.f }
 
 // Path returns the device node.
 func (s *SG) Path() string { return s.path }
