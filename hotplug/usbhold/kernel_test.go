@@ -44,7 +44,9 @@ func newFakeKernel(hubs ...string) *fakeKernel {
 	return k
 }
 
-func (k *fakeKernel) logf(format string, args ...any) { k.log = append(k.log, fmt.Sprintf(format, args...)) }
+func (k *fakeKernel) logf(format string, args ...any) {
+	k.log = append(k.log, fmt.Sprintf(format, args...))
+}
 
 // plug creates an interface as usb_set_configuration does and returns
 // its add uevent.
