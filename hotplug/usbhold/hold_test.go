@@ -3,6 +3,7 @@ package usbhold
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -265,7 +266,7 @@ func TestWatchGivesBack(t *testing.T) {
 	}{{"unload", false}, {"start-fails", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			k := newFakeKernel("usb2")
-			r := driver.NewRegistry()
+			r := driver.NewRegistry(driver.WithLogger(slog.New(slog.DiscardHandler)))
 			rec := lifecycletest.Record(t, r)
 			p := storagePersonality(func() driver.Driver { return &drv{k: k, fail: tc.fail} })
 			require.NoError(t, r.RegisterPersonality(p))

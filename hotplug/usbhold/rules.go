@@ -16,16 +16,22 @@ import (
 // personality of any class ("") is not assumed to be a USB driver.
 func Holds(p *driver.Personality) bool { return p.ProviderClass == usbbus.ClassInterface }
 
-// Claimant returns the name of the first personality of ps that holds
-// (see [Holds]) and matches an interface nub with props, as the registry
-// would match it; "" for none.
+// Claimant returns the name of the personality of ps that holds (see
+// [Holds]) and matches an interface nub with props, as the registry would
+// match it, with the highest score (the first of equals); "" for none.
+// Probe may still change scores: the name is what logs say, the decision
+// is that some personality matches.
 func Claimant(ps []driver.Personality, props driver.Properties) string {
+	best := -1
 	for i := range ps {
-		if Holds(&ps[i]) && ps[i].Matches(usbbus.ClassInterface, props) {
-			return ps[i].Name
+		if Holds(&ps[i]) && ps[i].Matches(usbbus.ClassInterface, props) && (best < 0 || ps[i].Score > ps[best].Score) {
+			best = i
 		}
 	}
-	return ""
+	if best < 0 {
+		return ""
+	}
+	return ps[best].Name
 }
 
 // InterfaceProperties are the properties the USB bus adapter publishes on
