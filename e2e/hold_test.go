@@ -59,14 +59,16 @@ func waitGates(t *testing.T, ctx context.Context, d *daemon, want string) {
 	})
 }
 
-// startDevWatch logs every entry created in /dev (busybox inotifyd runs a
-// script per event, so nothing waits in a buffer).
+// startDevWatch records every entry created in /dev (e2e-app -watch-dir:
+// inotify, so a node that exists for a moment is seen).
 func startDevWatch(t *testing.T, ctx context.Context, a *Agent) {
 	t.Helper()
-	_, err := a.Exec(ctx, "sh", "-c", `printf '#!/bin/sh\necho "$3" >>`+devWatch+`\n' >/tmp/devlog && chmod +x /tmp/devlog && : >`+devWatch)
+	_, err := a.Start(ctx, "devwatch", "e2e-app", "-watch-dir", "/dev", "-status", devWatch)
 	require.NoError(t, err)
-	_, err = a.Start(ctx, "devwatch", "inotifyd", "/tmp/devlog", "/dev:n")
-	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		r, err := a.Exec(ctx, "cat", devWatch)
+		return err == nil && strings.Contains(r.Stdout, `"watching"`)
+	}, 10*time.Second, 50*time.Millisecond)
 }
 
 // devCreated returns the /dev entries created since the log was cleared.
@@ -74,7 +76,14 @@ func devCreated(t *testing.T, ctx context.Context, a *Agent) []string {
 	t.Helper()
 	r, err := a.Exec(ctx, "cat", devWatch)
 	require.NoError(t, err)
-	return strings.Fields(r.Stdout)
+	var out []string
+	for _, l := range parseAppLines(t, r.Stdout) {
+		require.NotEqual(t, "overflow", l.Event, "the /dev watch overflowed")
+		if l.Event == "created" {
+			out = append(out, l.Data)
+		}
+	}
+	return out
 }
 
 func clearDevWatch(t *testing.T, ctx context.Context, a *Agent) {
@@ -372,5 +381,6 @@ func TestDrvctlUSBHold(t *testing.T) {
 		r2 := d.stop(ctx)
 		require.Contains(t, r2.Stderr, "usb hold: undid what a previous daemon left")
 	})
-	_ = a.Signal(ctx, "devwatch", syscall.SIGTERM)
+	require.NoError(t, a.Signal(ctx, "devwatch", syscall.SIGKILL))
+	_, _ = a.Wait(ctx, "devwatch")
 }
