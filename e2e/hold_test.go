@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"syscall"
@@ -121,7 +122,6 @@ func kernelDiskEvents(a *Agent, mark int) []*agentproto.Uevent {
 
 var (
 	ifaceAdd  = Match{Action: "add", Subsystem: "usb", Devpath: "/usb", Env: map[string]string{"DEVTYPE": "usb_interface", "INTERFACE": "8/6/80"}}
-	usbfsBind = Match{Action: "bind", Subsystem: "usb", Devpath: "/usb", Env: map[string]string{"DRIVER": "usbfs"}}
 	ksBind    = Match{Action: "bind", Subsystem: "usb", Devpath: "/usb", Env: map[string]string{"DRIVER": "usb-storage"}}
 	diskAdd   = Match{Action: "add", Subsystem: "block", Devpath: "/usb", Env: map[string]string{"DEVTYPE": "disk"}}
 	diskDel   = Match{Action: "remove", Subsystem: "block", Devpath: "/usb", Env: map[string]string{"DEVTYPE": "disk"}}
@@ -129,6 +129,29 @@ var (
 
 func since(a, b *agentproto.Uevent) time.Duration {
 	return time.Duration(b.TimeNs - a.TimeNs).Round(100 * time.Microsecond)
+}
+
+// startedAfter is how long after the uevent from the daemon's driver
+// instance id returned from Start: the monitor stamps lifecycle events
+// with CLOCK_MONOTONIC, as the agent stamps uevents. (A usbfs claim makes
+// no uevent of its own.)
+func (d *daemon) startedAfter(ctx context.Context, from *agentproto.Uevent, id uint64) time.Duration {
+	d.t.Helper()
+	var at float64
+	d.poll(ctx, fmt.Sprintf("the start of #%d in the monitor's trace", id), func() (bool, string) {
+		r, err := d.m.Agent.Exec(ctx, "grep", fmt.Sprintf(`"step":"start","service_id":%d,`, id), monitorOut)
+		require.NoError(d.t, err)
+		var ev struct {
+			Time float64 `json:"time"`
+		}
+		line, _, _ := strings.Cut(r.Stdout, "\n")
+		if line == "" || json.Unmarshal([]byte(line), &ev) != nil {
+			return false, r.Stdout
+		}
+		at = ev.Time
+		return true, ""
+	})
+	return (time.Duration(at*1e9) - time.Duration(from.TimeNs)).Round(100 * time.Microsecond)
 }
 
 // readHoldState is the daemon's hold state file; an empty state when
@@ -203,10 +226,8 @@ func TestDrvctlUSBHold(t *testing.T) {
 		defer cancel()
 		add, err := a.WaitUevent(sctx, mark, ifaceAdd)
 		require.NoError(t, err)
-		claim, err := a.WaitUevent(sctx, mark, usbfsBind)
-		require.NoError(t, err, "drvkit's driver claimed the interface through usbfs")
-		holdClaim = since(add, claim)
-		require.Equal(t, "usbfs", usbInterfaceDriver(t, ctx, a))
+		holdClaim = d.startedAfter(ctx, add, inst.ID)
+		require.Equal(t, "usbfs", usbInterfaceDriver(t, ctx, a), "drvkit's driver claimed the interface through usbfs")
 
 		// The driver serves the stick: written and read back.
 		lines := d.app(ctx, "-driver", "usbstorage", "-write", fmt.Sprint(lba), "-pattern", pattern, "-read", fmt.Sprint(lba))
@@ -221,7 +242,7 @@ func TestDrvctlUSBHold(t *testing.T) {
 		require.Len(t, st.Held, 1, "%+v", st)
 		require.Equal(t, iface.Name, st.Held[0].Interface)
 		require.Equal(t, "usbstorage", st.Held[0].Personality)
-		t.Logf("held: interface add → drvkit's usbfs claim %v; uevents: %d, none of a kernel disk", holdClaim, len(a.Uevents(mark, Match{})))
+		t.Logf("held: interface add → usbstorage's Start returned %v; uevents since the plug: %d, none of a kernel disk", holdClaim, len(a.Uevents(mark, Match{})))
 		d.checkTrace(ctx)
 		d.checkNoLeaks(ctx)
 
@@ -284,10 +305,11 @@ func TestDrvctlUSBHold(t *testing.T) {
 		d := startDaemon(t, ctx, m, "--drivers", "usbstorage,sg", "--state-dir", journalDir, "--usb-hold=false")
 		clearDevWatch(t, ctx, a)
 		mark := replug(t, ctx, m, true)
-		d.waitTree(ctx, "usbstorage on the replugged stick", func(doc *inspectDoc) bool {
+		doc := d.waitTree(ctx, "usbstorage on the replugged stick", func(doc *inspectDoc) bool {
 			_, _, u := usbStick(doc, USBVendor, USBProduct, "usbstorage")
 			return u != nil
 		})
+		_, _, inst := usbStick(doc, USBVendor, USBProduct, "usbstorage")
 		for hub, v := range gateValues(t, ctx, a) {
 			require.Equal(t, "1", v, "%s: no gate without the hold", hub)
 		}
@@ -301,13 +323,11 @@ func TestDrvctlUSBHold(t *testing.T) {
 		require.NoError(t, err, "without the hold the kernel's disk appears")
 		gone, err := a.WaitUevent(sctx, mark, diskDel)
 		require.NoError(t, err, "…and vanishes when drvkit detaches usb-storage")
-		claim, err := a.WaitUevent(sctx, mark, usbfsBind)
-		require.NoError(t, err)
-		controlClaim, controlBind = since(add, claim), since(add, bind)
+		controlClaim, controlBind = d.startedAfter(ctx, add, inst.ID), since(add, bind)
 		require.Contains(t, diskEntries(devCreated(t, ctx, a)), disk.Get("DEVNAME"), "inotify saw /dev/%s", disk.Get("DEVNAME"))
-		t.Logf("control: interface add → usb-storage bind %v → /dev/%s %v → removed %v later; → drvkit's usbfs claim %v",
+		t.Logf("control: interface add → usb-storage bind %v → /dev/%s %v → removed %v later; → usbstorage's Start returned %v",
 			controlBind, disk.Get("DEVNAME"), since(add, disk), since(disk, gone), controlClaim)
-		record("  %-46s /dev/%s visible %v (add→remove); claim %v after the interface (held: %v)", t.Name(), disk.Get("DEVNAME"), since(disk, gone), controlClaim, holdClaim)
+		record("  %-46s /dev/%s visible %v (add→remove); usbstorage started %v after the interface (held: %v)", t.Name(), disk.Get("DEVNAME"), since(disk, gone), controlClaim, holdClaim)
 		d.stop(ctx)
 	}) {
 		return
@@ -330,7 +350,7 @@ func TestDrvctlUSBHold(t *testing.T) {
 		_, err = a.WaitUevent(sctx, mark, diskAdd)
 		require.NoError(t, err)
 		gateBind = since(add, bind)
-		require.Empty(t, a.Uevents(mark, usbfsBind), "nothing of drvkit claims it")
+		require.Equal(t, "usb-storage", usbInterfaceDriver(t, ctx, a), "nothing of drvkit claims it")
 		require.Empty(t, readHoldState(t, ctx, a).Held)
 		t.Logf("behind the gate, not claimed: interface add → usb-storage bind %v (without a gate: %v)", gateBind, controlBind)
 		record("  %-46s usb-storage bound %v after the interface behind the gate (no gate: %v)", t.Name(), gateBind, controlBind)
