@@ -327,6 +327,10 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 			return fail(err)
 		}
 	}
+	if d.hold != nil {
+		// A held interface is authorized just before a driver claims it.
+		d.usb = d.hold.Wrap(d.usb)
+	}
 
 	d.res = d.resources()
 	for _, e := range entries {

@@ -18,9 +18,14 @@
 // for each interface as it arrives, from its add uevent:
 //
 //   - a loaded personality matches it (the registry's own matching, masks
-//     included: [driver.Personality.Matches]): the interface is held —
-//     authorized, but not probed, so it stays without a kernel driver until
-//     drvkit's driver claims it through usbfs;
+//     included: [driver.Personality.Matches]): the interface is held — it
+//     stays unauthorized, without a kernel driver, until drvkit's driver
+//     claims it through usbfs. The backend of [Hold.Wrap] authorizes it
+//     just before that claim ([Hold.Claim]), once the kernel has finished
+//     configuring the device: the add uevent leaves the kernel before its
+//     first probe of the interface, so an authorization written as soon as
+//     the uevent arrives can win that race and let the kernel's driver bind
+//     (seen in the QEMU guest);
 //   - none does: it is authorized and probed at once, and the kernel's
 //     driver binds as it would have, one uevent round trip later.
 //

@@ -1,12 +1,14 @@
 package usbhold
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/hotplug"
@@ -386,11 +388,9 @@ func (h *Hold) interfaceLocked(ev *hotplug.Event, name string) error {
 		// Unrecorded, a crash would strand it: the kernel gets it.
 		return errors.Join(err, authorizeAndProbe(h.k, name))
 	}
-	// Authorized but not probed: no kernel driver binds, and drvkit's
-	// claim through usbfs (refused on an unauthorized interface) works.
-	if err := h.k.Authorize(name); err != nil && !isGone(err) {
-		return &OpError{Op: "hold", Name: name, Err: err}
-	}
+	// It stays unauthorized until drvkit's driver claims it (Claim): the
+	// kernel sends this uevent before it probes the new interface, and an
+	// interface authorized now could still be bound by that probe.
 	h.log.Info("usb hold: interface kept from the kernel's drivers", "interface", name, "personality", claimant,
 		"device", fmt.Sprintf("%04x:%04x", id.Vendor, id.Product))
 	return nil
@@ -411,6 +411,49 @@ func (h *Hold) GiveBack(iface string) error {
 		h.log.Info("usb hold: interface given back to the kernel", "interface", iface)
 	}
 	return errors.Join(err, h.saveLocked())
+}
+
+// configuredWithin bounds how long a claim waits for the kernel to finish
+// configuring a device (its first probe of every interface).
+const configuredWithin = 5 * time.Second
+
+// Claim readies a held interface for drvkit's usbfs claim, which the
+// kernel refuses on an unauthorized interface: once the kernel has
+// finished configuring the device — its usb_device bound to the generic
+// driver, which happens after it tried every interface's drivers — the
+// interface is authorized, without a probe. An interface not held, or
+// authorized already, is left as it is. The backend of [Hold.Wrap] calls
+// it before every claim.
+func (h *Hold) Claim(ctx context.Context, iface string) error {
+	if !h.isHeld(iface) {
+		return nil
+	}
+	if ok, err := h.k.Authorized(iface); err != nil || ok {
+		return nil // gone (the claim will say so), or ready
+	}
+	_, dev, _ := interfaceBus(iface)
+	ctx, cancel := context.WithTimeout(ctx, configuredWithin)
+	defer cancel()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		drv, err := h.k.Driver(dev)
+		if err != nil {
+			return &OpError{Op: "claim", Name: iface, Err: err}
+		}
+		if drv != "" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return &OpError{Op: "claim", Name: iface, Err: fmt.Errorf("device %s not configured by the kernel: %w", dev, ctx.Err())}
+		case <-tick.C:
+		}
+	}
+	if err := h.k.Authorize(iface); err != nil {
+		return &OpError{Op: "claim", Name: iface, Err: err}
+	}
+	return nil
 }
 
 func (h *Hold) isHeld(iface string) bool {

@@ -79,14 +79,19 @@ func TestHoldKeepsOnlyWhatIsClaimed(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"usb1", "usb2"}, st.Gated, "the gates are on record")
 
-	// A stick a personality claims: no kernel driver at any point, and
-	// authorized, so that drvkit's usbfs claim works.
+	// A stick a personality claims: no kernel driver at any point; it is
+	// authorized only when drvkit's driver claims it through usbfs.
 	ev := k.plug(t, "2-1:1.0", 2, 3, 0x46f4, 0x0001, stick, "usb-storage")
 	h.Event(&ev)
 	auth, drv := k.state("2-1:1.0")
-	require.True(t, auth)
+	require.False(t, auth, "authorized now, the kernel's first probe could still bind it")
 	require.Empty(t, drv)
 	require.Empty(t, k.binds())
+	require.Error(t, k.claim("2-1:1.0"), "the kernel refuses a usbfs claim of an unauthorized interface")
+	require.NoError(t, h.Claim(context.Background(), "2-1:1.0"))
+	auth, drv = k.state("2-1:1.0")
+	require.True(t, auth)
+	require.Empty(t, drv)
 	require.Equal(t, []Held{{Interface: "2-1:1.0", Bus: 2, Address: 3, Vendor: 0x46f4, Product: 1, Personality: "usbstorage"}}, h.Held())
 	st, err = ReadState(state)
 	require.NoError(t, err)
@@ -178,6 +183,7 @@ func TestRecoverAfterCrash(t *testing.T) {
 	}{{"2-1:1.0", 2, 3}, {"2-2:1.0", 2, 5}} {
 		ev := k.plug(t, p.name, p.bus, p.addr, 0x46f4, 1, stick, "usb-storage")
 		h.Event(&ev)
+		require.NoError(t, h.Claim(context.Background(), p.name))
 		require.NoError(t, k.claim(p.name))
 	}
 	// SIGKILL: no Close. The kernel drops the dead process's claims and
@@ -240,15 +246,19 @@ func TestRecoverBadStateKeepsFile(t *testing.T) {
 // fails, and whose Stop releases.
 type drv struct {
 	k     *fakeKernel
+	h     **Hold
 	fail  bool
 	iface string
 }
 
-func (d *drv) Start(_ context.Context, s *driver.Service) error {
+func (d *drv) Start(ctx context.Context, s *driver.Service) error {
 	if d.fail {
 		return errors.New("device refuses bulk-only")
 	}
 	d.iface = s.Providers()[0].Name()
+	if err := (*d.h).Claim(ctx, d.iface); err != nil {
+		return err
+	}
 	return d.k.claim(d.iface)
 }
 
@@ -268,9 +278,10 @@ func TestWatchGivesBack(t *testing.T) {
 			k := newFakeKernel("usb2")
 			r := driver.NewRegistry(driver.WithLogger(slog.New(slog.DiscardHandler)))
 			rec := lifecycletest.Record(t, r)
-			p := storagePersonality(func() driver.Driver { return &drv{k: k, fail: tc.fail} })
+			var h *Hold
+			p := storagePersonality(func() driver.Driver { return &drv{k: k, h: &h, fail: tc.fail} })
 			require.NoError(t, r.RegisterPersonality(p))
-			h, _ := newTestHold(t, k, filepath.Join(t.TempDir(), "s.json"), &personalities{ps: r.AllPersonalities()})
+			h, _ = newTestHold(t, k, filepath.Join(t.TempDir(), "s.json"), &personalities{ps: r.AllPersonalities()})
 			require.NoError(t, h.Watch(r))
 			require.Error(t, h.Watch(r), "one watch per hold")
 			require.NoError(t, h.Sync())
@@ -308,4 +319,52 @@ func mustEvent(t *testing.T, action, devpath string, env ...string) hotplug.Even
 	ev, err := hotplug.NewEvent(a, devpath, "usb", 0, env...)
 	require.NoError(t, err)
 	return ev
+}
+
+// The kernel sends an interface's add uevent before it probes it: a claim
+// waits until the device is configured (its generic driver bound), so the
+// authorization cannot let that first probe bind the kernel's driver.
+func TestClaimWaitsForConfiguration(t *testing.T) {
+	k := newFakeKernel("usb2")
+	ps := &personalities{}
+	ps.set(storagePersonality(nil))
+	h, _ := newTestHold(t, k, filepath.Join(t.TempDir(), "s.json"), ps)
+	defer h.Close()
+	require.NoError(t, h.Sync())
+	ev := k.plug(t, "2-1:1.0", 2, 3, 0x46f4, 1, stick, "usb-storage")
+	k.mu.Lock()
+	k.devices["2-1"] = "" // still in usb_set_configuration
+	k.mu.Unlock()
+	h.Event(&ev)
+	done := make(chan error, 1)
+	go func() { done <- h.Claim(context.Background(), "2-1:1.0") }()
+	select {
+	case err := <-done:
+		t.Fatalf("claimed before the device was configured: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	auth, _ := k.state("2-1:1.0")
+	require.False(t, auth)
+	k.mu.Lock()
+	k.devices["2-1"] = "usb"
+	k.mu.Unlock()
+	require.NoError(t, <-done)
+	auth, drv := k.state("2-1:1.0")
+	require.True(t, auth)
+	require.Empty(t, drv)
+
+	// Never configured: the claim gives up with the context.
+	ev = k.plug(t, "2-2:1.0", 2, 4, 0x46f4, 1, stick, "usb-storage")
+	k.mu.Lock()
+	k.devices["2-2"] = ""
+	k.mu.Unlock()
+	h.Event(&ev)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	err := h.Claim(ctx, "2-2:1.0")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "claim 2-2:1.0: device 2-2 not configured")
+
+	// Not held: nothing to do.
+	require.NoError(t, h.Claim(context.Background(), "2-9:1.0"))
 }

@@ -23,6 +23,9 @@ type fakeKernel struct {
 	mu     sync.Mutex
 	hubs   map[string]bool // root hub → interface_authorized_default
 	ifaces map[string]*fakeIface
+	// devices: a device's driver, "usb" once the kernel has configured it
+	// (bound the generic driver after probing every interface).
+	devices map[string]string
 	log    []string // "bind 2-1:1.0 usb-storage", "probe …", "authorize …", "gate usb2 0"
 }
 
@@ -37,7 +40,7 @@ type fakeIface struct {
 var _ kernel = (*fakeKernel)(nil)
 
 func newFakeKernel(hubs ...string) *fakeKernel {
-	k := &fakeKernel{hubs: map[string]bool{}, ifaces: map[string]*fakeIface{}}
+	k := &fakeKernel{hubs: map[string]bool{}, ifaces: map[string]*fakeIface{}, devices: map[string]string{}}
 	for _, h := range hubs {
 		k.hubs[h] = true
 	}
@@ -63,6 +66,7 @@ func (k *fakeKernel) plug(t *testing.T, name string, bus, addr int, vid, pid uin
 		f.driver = wants
 		k.logf("bind %s %s", name, wants)
 	}
+	k.devices[dev] = "usb"
 	k.mu.Unlock()
 	cfgIf := name[strings.IndexByte(name, ':')+1:]
 	ev, err := hotplug.NewEvent(hotplug.ActionAdd, "/devices/pci0000:00/0000:00:04.0/"+rootHub(bus)+"/"+dev+"/"+name, "usb", 0,
@@ -76,10 +80,11 @@ func (k *fakeKernel) plug(t *testing.T, name string, bus, addr int, vid, pid uin
 // unplug removes an interface and returns its remove uevent.
 func (k *fakeKernel) unplug(t *testing.T, name string) hotplug.Event {
 	t.Helper()
+	b, dev, _ := interfaceBus(name)
 	k.mu.Lock()
 	delete(k.ifaces, name)
+	delete(k.devices, dev)
 	k.mu.Unlock()
-	b, dev, _ := interfaceBus(name)
 	ev, err := hotplug.NewEvent(hotplug.ActionRemove, "/devices/pci0000:00/0000:00:04.0/"+rootHub(b)+"/"+dev+"/"+name, "usb", 0, "DEVTYPE=usb_interface", "INTERFACE=8/6/80")
 	require.NoError(t, err)
 	return ev
@@ -218,6 +223,9 @@ func (k *fakeKernel) Probe(name string) error {
 func (k *fakeKernel) Driver(name string) (string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if d, ok := k.devices[name]; ok {
+		return d, nil
+	}
 	f, err := k.iface(name)
 	if err != nil {
 		return "", err
