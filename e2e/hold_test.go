@@ -121,10 +121,10 @@ func kernelDiskEvents(a *Agent, mark int) []*agentproto.Uevent {
 }
 
 var (
-	ifaceAdd  = Match{Action: "add", Subsystem: "usb", Devpath: "/usb", Env: map[string]string{"DEVTYPE": "usb_interface", "INTERFACE": "8/6/80"}}
-	ksBind    = Match{Action: "bind", Subsystem: "usb", Devpath: "/usb", Env: map[string]string{"DRIVER": "usb-storage"}}
-	diskAdd   = Match{Action: "add", Subsystem: "block", Devpath: "/usb", Env: map[string]string{"DEVTYPE": "disk"}}
-	diskDel   = Match{Action: "remove", Subsystem: "block", Devpath: "/usb", Env: map[string]string{"DEVTYPE": "disk"}}
+	ifaceAdd = Match{Action: "add", Subsystem: "usb", Devpath: "/usb", Env: map[string]string{"DEVTYPE": "usb_interface", "INTERFACE": "8/6/80"}}
+	ksBind   = Match{Action: "bind", Subsystem: "usb", Devpath: "/usb", Env: map[string]string{"DRIVER": "usb-storage"}}
+	diskAdd  = Match{Action: "add", Subsystem: "block", Devpath: "/usb", Env: map[string]string{"DEVTYPE": "disk"}}
+	diskDel  = Match{Action: "remove", Subsystem: "block", Devpath: "/usb", Env: map[string]string{"DEVTYPE": "disk"}}
 )
 
 func since(a, b *agentproto.Uevent) time.Duration {
@@ -209,6 +209,7 @@ func TestDrvctlUSBHold(t *testing.T) {
 
 	const lba, pattern = 3, "drvkit e2e: held from the kernel"
 	var holdClaim, controlClaim, controlBind, gateBind time.Duration
+	var heldStarts []time.Duration // interface add → usbstorage's Start returned, held
 
 	if !timed(t, "1-plug-held", func(t *testing.T) {
 		d := startDaemon(t, ctx, m, "--drivers", "usbstorage,sg", "--state-dir", journalDir)
@@ -227,6 +228,7 @@ func TestDrvctlUSBHold(t *testing.T) {
 		add, err := a.WaitUevent(sctx, mark, ifaceAdd)
 		require.NoError(t, err)
 		holdClaim = d.startedAfter(ctx, add, inst.ID)
+		heldStarts = append(heldStarts, holdClaim)
 		require.Equal(t, "usbfs", usbInterfaceDriver(t, ctx, a), "drvkit's driver claimed the interface through usbfs")
 
 		// The driver serves the stick: written and read back.
@@ -277,10 +279,14 @@ func TestDrvctlUSBHold(t *testing.T) {
 		waitGates(t, ctx, d, "0")
 		clearDevWatch(t, ctx, a)
 		mark := replug(t, ctx, m, true)
-		d.waitTree(ctx, "usbstorage on the replugged stick", func(doc *inspectDoc) bool {
+		doc := d.waitTree(ctx, "usbstorage on the replugged stick", func(doc *inspectDoc) bool {
 			_, _, u := usbStick(doc, USBVendor, USBProduct, "usbstorage")
 			return u != nil
 		})
+		_, _, inst := usbStick(doc, USBVendor, USBProduct, "usbstorage")
+		add, err := a.WaitUevent(ctx, mark, ifaceAdd)
+		require.NoError(t, err)
+		heldStarts = append(heldStarts, d.startedAfter(ctx, add, inst.ID))
 		require.Empty(t, kernelDiskEvents(a, mark))
 		require.Empty(t, diskEntries(devCreated(t, ctx, a)))
 		got := findLine(d.app(ctx, "-driver", "usbstorage", "-read", fmt.Sprint(lba)), "read")
@@ -292,7 +298,7 @@ func TestDrvctlUSBHold(t *testing.T) {
 		}
 		sctx, cancel := step(ctx)
 		defer cancel()
-		_, err := a.WaitUevent(sctx, smark, ksBind)
+		_, err = a.WaitUevent(sctx, smark, ksBind)
 		require.NoError(t, err, "usb-storage gets the stick when the daemon stops")
 		_, err = a.WaitUevent(sctx, smark, diskAdd)
 		require.NoError(t, err)
@@ -363,11 +369,17 @@ func TestDrvctlUSBHold(t *testing.T) {
 		d := startDaemon(t, ctx, m, "--drivers", "usbstorage,sg", "--state-dir", journalDir)
 		waitGates(t, ctx, d, "0")
 		mark := replug(t, ctx, m, true)
-		d.waitTree(ctx, "usbstorage on the replugged stick", func(doc *inspectDoc) bool {
+		doc := d.waitTree(ctx, "usbstorage on the replugged stick", func(doc *inspectDoc) bool {
 			_, _, u := usbStick(doc, USBVendor, USBProduct, "usbstorage")
 			return u != nil
 		})
+		_, _, inst := usbStick(doc, USBVendor, USBProduct, "usbstorage")
+		add, err := a.WaitUevent(ctx, mark, ifaceAdd)
+		require.NoError(t, err)
+		heldStarts = append(heldStarts, d.startedAfter(ctx, add, inst.ID))
 		require.Empty(t, kernelDiskEvents(a, mark))
+		require.Empty(t, diskEntries(devCreated(t, ctx, a)))
+		record("  %-46s usbstorage started %v after the interface, held (3 plugs)", t.Name(), heldStarts)
 		require.NoError(t, a.Signal(ctx, "serve", syscall.SIGKILL))
 		r, err := a.Wait(ctx, "serve")
 		require.NoError(t, err)

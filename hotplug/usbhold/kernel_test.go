@@ -26,7 +26,7 @@ type fakeKernel struct {
 	// devices: a device's driver, "usb" once the kernel has configured it
 	// (bound the generic driver after probing every interface).
 	devices map[string]string
-	log    []string // "bind 2-1:1.0 usb-storage", "probe …", "authorize …", "gate usb2 0"
+	log     []string // "bind 2-1:1.0 usb-storage", "probe …", "authorize …", "gate usb2 0"
 }
 
 type fakeIface struct {
