@@ -368,6 +368,7 @@ func TestDrvctlUSBHold(t *testing.T) {
 	timed(t, "6-sigkill-then-recover", func(t *testing.T) {
 		d := startDaemon(t, ctx, m, "--drivers", "usbstorage,sg", "--state-dir", journalDir)
 		waitGates(t, ctx, d, "0")
+		clearDevWatch(t, ctx, a)
 		mark := replug(t, ctx, m, true)
 		doc := d.waitTree(ctx, "usbstorage on the replugged stick", func(doc *inspectDoc) bool {
 			_, _, u := usbStick(doc, USBVendor, USBProduct, "usbstorage")

@@ -432,6 +432,7 @@ func (h *Hold) Claim(ctx context.Context, iface string) error {
 		return nil // gone (the claim will say so), or ready
 	}
 	_, dev, _ := interfaceBus(iface)
+	t0 := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, configuredWithin)
 	defer cancel()
 	tick := time.NewTicker(2 * time.Millisecond)
@@ -453,6 +454,7 @@ func (h *Hold) Claim(ctx context.Context, iface string) error {
 	if err := h.k.Authorize(iface); err != nil {
 		return &OpError{Op: "claim", Name: iface, Err: err}
 	}
+	h.log.Debug("usb hold: authorized for the claim", "interface", iface, "waited", time.Since(t0))
 	return nil
 }
 
