@@ -439,6 +439,9 @@ func (h *Hold) Claim(ctx context.Context, iface string) error {
 	defer tick.Stop()
 	for {
 		drv, err := h.k.Driver(dev)
+		if isGone(err) {
+			return nil // unplugged: the claim fails with the backend's ErrNoDevice
+		}
 		if err != nil {
 			return &OpError{Op: "claim", Name: iface, Err: err}
 		}

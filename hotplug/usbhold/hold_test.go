@@ -365,6 +365,16 @@ func TestClaimWaitsForConfiguration(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorContains(t, err, "claim 2-2:1.0: device 2-2 not configured")
 
+	// Unplugged while the claim waits: the claim itself will say so.
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		k.mu.Lock()
+		delete(k.ifaces, "2-2:1.0")
+		delete(k.devices, "2-2")
+		k.mu.Unlock()
+	}()
+	require.NoError(t, h.Claim(context.Background(), "2-2:1.0"))
+
 	// Not held: nothing to do.
 	require.NoError(t, h.Claim(context.Background(), "2-9:1.0"))
 }
