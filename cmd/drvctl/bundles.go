@@ -169,6 +169,7 @@ func (d *daemon) loadBundle(path string) (*bundle.Manifest, error) {
 		return nil, err
 	}
 	d.setLoaded(m.Name, true)
+	d.syncHold()
 	d.bundles.mu.Lock()
 	d.bundles.loaded[m.Name] = m
 	delete(d.bundles.refused, m.Path)
@@ -217,6 +218,8 @@ func (d *daemon) unloadDriver(ctx context.Context, a unloadArgs) (unloadResult, 
 	d.mu.Unlock()
 	saved := d.reg.Personalities(a.Driver)
 	res, err := adminUnload(ctx, d.reg, a)
+	// Unloaded or registered again: the hold follows what is loaded.
+	defer d.syncHold()
 	if err != nil && (!a.Force || !errors.Is(err, driver.ErrHasInstances)) {
 		for _, p := range saved {
 			if rerr := d.reg.RegisterPersonality(p); rerr != nil {

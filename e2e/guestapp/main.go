@@ -5,6 +5,7 @@
 //	e2e-app -socket S -driver usbstorage [-service ID] [-write LBA -pattern P] [-read LBA]
 //	        [-read-loop LBA [-depth N] [-blocks N]] [-hold [-close-after FILE]] [-status FILE]
 //	e2e-app -socket S -driver hidkbd -hid-read [-service ID] [-leds BITS] [-status FILE]
+//	e2e-app -watch-dir DIR -status FILE
 //
 // In that order: it opens an instance of the driver, asks INQUIRY and the
 // capacity, writes the pattern at LBA, reads LBA once, then with -read-loop
@@ -24,6 +25,10 @@
 // read fails (the keyboard was unplugged: ErrNoDevice); then it closes.
 // With -leds it first sets the keyboard's LEDs (hidkbd's "leds": an
 // output report through hidraw).
+//
+// With -watch-dir it reports every entry created in a directory (inotify)
+// until it is killed: the host's record of /dev nodes that appear, even
+// for a moment.
 package main
 
 import (
@@ -109,6 +114,7 @@ func main() {
 	hidRead := flag.Bool("hid-read", false, "open a keyboard (hidkbd) and report its input reports until a read fails")
 	leds := flag.Int("leds", -1, "with -hid-read: first set the keyboard's LEDs to these `bits` (-1: no)")
 	service := flag.Uint64("service", 0, "open the instance with this service `id` (0: any of the driver)")
+	watch := flag.String("watch-dir", "", "report every entry created in this `directory` until killed (no daemon needed)")
 	flag.Parse()
 
 	r := &reporter{}
@@ -125,6 +131,9 @@ func main() {
 	}
 	if *hidRead {
 		do = func() error { return runHID(r, *socket, *drv, *service, *leds) }
+	}
+	if *watch != "" {
+		do = func() error { return watchDir(r, *watch) }
 	}
 	if err := do(); err != nil {
 		r.emit(Line{Event: "error", Error: err.Error(), NoDevice: errors.Is(err, userclient.ErrNoDevice),
