@@ -1,7 +1,7 @@
 package wire
 
 import (
-		"fmt"
+	"fmt"
 	"io"
 	"net"
 	"os"
