@@ -260,3 +260,9 @@ func nextNotification(t testing.TB, h *userclient.Handle, typ userclient.Notific
 		}
 	}
 }
+
+var ctxDeadline = context.DeadlineExceeded
+
+func contextWithTimeout(e *env, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(e.ctx, d)
+}

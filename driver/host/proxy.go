@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/drvkit/drvkit/driver"
@@ -272,16 +273,17 @@ func (p *proxy) read() {
 			switch {
 			case closing:
 				p.broken(errors.New("connection closed by the host"))
-			case errors.Is(err, io.EOF):
-				// The exit status says more than the closed socket: give
-				// the process a moment to be reaped.
-				t := time.NewTimer(200 * time.Millisecond)
+			case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+				// The exit status says more than the closed socket: watch
+				// reports the death once the process is reaped. A process
+				// that closed its socket and lives on is given up on.
+				t := time.NewTimer(2 * time.Second)
 				select {
 				case <-p.proc.exited:
 				case <-t.C:
+					p.broken(fmt.Errorf("%w: the driver closed its socket", ErrCrashed))
 				}
 				t.Stop()
-				p.broken(fmt.Errorf("%w: the driver closed its socket", ErrCrashed))
 			default:
 				p.protocolError(err)
 			}
