@@ -103,4 +103,3 @@ func TestServeBundleOutOfProcess(t *testing.T) {
 	require.NoError(t, d.stop(), "%s", d.log.Bytes())
 	require.Contains(t, d.log.String(), "started on HIDDevice", "the driver's log line reached the daemon's log")
 }
-

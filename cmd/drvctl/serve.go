@@ -20,10 +20,10 @@ import (
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/drivertable"
-	"github.com/drvkit/drvkit/driver/host"
 	"github.com/drvkit/drvkit/driver/hid"
 	"github.com/drvkit/drvkit/driver/hid/hidkbd"
 	"github.com/drvkit/drvkit/driver/hid/hidsim"
+	"github.com/drvkit/drvkit/driver/host"
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/driver/usb"
 	"github.com/drvkit/drvkit/driver/usb/usbsim"

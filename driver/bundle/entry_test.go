@@ -52,7 +52,9 @@ func TestEntryMatchesButDoesNotStart(t *testing.T) {
 
 	var mu sync.Mutex
 	var failures []error
-	e := m.Entry(func() driver.Driver { return failing{record: func(err error) { mu.Lock(); failures = append(failures, err); mu.Unlock() }} })
+	e := m.Entry(func() driver.Driver {
+		return failing{record: func(err error) { mu.Lock(); failures = append(failures, err); mu.Unlock() }}
+	})
 	require.Equal(t, drivertable.Bundle, e.Origin)
 	require.Equal(t, m.Path, e.Source)
 	tbl, err := drivertable.New(e)
