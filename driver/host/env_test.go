@@ -95,6 +95,14 @@ func (e *env) finish() {
 // manifest writes a bundle of the test driver in mode, with the manifest
 // text extra appended (tables), and loads it.
 func (e *env) manifest(mode, runExtra, extra string) *bundle.Manifest {
+	return e.manifestFull(e.t, mode, runExtra, extra)
+}
+
+func (e *env) manifestText(t testing.TB, mode string) *bundle.Manifest {
+	return e.manifestFull(t, mode, "", "")
+}
+
+func (e *env) manifestFull(t testing.TB, mode, runExtra, extra string) *bundle.Manifest {
 	text := `name = "gocounter"
 version = "1.0"
 [run]
@@ -124,9 +132,9 @@ name = "notify"
 name = "wait"
 ` + extra
 	p := filepath.Join(e.dir, mode+".toml")
-	require.NoError(e.t, os.WriteFile(p, []byte(text), 0o644))
+	require.NoError(t, os.WriteFile(p, []byte(text), 0o644))
 	m, err := bundle.Load(p, bundle.Options{})
-	require.NoError(e.t, err)
+	require.NoError(t, err)
 	return m
 }
 
