@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -162,6 +163,32 @@ func (h *Host) Status(name string) (Status, bool) {
 	return b.status(), true
 }
 
+// Counts are a bundle's counters since it was loaded, for metrics.
+type Counts struct {
+	Driver   string
+	Starts   uint64 // processes spawned
+	Crashes  uint64
+	Disables uint64
+}
+
+// Counts returns every loaded bundle's counters, by name.
+func (h *Host) Counts() []Counts {
+	h.mu.Lock()
+	bs := make([]*bundleState, 0, len(h.bundles))
+	for _, b := range h.bundles {
+		bs = append(bs, b)
+	}
+	h.mu.Unlock()
+	out := make([]Counts, 0, len(bs))
+	for _, b := range bs {
+		b.mu.Lock()
+		out = append(out, Counts{Driver: b.m.Name, Starts: b.starts, Crashes: uint64(b.total), Disables: b.disables})
+		b.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b Counts) int { return strings.Compare(a.Driver, b.Driver) })
+	return out
+}
+
 // bundleState is a loaded bundle's crash history and processes.
 type bundleState struct {
 	h       *Host
@@ -173,6 +200,8 @@ type bundleState struct {
 	mu       sync.Mutex
 	crashes  []time.Time // within the window
 	total    int
+	starts   uint64 // processes spawned
+	disables uint64
 	lastErr  string
 	disabled string
 	procs    map[*proxy]int
@@ -212,6 +241,7 @@ func (b *bundleState) setLastErr(err error) {
 
 func (b *bundleState) addProc(p *proxy, pid int) {
 	b.mu.Lock()
+	b.starts++
 	b.procs[p] = pid
 	b.mu.Unlock()
 }
@@ -253,6 +283,7 @@ func (b *bundleState) crashed(err error, nub *driver.Service, gone <-chan struct
 	disable := n >= r.MaxCrashes && b.disabled == ""
 	if disable {
 		b.disabled = fmt.Sprintf("crashed %d times within %v (last: %v)", n, r.Window, err)
+		b.disables++
 	}
 	already := b.disabled != "" && !disable
 	b.mu.Unlock()
