@@ -31,6 +31,10 @@ func TestMain(m *testing.M) {
 		testDriver(os.Args[2])
 		return
 	}
+	if len(os.Args) >= 3 && os.Args[1] == daemonArg {
+		testDaemon(os.Args[2])
+		return
+	}
 	var dir string
 	leaktest.Main(m, leaktest.Setup(func() {
 		var err error
@@ -93,6 +97,19 @@ func testDriver(mode string) {
 	case "badversion":
 		rawDriver(func(c *wire.Conn, _ int) {
 			_ = c.Send(&wire.Message{Type: wire.TypeHello, Version: "2.0"})
+		})
+	case "deaf": // answers start, then never reads again
+		rawDriver(func(c *wire.Conn, _ int) {
+			_ = c.Send(&wire.Message{Type: wire.TypeHello, Version: wire.Version})
+			m, files, err := c.Receive()
+			for _, f := range files {
+				f.Close()
+			}
+			if err != nil || m.Type != wire.TypeStart {
+				os.Exit(4)
+			}
+			_ = c.Send(&wire.Message{Type: wire.TypeResult, ID: m.ID})
+			time.Sleep(time.Hour)
 		})
 	case "oversize", "garbage":
 		rawDriver(func(c *wire.Conn, fd int) {
