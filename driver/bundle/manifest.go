@@ -73,7 +73,7 @@ type Manifest struct {
 	Group      string   // as written; "": the user's primary group
 	UID, GID   uint32
 	// StartTimeout bounds the process's spawn, handshake and Start;
-	// StopTimeout its answers to did_terminate and stop. Past them the
+	// StopTimeout its answers to did_terminate and stop, together. Past them the
 	// process is killed (0: the host's defaults, 10 s and 5 s).
 	StartTimeout time.Duration
 	StopTimeout  time.Duration
