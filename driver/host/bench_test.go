@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,9 +45,15 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	return e
 }
 
+// loadBundle loads the counter out of process: the gocounter sample built
+// as a bundle executable (as users ship it), or the test binary if the go
+// tool is not at hand.
 func (e *benchEnv) loadBundle() *bundle.Manifest {
 	env := &env{t: nil, dir: e.dir}
 	m := env.manifestText(e.b, "counter")
+	if exe := buildSample(e.b); exe != "" {
+		m.Executable, m.Args = exe, nil
+	}
 	ent := e.h.Entry(m)
 	ps, err := ent.Defaults(drivertable.NewResources())
 	require.NoError(e.b, err)
@@ -58,6 +66,32 @@ func (e *benchEnv) loadBundle() *bundle.Manifest {
 func (e *benchEnv) nub(name string, product uint64) *driver.Service {
 	return e.r.NewNub("HIDDevice", name, driver.NewProperties(map[string]any{
 		"idVendor": uint64(counter.VendorID), "idProduct": product}))
+}
+
+var (
+	sampleOnce sync.Once
+	sampleExe  string
+)
+
+// buildSample builds examples/bundles/gocounter once per run, where the
+// drivers' user may run it.
+func buildSample(b *testing.B) string {
+	sampleOnce.Do(func() {
+		gotool, err := exec.LookPath("go")
+		if err != nil {
+			b.Logf("no go tool: the benchmark runs the test binary as its driver")
+			return
+		}
+		dir := filepath.Dir(testExe) // readable by the drivers' user, removed at the end
+		out := filepath.Join(dir, "gocounter")
+		cmd := exec.Command(gotool, "build", "-o", out, "../../examples/bundles/gocounter")
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			b.Logf("building the sample: %v\n%s", err, msg)
+			return
+		}
+		sampleExe = out
+	})
+	return sampleExe
 }
 
 func started(nub *driver.Service) *driver.Service {

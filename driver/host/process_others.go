@@ -12,9 +12,8 @@ import (
 
 // process is a driver's process; off Linux there is none.
 type process struct {
-	pid     int
-	exited  chan struct{}
-	drained chan struct{}
+	pid    int
+	exited chan struct{}
 }
 
 var errNotLinux = errors.New("out-of-process drivers need Linux (setuid, no_new_privs, parent-death signal, SCM_RIGHTS)")
