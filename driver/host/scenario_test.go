@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -51,8 +50,29 @@ func pythonBundle(t *testing.T) *bundle.Manifest {
 	return m
 }
 
+// goSampleBundle builds examples/bundles/gocounter (driverproc.Main of the
+// in-process counter.Entry) and loads it with its shipped manifest.
+func goSampleBundle(t *testing.T) *bundle.Manifest {
+	gotool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go tool to build the sample bundle")
+	}
+	dir := publicDir(t)
+	src := filepath.Join("..", "..", "examples", "bundles", "gocounter")
+	out, err := exec.Command(gotool, "build", "-o", filepath.Join(dir, "gocounter"), src).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	b, err := os.ReadFile(filepath.Join(src, "manifest.toml"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "manifest.toml"), b, 0o644))
+	m, err := bundle.Load(dir, bundle.Options{})
+	require.NoError(t, err)
+	return m
+}
+
 // TestScenario: the same driver, in process, out of process in Go (the
-// very code of the in-process one, through driverproc) and in Python, on
+// very code of the in-process one, through driverproc: the test binary,
+// and the shipped sample bundle built from examples/bundles/gocounter) and
+// in Python, on
 // the same scenario: plug, an application opens it over the socket, calls
 // and hears notifications, unplug, unload. Out of process the driver runs
 // as the manifest's user with no_new_privs and inherits nothing but its
@@ -66,6 +86,7 @@ func TestScenario(t *testing.T) {
 		{"inprocess", func(e *env) string { e.load(counter.Entry); return counter.Name }, false},
 		{"go", func(e *env) string { return e.loadBundle("counter", "").Name }, true},
 		{"python", func(e *env) string { m := pythonBundle(e.t); e.load(e.h.Entry(m)); return m.Name }, true},
+		{"gosample", func(e *env) string { m := goSampleBundle(e.t); e.load(e.h.Entry(m)); return m.Name }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
@@ -158,5 +179,3 @@ func checkInherited(t *testing.T, pid int) {
 	require.Equal(t, 1, sockets)
 }
 
-var _ = exec.Command
-var _ = time.Second
