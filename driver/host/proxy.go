@@ -353,6 +353,7 @@ func (p *proxy) protocolError(err error) {
 // watch reaps the process.
 func (p *proxy) watch() {
 	<-p.proc.exited
+	p.b.removeProc(p) // Status lists live processes only
 	p.broken(fmt.Errorf("%w: process %d %s", ErrCrashed, p.proc.pid, p.proc.describeExit()))
 }
 

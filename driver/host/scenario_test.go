@@ -178,4 +178,3 @@ func checkInherited(t *testing.T, pid int) {
 	}
 	require.Equal(t, 1, sockets)
 }
-
