@@ -23,6 +23,7 @@ import (
 	"github.com/drvkit/drvkit/driver/hid"
 	"github.com/drvkit/drvkit/driver/hid/hidkbd"
 	"github.com/drvkit/drvkit/driver/hid/hidsim"
+	"github.com/drvkit/drvkit/driver/host"
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/driver/usb"
 	"github.com/drvkit/drvkit/driver/usb/usbsim"
@@ -132,6 +133,7 @@ type daemon struct {
 	loaded map[string]bool // the names of the personalities registered and not unloaded
 
 	bundles *bundleSet // bundles loaded or refused, drivers' last errors
+	host    *host.Host // runs the bundles' drivers in their processes
 
 	hold *usbhold.Hold // nil: off (--usb-hold=false, a simulated bus, or it could not start)
 }
@@ -362,6 +364,8 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		d.setLoaded(p.Name, true)
 		log.Info("personality", "name", ps.Name, "driver", ps.Driver, "match", ps.matchString(), "score", ps.Score)
 	}
+	d.host = host.New(host.Config{Registry: d.reg, Resources: d.res, Log: log})
+	undo = append(undo, d.host.Close)
 	d.startBundles()
 	if d.hold != nil {
 		if err := d.hold.Watch(d.reg); err != nil {
@@ -415,6 +419,9 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	src.Close()
 	wg.Wait()
 	_ = d.bridge.Close()
+	// No crashed driver is relaunched into a registry going away; the
+	// bundles' processes stop with their instances below.
+	d.host.Close()
 	// Applications hear why their devices go — ServiceIsTerminated and
 	// ServiceIsRequestingClose with the cause "shutdown" — and have a
 	// moment to close them, as they would for an unplug; a registry nobody
