@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -170,7 +171,7 @@ func (q *workQueue) run(e *jobEntry) {
 	func() {
 		defer func() {
 			if v := recover(); v != nil {
-				s.reg.log.Error("job panicked", "service", s.describe(), "job", e.String(), "panic", fmt.Sprint(v))
+				s.reg.log.Error("job panicked", "service", s.describe(), "job", e.String(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 			}
 		}()
 		err := faultinject.At(faultinject.Job, s)
@@ -209,7 +210,7 @@ func (r *Registry) runFree(s *Service, free func(), site uint64, key string) {
 	}
 	defer func() {
 		if v := recover(); v != nil {
-			r.log.Error("job free hook panicked", "service", s.describe(), "panic", fmt.Sprint(v))
+			r.log.Error("job free hook panicked", "service", s.describe(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}
 	}()
 	free()
