@@ -124,6 +124,7 @@ type embedded struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	killed atomic.Bool
+	ending atomic.Bool // quit: finish the call in flight, then stop
 	mu     sync.Mutex
 	notes  []string
 }
@@ -152,7 +153,7 @@ func (c *embedded) Message(s *driver.Service, m driver.Message) error {
 
 func (c *embedded) io(ctx context.Context) {
 	defer close(c.done)
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !c.ending.Load() {
 		if c.call.Method != "" {
 			_, err := c.prov.Call(ctx, c.call.Method, c.call.Input)
 			c.r.calls.Add(1)
@@ -179,8 +180,9 @@ func (c *embedded) quit() {
 	if c.killed.Swap(true) {
 		return
 	}
-	c.cancel()
+	c.ending.Store(true) // an orderly exit: the call in flight completes
 	<-c.done
+	c.cancel()
 	_ = c.prov.Close(c.svc)
 	c.svc.Terminate()
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/drvkit/drvkit/driver/drivertable"
 	"github.com/drvkit/drvkit/driver/hid"
@@ -55,6 +56,9 @@ type Attached interface {
 	// (noDevice) by the device vanishing while it is in flight. It
 	// returns ErrUnsupported if the model cannot.
 	FailNext(noDevice bool) error
+	// SlowNext makes the next transfer take d longer (cut short by its
+	// context); ErrUnsupported if the model cannot.
+	SlowNext(d time.Duration) error
 	// Check says what the driver left behind: open handles, a kernel
 	// driver not re-attached.
 	Check() []string
@@ -208,9 +212,29 @@ type usbDev struct {
 	ms      *usbsim.MassStorage
 	dev     *usbsim.Device
 	next    atomic.Int32 // 1: I/O error, 2: vanish mid-transfer
+	slow    atomic.Int64
+}
+
+// wait sleeps d unless ctx ends first (a slow device answers late, or
+// never, if the host gives up).
+func wait(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (a *usbDev) hook(ctx context.Context) error {
+	if err := wait(ctx, time.Duration(a.slow.Swap(0))); err != nil {
+		return err
+	}
 	switch a.next.Swap(0) {
 	case 1:
 		return ErrIO
@@ -233,6 +257,14 @@ func (a *usbDev) FailNext(noDevice bool) error {
 	} else {
 		a.next.Store(1)
 	}
+	return nil
+}
+
+func (a *usbDev) SlowNext(d time.Duration) error {
+	if a.ms == nil {
+		return ErrUnsupported
+	}
+	a.slow.Store(int64(d))
 	return nil
 }
 
@@ -296,6 +328,7 @@ type scsiDev struct {
 	gone bool
 	ts   []*sgTransport
 	next atomic.Int32
+	slow atomic.Int64
 }
 
 type sgTransport struct {
@@ -313,6 +346,9 @@ func (a *scsiDev) open(node string) (scsi.Transport, error) {
 	}
 	t := &sgTransport{Transport: scsisim.NewTransport(a.disk)}
 	t.SetHook(func(ctx context.Context, cmd *scsi.Command) error {
+		if err := wait(ctx, time.Duration(a.slow.Swap(0))); err != nil {
+			return err
+		}
 		switch a.next.Swap(0) {
 		case 1:
 			return fmt.Errorf("%w: %w", scsi.ErrTransport, ErrIO)
@@ -347,6 +383,11 @@ func (a *scsiDev) FailNext(noDevice bool) error {
 	} else {
 		a.next.Store(1)
 	}
+	return nil
+}
+
+func (a *scsiDev) SlowNext(d time.Duration) error {
+	a.slow.Store(int64(d))
 	return nil
 }
 
@@ -449,6 +490,8 @@ func (a *hidDev) FailNext(noDevice bool) error {
 	a.Pull() // the node vanishes under the reader in flight
 	return nil
 }
+
+func (a *hidDev) SlowNext(time.Duration) error { return ErrUnsupported }
 
 func (a *hidDev) Check() []string {
 	a.mu.Lock()

@@ -33,6 +33,9 @@ type Options struct {
 	// faults (nil: all).
 	Kinds []string
 	Steps []Step
+	// Teardown is what systematic schedules do after their fault
+	// (default DefaultTeardown).
+	Teardown []string
 	// NoSystematic skips the (step × kind) pairs.
 	NoSystematic bool
 	// Random is the number of random schedules (seeds Seed, Seed+1, …);
@@ -211,7 +214,7 @@ func Verify(ctx context.Context, entry drivertable.Entry, opts Options) (*Report
 				case over():
 					p.Status = "skipped"
 				default:
-					sc := Schedule{Faults: []Fault{{Kind: k.Name, Step: st}}, Teardown: DefaultTeardown, IO: time.Millisecond,
+					sc := Schedule{Faults: []Fault{{Kind: k.Name, Step: st}}, Teardown: o.Teardown, IO: time.Millisecond,
 						Procs: k.Process || st.socket()}
 					res := o.runOne(k.Name+"@"+string(st), sc)
 					record(res)
@@ -266,11 +269,19 @@ func resolve(entry drivertable.Entry, opts Options) (*Options, error) {
 		}
 		o.Device = d
 	}
+	if o.Teardown == nil {
+		o.Teardown = DefaultTeardown
+	}
+	for _, op := range o.Teardown {
+		if !validOp(op) {
+			return nil, fmt.Errorf("verify: unknown teardown operation %q", op)
+		}
+	}
 	if o.RunTimeout == 0 {
 		o.RunTimeout = 60 * time.Second
 	}
 	if o.Settle == 0 {
-		o.Settle = 5 * time.Second
+		o.Settle = 3 * time.Second
 	}
 	for _, k := range o.Kinds {
 		if _, ok := lookupFault(k); !ok {
@@ -446,18 +457,18 @@ func (o *Options) execute(sc Schedule, started func(*Trial)) (res Result) {
 	if err != nil {
 		res.Problems = []Problem{{Kind: "setup", Text: err.Error()}}
 		if r != nil {
-			r.shutdown()
+			_ = r.shutdown()
 		}
 		return res
 	}
 	in := faultinject.New()
 	if err := r.arm(in); err != nil {
-		r.shutdown()
+		_ = r.shutdown()
 		return Result{Problems: []Problem{{Kind: "setup", Text: err.Error()}}}
 	}
 	uninstall, err := in.Install()
 	if err != nil {
-		r.shutdown()
+		_ = r.shutdown()
 		return Result{Problems: []Problem{{Kind: "setup", Text: fmt.Errorf("%w: %v", ErrInjectorBusy, err).Error()}}}
 	}
 	ctx := context.Background()
@@ -468,7 +479,7 @@ func (o *Options) execute(sc Schedule, started func(*Trial)) (res Result) {
 	for _, op := range sc.Teardown {
 		r.op(op)
 	}
-	r.shutdown()
+	quiet := r.shutdown()
 	uninstall()
 	st := in.Stats()
 	for _, f := range sc.Faults {
@@ -479,13 +490,19 @@ func (o *Options) execute(sc Schedule, started func(*Trial)) (res Result) {
 	r.omu.Lock()
 	res.Notes = append(res.Notes, r.notes...)
 	r.omu.Unlock()
-	res.Problems = r.check(before, o.Settle)
+	settle := o.Settle
+	if !quiet {
+		settle /= 5 // the registry was given Settle already
+	}
+	res.Problems = r.check(before, settle)
 	return res
 }
 
-// shutdown ends the applications, waits for the registry to be quiet and
-// closes everything the run made.
-func (r *Trial) shutdown() {
+// shutdown ends the applications, waits up to Settle for the registry to
+// be quiet and closes everything the run made. It reports whether the
+// registry became quiet.
+func (r *Trial) shutdown() bool {
+	quiet := true
 	r.amu.Lock()
 	var apps []app
 	for _, as := range r.apps {
@@ -496,8 +513,9 @@ func (r *Trial) shutdown() {
 		a.stop()
 	}
 	if r.reg != nil {
-		qctx, cancel := context.WithTimeout(context.Background(), r.opts.RunTimeout/2)
+		qctx, cancel := context.WithTimeout(context.Background(), r.opts.Settle)
 		if err := r.reg.WaitQuiet(qctx); err != nil {
+			quiet = false
 			r.Violate(Problem{Kind: "blockers", Text: "the registry never became quiet: " + err.Error()})
 		}
 		cancel()
@@ -516,7 +534,11 @@ func (r *Trial) shutdown() {
 		r.bridge.Close()
 	}
 	if r.reg != nil {
-		cctx, cancel := context.WithTimeout(context.Background(), r.opts.RunTimeout/2)
+		d := r.opts.Settle
+		if !quiet {
+			d = 500 * time.Millisecond
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), d)
 		if err := r.reg.Close(cctx); err != nil {
 			r.Violate(Problem{Kind: "blockers", Text: "registry close: " + err.Error()})
 		}
@@ -530,6 +552,7 @@ func (r *Trial) shutdown() {
 	if r.dir != "" {
 		_ = removeAll(r.dir)
 	}
+	return quiet
 }
 
 // problemRank orders problems for the culprit: the driver's own panic

@@ -228,8 +228,12 @@ func init() {
 		{Name: "no-device", Doc: "the device vanishes in the middle of the next transfer (ErrNoDevice), then is removed",
 			Available: func(_ *Options, dev Attached) error { return probeFail(dev, true) },
 			Inject:    func(r *Trial, _ Site, _ Fault) error { return r.failNext(true) }},
-		{Name: "slow", Doc: "the step takes 40 ms longer (a slow Start, a slow Stop, …)",
-			Inject: func(_ *Trial, _ Site, _ Fault) error { time.Sleep(slowFor); return nil }},
+		{Name: "slow", Doc: "the step takes 40 ms longer and the device answers its next transfer 40 ms late (a slow Start, a slow Stop, …)",
+			Inject: func(r *Trial, _ Site, _ Fault) error {
+				_ = r.dev.SlowNext(slowFor)
+				time.Sleep(slowFor)
+				return nil
+			}},
 		{Name: "driver-kill", Doc: "the driver's own process is SIGKILLed (bundles run by an out-of-process host)",
 			Available: func(o *Options, _ Attached) error {
 				if o.Host == nil {

@@ -102,3 +102,8 @@ func packageDir() string {
 		}
 	}
 }
+
+// Replaying reports whether the test binary was given -verify.replay: a
+// test that shows a known failure on purpose runs it then, so that the
+// replay command it printed reproduces the failure.
+func Replaying() bool { return *flagReplay != "" }
