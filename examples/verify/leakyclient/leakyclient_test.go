@@ -9,9 +9,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drvkit/drvkit/examples/verify/leakyclient"
+	demo "github.com/drvkit/drvkit/internal/verifydemo"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 	"github.com/drvkit/drvkit/verify"
-	demo "github.com/drvkit/drvkit/internal/verifydemo"
 )
 
 func TestMain(m *testing.M) { leaktest.Main(m) }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/drivertable"
@@ -64,8 +65,9 @@ type Driver struct {
 }
 
 type job struct {
-	run  func(ctx context.Context) error
-	free func()
+	owner *driver.Service
+	run   func(ctx context.Context) error
+	free  func()
 }
 
 func (j *job) String() string { return "strayjob refresh" }
@@ -115,7 +117,13 @@ func (d *Driver) refresh(ctx context.Context, s *driver.Service, _ []byte) ([]by
 		return nil, driver.ErrNotActive
 	}
 	read := func(ctx context.Context) error {
+		// A refresh takes a moment: block 0 twice, a millisecond apart,
+		// until both reads agree (a real driver's settle loop).
 		buf := make([]byte, 512)
+		if _, err := dev.Read(ctx, 0, buf); err != nil {
+			return err
+		}
+		time.Sleep(time.Millisecond)
 		if _, err := dev.Read(ctx, 0, buf); err != nil {
 			return err
 		}
@@ -131,24 +139,25 @@ func (d *Driver) refresh(ctx context.Context, s *driver.Service, _ []byte) ([]by
 	return nil, nil
 }
 
-// queue hands j to the worker; j keeps its owner alive until its free.
+// queue hands j to the worker.
 func (d *Driver) queue(s *driver.Service, j *job) {
-	s.TaggedRetain(j)
-	j.free = func() { s.TaggedRelease(j) }
+	j.owner = s
 	select {
 	case d.jobs <- j:
-	default:
-		j.free() // queue full: drop it
+	default: // queue full: drop it
 	}
 }
 
-// worker runs the queued jobs, outliving Stop.
+// worker runs the queued jobs, outliving Stop. Each job keeps its owner
+// alive while it runs; its free hook drops that reference.
 func (d *Driver) worker() {
 	defer running.Done()
 	for j := range d.jobs {
+		j.owner.TaggedRetain(j) // BUG: released by the free hook, which is skipped when the owner died
+		j.free = func() { j.owner.TaggedRelease(j) }
 		if err := j.run(context.Background()); err != nil {
 			skipped.Store(j, struct{}{})
-			continue // BUG: the owner died (no device, transport closed): the free hook is skipped
+			continue // the owner died (no device, transport closed): no free hook
 		}
 		j.free()
 	}
