@@ -209,7 +209,9 @@ type process struct {
 
 // startProcess starts an application process that opens class; nil if it
 // could not open it (the service is gone, or a fault refused it).
-func startProcess(sock, class string, call Call, label string) (*process, error) {
+// added is told of the process as soon as it runs, before it can call the
+// driver (a fault at its first call must find it).
+func startProcess(sock, class string, call Call, label string, added func(*process)) (*process, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -229,6 +231,7 @@ func startProcess(sock, class string, call Call, label string) (*process, error)
 		return nil, err
 	}
 	p := &process{label: label, cmd: cmd, stdin: stdin, done: make(chan struct{})}
+	added(p)
 	first := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -251,6 +254,7 @@ func startProcess(sock, class string, call Call, label string) (*process, error)
 	select {
 	case line := <-first:
 		if line != "opened" {
+			p.killed.Store(true)
 			<-p.done
 			_ = stdin.Close()
 			return nil, nil
@@ -258,6 +262,7 @@ func startProcess(sock, class string, call Call, label string) (*process, error)
 	case <-time.After(30 * time.Second):
 		p.kill()
 		<-p.done
+		p.killed.Store(true)
 		_ = stdin.Close()
 		return nil, fmt.Errorf("application process for %s did not open in 30s", class)
 	}

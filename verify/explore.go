@@ -431,6 +431,17 @@ func (o *Options) runOnce(name string, sc Schedule) Result {
 	return res
 }
 
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
 func watchdog(r *Trial, d time.Duration) Problem {
 	var b strings.Builder
 	fmt.Fprintf(&b, "the run overstayed its %v watchdog\n", d)
@@ -476,6 +487,10 @@ func (o *Options) execute(sc Schedule, started func(*Trial)) (res Result) {
 		r.Violate(Problem{Kind: "setup", Text: err.Error()})
 	}
 	time.Sleep(sc.IO)
+	// What the faults started (an unplug, an unload) ends before the
+	// teardown, so the teardown meets the state the fault made, not a
+	// race with it. A fault at a teardown step acts during the teardown.
+	waitTimeout(&r.acts, 10*time.Second)
 	for _, op := range sc.Teardown {
 		r.op(op)
 	}

@@ -194,7 +194,7 @@ func init() {
 		{Name: "app-kill", Doc: "an application holding the driver open is SIGKILLed (a real child process)", Process: true,
 			Inject: func(r *Trial, _ Site, _ Fault) error { r.Go(func() { r.app(0, (app).kill) }); return nil }},
 		{Name: "app-close", Doc: "an application closes the driver and exits",
-			Inject: func(r *Trial, _ Site, _ Fault) error { r.Go(func() { r.app(1, (app).quit) }); return nil }},
+			Inject: func(r *Trial, _ Site, _ Fault) error { r.Go(func() { r.app(-1, (app).quit) }); return nil }},
 		{Name: "unload", Doc: "the driver is unloaded (Registry.Unload)",
 			Inject: func(r *Trial, at Site, _ Fault) error {
 				name := r.driverOf(at.Service)
@@ -225,7 +225,7 @@ func init() {
 		{Name: "io-error", Doc: "the device's next transfer fails with an I/O error",
 			Available: func(_ *Options, dev Attached) error { return probeFail(dev, false) },
 			Inject:    func(r *Trial, _ Site, _ Fault) error { return r.failNext(false) }},
-		{Name: "no-device", Doc: "the device vanishes in the middle of the next transfer (ErrNoDevice), then is removed",
+		{Name: "no-device", Doc: "the device stops answering in the middle of the next transfer (ErrNoDevice), as it does just before the kernel reports its removal",
 			Available: func(_ *Options, dev Attached) error { return probeFail(dev, true) },
 			Inject:    func(r *Trial, _ Site, _ Fault) error { return r.failNext(true) }},
 		{Name: "slow", Doc: "the step takes 40 ms longer and the device answers its next transfer 40 ms late (a slow Start, a slow Stop, …)",

@@ -57,6 +57,7 @@ type Trial struct {
 	amu   sync.Mutex
 	apps  map[string][]app // per driver class
 	async sync.WaitGroup
+	acts  sync.WaitGroup // what faults started with Go
 	gates gateSet
 
 	calls, callErrs atomic.Int64
@@ -99,9 +100,11 @@ func (r *Trial) Schedule() Schedule { return r.sched }
 // still in progress.
 func (r *Trial) Go(f func()) {
 	r.async.Add(1)
+	r.acts.Add(1)
 	done := make(chan struct{})
 	go func() {
 		defer r.async.Done()
+		defer r.acts.Done()
 		defer close(done)
 		f()
 	}()
@@ -257,11 +260,25 @@ func (r *Trial) failNext(noDevice bool) error {
 	return nil
 }
 
-// app applies f to the i-th live application of the driver under test.
+// app applies f to the i-th live application of the driver under test
+// (-1: the last).
 func (r *Trial) app(i int, f func(app)) {
 	r.amu.Lock()
 	var a app
-	for _, x := range r.apps[r.target.name] {
+	live := r.apps[r.target.name]
+	if i < 0 {
+		for j := len(live) - 1; j >= 0; j-- {
+			if live[j].alive() {
+				a = live[j]
+				break
+			}
+		}
+		i = len(live) // no more looking
+	}
+	for _, x := range live {
+		if i >= len(live) {
+			break
+		}
 		if x.alive() {
 			if i == 0 {
 				a = x
@@ -282,7 +299,7 @@ func (r *Trial) op(name string) {
 	case OpAppKill:
 		r.app(0, (app).kill)
 	case OpAppClose:
-		r.app(1, (app).quit)
+		r.app(-1, (app).quit)
 	case OpUnplug:
 		r.Unplug()
 	case OpUnload:
@@ -505,12 +522,11 @@ func (r *Trial) up(ctx context.Context) error {
 	for _, d := range append([]*driverUnder{r.target}, r.extra...) {
 		if r.sched.Procs {
 			for _, cls := range d.classes {
-				p, err := startProcess(r.sock, cls, d.call, d.name+"-app0")
+				p, err := startProcess(r.sock, cls, d.call, d.name+"-app0", func(p *process) { r.addApp(d.name, p) })
 				if err != nil {
 					return err
 				}
 				if p != nil {
-					r.addApp(d.name, p)
 					break
 				}
 			}
@@ -588,7 +604,11 @@ func (r *Trial) arm(in *faultinject.Injector) error {
 				return k.Inject(r, siteOf(s), f)
 			})
 		}
-		if err := in.Add(faultinject.Rule{Point: f.Step.point(), Skip: f.Skip, Match: r.faultMatch, Action: act.Labeled(label)}); err != nil {
+		match := r.faultMatch
+		if f.Step.InDriver() {
+			match = r.driverMatch
+		}
+		if err := in.Add(faultinject.Rule{Point: f.Step.point(), Skip: f.Skip, Match: match, Action: act.Labeled(label)}); err != nil {
 			return fmt.Errorf("fault %s: %w", f, err)
 		}
 	}
@@ -623,6 +643,31 @@ func (r *Trial) faultMatch(s faultinject.Site) bool {
 		return t.Svc.Registry() == r.reg
 	}
 	return true
+}
+
+// driverMatch: at a step that runs driver code, faults fire at the
+// verified drivers' instances (not at a nub's or an application's Stop).
+func (r *Trial) driverMatch(s faultinject.Site) bool {
+	if !r.faultMatch(s) {
+		return false
+	}
+	var svc *driver.Service
+	switch t := s.Target.(type) {
+	case *driver.Service:
+		svc = t
+	case driver.JobSite:
+		svc = t.Svc
+	}
+	if svc == nil || svc.Personality() == nil {
+		return false
+	}
+	name := svc.Personality().Name
+	for _, d := range append([]*driverUnder{r.target}, r.extra...) {
+		if d.name == name {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Trial) steps() []Step {
