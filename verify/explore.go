@@ -40,7 +40,8 @@ type Options struct {
 	NoSystematic bool
 	// Random is the number of random schedules (seeds Seed, Seed+1, …);
 	// Budget bounds the whole verification's time instead (when both
-	// are set, whichever ends first). Neither: no random schedules.
+	// are set, whichever ends first). Neither, or Random < 0: no random
+	// schedules.
 	Random int
 	Budget time.Duration
 	Seed   uint64
@@ -118,7 +119,7 @@ type Report struct {
 	Device   string         `json:"device"`
 	Runs     int            `json:"runs"`
 	Random   int            `json:"random_runs"`
-	Seeds    [2]uint64      `json:"seeds,omitempty"` // first and last random seed run
+	Seeds    []uint64       `json:"seeds,omitempty"` // first and last random seed run
 	Pairs    []Pair         `json:"pairs"`
 	Failure  *Failure       `json:"failure,omitempty"`
 	Results  []Result       `json:"-"`
@@ -142,6 +143,11 @@ func (r *Report) Covered() map[string]int {
 // ErrInjectorBusy: another verification (or fault test) is running in
 // this process; runs install a process-wide fault injector.
 var ErrInjectorBusy = errors.New("another verification is running in this process")
+
+// ErrNeedsHost: a bundle's driver runs in a process of its own; verifying
+// it needs the out-of-process host that runs bundles (Options.Host), which
+// also makes the driver-kill fault applicable.
+var ErrNeedsHost = errors.New("a bundle's driver runs out of process: verifying it needs the out-of-process host (Options.Host)")
 
 // serial lets one verification run at a time in a process.
 var serial sync.Mutex
@@ -236,16 +242,22 @@ func Verify(ctx context.Context, entry drivertable.Entry, opts Options) (*Report
 	if seed == 0 {
 		seed = 1
 	}
-	for i := 0; (o.Random > 0 || !deadline.IsZero()) && !over(); i++ {
+	var spent time.Duration
+	for i := 0; o.Random >= 0 && (o.Random > 0 || !deadline.IsZero()) && !over(); i++ {
 		if o.Random > 0 && i >= o.Random {
+			break
+		}
+		// Stay within the budget: no run that would likely end past it.
+		if i > 0 && !deadline.IsZero() && time.Now().Add(2*spent/time.Duration(i)).After(deadline) {
 			break
 		}
 		sc := o.randomSchedule(seed, avail)
 		res := o.runOne(fmt.Sprintf("seed %d", seed), sc)
+		spent += res.Elapsed
 		record(res)
 		rep.Random++
-		if rep.Seeds[0] == 0 {
-			rep.Seeds[0] = seed
+		if rep.Seeds == nil {
+			rep.Seeds = []uint64{seed, seed}
 		}
 		rep.Seeds[1] = seed
 		if res.Failed() {
@@ -261,6 +273,9 @@ func resolve(entry drivertable.Entry, opts Options) (*Options, error) {
 	o.entry = entry
 	if entry.Name == "" || entry.Personalities == nil {
 		return nil, errors.New("verify: the driver entry has no name or no personalities")
+	}
+	if entry.Origin == drivertable.Bundle && o.Host == nil {
+		return nil, fmt.Errorf("verify %s: %w", entry.Name, ErrNeedsHost)
 	}
 	if o.Device == nil {
 		d, err := ForEntry(entry)
