@@ -245,6 +245,10 @@ func (a *usbDev) hook(ctx context.Context) error {
 	return nil
 }
 
+// KernelDriver is the kernel driver bound to an interface of the fake
+// device ("usbfs" while a user-space driver holds it).
+func (a *usbDev) KernelDriver(iface int) string { return a.dev.KernelDriver(iface) }
+
 func (a *usbDev) Event(hotplug.Event) {}
 func (a *usbDev) Pull()               { a.dev.Unplug() }
 

@@ -327,7 +327,7 @@ func resolve(entry drivertable.Entry, opts Options) (*Options, error) {
 func (o *Options) kinds() []FaultKind {
 	var out []FaultKind
 	for _, k := range FaultKinds() {
-		if len(o.Kinds) == 0 || contains(o.Kinds, k.Name) {
+		if (len(o.Kinds) == 0 && !k.Manual) || contains(o.Kinds, k.Name) {
 			out = append(out, k)
 		}
 	}

@@ -100,6 +100,9 @@ type FaultKind struct {
 	Process bool
 	// RandomOnly: used only in random schedules.
 	RandomOnly bool
+	// Manual: used only where a schedule or Options.Kinds names it (a
+	// test's own probe), never by exploration on its own.
+	Manual bool
 	// Inject runs at the site, on the goroutine that reached it. A
 	// returned error fails the step where it can fail (Step.CanFail); a
 	// panic is a panic at the site. Work that must let the step proceed

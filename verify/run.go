@@ -86,6 +86,43 @@ type panicRecord struct {
 	msg, stack string
 }
 
+// Events returns the run's lifecycle trace so far.
+func (r *Trial) Events() []driver.LifecycleEvent {
+	r.evMu.Lock()
+	defer r.evMu.Unlock()
+	return append([]driver.LifecycleEvent(nil), r.events...)
+}
+
+// Applications is how many applications the run attached or started.
+func (r *Trial) Applications() int {
+	r.amu.Lock()
+	defer r.amu.Unlock()
+	n := 0
+	for _, as := range r.apps {
+		n += len(as)
+	}
+	return n
+}
+
+// Calls counts the embedded applications' calls, and the failed ones.
+func (r *Trial) Calls() (calls, failed int64) { return r.calls.Load(), r.callErrs.Load() }
+
+// ProcessExits describes how each application process ended ("signal:
+// killed"), once the run has stopped them.
+func (r *Trial) ProcessExits() []string {
+	r.amu.Lock()
+	defer r.amu.Unlock()
+	var out []string
+	for _, as := range r.apps {
+		for _, a := range as {
+			if p, ok := a.(*process); ok && p.cmd.ProcessState != nil {
+				out = append(out, p.cmd.ProcessState.String())
+			}
+		}
+	}
+	return out
+}
+
 // Registry is the run's registry.
 func (r *Trial) Registry() *driver.Registry { return r.reg }
 
