@@ -88,7 +88,7 @@ func (s Schedule) String() string {
 	}
 	out := fmt.Sprintf("faults=%s teardown=%s io=%s", strings.Join(fs, ","), strings.Join(s.Teardown, ","), ioString(s.IO))
 	if s.Jitter > 0 {
-		out += " jitter=" + strconv.FormatFloat(s.Jitter, 'f', 2, 64)
+		out += " jitter=" + strconv.FormatFloat(s.Jitter, 'f', -1, 64)
 	}
 	if s.Procs {
 		out += " procs"
