@@ -116,7 +116,9 @@ func TestExploreFaults(t *testing.T) {
 		opts.Kinds = enumKinds
 	}
 	if *flagVerbose {
-		opts.Progress = func(r verify.Result) { t.Logf("%s: %s fired=%v problems=%d notes=%q", r.Name, r.Schedule, r.Fired, len(r.Problems), r.Notes) }
+		opts.Progress = func(r verify.Result) {
+			t.Logf("%s: %s fired=%v problems=%d notes=%q", r.Name, r.Schedule, r.Fired, len(r.Problems), r.Notes)
+		}
 	}
 	rep, err := verify.Verify(context.Background(), usbstorage.Entry, opts)
 	if err != nil {
