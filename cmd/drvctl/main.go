@@ -12,6 +12,7 @@
 //	drvctl terminate ID             terminate one service
 //	drvctl leaks [-o FMT]           outstanding references (text, json, pprof)
 //	drvctl why ID                   the chains of holders keeping a service alive
+//	drvctl verify DRIVER|BUNDLE     explore a driver through every lifecycle fault (no daemon)
 //
 // Every command but serve talks to the daemon over its Unix socket:
 // --socket, else $DRVCTL_SOCKET, else /run/drvkit/drvkit.sock for root and
