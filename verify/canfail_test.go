@@ -174,12 +174,12 @@ func (d *fragile) Methods() map[string]driver.Method {
 			d.leaks.leak(s, "a read's no-device error")
 		}
 		if d.mishandles == "app-kill" {
-			select { // a read that takes a moment
+			select { // a read that takes a while: the kill lands during it
 			case <-ctx.Done():
 				if s.State().Active {
 					d.leaks.leak(s, "a caller that went away mid-call")
 				}
-			case <-time.After(2 * time.Millisecond):
+			case <-time.After(200 * time.Millisecond):
 			}
 		}
 		return buf, err

@@ -446,17 +446,6 @@ func (o *Options) runOnce(name string, sc Schedule) Result {
 	return res
 }
 
-func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-	}
-}
-
 func watchdog(r *Trial, d time.Duration) Problem {
 	var b strings.Builder
 	fmt.Fprintf(&b, "the run overstayed its %v watchdog\n", d)
@@ -505,7 +494,7 @@ func (o *Options) execute(sc Schedule, started func(*Trial)) (res Result) {
 	// What the faults started (an unplug, an unload) ends before the
 	// teardown, so the teardown meets the state the fault made, not a
 	// race with it. A fault at a teardown step acts during the teardown.
-	waitTimeout(&r.acts, 10*time.Second)
+	r.acts.wait(10 * time.Second)
 	for _, op := range sc.Teardown {
 		r.op(op)
 	}
@@ -575,7 +564,7 @@ func (r *Trial) shutdown() bool {
 		cancel()
 	}
 	r.gates.releaseAll()
-	r.async.Wait()
+	r.async.wait(0)
 	if r.unsub != nil {
 		r.unsub()
 	}

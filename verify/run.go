@@ -56,8 +56,8 @@ type Trial struct {
 	srv   *server.Server
 	amu   sync.Mutex
 	apps  map[string][]app // per driver class
-	async sync.WaitGroup
-	acts  sync.WaitGroup // what faults started with Go
+	async counter // every goroutine the run started for its faults
+	acts  counter // what faults started with Go
 	gates gateSet
 
 	calls, callErrs atomic.Int64
@@ -136,12 +136,12 @@ func (r *Trial) Schedule() Schedule { return r.sched }
 // checks, and gives it a moment to act while the step that started it is
 // still in progress.
 func (r *Trial) Go(f func()) {
-	r.async.Add(1)
-	r.acts.Add(1)
+	r.async.add()
+	r.acts.add()
 	done := make(chan struct{})
 	go func() {
-		defer r.async.Done()
-		defer r.acts.Done()
+		defer r.async.done()
+		defer r.acts.done()
 		defer close(done)
 		f()
 	}()
@@ -359,6 +359,53 @@ func (r *Trial) block(op string) {
 	case <-done:
 	case <-t.C:
 	case <-r.pumpEnd:
+	}
+}
+
+// counter is a WaitGroup whose Add may race with a wait: faults fire at
+// any time, the teardown's wait included.
+type counter struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{}
+}
+
+func (c *counter) add() {
+	c.mu.Lock()
+	if c.n == 0 {
+		c.idle = make(chan struct{})
+	}
+	c.n++
+	c.mu.Unlock()
+}
+
+func (c *counter) done() {
+	c.mu.Lock()
+	c.n--
+	if c.n == 0 {
+		close(c.idle)
+	}
+	c.mu.Unlock()
+}
+
+// wait waits until the count is zero, at most d (0: no limit).
+func (c *counter) wait(d time.Duration) {
+	c.mu.Lock()
+	if c.n == 0 {
+		c.mu.Unlock()
+		return
+	}
+	idle := c.idle
+	c.mu.Unlock()
+	if d == 0 {
+		<-idle
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-idle:
+	case <-t.C:
 	}
 }
 
@@ -622,9 +669,9 @@ func (r *Trial) arm(in *faultinject.Injector) error {
 			r.gates.mu.Lock()
 			r.gates.gs = append(r.gates.gs, g)
 			r.gates.mu.Unlock()
-			r.async.Add(1)
+			r.async.add()
 			go func() {
-				defer r.async.Done()
+				defer r.async.done()
 				select {
 				case <-g.Reached():
 					r.block(f.Op)
