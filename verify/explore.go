@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/drivertable"
 	"github.com/drvkit/drvkit/internal/faultinject"
 	"github.com/drvkit/drvkit/refcount"
@@ -231,7 +232,7 @@ func Verify(ctx context.Context, entry drivertable.Entry, opts Options) (*Report
 					case len(res.Fired) > 0:
 						p.Status = "covered"
 					default:
-						p.Status, p.Why = "unreached", "the driver never arrived at this step"
+						p.Status, p.Why = "unreached", o.unreachedWhy(st)
 					}
 				}
 				rep.Pairs = append(rep.Pairs, p)
@@ -355,6 +356,38 @@ func (o *Options) available() map[string]error {
 		}
 	}
 	return out
+}
+
+// unreachedWhy says why the driver never arrived at a step: a callback it
+// does not have, jobs it does not submit.
+func (o *Options) unreachedWhy(st Step) string {
+	res := drivertable.NewResources()
+	dev, err := o.Device.Attach(res)
+	if err == nil {
+		defer dev.Close()
+	}
+	ps, err := o.entry.Defaults(res)
+	if err != nil || len(ps) == 0 || ps[0].New == nil {
+		return "the driver never arrived at this step"
+	}
+	d := ps[0].New()
+	switch st {
+	case StepProbe:
+		if _, ok := d.(driver.Prober); !ok {
+			return "the driver has no Probe"
+		}
+	case StepWillTerminate:
+		if _, ok := d.(driver.WillTerminater); !ok {
+			return "the driver has no WillTerminate"
+		}
+	case StepDidTerminate:
+		if _, ok := d.(driver.DidTerminater); !ok {
+			return "the driver has no DidTerminate"
+		}
+	case StepSubmit, StepJob, StepJobFree:
+		return "the driver submitted no job"
+	}
+	return "the driver never arrived at this step"
 }
 
 // randomSchedule derives a schedule from seed: 0–3 faults at random steps

@@ -73,16 +73,23 @@ func (r *Report) WriteText(w io.Writer) error {
 	if len(r.Pairs) > 0 {
 		fmt.Fprintf(&b, "systematic: %s\n", coverageLine(r))
 		r.writeMatrix(&b)
-		var why []string
+		var why, unreached []string
 		seen := map[string]bool{}
 		for _, p := range r.Pairs {
 			if p.Status == "n/a" && p.Why != "cannot happen at this step" && !seen[p.Kind] {
 				seen[p.Kind] = true
 				why = append(why, fmt.Sprintf("  %s: %s", p.Kind, p.Why))
 			}
+			if p.Status == "unreached" && !seen["@"+string(p.Step)] {
+				seen["@"+string(p.Step)] = true
+				unreached = append(unreached, fmt.Sprintf("  %s: %s", p.Step, p.Why))
+			}
 		}
 		if len(why) > 0 {
 			b.WriteString("not applicable here:\n" + strings.Join(why, "\n") + "\n")
+		}
+		if len(unreached) > 0 {
+			b.WriteString("steps never reached:\n" + strings.Join(unreached, "\n") + "\n")
 		}
 	}
 	if len(r.Faults) > 0 {
