@@ -117,6 +117,10 @@ type daemon struct {
 	netlink  *hotplug.Netlink
 	observer *observer
 
+	// policy is the socket's access policy; the --http listener applies
+	// its read right too.
+	policy *server.Policy
+
 	drivers *drivertable.Table     // what --drivers and --personality may name
 	res     *drivertable.Resources // what the daemon wires for drivers
 
@@ -232,7 +236,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		custom[i] = e
 	}
 
-	d := &daemon{opts: o, log: log, hub: newMonitorHub(), loaded: map[string]bool{}, drivers: tbl}
+	d := &daemon{opts: o, log: log, hub: newMonitorHub(), loaded: map[string]bool{}, drivers: tbl, policy: &policy}
 	d.reg = driver.NewRegistry(driver.WithLogger(log))
 	cancelLifecycle := d.reg.SubscribeLifecycle(d.hub.lifecycle)
 	if log.Enabled(ctx, slog.LevelDebug) {
