@@ -56,8 +56,8 @@ type Trial struct {
 	srv   *server.Server
 	amu   sync.Mutex
 	apps  map[string][]app // per driver class
-	async counter // every goroutine the run started for its faults
-	acts  counter // what faults started with Go
+	async counter          // every goroutine the run started for its faults
+	acts  counter          // what faults started with Go
 	gates gateSet
 
 	calls, callErrs atomic.Int64
