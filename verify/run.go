@@ -227,6 +227,26 @@ func (r *Trial) Unplug() {
 		return
 	}
 	r.waitHandled(r.counts[0] + r.counts[1])
+	// The bridge terminates the removed nubs on its own workers: wait for
+	// them, so that the unplug is the cause of what it ends.
+	if err := r.bridge.Flush(ctx); err != nil && !errors.Is(err, hotplug.ErrClosed) {
+		r.Violate(Problem{Kind: "setup", Text: "unplug: bridge flush: " + err.Error()})
+	}
+	// Every driver instance on the device goes with it (bounded: a nub
+	// the bridge lets go of later is the bridge's business, not the
+	// driver's).
+	var classes []string
+	for _, d := range append([]*driverUnder{r.target}, r.extra...) {
+		classes = append(classes, d.classes...)
+	}
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		s, release, ok := r.instanceOf(classes)
+		if !ok {
+			break
+		}
+		release()
+		_ = s
+	}
 }
 
 // Unload unloads a driver with a 10 s deadline; a refusal must name what
