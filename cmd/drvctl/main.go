@@ -13,6 +13,7 @@
 //	drvctl leaks [-o FMT]           outstanding references (text, json, pprof)
 //	drvctl why ID                   the chains of holders keeping a service alive
 //	drvctl unhold [--state-dir DIR] lift the USB gates a killed daemon left (serve --usb-hold)
+//	drvctl verify DRIVER|BUNDLE     explore a driver through every lifecycle fault (no daemon)
 //
 // Every command but serve talks to the daemon over its Unix socket:
 // --socket, else $DRVCTL_SOCKET, else /run/drvkit/drvkit.sock for root and
