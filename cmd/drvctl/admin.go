@@ -95,12 +95,58 @@ func findService(r *driver.Registry, id uint64) (*driver.Service, error) {
 	return nil, &notFoundError{msg: fmt.Sprintf("no service with ID %d (see drvctl inspect)", id)}
 }
 
+// errRefused marks an administrative call the daemon will not do, however
+// privileged the caller: terminating the registry root, say.
+var errRefused = errors.New("refused")
+
+// refusedError says which service an operation will not touch and why.
+type refusedError struct {
+	op, service, why string
+}
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("refusing to %s %s: %s", e.op, e.service, e.why)
+}
+func (e *refusedError) Unwrap() error { return errRefused }
+
+// infrastructure says why a service is part of drvkit itself rather than a
+// device, a driver or a client — terminating it would break the daemon,
+// not free a device — or "" if it is not. The registry root is; pseudo-
+// services that are not in the registry (the monitor stream) never reach
+// here: findService does not know them.
+func infrastructure(r *driver.Registry, s *driver.Service) string {
+	if s == r.Root() {
+		return "it is the registry root (every device hangs under it; terminating it would leave a daemon that terminates each device as it arrives): stop the daemon instead (systemctl stop drvkit, or SIGTERM)"
+	}
+	if why, ok := infraClasses[s.Class()]; ok {
+		return why
+	}
+	return ""
+}
+
+// infraClasses are the classes of services drvkit creates for itself, with
+// why they may not be terminated; a part of the daemon that publishes one
+// registers it here.
+var infraClasses = map[string]string{}
+
+// pseudoServices are the IDs of services that are not in the registry but
+// that drvctl shows (the monitor stream), with what to do instead.
+var pseudoServices = map[uint64]string{
+	monitorID: "it is a drvctl monitor stream, not a registry service: end the monitor (Ctrl-C) instead",
+}
+
 // adminTerminate terminates a service and waits for its free; past the
-// timeout it says what still holds it.
+// timeout it says what still holds it. It refuses drvkit's own services.
 func adminTerminate(ctx context.Context, r *driver.Registry, args idArgs, timeout time.Duration) (terminateResult, error) {
+	if why, ok := pseudoServices[args.ID]; ok {
+		return terminateResult{}, &refusedError{op: "terminate", service: fmt.Sprintf("service %d", args.ID), why: why}
+	}
 	s, err := findService(r, args.ID)
 	if err != nil {
 		return terminateResult{}, err
+	}
+	if why := infrastructure(r, s); why != "" {
+		return terminateResult{}, &refusedError{op: "terminate", service: s.String(), why: why}
 	}
 	name := s.String()
 	s.TerminateWith(driver.CauseAdmin)
