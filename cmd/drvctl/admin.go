@@ -202,8 +202,27 @@ func adminBlockers(r *driver.Registry, driverName string) []blockerEntry {
 // object except the active services of the registry (a terminated service
 // not yet freed, an object no service owns). With All, every live object.
 func adminLeaks(r *driver.Registry, args leaksArgs) ([]byte, error) {
+	rep := refcount.NewReport(leakedObjects(r, args.All))
+	var b bytes.Buffer
+	var err error
+	switch args.Format {
+	case "", "text":
+		err = rep.WriteText(&b)
+	case "json":
+		err = rep.WriteJSON(&b)
+	case "pprof":
+		err = rep.WriteProfile(&b)
+	default:
+		return nil, fmt.Errorf("unknown format %q (want text, json or pprof)", args.Format)
+	}
+	return b.Bytes(), err
+}
+
+// leakedObjects is every live traced object except the active services
+// of the registry; with all, every live object.
+func leakedObjects(r *driver.Registry, all bool) []*refcount.Object {
 	objs := refcount.LiveObjects()
-	if !args.All {
+	if !all {
 		active := map[uint64]bool{}
 		for _, s := range r.Services() {
 			if s.State().Active {
@@ -218,20 +237,7 @@ func adminLeaks(r *driver.Registry, args leaksArgs) ([]byte, error) {
 		}
 		objs = kept
 	}
-	rep := refcount.NewReport(objs)
-	var b bytes.Buffer
-	var err error
-	switch args.Format {
-	case "", "text":
-		err = rep.WriteText(&b)
-	case "json":
-		err = rep.WriteJSON(&b)
-	case "pprof":
-		err = rep.WriteProfile(&b)
-	default:
-		return nil, fmt.Errorf("unknown format %q (want text, json or pprof)", args.Format)
-	}
-	return b.Bytes(), err
+	return objs
 }
 
 func adminWhy(r *driver.Registry, args idArgs) (string, error) {

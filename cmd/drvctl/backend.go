@@ -25,7 +25,8 @@ const (
 type daemonBackend struct {
 	*server.RegistryBackend
 	hub      *monitorHub
-	sessions sessionHooks // nil: opens and deaths are not counted
+	policy   *server.Policy // who sees other users' processes in the monitor
+	sessions sessionHooks   // nil: opens and deaths are not counted
 }
 
 var _ server.Backend = (*daemonBackend)(nil)
@@ -52,7 +53,9 @@ func (b *daemonBackend) Open(ctx context.Context, id uint64, req server.OpenRequ
 		return &countedSession{Session: s, hooks: b.sessions}, nil
 	}
 	s := &monitorSession{}
+	v := viewerOf(b.policy, req.Cred)
 	s.cancel = b.hub.subscribe(func(e monitorEvent) {
+		v.event(&e)
 		data, err := json.Marshal(e)
 		if err != nil {
 			return

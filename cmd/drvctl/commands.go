@@ -385,9 +385,9 @@ func monitor(ctx context.Context, path string, asJSON, withEnv, replay bool, w i
 	h, err := c.Open(ctx, userclient.Match{Class: monitorClass})
 	if err != nil {
 		if errors.Is(err, userclient.ErrPermission) {
-			// Not the server's words: they name the monitor's internal
-			// pseudo-service.
-			return &saidError{msg: "permission denied: the monitor is for administrators (uid 0 or a group of 'drvctl serve --admin-gids')", err: err}
+			// The server names the monitor's internal class.
+			said := daemonAnswer(err).Error()
+			return &saidError{msg: strings.Replace(said, "opening "+monitorClass, "the monitor", 1), err: err}
 		}
 		return daemonAnswer(err)
 	}

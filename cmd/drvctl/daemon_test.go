@@ -27,6 +27,9 @@ import (
 func TestMain(m *testing.M) {
 	switch os.Getenv("DRVCTL_TEST_ROLE") {
 	case "drvctl":
+		if len(os.Args) == 4 && os.Args[1] == "--open-as-app" {
+			os.Exit(openAsApp(os.Args[2], os.Args[3]))
+		}
 		os.Exit(run(os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, uid: os.Getuid()}))
 	case "app":
 		os.Exit(testApp(os.Getenv("DRVCTL_SOCKET")))
@@ -298,4 +301,25 @@ func TestBadCommandLines(t *testing.T) {
 	e, _, errb = testEnv(nil, 0)
 	require.Equal(t, exitUsage, run([]string{"unload", "sg", "--socket", sock}, e), errb.String())
 	require.Equal(t, `drvctl unload: no driver "sg" is loaded (loaded: none)`+"\n", errb.String())
+}
+
+// openAsApp is the test binary as an application of uid nobody: it opens
+// a service of the personality and says what it got, or the error as
+// drvctl would print it.
+func openAsApp(personality, socket string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := userclient.Dial(ctx, socket)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "app:", err)
+		return 1
+	}
+	defer c.Close()
+	h, err := c.Open(ctx, userclient.Match{Personality: personality})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "app: open:", daemonAnswer(err))
+		return 1
+	}
+	fmt.Println("opened", h.Service().Class)
+	return 0
 }

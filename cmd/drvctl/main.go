@@ -20,6 +20,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -81,6 +82,9 @@ func main() {
 }
 
 func run(args []string, e *env) int {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version" || args[0] == "-V") {
+		args = []string{"version"}
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		writeUsage(e.stderr)
 		if len(args) == 0 {
@@ -163,7 +167,7 @@ func writeUsage(w io.Writer) {
 
 // socketFlag declares --socket on fs and returns the resolved path getter.
 func socketFlag(fs *flag.FlagSet, e *env) func() string {
-	p := fs.String("socket", "", "daemon socket `path` (default $DRVCTL_SOCKET, else /run/drvkit/drvkit.sock as root, $XDG_RUNTIME_DIR/drvkit.sock otherwise when set)")
+	p := fs.String("socket", "", "daemon socket `path` (default $DRVCTL_SOCKET, else $XDG_RUNTIME_DIR/drvkit.sock for a user who has a daemon there, else /run/drvkit/drvkit.sock)")
 	return func() string { return socketPath(*p, e) }
 }
 
@@ -175,14 +179,43 @@ func socketPath(flagValue string, e *env) string {
 		return v
 	}
 	if e.uid == 0 {
-		return "/run/drvkit/drvkit.sock"
+		return systemSocket
 	}
+	// A daemon of the user's own, if there is one; else the system's,
+	// which every local user may read by default.
 	if d := e.getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "drvkit.sock")
+		p := filepath.Join(d, "drvkit.sock")
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().Type() == os.ModeSocket {
+			return p
+		}
 	}
 	// The system daemon's: never a world-writable directory (/tmp), where
 	// another user could listen first.
-	return "/run/drvkit/drvkit.sock"
+	return systemSocket
+}
+
+// systemSocket is the system daemon's socket (drvkit.service).
+const systemSocket = "/run/drvkit/drvkit.sock"
+
+// prettyFlag declares -p/--pretty: JSON is one compact line per document
+// by default (iproute2's -j), indented with -p. inspect has --pretty alone:
+// its -p shows parents, as the query flags of ioreg and udevadm do.
+func prettyFlag(fs *flag.FlagSet) *bool {
+	p := new(bool)
+	fs.BoolVar(p, "pretty", false, "pretty-print JSON (indented); the default is compact, one line")
+	if fs.Lookup("p") == nil {
+		fs.BoolVar(p, "p", false, "same as --pretty")
+	}
+	return p
+}
+
+// writeJSONValue writes v as one compact line, or indented when pretty.
+func writeJSONValue(w io.Writer, v any, pretty bool) error {
+	enc := json.NewEncoder(w)
+	if pretty {
+		enc.SetIndent("", "  ")
+	}
+	return enc.Encode(v)
 }
 
 // outputFlag declares -o with the allowed formats; the first is the default.

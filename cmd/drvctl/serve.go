@@ -52,8 +52,13 @@ type serveOptions struct {
 	socketGroup  int
 	allowUIDs    string
 	allowGIDs    string
+	adminUIDs    string
 	adminGIDs    string
+	readUIDs     string
 	readGIDs     string
+	// readListed: only root, admins and --read-uids/--read-gids may read
+	// (--read-any-user=false); the default lets every local user read.
+	readListed   bool
 	anyUser      bool
 	termTimeout  time.Duration
 	closeTimeout time.Duration
@@ -75,11 +80,14 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&o.trace, "trace", "all", "reference tracing: all, off, or comma-separated `classes` (overrides DRVKIT_REFTRACE)")
 	fs.IntVar(&o.socketGroup, "socket-gid", -1, "group `gid` of the socket file (mode 0660); -1 keeps the daemon's group")
-	fs.StringVar(&o.allowUIDs, "allow-uids", "", "comma-separated `uids` that may open services (root always may)")
-	fs.StringVar(&o.allowGIDs, "allow-gids", "", "comma-separated `gids` whose members may open services")
-	fs.StringVar(&o.adminGIDs, "admin-gids", "", "comma-separated `gids` whose members may make administrative calls (root always may)")
-	fs.StringVar(&o.readGIDs, "read-gids", "", "comma-separated `gids` whose members may read the daemon's state: monitor, monitor-history, inspect, why, leaks (root and admin groups always may)")
-	fs.BoolVar(&o.anyUser, "any-user", false, "let anyone who can reach the socket open services")
+	fs.StringVar(&o.allowUIDs, "allow-uids", "", "open right: comma-separated `uids` that may open services (root always may)")
+	fs.StringVar(&o.allowGIDs, "allow-gids", "", "open right: comma-separated `gids` whose members may open services")
+	fs.BoolVar(&o.anyUser, "any-user", false, "open right: let anyone who can reach the socket open services")
+	fs.Var(invertedBool{&o.readListed}, "read-any-user", "read right: let every local user read the daemon's state — inspect, monitor, drivers, status, why, leaks — as anyone may run ioreg or udevadm monitor; the socket is then mode 0666 and the policy decides (default true; false: only root, admins and --read-uids/--read-gids)")
+	fs.StringVar(&o.readUIDs, "read-uids", "", "read right: comma-separated `uids` that may read the daemon's state when --read-any-user=false")
+	fs.StringVar(&o.readGIDs, "read-gids", "", "read right: comma-separated `gids` whose members may read the daemon's state when --read-any-user=false")
+	fs.StringVar(&o.adminUIDs, "admin-uids", "", "admin right: comma-separated `uids` that may load, unload, terminate and run sim steps, and see other users' processes (root always may)")
+	fs.StringVar(&o.adminGIDs, "admin-gids", "", "admin right: comma-separated `gids` whose members have the admin right")
 	fs.Var(&o.limits, "limits", limitsUsage())
 	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long `drvctl terminate` waits for the free")
 	fs.DurationVar(&o.closeTimeout, "shutdown-timeout", 15*time.Second, "how long shutdown waits for every service to be freed")
@@ -124,6 +132,9 @@ type daemon struct {
 	loaded map[string]bool // the names of the personalities registered and not unloaded
 
 	bundles *bundleSet // bundles loaded or refused, drivers' last errors
+
+	policy  server.Policy // who may read, open, administer
+	started time.Time
 }
 
 // driverKnown reports whether unload has something to do with name: a
@@ -232,7 +243,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		custom[i] = e
 	}
 
-	d := &daemon{opts: o, log: log, hub: newMonitorHub(), loaded: map[string]bool{}, drivers: tbl}
+	d := &daemon{opts: o, log: log, hub: newMonitorHub(), loaded: map[string]bool{}, drivers: tbl, policy: policy, started: time.Now()}
 	d.reg = driver.NewRegistry(driver.WithLogger(log))
 	cancelLifecycle := d.reg.SubscribeLifecycle(d.hub.lifecycle)
 	if log.Enabled(ctx, slog.LevelDebug) {
@@ -341,8 +352,8 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	}
 	d.startBundles()
 
-	d.srv, err = server.Listen(&daemonBackend{RegistryBackend: server.NewRegistryBackend(d.reg), hub: d.hub, sessions: d.observer.userClientHooks()}, server.Config{
-		Path: o.socket, GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log, Limits: o.limits.l,
+	d.srv, err = server.Listen(&daemonBackend{RegistryBackend: server.NewRegistryBackend(d.reg), hub: d.hub, policy: &d.policy, sessions: d.observer.userClientHooks()}, server.Config{
+		Path: o.socket, Mode: socketMode(o), GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log, Limits: o.limits.l,
 		OnDisconnect: func(c userclient.Cred, reason error) {
 			log.Debug("client disconnected", "pid", c.PID, "uid", c.UID, "reason", reason)
 		},
@@ -580,23 +591,62 @@ func parseIDs(flagName, list string) ([]uint32, error) {
 	return out, nil
 }
 
+// invertedBool is a boolean flag stored negated, so that the zero
+// serveOptions has the flag's default (true).
+type invertedBool struct{ p *bool }
+
+func (b invertedBool) String() string {
+	if b.p == nil || !*b.p {
+		return "true"
+	}
+	return "false"
+}
+func (b invertedBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return errors.New("want true or false")
+	}
+	*b.p = !v
+	return nil
+}
+func (b invertedBool) IsBoolFlag() bool { return true }
+
+// The hints that end the policy's refusals: which flags of drvctl serve
+// grant the missing right.
+const (
+	openHint  = "drvctl serve --allow-uids, --allow-gids or --any-user grant it"
+	readHint  = "drvctl serve --read-uids or --read-gids grant it, or --read-any-user to everyone"
+	adminHint = "drvctl serve --admin-uids or --admin-gids grant it"
+)
+
+// readOps are the administrative calls that only read, for which the read
+// right is enough; every other call needs the admin right.
+var readOps = []string{opInspect, opHistory, opLeaks, opWhy, opBlockers, opDrivers, opStatus}
+
 func buildPolicy(o serveOptions) (server.Policy, error) {
 	var p server.Policy
-	uids, err := parseIDs("allow-uids", o.allowUIDs)
-	if err != nil {
-		return p, err
+	lists := []struct {
+		flag, list string
+		dst        *[]uint32
+	}{
+		{"allow-uids", o.allowUIDs, nil}, {"allow-gids", o.allowGIDs, nil},
+		{"admin-uids", o.adminUIDs, &p.AdminUIDs}, {"admin-gids", o.adminGIDs, &p.AdminGIDs},
+		{"read-uids", o.readUIDs, &p.ReadUIDs}, {"read-gids", o.readGIDs, &p.ReadGIDs},
 	}
-	gids, err := parseIDs("allow-gids", o.allowGIDs)
-	if err != nil {
-		return p, err
-	}
-	admin, err := parseIDs("admin-gids", o.adminGIDs)
-	if err != nil {
-		return p, err
-	}
-	readers, err := parseIDs("read-gids", o.readGIDs)
-	if err != nil {
-		return p, err
+	var uids, gids []uint32
+	for i, l := range lists {
+		ids, err := parseIDs(l.flag, l.list)
+		if err != nil {
+			return p, err
+		}
+		switch {
+		case i == 0:
+			uids = ids
+		case i == 1:
+			gids = ids
+		default:
+			*l.dst = ids
+		}
 	}
 	if err := checkSocketGID(o.socketGroup); err != nil {
 		return p, err
@@ -604,17 +654,27 @@ func buildPolicy(o serveOptions) (server.Policy, error) {
 	if err := checkReachable(o, uids, gids); err != nil {
 		return p, err
 	}
-	p.AdminGIDs = admin
-	p.ReadGIDs = readers
-	// The monitor and the read verbs show every device, every client's
-	// process and every uevent: they need the read right, which no allow
-	// rule (not even --any-user) gives.
+	// The monitor and the read verbs show every device and every uevent;
+	// the daemon hides what identifies other users' processes from
+	// readers who are not admins (viewer).
+	p.ReadAnyUser = !o.readListed
 	p.ReadClasses = []string{monitorClass}
-	p.ReadOps = []string{opInspect, opHistory, opLeaks, opWhy, opBlockers}
+	p.ReadOps = readOps
+	p.OpenHint, p.ReadHint, p.AdminHint = openHint, readHint, adminHint
 	if o.anyUser || len(uids) > 0 || len(gids) > 0 {
 		p.Rules = append(p.Rules, server.Rule{AnyUser: o.anyUser, UIDs: uids, GIDs: gids})
 	}
 	return p, nil
+}
+
+// socketMode is the socket file's mode: anyone may connect when anyone
+// may read or open (the policy checks every connection's credentials),
+// else the daemon's user and the socket's group only.
+func socketMode(o serveOptions) os.FileMode {
+	if !o.readListed || o.anyUser {
+		return 0o666
+	}
+	return 0o660
 }
 
 // admin serves the administrative calls; the server has checked the policy.
@@ -628,11 +688,17 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 		}
 		return nil
 	}
+	v := viewerOf(&d.policy, cred)
 	switch op {
 	case opInspect:
-		return inspectStream{d.reg}, nil, nil
+		return inspectStream{r: d.reg, v: v}, nil, nil
+	case opStatus:
+		return d.status(time.Now()), nil, nil
 	case opHistory:
 		ev, dropped := d.hub.History()
+		for i := range ev {
+			v.event(&ev[i])
+		}
 		return historyResult{Events: ev, Dropped: dropped}, nil, nil
 	case opTerminate:
 		var a idArgs
@@ -665,15 +731,19 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 		if err := decode(&a); err != nil {
 			return nil, nil, err
 		}
+		if a.Format == "pprof" && !v.admin {
+			// A profile's labels cannot be redacted like text.
+			return nil, nil, fmt.Errorf("%w: a pprof profile names every holder, other users' processes too: it is for administrators (-o text and -o json are not)", userclient.ErrPermission)
+		}
 		out, err := adminLeaks(d.reg, a)
-		return nil, out, err
+		return nil, v.text(out), err
 	case opWhy:
 		var a idArgs
 		if err := decode(&a); err != nil {
 			return nil, nil, err
 		}
 		text, err := adminWhy(d.reg, a)
-		return nil, []byte(text), err
+		return nil, v.text([]byte(text)), err
 	case opSim:
 		var a simArgs
 		if err := decode(&a); err != nil {

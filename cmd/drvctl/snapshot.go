@@ -61,7 +61,10 @@ func entryOf(s *driver.Service) serviceEntry {
 // inspectStream is the inspect reply written service by service, so that
 // the daemon holds one service's JSON at a time, not the registry's
 // (server.StreamedResult). It encodes what inspectRegistry would.
-type inspectStream struct{ r *driver.Registry }
+type inspectStream struct {
+	r *driver.Registry
+	v viewer
+}
 
 var _ server.StreamedResult = inspectStream{}
 
@@ -73,7 +76,9 @@ func (is inspectStream) WriteJSON(w io.Writer) error {
 		if i > 0 {
 			bw.WriteByte(',')
 		}
-		if err := enc.Encode(entryOf(s)); err != nil {
+		e := entryOf(s)
+		is.v.entry(&e)
+		if err := enc.Encode(e); err != nil {
 			return err
 		}
 	}
