@@ -197,4 +197,3 @@ func TestPermissionErrorsGolden(t *testing.T) {
 	})
 	require.NoError(t, d.stop(), "%s", d.log.Bytes())
 }
-

@@ -43,19 +43,19 @@ func init() {
 }
 
 type serveOptions struct {
-	socket       string
-	sim          string
-	drivers      string
-	logFormat    string
-	logLevel     string
-	trace        string
-	socketGroup  int
-	allowUIDs    string
-	allowGIDs    string
-	adminUIDs    string
-	adminGIDs    string
-	readUIDs     string
-	readGIDs     string
+	socket      string
+	sim         string
+	drivers     string
+	logFormat   string
+	logLevel    string
+	trace       string
+	socketGroup int
+	allowUIDs   string
+	allowGIDs   string
+	adminUIDs   string
+	adminGIDs   string
+	readUIDs    string
+	readGIDs    string
 	// readListed: only root, admins and --read-uids/--read-gids may read
 	// (--read-any-user=false); the default lets every local user read.
 	readListed   bool
