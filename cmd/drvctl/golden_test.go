@@ -71,7 +71,7 @@ func TestMonitorGolden(t *testing.T) {
 	var b bytes.Buffer
 	for i := range events {
 		e := events[i]
-		e.Time = float64(i) / 1000
+		e.Time = monoTime(i * 1000)
 		if _, ok := ids[e.ServiceID]; !ok {
 			ids[e.ServiceID] = uint64(len(ids) + 1)
 		}

@@ -691,14 +691,31 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 	v := viewerOf(&d.policy, cred)
 	switch op {
 	case opInspect:
-		return inspectStream{r: d.reg, v: v}, nil, nil
+		var q inspectQuery
+		if err := decode(&q); err != nil {
+			return nil, nil, err
+		}
+		sel := q.selectServices(sortedServices(d.reg))
+		if len(sel) == 0 && q.Target != "" {
+			return nil, nil, &notFoundError{msg: fmt.Sprintf("no service %q: want an ID, Class@name, a name or a device path (see drvctl inspect)", q.Target)}
+		}
+		return inspectStream{services: sel, v: v}, nil, nil
 	case opStatus:
 		return d.status(time.Now()), nil, nil
 	case opHistory:
-		ev, dropped := d.hub.History()
-		for i := range ev {
-			v.event(&ev[i])
+		var f monitorFilter
+		if err := decode(&f); err != nil {
+			return nil, nil, err
 		}
+		ev, dropped := d.hub.History()
+		kept := ev[:0]
+		for i := range ev {
+			if f.match(&ev[i]) {
+				v.event(&ev[i])
+				kept = append(kept, ev[i])
+			}
+		}
+		ev = kept
 		return historyResult{Events: ev, Dropped: dropped}, nil, nil
 	case opTerminate:
 		var a idArgs

@@ -53,8 +53,20 @@ func entryOf(s *driver.Service) serviceEntry {
 	}
 	if p := s.Personality(); p != nil {
 		e.Driver = p.Name
+		// Its own properties, not the copy of its nub's it was matched on.
+		e.Properties = map[string]any{propPersonality: p.Name, propProbeScore: int64(p.Score)}
+		if ps := s.Providers(); len(ps) > 0 {
+			e.Properties[propProviderClass] = ps[0].Class()
+		} else if p.ProviderClass != "" {
+			e.Properties[propProviderClass] = p.ProviderClass
+		}
+		if p.Category != "" {
+			e.Properties[propCategory] = p.Category
+		}
 	}
-	e.normalize()
+	if len(e.Properties) == 0 {
+		e.Properties = nil
+	}
 	return e
 }
 
@@ -62,8 +74,8 @@ func entryOf(s *driver.Service) serviceEntry {
 // the daemon holds one service's JSON at a time, not the registry's
 // (server.StreamedResult). It encodes what inspectRegistry would.
 type inspectStream struct {
-	r *driver.Registry
-	v viewer
+	services []*driver.Service // selected, by ID
+	v        viewer
 }
 
 var _ server.StreamedResult = inspectStream{}
@@ -72,7 +84,7 @@ func (is inspectStream) WriteJSON(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	enc := json.NewEncoder(bw)
 	fmt.Fprintf(bw, `{"schema_version":%d,"services":[`, inspectSchemaVersion)
-	for i, s := range sortedServices(is.r) {
+	for i, s := range is.services {
 		if i > 0 {
 			bw.WriteByte(',')
 		}

@@ -57,7 +57,8 @@ func scriptedRegistryWith(t *testing.T, lifecycle func(driver.LifecycleEvent)) *
 	require.NoError(t, r.Publish(dev, ifc))
 	require.Len(t, ifc.Clients(), 1, "usbstorage should have matched the interface")
 	drv := ifc.Clients()[0]
-	uc, err := r.AttachClient(drv, "UserClient", "pid 4242", nil)
+	uc, err := r.AttachClientWithProperties(drv, "UserClient", "pid4242", driver.NewProperties(map[string]any{
+		"pid": 4242, "uid": 1000, "gid": 1000, "comm": "scsiapp"}), nil)
 	require.NoError(t, err)
 	require.NoError(t, drv.Open(uc, driver.OpenOptions{}))
 	disk := r.NewNub("SCSIDevice", "2:0:0:0", driver.NewProperties(map[string]any{
@@ -95,7 +96,7 @@ func TestInspectScriptedRegistry(t *testing.T) {
 
 	// The CLI gets the document as JSON from the daemon: render what it gets.
 	var wire bytes.Buffer
-	require.NoError(t, writeJSON(&wire, &doc))
+	require.NoError(t, writeJSON(&wire, &doc, false))
 	golden(t, "registry-inspect.json", wire.Bytes())
 	var got inspectDoc
 	require.NoError(t, json.Unmarshal(wire.Bytes(), &got))
