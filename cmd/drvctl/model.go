@@ -54,7 +54,7 @@ func (d *inspectDoc) normalize() {
 // monitorEvent is one line of `drvctl monitor`: a kernel uevent as the
 // daemon received it, or one lifecycle step of a service.
 type monitorEvent struct {
-	Kind string  `json:"kind"` // "kernel", "lifecycle", "lost" (--replay: the history had dropped Count events) or "warning" (the kernel dropped uevents: Detail says so, Count events were resynced)
+	Kind string `json:"kind"` // "kernel", "lifecycle", "lost" (--replay: the history had dropped Count events) or "warning" (the kernel dropped uevents: Detail says so, Count events were resynced)
 	// Time is CLOCK_MONOTONIC, as udevadm prints; in JSON a string with six
 	// decimals ("1011.441741"). Times never go back as Seq goes forward.
 	Time monoTime `json:"time"`

@@ -141,7 +141,9 @@ func newMonoClock() monoClock {
 	return monoClock{base: time.Now(), since: monoTime(int64(ts.Sec)*1e6 + int64(ts.Nsec)/1e3)}
 }
 
-func (c monoClock) at(t time.Time) monoTime { return c.since + monoTime(t.Sub(c.base)/time.Microsecond) }
+func (c monoClock) at(t time.Time) monoTime {
+	return c.since + monoTime(t.Sub(c.base)/time.Microsecond)
+}
 
 func itoa(v uint64) string {
 	var b [20]byte

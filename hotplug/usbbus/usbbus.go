@@ -25,7 +25,7 @@ const (
 	PropManufacturer  = "manufacturer"
 	PropProduct       = "product"
 	PropSerial        = "serial"
-	PropSpeed         = "speed" // device: Mbit/s as sysfs says it ("480", "5000", "1.5")
+	PropSpeed         = "speed"            // device: Mbit/s as sysfs says it ("480", "5000", "1.5")
 	PropIfaceNumber   = "bInterfaceNumber" // interface
 	PropIfaceClass    = "bInterfaceClass"
 	PropIfaceSub      = "bInterfaceSubClass"
