@@ -122,9 +122,14 @@ func (q *inspectQuery) match(s *driver.Service) bool {
 		return false
 	}
 	if len(q.Properties) > 0 {
-		props := s.Properties()
+		// The properties inspect shows: a driver instance's own.
+		get := s.Properties().Get
+		if p := s.Personality(); p != nil {
+			own := driverProperties(s, p)
+			get = func(k string) (any, bool) { v, ok := own[k]; return v, ok }
+		}
 		for _, m := range q.Properties {
-			v, ok := props.Get(m.Key)
+			v, ok := get(m.Key)
 			if !ok || !m.matchValue(v) {
 				return false
 			}

@@ -53,16 +53,7 @@ func entryOf(s *driver.Service) serviceEntry {
 	}
 	if p := s.Personality(); p != nil {
 		e.Driver = p.Name
-		// Its own properties, not the copy of its nub's it was matched on.
-		e.Properties = map[string]any{propPersonality: p.Name, propProbeScore: int64(p.Score)}
-		if ps := s.Providers(); len(ps) > 0 {
-			e.Properties[propProviderClass] = ps[0].Class()
-		} else if p.ProviderClass != "" {
-			e.Properties[propProviderClass] = p.ProviderClass
-		}
-		if p.Category != "" {
-			e.Properties[propCategory] = p.Category
-		}
+		e.Properties = driverProperties(s, p)
 	}
 	if len(e.Properties) == 0 {
 		e.Properties = nil
@@ -104,4 +95,20 @@ func ids(ss []*driver.Service) []uint64 {
 		out[i] = s.ID()
 	}
 	return out
+}
+
+// driverProperties are a driver instance's own properties, as ioreg shows
+// IOProbeScore and IOProviderClass — not the copy of its nub's it was
+// matched on.
+func driverProperties(s *driver.Service, p *driver.Personality) map[string]any {
+	m := map[string]any{propPersonality: p.Name, propProbeScore: int64(p.Score)}
+	if ps := s.Providers(); len(ps) > 0 {
+		m[propProviderClass] = ps[0].Class()
+	} else if p.ProviderClass != "" {
+		m[propProviderClass] = p.ProviderClass
+	}
+	if p.Category != "" {
+		m[propCategory] = p.Category
+	}
+	return m
 }

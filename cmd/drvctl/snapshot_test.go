@@ -62,7 +62,7 @@ func scriptedRegistryWith(t *testing.T, lifecycle func(driver.LifecycleEvent)) *
 	require.NoError(t, err)
 	require.NoError(t, drv.Open(uc, driver.OpenOptions{}))
 	disk := r.NewNub("SCSIDevice", "2:0:0:0", driver.NewProperties(map[string]any{
-		"vendor": "QEMU", "model": "QEMU HARDDISK", "type": 0, "removable": false}))
+		"vendor": "QEMU", "model": "QEMU HARDDISK", "type": 0, "removable": false, "devpath": "/devices/virtual/disk0"}))
 	require.NoError(t, r.Publish(nil, disk))
 	return r
 }
@@ -74,6 +74,11 @@ func renumber(d *inspectDoc) {
 	for i := range d.Services {
 		m[d.Services[i].ID] = uint64(i + 1)
 	}
+	renumberWith(d, m)
+}
+
+// renumberWith renumbers by m (IDs it does not know become 0).
+func renumberWith(d *inspectDoc, m map[uint64]uint64) {
 	re := func(ids []uint64) {
 		for i, id := range ids {
 			ids[i] = m[id]
