@@ -202,12 +202,20 @@ func adminBlockers(r *driver.Registry, driverName string) []blockerEntry {
 // object except the active services of the registry (a terminated service
 // not yet freed, an object no service owns). With All, every live object.
 func adminLeaks(r *driver.Registry, args leaksArgs) ([]byte, error) {
-	rep := refcount.NewReport(leakedObjects(r, args.All))
+	objs := leakedObjects(r, args.All)
+	rep := refcount.NewReport(objs)
 	var b bytes.Buffer
 	var err error
 	switch args.Format {
 	case "", "text":
-		err = rep.WriteText(&b)
+		b.WriteString(leaksHeadline(r, len(objs), args.All))
+		var body bytes.Buffer
+		err = rep.WriteText(&body)
+		// The report's own first line counts "live objects" in the words
+		// of the refcount package; the headline above says it for an
+		// operator.
+		_, rest, _ := bytes.Cut(body.Bytes(), []byte("\n"))
+		b.Write(rest)
 	case "json":
 		err = rep.WriteJSON(&b)
 	case "pprof":
@@ -216,6 +224,26 @@ func adminLeaks(r *driver.Registry, args leaksArgs) ([]byte, error) {
 		return nil, fmt.Errorf("unknown format %q (want text, json or pprof)", args.Format)
 	}
 	return b.Bytes(), err
+}
+
+// leaksHeadline is the first line of drvctl leaks: what was counted, in
+// terms of services and references.
+func leaksHeadline(r *driver.Registry, n int, all bool) string {
+	alive, terminating := 0, 0
+	for _, s := range r.Services() {
+		if s.State().Active {
+			alive++
+		} else {
+			terminating++
+		}
+	}
+	if all {
+		return fmt.Sprintf("%d traced object(s) hold references (%d active service(s), %d terminating)\n", n, alive, terminating)
+	}
+	if n == 0 {
+		return fmt.Sprintf("no leaks: every terminated service was freed and every traced reference belongs to one of the %d active service(s)\n", alive)
+	}
+	return fmt.Sprintf("%d object(s) should be gone: terminated services not yet freed (%d) and objects no active service owns, with who holds their references (%d active service(s))\n", n, terminating, alive)
 }
 
 // leakedObjects is every live traced object except the active services
