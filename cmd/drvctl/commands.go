@@ -22,7 +22,7 @@ import (
 // (monitor opens a stream), and renders the answer.
 
 func init() {
-	register(&command{name: "inspect", summary: "show the registry as a tree (like ioreg)", setup: setupInspect})
+	register(&command{name: "inspect", args: "[ID|Class@name|name|/devices/PATH]", summary: "show the registry as a tree (like ioreg)", setup: setupInspect})
 	register(&command{name: "unload", args: "DRIVER", summary: "terminate every instance of a driver and unload it", setup: setupUnload})
 	register(&command{name: "terminate", args: "ID", summary: "terminate one service and wait until it is freed", setup: setupTerminate})
 	register(&command{name: "leaks", summary: "report outstanding references (text, json, pprof)", setup: setupLeaks})

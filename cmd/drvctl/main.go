@@ -220,13 +220,30 @@ func writeJSONValue(w io.Writer, v any, pretty bool) error {
 
 // outputFlag declares -o with the allowed formats; the first is the default.
 func outputFlag(fs *flag.FlagSet, formats ...string) func() (string, error) {
-	o := fs.String("o", formats[0], "output `format`: "+strings.Join(formats, ", "))
+	v := &choiceValue{v: formats[0], choices: formats}
+	fs.Var(v, "o", "output `format`: "+strings.Join(formats, ", "))
 	return func() (string, error) {
 		for _, f := range formats {
-			if *o == f {
+			if v.v == f {
 				return f, nil
 			}
 		}
-		return "", usagef("unknown output format %q (want %s)", *o, strings.Join(formats, ", "))
+		return "", usagef("unknown output format %q (want %s)", v.v, strings.Join(formats, ", "))
 	}
 }
+
+// choiceValue is a flag with a fixed set of values, which shell
+// completion offers. A value outside the set is refused by whoever reads
+// the flag (so that the message is the command's, as a usage error).
+type choiceValue struct {
+	v       string
+	choices []string
+}
+
+func (c *choiceValue) String() string {
+	if c == nil {
+		return ""
+	}
+	return c.v
+}
+func (c *choiceValue) Set(s string) error { c.v = s; return nil }
