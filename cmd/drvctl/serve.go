@@ -30,6 +30,7 @@ import (
 	"github.com/drvkit/drvkit/hotplug"
 	"github.com/drvkit/drvkit/hotplug/buses"
 	"github.com/drvkit/drvkit/hotplug/sim"
+	"github.com/drvkit/drvkit/internal/sdnotify"
 	"github.com/drvkit/drvkit/internal/statefile"
 	"github.com/drvkit/drvkit/refcount"
 	"github.com/drvkit/drvkit/userclient"
@@ -316,7 +317,12 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		src = nl
 		d.netlink = nl
 	}
-	src = &monitoredSource{Source: src, hub: d.hub}
+	ms := &monitoredSource{Source: src, hub: d.hub, coldplugDone: make(chan struct{})}
+	if d.netlink != nil {
+		ms.coldplugLeft = d.netlink.ColdplugEvents()
+	}
+	ms.checkColdplug()
+	src = ms
 	undo = append(undo, func() { _ = src.Close() })
 	if o.stateDir != "" {
 		if err := d.journalKernelDrivers(ctx, simBusSrc); err != nil {
@@ -381,12 +387,21 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		d.observer.serve()
 	}
 	log.Info("serving", "socket", o.socket, "sim", o.sim, "drivers", drivers)
+	notifier := sdnotify.FromEnv()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.notifyReady(runCtx, ms.coldplugDone, notifier)
+	}()
 	if ready != nil {
 		ready(d)
 	}
 
 	<-ctx.Done()
 	log.Info("shutting down")
+	if err := notifier.Notify(sdnotify.Stopping + "\nSTATUS=shutting down: terminating every service"); err != nil {
+		log.Warn("systemd notification", "err", err)
+	}
 	if d.observer != nil {
 		d.observer.close()
 	}
@@ -517,18 +532,84 @@ func (d *daemon) journalKernelDrivers(ctx context.Context, sim *simBus) error {
 	return nil
 }
 
-// monitoredSource copies every event to the monitor before the bridge sees it.
+// monitoredSource copies every event to the monitor before the bridge
+// sees it, and tells when the coldplug walk's events have been handled.
 type monitoredSource struct {
 	hotplug.Source
 	hub *monitorHub
+	// coldplugLeft counts the coldplug events not yet handled (Next is
+	// single-consumer: only the bridge's goroutine touches it);
+	// coldplugDone is closed when it reaches 0.
+	coldplugLeft int
+	coldplugDone chan struct{}
+	closed       bool
+}
+
+// checkColdplug closes coldplugDone once every coldplug event was
+// returned and the bridge came back for more: it has handled the last.
+func (m *monitoredSource) checkColdplug() {
+	if m.coldplugLeft <= 0 && !m.closed {
+		m.closed = true
+		close(m.coldplugDone)
+	}
 }
 
 func (m *monitoredSource) Next(ctx context.Context) (hotplug.Event, error) {
+	m.checkColdplug()
 	ev, err := m.Source.Next(ctx)
 	if err == nil {
+		if ev.Origin == hotplug.OriginColdplug {
+			m.coldplugLeft--
+		}
 		m.hub.kernel(&ev, time.Now())
 	}
 	return ev, err
+}
+
+// notifyReady tells systemd READY=1 (Type=notify) once the devices found
+// at start are published and their drivers started — the coldplug walk
+// handled and the bridge flushed — then, under WatchdogSec=, pings
+// WATCHDOG=1 for as long as the bridge still flushes within the interval:
+// a wedged bridge stops the pings and systemd restarts the daemon.
+func (d *daemon) notifyReady(ctx context.Context, coldplugDone <-chan struct{}, n *sdnotify.Notifier) {
+	select {
+	case <-coldplugDone:
+	case <-ctx.Done():
+		return
+	}
+	if err := d.bridge.Flush(ctx); err != nil {
+		return
+	}
+	st := d.status(time.Now())
+	d.log.Info("ready", "devices", st.Devices, "driver_instances", st.Instances)
+	if err := n.Notify(fmt.Sprintf("%s\nSTATUS=serving %d device(s), %d driver instance(s)", sdnotify.Ready, st.Devices, st.Instances)); err != nil {
+		d.log.Warn("systemd notification", "err", err)
+	}
+	iv := sdnotify.WatchdogInterval()
+	if iv <= 0 || !n.Enabled() {
+		return
+	}
+	tick := time.NewTicker(iv)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		fctx, cancel := context.WithTimeout(ctx, iv)
+		err := d.bridge.Flush(fctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Error("watchdog: the hotplug bridge did not flush within the interval; not pinging", "interval", iv, "err", err)
+			}
+			continue
+		}
+		if err := n.Notify(sdnotify.Watchdog); err != nil {
+			d.log.Warn("systemd watchdog", "err", err)
+		}
+	}
 }
 
 func loadScenario(path string) (*sim.Scenario, error) {
