@@ -102,7 +102,7 @@ func run(args []string, e *env) int {
 	fs.SetOutput(e.stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(e.stderr, "usage: drvctl %s [flags] %s\n  %s\n\nflags:\n", c.name, c.args, c.summary)
-		fs.PrintDefaults()
+		printFlags(e.stderr, fs)
 	}
 	exec := c.setup(fs, e)
 	positional, err := parseInterspersed(fs, args[1:])
@@ -127,6 +127,29 @@ func run(args []string, e *env) int {
 		fmt.Fprintf(e.stderr, "drvctl %s: %v\n", c.name, err)
 		return exitFail
 	}
+}
+
+// printFlags is flag.PrintDefaults as the documentation writes flags: a
+// long flag with two dashes (--socket), a one-letter flag with one (-o).
+// Both spellings parse.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		arg, usage := flag.UnquoteUsage(f)
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			arg = ""
+		}
+		line := "  " + dashes(f.Name)
+		if arg != "" {
+			line += " " + arg
+		}
+		def := f.DefValue
+		if def != "" && def != "false" && def != "0" && !strings.Contains(usage, "(default") {
+			if _, ok := f.Value.(*stringsFlag); !ok {
+				usage += fmt.Sprintf(" (default %s)", def)
+			}
+		}
+		fmt.Fprintf(w, "%s\n    \t%s\n", line, strings.ReplaceAll(usage, "\n", "\n    \t"))
+	})
 }
 
 // parseInterspersed parses flags wherever they stand among the positional

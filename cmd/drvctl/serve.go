@@ -73,14 +73,14 @@ type serveOptions struct {
 func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	var o serveOptions
 	sock := socketFlag(fs, e)
-	fs.StringVar(&o.sim, "sim", "", "run on a simulated bus replaying this scenario `file` (see hotplug/sim/testdata/scenarios)")
+	fs.StringVar(&o.sim, "sim", "", "run on a simulated bus replaying this scenario `file`, one step a line: plug usb PORT vid=VVVV pid=PPPP ifaces=CC/SS/PP, unplug PORT, scsi add H:C:T:L [type=N], wait 100ms, repeat N … end")
 	o.personality.table = builtinDrivers()
 	fs.StringVar(&o.drivers, "drivers", "", "comma-separated `drivers` to load: "+strings.Join(o.personality.table.Names(), ", ")+
 		" (default: sg on real hardware — usbstorage detaches the kernel's usb-storage, hidkbd reads the keyboards — and all on a simulated bus)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&o.trace, "trace", "all", "reference tracing: all, off, or comma-separated `classes` (overrides DRVKIT_REFTRACE)")
-	fs.IntVar(&o.socketGroup, "socket-gid", -1, "group `gid` of the socket file (mode 0660); -1 keeps the daemon's group")
+	fs.IntVar(&o.socketGroup, "socket-gid", -1, "group `gid` of the socket file (it matters when the socket is mode 0660: --read-any-user=false without --any-user); -1 keeps the daemon's group")
 	fs.StringVar(&o.allowUIDs, "allow-uids", "", "open right: comma-separated `uids` that may open services (root always may)")
 	fs.StringVar(&o.allowGIDs, "allow-gids", "", "open right: comma-separated `gids` whose members may open services")
 	fs.BoolVar(&o.anyUser, "any-user", false, "open right: let anyone who can reach the socket open services")
@@ -90,7 +90,7 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	fs.StringVar(&o.adminUIDs, "admin-uids", "", "admin right: comma-separated `uids` that may load, unload, terminate and run sim steps, and see other users' processes (root always may)")
 	fs.StringVar(&o.adminGIDs, "admin-gids", "", "admin right: comma-separated `gids` whose members have the admin right")
 	fs.Var(&o.limits, "limits", limitsUsage())
-	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long `drvctl terminate` waits for the free")
+	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long drvctl terminate waits for the service's free (a `duration`, 10ms to 24h)")
 	fs.DurationVar(&o.closeTimeout, "shutdown-timeout", 15*time.Second, "how long shutdown waits for every service to be freed")
 	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` for what must outlive the daemon: the journal of kernel drivers it detached, re-attached at the next start if it was killed (with --sim also the simulated kernel's bindings); empty: no journal")
 	fs.Var(&o.personality, "personality", "register a driver of the table for the devices a match selects, repeatable: `name=N,driver=D,KEY=VALUE...[,score=S]`; "+
