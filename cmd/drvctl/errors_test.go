@@ -61,6 +61,9 @@ func TestErrorLinesGolden(t *testing.T) {
 	}{
 		{"unknown-service-terminate", []string{"terminate", "999", "--socket", sock}},
 		{"unknown-service-why", []string{"why", "999", "--socket", sock}},
+		{"unknown-service-inspect", []string{"inspect", "9-9", "--socket", sock}},
+		{"bad-monitor-kind", []string{"monitor", "--kind", "udev", "--socket", sock}},
+		{"bad-inspect-property", []string{"inspect", "--property", "idVendor", "--socket", sock}},
 		{"refused-terminate-root", []string{"terminate", fmt.Sprint(d.reg.Root().ID()), "--socket", sock}},
 		{"refused-terminate-monitor", []string{"terminate", "18446744073709551615", "--socket", sock}},
 		{"unknown-driver-unload", []string{"unload", "bogus", "--socket", sock}},
