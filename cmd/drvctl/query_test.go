@@ -2,10 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -162,4 +167,40 @@ func TestMonitorTimesInOrder(t *testing.T) {
 	}
 	require.True(t, sort.SliceIsSorted(times, func(i, j int) bool { return times[i] < times[j] }), "%v", times)
 	require.Equal(t, []monoTime{100, 300, 300, 300, 400}, times)
+}
+
+// drvctl monitor's filters end to end: the daemon filters the replay and
+// the live stream (set by the session's filter call), so only matching
+// lines arrive.
+func TestMonitorFilteredByDaemon(t *testing.T) {
+	leaktest.Check(t)
+	dir := t.TempDir()
+	scn := filepath.Join(dir, "boot.scn")
+	require.NoError(t, os.WriteFile(scn, []byte("scsi add 0:0:0:0\nplug usb 2-1 vid=0781 pid=5567 ifaces=ff/00/00\n"), 0o644))
+	sock := filepath.Join(dir, "d.sock")
+	d := startServe(t, serveOptions{socket: sock, sim: scn, drivers: "sg", logFormat: "text", logLevel: "error",
+		trace: "all", socketGroup: -1, termTimeout: 5 * time.Second, closeTimeout: 5 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan error, 1)
+	f := monitorFilter{Classes: []string{"SCSI*"}}
+	go func() { done <- monitor(ctx, sock, monitorOptions{asJSON: true, replay: true, filter: f}, &out) }()
+	require.Eventually(t, func() bool { return bytes.Contains(out.Bytes(), []byte(`"class":"SCSIDevice"`)) },
+		10*time.Second, 10*time.Millisecond, "the replay has the disk's publish")
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	require.NoError(t, d.inject(wctx, "scsi add 0:0:1:0\nunplug 2-1\n"))
+	require.Eventually(t, func() bool { return bytes.Contains(out.Bytes(), []byte(`"name":"0:0:1:0"`)) },
+		10*time.Second, 10*time.Millisecond, "the live stream has the new disk")
+	cancel()
+	require.NoError(t, <-done)
+	lines := strings.Split(strings.TrimSpace(string(out.Bytes())), "\n")
+	require.NotEmpty(t, lines)
+	for _, l := range lines {
+		var e monitorEvent
+		require.NoError(t, json.Unmarshal([]byte(l), &e), l)
+		require.Equal(t, "lifecycle", e.Kind, l)
+		require.True(t, strings.HasPrefix(e.Class, "SCSI"), l)
+	}
+	require.NoError(t, d.stop(), "%s", d.log.Bytes())
 }
