@@ -823,7 +823,14 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 		if err := decode(&a); err != nil {
 			return nil, nil, err
 		}
-		return adminBlockers(d.reg, a.Driver), nil, nil
+		bl := adminBlockers(d.reg, a.Driver)
+		for i := range bl {
+			bl[i].Service, bl[i].What = string(v.text([]byte(bl[i].Service))), string(v.text([]byte(bl[i].What)))
+			for j := range bl[i].Stacks {
+				bl[i].Stacks[j] = string(v.text([]byte(bl[i].Stacks[j])))
+			}
+		}
+		return bl, nil, nil
 	case opLeaks:
 		var a leaksArgs
 		if err := decode(&a); err != nil {
