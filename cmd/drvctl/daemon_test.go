@@ -266,7 +266,9 @@ func TestBadCommandLines(t *testing.T) {
 	}{
 		{args: []string{"inspect", "--bogus"}, want: "flag provided but not defined: -bogus"},
 		{args: []string{"inspect", "-o", "yaml"}, want: `unknown output format "yaml"`},
-		{args: []string{"inspect", "usbstorage"}, want: `inspect takes no arguments (it shows the whole registry), got ["usbstorage"]`},
+		{args: []string{"inspect", "usbstorage", "sg"}, want: `inspect takes at most one service (ID, Class@name, name or device path), got ["usbstorage" "sg"]`},
+		{args: []string{"inspect", "-d", "-1"}, want: `-d -1: want a depth of 1 or more (0: all)`},
+		{args: []string{"monitor", "--kind", "udev"}, want: `unknown event kind "udev"`},
 		{args: []string{"why"}, want: "want exactly one service ID"},
 		{args: []string{"why", "abc"}, want: `"abc" is not a service ID`},
 		{args: []string{"terminate", "1", "2"}, want: "want exactly one service ID"},

@@ -141,7 +141,11 @@ func scsiIdentity(props map[string]any) string {
 			kind = fmt.Sprintf("type %d", t)
 		}
 	}
-	return join("scsi", kind, quoted(propString(props, scsibus.PropVendor)), quoted(propString(props, scsibus.PropModel)))
+	rest := join(kind, quoted(propString(props, scsibus.PropVendor)), quoted(propString(props, scsibus.PropModel)))
+	if rest == "" {
+		return ""
+	}
+	return "scsi " + rest
 }
 
 func hidIdentity(props map[string]any) string {
