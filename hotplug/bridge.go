@@ -108,6 +108,10 @@ type Bridge struct {
 	gone    map[string]bool        // children terminated with their parent, remove not seen yet
 	pending map[string]*pendingDev // devices waiting for a companion (a LUN for its sg node)
 	tree    devTree                // the paths of nubs and pending, by parent: removes walk down from a path
+	// Scratch for the interface calls Bus.Match and Bus.Describe, whose
+	// pointer arguments would otherwise move each event to the heap.
+	cur  Event
+	info DeviceInfo
 
 	qmu     sync.Mutex
 	queue   []publishJob
@@ -179,7 +183,9 @@ func (b *Bridge) handle(ev Event) {
 		return
 	}
 	b.st.events.Add(1)
-	bus, role := b.buses.match(&ev)
+	b.cur = ev
+	bus, role := b.buses.match(&b.cur)
+	b.cur = Event{}
 	switch ev.Action {
 	case ActionAdd:
 		switch {
@@ -282,7 +288,9 @@ func (b *Bridge) companion(ev Event, owner string) {
 // describe asks the device's bus for its nub and publishes it, or keeps
 // the device pending until a companion arrives.
 func (b *Bridge) describe(p *pendingDev, final bool) {
-	nub, err := p.bus.Describe(&DeviceInfo{Event: p.ev, Companions: p.companions, SysfsRoot: b.cfg.SysfsRoot, Final: final})
+	b.info = DeviceInfo{Event: p.ev, Companions: p.companions, SysfsRoot: b.cfg.SysfsRoot, Final: final}
+	nub, err := p.bus.Describe(&b.info)
+	b.info = DeviceInfo{}
 	if errors.Is(err, ErrIncomplete) && !final {
 		b.pending[p.ev.DevPath] = p
 		b.tree.add(p.ev.DevPath)

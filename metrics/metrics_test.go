@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/drvkit/drvkit/driver"
@@ -23,6 +22,7 @@ import (
 	"github.com/drvkit/drvkit/hotplug/buses"
 	"github.com/drvkit/drvkit/hotplug/usbbus"
 	"github.com/drvkit/drvkit/metrics"
+	"github.com/drvkit/drvkit/metrics/metricstest"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 	"github.com/drvkit/drvkit/userclient/server"
 )
@@ -104,7 +104,7 @@ func (rg *rig) unplug(t testing.TB, port string) {
 
 // scrape writes the exposition as /metrics would and parses it back with
 // the Prometheus text parser.
-func scrape(t testing.TB, g prometheus.Gatherer) map[string]*dto.MetricFamily {
+func scrape(t testing.TB, g prometheus.Gatherer) metricstest.Families {
 	t.Helper()
 	mfs, err := g.Gather()
 	require.NoError(t, err)
@@ -113,44 +113,9 @@ func scrape(t testing.TB, g prometheus.Gatherer) map[string]*dto.MetricFamily {
 	for _, mf := range mfs {
 		require.NoError(t, enc.Encode(mf))
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	parsed, err := p.TextToMetricFamilies(&b)
+	parsed, err := metricstest.Parse(&b)
 	require.NoError(t, err, "exposition:\n%s", b.String())
 	return parsed
-}
-
-// value returns the sample of family name whose labels include want
-// ("k=v" pairs); counters, gauges and untyped alike, or a histogram's count.
-func value(t testing.TB, fams map[string]*dto.MetricFamily, name string, want ...string) float64 {
-	t.Helper()
-	mf, ok := fams[name]
-	if !ok {
-		return 0
-	}
-next:
-	for _, m := range mf.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for _, w := range want {
-			k, v, _ := strings.Cut(w, "=")
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
-		case m.Untyped != nil:
-			return m.Untyped.GetValue()
-		}
-	}
-	return 0
 }
 
 // series lists every time series as "name{labels}", for cardinality.
@@ -194,47 +159,47 @@ func TestCollectorLifecycle(t *testing.T) {
 	rg.c.UserClientOpened()
 	rg.c.UserClientDied()
 	f := scrape(t, rg.prom)
-	require.Equal(t, 2.0, value(t, f, "drvkit_services", "class=USBDevice", "state=active"))
-	require.Equal(t, 1.0, value(t, f, "drvkit_services", "class=TestDisk", "state=active"))
-	require.Equal(t, 1.0, value(t, f, "drvkit_services", "class=Root", "state=active"))
-	require.Equal(t, 2.0, value(t, f, "drvkit_lifecycle_steps_total", "step=publish"))
-	require.Equal(t, 1.0, value(t, f, "drvkit_driver_start_failures_total", "class=BrokenDisk"))
-	require.Equal(t, 1.0, value(t, f, "drvkit_hotplug_start_latency_seconds", "class=TestDisk"), "one driver started on a plugged device")
-	require.Zero(t, value(t, f, "drvkit_hotplug_start_latency_seconds", "class=BrokenDisk"), "a failed Start is not a start")
-	require.Equal(t, 2.0, value(t, f, "drvkit_hotplug_nubs_total", "action=published"))
-	require.Equal(t, 2.0, value(t, f, "drvkit_hotplug_events_total"))
-	require.Equal(t, 9.0, value(t, f, "drvkit_uevents_received_total"))
-	require.Equal(t, 2.0, value(t, f, "drvkit_uevents_rejected_total", "reason=not_kernel"))
-	require.Equal(t, 1.0, value(t, f, "drvkit_uevents_rejected_total", "reason=no_credentials"))
-	require.Equal(t, 3.0, value(t, f, "drvkit_uevents_rejected_total", "reason=not_root"))
-	require.Equal(t, 4.0, value(t, f, "drvkit_uevents_rejected_total", "reason=malformed"))
-	require.Equal(t, 5.0, value(t, f, "drvkit_uevent_overflows_total"))
-	require.Equal(t, 6.0, value(t, f, "drvkit_uevents_resynced_total"))
-	require.Equal(t, 2.0, value(t, f, "drvkit_userclient_connections"))
-	require.Equal(t, 3.0, value(t, f, "drvkit_userclient_sessions"))
-	require.Equal(t, 7.0, value(t, f, "drvkit_userclient_connections_refused_total"))
-	require.Equal(t, 8.0, value(t, f, "drvkit_userclient_timeouts_total"))
-	require.Equal(t, 9.0, value(t, f, "drvkit_userclient_notifications_coalesced_total"))
-	require.Equal(t, 2.0, value(t, f, "drvkit_userclient_opens_total"))
-	require.Equal(t, 1.0, value(t, f, "drvkit_userclient_deaths_total"))
-	require.Equal(t, 2.0, value(t, f, "drvkit_refcount_live_objects", "class=USBDevice"))
-	require.GreaterOrEqual(t, value(t, f, "drvkit_refcount_references", "class=USBDevice"), 4.0, "registry, bridge and provider references")
-	require.Equal(t, 3.0, value(t, f, "drvkit_bundle_process_starts_total", "driver=hidbundle"))
-	require.Equal(t, 2.0, value(t, f, "drvkit_bundle_process_crashes_total", "driver=hidbundle"))
-	require.Equal(t, 1.0, value(t, f, "drvkit_bundle_disables_total", "driver=hidbundle"))
-	require.Equal(t, 1.0, value(t, f, "drvkit_build_info"))
+	require.Equal(t, 2.0, f.Value("drvkit_services", "class=USBDevice", "state=active"))
+	require.Equal(t, 1.0, f.Value("drvkit_services", "class=TestDisk", "state=active"))
+	require.Equal(t, 1.0, f.Value("drvkit_services", "class=Root", "state=active"))
+	require.Equal(t, 2.0, f.Value("drvkit_lifecycle_steps_total", "step=publish"))
+	require.Equal(t, 1.0, f.Value("drvkit_driver_start_failures_total", "class=BrokenDisk"))
+	require.Equal(t, 1.0, f.Value("drvkit_hotplug_start_latency_seconds", "class=TestDisk"), "one driver started on a plugged device")
+	require.Zero(t, f.Value("drvkit_hotplug_start_latency_seconds", "class=BrokenDisk"), "a failed Start is not a start")
+	require.Equal(t, 2.0, f.Value("drvkit_hotplug_nubs_total", "action=published"))
+	require.Equal(t, 2.0, f.Value("drvkit_hotplug_events_total"))
+	require.Equal(t, 9.0, f.Value("drvkit_uevents_received_total"))
+	require.Equal(t, 2.0, f.Value("drvkit_uevents_rejected_total", "reason=not_kernel"))
+	require.Equal(t, 1.0, f.Value("drvkit_uevents_rejected_total", "reason=no_credentials"))
+	require.Equal(t, 3.0, f.Value("drvkit_uevents_rejected_total", "reason=not_root"))
+	require.Equal(t, 4.0, f.Value("drvkit_uevents_rejected_total", "reason=malformed"))
+	require.Equal(t, 5.0, f.Value("drvkit_uevent_overflows_total"))
+	require.Equal(t, 6.0, f.Value("drvkit_uevents_resynced_total"))
+	require.Equal(t, 2.0, f.Value("drvkit_userclient_connections"))
+	require.Equal(t, 3.0, f.Value("drvkit_userclient_sessions"))
+	require.Equal(t, 7.0, f.Value("drvkit_userclient_connections_refused_total"))
+	require.Equal(t, 8.0, f.Value("drvkit_userclient_timeouts_total"))
+	require.Equal(t, 9.0, f.Value("drvkit_userclient_notifications_coalesced_total"))
+	require.Equal(t, 2.0, f.Value("drvkit_userclient_opens_total"))
+	require.Equal(t, 1.0, f.Value("drvkit_userclient_deaths_total"))
+	require.Equal(t, 2.0, f.Value("drvkit_refcount_live_objects", "class=USBDevice"))
+	require.GreaterOrEqual(t, f.Value("drvkit_refcount_references", "class=USBDevice"), 4.0, "registry, bridge and provider references")
+	require.Equal(t, 3.0, f.Value("drvkit_bundle_process_starts_total", "driver=hidbundle"))
+	require.Equal(t, 2.0, f.Value("drvkit_bundle_process_crashes_total", "driver=hidbundle"))
+	require.Equal(t, 1.0, f.Value("drvkit_bundle_disables_total", "driver=hidbundle"))
+	require.Equal(t, 1.0, f.Value("drvkit_build_info"))
 
 	rg.unplug(t, "2-1")
 	rg.unplug(t, "2-2")
 	f = scrape(t, rg.prom)
-	require.Zero(t, value(t, f, "drvkit_services", "class=USBDevice"))
-	require.Equal(t, 2.0, value(t, f, "drvkit_terminations_total", "class=USBDevice"), "both devices left (one cause)")
-	require.Equal(t, 1.0, value(t, f, "drvkit_terminations_total", "class=TestDisk"))
-	require.Equal(t, 2.0, value(t, f, "drvkit_termination_duration_seconds", "class=USBDevice"))
-	require.Equal(t, 1.0, value(t, f, "drvkit_termination_duration_seconds", "class=TestDisk"))
-	require.Equal(t, value(t, f, "drvkit_lifecycle_steps_total", "step=terminate"), value(t, f, "drvkit_lifecycle_steps_total", "step=free"))
-	require.Equal(t, 2.0, value(t, f, "drvkit_hotplug_nubs_total", "action=terminated"))
-	require.Zero(t, value(t, f, "drvkit_refcount_live_objects", "class=USBDevice"))
+	require.Zero(t, f.Value("drvkit_services", "class=USBDevice"))
+	require.Equal(t, 2.0, f.Value("drvkit_terminations_total", "class=USBDevice"), "both devices left (one cause)")
+	require.Equal(t, 1.0, f.Value("drvkit_terminations_total", "class=TestDisk"))
+	require.Equal(t, 2.0, f.Value("drvkit_termination_duration_seconds", "class=USBDevice"))
+	require.Equal(t, 1.0, f.Value("drvkit_termination_duration_seconds", "class=TestDisk"))
+	require.Equal(t, f.Value("drvkit_lifecycle_steps_total", "step=terminate"), f.Value("drvkit_lifecycle_steps_total", "step=free"))
+	require.Equal(t, 2.0, f.Value("drvkit_hotplug_nubs_total", "action=terminated"))
+	require.Zero(t, f.Value("drvkit_refcount_live_objects", "class=USBDevice"))
 
 	// The exposition is lint-clean: names, units, help, types.
 	problems, err := testutil.GatherAndLint(rg.prom)
@@ -274,10 +239,10 @@ func TestCardinalityBounded(t *testing.T) {
 	f := scrape(t, rg.prom)
 	require.Equal(t, early, series(f), "series after 20 cycles and after %d", n)
 	t.Logf("%d series after %d plug/unplug cycles", len(early), n)
-	require.Equal(t, float64(n), value(t, f, "drvkit_lifecycle_steps_total", "step=publish"))
-	require.Equal(t, float64(n-n/10), value(t, f, "drvkit_hotplug_start_latency_seconds", "class=TestDisk"))
-	require.Equal(t, float64(n/10), value(t, f, "drvkit_driver_start_failures_total", "class=BrokenDisk"))
-	require.Equal(t, float64(n), value(t, f, "drvkit_termination_duration_seconds", "class=USBDevice"))
+	require.Equal(t, float64(n), f.Value("drvkit_lifecycle_steps_total", "step=publish"))
+	require.Equal(t, float64(n-n/10), f.Value("drvkit_hotplug_start_latency_seconds", "class=TestDisk"))
+	require.Equal(t, float64(n/10), f.Value("drvkit_driver_start_failures_total", "class=BrokenDisk"))
+	require.Equal(t, float64(n), f.Value("drvkit_termination_duration_seconds", "class=USBDevice"))
 	pending := metrics.Pending(rg.c)
 	require.Zero(t, pending.Services, "per-service state left after every service was freed")
 	require.LessOrEqual(t, pending.Uevents, metrics.MaxPendingUevents, "uevents never published are bounded")
@@ -305,5 +270,5 @@ func TestBundlesDuplicateDriverDoesNotBreakScrape(t *testing.T) {
 	leaktest.Check(t)
 	rg := newRig(t, metrics.Config{Bundles: fakeBundles{{Driver: "a", Starts: 1}, {Driver: "a", Starts: 5}}})
 	f := scrape(t, rg.prom)
-	require.Equal(t, 1.0, value(t, f, "drvkit_bundle_process_starts_total", "driver=a"))
+	require.Equal(t, 1.0, f.Value("drvkit_bundle_process_starts_total", "driver=a"))
 }

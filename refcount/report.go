@@ -148,7 +148,12 @@ type Report struct {
 	Leaks         []LeakGroup    `json:"leaks"`
 	Cycles        []Cycle        `json:"cycles"`
 	Objects       []ObjectReport `json:"objects"`
-	Notes         []string       `json:"notes,omitempty"`
+	// ObjectsTotal counts every object reported on; Objects details those
+	// of the page asked for (NewReportPage). NextAfter, when more follow,
+	// is the ID to ask the next page after.
+	ObjectsTotal int      `json:"objects_total"`
+	NextAfter    uint64   `json:"next_after,omitempty"`
+	Notes        []string `json:"notes,omitempty"`
 
 	objs []*Object
 }
@@ -157,10 +162,24 @@ type Report struct {
 func CurrentReport() *Report { return NewReport(LiveObjects()) }
 
 // NewReport reports on objs (untraced ones are listed without holders).
-func NewReport(objs []*Object) *Report {
+func NewReport(objs []*Object) *Report { return NewReportPage(objs, Page{}) }
+
+// Page selects the objects a report details, in ID order: those whose ID
+// is above After, at most Limit of them (0: no limit). A report on a
+// hundred thousand objects is hundreds of megabytes when each is detailed
+// with its holders' stacks; a page keeps it bounded.
+type Page struct {
+	After uint64
+	Limit int
+}
+
+// NewReportPage reports on objs, detailing the objects of page p. The
+// summaries — live objects by class, unmatched retains by blamed frame,
+// cycles — always cover every object.
+func NewReportPage(objs []*Object, p Page) *Report {
 	objs = append([]*Object(nil), objs...)
 	sort.Slice(objs, func(i, j int) bool { return objs[i].id < objs[j].id })
-	r := &Report{SchemaVersion: SchemaVersion, objs: objs, Live: liveOf(objs), Leaks: leaksOf(objs), Cycles: cyclesTouching(objs)}
+	r := &Report{SchemaVersion: SchemaVersion, objs: objs, Live: liveOf(objs), Leaks: leaksOf(objs), Cycles: cyclesTouching(objs), ObjectsTotal: len(objs)}
 	if r.Live == nil {
 		r.Live = []ClassCount{}
 	}
@@ -177,7 +196,13 @@ func NewReport(objs []*Object) *Report {
 		}
 	}
 	r.Objects = []ObjectReport{}
-	for _, o := range objs {
+	first := sort.Search(len(objs), func(i int) bool { return objs[i].id > p.After })
+	page := objs[first:]
+	if p.Limit > 0 && len(page) > p.Limit {
+		page = page[:p.Limit]
+		r.NextAfter = page[len(page)-1].id
+	}
+	for _, o := range page {
 		or := ObjectReport{ID: o.id, Class: o.class, RetainCount: o.RetainCount(), Holders: []HolderReport{}, WhyAlive: WhyAlive(o), Structural: StructuralHolders(o)}
 		for _, h := range o.Holders() {
 			hr := HolderReport{Tag: h.Tag, References: h.Count, Structural: h.Structural, Ambiguous: h.Ambiguous, Stacks: h.stackRefs()}
@@ -204,7 +229,7 @@ func NewReport(objs []*Object) *Report {
 }
 
 // Empty reports whether the report names no live object.
-func (r *Report) Empty() bool { return len(r.Objects) == 0 }
+func (r *Report) Empty() bool { return r.ObjectsTotal == 0 }
 
 func (h Holding) stackRefs() []StackRefs {
 	out := make([]StackRefs, len(h.Stacks))
@@ -585,11 +610,11 @@ func (r *Report) WriteJSON(w io.Writer) error {
 // form, then the full stack as "func file:line".
 func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "refcount: %d live object(s)\n", len(r.Objects))
+	fmt.Fprintf(&b, "refcount: %d live object(s)\n", r.ObjectsTotal)
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "note: %s\n", n)
 	}
-	if len(r.Objects) == 0 {
+	if r.ObjectsTotal == 0 {
 		_, err := io.WriteString(w, b.String())
 		return err
 	}
@@ -653,6 +678,13 @@ func (r *Report) WriteText(w io.Writer) error {
 			}
 			fmt.Fprintf(&b, "    structural: %s\n", strings.Join(parts, ", "))
 		}
+	}
+	if len(r.Objects) < r.ObjectsTotal {
+		fmt.Fprintf(&b, "\n%d of %d object(s) detailed", len(r.Objects), r.ObjectsTotal)
+		if r.NextAfter != 0 {
+			fmt.Fprintf(&b, "; the next page starts after #%d", r.NextAfter)
+		}
+		b.WriteString("\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

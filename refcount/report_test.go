@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -450,4 +451,58 @@ func TestEnvironmentAtInit(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.Contains(t, string(out), "--- PASS: TestEnvironmentAtInit")
+}
+
+// A page details some objects; the summaries still count every one, and
+// walking the pages by NextAfter lists each object exactly once.
+func TestReportPages(t *testing.T) {
+	var objs []*Object
+	for range 5 {
+		objs = append(objs, &newNode(t, "Paged", "p").Object)
+	}
+	t.Cleanup(func() { releaseAll(objs...) })
+	for _, o := range objs {
+		leakSiteA(o)
+	}
+	var seen []uint64
+	after, pages := uint64(0), 0
+	for {
+		r := NewReportPage(objs, Page{After: after, Limit: 2})
+		pages++
+		require.Equal(t, 5, r.ObjectsTotal)
+		require.Equal(t, []ClassCount{{Class: "Paged", Count: 5}}, r.Live, "the summary covers every object")
+		leaked := 0
+		for _, g := range r.Leaks {
+			leaked += g.References
+		}
+		require.Equal(t, 10, leaked, "creators' and leakSiteA's references, on every object")
+		require.LessOrEqual(t, len(r.Objects), 2)
+		for _, o := range r.Objects {
+			require.Greater(t, o.ID, after)
+			seen = append(seen, o.ID)
+		}
+		var text strings.Builder
+		require.NoError(t, r.WriteText(&text))
+		require.Contains(t, text.String(), "refcount: 5 live object(s)")
+		if r.NextAfter == 0 {
+			require.Contains(t, text.String(), "1 of 5 object(s) detailed\n")
+			break
+		}
+		require.Equal(t, r.Objects[len(r.Objects)-1].ID, r.NextAfter)
+		require.Contains(t, text.String(), fmt.Sprintf("2 of 5 object(s) detailed; the next page starts after #%d\n", r.NextAfter))
+		after = r.NextAfter
+	}
+	require.Equal(t, 3, pages)
+	want := make([]uint64, len(objs))
+	for i, o := range objs {
+		want[i] = o.ID()
+	}
+	require.Equal(t, want, seen)
+
+	whole := NewReport(objs)
+	require.Len(t, whole.Objects, 5)
+	require.Zero(t, whole.NextAfter)
+	var text strings.Builder
+	require.NoError(t, whole.WriteText(&text))
+	require.NotContains(t, text.String(), "detailed")
 }

@@ -61,7 +61,16 @@ type unloadArgs struct {
 type leaksArgs struct {
 	Format string `json:"format"` // text, json, pprof
 	All    bool   `json:"all"`    // every live object, not only the leaked ones
+	// The page of objects detailed (refcount.Page); the summaries cover
+	// every object. Limit 0: every one.
+	Limit int    `json:"limit,omitempty"`
+	After uint64 `json:"after,omitempty"`
 }
+
+// defaultLeaksLimit bounds a report's detailed objects unless asked
+// otherwise: each is several kilobytes with its stacks, so every live
+// object of a host with 100k devices would be hundreds of megabytes.
+const defaultLeaksLimit = 1000
 
 // blockerEntry is one line of progress: a service and what keeps it.
 type blockerEntry struct {
@@ -203,7 +212,10 @@ func adminBlockers(r *driver.Registry, driverName string) []blockerEntry {
 // not yet freed, an object no service owns). With All, every live object.
 func adminLeaks(r *driver.Registry, args leaksArgs) ([]byte, error) {
 	objs := leakedObjects(r, args.All)
-	rep := refcount.NewReport(objs)
+	if args.Limit < 0 {
+		return nil, fmt.Errorf("limit %d: want 0 (every object) or more", args.Limit)
+	}
+	rep := refcount.NewReportPage(objs, refcount.Page{After: args.After, Limit: args.Limit})
 	var b bytes.Buffer
 	var err error
 	switch args.Format {
@@ -216,6 +228,13 @@ func adminLeaks(r *driver.Registry, args leaksArgs) ([]byte, error) {
 		// operator.
 		_, rest, _ := bytes.Cut(body.Bytes(), []byte("\n"))
 		b.Write(rest)
+		if err == nil && rep.NextAfter != 0 {
+			all := ""
+			if args.All {
+				all = " --all"
+			}
+			fmt.Fprintf(&b, "next page: drvctl leaks%s --limit %d --after %d\n", all, args.Limit, rep.NextAfter)
+		}
 	case "json":
 		err = rep.WriteJSON(&b)
 	case "pprof":

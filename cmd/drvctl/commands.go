@@ -348,6 +348,8 @@ func setupLeaks(fs *flag.FlagSet, e *env) func([]string) error {
 	format := outputFlag(fs, "text", "json", "pprof")
 	out := fs.String("f", "", "write to `file` instead of standard output (pprof: open it with go tool pprof -http=: FILE)")
 	all := fs.Bool("all", false, "report every live object, not only those that should be gone (terminated services not yet freed, objects no active service owns)")
+	limit := fs.Int("limit", defaultLeaksLimit, "detail at most `n` objects (0: every one); the summaries always count every object")
+	after := fs.Uint64("after", 0, "detail the objects whose ID is above `id` (the next page, as the report says)")
 	return func(args []string) error {
 		if err := noArgs(args); err != nil {
 			return err
@@ -356,7 +358,10 @@ func setupLeaks(fs *flag.FlagSet, e *env) func([]string) error {
 		if err != nil {
 			return err
 		}
-		data, err := call(context.Background(), sock(), opLeaks, leaksArgs{Format: f, All: *all}, nil)
+		if *limit < 0 {
+			return usagef("--limit %d: want 0 (every object) or more", *limit)
+		}
+		data, err := call(context.Background(), sock(), opLeaks, leaksArgs{Format: f, All: *all, Limit: *limit, After: *after}, nil)
 		if err != nil {
 			return err
 		}

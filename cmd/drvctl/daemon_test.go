@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,8 +36,32 @@ func TestMain(m *testing.M) {
 		os.Exit(run(os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, uid: os.Getuid()}))
 	case "app":
 		os.Exit(testApp(os.Getenv("DRVCTL_SOCKET")))
+	case "httpget":
+		os.Exit(testHTTPGet(os.Args[1]))
 	}
 	os.Exit(m.Run())
+}
+
+// testHTTPGet prints the status code of a GET of url, and the body's
+// first line.
+func testHTTPGet(url string) int {
+	client := http.DefaultClient
+	if path, ok := strings.CutPrefix(url, "unix:"); ok {
+		client = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}}}
+		url = "http://localhost/metrics"
+	}
+	resp, err := client.Get(url)
+	if err != nil {
+		fmt.Println("httpget:", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	first, _, _ := strings.Cut(string(body), "\n")
+	fmt.Println(resp.StatusCode, first)
+	return 0
 }
 
 // testApp opens usbstorage, writes and reads back a block, then holds the

@@ -29,6 +29,12 @@ const nobody = 65534
 // and gid nobody; the binary is copied where nobody may execute it.
 func asNobody(t *testing.T, dir string, args ...string) *exec.Cmd {
 	t.Helper()
+	return asNobodyRole(t, dir, "drvctl", args...)
+}
+
+// asNobodyRole is asNobody playing role (see TestMain).
+func asNobodyRole(t *testing.T, dir, role string, args ...string) *exec.Cmd {
+	t.Helper()
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	bin := filepath.Join(dir, "drvctl.test")
@@ -42,7 +48,7 @@ func asNobody(t *testing.T, dir string, args ...string) *exec.Cmd {
 		require.NoError(t, errors.Join(err, dst.Close()))
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = []string{"DRVCTL_TEST_ROLE=drvctl", "PATH=/usr/bin:/bin"}
+	cmd.Env = []string{"DRVCTL_TEST_ROLE=" + role, "PATH=/usr/bin:/bin"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 	return cmd
 }
@@ -196,4 +202,51 @@ func TestPermissionErrorsGolden(t *testing.T) {
 		require.Equal(t, "opened SCSIGenericBlock\n", out)
 	})
 	require.NoError(t, d.stop(), "%s", d.log.Bytes())
+}
+
+// The metrics and the explorer follow the socket's read right: a real
+// process running as nobody is refused without it, over loopback TCP and
+// over the listener's Unix socket, and let in once its group may read.
+func TestHTTPFollowsReadRight(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run a client as another user")
+	}
+	dir, err := os.MkdirTemp("", "drvctl-http-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755))
+	tests := []struct {
+		name     string
+		unix     bool
+		readGIDs string
+		want     string
+	}{
+		{"tcp, no read right", false, "", "403 permission denied: the metrics and the registry explorer need uid 0, an admin"},
+		{"tcp, read group", false, "65534", "200 "},
+		{"unix, no read right", true, "", "403 permission denied"},
+		{"unix, read group", true, "65534", "200 "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			leaktest.Check(t)
+			o := simOptions(t)
+			o.readGIDs = tt.readGIDs
+			if tt.unix {
+				o.observe.addr = filepath.Join(dir, "http.sock")
+				o.socketGroup = nobody
+			}
+			d := startServe(t, o)
+			url := httpBase(d) + "/metrics"
+			var out []byte
+			if tt.unix {
+				cmd := asNobodyRole(t, dir, "httpget", "unix:"+o.observe.addr)
+				out, err = cmd.CombinedOutput()
+			} else {
+				out, err = asNobodyRole(t, dir, "httpget", url).CombinedOutput()
+			}
+			require.NoError(t, err, "%s", out)
+			require.True(t, strings.HasPrefix(string(out), tt.want), "got %q", out)
+			require.NoError(t, d.stop())
+		})
+	}
 }

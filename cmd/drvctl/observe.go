@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,7 +24,9 @@ import (
 
 	"github.com/drvkit/drvkit/explorer"
 	"github.com/drvkit/drvkit/hotplug"
+	"github.com/drvkit/drvkit/internal/peercred"
 	"github.com/drvkit/drvkit/metrics"
+	"github.com/drvkit/drvkit/userclient"
 	"github.com/drvkit/drvkit/userclient/server"
 )
 
@@ -151,7 +154,97 @@ func (ob *observer) handler() http.Handler {
 	if !ob.opts.allowRemote && ob.unixPath == "" {
 		h = loopbackHost(h)
 	}
-	return readOnly(h)
+	return readOnly(ob.peerAccess(h))
+}
+
+// credKey is the context key of a connection's peer, found once per
+// connection (http.Server.ConnContext).
+type credKey struct{}
+
+type peerResult struct {
+	cred   userclient.Cred
+	err    error
+	remote bool // not on this host: nobody can say who it is
+}
+
+// peerOf identifies who is at the other end of c: SO_PEERCRED on the Unix
+// socket, the owner of the peer's socket (/proc/net/tcp) over loopback.
+func peerOf(c net.Conn) peerResult {
+	switch c := c.(type) {
+	case *net.UnixConn:
+		pc, err := peercred.Unix(c)
+		if err != nil {
+			return peerResult{err: err}
+		}
+		cred := userclient.Cred{PID: pc.PID, UID: pc.UID, GID: pc.GID}
+		cred.Groups, _ = groupsOf(pc.UID)
+		return peerResult{cred: cred}
+	case *net.TCPConn:
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+			return peerResult{remote: true}
+		}
+		pc, err := peercred.TCP(c.LocalAddr(), c.RemoteAddr())
+		if err != nil {
+			return peerResult{err: err}
+		}
+		// The kernel lists only the socket's owner: its groups are the
+		// user's groups.
+		cred := userclient.Cred{UID: pc.UID, GID: peercred.NoGID}
+		cred.Groups, _ = groupsOf(pc.UID)
+		return peerResult{cred: cred}
+	}
+	return peerResult{err: fmt.Errorf("%T: cannot tell who the peer is", c)}
+}
+
+// groupsOf lists uid's groups (primary and supplementary).
+func groupsOf(uid uint32) ([]uint32, error) {
+	names, err := lookupGroups(uid)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]uint32, 0, len(names))
+	for _, n := range names {
+		if g, err := strconv.ParseUint(n, 10, 32); err == nil {
+			out = append(out, uint32(g))
+		}
+	}
+	return out, nil
+}
+
+// peerAccess lets a request through only if its peer has the socket's
+// read right: the metrics and the explorer show what inspect, monitor and
+// leaks show. A remote peer (--http-allow-remote) is the operator's to
+// authenticate in front of the listener.
+func (ob *observer) peerAccess(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := r.Context().Value(credKey{}).(peerResult)
+		switch {
+		case !ok:
+			http.Error(w, "forbidden: cannot tell who you are", http.StatusForbidden)
+			return
+		case p.remote:
+		case p.err != nil:
+			ob.d.log.Warn("http: peer not identified", "remote", r.RemoteAddr, "err", p.err)
+			http.Error(w, "forbidden: cannot tell who you are: "+p.err.Error(), http.StatusForbidden)
+			return
+		default:
+			pol := server.Policy{} // root alone
+			if ob.d.policy != nil {
+				pol = *ob.d.policy
+			}
+			// The explorer shows every client's process and every stack,
+			// which the socket's read verbs hide from readers who are not
+			// admins: --read-any-user does not open it, a listed reader
+			// does.
+			pol.ReadAnyUser = false
+			if err := pol.AllowAdmin(p.cred, opInspect); err != nil {
+				ob.d.log.Warn("http: refused", "uid", p.cred.UID, "path", r.URL.Path, "err", err)
+				http.Error(w, "permission denied: the metrics and the registry explorer need uid 0, an admin (--admin-uids, --admin-gids) or a listed reader (--read-uids, --read-gids)", http.StatusForbidden)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // serve starts answering requests.
@@ -162,6 +255,9 @@ func (ob *observer) serve() {
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slogLogger(ob.d.log),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, credKey{}, peerOf(c))
+		},
 		// No WriteTimeout: the explorer's event stream stays open.
 	}
 	go func() {

@@ -14,12 +14,10 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/drvkit/drvkit/driver/lifecycletest"
+	"github.com/drvkit/drvkit/metrics/metricstest"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 )
 
@@ -49,45 +47,13 @@ func get(t *testing.T, url string) (int, string) {
 
 // scrapeMetrics reads /metrics as Prometheus does and parses it with the
 // Prometheus text parser.
-func scrapeMetrics(t *testing.T, base string) map[string]*dto.MetricFamily {
+func scrapeMetrics(t *testing.T, base string) metricstest.Families {
 	t.Helper()
 	code, body := get(t, base+"/metrics")
 	require.Equal(t, http.StatusOK, code, body)
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
+	fams, err := metricstest.Parse(strings.NewReader(body))
 	require.NoError(t, err, "exposition:\n%s", body)
 	return fams
-}
-
-// sample is the value of the series of name whose labels include want
-// ("k=v"), a histogram's sample count; 0 if there is none.
-func sample(fams map[string]*dto.MetricFamily, name string, want ...string) float64 {
-	mf, ok := fams[name]
-	if !ok {
-		return 0
-	}
-next:
-	for _, m := range mf.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for _, w := range want {
-			k, v, _ := strings.Cut(w, "=")
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
-		}
-	}
-	return 0
 }
 
 // TestMetricsScriptedDaemon drives the daemon on a simulated bus through a
@@ -105,24 +71,24 @@ func TestMetricsScriptedDaemon(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	var f map[string]*dto.MetricFamily
+	var f metricstest.Families
 	require.Eventually(t, func() bool {
 		f = scrapeMetrics(t, base)
-		return sample(f, "drvkit_services", "class=SCSIGenericBlock", "state=active") == 1
+		return f.Value("drvkit_services", "class=SCSIGenericBlock", "state=active") == 1
 	}, 10*time.Second, 10*time.Millisecond, "the boot disk is driven by sg")
-	_, noUevents := f["drvkit_uevents_received_total"]
+	noUevents := f.Has("drvkit_uevents_received_total")
 	require.False(t, noUevents, "a simulated bus has no netlink socket to count")
-	require.Equal(t, 1.0, sample(f, "drvkit_build_info"))
-	require.NotZero(t, sample(f, "go_goroutines"), "Go runtime metrics")
+	require.Equal(t, 1.0, f.Value("drvkit_build_info"))
+	require.NotZero(t, f.Value("go_goroutines"), "Go runtime metrics")
 
 	// Plug.
 	require.NoError(t, d.inject(ctx, "plug usb 2-1 vid=46f4 pid=0001 serial=MET ifaces=08/06/50"))
 	f = scrapeMetrics(t, base)
-	require.Equal(t, 1.0, sample(f, "drvkit_services", "class=USBDevice", "state=active"))
-	require.Equal(t, 1.0, sample(f, "drvkit_services", "class=USBMassStorage", "state=active"))
-	require.Equal(t, 1.0, sample(f, "drvkit_hotplug_start_latency_seconds", "class=USBMassStorage"), "uevent → Start observed")
-	require.NotZero(t, sample(f, "drvkit_hotplug_nubs_total", "action=published"))
-	require.Zero(t, sample(f, "drvkit_userclient_opens_total"))
+	require.Equal(t, 1.0, f.Value("drvkit_services", "class=USBDevice", "state=active"))
+	require.Equal(t, 1.0, f.Value("drvkit_services", "class=USBMassStorage", "state=active"))
+	require.Equal(t, 1.0, f.Value("drvkit_hotplug_start_latency_seconds", "class=USBMassStorage"), "uevent → Start observed")
+	require.NotZero(t, f.Value("drvkit_hotplug_nubs_total", "action=published"))
+	require.Zero(t, f.Value("drvkit_userclient_opens_total"))
 
 	// Open, by a real application process.
 	app := self(t, "app")
@@ -134,11 +100,11 @@ func TestMetricsScriptedDaemon(t *testing.T) {
 	require.Eventually(t, func() bool { return strings.Contains(appOut.String(), "app: holding") },
 		20*time.Second, 10*time.Millisecond, "app output: %s", appOut.String())
 	f = scrapeMetrics(t, base)
-	require.Equal(t, 1.0, sample(f, "drvkit_userclient_opens_total"))
-	require.Equal(t, 1.0, sample(f, "drvkit_userclient_connections"))
-	require.Equal(t, 1.0, sample(f, "drvkit_userclient_sessions"))
-	require.Equal(t, 1.0, sample(f, "drvkit_services", "class=UserClient", "state=active"))
-	require.Zero(t, sample(f, "drvkit_userclient_deaths_total"))
+	require.Equal(t, 1.0, f.Value("drvkit_userclient_opens_total"))
+	require.Equal(t, 1.0, f.Value("drvkit_userclient_connections"))
+	require.Equal(t, 1.0, f.Value("drvkit_userclient_sessions"))
+	require.Equal(t, 1.0, f.Value("drvkit_services", "class=UserClient", "state=active"))
+	require.Zero(t, f.Value("drvkit_userclient_deaths_total"))
 
 	// SIGKILL: the user client dies, by itself.
 	require.NoError(t, app.Process.Signal(syscall.SIGKILL))
@@ -147,36 +113,36 @@ func TestMetricsScriptedDaemon(t *testing.T) {
 		f = scrapeMetrics(t, base)
 		// The server counts the death and drops the session as it
 		// finishes with the connection, which may come after the free.
-		return sample(f, "drvkit_termination_duration_seconds", "class=UserClient") == 1 &&
-			sample(f, "drvkit_userclient_deaths_total") == 1 && sample(f, "drvkit_userclient_sessions") == 0
+		return f.Value("drvkit_termination_duration_seconds", "class=UserClient") == 1 &&
+			f.Value("drvkit_userclient_deaths_total") == 1 && f.Value("drvkit_userclient_sessions") == 0
 	}, 10*time.Second, 10*time.Millisecond, "the killed application's user client is freed and its session counted dead")
-	require.Equal(t, 1.0, sample(f, "drvkit_userclient_deaths_total"))
-	require.Equal(t, 1.0, sample(f, "drvkit_terminations_total", "class=UserClient"))
-	require.Zero(t, sample(f, "drvkit_services", "class=UserClient"))
-	require.Zero(t, sample(f, "drvkit_userclient_sessions"))
-	require.Eventually(t, func() bool { return sample(scrapeMetrics(t, base), "drvkit_userclient_connections") == 0 },
+	require.Equal(t, 1.0, f.Value("drvkit_userclient_deaths_total"))
+	require.Equal(t, 1.0, f.Value("drvkit_terminations_total", "class=UserClient"))
+	require.Zero(t, f.Value("drvkit_services", "class=UserClient"))
+	require.Zero(t, f.Value("drvkit_userclient_sessions"))
+	require.Eventually(t, func() bool { return scrapeMetrics(t, base).Value("drvkit_userclient_connections") == 0 },
 		5*time.Second, 10*time.Millisecond)
 
 	// Unplug: the stick's nubs and its driver terminated and freed.
 	require.NoError(t, d.inject(ctx, "unplug 2-1"))
 	require.NoError(t, d.reg.WaitQuiet(ctx))
 	f = scrapeMetrics(t, base)
-	require.Zero(t, sample(f, "drvkit_services", "class=USBDevice"))
-	require.Zero(t, sample(f, "drvkit_services", "class=USBMassStorage"))
-	require.Equal(t, 1.0, sample(f, "drvkit_terminations_total", "class=USBDevice", "cause=unplug"))
-	require.Equal(t, 1.0, sample(f, "drvkit_terminations_total", "class=USBMassStorage", "cause=unplug"), "cascaded: counted under the unplug")
-	require.Equal(t, 1.0, sample(f, "drvkit_termination_duration_seconds", "class=USBMassStorage"))
-	require.NotZero(t, sample(f, "drvkit_hotplug_nubs_total", "action=terminated"))
-	require.Zero(t, sample(f, "drvkit_refcount_live_objects", "class=USBDevice"))
+	require.Zero(t, f.Value("drvkit_services", "class=USBDevice"))
+	require.Zero(t, f.Value("drvkit_services", "class=USBMassStorage"))
+	require.Equal(t, 1.0, f.Value("drvkit_terminations_total", "class=USBDevice", "cause=unplug"))
+	require.Equal(t, 1.0, f.Value("drvkit_terminations_total", "class=USBMassStorage", "cause=unplug"), "cascaded: counted under the unplug")
+	require.Equal(t, 1.0, f.Value("drvkit_termination_duration_seconds", "class=USBMassStorage"))
+	require.NotZero(t, f.Value("drvkit_hotplug_nubs_total", "action=terminated"))
+	require.Zero(t, f.Value("drvkit_refcount_live_objects", "class=USBDevice"))
 
 	// Unload sg: the boot disk's driver goes, the disk stays.
 	_, err := adminUnload(ctx, d.reg, unloadArgs{Driver: "sg"})
 	require.NoError(t, err)
 	f = scrapeMetrics(t, base)
-	require.Zero(t, sample(f, "drvkit_services", "class=SCSIGenericBlock"))
-	require.Equal(t, 1.0, sample(f, "drvkit_services", "class=SCSIDevice", "state=active"))
-	require.GreaterOrEqual(t, sample(f, "drvkit_terminations_total", "class=SCSIGenericBlock", "cause=unload"), 1.0)
-	require.Equal(t, sample(f, "drvkit_lifecycle_steps_total", "step=terminate"), sample(f, "drvkit_lifecycle_steps_total", "step=free"),
+	require.Zero(t, f.Value("drvkit_services", "class=SCSIGenericBlock"))
+	require.Equal(t, 1.0, f.Value("drvkit_services", "class=SCSIDevice", "state=active"))
+	require.GreaterOrEqual(t, f.Value("drvkit_terminations_total", "class=SCSIGenericBlock", "cause=unload"), 1.0)
+	require.Equal(t, f.Value("drvkit_lifecycle_steps_total", "step=terminate"), f.Value("drvkit_lifecycle_steps_total", "step=free"),
 		"every terminated service was freed")
 
 	require.NoError(t, d.stop())

@@ -126,6 +126,10 @@ type daemon struct {
 	netlink  *hotplug.Netlink
 	observer *observer
 
+	// policy is the socket's access policy; the --http listener applies
+	// its read right too.
+	policy *server.Policy
+
 	drivers *drivertable.Table     // what --drivers and --personality may name
 	res     *drivertable.Resources // what the daemon wires for drivers
 
@@ -134,7 +138,6 @@ type daemon struct {
 
 	bundles *bundleSet // bundles loaded or refused, drivers' last errors
 
-	policy  server.Policy // who may read, open, administer
 	started time.Time
 }
 
@@ -244,7 +247,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		custom[i] = e
 	}
 
-	d := &daemon{opts: o, log: log, hub: newMonitorHub(), loaded: map[string]bool{}, drivers: tbl, policy: policy, started: time.Now()}
+	d := &daemon{opts: o, log: log, hub: newMonitorHub(), loaded: map[string]bool{}, drivers: tbl, policy: &policy, started: time.Now()}
 	d.reg = driver.NewRegistry(driver.WithLogger(log))
 	cancelLifecycle := d.reg.SubscribeLifecycle(d.hub.lifecycle)
 	if log.Enabled(ctx, slog.LevelDebug) {
@@ -358,7 +361,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	}
 	d.startBundles()
 
-	d.srv, err = server.Listen(&daemonBackend{RegistryBackend: server.NewRegistryBackend(d.reg), hub: d.hub, policy: &d.policy, sessions: d.observer.userClientHooks()}, server.Config{
+	d.srv, err = server.Listen(&daemonBackend{RegistryBackend: server.NewRegistryBackend(d.reg), hub: d.hub, policy: d.policy, sessions: d.observer.userClientHooks()}, server.Config{
 		Path: o.socket, Mode: socketMode(o), GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log, Limits: o.limits.l,
 		OnDisconnect: func(c userclient.Cred, reason error) {
 			log.Debug("client disconnected", "pid", c.PID, "uid", c.UID, "reason", reason)
@@ -769,7 +772,7 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 		}
 		return nil
 	}
-	v := viewerOf(&d.policy, cred)
+	v := viewerOf(d.policy, cred)
 	switch op {
 	case opInspect:
 		var q inspectQuery
