@@ -192,8 +192,6 @@ type monitorFilter struct {
 	Properties []propMatch `json:"properties,omitempty"` // of the uevent
 }
 
-var monitorKinds = []string{"kernel", "lifecycle"}
-
 func (f *monitorFilter) check() error {
 	for _, k := range f.Kinds {
 		if k != "kernel" && k != "lifecycle" {
