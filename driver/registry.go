@@ -358,6 +358,13 @@ func (r *Registry) AttachProvider(s, provider *Service) error {
 // termination; MessageHandler, WillTerminater, DidTerminater and
 // ClientMethods apply as for drivers.
 func (r *Registry) AttachClient(provider *Service, class, name string, handler any) (*Service, error) {
+	return r.AttachClientWithProperties(provider, class, name, Properties{}, handler)
+}
+
+// AttachClientWithProperties is AttachClient with the client's property
+// snapshot: who it serves (the server's user clients record the peer's
+// pid, uid and command), shown by drvctl inspect.
+func (r *Registry) AttachClientWithProperties(provider *Service, class, name string, props Properties, handler any) (*Service, error) {
 	r.mu.Lock()
 	if r.closed || !provider.active {
 		r.mu.Unlock()
@@ -367,7 +374,7 @@ func (r *Registry) AttachClient(provider *Service, class, name string, handler a
 		return nil, opErr("attach client", provider, ErrNotActive)
 	}
 	r.mu.Unlock()
-	c := r.newService(class, name, Properties{}, kindClient, handler, nil)
+	c := r.newService(class, name, props, kindClient, handler, nil)
 	if c.unborn {
 		return nil, opErr("attach client", provider, ErrClosed)
 	}

@@ -77,7 +77,7 @@ const (
 	monitorOut = "/tmp/monitor.json"
 )
 
-// inspectDoc is `drvctl inspect -o json` (schema_version 1).
+// inspectDoc is `drvctl inspect -o json` (schema_version 2: empty fields omitted).
 type inspectDoc struct {
 	SchemaVersion int        `json:"schema_version"`
 	Services      []svcEntry `json:"services"`

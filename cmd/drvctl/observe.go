@@ -241,13 +241,18 @@ func (ob *observer) peerAccess(h http.Handler) http.Handler {
 			http.Error(w, "forbidden: cannot tell who you are: "+p.err.Error(), http.StatusForbidden)
 			return
 		default:
-			pol := ob.d.policy
-			if pol == nil {
-				pol = &server.Policy{} // root alone
+			pol := server.Policy{} // root alone
+			if ob.d.policy != nil {
+				pol = *ob.d.policy
 			}
+			// The explorer shows every client's process and every stack,
+			// which the socket's read verbs hide from readers who are not
+			// admins: --read-any-user does not open it, a listed reader
+			// does.
+			pol.ReadAnyUser = false
 			if err := pol.AllowAdmin(p.cred, opInspect); err != nil {
 				ob.d.log.Warn("http: refused", "uid", p.cred.UID, "path", r.URL.Path, "err", err)
-				http.Error(w, "permission denied: the metrics and the registry explorer need the socket's read right (uid 0, --admin-gids or --read-gids)", http.StatusForbidden)
+				http.Error(w, "permission denied: the metrics and the registry explorer need uid 0, an admin (--admin-uids, --admin-gids) or a listed reader (--read-uids, --read-gids)", http.StatusForbidden)
 				return
 			}
 		}

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/drvkit/drvkit/driver"
@@ -129,8 +132,7 @@ func (b *RegistryBackend) Open(ctx context.Context, id uint64, req OpenRequest) 
 	}
 	label := req.Cred.Label()
 	uc := &userClient{target: target, notify: req.Notify, label: "userclient " + label}
-	name := label
-	svc, err := b.r.AttachClient(target, UserClientClass, name, uc)
+	svc, err := b.r.AttachClientWithProperties(target, UserClientClass, UserClientName(req.Cred), userClientProperties(req.Cred), uc)
 	if err != nil {
 		return nil, openErr(err)
 	}
@@ -144,6 +146,44 @@ func (b *RegistryBackend) Open(ctx context.Context, id uint64, req OpenRequest) 
 		return nil, openErr(err)
 	}
 	return uc, nil
+}
+
+// UserClientName is the location of a user client in the registry:
+// "pid4242", one word, so that a tree line splits on blanks (awk) as
+// ioreg's do.
+func UserClientName(c userclient.Cred) string { return "pid" + strconv.FormatInt(int64(c.PID), 10) }
+
+// User-client properties: the peer the client serves. They identify
+// another user's process, so drvctl shows them to administrators only.
+const (
+	PropPID  = "pid"
+	PropUID  = "uid"
+	PropGID  = "gid"
+	PropComm = "comm"
+)
+
+func userClientProperties(c userclient.Cred) driver.Properties {
+	m := map[string]any{PropPID: int64(c.PID), PropUID: uint64(c.UID), PropGID: uint64(c.GID)}
+	comm := c.Comm
+	if comm == "" {
+		comm = commandName(c.PID)
+	}
+	if comm != "" {
+		m[PropComm] = comm
+	}
+	return driver.NewProperties(m)
+}
+
+// commandName is /proc/PID/comm, "" when it cannot be read.
+func commandName(pid int32) string {
+	if pid <= 0 {
+		return ""
+	}
+	b, err := os.ReadFile("/proc/" + strconv.FormatInt(int64(pid), 10) + "/comm")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // openErr: a service terminated under an open is, for the opener, not there.

@@ -1584,14 +1584,15 @@ func (s *Server) openSession(ctx context.Context, cred userclient.Cred, m usercl
 	}
 	p := &s.cfg.Policy
 	// Refused before looking: the answer must not depend on what exists.
-	if !p.admitsAny(cred) {
-		err := fmt.Errorf("%w: uid %d may not open services", wire.ErrPermission, cred.UID)
-		s.audit(cred, "open", m.String(), err)
-		return nil, userclient.ServiceInfo{}, err
-	}
-	if slices.Contains(p.ReadClasses, m.Class) && !p.mayRead(cred) {
-		// The read views are no secret: say why.
-		err := p.AllowOpen(cred, userclient.ServiceInfo{Class: m.Class})
+	if slices.Contains(p.ReadClasses, m.Class) {
+		if !p.MayRead(cred) {
+			// The read views are no secret: say why.
+			err := p.AllowOpen(cred, userclient.ServiceInfo{Class: m.Class})
+			s.audit(cred, "open", m.String(), err)
+			return nil, userclient.ServiceInfo{}, err
+		}
+	} else if !p.mayOpenAny(cred) {
+		err := p.refuseOpenAll(cred)
 		s.audit(cred, "open", m.String(), err)
 		return nil, userclient.ServiceInfo{}, err
 	}
