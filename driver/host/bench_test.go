@@ -17,6 +17,9 @@ import (
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/bundle"
 	"github.com/drvkit/drvkit/driver/drivertable"
+	"github.com/drvkit/drvkit/driver/hid"
+	"github.com/drvkit/drvkit/driver/hid/hidkbd"
+	"github.com/drvkit/drvkit/driver/hid/hidsim"
 	"github.com/drvkit/drvkit/driver/host"
 	"github.com/drvkit/drvkit/examples/bundles/gocounter/counter"
 	"github.com/drvkit/drvkit/userclient"
@@ -30,6 +33,7 @@ type benchEnv struct {
 	r   *driver.Registry
 	h   *host.Host
 	dir string
+	hid *hidsim.Backend
 }
 
 func newBenchEnv(b *testing.B) *benchEnv {
@@ -37,7 +41,10 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	b.Cleanup(cancel)
 	log := slog.New(slog.DiscardHandler)
 	e := &benchEnv{b: b, ctx: ctx, r: driver.NewRegistry(driver.WithLogger(log)), dir: b.TempDir()}
-	e.h = host.New(host.Config{Registry: e.r, Log: log})
+	e.hid = hidsim.New()
+	res := drivertable.NewResources()
+	drivertable.Provide(res, hidkbd.BackendKey, func() (hid.Backend, error) { return e.hid, nil })
+	e.h = host.New(host.Config{Registry: e.r, Log: log, Resources: res})
 	b.Cleanup(func() {
 		require.NoError(b, e.r.Close(context.Background()))
 		e.h.Close()
@@ -64,8 +71,10 @@ func (e *benchEnv) loadBundle() *bundle.Manifest {
 }
 
 func (e *benchEnv) nub(name string, product uint64) *driver.Service {
+	node := "/dev/hidraw-" + name
+	e.hid.Plug(node, hidsim.Spec{Info: hid.Info{Bus: hid.BusUSB, Vendor: counter.VendorID, Product: uint16(product)}})
 	return e.r.NewNub("HIDDevice", name, driver.NewProperties(map[string]any{
-		"idVendor": uint64(counter.VendorID), "idProduct": product}))
+		"idVendor": uint64(counter.VendorID), "idProduct": product, "hidraw": node}))
 }
 
 var (

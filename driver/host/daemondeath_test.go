@@ -19,6 +19,9 @@ import (
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/bundle"
 	"github.com/drvkit/drvkit/driver/drivertable"
+	"github.com/drvkit/drvkit/driver/hid"
+	"github.com/drvkit/drvkit/driver/hid/hidkbd"
+	"github.com/drvkit/drvkit/driver/hid/hidsim"
 	"github.com/drvkit/drvkit/driver/host"
 	"github.com/drvkit/drvkit/examples/bundles/gocounter/counter"
 )
@@ -35,7 +38,11 @@ func testDaemon(manifest string) {
 		os.Exit(1)
 	}
 	r := driver.NewRegistry(driver.WithLogger(slog.New(slog.DiscardHandler)))
-	h := host.New(host.Config{Registry: r})
+	sim := hidsim.New()
+	sim.Plug("/dev/hidraw0", hidsim.Spec{Info: hid.Info{Bus: hid.BusUSB, Vendor: counter.VendorID, Product: counter.ProductID}})
+	res := drivertable.NewResources()
+	drivertable.Provide(res, hidkbd.BackendKey, func() (hid.Backend, error) { return sim, nil })
+	h := host.New(host.Config{Registry: r, Resources: res})
 	ent := h.Entry(m)
 	ps, err := ent.Defaults(drivertable.NewResources())
 	if err != nil {
@@ -45,7 +52,7 @@ func testDaemon(manifest string) {
 	for _, p := range ps {
 		_ = r.RegisterPersonality(p)
 	}
-	nub := r.NewNub("HIDDevice", "1-1", driver.NewProperties(map[string]any{"idVendor": counter.VendorID, "idProduct": counter.ProductID}))
+	nub := r.NewNub("HIDDevice", "1-1", driver.NewProperties(map[string]any{"idVendor": counter.VendorID, "idProduct": counter.ProductID, "hidraw": "/dev/hidraw0"}))
 	_ = r.Publish(nil, nub)
 	st, _ := h.Status(m.Name)
 	fmt.Println("driver", st.PIDs)

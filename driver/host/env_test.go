@@ -3,6 +3,7 @@ package host_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,6 +18,9 @@ import (
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/bundle"
 	"github.com/drvkit/drvkit/driver/drivertable"
+	"github.com/drvkit/drvkit/driver/hid"
+	"github.com/drvkit/drvkit/driver/hid/hidkbd"
+	"github.com/drvkit/drvkit/driver/hid/hidsim"
 	"github.com/drvkit/drvkit/driver/host"
 	"github.com/drvkit/drvkit/driver/lifecycletest"
 	"github.com/drvkit/drvkit/examples/bundles/gocounter/counter"
@@ -38,6 +42,8 @@ type env struct {
 	dir  string
 	logs *syncBuffer
 	fds  int
+	hid  *hidsim.Backend // the daemon's HID devices: devgrant grants their nodes
+	n    int
 }
 
 type syncBuffer struct {
@@ -65,7 +71,10 @@ func newEnv(t *testing.T) *env {
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.r = driver.NewRegistry(driver.WithLogger(log))
 	e.rec = lifecycletest.Record(t, e.r)
-	e.h = host.New(host.Config{Registry: e.r, Log: log})
+	e.hid = hidsim.New()
+	res := drivertable.NewResources()
+	drivertable.Provide(res, hidkbd.BackendKey, func() (hid.Backend, error) { return e.hid, nil })
+	e.h = host.New(host.Config{Registry: e.r, Log: log, Resources: res})
 	srv, err := server.Listen(server.NewRegistryBackend(e.r), server.Config{
 		Path: filepath.Join(e.dir, "drvkit.sock"), GID: -1,
 		Policy: server.Policy{Rules: []server.Rule{{AnyUser: true, Classes: []string{counter.Class}}}},
@@ -154,9 +163,14 @@ func (e *env) loadBundle(mode, runExtra string) *bundle.Manifest {
 	return m
 }
 
+// plug publishes a HID nub the counter matches, with a simulated device
+// behind its hidraw node (which devgrant grants the driver process).
 func (e *env) plug(name string) *driver.Service {
+	e.n++
+	node := fmt.Sprintf("/dev/hidraw%d", e.n)
+	e.hid.Plug(node, hidsim.Spec{Info: hid.Info{Bus: hid.BusUSB, Vendor: counter.VendorID, Product: counter.ProductID}})
 	nub := e.r.NewNub("HIDDevice", name, driver.NewProperties(map[string]any{
-		"idVendor": uint64(counter.VendorID), "idProduct": uint64(counter.ProductID), "start": 10}))
+		"idVendor": uint64(counter.VendorID), "idProduct": uint64(counter.ProductID), "start": 10, "hidraw": node}))
 	require.NoError(e.t, e.r.Publish(nil, nub))
 	return nub
 }

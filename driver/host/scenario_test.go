@@ -169,12 +169,13 @@ func checkInherited(t *testing.T, pid int) {
 			strings.HasPrefix(target, "anon_inode:") || strings.HasPrefix(target, "/sys/fs/cgroup/")
 		require.True(t, ok, "fd %s of the driver is %s", ent.Name(), target)
 	}
-	// Exactly one socket: the protocol's.
+	// Two sockets: the protocol's, and the granted device's (a simulated
+	// device is served over a socket).
 	sockets := 0
 	for _, ent := range ents {
 		if target, _ := os.Readlink(filepath.Join(dir, ent.Name())); strings.HasPrefix(target, "socket:") {
 			sockets++
 		}
 	}
-	require.Equal(t, 1, sockets)
+	require.Equal(t, 2, sockets)
 }
