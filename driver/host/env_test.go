@@ -38,6 +38,8 @@ type env struct {
 	dir  string
 	logs *syncBuffer
 	fds  int
+	// disabled lists the drivers the host's Disabled hook was called for.
+	disabled syncBuffer
 }
 
 type syncBuffer struct {
@@ -65,7 +67,7 @@ func newEnv(t *testing.T) *env {
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.r = driver.NewRegistry(driver.WithLogger(log))
 	e.rec = lifecycletest.Record(t, e.r)
-	e.h = host.New(host.Config{Registry: e.r, Log: log})
+	e.h = host.New(host.Config{Registry: e.r, Log: log, Disabled: func(name string) { e.disabled.Write([]byte(name + "\n")) }})
 	srv, err := server.Listen(server.NewRegistryBackend(e.r), server.Config{
 		Path: filepath.Join(e.dir, "drvkit.sock"), GID: -1,
 		Policy: server.Policy{Rules: []server.Rule{{AnyUser: true, Classes: []string{counter.Class}}}},
