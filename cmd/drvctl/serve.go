@@ -380,7 +380,9 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		d.setLoaded(p.Name, true)
 		log.Info("personality", "name", ps.Name, "driver", ps.Driver, "match", ps.matchString(), "score", ps.Score)
 	}
-	d.host = host.New(host.Config{Registry: d.reg, Resources: d.res, Log: log})
+	// A bundle disabled after crashes leaves the personalities: the USB
+	// hold follows, as after an unload.
+	d.host = host.New(host.Config{Registry: d.reg, Resources: d.res, Log: log, Disabled: func(string) { d.syncHold() }})
 	undo = append(undo, d.host.Close)
 	d.startBundles()
 	if d.hold != nil {

@@ -165,6 +165,8 @@ func TestPanicCrashLoop(t *testing.T) {
 	require.Contains(t, st.LastError, "exited with status 2")
 	require.Contains(t, e.logs.String(), "the driver's own goroutine panics", "the panic reached the daemon's log")
 	require.Empty(t, e.r.Personalities(m.Name), "a disabled bundle matches nothing")
+	require.Eventually(t, func() bool { return e.disabled.String() == m.Name+"\n" }, 5*time.Second, time.Millisecond,
+		"the Disabled hook heard it once, after the personalities went")
 	require.Equal(t, []host.Counts{{Driver: m.Name, Starts: 3, Crashes: 3, Disables: 1}}, e.h.Counts())
 	require.Eventually(t, func() bool { return len(nub.Clients()) == 0 }, 10*time.Second, 10*time.Millisecond)
 	require.True(t, nub.State().Active)

@@ -44,6 +44,8 @@ type env struct {
 	fds  int
 	hid  *hidsim.Backend // the daemon's HID devices: devgrant grants their nodes
 	n    int
+	// disabled lists the drivers the host's Disabled hook was called for.
+	disabled syncBuffer
 }
 
 type syncBuffer struct {
@@ -74,7 +76,7 @@ func newEnv(t *testing.T) *env {
 	e.hid = hidsim.New()
 	res := drivertable.NewResources()
 	drivertable.Provide(res, hidkbd.BackendKey, func() (hid.Backend, error) { return e.hid, nil })
-	e.h = host.New(host.Config{Registry: e.r, Log: log, Resources: res})
+	e.h = host.New(host.Config{Registry: e.r, Log: log, Resources: res, Disabled: func(name string) { e.disabled.Write([]byte(name + "\n")) }})
 	srv, err := server.Listen(server.NewRegistryBackend(e.r), server.Config{
 		Path: filepath.Join(e.dir, "drvkit.sock"), GID: -1,
 		Policy: server.Policy{Rules: []server.Rule{{AnyUser: true, Classes: []string{counter.Class}}}},

@@ -64,6 +64,10 @@ type Config struct {
 	Resources *drivertable.Resources
 	// Log gets the hosts's events and the driver processes' output.
 	Log *slog.Logger
+	// Disabled, when set, is called after a bundle was disabled and its
+	// personalities unregistered: what follows the loaded personalities
+	// (the daemon's USB hold) follows this change too.
+	Disabled func(driver string)
 }
 
 // Host runs the instances of bundles' drivers in processes.
@@ -291,6 +295,9 @@ func (b *bundleState) crashed(err error, nub *driver.Service, gone <-chan struct
 	if disable {
 		log.Error("driver disabled", "driver", b.m.Name, "crashes", n, "window", r.Window, "err", err)
 		b.h.cfg.Registry.UnregisterPersonality(b.m.Name)
+		if f := b.h.cfg.Disabled; f != nil {
+			f(b.m.Name)
+		}
 		return
 	}
 	backoff := r.Backoff
