@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/drvkit/drvkit/internal/faultinject"
@@ -25,7 +27,39 @@ type Job struct {
 type jobEntry struct {
 	Job
 	seq   uint64
+	site  uint64    // process-wide job number for the fault hooks; 0 when none was installed at Submit
 	since time.Time // when it started running
+}
+
+// jobIDs numbers jobs for the fault hooks (Submit, JobFree), so an
+// exploration engine can check that each job's Free ran exactly once.
+var jobIDs atomic.Uint64
+
+// JobSite is the target of the Submit and JobFree fault hooks: one job of
+// a service. It is only made while an injector is installed.
+type JobSite struct {
+	Svc *Service
+	Num uint64
+	Key string
+}
+
+func (j JobSite) ID() uint64     { return j.Num }
+func (j JobSite) Class() string  { return "Job" }
+func (j JobSite) Name() string   { return j.Svc.describe() + " job " + j.Key }
+func (j JobSite) String() string { return j.Name() }
+
+// jobSite reports a job at p and returns its number (0 with no injector).
+func (s *Service) jobSite(p faultinject.Point, num uint64, key string) uint64 {
+	if !faultinject.Enabled() {
+		return num
+	}
+	if num == 0 && p == faultinject.Submit {
+		num = jobIDs.Add(1)
+	}
+	if num != 0 {
+		_ = faultinject.At(p, JobSite{Svc: s, Num: num, Key: key})
+	}
+	return num
 }
 
 func (e *jobEntry) String() string {
@@ -67,23 +101,24 @@ func (s *Service) queue() *workQueue {
 // The job holds a reference on s (tagged by the job) until its Free has
 // run. Submit fails with ErrNotActive once s has stopped; Free still runs.
 func (s *Service) Submit(j Job) error {
+	site := s.jobSite(faultinject.Submit, 0, j.Key)
 	if j.Run == nil {
-		s.reg.runFree(s, j.Free)
+		s.reg.runFree(s, j.Free, site, j.Key)
 		return opErr("submit", s, errors.New("job has no Run"))
 	}
 	q := s.queue()
 	if q == nil {
-		s.reg.runFree(s, j.Free)
+		s.reg.runFree(s, j.Free, site, j.Key)
 		return opErr("submit", s, ErrNotActive)
 	}
 	q.mu.Lock()
 	if q.stopped {
 		q.mu.Unlock()
-		s.reg.runFree(s, j.Free)
+		s.reg.runFree(s, j.Free, site, j.Key)
 		return opErr("submit", s, ErrNotActive)
 	}
 	q.seq++
-	e := &jobEntry{Job: j, seq: q.seq}
+	e := &jobEntry{Job: j, seq: q.seq, site: site}
 	s.TaggedRetain(e)
 	q.pending = append(q.pending, e)
 	start := q.dispatchLocked()
@@ -136,7 +171,7 @@ func (q *workQueue) run(e *jobEntry) {
 	func() {
 		defer func() {
 			if v := recover(); v != nil {
-				s.reg.log.Error("job panicked", "service", s.describe(), "job", e.String(), "panic", fmt.Sprint(v))
+				s.reg.log.Error("job panicked", "service", s.describe(), "job", e.String(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 			}
 		}()
 		err := faultinject.At(faultinject.Job, s)
@@ -147,7 +182,7 @@ func (q *workQueue) run(e *jobEntry) {
 			s.reg.log.Warn("job failed", "service", s.describe(), "job", e.String(), "err", err)
 		}
 	}()
-	s.reg.runFree(s, e.Free)
+	s.reg.runFree(s, e.Free, e.site, e.Key)
 	s.busy.Add(-1)
 	q.mu.Lock()
 	delete(q.running, e)
@@ -166,13 +201,16 @@ func (q *workQueue) run(e *jobEntry) {
 	s.TaggedRelease(e)
 }
 
-func (r *Registry) runFree(s *Service, free func()) {
+func (r *Registry) runFree(s *Service, free func(), site uint64, key string) {
+	if site != 0 {
+		s.jobSite(faultinject.JobFree, site, key)
+	}
 	if free == nil {
 		return
 	}
 	defer func() {
 		if v := recover(); v != nil {
-			r.log.Error("job free hook panicked", "service", s.describe(), "panic", fmt.Sprint(v))
+			r.log.Error("job free hook panicked", "service", s.describe(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}
 	}()
 	free()
@@ -188,7 +226,7 @@ func (q *workQueue) stop() {
 	q.mu.Unlock()
 	q.cancel()
 	for _, e := range pend {
-		q.s.reg.runFree(q.s, e.Free)
+		q.s.reg.runFree(q.s, e.Free, e.site, e.Key)
 		q.s.TaggedRelease(e)
 	}
 }

@@ -1,59 +1,71 @@
 package reliability
 
 import (
-	"strings"
-	"sync/atomic"
+	"context"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/driver/usb/usbstorage"
 	"github.com/drvkit/drvkit/internal/faultinject"
+	"github.com/drvkit/drvkit/verify"
 )
 
 // The explorer's checks can fail: a reference nobody releases is reported
 // with its holder, and a step that never returns trips the watchdog, which
 // dumps the blockers and the goroutines.
 
-func TestExplorerReportsLeak(t *testing.T) {
-	defer setTimeout(4 * time.Second)()
-	var wp atomic.Pointer[world]
-	var gates gateSet
-	in := faultinject.New()
-	var leaked atomic.Pointer[driver.Service]
-	in.MustAdd(faultinject.Rule{Point: faultinject.Start, Action: faultinject.Do(func(s faultinject.Site) {
-		svc := s.Target.(*driver.Service)
-		svc.TaggedRetain(leakTag{}) // a driver bug: retained, never released
-		leaked.Store(svc)
-	}).Labeled("leak@start")})
-	_, err := runScenarioWith(scenario{IO: time.Millisecond, Teardown: defaultTeardown}, &wp, &gates, in)
-	must(t, err != nil, "a leaked reference must fail the run")
-	msg := err.Error()
-	must(t, strings.Contains(msg, "outlive the run") && strings.Contains(msg, "leaked by the explorer's self-test"), "report names the leak and its holder:\n%s", msg)
-	// Let go so that nothing outlives this test.
-	leaked.Load().TaggedRelease(leakTag{})
-}
+var leaked []*driver.Service
 
 type leakTag struct{}
 
 func (leakTag) String() string { return "leaked by the explorer's self-test" }
 
-func TestExplorerWatchdog(t *testing.T) {
-	defer setTimeout(2 * time.Second)()
-	g := faultinject.NewGate()
-	sc := scenario{Faults: []plannedFault{{Point: faultinject.Stop, Kind: "stuck"}}, Teardown: []string{"unplug"}}
-	stuck = g
-	defer func() { stuck = nil }()
-	_, err := run(sc)
-	must(t, err != nil && strings.HasPrefix(err.Error(), "watchdog"), "a stuck run trips the watchdog: %v", err)
-	msg := err.Error()
-	must(t, strings.Contains(msg, "WaitQuiet blockers") && strings.Contains(msg, "Stop running since"), "blocker report names the stuck Stop:\n%.2000s", msg)
-	must(t, strings.Contains(msg, "goroutines:") && strings.Contains(msg, "faultinject.(*Gate).wait"), "goroutine dump shows where it blocks")
-	// The stuck run finishes once the gate opens (run released it).
-	<-abandoned
+func TestExplorerReportsLeak(t *testing.T) {
+	opts := options()
+	opts.Replay = "faults=leak@start teardown=app-kill,terminate:vendord,unplug io=1ms"
+	opts.Settle = time.Second
+	rep, err := verify.Verify(context.Background(), usbstorage.Entry, opts)
+	require.NoError(t, err)
+	defer func() { // let go so that nothing outlives this test
+		for _, s := range leaked {
+			s.TaggedRelease(leakTag{})
+		}
+		leaked = nil
+	}()
+	require.NotNil(t, rep.Failure, "a leaked reference must fail the run")
+	msg := text(rep)
+	require.Contains(t, msg, "outlive the run")
+	require.Contains(t, msg, "leaked by the explorer's self-test")
 }
 
-func setTimeout(d time.Duration) func() {
-	old := *flagTimeout
-	*flagTimeout = d
-	return func() { *flagTimeout = old }
+var unstuck = make(chan struct{})
+
+// stuckHere is where the "stuck" fault waits.
+func stuckHere() { <-unstuck }
+
+func TestExplorerWatchdog(t *testing.T) {
+	opts := options()
+	opts.Replay = "faults=stuck@stop teardown=unplug io=1ms"
+	opts.RunTimeout = 2 * time.Second
+	rep, err := verify.Verify(context.Background(), usbstorage.Entry, opts)
+	require.NoError(t, err)
+	require.NotNil(t, rep.Failure)
+	var dog string
+	for _, p := range rep.Failure.Problems {
+		if p.Kind == "watchdog" {
+			dog = p.Text
+		}
+	}
+	require.Contains(t, dog, "WaitQuiet blockers", "blocker report")
+	require.Contains(t, dog, "Stop running since", "names the stuck Stop:\n%.2000s", dog)
+	require.Contains(t, dog, "reliability.stuckHere", "goroutine dump shows where it blocks")
+	// The stuck run finishes once the step returns.
+	close(unstuck)
+	for deadline := time.Now().Add(time.Minute); faultinject.Enabled() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	require.False(t, faultinject.Enabled(), "the abandoned run ended")
 }

@@ -2,7 +2,7 @@
 //
 //	drvctl serve [--sim FILE]       run the daemon (netlink + coldplug, or a simulated bus)
 //	             [--drivers LIST] [--personality name=N,driver=D,KEY=VALUE...]...
-//	             [--drivers-dir DIR] [--allow-root-drivers]
+//	             [--drivers-dir DIR] [--allow-root-drivers] [--usb-hold=false]
 //	drvctl drivers [-o FMT]         the drivers: built-in and bundles, state, instances, last error (text, json)
 //	drvctl load PATH                load a driver bundle (manifest.toml or its directory)
 //	drvctl inspect [-l] [-o FMT]    the registry as a tree (text, json, dot)
@@ -12,6 +12,8 @@
 //	drvctl terminate ID             terminate one service
 //	drvctl leaks [-o FMT]           outstanding references (text, json, pprof)
 //	drvctl why ID                   the chains of holders keeping a service alive
+//	drvctl unhold [--state-dir DIR] lift the USB gates a killed daemon left (serve --usb-hold)
+//	drvctl verify DRIVER|BUNDLE     explore a driver through every lifecycle fault (no daemon)
 //
 // Every command but serve talks to the daemon over its Unix socket:
 // --socket, else $DRVCTL_SOCKET, else /run/drvkit/drvkit.sock for root and

@@ -80,9 +80,8 @@ func newObserver(d *daemon, o observeOptions) (*observer, error) {
 		Registry: d.reg,
 		Bridge:   lazyBridge{d},
 		Clients:  lazyClients{d},
+		Bundles:  lazyBundles{d},
 		Refcount: true,
-		// Bundles: driver bundles (drivers in processes of their own)
-		// do not exist yet; their supervisor plugs in here.
 	}
 	if d.opts.sim == "" { // a simulated bus has no netlink socket to count
 		cfg.Uevents = lazyUevents{d}
@@ -106,7 +105,21 @@ type (
 	lazyUevents struct{ d *daemon }
 	lazyBridge  struct{ d *daemon }
 	lazyClients struct{ d *daemon }
+	lazyBundles struct{ d *daemon }
 )
+
+// BundleStats reports the out-of-process host's counters (set up after the
+// observer, before anything is served).
+func (l lazyBundles) BundleStats() []metrics.Bundle {
+	if l.d.host == nil {
+		return nil
+	}
+	var out []metrics.Bundle
+	for _, c := range l.d.host.Counts() {
+		out = append(out, metrics.Bundle{Driver: c.Driver, Starts: c.Starts, Crashes: c.Crashes, Disables: c.Disables})
+	}
+	return out
+}
 
 func (l lazyUevents) Stats() hotplug.Stats {
 	if l.d.netlink == nil {

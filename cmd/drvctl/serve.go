@@ -23,6 +23,7 @@ import (
 	"github.com/drvkit/drvkit/driver/hid"
 	"github.com/drvkit/drvkit/driver/hid/hidkbd"
 	"github.com/drvkit/drvkit/driver/hid/hidsim"
+	"github.com/drvkit/drvkit/driver/host"
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/driver/usb"
 	"github.com/drvkit/drvkit/driver/usb/usbsim"
@@ -30,6 +31,7 @@ import (
 	"github.com/drvkit/drvkit/hotplug"
 	"github.com/drvkit/drvkit/hotplug/buses"
 	"github.com/drvkit/drvkit/hotplug/sim"
+	"github.com/drvkit/drvkit/hotplug/usbhold"
 	"github.com/drvkit/drvkit/internal/sdnotify"
 	"github.com/drvkit/drvkit/internal/statefile"
 	"github.com/drvkit/drvkit/refcount"
@@ -64,6 +66,8 @@ type serveOptions struct {
 	termTimeout  time.Duration
 	closeTimeout time.Duration
 	stateDir     string
+	usbHold      bool
+	sysfs        string // "" is /sys; tests point it elsewhere
 	personality  personalityFlags
 	observe      observeOptions
 	bundles      bundleOptions
@@ -93,6 +97,7 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long drvctl terminate waits for the service's free (a `duration`, 10ms to 24h)")
 	fs.DurationVar(&o.closeTimeout, "shutdown-timeout", 15*time.Second, "how long shutdown waits for every service to be freed")
 	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` for what must outlive the daemon: the journal of kernel drivers it detached, re-attached at the next start if it was killed (with --sim also the simulated kernel's bindings); empty: no journal")
+	fs.BoolVar(&o.usbHold, "usb-hold", true, "keep the kernel's drivers off the USB interfaces a loaded personality will claim (interface authorization: a stick usbstorage takes never shows as /dev/sdX); its state is in --state-dir, else "+defaultHoldDir+"; false: claim by detaching the kernel's driver, after it bound. Real hardware only")
 	fs.Var(&o.personality, "personality", "register a driver of the table for the devices a match selects, repeatable: `name=N,driver=D,KEY=VALUE...[,score=S]`; "+
 		"keys: "+personalityKeysHelp(o.personality.table)+" (e.g. name=gadget,driver=usbstorage,vid=1d50,pid=6018: that product's interfaces whatever their class; "+
 		"the default score 100 beats the drivers' own personalities)")
@@ -137,6 +142,9 @@ type daemon struct {
 	loaded map[string]bool // the names of the personalities registered and not unloaded
 
 	bundles *bundleSet // bundles loaded or refused, drivers' last errors
+	host    *host.Host // runs the bundles' drivers in their processes
+
+	hold *usbhold.Hold // nil: off (--usb-hold=false, a simulated bus, or it could not start)
 
 	started time.Time
 }
@@ -319,6 +327,15 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		}
 		src = nl
 		d.netlink = nl
+		if o.usbHold {
+			// Before anything is published: what a killed predecessor
+			// kept is given back, and every interface is decided before
+			// the bridge sees it.
+			if d.hold = d.startHold(); d.hold != nil {
+				undo = append(undo, func() { _ = d.hold.Close() })
+				src = d.hold.Source(src)
+			}
+		}
 	}
 	ms := &monitoredSource{Source: src, hub: d.hub, coldplugDone: make(chan struct{})}
 	if d.netlink != nil {
@@ -331,6 +348,10 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		if err := d.journalKernelDrivers(ctx, simBusSrc); err != nil {
 			return fail(err)
 		}
+	}
+	if d.hold != nil {
+		// A held interface is authorized just before a driver claims it.
+		d.usb = d.hold.Wrap(d.usb)
 	}
 
 	d.res = d.resources()
@@ -359,7 +380,15 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		d.setLoaded(p.Name, true)
 		log.Info("personality", "name", ps.Name, "driver", ps.Driver, "match", ps.matchString(), "score", ps.Score)
 	}
+	d.host = host.New(host.Config{Registry: d.reg, Resources: d.res, Log: log})
+	undo = append(undo, d.host.Close)
 	d.startBundles()
+	if d.hold != nil {
+		if err := d.hold.Watch(d.reg); err != nil {
+			return fail(err)
+		}
+		d.syncHold()
+	}
 
 	d.srv, err = server.Listen(&daemonBackend{RegistryBackend: server.NewRegistryBackend(d.reg), hub: d.hub, policy: d.policy, sessions: d.observer.userClientHooks()}, server.Config{
 		Path: o.socket, Mode: socketMode(o), GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log, Limits: o.limits.l,
@@ -415,6 +444,9 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	src.Close()
 	wg.Wait()
 	_ = d.bridge.Close()
+	// No crashed driver is relaunched into a registry going away; the
+	// bundles' processes stop with their instances below.
+	d.host.Close()
 	// Applications hear why their devices go — ServiceIsTerminated and
 	// ServiceIsRequestingClose with the cause "shutdown" — and have a
 	// moment to close them, as they would for an unplug; a registry nobody
@@ -438,6 +470,13 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		log.Error("re-attaching kernel drivers", "err", err)
 	}
 	_ = d.usb.Close()
+	if d.hold != nil {
+		// Every driver has let go: the gates are lifted and the kernel's
+		// drivers get what the hold kept.
+		if err := d.hold.Close(); err != nil {
+			log.Error("usb hold", "err", err)
+		}
+	}
 	return checkShutdown(log, stderr, o.trace, unfreed, closeErr)
 }
 

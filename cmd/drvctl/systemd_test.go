@@ -67,13 +67,26 @@ func TestSystemdUnit(t *testing.T) {
 	require.NotEqual(t, filepath.Dir(fs.Lookup("socket").Value.String()), state,
 		"the socket and the journal do not share a directory")
 
+	// After any exit, the USB hold's gates are lifted from the same state.
+	require.Len(t, u["ExecStopPost"], 1)
+	post := strings.Fields(u["ExecStopPost"][0])
+	require.Equal(t, args[0], post[0], "the same drvctl")
+	require.Equal(t, "unhold", post[1])
+	ufs := flag.NewFlagSet("unhold", flag.ContinueOnError)
+	ufs.SetOutput(io.Discard)
+	setupUnhold(ufs, &env{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }})
+	pos, err = parseInterspersed(ufs, post[2:])
+	require.NoError(t, err, "ExecStopPost flags")
+	require.Empty(t, pos)
+	require.Equal(t, state, ufs.Lookup("state-dir").Value.String(), "unhold reads the state serve wrote")
+
 	// The tools' own checks, where the machine has them.
 	if _, err := exec.LookPath("systemd-analyze"); err == nil {
 		dir := t.TempDir()
 		b, err := os.ReadFile("systemd/drvkit.service")
 		require.NoError(t, err)
-		// verify wants the ExecStart binary to exist.
-		unit := strings.Replace(string(b), "/usr/local/bin/drvctl", "/bin/true", 1)
+		// verify wants the Exec binaries to exist.
+		unit := strings.ReplaceAll(string(b), "/usr/local/bin/drvctl", "/bin/true")
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "drvkit.service"), []byte(unit), 0o644))
 		out, err := exec.Command("systemd-analyze", "verify", filepath.Join(dir, "drvkit.service")).CombinedOutput()
 		require.NoError(t, err, "systemd-analyze verify: %s", out)
@@ -115,7 +128,7 @@ func TestSystemdUnitHardening(t *testing.T) {
 	dir := t.TempDir()
 	b, err := os.ReadFile("systemd/drvkit.service")
 	require.NoError(t, err)
-	unit := strings.Replace(string(b), "/usr/local/bin/drvctl", "/bin/true", 1)
+	unit := strings.ReplaceAll(string(b), "/usr/local/bin/drvctl", "/bin/true")
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "drvkit.service"), []byte(unit), 0o644))
 	out, err := exec.Command("systemd-analyze", "security", "--offline=yes", filepath.Join(dir, "drvkit.service")).CombinedOutput()
 	if err != nil && !strings.Contains(string(out), "Overall exposure level") {
@@ -163,7 +176,7 @@ func TestMakeInstall(t *testing.T) {
 	require.True(t, strings.HasPrefix(string(vout), "drvctl "), "%s", vout)
 	if _, err := exec.LookPath("systemd-analyze"); err == nil {
 		// verify wants the ExecStart binary where the unit says.
-		u := strings.Replace(string(unit), "/usr/bin/drvctl", filepath.Join(dest, "usr/bin/drvctl"), 1)
+		u := strings.ReplaceAll(string(unit), "/usr/bin/drvctl", filepath.Join(dest, "usr/bin/drvctl"))
 		p := filepath.Join(t.TempDir(), "drvkit.service")
 		require.NoError(t, os.WriteFile(p, []byte(u), 0o644))
 		out, err := exec.Command("systemd-analyze", "verify", p).CombinedOutput()

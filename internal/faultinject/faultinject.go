@@ -21,7 +21,9 @@ const (
 	WillTerminate                  // the WillTerminate callback of a driver that has one (may panic)
 	DidTerminate                   // the DidTerminate callback of a driver that has one (may panic)
 	Stop                           // the Stop callback, every service (may panic)
+	Submit                         // Service.Submit, before the job is queued or refused (target: the job)
 	Job                            // a job, before its Run (may fail or panic)
+	JobFree                        // a job's Free hook, before it runs (target: the job)
 	Detach                         // phase 3, before the service detaches from its providers
 	Free                           // the last reference went, before the free event
 	Handshake                      // userclient/server: a connection's version handshake (may fail)
@@ -31,7 +33,7 @@ const (
 )
 
 var pointNames = [...]string{"", "publish", "probe", "start", "open", "call", "willTerminate",
-	"didTerminate", "stop", "job", "detach", "free", "handshake", "read", "write"}
+	"didTerminate", "stop", "submit", "job", "jobFree", "detach", "free", "handshake", "read", "write"}
 
 func (p Point) String() string {
 	if p > 0 && p < numPoints {
@@ -112,10 +114,11 @@ const (
 	KindDelay                 // sleep, ignoring cancellation
 	KindBlock                 // wait until a Gate is released
 	KindDo                    // run a function
+	KindHook                  // run a function that may fail the step
 	numKinds
 )
 
-var kindNames = [...]string{"", "fail", "panic", "delay", "block", "do"}
+var kindNames = [...]string{"", "fail", "panic", "delay", "block", "do", "hook"}
 
 func (k Kind) String() string {
 	if k > 0 && k < numKinds {
@@ -132,6 +135,7 @@ type Action struct {
 	d     time.Duration
 	gate  *Gate
 	fn    func(Site)
+	hook  func(Site) error
 	label string
 }
 
@@ -173,6 +177,13 @@ func Block(g *Gate) Action { return Action{kind: KindBlock, gate: g} }
 // wait for the lifecycle to progress past the site (start such work on a
 // goroutine of its own).
 func Do(fn func(Site)) Action { return Action{kind: KindDo, fn: fn} }
+
+// Hook runs fn at the site, on the goroutine that reached it, like Do; a
+// non-nil error it returns fails the step where the step can fail
+// (CanFail) and is ignored elsewhere, and a panic in fn is a panic at the
+// site (a driver panic where CanPanic). It is what an exploration engine
+// builds its fault kinds on.
+func Hook(fn func(Site) error) Action { return Action{kind: KindHook, hook: fn} }
 
 // Gate holds blocked sites until released.
 type Gate struct {
@@ -258,6 +269,10 @@ func (in *Injector) Add(r Rule) error {
 	case KindDo:
 		if r.Action.fn == nil {
 			return errors.New("Do needs a function")
+		}
+	case KindHook:
+		if r.Action.hook == nil {
+			return errors.New("Hook needs a function")
 		}
 	case KindDelay:
 	default:
@@ -365,6 +380,10 @@ func at(p Point, t Target) error {
 		act.gate.wait(s)
 	case KindDo:
 		act.fn(s)
+	case KindHook:
+		if err := act.hook(s); err != nil && s.Point.CanFail() {
+			return fmt.Errorf("%w: %w", ErrInjected, err)
+		}
 	}
 	return nil
 }

@@ -97,7 +97,7 @@ func TestPoints(t *testing.T) {
 	}
 	_, err := faultinject.ParsePoint("nope")
 	require.Error(t, err)
-	require.Len(t, faultinject.Points(), 14)
+	require.Len(t, faultinject.Points(), 16)
 }
 
 // BenchmarkAtDisabled is the cost of one hook with no injector installed.
@@ -107,4 +107,22 @@ func BenchmarkAtDisabled(b *testing.B) {
 	for b.Loop() {
 		_ = faultinject.At(faultinject.Stop, tg)
 	}
+}
+
+// TestHook: a Hook's error fails a step that can fail and is ignored where
+// the step cannot; its panic is the site's.
+func TestHook(t *testing.T) {
+	in := faultinject.New()
+	in.MustAdd(faultinject.Rule{Point: faultinject.Call, Action: faultinject.Hook(func(faultinject.Site) error { return errors.New("io") })})
+	in.MustAdd(faultinject.Rule{Point: faultinject.Detach, Action: faultinject.Hook(func(faultinject.Site) error { return errors.New("ignored") })})
+	in.MustAdd(faultinject.Rule{Point: faultinject.Stop, Action: faultinject.Hook(func(faultinject.Site) error { panic("boom") })})
+	un, err := in.Install()
+	require.NoError(t, err)
+	defer un()
+	err = faultinject.At(faultinject.Call, target{1})
+	require.ErrorIs(t, err, faultinject.ErrInjected)
+	require.ErrorContains(t, err, "io")
+	require.NoError(t, faultinject.At(faultinject.Detach, target{1}))
+	require.PanicsWithValue(t, "boom", func() { _ = faultinject.At(faultinject.Stop, target{1}) })
+	require.Equal(t, uint64(3), in.Stats().Fired["hook"])
 }

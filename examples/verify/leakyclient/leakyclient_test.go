@@ -1,0 +1,51 @@
+package leakyclient_test
+
+import (
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/examples/verify/leakyclient"
+	demo "github.com/drvkit/drvkit/internal/verifydemo"
+	"github.com/drvkit/drvkit/refcount/leaktest"
+	"github.com/drvkit/drvkit/verify"
+)
+
+func TestMain(m *testing.M) { leaktest.Main(m) }
+
+// TestVerifierFindsLeakyClient: verify.Run on the buggy driver, as its
+// author would write it. It fails on purpose, so it runs in a child test
+// binary (or when a replay is asked for: then it is the replay's target);
+// the parent checks the report names the buggy line and that the replay
+// command it prints reproduces the failure.
+func TestVerifierFindsLeakyClient(t *testing.T) {
+	if verify.Replaying() || demo.InChild() {
+		defer leakyclient.ReleaseLeaked()
+		verify.Run(t, leakyclient.Entry, verify.Options{Kinds: []string{"unplug", "app-kill"}, Steps: []verify.Step{verify.StepStart, verify.StepCall}, Settle: time.Second})
+		return
+	}
+	out, err := demo.RunChild("TestVerifierFindsLeakyClient")
+	require.NoError(t, err)
+	line, err := demo.BugLine("leakyclient.go", "// BUG:")
+	require.NoError(t, err)
+	require.Contains(t, out, "culprit: github.com/drvkit/drvkit/examples/verify/leakyclient.(*UserClient).attach "+
+		"github.com/drvkit/drvkit/examples/verify/leakyclient/leakyclient.go:"+strconv.Itoa(line)+"\n", out)
+	require.Contains(t, out, "KextDisk#")
+	replay := regexp.MustCompile(`(?m)replay:  (go test .*)$`).FindStringSubmatch(out)
+	require.NotNil(t, replay, out)
+	require.Contains(t, replay[1], "go test ./examples/verify/leakyclient -run '^TestVerifierFindsLeakyClient$'")
+	again, err := demo.RunReplay(replay[1])
+	require.NoError(t, err)
+	require.Contains(t, again, "culprit: github.com/drvkit/drvkit/examples/verify/leakyclient.(*UserClient).attach ", again)
+	require.Contains(t, again, "--- FAIL: TestVerifierFindsLeakyClient/replay")
+}
+
+// TestFixedPasses: the fixed user client releases its provider.
+func TestFixedPasses(t *testing.T) {
+	rep := verify.Run(t, leakyclient.Fixed, verify.Options{Kinds: []string{"unplug", "app-kill", "unload", "terminate"},
+		Steps: []verify.Step{verify.StepStart, verify.StepCall, verify.StepStop}})
+	require.True(t, rep.Passed())
+}
