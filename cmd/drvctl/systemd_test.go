@@ -176,7 +176,7 @@ func TestMakeInstall(t *testing.T) {
 	require.True(t, strings.HasPrefix(string(vout), "drvctl "), "%s", vout)
 	if _, err := exec.LookPath("systemd-analyze"); err == nil {
 		// verify wants the ExecStart binary where the unit says.
-		u := strings.Replace(string(unit), "/usr/bin/drvctl", filepath.Join(dest, "usr/bin/drvctl"), 1)
+		u := strings.ReplaceAll(string(unit), "/usr/bin/drvctl", filepath.Join(dest, "usr/bin/drvctl"))
 		p := filepath.Join(t.TempDir(), "drvkit.service")
 		require.NoError(t, os.WriteFile(p, []byte(u), 0o644))
 		out, err := exec.Command("systemd-analyze", "verify", p).CombinedOutput()
