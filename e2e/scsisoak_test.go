@@ -236,24 +236,6 @@ func (d *daemon) freeTime(ctx context.Context, id uint64) int64 {
 	return 0
 }
 
-// scenarioWithin is scenario with a longer bound than its 2 minutes.
-func scenarioWithin(t *testing.T, cfg Config, within time.Duration) (context.Context, *Machine) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	t.Cleanup(cancel)
-	cfg.Assets = assets
-	t0 := time.Now()
-	m := StartForTest(t, ctx, cfg)
-	t.Cleanup(func() {
-		total := time.Since(t0)
-		m.Close()
-		record("%-22s boot %7v  scenario %7v  total %7v  qemu-peak %3d MiB  %s", t.Name(),
-			m.BootTime.Round(time.Millisecond), (total - m.BootTime).Round(time.Millisecond), total.Round(time.Millisecond),
-			m.PeakRSS>>20, map[bool]string{false: "PASS", true: "FAIL"}[t.Failed()])
-	})
-	return ctx, m
-}
-
 // TestDrvctlUSBGoneBeforeStart pulls the USB stick just after the kernel
 // announced it, at delays that sweep the window between the uevent and
 // usbstorage's Start opening and claiming the device: a Start that lost
