@@ -109,9 +109,12 @@ clean:
 # and fetches Debian's current generic kernel and busybox-static into
 # E2E_CACHE (git-ignored); see e2e/doc.go.
 E2E_CACHE ?= $(or $(DRVKIT_E2E_CACHE),$(CURDIR)/.cache/e2e)
+# ~4 min on a quiet 2-core machine (estimated: 2 min 10 s before the two
+# issue-19 tests, which take ~1 min 45 s); 16 min 45 s was measured with the load
+# average at 22 (every boot 35–50 s instead of 7–10 s), hence the timeout.
 .PHONY: e2e
 e2e: deps
-	DRVKIT_E2E_CACHE=$(E2E_CACHE) $(GO) test -tags e2e -count=1 -timeout 15m -v ./e2e/...
+	DRVKIT_E2E_CACHE=$(E2E_CACHE) $(GO) test -tags e2e -count=1 -timeout 25m -v ./e2e/...
 
 # First 100,000 simulated devices plugged, inspected and unplugged with a
 # checked lifecycle trace and the leak check (make test runs 2,000), and

@@ -254,6 +254,7 @@ func (s *Service) stillborn(tagged bool) {
 	s.unborn = true
 	s.active = false
 	s.stopped.Store(true)
+	s.registryLetGo() // no mailbox runs yet: this only records it
 	if tagged {
 		s.TaggedRelease(registryTag{})
 	} else {

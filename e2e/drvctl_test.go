@@ -166,6 +166,7 @@ type appLine struct {
 	Error       string `json:"error"`
 	NoDevice    bool   `json:"no_device"`
 	Terminated  bool   `json:"terminated"`
+	MonoNs      int64  `json:"mono_ns"` // read-error: guest CLOCK_MONOTONIC
 	Seq         uint64 `json:"seq"`     // -hid-read: the report's sequence number
 	Pressed     []int  `json:"pressed"` // -hid-read: the keys down
 	Events      int    `json:"events"`  // -hid-read: key presses and releases so far

@@ -195,34 +195,48 @@ func (s *SG) Execute(ctx context.Context, cmd *Command) (Result, error) {
 	runtime.KeepAlive(cmd)
 	runtime.KeepAlive(sense)
 	if errno != 0 {
-		return Result{}, &OpError{Op: "sg_io " + s.path, Err: mapErrno(errno)}
+		return Result{}, &OpError{Op: "sg_io " + s.path, Err: ioctlErr(errno, s.stateFile, goneSettle)}
 	}
 	res := Result{Status: Status(h.Status), Residual: int(h.Resid)}
 	if h.SbLenWr > 0 {
 		res.Sense = sense[:min(int(h.SbLenWr), senseLen)]
 	}
 	if err := hostDriverError(h.HostStatus, h.DriverStatus); err != nil {
-		if he, ok := err.(*HostError); ok && he.Host != hostOK && !errors.Is(he, ErrNoDevice) {
-			he.State, he.Gone = deviceGone(s.stateFile, goneSettle)
-		}
 		// With sense data the SCSI layer has a better story; keep it.
 		if res.Status == StatusCheckCondition && len(res.Sense) > 0 {
 			return res, nil
 		}
+		err.(*HostError).checkState(s.stateFile, goneSettle)
 		return res, &OpError{Op: "sg_io " + s.path, Err: err}
 	}
 	return res, nil
 }
 
-// mapErrno turns the errnos of a vanished device into ErrNoDevice.
+// ioctlErr maps the errno of a failed SG_IO. sg answers ENODEV once it
+// let go of a removed device, and the block layer ENODEV when the queue is
+// dying; an I/O-ish errno (EIO, ETIMEDOUT, EBUSY, EAGAIN) is ErrNoDevice
+// too when the device's state shows it gone.
+func ioctlErr(errno syscall.Errno, stateFile string, settle time.Duration) error {
+	err := mapErrno(errno)
+	switch errno {
+	case unix.EIO, unix.ETIMEDOUT, unix.EBUSY, unix.EAGAIN:
+		if state, gone := deviceGone(stateFile, settle); gone {
+			return fmt.Errorf("%w (%w, device state %s)", ErrNoDevice, errno, state)
+		}
+	}
+	return err
+}
+
+// mapErrno turns the errnos of a vanished device into ErrNoDevice (the
+// errno stays matchable).
 func mapErrno(err error) error {
 	switch {
 	case errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO), errors.Is(err, unix.ENOENT):
-		return fmt.Errorf("%w (%v)", ErrNoDevice, err)
+		return fmt.Errorf("%w (%w)", ErrNoDevice, err)
 	case errors.Is(err, unix.ETIMEDOUT):
-		return fmt.Errorf("%w (%v)", ErrTimeout, err)
+		return fmt.Errorf("%w (%w)", ErrTimeout, err)
 	case errors.Is(err, unix.EBUSY), errors.Is(err, unix.EAGAIN):
-		return fmt.Errorf("%w (%v)", ErrBusy, err)
+		return fmt.Errorf("%w (%w)", ErrBusy, err)
 	}
 	return err
 }

@@ -289,15 +289,39 @@ func (u *userClient) ClientID() uint64             { return u.svc.ID() }
 // Call runs the target driver's client method. Its context is cancelled
 // when the target is terminated; the error is then userclient.ErrTerminated, whatever
 // the method returned.
+//
+// When the termination's root cause is an unplug, the error matches
+// userclient.ErrNoDevice as well (and goes out as no_device): whether a
+// call met the vanished device or the termination that followed is a
+// race the application cannot see, and the answer should not depend on it.
 func (u *userClient) Call(ctx context.Context, method string, in []byte) ([]byte, error) {
 	if !u.svc.State().Active {
+		if u.unplugged() {
+			return nil, errUnplugged
+		}
 		return nil, wire.ErrTerminated // the client names the service
 	}
 	out, err := u.target.Call(ctx, method, in)
 	if err != nil && (!u.target.State().Active || !u.svc.State().Active) && ctx.Err() == nil {
-		return nil, fmt.Errorf("%w during the call: %w", wire.ErrTerminated, markNoDevice(err))
+		err = markNoDevice(err)
+		if !errors.Is(err, wire.ErrNoDevice) && u.unplugged() {
+			err = fmt.Errorf("%w (unplugged): %w", wire.ErrNoDevice, err)
+		}
+		return nil, fmt.Errorf("%w during the call: %w", wire.ErrTerminated, err)
 	}
 	return out, mapDriverErr(err)
+}
+
+// errUnplugged answers a call on a service terminated because its device
+// was removed.
+var errUnplugged = fmt.Errorf("%w: %w (unplugged)", wire.ErrTerminated, wire.ErrNoDevice)
+
+// unplugged says whether the target's termination began with its device's
+// removal (the bridge terminates the nub with CauseUnplug; the drivers on
+// it have it as their root cause).
+func (u *userClient) unplugged() bool {
+	_, root := u.target.TerminationCause()
+	return root == driver.CauseUnplug
 }
 
 // Close is the application's close.
