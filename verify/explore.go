@@ -523,6 +523,7 @@ func (o *Options) execute(sc Schedule, started func(*Trial)) (res Result) {
 	if err := r.up(ctx); err != nil {
 		r.Violate(Problem{Kind: "setup", Text: err.Error()})
 	}
+	r.waitCalls(5 * time.Second)
 	time.Sleep(sc.IO)
 	// What the faults started (an unplug, an unload) ends before the
 	// teardown, so the teardown meets the state the fault made, not a
