@@ -36,6 +36,10 @@ const (
 	CauseProviderTerminated
 	// CauseShutdown: the registry is closing (the daemon shuts down).
 	CauseShutdown
+	// CauseCrashed: the process running the driver out of process
+	// (package driver/host) exited, was killed or broke the protocol; the
+	// host terminates the instance and runs matching on its nub again.
+	CauseCrashed
 	numCauses
 )
 
@@ -48,6 +52,7 @@ var causeNames = [numCauses]struct{ text, desc string }{
 	CauseAdmin:              {"admin", "terminated by administrator"},
 	CauseProviderTerminated: {"provider", "provider terminated"},
 	CauseShutdown:           {"shutdown", "daemon shutdown"},
+	CauseCrashed:            {"crashed", "driver crashed"},
 }
 
 // String describes the cause for people: "device removed".
@@ -60,7 +65,7 @@ func (c Cause) String() string {
 
 // Text is the cause's stable short form, for the wire, JSON and
 // command lines: "unplug", "unload", "admin", "provider", "shutdown",
-// "unknown". ParseCause is its inverse. A value out of range gives
+// "crashed", "unknown". ParseCause is its inverse. A value out of range gives
 // "Cause(N)", which ParseCause refuses.
 func (c Cause) Text() string {
 	if c < numCauses {

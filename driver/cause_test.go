@@ -24,6 +24,7 @@ func TestCauseText(t *testing.T) {
 		{driver.CauseAdmin, "admin", "terminated by administrator"},
 		{driver.CauseProviderTerminated, "provider", "provider terminated"},
 		{driver.CauseShutdown, "shutdown", "daemon shutdown"},
+		{driver.CauseCrashed, "crashed", "driver crashed"},
 	} {
 		t.Run(tc.text, func(t *testing.T) {
 			require.Equal(t, tc.desc, tc.c.String())

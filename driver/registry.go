@@ -254,6 +254,7 @@ func (s *Service) stillborn(tagged bool) {
 	s.unborn = true
 	s.active = false
 	s.stopped.Store(true)
+	s.registryLetGo() // no mailbox runs yet: this only records it
 	if tagged {
 		s.TaggedRelease(registryTag{})
 	} else {
@@ -357,6 +358,13 @@ func (r *Registry) AttachProvider(s, provider *Service) error {
 // termination; MessageHandler, WillTerminater, DidTerminater and
 // ClientMethods apply as for drivers.
 func (r *Registry) AttachClient(provider *Service, class, name string, handler any) (*Service, error) {
+	return r.AttachClientWithProperties(provider, class, name, Properties{}, handler)
+}
+
+// AttachClientWithProperties is AttachClient with the client's property
+// snapshot: who it serves (the server's user clients record the peer's
+// pid, uid and command), shown by drvctl inspect.
+func (r *Registry) AttachClientWithProperties(provider *Service, class, name string, props Properties, handler any) (*Service, error) {
 	r.mu.Lock()
 	if r.closed || !provider.active {
 		r.mu.Unlock()
@@ -366,7 +374,7 @@ func (r *Registry) AttachClient(provider *Service, class, name string, handler a
 		return nil, opErr("attach client", provider, ErrNotActive)
 	}
 	r.mu.Unlock()
-	c := r.newService(class, name, Properties{}, kindClient, handler, nil)
+	c := r.newService(class, name, props, kindClient, handler, nil)
 	if c.unborn {
 		return nil, opErr("attach client", provider, ErrClosed)
 	}
@@ -467,6 +475,18 @@ func (r *Registry) Personalities(name string) []Personality {
 	return out
 }
 
+// AllPersonalities returns copies of every registered personality, in
+// registration order.
+func (r *Registry) AllPersonalities() []Personality {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Personality, len(r.pers))
+	for i, p := range r.pers {
+		out[i] = *p
+	}
+	return out
+}
+
 // UnregisterPersonality removes every personality of driver name. Running
 // instances are left alone (see Unload).
 func (r *Registry) UnregisterPersonality(name string) int {
@@ -491,8 +511,14 @@ func (s *Service) isActive() bool {
 	return s.active
 }
 
-func (p *Personality) matches(nub *Service) (ok bool) {
-	if p.ProviderClass != "" && p.ProviderClass != nub.Class() {
+func (p *Personality) matches(nub *Service) bool { return p.Matches(nub.Class(), nub.props) }
+
+// Matches reports whether p matches a nub of class with props, as matching
+// decides before probing: its ProviderClass and every Match. It needs no
+// nub, so a component can ask ahead of publication (the daemon's USB hold
+// decides before the kernel's drivers get an interface).
+func (p *Personality) Matches(class string, props Properties) (ok bool) {
+	if p.ProviderClass != "" && p.ProviderClass != class {
 		return false
 	}
 	defer func() {
@@ -501,7 +527,7 @@ func (p *Personality) matches(nub *Service) (ok bool) {
 		}
 	}()
 	for _, m := range p.Match {
-		if !m.matches(nub.props) {
+		if !m.matches(props) {
 			return false
 		}
 	}

@@ -50,7 +50,15 @@ type Service struct {
 	callsDone bool // termination reached phase 3: no new calls
 	resDone   bool
 	mboxRun   bool
-	isFreed   bool
+	// The running mailbox's reference on s: while the registry still
+	// holds its own (regGone false) the mailbox borrows that one and takes
+	// none (mboxOwn false) — a traced retain records a stack, and a
+	// fan-out to a thousand clients paid two per client per message.
+	// finishDetach gives a running mailbox a reference of its own before
+	// the registry's goes.
+	mboxOwn bool
+	regGone bool
+	isFreed bool
 	// Termination messages queued for its handler and not yet delivered
 	// (Stop waits for them). Here, it fills the flags' padding.
 	termMail atomic.Int32
@@ -84,7 +92,11 @@ type Service struct {
 
 	mu   sync.Mutex // leaf lock for the lazily built parts
 	mbox []delivery
-	x    *serviceExtra
+	// mbox[mboxHead] is the next delivery; the array is kept (when small)
+	// for the next message, so that a fan-out allocates no mailbox per
+	// client per message.
+	mboxHead int
+	x        *serviceExtra
 }
 
 // serviceExtra holds what only some services use (guarded by Service.mu),
@@ -313,16 +325,31 @@ func (s *Service) Context() context.Context {
 	return x.ctx
 }
 
-// contextDone marks s's Context done (phase 1) and returns the cancel
-// function to call, outside the registry lock, if a Context was made.
+// contextDone marks s's Context done (phase 1) and returns the function
+// to call, outside the registry lock, that cancels it and the contexts of
+// the client method calls in flight; nil if there is nothing to cancel.
 func (s *Service) contextDone() context.CancelFunc {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ctxDone = true
-	if s.x != nil {
+	if s.x == nil {
+		return nil
+	}
+	if len(s.x.calls) == 0 {
 		return s.x.cancel
 	}
-	return nil
+	cancels := make([]context.CancelFunc, 0, len(s.x.calls)+1)
+	if s.x.cancel != nil {
+		cancels = append(cancels, s.x.cancel)
+	}
+	for ce := range s.x.calls {
+		cancels = append(cancels, ce.cancel)
+	}
+	return func() {
+		for _, c := range cancels {
+			c()
+		}
+	}
 }
 
 // --- callbacks ---
@@ -433,9 +460,9 @@ type mailboxTag struct{}
 func (mailboxTag) String() string { return "mailbox" }
 
 // post queues a message for s. Messages to one service are delivered in
-// order, one at a time, under s's callback lock for its driver; the mailbox
-// holds a reference on s while it has messages. The caller guarantees s is
-// alive.
+// order, one at a time, under s's callback lock for its driver; s stays
+// alive while its mailbox has messages (the registry's reference, or the
+// mailbox's own once that is gone). The caller guarantees s is alive.
 func (s *Service) post(d delivery) {
 	if s.enqueue(d) {
 		s.reg.mail.schedule(s)
@@ -455,6 +482,12 @@ func (s *Service) enqueue(d delivery) bool {
 		s.mu.Unlock()
 		return false
 	}
+	if len(s.mbox) == cap(s.mbox) && s.mboxHead > 0 {
+		// Full with delivered entries in front: reuse their room.
+		n := copy(s.mbox, s.mbox[s.mboxHead:])
+		clear(s.mbox[n:])
+		s.mbox, s.mboxHead = s.mbox[:n], 0
+	}
 	s.mbox = append(s.mbox, d)
 	if d.toDriver && d.m.isTermination() {
 		s.termMail.Add(1)
@@ -462,10 +495,25 @@ func (s *Service) enqueue(d delivery) bool {
 	start := !s.mboxRun
 	if start {
 		s.mboxRun = true
-		s.TaggedRetain(mailboxTag{})
+		if s.regGone {
+			s.mboxOwn = true
+			s.TaggedRetain(mailboxTag{})
+		}
 	}
 	s.mu.Unlock()
 	return start
+}
+
+// registryLetGo is called before the registry's reference on s is
+// released: a running mailbox, which borrowed it, takes its own.
+func (s *Service) registryLetGo() {
+	s.mu.Lock()
+	s.regGone = true
+	if s.mboxRun && !s.mboxOwn {
+		s.mboxOwn = true
+		s.TaggedRetain(mailboxTag{})
+	}
+	s.mu.Unlock()
 }
 
 // mailPool delivers messages with a few goroutines instead of one per
@@ -516,14 +564,21 @@ func (p *mailPool) work() {
 func (s *Service) drainMailbox(mayBlock bool) {
 	for {
 		s.mu.Lock()
-		if len(s.mbox) == 0 {
+		if s.mboxHead == len(s.mbox) {
 			s.mboxRun = false
-			s.mbox = nil
+			s.mbox, s.mboxHead = s.mbox[:0], 0
+			if cap(s.mbox) > 4 {
+				s.mbox = nil // a burst's array is not kept
+			}
+			own := s.mboxOwn
+			s.mboxOwn = false
 			s.mu.Unlock()
-			s.TaggedRelease(mailboxTag{})
+			if own {
+				s.TaggedRelease(mailboxTag{})
+			}
 			return
 		}
-		d := s.mbox[0]
+		d := s.mbox[s.mboxHead]
 		var ls []func(Message)
 		if !d.toDriver && s.x != nil {
 			ids := make([]int, 0, len(s.x.interest))
@@ -547,8 +602,8 @@ func (s *Service) drainMailbox(mayBlock bool) {
 			}
 		}
 		s.mu.Lock()
-		s.mbox[0] = delivery{}
-		s.mbox = s.mbox[1:]
+		s.mbox[s.mboxHead] = delivery{}
+		s.mboxHead++
 		s.mu.Unlock()
 		if d.toDriver && d.m.isTermination() && s.termMail.Add(-1) == 0 {
 			s.reg.kick() // its Stop may be waiting for this
@@ -632,10 +687,15 @@ func (s *Service) Notify(t MessageType, data any) {
 func (s *Service) MessageClients(t MessageType, data any) {
 	r := s.reg
 	r.mu.Lock()
-	for _, c := range s.sortedClientsLocked() {
-		c.post(delivery{m: Message{Type: t, From: s.ID(), Data: data}, toDriver: true, from: s})
+	cs := s.sortedClientsLocked()
+	wake := cs[:0] // the clients whose mailbox was idle, scheduled at once
+	for _, c := range cs {
+		if c.enqueue(delivery{m: Message{Type: t, From: s.ID(), Data: data}, toDriver: true, from: s}) {
+			wake = append(wake, c)
+		}
 	}
 	r.mu.Unlock()
+	r.mail.schedule(wake...)
 }
 
 // --- open and close ---
@@ -730,6 +790,7 @@ func (s *Service) attachedTo(p *Service) bool {
 type callEntry struct {
 	method string
 	since  time.Time
+	cancel context.CancelFunc // the call's context: cancelled when s is terminated
 }
 
 // Call runs the named client method of s's driver (see ClientMethods) on
@@ -752,7 +813,12 @@ func (s *Service) Call(ctx context.Context, method string, in []byte) (out []byt
 	if !s.isActive() {
 		return nil, opErr("call "+method, s, ErrNotActive)
 	}
-	ce := &callEntry{method: method, since: time.Now()}
+	// The context ends with the caller's or with s: phase 1 cancels the
+	// calls registered here (contextDone), which costs a call nothing,
+	// where context.AfterFunc on s.Context() cost four allocations.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ce := &callEntry{method: method, since: time.Now(), cancel: cancel}
 	s.mu.Lock()
 	if s.callsDone {
 		s.mu.Unlock()
@@ -763,7 +829,11 @@ func (s *Service) Call(ctx context.Context, method string, in []byte) (out []byt
 		x.calls = map[*callEntry]struct{}{}
 	}
 	x.calls[ce] = struct{}{}
+	terminated := s.ctxDone
 	s.mu.Unlock()
+	if terminated {
+		cancel()
+	}
 	s.busy.Add(1)
 	defer func() {
 		if v := recover(); v != nil {
@@ -780,10 +850,6 @@ func (s *Service) Call(ctx context.Context, method string, in []byte) (out []byt
 			s.reg.kick()
 		}
 	}()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(s.Context(), cancel)
-	defer stop()
 	if err := faultinject.At(faultinject.Call, s); err != nil {
 		return nil, opErr("call "+method, s, err)
 	}

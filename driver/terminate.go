@@ -540,6 +540,7 @@ func (r *Registry) finish(x *Service) bool {
 				x.TaggedRelease(providerLink{p})
 			}
 			t.step = finishDone
+			x.registryLetGo()
 			x.TaggedRelease(registryTag{})
 			return true
 		default:

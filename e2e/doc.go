@@ -24,6 +24,7 @@
 // tag (e2e_test.go: the kernel and transports; drvctl_test.go: the daemon and
 // its applications; hid_test.go: QEMU's usb-kbd hot-plugged, through
 // hidraw to hidkbd and an application; journal_test.go: the detach journal
-// across SIGKILLed daemons), so that `go test ./...` does not boot anything; `make e2e` runs
+// across SIGKILLed daemons; scsisoak_test.go: the virtio-scsi disk pulled
+// under SG_IO readers, and a USB stick pulled before its driver's Start), so that `go test ./...` does not boot anything; `make e2e` runs
 // them.
 package e2e

@@ -64,7 +64,13 @@ func TestMain(m *testing.M) {
 // scenario; it records boot and scenario durations.
 func scenario(t *testing.T, cfg Config) (context.Context, *Machine) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	return scenarioWithin(t, cfg, 2*time.Minute)
+}
+
+// scenarioWithin is scenario for one that takes longer than most.
+func scenarioWithin(t *testing.T, cfg Config, d time.Duration) (context.Context, *Machine) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	cfg.Assets = assets
 	t0 := time.Now()

@@ -72,7 +72,7 @@ func TestColdplugQEMU(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, d.ReadAttrs(root, ev.DevPath))
 			require.Equal(t, hotplug.USBDevice{Port: "2-1", BusNum: 2, DevNum: 2, Vendor: 0x46f4, Product: 1,
-				DevName: "bus/usb/002/002", Manufacturer: "QEMU", ProductName: "QEMU USB HARDDRIVE", Serial: "PROBE123"}, d)
+				DevName: "bus/usb/002/002", Manufacturer: "QEMU", ProductName: "QEMU USB HARDDRIVE", Serial: "PROBE123", Speed: "5000"}, d)
 		case "0:0:0:0":
 			d, err := ev.SCSIDevice()
 			require.NoError(t, err)

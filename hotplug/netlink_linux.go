@@ -34,13 +34,15 @@ type Netlink struct {
 	rc interface {
 		Read(func(uintptr) bool) error
 	}
-	cfg    NetlinkConfig
-	st     stats
-	buf    []byte
-	oob    []byte
-	rx     *rxState
-	once   sync.Once
-	closed atomic.Bool
+	cfg NetlinkConfig
+	st  stats
+	// coldplug: the number of events the coldplug walk queued.
+	coldplug int
+	buf      []byte
+	oob      []byte
+	rx       *rxState
+	once     sync.Once
+	closed   atomic.Bool
 
 	rejectLog, overflowLog ratelog.Limiter // a forger must not flood the log
 
@@ -112,9 +114,15 @@ func NewNetlink(cfg NetlinkConfig) (*Netlink, error) {
 	}
 	if cfg.Coldplug {
 		n.pending = devs
+		n.coldplug = len(devs)
 	}
 	return n, nil
 }
+
+// ColdplugEvents is how many add events the coldplug walk queued: Next
+// returns them first, before any uevent (a daemon is ready once it has
+// handled that many).
+func (n *Netlink) ColdplugEvents() int { return n.coldplug }
 
 // Stats returns the counters.
 func (n *Netlink) Stats() Stats { return n.st.snapshot() }

@@ -23,3 +23,4 @@ func NewNetlink(NetlinkConfig) (*Netlink, error) {
 func (*Netlink) Next(context.Context) (Event, error) { return Event{}, ErrNotSupported }
 func (*Netlink) Close() error                        { return nil }
 func (*Netlink) Stats() Stats                        { return Stats{} }
+func (*Netlink) ColdplugEvents() int                 { return 0 }

@@ -25,6 +25,7 @@ type USBDevice struct {
 	Manufacturer string
 	ProductName  string
 	Serial       string
+	Speed        string // Mbit/s: "1.5", "12", "480", "5000", …
 }
 
 // USBInterface is the view of a SUBSYSTEM=usb DEVTYPE=usb_interface event.
@@ -295,6 +296,7 @@ func (d *USBDevice) ReadAttrs(root, devpath string) error {
 	d.Manufacturer = readAttr(dir, "manufacturer")
 	d.ProductName = readAttr(dir, "product")
 	d.Serial = readAttr(dir, "serial")
+	d.Speed = readAttr(dir, "speed")
 	return nil
 }
 

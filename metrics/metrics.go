@@ -27,9 +27,9 @@ type BridgeStats interface{ Stats() hotplug.BridgeStats }
 type ClientStats interface{ Stats() server.Stats }
 
 // BundleStats is the hook for driver bundles — drivers run in processes of
-// their own, which drvkit does not have yet. Whatever supervises them
-// reports, per driver, how often its process was started, crashed and was
-// disabled (restarted too often); see the drvkit_bundle_* metrics.
+// their own (package driver/host). Their supervisor reports, per driver,
+// how often its process was started, crashed and was disabled (restarted
+// too often); see the drvkit_bundle_* metrics.
 type BundleStats interface{ BundleStats() []Bundle }
 
 // Bundle is the process record of one driver bundle.

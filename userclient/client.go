@@ -660,8 +660,15 @@ type Handle struct {
 	wanted     atomic.Bool
 	termOnce   sync.Once
 	terminated chan struct{}
-	closed     atomic.Bool
+	// unplugged: the ServiceIsTerminated that closed terminated had the
+	// root cause "unplug" (written before the close, read after it).
+	unplugged bool
+	closed    atomic.Bool
 }
+
+// causeUnplug is the root cause of a termination that began with the
+// device's removal (driver.CauseUnplug's text on the wire).
+const causeUnplug = "unplug"
 
 // Service describes the opened service.
 func (h *Handle) Service() ServiceInfo { return h.info }
@@ -671,7 +678,8 @@ func (h *Handle) Service() ServiceInfo { return h.info }
 func (h *Handle) ClientID() uint64 { return h.clientID }
 
 // Terminated is closed when the service is terminated (or the connection
-// ends): calls then fail with ErrTerminated.
+// ends): calls then fail with ErrTerminated (and ErrNoDevice when the
+// device was unplugged).
 func (h *Handle) Terminated() <-chan struct{} { return h.terminated }
 
 // Notifications returns the handle's notifications. The channel is closed
@@ -688,7 +696,10 @@ func (h *Handle) Notifications() <-chan Notification {
 
 func (h *Handle) deliver(n Notification, done <-chan struct{}) {
 	if n.Type == ServiceIsTerminated {
-		h.termOnce.Do(func() { close(h.terminated) })
+		h.termOnce.Do(func() {
+			h.unplugged = n.RootCause == causeUnplug
+			close(h.terminated)
+		})
 	}
 	for {
 		select {
@@ -714,8 +725,10 @@ func (h *Handle) end(error) {
 }
 
 // Call calls the driver method named method with in and returns its output.
-// It fails with ErrTerminated if the service went away, ErrNoMethod if the
-// driver has no such method, ErrClosed after Close. Once the connection has
+// It fails with ErrTerminated if the service went away — and with
+// ErrNoDevice too if it went away because its device was unplugged, whether
+// the call met the vanished device or only the termination that followed —
+// ErrNoMethod if the driver has no such method, ErrClosed after Close. Once the connection has
 // ended (the daemon died), the error matches both ErrTerminated and
 // ErrClosed, with the connection's error.
 //
@@ -734,6 +747,9 @@ func (h *Handle) Call(ctx context.Context, method string, in []byte) ([]byte, er
 			// The connection ended, not (as far as we know) the service:
 			// say so too (errors.Is ErrClosed).
 			return nil, opErr(fmt.Errorf("%w: %w", ErrTerminated, cerr))
+		}
+		if h.unplugged {
+			return nil, opErr(errUnplugged)
 		}
 		return nil, opErr(ErrTerminated)
 	default:

@@ -2,6 +2,7 @@ package userclient
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/drvkit/drvkit/userclient/wire"
 )
@@ -23,8 +24,12 @@ var (
 	// while it was open or while a call was in flight.
 	ErrTerminated = wire.ErrTerminated
 	// ErrNoDevice: the device behind the service vanished (surprise
-	// removal) during the call; the service's termination (ErrTerminated
-	// on later calls) follows.
+	// removal). A call fails with it whether it met the vanished device
+	// or only the service's termination that the unplug caused (the
+	// daemon answers no_device; a handle that already heard of the
+	// termination answers itself with an error matching both ErrNoDevice
+	// and ErrTerminated). Terminations with other causes (unload,
+	// administrator, shutdown) fail calls with ErrTerminated alone.
 	ErrNoDevice = wire.ErrNoDevice
 	// ErrNoMethod: the driver declares no method of that name.
 	ErrNoMethod = wire.ErrNoMethod
@@ -40,6 +45,10 @@ var (
 	// neither root nor the caller (see WithServerUID); nothing was sent.
 	ErrUntrustedServer = errors.New("untrusted server")
 )
+
+// errUnplugged is a call's error on a handle whose service was terminated
+// because its device was unplugged.
+var errUnplugged = fmt.Errorf("%w: %w (unplugged)", ErrTerminated, ErrNoDevice)
 
 // ProtocolError says what was wrong with the bytes received (errors.Is
 // ErrProtocol).

@@ -27,8 +27,10 @@ func TestSocketGIDRange(t *testing.T) {
 	require.ErrorContains(t, err, "not a numeric id from 0 to 4294967294")
 }
 
-// --allow-uids naming a user who cannot reach the 0660 socket is refused at
-// start-up, not accepted as a rule nobody can use.
+// --allow-uids naming a user who cannot reach the 0660 socket (reading
+// restricted with --read-any-user=false) is refused at start-up, not
+// accepted as a rule nobody can use. With the default the socket is 0666:
+// anyone reaches it.
 func TestAllowUIDsNeedAReachableGroup(t *testing.T) {
 	prev := lookupGroups
 	t.Cleanup(func() { lookupGroups = prev })
@@ -40,8 +42,13 @@ func TestAllowUIDsNeedAReachableGroup(t *testing.T) {
 		return nil, errors.New("unknown user")
 	}
 	own := strconv.Itoa(os.Getegid())
-	o := serveOptions{socketGroup: -1, allowUIDs: "1000"}
+	o := serveOptions{socketGroup: -1, allowUIDs: "1000,1001"}
 	_, err := buildPolicy(o)
+	require.NoError(t, err, "a 0666 socket is reachable by all")
+	require.Equal(t, os.FileMode(0o666), socketMode(o))
+	o = serveOptions{socketGroup: -1, allowUIDs: "1000", readListed: true}
+	require.Equal(t, os.FileMode(0o660), socketMode(o))
+	_, err = buildPolicy(o)
 	if own != "1000" && own != "4242" {
 		require.ErrorContains(t, err, "uid 1000 cannot reach the socket (mode 0660, group "+own)
 		require.ErrorContains(t, err, "give --socket-gid a group it is a member of")
@@ -63,15 +70,21 @@ func TestAllowUIDsNeedAReachableGroup(t *testing.T) {
 // The monitor and the read verbs need the read right; --any-user does not
 // give it, --read-gids does.
 func TestServePolicyReadRight(t *testing.T) {
-	p, err := buildPolicy(serveOptions{socketGroup: -1, anyUser: true, readGIDs: "20", adminGIDs: "10"})
+	p, err := buildPolicy(serveOptions{socketGroup: -1, anyUser: true, readGIDs: "20", adminGIDs: "10", readListed: true})
 	require.NoError(t, err)
+	require.False(t, p.ReadAnyUser)
 	require.Contains(t, p.ReadClasses, monitorClass)
-	for _, op := range []string{opInspect, opHistory, opLeaks, opWhy, opBlockers} {
+	for _, op := range []string{opInspect, opHistory, opLeaks, opWhy, opBlockers, opDrivers, opStatus} {
 		require.Contains(t, p.ReadOps, op)
 	}
 	require.NotContains(t, p.ReadOps, opTerminate)
 	require.NotContains(t, p.ReadOps, opUnload)
 	require.Equal(t, []uint32{20}, p.ReadGIDs)
+	p, err = buildPolicy(serveOptions{socketGroup: -1, adminUIDs: "1002", readUIDs: "1003"})
+	require.NoError(t, err)
+	require.True(t, p.ReadAnyUser, "the default lets every local user read")
+	require.Equal(t, []uint32{1002}, p.AdminUIDs)
+	require.Equal(t, []uint32{1003}, p.ReadUIDs)
 }
 
 // A state directory others may write to is refused before anything runs.

@@ -104,12 +104,58 @@ func findService(r *driver.Registry, id uint64) (*driver.Service, error) {
 	return nil, &notFoundError{msg: fmt.Sprintf("no service with ID %d (see drvctl inspect)", id)}
 }
 
+// errRefused marks an administrative call the daemon will not do, however
+// privileged the caller: terminating the registry root, say.
+var errRefused = errors.New("refused")
+
+// refusedError says which service an operation will not touch and why.
+type refusedError struct {
+	op, service, why string
+}
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("refusing to %s %s: %s", e.op, e.service, e.why)
+}
+func (e *refusedError) Unwrap() error { return errRefused }
+
+// infrastructure says why a service is part of drvkit itself rather than a
+// device, a driver or a client — terminating it would break the daemon,
+// not free a device — or "" if it is not. The registry root is; pseudo-
+// services that are not in the registry (the monitor stream) never reach
+// here: findService does not know them.
+func infrastructure(r *driver.Registry, s *driver.Service) string {
+	if s == r.Root() {
+		return "it is the registry root (every device hangs under it; terminating it would leave a daemon that terminates each device as it arrives): stop the daemon instead (systemctl stop drvkit, or SIGTERM)"
+	}
+	if why, ok := infraClasses[s.Class()]; ok {
+		return why
+	}
+	return ""
+}
+
+// infraClasses are the classes of services drvkit creates for itself, with
+// why they may not be terminated; a part of the daemon that publishes one
+// registers it here.
+var infraClasses = map[string]string{}
+
+// pseudoServices are the IDs of services that are not in the registry but
+// that drvctl shows (the monitor stream), with what to do instead.
+var pseudoServices = map[uint64]string{
+	monitorID: "it is a drvctl monitor stream, not a registry service: end the monitor (Ctrl-C) instead",
+}
+
 // adminTerminate terminates a service and waits for its free; past the
-// timeout it says what still holds it.
+// timeout it says what still holds it. It refuses drvkit's own services.
 func adminTerminate(ctx context.Context, r *driver.Registry, args idArgs, timeout time.Duration) (terminateResult, error) {
+	if why, ok := pseudoServices[args.ID]; ok {
+		return terminateResult{}, &refusedError{op: "terminate", service: fmt.Sprintf("service %d", args.ID), why: why}
+	}
 	s, err := findService(r, args.ID)
 	if err != nil {
 		return terminateResult{}, err
+	}
+	if why := infrastructure(r, s); why != "" {
+		return terminateResult{}, &refusedError{op: "terminate", service: s.String(), why: why}
 	}
 	name := s.String()
 	s.TerminateWith(driver.CauseAdmin)
@@ -165,22 +211,7 @@ func adminBlockers(r *driver.Registry, driverName string) []blockerEntry {
 // object except the active services of the registry (a terminated service
 // not yet freed, an object no service owns). With All, every live object.
 func adminLeaks(r *driver.Registry, args leaksArgs) ([]byte, error) {
-	objs := refcount.LiveObjects()
-	if !args.All {
-		active := map[uint64]bool{}
-		for _, s := range r.Services() {
-			if s.State().Active {
-				active[s.ID()] = true
-			}
-		}
-		kept := objs[:0]
-		for _, o := range objs {
-			if !active[o.ID()] {
-				kept = append(kept, o)
-			}
-		}
-		objs = kept
-	}
+	objs := leakedObjects(r, args.All)
 	if args.Limit < 0 {
 		return nil, fmt.Errorf("limit %d: want 0 (every object) or more", args.Limit)
 	}
@@ -189,7 +220,14 @@ func adminLeaks(r *driver.Registry, args leaksArgs) ([]byte, error) {
 	var err error
 	switch args.Format {
 	case "", "text":
-		err = rep.WriteText(&b)
+		b.WriteString(leaksHeadline(r, len(objs), args.All))
+		var body bytes.Buffer
+		err = rep.WriteText(&body)
+		// The report's own first line counts "live objects" in the words
+		// of the refcount package; the headline above says it for an
+		// operator.
+		_, rest, _ := bytes.Cut(body.Bytes(), []byte("\n"))
+		b.Write(rest)
 		if err == nil && rep.NextAfter != 0 {
 			all := ""
 			if args.All {
@@ -205,6 +243,48 @@ func adminLeaks(r *driver.Registry, args leaksArgs) ([]byte, error) {
 		return nil, fmt.Errorf("unknown format %q (want text, json or pprof)", args.Format)
 	}
 	return b.Bytes(), err
+}
+
+// leaksHeadline is the first line of drvctl leaks: what was counted, in
+// terms of services and references.
+func leaksHeadline(r *driver.Registry, n int, all bool) string {
+	alive, terminating := 0, 0
+	for _, s := range r.Services() {
+		if s.State().Active {
+			alive++
+		} else {
+			terminating++
+		}
+	}
+	if all {
+		return fmt.Sprintf("%d traced object(s) hold references (%d active service(s), %d terminating)\n", n, alive, terminating)
+	}
+	if n == 0 {
+		return fmt.Sprintf("no leaks: every terminated service was freed and every traced reference belongs to one of the %d active service(s)\n", alive)
+	}
+	return fmt.Sprintf("%d object(s) should be gone: terminated services not yet freed (%d) and objects no active service owns, with who holds their references (%d active service(s))\n", n, terminating, alive)
+}
+
+// leakedObjects is every live traced object except the active services
+// of the registry; with all, every live object.
+func leakedObjects(r *driver.Registry, all bool) []*refcount.Object {
+	objs := refcount.LiveObjects()
+	if !all {
+		active := map[uint64]bool{}
+		for _, s := range r.Services() {
+			if s.State().Active {
+				active[s.ID()] = true
+			}
+		}
+		kept := objs[:0]
+		for _, o := range objs {
+			if !active[o.ID()] {
+				kept = append(kept, o)
+			}
+		}
+		objs = kept
+	}
+	return objs
 }
 
 func adminWhy(r *driver.Registry, args idArgs) (string, error) {

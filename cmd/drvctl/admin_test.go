@@ -81,7 +81,7 @@ func TestAdminWhyLeaksUnload(t *testing.T) {
 	// Nothing terminated yet: nothing should be gone, so no leaks.
 	out, err := adminLeaks(r, leaksArgs{Format: "text"})
 	require.NoError(t, err)
-	require.Contains(t, string(out), "0 live object(s)")
+	require.Contains(t, string(out), "no leaks: ")
 	all, err := adminLeaks(r, leaksArgs{Format: "json", All: true})
 	require.NoError(t, err)
 	require.Contains(t, string(all), `"schema_version"`)
@@ -112,4 +112,20 @@ func TestAdminWhyLeaksUnload(t *testing.T) {
 	require.NoError(t, err)
 	_, err = adminUnload(ctx, r, unloadArgs{})
 	require.Error(t, err)
+}
+
+// drvctl terminate refuses drvkit's own services: the registry root (which
+// would leave a daemon terminating every device as it arrives) and the
+// monitor's pseudo-service; the registry is untouched.
+func TestAdminTerminateRefusesInfrastructure(t *testing.T) {
+	leaktest.Check(t)
+	r := scriptedRegistry(t)
+	before := len(r.Services())
+	for _, id := range []uint64{r.Root().ID(), monitorID} {
+		_, err := adminTerminate(context.Background(), r, idArgs{ID: id}, time.Second)
+		require.ErrorIs(t, err, errRefused, "id %d", id)
+		require.Contains(t, err.Error(), "refusing to terminate")
+	}
+	require.True(t, r.Root().State().Active, "the root is still active")
+	require.Len(t, r.Services(), before)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"sync"
 
@@ -25,7 +26,8 @@ const (
 type daemonBackend struct {
 	*server.RegistryBackend
 	hub      *monitorHub
-	sessions sessionHooks // nil: opens and deaths are not counted
+	policy   *server.Policy // who sees other users' processes in the monitor
+	sessions sessionHooks   // nil: opens and deaths are not counted
 }
 
 var _ server.Backend = (*daemonBackend)(nil)
@@ -52,7 +54,12 @@ func (b *daemonBackend) Open(ctx context.Context, id uint64, req server.OpenRequ
 		return &countedSession{Session: s, hooks: b.sessions}, nil
 	}
 	s := &monitorSession{}
+	v := viewerOf(b.policy, req.Cred)
 	s.cancel = b.hub.subscribe(func(e monitorEvent) {
+		if !s.filter.match(&e) {
+			return
+		}
+		v.event(&e)
 		data, err := json.Marshal(e)
 		if err != nil {
 			return
@@ -66,12 +73,28 @@ func (b *daemonBackend) Open(ctx context.Context, id uint64, req server.OpenRequ
 type monitorSession struct {
 	once   sync.Once
 	cancel func()
+	filter filterBox
 }
+
+// monitorMethodFilter sets the stream's filter (a JSON monitorFilter):
+// the daemon then sends only the events that match.
+const monitorMethodFilter = "filter"
 
 func (s *monitorSession) Info() userclient.ServiceInfo { return monitorInfo }
 func (s *monitorSession) ClientID() uint64             { return 0 }
-func (s *monitorSession) Call(context.Context, string, []byte) ([]byte, error) {
-	return nil, userclient.ErrNoMethod
+func (s *monitorSession) Call(_ context.Context, method string, in []byte) ([]byte, error) {
+	if method != monitorMethodFilter {
+		return nil, userclient.ErrNoMethod
+	}
+	f := new(monitorFilter)
+	if err := json.Unmarshal(in, f); err != nil {
+		return nil, fmt.Errorf("bad monitor filter: %w", err)
+	}
+	if err := f.check(); err != nil {
+		return nil, err
+	}
+	s.filter.p.Store(f)
+	return nil, nil
 }
 func (s *monitorSession) Close() error { s.once.Do(s.cancel); return nil }
 func (s *monitorSession) ClientDied()  { s.once.Do(s.cancel) }

@@ -157,6 +157,26 @@ func TestLargeAdminReplies(t *testing.T) {
 	require.JSONEq(t, string(whole), string(streamed), "the streamed encoding is the document's")
 	whole, streamed = nil, nil
 
+	// Filtered queries: the daemon selects before it encodes, so the
+	// reply (and the time) is the matches', not the registry's.
+	e, out, errb = testEnv(nil, 0)
+	start = time.Now()
+	require.Equal(t, 0, run([]string{"inspect", "-o", "json", "-c", "SCSIDevice", "--property", "type=5", "-d", "1", "--socket", sock}, e), errb.String())
+	t.Logf("inspect -c SCSIDevice --property type=5 -d 1 at %d LUNs: %d services, %d bytes in %v", n, n/2, out.Len(), time.Since(start))
+	doc = inspectDoc{}
+	require.NoError(t, json.Unmarshal(out.Bytes(), &doc))
+	require.Len(t, doc.Services, n/2, "every CD-ROM, nothing else")
+	for _, s := range doc.Services {
+		require.Equal(t, "SCSIDevice", s.Class)
+	}
+	e, out, errb = testEnv(nil, 0)
+	start = time.Now()
+	require.Equal(t, 0, run([]string{"inspect", "-o", "json", "0:0:1:0", "--socket", sock}, e), errb.String())
+	t.Logf("inspect 0:0:1:0 at %d LUNs: %d bytes in %v", n, out.Len(), time.Since(start))
+	doc = inspectDoc{}
+	require.NoError(t, json.Unmarshal(out.Bytes(), &doc))
+	require.Len(t, doc.Services, 2, "the LUN and its sg instance")
+
 	// leaks --all: the summaries count every object in one reply; the
 	// objects are detailed a page at a time (the default page, then the
 	// text report walked page by page).

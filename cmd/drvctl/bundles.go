@@ -19,11 +19,10 @@ import (
 	"github.com/drvkit/drvkit/driver/drivertable"
 )
 
-// Driver bundles (issue 14, first slice): manifests loaded at start from
-// --drivers-dir and by `drvctl load`, listed with the built-in drivers by
-// `drvctl drivers`, unloaded by `drvctl unload` with kextunload's
-// semantics. The out-of-process host is not built: a bundle's
-// personalities match, but its instances fail Start (bundle.ErrNotSupported).
+// Driver bundles (issue 14): manifests loaded at start from --drivers-dir
+// and by `drvctl load`, listed with the built-in drivers by `drvctl
+// drivers`, unloaded by `drvctl unload` with kextunload's semantics. Their
+// instances run in processes of their own (package driver/host).
 
 const (
 	opDrivers = "drivers"
@@ -151,8 +150,9 @@ func (d *daemon) loadBundle(path string) (*bundle.Manifest, error) {
 	} else if personality {
 		return nil, &bundle.OpError{Op: "load", File: m.Path, Field: "name", Err: fmt.Errorf("%w: %q is the name of a --personality", errAlreadyLoaded, m.Name)}
 	}
-	e := m.Entry(nil)
+	e := d.host.Entry(m)
 	if err := d.drivers.Add(e); err != nil {
+		d.host.Forget(m.Name)
 		return nil, err
 	}
 	ps, err := e.Defaults(d.res)
@@ -166,9 +166,11 @@ func (d *daemon) loadBundle(path string) (*bundle.Manifest, error) {
 	if err != nil {
 		d.reg.UnregisterPersonality(m.Name)
 		d.drivers.Remove(m.Name)
+		d.host.Forget(m.Name)
 		return nil, err
 	}
 	d.setLoaded(m.Name, true)
+	d.syncHold()
 	d.bundles.mu.Lock()
 	d.bundles.loaded[m.Name] = m
 	delete(d.bundles.refused, m.Path)
@@ -217,6 +219,8 @@ func (d *daemon) unloadDriver(ctx context.Context, a unloadArgs) (unloadResult, 
 	d.mu.Unlock()
 	saved := d.reg.Personalities(a.Driver)
 	res, err := adminUnload(ctx, d.reg, a)
+	// Unloaded or registered again: the hold follows what is loaded.
+	defer d.syncHold()
 	if err != nil && (!a.Force || !errors.Is(err, driver.ErrHasInstances)) {
 		for _, p := range saved {
 			if rerr := d.reg.RegisterPersonality(p); rerr != nil {
@@ -240,6 +244,7 @@ func (d *daemon) unloadDriver(ctx context.Context, a unloadArgs) (unloadResult, 
 	d.setLoaded(a.Driver, false)
 	if e, lerr := d.drivers.Lookup(a.Driver); lerr == nil && e.Origin == drivertable.Bundle {
 		d.drivers.Remove(a.Driver)
+		d.host.Forget(a.Driver)
 		d.bundles.mu.Lock()
 		delete(d.bundles.loaded, a.Driver)
 		d.bundles.mu.Unlock()
@@ -252,21 +257,24 @@ type driverRow struct {
 	Name        string `json:"name"`
 	Version     string `json:"version,omitempty"`
 	Origin      string `json:"origin"` // built-in, bundle, personality
-	State       string `json:"state"`  // loaded, not loaded, refused
+	State       string `json:"state"`  // loaded, running, not loaded, disabled, refused
 	Runnable    bool   `json:"runnable"`
 	Instances   int    `json:"instances"`
 	Terminating int    `json:"terminating"`
-	Source      string `json:"source,omitempty"`
-	LastError   string `json:"last_error,omitempty"`
+	// PIDs are a bundle's driver processes; Crashes its crashes within
+	// its restart window, TotalCrashes since it was loaded.
+	PIDs         []int  `json:"pids,omitempty"`
+	Crashes      int    `json:"crashes,omitempty"`
+	TotalCrashes int    `json:"total_crashes,omitempty"`
+	Disabled     string `json:"disabled,omitempty"` // why a bundle is disabled
+	Source       string `json:"source,omitempty"`
+	LastError    string `json:"last_error,omitempty"`
 }
 
 type driversDoc struct {
 	SchemaVersion int         `json:"schema_version"`
 	Drivers       []driverRow `json:"drivers"`
 }
-
-// notRunnable is a bundle's state while no out-of-process host exists.
-const notRunnable = "loaded, not runnable (out-of-process host not built)"
 
 func (d *daemon) driversDoc() driversDoc {
 	active, tearing := map[string]int{}, map[string]int{}
@@ -299,10 +307,20 @@ func (d *daemon) driversDoc() driversDoc {
 		switch {
 		case !loaded[e.Name]:
 			r.State = "not loaded"
-		case e.Origin == drivertable.Bundle:
-			r.State = notRunnable
 		default:
 			r.State, r.Runnable = "loaded", true
+		}
+		if st, ok := d.host.Status(e.Name); ok && e.Origin == drivertable.Bundle {
+			r.PIDs, r.Crashes, r.TotalCrashes, r.Disabled = st.PIDs, st.Crashes, st.TotalCrashes, st.Disabled
+			if st.LastError != "" {
+				r.LastError = st.LastError
+			}
+			switch {
+			case st.Disabled != "" && loaded[e.Name]:
+				r.State, r.Runnable = "disabled", false
+			case len(st.PIDs) > 0:
+				r.State = "running"
+			}
 		}
 		if m := b.loaded[e.Name]; m != nil {
 			r.Version = m.Version
@@ -383,18 +401,41 @@ func setupDrivers(fs *flag.FlagSet, e *env) func([]string) error {
 	}
 }
 
-// writeDrivers prints one line per driver, kextstat's columns.
+// writeDrivers prints one line per driver, kextstat's columns; a disabled
+// bundle's line is followed by why.
 func writeDrivers(w io.Writer, doc *driversDoc) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVERSION\tORIGIN\tSTATE\tINSTANCES\tLAST ERROR")
+	fmt.Fprintln(tw, "NAME\tVERSION\tORIGIN\tSTATE\tINSTANCES\tPIDS\tCRASHES\tLAST ERROR")
 	for _, r := range doc.Drivers {
 		inst := fmt.Sprint(r.Instances)
 		if r.Terminating > 0 {
 			inst += fmt.Sprintf(" (+%d terminating)", r.Terminating)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, dash(r.Version), r.Origin, r.State, inst, dash(oneLine(r.LastError)))
+		pids, crashes := "-", "-"
+		if r.Origin == drivertable.Bundle.String() && r.State != "refused" {
+			crashes = fmt.Sprint(r.Crashes)
+			if r.TotalCrashes != r.Crashes {
+				crashes += fmt.Sprintf(" (%d in all)", r.TotalCrashes)
+			}
+		}
+		if len(r.PIDs) > 0 {
+			ps := make([]string, len(r.PIDs))
+			for i, p := range r.PIDs {
+				ps[i] = fmt.Sprint(p)
+			}
+			pids = strings.Join(ps, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, dash(r.Version), r.Origin, r.State, inst, pids, crashes, dash(oneLine(r.LastError)))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range doc.Drivers {
+		if r.Disabled != "" {
+			fmt.Fprintf(w, "%s is disabled: %s (drvctl unload %s, then load it again)\n", r.Name, r.Disabled, r.Name)
+		}
+	}
+	return nil
 }
 
 func dash(s string) string {
@@ -427,8 +468,7 @@ func setupLoad(fs *flag.FlagSet, e *env) func([]string) error {
 		if _, err := call(context.Background(), sock(), opLoad, loadArgs{Path: p}, &res); err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "loaded %s %s from %s: %d personalities (not runnable yet: the out-of-process host is not built)\n",
-			res.Driver, res.Version, res.Manifest, res.Personalities)
+		fmt.Fprintf(e.stdout, "loaded %s %s from %s: %d personalities\n", res.Driver, res.Version, res.Manifest, res.Personalities)
 		return nil
 	}
 }

@@ -11,9 +11,9 @@ import (
 	"github.com/drvkit/drvkit/refcount/leaktest"
 )
 
-// TestLoadNeedsAdmin: load and drivers are administrative calls, refused
-// to a user who is not root nor in --admin-gids; the refused load loads
-// nothing.
+// TestLoadNeedsAdmin: load is an administrative call, refused to a user
+// who is not root nor an admin; the refused load loads nothing. drivers
+// only reads: anyone may list them.
 func TestLoadNeedsAdmin(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root to run drvctl as another user")
@@ -31,14 +31,11 @@ func TestLoadNeedsAdmin(t *testing.T) {
 	d := startServe(t, serveOptions{socket: sock, socketGroup: nobody, sim: scn, drivers: "sg", logFormat: "text",
 		logLevel: "error", trace: "all", termTimeout: 5 * time.Second, closeTimeout: 5 * time.Second})
 
-	for _, tt := range []struct{ name, op string }{{"permission-load", "load"}, {"permission-drivers", "drivers"}} {
-		args := []string{tt.op, "--socket", sock}
-		if tt.op == "load" {
-			args = []string{"load", manifest, "--socket", sock}
-		}
-		out, err := asNobody(t, dir, args...).CombinedOutput()
-		golden(t, filepath.Join("errors", tt.name+".txt"), errorOutput(exitCode(t, err), string(out), dir))
-	}
+	out, err := asNobody(t, dir, "load", manifest, "--socket", sock).CombinedOutput()
+	golden(t, filepath.Join("errors", "permission-load.txt"), errorOutput(exitCode(t, err), string(out), dir))
+	out, err = asNobody(t, dir, "drivers", "--socket", sock).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "sg")
 	for _, r := range driversJSON(t, sock).Drivers {
 		require.NotEqual(t, "mine", r.Name)
 	}

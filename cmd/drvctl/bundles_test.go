@@ -114,7 +114,7 @@ match.vendor = "x"
 	// load: one from elsewhere; refusals say file:line:field.
 	code, out, errs := cli("load", filepath.Dir(later))
 	require.Equal(t, 0, code, errs)
-	require.Equal(t, "loaded later 1.0 from $DIR/elsewhere/later/manifest.toml: 1 personalities (not runnable yet: the out-of-process host is not built)\n", out)
+	require.Equal(t, "loaded later 1.0 from $DIR/elsewhere/later/manifest.toml: 1 personalities\n", out)
 	for _, tt := range []struct{ name, path string }{
 		{"load-bad-key", bad},
 		{"load-builtin-name", clash},
@@ -134,15 +134,18 @@ match.vendor = "x"
 	require.Equal(t, 0, code, errs)
 	golden(t, "drivers.json", []byte(out))
 
-	// The stick: the bundle's personality (score 1000) is tried first and
-	// fails Start; usbstorage takes it.
+	// The stick: the bundle's personality (score 1000) is tried first; its
+	// executable, in a directory its user (65534) may not enter, cannot
+	// run: a crash, counted, and usbstorage takes the stick.
 	require.NoError(t, d.inject(ctx, "plug usb 2-1 vid=46f4 pid=0001 serial=B1 ifaces=08/06/50\n"))
 	doc := driversJSON(t, sock)
 	stick := rowOf(t, doc, "stick")
 	require.Equal(t, 0, stick.Instances)
-	require.Equal(t, "out-of-process drivers are not implemented yet", stick.LastError)
-	require.Equal(t, notRunnable, stick.State)
-	require.False(t, stick.Runnable)
+	require.Contains(t, stick.LastError, "spawn stick: fork/exec "+dir+"/drivers.d/stick/drv: permission denied")
+	require.Equal(t, "loaded", stick.State)
+	require.Equal(t, 1, stick.Crashes)
+	require.Empty(t, stick.PIDs)
+	require.True(t, stick.Runnable)
 	require.Equal(t, 1, rowOf(t, doc, "usbstorage").Instances)
 
 	// Unload a bundle: gone from the table, its name free again.
@@ -246,7 +249,7 @@ func TestBundleNameClashes(t *testing.T) {
 		rows = append(rows, r.Name+" "+r.Origin+" "+r.State+" "+strings.ReplaceAll(r.LastError, dir, "$DIR"))
 	}
 	require.Equal(t, []string{
-		"dup bundle " + notRunnable + " ",
+		"dup bundle loaded ",
 		"dup bundle refused load $DIR/drivers.d/dup.toml: name: already loaded: driver \"dup\" from $DIR/drivers.d/dup/manifest.toml (unload it first)",
 		"gadget personality loaded ",
 		"gadget bundle refused load $DIR/drivers.d/gadget.toml: name: already loaded: \"gadget\" is the name of a --personality",

@@ -22,7 +22,7 @@ import (
 // (monitor opens a stream), and renders the answer.
 
 func init() {
-	register(&command{name: "inspect", summary: "show the registry as a tree (like ioreg)", setup: setupInspect})
+	register(&command{name: "inspect", args: "[ID|Class@name|name|/devices/PATH]", summary: "show the registry as a tree (like ioreg)", setup: setupInspect})
 	register(&command{name: "unload", args: "DRIVER", summary: "terminate every instance of a driver and unload it", setup: setupUnload})
 	register(&command{name: "terminate", args: "ID", summary: "terminate one service and wait until it is freed", setup: setupTerminate})
 	register(&command{name: "leaks", summary: "report outstanding references (text, json, pprof)", setup: setupLeaks})
@@ -172,26 +172,80 @@ func setupInspect(fs *flag.FlagSet, e *env) func([]string) error {
 	sock := socketFlag(fs, e)
 	long := fs.Bool("l", false, "show every service's properties")
 	format := outputFlag(fs, "text", "json", "dot")
+	var q inspectQuery
+	fs.StringVar(&q.Class, "c", "", "only services of this `class` (a glob: USB*), each with its subtree, as ioreg -c")
+	fs.StringVar(&q.Name, "n", "", "only services of this `name` (a glob: the part after @), each with its subtree, as ioreg -n")
+	fs.IntVar(&q.Depth, "d", 0, "show `depth` levels of each tree (1: the service alone; 0: all), as ioreg -d")
+	fs.BoolVar(&q.Parents, "p", false, "also show each selected service's providers up to the root, as udevadm info -a walks the parents")
+	fs.BoolVar(&q.Parents, "parents", false, "same as -p")
+	props := propMatchFlag(fs, "property", "only services with this property: `KEY=VALUE` (repeatable; VALUE a glob, or a number in decimal or 0x-hex: idVendor=0x0781)")
+	pretty := prettyFlag(fs)
 	return func(args []string) error {
-		if len(args) > 0 {
-			return usagef("inspect takes no arguments (it shows the whole registry), got %q", args)
+		if len(args) > 1 {
+			return usagef("inspect takes at most one service (ID, Class@name, name or device path), got %q", args)
 		}
+		if len(args) == 1 {
+			q.Target = args[0]
+		}
+		if q.Depth < 0 {
+			return usagef("-d %d: want a depth of 1 or more (0: all)", q.Depth)
+		}
+		q.Properties = *props
 		f, err := format()
 		if err != nil {
 			return err
 		}
 		var doc inspectDoc
-		if _, err := call(context.Background(), sock(), opInspect, nil, &doc); err != nil {
+		if _, err := call(context.Background(), sock(), opInspect, &q, &doc); err != nil {
 			return err
 		}
 		switch f {
 		case "json":
-			return writeJSON(e.stdout, &doc)
+			return writeJSON(e.stdout, &doc, *pretty)
 		case "dot":
 			return writeDOT(e.stdout, &doc)
 		}
 		return writeTree(e.stdout, &doc, *long)
 	}
+}
+
+// stringsFlag is a repeatable flag whose values may also be
+// comma-separated.
+type stringsFlag []string
+
+func (f *stringsFlag) String() string { return strings.Join(*f, ",") }
+func (f *stringsFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*f = append(*f, s)
+		}
+	}
+	return nil
+}
+
+// propMatchesFlag is a repeatable KEY=VALUE flag.
+type propMatchesFlag []propMatch
+
+func (f *propMatchesFlag) String() string {
+	parts := make([]string, len(*f))
+	for i, m := range *f {
+		parts[i] = m.String()
+	}
+	return strings.Join(parts, " ")
+}
+func (f *propMatchesFlag) Set(v string) error {
+	m, err := parsePropMatch(v)
+	if err != nil {
+		return err
+	}
+	*f = append(*f, m)
+	return nil
+}
+
+func propMatchFlag(fs *flag.FlagSet, name, usage string) *propMatchesFlag {
+	f := new(propMatchesFlag)
+	fs.Var(f, name, usage)
+	return f
 }
 
 func setupUnload(fs *flag.FlagSet, e *env) func([]string) error {
@@ -363,25 +417,47 @@ func setupMonitor(fs *flag.FlagSet, e *env) func([]string) error {
 	withEnv := fs.Bool("env", false, "print each kernel event's properties")
 	replay := fs.Bool("replay", false, "first print the events the daemon kept since it started (the last 4096), then follow")
 	format := outputFlag(fs, "text", "json")
+	var f monitorFilter
+	for _, name := range []string{"subsystem", "s", "subsystem-match"} {
+		fs.Var((*stringsFlag)(&f.Subsystems), name, "only uevents of this `subsystem` (repeatable, a glob: usb, scsi*), as udevadm monitor --subsystem-match")
+	}
+	for _, name := range []string{"class", "c"} {
+		fs.Var((*stringsFlag)(&f.Classes), name, "only lifecycle steps of services of this `class` (repeatable, a glob: USB*)")
+	}
+	for _, name := range []string{"kind", "k"} {
+		fs.Var((*stringsFlag)(&f.Kinds), name, "only events of this `kind`: kernel or lifecycle (repeatable); without it, the kinds the other filters concern")
+	}
+	for _, name := range []string{"property", "property-match"} {
+		fs.Var((*propMatchesFlag)(&f.Properties), name, "only uevents with this property: `KEY=VALUE` (repeatable, VALUE a glob: ID_VENDOR_ID=0781)")
+	}
 	return func(args []string) error {
 		if err := noArgs(args); err != nil {
 			return err
 		}
-		f, err := format()
+		if err := f.check(); err != nil {
+			return usagef("%v", err)
+		}
+		fm, err := format()
 		if err != nil {
 			return err
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
-		return monitor(ctx, sock(), f == "json", *withEnv, *replay, e.stdout)
+		return monitor(ctx, sock(), monitorOptions{asJSON: fm == "json", withEnv: *withEnv, replay: *replay, filter: f}, e.stdout)
 	}
+}
+
+type monitorOptions struct {
+	asJSON, withEnv, replay bool
+	filter                  monitorFilter
 }
 
 // monitor prints events until ctx ends (nil) or the daemon goes away (an
 // error saying so). With replay it prints the daemon's history first: the
 // stream is opened before the history is fetched, so every event is in one
 // or the other, and events in both (by seq) are printed once.
-func monitor(ctx context.Context, path string, asJSON, withEnv, replay bool, w io.Writer) error {
+func monitor(ctx context.Context, path string, o monitorOptions, w io.Writer) error {
+	asJSON, withEnv, replay := o.asJSON, o.withEnv, o.replay
 	c, err := dial(ctx, path)
 	if err != nil {
 		return err
@@ -390,13 +466,21 @@ func monitor(ctx context.Context, path string, asJSON, withEnv, replay bool, w i
 	h, err := c.Open(ctx, userclient.Match{Class: monitorClass})
 	if err != nil {
 		if errors.Is(err, userclient.ErrPermission) {
-			// Not the server's words: they name the monitor's internal
-			// pseudo-service.
-			return &saidError{msg: "permission denied: the monitor is for administrators (uid 0 or a group of 'drvctl serve --admin-gids')", err: err}
+			// The server names the monitor's internal class.
+			said := daemonAnswer(err).Error()
+			return &saidError{msg: strings.Replace(said, "opening "+monitorClass, "the monitor", 1), err: err}
 		}
 		return daemonAnswer(err)
 	}
 	notes := h.Notifications()
+	if !o.filter.empty() {
+		// The daemon filters from now on; events already on their way are
+		// filtered here as well.
+		in, _ := json.Marshal(&o.filter)
+		if _, err := h.Call(ctx, monitorMethodFilter, in); err != nil && !errors.Is(err, userclient.ErrNoMethod) {
+			return daemonAnswer(err)
+		}
+	}
 	if !asJSON {
 		fmt.Fprintln(w, "monitor will print the received events for:\nKERNEL - the kernel uevent\nLIFECYCLE - a step of a service's lifecycle")
 		fmt.Fprintln(w)
@@ -411,7 +495,7 @@ func monitor(ctx context.Context, path string, asJSON, withEnv, replay bool, w i
 	var printed uint64 // the last seq printed from the history
 	if replay {
 		var hist historyResult
-		out, _, err := c.Admin(ctx, opHistory, nil, nil)
+		out, _, err := c.Admin(ctx, opHistory, &o.filter, nil)
 		if err != nil {
 			return daemonAnswer(err)
 		}
@@ -454,8 +538,8 @@ func monitor(ctx context.Context, path string, asJSON, withEnv, replay bool, w i
 			if err := json.Unmarshal(n.Data, &ev); err != nil {
 				return fmt.Errorf("daemon sent a malformed monitor event: %w", err)
 			}
-			if ev.Seq != 0 && ev.Seq <= printed {
-				continue // already printed from the history
+			if ev.Seq != 0 && ev.Seq <= printed || !o.filter.match(&ev) {
+				continue // already printed from the history, or sent before the filter was set
 			}
 			if err := print(&ev); err != nil {
 				return err

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -14,6 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drvkit/drvkit/refcount/leaktest"
+	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/server"
 )
 
 // nobody is the unprivileged user the permission tests run drvctl as.
@@ -57,10 +63,13 @@ func exitCode(t *testing.T, err error) int {
 	return ee.ExitCode()
 }
 
-// A user the socket's permissions keep out is told so, not asked whether
-// the daemon runs; one who reaches it but whom the policy refuses is told
-// what the policy requires. Run as a real unprivileged process (needs root
-// to switch to it).
+// The access policy, tried as a real unprivileged process (uid and gid
+// nobody; needs root to switch to it). With the defaults a local user
+// reads — inspect, drivers, status, why, leaks, monitor — but sees no other
+// user's process, and is refused opens and administrative calls with what
+// the policy requires. With --read-any-user=false reading is refused too;
+// with --allow-uids the same user opens. A user the socket's permissions
+// keep out is told so, not asked whether the daemon runs.
 func TestPermissionErrorsGolden(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root to run drvctl as another user")
@@ -71,16 +80,76 @@ func TestPermissionErrorsGolden(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	require.NoError(t, os.Chmod(dir, 0o755))
-	run := filepath.Join(dir, "run")
-	require.NoError(t, os.Mkdir(run, 0o700))
+	runDir := filepath.Join(dir, "run")
+	require.NoError(t, os.Mkdir(runDir, 0o755))
 
 	scn := filepath.Join(dir, "boot.scn")
 	require.NoError(t, os.WriteFile(scn, []byte("scsi add 0:0:0:0\n"), 0o644))
-	sock := filepath.Join(run, "d.sock")
-	// The socket's group is nobody's: once nobody may enter its
-	// directory, nobody may connect, and is no admin.
-	d := startServe(t, serveOptions{socket: sock, socketGroup: nobody, sim: scn, drivers: "sg", logFormat: "text",
-		logLevel: "error", trace: "all", termTimeout: 5 * time.Second, closeTimeout: 5 * time.Second})
+	opts := serveOptions{sim: scn, drivers: "sg", logFormat: "text", socketGroup: -1,
+		logLevel: "error", trace: "all", termTimeout: 5 * time.Second, closeTimeout: 5 * time.Second}
+	// The default policy.
+	o := opts
+	o.socket = filepath.Join(runDir, "d.sock")
+	d := startServe(t, o)
+	sock := o.socket
+	// Root's application holds the disk open: a user client nobody may
+	// see but not identify.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	app, err := userclient.Dial(ctx, sock)
+	require.NoError(t, err)
+	defer app.Close()
+	h, err := app.OpenWait(ctx, userclient.Match{Personality: "sg"})
+	require.NoError(t, err)
+	defer h.Close()
+	uc := findClass(t, d.reg, server.UserClientClass)
+	disk := findClass(t, d.reg, "SCSIDevice")
+
+	asUser := func(t *testing.T, args ...string) (int, string) {
+		cmd := asNobody(t, dir, args...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		return exitCode(t, err), stdout.String() + stderr.String()
+	}
+	t.Run("reads", func(t *testing.T) {
+		for _, args := range [][]string{{"inspect"}, {"inspect", "-l"}, {"inspect", "-o", "json"}, {"drivers"}, {"status"},
+			{"why", fmt.Sprint(uc.ID())}, {"leaks"}, {"leaks", "-o", "json"}} {
+			code, out := asUser(t, append(args, "--socket", sock)...)
+			require.Equal(t, 0, code, "%v: %s", args, out)
+			for _, hidden := range []string{"UserClient@pid", `"pid"`, `"comm"`, "userclient pid", `UserClient#N \"pid`} {
+				require.NotContains(t, strings.ReplaceAll(out, fmt.Sprint("#", uc.ID()), "#N"), hidden, "%v", args)
+			}
+		}
+		code, out := asUser(t, "inspect", "-l", "--socket", sock)
+		require.Equal(t, 0, code)
+		require.Contains(t, out, "+-o UserClient  <class UserClient", "the client is shown, its process is not")
+		// Root sees it all.
+		e, stdout, _ := testEnv(nil, 0)
+		require.Equal(t, 0, run([]string{"inspect", "-l", "--socket", sock}, e))
+		require.Contains(t, stdout.String(), "UserClient@pid")
+		require.Contains(t, stdout.String(), `"comm" = `)
+	})
+	t.Run("monitor", func(t *testing.T) {
+		cmd := asNobody(t, dir, "monitor", "--replay", "--socket", sock)
+		out, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		// The replay is printed at once; then the monitor waits for events.
+		timer := time.AfterFunc(5*time.Second, func() { _ = cmd.Process.Kill() })
+		defer timer.Stop()
+		sc := bufio.NewScanner(out)
+		var lines []string
+		sawClient := false
+		for !sawClient && sc.Scan() {
+			line := sc.Text()
+			lines = append(lines, line)
+			require.NotContains(t, line, "pid")
+			sawClient = strings.Contains(line, "UserClient")
+		}
+		require.True(t, sawClient, "the replay shows the user client's attach:\n%s", strings.Join(lines, "\n"))
+	})
 
 	tests := []struct {
 		name    string
@@ -88,16 +157,50 @@ func TestPermissionErrorsGolden(t *testing.T) {
 		args    []string
 	}{
 		{"permission-socket", 0o700, []string{"inspect", "--socket", sock}},
-		{"permission-admin", 0o755, []string{"inspect", "--socket", sock}},
-		{"permission-monitor", 0o755, []string{"monitor", "--socket", sock}},
+		{"permission-terminate", 0o755, []string{"terminate", fmt.Sprint(disk.ID()), "--socket", sock}},
+		{"permission-unload", 0o755, []string{"unload", "sg", "--socket", sock}},
+		{"permission-sim", 0o755, []string{"sim", "scsi remove 0:0:0:0", "--socket", sock}},
+		{"permission-leaks-pprof", 0o755, []string{"leaks", "-o", "pprof", "-f", "/dev/null", "--socket", sock}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			require.NoError(t, os.Chmod(run, tt.dirMode))
-			out, err := asNobody(t, dir, tt.args...).CombinedOutput()
-			golden(t, filepath.Join("errors", tt.name+".txt"), errorOutput(exitCode(t, err), string(out), dir))
+			require.NoError(t, os.Chmod(runDir, tt.dirMode))
+			code, out := asUser(t, tt.args...)
+			golden(t, filepath.Join("errors", tt.name+".txt"), errorOutput(code, out, dir))
 		})
 	}
+	require.NoError(t, os.Chmod(runDir, 0o755))
+	t.Run("permission-open", func(t *testing.T) {
+		code, out := asUser(t, "--open-as-app", "sg", sock)
+		golden(t, filepath.Join("errors", "permission-open.txt"), errorOutput(code, out, dir))
+	})
+	require.True(t, disk.State().Active, "nothing the refused calls asked happened")
+	require.NoError(t, h.Close())
+	require.NoError(t, app.Close())
+	require.NoError(t, d.stop(), "%s", d.log.Bytes())
+
+	// Reading restricted to listed users; nobody may open.
+	o = opts
+	o.socket, o.readListed, o.allowUIDs = filepath.Join(runDir, "r.sock"), true, fmt.Sprint(nobody)
+	o.socketGroup = nobody // the socket is 0660 now: nobody reaches it through its group
+	d = startServe(t, o)
+	for _, tt := range []struct {
+		name string
+		args []string
+	}{
+		{"permission-read", []string{"inspect", "--socket", o.socket}},
+		{"permission-monitor", []string{"monitor", "--socket", o.socket}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out := asUser(t, tt.args...)
+			golden(t, filepath.Join("errors", tt.name+".txt"), errorOutput(code, out, dir))
+		})
+	}
+	t.Run("allow-uids opens", func(t *testing.T) {
+		code, out := asUser(t, "--open-as-app", "sg", o.socket)
+		require.Equal(t, 0, code, "%s", out)
+		require.Equal(t, "opened SCSIGenericBlock\n", out)
+	})
 	require.NoError(t, d.stop(), "%s", d.log.Bytes())
 }
 
@@ -118,7 +221,7 @@ func TestHTTPFollowsReadRight(t *testing.T) {
 		readGIDs string
 		want     string
 	}{
-		{"tcp, no read right", false, "", "403 permission denied: the metrics and the registry explorer need the socket's read right"},
+		{"tcp, no read right", false, "", "403 permission denied: the metrics and the registry explorer need uid 0, an admin"},
 		{"tcp, read group", false, "65534", "200 "},
 		{"unix, no read right", true, "", "403 permission denied"},
 		{"unix, read group", true, "65534", "200 "},

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +27,8 @@ func errorOutput(code int, stderr, dir string) []byte {
 		out = out[:i] + "[usage follows]\n"
 	}
 	out = strings.ReplaceAll(out, dir, "$DIR")
+	// Service IDs are process-wide: other tests' services came first.
+	out = regexp.MustCompile(`#\d+`).ReplaceAllString(out, "#N")
 	return []byte(fmt.Sprintf("exit %d\n%s", code, out))
 }
 
@@ -58,6 +61,11 @@ func TestErrorLinesGolden(t *testing.T) {
 	}{
 		{"unknown-service-terminate", []string{"terminate", "999", "--socket", sock}},
 		{"unknown-service-why", []string{"why", "999", "--socket", sock}},
+		{"unknown-service-inspect", []string{"inspect", "9-9", "--socket", sock}},
+		{"bad-monitor-kind", []string{"monitor", "--kind", "udev", "--socket", sock}},
+		{"bad-inspect-property", []string{"inspect", "--property", "idVendor", "--socket", sock}},
+		{"refused-terminate-root", []string{"terminate", fmt.Sprint(d.reg.Root().ID()), "--socket", sock}},
+		{"refused-terminate-monitor", []string{"terminate", "18446744073709551615", "--socket", sock}},
 		{"unknown-driver-unload", []string{"unload", "bogus", "--socket", sock}},
 		{"unknown-driver-serve", []string{"serve", "--sim", scn, "--drivers", "sg,bogus", "--socket", filepath.Join(dir, "x.sock")}},
 		{"unknown-driver-personality", []string{"serve", "--personality", "name=x,driver=bogus,vid=1d50"}},

@@ -2,7 +2,7 @@
 //
 //	drvctl serve [--sim FILE]       run the daemon (netlink + coldplug, or a simulated bus)
 //	             [--drivers LIST] [--personality name=N,driver=D,KEY=VALUE...]...
-//	             [--drivers-dir DIR] [--allow-root-drivers]
+//	             [--drivers-dir DIR] [--allow-root-drivers] [--usb-hold=false]
 //	drvctl drivers [-o FMT]         the drivers: built-in and bundles, state, instances, last error (text, json)
 //	drvctl load PATH                load a driver bundle (manifest.toml or its directory)
 //	drvctl inspect [-l] [-o FMT]    the registry as a tree (text, json, dot)
@@ -12,6 +12,7 @@
 //	drvctl terminate ID             terminate one service
 //	drvctl leaks [-o FMT]           outstanding references (text, json, pprof)
 //	drvctl why ID                   the chains of holders keeping a service alive
+//	drvctl unhold [--state-dir DIR] lift the USB gates a killed daemon left (serve --usb-hold)
 //	drvctl verify DRIVER|BUNDLE     explore a driver through every lifecycle fault (no daemon)
 //
 // Every command but serve talks to the daemon over its Unix socket:
@@ -21,6 +22,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -82,6 +84,9 @@ func main() {
 }
 
 func run(args []string, e *env) int {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version" || args[0] == "-V") {
+		args = []string{"version"}
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		writeUsage(e.stderr)
 		if len(args) == 0 {
@@ -99,7 +104,7 @@ func run(args []string, e *env) int {
 	fs.SetOutput(e.stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(e.stderr, "usage: drvctl %s [flags] %s\n  %s\n\nflags:\n", c.name, c.args, c.summary)
-		fs.PrintDefaults()
+		printFlags(e.stderr, fs)
 	}
 	exec := c.setup(fs, e)
 	positional, err := parseInterspersed(fs, args[1:])
@@ -124,6 +129,29 @@ func run(args []string, e *env) int {
 		fmt.Fprintf(e.stderr, "drvctl %s: %v\n", c.name, err)
 		return exitFail
 	}
+}
+
+// printFlags is flag.PrintDefaults as the documentation writes flags: a
+// long flag with two dashes (--socket), a one-letter flag with one (-o).
+// Both spellings parse.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		arg, usage := flag.UnquoteUsage(f)
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			arg = ""
+		}
+		line := "  " + dashes(f.Name)
+		if arg != "" {
+			line += " " + arg
+		}
+		def := f.DefValue
+		if def != "" && def != "false" && def != "0" && !strings.Contains(usage, "(default") {
+			if _, ok := f.Value.(*stringsFlag); !ok {
+				usage += fmt.Sprintf(" (default %s)", def)
+			}
+		}
+		fmt.Fprintf(w, "%s\n    \t%s\n", line, strings.ReplaceAll(usage, "\n", "\n    \t"))
+	})
 }
 
 // parseInterspersed parses flags wherever they stand among the positional
@@ -164,7 +192,7 @@ func writeUsage(w io.Writer) {
 
 // socketFlag declares --socket on fs and returns the resolved path getter.
 func socketFlag(fs *flag.FlagSet, e *env) func() string {
-	p := fs.String("socket", "", "daemon socket `path` (default $DRVCTL_SOCKET, else /run/drvkit/drvkit.sock as root, $XDG_RUNTIME_DIR/drvkit.sock otherwise when set)")
+	p := fs.String("socket", "", "daemon socket `path` (default $DRVCTL_SOCKET, else $XDG_RUNTIME_DIR/drvkit.sock for a user who has a daemon there, else /run/drvkit/drvkit.sock)")
 	return func() string { return socketPath(*p, e) }
 }
 
@@ -176,25 +204,71 @@ func socketPath(flagValue string, e *env) string {
 		return v
 	}
 	if e.uid == 0 {
-		return "/run/drvkit/drvkit.sock"
+		return systemSocket
 	}
+	// A daemon of the user's own, if there is one; else the system's,
+	// which every local user may read by default.
 	if d := e.getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "drvkit.sock")
+		p := filepath.Join(d, "drvkit.sock")
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().Type() == os.ModeSocket {
+			return p
+		}
 	}
 	// The system daemon's: never a world-writable directory (/tmp), where
 	// another user could listen first.
-	return "/run/drvkit/drvkit.sock"
+	return systemSocket
+}
+
+// systemSocket is the system daemon's socket (drvkit.service).
+const systemSocket = "/run/drvkit/drvkit.sock"
+
+// prettyFlag declares -p/--pretty: JSON is one compact line per document
+// by default (iproute2's -j), indented with -p. inspect has --pretty alone:
+// its -p shows parents, as the query flags of ioreg and udevadm do.
+func prettyFlag(fs *flag.FlagSet) *bool {
+	p := new(bool)
+	fs.BoolVar(p, "pretty", false, "pretty-print JSON (indented); the default is compact, one line")
+	if fs.Lookup("p") == nil {
+		fs.BoolVar(p, "p", false, "same as --pretty")
+	}
+	return p
+}
+
+// writeJSONValue writes v as one compact line, or indented when pretty.
+func writeJSONValue(w io.Writer, v any, pretty bool) error {
+	enc := json.NewEncoder(w)
+	if pretty {
+		enc.SetIndent("", "  ")
+	}
+	return enc.Encode(v)
 }
 
 // outputFlag declares -o with the allowed formats; the first is the default.
 func outputFlag(fs *flag.FlagSet, formats ...string) func() (string, error) {
-	o := fs.String("o", formats[0], "output `format`: "+strings.Join(formats, ", "))
+	v := &choiceValue{v: formats[0], choices: formats}
+	fs.Var(v, "o", "output `format`: "+strings.Join(formats, ", "))
 	return func() (string, error) {
 		for _, f := range formats {
-			if *o == f {
+			if v.v == f {
 				return f, nil
 			}
 		}
-		return "", usagef("unknown output format %q (want %s)", *o, strings.Join(formats, ", "))
+		return "", usagef("unknown output format %q (want %s)", v.v, strings.Join(formats, ", "))
 	}
 }
+
+// choiceValue is a flag with a fixed set of values, which shell
+// completion offers. A value outside the set is refused by whoever reads
+// the flag (so that the message is the command's, as a usage error).
+type choiceValue struct {
+	v       string
+	choices []string
+}
+
+func (c *choiceValue) String() string {
+	if c == nil {
+		return ""
+	}
+	return c.v
+}
+func (c *choiceValue) Set(s string) error { c.v = s; return nil }

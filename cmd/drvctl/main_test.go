@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"flag"
+	"net"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,6 +16,11 @@ func testEnv(vars map[string]string, uid int) (*env, *bytes.Buffer, *bytes.Buffe
 }
 
 func TestSocketPath(t *testing.T) {
+	// A runtime directory with a daemon's socket in it, and one without.
+	withDaemon, without := t.TempDir(), t.TempDir()
+	l, err := net.Listen("unix", filepath.Join(withDaemon, "drvkit.sock"))
+	require.NoError(t, err)
+	defer l.Close()
 	tests := []struct {
 		name string
 		flag string
@@ -24,7 +31,9 @@ func TestSocketPath(t *testing.T) {
 		{"flag wins", "/tmp/x.sock", map[string]string{"DRVCTL_SOCKET": "/env.sock"}, 0, "/tmp/x.sock"},
 		{"env", "", map[string]string{"DRVCTL_SOCKET": "/env.sock"}, 1000, "/env.sock"},
 		{"root default", "", nil, 0, "/run/drvkit/drvkit.sock"},
-		{"user runtime dir", "", map[string]string{"XDG_RUNTIME_DIR": "/run/user/1000"}, 1000, "/run/user/1000/drvkit.sock"},
+		{"user's own daemon", "", map[string]string{"XDG_RUNTIME_DIR": withDaemon}, 1000, filepath.Join(withDaemon, "drvkit.sock")},
+		// The system daemon, which every local user may read.
+		{"user runtime dir without a daemon", "", map[string]string{"XDG_RUNTIME_DIR": without}, 1000, "/run/drvkit/drvkit.sock"},
 		// Never a world-writable directory another user could squat in.
 		{"user without runtime dir", "", nil, 1000, "/run/drvkit/drvkit.sock"},
 	}

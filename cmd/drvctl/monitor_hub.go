@@ -26,6 +26,7 @@ type monitorHub struct {
 	mu      sync.Mutex
 	next    int
 	seq     uint64
+	last    monoTime // the latest time published
 	subs    map[int]func(monitorEvent)
 	history []monitorEvent // oldest first, at most 2*limit before trimming
 	limit   int
@@ -76,6 +77,14 @@ func (h *monitorHub) publish(e monitorEvent) {
 	defer h.mu.Unlock()
 	h.seq++
 	e.Seq = h.seq
+	// Kernel events are timed as they are read, lifecycle steps as they
+	// happen, on different goroutines: an event published after another
+	// may carry an earlier time. Lines in seq order must read in time
+	// order, so a time never goes back.
+	if e.Time < h.last {
+		e.Time = h.last
+	}
+	h.last = e.Time
 	h.history = append(h.history, e)
 	if len(h.history) >= 2*h.limit {
 		// Trim in one copy per limit events, not one per event.
@@ -119,20 +128,22 @@ func (h *monitorHub) kernelOverflow(resynced int) {
 		Detail: "the kernel dropped uevents (receive buffer overflow); resynced " + itoa(uint64(resynced)) + " events from sysfs"})
 }
 
-// monoClock turns Go times into seconds on CLOCK_MONOTONIC, the clock
-// udevadm monitor prints, so our lines sort with the kernel's.
+// monoClock turns Go times into CLOCK_MONOTONIC, the clock udevadm
+// monitor prints, so our lines sort with the kernel's.
 type monoClock struct {
 	base  time.Time
-	since float64
+	since monoTime
 }
 
 func newMonoClock() monoClock {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return monoClock{base: time.Now(), since: float64(ts.Sec) + float64(ts.Nsec)/1e9}
+	return monoClock{base: time.Now(), since: monoTime(int64(ts.Sec)*1e6 + int64(ts.Nsec)/1e3)}
 }
 
-func (c monoClock) at(t time.Time) float64 { return c.since + t.Sub(c.base).Seconds() }
+func (c monoClock) at(t time.Time) monoTime {
+	return c.since + monoTime(t.Sub(c.base)/time.Microsecond)
+}
 
 func itoa(v uint64) string {
 	var b [20]byte

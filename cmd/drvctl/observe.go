@@ -80,9 +80,8 @@ func newObserver(d *daemon, o observeOptions) (*observer, error) {
 		Registry: d.reg,
 		Bridge:   lazyBridge{d},
 		Clients:  lazyClients{d},
+		Bundles:  lazyBundles{d},
 		Refcount: true,
-		// Bundles: driver bundles (drivers in processes of their own)
-		// do not exist yet; their supervisor plugs in here.
 	}
 	if d.opts.sim == "" { // a simulated bus has no netlink socket to count
 		cfg.Uevents = lazyUevents{d}
@@ -106,7 +105,21 @@ type (
 	lazyUevents struct{ d *daemon }
 	lazyBridge  struct{ d *daemon }
 	lazyClients struct{ d *daemon }
+	lazyBundles struct{ d *daemon }
 )
+
+// BundleStats reports the out-of-process host's counters (set up after the
+// observer, before anything is served).
+func (l lazyBundles) BundleStats() []metrics.Bundle {
+	if l.d.host == nil {
+		return nil
+	}
+	var out []metrics.Bundle
+	for _, c := range l.d.host.Counts() {
+		out = append(out, metrics.Bundle{Driver: c.Driver, Starts: c.Starts, Crashes: c.Crashes, Disables: c.Disables})
+	}
+	return out
+}
 
 func (l lazyUevents) Stats() hotplug.Stats {
 	if l.d.netlink == nil {
@@ -228,13 +241,18 @@ func (ob *observer) peerAccess(h http.Handler) http.Handler {
 			http.Error(w, "forbidden: cannot tell who you are: "+p.err.Error(), http.StatusForbidden)
 			return
 		default:
-			pol := ob.d.policy
-			if pol == nil {
-				pol = &server.Policy{} // root alone
+			pol := server.Policy{} // root alone
+			if ob.d.policy != nil {
+				pol = *ob.d.policy
 			}
+			// The explorer shows every client's process and every stack,
+			// which the socket's read verbs hide from readers who are not
+			// admins: --read-any-user does not open it, a listed reader
+			// does.
+			pol.ReadAnyUser = false
 			if err := pol.AllowAdmin(p.cred, opInspect); err != nil {
 				ob.d.log.Warn("http: refused", "uid", p.cred.UID, "path", r.URL.Path, "err", err)
-				http.Error(w, "permission denied: the metrics and the registry explorer need the socket's read right (uid 0, --admin-gids or --read-gids)", http.StatusForbidden)
+				http.Error(w, "permission denied: the metrics and the registry explorer need uid 0, an admin (--admin-uids, --admin-gids) or a listed reader (--read-uids, --read-gids)", http.StatusForbidden)
 				return
 			}
 		}

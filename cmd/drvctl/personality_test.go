@@ -122,7 +122,7 @@ func TestServePersonalityOnSimBus(t *testing.T) {
 	mctx, mcancel := context.WithCancel(ctx)
 	var mon syncBuffer
 	monDone := make(chan error, 1)
-	go func() { monDone <- monitor(mctx, o.socket, true, false, true, &mon) }()
+	go func() { monDone <- monitor(mctx, o.socket, monitorOptions{asJSON: true, replay: true}, &mon) }()
 	require.Eventually(t, func() bool { return bytes.Contains(mon.Bytes(), []byte(`"step":"start"`)) },
 		5*time.Second, 10*time.Millisecond, "the replay shows the drivers' starts")
 

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/drvkit/drvkit/userclient/server"
 )
 
 // label is how a service is named in the tree: Class@Name, as ioreg names
@@ -48,8 +50,18 @@ func (s *serviceEntry) stateText() string {
 		active = "active, starting"
 	}
 	parts := []string{"class " + esc(s.Class), fmt.Sprintf("id %d", s.ID)}
+	if id := s.identity(); id != "" {
+		parts = append(parts, esc(id))
+	}
 	if s.Driver != "" {
-		parts = append(parts, "driver "+esc(s.Driver))
+		d := "driver " + esc(s.Driver)
+		if score, ok := propInt(s.Properties, propProbeScore); ok {
+			d += fmt.Sprintf(", probe score %d", score)
+		}
+		if pc := propString(s.Properties, propProviderClass); pc != "" {
+			d += ", provider " + esc(pc)
+		}
+		parts = append(parts, d)
 	}
 	parts = append(parts, flag(s.Registered, "registered"), flag(s.Matched, "matched"), active,
 		fmt.Sprintf("busy %d", s.Busy), fmt.Sprintf("retain %d", s.Retain))
@@ -164,51 +176,97 @@ func propertyText(v any) string {
 	}
 }
 
-func writeJSON(w io.Writer, d *inspectDoc) error {
+func writeJSON(w io.Writer, d *inspectDoc, pretty bool) error {
 	d.normalize()
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(d)
+	return writeJSONValue(w, d, pretty)
 }
 
-// writeDOT draws the registry for graphviz: states as colours, retain
-// counts on nodes, provider → client edges (dashed for open).
+// dotStates are the node styles of the DOT picture, in legend order. The
+// fills are the Okabe–Ito palette, which readers with any common colour
+// vision deficiency tell apart, and every state differs in its border too
+// (dashed, bold, double), so the picture survives a grey-scale print.
+var dotStates = []struct {
+	name, fill, font, style string
+	peripheries             int
+}{
+	{"driver or matched", "#56B4E9", "black", "rounded,filled", 1},     // sky blue
+	{"registered, unmatched", "#DDDDDD", "black", "rounded,filled", 1}, // grey
+	{"busy", "#F0E442", "black", "rounded,filled,bold", 1},             // yellow
+	{"user client", "#CC79A7", "black", "rounded,filled", 2},           // reddish purple
+	{"terminating", "#D55E00", "white", "rounded,filled,dashed", 1},    // vermillion
+}
+
+func dotState(s *serviceEntry) int {
+	switch {
+	case !s.Active:
+		return 4
+	case s.Busy > 0:
+		return 2
+	case s.Class == server.UserClientClass:
+		return 3
+	case s.Matched || s.Driver != "":
+		return 0
+	default:
+		return 1
+	}
+}
+
+func dotNodeAttrs(i int) string {
+	st := dotStates[i]
+	a := fmt.Sprintf("fillcolor=%q, fontcolor=%q, style=%q", st.fill, st.font, st.style)
+	if st.peripheries > 1 {
+		a += fmt.Sprintf(", peripheries=%d", st.peripheries)
+	}
+	return a
+}
+
+// writeDOT draws the registry for graphviz: states as fills and borders,
+// retain counts on nodes, provider → client edges leaving the provider's
+// bottom for the client's top, and "open" edges (opener → opened) in
+// another colour between the nodes' right sides without ranking them, so
+// the two never lie on top of each other; a legend says all this.
 func writeDOT(w io.Writer, d *inspectDoc) error {
 	var b strings.Builder
 	b.WriteString("digraph drvkit {\n")
 	b.WriteString("  rankdir=TB;\n")
 	b.WriteString("  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\"];\n")
+	b.WriteString("  edge [fontname=\"Helvetica\", fontsize=10];\n")
 	services := append([]serviceEntry(nil), d.Services...)
 	sort.Slice(services, func(i, j int) bool { return services[i].ID < services[j].ID })
 	for i := range services {
 		s := &services[i]
-		fmt.Fprintf(&b, "  s%d [label=%s, fillcolor=%q];\n", s.ID,
-			dotQuote(fmt.Sprintf("%s\nid %d, retain %d", s.label(), s.ID, s.Retain)), stateColour(s))
+		label := fmt.Sprintf("%s\nid %d, retain %d", s.label(), s.ID, s.Retain)
+		if id := s.identity(); id != "" {
+			label = fmt.Sprintf("%s\n%s\nid %d, retain %d", s.label(), id, s.ID, s.Retain)
+		}
+		fmt.Fprintf(&b, "  s%d [label=%s, %s];\n", s.ID, dotQuote(label), dotNodeAttrs(dotState(s)))
 	}
 	for _, s := range services {
 		for _, p := range s.Providers {
-			fmt.Fprintf(&b, "  s%d -> s%d;\n", p, s.ID)
+			fmt.Fprintf(&b, "  s%d -> s%d [tailport=s, headport=n];\n", p, s.ID)
 		}
 		for _, o := range s.OpenBy {
-			fmt.Fprintf(&b, "  s%d -> s%d [style=dashed, label=\"open\"];\n", o, s.ID)
+			fmt.Fprintf(&b, "  s%d -> s%d [tailport=e, headport=e, constraint=false, style=dashed, color=\"#0072B2\", fontcolor=\"#0072B2\", label=\"open\"];\n", o, s.ID)
 		}
 	}
+	b.WriteString("  subgraph cluster_legend {\n")
+	b.WriteString("    label=\"legend\"; fontname=\"Helvetica\"; style=rounded; color=\"#999999\";\n")
+	for i, st := range dotStates {
+		fmt.Fprintf(&b, "    legend%d [label=%q, %s];\n", i, st.name, dotNodeAttrs(i))
+	}
+	b.WriteString("    legend_p [label=\"provider\", shape=plaintext, style=\"\"];\n")
+	b.WriteString("    legend_c [label=\"client\", shape=plaintext, style=\"\"];\n")
+	b.WriteString("    legend_p -> legend_c [label=\"attached\"];\n")
+	b.WriteString("    legend_o [label=\"opener\", shape=plaintext, style=\"\"];\n")
+	b.WriteString("    legend_t [label=\"opened\", shape=plaintext, style=\"\"];\n")
+	b.WriteString("    legend_o -> legend_t [style=dashed, color=\"#0072B2\", fontcolor=\"#0072B2\", label=\"open\"];\n")
+	for i := 1; i < len(dotStates); i++ {
+		fmt.Fprintf(&b, "    legend%d -> legend%d [style=invis];\n", i-1, i)
+	}
+	b.WriteString("  }\n")
 	b.WriteString("}\n")
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-func stateColour(s *serviceEntry) string {
-	switch {
-	case !s.Active:
-		return "#f4a6a6" // terminating: red
-	case s.Busy > 0:
-		return "#f6d186" // busy: amber
-	case s.Matched || s.Driver != "":
-		return "#a8d5a2" // matched, or a driver instance: green
-	default:
-		return "#dde3ea" // registered but unmatched: grey
-	}
 }
 
 func dotQuote(s string) string {
@@ -222,13 +280,13 @@ func writeMonitorLine(w io.Writer, e *monitorEvent, env bool) error {
 	var b strings.Builder
 	switch e.Kind {
 	case "kernel":
-		fmt.Fprintf(&b, "KERNEL[%.6f] %-8s %s (%s)\n", e.Time, esc(e.Action), esc(e.Devpath), esc(e.Subsystem))
+		fmt.Fprintf(&b, "KERNEL[%s] %-8s %s (%s)\n", e.Time, esc(e.Action), esc(e.Devpath), esc(e.Subsystem))
 	case "lost":
 		fmt.Fprintf(&b, "LOST %d older events (the daemon keeps the last %d)\n", e.Count, monitorHistory)
 	case "warning":
-		fmt.Fprintf(&b, "WARNING[%.6f] %s\n", e.Time, esc(e.Detail))
+		fmt.Fprintf(&b, "WARNING[%s] %s\n", e.Time, esc(e.Detail))
 	default:
-		fmt.Fprintf(&b, "LIFECYCLE[%.6f] %-8s %s id=%d", e.Time, esc(e.Step), esc(e.Class), e.ServiceID)
+		fmt.Fprintf(&b, "LIFECYCLE[%s] %-8s %s id=%d", e.Time, esc(e.Step), esc(e.Class), e.ServiceID)
 		if e.Name != "" && e.Name != e.Class {
 			fmt.Fprintf(&b, " name=%s", esc(e.Name))
 		}

@@ -44,7 +44,7 @@ func TestRenderGolden(t *testing.T) {
 	}{
 		{"inspect.txt", func(b *bytes.Buffer, d *inspectDoc) error { return writeTree(b, d, false) }},
 		{"inspect-l.txt", func(b *bytes.Buffer, d *inspectDoc) error { return writeTree(b, d, true) }},
-		{"inspect.json", func(b *bytes.Buffer, d *inspectDoc) error { return writeJSON(b, d) }},
+		{"inspect.json", func(b *bytes.Buffer, d *inspectDoc) error { return writeJSON(b, d, true) }},
 		{"inspect.dot", func(b *bytes.Buffer, d *inspectDoc) error { return writeDOT(b, d) }},
 	}
 	for _, tt := range tests {
@@ -56,21 +56,39 @@ func TestRenderGolden(t *testing.T) {
 	}
 }
 
-// TestJSONTypesStable: a document with nothing in it still has every field,
-// with the same JSON type as a full one.
+// TestJSONTypesStable: a document with nothing in it leaves empty fields
+// out; the fields it has keep the JSON type of a full one, and the service
+// list is [] even when empty.
 func TestJSONTypesStable(t *testing.T) {
 	var b bytes.Buffer
-	require.NoError(t, writeJSON(&b, &inspectDoc{SchemaVersion: inspectSchemaVersion, Services: []serviceEntry{{ID: 1}}}))
+	require.NoError(t, writeJSON(&b, &inspectDoc{SchemaVersion: inspectSchemaVersion, Services: []serviceEntry{{ID: 1}}}, false))
+	require.Equal(t, `{"schema_version":2,"services":[{"id":1,"class":"","registered":false,"matched":false,"active":false,"busy":0,"retain":0}]}`+"\n", b.String())
+	b.Reset()
+	require.NoError(t, writeJSON(&b, &inspectDoc{SchemaVersion: inspectSchemaVersion}, false))
+	require.Equal(t, `{"schema_version":2,"services":[]}`+"\n", b.String())
+
+	b.Reset()
+	require.NoError(t, writeJSON(&b, loadFixture(t), false))
+	require.Equal(t, 1, strings.Count(b.String(), "\n"), "compact: one line")
 	var v struct {
 		Services []map[string]any `json:"services"`
 	}
 	require.NoError(t, json.Unmarshal(b.Bytes(), &v))
-	s := v.Services[0]
-	for _, k := range []string{"providers", "clients", "open_by"} {
-		require.IsType(t, []any{}, s[k], k)
+	for _, s := range v.Services {
+		for _, k := range []string{"providers", "clients", "open_by"} {
+			if x, ok := s[k]; ok {
+				require.IsType(t, []any{}, x, k)
+				require.NotEmpty(t, x, k)
+			}
+		}
+		if x, ok := s["properties"]; ok {
+			require.IsType(t, map[string]any{}, x)
+		}
+		if x, ok := s["driver"]; ok {
+			require.IsType(t, "", x)
+			require.NotEmpty(t, x)
+		}
 	}
-	require.IsType(t, map[string]any{}, s["properties"])
-	require.IsType(t, "", s["driver"])
 }
 
 func TestDOTParsesWithGraphviz(t *testing.T) {
@@ -89,12 +107,12 @@ func TestDOTParsesWithGraphviz(t *testing.T) {
 
 func TestMonitorLines(t *testing.T) {
 	events := []monitorEvent{
-		{Kind: "kernel", Time: 1234.5678901, Action: "remove", Devpath: "/devices/pci0000:00/0000:00:04.0/usb2/2-1", Subsystem: "usb",
+		{Kind: "kernel", Time: 1234567890, Action: "remove", Devpath: "/devices/pci0000:00/0000:00:04.0/usb2/2-1", Subsystem: "usb",
 			Env: map[string]string{"ACTION": "remove", "SUBSYSTEM": "usb", "PRODUCT": "46f4/1/0", "SEQNUM": "2061"}},
-		{Kind: "lifecycle", Time: 1234.567895, Step: "terminate", ServiceID: 12, Class: "USBInterface", Name: "2-1:1.0", Cause: "unplug", RootCause: "unplug"},
-		{Kind: "lifecycle", Time: 1234.567896, Step: "terminate", ServiceID: 14, Class: "USBMassStorage", Name: "usbstorage", Cause: "provider", RootCause: "unplug"},
-		{Kind: "lifecycle", Time: 1234.567901, Step: "stop", ServiceID: 12, Class: "USBInterface", Name: "2-1:1.0"},
-		{Kind: "lifecycle", Time: 1234.568, Step: "free", ServiceID: 13, Class: "UserClient", Detail: "pid 4242"},
+		{Kind: "lifecycle", Time: 1234567895, Step: "terminate", ServiceID: 12, Class: "USBInterface", Name: "2-1:1.0", Cause: "unplug", RootCause: "unplug"},
+		{Kind: "lifecycle", Time: 1234567896, Step: "terminate", ServiceID: 14, Class: "USBMassStorage", Name: "usbstorage", Cause: "provider", RootCause: "unplug"},
+		{Kind: "lifecycle", Time: 1234567901, Step: "stop", ServiceID: 12, Class: "USBInterface", Name: "2-1:1.0"},
+		{Kind: "lifecycle", Time: 1234568000, Step: "free", ServiceID: 13, Class: "UserClient", Detail: "pid 4242"},
 	}
 	var plain, env bytes.Buffer
 	for i := range events {

@@ -23,6 +23,7 @@ import (
 	"github.com/drvkit/drvkit/driver/hid"
 	"github.com/drvkit/drvkit/driver/hid/hidkbd"
 	"github.com/drvkit/drvkit/driver/hid/hidsim"
+	"github.com/drvkit/drvkit/driver/host"
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/driver/usb"
 	"github.com/drvkit/drvkit/driver/usb/usbsim"
@@ -30,6 +31,8 @@ import (
 	"github.com/drvkit/drvkit/hotplug"
 	"github.com/drvkit/drvkit/hotplug/buses"
 	"github.com/drvkit/drvkit/hotplug/sim"
+	"github.com/drvkit/drvkit/hotplug/usbhold"
+	"github.com/drvkit/drvkit/internal/sdnotify"
 	"github.com/drvkit/drvkit/internal/statefile"
 	"github.com/drvkit/drvkit/refcount"
 	"github.com/drvkit/drvkit/userclient"
@@ -43,21 +46,28 @@ func init() {
 }
 
 type serveOptions struct {
-	socket       string
-	sim          string
-	drivers      string
-	logFormat    string
-	logLevel     string
-	trace        string
-	socketGroup  int
-	allowUIDs    string
-	allowGIDs    string
-	adminGIDs    string
-	readGIDs     string
+	socket      string
+	sim         string
+	drivers     string
+	logFormat   string
+	logLevel    string
+	trace       string
+	socketGroup int
+	allowUIDs   string
+	allowGIDs   string
+	adminUIDs   string
+	adminGIDs   string
+	readUIDs    string
+	readGIDs    string
+	// readListed: only root, admins and --read-uids/--read-gids may read
+	// (--read-any-user=false); the default lets every local user read.
+	readListed   bool
 	anyUser      bool
 	termTimeout  time.Duration
 	closeTimeout time.Duration
 	stateDir     string
+	usbHold      bool
+	sysfs        string // "" is /sys; tests point it elsewhere
 	personality  personalityFlags
 	observe      observeOptions
 	bundles      bundleOptions
@@ -67,23 +77,27 @@ type serveOptions struct {
 func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	var o serveOptions
 	sock := socketFlag(fs, e)
-	fs.StringVar(&o.sim, "sim", "", "run on a simulated bus replaying this scenario `file` (see hotplug/sim/testdata/scenarios)")
+	fs.StringVar(&o.sim, "sim", "", "run on a simulated bus replaying this scenario `file`, one step a line: plug usb PORT vid=VVVV pid=PPPP ifaces=CC/SS/PP, unplug PORT, scsi add H:C:T:L [type=N], wait 100ms, repeat N … end")
 	o.personality.table = builtinDrivers()
 	fs.StringVar(&o.drivers, "drivers", "", "comma-separated `drivers` to load: "+strings.Join(o.personality.table.Names(), ", ")+
 		" (default: sg on real hardware — usbstorage detaches the kernel's usb-storage, hidkbd reads the keyboards — and all on a simulated bus)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&o.trace, "trace", "all", "reference tracing: all, off, or comma-separated `classes` (overrides DRVKIT_REFTRACE)")
-	fs.IntVar(&o.socketGroup, "socket-gid", -1, "group `gid` of the socket file (mode 0660); -1 keeps the daemon's group")
-	fs.StringVar(&o.allowUIDs, "allow-uids", "", "comma-separated `uids` that may open services (root always may)")
-	fs.StringVar(&o.allowGIDs, "allow-gids", "", "comma-separated `gids` whose members may open services")
-	fs.StringVar(&o.adminGIDs, "admin-gids", "", "comma-separated `gids` whose members may make administrative calls (root always may)")
-	fs.StringVar(&o.readGIDs, "read-gids", "", "comma-separated `gids` whose members may read the daemon's state: monitor, monitor-history, inspect, why, leaks (root and admin groups always may)")
-	fs.BoolVar(&o.anyUser, "any-user", false, "let anyone who can reach the socket open services")
+	fs.IntVar(&o.socketGroup, "socket-gid", -1, "group `gid` of the socket file (it matters when the socket is mode 0660: --read-any-user=false without --any-user); -1 keeps the daemon's group")
+	fs.StringVar(&o.allowUIDs, "allow-uids", "", "open right: comma-separated `uids` that may open services (root always may)")
+	fs.StringVar(&o.allowGIDs, "allow-gids", "", "open right: comma-separated `gids` whose members may open services")
+	fs.BoolVar(&o.anyUser, "any-user", false, "open right: let anyone who can reach the socket open services")
+	fs.Var(invertedBool{&o.readListed}, "read-any-user", "read right: let every local user read the daemon's state — inspect, monitor, drivers, status, why, leaks — as anyone may run ioreg or udevadm monitor; the socket is then mode 0666 and the policy decides (default true; false: only root, admins and --read-uids/--read-gids)")
+	fs.StringVar(&o.readUIDs, "read-uids", "", "read right: comma-separated `uids` that may read the daemon's state when --read-any-user=false")
+	fs.StringVar(&o.readGIDs, "read-gids", "", "read right: comma-separated `gids` whose members may read the daemon's state when --read-any-user=false")
+	fs.StringVar(&o.adminUIDs, "admin-uids", "", "admin right: comma-separated `uids` that may load, unload, terminate and run sim steps, and see other users' processes (root always may)")
+	fs.StringVar(&o.adminGIDs, "admin-gids", "", "admin right: comma-separated `gids` whose members have the admin right")
 	fs.Var(&o.limits, "limits", limitsUsage())
-	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long `drvctl terminate` waits for the free")
+	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long drvctl terminate waits for the service's free (a `duration`, 10ms to 24h)")
 	fs.DurationVar(&o.closeTimeout, "shutdown-timeout", 15*time.Second, "how long shutdown waits for every service to be freed")
 	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` for what must outlive the daemon: the journal of kernel drivers it detached, re-attached at the next start if it was killed (with --sim also the simulated kernel's bindings); empty: no journal")
+	fs.BoolVar(&o.usbHold, "usb-hold", true, "keep the kernel's drivers off the USB interfaces a loaded personality will claim (interface authorization: a stick usbstorage takes never shows as /dev/sdX); its state is in --state-dir, else "+defaultHoldDir+"; false: claim by detaching the kernel's driver, after it bound. Real hardware only")
 	fs.Var(&o.personality, "personality", "register a driver of the table for the devices a match selects, repeatable: `name=N,driver=D,KEY=VALUE...[,score=S]`; "+
 		"keys: "+personalityKeysHelp(o.personality.table)+" (e.g. name=gadget,driver=usbstorage,vid=1d50,pid=6018: that product's interfaces whatever their class; "+
 		"the default score 100 beats the drivers' own personalities)")
@@ -128,6 +142,11 @@ type daemon struct {
 	loaded map[string]bool // the names of the personalities registered and not unloaded
 
 	bundles *bundleSet // bundles loaded or refused, drivers' last errors
+	host    *host.Host // runs the bundles' drivers in their processes
+
+	hold *usbhold.Hold // nil: off (--usb-hold=false, a simulated bus, or it could not start)
+
+	started time.Time
 }
 
 // driverKnown reports whether unload has something to do with name: a
@@ -236,7 +255,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		custom[i] = e
 	}
 
-	d := &daemon{opts: o, log: log, hub: newMonitorHub(), loaded: map[string]bool{}, drivers: tbl, policy: &policy}
+	d := &daemon{opts: o, log: log, hub: newMonitorHub(), loaded: map[string]bool{}, drivers: tbl, policy: &policy, started: time.Now()}
 	d.reg = driver.NewRegistry(driver.WithLogger(log))
 	cancelLifecycle := d.reg.SubscribeLifecycle(d.hub.lifecycle)
 	if log.Enabled(ctx, slog.LevelDebug) {
@@ -308,13 +327,31 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		}
 		src = nl
 		d.netlink = nl
+		if o.usbHold {
+			// Before anything is published: what a killed predecessor
+			// kept is given back, and every interface is decided before
+			// the bridge sees it.
+			if d.hold = d.startHold(); d.hold != nil {
+				undo = append(undo, func() { _ = d.hold.Close() })
+				src = d.hold.Source(src)
+			}
+		}
 	}
-	src = &monitoredSource{Source: src, hub: d.hub}
+	ms := &monitoredSource{Source: src, hub: d.hub, coldplugDone: make(chan struct{})}
+	if d.netlink != nil {
+		ms.coldplugLeft = d.netlink.ColdplugEvents()
+	}
+	ms.checkColdplug()
+	src = ms
 	undo = append(undo, func() { _ = src.Close() })
 	if o.stateDir != "" {
 		if err := d.journalKernelDrivers(ctx, simBusSrc); err != nil {
 			return fail(err)
 		}
+	}
+	if d.hold != nil {
+		// A held interface is authorized just before a driver claims it.
+		d.usb = d.hold.Wrap(d.usb)
 	}
 
 	d.res = d.resources()
@@ -343,10 +380,18 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		d.setLoaded(p.Name, true)
 		log.Info("personality", "name", ps.Name, "driver", ps.Driver, "match", ps.matchString(), "score", ps.Score)
 	}
+	d.host = host.New(host.Config{Registry: d.reg, Resources: d.res, Log: log})
+	undo = append(undo, d.host.Close)
 	d.startBundles()
+	if d.hold != nil {
+		if err := d.hold.Watch(d.reg); err != nil {
+			return fail(err)
+		}
+		d.syncHold()
+	}
 
-	d.srv, err = server.Listen(&daemonBackend{RegistryBackend: server.NewRegistryBackend(d.reg), hub: d.hub, sessions: d.observer.userClientHooks()}, server.Config{
-		Path: o.socket, GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log, Limits: o.limits.l,
+	d.srv, err = server.Listen(&daemonBackend{RegistryBackend: server.NewRegistryBackend(d.reg), hub: d.hub, policy: d.policy, sessions: d.observer.userClientHooks()}, server.Config{
+		Path: o.socket, Mode: socketMode(o), GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log, Limits: o.limits.l,
 		OnDisconnect: func(c userclient.Cred, reason error) {
 			log.Debug("client disconnected", "pid", c.PID, "uid", c.UID, "reason", reason)
 		},
@@ -374,12 +419,21 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		d.observer.serve()
 	}
 	log.Info("serving", "socket", o.socket, "sim", o.sim, "drivers", drivers)
+	notifier := sdnotify.FromEnv()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.notifyReady(runCtx, ms.coldplugDone, notifier)
+	}()
 	if ready != nil {
 		ready(d)
 	}
 
 	<-ctx.Done()
 	log.Info("shutting down")
+	if err := notifier.Notify(sdnotify.Stopping + "\nSTATUS=shutting down: terminating every service"); err != nil {
+		log.Warn("systemd notification", "err", err)
+	}
 	if d.observer != nil {
 		d.observer.close()
 	}
@@ -390,6 +444,9 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	src.Close()
 	wg.Wait()
 	_ = d.bridge.Close()
+	// No crashed driver is relaunched into a registry going away; the
+	// bundles' processes stop with their instances below.
+	d.host.Close()
 	// Applications hear why their devices go — ServiceIsTerminated and
 	// ServiceIsRequestingClose with the cause "shutdown" — and have a
 	// moment to close them, as they would for an unplug; a registry nobody
@@ -413,6 +470,13 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 		log.Error("re-attaching kernel drivers", "err", err)
 	}
 	_ = d.usb.Close()
+	if d.hold != nil {
+		// Every driver has let go: the gates are lifted and the kernel's
+		// drivers get what the hold kept.
+		if err := d.hold.Close(); err != nil {
+			log.Error("usb hold", "err", err)
+		}
+	}
 	return checkShutdown(log, stderr, o.trace, unfreed, closeErr)
 }
 
@@ -510,18 +574,84 @@ func (d *daemon) journalKernelDrivers(ctx context.Context, sim *simBus) error {
 	return nil
 }
 
-// monitoredSource copies every event to the monitor before the bridge sees it.
+// monitoredSource copies every event to the monitor before the bridge
+// sees it, and tells when the coldplug walk's events have been handled.
 type monitoredSource struct {
 	hotplug.Source
 	hub *monitorHub
+	// coldplugLeft counts the coldplug events not yet handled (Next is
+	// single-consumer: only the bridge's goroutine touches it);
+	// coldplugDone is closed when it reaches 0.
+	coldplugLeft int
+	coldplugDone chan struct{}
+	closed       bool
+}
+
+// checkColdplug closes coldplugDone once every coldplug event was
+// returned and the bridge came back for more: it has handled the last.
+func (m *monitoredSource) checkColdplug() {
+	if m.coldplugLeft <= 0 && !m.closed {
+		m.closed = true
+		close(m.coldplugDone)
+	}
 }
 
 func (m *monitoredSource) Next(ctx context.Context) (hotplug.Event, error) {
+	m.checkColdplug()
 	ev, err := m.Source.Next(ctx)
 	if err == nil {
+		if ev.Origin == hotplug.OriginColdplug {
+			m.coldplugLeft--
+		}
 		m.hub.kernel(&ev, time.Now())
 	}
 	return ev, err
+}
+
+// notifyReady tells systemd READY=1 (Type=notify) once the devices found
+// at start are published and their drivers started — the coldplug walk
+// handled and the bridge flushed — then, under WatchdogSec=, pings
+// WATCHDOG=1 for as long as the bridge still flushes within the interval:
+// a wedged bridge stops the pings and systemd restarts the daemon.
+func (d *daemon) notifyReady(ctx context.Context, coldplugDone <-chan struct{}, n *sdnotify.Notifier) {
+	select {
+	case <-coldplugDone:
+	case <-ctx.Done():
+		return
+	}
+	if err := d.bridge.Flush(ctx); err != nil {
+		return
+	}
+	st := d.status(time.Now())
+	d.log.Info("ready", "devices", st.Devices, "driver_instances", st.Instances)
+	if err := n.Notify(fmt.Sprintf("%s\nSTATUS=serving %d device(s), %d driver instance(s)", sdnotify.Ready, st.Devices, st.Instances)); err != nil {
+		d.log.Warn("systemd notification", "err", err)
+	}
+	iv := sdnotify.WatchdogInterval()
+	if iv <= 0 || !n.Enabled() {
+		return
+	}
+	tick := time.NewTicker(iv)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		fctx, cancel := context.WithTimeout(ctx, iv)
+		err := d.bridge.Flush(fctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Error("watchdog: the hotplug bridge did not flush within the interval; not pinging", "interval", iv, "err", err)
+			}
+			continue
+		}
+		if err := n.Notify(sdnotify.Watchdog); err != nil {
+			d.log.Warn("systemd watchdog", "err", err)
+		}
+	}
 }
 
 func loadScenario(path string) (*sim.Scenario, error) {
@@ -584,23 +714,62 @@ func parseIDs(flagName, list string) ([]uint32, error) {
 	return out, nil
 }
 
+// invertedBool is a boolean flag stored negated, so that the zero
+// serveOptions has the flag's default (true).
+type invertedBool struct{ p *bool }
+
+func (b invertedBool) String() string {
+	if b.p == nil || !*b.p {
+		return "true"
+	}
+	return "false"
+}
+func (b invertedBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return errors.New("want true or false")
+	}
+	*b.p = !v
+	return nil
+}
+func (b invertedBool) IsBoolFlag() bool { return true }
+
+// The hints that end the policy's refusals: which flags of drvctl serve
+// grant the missing right.
+const (
+	openHint  = "drvctl serve --allow-uids, --allow-gids or --any-user grant it"
+	readHint  = "drvctl serve --read-uids or --read-gids grant it, or --read-any-user to everyone"
+	adminHint = "drvctl serve --admin-uids or --admin-gids grant it"
+)
+
+// readOps are the administrative calls that only read, for which the read
+// right is enough; every other call needs the admin right.
+var readOps = []string{opInspect, opHistory, opLeaks, opWhy, opBlockers, opDrivers, opStatus}
+
 func buildPolicy(o serveOptions) (server.Policy, error) {
 	var p server.Policy
-	uids, err := parseIDs("allow-uids", o.allowUIDs)
-	if err != nil {
-		return p, err
+	lists := []struct {
+		flag, list string
+		dst        *[]uint32
+	}{
+		{"allow-uids", o.allowUIDs, nil}, {"allow-gids", o.allowGIDs, nil},
+		{"admin-uids", o.adminUIDs, &p.AdminUIDs}, {"admin-gids", o.adminGIDs, &p.AdminGIDs},
+		{"read-uids", o.readUIDs, &p.ReadUIDs}, {"read-gids", o.readGIDs, &p.ReadGIDs},
 	}
-	gids, err := parseIDs("allow-gids", o.allowGIDs)
-	if err != nil {
-		return p, err
-	}
-	admin, err := parseIDs("admin-gids", o.adminGIDs)
-	if err != nil {
-		return p, err
-	}
-	readers, err := parseIDs("read-gids", o.readGIDs)
-	if err != nil {
-		return p, err
+	var uids, gids []uint32
+	for i, l := range lists {
+		ids, err := parseIDs(l.flag, l.list)
+		if err != nil {
+			return p, err
+		}
+		switch {
+		case i == 0:
+			uids = ids
+		case i == 1:
+			gids = ids
+		default:
+			*l.dst = ids
+		}
 	}
 	if err := checkSocketGID(o.socketGroup); err != nil {
 		return p, err
@@ -608,17 +777,27 @@ func buildPolicy(o serveOptions) (server.Policy, error) {
 	if err := checkReachable(o, uids, gids); err != nil {
 		return p, err
 	}
-	p.AdminGIDs = admin
-	p.ReadGIDs = readers
-	// The monitor and the read verbs show every device, every client's
-	// process and every uevent: they need the read right, which no allow
-	// rule (not even --any-user) gives.
+	// The monitor and the read verbs show every device and every uevent;
+	// the daemon hides what identifies other users' processes from
+	// readers who are not admins (viewer).
+	p.ReadAnyUser = !o.readListed
 	p.ReadClasses = []string{monitorClass}
-	p.ReadOps = []string{opInspect, opHistory, opLeaks, opWhy, opBlockers}
+	p.ReadOps = readOps
+	p.OpenHint, p.ReadHint, p.AdminHint = openHint, readHint, adminHint
 	if o.anyUser || len(uids) > 0 || len(gids) > 0 {
 		p.Rules = append(p.Rules, server.Rule{AnyUser: o.anyUser, UIDs: uids, GIDs: gids})
 	}
 	return p, nil
+}
+
+// socketMode is the socket file's mode: anyone may connect when anyone
+// may read or open (the policy checks every connection's credentials),
+// else the daemon's user and the socket's group only.
+func socketMode(o serveOptions) os.FileMode {
+	if !o.readListed || o.anyUser {
+		return 0o666
+	}
+	return 0o660
 }
 
 // admin serves the administrative calls; the server has checked the policy.
@@ -632,11 +811,34 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 		}
 		return nil
 	}
+	v := viewerOf(d.policy, cred)
 	switch op {
 	case opInspect:
-		return inspectStream{d.reg}, nil, nil
+		var q inspectQuery
+		if err := decode(&q); err != nil {
+			return nil, nil, err
+		}
+		sel := q.selectServices(sortedServices(d.reg))
+		if len(sel) == 0 && q.Target != "" {
+			return nil, nil, &notFoundError{msg: fmt.Sprintf("no service %q: want an ID, Class@name, a name or a device path (see drvctl inspect)", q.Target)}
+		}
+		return inspectStream{services: sel, v: v}, nil, nil
+	case opStatus:
+		return d.status(time.Now()), nil, nil
 	case opHistory:
+		var f monitorFilter
+		if err := decode(&f); err != nil {
+			return nil, nil, err
+		}
 		ev, dropped := d.hub.History()
+		kept := ev[:0]
+		for i := range ev {
+			if f.match(&ev[i]) {
+				v.event(&ev[i])
+				kept = append(kept, ev[i])
+			}
+		}
+		ev = kept
 		return historyResult{Events: ev, Dropped: dropped}, nil, nil
 	case opTerminate:
 		var a idArgs
@@ -663,21 +865,32 @@ func (d *daemon) admin(ctx context.Context, cred userclient.Cred, op string, arg
 		if err := decode(&a); err != nil {
 			return nil, nil, err
 		}
-		return adminBlockers(d.reg, a.Driver), nil, nil
+		bl := adminBlockers(d.reg, a.Driver)
+		for i := range bl {
+			bl[i].Service, bl[i].What = string(v.text([]byte(bl[i].Service))), string(v.text([]byte(bl[i].What)))
+			for j := range bl[i].Stacks {
+				bl[i].Stacks[j] = string(v.text([]byte(bl[i].Stacks[j])))
+			}
+		}
+		return bl, nil, nil
 	case opLeaks:
 		var a leaksArgs
 		if err := decode(&a); err != nil {
 			return nil, nil, err
 		}
+		if a.Format == "pprof" && !v.admin {
+			// A profile's labels cannot be redacted like text.
+			return nil, nil, fmt.Errorf("%w: a pprof profile names every holder, other users' processes too: it is for administrators (-o text and -o json are not)", userclient.ErrPermission)
+		}
 		out, err := adminLeaks(d.reg, a)
-		return nil, out, err
+		return nil, v.text(out), err
 	case opWhy:
 		var a idArgs
 		if err := decode(&a); err != nil {
 			return nil, nil, err
 		}
 		text, err := adminWhy(d.reg, a)
-		return nil, []byte(text), err
+		return nil, v.text([]byte(text)), err
 	case opSim:
 		var a simArgs
 		if err := decode(&a); err != nil {

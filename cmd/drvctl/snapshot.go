@@ -53,15 +53,21 @@ func entryOf(s *driver.Service) serviceEntry {
 	}
 	if p := s.Personality(); p != nil {
 		e.Driver = p.Name
+		e.Properties = driverProperties(s, p)
 	}
-	e.normalize()
+	if len(e.Properties) == 0 {
+		e.Properties = nil
+	}
 	return e
 }
 
 // inspectStream is the inspect reply written service by service, so that
 // the daemon holds one service's JSON at a time, not the registry's
 // (server.StreamedResult). It encodes what inspectRegistry would.
-type inspectStream struct{ r *driver.Registry }
+type inspectStream struct {
+	services []*driver.Service // selected, by ID
+	v        viewer
+}
 
 var _ server.StreamedResult = inspectStream{}
 
@@ -69,11 +75,13 @@ func (is inspectStream) WriteJSON(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	enc := json.NewEncoder(bw)
 	fmt.Fprintf(bw, `{"schema_version":%d,"services":[`, inspectSchemaVersion)
-	for i, s := range sortedServices(is.r) {
+	for i, s := range is.services {
 		if i > 0 {
 			bw.WriteByte(',')
 		}
-		if err := enc.Encode(entryOf(s)); err != nil {
+		e := entryOf(s)
+		is.v.entry(&e)
+		if err := enc.Encode(e); err != nil {
 			return err
 		}
 	}
@@ -87,4 +95,20 @@ func ids(ss []*driver.Service) []uint64 {
 		out[i] = s.ID()
 	}
 	return out
+}
+
+// driverProperties are a driver instance's own properties, as ioreg shows
+// IOProbeScore and IOProviderClass — not the copy of its nub's it was
+// matched on.
+func driverProperties(s *driver.Service, p *driver.Personality) map[string]any {
+	m := map[string]any{propPersonality: p.Name, propProbeScore: int64(p.Score)}
+	if ps := s.Providers(); len(ps) > 0 {
+		m[propProviderClass] = ps[0].Class()
+	} else if p.ProviderClass != "" {
+		m[propProviderClass] = p.ProviderClass
+	}
+	if p.Category != "" {
+		m[propCategory] = p.Category
+	}
+	return m
 }

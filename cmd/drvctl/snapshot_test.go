@@ -57,11 +57,12 @@ func scriptedRegistryWith(t *testing.T, lifecycle func(driver.LifecycleEvent)) *
 	require.NoError(t, r.Publish(dev, ifc))
 	require.Len(t, ifc.Clients(), 1, "usbstorage should have matched the interface")
 	drv := ifc.Clients()[0]
-	uc, err := r.AttachClient(drv, "UserClient", "pid 4242", nil)
+	uc, err := r.AttachClientWithProperties(drv, "UserClient", "pid4242", driver.NewProperties(map[string]any{
+		"pid": 4242, "uid": 1000, "gid": 1000, "comm": "scsiapp"}), nil)
 	require.NoError(t, err)
 	require.NoError(t, drv.Open(uc, driver.OpenOptions{}))
 	disk := r.NewNub("SCSIDevice", "2:0:0:0", driver.NewProperties(map[string]any{
-		"vendor": "QEMU", "model": "QEMU HARDDISK", "type": 0, "removable": false}))
+		"vendor": "QEMU", "model": "QEMU HARDDISK", "type": 0, "removable": false, "devpath": "/devices/virtual/disk0"}))
 	require.NoError(t, r.Publish(nil, disk))
 	return r
 }
@@ -73,6 +74,11 @@ func renumber(d *inspectDoc) {
 	for i := range d.Services {
 		m[d.Services[i].ID] = uint64(i + 1)
 	}
+	renumberWith(d, m)
+}
+
+// renumberWith renumbers by m (IDs it does not know become 0).
+func renumberWith(d *inspectDoc, m map[uint64]uint64) {
 	re := func(ids []uint64) {
 		for i, id := range ids {
 			ids[i] = m[id]
@@ -95,7 +101,7 @@ func TestInspectScriptedRegistry(t *testing.T) {
 
 	// The CLI gets the document as JSON from the daemon: render what it gets.
 	var wire bytes.Buffer
-	require.NoError(t, writeJSON(&wire, &doc))
+	require.NoError(t, writeJSON(&wire, &doc, false))
 	golden(t, "registry-inspect.json", wire.Bytes())
 	var got inspectDoc
 	require.NoError(t, json.Unmarshal(wire.Bytes(), &got))

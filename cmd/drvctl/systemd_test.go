@@ -67,13 +67,26 @@ func TestSystemdUnit(t *testing.T) {
 	require.NotEqual(t, filepath.Dir(fs.Lookup("socket").Value.String()), state,
 		"the socket and the journal do not share a directory")
 
+	// After any exit, the USB hold's gates are lifted from the same state.
+	require.Len(t, u["ExecStopPost"], 1)
+	post := strings.Fields(u["ExecStopPost"][0])
+	require.Equal(t, args[0], post[0], "the same drvctl")
+	require.Equal(t, "unhold", post[1])
+	ufs := flag.NewFlagSet("unhold", flag.ContinueOnError)
+	ufs.SetOutput(io.Discard)
+	setupUnhold(ufs, &env{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }})
+	pos, err = parseInterspersed(ufs, post[2:])
+	require.NoError(t, err, "ExecStopPost flags")
+	require.Empty(t, pos)
+	require.Equal(t, state, ufs.Lookup("state-dir").Value.String(), "unhold reads the state serve wrote")
+
 	// The tools' own checks, where the machine has them.
 	if _, err := exec.LookPath("systemd-analyze"); err == nil {
 		dir := t.TempDir()
 		b, err := os.ReadFile("systemd/drvkit.service")
 		require.NoError(t, err)
-		// verify wants the ExecStart binary to exist.
-		unit := strings.Replace(string(b), "/usr/local/bin/drvctl", "/bin/true", 1)
+		// verify wants the Exec binaries to exist.
+		unit := strings.ReplaceAll(string(b), "/usr/local/bin/drvctl", "/bin/true")
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "drvkit.service"), []byte(unit), 0o644))
 		out, err := exec.Command("systemd-analyze", "verify", filepath.Join(dir, "drvkit.service")).CombinedOutput()
 		require.NoError(t, err, "systemd-analyze verify: %s", out)
@@ -87,6 +100,8 @@ func TestSystemdUnit(t *testing.T) {
 		require.NotContains(t, string(out), "ignoring", "systemd-sysusers: %s", out)
 	}
 	require.Equal(t, []string{"drvkit"}, u["Group"])
+	require.Equal(t, []string{"notify"}, u["Type"], "READY=1 once coldplug is done")
+	require.Len(t, u["WatchdogSec"], 1)
 	b, err := os.ReadFile("systemd/drvkit-sysusers.conf")
 	require.NoError(t, err)
 	require.Contains(t, string(b), "g drvkit -", "the unit's group is created by the sysusers entry")
@@ -113,7 +128,7 @@ func TestSystemdUnitHardening(t *testing.T) {
 	dir := t.TempDir()
 	b, err := os.ReadFile("systemd/drvkit.service")
 	require.NoError(t, err)
-	unit := strings.Replace(string(b), "/usr/local/bin/drvctl", "/bin/true", 1)
+	unit := strings.ReplaceAll(string(b), "/usr/local/bin/drvctl", "/bin/true")
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "drvkit.service"), []byte(unit), 0o644))
 	out, err := exec.Command("systemd-analyze", "security", "--offline=yes", filepath.Join(dir, "drvkit.service")).CombinedOutput()
 	if err != nil && !strings.Contains(string(out), "Overall exposure level") {
@@ -125,4 +140,47 @@ func TestSystemdUnitHardening(t *testing.T) {
 	require.NoError(t, err)
 	t.Logf("systemd-analyze security: %.1f", score)
 	require.LessOrEqual(t, score, 3.0, "the unit lost some of its confinement: %s", out)
+}
+
+// make install DESTDIR=… PREFIX=/usr puts the trimmed binary, the unit
+// (pointing at it), the sysusers entry, completions and man pages where
+// systemd and the shells look, and the installed unit verifies.
+func TestMakeInstall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds drvctl")
+	}
+	mk, err := exec.LookPath("make")
+	if err != nil {
+		t.Skip("no make")
+	}
+	root, err := filepath.Abs("../..")
+	require.NoError(t, err)
+	dest := t.TempDir()
+	out, err := exec.Command(mk, "-C", root, "install", "DESTDIR="+dest, "PREFIX=/usr").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	for _, f := range []string{"usr/bin/drvctl", "usr/lib/systemd/system/drvkit.service", "usr/lib/sysusers.d/drvkit.conf",
+		"usr/share/bash-completion/completions/drvctl", "usr/share/zsh/site-functions/_drvctl",
+		"usr/share/fish/vendor_completions.d/drvctl.fish", "usr/share/man/man1/drvctl.1", "usr/share/man/man1/drvctl-inspect.1"} {
+		_, err := os.Stat(filepath.Join(dest, f))
+		require.NoError(t, err, f)
+	}
+	bin, err := os.ReadFile(filepath.Join(dest, "usr/bin/drvctl"))
+	require.NoError(t, err)
+	require.NotContains(t, string(bin), root+"/", "-trimpath: no build directory in the binary")
+	unit, err := os.ReadFile(filepath.Join(dest, "usr/lib/systemd/system/drvkit.service"))
+	require.NoError(t, err)
+	require.Contains(t, string(unit), "ExecStart=/usr/bin/drvctl serve ")
+	require.Contains(t, string(unit), "Type=notify")
+	vout, err := exec.Command(filepath.Join(dest, "usr/bin/drvctl"), "--version").CombinedOutput()
+	require.NoError(t, err, "%s", vout)
+	require.True(t, strings.HasPrefix(string(vout), "drvctl "), "%s", vout)
+	if _, err := exec.LookPath("systemd-analyze"); err == nil {
+		// verify wants the ExecStart binary where the unit says.
+		u := strings.Replace(string(unit), "/usr/bin/drvctl", filepath.Join(dest, "usr/bin/drvctl"), 1)
+		p := filepath.Join(t.TempDir(), "drvkit.service")
+		require.NoError(t, os.WriteFile(p, []byte(u), 0o644))
+		out, err := exec.Command("systemd-analyze", "verify", p).CombinedOutput()
+		require.NoError(t, err, "systemd-analyze verify: %s", out)
+		require.NotContains(t, string(out), "drvkit.service:", "warnings about the unit: %s", out)
+	}
 }

@@ -38,9 +38,9 @@
 // bit), a user or group that does not exist or is root
 // (unless [Options.AllowRoot]), a name of a built-in driver.
 //
-// The out-of-process host is not built yet: an entry made by [Entry]
-// registers the bundle's personalities so that they take part in matching,
-// but an instance that wins fails Start with [ErrNotSupported]. Matching
-// then falls through to the next candidate (a built-in driver, if one
-// matches), and the failure is the bundle's last error.
+// An entry made by [Manifest.Entry] registers the bundle's personalities;
+// the constructor it is given makes the driver of an instance — the proxy
+// of package driver/host, which runs the driver in a process of its own.
+// Without one, an instance that wins fails Start with [ErrNotSupported],
+// and matching falls through to the next candidate.
 package bundle

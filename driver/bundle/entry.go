@@ -12,10 +12,14 @@ import (
 // m.Name (Unload takes them all). It takes no custom personalities: the
 // manifest is where a bundle's matching is said.
 //
-// Until the out-of-process host exists, an instance that wins matching
-// fails Start with ErrNotSupported (then the next candidate starts);
-// failed, if not nil, is told of each such failure.
-func (m *Manifest) Entry(failed func(error)) drivertable.Entry {
+// newDriver makes the driver of an instance: the out-of-process host's
+// proxy (driver/host.Host.Entry passes it). Without one (nil), an instance
+// that wins matching fails Start with ErrNotSupported, so that nothing
+// pretends the driver runs, and the next candidate starts.
+func (m *Manifest) Entry(newDriver func() driver.Driver) drivertable.Entry {
+	if newDriver == nil {
+		newDriver = func() driver.Driver { return unhosted{} }
+	}
 	return drivertable.Entry{
 		Name:    m.Name,
 		Summary: m.Summary,
@@ -35,7 +39,7 @@ func (m *Manifest) Entry(failed func(error)) drivertable.Entry {
 				out = append(out, driver.Personality{
 					Name: m.Name, Class: p.Class, ProviderClass: p.ProviderClass,
 					Match: match, Score: p.Score, Category: p.Category,
-					New: func() driver.Driver { return &unhosted{failed: failed} },
+					New: newDriver,
 				})
 			}
 			return out, nil
@@ -43,17 +47,11 @@ func (m *Manifest) Entry(failed func(error)) drivertable.Entry {
 	}
 }
 
-// unhosted stands for the proxy to the driver's process: it refuses to
-// start, saying why, so that nothing pretends the driver runs.
-type unhosted struct{ failed func(error) }
+// unhosted is the driver of a bundle loaded without a host: it refuses to
+// start, saying why.
+type unhosted struct{}
 
-var _ driver.Driver = (*unhosted)(nil)
+var _ driver.Driver = unhosted{}
 
-func (u *unhosted) Start(context.Context, *driver.Service) error {
-	if u.failed != nil {
-		u.failed(ErrNotSupported)
-	}
-	return ErrNotSupported
-}
-
-func (u *unhosted) Stop(*driver.Service) {}
+func (unhosted) Start(context.Context, *driver.Service) error { return ErrNotSupported }
+func (unhosted) Stop(*driver.Service)                         {}

@@ -25,6 +25,16 @@ func TestMain(m *testing.M) { leaktest.Main(m) }
 
 type inproc struct{}
 
+// failing is a bundle driver whose Start fails as an entry without a host
+// does, and says so.
+type failing struct{ record func(error) }
+
+func (f failing) Start(context.Context, *driver.Service) error {
+	f.record(bundle.ErrNotSupported)
+	return bundle.ErrNotSupported
+}
+func (failing) Stop(*driver.Service) {}
+
 func (inproc) Start(context.Context, *driver.Service) error { return nil }
 func (inproc) Stop(*driver.Service)                         {}
 
@@ -42,7 +52,9 @@ func TestEntryMatchesButDoesNotStart(t *testing.T) {
 
 	var mu sync.Mutex
 	var failures []error
-	e := m.Entry(func(err error) { mu.Lock(); failures = append(failures, err); mu.Unlock() })
+	e := m.Entry(func() driver.Driver {
+		return failing{record: func(err error) { mu.Lock(); failures = append(failures, err); mu.Unlock() }}
+	})
 	require.Equal(t, drivertable.Bundle, e.Origin)
 	require.Equal(t, m.Path, e.Source)
 	tbl, err := drivertable.New(e)

@@ -23,9 +23,9 @@ var (
 	ErrInvalid = errors.New("invalid manifest")
 	// ErrRoot: the manifest asks to run its driver as root.
 	ErrRoot = errors.New("runs as root")
-	// ErrNotSupported: an instance of a bundle's driver cannot run, because
-	// the host of out-of-process drivers is not built yet.
-	ErrNotSupported = errors.New("out-of-process drivers are not implemented yet")
+	// ErrNotSupported: an instance of a bundle's driver cannot run: the
+	// entry was made without an out-of-process host.
+	ErrNotSupported = errors.New("no out-of-process host for bundles")
 )
 
 // OpError is the error of reading a manifest: Op ("load"), the File, the
@@ -72,6 +72,11 @@ type Manifest struct {
 	User       string   // as written
 	Group      string   // as written; "": the user's primary group
 	UID, GID   uint32
+	// StartTimeout bounds the process's spawn, handshake and Start;
+	// StopTimeout its answers to did_terminate and stop, together. Past them the
+	// process is killed (0: the host's defaults, 10 s and 5 s).
+	StartTimeout time.Duration
+	StopTimeout  time.Duration
 
 	Restart       Restart
 	Access        Access
@@ -151,10 +156,12 @@ type rawManifest struct {
 }
 
 type rawRun struct {
-	Executable string   `toml:"executable"`
-	Args       []string `toml:"args"`
-	User       string   `toml:"user"`
-	Group      string   `toml:"group"`
+	Executable   string         `toml:"executable"`
+	Args         []string       `toml:"args"`
+	User         string         `toml:"user"`
+	Group        string         `toml:"group"`
+	StartTimeout *time.Duration `toml:"start_timeout"`
+	StopTimeout  *time.Duration `toml:"stop_timeout"`
 }
 
 type rawRestart struct {
@@ -372,6 +379,19 @@ func (v *validator) run(raw *rawManifest, m *Manifest) error {
 		return v.fail([]string{"run", "executable"}, "%s is in a directory writable by everyone", exe)
 	}
 	m.Executable = exe
+	for _, d := range []struct {
+		key string
+		in  *time.Duration
+		out *time.Duration
+	}{{"start_timeout", r.StartTimeout, &m.StartTimeout}, {"stop_timeout", r.StopTimeout, &m.StopTimeout}} {
+		if d.in == nil {
+			continue
+		}
+		if *d.in <= 0 || *d.in > 10*time.Minute {
+			return v.fail([]string{"run", d.key}, "%v: want a positive duration of at most 10m", *d.in)
+		}
+		*d.out = *d.in
+	}
 
 	if r.User == "" {
 		return v.fail([]string{"run", "user"}, "missing: say which user the driver runs as")

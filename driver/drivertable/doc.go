@@ -21,7 +21,7 @@
 // A [Builtin] entry's personalities construct instances in the daemon's
 // process. A driver bundle (a manifest and an executable run in its own
 // process, package driver/bundle) is an entry of [Origin] [Bundle] whose
-// personalities come from its manifest and whose constructor will be the
-// proxy to that process, looked up and wired the same way; [Table.Remove]
+// personalities come from its manifest and whose constructor is the proxy
+// to that process (package driver/host), looked up and wired the same way; [Table.Remove]
 // takes it out again when it is unloaded.
 package drivertable

@@ -48,8 +48,8 @@ const (
 	// Builtin: compiled into the daemon; its instances run in-process.
 	Builtin Origin = iota
 	// Bundle: a manifest and an executable, its instances in processes of
-	// their own (package driver/bundle makes these entries; until the
-	// out-of-process host exists their instances fail Start).
+	// their own (package driver/bundle reads the manifest, driver/host
+	// makes the entry and runs the processes).
 	Bundle
 )
 

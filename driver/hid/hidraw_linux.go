@@ -31,6 +31,32 @@ func (Hidraw) Open(node string) (Device, error) {
 	return newRaw(os.NewFile(uintptr(fd), node), node)
 }
 
+// FromFile returns the Device of a hidraw node the caller opened (or
+// received from a process that could open it: package devgrant hands a
+// driver process its node this way). The Device works on a duplicate of f's
+// descriptor, switched to non-blocking so that reads park in the runtime
+// poller and Close or a context ends them; f stays the caller's. The
+// non-blocking flag belongs to the open file, which f shares.
+func FromFile(f *os.File, node string) (Device, error) {
+	var fd int
+	var err error
+	rc, cerr := f.SyscallConn()
+	if cerr != nil {
+		return nil, &OpError{Op: "open", Node: node, Err: mapErrno(cerr)}
+	}
+	if cerr := rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, &OpError{Op: "open", Node: node, Err: mapErrno(err)}
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, &OpError{Op: "open", Node: node, Err: err}
+	}
+	return newRaw(os.NewFile(uintptr(fd), node), node)
+}
+
 // raw is an open hidraw node.
 type raw struct {
 	f    *os.File

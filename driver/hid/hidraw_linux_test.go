@@ -198,3 +198,32 @@ func hidrawReal(t *testing.T, node string, e2e bool) {
 		t.Fatal("Close did not end the read")
 	}
 }
+
+// FromFile works on a duplicate: the caller's blocking file stays usable
+// and open after the Device is closed, and a read on the Device parks in
+// the poller (Close ends it).
+func TestFromFile(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	defer w.Close()
+	d, err := FromFile(r, "/dev/hidraw9")
+	require.NoError(t, err)
+	_, err = w.Write([]byte{0, 1, 2})
+	require.NoError(t, err)
+	p := make([]byte, 8)
+	n, err := d.ReadInput(context.Background(), p)
+	require.NoError(t, err)
+	require.Equal(t, []byte{0, 1, 2}, p[:n])
+	done := make(chan error, 1)
+	go func() { _, err := d.ReadInput(context.Background(), p); done <- err }()
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, d.Close())
+	require.ErrorIs(t, <-done, ErrClosed)
+	// The caller's file is still open.
+	_, err = w.Write([]byte{7})
+	require.NoError(t, err)
+	n, err = r.Read(p)
+	require.NoError(t, err)
+	require.Equal(t, []byte{7}, p[:n])
+}

@@ -2,6 +2,7 @@ package scsi
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,38 +11,90 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Every host status the midlayer reports for a command in flight when a
-// device disappears is ErrNoDevice when the device's state shows it gone,
-// and not when the device stays; DID_NO_CONNECT and DID_BAD_TARGET always
-// are.
-func TestHostStatusGoneByDeviceState(t *testing.T) {
-	statuses := []uint16{hostAbort, hostError, hostReset, hostTimeOut, hostTransportDisrupted,
-		hostTransportFailfast, hostTransportMarginal, hostSoftError, hostBusBusy, hostRequeue, hostImmRetry}
-	for _, tc := range []struct {
-		state string // "" : the device directory is gone
-		gone  bool
+// The mapping of every host status the Linux midlayer defines
+// (include/scsi/scsi_status.h), on a device whose sysfs state reads each
+// way it can: ErrNoDevice when the state shows the device gone (or the
+// status is one of the two that always mean gone), never guessed from the
+// status alone; otherwise the status's own class (timeout, busy) or a plain
+// transport error. Each case runs through checkState, as SG.Execute does.
+func TestHostStatusMapping(t *testing.T) {
+	type want struct{ gone, timeout, busy bool }
+	statuses := []struct {
+		host uint16
+		name string
+		want // on a device that stays
 	}{
-		{"running", false}, {"blocked", false}, {"quiesce", false},
-		{"cancel", true}, {"deleted", true}, {"offline", true}, {"transport-offline", true}, {"", true},
-	} {
-		dir := t.TempDir()
-		stateFile := filepath.Join(dir, "state")
-		if tc.state != "" {
-			require.NoError(t, os.WriteFile(stateFile, []byte(tc.state+"\n"), 0o644))
+		{hostNoConnect, "DID_NO_CONNECT", want{gone: true}},
+		{hostBusBusy, "DID_BUS_BUSY", want{busy: true}},
+		{hostTimeOut, "DID_TIME_OUT", want{timeout: true}},
+		{hostBadTarget, "DID_BAD_TARGET", want{gone: true}},
+		{hostAbort, "DID_ABORT", want{}},
+		{hostParity, "DID_PARITY", want{}},
+		{hostError, "DID_ERROR", want{}},
+		{hostReset, "DID_RESET", want{}},
+		{hostBadIntr, "DID_BAD_INTR", want{}},
+		{hostPassthrough, "DID_PASSTHROUGH", want{}},
+		{hostSoftError, "DID_SOFT_ERROR", want{busy: true}},
+		{hostImmRetry, "DID_IMM_RETRY", want{busy: true}},
+		{hostRequeue, "DID_REQUEUE", want{busy: true}},
+		{hostTransportDisrupted, "DID_TRANSPORT_DISRUPTED", want{busy: true}},
+		{hostTransportFailfast, "DID_TRANSPORT_FAILFAST", want{}},
+		{hostTargetFailure, "DID_TARGET_FAILURE", want{}},
+		{hostNexusFailure, "DID_NEXUS_FAILURE", want{}},
+		{hostAllocFailure, "DID_ALLOC_FAILURE", want{}},
+		{hostMediumError, "DID_MEDIUM_ERROR", want{}},
+		{hostTransportMarginal, "DID_TRANSPORT_MARGINAL", want{}},
+		{0x15, "unknown", want{}},
+		{0xff, "unknown", want{}},
+	}
+	// Every name the table knows is tested.
+	require.Len(t, hostStatuses, 0x15)
+	for h := range hostStatuses[1:] {
+		require.Equal(t, uint16(h+1), statuses[h].host)
+	}
+	states := []struct {
+		file string // the sysfs state; "-" : the device directory is gone; "" : no state file known
+		gone bool
+	}{
+		{"running", false}, {"created", false}, {"blocked", false}, {"quiesce", false}, {"created-blocked", false},
+		{"cancel", true}, {"deleted", true}, {"offline", true}, {"transport-offline", true}, {"-", true},
+		{"", false},
+	}
+	for _, st := range states {
+		stateFile := ""
+		if st.file != "" {
+			stateFile = filepath.Join(t.TempDir(), "state")
+			if st.file != "-" {
+				require.NoError(t, os.WriteFile(stateFile, []byte(st.file+"\n"), 0o644))
+			}
 		}
-		for _, h := range statuses {
-			he := &HostError{Host: h}
-			he.State, he.Gone = deviceGone(stateFile, 0)
-			require.Equal(t, tc.gone, errors.Is(he, ErrNoDevice), "%s with state %q", hostName(h), tc.state)
-			require.True(t, errors.Is(he, ErrTransport))
-			if tc.state != "" {
-				require.Contains(t, he.Error(), "device state "+tc.state)
+		for _, hs := range statuses {
+			name := fmt.Sprintf("%s/state=%q", hs.name, st.file)
+			require.Equal(t, hs.name, hostName(hs.host), name)
+			he := &HostError{Host: hs.host}
+			he.checkState(stateFile, 0)
+			gone := hs.gone || st.gone
+			require.Equal(t, gone, errors.Is(he, ErrNoDevice), "%s: %v", name, he)
+			require.Equal(t, !gone && hs.timeout, errors.Is(he, ErrTimeout), "%s: %v", name, he)
+			require.Equal(t, !gone && hs.busy, errors.Is(he, ErrBusy), "%s: %v", name, he)
+			require.ErrorIs(t, he, ErrTransport, name)
+			require.Contains(t, he.Error(), fmt.Sprintf("host status 0x%02x (%s)", hs.host, hs.name))
+			switch st.file {
+			case "":
+				require.Empty(t, he.State, name)
+			case "-":
+				require.Contains(t, he.Error(), "device state removed", name)
+			default:
+				require.Contains(t, he.Error(), "device state "+st.file, name)
 			}
 		}
 	}
-	for _, h := range []uint16{hostNoConnect, hostBadTarget} {
-		require.ErrorIs(t, &HostError{Host: h}, ErrNoDevice, hostName(h))
-	}
+	// A driver-only status (the host delivered the command) reads nothing.
+	he := &HostError{Driver: driverTimeout}
+	he.checkState(filepath.Join(t.TempDir(), "state"), time.Second)
+	require.Empty(t, he.State)
+	require.ErrorIs(t, he, ErrTimeout)
+	require.NotErrorIs(t, he, ErrNoDevice)
 	_, gone := deviceGone("", time.Second)
 	require.False(t, gone, "no state file known: not guessed")
 }

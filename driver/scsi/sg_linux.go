@@ -62,7 +62,35 @@ func OpenSG(path string) (*SG, error) {
 	if err != nil {
 		return nil, &OpError{Op: "open " + path, Err: mapErrno(err)}
 	}
-	f := os.NewFile(uintptr(fd), path)
+	return newSG(os.NewFile(uintptr(fd), path), path)
+}
+
+// SGFromFile returns the Transport of an sg node the caller opened (or
+// received from a process that could open it: package devgrant hands a
+// driver process its node this way), checked as OpenSG checks. The SG
+// works on a duplicate of f's descriptor; f stays the caller's.
+func SGFromFile(f *os.File, path string) (*SG, error) {
+	var fd int
+	var err error
+	rc, cerr := f.SyscallConn()
+	if cerr == nil {
+		cerr = rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
+	}
+	if cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, &OpError{Op: "open " + path, Err: mapErrno(err)}
+	}
+	// Blocking, as OpenSG's (see there); the flag is the open file's.
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, &OpError{Op: "open " + path, Err: err}
+	}
+	return newSG(os.NewFile(uintptr(fd), path), path)
+}
+
+func newSG(f *os.File, path string) (*SG, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
@@ -90,6 +118,9 @@ func OpenSG(path string) (*SG, error) {
 	s.stateFile = sgStateFile(path)
 	return s, nil
 }
+
+// File returns the node's open file, owned by s (valid until Close).
+func (s *SG) File() *os.File { return s.f }
 
 // Path returns the device node.
 func (s *SG) Path() string { return s.path }
@@ -164,34 +195,48 @@ func (s *SG) Execute(ctx context.Context, cmd *Command) (Result, error) {
 	runtime.KeepAlive(cmd)
 	runtime.KeepAlive(sense)
 	if errno != 0 {
-		return Result{}, &OpError{Op: "sg_io " + s.path, Err: mapErrno(errno)}
+		return Result{}, &OpError{Op: "sg_io " + s.path, Err: ioctlErr(errno, s.stateFile, goneSettle)}
 	}
 	res := Result{Status: Status(h.Status), Residual: int(h.Resid)}
 	if h.SbLenWr > 0 {
 		res.Sense = sense[:min(int(h.SbLenWr), senseLen)]
 	}
 	if err := hostDriverError(h.HostStatus, h.DriverStatus); err != nil {
-		if he, ok := err.(*HostError); ok && he.Host != hostOK && !errors.Is(he, ErrNoDevice) {
-			he.State, he.Gone = deviceGone(s.stateFile, goneSettle)
-		}
 		// With sense data the SCSI layer has a better story; keep it.
 		if res.Status == StatusCheckCondition && len(res.Sense) > 0 {
 			return res, nil
 		}
+		err.(*HostError).checkState(s.stateFile, goneSettle)
 		return res, &OpError{Op: "sg_io " + s.path, Err: err}
 	}
 	return res, nil
 }
 
-// mapErrno turns the errnos of a vanished device into ErrNoDevice.
+// ioctlErr maps the errno of a failed SG_IO. sg answers ENODEV once it
+// let go of a removed device, and the block layer ENODEV when the queue is
+// dying; an I/O-ish errno (EIO, ETIMEDOUT, EBUSY, EAGAIN) is ErrNoDevice
+// too when the device's state shows it gone.
+func ioctlErr(errno syscall.Errno, stateFile string, settle time.Duration) error {
+	err := mapErrno(errno)
+	switch errno {
+	case unix.EIO, unix.ETIMEDOUT, unix.EBUSY, unix.EAGAIN:
+		if state, gone := deviceGone(stateFile, settle); gone {
+			return fmt.Errorf("%w (%w, device state %s)", ErrNoDevice, errno, state)
+		}
+	}
+	return err
+}
+
+// mapErrno turns the errnos of a vanished device into ErrNoDevice (the
+// errno stays matchable).
 func mapErrno(err error) error {
 	switch {
 	case errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO), errors.Is(err, unix.ENOENT):
-		return fmt.Errorf("%w (%v)", ErrNoDevice, err)
+		return fmt.Errorf("%w (%w)", ErrNoDevice, err)
 	case errors.Is(err, unix.ETIMEDOUT):
-		return fmt.Errorf("%w (%v)", ErrTimeout, err)
+		return fmt.Errorf("%w (%w)", ErrTimeout, err)
 	case errors.Is(err, unix.EBUSY), errors.Is(err, unix.EAGAIN):
-		return fmt.Errorf("%w (%v)", ErrBusy, err)
+		return fmt.Errorf("%w (%w)", ErrBusy, err)
 	}
 	return err
 }

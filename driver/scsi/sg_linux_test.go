@@ -351,3 +351,14 @@ func TestSGExecuteIoctlPath(t *testing.T) {
 	_, err = s.Execute(context.Background(), &Command{})
 	require.ErrorIs(t, err, ErrInvalidRequest)
 }
+
+// SGFromFile checks the node as OpenSG does, on a duplicate.
+func TestSGFromFileRejectsNonSG(t *testing.T) {
+	f, err := os.Open("/dev/null")
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = SGFromFile(f, "/dev/null")
+	require.ErrorIs(t, err, ErrNotSG)
+	_, err = f.Stat()
+	require.NoError(t, err, "the caller's file stays open")
+}

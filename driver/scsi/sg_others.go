@@ -5,6 +5,7 @@ package scsi
 import (
 	"context"
 	"errors"
+	"os"
 )
 
 // ErrNotSupported is returned by OpenSG on systems without Linux sg.
@@ -19,6 +20,14 @@ var _ Transport = (*SG)(nil)
 func OpenSG(path string) (*SG, error) {
 	return nil, &OpError{Op: "open " + path, Err: errSGUnsupported}
 }
+
+// SGFromFile fails on this operating system.
+func SGFromFile(f *os.File, path string) (*SG, error) {
+	return nil, &OpError{Op: "open " + path, Err: errSGUnsupported}
+}
+
+// File returns nil.
+func (s *SG) File() *os.File { return nil }
 
 // Path returns "".
 func (s *SG) Path() string { return "" }

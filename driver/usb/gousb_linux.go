@@ -184,7 +184,7 @@ func (b *Gousb) Open(ctx context.Context, sel Selector) (Device, error) {
 	if chosen == nil {
 		c.Close()
 		if err != nil {
-			return nil, &OpError{Op: op, Err: mapGousb(err)}
+			return nil, &OpError{Op: op, Err: openFailed(sel, err, probeUsbfs)}
 		}
 		return nil, &OpError{Op: op, Err: NotFoundError(sel)}
 	}
@@ -214,6 +214,32 @@ func (b *Gousb) Open(ctx context.Context, sel Selector) (Device, error) {
 	b.devs[d] = struct{}{}
 	b.mu.Unlock()
 	return d, nil
+}
+
+// openFailed is the error of an Open whose device was listed but did not
+// open. A device being removed fails the open with whatever libusb makes
+// of the errno — usbfs answers ENODEV for a disconnected device, which
+// libusb reports as LIBUSB_ERROR_IO — so for a selector naming the device
+// by bus and address its usbfs node decides: gone, or answering ENODEV,
+// means the device is gone (ErrNoDevice).
+func openFailed(sel Selector, err error, probe func(bus, addr int) error) error {
+	mapped := mapGousb(err)
+	if errors.Is(mapped, ErrNoDevice) || sel.Bus == 0 || sel.Address == 0 {
+		return mapped
+	}
+	if perr := probe(sel.Bus, sel.Address); errors.Is(perr, ErrNoDevice) {
+		return fmt.Errorf("%w (%v; usbfs node: %v)", ErrNoDevice, err, perr)
+	}
+	return mapped
+}
+
+// probeUsbfs opens a device's usbfs node and closes it again.
+func probeUsbfs(bus, addr int) error {
+	fs, err := openUsbfs(bus, addr)
+	if err != nil {
+		return err
+	}
+	return fs.close()
 }
 
 // ReattachAll implements Backend.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/gousb"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // TestGousbRealEnumerate runs the real libusb path through drvkit's
@@ -41,8 +42,13 @@ func TestGousbRealEnumerate(t *testing.T) {
 	var oe *OpError
 	require.ErrorAs(t, err, &oe)
 	require.Equal(t, "open 0000:0000", oe.Op)
+	require.NotErrorIs(t, err, ErrNoDevice, "a VID:PID that matches nothing is not a device that went")
+	// A bus/address is a device that was enumerated: not there any more,
+	// it was unplugged (what a driver whose device vanished before its
+	// Start opened it reports).
 	_, err = b.Open(ctx, Selector{Bus: 255, Address: 255})
 	require.ErrorIs(t, err, ErrNotFound)
+	require.ErrorIs(t, err, ErrNoDevice)
 	require.False(t, b.contextActive())
 	require.NoError(t, b.ReattachAll())
 }
@@ -169,4 +175,47 @@ func TestGousbOpenUsesFreshContext(t *testing.T) {
 	require.NoError(t, b.release())
 	require.False(t, b.contextActive())
 	// goleak in TestMain checks that the Opens' contexts were closed.
+}
+
+// A listed device whose open failed: when its usbfs node is gone or says
+// ENODEV the device is gone, whatever libusb called the failure
+// (LIBUSB_ERROR_IO is what usbfs's ENODEV becomes); otherwise the libusb
+// error stands, and a VID:PID selector is never probed.
+func TestGousbOpenFailedOnAGoneDevice(t *testing.T) {
+	gone := func(int, int) error { return fmt.Errorf("%w (%v)", ErrNoDevice, unix.ENODEV) }
+	there := func(int, int) error { return nil }
+	denied := func(int, int) error { return fmt.Errorf("%w (%v)", ErrAccess, unix.EACCES) }
+	byAddr := Selector{Bus: 2, Address: 23}
+	for _, tc := range []struct {
+		sel   Selector
+		err   error
+		probe func(int, int) error
+		is    error
+		not   error
+	}{
+		{byAddr, gousb.ErrorIO, gone, ErrNoDevice, nil},
+		{byAddr, gousb.ErrorAccess, gone, ErrNoDevice, ErrAccess},
+		{byAddr, gousb.ErrorIO, there, nil, ErrNoDevice},
+		{byAddr, gousb.ErrorAccess, denied, ErrAccess, ErrNoDevice},
+		{byAddr, gousb.ErrorNoDevice, there, ErrNoDevice, nil},
+		{Selector{Vendor: 0x46f4, Product: 1}, gousb.ErrorIO, gone, nil, ErrNoDevice},
+	} {
+		probed := false
+		err := openFailed(tc.sel, tc.err, func(bus, addr int) error {
+			probed = true
+			require.Equal(t, tc.sel.Bus, bus)
+			require.Equal(t, tc.sel.Address, addr)
+			return tc.probe(bus, addr)
+		})
+		if tc.is != nil {
+			require.ErrorIs(t, err, tc.is, "%v", err)
+		}
+		if tc.not != nil {
+			require.NotErrorIs(t, err, tc.not, "%v", err)
+		}
+		require.ErrorContains(t, err, tc.err.Error(), "the libusb error is kept")
+		if tc.sel.Bus == 0 {
+			require.False(t, probed, "a VID:PID selector names no node to probe")
+		}
+	}
 }

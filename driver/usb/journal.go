@@ -232,6 +232,30 @@ func (j *Journal) recoverOne(ctx context.Context, b Backend, info DeviceInfo, e 
 	return true, j.remove(info, e.Interface)
 }
 
+// Record writes e down before the caller detaches its driver by other
+// means than a wrapped backend's claim (package devgrant detaches through
+// a usbfs descriptor it hands to a driver process); Forget crosses it out
+// once the driver is given back. Record of an entry already written does
+// nothing.
+func (j *Journal) Record(e JournalEntry) error {
+	if err := e.check(); err != nil {
+		return fmt.Errorf("%w: %w", ErrJournal, err)
+	}
+	_, err := j.add(e)
+	return err
+}
+
+// Forget crosses out exactly e.
+func (j *Journal) Forget(e JournalEntry) error { return j.drop(e) }
+
+// JournalOf returns the journal b was wrapped with (Wrap), or nil.
+func JournalOf(b Backend) *Journal {
+	if jb, ok := b.(*journaled); ok {
+		return jb.j
+	}
+	return nil
+}
+
 // Wrap returns b with every claim's detached kernel drivers journaled.
 func (j *Journal) Wrap(b Backend) Backend {
 	return &journaled{Backend: b, j: j, open: map[*journaledDevice]struct{}{}}
@@ -265,6 +289,9 @@ func (b *journaled) devices() []*journaledDevice {
 	}
 	return out
 }
+
+// Unwrap returns the wrapped backend.
+func (b *journaled) Unwrap() Backend { return b.Backend }
 
 // ReattachAll re-attaches through the wrapped backend and crosses out
 // what is no longer detached.

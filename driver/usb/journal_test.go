@@ -163,3 +163,27 @@ func TestJournalBadFile(t *testing.T) {
 }
 
 func writeFile(p, s string) error { return os.WriteFile(p, []byte(s), 0o600) }
+
+// Record and Forget keep the journal of a detach made outside a wrapped
+// backend's claim (a usbfs handle granted to a driver process).
+func TestJournalRecordForget(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j.json")
+	j, err := usb.OpenJournal(path)
+	require.NoError(t, err)
+	e := usb.JournalEntry{Bus: 1, Address: 4, Vendor: 0x46f4, Product: 1, Interface: 0, Driver: "usb-storage"}
+	require.NoError(t, j.Record(e))
+	require.NoError(t, j.Record(e), "twice is once")
+	again, err := usb.OpenJournal(path)
+	require.NoError(t, err)
+	require.Equal(t, []usb.JournalEntry{e}, again.Entries(), "on disk before the detach")
+	require.ErrorIs(t, j.Record(usb.JournalEntry{Bus: 1, Address: 4, Driver: "../x"}), usb.ErrJournal)
+	require.NoError(t, j.Forget(e))
+	require.Empty(t, j.Entries())
+
+	fake := usbtest.New()
+	defer fake.Close()
+	wrapped := j.Wrap(fake)
+	require.Same(t, j, usb.JournalOf(wrapped))
+	require.Nil(t, usb.JournalOf(fake))
+	require.Equal(t, usb.Backend(fake), wrapped.(interface{ Unwrap() usb.Backend }).Unwrap())
+}

@@ -2,9 +2,10 @@
 // tests run inside the QEMU guest: a drvkit user client, as scsiapp is, that
 // reports what happens to it as JSON lines the host asserts on.
 //
-//	e2e-app -socket S -driver usbstorage [-write LBA -pattern P] [-read LBA]
+//	e2e-app -socket S -driver usbstorage [-service ID] [-write LBA -pattern P] [-read LBA]
 //	        [-read-loop LBA [-depth N] [-blocks N]] [-hold [-close-after FILE]] [-status FILE]
 //	e2e-app -socket S -driver hidkbd -hid-read [-service ID] [-leds BITS] [-status FILE]
+//	e2e-app -watch-dir DIR -status FILE
 //
 // In that order: it opens an instance of the driver, asks INQUIRY and the
 // capacity, writes the pattern at LBA, reads LBA once, then with -read-loop
@@ -24,6 +25,10 @@
 // read fails (the keyboard was unplugged: ErrNoDevice); then it closes.
 // With -leds it first sets the keyboard's LEDs (hidkbd's "leds": an
 // output report through hidraw).
+//
+// With -watch-dir it reports every entry created in a directory (inotify)
+// until it is killed: the host's record of /dev nodes that appear, even
+// for a moment.
 package main
 
 import (
@@ -63,10 +68,14 @@ type Line struct {
 	Data  string `json:"data,omitempty"`
 	Reads int    `json:"reads,omitempty"`
 
-	Type       string `json:"type,omitempty"`
-	Error      string `json:"error,omitempty"`
-	NoDevice   bool   `json:"no_device,omitempty"`
-	Terminated bool   `json:"terminated,omitempty"`
+	Type  string `json:"type,omitempty"`
+	Error string `json:"error,omitempty"`
+	// MonoNs is the guest's CLOCK_MONOTONIC when a -read-loop reader's
+	// read failed: the clock of the agent's uevents and of drvctl
+	// monitor's times, so the host can time the failure against them.
+	MonoNs     int64 `json:"mono_ns,omitempty"`
+	NoDevice   bool  `json:"no_device,omitempty"`
+	Terminated bool  `json:"terminated,omitempty"`
 
 	Seq     uint64 `json:"seq,omitempty"`
 	Pressed []int  `json:"pressed,omitempty"`
@@ -104,7 +113,8 @@ func main() {
 	statusPath := flag.String("status", "", "also append every line to this `file`")
 	hidRead := flag.Bool("hid-read", false, "open a keyboard (hidkbd) and report its input reports until a read fails")
 	leds := flag.Int("leds", -1, "with -hid-read: first set the keyboard's LEDs to these `bits` (-1: no)")
-	service := flag.Uint64("service", 0, "with -hid-read: open the instance with this service `id` (0: any of the driver)")
+	service := flag.Uint64("service", 0, "open the instance with this service `id` (0: any of the driver)")
+	watch := flag.String("watch-dir", "", "report every entry created in this `directory` until killed (no daemon needed)")
 	flag.Parse()
 
 	r := &reporter{}
@@ -117,10 +127,13 @@ func main() {
 		r.status = f
 	}
 	do := func() error {
-		return run(r, *socket, *drv, *write, *pattern, *read, *loop, *depth, *blocks, *hold, *closeAfter)
+		return run(r, *socket, *drv, *service, *write, *pattern, *read, *loop, *depth, *blocks, *hold, *closeAfter)
 	}
 	if *hidRead {
 		do = func() error { return runHID(r, *socket, *drv, *service, *leds) }
+	}
+	if *watch != "" {
+		do = func() error { return watchDir(r, *watch) }
 	}
 	if err := do(); err != nil {
 		r.emit(Line{Event: "error", Error: err.Error(), NoDevice: errors.Is(err, userclient.ErrNoDevice),
@@ -130,7 +143,7 @@ func main() {
 	r.emit(Line{Event: "exit"})
 }
 
-func run(r *reporter, socket, drv string, write int64, pattern string, read, loop int64, depth, blocks int, hold bool, closeAfter string) error {
+func run(r *reporter, socket, drv string, service uint64, write int64, pattern string, read, loop int64, depth, blocks int, hold bool, closeAfter string) error {
 	if socket == "" {
 		return errors.New("no socket: use -socket or DRVCTL_SOCKET")
 	}
@@ -142,7 +155,7 @@ func run(r *reporter, socket, drv string, write int64, pattern string, read, loo
 		return err
 	}
 	defer c.Close()
-	h, err := c.Open(dctx, userclient.Match{Personality: drv})
+	h, err := c.Open(dctx, userclient.Match{Personality: drv, ID: service})
 	if err != nil {
 		return fmt.Errorf("open %s: %w", drv, err)
 	}
@@ -197,7 +210,7 @@ func run(r *reporter, socket, drv string, write int64, pattern string, read, loo
 				for n := 0; ; n++ {
 					_, err := call(blockdev.MethodRead, blockdev.EncodeRead(uint64(loop), uint32(max(blocks, 1))))
 					if err != nil {
-						r.emit(Line{Event: "read-error", LBA: uint64(loop), Reads: n, Error: err.Error(),
+						r.emit(Line{Event: "read-error", LBA: uint64(loop), Reads: n, Error: err.Error(), MonoNs: monoNow(),
 							NoDevice: errors.Is(err, userclient.ErrNoDevice), Terminated: errors.Is(err, userclient.ErrTerminated)})
 						return
 					}

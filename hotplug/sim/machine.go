@@ -434,6 +434,9 @@ func (d *usbDev) attrs() map[string]string {
 		"bDeviceSubClass": fmt.Sprintf("%02x", d.sub), "bDeviceProtocol": fmt.Sprintf("%02x", d.proto),
 		"busnum": strconv.Itoa(d.bus), "devnum": strconv.Itoa(d.devnum),
 		"bNumInterfaces": fmt.Sprintf("%2d", len(d.ifaces)),
+		// The QEMU guest's xHCI: bus 1 is its USB 2 root hub, bus 2 its
+		// USB 3 one.
+		"speed": map[bool]string{true: "480", false: "5000"}[d.bus == 1],
 	}
 	for k, v := range map[string]string{"manufacturer": d.manufacturer, "product": d.product, "serial": d.serial} {
 		if v != "" {

@@ -25,6 +25,7 @@ const (
 	PropManufacturer  = "manufacturer"
 	PropProduct       = "product"
 	PropSerial        = "serial"
+	PropSpeed         = "speed"            // device: Mbit/s as sysfs says it ("480", "5000", "1.5")
 	PropIfaceNumber   = "bInterfaceNumber" // interface
 	PropIfaceClass    = "bInterfaceClass"
 	PropIfaceSub      = "bInterfaceSubClass"
@@ -86,7 +87,7 @@ func (*Bus) Describe(d *hotplug.DeviceInfo) (hotplug.Nub, error) {
 	if dev.DevName != "" {
 		m[PropDevNode] = "/dev/" + dev.DevName
 	}
-	for _, v := range [...]struct{ k, v string }{{PropManufacturer, dev.Manufacturer}, {PropProduct, dev.ProductName}, {PropSerial, dev.Serial}} {
+	for _, v := range [...]struct{ k, v string }{{PropManufacturer, dev.Manufacturer}, {PropProduct, dev.ProductName}, {PropSerial, dev.Serial}, {PropSpeed, dev.Speed}} {
 		if v.v != "" {
 			m[v.k] = v.v
 		}

@@ -162,7 +162,7 @@ func run(bin, scenarios string) error {
 		return err
 	}
 	fmt.Print(indent(out))
-	if !strings.Contains(out, "0 live object(s)") {
+	if !strings.HasPrefix(out, "no leaks: ") {
 		return errors.New("the leak report is not empty")
 	}
 

@@ -106,6 +106,41 @@ func TestReadRight(t *testing.T) {
 	require.NoError(t, p.AllowAdmin(admin, "terminate"))
 }
 
+// ReadAnyUser gives everyone the read right and nothing else: a reader may
+// inspect and open the monitor, but not open a device (told so, with the
+// operator's hint) nor administer; AdminUIDs administer; refusals say which
+// right is missing.
+func TestReadAnyUserAndAdminUIDs(t *testing.T) {
+	p := Policy{
+		ReadAnyUser: true,
+		AdminUIDs:   []uint32{1002},
+		ReadOps:     []string{"inspect"},
+		ReadClasses: []string{"Monitor"},
+		OpenHint:    "open hint", AdminHint: "admin hint", ReadHint: "read hint",
+	}
+	mon := userclient.ServiceInfo{ID: 1, Class: "Monitor"}
+	anyone := userclient.Cred{UID: 1000, GID: 1000}
+	admin := userclient.Cred{UID: 1002, GID: 1002}
+
+	require.NoError(t, p.AllowOpen(anyone, mon))
+	require.NoError(t, p.AllowAdmin(anyone, "inspect"))
+	require.False(t, p.IsAdmin(anyone))
+	require.False(t, p.mayOpenAny(anyone))
+	err := p.AllowAdmin(anyone, "terminate")
+	require.ErrorIs(t, err, wire.ErrPermission)
+	require.EqualError(t, err, `permission denied: "terminate" is an administrative call, which needs the admin right: uid 0 or an admin (peer uid 1000 gid 1000) (admin hint)`)
+	require.EqualError(t, p.refuseOpenAll(anyone), "permission denied: opening a service needs the open right, which no rule gives uid 1000 gid 1000 (open hint)")
+
+	require.True(t, p.IsAdmin(admin))
+	require.NoError(t, p.AllowAdmin(admin, "terminate"))
+
+	p.ReadAnyUser = false
+	err = p.AllowAdmin(anyone, "inspect")
+	require.EqualError(t, err, `permission denied: "inspect" reads the daemon's state, which needs the read right: uid 0, an admin or a reader (peer uid 1000 gid 1000) (read hint)`)
+	p.ReadUIDs = []uint32{1000}
+	require.NoError(t, p.AllowAdmin(anyone, "inspect"))
+}
+
 // Every open and administrative decision, granted or refused, is logged
 // with the peer's pid, uid and gid and what it asked.
 func TestAuditLog(t *testing.T) {

@@ -50,8 +50,9 @@ type Session interface {
 	// ClientID is the ID of the user-client service (0 if none).
 	ClientID() uint64
 	// Call runs a driver method. It returns userclient.ErrTerminated if the
-	// service goes away before or during the call, userclient.ErrNoMethod
-	// for an unknown name.
+	// service goes away before or during the call — matching
+	// userclient.ErrNoDevice too when it went because its device was
+	// unplugged — and userclient.ErrNoMethod for an unknown name.
 	Call(ctx context.Context, method string, in []byte) ([]byte, error)
 	// Close is the orderly close the application asked for.
 	Close() error

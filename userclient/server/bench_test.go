@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/drvkit/drvkit/refcount"
 
 	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 // untraced runs a benchmark with reference tracing off (TestMain turns it
@@ -38,10 +40,17 @@ func reportLatencies(b *testing.B, lat []time.Duration) {
 	b.ReportMetric(float64(percentile(lat, 0.99).Microseconds()), "p99-µs")
 }
 
+// floorChunk is how many operations a benchmark runs before switching
+// between itself and its floor: short enough that both see the same
+// machine (load from other processes comes and goes in milliseconds).
+const floorChunk = 32
+
 // BenchmarkCallRoundTrip: one call through the socket, the server, the user
-// client and the driver's method, and back. The baseline is the same
-// method called in process (driver.Service.Call) in the same run;
-// x-direct is the ratio.
+// client and the driver's method, and back. Its floor is a plain Go echo
+// over a Unix socket exchanging frames of the same sizes (a server
+// goroutine reads the request and writes the reply), timed in chunks
+// interleaved with the calls: x-echo is the ratio. x-direct is the ratio
+// to the same method called in process (driver.Service.Call).
 func BenchmarkCallRoundTrip(b *testing.B) {
 	untraced(b)
 	ts := newTestServer(b, Config{})
@@ -66,23 +75,51 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer h.Close()
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
+			// The floor exchanges the bytes a call does.
+			ctl, _ := json.Marshal(wire.HandleMsg{Handle: 1, Method: "echo"})
+			req, _ := wire.AppendFrame(nil, &wire.Frame{Type: wire.TypeCall, ID: 1000, Control: ctl, Data: in}, wire.DefaultMaxFrame)
+			rep, _ := wire.AppendFrame(nil, &wire.Frame{Type: wire.TypeReply, ID: 1000, Data: in}, wire.DefaultMaxFrame)
+			floor := newEchoFloor(b, req, rep)
+			for range 100 { // warm both paths up
+				floor.roundTrip(b)
 				if _, err := h.Call(ctx, "echo", in); err != nil {
 					b.Fatal(err)
 				}
 			}
+			var callT, floorT time.Duration
+			b.ReportAllocs()
+			b.ResetTimer()
+			for done := 0; done < b.N; {
+				n := min(floorChunk, b.N-done)
+				t0 := time.Now()
+				for range n {
+					floor.roundTrip(b)
+				}
+				t1 := time.Now()
+				for range n {
+					if _, err := h.Call(ctx, "echo", in); err != nil {
+						b.Fatal(err)
+					}
+				}
+				callT += time.Since(t1)
+				floorT += t1.Sub(t0)
+				done += n
+			}
 			b.StopTimer()
-			per := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
-			b.ReportMetric(per/1e3, "µs/call")
+			per := float64(callT.Nanoseconds()) / float64(b.N)
+			b.ReportMetric(per, "ns/op") // the calls alone, not the floor's rounds
+			b.ReportMetric(float64(floorT.Nanoseconds())/float64(b.N), "echo-ns/op")
+			b.ReportMetric(float64(callT)/float64(floorT), "x-echo")
 			b.ReportMetric(per/directNs, "x-direct")
 		})
 	}
 }
 
 // BenchmarkNotificationFanout: a driver message to 1,000 connected clients;
-// latency until the last one has read it.
+// latency until the last one has read it. Each round is followed (or
+// preceded, alternately) by a round of the floor: one goroutine writing
+// the same frame to 1,000 Unix sockets, each read by its own goroutine.
+// x-floor-p50 and x-floor-p99 compare the percentiles.
 func BenchmarkNotificationFanout(b *testing.B) {
 	// untraced: an embedding application's default; traced: the daemon's
 	// (drvctl serve traces every class unless --trace says otherwise).
@@ -96,7 +133,7 @@ func BenchmarkNotificationFanout(b *testing.B) {
 
 func fanout(b *testing.B) {
 	const clients = 1000
-	ts := newTestServer(b, Config{})
+	ts := newTestServer(b, Config{Limits: Limits{MaxConns: clients + 8, MaxConnsPerUID: clients + 8, MaxHandlesPerUID: clients + 8}})
 	ctx := context.Background()
 	var got sync.WaitGroup
 	var readers sync.WaitGroup
@@ -107,6 +144,7 @@ func fanout(b *testing.B) {
 		}
 		readers.Wait()
 	})
+	var handle, service uint64
 	for range clients {
 		c, err := userclient.Dial(ctx, ts.sock)
 		if err != nil {
@@ -117,6 +155,7 @@ func fanout(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		handle, service = 1, h.Service().ID
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
@@ -127,28 +166,85 @@ func fanout(b *testing.B) {
 			}
 		}()
 	}
+	floor := newFanoutFloor(b, clients)
 	lat := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	flat := make([]time.Duration, 0, b.N)
+	real := func(data []byte) {
 		got.Add(clients)
 		start := time.Now()
-		ts.dev.message(fmt.Appendf(nil, "%d", i))
+		ts.dev.message(data)
 		got.Wait()
 		lat = append(lat, time.Since(start))
 	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		data := fmt.Appendf(nil, "%d", i)
+		frame := wire.AppendNotification(nil, handle, userclient.Notification{Type: driverMsgType, Service: service, Data: data})
+		if i%2 == 0 {
+			real(data)
+			flat = append(flat, floor.send(b, frame))
+		} else {
+			flat = append(flat, floor.send(b, frame))
+			real(data)
+		}
+	}
 	b.StopTimer()
 	reportLatencies(b, lat)
+	p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
+	f50, f99 := percentile(flat, 0.50), percentile(flat, 0.99)
+	b.ReportMetric(float64(mean(lat)), "ns/op") // the daemon's rounds alone
+	b.ReportMetric(float64(f50.Microseconds()), "floor-p50-µs")
+	b.ReportMetric(float64(f99.Microseconds()), "floor-p99-µs")
+	b.ReportMetric(float64(p50)/float64(f50), "x-floor-p50")
+	b.ReportMetric(float64(p99)/float64(f99), "x-floor-p99")
+}
+
+func mean(d []time.Duration) time.Duration {
+	var sum time.Duration
+	for _, x := range d {
+		sum += x
+	}
+	return sum / time.Duration(max(len(d), 1))
 }
 
 // BenchmarkKillToFreed: a child process that opened a device is SIGKILLed;
-// latency from the kill to the free of its user client. Runs at least 100
-// trials (each trial spawns a process, so ns/op is the kill→freed mean).
+// latency from the kill to the free of its user client. Its floor is the
+// kernel's own part: a plain child connected to a plain server is
+// SIGKILLed, until the server's read returns EOF; trials alternate between
+// the two. At least 100 trials each (each trial spawns a process, so
+// ns/op is the kill→freed mean). Untraced and traced (the daemon's
+// default), each on an otherwise idle machine and with a second process
+// (hog) keeping both cores busy.
 func BenchmarkKillToFreed(b *testing.B) {
-	untraced(b)
+	for _, traced := range []bool{false, true} {
+		for _, hog := range []bool{false, true} {
+			name := map[bool]string{false: "untraced", true: "traced"}[traced]
+			if hog {
+				name += "/hog"
+			}
+			b.Run(name, func(b *testing.B) {
+				if traced {
+					b.Setenv(refcount.EnvVar, "all")
+					refcount.TraceAll()
+				} else {
+					untraced(b)
+				}
+				killToFreed(b, hog)
+			})
+		}
+	}
+}
+
+func killToFreed(b *testing.B, hog bool) {
 	ts := newTestServer(b, Config{})
+	floor := newKillFloor(b)
+	if hog {
+		startHog(b)
+	}
 	trials := max(b.N, 100)
 	lat := make([]time.Duration, 0, trials)
-	for range trials {
+	flat := make([]time.Duration, 0, trials)
+	real := func() {
 		ch := startChild(b, "", "open", ts.sock, nil)
 		id := ch.opened(b)
 		killed := ch.kill()
@@ -156,13 +252,24 @@ func BenchmarkKillToFreed(b *testing.B) {
 		lat = append(lat, freed.Sub(killed))
 		ch.cmd.Wait()
 	}
-	var sum time.Duration
-	for _, d := range lat {
-		sum += d
+	for i := range trials {
+		if i%2 == 0 {
+			real()
+			flat = append(flat, floor.trial(b))
+		} else {
+			flat = append(flat, floor.trial(b))
+			real()
+		}
 	}
-	b.ReportMetric(float64(sum.Nanoseconds())/float64(len(lat)), "ns/op")
+	p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
+	f50, f99 := percentile(flat, 0.50), percentile(flat, 0.99)
+	b.ReportMetric(float64(mean(lat).Nanoseconds()), "ns/op")
 	b.ReportMetric(float64(len(lat)), "trials")
 	reportLatencies(b, lat)
+	b.ReportMetric(float64(f50.Microseconds()), "floor-p50-µs")
+	b.ReportMetric(float64(f99.Microseconds()), "floor-p99-µs")
+	b.ReportMetric(float64(p50)/float64(f50), "x-floor-p50")
+	b.ReportMetric(float64(p99)/float64(f99), "x-floor-p99")
 }
 
 // BenchmarkCallCancel: a call that blocks in the driver, cancelled by the

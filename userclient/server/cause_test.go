@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 // TestNotificationCause: the registry backend hands the server
@@ -66,6 +68,12 @@ func TestNotificationCause(t *testing.T) {
 					break
 				}
 			}
+			// A call on the terminated service: ErrTerminated, and
+			// ErrNoDevice (wire code no_device) only after an unplug.
+			_, err = sess.Call(context.Background(), "echo", nil)
+			require.ErrorIs(t, err, userclient.ErrTerminated)
+			require.Equal(t, tc.root == "unplug", errors.Is(err, userclient.ErrNoDevice), "%v", err)
+			require.Equal(t, map[bool]string{true: wire.CodeNoDevice, false: wire.CodeTerminated}[tc.root == "unplug"], wire.CodeOf(err))
 			require.NoError(t, sess.Close())
 			require.NoError(t, <-ended)
 			require.NoError(t, tr.r.WaitQuiet(context.Background()))
@@ -103,6 +111,14 @@ func TestNotificationCauseOnTheWire(t *testing.T) {
 				ctx := context.Background()
 				h, err := ts.client(t, mode).Open(ctx, userclient.Match{ID: ts.dev.ID()})
 				require.NoError(t, err)
+				// A call in flight when the service goes: the daemon
+				// answers it.
+				inflight := make(chan error, 1)
+				go func() {
+					_, err := h.Call(ctx, "block", nil)
+					inflight <- err
+				}()
+				<-ts.reg.entered
 				tc.end(ts.dev)
 				var seen []userclient.NotificationType
 				for n := range h.Notifications() {
@@ -114,6 +130,17 @@ func TestNotificationCauseOnTheWire(t *testing.T) {
 					}
 				}
 				require.Equal(t, []userclient.NotificationType{userclient.ServiceIsTerminated, userclient.ServiceIsRequestingClose}, seen)
+				// After an unplug every call fails with ErrNoDevice: the
+				// one in flight (the daemon's no_device) and the one after
+				// the handle heard of the termination (answered locally,
+				// ErrTerminated too); after other causes, ErrTerminated.
+				unplug := tc.root == "unplug"
+				err = <-inflight
+				require.Equal(t, unplug, errors.Is(err, userclient.ErrNoDevice), "in flight: %v", err)
+				require.Equal(t, !unplug, errors.Is(err, userclient.ErrTerminated), "in flight: %v", err)
+				_, err = h.Call(ctx, "echo", nil)
+				require.ErrorIs(t, err, userclient.ErrTerminated)
+				require.Equal(t, unplug, errors.Is(err, userclient.ErrNoDevice), "after: %v", err)
 				require.NoError(t, h.Close())
 				ts.reg.waitFreed(t, h.ClientID())
 				ts.reg.checkTrace(t, h.ClientID())

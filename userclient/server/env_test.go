@@ -21,13 +21,26 @@ const driverMsg = driver.MessageDriverDefined + 1
 
 var driverMsgType = userclient.NotificationType(driverMsg.String())
 
-// testDriver is a driver whose instances user clients call.
-type testDriver struct{ reg *testRegistry }
+// testDriver is a driver whose instances user clients call. Its method
+// table is made once, as real drivers keep theirs (usbstorage, sg): the
+// registry asks for it on every call.
+type testDriver struct {
+	reg     *testRegistry
+	methods map[string]driver.Method
+}
 
 func (d *testDriver) Start(context.Context, *driver.Service) error { return nil }
 func (d *testDriver) Stop(*driver.Service)                         {}
 
-func (d *testDriver) Methods() map[string]driver.Method {
+func newTestDriver(tr *testRegistry) testDriver {
+	d := testDriver{reg: tr}
+	d.methods = d.makeMethods()
+	return d
+}
+
+func (d *testDriver) Methods() map[string]driver.Method { return d.methods }
+
+func (d *testDriver) makeMethods() map[string]driver.Method {
 	return map[string]driver.Method{
 		"echo": func(_ context.Context, _ *driver.Service, in []byte) ([]byte, error) { return in, nil },
 		"block": func(ctx context.Context, _ *driver.Service, _ []byte) ([]byte, error) {
@@ -98,7 +111,7 @@ func (tr *testRegistry) publish(t testing.TB, class, name string) *testDevice {
 		tr.classes[class] = true
 		require.NoError(t, tr.r.RegisterPersonality(driver.Personality{
 			Name: class[:len(class)-len("Device")] + "Driver", Class: class, ProviderClass: class + "Nub",
-			New: func() driver.Driver { return &testDriver{reg: tr} },
+			New: func() driver.Driver { d := newTestDriver(tr); return &d },
 		}))
 	}
 	nub := tr.r.NewNub(class+"Nub", name, driver.NewProperties(map[string]any{"serial": name}))

@@ -112,3 +112,47 @@ func TestDroppedNonReaderGetsTheReason(t *testing.T) {
 	require.ErrorIs(t, d.reason, userclient.ErrOverflow)
 	require.True(t, strings.Contains(d.reason.Error(), "queued"), "%v", d.reason)
 }
+
+// Frames larger than the socket buffer, queued while nobody writes, are
+// begun by the goroutine that queued them and finished by the writer:
+// a peer that reads late still gets every frame whole and in order, then
+// the overflow reason, framed (the rest of a frame a direct write began
+// stays ahead of it).
+func TestDirectWritesKeepFraming(t *testing.T) {
+	ts := newTestServer(t, Config{QueueBytes: 4 << 20})
+	nc := rawDial(t, ts.sock)
+	_, err := nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return ts.Stats().Sessions == 1 }, 10*time.Second, time.Millisecond)
+	// Past the socket buffer (about 200 KiB) at once, and in sizes that
+	// end anywhere in a page.
+	sizes := []int{300 << 10, 1, 70001, 250 << 10, 5, 123457}
+	sent := 0
+	for i := 0; ts.Stats().Sessions == 1; i++ {
+		ts.dev.message(bytes.Repeat([]byte{byte('a' + i%26)}, sizes[i%len(sizes)]))
+		sent++
+		if sent == 2*len(sizes) {
+			// Read what the first rounds queued, then overflow.
+			break
+		}
+	}
+	d := wire.NewDecoder(nc, 0)
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	next := 0
+	for next < sent {
+		f, err := d.ReadFrame()
+		require.NoError(t, err)
+		if f.Type != wire.TypeNotification {
+			continue // the welcome and the open reply
+		}
+		require.Len(t, f.Data, sizes[next%len(sizes)], "notification %d", next)
+		require.Equal(t, bytes.Repeat([]byte{byte('a' + next%26)}, len(f.Data)), f.Data, "notification %d", next)
+		next++
+	}
+	// Now stop reading until the queue overflows: the reason still
+	// arrives framed, after whatever was begun.
+	for ts.Stats().Sessions == 1 {
+		ts.dev.message(bytes.Repeat([]byte("z"), 300<<10))
+	}
+	expectFatal(t, nc, wire.CodeOverflow, "queued")
+}

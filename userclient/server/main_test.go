@@ -39,6 +39,9 @@ func runChild(role, sock string) int {
 	ctx := context.Background()
 	say := func(format string, args ...any) { fmt.Printf(format+"\n", args...) }
 	block := func() int { select {} }
+	if role == "plain" || role == "hog" {
+		return runFloorChild(role, sock)
+	}
 	if role == "inherit" || role == "inherit-exit" {
 		// A grandchild that inherited the connection as fd 3.
 		f := os.NewFile(3, "inherited")

@@ -12,24 +12,33 @@ import (
 // who may call administrative operations. The zero Policy admits uid 0
 // only.
 //
-// There are three rights. Open: Rules admit a peer to services. Read:
-// the read views — services of ReadClasses (the monitor) and the
-// administrative operations in ReadOps (inspect, leaks, …) — need uid 0,
-// an AdminGIDs or a ReadGIDs group; no Rule grants them, so that
-// "--any-user" never opens the monitor to everyone. Admin: every other
-// administrative operation needs uid 0 or an AdminGIDs group.
+// There are three rights, as usbguard's IPC access sections have. Open:
+// Rules admit a peer to services. Read: the read views — services of
+// ReadClasses (the monitor) and the administrative operations in ReadOps
+// (inspect, leaks, …) — need uid 0, an admin, ReadAnyUser or a ReadUIDs
+// user or ReadGIDs group; no Rule grants them, so that "--any-user" never
+// opens the monitor by itself. Admin: every other administrative operation
+// needs uid 0, an AdminUIDs user or an AdminGIDs group.
 //
 // Refusals never say whether what was asked for exists: an open that
 // matches only services the peer may not open fails as if nothing
-// matched (ErrNoService), and a peer that no rule admits to anything gets
-// ErrPermission whatever it asks.
+// matched (ErrNoService), and a peer that no rule admits to any service
+// gets ErrPermission whatever it asks.
 type Policy struct {
 	// Rules admit a peer to services; any matching rule admits.
 	Rules []Rule
-	// AdminGIDs may make administrative calls, in addition to uid 0; they
-	// also have the read right.
+	// AdminUIDs and AdminGIDs may make administrative calls, in addition
+	// to uid 0; they also have the read right.
+	AdminUIDs []uint32
 	AdminGIDs []uint32
-	// ReadGIDs have the read right, in addition to uid 0 and AdminGIDs.
+	// ReadAnyUser gives the read right to every peer that can reach the
+	// socket, as anyone may run ioreg or udevadm monitor. What identifies
+	// another user's process is for the daemon to hide from non-admins
+	// (IsAdmin).
+	ReadAnyUser bool
+	// ReadUIDs and ReadGIDs have the read right, in addition to uid 0 and
+	// the admins.
+	ReadUIDs []uint32
 	ReadGIDs []uint32
 	// ReadOps are the administrative operations that only read: the read
 	// right is enough for them.
@@ -37,6 +46,10 @@ type Policy struct {
 	// ReadClasses are service classes that are read views: opening one
 	// needs the read right, and Rules never admit to them.
 	ReadClasses []string
+	// OpenHint, ReadHint and AdminHint, if set, end the refusal of that
+	// right in parentheses: how the operator grants it ("drvctl serve
+	// --admin-uids"), which this package cannot know.
+	OpenHint, ReadHint, AdminHint string
 }
 
 // Rule admits the listed users and groups (primary or supplementary) to
@@ -77,15 +90,19 @@ func inGroups(gids []uint32, c userclient.Cred) bool {
 	return false
 }
 
-// mayRead reports whether c has the read right.
-func (p *Policy) mayRead(c userclient.Cred) bool {
-	return c.UID == 0 || inGroups(p.AdminGIDs, c) || inGroups(p.ReadGIDs, c)
+// IsAdmin reports whether c has the admin right.
+func (p *Policy) IsAdmin(c userclient.Cred) bool {
+	return c.UID == 0 || slices.Contains(p.AdminUIDs, c.UID) || inGroups(p.AdminGIDs, c)
 }
 
-// admitsAny reports whether c may open anything at all: a rule admits it,
-// or it has the read right (the read views).
-func (p *Policy) admitsAny(c userclient.Cred) bool {
-	if p.mayRead(c) {
+// MayRead reports whether c has the read right.
+func (p *Policy) MayRead(c userclient.Cred) bool {
+	return p.ReadAnyUser || p.IsAdmin(c) || slices.Contains(p.ReadUIDs, c.UID) || inGroups(p.ReadGIDs, c)
+}
+
+// mayOpenAny reports whether a rule admits c to some service.
+func (p *Policy) mayOpenAny(c userclient.Cred) bool {
+	if c.UID == 0 {
 		return true
 	}
 	for i := range p.Rules {
@@ -96,19 +113,38 @@ func (p *Policy) admitsAny(c userclient.Cred) bool {
 	return false
 }
 
+func hint(h string) string {
+	if h == "" {
+		return ""
+	}
+	return " (" + h + ")"
+}
+
+// refuseRead is the refusal of the read right for what.
+func (p *Policy) refuseRead(c userclient.Cred, what string) error {
+	return fmt.Errorf("%w: %s reads the daemon's state, which needs the read right: uid 0, an admin or a reader (peer uid %d gid %d)%s",
+		wire.ErrPermission, what, c.UID, c.GID, hint(p.ReadHint))
+}
+
+// refuseOpenAll is the refusal of a peer that no rule admits to anything.
+func (p *Policy) refuseOpenAll(c userclient.Cred) error {
+	return fmt.Errorf("%w: opening a service needs the open right, which no rule gives uid %d gid %d%s",
+		wire.ErrPermission, c.UID, c.GID, hint(p.OpenHint))
+}
+
 // AllowOpen returns nil if c may open s, an error matching
-// userclient.ErrPermission otherwise. The error names the peer, not s: it
+// userclient.ErrPermission otherwise. The error names the peer and s: it
 // goes to the audit log, and the client is told only ErrNoService
-// (Server.openSession).
+// (Server.openSession) unless no rule admits it to anything.
 func (p *Policy) AllowOpen(c userclient.Cred, s userclient.ServiceInfo) error {
 	if c.UID == 0 {
 		return nil
 	}
 	if slices.Contains(p.ReadClasses, s.Class) {
-		if p.mayRead(c) {
+		if p.MayRead(c) {
 			return nil
 		}
-		return fmt.Errorf("%w: uid %d may not read the daemon's state", wire.ErrPermission, c.UID)
+		return p.refuseRead(c, "opening "+s.Class)
 	}
 	for i := range p.Rules {
 		if p.Rules[i].admitsPeer(c) && p.Rules[i].admitsService(s) {
@@ -120,14 +156,15 @@ func (p *Policy) AllowOpen(c userclient.Cred, s userclient.ServiceInfo) error {
 
 // AllowAdmin returns nil if c may call the administrative operation op.
 func (p *Policy) AllowAdmin(c userclient.Cred, op string) error {
-	if c.UID == 0 || inGroups(p.AdminGIDs, c) {
+	if p.IsAdmin(c) {
 		return nil
 	}
 	if slices.Contains(p.ReadOps, op) {
-		if p.mayRead(c) {
+		if p.MayRead(c) {
 			return nil
 		}
-		return fmt.Errorf("%w: administrative call %q needs uid 0, an admin group or a read group (peer uid %d gid %d)", wire.ErrPermission, op, c.UID, c.GID)
+		return p.refuseRead(c, fmt.Sprintf("%q", op))
 	}
-	return fmt.Errorf("%w: administrative call %q needs uid 0 or an admin group (peer uid %d gid %d)", wire.ErrPermission, op, c.UID, c.GID)
+	return fmt.Errorf("%w: %q is an administrative call, which needs the admin right: uid 0 or an admin (peer uid %d gid %d)%s",
+		wire.ErrPermission, op, c.UID, c.GID, hint(p.AdminHint))
 }

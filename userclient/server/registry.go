@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/drvkit/drvkit/driver"
@@ -129,8 +132,7 @@ func (b *RegistryBackend) Open(ctx context.Context, id uint64, req OpenRequest) 
 	}
 	label := req.Cred.Label()
 	uc := &userClient{target: target, notify: req.Notify, label: "userclient " + label}
-	name := label
-	svc, err := b.r.AttachClient(target, UserClientClass, name, uc)
+	svc, err := b.r.AttachClientWithProperties(target, UserClientClass, UserClientName(req.Cred), userClientProperties(req.Cred), uc)
 	if err != nil {
 		return nil, openErr(err)
 	}
@@ -144,6 +146,44 @@ func (b *RegistryBackend) Open(ctx context.Context, id uint64, req OpenRequest) 
 		return nil, openErr(err)
 	}
 	return uc, nil
+}
+
+// UserClientName is the location of a user client in the registry:
+// "pid4242", one word, so that a tree line splits on blanks (awk) as
+// ioreg's do.
+func UserClientName(c userclient.Cred) string { return "pid" + strconv.FormatInt(int64(c.PID), 10) }
+
+// User-client properties: the peer the client serves. They identify
+// another user's process, so drvctl shows them to administrators only.
+const (
+	PropPID  = "pid"
+	PropUID  = "uid"
+	PropGID  = "gid"
+	PropComm = "comm"
+)
+
+func userClientProperties(c userclient.Cred) driver.Properties {
+	m := map[string]any{PropPID: int64(c.PID), PropUID: uint64(c.UID), PropGID: uint64(c.GID)}
+	comm := c.Comm
+	if comm == "" {
+		comm = commandName(c.PID)
+	}
+	if comm != "" {
+		m[PropComm] = comm
+	}
+	return driver.NewProperties(m)
+}
+
+// commandName is /proc/PID/comm, "" when it cannot be read.
+func commandName(pid int32) string {
+	if pid <= 0 {
+		return ""
+	}
+	b, err := os.ReadFile("/proc/" + strconv.FormatInt(int64(pid), 10) + "/comm")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // openErr: a service terminated under an open is, for the opener, not there.
@@ -289,15 +329,39 @@ func (u *userClient) ClientID() uint64             { return u.svc.ID() }
 // Call runs the target driver's client method. Its context is cancelled
 // when the target is terminated; the error is then userclient.ErrTerminated, whatever
 // the method returned.
+//
+// When the termination's root cause is an unplug, the error matches
+// userclient.ErrNoDevice as well (and goes out as no_device): whether a
+// call met the vanished device or the termination that followed is a
+// race the application cannot see, and the answer should not depend on it.
 func (u *userClient) Call(ctx context.Context, method string, in []byte) ([]byte, error) {
 	if !u.svc.State().Active {
+		if u.unplugged() {
+			return nil, errUnplugged
+		}
 		return nil, wire.ErrTerminated // the client names the service
 	}
 	out, err := u.target.Call(ctx, method, in)
 	if err != nil && (!u.target.State().Active || !u.svc.State().Active) && ctx.Err() == nil {
-		return nil, fmt.Errorf("%w during the call: %w", wire.ErrTerminated, markNoDevice(err))
+		err = markNoDevice(err)
+		if !errors.Is(err, wire.ErrNoDevice) && u.unplugged() {
+			err = fmt.Errorf("%w (unplugged): %w", wire.ErrNoDevice, err)
+		}
+		return nil, fmt.Errorf("%w during the call: %w", wire.ErrTerminated, err)
 	}
 	return out, mapDriverErr(err)
+}
+
+// errUnplugged answers a call on a service terminated because its device
+// was removed.
+var errUnplugged = fmt.Errorf("%w: %w (unplugged)", wire.ErrTerminated, wire.ErrNoDevice)
+
+// unplugged says whether the target's termination began with its device's
+// removal (the bridge terminates the nub with CauseUnplug; the drivers on
+// it have it as their root cause).
+func (u *userClient) unplugged() bool {
+	_, root := u.target.TerminationCause()
+	return root == driver.CauseUnplug
 }
 
 // Close is the application's close.

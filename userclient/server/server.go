@@ -404,12 +404,23 @@ type conn struct {
 	// overflowing it: the writer closes space (under qmu) when it took
 	// frames out while someone waits.
 	space        chan struct{}
-	spaceWaiters int           // under qmu
-	wbufs        net.Buffers   // the batch being written (the writer's only)
-	quit         chan struct{} // closed by fail: the writer drains and closes
-	writerWG     sync.WaitGroup
-	reqWG        sync.WaitGroup
-	sem          chan struct{}
+	spaceWaiters int // under qmu
+	// writing: someone owns the socket's write side (under qmu) — the
+	// writer with a batch, or a goroutine writing a frame directly. A
+	// frame queued while nobody writes and nothing is queued is written at
+	// once by the goroutine that queued it, with one non-blocking write(2)
+	// (see push): no hand-off to the writer goroutine, which takes over
+	// only what the socket did not take. writerWaits: the writer waits for
+	// a direct write to end (under qmu).
+	writing     bool
+	writerWaits bool
+	rc          syscall.RawConn // nil: no direct writes
+	direct      directWrite     // the direct write's argument and results (owned while writing)
+	wbufs       net.Buffers     // the batch being written (the writer's only)
+	quit        chan struct{}   // closed by fail: the writer drains and closes
+	writerWG    sync.WaitGroup
+	reqWG       sync.WaitGroup
+	sem         chan struct{}
 
 	failOnce sync.Once
 	reason   error
@@ -459,10 +470,22 @@ type entry struct {
 }
 
 // outFrame is a queued frame: encoded bytes, or (closed set) the
-// ServiceWasClosed summary of an entry, encoded when it is written.
+// ServiceWasClosed summary of an entry, encoded when it is written. tail
+// marks the rest of a frame a direct write began: never a frame header.
 type outFrame struct {
 	b      []byte
 	closed *entry
+	tail   bool
+}
+
+// directWrite is one non-blocking write(2) of b through the connection's
+// RawConn; fn is made once per connection so that a write allocates
+// nothing.
+type directWrite struct {
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
 }
 
 // summarySize is what a queued ServiceWasClosed summary counts for against
@@ -471,7 +494,7 @@ const summarySize = 96
 
 func newConn(s *Server, nc *net.UnixConn, cred userclient.Cred) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &conn{
+	c := &conn{
 		srv: s, nc: nc, ctx: ctx, cancel: cancel, cred: cred,
 		dec:      wire.NewDecoder(nc, s.cfg.MaxFrame),
 		wake:     make(chan struct{}, 1),
@@ -481,6 +504,19 @@ func newConn(s *Server, nc *net.UnixConn, cred userclient.Cred) *conn {
 		sessions: make(map[uint64]*entry),
 		inflight: make(map[uint64]*inflightReq),
 	}
+	if rc, err := nc.SyscallConn(); err == nil {
+		c.rc = rc
+		d := &c.direct
+		d.fn = func(fd uintptr) bool {
+			for {
+				d.n, d.err = syscall.Write(int(fd), d.b)
+				if d.err != syscall.EINTR {
+					return true // never wait: what is left goes to the writer
+				}
+			}
+		}
+	}
+	return c
 }
 
 func (c *conn) serve() {
@@ -582,6 +618,12 @@ func (c *conn) finish() {
 func (c *conn) writer() {
 	defer c.writerWG.Done()
 	defer c.nc.Close()
+	defer func() {
+		// Nothing is written after the writer: no direct write either.
+		c.qmu.Lock()
+		c.writing = true
+		c.qmu.Unlock()
+	}()
 	var batch, spare []outFrame
 	var bufs net.Buffers
 	for {
@@ -591,7 +633,16 @@ func (c *conn) writer() {
 		}
 		quitting := c.failed()
 		c.qmu.Lock()
+		for c.writing {
+			// A direct write is under way: it wakes us when it ends.
+			c.writerWaits = true
+			c.qmu.Unlock()
+			<-c.wake
+			c.qmu.Lock()
+			quitting = c.failed()
+		}
 		batch, c.queue = c.queue, spare[:0]
+		c.writing = len(batch) > 0
 		c.qmu.Unlock()
 		// Whatever is queued goes out in writevs of up to 64 frames, up
 		// to a fatal error frame: nothing may follow it on the wire (an
@@ -601,15 +652,18 @@ func (c *conn) writer() {
 			fatal := false
 			for ; i < len(batch) && len(bufs) < 64 && !fatal; i++ {
 				b := c.frameBytes(&batch[i])
+				fatal = !batch[i].tail && isFatalFrame(b)
 				batch[i] = outFrame{}
 				bufs = append(bufs, b)
-				fatal = isFatalFrame(b)
 			}
 			if !c.write(bufs) || fatal {
 				return
 			}
 		}
 		spare = batch[:0]
+		c.qmu.Lock()
+		c.writing = false
+		c.qmu.Unlock()
 		if quitting {
 			// Drained what was queued when fail ran, within the write
 			// deadline it set.
@@ -697,6 +751,12 @@ func (c *conn) push(f outFrame, size int) {
 		overflow = fmt.Errorf("%w: more than %d bytes queued", wire.ErrOverflow, c.srv.cfg.QueueBytes)
 	case len(c.queue) >= c.srv.cfg.QueueFrames:
 		overflow = fmt.Errorf("%w: more than %d frames queued", wire.ErrOverflow, c.srv.cfg.QueueFrames)
+	case f.b != nil && !c.writing && len(c.queue) == 0 && c.rc != nil:
+		// Nobody writes and nothing waits: write it from here.
+		c.writing = true
+		c.qmu.Unlock()
+		c.writeDirect(f.b)
+		return
 	default:
 		c.queue = append(c.queue, f)
 		c.outBytes += size
@@ -709,6 +769,55 @@ func (c *conn) push(f outFrame, size int) {
 	select {
 	case c.wake <- struct{}{}:
 	default:
+	}
+}
+
+// writeDirect writes b, a whole frame, with one non-blocking write(2) on
+// the goroutine that queued it; c.writing is set. What the socket does
+// not take now is put first in the queue for the writer, which then
+// owns the write side.
+func (c *conn) writeDirect(b []byte) {
+	d := &c.direct
+	d.b, d.n, d.err = b, 0, nil
+	err := faultinject.At(faultinject.Write, nil)
+	if err == nil {
+		err = c.rc.Write(d.fn)
+	}
+	if err == nil && d.err != nil && d.err != syscall.EAGAIN {
+		err = d.err
+	}
+	n := max(d.n, 0)
+	d.b = nil
+	if err != nil {
+		c.qmu.Lock()
+		c.writing = false
+		waits := c.writerWaits
+		c.writerWaits = false
+		c.qmu.Unlock()
+		c.fail(fmt.Errorf("writing: %w", err), "")
+		if waits {
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
+		}
+		return
+	}
+	c.qmu.Lock()
+	if n < len(b) {
+		rest := b[n:]
+		c.queue = slices.Insert(c.queue, 0, outFrame{b: rest, tail: n > 0})
+		c.outBytes += len(rest)
+	}
+	c.writing = false
+	wake := len(c.queue) > 0 || c.writerWaits
+	c.writerWaits = false
+	c.qmu.Unlock()
+	if wake {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -847,11 +956,20 @@ func (c *conn) queueClosed(e *entry, closer uint64) {
 func (c *conn) forceEnqueue(b []byte, first bool) {
 	c.qmu.Lock()
 	if first {
-		for i := range c.queue {
+		// The rest of a frame a direct write began stays first: the
+		// stream must stay framed.
+		keep := 0
+		if len(c.queue) > 0 && c.queue[0].tail {
+			keep = 1
+		}
+		for i := keep; i < len(c.queue); i++ {
 			c.queue[i] = outFrame{}
 		}
-		c.queue = c.queue[:0]
+		c.queue = c.queue[:keep]
 		c.outBytes = 0
+		if keep == 1 {
+			c.outBytes = len(c.queue[0].b)
+		}
 	}
 	c.queue = append(c.queue, outFrame{b: b})
 	c.outBytes += len(b)
@@ -1140,8 +1258,10 @@ type request struct {
 // goroutine, before the request is dispatched, so that a malformed frame
 // ends the connection before any frame behind it is served.
 func parseRequest(f *wire.Frame) (*request, error) {
-	// The decoder reuses its buffer: the request gets its own copy.
-	r := &request{f: wire.Frame{Type: f.Type, ID: f.ID, Control: clone(f.Control), Data: clone(f.Data)}}
+	// The decoder reuses its buffer: the request gets its own copy of the
+	// data. The control payload is decoded here, into copies, and not
+	// needed after.
+	r := &request{f: wire.Frame{Type: f.Type, ID: f.ID, Data: clone(f.Data)}}
 	var err error
 	switch f.Type {
 	case wire.TypeOpen:
@@ -1389,13 +1509,16 @@ func (c *conn) call(ctx context.Context, id uint64, ir *inflightReq, h uint64, m
 		return
 	}
 	out, err := e.sess.Call(ctx, method, in)
-	c.answer(ctx, id, ir, fmt.Sprintf("call %q", method), nil, out, err)
+	c.answer(ctx, id, ir, "call", method, nil, out, err)
 }
 
 // answer sends the outcome of a cancellable request: its reply — streamed
 // in part frames first on a version 3 connection when it does not fit one
 // frame, while the request can still be cancelled — or its error.
-func (c *conn) answer(ctx context.Context, id uint64, ir *inflightReq, op string, v any, data []byte, err error) {
+//
+// op and what name the request in the error a cancelled request gets
+// (call "read"); the text is made only then.
+func (c *conn) answer(ctx context.Context, id uint64, ir *inflightReq, op, what string, v any, data []byte, err error) {
 	f := wire.Frame{Type: wire.TypeReply, ID: id, Data: data}
 	if sr, ok := v.(StreamedResult); ok && err == nil {
 		f.Control, err = c.writeStreamed(ctx, id, sr)
@@ -1406,7 +1529,7 @@ func (c *conn) answer(ctx context.Context, id uint64, ir *inflightReq, op string
 		err = c.streamParts(ctx, &f)
 	}
 	if c.settle(id, ir) && err != nil {
-		c.sendCancelled(id, op, err)
+		c.sendCancelled(id, fmt.Sprintf("%s %q", op, what), err)
 		return
 	}
 	if err != nil {
@@ -1418,7 +1541,7 @@ func (c *conn) answer(ctx context.Context, id uint64, ir *inflightReq, op string
 
 func (c *conn) admin(ctx context.Context, id uint64, ir *inflightReq, m wire.AdminMsg, data []byte) {
 	res, out, err := c.srv.admin(ctx, c.cred, m.Op, m.Args, data)
-	c.answer(ctx, id, ir, fmt.Sprintf("admin %q", m.Op), res, out, err)
+	c.answer(ctx, id, ir, "admin", m.Op, res, out, err)
 }
 
 // sendCancelled answers a request the client cancelled that failed after
@@ -1461,14 +1584,15 @@ func (s *Server) openSession(ctx context.Context, cred userclient.Cred, m usercl
 	}
 	p := &s.cfg.Policy
 	// Refused before looking: the answer must not depend on what exists.
-	if !p.admitsAny(cred) {
-		err := fmt.Errorf("%w: uid %d may not open services", wire.ErrPermission, cred.UID)
-		s.audit(cred, "open", m.String(), err)
-		return nil, userclient.ServiceInfo{}, err
-	}
-	if slices.Contains(p.ReadClasses, m.Class) && !p.mayRead(cred) {
-		// The read views are no secret: say why.
-		err := p.AllowOpen(cred, userclient.ServiceInfo{Class: m.Class})
+	if slices.Contains(p.ReadClasses, m.Class) {
+		if !p.MayRead(cred) {
+			// The read views are no secret: say why.
+			err := p.AllowOpen(cred, userclient.ServiceInfo{Class: m.Class})
+			s.audit(cred, "open", m.String(), err)
+			return nil, userclient.ServiceInfo{}, err
+		}
+	} else if !p.mayOpenAny(cred) {
+		err := p.refuseOpenAll(cred)
 		s.audit(cred, "open", m.String(), err)
 		return nil, userclient.ServiceInfo{}, err
 	}

@@ -503,7 +503,7 @@ func (d *slowStartDriver) Start(ctx context.Context, _ *driver.Service) error {
 // published then yields Publish's result.
 func plugSlowStart(t *testing.T, ts *testServer) (d *slowStartDriver, nub *driver.Service, published <-chan error) {
 	t.Helper()
-	d = &slowStartDriver{testDriver: testDriver{reg: ts.reg}, started: make(chan struct{}), release: make(chan struct{})}
+	d = &slowStartDriver{testDriver: newTestDriver(ts.reg), started: make(chan struct{}), release: make(chan struct{})}
 	require.NoError(t, ts.reg.r.RegisterPersonality(driver.Personality{
 		Name: "SlowDriver", Class: "SlowDevice", ProviderClass: "SlowNub",
 		New: func() driver.Driver { return d },

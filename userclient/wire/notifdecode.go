@@ -140,4 +140,4 @@ func causeText(b []byte) string {
 	return string(b)
 }
 
-var knownCauses = [...]string{"unplug", "unload", "admin", "provider", "shutdown", "unknown"}
+var knownCauses = [...]string{"unplug", "unload", "admin", "provider", "shutdown", "crashed", "unknown"}

@@ -105,7 +105,7 @@ type Notification struct {
 	// ServiceIsTerminated and ServiceIsRequestingClose: why Service was
 	// terminated, and the cause of the termination that reached it, in
 	// the registry's short text form ("unplug", "unload", "admin",
-	// "provider", "shutdown", "unknown"; see driver.Cause). A service
+	// "provider", "shutdown", "crashed", "unknown"; see driver.Cause). A service
 	// terminated because its provider went has Cause "provider" and the
 	// provider's cause as RootCause. Empty on other notifications and
 	// from daemons that predate causes.

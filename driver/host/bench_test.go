@@ -1,0 +1,220 @@
+package host_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/driver/bundle"
+	"github.com/drvkit/drvkit/driver/drivertable"
+	"github.com/drvkit/drvkit/driver/host"
+	"github.com/drvkit/drvkit/examples/bundles/gocounter/counter"
+	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/server"
+)
+
+// benchEnv is env for benchmarks: no leak check per iteration, quiet.
+type benchEnv struct {
+	b   *testing.B
+	ctx context.Context
+	r   *driver.Registry
+	h   *host.Host
+	dir string
+}
+
+func newBenchEnv(b *testing.B) *benchEnv {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	b.Cleanup(cancel)
+	log := slog.New(slog.DiscardHandler)
+	e := &benchEnv{b: b, ctx: ctx, r: driver.NewRegistry(driver.WithLogger(log)), dir: b.TempDir()}
+	e.h = host.New(host.Config{Registry: e.r, Log: log})
+	b.Cleanup(func() {
+		require.NoError(b, e.r.Close(context.Background()))
+		e.h.Close()
+	})
+	return e
+}
+
+// loadBundle loads the counter out of process: the gocounter sample built
+// as a bundle executable (as users ship it), or the test binary if the go
+// tool is not at hand.
+func (e *benchEnv) loadBundle() *bundle.Manifest {
+	env := &env{t: nil, dir: e.dir}
+	m := env.manifestText(e.b, "counter")
+	if exe := buildSample(e.b); exe != "" {
+		m.Executable, m.Args = exe, nil
+	}
+	ent := e.h.Entry(m)
+	ps, err := ent.Defaults(drivertable.NewResources())
+	require.NoError(e.b, err)
+	for _, p := range ps {
+		require.NoError(e.b, e.r.RegisterPersonality(p))
+	}
+	return m
+}
+
+func (e *benchEnv) nub(name string, product uint64) *driver.Service {
+	return e.r.NewNub("HIDDevice", name, driver.NewProperties(map[string]any{
+		"idVendor": uint64(counter.VendorID), "idProduct": product}))
+}
+
+var (
+	sampleOnce sync.Once
+	sampleExe  string
+)
+
+// buildSample builds examples/bundles/gocounter once per run, where the
+// drivers' user may run it.
+func buildSample(b *testing.B) string {
+	sampleOnce.Do(func() {
+		gotool, err := exec.LookPath("go")
+		if err != nil {
+			b.Logf("no go tool: the benchmark runs the test binary as its driver")
+			return
+		}
+		dir := filepath.Dir(testExe) // readable by the drivers' user, removed at the end
+		out := filepath.Join(dir, "gocounter")
+		cmd := exec.Command(gotool, "build", "-o", out, "../../examples/bundles/gocounter")
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			b.Logf("building the sample: %v\n%s", err, msg)
+			return
+		}
+		sampleExe = out
+	})
+	return sampleExe
+}
+
+func started(nub *driver.Service) *driver.Service {
+	for _, c := range nub.Clients() {
+		if st := c.State(); st.Active && st.Started {
+			return c
+		}
+	}
+	return nil
+}
+
+// BenchmarkStartOutOfProcess: from a nub's publication to its out-of-process
+// driver's Start returned (matching, device grant, process spawn, handshake,
+// start), one instance at a time; p50 and p99 over the iterations.
+func BenchmarkStartOutOfProcess(b *testing.B) {
+	e := newBenchEnv(b)
+	e.loadBundle()
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		nub := e.nub(fmt.Sprint("n", i), counter.ProductID)
+		begin := time.Now()
+		require.NoError(b, e.r.Publish(nil, nub))
+		lat = append(lat, time.Since(begin))
+		b.StopTimer()
+		require.NotNil(b, started(nub), "the driver did not start")
+		require.NoError(b, nub.TerminateSyncWith(e.ctx, driver.CauseUnplug))
+		b.StartTimer()
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[(len(lat)*99)/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkCall: a client method (echo, 16 bytes) through a real
+// user-client connection, to the same driver in process and out of
+// process, interleaved in the same run; the ratio is out/in.
+func BenchmarkCall(b *testing.B) {
+	e := newBenchEnv(b)
+	e.loadBundle()
+	in := counter.Entry
+	in.Personalities = func(r *drivertable.Resources) ([]driver.Personality, error) {
+		ps, err := counter.Entry.Personalities(r)
+		for i := range ps {
+			ps[i].Name, ps[i].Class = "inproc", "CounterInProcess"
+			ps[i].Match = []driver.Match{driver.MatchValue("idProduct", 2)}
+		}
+		return ps, err
+	}
+	ps, err := in.Defaults(drivertable.NewResources())
+	require.NoError(b, err)
+	require.NoError(b, e.r.RegisterPersonality(ps[0]))
+	oopNub, inNub := e.nub("oop", counter.ProductID), e.nub("in", 2)
+	require.NoError(b, e.r.Publish(nil, oopNub))
+	require.NoError(b, e.r.Publish(nil, inNub))
+	require.NotNil(b, started(oopNub))
+	require.NotNil(b, started(inNub))
+
+	srv, err := server.Listen(server.NewRegistryBackend(e.r), server.Config{Path: filepath.Join(e.dir, "s"), GID: -1,
+		Policy: server.Policy{Rules: []server.Rule{{AnyUser: true, Classes: []string{counter.Class, "CounterInProcess"}}}}})
+	require.NoError(b, err)
+	defer srv.Close()
+	c, err := userclient.Dial(e.ctx, srv.Addr())
+	require.NoError(b, err)
+	defer c.Close()
+	hOut, err := c.Open(e.ctx, userclient.Match{Class: counter.Class})
+	require.NoError(b, err)
+	hIn, err := c.Open(e.ctx, userclient.Match{Class: "CounterInProcess"})
+	require.NoError(b, err)
+	msg := []byte("0123456789abcdef")
+	var tIn, tOut time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		_, err := hIn.Call(e.ctx, "echo", msg)
+		t1 := time.Now()
+		require.NoError(b, err)
+		_, err = hOut.Call(e.ctx, "echo", msg)
+		t2 := time.Now()
+		require.NoError(b, err)
+		tIn += t1.Sub(t0)
+		tOut += t2.Sub(t1)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(tIn.Nanoseconds())/float64(b.N), "inproc-ns/call")
+	b.ReportMetric(float64(tOut.Nanoseconds())/float64(b.N), "oop-ns/call")
+	b.ReportMetric(float64(tOut)/float64(tIn), "oop/inproc")
+	require.NoError(b, hOut.Close())
+	require.NoError(b, hIn.Close())
+}
+
+// BenchmarkMemoryPerInstance: the daemon's memory (heap and goroutine
+// stacks, after a collection) per out-of-process instance with 100 of them
+// running; the drivers' own processes are not counted.
+func BenchmarkMemoryPerInstance(b *testing.B) {
+	const n = 100
+	for i := 0; i < b.N; i++ {
+		e := newBenchEnv(b)
+		e.loadBundle()
+		nubs := make([]*driver.Service, n)
+		for j := range nubs {
+			nubs[j] = e.nub(fmt.Sprint("m", j), counter.ProductID)
+		}
+		before := daemonMemory()
+		for _, nub := range nubs {
+			require.NoError(b, e.r.Publish(nil, nub))
+		}
+		after := daemonMemory()
+		for _, nub := range nubs {
+			require.NotNil(b, started(nub))
+		}
+		b.ReportMetric(float64(after-before)/n/1024, "KiB/instance")
+		for _, nub := range nubs {
+			nub.TerminateWith(driver.CauseUnplug)
+		}
+		require.NoError(b, e.r.WaitQuiet(e.ctx))
+	}
+}
+
+func daemonMemory() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc + ms.StackInuse
+}

@@ -1,0 +1,334 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/driver/bundle"
+	"github.com/drvkit/drvkit/driver/drivertable"
+)
+
+// Defaults of the manifests that set no timeouts.
+const (
+	DefaultStartTimeout = 10 * time.Second
+	DefaultStopTimeout  = 5 * time.Second
+)
+
+var (
+	// ErrDisabled: the bundle crashed too often and is disabled.
+	ErrDisabled = errors.New("disabled after repeated crashes")
+	// ErrCrashed: the driver process exited, was killed or broke the
+	// protocol.
+	ErrCrashed = errors.New("driver crashed")
+	// ErrTimeout: the driver process did not answer in time and was
+	// killed.
+	ErrTimeout = errors.New("driver process did not answer in time")
+	// ErrTooLarge: a call's input or output is over the manifest's
+	// max_input or max_output.
+	ErrTooLarge = errors.New("over the manifest's limit")
+)
+
+// OpError is the error of a host operation on a driver: Op ("spawn",
+// "handshake", "start", "call", "stop", …), the Driver (bundle name), the
+// PID of its process (0: none yet), and the cause. Its message is
+// "op driver[pid]: cause".
+type OpError struct {
+	Op     string
+	Driver string
+	PID    int
+	Err    error
+}
+
+func (e *OpError) Error() string {
+	if e.PID == 0 {
+		return e.Op + " " + e.Driver + ": " + e.Err.Error()
+	}
+	return fmt.Sprintf("%s %s[%d]: %s", e.Op, e.Driver, e.PID, e.Err.Error())
+}
+
+func (e *OpError) Unwrap() error { return e.Err }
+
+// Config is what a Host needs from the daemon.
+type Config struct {
+	// Registry is the daemon's registry (matching runs again on a crashed
+	// instance's nub; a disabled bundle's personalities are unregistered).
+	Registry *driver.Registry
+	// Resources are the daemon's, from which devgrant opens devices.
+	Resources *drivertable.Resources
+	// Log gets the hosts's events and the driver processes' output.
+	Log *slog.Logger
+}
+
+// Host runs the instances of bundles' drivers in processes.
+type Host struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	bundles map[string]*bundleState
+	closed  bool
+	wg      sync.WaitGroup // relaunch waits
+}
+
+// New returns a host for cfg.Registry.
+func New(cfg Config) *Host {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Resources == nil {
+		cfg.Resources = drivertable.NewResources()
+	}
+	return &Host{cfg: cfg, log: log, bundles: map[string]*bundleState{}}
+}
+
+// Entry is m's driver-table entry whose instances run in processes of this
+// host. It replaces the host's state of an earlier bundle of that name
+// (crash counts start again).
+func (h *Host) Entry(m *bundle.Manifest) drivertable.Entry {
+	b := h.bundle(m)
+	return m.Entry(func() driver.Driver { return newProxy(b) })
+}
+
+func (h *Host) bundle(m *bundle.Manifest) *bundleState {
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &bundleState{h: h, m: m, ctx: ctx, cancel: cancel, procs: map[*proxy]int{}, methods: map[string]bundle.Method{}}
+	for _, mt := range m.Methods {
+		b.methods[mt.Name] = mt
+	}
+	h.mu.Lock()
+	if old := h.bundles[m.Name]; old != nil {
+		old.cancel()
+	}
+	h.bundles[m.Name] = b
+	h.mu.Unlock()
+	return b
+}
+
+// Forget drops what the host knows of a bundle that was unloaded: pending
+// relaunches are cancelled. Instances still terminating finish as usual.
+func (h *Host) Forget(name string) {
+	h.mu.Lock()
+	b := h.bundles[name]
+	delete(h.bundles, name)
+	h.mu.Unlock()
+	if b != nil {
+		b.cancel()
+	}
+}
+
+// Close cancels every pending relaunch and waits for them. The processes
+// belong to instances: closing the registry stops them.
+func (h *Host) Close() {
+	h.mu.Lock()
+	h.closed = true
+	bs := make([]*bundleState, 0, len(h.bundles))
+	for _, b := range h.bundles {
+		bs = append(bs, b)
+	}
+	h.mu.Unlock()
+	for _, b := range bs {
+		b.cancel()
+	}
+	h.wg.Wait()
+}
+
+// Status is what the host knows of a bundle's driver, for drvctl drivers.
+type Status struct {
+	// Disabled says why the bundle is disabled ("" if it is not).
+	Disabled string
+	// Crashes within the restart window, and since it was loaded.
+	Crashes, TotalCrashes int
+	// LastError is the last crash, refused start or kill.
+	LastError string
+	// PIDs are the driver's live processes.
+	PIDs []int
+}
+
+// Status returns the state of bundle name; false if the host has none.
+func (h *Host) Status(name string) (Status, bool) {
+	h.mu.Lock()
+	b := h.bundles[name]
+	h.mu.Unlock()
+	if b == nil {
+		return Status{}, false
+	}
+	return b.status(), true
+}
+
+// Counts are a bundle's counters since it was loaded, for metrics.
+type Counts struct {
+	Driver   string
+	Starts   uint64 // processes spawned
+	Crashes  uint64
+	Disables uint64
+}
+
+// Counts returns every loaded bundle's counters, by name.
+func (h *Host) Counts() []Counts {
+	h.mu.Lock()
+	bs := make([]*bundleState, 0, len(h.bundles))
+	for _, b := range h.bundles {
+		bs = append(bs, b)
+	}
+	h.mu.Unlock()
+	out := make([]Counts, 0, len(bs))
+	for _, b := range bs {
+		b.mu.Lock()
+		out = append(out, Counts{Driver: b.m.Name, Starts: b.starts, Crashes: uint64(b.total), Disables: b.disables})
+		b.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b Counts) int { return strings.Compare(a.Driver, b.Driver) })
+	return out
+}
+
+// bundleState is a loaded bundle's crash history and processes.
+type bundleState struct {
+	h       *Host
+	m       *bundle.Manifest
+	ctx     context.Context // cancelled when unloaded: no relaunch
+	cancel  context.CancelFunc
+	methods map[string]bundle.Method
+
+	mu       sync.Mutex
+	crashes  []time.Time // within the window
+	total    int
+	starts   uint64 // processes spawned
+	disables uint64
+	lastErr  string
+	disabled string
+	procs    map[*proxy]int
+}
+
+func (b *bundleState) status() Status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.trimLocked(time.Now())
+	st := Status{Disabled: b.disabled, Crashes: len(b.crashes), TotalCrashes: b.total, LastError: b.lastErr}
+	for _, pid := range b.procs {
+		st.PIDs = append(st.PIDs, pid)
+	}
+	slices.Sort(st.PIDs)
+	return st
+}
+
+func (b *bundleState) trimLocked(now time.Time) {
+	i := 0
+	for i < len(b.crashes) && now.Sub(b.crashes[i]) > b.m.Restart.Window {
+		i++
+	}
+	b.crashes = b.crashes[i:]
+}
+
+func (b *bundleState) isDisabled() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.disabled
+}
+
+func (b *bundleState) setLastErr(err error) {
+	b.mu.Lock()
+	b.lastErr = err.Error()
+	b.mu.Unlock()
+}
+
+func (b *bundleState) addProc(p *proxy, pid int) {
+	b.mu.Lock()
+	b.starts++
+	b.procs[p] = pid
+	b.mu.Unlock()
+}
+
+func (b *bundleState) removeProc(p *proxy) {
+	b.mu.Lock()
+	delete(b.procs, p)
+	b.mu.Unlock()
+}
+
+func (b *bundleState) timeouts() (start, stop time.Duration) {
+	start, stop = b.m.StartTimeout, b.m.StopTimeout
+	if start == 0 {
+		start = DefaultStartTimeout
+	}
+	if stop == 0 {
+		stop = DefaultStopTimeout
+	}
+	return start, stop
+}
+
+type relaunchTag struct{}
+
+func (relaunchTag) String() string { return "driver relaunch" }
+
+// crashed records a crash. If the bundle has crashed max_crashes times
+// within its window it is disabled; otherwise, when rematch, matching runs
+// again on nub after the backoff, once gone (the crashed instance's Done)
+// is closed.
+func (b *bundleState) crashed(err error, nub *driver.Service, gone <-chan struct{}, rematch bool) {
+	now := time.Now()
+	r := b.m.Restart
+	b.mu.Lock()
+	b.trimLocked(now)
+	b.crashes = append(b.crashes, now)
+	b.total++
+	b.lastErr = err.Error()
+	n := len(b.crashes)
+	disable := n >= r.MaxCrashes && b.disabled == ""
+	if disable {
+		b.disabled = fmt.Sprintf("crashed %d times within %v (last: %v)", n, r.Window, err)
+		b.disables++
+	}
+	already := b.disabled != "" && !disable
+	b.mu.Unlock()
+	log := b.h.log
+	if disable {
+		log.Error("driver disabled", "driver", b.m.Name, "crashes", n, "window", r.Window, "err", err)
+		b.h.cfg.Registry.UnregisterPersonality(b.m.Name)
+		return
+	}
+	backoff := r.Backoff
+	for i := 1; i < n && backoff < r.MaxBackoff; i++ {
+		backoff *= 2
+	}
+	backoff = min(backoff, r.MaxBackoff)
+	log.Error("driver crashed", "driver", b.m.Name, "crashes", n, "window", r.Window, "relaunch_in", backoff, "err", err)
+	if already || !rematch || nub == nil {
+		return
+	}
+	b.h.mu.Lock()
+	if b.h.closed {
+		b.h.mu.Unlock()
+		return
+	}
+	b.h.wg.Add(1)
+	b.h.mu.Unlock()
+	nub.TaggedRetain(relaunchTag{})
+	go func() {
+		defer b.h.wg.Done()
+		defer nub.TaggedRelease(relaunchTag{})
+		if gone != nil {
+			select {
+			case <-gone:
+			case <-b.ctx.Done():
+				return
+			}
+		}
+		t := time.NewTimer(backoff)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-b.ctx.Done():
+			return
+		}
+		if b.isDisabled() == "" {
+			b.h.cfg.Registry.Rematch(nub)
+		}
+	}()
+}

@@ -1,0 +1,5 @@
+package wire_test
+
+import "errors"
+
+var errorsIs = errors.Is

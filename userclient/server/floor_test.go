@@ -1,0 +1,224 @@
+package server
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The physical floors of the socket benchmarks: plain Go programs doing
+// the same exchanges over real Unix sockets — no protocol, no registry,
+// nothing but what any daemon on this machine would pay. Each benchmark
+// times its floor in the same run, in rounds interleaved with its own, and
+// reports the ratio.
+
+// floorSocket listens on a fresh Unix socket in a temporary directory.
+func floorSocket(t testing.TB) (*net.UnixListener, string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "fl")
+	require.NoError(t, err)
+	require.NoError(t, os.Chmod(dir, 0o755))
+	path := filepath.Join(dir, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close(); os.RemoveAll(dir) })
+	return ln, path
+}
+
+// floorPair connects a client end to a server end over ln.
+func floorPair(t testing.TB, ln *net.UnixListener, path string) (client, server *net.UnixConn) {
+	t.Helper()
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	require.NoError(t, err)
+	s, err := ln.AcceptUnix()
+	require.NoError(t, err)
+	return c, s
+}
+
+// echoFloor is a plain request/reply exchange: the client writes req, a
+// server goroutine reads it whole and writes rep, the client reads rep
+// whole. No allocation per exchange, so the benchmark's allocs/op stay
+// its own.
+type echoFloor struct {
+	c, s     *net.UnixConn
+	req, rep []byte
+	buf      []byte
+	done     chan struct{}
+}
+
+func newEchoFloor(t testing.TB, req, rep []byte) *echoFloor {
+	ln, path := floorSocket(t)
+	e := &echoFloor{req: req, rep: rep, buf: make([]byte, len(rep)), done: make(chan struct{})}
+	e.c, e.s = floorPair(t, ln, path)
+	go func() {
+		defer close(e.done)
+		in := make([]byte, len(req))
+		for {
+			if _, err := io.ReadFull(e.s, in); err != nil {
+				return
+			}
+			if _, err := e.s.Write(rep); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { e.c.Close(); <-e.done; e.s.Close() })
+	return e
+}
+
+func (e *echoFloor) roundTrip(t testing.TB) {
+	if _, err := e.c.Write(e.req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(e.c, e.buf); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fanoutFloor writes one frame to n Unix sockets from one goroutine; n
+// reader goroutines each read a whole length-prefixed frame and say so.
+type fanoutFloor struct {
+	w       []*net.UnixConn
+	r       []*net.UnixConn
+	got     sync.WaitGroup
+	readers sync.WaitGroup
+}
+
+func newFanoutFloor(t testing.TB, n int) *fanoutFloor {
+	ln, path := floorSocket(t)
+	f := &fanoutFloor{}
+	for range n {
+		c, s := floorPair(t, ln, path)
+		f.w = append(f.w, s)
+		f.r = append(f.r, c)
+		f.readers.Add(1)
+		go f.read(c)
+	}
+	t.Cleanup(func() {
+		for i := range f.w {
+			f.w[i].Close()
+		}
+		f.readers.Wait()
+		for i := range f.r {
+			f.r[i].Close()
+		}
+	})
+	return f
+}
+
+func (f *fanoutFloor) read(c *net.UnixConn) {
+	defer f.readers.Done()
+	buf := make([]byte, 4096)
+	have := 0
+	for {
+		n, err := c.Read(buf[have:])
+		if err != nil {
+			return
+		}
+		have += n
+		for have >= 4 {
+			size := 4 + int(binary.BigEndian.Uint32(buf))
+			if size > len(buf) {
+				buf = append(buf, make([]byte, size-len(buf))...)
+			}
+			if have < size {
+				break
+			}
+			have = copy(buf, buf[size:have])
+			f.got.Done()
+		}
+	}
+}
+
+// send writes frame to every socket and waits until every reader has it.
+func (f *fanoutFloor) send(t testing.TB, frame []byte) time.Duration {
+	f.got.Add(len(f.w))
+	start := time.Now()
+	for _, w := range f.w {
+		if _, err := w.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.got.Wait()
+	return time.Since(start)
+}
+
+// killFloor is the kernel's part of crash cleanup: a plain server that
+// notices its peer's socket reach EOF when the peer process is SIGKILLed.
+type killFloor struct {
+	ln   *net.UnixListener
+	path string
+}
+
+func newKillFloor(t testing.TB) *killFloor {
+	ln, path := floorSocket(t)
+	return &killFloor{ln: ln, path: path}
+}
+
+// trial starts a plain child that connects and blocks, SIGKILLs it and
+// returns the time from the kill to the server's read returning EOF.
+func (k *killFloor) trial(t testing.TB) time.Duration {
+	ch := startChild(t, "", "plain", k.path, nil)
+	nc, err := k.ln.AcceptUnix()
+	require.NoError(t, err)
+	defer nc.Close()
+	var b [1]byte
+	_, err = io.ReadFull(nc, b[:]) // it is connected and running
+	require.NoError(t, err)
+	ch.expect(t, "connected")
+	eof := make(chan time.Time, 1)
+	go func() {
+		_, _ = nc.Read(b[:])
+		eof <- time.Now()
+	}()
+	killed := ch.kill()
+	at := <-eof
+	ch.cmd.Wait()
+	return at.Sub(killed)
+}
+
+// startHog starts a child process that keeps both cores busy (a second
+// process loading the machine) until the test ends.
+func startHog(t testing.TB) {
+	ch := startChild(t, "", "hog", "", nil)
+	ch.expect(t, "hogging")
+}
+
+// runFloorChild plays the floor roles: "plain" connects to sock, writes a
+// byte and blocks; "hog" spins on every core.
+func runFloorChild(role, sock string) int {
+	switch role {
+	case "plain":
+		nc, err := net.Dial("unix", sock)
+		if err != nil {
+			fmt.Printf("dial: %v\n", err)
+			return 1
+		}
+		if _, err := nc.Write([]byte{1}); err != nil {
+			fmt.Printf("write: %v\n", err)
+			return 1
+		}
+		fmt.Println("connected")
+		select {}
+	case "hog":
+		for range runtime.GOMAXPROCS(0) {
+			go func() {
+				for x := 0; ; x++ {
+					_ = x
+				}
+			}()
+		}
+		fmt.Println("hogging")
+		select {}
+	}
+	return 1
+}
