@@ -40,7 +40,26 @@ type leakSet struct {
 
 type held struct {
 	s   *driver.Service
-	tag leakTag
+	tag any
+}
+
+// took records a reference the driver took itself, released by give: what
+// is left at the end was leaked.
+func (l *leakSet) took(s *driver.Service, tag any) {
+	l.mu.Lock()
+	l.held = append(l.held, held{s, tag})
+	l.mu.Unlock()
+}
+
+func (l *leakSet) give(s *driver.Service, tag any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, h := range l.held {
+		if h.s == s && h.tag == tag {
+			l.held = append(l.held[:i], l.held[i+1:]...)
+			return
+		}
+	}
 }
 
 type leakTag string
@@ -100,9 +119,11 @@ func (d *fragile) Start(ctx context.Context, s *driver.Service) error {
 	d.dev.Store(dev)
 	if d.mishandles == "panic" {
 		s.TaggedRetain(stopTag{}) // released in Stop, not a managed resource
+		d.leaks.took(s, stopTag{})
 	}
 	if d.mishandles == "fail" || d.mishandles == "job-panic" {
 		s.TaggedRetain(jobTag{}) // released by the job's Run, not its Free
+		d.leaks.took(s, jobTag{})
 	}
 	// A client that goes away while the driver is active: an orderly close
 	// and a crash look the same to a driver (drvkit closes for the dead
@@ -120,7 +141,7 @@ func (d *fragile) Start(ctx context.Context, s *driver.Service) error {
 	return s.Submit(driver.Job{Key: "background", Run: func(ctx context.Context) error {
 		defer close(d.jobDone)
 		if d.mishandles == "fail" || d.mishandles == "job-panic" {
-			defer s.TaggedRelease(jobTag{})
+			defer func() { d.leaks.give(s, jobTag{}); s.TaggedRelease(jobTag{}) }()
 		}
 		select {
 		case <-ctx.Done():
@@ -148,6 +169,7 @@ func (d *fragile) WillTerminate(s *driver.Service) {
 func (d *fragile) Stop(s *driver.Service) {
 	d.dev.Store(nil)
 	if d.mishandles == "panic" {
+		d.leaks.give(s, stopTag{})
 		s.TaggedRelease(stopTag{})
 	}
 	_, root := s.TerminationCause()

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/driver"
-	"github.com/drvkit/drvkit/driver/lifecycletest"
+	"github.com/drvkit/drvkit/internal/lifecyclecheck"
 	"github.com/drvkit/drvkit/refcount"
 )
 
@@ -154,7 +154,7 @@ func (r *Trial) check(before baseline, settle time.Duration) []Problem {
 	r.evMu.Lock()
 	evs := append([]driver.LifecycleEvent(nil), r.events...)
 	r.evMu.Unlock()
-	if err := lifecycletest.Validate(evs, true); err != nil {
+	if err := lifecyclecheck.Validate(evs, true); err != nil {
 		ps = append(ps, Problem{Kind: "trace", Text: err.Error()})
 	}
 	r.omu.Lock()

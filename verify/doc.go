@@ -37,7 +37,7 @@
 // failure is shrunk (faults, teardown steps, jitter, I/O time dropped while
 // it still fails) and reported with its culprit, schedule and replay.
 //
-// Run is the go test integration: each schedule a subtest, a failure a
+// verifytest.Run is the go test integration: each schedule a subtest, a failure a
 // test error with a `go test … -verify.replay=…` command. `drvctl verify
 // DRIVER` is the command line. Fault kinds are registered (RegisterFault),
 // not switched: the out-of-process host adds its own, and tests add probes.

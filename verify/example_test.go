@@ -3,7 +3,6 @@ package verify_test
 import (
 	"context"
 	"fmt"
-	"testing"
 
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/verify"
@@ -50,15 +49,6 @@ func ExampleParseSchedule() {
 	// panic stop 1 [app-kill unplug] 1ms true
 	// faults=unplug@start,panic@stop+1 teardown=app-kill,unplug io=1ms procs
 	// bad schedule: fault "melt@start": unknown fault kind "melt"
-}
-
-// ExampleRun is the Go test a driver author writes: every schedule a
-// subtest, a failure reported with its culprit and a replay command.
-func ExampleRun() {
-	// func TestMyDriver(t *testing.T) {
-	// 	verify.Run(t, mydriver.Entry, verify.Options{Device: verify.USBMassStorage()})
-	// }
-	var _ = func(t *testing.T) { verify.Run(t, sg.Entry, verify.Options{Device: &verify.SCSIDisk{}}) }
 }
 
 // ExampleRegisterFault adds a fault kind: here, an administrator's

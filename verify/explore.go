@@ -60,7 +60,7 @@ type Options struct {
 	RunTimeout time.Duration
 	Settle     time.Duration
 	// ReplayCommand renders the one-line command that replays a
-	// schedule (set by drvctl and by Run).
+	// schedule (set by drvctl and by verifytest.Run).
 	ReplayCommand func(Schedule) string
 	// Progress, if set, hears every run's result as it ends.
 	Progress func(Result)
@@ -68,9 +68,11 @@ type Options struct {
 	// holds the first, shrunk).
 	ContinueOnFailure bool
 
+	// Each, if set, runs each schedule (verifytest.Run: as a subtest);
+	// it must call run and return its result.
+	Each func(name string, run func() Result) Result
+
 	entry drivertable.Entry
-	// wrap runs each schedule (Run: as a subtest).
-	wrap func(name string, run func() Result) Result
 }
 
 // Result is one schedule's outcome.
@@ -434,10 +436,10 @@ func (o *Options) randomSchedule(seed uint64, avail map[string]error) Schedule {
 	return sc
 }
 
-// runOne runs sc under the watchdog (as a subtest under Run).
+// runOne runs sc under the watchdog (through Each).
 func (o *Options) runOne(name string, sc Schedule) Result {
-	if o.wrap != nil && name != "shrink" {
-		return o.wrap(name, func() Result { return o.runOnce(name, sc) })
+	if o.Each != nil && name != "shrink" {
+		return o.Each(name, func() Result { return o.runOnce(name, sc) })
 	}
 	return o.runOnce(name, sc)
 }
@@ -523,6 +525,7 @@ func (o *Options) execute(sc Schedule, started func(*Trial)) (res Result) {
 	if err := r.up(ctx); err != nil {
 		r.Violate(Problem{Kind: "setup", Text: err.Error()})
 	}
+	r.waitCalls(5 * time.Second)
 	time.Sleep(sc.IO)
 	// What the faults started (an unplug, an unload) ends before the
 	// teardown, so the teardown meets the state the fault made, not a

@@ -210,9 +210,19 @@ func init() {
 			Inject: func(_ *Trial, at Site, _ Fault) error { panic(InjectedPanic{At: at.Step}) }},
 		{Name: "fail", Doc: "the step fails (Start, Publish, Open, a call, a job, a socket read or write)", Applies: Step.CanFail,
 			Inject: func(_ *Trial, at Site, _ Fault) error { return fmt.Errorf("%s failed", at.Step) }},
-		{Name: "job-hang", Doc: "a job ignores its cancellation past the terminate deadline (at the job step: the driver's own job)",
+		{Name: "job-hang", Doc: "a job ignores its cancellation until 60 ms past the service's termination (at the job step: the driver's own job)",
 			Inject: func(r *Trial, at Site, _ Fault) error {
-				if at.Step == StepJob || !r.submit("verify-hang", func(context.Context) error { time.Sleep(hangFor); return nil }) {
+				if at.Step == StepJob && at.Service != nil {
+					hang(at.Service)
+					return nil
+				}
+				s, release, ok := r.Instance()
+				if !ok {
+					time.Sleep(hangFor)
+					return nil
+				}
+				defer release()
+				if s.Submit(driver.Job{Key: "verify-hang", Run: func(context.Context) error { hang(s); return nil }}) != nil {
 					time.Sleep(hangFor)
 				}
 				return nil
@@ -265,6 +275,20 @@ func init() {
 		}
 	}
 }
+
+// hang is a job that ignores its cancellation: it runs until hangFor past
+// the termination of s (at most maxHang, should nothing terminate it).
+func hang(s *driver.Service) {
+	t := time.NewTimer(maxHang)
+	defer t.Stop()
+	select {
+	case <-s.Context().Done():
+	case <-t.C:
+	}
+	time.Sleep(hangFor)
+}
+
+const maxHang = 10 * time.Second
 
 // DriverHost is what an out-of-process host gives the verifier: the
 // driver-kill fault SIGKILLs the process running the instance s.

@@ -47,6 +47,11 @@ func indent(s, pre string) string {
 	return strings.ReplaceAll(s, "\n", "\n"+pre)
 }
 
+// CoverageLine sums up the systematic pairs in one line.
+func (r *Report) CoverageLine() string {
+	return coverageLine(r)
+}
+
 func coverageLine(r *Report) string {
 	c := r.Covered()
 	return fmt.Sprintf("%d (step × fault) pairs: %d covered, %d unreached, %d n/a, %d failed, %d skipped",

@@ -300,6 +300,23 @@ func firstLine(s string) string {
 	return line
 }
 
+// waitCalls waits until the applications made a first call (bounded): a
+// loaded machine must not let the teardown start before any I/O, or the
+// call step is never reached.
+func (r *Trial) waitCalls(d time.Duration) {
+	if r.target.call.Method == "" {
+		return
+	}
+	for deadline := time.Now().Add(d); r.calls.Load() == 0 && time.Now().Before(deadline); {
+		_, release, ok := r.Instance()
+		if !ok {
+			return // no instance: no calls to wait for
+		}
+		release()
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
 // submit gives the driver instance a job; false if none takes one.
 func (r *Trial) submit(key string, run func(context.Context) error) bool {
 	s, release, ok := r.Instance()

@@ -12,6 +12,7 @@ import (
 	"github.com/drvkit/drvkit/driver/scsi/sg"
 	"github.com/drvkit/drvkit/driver/usb/usbstorage"
 	"github.com/drvkit/drvkit/verify"
+	"github.com/drvkit/drvkit/verify/verifytest"
 )
 
 var flagFull = flag.Bool("samples.full", false, "TestSampleDrivers: the default budget (every step × fault pair, then 60 s of random schedules per driver), as make stress runs it")
@@ -29,7 +30,7 @@ func TestSampleDrivers(t *testing.T) {
 			if *flagFull {
 				opts = verify.Options{Budget: 60 * time.Second}
 			}
-			rep := verify.Run(t, e, opts)
+			rep := verifytest.Run(t, e, opts)
 			require.True(t, rep.Passed())
 			for _, p := range rep.Pairs {
 				require.Contains(t, []string{"covered", "n/a", "unreached"}, p.Status, "%s@%s", p.Kind, p.Step)

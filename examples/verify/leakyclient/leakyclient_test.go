@@ -12,6 +12,7 @@ import (
 	demo "github.com/drvkit/drvkit/internal/verifydemo"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 	"github.com/drvkit/drvkit/verify"
+	"github.com/drvkit/drvkit/verify/verifytest"
 )
 
 func TestMain(m *testing.M) { leaktest.Main(m) }
@@ -22,9 +23,9 @@ func TestMain(m *testing.M) { leaktest.Main(m) }
 // the parent checks the report names the buggy line and that the replay
 // command it prints reproduces the failure.
 func TestVerifierFindsLeakyClient(t *testing.T) {
-	if verify.Replaying() || demo.InChild() {
+	if verifytest.Replaying() || demo.InChild() {
 		defer leakyclient.ReleaseLeaked()
-		verify.Run(t, leakyclient.Entry, verify.Options{Kinds: []string{"unplug", "app-kill"}, Steps: []verify.Step{verify.StepStart, verify.StepCall}, Settle: time.Second})
+		verifytest.Run(t, leakyclient.Entry, verify.Options{Kinds: []string{"unplug", "app-kill"}, Steps: []verify.Step{verify.StepStart, verify.StepCall}, Settle: time.Second})
 		return
 	}
 	out, err := demo.RunChild("TestVerifierFindsLeakyClient")
@@ -45,7 +46,7 @@ func TestVerifierFindsLeakyClient(t *testing.T) {
 
 // TestFixedPasses: the fixed user client releases its provider.
 func TestFixedPasses(t *testing.T) {
-	rep := verify.Run(t, leakyclient.Fixed, verify.Options{Kinds: []string{"unplug", "app-kill", "unload", "terminate"},
+	rep := verifytest.Run(t, leakyclient.Fixed, verify.Options{Kinds: []string{"unplug", "app-kill", "unload", "terminate"},
 		Steps: []verify.Step{verify.StepStart, verify.StepCall, verify.StepStop}})
 	require.True(t, rep.Passed())
 }

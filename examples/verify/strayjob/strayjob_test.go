@@ -12,6 +12,7 @@ import (
 	demo "github.com/drvkit/drvkit/internal/verifydemo"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 	"github.com/drvkit/drvkit/verify"
+	"github.com/drvkit/drvkit/verify/verifytest"
 )
 
 func TestMain(m *testing.M) { leaktest.Main(m) }
@@ -22,9 +23,9 @@ func TestMain(m *testing.M) { leaktest.Main(m) }
 // the parent checks the report names the buggy line and that the replay
 // command it prints reproduces the failure.
 func TestVerifierFindsStrayJob(t *testing.T) {
-	if verify.Replaying() || demo.InChild() {
+	if verifytest.Replaying() || demo.InChild() {
 		defer strayjob.Cleanup()
-		verify.Run(t, strayjob.Entry, verify.Options{Call: &verify.Call{Method: strayjob.MethodRefresh}, Kinds: []string{"unplug", "app-kill"}, Steps: []verify.Step{verify.StepStart, verify.StepCall}, Settle: time.Second})
+		verifytest.Run(t, strayjob.Entry, verify.Options{Call: &verify.Call{Method: strayjob.MethodRefresh}, Kinds: []string{"unplug", "app-kill"}, Steps: []verify.Step{verify.StepStart, verify.StepCall}, Settle: time.Second})
 		return
 	}
 	out, err := demo.RunChild("TestVerifierFindsStrayJob")
@@ -45,7 +46,7 @@ func TestVerifierFindsStrayJob(t *testing.T) {
 
 // TestFixedPasses: the fixed driver runs its jobs on the service's work queue.
 func TestFixedPasses(t *testing.T) {
-	rep := verify.Run(t, strayjob.Fixed, verify.Options{Call: &verify.Call{Method: strayjob.MethodRefresh}, Kinds: []string{"unplug", "app-kill", "unload", "terminate"},
+	rep := verifytest.Run(t, strayjob.Fixed, verify.Options{Call: &verify.Call{Method: strayjob.MethodRefresh}, Kinds: []string{"unplug", "app-kill", "unload", "terminate"},
 		Steps: []verify.Step{verify.StepStart, verify.StepCall, verify.StepStop}})
 	require.True(t, rep.Passed())
 }

@@ -1,4 +1,10 @@
-package verify
+// Package verifytest is the Driver Verifier's go test integration:
+// verifytest.Run(t, entry, opts) runs verify.Verify with each schedule as a
+// subtest and fails the test with the report, its culprit and a
+// `go test … -verify.replay=…` command. It is separate from package verify
+// so that programs using the verifier (drvctl) do not link the testing
+// package.
+package verifytest
 
 import (
 	"context"
@@ -11,6 +17,7 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/driver/drivertable"
+	"github.com/drvkit/drvkit/verify"
 )
 
 // Flags of a test binary that calls Run.
@@ -28,7 +35,7 @@ var (
 //
 // Under -short, Run keeps the systematic pairs and drops the random
 // schedules unless -verify.budget or -verify.random asks for them.
-func Run(t *testing.T, entry drivertable.Entry, opts Options) *Report {
+func Run(t *testing.T, entry drivertable.Entry, opts verify.Options) *verify.Report {
 	t.Helper()
 	if *flagReplay != "" {
 		opts.Replay = *flagReplay
@@ -49,21 +56,25 @@ func Run(t *testing.T, entry drivertable.Entry, opts Options) *Report {
 	top := t.Name()
 	if opts.ReplayCommand == nil {
 		pkg := packageDir()
-		opts.ReplayCommand = func(s Schedule) string {
+		opts.ReplayCommand = func(s verify.Schedule) string {
 			return fmt.Sprintf("go test %s -run '^%s$' -count=1 -verify.replay='%s'", pkg, regexpQuote(top), s)
 		}
 	}
-	opts.wrap = func(name string, run func() Result) Result {
-		var res Result
+	opts.Each = func(name string, run func() verify.Result) verify.Result {
+		var res verify.Result
 		t.Run(name, func(st *testing.T) {
 			res = run()
 			if res.Failed() {
-				st.Errorf("schedule %s failed:\n%s", res.Schedule, problemsText(res.Problems))
+				var b strings.Builder
+				for _, p := range res.Problems {
+					b.WriteString(p.String() + "\n")
+				}
+				st.Errorf("schedule %s failed:\n%s", res.Schedule, b.String())
 			}
 		})
 		return res
 	}
-	rep, err := Verify(context.Background(), entry, opts)
+	rep, err := verify.Verify(context.Background(), entry, opts)
 	if err != nil {
 		t.Fatalf("verify %s: %v", entry.Name, err)
 	}
@@ -72,7 +83,7 @@ func Run(t *testing.T, entry drivertable.Entry, opts Options) *Report {
 		_ = rep.WriteText(&b)
 		t.Errorf("%s", b.String())
 	} else {
-		t.Logf("verify %s on %s: %d runs (%d random), %s, %v", rep.Driver, rep.Device, rep.Runs, rep.Random, coverageLine(rep), rep.Elapsed.Round(time.Millisecond))
+		t.Logf("verify %s on %s: %d runs (%d random), %s, %v", rep.Driver, rep.Device, rep.Runs, rep.Random, rep.CoverageLine(), rep.Elapsed.Round(time.Millisecond))
 	}
 	return rep
 }
