@@ -42,10 +42,14 @@ func TestServeHIDKeyboardOnSimBus(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond)
 
 	readErr := make(chan error, 1)
+	busy := kbd.State().Busy
 	go func() {
 		_, err := kbd.Call(ctx, hidkbd.MethodRead, []byte(`{"after":1000000}`))
 		readErr <- err
 	}()
+	// Unplug under the read, not before it began (a call that begins after
+	// the termination is refused as not active).
+	require.Eventually(t, func() bool { return kbd.State().Busy > busy }, 10*time.Second, time.Millisecond)
 	require.NoError(t, d.inject(ctx, "unplug 1-1"))
 	require.ErrorIs(t, <-readErr, driver.ErrNoDevice)
 	require.NoError(t, d.stop())
