@@ -247,9 +247,23 @@ func TestVerifierCanFail(t *testing.T) {
 			rep, err := verify.Verify(context.Background(), e, verify.Options{Device: &verify.SCSIDisk{}, Replay: base.String(), Settle: time.Second})
 			require.NoError(t, err)
 			require.True(t, rep.Passed(), "without the fault the driver passes:\n%s", text(rep))
-			rep, err = verify.Verify(context.Background(), e, verify.Options{Device: &verify.SCSIDisk{}, Kinds: []string{c.kind},
-				Steps: c.steps, Teardown: c.teardown, NoShrink: true, Settle: 500 * time.Millisecond})
-			require.NoError(t, err)
+			// An application's end reaches the driver as an asynchronous
+			// ServiceWasClosed; when the teardown's unplug overtakes it the
+			// driver is no longer active and this driver's bug stays
+			// hidden in that run (seen under load). The app kinds get up
+			// to three runs; the others are deterministic.
+			tries := 1
+			if c.kind == "app-kill" || c.kind == "app-close" {
+				tries = 3
+			}
+			for range tries {
+				rep, err = verify.Verify(context.Background(), e, verify.Options{Device: &verify.SCSIDisk{}, Kinds: []string{c.kind},
+					Steps: c.steps, Teardown: c.teardown, NoShrink: true, Settle: 500 * time.Millisecond})
+				require.NoError(t, err)
+				if rep.Failure != nil {
+					break
+				}
+			}
 			require.NotNil(t, rep.Failure, "a %s schedule catches the driver:\n%s", c.kind, text(rep))
 			require.Contains(t, rep.Failure.Found, "faults="+c.kind+"@")
 			require.NotNil(t, rep.Failure.Culprit)
