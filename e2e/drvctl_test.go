@@ -268,7 +268,7 @@ func (d *daemon) inspect(ctx context.Context) *inspectDoc {
 	require.Zero(d.t, r.Exit, "drvctl inspect: %s", r.Stderr)
 	var doc inspectDoc
 	require.NoError(d.t, json.Unmarshal([]byte(r.Stdout), &doc))
-	require.Equal(d.t, 1, doc.SchemaVersion)
+	require.Equal(d.t, 2, doc.SchemaVersion)
 	return &doc
 }
 
