@@ -142,7 +142,7 @@ func (d *daemon) startedAfter(ctx context.Context, from *agentproto.Uevent, id u
 		r, err := d.m.Agent.Exec(ctx, "grep", fmt.Sprintf(`"step":"start","service_id":%d,`, id), monitorOut)
 		require.NoError(d.t, err)
 		var ev struct {
-			Time float64 `json:"time"`
+			Time float64 `json:"time,string"` // fixed-precision seconds, as a string
 		}
 		line, _, _ := strings.Cut(r.Stdout, "\n")
 		if line == "" || json.Unmarshal([]byte(line), &ev) != nil {

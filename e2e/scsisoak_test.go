@@ -224,7 +224,7 @@ func (d *daemon) freeTime(ctx context.Context, id uint64) int64 {
 	sc := bufio.NewScanner(strings.NewReader(r.Stdout))
 	for sc.Scan() {
 		var e struct {
-			Time      float64 `json:"time"`
+			Time      float64 `json:"time,string"` // fixed-precision seconds, as a string
 			ServiceID uint64  `json:"service_id"`
 		}
 		require.NoError(d.t, json.Unmarshal(sc.Bytes(), &e))
