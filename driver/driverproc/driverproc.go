@@ -2,7 +2,6 @@ package driverproc
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -317,28 +316,11 @@ func (b *bridge) interest(m driver.Message) {
 }
 
 func (p *proc) notify(to string, m driver.Message) {
-	data, err := dataBytes(m.Data)
+	data, err := wire.MessageData(m.Data)
 	if err != nil {
 		p.log.Warn("notification data not sent", "type", m.Type.String(), "err", err)
 	}
 	p.send(&wire.Message{Type: wire.TypeNotify, To: to, Msg: uint32(m.Type), Data: data})
-}
-
-// dataBytes is what the daemon's user clients would make of a message's
-// data in process: bytes as they are, a string's bytes, an error's text,
-// anything else as JSON.
-func dataBytes(d any) ([]byte, error) {
-	switch v := d.(type) {
-	case nil:
-		return nil, nil
-	case []byte:
-		return v, nil
-	case string:
-		return []byte(v), nil
-	case error:
-		return []byte(v.Error()), nil
-	}
-	return json.Marshal(d)
 }
 
 // terminate maps the daemon's termination to the local one: a cascade

@@ -2,7 +2,6 @@ package host
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -400,7 +399,7 @@ func (p *proxy) Message(_ *driver.Service, m driver.Message) error {
 	if p.isDead() {
 		return nil
 	}
-	data, _ := dataBytes(m.Data)
+	data, _ := wire.MessageData(m.Data)
 	if len(data) > wire.MaxData {
 		data = nil
 	}
@@ -568,20 +567,4 @@ func callError(m *wire.Message) error {
 		return fmt.Errorf("%w: %s", context.Canceled, m.Text)
 	}
 	return errors.New(m.Text)
-}
-
-// dataBytes is a message's data as the driver gets it: bytes as they are,
-// a string's bytes, an error's text, anything else as JSON.
-func dataBytes(d any) ([]byte, error) {
-	switch v := d.(type) {
-	case nil:
-		return nil, nil
-	case []byte:
-		return v, nil
-	case string:
-		return []byte(v), nil
-	case error:
-		return []byte(v.Error()), nil
-	}
-	return json.Marshal(d)
 }

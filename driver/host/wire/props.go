@@ -149,3 +149,20 @@ func decodeProp(raw json.RawMessage, typ string) (any, error) {
 	}
 	return nil, fmt.Errorf("unknown type %q", clip(typ))
 }
+
+// MessageData is a driver message's data as it travels, in either
+// direction: bytes as they are, a string's bytes, an error's text,
+// anything else as JSON — what an application would get in process.
+func MessageData(d any) ([]byte, error) {
+	switch v := d.(type) {
+	case nil:
+		return nil, nil
+	case []byte:
+		return v, nil
+	case string:
+		return []byte(v), nil
+	case error:
+		return []byte(v.Error()), nil
+	}
+	return json.Marshal(d)
+}

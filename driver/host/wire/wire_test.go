@@ -2,6 +2,7 @@ package wire_test
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -170,4 +171,23 @@ func errorIsOne(err error, targets ...error) bool {
 		}
 	}
 	return false
+}
+
+func TestMessageData(t *testing.T) {
+	for _, tc := range []struct {
+		in   any
+		want string
+	}{
+		{nil, ""},
+		{[]byte("raw"), "raw"},
+		{"text", "text"},
+		{errors.New("gone"), "gone"},
+		{map[string]int{"n": 1}, `{"n":1}`},
+	} {
+		got, err := wire.MessageData(tc.in)
+		require.NoError(t, err)
+		require.Equal(t, tc.want, string(got))
+	}
+	_, err := wire.MessageData(make(chan int))
+	require.Error(t, err, "what JSON cannot say is an error, not a panic")
 }
