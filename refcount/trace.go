@@ -381,9 +381,11 @@ func Live() map[string]int {
 func newTracked(o *Object, sid stackID) *tracked {
 	t := &tracked{obj: o, holders: map[any]holding{}, created: now(), size: historySize.Load()}
 	t.count.Store(1)
-	t.goid, t.parent = ancestry.Origin()
-	ancestry.Note(t.goid, t.parent)
-	t.label = ancestry.LabelOf(t.goid)
+	if ancestry.Wanted() {
+		t.goid, t.parent = ancestry.Origin()
+		ancestry.Note(t.goid, t.parent)
+		t.label = ancestry.LabelOf(t.goid)
+	}
 	t.push(nil, sid)
 	t.ring = make([]event, 0, min(int(t.size), 8))
 	t.record(OpInit, nil, sid, 1)
@@ -608,8 +610,9 @@ func (o *Object) Created() time.Time {
 }
 
 // Goroutine returns the id of the goroutine that initialized a traced object
-// and the id of the goroutine that started that one (0 when unknown or
-// untraced). leaktest uses them to attribute objects to tests.
+// and the id of the goroutine that started that one (0 when unknown,
+// untraced, or made while no leaktest.Check ran and no label was bound). leaktest uses them to
+// attribute objects to tests.
 func (o *Object) Goroutine() (id, parent uint64) {
 	if o.tr == nil {
 		return 0, 0

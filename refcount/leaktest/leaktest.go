@@ -123,6 +123,8 @@ func ensureTracing() {
 func Check(t testing.TB, opts ...Option) {
 	t.Helper()
 	ensureTracing()
+	// Objects record their creating goroutine only while a check runs.
+	stopWanting := ancestry.Want()
 	goid, _ := ancestry.Current()
 	c := &check{tb: t, name: t.Name(), goid: goid, start: time.Now(), cfg: newConfig(opts)}
 	if !c.cfg.noGoroutines && !isParallel(t) {
@@ -139,6 +141,7 @@ func Check(t testing.TB, opts ...Option) {
 			checksMu.Lock()
 			delete(checks, c)
 			checksMu.Unlock()
+			stopWanting()
 		}()
 		if msg := c.verify(); msg != "" {
 			t.Errorf("%s", msg)

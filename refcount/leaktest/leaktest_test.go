@@ -268,3 +268,29 @@ func TestCheckOnRealT(t *testing.T) {
 	d.Release()
 	d.Release()
 }
+
+// TestOriginOnlyWhileChecking: learning an object's creating goroutine
+// costs a runtime.Stack, so it happens only while a check could use it —
+// a daemon running no leak check never pays.
+func TestOriginOnlyWhileChecking(t *testing.T) {
+	ensureTracing()
+	var outside refcount.Object
+	outside.Init("OriginOutside", nil)
+	g, _ := outside.Goroutine()
+	require.Zero(t, g, "no check runs: the origin is not learned")
+	outside.Release()
+
+	t.Run("checked", func(t *testing.T) {
+		Check(t)
+		var inside refcount.Object
+		inside.Init("OriginInside", nil)
+		g, _ := inside.Goroutine()
+		require.NotZero(t, g, "a check runs: the origin is learned")
+		inside.Release()
+	})
+	var after refcount.Object
+	after.Init("OriginAfter", nil)
+	g, _ = after.Goroutine()
+	require.Zero(t, g, "the check ended: origins are no longer learned")
+	after.Release()
+}

@@ -13,6 +13,22 @@ import (
 
 var stackBufs = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
 
+// wanted counts the leak checks in progress. Learning a goroutine's origin
+// costs a runtime.Stack — a quarter of a hotplug event's CPU — and only a
+// leak check reads it, so a daemon (which runs none) never pays.
+var wanted atomic.Int32
+
+// Want says a leak check needs objects' origins until done is called.
+func Want() (done func()) {
+	wanted.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { wanted.Add(-1) }) }
+}
+
+// Wanted reports whether an object's origin can matter now: a leak check
+// is in progress or some goroutine carries a label (Bind).
+func Wanted() bool { return wanted.Load() > 0 || nLabels.Load() > 0 }
+
 // Origin returns the current goroutine's id and the id of the
 // goroutine that started it, parsed from runtime.Stack: its first line is
 // "goroutine N [...]:" and, since Go 1.21, its last frame line reads
