@@ -56,7 +56,9 @@ func stackNow() *refcount.Stack {
 // or nil if every frame is framework code.
 func userFrame(st refcount.Stack) *refcount.Frame {
 	for _, f := range st.Frames {
-		if !refcount.IsFramework(f) && f.Func != "" {
+		// "panic" is how a stack prints runtime.gopanic: no package,
+		// the runtime's frame, not the user's.
+		if !refcount.IsFramework(f) && strings.Contains(f.Func, ".") {
 			f := f
 			return &f
 		}

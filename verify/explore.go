@@ -83,6 +83,10 @@ type Result struct {
 	Problems []Problem     `json:"problems,omitempty"`
 	Notes    []string      `json:"notes,omitempty"` // deadlines passed with a blocker report
 	Elapsed  time.Duration `json:"elapsed_ns"`
+	// DriverKills is how many driver processes the driver-kill fault
+	// SIGKILLed (it fires also where no process exists: before the
+	// spawn, after the exit; Notes say so).
+	DriverKills int `json:"driver_kills,omitempty"`
 
 	sched Schedule
 }
@@ -129,6 +133,9 @@ type Report struct {
 	Elapsed  time.Duration  `json:"elapsed_ns"`
 	Faults   map[string]int `json:"faults_fired"` // per kind, over every run
 	Failures int            `json:"failures"`
+	// DriverKills: driver processes SIGKILLed by driver-kill, over every
+	// run (an out-of-process driver's).
+	DriverKills int `json:"driver_kills,omitempty"`
 }
 
 // Passed reports whether no run failed.
@@ -150,7 +157,7 @@ var ErrInjectorBusy = errors.New("another verification is running in this proces
 // ErrNeedsHost: a bundle's driver runs in a process of its own; verifying
 // it needs the out-of-process host that runs bundles (Options.Host), which
 // also makes the driver-kill fault applicable.
-var ErrNeedsHost = errors.New("a bundle's driver runs out of process: verifying it needs the out-of-process host (Options.Host)")
+var ErrNeedsHost = errors.New("a bundle's driver runs out of process: verifying it needs the out-of-process host (Options.Host, a RunHost: verify/bundlehost)")
 
 // serial lets one verification run at a time in a process.
 var serial sync.Mutex
@@ -179,6 +186,7 @@ func Verify(ctx context.Context, entry drivertable.Entry, opts Options) (*Report
 		if res.Failed() {
 			rep.Failures++
 		}
+		rep.DriverKills += res.DriverKills
 		if o.Progress != nil {
 			o.Progress(res)
 		}
@@ -277,7 +285,7 @@ func resolve(entry drivertable.Entry, opts Options) (*Options, error) {
 	if entry.Name == "" || entry.Personalities == nil {
 		return nil, errors.New("verify: the driver entry has no name or no personalities")
 	}
-	if entry.Origin == drivertable.Bundle && o.Host == nil {
+	if _, ok := o.Host.(RunHost); entry.Origin == drivertable.Bundle && !ok {
 		return nil, fmt.Errorf("verify %s: %w", entry.Name, ErrNeedsHost)
 	}
 	if o.Device == nil {
@@ -544,6 +552,7 @@ func (o *Options) execute(sc Schedule, started func(*Trial)) (res Result) {
 	}
 	r.omu.Lock()
 	res.Notes = append(res.Notes, r.notes...)
+	res.DriverKills = r.kills
 	r.omu.Unlock()
 	settle := o.Settle
 	if !quiet {
@@ -580,6 +589,9 @@ func (r *Trial) shutdown() bool {
 			r.Violate(Problem{Kind: "setup", Text: "userclient server close: " + err.Error()})
 		}
 	}
+	if r.hosted.Quiesce != nil {
+		r.hosted.Quiesce()
+	}
 	r.closing.Store(true)
 	if r.sim != nil {
 		r.sim.Close()
@@ -601,6 +613,11 @@ func (r *Trial) shutdown() bool {
 	}
 	r.gates.releaseAll()
 	r.async.wait(0)
+	if r.hosted.Check != nil {
+		for _, p := range r.hosted.Check() {
+			r.Violate(p)
+		}
+	}
 	if r.unsub != nil {
 		r.unsub()
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/driver/drivertable"
 	"github.com/drvkit/drvkit/internal/faultinject"
 )
 
@@ -254,19 +255,7 @@ func init() {
 				}
 				return nil
 			},
-			Inject: func(r *Trial, at Site, _ Fault) error {
-				svc := at.Service
-				r.Go(func() {
-					if s, release, ok := r.Instance(); ok {
-						defer release()
-						svc = s
-					}
-					if svc != nil {
-						_ = r.opts.Host.KillDriver(svc)
-					}
-				})
-				return nil
-			}},
+			Inject: func(r *Trial, at Site, _ Fault) error { r.Go(func() { r.killDriver(at) }); return nil }},
 		{Name: "block", Doc: "the step is held while another operation runs (random schedules)", RandomOnly: true,
 			Inject: func(r *Trial, at Site, f Fault) error { r.block(f.Op); return nil }},
 	} {
@@ -291,10 +280,83 @@ func hang(s *driver.Service) {
 const maxHang = 10 * time.Second
 
 // DriverHost is what an out-of-process host gives the verifier: the
-// driver-kill fault SIGKILLs the process running the instance s.
+// driver-kill fault SIGKILLs the process running the instance s. An error
+// wrapping ErrNoDriverProcess says s has no process at that moment (not
+// spawned yet, or gone).
 type DriverHost interface {
 	KillDriver(s *driver.Service) error
 }
+
+// RunHost is a DriverHost that runs the verified driver's instances
+// itself, in processes of their own: the host of driver bundles
+// (verify/bundlehost wires driver/host). Verify calls BindRun as each run
+// starts, with the run's registry and the resources of its device model
+// (what the host grants the driver process); a bundle's entry is verified
+// only with one (ErrNeedsHost).
+type RunHost interface {
+	DriverHost
+	BindRun(reg *driver.Registry, res *drivertable.Resources) (HostRun, error)
+}
+
+// HostRun is an out-of-process host's part of one run.
+type HostRun struct {
+	// Entry is what the run loads: its instances run in the host's
+	// processes (zero: the verified entry as given).
+	Entry drivertable.Entry
+	// Quiesce, if set, runs once the run's registry is quiet, before it
+	// is closed: the host stops relaunching crashed drivers.
+	Quiesce func()
+	// Check, if set, runs after the registry was closed, before the leak
+	// check: what the host saw wrong (a driver process or its group left
+	// running, the leaks a driver process reported with its culprit).
+	Check func() []Problem
+}
+
+// killDriver SIGKILLs the process of the driver instance at the site (at
+// a driver-code step) or of the run's live instance. Before and at start
+// the process may not be spawned yet: it waits for it (bounded) so that
+// the kill lands during the start; at later steps a driver with no
+// process left (stopped, reaped) is noted, not waited for.
+func (r *Trial) killDriver(at Site) {
+	early := at.Step == StepPublish || at.Step == StepProbe || at.Step == StepStart
+	deadline := time.Now().Add(killWait)
+	for {
+		svc := at.Service
+		var release func()
+		if svc == nil || !at.Step.InDriver() {
+			s, rel, ok := r.Instance()
+			if ok {
+				svc, release = s, rel
+			} else {
+				svc = nil
+			}
+		}
+		err := errNoInstance
+		if svc != nil {
+			err = r.opts.Host.KillDriver(svc)
+		}
+		if release != nil {
+			release()
+		}
+		if err == nil {
+			r.omu.Lock()
+			r.kills++
+			r.omu.Unlock()
+			return
+		}
+		if !early || time.Now().After(deadline) || (svc != nil && svc.Context().Err() != nil && at.Step.InDriver()) || r.closing.Load() {
+			r.note("driver-kill@%s: no driver process to kill (%v)", at.Step, err)
+			return
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+var errNoInstance = errors.New("no driver instance")
+
+// killWait bounds how long a driver-kill before Start waits for the
+// process to exist.
+const killWait = 2 * time.Second
 
 func probeFail(dev Attached, noDevice bool) error {
 	if dev == nil {

@@ -52,6 +52,8 @@ type Trial struct {
 	unplugged bool
 	closing   atomic.Bool
 
+	hosted HostRun // the out-of-process host's part of the run (RunHost)
+
 	sock  string
 	srv   *server.Server
 	amu   sync.Mutex
@@ -72,6 +74,7 @@ type Trial struct {
 	problems  []Problem
 	notes     []string
 	faultSeen []string
+	kills     int // driver processes the driver-kill fault killed
 }
 
 // driverUnder is one driver loaded in a run.
@@ -549,6 +552,14 @@ func newRun(o *Options, sc Schedule) (*Trial, error) {
 		return r, err
 	}
 	for i, e := range append([]drivertable.Entry{o.entry}, o.Extra...) {
+		if rh, ok := o.Host.(RunHost); ok && i == 0 {
+			if r.hosted, err = rh.BindRun(r.reg, res); err != nil {
+				return r, fmt.Errorf("out-of-process host: %w", err)
+			}
+			if r.hosted.Entry.Name != "" {
+				e = r.hosted.Entry
+			}
+		}
 		ps, err := e.Defaults(res)
 		if err != nil {
 			return r, err

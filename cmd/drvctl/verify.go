@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/drvkit/drvkit/driver/bundle"
 	"github.com/drvkit/drvkit/driver/drivertable"
 	"github.com/drvkit/drvkit/verify"
+	"github.com/drvkit/drvkit/verify/bundlehost"
 )
 
 func init() {
@@ -37,6 +39,7 @@ func setupVerify(fs *flag.FlagSet, e *env) func([]string) error {
 	kinds := fs.String("faults", "", "comma-separated fault `kinds` (default all: "+strings.Join(faultNames(), ", ")+")")
 	steps := fs.String("steps", "", "comma-separated `steps` (default all)")
 	noShrink := fs.Bool("no-shrink", false, "report a failing schedule as found, without shrinking it")
+	driversDir := fs.String("drivers-dir", defaultDriversDir, "`directory` where a bundle given by name is looked for (NAME/manifest.toml or NAME.toml)")
 	output := outputFlag(fs, "text", "json")
 	return func(args []string) error {
 		format, err := output()
@@ -46,7 +49,7 @@ func setupVerify(fs *flag.FlagSet, e *env) func([]string) error {
 		if len(args) != 1 {
 			return usagef("want one driver name or bundle path")
 		}
-		entry, err := verifyEntry(args[0])
+		entry, m, err := verifyEntry(args[0], *driversDir)
 		if err != nil {
 			return err
 		}
@@ -74,6 +77,12 @@ func setupVerify(fs *flag.FlagSet, e *env) func([]string) error {
 		if *replay != "" {
 			if _, err := verify.ParseSchedule(*replay); err != nil {
 				return usagef("--replay: %v", err)
+			}
+		}
+		if m != nil {
+			// A bundle runs out of process, through the daemon's own host.
+			if opts, err = bundlehost.Options(m, opts); err != nil {
+				return err
 			}
 		}
 		cmdline := "drvctl verify " + args[0]
@@ -111,22 +120,33 @@ func faultNames() []string {
 	return out
 }
 
-// verifyEntry is a built-in driver by name, or a bundle by path (a
-// manifest or its directory). A bundle is read and checked here; verifying
-// it needs the out-of-process host, which verify.Verify says.
-func verifyEntry(arg string) (drivertable.Entry, error) {
+// verifyEntry is a built-in driver by name, a bundle by path (a manifest
+// or its directory), or a bundle by name in the drivers directory
+// (DIR/NAME/manifest.toml or DIR/NAME.toml). A bundle's manifest is
+// returned with its entry: it runs out of process (verify/bundlehost).
+func verifyEntry(arg, dir string) (drivertable.Entry, *bundle.Manifest, error) {
 	t := builtinDrivers()
 	if e, err := t.Lookup(arg); err == nil {
-		return *e, nil
+		return *e, nil, nil
 	}
-	if strings.ContainsRune(arg, '/') || strings.HasSuffix(arg, ".toml") {
-		m, err := bundle.Load(arg, bundle.Options{})
-		if err != nil {
-			return drivertable.Entry{}, err
+	path := arg
+	if !strings.ContainsRune(arg, '/') && !strings.HasSuffix(arg, ".toml") {
+		path = ""
+		for _, p := range []string{filepath.Join(dir, arg, "manifest.toml"), filepath.Join(dir, arg+".toml")} {
+			if _, err := os.Stat(p); err == nil {
+				path = p
+				break
+			}
 		}
-		return m.Entry(nil), nil
+	}
+	if path != "" {
+		m, err := bundle.Load(path, bundle.Options{})
+		if err != nil {
+			return drivertable.Entry{}, nil, err
+		}
+		return m.Entry(nil), m, nil
 	}
 	names := t.Names()
 	sort.Strings(names)
-	return drivertable.Entry{}, &usageError{msg: fmt.Sprintf("unknown driver %q (built-in: %s; or a bundle path)", arg, strings.Join(names, ", ")), noUsage: true}
+	return drivertable.Entry{}, nil, &usageError{msg: fmt.Sprintf("unknown driver %q (built-in: %s; or a bundle: a path, or a name in %s)", arg, strings.Join(names, ", "), dir), noUsage: true}
 }

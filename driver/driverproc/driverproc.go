@@ -8,12 +8,15 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/devgrant"
 	"github.com/drvkit/drvkit/driver/drivertable"
 	"github.com/drvkit/drvkit/driver/host/wire"
+	"github.com/drvkit/drvkit/refcount"
 )
 
 // Main runs the driver process: it speaks the protocol on the socket the
@@ -69,6 +72,12 @@ type proc struct {
 	calls       map[uint64]context.CancelFunc
 	daemonEnded bool // the daemon terminated the instance: no terminate back
 	wg          sync.WaitGroup
+
+	// The daemon asked for a leaks report at stop (hello's trace):
+	// references are traced from the hello on; before is what was alive
+	// then.
+	trace  bool
+	before map[uint64]bool
 }
 
 func (p *proc) send(m *wire.Message) {
@@ -95,6 +104,13 @@ func (p *proc) run(ctx context.Context) error {
 	if err := wire.CheckVersion(m.Version); err != nil {
 		p.send(wire.Errorf(0, wire.CodeVersion, "the driver speaks protocol %s, the daemon %s", wire.Version, m.Version))
 		return fmt.Errorf("handshake: %w", err)
+	}
+	if m.Trace {
+		p.trace, p.before = true, map[uint64]bool{}
+		refcount.TraceAll()
+		for _, o := range refcount.LiveObjects() {
+			p.before[o.ID()] = true
+		}
 	}
 	p.send(&wire.Message{Type: wire.TypeHello, Version: wire.Version, PID: os.Getpid(), MaxMessage: wire.MaxMessage})
 
@@ -156,6 +172,9 @@ func (p *proc) run(ctx context.Context) error {
 			p.send(&wire.Message{Type: wire.TypeResult, ID: m.ID})
 		case wire.TypeStop:
 			p.stop(ctx, m.Cause)
+			if p.trace {
+				p.reportLeaks()
+			}
 			p.send(&wire.Message{Type: wire.TypeResult, ID: m.ID})
 			return nil
 		case wire.TypeError:
@@ -423,6 +442,81 @@ func (p *proc) stop(ctx context.Context, cause string) {
 	case <-inst.Done():
 	case <-ctx.Done():
 	}
+}
+
+// leakSettle bounds how long the local registry's close waits at stop for
+// what the driver still holds (a leaked reference holds it forever; the
+// daemon gives the process its stop_timeout for the two answers).
+const leakSettle = 500 * time.Millisecond
+
+// reportLeaks closes the local registry (bounded) and tells the daemon
+// what the driver's code left alive: the refcount report and its culprit,
+// the first frame outside drvkit of the blamed reference — the author's
+// line, across the process boundary.
+func (p *proc) reportLeaks() {
+	p.mu.Lock()
+	reg := p.reg
+	p.mu.Unlock()
+	if reg != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), leakSettle)
+		_ = reg.Close(ctx) // a BlockedError: what is left is reported below
+		cancel()
+	}
+	var objs []*refcount.Object
+	for deadline := time.Now().Add(100 * time.Millisecond); ; time.Sleep(time.Millisecond) {
+		objs = objs[:0]
+		for _, o := range refcount.LiveObjects() {
+			if !p.before[o.ID()] {
+				objs = append(objs, o)
+			}
+		}
+		if len(objs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	rep := refcount.NewReport(objs)
+	var b strings.Builder
+	_ = rep.WriteText(&b)
+	l := &wire.Leaks{Objects: len(objs), Text: clipTo(b.String(), maxLeaksText)}
+	for _, g := range rep.Leaks {
+		if g.Site.Func == "" || refcount.IsFramework(g.Site) {
+			continue
+		}
+		c := wireFrame(g.Site)
+		l.Culprit = &c
+		if len(g.Stacks) > 0 {
+			for _, f := range g.Stacks[0].Stack.Frames {
+				if len(l.Stack) == wire.MaxLeaksFrames {
+					break
+				}
+				if f.Func != "" {
+					l.Stack = append(l.Stack, wireFrame(f))
+				}
+			}
+		}
+		break
+	}
+	if err := p.c.Send(&wire.Message{Type: wire.TypeLeaks, Leaks: l}); err != nil && errors.Is(err, wire.ErrTooLarge) {
+		l.Text, l.Stack = "", nil
+		p.send(&wire.Message{Type: wire.TypeLeaks, Leaks: l})
+	}
+}
+
+// maxLeaksText leaves room for JSON's escapes within wire.MaxMessage.
+const maxLeaksText = 16 << 10
+
+func wireFrame(f refcount.Frame) wire.Frame {
+	return wire.Frame{Func: clipTo(f.Func, 1024), File: clipTo(f.File, 1024), Line: max(f.Line, 0)}
+}
+
+func clipTo(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // shutdown closes the local registry and what the daemon gave.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/bundle"
 	"github.com/drvkit/drvkit/driver/drivertable"
+	"github.com/drvkit/drvkit/driver/host/wire"
 )
 
 // Defaults of the manifests that set no timeouts.
@@ -33,6 +35,9 @@ var (
 	// ErrTooLarge: a call's input or output is over the manifest's
 	// max_input or max_output.
 	ErrTooLarge = errors.New("over the manifest's limit")
+	// ErrNoProcess: the instance has no driver process (not started yet,
+	// or stopped).
+	ErrNoProcess = errors.New("no driver process")
 )
 
 // OpError is the error of a host operation on a driver: Op ("spawn",
@@ -68,6 +73,14 @@ type Config struct {
 	// personalities unregistered: what follows the loaded personalities
 	// (the daemon's USB hold) follows this change too.
 	Disabled func(driver string)
+	// TraceDrivers asks every driver process, at the hello, to trace its
+	// references and report what its code left alive at stop (a leaks
+	// message, protocol 1.1): the Driver Verifier's mode. DriverLeaks
+	// returns the reports.
+	TraceDrivers bool
+	// Spawned, when set, hears the pid of every driver process started
+	// (the verifier checks that none outlives its run, nor its group).
+	Spawned func(driver string, pid int)
 }
 
 // Host runs the instances of bundles' drivers in processes.
@@ -167,6 +180,63 @@ func (h *Host) Status(name string) (Status, bool) {
 	return b.status(), true
 }
 
+// KillDriver sends SIGKILL to the process that runs the instance s, as a
+// kill from outside would (the Driver Verifier's driver-kill fault): what
+// follows is the host's crash handling. ErrNoProcess if s has none (not
+// spawned yet, or reaped).
+func (h *Host) KillDriver(s *driver.Service) error {
+	h.mu.Lock()
+	bs := make([]*bundleState, 0, len(h.bundles))
+	for _, b := range h.bundles {
+		bs = append(bs, b)
+	}
+	h.mu.Unlock()
+	for _, b := range bs {
+		b.mu.Lock()
+		var proc *process
+		for p := range b.procs {
+			if p.s == s { // p.s was set before addProc took b.mu
+				proc = p.proc
+			}
+		}
+		b.mu.Unlock()
+		if proc == nil {
+			continue
+		}
+		if err := proc.sigkill(); err != nil {
+			if errors.Is(err, os.ErrProcessDone) {
+				return &OpError{Op: "kill", Driver: b.m.Name, PID: proc.pid, Err: ErrNoProcess}
+			}
+			return &OpError{Op: "kill", Driver: b.m.Name, PID: proc.pid, Err: err}
+		}
+		return nil
+	}
+	return &OpError{Op: "kill", Driver: s.String(), Err: ErrNoProcess}
+}
+
+// LeakReport is what a driver process reported it left alive at stop
+// (Config.TraceDrivers).
+type LeakReport struct {
+	Driver  string
+	PID     int
+	Service uint64 // the instance, in the daemon's registry
+	Leaks   wire.Leaks
+}
+
+// DriverLeaks returns the leak reports the processes of bundle name sent
+// since it was loaded.
+func (h *Host) DriverLeaks(name string) []LeakReport {
+	h.mu.Lock()
+	b := h.bundles[name]
+	h.mu.Unlock()
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]LeakReport(nil), b.leaks...)
+}
+
 // Counts are a bundle's counters since it was loaded, for metrics.
 type Counts struct {
 	Driver   string
@@ -209,6 +279,7 @@ type bundleState struct {
 	lastErr  string
 	disabled string
 	procs    map[*proxy]int
+	leaks    []LeakReport
 }
 
 func (b *bundleState) status() Status {
@@ -248,7 +319,28 @@ func (b *bundleState) addProc(p *proxy, pid int) {
 	b.starts++
 	b.procs[p] = pid
 	b.mu.Unlock()
+	if f := b.h.cfg.Spawned; f != nil {
+		f(b.m.Name, pid)
+	}
 }
+
+// leaked records a driver process's leaks report.
+func (b *bundleState) leaked(p *proxy, l *wire.Leaks) {
+	r := LeakReport{Driver: b.m.Name, PID: p.pid(), Service: p.s.ID(), Leaks: *l}
+	b.mu.Lock()
+	if len(b.leaks) < maxLeakReports {
+		b.leaks = append(b.leaks, r)
+	}
+	b.mu.Unlock()
+	attrs := []any{"driver", b.m.Name, "pid", r.PID, "objects", l.Objects}
+	if l.Culprit != nil {
+		attrs = append(attrs, "culprit", fmt.Sprintf("%s %s:%d", l.Culprit.Func, l.Culprit.File, l.Culprit.Line))
+	}
+	b.h.log.Error("driver process left objects alive at stop", attrs...)
+}
+
+// maxLeakReports bounds what a bundle's processes can make the host keep.
+const maxLeakReports = 64
 
 func (b *bundleState) removeProc(p *proxy) {
 	b.mu.Lock()

@@ -109,6 +109,11 @@ func (p *process) kill() {
 	_ = p.cmd.Process.Kill()
 }
 
+// sigkill sends SIGKILL to the driver process alone, as a kill from
+// outside would; os.ErrProcessDone once it was reaped (os.Process knows:
+// never a reused pid).
+func (p *process) sigkill() error { return p.cmd.Process.Signal(syscall.SIGKILL) }
+
 // closeOutput waits a moment for the output to end (a child that outlived
 // the driver in another process group may hold it) and closes it.
 func (p *process) closeOutput() {

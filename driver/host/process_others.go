@@ -21,5 +21,6 @@ var errNotLinux = errors.New("out-of-process drivers need Linux (setuid, no_new_
 func spawn(*bundle.Manifest, *os.File, *slog.Logger) (*process, error) { return nil, errNotLinux }
 
 func (p *process) kill()                {}
+func (p *process) sigkill() error       { return os.ErrProcessDone }
 func (p *process) closeOutput()         {}
 func (p *process) describeExit() string { return "" }

@@ -167,7 +167,7 @@ func (e *refusedError) Error() string { return e.m.Code + ": " + e.m.Text }
 
 func (p *proxy) startProcess(ctx context.Context) error {
 	m := p.b.m
-	if err := p.conn.Send(&wire.Message{Type: wire.TypeHello, Version: wire.Version, Driver: m.Name, MaxMessage: wire.MaxMessage}); err != nil {
+	if err := p.conn.Send(&wire.Message{Type: wire.TypeHello, Version: wire.Version, Driver: m.Name, MaxMessage: wire.MaxMessage, Trace: p.b.h.cfg.TraceDrivers}); err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}
 	var hello *wire.Message
@@ -327,6 +327,8 @@ func (p *proxy) read() {
 		case wire.TypeLog:
 			lvl := map[string]slog.Level{"debug": slog.LevelDebug, "warn": slog.LevelWarn, "error": slog.LevelError}[m.Level]
 			p.b.h.log.Log(context.Background(), lvl, m.Text, "driver", p.name(), "pid", p.pid())
+		case wire.TypeLeaks:
+			p.b.leaked(p, m.Leaks)
 		case wire.TypeTerminate:
 			p.mu.Lock()
 			ok := p.started && !p.stopping
@@ -396,7 +398,7 @@ func (p *proxy) broken(err error) {
 
 // Message forwards the nub's messages (ServiceIsTerminated first of all).
 func (p *proxy) Message(_ *driver.Service, m driver.Message) error {
-	if p.isDead() {
+	if !p.running() {
 		return nil
 	}
 	data, _ := wire.MessageData(m.Data)
@@ -410,6 +412,19 @@ func (p *proxy) Message(_ *driver.Service, m driver.Message) error {
 	return nil
 }
 
+// running reports whether the driver answered its start and lives: only
+// then do notices go to it. The registry delivers the nub's messages and
+// WillTerminate concurrently with Start (an unplug during Start), when the
+// connection may not exist yet, or the hello not be sent: a termination
+// during the start reaches the driver as the start's cancel instead.
+// (Found by the Driver Verifier: unplug@start panicked on a nil
+// connection.)
+func (p *proxy) running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.started && p.deadErr == nil
+}
+
 func (p *proxy) isDead() bool {
 	select {
 	case <-p.dead:
@@ -421,7 +436,7 @@ func (p *proxy) isDead() bool {
 
 // WillTerminate tells the driver; it does not wait for an answer.
 func (p *proxy) WillTerminate(s *driver.Service) {
-	if p.isDead() {
+	if !p.running() {
 		return
 	}
 	cause, root := s.TerminationCause()

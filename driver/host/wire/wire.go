@@ -14,8 +14,8 @@ import (
 // the other side may ignore); a different major is refused at the hello.
 const (
 	Major   = 1
-	Minor   = 0
-	Version = "1.0"
+	Minor   = 1
+	Version = "1.1"
 )
 
 const (
@@ -53,6 +53,7 @@ const (
 	TypeNotify    = "notify"    // send a notification to the instance's clients or interest listeners
 	TypeLog       = "log"       // a log line for the daemon's log
 	TypeTerminate = "terminate" // the instance terminates itself (the driver gave up)
+	TypeLeaks     = "leaks"     // 1.1, optional: what the driver's own code left alive at stop
 )
 
 // Where a notify goes.
@@ -93,6 +94,9 @@ type Message struct {
 	// hello
 	Version    string `json:"version,omitempty"`
 	MaxMessage int    `json:"max_message,omitempty"`
+	// hello (daemon, 1.1): the daemon asks for a leaks report at stop
+	// (a Go SDK driver traces its references to name the retaining line)
+	Trace bool `json:"trace,omitempty"`
 	// hello (daemon), start
 	Driver string `json:"driver,omitempty"`
 	PID    int    `json:"pid,omitempty"` // hello (driver): its process id
@@ -122,7 +126,35 @@ type Message struct {
 	Text string `json:"text,omitempty"`
 	// log: "debug", "info", "warn", "error" ("": info)
 	Level string `json:"level,omitempty"`
+
+	// leaks (1.1): what outlived the driver's instance in its process
+	Leaks *Leaks `json:"leaks,omitempty"`
 }
+
+// Leaks is a driver process's report of what its own code left alive once
+// its instance was stopped and freed: the count of objects, a readable
+// report, and the culprit — the first frame outside the SDK of the
+// blamed reference, with its stack — when the driver traced its
+// references (the daemon's hello asked for it).
+type Leaks struct {
+	Objects int     `json:"objects"`
+	Text    string  `json:"text,omitempty"`
+	Culprit *Frame  `json:"culprit,omitempty"`
+	Stack   []Frame `json:"stack,omitempty"`
+}
+
+// Frame is one stack frame of a leaks report.
+type Frame struct {
+	Func string `json:"func"`
+	File string `json:"file,omitempty"`
+	Line int    `json:"line,omitempty"`
+}
+
+// Limits of a leaks report: its text, and its stack's frames.
+const (
+	MaxLeaksText   = 32 << 10
+	MaxLeaksFrames = 64
+)
 
 // Personality says which of the bundle's personalities matched.
 type Personality struct {
@@ -207,7 +239,7 @@ func IsRequest(t string) bool { return requests[t] }
 var known = map[string]bool{
 	TypeHello: true, TypeResult: true, TypeError: true, TypeCancel: true,
 	TypeStart: true, TypeWillTerminate: true, TypeDidTerminate: true, TypeStop: true, TypeCall: true, TypeMessage: true,
-	TypeNotify: true, TypeLog: true, TypeTerminate: true,
+	TypeNotify: true, TypeLog: true, TypeTerminate: true, TypeLeaks: true,
 }
 
 // FromDaemon reports whether the daemon sends messages of type t.
@@ -222,7 +254,7 @@ func FromDaemon(t string) bool {
 // FromDriver reports whether a driver process sends messages of type t.
 func FromDriver(t string) bool {
 	switch t {
-	case TypeHello, TypeResult, TypeError, TypeNotify, TypeLog, TypeTerminate:
+	case TypeHello, TypeResult, TypeError, TypeNotify, TypeLog, TypeTerminate, TypeLeaks:
 		return true
 	}
 	return false
@@ -313,6 +345,38 @@ func (m *Message) check(nfds int) error {
 	case TypeError:
 		if m.Code == "" {
 			return malformed("error without a code")
+		}
+	case TypeLeaks:
+		if err := m.Leaks.check(); err != nil {
+			return err
+		}
+	}
+	if m.Leaks != nil && m.Type != TypeLeaks {
+		return malformed("%s carries a leaks report", m.Type)
+	}
+	return nil
+}
+
+func (l *Leaks) check() error {
+	if l == nil {
+		return malformed("leaks without a report")
+	}
+	if l.Objects < 1 {
+		return malformed("leaks report of %d objects", l.Objects)
+	}
+	if len(l.Text) > MaxLeaksText {
+		return malformed("leaks report text of %d bytes (at most %d)", len(l.Text), MaxLeaksText)
+	}
+	if len(l.Stack) > MaxLeaksFrames {
+		return malformed("leaks report stack of %d frames (at most %d)", len(l.Stack), MaxLeaksFrames)
+	}
+	frames := l.Stack
+	if l.Culprit != nil {
+		frames = append([]Frame{*l.Culprit}, frames...)
+	}
+	for _, f := range frames {
+		if f.Func == "" || len(f.Func) > maxText || len(f.File) > maxText || f.Line < 0 {
+			return malformed("leaks report frame %q %q:%d", clip(f.Func), clip(f.File), f.Line)
 		}
 	}
 	return nil

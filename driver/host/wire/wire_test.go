@@ -46,6 +46,12 @@ func TestDecode(t *testing.T) {
 		{"bad json", `{"type":"call",`, 0, "malformed message: unexpected end of JSON input"},
 		{"wrong field type", `{"type":"call","id":"x"}`, 0, "malformed message: json: cannot unmarshal string into Go struct field Message.id of type uint64"},
 		{"too many fds", `{"type":"stop","id":1}`, 17, "malformed message: 17 descriptors (at most 16)"},
+		{"leaks", `{"type":"leaks","leaks":{"objects":2,"text":"x","culprit":{"func":"a.F","file":"a/f.go","line":3},"stack":[{"func":"a.F"}]}}`, 0, ""},
+		{"leaks without report", `{"type":"leaks"}`, 0, "malformed message: leaks without a report"},
+		{"leaks of nothing", `{"type":"leaks","leaks":{"objects":0}}`, 0, "malformed message: leaks report of 0 objects"},
+		{"leaks frame without func", `{"type":"leaks","leaks":{"objects":1,"culprit":{"file":"a.go","line":1}}}`, 0, `malformed message: leaks report frame "" "a.go":1`},
+		{"leaks elsewhere", `{"type":"log","text":"x","leaks":{"objects":1}}`, 0, "malformed message: log carries a leaks report"},
+		{"leaks with fds", `{"type":"leaks","leaks":{"objects":1}}`, 1, "malformed message: leaks carries descriptors"},
 		{"long text", `{"type":"log","text":"` + strings.Repeat("x", 5000) + `"}`, 0, "malformed message: log has a text of 5000 bytes (at most 4096)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -71,7 +77,7 @@ func TestVersion(t *testing.T) {
 	require.NoError(t, wire.CheckVersion("1.12"))
 	err := wire.CheckVersion("2.0")
 	require.ErrorIs(t, err, wire.ErrVersion)
-	require.EqualError(t, err, "protocol version mismatch: the peer speaks 2.0, this side 1.0")
+	require.EqualError(t, err, "protocol version mismatch: the peer speaks 2.0, this side 1.1")
 	require.ErrorIs(t, wire.CheckVersion("1"), wire.ErrMalformed)
 	require.ErrorIs(t, wire.CheckVersion("-1.0"), wire.ErrMalformed)
 }
