@@ -88,7 +88,8 @@ type Result struct {
 	// spawn, after the exit; Notes say so).
 	DriverKills int `json:"driver_kills,omitempty"`
 
-	sched Schedule
+	sched   Schedule
+	matched bool // an instance of the verified driver existed
 }
 
 // Failed reports whether the run found a problem.
@@ -136,7 +137,13 @@ type Report struct {
 	// DriverKills: driver processes SIGKILLed by driver-kill, over every
 	// run (an out-of-process driver's).
 	DriverKills int `json:"driver_kills,omitempty"`
+	// Systematic is the time the (step × fault) pairs took.
+	Systematic time.Duration `json:"systematic_elapsed_ns"`
 }
+
+// noProcessWhy: a driver-kill pair that fired where the instance had no
+// process (before its spawn, after its exit).
+const noProcessWhy = "fired, but no driver process existed at this step"
 
 // Passed reports whether no run failed.
 func (r *Report) Passed() bool { return r.Failures == 0 }
@@ -158,6 +165,23 @@ var ErrInjectorBusy = errors.New("another verification is running in this proces
 // it needs the out-of-process host that runs bundles (Options.Host), which
 // also makes the driver-kill fault applicable.
 var ErrNeedsHost = errors.New("a bundle's driver runs out of process: verifying it needs the out-of-process host (Options.Host, a RunHost: verify/bundlehost)")
+
+// ErrNeverStarted: no run matched the driver to the device model (its
+// personalities do not match it): nothing about the driver was verified.
+var ErrNeverStarted = errors.New("the driver never started on the device model")
+
+// neverStarted: no run (none failed) had an instance of the driver.
+func neverStarted(rep *Report, o *Options) error {
+	if rep.Runs == 0 || rep.Failure != nil {
+		return nil
+	}
+	for _, res := range rep.Results {
+		if res.matched {
+			return nil
+		}
+	}
+	return fmt.Errorf("verify %s: %w %s in %d runs (do its personalities match it? choose another model: --device, Options.Device)", o.entry.Name, ErrNeverStarted, o.Device, rep.Runs)
+}
 
 // serial lets one verification run at a time in a process.
 var serial sync.Mutex
@@ -241,6 +265,9 @@ func Verify(ctx context.Context, entry drivertable.Entry, opts Options) (*Report
 						fail(res)
 					case len(res.Fired) > 0:
 						p.Status = "covered"
+						if k.Name == "driver-kill" && res.DriverKills == 0 {
+							p.Why = noProcessWhy
+						}
 					default:
 						p.Status, p.Why = "unreached", o.unreachedWhy(st)
 					}
@@ -248,6 +275,10 @@ func Verify(ctx context.Context, entry drivertable.Entry, opts Options) (*Report
 				rep.Pairs = append(rep.Pairs, p)
 			}
 		}
+	}
+	rep.Systematic = time.Since(start)
+	if err := neverStarted(rep, o); err != nil && ctx.Err() == nil {
+		return nil, err
 	}
 	seed := o.Seed
 	if seed == 0 {
@@ -554,6 +585,12 @@ func (o *Options) execute(sc Schedule, started func(*Trial)) (res Result) {
 	res.Notes = append(res.Notes, r.notes...)
 	res.DriverKills = r.kills
 	r.omu.Unlock()
+	for _, e := range r.Events() {
+		if contains(r.target.classes, e.Class) {
+			res.matched = true
+			break
+		}
+	}
 	settle := o.Settle
 	if !quiet {
 		settle /= 5 // the registry was given Settle already

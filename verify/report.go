@@ -111,6 +111,15 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	if n := r.Faults["driver-kill"]; n > 0 {
 		fmt.Fprintf(&b, "driver processes SIGKILLed: %d (of %d driver-kill faults fired; the others found no process: not spawned yet or already exited)\n", r.DriverKills, n)
+		var none []string
+		for _, p := range r.Pairs {
+			if p.Kind == "driver-kill" && p.Why == noProcessWhy {
+				none = append(none, string(p.Step))
+			}
+		}
+		if len(none) > 0 {
+			fmt.Fprintf(&b, "driver-kill found no process at: %s\n", strings.Join(none, ", "))
+		}
 	}
 	if f := r.Failure; f != nil {
 		b.WriteString("\n")

@@ -100,7 +100,7 @@ func setupVerify(fs *flag.FlagSet, e *env) func([]string) error {
 			err = rep.WriteJSON(e.stdout)
 		} else {
 			err = rep.WriteText(e.stdout)
-			fmt.Fprintf(e.stdout, "time: %v\n", rep.Elapsed.Round(100*time.Millisecond))
+			fmt.Fprintf(e.stdout, "time: %v (systematic %v)\n", rep.Elapsed.Round(100*time.Millisecond), rep.Systematic.Round(100*time.Millisecond))
 		}
 		if err != nil {
 			return err

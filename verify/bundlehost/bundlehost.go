@@ -103,7 +103,9 @@ func leakProblems(rs []host.LeakReport) []verify.Problem {
 	return out
 }
 
-func frame(f wire.Frame) refcount.Frame { return refcount.Frame{Func: f.Func, File: f.File, Line: f.Line} }
+func frame(f wire.Frame) refcount.Frame {
+	return refcount.Frame{Func: f.Func, File: f.File, Line: f.Line}
+}
 
 // strays reports driver processes that outlived their run: the process
 // itself (running, or a zombie nobody reaped) or a member of its process
