@@ -179,6 +179,7 @@ STRESS_RACE_N ?= 1500
 stress: deps
 	@plain=0; race=0; scale=0; verify=0; \
 	$(GO) test -count=1 -timeout 20m ./verify -run '^TestSampleDrivers$$' -v -args -samples.full || verify=$$?; \
+	$(GO) test -count=1 -timeout 20m ./verify/bundlehost -run '^TestSampleBundles$$' -v -args -bundles.full || verify=$$?; \
 	$(GO) test -count=1 -timeout 20m ./reliability -run '^TestExploreFaults$$' -v -explore.allkinds || verify=$$?; \
 	$(GO) test -count=1 -timeout 20m ./hotplug/sim -run '^TestScalePlugInspectUnplug$$' -v -args -scale.n=100000 || scale=$$?; \
 	$(GO) test -count=1 -timeout 40m ./cmd/drvctl -run '^TestLargeAdminReplies$$' -v -args -big.n=100000 || scale=$$?; \

@@ -127,6 +127,8 @@ func strays(spawned []int, settle time.Duration) []verify.Problem {
 				left = append(left, fmt.Sprintf("driver process %d is a zombie (never reaped)", st.pid))
 			case groups[st.pid]:
 				left = append(left, fmt.Sprintf("driver process %d is still running", st.pid))
+			case groups[st.pgrp] && st.state == "Z":
+				left = append(left, fmt.Sprintf("process %d (%s) of driver process %d's group is a zombie", st.pid, st.comm, st.pgrp))
 			case groups[st.pgrp]:
 				left = append(left, fmt.Sprintf("process %d (%s) of driver process %d's group is still running", st.pid, st.comm, st.pgrp))
 			}
