@@ -63,11 +63,13 @@ func TestVerifyErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"verify"}, exitUsage, "drvctl verify: want one driver name or bundle path\n"},
-		{[]string{"verify", "nosuch"}, exitUsage, `drvctl verify: unknown driver "nosuch" (built-in: hidkbd, sg, usbstorage; or a bundle path)` + "\n"},
+		{[]string{"verify", "nosuch", "--drivers-dir", dir}, exitUsage, `drvctl verify: unknown driver "nosuch" (built-in: hidkbd, sg, usbstorage; or a bundle: a path, or a name in ` + dir + ")\n"},
 		{[]string{"verify", "sg", "--device", "floppy"}, exitUsage, `drvctl verify: unknown device model "floppy" (want hid-keyboard, scsi-disk, usb-storage)` + "\n"},
 		{[]string{"verify", "sg", "--replay", "faults=melt@start"}, exitUsage, `drvctl verify: --replay: bad schedule: fault "melt@start": unknown fault kind "melt"` + "\n"},
 		{[]string{"verify", "sg", "--faults", "melt"}, exitFail, `drvctl verify: verify: unknown fault kind "melt"` + "\n"},
-		{[]string{"verify", dir}, exitFail, "drvctl verify: verify tablet: a bundle's driver runs out of process: verifying it needs the out-of-process host (Options.Host)\n"},
+		{[]string{"verify", dir}, exitFail, "drvctl verify: no device model fits the bundle tablet (tablet#0: usage page 0xd (the HID model is a keyboard, page 1)): give one with --device or verify.Options.Device\n"},
+		{[]string{"verify", "--drivers-dir", filepath.Dir(dir), filepath.Base(dir), "--device", "hid-keyboard", "--steps", "start", "--faults", "unplug"}, exitFail,
+			"drvctl verify: verify tablet: the driver never started on the device model hid-keyboard 0627:0001 in 1 runs (do its personalities match it? choose another model: --device, Options.Device)\n"},
 	} {
 		code, stderr := runCLI(c.args...)
 		require.Equal(t, c.code, code, "%v: %s", c.args, stderr)
