@@ -65,7 +65,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, configure ...func(*host.Config)) *env {
 	leaktest.Check(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
@@ -76,7 +76,11 @@ func newEnv(t *testing.T) *env {
 	e.hid = hidsim.New()
 	res := drivertable.NewResources()
 	drivertable.Provide(res, hidkbd.BackendKey, func() (hid.Backend, error) { return e.hid, nil })
-	e.h = host.New(host.Config{Registry: e.r, Log: log, Resources: res, Disabled: func(name string) { e.disabled.Write([]byte(name + "\n")) }})
+	cfg := host.Config{Registry: e.r, Log: log, Resources: res, Disabled: func(name string) { e.disabled.Write([]byte(name + "\n")) }}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	e.h = host.New(cfg)
 	srv, err := server.Listen(server.NewRegistryBackend(e.r), server.Config{
 		Path: filepath.Join(e.dir, "drvkit.sock"), GID: -1,
 		Policy: server.Policy{Rules: []server.Rule{{AnyUser: true, Classes: []string{counter.Class}}}},

@@ -90,6 +90,8 @@ func testDriver(mode string) {
 		driverproc.Main(wrap(func(c *counter.Counter) driver.Driver { return &panicLater{c} }))
 	case "killstart":
 		driverproc.Main(wrap(func(c *counter.Counter) driver.Driver { return &killStart{c} }))
+	case "leakprovider":
+		driverproc.Main(wrap(func(c *counter.Counter) driver.Driver { return &leakProvider{c} }))
 	case "failstart":
 		driverproc.Main(wrap(func(c *counter.Counter) driver.Driver { return &failStart{c} }))
 	case "exit":
@@ -187,6 +189,15 @@ func (p *panicLater) Start(ctx context.Context, s *driver.Service) error {
 		panic("the driver's own goroutine panics")
 	}()
 	return p.Counter.Start(ctx, s)
+}
+
+// leakProvider keeps its provider with its instance as tag, never
+// released: only its own process can see it.
+type leakProvider struct{ *counter.Counter }
+
+func (l *leakProvider) Start(ctx context.Context, s *driver.Service) error {
+	s.Providers()[0].TaggedRetain(s) // the leak TestLeakReport looks for
+	return l.Counter.Start(ctx, s)
 }
 
 type killStart struct{ *counter.Counter }
