@@ -123,6 +123,15 @@ func (p *proxy) Start(ctx context.Context, s *driver.Service) error {
 	}
 	p.proc = proc
 	p.b.addProc(p, proc.pid)
+	// The process is a managed resource too: should DidTerminate and Stop
+	// both not run (their callbacks panicked), releasing the instance's
+	// resources still stops and reaps it. (Found by the Driver Verifier:
+	// panic@didTerminate with panic@stop left the process and its
+	// goroutines.) shutdown runs once.
+	_ = s.ManageFunc(func() {
+		_, stop := p.b.timeouts()
+		p.shutdown(stop)
+	})
 	p.hello = make(chan *wire.Message, 1)
 	p.rdone = make(chan struct{})
 	go p.read()
