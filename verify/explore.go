@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -241,6 +242,7 @@ func Verify(ctx context.Context, entry drivertable.Entry, opts Options) (*Report
 		return ctx.Err() != nil || (!deadline.IsZero() && time.Now().After(deadline)) || (rep.Failure != nil && !o.ContinueOnFailure)
 	}
 	avail := o.available()
+	static := o.staticUnreached()
 	if !o.NoSystematic {
 		for _, st := range o.steps() {
 			for _, k := range o.kinds() {
@@ -252,6 +254,8 @@ func Verify(ctx context.Context, entry drivertable.Entry, opts Options) (*Report
 					p.Status, p.Why = "n/a", "cannot happen at this step"
 				case avail[k.Name] != nil:
 					p.Status, p.Why = "n/a", avail[k.Name].Error()
+				case static[st] != "":
+					p.Status, p.Why = "unreached", static[st]
 				case over():
 					p.Status = "skipped"
 				default:
@@ -394,6 +398,83 @@ func (o *Options) available() map[string]error {
 	for _, k := range FaultKinds() {
 		if k.Available != nil {
 			out[k.Name] = k.Available(o, dev)
+		}
+	}
+	return out
+}
+
+// staticUnreached lists the steps no run can reach, known without running
+// one: a step that calls a driver callback (Probe, WillTerminate,
+// DidTerminate) that neither the driver nor an extra one has. Faults at
+// such a step fire only at the drivers' instances (driverMatch), and the
+// registry never arrives there for a driver without the callback, so a
+// run would only spend its time (a bundle's: a process spawned).
+func (o *Options) staticUnreached() map[Step]string {
+	out := map[Step]string{}
+	ds := o.driverSamples()
+	if len(ds) == 0 {
+		return out
+	}
+	for _, c := range []struct {
+		st  Step
+		has func(driver.Driver) bool
+		why string
+	}{
+		{StepProbe, func(d driver.Driver) bool { _, ok := d.(driver.Prober); return ok }, "the driver has no Probe"},
+		{StepWillTerminate, func(d driver.Driver) bool { _, ok := d.(driver.WillTerminater); return ok }, "the driver has no WillTerminate"},
+		{StepDidTerminate, func(d driver.Driver) bool { _, ok := d.(driver.DidTerminater); return ok }, "the driver has no DidTerminate"},
+	} {
+		some := false
+		for _, d := range ds {
+			some = some || c.has(d)
+		}
+		if !some {
+			out[c.st] = c.why
+		}
+	}
+	return out
+}
+
+// driverSamples makes one driver of every personality of the verified
+// entry (for a RunHost, the host's: its proxy) and of the extra ones,
+// without starting anything; nil if one cannot be made.
+func (o *Options) driverSamples() []driver.Driver {
+	res := drivertable.NewResources()
+	dev, err := o.Device.Attach(res)
+	if err != nil {
+		return nil
+	}
+	defer dev.Close()
+	entries := append([]drivertable.Entry{o.entry}, o.Extra...)
+	if rh, ok := o.Host.(RunHost); ok {
+		reg := driver.NewRegistry(driver.WithLogger(slog.New(slog.DiscardHandler)))
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = reg.Close(ctx)
+		}()
+		hr, err := rh.BindRun(reg, res)
+		if err != nil {
+			return nil
+		}
+		if hr.Quiesce != nil {
+			defer hr.Quiesce()
+		}
+		if hr.Entry.Name != "" {
+			entries[0] = hr.Entry
+		}
+	}
+	var out []driver.Driver
+	for _, e := range entries {
+		ps, err := e.Defaults(res)
+		if err != nil {
+			return nil
+		}
+		for _, p := range ps {
+			if p.New == nil {
+				return nil
+			}
+			out = append(out, p.New())
 		}
 	}
 	return out
