@@ -39,6 +39,7 @@ type proxy struct {
 	deadErr  error
 	started  bool // start answered: a death from now on is a crash
 	stopping bool // stop sent (or Start failed): a death is expected
+	notices  int  // notices (message, will_terminate) being sent
 	closing  bool // the host closes the connection itself
 
 	shutOnce sync.Once
@@ -407,9 +408,10 @@ func (p *proxy) broken(err error) {
 
 // Message forwards the nub's messages (ServiceIsTerminated first of all).
 func (p *proxy) Message(_ *driver.Service, m driver.Message) error {
-	if !p.running() {
+	if !p.noticeBegin() {
 		return nil
 	}
+	defer p.noticeEnd()
 	data, _ := wire.MessageData(m.Data)
 	if len(data) > wire.MaxData {
 		data = nil
@@ -421,17 +423,51 @@ func (p *proxy) Message(_ *driver.Service, m driver.Message) error {
 	return nil
 }
 
-// running reports whether the driver answered its start and lives: only
-// then do notices go to it. The registry delivers the nub's messages and
-// WillTerminate concurrently with Start (an unplug during Start), when the
-// connection may not exist yet, or the hello not be sent: a termination
-// during the start reaches the driver as the start's cancel instead.
-// (Found by the Driver Verifier: unplug@start panicked on a nil
-// connection.)
-func (p *proxy) running() bool {
+// noticeBegin reports whether a notice (a message, will_terminate) may go
+// to the driver now, and if so counts it until noticeEnd: only once it
+// answered its start, while it lives, and before its stop. The registry
+// delivers the nub's messages and WillTerminate concurrently with Start
+// (an unplug during Start), when the connection may not exist yet or the
+// hello not be sent: a termination during the start reaches the driver
+// as the start's cancel instead. After stop the protocol sends nothing —
+// and a driver that exits with a message unread resets the connection,
+// which loses what it sent last (its leaks report, its stop answer).
+// (Both found by the Driver Verifier: unplug@start panicked on a nil
+// connection; leak reports of the leakybundle example went missing.)
+func (p *proxy) noticeBegin() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.started && p.deadErr == nil
+	if !p.started || p.stopping || p.deadErr != nil {
+		return false
+	}
+	p.notices++
+	return true
+}
+
+func (p *proxy) noticeEnd() {
+	p.mu.Lock()
+	p.notices--
+	p.mu.Unlock()
+}
+
+// noticesDone waits (bounded by deadline) for the notices that began
+// before stopping was set to be sent, so that stop is the last message.
+func (p *proxy) noticesDone(deadline <-chan time.Time) {
+	for {
+		p.mu.Lock()
+		n := p.notices
+		p.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-deadline:
+			return
+		case <-p.dead:
+			return
+		case <-time.After(200 * time.Microsecond):
+		}
+	}
 }
 
 func (p *proxy) isDead() bool {
@@ -445,9 +481,10 @@ func (p *proxy) isDead() bool {
 
 // WillTerminate tells the driver; it does not wait for an answer.
 func (p *proxy) WillTerminate(s *driver.Service) {
-	if !p.running() {
+	if !p.noticeBegin() {
 		return
 	}
+	defer p.noticeEnd()
 	cause, root := s.TerminationCause()
 	_ = p.conn.Send(&wire.Message{Type: wire.TypeWillTerminate, Cause: cause.Text(), RootCause: root.Text()})
 }
@@ -500,6 +537,19 @@ func (p *proxy) shutdown(timeout time.Duration) {
 		t.Stop()
 		p.proc.kill()
 		<-p.proc.exited
+		// What the driver sent just before it exited (its leaks report,
+		// its stop answer) may still be queued: the reader reads it up to
+		// the end of the connection — the exited process's end is closed —
+		// before the host closes its own, unless a child that outlived
+		// the driver holds that end. (Found by the Driver Verifier: the
+		// exit, seen first, closed the connection over an unread leaks
+		// report.)
+		drain := time.NewTimer(time.Second)
+		select {
+		case <-p.rdone:
+		case <-drain.C:
+		}
+		drain.Stop()
 		p.mu.Lock()
 		p.closing = true
 		p.mu.Unlock()
@@ -523,6 +573,7 @@ func (p *proxy) askStop(timeout time.Duration) error {
 			p.mu.Lock()
 			p.stopping = true
 			p.mu.Unlock()
+			p.noticesDone(deadline.C)
 		}
 		if err := p.conn.Send(&wire.Message{Type: typ, ID: id, Cause: cause.Text(), RootCause: root.Text()}); err != nil {
 			p.forget(id)
