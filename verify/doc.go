@@ -3,8 +3,9 @@
 // the first frame outside drvkit — the full report, and a one-line
 // command that replays it.
 //
-// Given a driver (a drivertable.Entry: a built-in driver, or a bundle once
-// the out-of-process host runs bundles) and a device model (USBMassStorage
+// Given a driver (a drivertable.Entry: a built-in driver, or a bundle run
+// out of process by a RunHost — verify/bundlehost wires driver/host) and a
+// device model (USBMassStorage
 // or USB with interfaces of your own, SCSIDisk, HIDKeyboard — configurable
 // descriptors, disk geometry and INQUIRY data), Verify builds a real
 // topology for every run: a registry with the driver loaded, the device
@@ -23,14 +24,17 @@
 //     kind (FaultKinds: unplug, app-kill — a real SIGKILL —, app-close,
 //     unload, terminate, panic in the callback, fail, job-hang,
 //     job-panic, io-error, no-device mid-transfer, slow, and driver-kill
-//     for drivers run by an out-of-process host), one pair per run;
+//     for drivers run by an out-of-process host: their process
+//     SIGKILLed), one pair per run; a pair at a callback step the driver
+//     lacks (Probe, the terminate hooks) is unreached without a run;
 //   - random: seeded interleavings of up to three faults, random jitter,
 //     I/O time and teardown order, for a count or time budget.
 //
 // After every run it checks the lifecycle trace against the invariants
 // (driver/lifecycletest), that nothing outlives the run — reference-counted
 // objects (with the refcount report), goroutines, file descriptors, child
-// processes —, that every job's free hook ran exactly once, that nothing
+// processes, and for a bundle its driver processes and what they report
+// leaking (RunHost) —, that every job's free hook ran exactly once, that nothing
 // reached a service after its Stop or free, that every application heard
 // ServiceIsTerminated with the cause the trace gives, and what the device
 // model says (handles left open, a kernel driver not re-attached). A
