@@ -280,6 +280,7 @@ type bundleState struct {
 	disabled string
 	procs    map[*proxy]int
 	leaks    []LeakReport
+	hangs    []string
 }
 
 func (b *bundleState) status() Status {
@@ -337,6 +338,31 @@ func (b *bundleState) leaked(p *proxy, l *wire.Leaks) {
 		attrs = append(attrs, "culprit", fmt.Sprintf("%s %s:%d", l.Culprit.Func, l.Culprit.File, l.Culprit.Line))
 	}
 	b.h.log.Error("driver process left objects alive at stop", attrs...)
+}
+
+// hung records a driver process that had to be killed at its stop.
+func (b *bundleState) hung(what string) {
+	b.mu.Lock()
+	if len(b.hangs) < maxLeakReports {
+		b.hangs = append(b.hangs, what)
+	}
+	b.mu.Unlock()
+}
+
+// DriverHangs lists the processes of bundle name that had to be killed
+// at their stop since it was loaded: no answer to did_terminate or stop
+// within the manifest's stop_timeout, or no exit within 1 s of the stop
+// answer (the Driver Verifier reports them).
+func (h *Host) DriverHangs(name string) []string {
+	h.mu.Lock()
+	b := h.bundles[name]
+	h.mu.Unlock()
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.hangs...)
 }
 
 // maxLeakReports bounds what a bundle's processes can make the host keep.

@@ -470,6 +470,13 @@ func (p *proxy) noticesDone(deadline <-chan time.Time) {
 	}
 }
 
+// deathErrIsNil: the process has not died (nor broken the protocol).
+func (p *proxy) deathErrIsNil() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.deadErr == nil
+}
+
 func (p *proxy) isDead() bool {
 	select {
 	case <-p.dead:
@@ -519,10 +526,14 @@ func (p *proxy) shutdown(timeout time.Duration) {
 		if p.proc == nil {
 			return
 		}
+		asked := false // stop answered by a live process
 		if timeout > 0 && !p.isDead() {
 			if err := p.askStop(timeout); err != nil {
 				p.b.h.log.Error("driver process killed", "driver", p.name(), "pid", p.pid(), "err", err)
 				p.b.setLastErr(p.opErr("stop", err))
+				p.b.hung(p.opErr("stop", err).Error())
+			} else {
+				asked = p.deathErrIsNil()
 			}
 		}
 		p.mu.Lock()
@@ -533,6 +544,9 @@ func (p *proxy) shutdown(timeout time.Duration) {
 		select {
 		case <-p.proc.exited:
 		case <-t.C:
+			if asked {
+				p.b.hung(p.opErr("stop", errors.New("answered stop but did not exit within 1s: killed")).Error())
+			}
 		}
 		t.Stop()
 		p.proc.kill()

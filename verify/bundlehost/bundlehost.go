@@ -60,6 +60,9 @@ func (h *Host) BindRun(reg *driver.Registry, res *drivertable.Resources) (verify
 		spawned := append([]int(nil), pids...)
 		pmu.Unlock()
 		ps := leakProblems(hh.DriverLeaks(h.m.Name))
+		for _, hang := range hh.DriverHangs(h.m.Name) {
+			ps = append(ps, verify.Problem{Kind: "hang", Text: "the driver process had to be killed: " + hang})
+		}
 		return append(ps, strays(spawned, processSettle)...)
 	}
 	return verify.HostRun{Entry: hh.Entry(h.m), Quiesce: hh.Close, Check: check}, nil
