@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"fmt"
@@ -73,7 +74,10 @@ var _ server.StreamedResult = inspectStream{}
 
 func (is inspectStream) WriteJSON(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
-	enc := json.NewEncoder(bw)
+	// Compact, byte for byte what json.Marshal of the whole document
+	// gives: drvctl inspect -o json prints it as it comes.
+	var one bytes.Buffer
+	enc := json.NewEncoder(&one)
 	fmt.Fprintf(bw, `{"schema_version":%d,"services":[`, inspectSchemaVersion)
 	for i, s := range is.services {
 		if i > 0 {
@@ -81,7 +85,11 @@ func (is inspectStream) WriteJSON(w io.Writer) error {
 		}
 		e := entryOf(s)
 		is.v.entry(&e)
+		one.Reset()
 		if err := enc.Encode(e); err != nil {
+			return err
+		}
+		if _, err := bw.Write(bytes.TrimSuffix(one.Bytes(), []byte("\n"))); err != nil {
 			return err
 		}
 	}
