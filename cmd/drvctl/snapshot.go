@@ -2,9 +2,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"cmp"
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -76,8 +74,7 @@ func (is inspectStream) WriteJSON(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	// Compact, byte for byte what json.Marshal of the whole document
 	// gives: drvctl inspect -o json prints it as it comes.
-	var one bytes.Buffer
-	enc := json.NewEncoder(&one)
+	var one []byte
 	fmt.Fprintf(bw, `{"schema_version":%d,"services":[`, inspectSchemaVersion)
 	for i, s := range is.services {
 		if i > 0 {
@@ -85,11 +82,8 @@ func (is inspectStream) WriteJSON(w io.Writer) error {
 		}
 		e := entryOf(s)
 		is.v.entry(&e)
-		one.Reset()
-		if err := enc.Encode(e); err != nil {
-			return err
-		}
-		if _, err := bw.Write(bytes.TrimSuffix(one.Bytes(), []byte("\n"))); err != nil {
+		one = appendEntry(one[:0], &e)
+		if _, err := bw.Write(one); err != nil {
 			return err
 		}
 	}
