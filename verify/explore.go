@@ -641,6 +641,7 @@ func (o *Options) execute(sc Schedule, started func(*Trial)) (res Result) {
 		_ = r.shutdown()
 		return Result{Problems: []Problem{{Kind: "setup", Text: fmt.Errorf("%w: %v", ErrInjectorBusy, err).Error()}}}
 	}
+	r.startPump()
 	ctx := context.Background()
 	if err := r.up(ctx); err != nil {
 		r.Violate(Problem{Kind: "setup", Text: err.Error()})
@@ -713,7 +714,11 @@ func (r *Trial) shutdown() bool {
 	r.closing.Store(true)
 	if r.sim != nil {
 		r.sim.Close()
+	}
+	if r.pumping {
 		<-r.pumpEnd
+	} else {
+		close(r.pumpEnd) // what waits on it (a block fault's gate) ends
 	}
 	if r.bridge != nil {
 		r.bridge.Close()

@@ -38,6 +38,7 @@ type Trial struct {
 	sim     *sim.Sim
 	bridge  *hotplug.Bridge
 	pumpEnd chan struct{}
+	pumping bool // pump started (by execute, after the faults were installed)
 	counts  [2]int
 
 	evMu   sync.Mutex
@@ -610,8 +611,16 @@ func newRun(o *Options, sc Schedule) (*Trial, error) {
 		return r, err
 	}
 	r.bridge = hotplug.NewBridge(r.reg, hotplug.BridgeConfig{Buses: buses.Default(), SysfsRoot: r.dir, Logger: slog.New(slog.DiscardHandler)})
-	go r.pump()
+	// The pump starts once the run's faults are installed (startPump):
+	// started here, the plug's publications could reach Start before the
+	// injector, and a fault at start would not fire (seen under load).
 	return r, nil
+}
+
+// startPump starts the bridge's event loop (once).
+func (r *Trial) startPump() {
+	r.pumping = true
+	go r.pump()
 }
 
 // pump is the bridge's event loop: the device model sees each event first.
