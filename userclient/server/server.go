@@ -190,6 +190,7 @@ type Server struct {
 	refused  atomic.Int64 // connections refused at accept by a limit
 	timeouts atomic.Int64 // connections ended by the frame or idle timeout
 	coalesce atomic.Int64 // ServiceWasClosed notifications merged into one queued
+	handover atomic.Int64 // calls that outlasted takeoverDelay on their reading goroutine
 
 	refusedLog ratelog.Limiter
 }
@@ -219,6 +220,10 @@ type Stats struct {
 	Refused   int64 // connections refused by a limit since the start
 	Timeouts  int64 // connections ended by the frame or idle timeout
 	Coalesced int64 // ServiceWasClosed notifications merged into a queued one
+	// Handovers counts calls that ran longer than about 200 µs: a call
+	// runs on the goroutine that read it, and such a call had the
+	// connection's reading handed over to a new goroutine.
+	Handovers int64
 }
 
 // Listen creates the socket and starts serving b.
@@ -277,7 +282,7 @@ func (s *Server) Stats() Stats {
 	n := len(s.conns)
 	s.mu.Unlock()
 	return Stats{Conns: n, Sessions: int(s.sessions.Load()), Refused: s.refused.Load(),
-		Timeouts: s.timeouts.Load(), Coalesced: s.coalesce.Load()}
+		Timeouts: s.timeouts.Load(), Coalesced: s.coalesce.Load(), Handovers: s.handover.Load()}
 }
 
 // Close stops accepting, ends every connection (each session gets
@@ -444,7 +449,37 @@ type conn struct {
 	// request holds a sem slot and removed before the slot is given back:
 	// it never holds more than MaxInflight entries.
 	inflight map[uint64]*inflightReq
+
+	// The reading side: whoever reads the socket owns rs. A call is run by
+	// the goroutine that read it (serveInline), and the reading goes on in
+	// a new goroutine only if the call takes longer than takeoverDelay.
+	rs       readState
+	inline   atomic.Uint64 // generation<<2 | inlineReading, inlineServing or inlineHandedOff
+	takeover *time.Timer   // hands the reading over when an inline call takes long; made at the first
 }
+
+// readState is the read loop's state, passed on with the reading.
+type readState struct {
+	handshaken bool
+	idleUntil  time.Time // the read deadline set for the wait between frames; zero: none set
+	lastMethod string    // the last method called, reused while it repeats
+}
+
+// The phases of inline serving (conn.inline's low bits).
+const (
+	inlineReading   = 0 // the reader reads
+	inlineServing   = 1 // the reader runs a call; takeover may hand the reading over
+	inlineHandedOff = 2 // takeover started a new reader; the old one ends after its call
+)
+
+// takeoverDelay is how long a call runs on the reading goroutine before
+// the reading goes on in another one: a call that answers at once (most
+// do) then costs no goroutine hand-off, and one that blocks (an SG_IO, a
+// method waiting for its cancellation) holds the connection's next frames
+// — cancel frames first — for about this long. Timers sleeping in the
+// poller fire at millisecond resolution, so this is at most about 1 ms
+// on an idle machine.
+const takeoverDelay = 200 * time.Microsecond
 
 // inflightReq is a cancellable request in flight.
 type inflightReq struct {
@@ -520,7 +555,6 @@ func newConn(s *Server, nc *net.UnixConn, cred userclient.Cred) *conn {
 }
 
 func (c *conn) serve() {
-	defer c.srv.wg.Done()
 	c.writerWG.Add(1)
 	go c.writer()
 
@@ -533,10 +567,18 @@ func (c *conn) serve() {
 		c.watch = w
 		c.mu.Unlock()
 	}
-	if !c.failed() {
-		c.readLoop()
+	c.readAndFinish()
+}
+
+// readAndFinish reads until the connection ends and finishes it, unless
+// the reading was handed over to another goroutine (serveInline), which
+// then does both.
+func (c *conn) readAndFinish() {
+	if !c.failed() && !c.readLoop() {
+		return
 	}
 	c.finish()
+	c.srv.wg.Done()
 }
 
 // fail ends the connection once: it queues a fatal error frame (if code is
@@ -583,6 +625,9 @@ func (c *conn) failed() bool {
 // waited for, and the server forgets the connection.
 func (c *conn) finish() {
 	c.fail(io.EOF, "")
+	if c.takeover != nil {
+		c.takeover.Stop()
+	}
 	c.reqWG.Wait()
 	c.mu.Lock()
 	c.ended = true
@@ -1013,38 +1058,41 @@ func (c *conn) sendReply(id uint64, v any, data []byte) {
 	c.enqueue(c.encode(&f))
 }
 
-func (c *conn) readLoop() {
-	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.HandshakeTimeout))
-	handshaken := false
+// readLoop reads and dispatches frames until the connection ends (it then
+// returns true) or the reading is handed over to another goroutine (false).
+func (c *conn) readLoop() bool {
+	rs := &c.rs
+	if !rs.handshaken {
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.HandshakeTimeout))
+	}
 	lim := &c.srv.cfg.Limits
-	var idleUntil time.Time // the read deadline set for the wait between frames; zero: none set
 	for {
 		inFrame := false
-		if handshaken {
+		if rs.handshaken {
 			// Between frames the read deadline is the idle timeout,
 			// re-armed only when half of it has passed (setting a
 			// deadline is not free); when it expires with the connection
 			// busy, it is simply re-armed.
 			now := time.Now()
-			if lim.IdleTimeout > 0 && !c.embedded && (idleUntil.IsZero() || idleUntil.Sub(now) < lim.IdleTimeout/2) {
-				idleUntil = now.Add(lim.IdleTimeout)
-				_ = c.nc.SetReadDeadline(idleUntil)
+			if lim.IdleTimeout > 0 && !c.embedded && (rs.idleUntil.IsZero() || rs.idleUntil.Sub(now) < lim.IdleTimeout/2) {
+				rs.idleUntil = now.Add(lim.IdleTimeout)
+				_ = c.nc.SetReadDeadline(rs.idleUntil)
 			}
 			complete, err := c.dec.Wait()
 			if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !c.failed() {
 				if c.idle() {
 					c.srv.timeouts.Add(1)
 					c.fail(fmt.Errorf("%w: %w", wire.ErrLimit, ErrIdleTimeout), wire.CodeLimit)
-					return
+					return true
 				}
-				idleUntil = time.Time{}
+				rs.idleUntil = time.Time{}
 				continue
 			}
 			if err == nil && !complete && lim.FrameTimeout > 0 {
 				// The rest of the frame has a deadline: a peer that
 				// sends a header and stalls holds nothing for long.
 				_ = c.nc.SetReadDeadline(time.Now().Add(lim.FrameTimeout))
-				idleUntil, inFrame = time.Time{}, true
+				rs.idleUntil, inFrame = time.Time{}, true
 			}
 		}
 		f, err := c.dec.ReadFrame()
@@ -1055,7 +1103,7 @@ func (c *conn) readLoop() {
 			switch {
 			case c.failed():
 				// fail already ran (peer exited, overflow, shutdown).
-			case errors.Is(err, os.ErrDeadlineExceeded) && !handshaken:
+			case errors.Is(err, os.ErrDeadlineExceeded) && !rs.handshaken:
 				c.fail(ErrHandshakeTimeout, wire.CodeProtocol)
 			case errors.Is(err, os.ErrDeadlineExceeded) && inFrame:
 				c.srv.timeouts.Add(1)
@@ -1065,14 +1113,14 @@ func (c *conn) readLoop() {
 			default:
 				c.fail(err, "")
 			}
-			return
+			return true
 		}
-		if !handshaken {
+		if !rs.handshaken {
 			if err := c.handshake(&f); err != nil {
 				c.fail(err, wire.CodeOf(err))
-				return
+				return true
 			}
-			handshaken = true
+			rs.handshaken = true
 			c.complete = true
 			c.srv.mu.Lock()
 			c.srv.incomplete--
@@ -1088,23 +1136,26 @@ func (c *conn) readLoop() {
 			// the calls it may be about to cancel.
 			if c.version < 2 {
 				c.fail(wire.Errorf(nil, "cancel frames need protocol version 2, this connection speaks %d", c.version), wire.CodeProtocol)
-				return
+				return true
 			}
 			c.cancelRequest(f.ID)
 			continue
 		default:
 			c.fail(wire.Errorf(nil, "a client may not send %v frames", f.Type), wire.CodeProtocol)
-			return
+			return true
 		}
-		req, err := parseRequest(&f)
+		req, err := parseRequest(&f, rs.lastMethod)
 		if err != nil {
 			c.fail(err, wire.CodeProtocol)
-			return
+			return true
+		}
+		if req.hm.Method != "" {
+			rs.lastMethod = req.hm.Method
 		}
 		select {
 		case c.sem <- struct{}{}:
 		case <-c.quit:
-			return
+			return true
 		}
 		// A call also takes a slot of the user's share: calls are what
 		// block in drivers (an SG_IO holds an OS thread). While the share
@@ -1117,7 +1168,7 @@ func (c *conn) readLoop() {
 			case c.user.inflight <- struct{}{}:
 			case <-c.quit:
 				<-c.sem
-				return
+				return true
 			}
 		}
 		release := func() {
@@ -1132,14 +1183,58 @@ func (c *conn) readLoop() {
 		if err != nil {
 			release()
 			c.fail(err, wire.CodeProtocol)
-			return
+			return true
 		}
 		c.reqWG.Add(1)
-		go func() {
+		serve := func() {
 			defer func() { c.settle(req.f.ID, ir); release(); c.reqWG.Done() }()
 			c.handle(req, ir)
-		}()
+		}
+		if req.f.Type == wire.TypeCall {
+			if !c.serveInline(serve) {
+				return false
+			}
+			continue
+		}
+		go serve()
 	}
+}
+
+// serveInline runs a call on the reading goroutine: most calls answer at
+// once, and a call then costs no hand-off to another goroutine (the
+// largest part of a call's time over a plain socket echo). If the call is
+// still running after takeoverDelay, takeOver goes on reading in the
+// timer's goroutine, so that a call that blocks never keeps the
+// connection's cancel frames and other requests unread for longer than
+// that; serveInline then returns false and its goroutine leaves the
+// reading to the new one.
+func (c *conn) serveInline(serve func()) bool {
+	if c.takeover == nil {
+		c.takeover = time.AfterFunc(time.Hour, c.takeOver)
+		c.takeover.Stop()
+	}
+	gen := c.inline.Load()>>2 + 1
+	c.inline.Store(gen<<2 | inlineServing)
+	c.takeover.Reset(takeoverDelay)
+	serve()
+	if c.inline.CompareAndSwap(gen<<2|inlineServing, gen<<2|inlineReading) {
+		c.takeover.Stop()
+		return true
+	}
+	return false
+}
+
+// takeOver is the takeover timer's function: if a call is still running
+// on the reading goroutine, this goroutine becomes the reader. A timer of
+// an earlier call that fires late may hand over a later one early, which
+// is harmless.
+func (c *conn) takeOver() {
+	v := c.inline.Load()
+	if v&3 != inlineServing || !c.inline.CompareAndSwap(v, v&^3|inlineHandedOff) {
+		return
+	}
+	c.srv.handover.Add(1)
+	c.readAndFinish()
 }
 
 // idle reports whether the connection holds nothing: no handle, no open
@@ -1256,8 +1351,9 @@ type request struct {
 
 // parseRequest decodes a request's control payload. It runs on the reading
 // goroutine, before the request is dispatched, so that a malformed frame
-// ends the connection before any frame behind it is served.
-func parseRequest(f *wire.Frame) (*request, error) {
+// ends the connection before any frame behind it is served. lastMethod is
+// given back for a call of the same method, instead of a new string.
+func parseRequest(f *wire.Frame, lastMethod string) (*request, error) {
 	// The decoder reuses its buffer: the request gets its own copy of the
 	// data. The control payload is decoded here, into copies, and not
 	// needed after.
@@ -1269,11 +1365,11 @@ func parseRequest(f *wire.Frame) (*request, error) {
 			return nil, wire.Errorf(err, "bad open payload")
 		}
 	case wire.TypeClose:
-		if err = json.Unmarshal(f.Control, &r.hm); err != nil {
+		if r.hm, err = wire.DecodeHandleMsg(f.Control, ""); err != nil {
 			return nil, wire.Errorf(err, "bad close payload")
 		}
 	case wire.TypeCall:
-		if err = json.Unmarshal(f.Control, &r.hm); err != nil {
+		if r.hm, err = wire.DecodeHandleMsg(f.Control, lastMethod); err != nil {
 			return nil, wire.Errorf(err, "bad call payload")
 		}
 	case wire.TypeAdmin:
