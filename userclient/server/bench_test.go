@@ -111,6 +111,7 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 			b.ReportMetric(float64(floorT.Nanoseconds())/float64(b.N), "echo-ns/op")
 			b.ReportMetric(float64(callT)/float64(floorT), "x-echo")
 			b.ReportMetric(per/directNs, "x-direct")
+			b.ReportMetric(float64(ts.Stats().Handovers), "handovers")
 		})
 	}
 }

@@ -190,7 +190,10 @@ type Server struct {
 	refused  atomic.Int64 // connections refused at accept by a limit
 	timeouts atomic.Int64 // connections ended by the frame or idle timeout
 	coalesce atomic.Int64 // ServiceWasClosed notifications merged into one queued
-	handover atomic.Int64 // calls that outlasted takeoverDelay on their reading goroutine
+	handover atomic.Int64 // calls that had their connection's reading handed over (watch)
+
+	inlineStarts atomic.Uint64 // calls started on their reading goroutine
+	watching     atomic.Bool   // the watch of inline calls runs
 
 	refusedLog ratelog.Limiter
 }
@@ -220,8 +223,8 @@ type Stats struct {
 	Refused   int64 // connections refused by a limit since the start
 	Timeouts  int64 // connections ended by the frame or idle timeout
 	Coalesced int64 // ServiceWasClosed notifications merged into a queued one
-	// Handovers counts calls that ran longer than about 200 µs: a call
-	// runs on the goroutine that read it, and such a call had the
+	// Handovers counts calls that ran longer than about a millisecond: a
+	// call runs on the goroutine that read it, and such a call had the
 	// connection's reading handed over to a new goroutine.
 	Handovers int64
 }
@@ -452,10 +455,9 @@ type conn struct {
 
 	// The reading side: whoever reads the socket owns rs. A call is run by
 	// the goroutine that read it (serveInline), and the reading goes on in
-	// a new goroutine only if the call takes longer than takeoverDelay.
-	rs       readState
-	inline   atomic.Uint64 // generation<<2 | inlineReading, inlineServing or inlineHandedOff
-	takeover *time.Timer   // hands the reading over when an inline call takes long; made at the first
+	// a new goroutine only if the call outlasts the server's watch ticks.
+	rs     readState
+	inline atomic.Uint64 // generation<<2 | inlineReading, inlineServing or inlineHandedOff
 }
 
 // readState is the read loop's state, passed on with the reading.
@@ -472,14 +474,15 @@ const (
 	inlineHandedOff = 2 // takeover started a new reader; the old one ends after its call
 )
 
-// takeoverDelay is how long a call runs on the reading goroutine before
-// the reading goes on in another one: a call that answers at once (most
-// do) then costs no goroutine hand-off, and one that blocks (an SG_IO, a
-// method waiting for its cancellation) holds the connection's next frames
-// — cancel frames first — for about this long. Timers sleeping in the
-// poller fire at millisecond resolution, so this is at most about 1 ms
-// on an idle machine.
-const takeoverDelay = 200 * time.Microsecond
+// watchTick is the period of the server's inline-call watch: a call still
+// running on its reading goroutine at two ticks in a row has the reading
+// handed over. A call that answers at once (most do) costs no goroutine
+// hand-off, and one that blocks (an SG_IO, a method waiting for its
+// cancellation) holds the connection's next frames — cancel frames
+// first — for one to two ticks (the poller sleeps at millisecond
+// resolution: about 1–2 ms). One watch per server, running only while
+// calls are: a timer per call would wake the sleeping poller each time.
+const watchTick = 500 * time.Microsecond
 
 // inflightReq is a cancellable request in flight.
 type inflightReq struct {
@@ -625,9 +628,6 @@ func (c *conn) failed() bool {
 // waited for, and the server forgets the connection.
 func (c *conn) finish() {
 	c.fail(io.EOF, "")
-	if c.takeover != nil {
-		c.takeover.Stop()
-	}
 	c.reqWG.Wait()
 	c.mu.Lock()
 	c.ended = true
@@ -1203,38 +1203,74 @@ func (c *conn) readLoop() bool {
 // serveInline runs a call on the reading goroutine: most calls answer at
 // once, and a call then costs no hand-off to another goroutine (the
 // largest part of a call's time over a plain socket echo). If the call is
-// still running after takeoverDelay, takeOver goes on reading in the
-// timer's goroutine, so that a call that blocks never keeps the
-// connection's cancel frames and other requests unread for longer than
-// that; serveInline then returns false and its goroutine leaves the
-// reading to the new one.
+// still running at two ticks of the server's watch, the watch starts a
+// new goroutine that goes on reading, so that a call that blocks keeps
+// the connection's cancel frames and other requests unread for a
+// millisecond or two at most; serveInline then returns false and its
+// goroutine leaves the reading to the new one.
 func (c *conn) serveInline(serve func()) bool {
-	if c.takeover == nil {
-		c.takeover = time.AfterFunc(time.Hour, c.takeOver)
-		c.takeover.Stop()
-	}
 	gen := c.inline.Load()>>2 + 1
 	c.inline.Store(gen<<2 | inlineServing)
-	c.takeover.Reset(takeoverDelay)
+	c.srv.watchInline()
 	serve()
-	if c.inline.CompareAndSwap(gen<<2|inlineServing, gen<<2|inlineReading) {
-		c.takeover.Stop()
-		return true
-	}
-	return false
+	return c.inline.CompareAndSwap(gen<<2|inlineServing, gen<<2|inlineReading)
 }
 
-// takeOver is the takeover timer's function: if a call is still running
-// on the reading goroutine, this goroutine becomes the reader. A timer of
-// an earlier call that fires late may hand over a later one early, which
-// is harmless.
-func (c *conn) takeOver() {
-	v := c.inline.Load()
-	if v&3 != inlineServing || !c.inline.CompareAndSwap(v, v&^3|inlineHandedOff) {
-		return
+// watchInline makes sure the inline-call watch runs; it costs a call two
+// atomic operations when it does.
+func (s *Server) watchInline() {
+	s.inlineStarts.Add(1)
+	if !s.watching.Load() && s.watching.CompareAndSwap(false, true) {
+		// The calling reader holds a wg slot: the count is not zero.
+		s.wg.Add(1)
+		go s.watch()
 	}
-	c.srv.handover.Add(1)
-	c.readAndFinish()
+}
+
+// watch hands the reading of a connection over to a new goroutine when
+// the same call has been running on its reading goroutine at two ticks
+// in a row. It ends after a tick in which no call started and none runs
+// inline.
+func (s *Server) watch() {
+	defer s.wg.Done()
+	seen := map[*conn]uint64{} // the inline state of each serving connection at the last tick
+	last := s.inlineStarts.Load()
+	for {
+		time.Sleep(watchTick)
+		serving := false
+		s.mu.Lock()
+		for c := range s.conns {
+			v := c.inline.Load()
+			if v&3 != inlineServing {
+				delete(seen, c)
+				continue
+			}
+			if seen[c] != v {
+				seen[c] = v
+				serving = true
+				continue
+			}
+			delete(seen, c)
+			if c.inline.CompareAndSwap(v, v&^3|inlineHandedOff) {
+				// The connection's wg slot goes with its reading.
+				s.handover.Add(1)
+				go c.readAndFinish()
+			}
+		}
+		s.mu.Unlock()
+		now := s.inlineStarts.Load()
+		if now != last || serving {
+			last = now
+			continue
+		}
+		s.watching.Store(false)
+		// A call that started meanwhile saw the watch running: watch on
+		// for it, unless it started a new watch.
+		if s.inlineStarts.Load() == now || !s.watching.CompareAndSwap(false, true) {
+			return
+		}
+		last = s.inlineStarts.Load()
+	}
 }
 
 // idle reports whether the connection holds nothing: no handle, no open
