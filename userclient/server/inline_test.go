@@ -9,9 +9,10 @@ import (
 	"github.com/drvkit/drvkit/userclient"
 )
 
-// A call runs on the goroutine that read it; one that blocks hands the
-// connection's reading over to a new goroutine, so that the connection's
-// other requests are served meanwhile and its cancel frames are read.
+// A call runs on the goroutine that read it; one that blocks has the
+// connection's reading taken over by its standby goroutine, so that the
+// connection's other requests are served meanwhile and its cancel frames
+// are read.
 func TestBlockingCallHandsOverReading(t *testing.T) {
 	for _, mode := range clientModes {
 		t.Run(mode, func(t *testing.T) {

@@ -190,10 +190,7 @@ type Server struct {
 	refused  atomic.Int64 // connections refused at accept by a limit
 	timeouts atomic.Int64 // connections ended by the frame or idle timeout
 	coalesce atomic.Int64 // ServiceWasClosed notifications merged into one queued
-	handover atomic.Int64 // calls that had their connection's reading handed over (watch)
-
-	inlineStarts atomic.Uint64 // calls started on their reading goroutine
-	watching     atomic.Bool   // the watch of inline calls runs
+	handover atomic.Int64 // calls still running when their standby goroutine ran (serveInline)
 
 	refusedLog ratelog.Limiter
 }
@@ -223,9 +220,9 @@ type Stats struct {
 	Refused   int64 // connections refused by a limit since the start
 	Timeouts  int64 // connections ended by the frame or idle timeout
 	Coalesced int64 // ServiceWasClosed notifications merged into a queued one
-	// Handovers counts calls that ran longer than about a millisecond: a
-	// call runs on the goroutine that read it, and such a call had the
-	// connection's reading handed over to a new goroutine.
+	// Handovers counts calls that were still running when their standby
+	// goroutine ran: a call runs on the goroutine that read it, and the
+	// connection's reading then went on in the standby (see serveInline).
 	Handovers int64
 }
 
@@ -454,8 +451,9 @@ type conn struct {
 	inflight map[uint64]*inflightReq
 
 	// The reading side: whoever reads the socket owns rs. A call is run by
-	// the goroutine that read it (serveInline), and the reading goes on in
-	// a new goroutine only if the call outlasts the server's watch ticks.
+	// the goroutine that read it, and the reading goes on in a standby
+	// goroutine if the call is still running when the standby runs
+	// (serveInline).
 	rs     readState
 	inline atomic.Uint64 // generation<<2 | inlineReading, inlineServing or inlineHandedOff
 }
@@ -470,19 +468,9 @@ type readState struct {
 // The phases of inline serving (conn.inline's low bits).
 const (
 	inlineReading   = 0 // the reader reads
-	inlineServing   = 1 // the reader runs a call; takeover may hand the reading over
-	inlineHandedOff = 2 // takeover started a new reader; the old one ends after its call
+	inlineServing   = 1 // the reader runs a call; its standby may take the reading over
+	inlineHandedOff = 2 // the standby reads; the old reader ends after its call
 )
-
-// watchTick is the period of the server's inline-call watch: a call still
-// running on its reading goroutine at two ticks in a row has the reading
-// handed over. A call that answers at once (most do) costs no goroutine
-// hand-off, and one that blocks (an SG_IO, a method waiting for its
-// cancellation) holds the connection's next frames — cancel frames
-// first — for one to two ticks (the poller sleeps at millisecond
-// resolution: about 1–2 ms). One watch per server, running only while
-// calls are: a timer per call would wake the sleeping poller each time.
-const watchTick = 500 * time.Microsecond
 
 // inflightReq is a cancellable request in flight.
 type inflightReq struct {
@@ -1200,76 +1188,31 @@ func (c *conn) readLoop() bool {
 	}
 }
 
-// serveInline runs a call on the reading goroutine: most calls answer at
-// once, and a call then costs no hand-off to another goroutine (the
-// largest part of a call's time over a plain socket echo). If the call is
-// still running at two ticks of the server's watch, the watch starts a
-// new goroutine that goes on reading, so that a call that blocks keeps
-// the connection's cancel frames and other requests unread for a
-// millisecond or two at most; serveInline then returns false and its
-// goroutine leaves the reading to the new one.
+// serveInline runs a call on the reading goroutine: the call starts at
+// once, where handing it to a new goroutine made it wait until the reader
+// had tried its next read and parked (the largest part of a call's time
+// over a plain socket echo). A standby goroutine is started first: if the
+// call is still running when the standby gets to run — the call blocked,
+// or another core was free — the standby goes on reading, so that the
+// connection's cancel frames and other requests are read as soon as
+// before; serveInline then returns false and its goroutine leaves the
+// reading to the standby.
 func (c *conn) serveInline(serve func()) bool {
 	gen := c.inline.Load()>>2 + 1
 	c.inline.Store(gen<<2 | inlineServing)
-	c.srv.watchInline()
+	c.srv.wg.Add(1) // the reader holds a slot: the count is not zero
+	go c.standby(gen)
 	serve()
 	return c.inline.CompareAndSwap(gen<<2|inlineServing, gen<<2|inlineReading)
 }
 
-// watchInline makes sure the inline-call watch runs; it costs a call two
-// atomic operations when it does.
-func (s *Server) watchInline() {
-	s.inlineStarts.Add(1)
-	if !s.watching.Load() && s.watching.CompareAndSwap(false, true) {
-		// The calling reader holds a wg slot: the count is not zero.
-		s.wg.Add(1)
-		go s.watch()
-	}
-}
-
-// watch hands the reading of a connection over to a new goroutine when
-// the same call has been running on its reading goroutine at two ticks
-// in a row. It ends after a tick in which no call started and none runs
-// inline.
-func (s *Server) watch() {
-	defer s.wg.Done()
-	seen := map[*conn]uint64{} // the inline state of each serving connection at the last tick
-	last := s.inlineStarts.Load()
-	for {
-		time.Sleep(watchTick)
-		serving := false
-		s.mu.Lock()
-		for c := range s.conns {
-			v := c.inline.Load()
-			if v&3 != inlineServing {
-				delete(seen, c)
-				continue
-			}
-			if seen[c] != v {
-				seen[c] = v
-				serving = true
-				continue
-			}
-			delete(seen, c)
-			if c.inline.CompareAndSwap(v, v&^3|inlineHandedOff) {
-				// The connection's wg slot goes with its reading.
-				s.handover.Add(1)
-				go c.readAndFinish()
-			}
-		}
-		s.mu.Unlock()
-		now := s.inlineStarts.Load()
-		if now != last || serving {
-			last = now
-			continue
-		}
-		s.watching.Store(false)
-		// A call that started meanwhile saw the watch running: watch on
-		// for it, unless it started a new watch.
-		if s.inlineStarts.Load() == now || !s.watching.CompareAndSwap(false, true) {
-			return
-		}
-		last = s.inlineStarts.Load()
+// standby takes the reading over if call gen is still running inline.
+func (c *conn) standby(gen uint64) {
+	defer c.srv.wg.Done()
+	if c.inline.CompareAndSwap(gen<<2|inlineServing, gen<<2|inlineHandedOff) {
+		// The connection's wg slot goes with its reading.
+		c.srv.handover.Add(1)
+		c.readAndFinish()
 	}
 }
 
