@@ -429,6 +429,7 @@ type conn struct {
 
 	failOnce sync.Once
 	reason   error
+	grace    time.Duration // set by fail: how long the writer has to drain
 
 	version int // negotiated in the handshake; read only by the reader after it
 
@@ -588,6 +589,7 @@ func (c *conn) fail(reason error, code string) {
 			}
 			c.forceEnqueue(c.errorFrame(0, wire.FlagFatal, code, reason.Error()), overflow)
 		}
+		c.grace = grace // read by the writer after quit is closed
 		close(c.quit)
 		c.cancel()
 		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
@@ -677,6 +679,13 @@ func (c *conn) writer() {
 		batch, c.queue = c.queue, spare[:0]
 		c.writing = len(batch) > 0
 		c.qmu.Unlock()
+		if quitting && len(batch) > 0 {
+			// The grace time counts from now, not from fail: on a loaded
+			// machine the writer may get to run after fail's deadline
+			// passed, and a write past its deadline writes nothing — the
+			// fatal error frame that says why would be lost.
+			_ = c.nc.SetWriteDeadline(time.Now().Add(c.grace))
+		}
 		// Whatever is queued goes out in writevs of up to 64 frames, up
 		// to a fatal error frame: nothing may follow it on the wire (an
 		// answer queued while fail ran can land behind it).
