@@ -121,6 +121,10 @@ type Limits struct {
 	// holds an OS thread: without this one user could make the daemon
 	// reach the runtime's thread limit.
 	MaxInflightPerUID int
+	// MaxInflightTotal bounds the calls in flight over all connections
+	// (default 4096), far below the runtime's 10,000 threads however many
+	// users take their share.
+	MaxInflightTotal int
 	// MaxWaitingOpens bounds opens waiting for a service to appear, per
 	// connection (default 16); MaxWaitingOpensTotal over all connections
 	// (default 256).
@@ -140,8 +144,8 @@ const RootReserve = 16
 // DefaultLimits are the limits a zero Limits gets.
 var DefaultLimits = Limits{
 	MaxConns: 1024, MaxConnsPerUID: 128, MaxIncomplete: 64, MaxHandles: 256, MaxHandlesPerUID: 1024,
-	MaxInflightPerUID: 256,
-	MaxWaitingOpens:   16, MaxWaitingOpensTotal: 256,
+	MaxInflightPerUID: 256, MaxInflightTotal: 4096,
+	MaxWaitingOpens: 16, MaxWaitingOpensTotal: 256,
 	FrameTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 }
 
@@ -158,6 +162,7 @@ func (l *Limits) defaults() {
 	setInt(&l.MaxHandles, d.MaxHandles)
 	setInt(&l.MaxHandlesPerUID, d.MaxHandlesPerUID)
 	setInt(&l.MaxInflightPerUID, d.MaxInflightPerUID)
+	setInt(&l.MaxInflightTotal, d.MaxInflightTotal)
 	setInt(&l.MaxWaitingOpens, d.MaxWaitingOpens)
 	setInt(&l.MaxWaitingOpensTotal, d.MaxWaitingOpensTotal)
 	if l.FrameTimeout == 0 {
@@ -181,6 +186,7 @@ type Server struct {
 	mu         sync.Mutex
 	conns      map[*conn]struct{}
 	perUID     map[uint32]*user // by uid
+	inflight   chan struct{}    // a slot per call in flight, all users (Limits.MaxInflightTotal)
 	incomplete int              // connections before their handshake
 	closed     bool
 	wg         sync.WaitGroup
@@ -240,7 +246,8 @@ func Listen(b Backend, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, opErr(err)
 	}
-	s := &Server{backend: b, cfg: cfg, ln: ln, conns: make(map[*conn]struct{}), perUID: make(map[uint32]*user)}
+	s := &Server{backend: b, cfg: cfg, ln: ln, conns: make(map[*conn]struct{}), perUID: make(map[uint32]*user),
+		inflight: make(chan struct{}, cfg.Limits.MaxInflightTotal)}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s, nil
@@ -398,6 +405,7 @@ type conn struct {
 
 	ctx    context.Context // cancelled when the connection ends: in-flight calls stop
 	cancel context.CancelFunc
+	grace  time.Duration // how long the queued frames may take to leave once fail ran (set before quit closes)
 
 	// The writer's queue: a slice, not a channel sized for the limit, so
 	// that an idle connection costs no queue memory.
@@ -429,7 +437,6 @@ type conn struct {
 
 	failOnce sync.Once
 	reason   error
-	grace    time.Duration // set by fail: how long the writer has to drain
 
 	version int // negotiated in the handshake; read only by the reader after it
 
@@ -589,7 +596,7 @@ func (c *conn) fail(reason error, code string) {
 			}
 			c.forceEnqueue(c.errorFrame(0, wire.FlagFatal, code, reason.Error()), overflow)
 		}
-		c.grace = grace // read by the writer after quit is closed
+		c.grace = grace
 		close(c.quit)
 		c.cancel()
 		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
@@ -680,10 +687,11 @@ func (c *conn) writer() {
 		c.writing = len(batch) > 0
 		c.qmu.Unlock()
 		if quitting && len(batch) > 0 {
-			// The grace time counts from now, not from fail: on a loaded
-			// machine the writer may get to run after fail's deadline
-			// passed, and a write past its deadline writes nothing — the
-			// fatal error frame that says why would be lost.
+			// The grace counts from now, not from fail: on a loaded
+			// machine this goroutine may run after fail's deadline has
+			// passed, and Go refuses a write past its deadline even when
+			// the socket has room — the client would get EOF instead of
+			// the error that says why.
 			_ = c.nc.SetWriteDeadline(time.Now().Add(c.grace))
 		}
 		// Whatever is queued goes out in writevs of up to 64 frames, up
@@ -1167,9 +1175,19 @@ func (c *conn) readLoop() bool {
 				<-c.sem
 				return true
 			}
+			// Then one of the server's: the bound on threads held
+			// however many users there are.
+			select {
+			case c.srv.inflight <- struct{}{}:
+			case <-c.quit:
+				<-c.user.inflight
+				<-c.sem
+				return true
+			}
 		}
 		release := func() {
 			if userSlot {
+				<-c.srv.inflight
 				<-c.user.inflight
 			}
 			<-c.sem
