@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -188,8 +187,9 @@ func (k *killFloor) prepare(t testing.TB, n int) []plainChild {
 		var b [1]byte
 		_, err = io.ReadFull(nc, b[:]) // it is connected and running
 		require.NoError(t, err)
-		pid, err := peerPID(nc)
+		cred, err := peerCred(nc)
 		require.NoError(t, err)
+		pid := int(cred.PID)
 		ch := byPID[pid]
 		require.NotNil(t, ch, "connection from pid %d, not a child", pid)
 		ch.expect(t, "connected")
@@ -212,25 +212,6 @@ func (k *killFloor) trial(pc plainChild) time.Duration {
 	pc.ch.cmd.Wait()
 	pc.nc.Close()
 	return at.Sub(killed)
-}
-
-// peerPID is the process id of nc's peer (SO_PEERCRED).
-func peerPID(nc *net.UnixConn) (int, error) {
-	rc, err := nc.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var cred *syscall.Ucred
-	var cerr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil {
-		return 0, err
-	}
-	if cerr != nil {
-		return 0, cerr
-	}
-	return int(cred.Pid), nil
 }
 
 // startHog starts a child process that keeps both cores busy (a second
