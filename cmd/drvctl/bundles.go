@@ -155,6 +155,8 @@ func (d *daemon) loadBundle(path string) (*bundle.Manifest, error) {
 		d.host.Forget(m.Name)
 		return nil, err
 	}
+	// The name is ours now: its rule holds before any instance can exist.
+	d.access.set(m)
 	ps, err := e.Defaults(d.res)
 	if err == nil {
 		for _, p := range ps {
@@ -167,6 +169,7 @@ func (d *daemon) loadBundle(path string) (*bundle.Manifest, error) {
 		d.reg.UnregisterPersonality(m.Name)
 		d.drivers.Remove(m.Name)
 		d.host.Forget(m.Name)
+		d.access.forget(m.Name)
 		return nil, err
 	}
 	d.setLoaded(m.Name, true)
@@ -245,6 +248,7 @@ func (d *daemon) unloadDriver(ctx context.Context, a unloadArgs) (unloadResult, 
 	if e, lerr := d.drivers.Lookup(a.Driver); lerr == nil && e.Origin == drivertable.Bundle {
 		d.drivers.Remove(a.Driver)
 		d.host.Forget(a.Driver)
+		d.access.forget(a.Driver)
 		d.bundles.mu.Lock()
 		delete(d.bundles.loaded, a.Driver)
 		d.bundles.mu.Unlock()
