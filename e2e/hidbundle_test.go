@@ -69,22 +69,27 @@ func (d *daemon) waitDriverProcess(ctx context.Context, name string, not int) bu
 	return row
 }
 
-// installHIDBundle puts the hidkbd bundle into the guest as an operator
-// would: its manifest (examples/bundles/hidkbd/manifest.toml, unchanged)
-// and executable in a directory of their own, and the user it runs as in
-// /etc/passwd (the initramfs has none).
+// installBundle puts a bundle into the guest as an operator would: its
+// manifest and executable (the guest binary exe) in directory dir, and
+// the user the bundles run as in /etc/passwd (the initramfs has none).
+func installBundle(t *testing.T, ctx context.Context, a *Agent, dir, exe, manifest string) {
+	t.Helper()
+	r, err := a.Exec(ctx, "sh", "-c", `set -e
+printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >/etc/passwd
+printf 'root:x:0:\nnogroup:x:65534:\n' >/etc/group
+mkdir -p "$2" && chmod 755 "$2"
+cp "/bin-$3" "$2/$3" && chmod 755 "$2/$3"
+printf '%s' "$1" >"$2/manifest.toml"`, "sh", manifest, dir, exe)
+	require.NoError(t, err)
+	require.Zero(t, r.Exit, "installing the bundle: %s", r.Stderr)
+}
+
+// installHIDBundle installs examples/bundles/hidkbd, manifest unchanged.
 func installHIDBundle(t *testing.T, ctx context.Context, a *Agent) {
 	t.Helper()
 	manifest, err := os.ReadFile(filepath.Join(repoRoot(), "examples", "bundles", "hidkbd", "manifest.toml"))
 	require.NoError(t, err)
-	r, err := a.Exec(ctx, "sh", "-c", `set -e
-printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >/etc/passwd
-printf 'root:x:0:\nnogroup:x:65534:\n' >/etc/group
-mkdir -p "$2" && chmod 755 /opt "$2"
-cp /bin-hidkbd "$2/hidkbd" && chmod 755 "$2/hidkbd"
-printf '%s' "$1" >"$2/manifest.toml"`, "sh", string(manifest), hidBundleDir)
-	require.NoError(t, err)
-	require.Zero(t, r.Exit, "installing the bundle: %s", r.Stderr)
+	installBundle(t, ctx, a, hidBundleDir, "hidkbd", string(manifest))
 }
 
 // driverProcess is what /proc says about a driver process.
@@ -125,17 +130,20 @@ func readDriverProcess(t *testing.T, ctx context.Context, a *Agent, pid int) dri
 
 // requireUnprivileged: the driver process runs as the manifest's user
 // (nobody), with no supplementary group and no_new_privs, and holds no
-// device but its keyboard's hidraw node (and /dev/null, its stdin).
-func requireUnprivileged(t *testing.T, ctx context.Context, a *Agent, pid int, hidraw string) {
+// device node but the one granted (a hidraw node; "": none, the device is
+// served over a socket) and /dev/null, its stdin.
+func requireUnprivileged(t *testing.T, ctx context.Context, a *Agent, pid int, granted string) {
 	t.Helper()
 	dp := readDriverProcess(t, ctx, a, pid)
 	require.Equal(t, "65534 65534 65534 65534", dp.uid, "real, effective, saved and fs uid: nobody")
 	require.Equal(t, "65534 65534 65534 65534", dp.gid)
 	require.Empty(t, dp.groups, "no supplementary groups")
 	require.Equal(t, "1", dp.noNewPrivs)
-	require.Contains(t, dp.devs, hidraw, "the granted hidraw descriptor")
+	if granted != "" {
+		require.Contains(t, dp.devs, granted, "the granted descriptor")
+	}
 	for _, dev := range dp.devs {
-		require.Contains(t, []string{hidraw, "/dev/null"}, dev, "a device the daemon did not grant")
+		require.Contains(t, []string{granted, "/dev/null"}, dev, "a device the daemon did not grant")
 	}
 	t.Logf("driver process %d: uid %s gid %s groups %q no_new_privs %s; devices %v", pid, dp.uid, dp.gid, dp.groups, dp.noNewPrivs, dp.devs)
 }
