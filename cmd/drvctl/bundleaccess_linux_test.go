@@ -74,6 +74,8 @@ func TestBundleAccessOverSocket(t *testing.T) {
 	}
 	require.NoError(t, d.inject(ctx, "plug usb 1-1 vid=1209 pid=0001 product=\"Counter\" ifaces=03/00/00 hid=keyboard"))
 	running()
+	require.Equal(t, &accessRow{UIDs: []uint32{65533}, GIDs: []uint32{4242}}, rowOf(t, driversJSON(t, sock), "pycounter").Access,
+		"drivers -o json shows the list")
 
 	// open runs the application as uid/gid/groups and asks for personality.
 	open := func(uid, gid uint32, groups []uint32, personality string) string {
@@ -146,6 +148,7 @@ func TestBundleAccessOverSocket(t *testing.T) {
 	})
 	t.Run("reloaded with none: the daemon's policy", func(t *testing.T) {
 		reload("")
+		require.Nil(t, rowOf(t, driversJSON(t, sock), "pycounter").Access)
 		check(t, allowed, true)
 		for _, w := range []who{listedUID, listedSupplied, admin, nobodyAtAll} {
 			check(t, w, false)

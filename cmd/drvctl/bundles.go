@@ -273,6 +273,14 @@ type driverRow struct {
 	Disabled     string `json:"disabled,omitempty"` // why a bundle is disabled
 	Source       string `json:"source,omitempty"`
 	LastError    string `json:"last_error,omitempty"`
+	// Access is a bundle's [access] table when it lists anyone: only
+	// root, the admins and these open its services.
+	Access *accessRow `json:"access,omitempty"`
+}
+
+type accessRow struct {
+	UIDs []uint32 `json:"uids,omitempty"`
+	GIDs []uint32 `json:"gids,omitempty"`
 }
 
 type driversDoc struct {
@@ -328,6 +336,9 @@ func (d *daemon) driversDoc() driversDoc {
 		}
 		if m := b.loaded[e.Name]; m != nil {
 			r.Version = m.Version
+			if len(m.Access.UIDs) > 0 || len(m.Access.GIDs) > 0 {
+				r.Access = &accessRow{UIDs: m.Access.UIDs, GIDs: m.Access.GIDs}
+			}
 		}
 		doc.Drivers = append(doc.Drivers, r)
 		delete(loaded, e.Name)
