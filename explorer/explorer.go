@@ -30,7 +30,24 @@ type Config struct {
 	// is told to re-read the tree instead (default 1024). A slow browser
 	// never slows the registry.
 	StreamBuffer int
-	Log          *slog.Logger // nil: discard
+	// ViewOf, when set, says what the requester may see: the explorer
+	// hides through the returned View whatever it does not show (nil: all).
+	ViewOf func(*http.Request) View
+	Log    *slog.Logger // nil: discard
+}
+
+// View hides from one requester what they may not see — another user's
+// processes behind user clients, for instance — the way the daemon's
+// socket hides it from a reader who is not an administrator.
+type View interface {
+	// Service may clear *name and delete entries of props (nil for a
+	// tree node, which carries no properties).
+	Service(s *driver.Service, name *string, props map[string]any)
+	// EventName is the name a lifecycle step of class shows.
+	EventName(class, name string) string
+	// Text rewrites an encoded reply that carries reference tags: stacks,
+	// why-alive chains, leak reports.
+	Text([]byte) []byte
 }
 
 // Explorer is the registry explorer's HTTP handler. Close it to stop
@@ -147,9 +164,29 @@ func (e *Explorer) lifecycle(ev driver.LifecycleEvent) {
 	if err != nil {
 		return
 	}
+	var hidden []byte // the step as a viewer who may not see its name gets it
 	for s := range e.streams {
+		if s.view != nil && s.view.EventName(ev.Class, ev.Name) != ev.Name {
+			if hidden == nil {
+				x := eventOf(ev)
+				x.Name = s.view.EventName(ev.Class, ev.Name)
+				if hidden, err = json.Marshal(x); err != nil {
+					continue
+				}
+			}
+			s.send(hidden)
+			continue
+		}
 		s.send(b)
 	}
+}
+
+// viewOf is the requester's view (nil: everything).
+func (e *Explorer) viewOf(r *http.Request) View {
+	if e.cfg.ViewOf == nil {
+		return nil
+	}
+	return e.cfg.ViewOf(r)
 }
 
 // history returns the registry timeline, oldest first, and the last seq.
@@ -187,18 +224,28 @@ func (e *Explorer) lastSeq() uint64 {
 	return e.seq
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
+// writeJSON writes v; with a view, its encoding passes through view.Text.
+func writeJSON(w http.ResponseWriter, v any, view View) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	enc := json.NewEncoder(w)
-	_ = enc.Encode(v)
+	if view == nil {
+		_ = json.NewEncoder(w).Encode(v)
+		return
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	_, _ = w.Write(append(view.Text(b), '\n'))
 }
 
 func (e *Explorer) serveTree(w http.ResponseWriter, r *http.Request) {
 	// The seq first: every step after it is pushed to the page, and the
 	// tree read now reflects at least every step up to it.
 	seq := e.lastSeq()
-	writeJSON(w, treeOf(e.reg, seq))
+	view := e.viewOf(r)
+	writeJSON(w, treeOf(e.reg, seq, view), view)
 }
 
 func (e *Explorer) serveService(w http.ResponseWriter, r *http.Request) {
@@ -207,7 +254,7 @@ func (e *Explorer) serveService(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "service ID: want a decimal number", http.StatusBadRequest)
 		return
 	}
-	d, ok := e.detail(id)
+	d, ok := e.detail(id, e.viewOf(r))
 	if !ok {
 		// Freed (or never was): its timeline may still be known.
 		h := e.serviceHistory(id)
@@ -219,7 +266,21 @@ func (e *Explorer) serveService(w http.ResponseWriter, r *http.Request) {
 			Providers: []uint64{}, Clients: []uint64{}, OpenBy: []uint64{}}, Freed: true,
 			Properties: map[string]any{}, Holders: []holder{}, Why: []string{}, Timeline: eventsOf(h)}
 	}
-	writeJSON(w, d)
+	view := e.viewOf(r)
+	if view != nil {
+		if d.Freed {
+			d.Name = view.EventName(d.Class, d.Name)
+		}
+		hideNames(d.Timeline, view)
+	}
+	writeJSON(w, d, view)
+}
+
+// hideNames hides the names of steps view may not see.
+func hideNames(evs []event, view View) {
+	for i := range evs {
+		evs[i].Name = view.EventName(evs[i].Class, evs[i].Name)
+	}
 }
 
 func (e *Explorer) serveTimeline(w http.ResponseWriter, r *http.Request) {
@@ -227,7 +288,12 @@ func (e *Explorer) serveTimeline(w http.ResponseWriter, r *http.Request) {
 	if n, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && n >= 0 && n < len(h) {
 		h = h[len(h)-n:]
 	}
-	writeJSON(w, timeline{Seq: seq, Events: eventsOf(h)})
+	evs := eventsOf(h)
+	view := e.viewOf(r)
+	if view != nil {
+		hideNames(evs, view)
+	}
+	writeJSON(w, timeline{Seq: seq, Events: evs}, view)
 }
 
 func (e *Explorer) serveLeaks(w http.ResponseWriter, r *http.Request) {
@@ -237,11 +303,12 @@ func (e *Explorer) serveLeaks(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	writeJSON(w, rep)
+	writeJSON(w, rep, e.viewOf(r))
 }
 
 // stream is one browser following /api/events.
 type stream struct {
+	view   View // nil: sees every name
 	ch     chan []byte
 	lagged bool // set under Explorer.mu: ch overflowed, a resync is owed
 	wake   chan struct{}
@@ -269,7 +336,7 @@ func (e *Explorer) serveEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
-	s := &stream{ch: make(chan []byte, e.cfg.StreamBuffer), wake: make(chan struct{}, 1)}
+	s := &stream{view: e.viewOf(r), ch: make(chan []byte, e.cfg.StreamBuffer), wake: make(chan struct{}, 1)}
 	e.mu.Lock()
 	e.streams[s] = struct{}{}
 	seq := e.seq

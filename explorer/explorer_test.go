@@ -292,3 +292,93 @@ func FuzzServiceAPI(f *testing.F) {
 		require.True(t, dev.State().Active)
 	})
 }
+
+// hideSecrets is a View that hides the names and the "owner" property of
+// services of class Secret, and the word "hunter2" in texts.
+type hideSecrets struct{}
+
+func (hideSecrets) Service(s *driver.Service, name *string, props map[string]any) {
+	if s.Class() == "Secret" {
+		*name = ""
+		delete(props, "owner")
+	}
+}
+
+func (hideSecrets) EventName(class, name string) string {
+	if class == "Secret" {
+		return ""
+	}
+	return name
+}
+
+func (hideSecrets) Text(b []byte) []byte {
+	return []byte(strings.ReplaceAll(string(b), "hunter2", "[hidden]"))
+}
+
+// TestViewHides: what a View hides is hidden from every reply of a
+// request it governs — the tree, a detail, the timelines, the leak
+// report, the event stream — and nothing else is.
+func TestViewHides(t *testing.T) {
+	f := newFixture(t, explorer.Config{ViewOf: func(r *http.Request) explorer.View {
+		if r.URL.Query().Get("as") == "reader" {
+			return hideSecrets{}
+		}
+		return nil
+	}})
+	resp, err := http.Get(f.srv.URL + "/api/events?as=reader")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	lines := bufio.NewScanner(resp.Body)
+	require.True(t, lines.Scan()) // retry:
+	for lines.Scan() && !strings.HasPrefix(lines.Text(), "data:") {
+	}
+	nub := f.r.NewNub("Secret", "hunter2", driver.NewProperties(map[string]any{"owner": "alice", "size": 1}))
+	require.NoError(t, f.r.Publish(nil, nub))
+	defer nub.Terminate()
+	var streamed []string
+	for len(streamed) < 2 && lines.Scan() {
+		if d, ok := strings.CutPrefix(lines.Text(), "data: "); ok {
+			streamed = append(streamed, d)
+		}
+	}
+	for _, d := range streamed {
+		require.NotContains(t, d, "hunter2", "the stream hides the name")
+		require.Contains(t, d, `"class":"Secret"`)
+	}
+
+	for _, as := range []string{"reader", "admin"} {
+		var tr struct{ Services []node }
+		require.Equal(t, http.StatusOK, f.get(t, "/api/tree?as="+as, &tr))
+		var d detail
+		require.Equal(t, http.StatusOK, f.get(t, "/api/services/"+itoa(nub.ID())+"?as="+as, &d))
+		var tl struct {
+			Events []struct{ Class, Name string }
+		}
+		require.Equal(t, http.StatusOK, f.get(t, "/api/timeline?as="+as, &tl))
+		var names []string
+		for _, n := range tr.Services {
+			if n.Class == "Secret" {
+				names = append(names, n.Name)
+			}
+		}
+		for _, e := range tl.Events {
+			if e.Class == "Secret" {
+				names = append(names, e.Name)
+			}
+		}
+		names = append(names, d.Name)
+		require.GreaterOrEqual(t, len(names), 3, "tree, timeline and detail name it")
+		if as == "reader" {
+			for _, n := range names {
+				require.Empty(t, n)
+			}
+			require.NotContains(t, d.Properties, "owner")
+			require.Contains(t, d.Properties, "size", "what the view keeps is shown")
+		} else {
+			for _, n := range names {
+				require.Equal(t, "hunter2", n)
+			}
+			require.Equal(t, "alice", d.Properties["owner"])
+		}
+	}
+}

@@ -119,11 +119,14 @@ func nodeOf(s *driver.Service) (Node, driver.State) {
 	return n, st
 }
 
-func treeOf(r *driver.Registry, seq uint64) tree {
+func treeOf(r *driver.Registry, seq uint64, view View) tree {
 	services := r.Services()
 	t := tree{SchemaVersion: schemaVersion, Seq: seq, Services: make([]Node, 0, len(services))}
 	for _, s := range services {
 		n, _ := nodeOf(s)
+		if view != nil {
+			view.Service(s, &n.Name, nil)
+		}
 		t.Services = append(t.Services, n)
 	}
 	return t
@@ -131,7 +134,7 @@ func treeOf(r *driver.Registry, seq uint64) tree {
 
 // detail describes a service not yet freed, found without taking a
 // reference (holding one would itself keep it alive).
-func (e *Explorer) detail(id uint64) (serviceDetail, bool) {
+func (e *Explorer) detail(id uint64, view View) (serviceDetail, bool) {
 	var s *driver.Service
 	for _, x := range e.reg.Services() {
 		if x.ID() == id {
@@ -148,6 +151,9 @@ func (e *Explorer) detail(id uint64) (serviceDetail, bool) {
 		Timeline: eventsOf(e.serviceHistory(id))}
 	if d.Properties == nil {
 		d.Properties = map[string]any{}
+	}
+	if view != nil {
+		view.Service(s, &d.Name, d.Properties)
 	}
 	if !st.Active {
 		for _, b := range s.Blockers() {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -155,6 +156,7 @@ func TestLargeAdminReplies(t *testing.T) {
 	streamed, err := json.Marshal(&doc)
 	require.NoError(t, err)
 	require.JSONEq(t, string(whole), string(streamed), "the streamed encoding is the document's")
+	require.True(t, bytes.Equal(append(whole, '\n'), out.Bytes()), "inspect -o json prints the compact document as the daemon sent it")
 	whole, streamed = nil, nil
 
 	// Filtered queries: the daemon selects before it encodes, so the

@@ -43,9 +43,24 @@ func TestMain(m *testing.M) {
 }
 
 // testHTTPGet prints the status code of a GET of url, and the body's
-// first line.
+// first line ("full:URL": the whole body; "stream:URL": the body as it
+// comes, until killed).
 func testHTTPGet(url string) int {
 	client := http.DefaultClient
+	limit := int64(4096)
+	if u, ok := strings.CutPrefix(url, "full:"); ok {
+		url, limit = u, 16<<20
+	}
+	if u, ok := strings.CutPrefix(url, "stream:"); ok {
+		resp, err := client.Get(u)
+		if err != nil {
+			fmt.Println("httpget:", err)
+			return 1
+		}
+		fmt.Println(resp.StatusCode)
+		_, _ = io.Copy(os.Stdout, resp.Body)
+		return 0
+	}
 	if path, ok := strings.CutPrefix(url, "unix:"); ok {
 		client = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", path)
@@ -58,7 +73,11 @@ func testHTTPGet(url string) int {
 		return 1
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if limit > 4096 {
+		fmt.Println(resp.StatusCode, string(body))
+		return 0
+	}
 	first, _, _ := strings.Cut(string(body), "\n")
 	fmt.Println(resp.StatusCode, first)
 	return 0

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -218,19 +219,21 @@ func TestHTTPFollowsReadRight(t *testing.T) {
 	tests := []struct {
 		name     string
 		unix     bool
+		listed   bool // --read-any-user=false
 		readGIDs string
 		want     string
 	}{
-		{"tcp, no read right", false, "", "403 permission denied: the metrics and the registry explorer need uid 0, an admin"},
-		{"tcp, read group", false, "65534", "200 "},
-		{"unix, no read right", true, "", "403 permission denied"},
-		{"unix, read group", true, "65534", "200 "},
+		{"tcp, no read right", false, true, "", "403 permission denied: the metrics and the registry explorer need the read right"},
+		{"tcp, read group", false, true, "65534", "200 "},
+		{"tcp, any local user (the default)", false, false, "", "200 "},
+		{"unix, no read right", true, true, "", "403 permission denied"},
+		{"unix, read group", true, true, "65534", "200 "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			leaktest.Check(t)
 			o := simOptions(t)
-			o.readGIDs = tt.readGIDs
+			o.readListed, o.readGIDs = tt.listed, tt.readGIDs
 			if tt.unix {
 				o.observe.addr = filepath.Join(dir, "http.sock")
 				o.socketGroup = nobody
@@ -249,4 +252,68 @@ func TestHTTPFollowsReadRight(t *testing.T) {
 			require.NoError(t, d.stop())
 		})
 	}
+}
+
+// The explorer shows a reader who is not an administrator what the
+// socket's read verbs show them: every service, but not another user's
+// process behind a user client — in the tree, a service's detail, the
+// timelines, the leak report and the event stream. Root sees it all.
+func TestExplorerHidesOtherUsersProcesses(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run a client as another user")
+	}
+	leaktest.Check(t)
+	dir, err := os.MkdirTemp("", "drvctl-explorer-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755))
+	o := simOptions(t)
+	o.drivers = "sg"
+	d := startServe(t, o)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	app, err := userclient.Dial(ctx, o.socket)
+	require.NoError(t, err)
+	h, err := app.OpenWait(ctx, userclient.Match{Personality: "sg"})
+	require.NoError(t, err)
+	uc := findClass(t, d.reg, server.UserClientClass)
+	// The user client's own name, and its identifying properties: what
+	// nobody must not see of root's application.
+	secret := []string{uc.Name(), `"comm"`, `"pid":`, fmt.Sprintf("userclient pid %d", os.Getpid())}
+	require.NotEmpty(t, uc.Name())
+
+	base := httpBase(d)
+	paths := []string{"/api/tree", fmt.Sprintf("/api/services/%d", uc.ID()), "/api/timeline", "/api/leaks?all=1"}
+	for _, p := range paths {
+		out, err := asNobodyRole(t, dir, "httpget", "full:"+base+p).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		require.True(t, strings.HasPrefix(string(out), "200 "), "%s: %s", p, out)
+		for _, s := range secret {
+			require.NotContains(t, string(out), s, "nobody sees root's process in %s", p)
+		}
+		require.Contains(t, string(out), server.UserClientClass, "the client itself is shown in %s", p)
+		code, body := get(t, base+p)
+		require.Equal(t, http.StatusOK, code)
+		seen := uc.Name()
+		if strings.HasPrefix(p, "/api/leaks") {
+			seen = fmt.Sprintf("userclient pid %d", os.Getpid())
+		}
+		require.True(t, strings.Contains(body, seen), "root sees %q in %s", seen, p)
+	}
+
+	// The event stream: nobody follows it while the client closes.
+	stream := asNobodyRole(t, dir, "httpget", "stream:"+base+"/api/events")
+	var out bytes.Buffer
+	stream.Stdout, stream.Stderr = &out, &out
+	require.NoError(t, stream.Start())
+	time.Sleep(300 * time.Millisecond) // the stream says hello first
+	require.NoError(t, h.Close())
+	require.NoError(t, app.Close())
+	require.Eventually(t, func() bool { return uc.State().Stopped }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	_ = stream.Process.Kill()
+	_ = stream.Wait()
+	require.Contains(t, out.String(), `"class":"`+server.UserClientClass+`"`, "the client's steps reach the reader")
+	require.NotContains(t, out.String(), uc.Name(), "without its process")
+	require.NoError(t, d.stop())
 }

@@ -22,6 +22,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -241,6 +242,25 @@ func writeJSONValue(w io.Writer, v any, pretty bool) error {
 		enc.SetIndent("", "  ")
 	}
 	return enc.Encode(v)
+}
+
+// writeRawJSON prints a JSON document received whole from the daemon, as
+// writeJSONValue would have printed its decoded value.
+func writeRawJSON(w io.Writer, raw json.RawMessage, pretty bool) error {
+	if pretty {
+		var b bytes.Buffer
+		if err := json.Indent(&b, raw, "", "  "); err != nil {
+			return err
+		}
+		b.WriteByte('\n')
+		_, err := w.Write(b.Bytes())
+		return err
+	}
+	if _, err := w.Write(raw); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "\n")
+	return err
 }
 
 // outputFlag declares -o with the allowed formats; the first is the default.

@@ -87,7 +87,7 @@ func newObserver(d *daemon, o observeOptions) (*observer, error) {
 		cfg.Uevents = lazyUevents{d}
 	}
 	ob.metrics = metrics.New(cfg)
-	ob.explorer = explorer.New(explorer.Config{Registry: d.reg, Log: d.log})
+	ob.explorer = explorer.New(explorer.Config{Registry: d.reg, Log: d.log, ViewOf: viewOfRequest})
 	ob.cancel = d.hub.subscribe(func(e monitorEvent) {
 		if e.Kind != "kernel" {
 			return
@@ -170,6 +170,17 @@ func (ob *observer) handler() http.Handler {
 	return readOnly(ob.peerAccess(h))
 }
 
+// viewKey is the context key of what a request's peer may see
+// (explorerView); absent: everything.
+type viewKey struct{}
+
+func viewOfRequest(r *http.Request) explorer.View {
+	if v, ok := r.Context().Value(viewKey{}).(explorerView); ok {
+		return v
+	}
+	return nil
+}
+
 // credKey is the context key of a connection's peer, found once per
 // connection (http.Server.ConnContext).
 type credKey struct{}
@@ -245,15 +256,15 @@ func (ob *observer) peerAccess(h http.Handler) http.Handler {
 			if ob.d.policy != nil {
 				pol = *ob.d.policy
 			}
-			// The explorer shows every client's process and every stack,
-			// which the socket's read verbs hide from readers who are not
-			// admins: --read-any-user does not open it, a listed reader
-			// does.
-			pol.ReadAnyUser = false
 			if err := pol.AllowAdmin(p.cred, opInspect); err != nil {
 				ob.d.log.Warn("http: refused", "uid", p.cred.UID, "path", r.URL.Path, "err", err)
-				http.Error(w, "permission denied: the metrics and the registry explorer need uid 0, an admin (--admin-uids, --admin-gids) or a listed reader (--read-uids, --read-gids)", http.StatusForbidden)
+				http.Error(w, "permission denied: the metrics and the registry explorer need the read right: uid 0, an admin (--admin-uids, --admin-gids) or a reader (--read-any-user, --read-uids, --read-gids)", http.StatusForbidden)
 				return
+			}
+			// Like the socket's read verbs, the explorer hides other
+			// users' processes from a reader who is not an admin.
+			if v := viewerOf(&pol, p.cred); !v.admin {
+				r = r.WithContext(context.WithValue(r.Context(), viewKey{}, explorerView{v}))
 			}
 		}
 		h.ServeHTTP(w, r)

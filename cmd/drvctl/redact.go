@@ -2,8 +2,12 @@ package main
 
 import (
 	"os"
+
 	"regexp"
 	"strconv"
+
+	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/explorer"
 
 	"github.com/drvkit/drvkit/userclient"
 	"github.com/drvkit/drvkit/userclient/server"
@@ -85,5 +89,30 @@ func (v viewer) text(b []byte) []byte {
 	})
 	return clientName.ReplaceAll(b, []byte("$1"))
 }
+
+// explorerView is a viewer as the registry explorer asks it.
+type explorerView struct{ v viewer }
+
+var _ explorer.View = explorerView{}
+
+func (x explorerView) Service(s *driver.Service, name *string, props map[string]any) {
+	if s.Class() != server.UserClientClass {
+		return
+	}
+	if props == nil {
+		props = s.Properties().Map()
+	}
+	e := serviceEntry{Class: s.Class(), Name: *name, Properties: props}
+	x.v.entry(&e)
+	*name = e.Name
+}
+
+func (x explorerView) EventName(class, name string) string {
+	e := monitorEvent{Class: class, Name: name}
+	x.v.event(&e)
+	return e.Name
+}
+
+func (x explorerView) Text(b []byte) []byte { return x.v.text(b) }
 
 func pid() int { return os.Getpid() }

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"cmp"
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -73,7 +72,9 @@ var _ server.StreamedResult = inspectStream{}
 
 func (is inspectStream) WriteJSON(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
-	enc := json.NewEncoder(bw)
+	// Compact, byte for byte what json.Marshal of the whole document
+	// gives: drvctl inspect -o json prints it as it comes.
+	var one []byte
 	fmt.Fprintf(bw, `{"schema_version":%d,"services":[`, inspectSchemaVersion)
 	for i, s := range is.services {
 		if i > 0 {
@@ -81,7 +82,8 @@ func (is inspectStream) WriteJSON(w io.Writer) error {
 		}
 		e := entryOf(s)
 		is.v.entry(&e)
-		if err := enc.Encode(e); err != nil {
+		one = appendEntry(one[:0], &e)
+		if _, err := bw.Write(one); err != nil {
 			return err
 		}
 	}

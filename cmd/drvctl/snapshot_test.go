@@ -115,3 +115,24 @@ func TestInspectScriptedRegistry(t *testing.T) {
 	require.NoError(t, writeDOT(&dot, &got))
 	golden(t, "registry-inspect.dot", dot.Bytes())
 }
+
+// The streamed reply is byte for byte the compact encoding of the whole
+// document (drvctl inspect -o json prints it as it comes), and its indented
+// form is what the CLI printed when it decoded and encoded it again.
+func TestInspectStreamIsTheDocument(t *testing.T) {
+	leaktest.Check(t)
+	r := scriptedRegistry(t)
+	var streamed bytes.Buffer
+	require.NoError(t, inspectStream{services: sortedServices(r), v: viewer{admin: true}}.WriteJSON(&streamed))
+	whole, err := json.Marshal(inspectRegistry(r))
+	require.NoError(t, err)
+	require.Equal(t, string(whole), streamed.String())
+
+	doc := inspectRegistry(r)
+	for _, pretty := range []bool{false, true} {
+		var decoded, raw bytes.Buffer
+		require.NoError(t, writeJSON(&decoded, &doc, pretty))
+		require.NoError(t, writeRawJSON(&raw, streamed.Bytes(), pretty))
+		require.Equal(t, decoded.String(), raw.String(), "pretty=%v", pretty)
+	}
+}

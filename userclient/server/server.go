@@ -393,6 +393,7 @@ type conn struct {
 
 	ctx    context.Context // cancelled when the connection ends: in-flight calls stop
 	cancel context.CancelFunc
+	grace  time.Duration // how long the queued frames may take to leave once fail ran (set before quit closes)
 
 	// The writer's queue: a slice, not a channel sized for the limit, so
 	// that an idle connection costs no queue memory.
@@ -555,6 +556,7 @@ func (c *conn) fail(reason error, code string) {
 			}
 			c.forceEnqueue(c.errorFrame(0, wire.FlagFatal, code, reason.Error()), overflow)
 		}
+		c.grace = grace
 		close(c.quit)
 		c.cancel()
 		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
@@ -644,6 +646,14 @@ func (c *conn) writer() {
 		batch, c.queue = c.queue, spare[:0]
 		c.writing = len(batch) > 0
 		c.qmu.Unlock()
+		if quitting && len(batch) > 0 {
+			// The grace counts from now, not from fail: on a loaded
+			// machine this goroutine may run after fail's deadline has
+			// passed, and Go refuses a write past its deadline even when
+			// the socket has room — the client would get EOF instead of
+			// the error that says why.
+			_ = c.nc.SetWriteDeadline(time.Now().Add(c.grace))
+		}
 		// Whatever is queued goes out in writevs of up to 64 frames, up
 		// to a fatal error frame: nothing may follow it on the wire (an
 		// answer queued while fail ran can land behind it).
