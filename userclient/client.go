@@ -425,6 +425,12 @@ func disconnected(err error) error {
 // it comes, and a call or admin request is cancelled on the server (a
 // cancel frame, protocol version 2).
 func (c *Client) roundTrip(ctx context.Context, f *wire.Frame, onReply func(*wire.Frame)) (result, error) {
+	return c.roundTripTo(ctx, f, onReply, nil)
+}
+
+// roundTripTo is roundTrip with the reply's control bytes written to sink
+// as they arrive (nil: assembled).
+func (c *Client) roundTripTo(ctx context.Context, f *wire.Frame, onReply func(*wire.Frame), sink io.Writer) (result, error) {
 	if err := c.acquire(ctx); err != nil {
 		return result{}, err
 	}
@@ -434,7 +440,7 @@ func (c *Client) roundTrip(ctx context.Context, f *wire.Frame, onReply func(*wir
 		c.release()
 		return result{}, err
 	}
-	p := &pendingReq{ch: make(chan result, 1), onReply: onReply}
+	p := &pendingReq{ch: make(chan result, 1), onReply: onReply, asm: assembly{sink: sink}}
 	c.mu.Lock()
 	if c.pending == nil {
 		err := c.err
@@ -463,6 +469,14 @@ func (c *Client) roundTrip(ctx context.Context, f *wire.Frame, onReply func(*wir
 		// Open's onReply cleans up a handle opened meanwhile).
 		if f.Type == wire.TypeCall || f.Type == wire.TypeAdmin || f.Type == wire.TypeOpen {
 			c.cancel(f.ID)
+		}
+		if sink != nil {
+			// The reader writes to sink until the answer: the caller's
+			// writer is not written after it returns.
+			select {
+			case <-p.ch:
+			case <-c.done:
+			}
 		}
 		return result{}, ctx.Err()
 	}
@@ -647,6 +661,28 @@ func (c *Client) Admin(ctx context.Context, op string, args any, data []byte) (j
 		return nil, nil, &OpError{Op: "admin", Method: op, Err: err}
 	}
 	return r.ctl, r.data, nil
+}
+
+// AdminTo is Admin with the reply's JSON written to w as it arrives
+// instead of assembled in memory: a reply of any size costs the client one
+// frame. What was written before an error stays written. w is written on
+// the connection's reader, so a slow w holds up this client's other
+// replies and notifications meanwhile.
+func (c *Client) AdminTo(ctx context.Context, op string, args any, data []byte, w io.Writer) ([]byte, error) {
+	m := wire.AdminMsg{Op: op}
+	if args != nil {
+		a, err := json.Marshal(args)
+		if err != nil {
+			return nil, &OpError{Op: "admin", Method: op, Err: err}
+		}
+		m.Args = a
+	}
+	ctl, _ := json.Marshal(m)
+	r, err := c.roundTripTo(ctx, &wire.Frame{Type: wire.TypeAdmin, Control: ctl, Data: data}, nil, w)
+	if err != nil {
+		return nil, &OpError{Op: "admin", Method: op, Err: err}
+	}
+	return r.data, nil
 }
 
 // Handle is one open service.

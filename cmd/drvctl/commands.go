@@ -89,6 +89,21 @@ func call(ctx context.Context, path, op string, args, res any) ([]byte, error) {
 	return data, nil
 }
 
+// callTo is call with the answer written to w as it arrives, and a
+// newline after it.
+func callTo(ctx context.Context, path, op string, args any, w io.Writer) error {
+	c, err := dial(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.AdminTo(ctx, op, args, nil, w); err != nil {
+		return daemonAnswer(err)
+	}
+	_, err = io.WriteString(w, "\n")
+	return err
+}
+
 // daemonAnswer turns an error of a call to the daemon into what drvctl
 // prints: the daemon's message alone, without the layers of the client
 // library ("admin why: …"); an ID or a
@@ -196,14 +211,17 @@ func setupInspect(fs *flag.FlagSet, e *env) func([]string) error {
 			return err
 		}
 		if f == "json" {
-			// The daemon's document is the output: printed as it came (or
-			// indented), not decoded and encoded again — at 100,000
-			// services that is most of the command's time.
+			// The daemon's document is the output, not decoded and encoded
+			// again — at 100,000 services that was most of the command's
+			// time: compact, it goes to stdout as it arrives.
+			if !*pretty {
+				return callTo(context.Background(), sock(), opInspect, &q, e.stdout)
+			}
 			var raw json.RawMessage
 			if _, err := call(context.Background(), sock(), opInspect, &q, &raw); err != nil {
 				return err
 			}
-			return writeRawJSON(e.stdout, raw, *pretty)
+			return writeRawJSON(e.stdout, raw, true)
 		}
 		var doc inspectDoc
 		if _, err := call(context.Background(), sock(), opInspect, &q, &doc); err != nil {

@@ -25,6 +25,7 @@ var limitKeys = []struct {
 	{"handles", func(l *server.Limits) any { return &l.MaxHandles }, "open handles per connection"},
 	{"handles-per-uid", func(l *server.Limits) any { return &l.MaxHandlesPerUID }, "open handles per user"},
 	{"inflight-per-uid", func(l *server.Limits) any { return &l.MaxInflightPerUID }, "calls in flight per user"},
+	{"inflight", func(l *server.Limits) any { return &l.MaxInflightTotal }, "calls in flight in all"},
 	{"waiting-opens", func(l *server.Limits) any { return &l.MaxWaitingOpens }, "opens waiting for a service, per connection"},
 	{"waiting-opens-total", func(l *server.Limits) any { return &l.MaxWaitingOpensTotal }, "opens waiting for a service, in all"},
 	{"frame-timeout", func(l *server.Limits) any { return &l.FrameTimeout }, "time to complete a frame once it started; off: none"},

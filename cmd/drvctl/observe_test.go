@@ -23,7 +23,7 @@ import (
 
 // simOptions are serve's options for a daemon on a simulated bus with a
 // boot disk, with --http on a free loopback port.
-func simOptions(t *testing.T) serveOptions {
+func simOptions(t testing.TB) serveOptions {
 	t.Helper()
 	dir := t.TempDir()
 	scn := filepath.Join(dir, "boot.scn")

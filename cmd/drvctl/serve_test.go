@@ -56,7 +56,7 @@ type inProcessDaemon struct {
 
 // startServe runs serve with o and returns once it accepts connections.
 // stop, which cleanup also calls, shuts it down and returns serve's result.
-func startServe(t *testing.T, o serveOptions) *inProcessDaemon {
+func startServe(t testing.TB, o serveOptions) *inProcessDaemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &inProcessDaemon{cancel: cancel, served: make(chan error, 1)}

@@ -313,3 +313,54 @@ func TestMethodLimits(t *testing.T) {
 	require.NoError(t, e.r.Unload(e.ctx, m.Name))
 	e.finish()
 }
+
+// What a flooding driver sends.
+const (
+	floodNotes = 12000
+	floodMsg   = 0x10001
+)
+
+// TestFloodingDriver: a driver process that floods notifications and log
+// lines is paced, not believed: every notification arrives, in order, at
+// no more than the notification rate (the flood backs up in the driver's
+// own socket), and its log lines past the log rate are dropped and
+// counted, so the journal stays usable.
+func TestFloodingDriver(t *testing.T) {
+	e := newEnv(t)
+	m := e.loadBundle("flood", "")
+	nub := e.plug("1-1:1.0")
+	inst := e.instance(nub)
+	got := make(chan int, floodNotes)
+	remove := inst.AddInterest(func(msg driver.Message) {
+		if msg.Type == floodMsg {
+			b, _ := msg.Data.([]byte)
+			n, _ := strconv.Atoi(string(b))
+			got <- n
+		}
+	})
+	_, err := inst.Call(e.ctx, "echo", nil)
+	require.NoError(t, err)
+	begin := time.Now()
+	for want := range floodNotes {
+		select {
+		case n := <-got:
+			require.Equal(t, want, n, "in order, none lost")
+		case <-e.ctx.Done():
+			t.Fatalf("%d of %d notifications arrived", want, floodNotes)
+		}
+	}
+	took := time.Since(begin)
+	remove()
+	// A lower bound: the pacing cannot be beaten, however fast the machine.
+	minTook := time.Duration(float64(floodNotes-1000) / 10000 * float64(time.Second) * 0.9)
+	require.GreaterOrEqual(t, took, minTook, "notifications past the burst are paced")
+	lines := strings.Count(e.logs.String(), "flood line")
+	t.Logf("%d notifications in %v; %d of %d log lines logged", floodNotes, took, lines, floodNotes/2)
+	require.GreaterOrEqual(t, lines, 200, "the burst is logged")
+	require.Less(t, lines, 200+int(50*took.Seconds()*2)+50, "lines past the log rate are dropped")
+	require.Contains(t, e.logs.String(), "dropped=", "the next line logged says how many were dropped")
+	require.NoError(t, nub.TerminateSyncWith(e.ctx, driver.CauseUnplug))
+	require.NoError(t, e.r.Unload(e.ctx, m.Name))
+	e.h.Forget(m.Name)
+	e.finish()
+}

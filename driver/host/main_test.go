@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -110,6 +111,29 @@ func testDriver(mode string) {
 			}
 			_ = c.Send(&wire.Message{Type: wire.TypeResult, ID: m.ID})
 			time.Sleep(time.Hour)
+		})
+	case "flood": // after its first call, floods notifications and log lines
+		rawDriver(func(c *wire.Conn, _ int) {
+			_ = c.Send(&wire.Message{Type: wire.TypeHello, Version: wire.Version})
+			for {
+				m, files, err := c.Receive()
+				for _, f := range files {
+					f.Close()
+				}
+				if err != nil {
+					os.Exit(4)
+				}
+				_ = c.Send(&wire.Message{Type: wire.TypeResult, ID: m.ID})
+				if m.Type == wire.TypeCall {
+					break
+				}
+			}
+			for i := range floodNotes {
+				_ = c.Send(&wire.Message{Type: wire.TypeNotify, To: wire.ToInterest, Msg: floodMsg, Data: []byte(strconv.Itoa(i))})
+				if i%2 == 0 {
+					_ = c.Send(&wire.Message{Type: wire.TypeLog, Text: "flood line " + strconv.Itoa(i)})
+				}
+			}
 		})
 	case "oversize", "garbage":
 		rawDriver(func(c *wire.Conn, fd int) {

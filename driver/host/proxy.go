@@ -260,6 +260,9 @@ func (p *proxy) forget(id uint64) {
 func (p *proxy) read() {
 	defer close(p.rdone)
 	helloSeen := false
+	notes := bucket{rate: notifyRate, burst: notifyBurst}
+	logs := bucket{rate: logRate, burst: logBurst}
+	droppedLogs := 0
 	for {
 		m, files, err := p.conn.Receive()
 		for _, f := range files {
@@ -313,6 +316,9 @@ func (p *proxy) read() {
 				ch <- m
 			}
 		case wire.TypeNotify:
+			if d := notes.wait(time.Now()); d > 0 {
+				time.Sleep(d)
+			}
 			p.mu.Lock()
 			ok := p.started
 			p.mu.Unlock()
@@ -325,8 +331,17 @@ func (p *proxy) read() {
 				p.s.Notify(driver.MessageType(m.Msg), m.Data)
 			}
 		case wire.TypeLog:
+			if !logs.allow(time.Now()) {
+				droppedLogs++
+				continue
+			}
 			lvl := map[string]slog.Level{"debug": slog.LevelDebug, "warn": slog.LevelWarn, "error": slog.LevelError}[m.Level]
-			p.b.h.log.Log(context.Background(), lvl, m.Text, "driver", p.name(), "pid", p.pid())
+			args := []any{"driver", p.name(), "pid", p.pid()}
+			if droppedLogs > 0 {
+				args = append(args, "dropped", droppedLogs) // lines over the driver's log rate before this one
+				droppedLogs = 0
+			}
+			p.b.h.log.Log(context.Background(), lvl, m.Text, args...)
 		case wire.TypeTerminate:
 			p.mu.Lock()
 			ok := p.started && !p.stopping

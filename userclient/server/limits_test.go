@@ -261,3 +261,40 @@ func TestInflightPerUIDLimit(t *testing.T) {
 		require.Error(t, <-errs)
 	}
 }
+
+// All users' calls in flight are bounded too (MaxInflightTotal), below
+// the runtime's thread limit however many users take their share.
+func TestInflightTotalLimit(t *testing.T) {
+	ts := newTestServer(t, Config{Limits: Limits{MaxInflightPerUID: 100, MaxInflightTotal: 2}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var hs []*userclient.Handle
+	for range 3 {
+		h, err := ts.dial(t).Open(ctx, userclient.Match{Class: "TestDevice"})
+		require.NoError(t, err)
+		hs = append(hs, h)
+	}
+	errs := make(chan error, 3)
+	for _, h := range hs {
+		go func() { _, err := h.Call(ctx, "block", nil); errs <- err }()
+	}
+	for range 2 {
+		select {
+		case <-ts.reg.entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the first two calls did not reach the driver")
+		}
+	}
+	select {
+	case <-ts.reg.entered:
+		t.Fatal("a third call reached the driver past the server's bound")
+	case <-time.After(100 * time.Millisecond):
+	}
+	// An administrative request is not a call: it is still answered.
+	c := ts.dial(t)
+	require.NoError(t, c.Ping(ctx))
+	cancel()
+	for range 3 {
+		require.Error(t, <-errs)
+	}
+}

@@ -121,6 +121,10 @@ type Limits struct {
 	// holds an OS thread: without this one user could make the daemon
 	// reach the runtime's thread limit.
 	MaxInflightPerUID int
+	// MaxInflightTotal bounds the calls in flight over all connections
+	// (default 4096), far below the runtime's 10,000 threads however many
+	// users take their share.
+	MaxInflightTotal int
 	// MaxWaitingOpens bounds opens waiting for a service to appear, per
 	// connection (default 16); MaxWaitingOpensTotal over all connections
 	// (default 256).
@@ -140,7 +144,7 @@ const RootReserve = 16
 // DefaultLimits are the limits a zero Limits gets.
 var DefaultLimits = Limits{
 	MaxConns: 1024, MaxConnsPerUID: 128, MaxIncomplete: 64, MaxHandles: 256, MaxHandlesPerUID: 1024,
-	MaxInflightPerUID: 256,
+	MaxInflightPerUID: 256, MaxInflightTotal: 4096,
 	MaxWaitingOpens:   16, MaxWaitingOpensTotal: 256,
 	FrameTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 }
@@ -158,6 +162,7 @@ func (l *Limits) defaults() {
 	setInt(&l.MaxHandles, d.MaxHandles)
 	setInt(&l.MaxHandlesPerUID, d.MaxHandlesPerUID)
 	setInt(&l.MaxInflightPerUID, d.MaxInflightPerUID)
+	setInt(&l.MaxInflightTotal, d.MaxInflightTotal)
 	setInt(&l.MaxWaitingOpens, d.MaxWaitingOpens)
 	setInt(&l.MaxWaitingOpensTotal, d.MaxWaitingOpensTotal)
 	if l.FrameTimeout == 0 {
@@ -181,6 +186,7 @@ type Server struct {
 	mu         sync.Mutex
 	conns      map[*conn]struct{}
 	perUID     map[uint32]*user // by uid
+	inflight   chan struct{}    // a slot per call in flight, all users (Limits.MaxInflightTotal)
 	incomplete int              // connections before their handshake
 	closed     bool
 	wg         sync.WaitGroup
@@ -235,7 +241,8 @@ func Listen(b Backend, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, opErr(err)
 	}
-	s := &Server{backend: b, cfg: cfg, ln: ln, conns: make(map[*conn]struct{}), perUID: make(map[uint32]*user)}
+	s := &Server{backend: b, cfg: cfg, ln: ln, conns: make(map[*conn]struct{}), perUID: make(map[uint32]*user),
+		inflight: make(chan struct{}, cfg.Limits.MaxInflightTotal)}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s, nil
@@ -1129,9 +1136,19 @@ func (c *conn) readLoop() {
 				<-c.sem
 				return
 			}
+			// Then one of the server's: the bound on threads held
+			// however many users there are.
+			select {
+			case c.srv.inflight <- struct{}{}:
+			case <-c.quit:
+				<-c.user.inflight
+				<-c.sem
+				return
+			}
 		}
 		release := func() {
 			if userSlot {
+				<-c.srv.inflight
 				<-c.user.inflight
 			}
 			<-c.sem

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"strings"
 	"sync/atomic"
@@ -271,4 +272,41 @@ func TestStreamedResult(t *testing.T) {
 			require.Equal(t, wire.TypePart, f.Type)
 		}
 	})
+}
+
+// failingWriter fails once it has taken n bytes.
+type failingWriter struct{ n int }
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.n -= len(p); w.n < 0 {
+		return 0, errors.New("disk full")
+	}
+	return len(p), nil
+}
+
+// AdminTo writes a reply many frames long to its writer as it arrives,
+// the same bytes Admin assembles; a writer that fails ends the request
+// with its error (the server is told to stop) and the connection serves on.
+func TestAdminTo(t *testing.T) {
+	res := makeBig(5 << 20)
+	ts := newTestServer(t, Config{Admin: bigAdmin(res, []byte("tail"), nil), MaxFrame: 64 << 10})
+	want, err := json.Marshal(res)
+	require.NoError(t, err)
+	for _, mode := range clientModes {
+		t.Run(mode, func(t *testing.T) {
+			c := ts.client(t, mode)
+			var got bytes.Buffer
+			data, err := c.AdminTo(context.Background(), "big", nil, nil, &got)
+			require.NoError(t, err)
+			require.Equal(t, string(want), got.String())
+			require.Equal(t, "tail", string(data))
+
+			_, err = c.AdminTo(context.Background(), "big", nil, nil, &failingWriter{n: 1 << 20})
+			require.ErrorContains(t, err, "disk full")
+			require.Eventually(t, func() bool { return ts.inflight() == 0 }, cancelWait, time.Millisecond)
+			ctl, _, err := c.Admin(context.Background(), "small", nil, nil)
+			require.NoError(t, err)
+			require.JSONEq(t, `{"n":1}`, string(ctl))
+		})
+	}
 }
