@@ -145,7 +145,7 @@ const RootReserve = 16
 var DefaultLimits = Limits{
 	MaxConns: 1024, MaxConnsPerUID: 128, MaxIncomplete: 64, MaxHandles: 256, MaxHandlesPerUID: 1024,
 	MaxInflightPerUID: 256, MaxInflightTotal: 4096,
-	MaxWaitingOpens:   16, MaxWaitingOpensTotal: 256,
+	MaxWaitingOpens: 16, MaxWaitingOpensTotal: 256,
 	FrameTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 }
 
