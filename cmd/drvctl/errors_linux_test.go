@@ -303,10 +303,12 @@ func TestExplorerHidesOtherUsersProcesses(t *testing.T) {
 
 	// The event stream: nobody follows it while the client closes.
 	stream := asNobodyRole(t, dir, "httpget", "stream:"+base+"/api/events")
-	var out bytes.Buffer
+	var out syncBuffer // written by the exec package's copier while read here
 	stream.Stdout, stream.Stderr = &out, &out
 	require.NoError(t, stream.Start())
-	time.Sleep(300 * time.Millisecond) // the stream says hello first
+	// The stream says hello once it is subscribed: close only then (a
+	// fixed sleep lost the race to a slow start of the child under load).
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "event: hello") }, 10*time.Second, 10*time.Millisecond, "%s", out.String())
 	require.NoError(t, h.Close())
 	require.NoError(t, app.Close())
 	require.Eventually(t, func() bool { return uc.State().Stopped }, 10*time.Second, 10*time.Millisecond)
