@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -351,6 +352,7 @@ func (c *Client) reader() {
 				p.onReply(&rf)
 			}
 			p.ch <- r
+			runtime.Gosched()
 			continue
 		case wire.TypePart:
 			if c.welcome.Version < 3 {
@@ -790,7 +792,9 @@ func (h *Handle) Call(ctx context.Context, method string, in []byte) ([]byte, er
 		return nil, opErr(ErrTerminated)
 	default:
 	}
-	ctl, _ := json.Marshal(wire.HandleMsg{Handle: h.id, Method: method})
+	// On the stack: the writer copies the frame into its buffer.
+	var buf [64]byte
+	ctl := wire.AppendHandleMsg(buf[:0], wire.HandleMsg{Handle: h.id, Method: method})
 	r, err := h.c.roundTrip(ctx, &wire.Frame{Type: wire.TypeCall, Control: ctl, Data: in}, nil)
 	if err != nil {
 		return nil, opErr(err)
@@ -804,7 +808,7 @@ func (h *Handle) Close() error {
 	if h.closed.Swap(true) {
 		return nil
 	}
-	ctl, _ := json.Marshal(wire.HandleMsg{Handle: h.id})
+	ctl := wire.AppendHandleMsg(nil, wire.HandleMsg{Handle: h.id})
 	_, err := h.c.roundTrip(context.Background(), &wire.Frame{Type: wire.TypeClose, Control: ctl}, func(*wire.Frame) {
 		h.c.mu.Lock()
 		_, ok := h.c.handles[h.id]

@@ -303,19 +303,18 @@ func TestExplorerHidesOtherUsersProcesses(t *testing.T) {
 
 	// The event stream: nobody follows it while the client closes.
 	stream := asNobodyRole(t, dir, "httpget", "stream:"+base+"/api/events")
-	var out syncBuffer // written by the exec package's copier while read here
+	var out syncBuffer
 	stream.Stdout, stream.Stderr = &out, &out
 	require.NoError(t, stream.Start())
-	// The stream says hello once it is subscribed: close only then (a
-	// fixed sleep lost the race to a slow start of the child under load).
-	require.Eventually(t, func() bool { return strings.Contains(out.String(), "event: hello") }, 10*time.Second, 10*time.Millisecond, "%s", out.String())
+	defer func() { _ = stream.Process.Kill(); _ = stream.Wait() }()
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "event: hello") }, 20*time.Second, 10*time.Millisecond,
+		"the stream says hello first: %s", &out)
 	require.NoError(t, h.Close())
 	require.NoError(t, app.Close())
-	require.Eventually(t, func() bool { return uc.State().Stopped }, 10*time.Second, 10*time.Millisecond)
-	time.Sleep(300 * time.Millisecond)
-	_ = stream.Process.Kill()
-	_ = stream.Wait()
-	require.Contains(t, out.String(), `"class":"`+server.UserClientClass+`"`, "the client's steps reach the reader")
+	freed := fmt.Sprintf(`"step":"free","id":%d,`, uc.ID())
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), freed) }, 20*time.Second, 10*time.Millisecond,
+		"the client's steps reach the reader, up to its free")
+	require.Contains(t, out.String(), `"class":"`+server.UserClientClass+`"`)
 	require.NotContains(t, out.String(), uc.Name(), "without its process")
 	require.NoError(t, d.stop())
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 
@@ -141,6 +142,9 @@ func (p *proc) run(ctx context.Context) error {
 			}
 		case wire.TypeCall:
 			p.call(m)
+			// Let the call, just started, run (most answer at once)
+			// before this goroutine's next read finds nothing and parks.
+			runtime.Gosched()
 		case wire.TypeMessage:
 			p.message(m)
 		case wire.TypeWillTerminate:

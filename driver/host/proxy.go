@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -314,6 +315,9 @@ func (p *proxy) read() {
 			p.mu.Unlock()
 			if ch != nil {
 				ch <- m
+				// Let the caller, just woken, answer its client before
+				// this goroutine's next read finds nothing and parks.
+				runtime.Gosched()
 			}
 		case wire.TypeNotify:
 			if d := notes.wait(time.Now()); d > 0 {

@@ -164,25 +164,53 @@ func newKillFloor(t testing.TB) *killFloor {
 	return &killFloor{ln: ln, path: path}
 }
 
-// trial starts a plain child that connects and blocks, SIGKILLs it and
-// returns the time from the kill to the server's read returning EOF.
-func (k *killFloor) trial(t testing.TB) time.Duration {
-	ch := startChild(t, "", "plain", k.path, nil)
-	nc, err := k.ln.AcceptUnix()
-	require.NoError(t, err)
-	defer nc.Close()
-	var b [1]byte
-	_, err = io.ReadFull(nc, b[:]) // it is connected and running
-	require.NoError(t, err)
-	ch.expect(t, "connected")
+// plainChild is a plain client process connected to the floor's server,
+// waiting to be killed.
+type plainChild struct {
+	ch *child
+	nc *net.UnixConn // the server's end
+}
+
+// prepare starts n plain children at once and returns them connected and
+// idle, so that their start-up is not in any measured window.
+func (k *killFloor) prepare(t testing.TB, n int) []plainChild {
+	byPID := make(map[int]*child, n)
+	for range n {
+		ch := startChild(t, "", "plain", k.path, nil)
+		byPID[ch.cmd.Process.Pid] = ch
+	}
+	out := make([]plainChild, 0, n)
+	for range n {
+		nc, err := k.ln.AcceptUnix()
+		require.NoError(t, err)
+		t.Cleanup(func() { nc.Close() })
+		var b [1]byte
+		_, err = io.ReadFull(nc, b[:]) // it is connected and running
+		require.NoError(t, err)
+		cred, err := peerCred(nc)
+		require.NoError(t, err)
+		pid := int(cred.PID)
+		ch := byPID[pid]
+		require.NotNil(t, ch, "connection from pid %d, not a child", pid)
+		ch.expect(t, "connected")
+		out = append(out, plainChild{ch: ch, nc: nc})
+	}
+	return out
+}
+
+// trial SIGKILLs a prepared child and returns the time from the kill to
+// the server's read returning EOF.
+func (k *killFloor) trial(pc plainChild) time.Duration {
 	eof := make(chan time.Time, 1)
 	go func() {
-		_, _ = nc.Read(b[:])
+		var b [1]byte
+		_, _ = pc.nc.Read(b[:])
 		eof <- time.Now()
 	}()
-	killed := ch.kill()
+	killed := pc.ch.kill()
 	at := <-eof
-	ch.cmd.Wait()
+	pc.ch.cmd.Wait()
+	pc.nc.Close()
 	return at.Sub(killed)
 }
 

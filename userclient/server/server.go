@@ -196,6 +196,7 @@ type Server struct {
 	refused  atomic.Int64 // connections refused at accept by a limit
 	timeouts atomic.Int64 // connections ended by the frame or idle timeout
 	coalesce atomic.Int64 // ServiceWasClosed notifications merged into one queued
+	handover atomic.Int64 // calls still running when their standby goroutine ran (serveInline)
 
 	refusedLog ratelog.Limiter
 }
@@ -225,6 +226,10 @@ type Stats struct {
 	Refused   int64 // connections refused by a limit since the start
 	Timeouts  int64 // connections ended by the frame or idle timeout
 	Coalesced int64 // ServiceWasClosed notifications merged into a queued one
+	// Handovers counts calls that were still running when their standby
+	// goroutine ran: a call runs on the goroutine that read it, and the
+	// connection's reading then went on in the standby (see serveInline).
+	Handovers int64
 }
 
 // Listen creates the socket and starts serving b.
@@ -284,7 +289,7 @@ func (s *Server) Stats() Stats {
 	n := len(s.conns)
 	s.mu.Unlock()
 	return Stats{Conns: n, Sessions: int(s.sessions.Load()), Refused: s.refused.Load(),
-		Timeouts: s.timeouts.Load(), Coalesced: s.coalesce.Load()}
+		Timeouts: s.timeouts.Load(), Coalesced: s.coalesce.Load(), Handovers: s.handover.Load()}
 }
 
 // Close stops accepting, ends every connection (each session gets
@@ -452,7 +457,28 @@ type conn struct {
 	// request holds a sem slot and removed before the slot is given back:
 	// it never holds more than MaxInflight entries.
 	inflight map[uint64]*inflightReq
+
+	// The reading side: whoever reads the socket owns rs. A call is run by
+	// the goroutine that read it, and the reading goes on in a standby
+	// goroutine if the call is still running when the standby runs
+	// (serveInline).
+	rs     readState
+	inline atomic.Uint64 // generation<<2 | inlineReading, inlineServing or inlineHandedOff
 }
+
+// readState is the read loop's state, passed on with the reading.
+type readState struct {
+	handshaken bool
+	idleUntil  time.Time // the read deadline set for the wait between frames; zero: none set
+	lastMethod string    // the last method called, reused while it repeats
+}
+
+// The phases of inline serving (conn.inline's low bits).
+const (
+	inlineReading   = 0 // the reader reads
+	inlineServing   = 1 // the reader runs a call; its standby may take the reading over
+	inlineHandedOff = 2 // the standby reads; the old reader ends after its call
+)
 
 // inflightReq is a cancellable request in flight.
 type inflightReq struct {
@@ -528,7 +554,6 @@ func newConn(s *Server, nc *net.UnixConn, cred userclient.Cred) *conn {
 }
 
 func (c *conn) serve() {
-	defer c.srv.wg.Done()
 	c.writerWG.Add(1)
 	go c.writer()
 
@@ -541,10 +566,18 @@ func (c *conn) serve() {
 		c.watch = w
 		c.mu.Unlock()
 	}
-	if !c.failed() {
-		c.readLoop()
+	c.readAndFinish()
+}
+
+// readAndFinish reads until the connection ends and finishes it, unless
+// the reading was handed over to another goroutine (serveInline), which
+// then does both.
+func (c *conn) readAndFinish() {
+	if !c.failed() && !c.readLoop() {
+		return
 	}
 	c.finish()
+	c.srv.wg.Done()
 }
 
 // fail ends the connection once: it queues a fatal error frame (if code is
@@ -1030,38 +1063,41 @@ func (c *conn) sendReply(id uint64, v any, data []byte) {
 	c.enqueue(c.encode(&f))
 }
 
-func (c *conn) readLoop() {
-	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.HandshakeTimeout))
-	handshaken := false
+// readLoop reads and dispatches frames until the connection ends (it then
+// returns true) or the reading is handed over to another goroutine (false).
+func (c *conn) readLoop() bool {
+	rs := &c.rs
+	if !rs.handshaken {
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.HandshakeTimeout))
+	}
 	lim := &c.srv.cfg.Limits
-	var idleUntil time.Time // the read deadline set for the wait between frames; zero: none set
 	for {
 		inFrame := false
-		if handshaken {
+		if rs.handshaken {
 			// Between frames the read deadline is the idle timeout,
 			// re-armed only when half of it has passed (setting a
 			// deadline is not free); when it expires with the connection
 			// busy, it is simply re-armed.
 			now := time.Now()
-			if lim.IdleTimeout > 0 && !c.embedded && (idleUntil.IsZero() || idleUntil.Sub(now) < lim.IdleTimeout/2) {
-				idleUntil = now.Add(lim.IdleTimeout)
-				_ = c.nc.SetReadDeadline(idleUntil)
+			if lim.IdleTimeout > 0 && !c.embedded && (rs.idleUntil.IsZero() || rs.idleUntil.Sub(now) < lim.IdleTimeout/2) {
+				rs.idleUntil = now.Add(lim.IdleTimeout)
+				_ = c.nc.SetReadDeadline(rs.idleUntil)
 			}
 			complete, err := c.dec.Wait()
 			if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !c.failed() {
 				if c.idle() {
 					c.srv.timeouts.Add(1)
 					c.fail(fmt.Errorf("%w: %w", wire.ErrLimit, ErrIdleTimeout), wire.CodeLimit)
-					return
+					return true
 				}
-				idleUntil = time.Time{}
+				rs.idleUntil = time.Time{}
 				continue
 			}
 			if err == nil && !complete && lim.FrameTimeout > 0 {
 				// The rest of the frame has a deadline: a peer that
 				// sends a header and stalls holds nothing for long.
 				_ = c.nc.SetReadDeadline(time.Now().Add(lim.FrameTimeout))
-				idleUntil, inFrame = time.Time{}, true
+				rs.idleUntil, inFrame = time.Time{}, true
 			}
 		}
 		f, err := c.dec.ReadFrame()
@@ -1072,7 +1108,7 @@ func (c *conn) readLoop() {
 			switch {
 			case c.failed():
 				// fail already ran (peer exited, overflow, shutdown).
-			case errors.Is(err, os.ErrDeadlineExceeded) && !handshaken:
+			case errors.Is(err, os.ErrDeadlineExceeded) && !rs.handshaken:
 				c.fail(ErrHandshakeTimeout, wire.CodeProtocol)
 			case errors.Is(err, os.ErrDeadlineExceeded) && inFrame:
 				c.srv.timeouts.Add(1)
@@ -1082,14 +1118,14 @@ func (c *conn) readLoop() {
 			default:
 				c.fail(err, "")
 			}
-			return
+			return true
 		}
-		if !handshaken {
+		if !rs.handshaken {
 			if err := c.handshake(&f); err != nil {
 				c.fail(err, wire.CodeOf(err))
-				return
+				return true
 			}
-			handshaken = true
+			rs.handshaken = true
 			c.complete = true
 			c.srv.mu.Lock()
 			c.srv.incomplete--
@@ -1105,23 +1141,26 @@ func (c *conn) readLoop() {
 			// the calls it may be about to cancel.
 			if c.version < 2 {
 				c.fail(wire.Errorf(nil, "cancel frames need protocol version 2, this connection speaks %d", c.version), wire.CodeProtocol)
-				return
+				return true
 			}
 			c.cancelRequest(f.ID)
 			continue
 		default:
 			c.fail(wire.Errorf(nil, "a client may not send %v frames", f.Type), wire.CodeProtocol)
-			return
+			return true
 		}
-		req, err := parseRequest(&f)
+		req, err := parseRequest(&f, rs.lastMethod)
 		if err != nil {
 			c.fail(err, wire.CodeProtocol)
-			return
+			return true
+		}
+		if req.hm.Method != "" {
+			rs.lastMethod = req.hm.Method
 		}
 		select {
 		case c.sem <- struct{}{}:
 		case <-c.quit:
-			return
+			return true
 		}
 		// A call also takes a slot of the user's share: calls are what
 		// block in drivers (an SG_IO holds an OS thread). While the share
@@ -1134,7 +1173,7 @@ func (c *conn) readLoop() {
 			case c.user.inflight <- struct{}{}:
 			case <-c.quit:
 				<-c.sem
-				return
+				return true
 			}
 			// Then one of the server's: the bound on threads held
 			// however many users there are.
@@ -1143,7 +1182,7 @@ func (c *conn) readLoop() {
 			case <-c.quit:
 				<-c.user.inflight
 				<-c.sem
-				return
+				return true
 			}
 		}
 		release := func() {
@@ -1159,13 +1198,48 @@ func (c *conn) readLoop() {
 		if err != nil {
 			release()
 			c.fail(err, wire.CodeProtocol)
-			return
+			return true
 		}
 		c.reqWG.Add(1)
-		go func() {
+		serve := func() {
 			defer func() { c.settle(req.f.ID, ir); release(); c.reqWG.Done() }()
 			c.handle(req, ir)
-		}()
+		}
+		if req.f.Type == wire.TypeCall {
+			if !c.serveInline(serve) {
+				return false
+			}
+			continue
+		}
+		go serve()
+	}
+}
+
+// serveInline runs a call on the reading goroutine: the call starts at
+// once, where handing it to a new goroutine made it wait until the reader
+// had tried its next read and parked (the largest part of a call's time
+// over a plain socket echo). A standby goroutine is started first: if the
+// call is still running when the standby gets to run — the call blocked,
+// or another core was free — the standby goes on reading, so that the
+// connection's cancel frames and other requests are read as soon as
+// before; serveInline then returns false and its goroutine leaves the
+// reading to the standby.
+func (c *conn) serveInline(serve func()) bool {
+	gen := c.inline.Load()>>2 + 1
+	c.inline.Store(gen<<2 | inlineServing)
+	c.srv.wg.Add(1) // the reader holds a slot: the count is not zero
+	go c.standby(gen)
+	serve()
+	return c.inline.CompareAndSwap(gen<<2|inlineServing, gen<<2|inlineReading)
+}
+
+// standby takes the reading over if call gen is still running inline.
+func (c *conn) standby(gen uint64) {
+	defer c.srv.wg.Done()
+	if c.inline.CompareAndSwap(gen<<2|inlineServing, gen<<2|inlineHandedOff) {
+		// The connection's wg slot goes with its reading.
+		c.srv.handover.Add(1)
+		c.readAndFinish()
 	}
 }
 
@@ -1283,8 +1357,9 @@ type request struct {
 
 // parseRequest decodes a request's control payload. It runs on the reading
 // goroutine, before the request is dispatched, so that a malformed frame
-// ends the connection before any frame behind it is served.
-func parseRequest(f *wire.Frame) (*request, error) {
+// ends the connection before any frame behind it is served. lastMethod is
+// given back for a call of the same method, instead of a new string.
+func parseRequest(f *wire.Frame, lastMethod string) (*request, error) {
 	// The decoder reuses its buffer: the request gets its own copy of the
 	// data. The control payload is decoded here, into copies, and not
 	// needed after.
@@ -1296,11 +1371,11 @@ func parseRequest(f *wire.Frame) (*request, error) {
 			return nil, wire.Errorf(err, "bad open payload")
 		}
 	case wire.TypeClose:
-		if err = json.Unmarshal(f.Control, &r.hm); err != nil {
+		if r.hm, err = wire.DecodeHandleMsg(f.Control, ""); err != nil {
 			return nil, wire.Errorf(err, "bad close payload")
 		}
 	case wire.TypeCall:
-		if err = json.Unmarshal(f.Control, &r.hm); err != nil {
+		if r.hm, err = wire.DecodeHandleMsg(f.Control, lastMethod); err != nil {
 			return nil, wire.Errorf(err, "bad call payload")
 		}
 	case wire.TypeAdmin:

@@ -17,6 +17,43 @@ import (
 type Conn struct {
 	c   *net.UnixConn
 	wmu sync.Mutex
+
+	// Receive's: its raw connection, the function it reads with (made
+	// once, so that a read allocates nothing for it) and the buffer the
+	// read in progress fills.
+	rc     syscall.RawConn
+	recvFn func(fd uintptr) bool
+	rb     *recvBuf
+}
+
+// recvBuf is the room for one message: MaxMessage bytes and one more,
+// which tells a message that is too large (SOCK_SEQPACKET truncates it).
+type recvBuf struct {
+	buf            [MaxMessage + 1]byte
+	oob            [128]byte // oobSpace of it is used
+	n, oobn, flags int
+	err            error
+}
+
+var recvPool = sync.Pool{New: func() any { return new(recvBuf) }}
+
+// oobSpace is room for MaxFiles descriptors and no more: the kernel says
+// MSG_CTRUNC for more.
+var oobSpace = unix.CmsgSpace(MaxFiles * 4)
+
+// recv is Receive's read: one non-blocking recvmsg; false (EAGAIN) waits
+// for the socket to be readable.
+func (c *Conn) recv(fd uintptr) bool {
+	rb := c.rb
+	var err error
+	rb.n, rb.oobn, rb.flags, _, err = unix.Recvmsg(int(fd), rb.buf[:], rb.oob[:oobSpace], unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
+	if err == unix.EAGAIN {
+		return false
+	}
+	if err != nil {
+		rb.err = os.NewSyscallError("recvmsg", err)
+	}
+	return true
 }
 
 // Pair returns the two ends of a new SOCK_SEQPACKET socketpair, both
@@ -48,7 +85,14 @@ func NewConn(f *os.File) (*Conn, error) {
 		nc.Close()
 		return nil, fmt.Errorf("%w: not a Unix socket", ErrMalformed)
 	}
-	return &Conn{c: uc}, nil
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		uc.Close()
+		return nil, err
+	}
+	c := &Conn{c: uc, rc: rc}
+	c.recvFn = c.recv
+	return c, nil
 }
 
 // Send writes m with files attached (only a start message carries files).
@@ -75,51 +119,24 @@ func (c *Conn) Send(m *Message, files ...*os.File) error {
 // caller owns them). io.EOF: the peer closed its end. A message that is
 // too large, malformed, or carries descriptors it may not is an error
 // (its descriptors are closed); the protocol says the receiver then gives
-// up on the peer. The message's size is peeked first, so a connection
-// waiting for a message holds no buffer.
+// up on the peer. The message is read with one recvmsg into a buffer
+// borrowed from a pool for that moment, so a connection waiting for a
+// message holds no buffer.
 func (c *Conn) Receive() (*Message, []*os.File, error) {
-	rc, err := c.c.SyscallConn()
-	if err != nil {
-		return nil, nil, err
-	}
-	var (
-		n, oobn, flags int
-		buf, oob       []byte
-		rerr           error
-	)
-	err = rc.Read(func(fd uintptr) bool {
-		var peek [1]byte
-		size, _, _, _, err := unix.Recvmsg(int(fd), peek[:], nil, unix.MSG_PEEK|unix.MSG_TRUNC|unix.MSG_DONTWAIT)
-		if err == unix.EAGAIN {
-			return false
-		}
-		if err != nil {
-			rerr = os.NewSyscallError("recvmsg", err)
-			return true
-		}
-		buf = make([]byte, min(size, MaxMessage+1))
-		if len(buf) == 0 {
-			buf = peek[:]
-		}
-		oob = make([]byte, unix.CmsgSpace(MaxFiles*4))
-		n, oobn, flags, _, err = unix.Recvmsg(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
-		if err == unix.EAGAIN {
-			return false
-		}
-		if err != nil {
-			rerr = os.NewSyscallError("recvmsg", err)
-		}
-		if size > MaxMessage {
-			flags |= unix.MSG_TRUNC
-		}
-		return true
-	})
+	rb := recvPool.Get().(*recvBuf)
+	defer recvPool.Put(rb)
+	c.rb = rb
+	err := c.rc.Read(c.recvFn)
+	c.rb = nil
+	n, oobn, flags := rb.n, rb.oobn, rb.flags
 	if err == nil {
-		err = rerr
+		err = rb.err
 	}
+	rb.err = nil
 	if err != nil {
 		return nil, nil, err
 	}
+	buf, oob := rb.buf[:], rb.oob[:]
 	files, ferr := parseRights(oob[:oobn])
 	closeAll := func() {
 		for _, f := range files {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"sync"
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/driver/drivertable"
@@ -43,7 +44,9 @@ var Entry = drivertable.Entry{
 // Counter is the driver. Its count is a Monitored value: methods update it
 // atomically and readers never lock.
 type Counter struct {
-	count *driver.Monitored[int]
+	count       *driver.Monitored[int]
+	methods     map[string]driver.Method // made once: Methods is asked on every call
+	methodsOnce sync.Once
 }
 
 var (
@@ -71,6 +74,11 @@ type Reply struct {
 // input; "notify" sends its input to every client as MsgCount; "wait"
 // returns when cancelled.
 func (c *Counter) Methods() map[string]driver.Method {
+	c.methodsOnce.Do(func() { c.methods = c.makeMethods() })
+	return c.methods
+}
+
+func (c *Counter) makeMethods() map[string]driver.Method {
 	return map[string]driver.Method{
 		"count": func(context.Context, *driver.Service, []byte) ([]byte, error) {
 			var n int
