@@ -35,8 +35,9 @@ import (
 // buildGuestBins builds drvctl (cgo: gousb; prepare.sh copies the
 // libraries it links), e2e-app and driver/scsi's test binary (scsi.test,
 // for TestSGReal on the guest's real sg nodes: SG_IO needs no cgo) and
-// driver/hid's (hid.test, for TestHidrawReal on its hidraw nodes) into a
-// temporary directory.
+// driver/hid's (hid.test, for TestHidrawReal on its hidraw nodes), and
+// the executables of the bundles (hidkbd, e2e-stick) into a temporary
+// directory.
 func buildGuestBins(ctx context.Context) ([]string, error) {
 	dir, err := os.MkdirTemp("", "drvkit-e2e-bins-")
 	if err != nil {
@@ -52,6 +53,8 @@ func buildGuestBins(ctx context.Context) ([]string, error) {
 		{"e2e-app", "./e2e/guestapp", "0", false},
 		{"scsi.test", "./driver/scsi", "0", true},
 		{"hid.test", "./driver/hid", "0", true},
+		{"hidkbd", "./examples/bundles/hidkbd", "0", false}, // the hidkbd-oop bundle's executable
+		{"e2e-stick", "./e2e/guestbundle", "0", false},      // the stick bundle's (TestDrvctlUSBHold)
 	} {
 		// -s -w: a smaller initramfs, a faster boot; stacks still
 		// symbolize (pclntab stays).
@@ -163,6 +166,7 @@ type appLine struct {
 	Data        string `json:"data"`
 	Reads       int    `json:"reads"`
 	Type        string `json:"type"`
+	Cause       string `json:"cause"` // a notification's cause
 	Error       string `json:"error"`
 	NoDevice    bool   `json:"no_device"`
 	Terminated  bool   `json:"terminated"`

@@ -83,7 +83,12 @@ echo ---; cat %[1]s/uevent; echo ---; ls %[1]s/hidraw; echo ---; od -An -v -tx1 
 // hidKeyboard finds the active hidkbd instance of the HIDDevice nub named
 // name, and that nub's provider, a USBInterface.
 func hidKeyboard(doc *inspectDoc, name string) (iface, nub, inst *svcEntry) {
-	for _, s := range doc.withDriver("hidkbd") {
+	return hidKeyboardOf(doc, "hidkbd", name)
+}
+
+// hidKeyboardOf is hidKeyboard for the instance of driver drv.
+func hidKeyboardOf(doc *inspectDoc, drv, name string) (iface, nub, inst *svcEntry) {
+	for _, s := range doc.withDriver(drv) {
 		if !s.Active || s.Starting || len(s.Providers) != 1 {
 			continue
 		}
@@ -139,6 +144,46 @@ func requireNubIsSysfs(t *testing.T, ctx context.Context, a *Agent, doc *inspect
 	require.Equal(t, fmt.Sprintf("%04x", id.Vendor), dev.propHex("idVendor"))
 	require.Equal(t, fmt.Sprintf("%04x", id.Product), dev.propHex("idProduct"))
 	return sys.desc
+}
+
+// waitTyped waits until the e2e-app following a keyboard (-hid-read
+// -status status) has reported len(want) input reports and, after the
+// last of them, the driver's decoded text and its number of key events;
+// the reports must be want, one after the other (no sequence number
+// skipped). It returns them.
+func waitTyped(t *testing.T, ctx context.Context, d *daemon, status, text string, events int, want []string) []appLine {
+	t.Helper()
+	var reports []appLine
+	d.poll(ctx, fmt.Sprintf("%q typed", text), func() (bool, string) {
+		lines := d.appStatus(ctx, status)
+		if l := findLine(lines, "read-error"); l != nil {
+			t.Fatalf("the read failed: %s", l.Error)
+		}
+		reports = reports[:0]
+		var last *appLine
+		for i := range lines {
+			switch lines[i].Event {
+			case "report":
+				reports = append(reports, lines[i])
+			case "keys":
+				last = &lines[i]
+			}
+		}
+		// The application reads report after report; "keys" may run
+		// ahead of them (the driver decoded more meanwhile), so wait
+		// for the last report and what was typed after it.
+		return len(reports) >= len(want) && last != nil && last.Seq == reports[len(reports)-1].Seq &&
+			last.Data == text && last.Events == events, fmt.Sprintf("%+v", lines)
+	})
+	var got []string
+	for _, r := range reports {
+		got = append(got, r.Data)
+	}
+	require.Equal(t, want, got)
+	for i := 1; i < len(reports); i++ {
+		require.Equal(t, reports[i-1].Seq+1, reports[i].Seq, "no report was skipped")
+	}
+	return reports
 }
 
 // plugKeyboard hot-plugs a usb-kbd and returns the DEVPATH of its hid
@@ -227,49 +272,19 @@ func TestHIDKeyboard(t *testing.T) {
 		sctx, cancel := step(ctx)
 		defer cancel()
 		t0 := time.Now()
-		// h, i, 1, then A typed with shift held: 8 key events (a
-		// modifier is not a key event to hidkbd).
 		require.NoError(t, m.TypeKeys(sctx, "h", "i", "1", "shift+a"))
-		var reports []appLine
-		d.poll(ctx, `"hi1A" typed`, func() (bool, string) {
-			lines = d.appStatus(ctx, status)
-			if l := findLine(lines, "read-error"); l != nil {
-				t.Fatalf("the read failed: %s", l.Error)
-			}
-			reports = reports[:0]
-			var last *appLine
-			for i := range lines {
-				switch lines[i].Event {
-				case "report":
-					reports = append(reports, lines[i])
-				case "keys":
-					last = &lines[i]
-				}
-			}
-			// The application reads report after report; "keys" may run
-			// ahead of them (the driver decoded more meanwhile), so wait
-			// for the tenth report and what was typed after it.
-			return len(reports) >= 10 && last != nil && last.Seq == reports[len(reports)-1].Seq &&
-				last.Data == "hi1A" && last.Events == 8, fmt.Sprintf("%+v", lines)
-		})
-		t.Logf("%d input reports in %v", len(reports), time.Since(t0).Round(time.Millisecond))
-		// The reports are the boot layout, 8 bytes: modifiers, reserved,
-		// six key codes. Each press and release is one report.
-		want := []string{
+		// h, i, 1, then A typed with shift held: 8 key events (a
+		// modifier is not a key event to hidkbd). The reports are the
+		// boot layout, 8 bytes: modifiers, reserved, six key codes. Each
+		// press and release is one report.
+		reports := waitTyped(t, ctx, d, status, "hi1A", 8, []string{
 			"00000b0000000000", "0000000000000000", // h
 			"00000c0000000000", "0000000000000000", // i
 			"00001e0000000000", "0000000000000000", // 1
 			"0200000000000000", "0200040000000000", "0200000000000000", "0000000000000000", // shift+a
-		}
-		var got []string
-		for _, r := range reports {
-			got = append(got, r.Data)
-		}
-		require.Equal(t, want, got)
+		})
+		t.Logf("%d input reports in %v", len(reports), time.Since(t0).Round(time.Millisecond))
 		require.Equal(t, []int{0x04}, reports[7].Pressed)
-		for i := 1; i < len(reports); i++ {
-			require.Equal(t, reports[i-1].Seq+1, reports[i].Seq, "no report was skipped")
-		}
 	})
 	if t.Failed() {
 		return

@@ -29,6 +29,31 @@ import (
 const (
 	holdState = journalDir + "/usb-hold.json"
 	devWatch  = "/tmp/devwatch.log"
+
+	// stickBundle is a bundle that claims the stick's mass-storage
+	// interface (e2e/guestbundle: it opens the usbfs device it is
+	// granted), in the default drivers directory.
+	stickBundle         = "e2e-stick"
+	stickBundleDir      = "/etc/drvkit/drivers.d/" + stickBundle
+	stickBundleManifest = `name    = "e2e-stick"
+version = "1.0.0"
+summary = "claims the e2e USB stick's mass-storage interface, out of process"
+
+[run]
+executable = "e2e-stick"
+user       = "nobody"
+
+[[personality]]
+provider_class = "USBInterface"
+class          = "E2EStick"
+score          = 1000
+match.vid      = 0x46f4
+match.pid      = 0x0001
+match.class    = 8
+
+[[method]]
+name = "info"
+`
 )
 
 // gateValues reads interface_authorized_default of every root hub.
@@ -187,9 +212,42 @@ func replug(t *testing.T, ctx context.Context, m *Machine, unplug bool) int {
 	return mark
 }
 
+// plugHeld replugs the stick once d has set the gates, waits until driver
+// drv's instance on it has started, and requires that the kernel made no
+// disk of it meanwhile: no uevent of one, no /dev/sdX. It returns the
+// instance, how long after the interface's add uevent its Start returned,
+// and the uevent mark taken before the plug.
+func plugHeld(t *testing.T, ctx context.Context, d *daemon, drv string) (*svcEntry, time.Duration, int) {
+	t.Helper()
+	a := d.m.Agent
+	waitGates(t, ctx, d, "0")
+	clearDevWatch(t, ctx, a)
+	mark := replug(t, ctx, d.m, true)
+	doc := d.waitTree(ctx, drv+" on the replugged stick", func(doc *inspectDoc) bool {
+		_, _, u := usbStick(doc, USBVendor, USBProduct, drv)
+		return u != nil
+	})
+	_, _, inst := usbStick(doc, USBVendor, USBProduct, drv)
+	add, err := a.WaitUevent(ctx, mark, ifaceAdd)
+	require.NoError(t, err)
+	started := d.startedAfter(ctx, add, inst.ID)
+	requireNoKernelDisk(t, ctx, a, mark, drv)
+	return inst, started, mark
+}
+
+// requireNoKernelDisk: since mark, no uevent of a kernel disk on the stick
+// and no /dev/sdX (the /dev watch sees even a node that exists for a
+// moment).
+func requireNoKernelDisk(t *testing.T, ctx context.Context, a *Agent, mark int, drv string) {
+	t.Helper()
+	require.Empty(t, kernelDiskEvents(a, mark), "the kernel made a disk of a stick %s claims", drv)
+	require.Empty(t, diskEntries(devCreated(t, ctx, a)), "a /dev/sdX node appeared")
+}
+
 // TestDrvctlUSBHold: a stick usbstorage claims never shows as a kernel
 // disk; given back on unload, stop, and after a SIGKILL; the control
-// without the hold shows the flash.
+// without the hold shows the flash; a bundle's out-of-process driver holds
+// it as usbstorage does.
 func TestDrvctlUSBHold(t *testing.T) {
 	ctx, m := scenarioWithin(t, Config{USBSerial: "HOLD-E2E"}, 5*time.Minute)
 	a := m.Agent
@@ -276,19 +334,8 @@ func TestDrvctlUSBHold(t *testing.T) {
 
 	if !timed(t, "3-stop-gives-back", func(t *testing.T) {
 		d := startDaemon(t, ctx, m, "--drivers", "usbstorage,sg", "--state-dir", journalDir)
-		waitGates(t, ctx, d, "0")
-		clearDevWatch(t, ctx, a)
-		mark := replug(t, ctx, m, true)
-		doc := d.waitTree(ctx, "usbstorage on the replugged stick", func(doc *inspectDoc) bool {
-			_, _, u := usbStick(doc, USBVendor, USBProduct, "usbstorage")
-			return u != nil
-		})
-		_, _, inst := usbStick(doc, USBVendor, USBProduct, "usbstorage")
-		add, err := a.WaitUevent(ctx, mark, ifaceAdd)
-		require.NoError(t, err)
-		heldStarts = append(heldStarts, d.startedAfter(ctx, add, inst.ID))
-		require.Empty(t, kernelDiskEvents(a, mark))
-		require.Empty(t, diskEntries(devCreated(t, ctx, a)))
+		_, started, _ := plugHeld(t, ctx, d, "usbstorage")
+		heldStarts = append(heldStarts, started)
 		got := findLine(d.app(ctx, "-driver", "usbstorage", "-read", fmt.Sprint(lba)), "read")
 		require.Equal(t, pattern, got.Data, "the stick keeps what was written through usbstorage")
 		smark := a.UeventMark()
@@ -365,21 +412,10 @@ func TestDrvctlUSBHold(t *testing.T) {
 		return
 	}
 
-	timed(t, "6-sigkill-then-recover", func(t *testing.T) {
+	if !timed(t, "6-sigkill-then-recover", func(t *testing.T) {
 		d := startDaemon(t, ctx, m, "--drivers", "usbstorage,sg", "--state-dir", journalDir)
-		waitGates(t, ctx, d, "0")
-		clearDevWatch(t, ctx, a)
-		mark := replug(t, ctx, m, true)
-		doc := d.waitTree(ctx, "usbstorage on the replugged stick", func(doc *inspectDoc) bool {
-			_, _, u := usbStick(doc, USBVendor, USBProduct, "usbstorage")
-			return u != nil
-		})
-		_, _, inst := usbStick(doc, USBVendor, USBProduct, "usbstorage")
-		add, err := a.WaitUevent(ctx, mark, ifaceAdd)
-		require.NoError(t, err)
-		heldStarts = append(heldStarts, d.startedAfter(ctx, add, inst.ID))
-		require.Empty(t, kernelDiskEvents(a, mark))
-		require.Empty(t, diskEntries(devCreated(t, ctx, a)))
+		_, started, _ := plugHeld(t, ctx, d, "usbstorage")
+		heldStarts = append(heldStarts, started)
 		record("  %-46s usbstorage started %v after the interface, held (3 plugs)", t.Name(), heldStarts)
 		require.NoError(t, a.Signal(ctx, "serve", syscall.SIGKILL))
 		r, err := a.Wait(ctx, "serve")
@@ -413,6 +449,56 @@ func TestDrvctlUSBHold(t *testing.T) {
 		require.Empty(t, readHoldState(t, ctx, a).Held)
 		r2 := d.stop(ctx)
 		require.Contains(t, r2.Stderr, "usb hold: undid what a previous daemon left")
+	}) {
+		return
+	}
+
+	timed(t, "7-bundle-held", func(t *testing.T) {
+		// A bundle's personality holds the stick as usbstorage's does:
+		// a driver in a process of its own claims the interface, and the
+		// kernel never makes a disk of it. The bundle is loaded from the
+		// default drivers directory at start.
+		installBundle(t, ctx, a, stickBundleDir, "e2e-stick", stickBundleManifest)
+		d := startDaemon(t, ctx, m, "--drivers", "sg", "--state-dir", journalDir)
+		// Loaded at start, it took the stick the previous phase left to
+		// usb-storage at once ("running"); the replug shows the hold.
+		require.Contains(t, []string{"loaded", "running"}, d.driverRow(ctx, stickBundle).State)
+		inst, started, mark := plugHeld(t, ctx, d, stickBundle)
+		require.Equal(t, "E2EStick", inst.Class)
+		require.Equal(t, "usbfs", usbInterfaceDriver(t, ctx, a), "the daemon claimed the interface for the bundle's driver")
+		row := d.waitDriverProcess(ctx, stickBundle, 0)
+		_, iface, _ := usbStick(d.inspect(ctx), USBVendor, USBProduct, stickBundle)
+		// Its Start opened the one device granted. With the hold, the
+		// daemon serves the claimed interface over a socket
+		// (devgrant's usb-socket, scoped to the interface): the driver
+		// holds no device node at all.
+		requireUnprivileged(t, ctx, a, row.PIDs[0], "")
+		st := readHoldState(t, ctx, a)
+		require.Len(t, st.Held, 1, "%+v", st)
+		require.Equal(t, iface.Name, st.Held[0].Interface)
+		require.Equal(t, stickBundle, st.Held[0].Personality)
+		d.checkTrace(ctx)
+		d.checkNoLeaks(ctx)
+		// Still no disk once the driver process runs.
+		requireNoKernelDisk(t, ctx, a, mark, stickBundle)
+		record("  %-46s %s (out of process) started %v after the interface, held", t.Name(), stickBundle, started)
+
+		// Unloaded, the bundle gives the stick back to the kernel.
+		umark := a.UeventMark()
+		ur := d.drvctl(ctx, "unload", stickBundle)
+		require.Zero(t, ur.Exit, "%s %s", ur.Stdout, ur.Stderr)
+		sctx, cancel := step(ctx)
+		defer cancel()
+		_, err = a.WaitUevent(sctx, umark, ksBind)
+		require.NoError(t, err, "usb-storage is bound again")
+		_, err = a.WaitUevent(sctx, umark, diskAdd)
+		require.NoError(t, err, "/dev/sdX appears once the bundle lets go")
+		waitGates(t, ctx, d, "1")
+		require.Empty(t, readHoldState(t, ctx, a).Held)
+		requireGone(t, ctx, a, row.PIDs[0])
+		d.checkTrace(ctx)
+		d.checkNoLeaks(ctx)
+		d.stop(ctx)
 	})
 	require.NoError(t, a.Signal(ctx, "devwatch", syscall.SIGKILL))
 	_, _ = a.Wait(ctx, "devwatch")

@@ -155,6 +155,8 @@ func (d *daemon) loadBundle(path string) (*bundle.Manifest, error) {
 		d.host.Forget(m.Name)
 		return nil, err
 	}
+	// The name is ours now: its rule holds before any instance can exist.
+	d.access.set(m)
 	ps, err := e.Defaults(d.res)
 	if err == nil {
 		for _, p := range ps {
@@ -167,6 +169,7 @@ func (d *daemon) loadBundle(path string) (*bundle.Manifest, error) {
 		d.reg.UnregisterPersonality(m.Name)
 		d.drivers.Remove(m.Name)
 		d.host.Forget(m.Name)
+		d.access.forget(m.Name)
 		return nil, err
 	}
 	d.setLoaded(m.Name, true)
@@ -245,6 +248,7 @@ func (d *daemon) unloadDriver(ctx context.Context, a unloadArgs) (unloadResult, 
 	if e, lerr := d.drivers.Lookup(a.Driver); lerr == nil && e.Origin == drivertable.Bundle {
 		d.drivers.Remove(a.Driver)
 		d.host.Forget(a.Driver)
+		d.access.forget(a.Driver)
 		d.bundles.mu.Lock()
 		delete(d.bundles.loaded, a.Driver)
 		d.bundles.mu.Unlock()
@@ -269,6 +273,14 @@ type driverRow struct {
 	Disabled     string `json:"disabled,omitempty"` // why a bundle is disabled
 	Source       string `json:"source,omitempty"`
 	LastError    string `json:"last_error,omitempty"`
+	// Access is a bundle's [access] table when it lists anyone: only
+	// root, the admins and these open its services.
+	Access *accessRow `json:"access,omitempty"`
+}
+
+type accessRow struct {
+	UIDs []uint32 `json:"uids,omitempty"`
+	GIDs []uint32 `json:"gids,omitempty"`
 }
 
 type driversDoc struct {
@@ -324,6 +336,9 @@ func (d *daemon) driversDoc() driversDoc {
 		}
 		if m := b.loaded[e.Name]; m != nil {
 			r.Version = m.Version
+			if len(m.Access.UIDs) > 0 || len(m.Access.GIDs) > 0 {
+				r.Access = &accessRow{UIDs: m.Access.UIDs, GIDs: m.Access.GIDs}
+			}
 		}
 		doc.Drivers = append(doc.Drivers, r)
 		delete(loaded, e.Name)

@@ -141,8 +141,9 @@ type daemon struct {
 	mu     sync.Mutex
 	loaded map[string]bool // the names of the personalities registered and not unloaded
 
-	bundles *bundleSet // bundles loaded or refused, drivers' last errors
-	host    *host.Host // runs the bundles' drivers in their processes
+	bundles *bundleSet    // bundles loaded or refused, drivers' last errors
+	access  *bundleAccess // the loaded bundles' [access] tables, which the policy enforces
+	host    *host.Host    // runs the bundles' drivers in their processes
 
 	hold *usbhold.Hold // nil: off (--usb-hold=false, a simulated bus, or it could not start)
 
@@ -256,6 +257,8 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	}
 
 	d := &daemon{opts: o, log: log, hub: newMonitorHub(), loaded: map[string]bool{}, drivers: tbl, policy: &policy, started: time.Now()}
+	d.access = newBundleAccess()
+	policy.Services = d.access
 	d.reg = driver.NewRegistry(driver.WithLogger(log))
 	cancelLifecycle := d.reg.SubscribeLifecycle(d.hub.lifecycle)
 	if log.Enabled(ctx, slog.LevelDebug) {

@@ -97,8 +97,10 @@ type Restart struct {
 // DefaultRestart is the policy of a manifest without a [restart] table.
 var DefaultRestart = Restart{MaxCrashes: 5, Window: time.Minute, Backoff: time.Second, MaxBackoff: 30 * time.Second}
 
-// Access says who, besides administrators, may open the driver's services
-// from an application.
+// Access says who, besides uid 0 and administrators, may open the driver's
+// services from an application. Empty: the daemon's own policy decides;
+// otherwise it replaces that policy's open rules for these services
+// (drvctl serve enforces it through server.Policy.Services).
 type Access struct {
 	UIDs []uint32
 	GIDs []uint32

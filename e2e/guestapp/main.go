@@ -24,7 +24,9 @@
 // the keys down) with what "keys" says was typed so far ("keys"), until a
 // read fails (the keyboard was unplugged: ErrNoDevice); then it closes.
 // With -leds it first sets the keyboard's LEDs (hidkbd's "leds": an
-// output report through hidraw).
+// output report through hidraw). Every notification is reported as it
+// comes ("notification", with its cause): a driver that runs in a process
+// of its own and crashed terminates its service with the cause "crashed".
 //
 // With -watch-dir it reports every entry created in a directory (inotify)
 // until it is killed: the host's record of /dev nodes that appear, even
@@ -69,6 +71,7 @@ type Line struct {
 	Reads int    `json:"reads,omitempty"`
 
 	Type  string `json:"type,omitempty"`
+	Cause string `json:"cause,omitempty"` // a notification's cause ("crashed", "provider", …)
 	Error string `json:"error,omitempty"`
 	// MonoNs is the guest's CLOCK_MONOTONIC when a -read-loop reader's
 	// read failed: the clock of the agent's uevents and of drvctl
@@ -275,6 +278,14 @@ func runHID(r *reporter, socket, drv string, service uint64, leds int) error {
 	}
 	info := h.Service()
 	r.emit(Line{Event: "opened", Service: info.ID, Client: h.ClientID(), Class: info.Class, Personality: info.Personality})
+	notified := make(chan struct{})
+	defer func() { _ = h.Close(); <-notified }() // the channel closes with the handle
+	go func() {
+		defer close(notified)
+		for n := range h.Notifications() {
+			r.emit(Line{Event: "notification", Type: string(n.Type), Service: n.Service, Cause: n.Cause, Error: n.Detail})
+		}
+	}()
 	if leds >= 0 {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, err := h.Call(cctx, hidkbd.MethodLEDs, []byte(fmt.Sprintf(`{"leds":%d}`, leds)))
@@ -318,6 +329,12 @@ func runHID(r *reporter, socket, drv string, service uint64, leds int) error {
 			return fmt.Errorf("keys reply %q: %w", out, err)
 		}
 		r.emit(Line{Event: "keys", Seq: after, Data: keys.Text, Events: keys.Events})
+	}
+	// The read failed because the service is going: hear its
+	// ServiceIsTerminated (and its cause) before closing.
+	select {
+	case <-h.Terminated():
+	case <-time.After(10 * time.Second):
 	}
 	if err := h.Close(); err != nil {
 		return err

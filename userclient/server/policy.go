@@ -50,6 +50,24 @@ type Policy struct {
 	// right in parentheses: how the operator grants it ("drvctl serve
 	// --admin-uids"), which this package cannot know.
 	OpenHint, ReadHint, AdminHint string
+	// Services, if set, gives services rules of their own (a driver
+	// bundle's [access] table). For a service that has one, it replaces
+	// Rules: only uid 0, the admins and the peers it admits may open it.
+	Services ServiceRules
+}
+
+// ServiceRules are open rules that come with services rather than with the
+// operator's policy: the daemon's loaded driver bundles. They change while
+// the server runs, so both methods are called on every open and must be
+// safe for concurrent use.
+type ServiceRules interface {
+	// RuleFor returns the rule that decides who besides uid 0 and the
+	// admins may open s; false if the Policy's Rules decide.
+	RuleFor(s userclient.ServiceInfo) (Rule, bool)
+	// Rules lists every such rule: a peer one of them admits (an admin, if
+	// there is any) may open something, so it is not refused before the
+	// lookup.
+	Rules() []Rule
 }
 
 // Rule admits the listed users and groups (primary or supplementary) to
@@ -110,6 +128,17 @@ func (p *Policy) mayOpenAny(c userclient.Cred) bool {
 			return true
 		}
 	}
+	if p.Services != nil {
+		rs := p.Services.Rules()
+		if len(rs) > 0 && p.IsAdmin(c) {
+			return true
+		}
+		for i := range rs {
+			if rs[i].admitsPeer(c) {
+				return true
+			}
+		}
+	}
 	return false
 }
 
@@ -145,6 +174,15 @@ func (p *Policy) AllowOpen(c userclient.Cred, s userclient.ServiceInfo) error {
 			return nil
 		}
 		return p.refuseRead(c, "opening "+s.Class)
+	}
+	if p.Services != nil {
+		if r, ok := p.Services.RuleFor(s); ok {
+			if p.IsAdmin(c) || r.admitsPeer(c) && r.admitsService(s) {
+				return nil
+			}
+			return fmt.Errorf("%w: uid %d gid %d may not open %s: its own access list admits only uid 0, the admins, uids %v and gids %v",
+				wire.ErrPermission, c.UID, c.GID, s, r.UIDs, r.GIDs)
+		}
 	}
 	for i := range p.Rules {
 		if p.Rules[i].admitsPeer(c) && p.Rules[i].admitsService(s) {
