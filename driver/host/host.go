@@ -171,9 +171,7 @@ type Status struct {
 
 // Status returns the state of bundle name; false if the host has none.
 func (h *Host) Status(name string) (Status, bool) {
-	h.mu.Lock()
-	b := h.bundles[name]
-	h.mu.Unlock()
+	b := h.loaded(name)
 	if b == nil {
 		return Status{}, false
 	}
@@ -223,12 +221,17 @@ type LeakReport struct {
 	Leaks   wire.Leaks
 }
 
+// loaded is the loaded bundle called name, or nil.
+func (h *Host) loaded(name string) *bundleState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.bundles[name]
+}
+
 // DriverLeaks returns the leak reports the processes of bundle name sent
 // since it was loaded.
 func (h *Host) DriverLeaks(name string) []LeakReport {
-	h.mu.Lock()
-	b := h.bundles[name]
-	h.mu.Unlock()
+	b := h.loaded(name)
 	if b == nil {
 		return nil
 	}
@@ -354,9 +357,7 @@ func (b *bundleState) hung(what string) {
 // within the manifest's stop_timeout, or no exit within 1 s of the stop
 // answer (the Driver Verifier reports them).
 func (h *Host) DriverHangs(name string) []string {
-	h.mu.Lock()
-	b := h.bundles[name]
-	h.mu.Unlock()
+	b := h.loaded(name)
 	if b == nil {
 		return nil
 	}

@@ -227,74 +227,50 @@ func TestHandlesPerUIDLimit(t *testing.T) {
 	}, 5*time.Second, time.Millisecond)
 }
 
-// One user's calls in flight over all its connections are bounded: past
-// the share its connections wait (are not read), and the calls proceed as
-// others finish.
-func TestInflightPerUIDLimit(t *testing.T) {
-	ts := newTestServer(t, Config{Limits: Limits{MaxInflightPerUID: 2}})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var hs []*userclient.Handle
-	for range 3 {
-		h, err := ts.dial(t).Open(ctx, userclient.Match{Class: "TestDevice"})
-		require.NoError(t, err)
-		hs = append(hs, h)
-	}
-	errs := make(chan error, 3)
-	for _, h := range hs {
-		go func() { _, err := h.Call(ctx, "block", nil); errs <- err }()
-	}
-	for range 2 {
-		select {
-		case <-ts.reg.entered:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the first two calls did not reach the driver")
-		}
-	}
-	select {
-	case <-ts.reg.entered:
-		t.Fatal("a third call of the same user reached the driver")
-	case <-time.After(100 * time.Millisecond):
-	}
-	cancel() // the two blocked calls end; the third gets its turn and ends too
-	for range 3 {
-		require.Error(t, <-errs)
-	}
-}
-
-// All users' calls in flight are bounded too (MaxInflightTotal), below
-// the runtime's thread limit however many users take their share.
-func TestInflightTotalLimit(t *testing.T) {
-	ts := newTestServer(t, Config{Limits: Limits{MaxInflightPerUID: 100, MaxInflightTotal: 2}})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var hs []*userclient.Handle
-	for range 3 {
-		h, err := ts.dial(t).Open(ctx, userclient.Match{Class: "TestDevice"})
-		require.NoError(t, err)
-		hs = append(hs, h)
-	}
-	errs := make(chan error, 3)
-	for _, h := range hs {
-		go func() { _, err := h.Call(ctx, "block", nil); errs <- err }()
-	}
-	for range 2 {
-		select {
-		case <-ts.reg.entered:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the first two calls did not reach the driver")
-		}
-	}
-	select {
-	case <-ts.reg.entered:
-		t.Fatal("a third call reached the driver past the server's bound")
-	case <-time.After(100 * time.Millisecond):
-	}
-	// An administrative request is not a call: it is still answered.
-	c := ts.dial(t)
-	require.NoError(t, c.Ping(ctx))
-	cancel()
-	for range 3 {
-		require.Error(t, <-errs)
+// Calls in flight are bounded per user (MaxInflightPerUID) and over all
+// users (MaxInflightTotal, below the runtime's thread limit however many
+// users take their share): past a bound the connections wait (are not
+// read), and the calls proceed as others finish. An administrative
+// request is not a call: it is still answered.
+func TestInflightLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		lim  Limits
+	}{
+		{"per uid", Limits{MaxInflightPerUID: 2}},
+		{"total", Limits{MaxInflightPerUID: 100, MaxInflightTotal: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := newTestServer(t, Config{Limits: tc.lim})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var hs []*userclient.Handle
+			for range 3 {
+				h, err := ts.dial(t).Open(ctx, userclient.Match{Class: "TestDevice"})
+				require.NoError(t, err)
+				hs = append(hs, h)
+			}
+			errs := make(chan error, 3)
+			for _, h := range hs {
+				go func() { _, err := h.Call(ctx, "block", nil); errs <- err }()
+			}
+			for range 2 {
+				select {
+				case <-ts.reg.entered:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the first two calls did not reach the driver")
+				}
+			}
+			select {
+			case <-ts.reg.entered:
+				t.Fatal("a third call reached the driver past the bound")
+			case <-time.After(100 * time.Millisecond):
+			}
+			require.NoError(t, ts.dial(t).Ping(ctx))
+			cancel() // the two blocked calls end; the third gets its turn and ends too
+			for range 3 {
+				require.Error(t, <-errs)
+			}
+		})
 	}
 }
