@@ -159,21 +159,40 @@ func (b *BOT) Execute(ctx context.Context, cmd *Command) (Result, error) {
 		return res, err
 	}
 	if res.Status == StatusCheckCondition && cmd.CDB[0] != OpRequestSense {
-		res.Sense = b.requestSense(ctx)
+		sense, err := b.requestSense(ctx)
+		if len(sense) == 0 && !errors.Is(err, ErrNoDevice) && b.gone(ctx) {
+			err = &OpError{Op: "bot", Err: fmt.Errorf("%w: no sense after CHECK CONDITION, and the device does not answer", ErrNoDevice)}
+		}
+		if errors.Is(err, ErrNoDevice) {
+			// Pulled between the command and its sense: the device is
+			// gone, which is the answer (not a CHECK CONDITION without
+			// sense data).
+			return res, err
+		}
+		res.Sense = sense
 	}
 	return res, nil
 }
 
+// gone asks the device itself whether it is still there: a GET_STATUS on
+// its control pipe fails with ErrNoDevice once it was unplugged. Checked,
+// not guessed from a missing sense.
+func (b *BOT) gone(ctx context.Context) bool {
+	var st [2]byte
+	_, err := b.dev.Control(ctx, 0x80, 0x00, 0, 0, st[:])
+	return errors.Is(err, usb.ErrNoDevice)
+}
+
 // requestSense fetches sense data after a failed command; nil if the
-// device cannot provide it.
-func (b *BOT) requestSense(ctx context.Context) []byte {
+// device cannot provide it, with the transport's error if it failed.
+func (b *BOT) requestSense(ctx context.Context) ([]byte, error) {
 	rs := Command{CDB: RequestSenseCDB(uint8(len(b.sense))), Dir: DirIn, Data: b.sense[:]}
 	r, err := b.transact(ctx, &rs)
 	if err != nil || r.Status != StatusGood {
-		return nil
+		return nil, err
 	}
 	n := len(b.sense) - clampResid(r.Residual, len(b.sense))
-	return append([]byte(nil), b.sense[:n]...)
+	return append([]byte(nil), b.sense[:n]...), nil
 }
 
 // transact runs one CBW/data/CSW exchange.

@@ -231,3 +231,25 @@ func TestBOTReattachAll(t *testing.T) {
 	// The transport no longer holds the interface.
 	require.ErrorIs(t, r.scsi.TestUnitReady(context.Background()), usb.ErrNotClaimed)
 }
+
+// A stick pulled between a failed command and its REQUEST SENSE gives
+// ErrNoDevice, not a CHECK CONDITION without sense data (seen on a real
+// kernel: usbstorage's Start racing an unplug).
+func TestBOTUnplugBeforeSense(t *testing.T) {
+	ctx := context.Background()
+	r := newBOTRig(t, 64)
+	r.disk.FailNext(int(scsi.OpTestUnitReady), scsi.SenseUnitAttention, 0x28, 0)
+	started := make(chan struct{})
+	r.ms.SetDataInHook(func(ctx context.Context) error {
+		close(started) // REQUEST SENSE's data phase: TUR has none
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	errc := make(chan error, 1)
+	go func() { errc <- r.scsi.TestUnitReady(ctx) }()
+	<-started
+	r.dev.Unplug()
+	err := <-errc
+	require.ErrorIs(t, err, scsi.ErrNoDevice)
+	require.NotErrorIs(t, err, scsi.ErrBadSense)
+}
