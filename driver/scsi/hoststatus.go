@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -174,10 +175,17 @@ func deviceGone(stateFile string, settle time.Duration) (state string, gone bool
 	for {
 		b, err := os.ReadFile(stateFile)
 		switch {
-		case errors.Is(err, fs.ErrNotExist):
+		case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENODEV), errors.Is(err, syscall.ENXIO):
+			// The directory went, or its device is being torn down
+			// under the attribute.
 			return "removed", true
 		case err != nil:
-			return "", false
+			// Anything else says nothing yet: read again until settle.
+			if !time.Now().Before(deadline) {
+				return "", false
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
 		state = strings.TrimSpace(string(b))
 		switch state {
