@@ -455,6 +455,9 @@ func (h *Hold) Claim(ctx context.Context, iface string) error {
 		}
 	}
 	if err := h.k.Authorize(iface); err != nil {
+		if isGone(err) {
+			return nil // unplugged meanwhile: the claim fails with the backend's ErrNoDevice
+		}
 		return &OpError{Op: "claim", Name: iface, Err: err}
 	}
 	h.log.Debug("usb hold: authorized for the claim", "interface", iface, "waited", time.Since(t0))

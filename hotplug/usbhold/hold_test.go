@@ -378,3 +378,22 @@ func TestClaimWaitsForConfiguration(t *testing.T) {
 	// Not held: nothing to do.
 	require.NoError(t, h.Claim(context.Background(), "2-9:1.0"))
 }
+
+// An interface that vanishes between the configuration check and the
+// authorization is left to the claim, which says ErrNoDevice: the hold
+// does not turn an unplug into a transport error (seen on a real kernel,
+// TestDrvctlUSBGoneBeforeStart).
+func TestClaimUnpluggedAtAuthorize(t *testing.T) {
+	k := newFakeKernel("usb2")
+	ps := &personalities{}
+	ps.set(storagePersonality(nil))
+	h, _ := newTestHold(t, k, filepath.Join(t.TempDir(), "s.json"), ps)
+	defer h.Close()
+	require.NoError(t, h.Sync())
+	ev := k.plug(t, "2-1:1.0", 2, 3, 0x46f4, 1, stick, "usb-storage")
+	h.Event(&ev)
+	k.mu.Lock()
+	k.authErr = &os.PathError{Op: "open", Path: "/sys/bus/usb/devices/2-1:1.0/authorized", Err: os.ErrNotExist}
+	k.mu.Unlock()
+	require.NoError(t, h.Claim(context.Background(), "2-1:1.0"))
+}

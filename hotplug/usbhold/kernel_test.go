@@ -20,6 +20,7 @@ import (
 // it is authorized; authorizing does not probe; a probe binds only an
 // authorized, unbound interface.
 type fakeKernel struct {
+	authErr error // Authorize fails with it (an interface that vanished under the write)
 	mu     sync.Mutex
 	hubs   map[string]bool // root hub → interface_authorized_default
 	ifaces map[string]*fakeIface
@@ -196,6 +197,9 @@ func (k *fakeKernel) Authorized(name string) (bool, error) {
 func (k *fakeKernel) Authorize(name string) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.authErr != nil {
+		return k.authErr
+	}
 	f, err := k.iface(name)
 	if err != nil {
 		return err
