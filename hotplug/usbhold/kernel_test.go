@@ -21,9 +21,9 @@ import (
 // authorized, unbound interface.
 type fakeKernel struct {
 	authErr error // Authorize fails with it (an interface that vanished under the write)
-	mu     sync.Mutex
-	hubs   map[string]bool // root hub → interface_authorized_default
-	ifaces map[string]*fakeIface
+	mu      sync.Mutex
+	hubs    map[string]bool // root hub → interface_authorized_default
+	ifaces  map[string]*fakeIface
 	// devices: a device's driver, "usb" once the kernel has configured it
 	// (bound the generic driver after probing every interface).
 	devices map[string]string
