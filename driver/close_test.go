@@ -55,3 +55,34 @@ func TestCloseWaitsForFreeAnnouncements(t *testing.T) {
 	defer mu.Unlock()
 	require.Contains(t, heard, "free late")
 }
+
+// TestWaitQuietWaitsForFreeAnnouncements is the same window for WaitQuiet:
+// a trace checked right after it returned saw "terminated but never freed"
+// (CI, TestTerminateDuringMatching under -race).
+func TestWaitQuietWaitsForFreeAnnouncements(t *testing.T) {
+	leaktest.Check(t)
+	r := driver.NewRegistry(driver.WithLogger(quietLogger()))
+	t.Cleanup(func() { require.NoError(t, r.Close(context.Background())) })
+	nub := r.NewNub("Device", "late", driver.Properties{})
+	require.NoError(t, r.Publish(nil, nub))
+	inFree, release := make(chan struct{}), make(chan struct{})
+	cancel := r.SubscribeLifecycle(func(ev driver.LifecycleEvent) {
+		if ev.Step == driver.StepFree && ev.Name == "late" {
+			close(inFree)
+			<-release
+		}
+	})
+	defer cancel()
+	go nub.Terminate()
+	<-inFree
+	quiet := make(chan error, 1)
+	go func() { quiet <- r.WaitQuiet(context.Background()) }()
+	select {
+	case err := <-quiet:
+		close(release)
+		t.Fatalf("WaitQuiet returned (%v) while a free step was still being delivered", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	require.NoError(t, <-quiet)
+}

@@ -808,7 +808,10 @@ func (r *Registry) WaitQuiet(ctx context.Context) error {
 		ss := r.live.appendTo(nil, func(s *Service) bool { return s.term != nil })
 		r.mu.Unlock()
 		if len(ss) == 0 {
-			return nil
+			// A service is unlisted before its free is announced: wait
+			// for the announcements too, or a caller checking the trace
+			// right after would find a termination without its free.
+			return r.waitBatches(ctx)
 		}
 		if err := waitFreed(ctx, ss); err != nil {
 			if b, blocked := r.blockersAfterDeadline(ss, ss); blocked {
@@ -816,6 +819,22 @@ func (r *Registry) WaitQuiet(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// waitBatches waits until every pending termination batch has announced
+// all its frees.
+func (r *Registry) waitBatches(ctx context.Context) error {
+	r.wmu.Lock()
+	bs := append([]*batch(nil), r.batches...)
+	r.wmu.Unlock()
+	for _, b := range bs {
+		select {
+		case <-b.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // Unload unregisters every personality of driver name, terminates all its
