@@ -464,6 +464,35 @@ func (h *Hold) Claim(ctx context.Context, iface string) error {
 	return nil
 }
 
+// ReadyClaim is [Hold.Claim] for interface iface of the device at
+// bus/addr, the numbers a usbfs node is named by: the held interface of
+// that device with that number, if any, is authorized for the claim.
+// Package devgrant calls it (through [usb.ReadyClaim] on the backend of
+// [Hold.Wrap]) before it claims the interface on the usbfs descriptor it
+// hands to a driver process.
+func (h *Hold) ReadyClaim(ctx context.Context, bus, addr, iface int) error {
+	name, ok := h.heldAt(bus, addr, iface)
+	if !ok {
+		return nil
+	}
+	return h.Claim(ctx, name)
+}
+
+// heldAt finds the held interface number iface of the device at bus/addr.
+func (h *Hold) heldAt(bus, addr, iface int) (string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, x := range h.st.Held {
+		if x.Bus != bus || x.Address != addr {
+			continue
+		}
+		if n, ok := interfaceNumber(x.Interface); ok && n == iface {
+			return x.Interface, true
+		}
+	}
+	return "", false
+}
+
 func (h *Hold) isHeld(iface string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
