@@ -264,7 +264,7 @@ func requireNoKernelDisk(t *testing.T, ctx context.Context, a *Agent, mark int, 
 // without the hold shows the flash; a bundle's out-of-process driver holds
 // it as usbstorage does.
 func TestDrvctlUSBHold(t *testing.T) {
-	ctx, m := scenarioWithin(t, Config{USBSerial: "HOLD-E2E"}, 7*time.Minute)
+	ctx, m := scenarioWithin(t, Config{USBSerial: "HOLD-E2E"}, 5*time.Minute)
 	a := m.Agent
 	sctx, cancel := step(ctx)
 	_, err := a.WaitUevent(sctx, 0, Match{Action: "add", Subsystem: "scsi_generic", Devpath: "/usb"})
