@@ -290,6 +290,29 @@ func (r *Registry) Services() []*Service {
 	return r.live.appendTo(make([]*Service, 0, r.live.n), nil)
 }
 
+// LeakSuspects returns what a leak report lists: every live traced object
+// (refcount.LiveObjects) except r's active services, which are alive by
+// right. Ordered by ID.
+func (r *Registry) LeakSuspects() []*refcount.Object {
+	r.mu.Lock()
+	active := make(map[uint64]bool, r.live.n)
+	r.live.appendTo(nil, func(s *Service) bool {
+		if s.active {
+			active[s.ID()] = true
+		}
+		return false
+	})
+	r.mu.Unlock()
+	objs := refcount.LiveObjects()
+	kept := objs[:0]
+	for _, o := range objs {
+		if !active[o.ID()] {
+			kept = append(kept, o)
+		}
+	}
+	return kept
+}
+
 // attachLocked makes c a client of p, a reference each way.
 func (r *Registry) attachLocked(c, p *Service) {
 	c.providers = append(c.providers, p)
