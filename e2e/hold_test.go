@@ -510,13 +510,39 @@ func TestDrvctlUSBHold(t *testing.T) {
 		requireNoKernelDisk(t, ctx, a, mark, stickBundle)
 		record("  %-46s %s (usbstorage out of process, usbfs grant) started %v after the interface, held", t.Name(), stickBundle, started)
 
+		// SIGKILLed with the stick plugged: the host relaunches it after
+		// the backoff, and meanwhile the interface stays held (the hold
+		// asks the host: Relaunching) — usb-storage does not get it, so
+		// no disk appears to be detached again a moment later.
+		oldPID, oldInst := row.PIDs[0], inst.ID
+		t0 := time.Now()
+		kr, err := a.Exec(ctx, "kill", "-KILL", fmt.Sprint(oldPID))
+		require.NoError(t, err)
+		require.Zero(t, kr.Exit, "%s", kr.Stderr)
+		row = d.waitDriverProcess(ctx, stickBundle, oldPID)
+		require.Equal(t, 1, row.Crashes)
+		doc := d.waitTree(ctx, "the stick rematched to the relaunched driver", func(doc *inspectDoc) bool {
+			_, _, u := usbStick(doc, USBVendor, USBProduct, stickBundle)
+			return u != nil && u.ID != oldInst && doc.byID(oldInst) == nil
+		})
+		_, _, inst = usbStick(doc, USBVendor, USBProduct, stickBundle)
+		requireGone(t, ctx, a, oldPID)
+		require.Equal(t, "usbfs", usbInterfaceDriver(t, ctx, a))
+		requireUnprivileged(t, ctx, a, row.PIDs[0], node)
+		lines = d.app(ctx, "-driver", stickBundle, "-read", fmt.Sprint(lba+1))
+		require.Equal(t, inst.ID, findLine(lines, "opened").Service)
+		require.Equal(t, bundlePattern, findLine(lines, "read").Data)
+		requireNoKernelDisk(t, ctx, a, mark, stickBundle)
+		require.Len(t, readHoldState(t, ctx, a).Held, 1)
+		t.Logf("SIGKILL of driver process %d → relaunched as %d, instance #%d, in %v; held throughout", oldPID, row.PIDs[0], inst.ID, time.Since(t0).Round(time.Millisecond))
+
 		// Unplugged under the driver: the instance and its process go,
 		// the hold forgets the interface, nothing is left; no disk.
 		sctx, cancel := step(ctx)
 		defer cancel()
 		gmark := a.UeventMark()
 		require.NoError(t, m.UnplugUSB(sctx))
-		_, err := a.WaitUevent(sctx, gmark, Match{Action: "remove", Subsystem: "usb", Devpath: "/usb", Env: map[string]string{"DEVTYPE": "usb_device"}})
+		_, err = a.WaitUevent(sctx, gmark, Match{Action: "remove", Subsystem: "usb", Devpath: "/usb", Env: map[string]string{"DEVTYPE": "usb_device"}})
 		require.NoError(t, err)
 		d.waitTree(ctx, "nothing of the unplugged stick", func(doc *inspectDoc) bool {
 			return len(doc.withDriver(stickBundle)) == 0 && doc.byID(dev.ID) == nil
@@ -527,7 +553,7 @@ func TestDrvctlUSBHold(t *testing.T) {
 		})
 		requireGone(t, ctx, a, row.PIDs[0])
 		require.Empty(t, readHoldState(t, ctx, a).Held)
-		require.Zero(t, d.driverRow(ctx, stickBundle).Crashes, "an unplug is not a crash")
+		require.Equal(t, 1, d.driverRow(ctx, stickBundle).Crashes, "an unplug is not a crash")
 		d.checkTrace(ctx)
 		d.checkNoLeaks(ctx)
 		requireNoKernelDisk(t, ctx, a, mark, stickBundle)

@@ -61,6 +61,16 @@ func TestCrashRelaunch(t *testing.T) {
 	defer c.Close()
 	h, err := c.Open(e.ctx, userclient.Match{Class: counter.Class})
 	require.NoError(t, err)
+	// When the crashed instance leaves the nub, the host says a driver is
+	// coming back to it (what keeps a USB-hold interface held).
+	require.False(t, e.h.Relaunching(nub))
+	atDetach := make(chan bool, 1)
+	unsub := e.r.SubscribeLifecycle(func(ev driver.LifecycleEvent) {
+		if ev.Step == driver.StepDetach && ev.ServiceID == inst.ID() && ev.ProviderID == nub.ID() {
+			atDetach <- e.h.Relaunching(nub)
+		}
+	})
+	defer unsub()
 	kill(t, pid)
 	n := nextNotification(t, h, "ServiceIsTerminated")
 	require.Equal(t, "crashed", n.Cause)
@@ -72,6 +82,8 @@ func TestCrashRelaunch(t *testing.T) {
 
 	again := e.instance(nub)
 	require.NotEqual(t, inst.ID(), again.ID())
+	require.True(t, <-atDetach, "Relaunching while the nub has no driver")
+	require.Eventually(t, func() bool { return !e.h.Relaunching(nub) }, 5*time.Second, time.Millisecond, "relaunched: over")
 	pid2 := e.pid(m.Name)
 	require.NotEqual(t, pid, pid2)
 	st := e.status(m.Name)
