@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,39 +32,14 @@ const (
 	holdState = journalDir + "/usb-hold.json"
 	devWatch  = "/tmp/devwatch.log"
 
-	// stickBundle is a bundle that claims the stick's mass-storage
-	// interface: usbstorage itself, out of process (e2e/guestbundle:
-	// driverproc.Main(usbstorage.Entry)), in the default drivers
-	// directory. Its device is the usbfs node the daemon grants it.
-	stickBundle         = "e2e-usbstorage"
-	stickBundleDir      = "/etc/drvkit/drivers.d/" + stickBundle
-	stickBundleManifest = `name    = "e2e-usbstorage"
-version = "1.0.0"
-summary = "usbstorage, out of process, for the e2e USB stick"
-
-[run]
-executable = "e2e-usbstorage"
-user       = "nobody"
-
-[[personality]]
-provider_class = "USBInterface"
-class          = "USBMassStorage"
-score          = 1000
-match.vid      = 0x46f4
-match.pid      = 0x0001
-match.class    = 8
-match.subclass = 6
-match.protocol = 0x50
-
-[[method]]
-name = "inquiry"
-[[method]]
-name = "capacity"
-[[method]]
-name = "read"
-[[method]]
-name = "write"
-`
+	// stickBundle is the shipped usbstorage bundle
+	// (examples/bundles/usbstorage: the built-in usbstorage, unchanged,
+	// out of process), installed with its manifest unchanged in the
+	// default drivers directory. Its device is the usbfs node the daemon
+	// grants it.
+	stickBundle    = "usbstorage-oop"
+	stickBundleExe = "usbstorage"
+	stickBundleDir = "/etc/drvkit/drivers.d/" + stickBundle
 )
 
 // gateValues reads interface_authorized_default of every root hub.
@@ -261,8 +238,10 @@ func requireNoKernelDisk(t *testing.T, ctx context.Context, a *Agent, mark int, 
 
 // TestDrvctlUSBHold: a stick usbstorage claims never shows as a kernel
 // disk; given back on unload, stop, and after a SIGKILL; the control
-// without the hold shows the flash; a bundle's out-of-process driver holds
-// it as usbstorage does.
+// without the hold shows the flash; usbstorage as a bundle, out of
+// process, holds it as the built-in does — granted the usbfs device, it
+// reads and writes the stick, survives a SIGKILL of its process without
+// the kernel getting the stick, and lets go on unplug and unload.
 func TestDrvctlUSBHold(t *testing.T) {
 	ctx, m := scenarioWithin(t, Config{USBSerial: "HOLD-E2E"}, 5*time.Minute)
 	a := m.Agent
@@ -475,7 +454,9 @@ func TestDrvctlUSBHold(t *testing.T) {
 		// and claimed the interface, reads and writes the disk through
 		// it, and the kernel never makes a disk of it. The bundle is
 		// loaded from the default drivers directory at start.
-		installBundle(t, ctx, a, stickBundleDir, stickBundle, stickBundleManifest)
+		manifest, err := os.ReadFile(filepath.Join(repoRoot(), "examples", "bundles", "usbstorage", "manifest.toml"))
+		require.NoError(t, err)
+		installBundle(t, ctx, a, stickBundleDir, stickBundleExe, string(manifest))
 		d := startDaemon(t, ctx, m, "--drivers", "sg", "--state-dir", journalDir)
 		// Loaded at start, it took the stick the previous phase left to
 		// usb-storage at once ("running"); the replug shows the hold.
