@@ -182,6 +182,7 @@ func TestPanicCrashLoop(t *testing.T) {
 	require.Equal(t, []host.Counts{{Driver: m.Name, Starts: 3, Crashes: 3, Disables: 1}}, e.h.Counts())
 	require.Eventually(t, func() bool { return len(nub.Clients()) == 0 }, 10*time.Second, 10*time.Millisecond)
 	require.True(t, nub.State().Active)
+	require.False(t, e.h.Relaunching(nub), "disabled: no driver is coming back (the USB hold gives the interface back)")
 	require.NoError(t, nub.TerminateSyncWith(e.ctx, driver.CauseUnplug))
 	require.NoError(t, e.r.Unload(e.ctx, m.Name))
 	e.h.Forget(m.Name)
