@@ -53,7 +53,7 @@ func buildGuestBins(ctx context.Context) ([]string, error) {
 		{"e2e-app", "./e2e/guestapp", "0", false},
 		{"scsi.test", "./driver/scsi", "0", true},
 		{"hid.test", "./driver/hid", "0", true},
-		{"hidkbd", "./examples/bundles/hidkbd", "0", false}, // the hidkbd-oop bundle's executable
+		{"hidkbd", "./examples/bundles/hidkbd", "0", false},         // the hidkbd-oop bundle's executable
 		{"usbstorage", "./examples/bundles/usbstorage", "0", false}, // the usbstorage-oop bundle's (TestDrvctlUSBHold)
 	} {
 		// -s -w: a smaller initramfs, a faster boot; stacks still
