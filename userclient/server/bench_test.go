@@ -121,18 +121,27 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 // preceded, alternately) by a round of the floor: one goroutine writing
 // the same frame to 1,000 Unix sockets, each read by its own goroutine.
 // x-floor-p50 and x-floor-p99 compare the percentiles.
+//
+// The application reads its notifications as an application would: from
+// Handle.Notifications() in a goroutine of its own (untraced, traced), or
+// in a handler the client's reading goroutine calls
+// (WithNotificationHandler: -handler), which is what the floor's readers
+// are.
 func BenchmarkNotificationFanout(b *testing.B) {
 	// untraced: an embedding application's default; traced: the daemon's
 	// (drvctl serve traces every class unless --trace says otherwise).
-	b.Run("untraced", func(b *testing.B) { untraced(b); fanout(b) })
-	b.Run("traced", func(b *testing.B) {
-		b.Setenv(refcount.EnvVar, "all")
-		refcount.TraceAll()
-		fanout(b)
-	})
+	for _, handler := range []bool{false, true} {
+		suffix := map[bool]string{false: "", true: "-handler"}[handler]
+		b.Run("untraced"+suffix, func(b *testing.B) { untraced(b); fanout(b, handler) })
+		b.Run("traced"+suffix, func(b *testing.B) {
+			b.Setenv(refcount.EnvVar, "all")
+			refcount.TraceAll()
+			fanout(b, handler)
+		})
+	}
 }
 
-func fanout(b *testing.B) {
+func fanout(b *testing.B, handler bool) {
 	const clients = 1000
 	ts := newTestServer(b, Config{Limits: Limits{MaxConns: clients + 8, MaxConnsPerUID: clients + 8, MaxHandlesPerUID: clients + 8}})
 	ctx := context.Background()
@@ -146,8 +155,16 @@ func fanout(b *testing.B) {
 		readers.Wait()
 	})
 	var handle, service uint64
+	var opts []userclient.DialOption
+	if handler {
+		opts = append(opts, userclient.WithNotificationHandler(func(_ *userclient.Handle, n userclient.Notification) {
+			if n.Type == driverMsgType {
+				got.Done()
+			}
+		}))
+	}
 	for range clients {
-		c, err := userclient.Dial(ctx, ts.sock)
+		c, err := userclient.Dial(ctx, ts.sock, opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -157,6 +174,9 @@ func fanout(b *testing.B) {
 			b.Fatal(err)
 		}
 		handle, service = 1, h.Service().ID
+		if handler {
+			continue
+		}
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
