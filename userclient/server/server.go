@@ -490,15 +490,15 @@ type inflightReq struct {
 
 // entry is one open handle.
 type entry struct {
-	handle  uint64
-	sess    Session
-	mu      sync.Mutex
-	send    func(userclient.Notification)
-	ready   bool                      // the open reply is queued: notifications may follow it (under mu)
+	handle uint64
+	sess   Session
+	mu     sync.Mutex
+	send   func(userclient.Notification)
+	ready  bool // the open reply is queued: notifications may follow it (under mu)
 	// readyFast is ready, set last: a notification that sees it set goes
 	// out without taking mu (a fan-out would take it once per client).
 	readyFast atomic.Bool
-	pending []userclient.Notification // notifications that came before the open reply
+	pending   []userclient.Notification // notifications that came before the open reply
 
 	// A ServiceWasClosed queued and not yet written (guarded by the
 	// connection's qmu): later ones are merged into it.
