@@ -700,9 +700,13 @@ func (s *Service) Notify(t MessageType, data any) {
 func (s *Service) MessageClients(t MessageType, data any) {
 	r := s.reg
 	r.mu.Lock()
-	cs := s.sortedClientsLocked()
-	wake := cs[:0] // the clients whose mailbox was idle, scheduled at once
-	for _, c := range cs {
+	// In the map's order, not sorted by ID: each client's messages stay in
+	// order in its mailbox, and the pool delivers to different clients in
+	// no set order anyway. (Sorting a thousand clients was a tenth of a
+	// millisecond before the first delivery of a fan-out, under the
+	// registry lock.)
+	wake := make([]*Service, 0, len(s.clients)) // the clients whose mailbox was idle, scheduled at once
+	for c := range s.clients {
 		if c.enqueue(delivery{m: Message{Type: t, From: s.ID(), Data: data}, toDriver: true, from: s}) {
 			wake = append(wake, c)
 		}
