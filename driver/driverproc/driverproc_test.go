@@ -33,7 +33,9 @@ func startCounter(t *testing.T) *daemon {
 	dc, err := wire.NewConn(peer)
 	require.NoError(t, err)
 	d := &daemon{t: t, c: c, done: make(chan error, 1)}
-	go func() { d.done <- driverproc.Run(context.Background(), dc, slog.New(slog.DiscardHandler), counter.Entry) }()
+	go func() {
+		d.done <- driverproc.Run(context.Background(), dc, slog.New(slog.DiscardHandler), counter.Entry)
+	}()
 	t.Cleanup(func() { c.Close() })
 
 	d.send(&wire.Message{Type: wire.TypeHello, Version: wire.Version, Driver: counter.Name})
