@@ -42,11 +42,6 @@ type benchEnv struct {
 }
 
 func newBenchEnv(b *testing.B) *benchEnv {
-	// Reference tracing off, as in a daemon (TestMain turns it on for the
-	// tests): objects made from here on take the one-atomic path.
-	b.Setenv(refcount.EnvVar, "off")
-	refcount.TraceOff()
-	b.Cleanup(refcount.TraceAll)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	b.Cleanup(cancel)
 	log := slog.New(slog.DiscardHandler)
@@ -173,7 +168,21 @@ const floorChunk = 32
 //   - best-ratio: (inproc + echo) / inproc, the best oop/inproc could be;
 //   - x-floor: (oop − inproc) / echo, what the process boundary costs us
 //     in round trips of the floor (1 is physics).
+//
+// traced is what drvctl serve runs by default (the package's TestMain
+// traces every object); untraced, an embedding application's default.
 func BenchmarkCall(b *testing.B) {
+	b.Run("traced", benchCall)
+	b.Run("untraced", func(b *testing.B) {
+		// Objects made from here on take the one-atomic path.
+		b.Setenv(refcount.EnvVar, "off")
+		refcount.TraceOff()
+		b.Cleanup(refcount.TraceAll)
+		benchCall(b)
+	})
+}
+
+func benchCall(b *testing.B) {
 	e := newBenchEnv(b)
 	e.loadBundle()
 	in := counter.Entry
