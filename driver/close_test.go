@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/driver/lifecycletest"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 	"github.com/stretchr/testify/require"
 )
@@ -85,4 +86,40 @@ func TestWaitQuietWaitsForFreeAnnouncements(t *testing.T) {
 	}
 	close(release)
 	require.NoError(t, <-quiet)
+}
+
+// TestCloseWaitsForFreeInFlight: the free of a service unlisted before
+// Close looked, and announced only after the rest of the registry is gone
+// (the goroutine that dropped the last reference was preempted in
+// between), still reaches the trace before Close returns. The verifier
+// and the fault explorer saw "terminated but never freed" under -race.
+func TestCloseWaitsForFreeInFlight(t *testing.T) {
+	leaktest.Check(t)
+	r := driver.NewRegistry(driver.WithLogger(quietLogger()))
+	rec := lifecycletest.Record(t, r)
+	nub := r.NewNub("Device", "late", driver.Properties{})
+	require.NoError(t, r.Publish(nil, nub))
+	nub.TaggedRetain(lateHolder{})
+	inWindow, release := make(chan struct{}), make(chan struct{})
+	defer driver.SetAnnounceHook(func(s *driver.Service) {
+		if s.Name() == "late" {
+			close(inWindow)
+			<-release
+		}
+	})()
+	nub.Terminate()
+	require.Eventually(t, func() bool { return nub.State().Stopped }, 10*time.Second, time.Millisecond)
+	go nub.TaggedRelease(lateHolder{})
+	<-inWindow
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close(context.Background()) }()
+	select {
+	case err := <-closed:
+		close(release)
+		t.Fatalf("Close returned (%v) while a free was still to be announced", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	require.NoError(t, <-closed)
+	rec.Check(t)
 }

@@ -106,6 +106,12 @@ type Registry struct {
 	root       *Service
 	closed     bool
 	workerGone bool // the termination worker exited
+	// A service leaves live before its free is announced (whoever hears
+	// the free no longer finds it); announcing is closed when the last
+	// such announcement in flight is made, nil when none is: Close and
+	// WaitQuiet wait for it, or a trace read after them lacks a free.
+	announcing chan struct{}
+	inFlight   int
 	pers       []*Personality
 	live       liveSet // every service not yet freed; Service.listed says whether the registry's reference is still held
 
@@ -222,13 +228,47 @@ func (r *Registry) freed(s *Service) {
 	if s.term != nil {
 		b = s.term.b
 	}
+	if r.inFlight == 0 {
+		r.announcing = make(chan struct{})
+	}
+	r.inFlight++
 	r.mu.Unlock()
+	if h := testAnnounceHook.Load(); h != nil {
+		(*h)(s)
+	}
 	r.emit(s, StepFree, nil, 0, nil)
 	s.markFreed()
 	if b != nil {
 		b.freedOne()
 	}
+	r.mu.Lock()
+	if r.inFlight--; r.inFlight == 0 {
+		close(r.announcing)
+		r.announcing = nil
+	}
+	r.mu.Unlock()
 	r.kick()
+}
+
+// testAnnounceHook, set by tests only, runs between a service's unlisting
+// and the announcement of its free: the window Close and WaitQuiet must
+// wait out.
+var testAnnounceHook atomic.Pointer[func(*Service)]
+
+// announced waits until no free is being announced.
+func (r *Registry) announced(ctx context.Context) error {
+	r.mu.Lock()
+	ch := r.announcing
+	r.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // NewNub creates an unpublished nub. Publish it, or Terminate it. On a
@@ -288,6 +328,29 @@ func (r *Registry) Services() []*Service {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.live.appendTo(make([]*Service, 0, r.live.n), nil)
+}
+
+// LeakSuspects returns what a leak report lists: every live traced object
+// (refcount.LiveObjects) except r's active services, which are alive by
+// right. Ordered by ID.
+func (r *Registry) LeakSuspects() []*refcount.Object {
+	r.mu.Lock()
+	active := make(map[uint64]bool, r.live.n)
+	r.live.appendTo(nil, func(s *Service) bool {
+		if s.active {
+			active[s.ID()] = true
+		}
+		return false
+	})
+	r.mu.Unlock()
+	objs := refcount.LiveObjects()
+	kept := objs[:0]
+	for _, o := range objs {
+		if !active[o.ID()] {
+			kept = append(kept, o)
+		}
+	}
+	return kept
 }
 
 // attachLocked makes c a client of p, a reference each way.

@@ -310,7 +310,7 @@ func (r *Registry) idle() bool {
 	r.wmu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n == 0 && r.live.n == 0 {
+	if n == 0 && r.live.n == 0 && r.inFlight == 0 {
 		r.workerGone = true // from now on services are born freed
 		return true
 	}
@@ -811,7 +811,7 @@ func (r *Registry) WaitQuiet(ctx context.Context) error {
 			// A service is unlisted before its free is announced: wait
 			// for the announcements too, or a caller checking the trace
 			// right after would find a termination without its free.
-			return r.waitBatches(ctx)
+			return r.announced(ctx)
 		}
 		if err := waitFreed(ctx, ss); err != nil {
 			if b, blocked := r.blockersAfterDeadline(ss, ss); blocked {
@@ -819,22 +819,6 @@ func (r *Registry) WaitQuiet(ctx context.Context) error {
 			}
 		}
 	}
-}
-
-// waitBatches waits until every pending termination batch has announced
-// all its frees.
-func (r *Registry) waitBatches(ctx context.Context) error {
-	r.wmu.Lock()
-	bs := append([]*batch(nil), r.batches...)
-	r.wmu.Unlock()
-	for _, b := range bs {
-		select {
-		case <-b.done:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
 }
 
 // Unload unregisters every personality of driver name, terminates all its

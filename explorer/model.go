@@ -3,7 +3,6 @@ package explorer
 import (
 	"bytes"
 	"fmt"
-	"sort"
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/refcount"
@@ -172,23 +171,12 @@ func (e *Explorer) detail(id uint64, view View) (serviceDetail, bool) {
 // are not active services (every active service is legitimately alive);
 // with all, every live traced object.
 func leakReport(r *driver.Registry, all bool) (leaks, error) {
-	objs := refcount.LiveObjects()
-	if !all {
-		active := map[uint64]bool{}
-		for _, s := range r.Services() {
-			if s.State().Active {
-				active[s.ID()] = true
-			}
-		}
-		kept := objs[:0]
-		for _, o := range objs {
-			if !active[o.ID()] {
-				kept = append(kept, o)
-			}
-		}
-		objs = kept
+	var objs []*refcount.Object
+	if all {
+		objs = refcount.LiveObjects()
+	} else {
+		objs = r.LeakSuspects()
 	}
-	sort.Slice(objs, func(i, j int) bool { return objs[i].ID() < objs[j].ID() })
 	rep := refcount.NewReport(objs)
 	var b bytes.Buffer
 	if err := rep.WriteText(&b); err != nil {

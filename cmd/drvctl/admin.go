@@ -265,26 +265,13 @@ func leaksHeadline(r *driver.Registry, n int, all bool) string {
 	return fmt.Sprintf("%d object(s) should be gone: terminated services not yet freed (%d) and objects no active service owns, with who holds their references (%d active service(s))\n", n, terminating, alive)
 }
 
-// leakedObjects is every live traced object except the active services
-// of the registry; with all, every live object.
+// leakedObjects is what `drvctl leaks` lists; with all, every live traced
+// object.
 func leakedObjects(r *driver.Registry, all bool) []*refcount.Object {
-	objs := refcount.LiveObjects()
-	if !all {
-		active := map[uint64]bool{}
-		for _, s := range r.Services() {
-			if s.State().Active {
-				active[s.ID()] = true
-			}
-		}
-		kept := objs[:0]
-		for _, o := range objs {
-			if !active[o.ID()] {
-				kept = append(kept, o)
-			}
-		}
-		objs = kept
+	if all {
+		return refcount.LiveObjects()
 	}
-	return objs
+	return r.LeakSuspects()
 }
 
 func adminWhy(r *driver.Registry, args idArgs) (string, error) {

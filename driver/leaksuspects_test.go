@@ -1,0 +1,48 @@
+package driver_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/refcount"
+)
+
+type suspectHolder struct{}
+
+// TestLeakSuspects: an active service is alive by right and never listed;
+// a terminated one that someone still holds is, until it is let go.
+func TestLeakSuspects(t *testing.T) {
+	e := newEnv(t)
+	alive := e.r.NewNub("Device", "alive", driver.Properties{})
+	require.NoError(t, e.r.Publish(nil, alive))
+	held := e.r.NewNub("Device", "held", driver.Properties{})
+	require.NoError(t, e.r.Publish(nil, held))
+	held.TaggedRetain(suspectHolder{})
+	held.Terminate()
+	require.Eventually(t, func() bool { return held.State().Stopped }, 10*time.Second, time.Millisecond)
+
+	ids := func() []uint64 {
+		var out []uint64
+		for _, o := range e.r.LeakSuspects() {
+			out = append(out, o.ID())
+		}
+		return out
+	}
+	got := ids()
+	require.Contains(t, got, held.ID())
+	require.NotContains(t, got, alive.ID())
+	require.NotContains(t, got, e.r.Root().ID())
+	var all []uint64
+	for _, o := range refcount.LiveObjects() {
+		all = append(all, o.ID())
+	}
+	require.Subset(t, all, got, "suspects are live traced objects")
+
+	held.TaggedRelease(suspectHolder{})
+	waitFreed(t, held)
+	require.NotContains(t, ids(), held.ID())
+	e.quiet()
+}
