@@ -147,7 +147,7 @@ func (p *proc) run(ctx context.Context) error {
 // generation): the reading goroutine reads, or serves a call inline; or
 // the call's standby took the reading over.
 const (
-	inlineReading = iota
+	inlineReading = iota + 1 // (0: no call served yet)
 	inlineServing
 	inlineHandedOff
 )
