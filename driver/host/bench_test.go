@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -183,6 +181,10 @@ func BenchmarkCall(b *testing.B) {
 }
 
 func benchCall(b *testing.B) {
+	msg := []byte("0123456789abcdef")
+	req, err := wire.Encode(&wire.Message{Type: wire.TypeCall, ID: 1000, Method: "echo", Data: msg}, 0)
+	require.NoError(b, err)
+	floor := newEchoFloor(b, req)
 	e := newBenchEnv(b)
 	e.loadBundle()
 	in := counter.Entry
@@ -214,10 +216,6 @@ func benchCall(b *testing.B) {
 	require.NoError(b, err)
 	hIn, err := c.Open(e.ctx, userclient.Match{Class: "CounterInProcess"})
 	require.NoError(b, err)
-	msg := []byte("0123456789abcdef")
-	req, err := wire.Encode(&wire.Message{Type: wire.TypeCall, ID: 1000, Method: "echo", Data: msg}, 0)
-	require.NoError(b, err)
-	floor := newEchoFloor(b, req)
 	for range 100 { // warm every path up
 		floor.roundTrip(b)
 		_, err := hIn.Call(e.ctx, "echo", msg)
@@ -263,45 +261,6 @@ func benchCall(b *testing.B) {
 	b.ReportMetric(float64(tOut-tIn)/float64(tFloor), "x-floor")
 	require.NoError(b, hOut.Close())
 	require.NoError(b, hIn.Close())
-}
-
-// echoFloor is a child process (the test binary, echoArg) that echoes
-// every message it reads on a SOCK_SEQPACKET socketpair: one round trip
-// is what crossing to a driver process and back costs at least.
-type echoFloor struct {
-	c   *net.UnixConn
-	req []byte
-	buf []byte
-	cmd *exec.Cmd
-}
-
-func newEchoFloor(b *testing.B, req []byte) *echoFloor {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
-	require.NoError(b, err)
-	mine, theirs := os.NewFile(uintptr(fds[0]), "floor"), os.NewFile(uintptr(fds[1]), "floor-child")
-	defer theirs.Close()
-	nc, err := net.FileConn(mine)
-	mine.Close()
-	require.NoError(b, err)
-	f := &echoFloor{c: nc.(*net.UnixConn), req: req, buf: make([]byte, wire.MaxMessage)}
-	f.cmd = exec.Command(testExe, driverArg, "echo")
-	f.cmd.ExtraFiles = []*os.File{theirs}
-	f.cmd.Stderr = os.Stderr
-	require.NoError(b, f.cmd.Start())
-	b.Cleanup(func() {
-		f.c.Close() // the child reads EOF and exits
-		_ = f.cmd.Wait()
-	})
-	return f
-}
-
-func (f *echoFloor) roundTrip(b *testing.B) {
-	if _, err := f.c.Write(f.req); err != nil {
-		b.Fatal(err)
-	}
-	if n, err := f.c.Read(f.buf); err != nil || n != len(f.req) {
-		b.Fatal(n, err)
-	}
 }
 
 // BenchmarkMemoryPerInstance: the daemon's memory (heap and goroutine
