@@ -1,6 +1,8 @@
 package driver_test
 
 import (
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,5 +53,62 @@ func TestMailboxHoldsServiceThroughTermination(t *testing.T) {
 	}
 	close(release)
 	waitFreed(t, nub)
+	e.quiet()
+}
+
+// recorder is a client handler that keeps the data of the driver-defined
+// messages it gets.
+type recorder struct {
+	mu  sync.Mutex
+	got []int
+}
+
+func (r *recorder) Message(_ *driver.Service, m driver.Message) error {
+	if m.Type == driver.MessageDriverDefined {
+		r.mu.Lock()
+		r.got = append(r.got, m.Data.(int))
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+// A stream of messages to many clients reaches every client whole and in
+// order, while the mail workers take several clients at a time and the
+// registry enqueues them in no set order.
+func TestMessageClientsInOrderPerClient(t *testing.T) {
+	e := newEnv(t)
+	nub := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
+	require.NoError(t, e.r.Publish(nil, nub))
+	const clients, msgs = 300, 40
+	recs := make([]*recorder, clients)
+	for i := range recs {
+		recs[i] = &recorder{}
+		_, err := e.r.AttachClient(nub, "FanClient", fmt.Sprint("c", i), recs[i])
+		require.NoError(t, err)
+	}
+	for i := range msgs {
+		nub.MessageClients(driver.MessageDriverDefined, i)
+	}
+	want := make([]int, msgs)
+	for i := range want {
+		want[i] = i
+	}
+	require.Eventually(t, func() bool {
+		for _, r := range recs {
+			r.mu.Lock()
+			n := len(r.got)
+			r.mu.Unlock()
+			if n < msgs {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, time.Millisecond)
+	for i, r := range recs {
+		r.mu.Lock()
+		require.Equal(t, want, r.got, "client %d", i)
+		r.mu.Unlock()
+	}
+	require.NoError(t, nub.TerminateSync(ctxT(t)))
 	e.quiet()
 }

@@ -6,8 +6,10 @@
 // cancels the driver method's context in the daemon too (a cancel frame,
 // protocol version 2). Notifications (the service is terminated, is
 // requesting close, was closed, driver messages) arrive on a bounded
-// channel per handle; the daemon disconnects an application that stops
-// reading them, so it never blocks anyone else. Nothing depends on the
+// channel per handle — or, with WithNotificationHandler, to a function
+// called on the goroutine that reads the connection; the daemon
+// disconnects an application that stops reading them, so it never blocks
+// anyone else. Nothing depends on the
 // application behaving: when it exits or crashes, the daemon closes
 // everything it had open.
 //

@@ -129,3 +129,49 @@ func ExampleHandle_Notifications() {
 	// ServiceIsTerminated
 	// true
 }
+
+// A handler gets the notifications on the goroutine that reads the
+// connection, without a hand-off to one of the application's: the
+// cheapest way to follow many devices. It must not wait for the client's
+// answers: the close the daemon asks for goes to a goroutine of its own.
+func ExampleWithNotificationHandler() {
+	d, err := startDaemon()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer d.stop()
+	nub, err := d.plug()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ctx := context.Background()
+	closed := make(chan error, 1)
+	c, err := userclient.Dial(ctx, d.sock, userclient.WithNotificationHandler(func(h *userclient.Handle, n userclient.Notification) {
+		fmt.Println(n.Type)
+		if n.Type == userclient.ServiceIsRequestingClose {
+			go func() { closed <- h.Close() }()
+		}
+	}))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	h, err := c.Open(ctx, userclient.Match{Class: "EchoDevice"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+
+	nub.Terminate() // what an unplug does
+	fmt.Println(<-closed)
+	_, err = h.Call(ctx, "echo", nil)
+	fmt.Println(errors.Is(err, userclient.ErrClosed))
+	// Output:
+	// ServiceIsTerminated
+	// ServiceIsRequestingClose
+	// <nil>
+	// true
+}

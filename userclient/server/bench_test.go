@@ -120,19 +120,30 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 // latency until the last one has read it. Each round is followed (or
 // preceded, alternately) by a round of the floor: one goroutine writing
 // the same frame to 1,000 Unix sockets, each read by its own goroutine.
-// x-floor-p50 and x-floor-p99 compare the percentiles.
+// x-floor-p50 and x-floor-p99 compare the percentiles; x-floor-cpu
+// compares the process's CPU time over the two kinds of round (the work
+// per notification, steadier than latency on a loaded machine).
+//
+// The application reads its notifications as an application would: from
+// Handle.Notifications() in a goroutine of its own (untraced, traced), or
+// in a handler the client's reading goroutine calls
+// (WithNotificationHandler: -handler), which is what the floor's readers
+// are.
 func BenchmarkNotificationFanout(b *testing.B) {
 	// untraced: an embedding application's default; traced: the daemon's
 	// (drvctl serve traces every class unless --trace says otherwise).
-	b.Run("untraced", func(b *testing.B) { untraced(b); fanout(b) })
-	b.Run("traced", func(b *testing.B) {
-		b.Setenv(refcount.EnvVar, "all")
-		refcount.TraceAll()
-		fanout(b)
-	})
+	for _, handler := range []bool{false, true} {
+		suffix := map[bool]string{false: "", true: "-handler"}[handler]
+		b.Run("untraced"+suffix, func(b *testing.B) { untraced(b); fanout(b, handler) })
+		b.Run("traced"+suffix, func(b *testing.B) {
+			b.Setenv(refcount.EnvVar, "all")
+			refcount.TraceAll()
+			fanout(b, handler)
+		})
+	}
 }
 
-func fanout(b *testing.B) {
+func fanout(b *testing.B, handler bool) {
 	const clients = 1000
 	ts := newTestServer(b, Config{Limits: Limits{MaxConns: clients + 8, MaxConnsPerUID: clients + 8, MaxHandlesPerUID: clients + 8}})
 	ctx := context.Background()
@@ -146,8 +157,16 @@ func fanout(b *testing.B) {
 		readers.Wait()
 	})
 	var handle, service uint64
+	var opts []userclient.DialOption
+	if handler {
+		opts = append(opts, userclient.WithNotificationHandler(func(_ *userclient.Handle, n userclient.Notification) {
+			if n.Type == driverMsgType {
+				got.Done()
+			}
+		}))
+	}
 	for range clients {
-		c, err := userclient.Dial(ctx, ts.sock)
+		c, err := userclient.Dial(ctx, ts.sock, opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -157,6 +176,9 @@ func fanout(b *testing.B) {
 			b.Fatal(err)
 		}
 		handle, service = 1, h.Service().ID
+		if handler {
+			continue
+		}
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
@@ -170,12 +192,29 @@ func fanout(b *testing.B) {
 	floor := newFanoutFloor(b, clients)
 	lat := make([]time.Duration, 0, b.N)
 	flat := make([]time.Duration, 0, b.N)
+	// The process's CPU time over each kind of round: the work a
+	// notification costs, which the load of other processes changes far
+	// less than it changes the latencies.
+	var cpu, fcpu time.Duration
+	cpuOK := true
+	timed := func(sum *time.Duration, f func()) {
+		c0, ok0 := processCPU()
+		f()
+		c1, ok1 := processCPU()
+		*sum += c1 - c0
+		cpuOK = cpuOK && ok0 && ok1
+	}
 	real := func(data []byte) {
-		got.Add(clients)
-		start := time.Now()
-		ts.dev.message(data)
-		got.Wait()
-		lat = append(lat, time.Since(start))
+		timed(&cpu, func() {
+			got.Add(clients)
+			start := time.Now()
+			ts.dev.message(data)
+			got.Wait()
+			lat = append(lat, time.Since(start))
+		})
+	}
+	floorRound := func(frame []byte) {
+		timed(&fcpu, func() { flat = append(flat, floor.send(b, frame)) })
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -183,13 +222,18 @@ func fanout(b *testing.B) {
 		frame := wire.AppendNotification(nil, handle, userclient.Notification{Type: driverMsgType, Service: service, Data: data})
 		if i%2 == 0 {
 			real(data)
-			flat = append(flat, floor.send(b, frame))
+			floorRound(frame)
 		} else {
-			flat = append(flat, floor.send(b, frame))
+			floorRound(frame)
 			real(data)
 		}
 	}
 	b.StopTimer()
+	if cpuOK && fcpu > 0 {
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*clients), "cpu-ns/note")
+		b.ReportMetric(float64(fcpu.Nanoseconds())/float64(b.N*clients), "floor-cpu-ns/note")
+		b.ReportMetric(float64(cpu)/float64(fcpu), "x-floor-cpu")
+	}
 	reportLatencies(b, lat)
 	p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
 	f50, f99 := percentile(flat, 0.50), percentile(flat, 0.99)

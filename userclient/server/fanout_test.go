@@ -156,3 +156,122 @@ func TestDirectWritesKeepFraming(t *testing.T) {
 	}
 	expectFatal(t, nc, wire.CodeOverflow, "queued")
 }
+
+// scratchPayload is notification i's data: its number, then bytes that
+// say which it is, small enough for the scratch path (5 bytes to about
+// 1 KiB, so frames end anywhere in a page).
+func scratchPayload(i int) []byte {
+	b := fmt.Appendf(nil, "%d:", i)
+	return append(b, bytes.Repeat([]byte{byte('a' + i%26)}, (i*37)%(scratchMax-32))...)
+}
+
+// Small notifications are encoded into the connection's scratch buffer and
+// written directly. With a peer that reads late the socket stops taking
+// them: what a direct write could not send is copied out of the buffer
+// (the next notification reuses it) into the queue, later ones queue
+// behind it, and replies to the peer's pings, served by other goroutines,
+// are written directly or queued among them. The peer then reads every
+// frame whole, every notification once, in order and with its own bytes,
+// and every ping's reply.
+func TestScratchWritesKeepOrderAndFraming(t *testing.T) {
+	ts := newTestServer(t, Config{QueueFrames: 1 << 14, QueueBytes: 64 << 20})
+	nc := rawDial(t, ts.sock)
+	_, err := nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return ts.Stats().Sessions == 1 }, 10*time.Second, time.Millisecond)
+	tails := ts.tails.Load()
+
+	// Notifications alone first: the socket buffer (about 200 KiB) cannot
+	// hold 1,000 of half a KiB, and the direct write that finds it full
+	// leaves its frame to the writer.
+	const notes, pings = 4000, 300
+	const alone = 1000
+	for i := range alone {
+		ts.dev.message(scratchPayload(i))
+	}
+	require.Eventually(t, func() bool { return ts.tails.Load() > tails }, 20*time.Second, time.Millisecond)
+	// Then the rest, while the peer's pings are answered by other
+	// goroutines.
+	var pingFrames [][]byte
+	for i := range pings {
+		pingFrames = append(pingFrames, rawFrame(t, wire.TypePing, uint64(100+i), "", nil))
+	}
+	pinged := make(chan error, 1)
+	go func() {
+		for _, f := range pingFrames {
+			if _, err := nc.Write(f); err != nil {
+				pinged <- err
+				return
+			}
+		}
+		pinged <- nil
+	}()
+	for i := alone; i < notes; i++ {
+		ts.dev.message(scratchPayload(i))
+	}
+	require.NoError(t, <-pinged)
+
+	d := wire.NewDecoder(nc, 0)
+	nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	next := 0
+	replies := map[uint64]bool{}
+	for next < notes || len(replies) < pings {
+		f, err := d.ReadFrame()
+		require.NoError(t, err, "after %d notifications and %d ping replies", next, len(replies))
+		switch {
+		case f.Type == wire.TypeNotification:
+			require.Equal(t, scratchPayload(next), f.Data, "notification %d", next)
+			next++
+		case f.Type == wire.TypeReply && f.ID >= 100:
+			require.False(t, replies[f.ID], "ping %d answered twice", f.ID)
+			replies[f.ID] = true
+		case f.Type == wire.TypeWelcome || f.Type == wire.TypeReply && f.ID == 2:
+		default:
+			t.Fatalf("unexpected %v frame %d", f.Type, f.ID)
+		}
+	}
+	require.Equal(t, 1, ts.Stats().Sessions, "the late reader is still connected")
+}
+
+// A fan-out of small notifications (the scratch path) to a peer that never
+// reads and to one that does: the non-reader is dropped for overflow and
+// told why, while the reader — whose handler paces the driver here — gets
+// every notification, in order, and stays connected.
+func TestScratchFanOutDropsOnlyTheNonReader(t *testing.T) {
+	ts := newTestServer(t, Config{QueueFrames: 64, QueueBytes: 256 << 10})
+	nc := rawDial(t, ts.sock)
+	_, err := nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return ts.Stats().Sessions == 1 }, 10*time.Second, time.Millisecond)
+
+	got := make(chan []byte, 1)
+	ctx := context.Background()
+	reader, err := userclient.Dial(ctx, ts.sock, userclient.WithNotificationHandler(func(_ *userclient.Handle, n userclient.Notification) {
+		if n.Type == driverMsgType {
+			got <- n.Data
+		}
+	}))
+	require.NoError(t, err)
+	t.Cleanup(func() { reader.Close() })
+	h, err := reader.Open(ctx, userclient.Match{Class: "TestDevice"})
+	require.NoError(t, err)
+
+	sent := 0
+	for ts.Stats().Sessions == 2 {
+		ts.dev.message(scratchPayload(sent))
+		select {
+		case b := <-got:
+			require.Equal(t, scratchPayload(sent), b, "notification %d", sent)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the reader did not get notification %d", sent)
+		}
+		sent++
+	}
+	expectFatal(t, nc, wire.CodeOverflow, "queued")
+	d := <-ts.disc
+	require.ErrorIs(t, d.reason, userclient.ErrOverflow)
+	t.Logf("the non-reader was dropped after %d notifications", sent)
+	out, err := h.Call(ctx, "echo", []byte("still here"))
+	require.NoError(t, err)
+	require.Equal(t, "still here", string(out))
+}

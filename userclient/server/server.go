@@ -197,6 +197,7 @@ type Server struct {
 	timeouts atomic.Int64 // connections ended by the frame or idle timeout
 	coalesce atomic.Int64 // ServiceWasClosed notifications merged into one queued
 	handover atomic.Int64 // calls still running when their standby goroutine ran (serveInline)
+	tails    atomic.Int64 // direct writes the socket took only part of (tests)
 
 	refusedLog ratelog.Limiter
 }
@@ -489,12 +490,15 @@ type inflightReq struct {
 
 // entry is one open handle.
 type entry struct {
-	handle  uint64
-	sess    Session
-	mu      sync.Mutex
-	send    func(userclient.Notification)
-	ready   bool                      // the open reply is queued: notifications may follow it
-	pending []userclient.Notification // notifications that came before the open reply
+	handle uint64
+	sess   Session
+	mu     sync.Mutex
+	send   func(userclient.Notification)
+	ready  bool // the open reply is queued: notifications may follow it (under mu)
+	// readyFast is ready, set last: a notification that sees it set goes
+	// out without taking mu (a fan-out would take it once per client).
+	readyFast atomic.Bool
+	pending   []userclient.Notification // notifications that came before the open reply
 
 	// A ServiceWasClosed queued and not yet written (guarded by the
 	// connection's qmu): later ones are merged into it.
@@ -520,6 +524,9 @@ type directWrite struct {
 	n   int
 	err error
 	fn  func(fd uintptr) bool
+	// scratch is where sendNotification encodes a frame it writes
+	// directly, reused from one to the next.
+	scratch []byte
 }
 
 // summarySize is what a queued ServiceWasClosed summary counts for against
@@ -805,7 +812,7 @@ func (c *conn) push(f outFrame, size int) {
 		// Nobody writes and nothing waits: write it from here.
 		c.writing = true
 		c.qmu.Unlock()
-		c.writeDirect(f.b)
+		c.writeDirect(f.b, false)
 		return
 	default:
 		c.queue = append(c.queue, f)
@@ -825,8 +832,9 @@ func (c *conn) push(f outFrame, size int) {
 // writeDirect writes b, a whole frame, with one non-blocking write(2) on
 // the goroutine that queued it; c.writing is set. What the socket does
 // not take now is put first in the queue for the writer, which then
-// owns the write side.
-func (c *conn) writeDirect(b []byte) {
+// owns the write side — a copy of it when b is the scratch buffer, which
+// the next direct write reuses.
+func (c *conn) writeDirect(b []byte, scratch bool) {
 	d := &c.direct
 	d.b, d.n, d.err = b, 0, nil
 	err := faultinject.At(faultinject.Write, nil)
@@ -856,6 +864,10 @@ func (c *conn) writeDirect(b []byte) {
 	c.qmu.Lock()
 	if n < len(b) {
 		rest := b[n:]
+		if scratch {
+			rest = slices.Clone(rest)
+		}
+		c.srv.tails.Add(1)
 		c.queue = slices.Insert(c.queue, 0, outFrame{b: rest, tail: n > 0})
 		c.outBytes += len(rest)
 	}
@@ -884,6 +896,12 @@ func (c *conn) enqueueWait(ctx context.Context, b []byte) error {
 	maxBytes := c.srv.cfg.QueueBytes / streamQueueShare
 	maxFrames := max(c.srv.cfg.QueueFrames/streamQueueShare, 1)
 	for {
+		// Looked at first, not only while waiting: a reader that keeps up
+		// would otherwise let a cancelled stream run to its end
+		// (TestStreamedReplyCancel, under load).
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		c.qmu.Lock()
 		q := c.outBytes
 		if (q == 0 || q+len(b) <= maxBytes) && len(c.queue) < maxFrames {
@@ -1538,7 +1556,22 @@ func (c *conn) notifier(e *entry) func(userclient.Notification) {
 
 // sendNotification queues a notification frame; one that cannot fit the
 // peer's maximum frame is dropped with a log line (a driver bug).
+//
+// A small one, when nobody writes and nothing is queued, is encoded into
+// the connection's scratch buffer and written at once (see push): a
+// fan-out then allocates nothing per client, unless a socket is full.
 func (c *conn) sendNotification(h uint64, n userclient.Notification) {
+	if len(n.Type)+len(n.Cause)+len(n.RootCause)+len(n.Detail)+len(n.Data) <= scratchMax && c.claimDirect() {
+		d := &c.direct
+		d.scratch = wire.AppendNotification(d.scratch[:0], h, n)
+		if len(d.scratch)-4 > c.srv.cfg.MaxFrame {
+			c.endDirect()
+			c.cfg().Log.Warn("notification too large for the peer, dropped", "type", n.Type, "bytes", len(d.scratch)-4)
+			return
+		}
+		c.writeDirect(d.scratch, true)
+		return
+	}
 	b := wire.AppendNotification(nil, h, n)
 	if len(b)-4 > c.srv.cfg.MaxFrame {
 		c.cfg().Log.Warn("notification too large for the peer, dropped", "type", n.Type, "bytes", len(b)-4)
@@ -1547,11 +1580,50 @@ func (c *conn) sendNotification(h uint64, n userclient.Notification) {
 	c.enqueue(b)
 }
 
+// scratchMax bounds the variable part of a notification encoded into the
+// connection's scratch buffer, and so the buffer (kept per connection).
+const scratchMax = 1 << 10
+
+// claimDirect takes the socket's write side for a direct write if nobody
+// writes and nothing is queued; the caller then calls writeDirect or
+// endDirect.
+func (c *conn) claimDirect() bool {
+	if c.rc == nil || c.failed() {
+		return false
+	}
+	c.qmu.Lock()
+	ok := !c.writing && len(c.queue) == 0
+	if ok {
+		c.writing = true
+	}
+	c.qmu.Unlock()
+	return ok
+}
+
+// endDirect gives back the write side claimed for a direct write that
+// wrote nothing, waking the writer if it waits for it or has work.
+func (c *conn) endDirect() {
+	c.qmu.Lock()
+	c.writing = false
+	wake := len(c.queue) > 0 || c.writerWaits
+	c.writerWaits = false
+	c.qmu.Unlock()
+	if wake {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
 func (c *conn) cfg() *Config { return &c.srv.cfg }
 
 // hold keeps n until the open reply is queued, so that the application
 // never sees a notification for a handle it does not know yet.
 func (e *entry) hold(n userclient.Notification) bool {
+	if e.readyFast.Load() {
+		return false // markReady's replay is over: nothing to overtake
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.ready {
@@ -1571,6 +1643,7 @@ func (e *entry) markReady() {
 	}
 	e.pending = nil
 	e.ready = true
+	e.readyFast.Store(true)
 }
 
 func (c *conn) take(h uint64) *entry {
