@@ -36,7 +36,7 @@ import (
 // libraries it links), e2e-app and driver/scsi's test binary (scsi.test,
 // for TestSGReal on the guest's real sg nodes: SG_IO needs no cgo) and
 // driver/hid's (hid.test, for TestHidrawReal on its hidraw nodes), and
-// the executables of the bundles (hidkbd, e2e-stick) into a temporary
+// the executables of the bundles (hidkbd, usbstorage) into a temporary
 // directory.
 func buildGuestBins(ctx context.Context) ([]string, error) {
 	dir, err := os.MkdirTemp("", "drvkit-e2e-bins-")
@@ -53,8 +53,8 @@ func buildGuestBins(ctx context.Context) ([]string, error) {
 		{"e2e-app", "./e2e/guestapp", "0", false},
 		{"scsi.test", "./driver/scsi", "0", true},
 		{"hid.test", "./driver/hid", "0", true},
-		{"hidkbd", "./examples/bundles/hidkbd", "0", false}, // the hidkbd-oop bundle's executable
-		{"e2e-stick", "./e2e/guestbundle", "0", false},      // the stick bundle's (TestDrvctlUSBHold)
+		{"hidkbd", "./examples/bundles/hidkbd", "0", false},         // the hidkbd-oop bundle's executable
+		{"usbstorage", "./examples/bundles/usbstorage", "0", false}, // the usbstorage-oop bundle's (TestDrvctlUSBHold)
 	} {
 		// -s -w: a smaller initramfs, a faster boot; stacks still
 		// symbolize (pclntab stays).

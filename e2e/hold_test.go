@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,30 +32,14 @@ const (
 	holdState = journalDir + "/usb-hold.json"
 	devWatch  = "/tmp/devwatch.log"
 
-	// stickBundle is a bundle that claims the stick's mass-storage
-	// interface (e2e/guestbundle: it opens the usbfs device it is
-	// granted), in the default drivers directory.
-	stickBundle         = "e2e-stick"
-	stickBundleDir      = "/etc/drvkit/drivers.d/" + stickBundle
-	stickBundleManifest = `name    = "e2e-stick"
-version = "1.0.0"
-summary = "claims the e2e USB stick's mass-storage interface, out of process"
-
-[run]
-executable = "e2e-stick"
-user       = "nobody"
-
-[[personality]]
-provider_class = "USBInterface"
-class          = "E2EStick"
-score          = 1000
-match.vid      = 0x46f4
-match.pid      = 0x0001
-match.class    = 8
-
-[[method]]
-name = "info"
-`
+	// stickBundle is the shipped usbstorage bundle
+	// (examples/bundles/usbstorage: the built-in usbstorage, unchanged,
+	// out of process), installed with its manifest unchanged in the
+	// default drivers directory. Its device is the usbfs node the daemon
+	// grants it.
+	stickBundle    = "usbstorage-oop"
+	stickBundleExe = "usbstorage"
+	stickBundleDir = "/etc/drvkit/drivers.d/" + stickBundle
 )
 
 // gateValues reads interface_authorized_default of every root hub.
@@ -219,10 +205,16 @@ func replug(t *testing.T, ctx context.Context, m *Machine, unplug bool) int {
 // and the uevent mark taken before the plug.
 func plugHeld(t *testing.T, ctx context.Context, d *daemon, drv string) (*svcEntry, time.Duration, int) {
 	t.Helper()
+	return plugHeldFrom(t, ctx, d, drv, true)
+}
+
+// plugHeldFrom is plugHeld; unplug false: the stick is out already.
+func plugHeldFrom(t *testing.T, ctx context.Context, d *daemon, drv string, unplug bool) (*svcEntry, time.Duration, int) {
+	t.Helper()
 	a := d.m.Agent
 	waitGates(t, ctx, d, "0")
 	clearDevWatch(t, ctx, a)
-	mark := replug(t, ctx, d.m, true)
+	mark := replug(t, ctx, d.m, unplug)
 	doc := d.waitTree(ctx, drv+" on the replugged stick", func(doc *inspectDoc) bool {
 		_, _, u := usbStick(doc, USBVendor, USBProduct, drv)
 		return u != nil
@@ -246,8 +238,10 @@ func requireNoKernelDisk(t *testing.T, ctx context.Context, a *Agent, mark int, 
 
 // TestDrvctlUSBHold: a stick usbstorage claims never shows as a kernel
 // disk; given back on unload, stop, and after a SIGKILL; the control
-// without the hold shows the flash; a bundle's out-of-process driver holds
-// it as usbstorage does.
+// without the hold shows the flash; usbstorage as a bundle, out of
+// process, holds it as the built-in does — granted the usbfs device, it
+// reads and writes the stick, survives a SIGKILL of its process without
+// the kernel getting the stick, and lets go on unplug and unload.
 func TestDrvctlUSBHold(t *testing.T) {
 	ctx, m := scenarioWithin(t, Config{USBSerial: "HOLD-E2E"}, 5*time.Minute)
 	a := m.Agent
@@ -455,39 +449,104 @@ func TestDrvctlUSBHold(t *testing.T) {
 
 	timed(t, "7-bundle-held", func(t *testing.T) {
 		// A bundle's personality holds the stick as usbstorage's does:
-		// a driver in a process of its own claims the interface, and the
-		// kernel never makes a disk of it. The bundle is loaded from the
-		// default drivers directory at start.
-		installBundle(t, ctx, a, stickBundleDir, "e2e-stick", stickBundleManifest)
+		// usbstorage itself, in a process of its own as nobody, is
+		// granted the usbfs device after the daemon authorized (the hold)
+		// and claimed the interface, reads and writes the disk through
+		// it, and the kernel never makes a disk of it. The bundle is
+		// loaded from the default drivers directory at start.
+		manifest, err := os.ReadFile(filepath.Join(repoRoot(), "examples", "bundles", "usbstorage", "manifest.toml"))
+		require.NoError(t, err)
+		installBundle(t, ctx, a, stickBundleDir, stickBundleExe, string(manifest))
 		d := startDaemon(t, ctx, m, "--drivers", "sg", "--state-dir", journalDir)
 		// Loaded at start, it took the stick the previous phase left to
 		// usb-storage at once ("running"); the replug shows the hold.
 		require.Contains(t, []string{"loaded", "running"}, d.driverRow(ctx, stickBundle).State)
 		inst, started, mark := plugHeld(t, ctx, d, stickBundle)
-		require.Equal(t, "E2EStick", inst.Class)
+		require.Equal(t, "USBMassStorage", inst.Class)
 		require.Equal(t, "usbfs", usbInterfaceDriver(t, ctx, a), "the daemon claimed the interface for the bundle's driver")
 		row := d.waitDriverProcess(ctx, stickBundle, 0)
-		_, iface, _ := usbStick(d.inspect(ctx), USBVendor, USBProduct, stickBundle)
-		// Its Start opened the one device granted. With the hold, the
-		// daemon serves the claimed interface over a socket
-		// (devgrant's usb-socket, scoped to the interface): the driver
-		// holds no device node at all.
-		requireUnprivileged(t, ctx, a, row.PIDs[0], "")
+		dev, iface, _ := usbStick(d.inspect(ctx), USBVendor, USBProduct, stickBundle)
+		// The grant is the usbfs device (devgrant's "usbfs" kind), not
+		// the daemon's socket: the driver process holds the node
+		// /dev/bus/usb/BBB/DDD of its stick, and no other device.
+		node := fmt.Sprintf("/dev/bus/usb/%03d/%03d", atoi(t, dev.prop("busnum")), atoi(t, dev.prop("devnum")))
+		requireUnprivileged(t, ctx, a, row.PIDs[0], node)
 		st := readHoldState(t, ctx, a)
 		require.Len(t, st.Held, 1, "%+v", st)
 		require.Equal(t, iface.Name, st.Held[0].Interface)
 		require.Equal(t, stickBundle, st.Held[0].Personality)
+
+		// usbstorage in the bundle's process serves the stick: what phase
+		// 1 wrote through the in-process usbstorage reads back, and a new
+		// block is written and read.
+		lines := d.app(ctx, "-driver", stickBundle, "-read", fmt.Sprint(lba))
+		require.Equal(t, inst.ID, findLine(lines, "opened").Service)
+		require.Equal(t, pattern, findLine(lines, "read").Data, "read through the usbfs grant")
+		const bundlePattern = "drvkit e2e: through the bundle's usbfs grant"
+		lines = d.app(ctx, "-driver", stickBundle, "-write", fmt.Sprint(lba+1), "-pattern", bundlePattern, "-read", fmt.Sprint(lba+1))
+		require.Equal(t, bundlePattern, findLine(lines, "read").Data)
 		d.checkTrace(ctx)
 		d.checkNoLeaks(ctx)
-		// Still no disk once the driver process runs.
+		// Still no disk once the driver process ran I/O.
 		requireNoKernelDisk(t, ctx, a, mark, stickBundle)
-		record("  %-46s %s (out of process) started %v after the interface, held", t.Name(), stickBundle, started)
+		record("  %-46s %s (usbstorage out of process, usbfs grant) started %v after the interface, held", t.Name(), stickBundle, started)
 
-		// Unloaded, the bundle gives the stick back to the kernel.
+		// SIGKILLed with the stick plugged: the host relaunches it after
+		// the backoff, and meanwhile the interface stays held (the hold
+		// asks the host: Relaunching) — usb-storage does not get it, so
+		// no disk appears to be detached again a moment later.
+		oldPID, oldInst := row.PIDs[0], inst.ID
+		t0 := time.Now()
+		kr, err := a.Exec(ctx, "kill", "-KILL", fmt.Sprint(oldPID))
+		require.NoError(t, err)
+		require.Zero(t, kr.Exit, "%s", kr.Stderr)
+		row = d.waitDriverProcess(ctx, stickBundle, oldPID)
+		require.Equal(t, 1, row.Crashes)
+		doc := d.waitTree(ctx, "the stick rematched to the relaunched driver", func(doc *inspectDoc) bool {
+			_, _, u := usbStick(doc, USBVendor, USBProduct, stickBundle)
+			return u != nil && u.ID != oldInst && doc.byID(oldInst) == nil
+		})
+		_, _, inst = usbStick(doc, USBVendor, USBProduct, stickBundle)
+		requireGone(t, ctx, a, oldPID)
+		require.Equal(t, "usbfs", usbInterfaceDriver(t, ctx, a))
+		requireUnprivileged(t, ctx, a, row.PIDs[0], node)
+		lines = d.app(ctx, "-driver", stickBundle, "-read", fmt.Sprint(lba+1))
+		require.Equal(t, inst.ID, findLine(lines, "opened").Service)
+		require.Equal(t, bundlePattern, findLine(lines, "read").Data)
+		requireNoKernelDisk(t, ctx, a, mark, stickBundle)
+		require.Len(t, readHoldState(t, ctx, a).Held, 1)
+		t.Logf("SIGKILL of driver process %d → relaunched as %d, instance #%d, in %v; held throughout", oldPID, row.PIDs[0], inst.ID, time.Since(t0).Round(time.Millisecond))
+
+		// Unplugged under the driver: the instance and its process go,
+		// the hold forgets the interface, nothing is left; no disk.
+		sctx, cancel := step(ctx)
+		defer cancel()
+		gmark := a.UeventMark()
+		require.NoError(t, m.UnplugUSB(sctx))
+		_, err = a.WaitUevent(sctx, gmark, Match{Action: "remove", Subsystem: "usb", Devpath: "/usb", Env: map[string]string{"DEVTYPE": "usb_device"}})
+		require.NoError(t, err)
+		d.waitTree(ctx, "nothing of the unplugged stick", func(doc *inspectDoc) bool {
+			return len(doc.withDriver(stickBundle)) == 0 && doc.byID(dev.ID) == nil
+		})
+		d.poll(ctx, "no driver process", func() (bool, string) {
+			r := d.driverRow(ctx, stickBundle)
+			return len(r.PIDs) == 0 && r.Instances == 0, fmt.Sprintf("%+v", r)
+		})
+		requireGone(t, ctx, a, row.PIDs[0])
+		require.Empty(t, readHoldState(t, ctx, a).Held)
+		require.Equal(t, 1, d.driverRow(ctx, stickBundle).Crashes, "an unplug is not a crash")
+		d.checkTrace(ctx)
+		d.checkNoLeaks(ctx)
+		requireNoKernelDisk(t, ctx, a, mark, stickBundle)
+
+		// Plugged again: held for the bundle once more; unloaded, the
+		// bundle gives the stick back to the kernel.
+		_, _, _ = plugHeldFrom(t, ctx, d, stickBundle, false)
+		row = d.waitDriverProcess(ctx, stickBundle, 0)
 		umark := a.UeventMark()
 		ur := d.drvctl(ctx, "unload", stickBundle)
 		require.Zero(t, ur.Exit, "%s %s", ur.Stdout, ur.Stderr)
-		sctx, cancel := step(ctx)
+		sctx, cancel = step(ctx)
 		defer cancel()
 		_, err = a.WaitUevent(sctx, umark, ksBind)
 		require.NoError(t, err, "usb-storage is bound again")

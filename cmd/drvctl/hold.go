@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/hotplug/usbhold"
 	"github.com/drvkit/drvkit/internal/statefile"
 )
@@ -41,7 +42,10 @@ func (d *daemon) startHold() *usbhold.Hold {
 		d.log.Error("usb hold off: its state directory", "err", err)
 		return nil
 	}
-	h, rep, err := usbhold.New(usbhold.Config{Sysfs: d.opts.sysfs, State: path, Personalities: d.reg.AllPersonalities, Log: d.log})
+	h, rep, err := usbhold.New(usbhold.Config{Sysfs: d.opts.sysfs, State: path, Personalities: d.reg.AllPersonalities, Log: d.log,
+		// Read by the hold's watch only, which starts after d.host is
+		// set (serve: host.New, then Hold.Watch).
+		Relaunching: func(nub *driver.Service) bool { return d.host != nil && d.host.Relaunching(nub) }})
 	if !rep.Empty() {
 		d.log.Warn("usb hold: undid what a previous daemon left", "ungated", rep.Ungated, "authorized", rep.Authorized, "given_back", rep.GivenBack)
 	}

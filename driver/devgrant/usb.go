@@ -20,9 +20,11 @@ import (
 // usbstorage.BackendKey's name). The daemon claims the interface first,
 // detaching the kernel's driver through the detach journal; the grant's
 // Close gives the interface back and re-attaches the driver. On the kernel's
-// backend (usb.Gousb, journaled or not) the driver gets the usbfs device
-// node /dev/bus/usb/BBB/DDD, the claim made on it and its privileges dropped
-// to that interface (USBDEVFS_DROP_PRIVILEGES) ("usbfs"); on any other
+// backend (usb.Gousb, below any wrappers: the journal, the USB hold) the
+// driver gets the usbfs device node /dev/bus/usb/BBB/DDD, the claim made on
+// it — readied first by the wrappers (usb.ReadyClaim: the hold authorizes
+// the interface it kept from the kernel) — and its privileges dropped to
+// that interface (USBDEVFS_DROP_PRIVILEGES) ("usbfs"); on any other
 // backend (the simulator's) the claimed device is served over a socket,
 // with the same limits ("usb-socket").
 const (
@@ -82,19 +84,16 @@ func upInt(nub *driver.Service, key string) (int64, bool) {
 	return 0, false
 }
 
-// kernelBackend reports whether b (unwrapped from the journal) is the
-// kernel's, whose devices have usbfs nodes.
+// kernelBackend reports whether b, below its wrappers (the detach
+// journal's, the USB hold's: usb.Unwrapper), is the kernel's, whose
+// devices have usbfs nodes.
 func kernelBackend(b usb.Backend) bool {
-	for {
-		u, ok := b.(interface{ Unwrap() usb.Backend })
-		if !ok {
-			break
-		}
-		b = u.Unwrap()
-	}
-	_, ok := b.(*usb.Gousb)
+	_, ok := usb.Innermost(b).(*usb.Gousb)
 	return ok
 }
+
+// grantUsbfsFunc is grantUsbfs; a test stands in for the kernel's usbfs.
+var grantUsbfsFunc = grantUsbfs
 
 func grantUSB(ctx context.Context, res *drivertable.Resources, nub *driver.Service) ([]File, func() error, error) {
 	bus, ok1 := upInt(nub, propBusNum)
@@ -112,7 +111,14 @@ func grantUSB(ctx context.Context, res *drivertable.Resources, nub *driver.Servi
 		return fail(err)
 	}
 	if kernelBackend(b) {
-		f, release, err := grantUsbfs(usb.JournalOf(b), int(bus), int(addr), int(ifnum))
+		// The claim is made beside the backend, on the descriptor the
+		// driver gets: the backend's wrappers ready it first (the USB
+		// hold authorizes an interface it kept from the kernel, without
+		// which usbfs refuses the claim with ENODEV).
+		if err := usb.ReadyClaim(ctx, b, int(bus), int(addr), int(ifnum)); err != nil {
+			return fail(err)
+		}
+		f, release, err := grantUsbfsFunc(usb.JournalOf(b), int(bus), int(addr), int(ifnum))
 		if err != nil {
 			return fail(err)
 		}

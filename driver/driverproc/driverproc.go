@@ -304,12 +304,18 @@ func (p *proc) start(ctx context.Context, m *wire.Message, files []*os.File) {
 			return
 		}
 	}
+	above, err := mirrorProviders(reg, m.Providers)
+	if err != nil {
+		unsubErr()
+		fail(wire.CodeProtocol, err)
+		return
+	}
 	nub := reg.NewNub(m.Nub.Class, m.Nub.Name, driver.NewProperties(props))
 	p.mu.Lock()
 	p.nub = nub
 	p.mu.Unlock()
 	stopWatch := context.AfterFunc(ctx, func() { nub.TerminateWith(driver.CauseUnknown) })
-	err = reg.Publish(nil, nub)
+	err = reg.Publish(above, nub)
 	stopWatch()
 	unsubErr()
 	if err != nil {

@@ -61,6 +61,16 @@ func TestCrashRelaunch(t *testing.T) {
 	defer c.Close()
 	h, err := c.Open(e.ctx, userclient.Match{Class: counter.Class})
 	require.NoError(t, err)
+	// When the crashed instance leaves the nub, the host says a driver is
+	// coming back to it (what keeps a USB-hold interface held).
+	require.False(t, e.h.Relaunching(nub))
+	atDetach := make(chan bool, 1)
+	unsub := e.r.SubscribeLifecycle(func(ev driver.LifecycleEvent) {
+		if ev.Step == driver.StepDetach && ev.ServiceID == inst.ID() && ev.ProviderID == nub.ID() {
+			atDetach <- e.h.Relaunching(nub)
+		}
+	})
+	defer unsub()
 	kill(t, pid)
 	n := nextNotification(t, h, "ServiceIsTerminated")
 	require.Equal(t, "crashed", n.Cause)
@@ -72,6 +82,8 @@ func TestCrashRelaunch(t *testing.T) {
 
 	again := e.instance(nub)
 	require.NotEqual(t, inst.ID(), again.ID())
+	require.True(t, <-atDetach, "Relaunching while the nub has no driver")
+	require.Eventually(t, func() bool { return !e.h.Relaunching(nub) }, 5*time.Second, time.Millisecond, "relaunched: over")
 	pid2 := e.pid(m.Name)
 	require.NotEqual(t, pid, pid2)
 	st := e.status(m.Name)
@@ -170,6 +182,7 @@ func TestPanicCrashLoop(t *testing.T) {
 	require.Equal(t, []host.Counts{{Driver: m.Name, Starts: 3, Crashes: 3, Disables: 1}}, e.h.Counts())
 	require.Eventually(t, func() bool { return len(nub.Clients()) == 0 }, 10*time.Second, 10*time.Millisecond)
 	require.True(t, nub.State().Active)
+	require.False(t, e.h.Relaunching(nub), "disabled: no driver is coming back (the USB hold gives the interface back)")
 	require.NoError(t, nub.TerminateSyncWith(e.ctx, driver.CauseUnplug))
 	require.NoError(t, e.r.Unload(e.ctx, m.Name))
 	e.h.Forget(m.Name)
@@ -226,7 +239,7 @@ func TestStartFailures(t *testing.T) {
 	}{
 		{"missing", true, "no such file or directory"},
 		{"exit", true, "exited with status 3"},
-		{"badversion", true, "protocol version mismatch: the peer speaks 2.0, this side 1.1"},
+		{"badversion", true, "protocol version mismatch: the peer speaks 2.0, this side 1.2"},
 		{"killstart", true, "killed by signal"},
 		{"failstart", false, "the device says no"},
 	} {

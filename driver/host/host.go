@@ -88,10 +88,11 @@ type Host struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex
-	bundles map[string]*bundleState
-	closed  bool
-	wg      sync.WaitGroup // relaunch waits
+	mu       sync.Mutex
+	bundles  map[string]*bundleState
+	closed   bool
+	wg       sync.WaitGroup // relaunch waits
+	relaunch map[uint64]int // nub id → relaunches waiting (backoff, then Rematch)
 }
 
 // New returns a host for cfg.Registry.
@@ -104,6 +105,18 @@ func New(cfg Config) *Host {
 		cfg.Resources = drivertable.NewResources()
 	}
 	return &Host{cfg: cfg, log: log, bundles: map[string]*bundleState{}}
+}
+
+// Relaunching reports whether a crashed driver's instance on nub is to be
+// relaunched: matching runs on the nub again once the crashed instance is
+// gone and the backoff has passed, and it reports true until that matching
+// has attached the new instance (or the relaunch was given up: the driver
+// disabled meanwhile, the host closed). The USB hold keeps such a nub's
+// interface from the kernel meanwhile (usbhold.Config.Relaunching).
+func (h *Host) Relaunching(nub *driver.Service) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.relaunch[nub.ID()] > 0
 }
 
 // Entry is m's driver-table entry whose instances run in processes of this
@@ -434,11 +447,23 @@ func (b *bundleState) crashed(err error, nub *driver.Service, gone <-chan struct
 		return
 	}
 	b.h.wg.Add(1)
+	id := nub.ID()
+	if b.h.relaunch == nil {
+		b.h.relaunch = map[uint64]int{}
+	}
+	b.h.relaunch[id]++
 	b.h.mu.Unlock()
 	nub.TaggedRetain(relaunchTag{})
 	go func() {
 		defer b.h.wg.Done()
 		defer nub.TaggedRelease(relaunchTag{})
+		defer func() { // after the Rematch below: the new instance is attached
+			b.h.mu.Lock()
+			if b.h.relaunch[id]--; b.h.relaunch[id] <= 0 {
+				delete(b.h.relaunch, id)
+			}
+			b.h.mu.Unlock()
+		}()
 		if gone != nil {
 			select {
 			case <-gone:

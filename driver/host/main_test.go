@@ -16,6 +16,7 @@ import (
 	"github.com/drvkit/drvkit/driver/driverproc"
 	"github.com/drvkit/drvkit/driver/drivertable"
 	"github.com/drvkit/drvkit/driver/host/wire"
+	"github.com/drvkit/drvkit/driver/usb/usbstorage"
 	"github.com/drvkit/drvkit/examples/bundles/gocounter/counter"
 	"github.com/drvkit/drvkit/refcount/leaktest"
 )
@@ -86,6 +87,8 @@ func testDriver(mode string) {
 	switch mode {
 	case "counter":
 		driverproc.Main(counter.Entry)
+	case "usbstorage":
+		driverproc.Main(usbstorage.Entry)
 	case "hangstop":
 		driverproc.Main(wrap(func(c *counter.Counter) driver.Driver { return &hangStop{c} }))
 	case "panicgo":

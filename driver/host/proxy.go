@@ -200,6 +200,7 @@ func (p *proxy) startProcess(ctx context.Context) error {
 	start := &wire.Message{Type: wire.TypeStart, Driver: m.Name,
 		Personality: &wire.Personality{Name: pers.Name, Class: pers.Class, ProviderClass: pers.ProviderClass},
 		Nub:         &wire.Nub{ID: p.nub.ID(), Class: p.nub.Class(), Name: p.nub.Name(), Properties: vals, Types: types},
+		Providers:   providerChain(p.nub),
 	}
 	files := make([]*os.File, len(p.grant.Files))
 	for i, f := range p.grant.Files {

@@ -248,10 +248,18 @@ func (j *Journal) Record(e JournalEntry) error {
 // Forget crosses out exactly e.
 func (j *Journal) Forget(e JournalEntry) error { return j.drop(e) }
 
-// JournalOf returns the journal b was wrapped with (Wrap), or nil.
+// JournalOf returns the journal b was wrapped with (Wrap), or nil; b may
+// be wrapped again around the journal's wrapper (Unwrapper).
 func JournalOf(b Backend) *Journal {
-	if jb, ok := b.(*journaled); ok {
-		return jb.j
+	for b != nil {
+		if jb, ok := b.(*journaled); ok {
+			return jb.j
+		}
+		u, ok := b.(Unwrapper)
+		if !ok {
+			return nil
+		}
+		b = u.Unwrap()
 	}
 	return nil
 }
@@ -417,5 +425,6 @@ func (d *journaledDevice) Close() error {
 var (
 	_ Backend      = (*journaled)(nil)
 	_ KernelBinder = (*journaled)(nil)
+	_ Unwrapper    = (*journaled)(nil)
 	_ Device       = (*journaledDevice)(nil)
 )

@@ -31,7 +31,8 @@
 //
 // A held interface is given back (probed) as soon as no driver instance is
 // attached to its nub any more: its driver stopped, was unloaded, or failed
-// to start ([Hold.Watch]). When the last USB personality goes, or the daemon
+// to start ([Hold.Watch]) — unless a crashed driver is being relaunched on
+// it ([Config.Relaunching]), which keeps it held until the driver is back. When the last USB personality goes, or the daemon
 // stops ([Hold.Close]), every gate is lifted and every interface the hold
 // kept is authorized and probed.
 //

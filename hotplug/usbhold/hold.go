@@ -47,17 +47,26 @@ type Config struct {
 	Personalities func() []driver.Personality
 	// Log gets what the hold does; nil: discarded.
 	Log *slog.Logger
+	// Relaunching, if set, reports whether a driver is coming back to a
+	// nub that has none now: the out-of-process host relaunches a crashed
+	// driver after a backoff (driver/host.Host.Relaunching). The watch
+	// keeps such a nub's interface held, and looks again until the driver
+	// is back or the relaunch is given up, so that a crash does not hand
+	// the stick to usb-storage (a /dev/sdX) until the relaunched driver
+	// detaches it again.
+	Relaunching func(nub *driver.Service) bool
 }
 
 // Hold keeps kernel drivers off the USB interfaces a loaded personality
 // will claim (see the package documentation). Its methods are safe for
 // concurrent use.
 type Hold struct {
-	k     kernel
-	path  string
-	pers  func() []driver.Personality
-	log   *slog.Logger
-	nheld atomic.Int32 // len(st.Held), read without the lock by the watcher's filter
+	k           kernel
+	path        string
+	pers        func() []driver.Personality
+	relaunching func(*driver.Service) bool
+	log         *slog.Logger
+	nheld       atomic.Int32 // len(st.Held), read without the lock by the watcher's filter
 
 	mu     sync.Mutex
 	st     State
@@ -89,7 +98,7 @@ func newHold(k kernel, cfg Config) (*Hold, Report, error) {
 	if err != nil {
 		return nil, rep, err
 	}
-	return &Hold{k: k, path: cfg.State, pers: cfg.Personalities, log: log, st: State{Version: stateVersion}}, rep, nil
+	return &Hold{k: k, path: cfg.State, pers: cfg.Personalities, relaunching: cfg.Relaunching, log: log, st: State{Version: stateVersion}}, rep, nil
 }
 
 // Report says what a recovery (or a lifted gate) undid.
@@ -462,6 +471,35 @@ func (h *Hold) Claim(ctx context.Context, iface string) error {
 	}
 	h.log.Debug("usb hold: authorized for the claim", "interface", iface, "waited", time.Since(t0))
 	return nil
+}
+
+// ReadyClaim is [Hold.Claim] for interface iface of the device at
+// bus/addr, the numbers a usbfs node is named by: the held interface of
+// that device with that number, if any, is authorized for the claim.
+// Package devgrant calls it (through [usb.ReadyClaim] on the backend of
+// [Hold.Wrap]) before it claims the interface on the usbfs descriptor it
+// hands to a driver process.
+func (h *Hold) ReadyClaim(ctx context.Context, bus, addr, iface int) error {
+	name, ok := h.heldAt(bus, addr, iface)
+	if !ok {
+		return nil
+	}
+	return h.Claim(ctx, name)
+}
+
+// heldAt finds the held interface number iface of the device at bus/addr.
+func (h *Hold) heldAt(bus, addr, iface int) (string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, x := range h.st.Held {
+		if x.Bus != bus || x.Address != addr {
+			continue
+		}
+		if n, ok := interfaceNumber(x.Interface); ok && n == iface {
+			return x.Interface, true
+		}
+	}
+	return "", false
 }
 
 func (h *Hold) isHeld(iface string) bool {

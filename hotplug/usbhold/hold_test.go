@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -396,4 +397,76 @@ func TestClaimUnpluggedAtAuthorize(t *testing.T) {
 	k.authErr = &os.PathError{Op: "open", Path: "/sys/bus/usb/devices/2-1:1.0/authorized", Err: os.ErrNotExist}
 	k.mu.Unlock()
 	require.NoError(t, h.Claim(context.Background(), "2-1:1.0"))
+}
+
+// A driver that crashed is relaunched after a backoff (Config.Relaunching,
+// the out-of-process host's): meanwhile the interface stays held — the
+// kernel's driver does not get it, to be detached again a moment later —
+// and once the relaunched driver claims it, it stays drvkit's. A relaunch
+// given up (the driver disabled) gives it back.
+func TestWatchKeepsWhileRelaunching(t *testing.T) {
+	defer leaktest.Check(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	k := newFakeKernel("usb2")
+	r := driver.NewRegistry(driver.WithLogger(slog.New(slog.DiscardHandler)))
+	rec := lifecycletest.Record(t, r)
+	var h *Hold
+	require.NoError(t, r.RegisterPersonality(storagePersonality(func() driver.Driver { return &drv{k: k, h: &h} })))
+	var relaunching atomic.Bool
+	var asked atomic.Int32
+	h, _, err := newHold(k, Config{State: filepath.Join(t.TempDir(), "s.json"), Personalities: r.AllPersonalities,
+		Relaunching: func(nub *driver.Service) bool {
+			require.Equal(t, "2-1:1.0", nub.Name())
+			asked.Add(1)
+			return relaunching.Load()
+		}})
+	require.NoError(t, err)
+	require.NoError(t, h.Watch(r))
+	require.NoError(t, h.Sync())
+	ev := k.plug(t, "2-1:1.0", 2, 3, 0x46f4, 1, stick, "usb-storage")
+	h.Event(&ev)
+	props, err := InterfaceProperties(&ev)
+	require.NoError(t, err)
+	nub := r.NewNub(usbbus.ClassInterface, "2-1:1.0", props)
+	require.NoError(t, r.Publish(nil, nub))
+	drvState := func() string { _, d := k.state("2-1:1.0"); return d }
+	require.Equal(t, "usbfs", drvState())
+
+	crash := func() {
+		t.Helper()
+		for _, c := range nub.Clients() {
+			if c.Personality() != nil {
+				require.NoError(t, c.TerminateSyncWith(ctx, driver.CauseCrashed))
+			}
+		}
+	}
+	// Crashed, to be relaunched: held through several looks.
+	relaunching.Store(true)
+	crash()
+	require.Eventually(t, func() bool { return asked.Load() >= 3 }, 5*time.Second, time.Millisecond)
+	require.Empty(t, drvState(), "released by the crashed driver, not given to the kernel")
+	require.Len(t, h.Held(), 1)
+	// Relaunched: the new instance claims it; the relaunch is over.
+	r.Rematch(nub)
+	require.Equal(t, "usbfs", drvState())
+	relaunching.Store(false)
+	time.Sleep(5 * relaunchPoll)
+	require.Equal(t, "usbfs", drvState(), "drvkit's again, not given back")
+	require.Len(t, h.Held(), 1)
+
+	// Crashed again, and the relaunch given up: given back.
+	relaunching.Store(true)
+	crash()
+	time.Sleep(3 * relaunchPoll)
+	require.Empty(t, drvState())
+	relaunching.Store(false)
+	require.Eventually(t, func() bool { return drvState() == "usb-storage" }, 5*time.Second, time.Millisecond)
+	require.Empty(t, h.Held())
+	require.Equal(t, []string{"bind 2-1:1.0 usb-storage"}, k.binds(), "bound once, at the give-back")
+
+	require.NoError(t, h.Close())
+	require.NoError(t, nub.TerminateSync(ctx))
+	require.NoError(t, r.Close(ctx))
+	require.NoError(t, lifecycletest.Validate(rec.Events(), true))
 }

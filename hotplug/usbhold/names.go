@@ -74,3 +74,11 @@ func interfaceBus(name string) (bus int, device string, ok bool) {
 }
 
 func rootHub(bus int) string { return "usb" + strconv.Itoa(bus) }
+
+// interfaceNumber returns I of an interface name "N-P[.P...]:C.I".
+func interfaceNumber(name string) (int, bool) {
+	if _, _, ok := interfaceBus(name); !ok {
+		return 0, false
+	}
+	return number(name[strings.LastIndexByte(name, '.')+1:])
+}

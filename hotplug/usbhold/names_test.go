@@ -35,6 +35,13 @@ func TestNames(t *testing.T) {
 			require.Equal(t, tc.device, dev, tc.name)
 		}
 	}
+	for name, want := range map[string]int{"2-1:1.0": 0, "3-1.4.2:2.13": 13, "2-1:1.": -1, "2-1:1.01": -1, "2-1": -1, "2-1:1.1000": -1} {
+		n, ok := interfaceNumber(name)
+		require.Equal(t, want >= 0, ok, name)
+		if ok {
+			require.Equal(t, want, n, name)
+		}
+	}
 	for name, want := range map[string]int{"usb1": 1, "usb12": 12, "usb": -1, "usb01": -1, "usb1/": -1, "usbx": -1, "xusb1": -1} {
 		n, ok := rootHubBus(name)
 		require.Equal(t, want >= 0, ok, name)

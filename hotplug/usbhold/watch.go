@@ -3,6 +3,7 @@ package usbhold
 import (
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/hotplug/usbbus"
@@ -16,12 +17,17 @@ type watcher struct {
 	h      *Hold
 	cancel func()
 
-	mu    sync.Mutex
-	queue []uint64
-	wake  chan struct{}
-	done  chan struct{}
-	quit  bool
+	mu     sync.Mutex
+	queue  []uint64
+	wake   chan struct{}
+	done   chan struct{}
+	quit   bool
+	timers map[uint64]*time.Timer // nubs looked at again while their driver is relaunched
 }
+
+// relaunchPoll is how often a held interface whose driver is being
+// relaunched (Config.Relaunching) is looked at again.
+const relaunchPoll = 20 * time.Millisecond
 
 // Watch gives a held interface back to the kernel (probes it) once no
 // driver instance is attached to its nub in r any more: its driver
@@ -41,16 +47,44 @@ func (h *Hold) Watch(r *driver.Registry) error {
 		if e.Step != driver.StepDetach || e.ProviderID == 0 || h.nheld.Load() == 0 {
 			return
 		}
-		w.mu.Lock()
-		w.queue = append(w.queue, e.ProviderID)
-		w.mu.Unlock()
-		select {
-		case w.wake <- struct{}{}:
-		default:
-		}
+		w.enqueue(e.ProviderID)
 	})
 	go w.run()
 	return nil
+}
+
+func (w *watcher) enqueue(id uint64) {
+	w.mu.Lock()
+	if w.quit {
+		w.mu.Unlock()
+		return
+	}
+	w.queue = append(w.queue, id)
+	// Under the lock: stop closes wake under it too.
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	w.mu.Unlock()
+}
+
+// later looks at nub id again after relaunchPoll (once, however often
+// asked meanwhile).
+func (w *watcher) later(id uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.quit || w.timers[id] != nil {
+		return
+	}
+	if w.timers == nil {
+		w.timers = map[uint64]*time.Timer{}
+	}
+	w.timers[id] = time.AfterFunc(relaunchPoll, func() {
+		w.mu.Lock()
+		delete(w.timers, id)
+		w.mu.Unlock()
+		w.enqueue(id)
+	})
 }
 
 func (w *watcher) run() {
@@ -90,6 +124,11 @@ func (w *watcher) check(id uint64) {
 			return
 		}
 	}
+	if w.h.relaunching != nil && w.h.relaunching(nub) {
+		// A crashed driver comes back after its backoff: still drvkit's.
+		w.later(id)
+		return
+	}
 	w.h.logErr(w.h.GiveBack(nub.Name()))
 }
 
@@ -97,7 +136,11 @@ func (w *watcher) stop() {
 	w.cancel()
 	w.mu.Lock()
 	w.quit = true
-	w.mu.Unlock()
+	for _, t := range w.timers {
+		t.Stop()
+	}
+	w.timers = nil
 	close(w.wake)
+	w.mu.Unlock()
 	<-w.done
 }

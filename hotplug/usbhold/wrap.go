@@ -9,7 +9,12 @@ import (
 )
 
 // Wrap returns b with every interface claim readied by [Hold.Claim]: a held
-// interface is authorized just before drvkit claims it.
+// interface is authorized just before drvkit claims it. The wrapper is a
+// [usb.ClaimReadier] and a [usb.Unwrapper]: a claim made beside it, on a
+// usbfs descriptor of the caller's (package devgrant's grant to a driver
+// process), is readied by [usb.ReadyClaim], and the backend below (the
+// kernel's, journaled or not) stays visible to [usb.JournalOf] and to
+// whoever decides by it.
 func (h *Hold) Wrap(b usb.Backend) usb.Backend { return &backend{Backend: b, h: h} }
 
 type backend struct {
@@ -20,6 +25,8 @@ type backend struct {
 var (
 	_ usb.Backend      = (*backend)(nil)
 	_ usb.KernelBinder = (*backend)(nil)
+	_ usb.ClaimReadier = (*backend)(nil)
+	_ usb.Unwrapper    = (*backend)(nil)
 	_ usb.Device       = (*device)(nil)
 )
 
@@ -29,6 +36,14 @@ func (b *backend) Open(ctx context.Context, sel usb.Selector) (usb.Device, error
 		return nil, err
 	}
 	return &device{Device: d, h: b.h}, nil
+}
+
+// Unwrap returns the wrapped backend.
+func (b *backend) Unwrap() usb.Backend { return b.Backend }
+
+// ReadyClaim readies a claim made beside the backend: see [Hold.ReadyClaim].
+func (b *backend) ReadyClaim(ctx context.Context, bus, addr, iface int) error {
+	return b.h.ReadyClaim(ctx, bus, addr, iface)
 }
 
 // BindKernelDriver passes through (the detach journal's recovery uses it).

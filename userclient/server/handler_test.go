@@ -26,6 +26,7 @@ func TestNotificationHandler(t *testing.T) {
 		terminatedYet bool
 	}
 	notes := make(chan got, 1024)
+	closeNow := make(chan struct{})
 	var inHandler sync.Mutex // held while the handler runs: it is never run twice at once
 	c, err := userclient.Dial(ctx, ts.sock, userclient.WithNotificationHandler(func(h *userclient.Handle, n userclient.Notification) {
 		if !inHandler.TryLock() {
@@ -41,7 +42,10 @@ func TestNotificationHandler(t *testing.T) {
 		}
 		notes <- got{n, term}
 		if n.Type == userclient.ServiceIsRequestingClose {
-			go h.Close() // not here: Close waits for this goroutine
+			go func() { // not here: Close waits for this goroutine
+				<-closeNow // after the test's call on the terminated handle
+				h.Close()
+			}()
 		}
 	}))
 	require.NoError(t, err)
@@ -66,6 +70,7 @@ func TestNotificationHandler(t *testing.T) {
 	require.True(t, g.terminatedYet, "Terminated is closed before the handler hears of the termination")
 	_, err = h.Call(ctx, "echo", nil)
 	require.ErrorIs(t, err, userclient.ErrTerminated)
+	close(closeNow)
 	require.Equal(t, userclient.ServiceIsRequestingClose, (<-notes).n.Type)
 	select {
 	case <-freed:

@@ -26,7 +26,9 @@ func onLinux(t *testing.T) {
 
 // TestSampleBundles verifies the sample bundles out of process, each as
 // it ships — pycounter (Python), gocounter (the counter sample through the
-// Go SDK), hidkbd (the built-in HID keyboard driver through the Go SDK) —
+// Go SDK), hidkbd (the built-in HID keyboard driver through the Go SDK),
+// usbstorage (the built-in mass-storage driver through the Go SDK: its
+// device numbers come with the start message's providers) —
 // on the device model their manifests select. make test runs an
 // application's SIGKILL, an administrator's terminate and the driver
 // process's own SIGKILL at start, call and stop, and a random schedule;
@@ -40,6 +42,7 @@ func TestSampleBundles(t *testing.T) {
 		{"pycounter", "examples/bundles/pycounter", "", "hid-keyboard 1209:0001", []string{"driver.py"}},
 		{"gocounter", "examples/bundles/gocounter", "examples/bundles/gocounter", "hid-keyboard 1209:0001", nil},
 		{"hidkbd", "examples/bundles/hidkbd", "examples/bundles/hidkbd", "hid-keyboard 0627:0001", nil},
+		{"usbstorage", "examples/bundles/usbstorage", "examples/bundles/usbstorage", "usb 46f4:0001 (08/06/50)", nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if c.name == "pycounter" {

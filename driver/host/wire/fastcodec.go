@@ -42,10 +42,10 @@ func encodeFast(m *Message) []byte {
 }
 
 // onlyCallFields reports whether m sets no field but Type, ID, Method and
-// Data.
+// Data (TestOnlyCallFields fails when Message gets a field it misses).
 func onlyCallFields(m *Message) bool {
 	return m.Version == "" && m.MaxMessage == 0 && !m.Trace && m.Driver == "" && m.PID == 0 &&
-		m.Personality == nil && m.Nub == nil && len(m.Files) == 0 &&
+		m.Personality == nil && m.Nub == nil && len(m.Files) == 0 && len(m.Providers) == 0 &&
 		m.Msg == 0 && m.From == 0 && m.To == "" && m.Cause == "" && m.RootCause == "" &&
 		m.Code == "" && m.Text == "" && m.Level == "" && m.Leaks == nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -99,4 +100,39 @@ func FuzzFastEncode(f *testing.F) {
 			require.Equal(t, &want, fast)
 		}
 	})
+}
+
+// Every field of Message but a call's and a result's keeps a message off
+// the fast path: a field added to Message and not to onlyCallFields would
+// be dropped from the calls and results that set it.
+func TestOnlyCallFields(t *testing.T) {
+	typ := reflect.TypeOf(Message{})
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		m := &Message{Type: TypeResult, ID: 1, Method: "m", Data: []byte("d")}
+		require.True(t, onlyCallFields(m))
+		switch f.Name {
+		case "Type", "ID", "Method", "Data":
+			continue
+		}
+		v := reflect.ValueOf(m).Elem().Field(i)
+		switch v.Kind() {
+		case reflect.String:
+			v.SetString("x")
+		case reflect.Bool:
+			v.SetBool(true)
+		case reflect.Int, reflect.Int64:
+			v.SetInt(1)
+		case reflect.Uint32, reflect.Uint64:
+			v.SetUint(1)
+		case reflect.Pointer:
+			v.Set(reflect.New(f.Type.Elem()))
+		case reflect.Slice:
+			v.Set(reflect.MakeSlice(f.Type, 1, 1))
+		default:
+			t.Fatalf("field %s of kind %s: teach this test to set it", f.Name, v.Kind())
+		}
+		require.False(t, onlyCallFields(m), "field %s set, yet the fast path would encode the message without it", f.Name)
+		require.Nil(t, encodeFast(m), f.Name)
+	}
 }

@@ -14,8 +14,8 @@ import (
 // the other side may ignore); a different major is refused at the hello.
 const (
 	Major   = 1
-	Minor   = 1
-	Version = "1.1"
+	Minor   = 2
+	Version = "1.2"
 )
 
 const (
@@ -28,6 +28,9 @@ const (
 	MaxData = 64 << 10
 	// MaxFiles is the most descriptors one message carries.
 	MaxFiles = 16
+	// MaxProviders is the most providers of the nub a start message
+	// carries (1.2): deeper ones are left out.
+	MaxProviders = 8
 	// FDEnv names the environment variable that holds the descriptor
 	// number of the driver's end of the socket (always 3).
 	FDEnv = "DRVKIT_SOCKET_FD"
@@ -105,6 +108,11 @@ type Message struct {
 	Personality *Personality `json:"personality,omitempty"`
 	Nub         *Nub         `json:"nub,omitempty"`
 	Files       []File       `json:"files,omitempty"`
+	// start (1.2): the nub's providers, nearest first (each one's first
+	// provider, up to the registry's root, which is left out): the
+	// properties a driver reads above its nub — a USB interface's bus and
+	// device numbers are on the USB device. A 1.1 daemon sends none.
+	Providers []Nub `json:"providers,omitempty"`
 
 	// call
 	Method string `json:"method,omitempty"`
@@ -175,6 +183,20 @@ type Nub struct {
 	// driver gets the very values an in-process one gets.
 	Properties map[string]json.RawMessage `json:"properties,omitempty"`
 	Types      map[string]string          `json:"types,omitempty"`
+}
+
+func (n *Nub) check() error {
+	for k := range n.Properties {
+		if len(k) > maxText {
+			return malformed("property name of %d bytes", len(k))
+		}
+	}
+	for k := range n.Types {
+		if _, ok := n.Properties[k]; !ok {
+			return malformed("type of property %q that is not there", clip(k))
+		}
+	}
+	return nil
 }
 
 // File describes one descriptor of a start message, in the order of the
@@ -317,14 +339,18 @@ func (m *Message) check(nfds int) error {
 		if len(m.Files) != nfds {
 			return malformed("start lists %d files but carries %d descriptors", len(m.Files), nfds)
 		}
-		for k := range m.Nub.Properties {
-			if len(k) > maxText {
-				return malformed("property name of %d bytes", len(k))
-			}
+		if err := m.Nub.check(); err != nil {
+			return err
 		}
-		for k := range m.Nub.Types {
-			if _, ok := m.Nub.Properties[k]; !ok {
-				return malformed("type of property %q that is not there", clip(k))
+		if len(m.Providers) > MaxProviders {
+			return malformed("start with %d providers (at most %d)", len(m.Providers), MaxProviders)
+		}
+		for i := range m.Providers {
+			if m.Providers[i].Class == "" {
+				return malformed("start with a provider without a class")
+			}
+			if err := m.Providers[i].check(); err != nil {
+				return err
 			}
 		}
 	case TypeCall:

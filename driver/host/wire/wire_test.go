@@ -34,6 +34,10 @@ func TestDecode(t *testing.T) {
 		{"start", `{"type":"start","id":1,"personality":{"class":"C"},"nub":{"class":"N","properties":{"a":1}},"files":[{"resource":"hidraw","node":"/dev/hidraw0","kind":"hidraw"}]}`, 1, ""},
 		{"start files mismatch", `{"type":"start","id":1,"personality":{"class":"C"},"nub":{"class":"N"}}`, 2, "malformed message: start lists 0 files but carries 2 descriptors"},
 		{"start without nub", `{"type":"start","id":1}`, 0, "malformed message: start without nub or personality"},
+		{"start with providers", `{"type":"start","id":1,"personality":{"class":"C"},"nub":{"class":"USBInterface","properties":{"bInterfaceNumber":0}},"providers":[{"id":4,"class":"USBDevice","name":"1-1","properties":{"busnum":1,"devnum":4},"types":{"busnum":"int","devnum":"int"}}]}`, 0, ""},
+		{"start provider without class", `{"type":"start","id":1,"personality":{"class":"C"},"nub":{"class":"N"},"providers":[{"id":4}]}`, 0, "malformed message: start with a provider without a class"},
+		{"start provider type without property", `{"type":"start","id":1,"personality":{"class":"C"},"nub":{"class":"N"},"providers":[{"class":"P","types":{"x":"int"}}]}`, 0, `malformed message: type of property "x" that is not there`},
+		{"start too many providers", `{"type":"start","id":1,"personality":{"class":"C"},"nub":{"class":"N"},"providers":[` + strings.TrimSuffix(strings.Repeat(`{"class":"P"},`, wire.MaxProviders+1), ",") + `]}`, 0, "malformed message: start with 9 providers (at most 8)"},
 		{"start type without property", `{"type":"start","id":1,"personality":{"class":"C"},"nub":{"class":"N","types":{"x":"int"}}}`, 0, `malformed message: type of property "x" that is not there`},
 		{"notify", `{"type":"notify","to":"clients","msg":65537}`, 0, ""},
 		{"notify forged", `{"type":"notify","to":"clients","msg":1}`, 0, "malformed message: notify of message 1: drivers may send only their own types (from 0x10000)"},
@@ -77,7 +81,7 @@ func TestVersion(t *testing.T) {
 	require.NoError(t, wire.CheckVersion("1.12"))
 	err := wire.CheckVersion("2.0")
 	require.ErrorIs(t, err, wire.ErrVersion)
-	require.EqualError(t, err, "protocol version mismatch: the peer speaks 2.0, this side 1.1")
+	require.EqualError(t, err, "protocol version mismatch: the peer speaks 2.0, this side 1.2")
 	require.ErrorIs(t, wire.CheckVersion("1"), wire.ErrMalformed)
 	require.ErrorIs(t, wire.CheckVersion("-1.0"), wire.ErrMalformed)
 }
@@ -169,6 +173,11 @@ func FuzzDecode(f *testing.F) {
 		require.Equal(t, string(again), string(again2))
 		if m.Nub != nil {
 			if _, err := wire.DecodeProperties(m.Nub); err != nil {
+				require.ErrorIs(t, err, wire.ErrMalformed)
+			}
+		}
+		for i := range m.Providers {
+			if _, err := wire.DecodeProperties(&m.Providers[i]); err != nil {
 				require.ErrorIs(t, err, wire.ErrMalformed)
 			}
 		}
