@@ -14,8 +14,6 @@ import (
 	"github.com/drvkit/drvkit/refcount/leaktest"
 )
 
-func TestMain(m *testing.M) { leaktest.Main(m) }
-
 // daemon is the daemon's end of a driver process run in this one (Run on
 // a socketpair), speaking the protocol by hand.
 type daemon struct {
