@@ -454,6 +454,12 @@ func (p *proc) message(m *wire.Message) {
 // that a cancel, a stop or the next call is read as soon as before. It
 // reports whether this goroutine reads on (false: the standby does).
 func (p *proc) callInline(ctx context.Context, m *wire.Message) bool {
+	// Registered before the standby may read on: a cancel behind the
+	// call must find it.
+	inst, cctx, cancel := p.register(m)
+	if inst == nil {
+		return true
+	}
 	gen := p.inline.Load()>>2 + 1
 	p.inline.Store(gen<<2 | inlineServing)
 	p.wg.Add(1)
@@ -461,23 +467,27 @@ func (p *proc) callInline(ctx context.Context, m *wire.Message) bool {
 		defer p.wg.Done()
 		p.standby(ctx, gen)
 	}()
-	p.call(m)
+	p.call(cctx, inst, cancel, m)
 	return p.inline.CompareAndSwap(gen<<2|inlineServing, gen<<2|inlineReading)
 }
 
-// call runs the call m and sends its answer.
-func (p *proc) call(m *wire.Message) {
+// register makes call m cancellable; a nil instance: refused (answered).
+func (p *proc) register(m *wire.Message) (*driver.Service, context.Context, context.CancelFunc) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	inst := p.inst
 	if inst == nil {
-		p.mu.Unlock()
 		p.send(wire.Errorf(m.ID, wire.CodeFailed, "the instance has not started"))
-		return
+		return nil, nil, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.calls[m.ID] = cancel
 	p.wg.Add(1)
-	p.mu.Unlock()
+	return inst, ctx, cancel
+}
+
+// call runs the registered call m and sends its answer.
+func (p *proc) call(ctx context.Context, inst *driver.Service, cancel context.CancelFunc, m *wire.Message) {
 	defer p.wg.Done()
 	out, err := inst.Call(ctx, m.Method, m.Data)
 	p.mu.Lock()

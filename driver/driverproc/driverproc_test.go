@@ -133,7 +133,9 @@ func TestStopDuringSlowCall(t *testing.T) {
 		got[r.ID] = r
 	}
 	require.Equal(t, wire.TypeError, got[2].Type, "the waiting call is cancelled")
-	require.Equal(t, wire.CodeCancelled, got[2].Code)
+	// cancelled; or refused, if the stop's termination came before the
+	// call had begun (the standby may read the stop at once).
+	require.Contains(t, []string{wire.CodeCancelled, wire.CodeFailed}, got[2].Code, got[2].Text)
 	require.Equal(t, wire.TypeResult, got[3].Type, "the stop is answered")
 	select {
 	case err := <-d.done:
