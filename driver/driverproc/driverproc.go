@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/drvkit/drvkit/driver"
@@ -24,7 +25,19 @@ import (
 // daemon passed (descriptor $DRVKIT_SOCKET_FD), runs the one instance of
 // the entry the daemon names, and exits: 0 after the daemon's stop, 1 when
 // the protocol failed (the error goes to stderr, which the daemon logs).
+//
+// Main runs the process's Go code on one thread at a time (GOMAXPROCS 1)
+// unless the GOMAXPROCS environment variable says otherwise: a driver
+// process serves one device and its goroutines mostly wait — on the
+// device, or on the daemon — and with more than one P the runtime wakes
+// a second thread for every goroutine made ready, which on a call's path
+// cost more than the call itself. Blocking system calls (an SG_IO, a
+// usbfs or hidraw read) still run on threads of their own. A driver that
+// computes in parallel raises it with runtime.GOMAXPROCS in its Start.
 func Main(entries ...drivertable.Entry) {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	fd, err := strconv.Atoi(os.Getenv(wire.FDEnv))
 	if err != nil || fd < 3 {
@@ -46,7 +59,7 @@ func Main(entries ...drivertable.Entry) {
 // Run serves one driver instance on c until the daemon's stop (nil) or
 // until the protocol fails. It closes c.
 func Run(ctx context.Context, c *wire.Conn, log *slog.Logger, entries ...drivertable.Entry) error {
-	p := &proc{c: c, log: log, entries: entries, calls: map[uint64]context.CancelFunc{}}
+	p := &proc{c: c, log: log, entries: entries, calls: map[uint64]context.CancelFunc{}, served: make(chan error, 1)}
 	err := p.run(ctx)
 	p.shutdown()
 	c.Close()
@@ -73,6 +86,12 @@ type proc struct {
 	calls       map[uint64]context.CancelFunc
 	daemonEnded bool // the daemon terminated the instance: no terminate back
 	wg          sync.WaitGroup
+
+	// The reading goroutine serves calls inline (callInline): inline
+	// is its state and call generation, served the loop's end when a
+	// standby ended it.
+	inline atomic.Uint64
+	served chan error
 
 	// The daemon asked for a leaks report at stop (hello's trace):
 	// references are traced from the hello on; before is what was alive
@@ -115,20 +134,53 @@ func (p *proc) run(ctx context.Context) error {
 	}
 	p.send(&wire.Message{Type: wire.TypeHello, Version: wire.Version, PID: os.Getpid(), MaxMessage: wire.MaxMessage})
 
+	handedOff, err := p.serve(ctx)
+	if handedOff {
+		// A standby took the reading over during a slow call, and ends
+		// the loop.
+		err = <-p.served
+	}
+	return err
+}
+
+// Reading states (the low bits of proc.inline, above them the call's
+// generation): the reading goroutine reads, or serves a call inline; or
+// the call's standby took the reading over.
+const (
+	inlineReading = iota + 1 // (0: no call served yet)
+	inlineServing
+	inlineHandedOff
+)
+
+// standby takes the reading over if call gen still runs inline when it
+// gets to run, and reads until the loop ends or it hands off in turn.
+func (p *proc) standby(ctx context.Context, gen uint64) {
+	if !p.inline.CompareAndSwap(gen<<2|inlineServing, gen<<2|inlineHandedOff) {
+		return // the call returned first: its goroutine reads on
+	}
+	if handedOff, err := p.serve(ctx); !handedOff {
+		p.served <- err
+	}
+}
+
+// serve reads and dispatches the daemon's messages until the daemon's
+// stop (nil) or a protocol failure, or until it hands the reading off to
+// the standby (handedOff: the goroutine that took over ends the loop).
+func (p *proc) serve(ctx context.Context) (handedOff bool, err error) {
 	for {
 		m, files, err := p.c.Receive()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return errors.New("the daemon closed the connection")
+				return false, errors.New("the daemon closed the connection")
 			}
 			if errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrTooLarge) {
-				return p.fail(err)
+				return false, p.fail(err)
 			}
-			return err
+			return false, err
 		}
 		if !wire.FromDaemon(m.Type) {
 			closeFiles(files)
-			return p.fail(fmt.Errorf("%w: the daemon does not send %s", wire.ErrMalformed, m.Type))
+			return false, p.fail(fmt.Errorf("%w: the daemon does not send %s", wire.ErrMalformed, m.Type))
 		}
 		switch m.Type {
 		case wire.TypeStart:
@@ -157,10 +209,9 @@ func (p *proc) run(ctx context.Context) error {
 				cancel()
 			}
 		case wire.TypeCall:
-			p.call(m)
-			// Let the call, just started, run (most answer at once)
-			// before this goroutine's next read finds nothing and parks.
-			runtime.Gosched()
+			if !p.callInline(ctx, m) {
+				return true, nil
+			}
 		case wire.TypeMessage:
 			p.message(m)
 		case wire.TypeWillTerminate:
@@ -180,11 +231,11 @@ func (p *proc) run(ctx context.Context) error {
 				p.reportLeaks()
 			}
 			p.send(&wire.Message{Type: wire.TypeResult, ID: m.ID})
-			return nil
+			return false, nil
 		case wire.TypeError:
-			return fmt.Errorf("the daemon gave up: %s: %s", m.Code, m.Text)
+			return false, fmt.Errorf("the daemon gave up: %s: %s", m.Code, m.Text)
 		default: // hello, result: the daemon asks, it is not answered
-			return p.fail(fmt.Errorf("%w: unexpected %s", wire.ErrMalformed, m.Type))
+			return false, p.fail(fmt.Errorf("%w: unexpected %s", wire.ErrMalformed, m.Type))
 		}
 	}
 }
@@ -394,40 +445,69 @@ func (p *proc) message(m *wire.Message) {
 	}
 }
 
-func (p *proc) call(m *wire.Message) {
+// callInline runs a call on the reading goroutine and answers it from
+// there, as most calls return at once: handing each call to a goroutine
+// of its own woke a second thread of the process on every call. A standby
+// goroutine is started first (in the SDK's single-P process that wakes
+// no thread): if the call is still running when the standby gets to run
+// — the call blocked, or was preempted — the standby goes on reading, so
+// that a cancel, a stop or the next call is read as soon as before. It
+// reports whether this goroutine reads on (false: the standby does).
+func (p *proc) callInline(ctx context.Context, m *wire.Message) bool {
+	// Registered before the standby may read on: a cancel behind the
+	// call must find it.
+	inst, cctx, cancel := p.register(m)
+	if inst == nil {
+		return true
+	}
+	gen := p.inline.Load()>>2 + 1
+	p.inline.Store(gen<<2 | inlineServing)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.standby(ctx, gen)
+	}()
+	p.call(cctx, inst, cancel, m)
+	return p.inline.CompareAndSwap(gen<<2|inlineServing, gen<<2|inlineReading)
+}
+
+// register makes call m cancellable; a nil instance: refused (answered).
+func (p *proc) register(m *wire.Message) (*driver.Service, context.Context, context.CancelFunc) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	inst := p.inst
 	if inst == nil {
-		p.mu.Unlock()
 		p.send(wire.Errorf(m.ID, wire.CodeFailed, "the instance has not started"))
-		return
+		return nil, nil, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.calls[m.ID] = cancel
 	p.wg.Add(1)
+	return inst, ctx, cancel
+}
+
+// call runs the registered call m and sends its answer.
+func (p *proc) call(ctx context.Context, inst *driver.Service, cancel context.CancelFunc, m *wire.Message) {
+	defer p.wg.Done()
+	out, err := inst.Call(ctx, m.Method, m.Data)
+	p.mu.Lock()
+	delete(p.calls, m.ID)
 	p.mu.Unlock()
-	go func() {
-		defer p.wg.Done()
-		out, err := inst.Call(ctx, m.Method, m.Data)
-		p.mu.Lock()
-		delete(p.calls, m.ID)
-		p.mu.Unlock()
-		cancel()
-		switch {
-		case err == nil && len(out) > wire.MaxData:
-			p.send(wire.Errorf(m.ID, wire.CodeTooLarge, "%s returned %d bytes (at most %d)", m.Method, len(out), wire.MaxData))
-		case err == nil:
-			p.send(&wire.Message{Type: wire.TypeResult, ID: m.ID, Data: out})
-		case errors.Is(err, driver.ErrNoMethod):
-			p.send(wire.Errorf(m.ID, wire.CodeNoMethod, "%v", err))
-		case errors.Is(err, driver.ErrNoDevice):
-			p.send(wire.Errorf(m.ID, wire.CodeNoDevice, "%v", err))
-		case errors.Is(err, context.Canceled):
-			p.send(wire.Errorf(m.ID, wire.CodeCancelled, "%v", err))
-		default:
-			p.send(wire.Errorf(m.ID, wire.CodeFailed, "%v", err))
-		}
-	}()
+	cancel()
+	switch {
+	case err == nil && len(out) > wire.MaxData:
+		p.send(wire.Errorf(m.ID, wire.CodeTooLarge, "%s returned %d bytes (at most %d)", m.Method, len(out), wire.MaxData))
+	case err == nil:
+		p.send(&wire.Message{Type: wire.TypeResult, ID: m.ID, Data: out})
+	case errors.Is(err, driver.ErrNoMethod):
+		p.send(wire.Errorf(m.ID, wire.CodeNoMethod, "%v", err))
+	case errors.Is(err, driver.ErrNoDevice):
+		p.send(wire.Errorf(m.ID, wire.CodeNoDevice, "%v", err))
+	case errors.Is(err, context.Canceled):
+		p.send(wire.Errorf(m.ID, wire.CodeCancelled, "%v", err))
+	default:
+		p.send(wire.Errorf(m.ID, wire.CodeFailed, "%v", err))
+	}
 }
 
 // stop ends the local instance (if the daemon's termination has not) and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -21,7 +22,9 @@ import (
 	"github.com/drvkit/drvkit/driver/hid/hidkbd"
 	"github.com/drvkit/drvkit/driver/hid/hidsim"
 	"github.com/drvkit/drvkit/driver/host"
+	"github.com/drvkit/drvkit/driver/host/wire"
 	"github.com/drvkit/drvkit/examples/bundles/gocounter/counter"
+	"github.com/drvkit/drvkit/refcount"
 	"github.com/drvkit/drvkit/userclient"
 	"github.com/drvkit/drvkit/userclient/server"
 )
@@ -82,10 +85,19 @@ var (
 	sampleExe  string
 )
 
+// benchCounterEnv names a gocounter executable for the benchmarks to run
+// instead of building one: to compare SDK versions in the same run of
+// the daemon's side (build the old one from another checkout).
+const benchCounterEnv = "DRVKIT_BENCH_COUNTER"
+
 // buildSample builds examples/bundles/gocounter once per run, where the
-// drivers' user may run it.
+// drivers' user may run it, unless benchCounterEnv names one.
 func buildSample(b *testing.B) string {
 	sampleOnce.Do(func() {
+		if exe := os.Getenv(benchCounterEnv); exe != "" {
+			sampleExe = exe
+			return
+		}
 		gotool, err := exec.LookPath("go")
 		if err != nil {
 			b.Logf("no go tool: the benchmark runs the test binary as its driver")
@@ -136,10 +148,43 @@ func BenchmarkStartOutOfProcess(b *testing.B) {
 	b.ReportMetric(float64(lat[(len(lat)*99)/100].Microseconds())/1000, "p99-ms")
 }
 
+// floorChunk is how many calls BenchmarkCall makes on one path before it
+// switches to the next: short enough that every path sees the same
+// machine (load from other processes comes and goes in milliseconds),
+// long enough that each runs in its steady state.
+const floorChunk = 32
+
 // BenchmarkCall: a client method (echo, 16 bytes) through a real
 // user-client connection, to the same driver in process and out of
-// process, interleaved in the same run; the ratio is out/in.
+// process, interleaved in chunks in the same run with a floor: a plain
+// cross-process echo of the call's protocol message over a socketpair
+// with a child process (the test binary in echo mode: Go on both sides,
+// no SDK, no registry). Metrics:
+//   - oop/inproc: the figure (goal ≤ 2);
+//   - echo-ns/rt: one cross-process round trip, what the kernel and Go's
+//     runtime cost at least;
+//   - best-ratio: (inproc + echo) / inproc, the best oop/inproc could be;
+//   - x-floor: (oop − inproc) / echo, what the process boundary costs us
+//     in round trips of the floor (1 is physics).
+//
+// traced is what drvctl serve runs by default (the package's TestMain
+// traces every object); untraced, an embedding application's default.
 func BenchmarkCall(b *testing.B) {
+	b.Run("traced", benchCall)
+	b.Run("untraced", func(b *testing.B) {
+		// Objects made from here on take the one-atomic path.
+		b.Setenv(refcount.EnvVar, "off")
+		refcount.TraceOff()
+		b.Cleanup(refcount.TraceAll)
+		benchCall(b)
+	})
+}
+
+func benchCall(b *testing.B) {
+	msg := []byte("0123456789abcdef")
+	req, err := wire.Encode(&wire.Message{Type: wire.TypeCall, ID: 1000, Method: "echo", Data: msg}, 0)
+	require.NoError(b, err)
+	floor := newEchoFloor(b, req)
 	e := newBenchEnv(b)
 	e.loadBundle()
 	in := counter.Entry
@@ -171,24 +216,49 @@ func BenchmarkCall(b *testing.B) {
 	require.NoError(b, err)
 	hIn, err := c.Open(e.ctx, userclient.Match{Class: "CounterInProcess"})
 	require.NoError(b, err)
-	msg := []byte("0123456789abcdef")
-	var tIn, tOut time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		t0 := time.Now()
+	for range 100 { // warm every path up
+		floor.roundTrip(b)
 		_, err := hIn.Call(e.ctx, "echo", msg)
-		t1 := time.Now()
 		require.NoError(b, err)
 		_, err = hOut.Call(e.ctx, "echo", msg)
-		t2 := time.Now()
 		require.NoError(b, err)
+	}
+	var tIn, tOut, tFloor time.Duration
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := min(floorChunk, b.N-done)
+		t0 := time.Now()
+		for range n {
+			_, err := hIn.Call(e.ctx, "echo", msg)
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		t1 := time.Now()
+		for range n {
+			_, err := hOut.Call(e.ctx, "echo", msg)
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		t2 := time.Now()
+		for range n {
+			floor.roundTrip(b)
+		}
+		t3 := time.Now()
 		tIn += t1.Sub(t0)
 		tOut += t2.Sub(t1)
+		tFloor += t3.Sub(t2)
+		done += n
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(tIn.Nanoseconds())/float64(b.N), "inproc-ns/call")
-	b.ReportMetric(float64(tOut.Nanoseconds())/float64(b.N), "oop-ns/call")
+	n := float64(b.N)
+	b.ReportMetric(float64(tIn.Nanoseconds())/n, "inproc-ns/call")
+	b.ReportMetric(float64(tOut.Nanoseconds())/n, "oop-ns/call")
+	b.ReportMetric(float64(tFloor.Nanoseconds())/n, "echo-ns/rt")
 	b.ReportMetric(float64(tOut)/float64(tIn), "oop/inproc")
+	b.ReportMetric(float64(tIn+tFloor)/float64(tIn), "best-ratio")
+	b.ReportMetric(float64(tOut-tIn)/float64(tFloor), "x-floor")
 	require.NoError(b, hOut.Close())
 	require.NoError(b, hIn.Close())
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -100,6 +101,8 @@ func testDriver(mode string) {
 		driverproc.Main(wrap(func(c *counter.Counter) driver.Driver { return &failStart{c} }))
 	case "exit":
 		os.Exit(3)
+	case "echo": // BenchmarkCall's floor: echoes every message, no SDK
+		echoLoop()
 	case "badversion":
 		rawDriver(func(c *wire.Conn, _ int) {
 			_ = c.Send(&wire.Message{Type: wire.TypeHello, Version: "2.0"})
@@ -238,4 +241,23 @@ type failStart struct{ *counter.Counter }
 
 func (failStart) Start(context.Context, *driver.Service) error {
 	return fmt.Errorf("the device says no")
+}
+
+// echoLoop echoes every message read on descriptor 3 until it ends.
+func echoLoop() {
+	nc, err := net.FileConn(os.NewFile(3, "floor"))
+	if err != nil {
+		os.Exit(5)
+	}
+	c := nc.(*net.UnixConn)
+	buf := make([]byte, wire.MaxMessage)
+	for {
+		n, err := c.Read(buf)
+		if err != nil || n == 0 {
+			os.Exit(0)
+		}
+		if _, err := c.Write(buf[:n]); err != nil {
+			os.Exit(0)
+		}
+	}
 }

@@ -222,6 +222,9 @@ func Encode(m *Message, nfds int) ([]byte, error) {
 	if err := m.check(nfds); err != nil {
 		return nil, err
 	}
+	if b := encodeFast(m); b != nil {
+		return b, nil // a call's data is at most MaxData: it fits
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -242,14 +245,17 @@ func Decode(b []byte, nfds int) (*Message, error) {
 	if len(b) == 0 || b[0] != '{' {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrMalformed)
 	}
-	var m Message
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	m, ok := decodeFast(b)
+	if !ok {
+		m = new(Message)
+		if err := json.Unmarshal(b, m); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
 	}
 	if err := m.check(nfds); err != nil {
 		return nil, err
 	}
-	return &m, nil
+	return m, nil
 }
 
 // requests are the types answered by result or error.
