@@ -46,3 +46,32 @@ func TestLeakSuspects(t *testing.T) {
 	require.NotContains(t, ids(), held.ID())
 	e.quiet()
 }
+
+type sessionTag struct{}
+
+// TestAttachClientHeld: the caller's reference is taken with the attach,
+// so a termination racing it cannot free the client under the caller; it
+// is freed once the caller lets go.
+func TestAttachClientHeld(t *testing.T) {
+	e := newEnv(t)
+	nub := e.r.NewNub("Device", "dev", driver.Properties{})
+	require.NoError(t, e.r.Publish(nil, nub))
+	_, err := e.r.AttachClientHeld(nub, "UserClient", "uc", driver.Properties{}, &testDriver{log: e.log}, nil)
+	require.Error(t, err, "a nil tag holds nothing")
+	uc, err := e.r.AttachClientHeld(nub, "UserClient", "uc", driver.Properties{}, struct{}{}, sessionTag{})
+	require.NoError(t, err)
+	nub.Terminate()
+	require.Eventually(t, func() bool { return uc.State().Stopped }, 10*time.Second, time.Millisecond)
+	select {
+	case <-uc.Done():
+		t.Fatal("freed while the caller holds it")
+	case <-time.After(50 * time.Millisecond):
+	}
+	uc.TaggedRelease(sessionTag{})
+	waitFreed(t, uc, nub)
+
+	// Refused on a terminated provider: nothing is held.
+	_, err = e.r.AttachClientHeld(nub, "UserClient", "late", driver.Properties{}, struct{}{}, sessionTag{})
+	require.ErrorIs(t, err, driver.ErrNotActive)
+	e.quiet()
+}

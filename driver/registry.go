@@ -428,6 +428,23 @@ func (r *Registry) AttachClient(provider *Service, class, name string, handler a
 // snapshot: who it serves (the server's user clients record the peer's
 // pid, uid and command), shown by drvctl inspect.
 func (r *Registry) AttachClientWithProperties(provider *Service, class, name string, props Properties, handler any) (*Service, error) {
+	return r.attachClient(provider, class, name, props, handler, nil)
+}
+
+// AttachClientHeld is AttachClientWithProperties that also takes a
+// reference on the new client for the caller, tagged tag, before the
+// client can be reached by anything else: a termination of provider racing
+// the attach can otherwise finish and free the client before the caller's
+// own TaggedRetain (a retain after free). The caller releases tag when it
+// is done with the client; on an error nothing is held.
+func (r *Registry) AttachClientHeld(provider *Service, class, name string, props Properties, handler, tag any) (*Service, error) {
+	if tag == nil {
+		return nil, opErr("attach client", provider, errors.New("nil tag"))
+	}
+	return r.attachClient(provider, class, name, props, handler, tag)
+}
+
+func (r *Registry) attachClient(provider *Service, class, name string, props Properties, handler, tag any) (*Service, error) {
 	r.mu.Lock()
 	if r.closed || !provider.active {
 		r.mu.Unlock()
@@ -448,6 +465,9 @@ func (r *Registry) AttachClientWithProperties(provider *Service, class, name str
 		return nil, opErr("attach client", provider, ErrNotActive)
 	}
 	r.attachLocked(c, provider)
+	if tag != nil {
+		c.TaggedRetain(tag)
+	}
 	d, isDriver := handler.(Driver)
 	if !isDriver {
 		c.started.Store(true)
@@ -455,6 +475,9 @@ func (r *Registry) AttachClientWithProperties(provider *Service, class, name str
 	r.mu.Unlock()
 	if isDriver {
 		if err := c.start(d); err != nil {
+			if tag != nil {
+				c.TaggedRelease(tag)
+			}
 			return nil, opErr("attach client", c, err)
 		}
 	}

@@ -132,13 +132,13 @@ func (b *RegistryBackend) Open(ctx context.Context, id uint64, req OpenRequest) 
 	}
 	label := req.Cred.Label()
 	uc := &userClient{target: target, notify: req.Notify, label: "userclient " + label}
-	svc, err := b.r.AttachClientWithProperties(target, UserClientClass, UserClientName(req.Cred), userClientProperties(req.Cred), uc)
+	// Attached with the session's own reference, taken before a racing
+	// termination can free the client: svc stays valid for Close and
+	// ClientDied, whatever the registry does meanwhile.
+	svc, err := b.r.AttachClientHeld(target, UserClientClass, UserClientName(req.Cred), userClientProperties(req.Cred), uc, uc)
 	if err != nil {
 		return nil, openErr(err)
 	}
-	// The session's own reference: svc stays valid for Close and
-	// ClientDied, whatever the registry does meanwhile.
-	svc.TaggedRetain(uc)
 	uc.svc = svc
 	uc.removeInterest = target.AddInterest(uc.interest)
 	if err := target.Open(svc, driver.OpenOptions{}); err != nil {
