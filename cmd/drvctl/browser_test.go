@@ -186,12 +186,21 @@ func TestExplorerInBrowser(t *testing.T) {
 	run("device appears", visible(deviceRow), visible(`#tree li[data-class="USBMassStorage"][data-state="active"]`))
 	drv := findClass(t, d.reg, "USBMassStorage")
 	drv.TaggedRetain(holderTag{})
+	released := false
+	t.Cleanup(func() { // a failure below must not leak into the other tests
+		if !released {
+			drv.TaggedRelease(holderTag{})
+		}
+	})
 	inject("unplug 2-1")
 	heldRow := `#tree li[data-class="USBMassStorage"][data-state="stopped"]`
 	run("held driver", gone(deviceRow), visible(heldRow), click(heldRow+` > .row`),
 		visible(`#service-holders details`), visible(`#service-why li`))
-	require.Contains(t, text(`#service-holders`), "test holder")
-	require.Contains(t, text(`#service-why`), "test holder")
+	// The pane fills in once the service's details arrive.
+	for _, sel := range []string{`#service-holders`, `#service-why`} {
+		require.Eventually(t, func() bool { return strings.Contains(text(sel), "test holder") },
+			20*time.Second, 20*time.Millisecond, "%s names the holder", sel)
+	}
 	shot("explorer-held.png")
 	run("leak report", click(`.tabs button[data-tab="leaks"]`), visible(`#leak-text`))
 	// The tab shows the report it had until the new one arrives.
@@ -202,6 +211,7 @@ func TestExplorerInBrowser(t *testing.T) {
 	require.Contains(t, leaks, "TestExplorerInBrowser", "the holder's stack")
 	shot("explorer-leak-report.png")
 	drv.TaggedRelease(holderTag{})
+	released = true
 	run("freed once released", gone(`#tree li[data-class="USBMassStorage"]`), click(`.tabs button[data-tab="service"]`))
 
 	// More cycles, for the delay figures.
