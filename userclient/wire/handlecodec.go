@@ -3,6 +3,8 @@ package wire
 import (
 	"encoding/json"
 	"strconv"
+
+	"github.com/drvkit/drvkit/internal/jsonscan"
 )
 
 // AppendHandleMsg appends the control payload of a call or close frame,
@@ -42,15 +44,15 @@ func DecodeHandleMsg(b []byte, lastMethod string) (HandleMsg, error) {
 // parseHandleMsg is the fast path; ok is false for anything that is not
 // exactly AppendHandleMsg's shape.
 func parseHandleMsg(b []byte, lastMethod string) (m HandleMsg, ok bool) {
-	p := notifParser{b: b}
-	if !p.lit(`{"handle":`) {
+	p := jsonscan.Scanner{B: b}
+	if !p.Lit(`{"handle":`) {
 		return m, false
 	}
-	if m.Handle, ok = p.uint(); !ok {
+	if m.Handle, ok = p.Uint(); !ok {
 		return m, false
 	}
-	if p.lit(`,"method":`) {
-		s, ok := p.str()
+	if p.Lit(`,"method":`) {
+		s, ok := p.Str()
 		if !ok {
 			return m, false
 		}
@@ -60,5 +62,5 @@ func parseHandleMsg(b []byte, lastMethod string) (m HandleMsg, ok bool) {
 			m.Method = string(s)
 		}
 	}
-	return m, p.lit("}") && p.i == len(p.b)
+	return m, p.Lit("}") && p.I == len(p.B)
 }

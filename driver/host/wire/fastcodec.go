@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"strconv"
+
+	"github.com/drvkit/drvkit/internal/jsonscan"
 )
 
 // A client method call through a bundle is a call message one way and a
@@ -67,30 +69,30 @@ func appendJSONString(b []byte, s string) []byte {
 // decodeFast parses b if it is exactly encodeFast's shape of a call or a
 // result; ok is false for anything else (encoding/json decides).
 func decodeFast(b []byte) (m *Message, ok bool) {
-	p := parser{b: b}
+	p := jsonscan.Scanner{B: b}
 	var typ string
 	switch {
-	case p.lit(`{"type":"call","id":`):
+	case p.Lit(`{"type":"call","id":`):
 		typ = TypeCall
-	case p.lit(`{"type":"result","id":`):
+	case p.Lit(`{"type":"result","id":`):
 		typ = TypeResult
 	default:
 		return nil, false
 	}
-	id, ok := p.uint()
+	id, ok := p.Uint()
 	if !ok {
 		return nil, false
 	}
 	m = &Message{Type: typ, ID: id}
-	if typ == TypeCall && p.lit(`,"method":`) {
-		s, ok := p.str()
+	if typ == TypeCall && p.Lit(`,"method":`) {
+		s, ok := p.Str()
 		if !ok {
 			return nil, false
 		}
 		m.Method = string(s)
 	}
-	if p.lit(`,"data":`) {
-		s, ok := p.str()
+	if p.Lit(`,"data":`) {
+		s, ok := p.Str()
 		if !ok {
 			return nil, false
 		}
@@ -103,63 +105,8 @@ func decodeFast(b []byte) (m *Message, ok bool) {
 		}
 		m.Data = data[:n]
 	}
-	if !p.lit("}") || p.i != len(b) {
+	if !p.Lit("}") || p.I != len(b) {
 		return nil, false
 	}
 	return m, true
-}
-
-// parser reads encodeFast's output.
-type parser struct {
-	b []byte
-	i int
-}
-
-// lit consumes s if the input continues with it.
-func (p *parser) lit(s string) bool {
-	if len(p.b)-p.i < len(s) || string(p.b[p.i:p.i+len(s)]) != s {
-		return false
-	}
-	p.i += len(s)
-	return true
-}
-
-// uint consumes a JSON number that is a uint64 in canonical form: no sign,
-// no leading zero, no fraction or exponent, no overflow (encoding/json
-// rejects those for a uint64 field, or accepts forms this does not).
-func (p *parser) uint() (uint64, bool) {
-	start := p.i
-	var v uint64
-	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
-		d := uint64(p.b[p.i] - '0')
-		if v > (1<<64-1-d)/10 {
-			return 0, false
-		}
-		v = v*10 + d
-		p.i++
-	}
-	n := p.i - start
-	if n == 0 || (n > 1 && p.b[start] == '0') {
-		return 0, false
-	}
-	return v, true
-}
-
-// str consumes a JSON string of printable ASCII without escapes and
-// returns its contents (aliasing the input).
-func (p *parser) str() ([]byte, bool) {
-	if p.i >= len(p.b) || p.b[p.i] != '"' {
-		return nil, false
-	}
-	start := p.i + 1
-	for i := start; i < len(p.b); i++ {
-		switch ch := p.b[i]; {
-		case ch == '"':
-			p.i = i + 1
-			return p.b[start:i], true
-		case ch < 0x20 || ch == '\\' || ch >= 0x80:
-			return nil, false
-		}
-	}
-	return nil, false
 }
