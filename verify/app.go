@@ -174,6 +174,7 @@ func (c *embedded) kill() {
 	}
 	c.cancel()
 	c.svc.Terminate()
+	c.svc.TaggedRelease(c)
 }
 
 func (c *embedded) quit() {
@@ -185,9 +186,20 @@ func (c *embedded) quit() {
 	c.cancel()
 	_ = c.prov.Close(c.svc)
 	c.svc.Terminate()
+	c.svc.TaggedRelease(c)
 }
 
-func (c *embedded) stop()        { c.cancel(); <-c.done }
+// stop ends the application at the end of a run; its client stays
+// attached (the registry's teardown ends it) but the application's own
+// reference goes, unless kill or quit already let it go.
+func (c *embedded) stop() {
+	c.cancel()
+	<-c.done
+	if !c.killed.Swap(true) {
+		c.svc.TaggedRelease(c)
+	}
+}
+
 func (c *embedded) alive() bool  { return !c.killed.Load() }
 func (c *embedded) name() string { return c.label }
 func (c *embedded) heard() []string {

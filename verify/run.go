@@ -692,7 +692,9 @@ func (r *Trial) attachApp(d *driverUnder, i int) {
 	}
 	defer release()
 	c := &embedded{r: r, prov: prov, call: d.call, done: make(chan struct{}), label: fmt.Sprintf("%s-app%d", d.name, i)}
-	svc, err := r.reg.AttachClient(prov, "VerifyApp", c.label, c)
+	// Held for the application's life: a termination racing the attach
+	// must not free the client under the Open below or a later kill.
+	svc, err := r.reg.AttachClientHeld(prov, "VerifyApp", c.label, driver.Properties{}, c, c)
 	if err != nil {
 		if !errors.Is(err, driver.ErrNotActive) && !errors.Is(err, driver.ErrClosed) {
 			r.Violate(Problem{Kind: "setup", Text: "attach application: " + err.Error()})
