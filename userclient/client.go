@@ -31,6 +31,13 @@ type dialConfig struct {
 	serverUIDs []uint32 // trusted besides root and the caller's uid
 	anyServer  bool
 	onNote     func(*Handle, Notification)
+	noDirect   bool
+
+	// Set by Dial: how to dial a direct call channel (protocol version 4)
+	// to the same server with the same options.
+	path   string
+	opts   []DialOption
+	direct string // this connection is the direct channel of that token
 }
 
 // WithMaxFrame sets the largest frame the client accepts and sends
@@ -83,6 +90,14 @@ func WithServerUID(uid uint32) DialOption {
 // behind a proxy that runs as its own user).
 func WithAnyServer() DialOption { return func(c *dialConfig) { c.anyServer = true } }
 
+// WithoutDirectCalls keeps every call on the connection to the daemon:
+// handles on a service whose driver runs in its own process take no
+// direct call channel to it (see Handle.Direct).
+func WithoutDirectCalls() DialOption { return func(c *dialConfig) { c.noDirect = true } }
+
+// withDirect makes the connection the direct call channel of token.
+func withDirect(token string) DialOption { return func(c *dialConfig) { c.direct = token } }
+
 // withVersions overrides the versions offered in the hello (tests).
 func withVersions(v ...int) DialOption { return func(c *dialConfig) { c.versions = v } }
 
@@ -118,6 +133,10 @@ type Client struct {
 
 	done    chan struct{}
 	welcome wire.WelcomeMsg
+
+	// The direct call channels of this client's handles (under mu):
+	// Close closes those still open.
+	directs map[*Client]struct{}
 }
 
 type pendingReq struct {
@@ -154,7 +173,8 @@ func Dial(ctx context.Context, path string, opts ...DialOption) (*Client, error)
 		nc.Close()
 		return nil, &OpError{Op: "dial", Path: path, Err: err}
 	}
-	c, err := newClient(ctx, nc, opts...)
+	all := append(opts[:len(opts):len(opts)], func(c *dialConfig) { c.path, c.opts = path, opts })
+	c, err := newClient(ctx, nc, all...)
 	if err != nil {
 		return nil, &OpError{Op: "dial", Path: path, Err: err}
 	}
@@ -219,7 +239,7 @@ func newClient(ctx context.Context, nc net.Conn, opts ...DialOption) (*Client, e
 	// The handshake is synchronous: nothing else may be sent before it.
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
-	ctl, _ := json.Marshal(wire.HelloMsg{Protocol: wire.ProtocolName, Versions: cfg.versions, Client: cfg.name})
+	ctl, _ := json.Marshal(wire.HelloMsg{Protocol: wire.ProtocolName, Versions: cfg.versions, Client: cfg.name, Direct: cfg.direct})
 	if err := c.write(&wire.Frame{Type: wire.TypeHello, ID: 1, Control: ctl}); err != nil {
 		// A server that refused the connection (a limit) wrote why and
 		// closed before the hello went out: its error frame is still
@@ -254,6 +274,10 @@ func newClient(ctx context.Context, nc net.Conn, opts ...DialOption) (*Client, e
 		}
 		if n := c.welcome.MaxInflight; n > 0 && c.welcome.Version >= 2 {
 			c.slots = make(chan struct{}, n)
+		}
+		if cfg.direct != "" && !c.welcome.Direct {
+			nc.Close()
+			return nil, wire.Errorf(nil, "the server did not make this connection a direct call channel")
 		}
 	case wire.TypeError:
 		nc.Close()
@@ -290,6 +314,13 @@ func (c *Client) Close() error {
 	c.shutdown(ErrClosed)
 	<-c.done
 	c.cancelWG.Wait()
+	c.mu.Lock()
+	directs := c.directs
+	c.directs = nil
+	c.mu.Unlock()
+	for dc := range directs {
+		dc.Close()
+	}
 	return nil
 }
 
@@ -633,6 +664,7 @@ func (c *Client) open(ctx context.Context, msg wire.OpenMsg) (*Handle, error) {
 	}
 	var hp atomic.Pointer[Handle]
 	var abandoned atomic.Bool
+	var token string // the direct call channel offered (written before the result is delivered)
 	r, err := c.roundTrip(ctx, &wire.Frame{Type: wire.TypeOpen, Control: ctl}, func(f *wire.Frame) {
 		// Runs on the reader goroutine, before any notification for the
 		// handle can be read, even if the caller already gave up.
@@ -640,6 +672,7 @@ func (c *Client) open(ctx context.Context, msg wire.OpenMsg) (*Handle, error) {
 		if json.Unmarshal(f.Control, &rep) != nil {
 			return
 		}
+		token = rep.Direct
 		buffer := c.cfg.noteBuffer
 		if c.cfg.onNote != nil {
 			buffer = 0 // the handler gets them: the channel is only closed
@@ -671,7 +704,32 @@ func (c *Client) open(ctx context.Context, msg wire.OpenMsg) (*Handle, error) {
 	if h == nil {
 		return nil, opErr(wire.Errorf(nil, "bad open reply %q", r.ctl))
 	}
+	if token != "" && c.cfg.path != "" && !c.cfg.noDirect {
+		c.dialDirect(ctx, h, token)
+	}
 	return h, nil
+}
+
+// dialDirect makes the direct call channel h was offered: a second
+// connection to the daemon, which hands it to the driver's process. If
+// that fails, h's calls simply go through the daemon.
+func (c *Client) dialDirect(ctx context.Context, h *Handle, token string) {
+	dc, err := Dial(ctx, c.cfg.path, append(c.cfg.opts[:len(c.cfg.opts):len(c.cfg.opts)], withDirect(token))...)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	if c.err != nil || h.closed.Load() {
+		c.mu.Unlock()
+		dc.Close()
+		return
+	}
+	if c.directs == nil {
+		c.directs = make(map[*Client]struct{})
+	}
+	c.directs[dc] = struct{}{}
+	h.direct.Store(dc)
+	c.mu.Unlock()
 }
 
 // Admin makes an administrative call (see the Admin* constants); args is
@@ -732,6 +790,9 @@ type Handle struct {
 	// root cause "unplug" (written before the close, read after it).
 	unplugged bool
 	closed    atomic.Bool
+	// direct is the call channel to the driver's own process, if the
+	// daemon offered one (protocol version 4).
+	direct atomic.Pointer[Client]
 }
 
 // causeUnplug is the root cause of a termination that began with the
@@ -740,6 +801,13 @@ const causeUnplug = "unplug"
 
 // Service describes the opened service.
 func (h *Handle) Service() ServiceInfo { return h.info }
+
+// Direct reports whether h's calls go straight to the process of the
+// service's driver, on a call channel the daemon handed over, rather than
+// through the daemon (a bundle's driver built with the Go SDK; see
+// WithoutDirectCalls). Everything else — notifications, Close, the
+// service's lifecycle — goes through the daemon either way.
+func (h *Handle) Direct() bool { return h.direct.Load() != nil }
 
 // ClientID is the ID of the user-client service the server created (0 if
 // the backend has none).
@@ -832,8 +900,18 @@ func (h *Handle) Call(ctx context.Context, method string, in []byte) ([]byte, er
 	// On the stack: the writer copies the frame into its buffer.
 	var buf [64]byte
 	ctl := wire.AppendHandleMsg(buf[:0], wire.HandleMsg{Handle: h.id, Method: method})
-	r, err := h.c.roundTrip(ctx, &wire.Frame{Type: wire.TypeCall, Control: ctl, Data: in}, nil)
+	c := h.c
+	dc := h.direct.Load()
+	if dc != nil {
+		c = dc
+	}
+	r, err := c.roundTrip(ctx, &wire.Frame{Type: wire.TypeCall, Control: ctl, Data: in}, nil)
 	if err != nil {
+		if dc != nil && dc.Err() != nil && ctx.Err() == nil && !h.closed.Load() {
+			// The driver's process closed the channel: it stopped or
+			// died, and the service with it (the daemon says why).
+			return nil, opErr(fmt.Errorf("%w: the driver's process closed the call channel: %w", ErrTerminated, dc.Err()))
+		}
 		return nil, opErr(err)
 	}
 	return r.data, nil
@@ -855,6 +933,14 @@ func (h *Handle) Close() error {
 			h.end(nil)
 		}
 	})
+	if dc := h.direct.Swap(nil); dc != nil {
+		// After the daemon's close, which closed the channel in the
+		// driver's process: a call still on it gets its answer first.
+		h.c.mu.Lock()
+		delete(h.c.directs, dc)
+		h.c.mu.Unlock()
+		dc.Close()
+	}
 	if err == nil || errors.Is(err, ErrClosed) {
 		return nil // ErrClosed: the connection is gone, the server closed it already
 	}

@@ -109,7 +109,7 @@ func TestCancelOldServer(t *testing.T) {
 	hello := <-frames
 	var hm wire.HelloMsg
 	require.NoError(t, json.Unmarshal(hello.Control, &hm))
-	require.Equal(t, []int{3, 2, 1}, hm.Versions, "the client offers every version")
+	require.Equal(t, []int{4, 3, 2, 1}, hm.Versions, "the client offers every version")
 	require.Equal(t, 1, c.Version())
 	require.Nil(t, c.slots, "a version 1 server announces no limit")
 

@@ -59,7 +59,7 @@ func Main(entries ...drivertable.Entry) {
 // Run serves one driver instance on c until the daemon's stop (nil) or
 // until the protocol fails. It closes c.
 func Run(ctx context.Context, c *wire.Conn, log *slog.Logger, entries ...drivertable.Entry) error {
-	p := &proc{c: c, log: log, entries: entries, calls: map[uint64]context.CancelFunc{}, served: make(chan error, 1)}
+	p := &proc{c: c, log: log, entries: entries, calls: map[uint64]context.CancelFunc{}, channels: map[uint64]*channel{}, served: make(chan error, 1)}
 	err := p.run(ctx)
 	p.shutdown()
 	c.Close()
@@ -84,6 +84,8 @@ type proc struct {
 	unsub       []func()
 	files       []*os.File
 	calls       map[uint64]context.CancelFunc
+	channels    map[uint64]*channel // direct call channels (1.3), by number
+	stopping    bool                // stop began: no new channel
 	daemonEnded bool // the daemon terminated the instance: no terminate back
 	wg          sync.WaitGroup
 
@@ -132,7 +134,7 @@ func (p *proc) run(ctx context.Context) error {
 			p.before[o.ID()] = true
 		}
 	}
-	p.send(&wire.Message{Type: wire.TypeHello, Version: wire.Version, PID: os.Getpid(), MaxMessage: wire.MaxMessage})
+	p.send(&wire.Message{Type: wire.TypeHello, Version: wire.Version, PID: os.Getpid(), MaxMessage: wire.MaxMessage, Direct: true})
 
 	handedOff, err := p.serve(ctx)
 	if handedOff {
@@ -214,6 +216,10 @@ func (p *proc) serve(ctx context.Context) (handedOff bool, err error) {
 			}
 		case wire.TypeMessage:
 			p.message(m)
+		case wire.TypeChannel:
+			p.openChannel(m, files)
+		case wire.TypeChannelClose:
+			p.closeChannel(m.Channel)
 		case wire.TypeWillTerminate:
 			p.terminate(m.Cause, m.RootCause)
 		case wire.TypeDidTerminate:
@@ -527,6 +533,7 @@ func (p *proc) stop(ctx context.Context, cause string) {
 		cause = driver.CauseUnknown.Text()
 	}
 	p.terminate(cause, cause)
+	p.closeChannels()
 	_ = inst.Close(bridge)
 	select {
 	case <-inst.Done():
@@ -615,6 +622,7 @@ func (p *proc) shutdown() {
 		p.startCancel()
 		<-p.startDone
 	}
+	p.closeChannels()
 	p.mu.Lock()
 	for _, cancel := range p.calls {
 		cancel()

@@ -1,14 +1,17 @@
 package host_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -159,28 +162,43 @@ const floorChunk = 32
 // process, interleaved in chunks in the same run with a floor: a plain
 // cross-process echo of the call's protocol message over a socketpair
 // with a child process (the test binary in echo mode: Go on both sides,
-// no SDK, no registry). Metrics:
+// no SDK, no registry).
+//
+// app=process is what an application sees: the application is a process
+// of its own (the test binary in app mode), as every application of the
+// daemon is. app=daemon runs the application in the daemon's process, so
+// that the in-process call crosses no process boundary at all — a bound
+// no real application reaches, kept to watch the daemon's own cost.
+//
+// Metrics:
 //   - oop/inproc: the figure (goal ≤ 2);
 //   - echo-ns/rt: one cross-process round trip, what the kernel and Go's
 //     runtime cost at least;
-//   - best-ratio: (inproc + echo) / inproc, the best oop/inproc could be;
 //   - x-floor: (oop − inproc) / echo, what the process boundary costs us
 //     in round trips of the floor (1 is physics).
 //
 // traced is what drvctl serve runs by default (the package's TestMain
 // traces every object); untraced, an embedding application's default.
 func BenchmarkCall(b *testing.B) {
-	b.Run("traced", benchCall)
-	b.Run("untraced", func(b *testing.B) {
-		// Objects made from here on take the one-atomic path.
-		b.Setenv(refcount.EnvVar, "off")
-		refcount.TraceOff()
-		b.Cleanup(refcount.TraceAll)
-		benchCall(b)
-	})
+	for _, app := range []string{"process", "daemon"} {
+		b.Run("traced/app="+app, func(b *testing.B) { benchCall(b, app == "process") })
+		b.Run("untraced/app="+app, func(b *testing.B) {
+			// Objects made from here on take the one-atomic path.
+			b.Setenv(refcount.EnvVar, "off")
+			refcount.TraceOff()
+			b.Cleanup(refcount.TraceAll)
+			benchCall(b, app == "process")
+		})
+	}
 }
 
-func benchCall(b *testing.B) {
+// callPaths times n calls on the in-process and n on the out-of-process
+// driver.
+type callPaths interface {
+	chunk(b *testing.B, n int) (in, out time.Duration)
+}
+
+func benchCall(b *testing.B, appProcess bool) {
 	msg := []byte("0123456789abcdef")
 	req, err := wire.Encode(&wire.Message{Type: wire.TypeCall, ID: 1000, Method: "echo", Data: msg}, 0)
 	require.NoError(b, err)
@@ -209,46 +227,28 @@ func benchCall(b *testing.B) {
 		Policy: server.Policy{Rules: []server.Rule{{AnyUser: true, Classes: []string{counter.Class, "CounterInProcess"}}}}})
 	require.NoError(b, err)
 	defer srv.Close()
-	c, err := userclient.Dial(e.ctx, srv.Addr())
-	require.NoError(b, err)
-	defer c.Close()
-	hOut, err := c.Open(e.ctx, userclient.Match{Class: counter.Class})
-	require.NoError(b, err)
-	hIn, err := c.Open(e.ctx, userclient.Match{Class: "CounterInProcess"})
-	require.NoError(b, err)
-	for range 100 { // warm every path up
+	var paths callPaths
+	if appProcess {
+		paths = startBenchApp(b, srv.Addr())
+	} else {
+		paths = dialPaths(b, e.ctx, srv.Addr())
+	}
+	for range 4 { // warm every path up
 		floor.roundTrip(b)
-		_, err := hIn.Call(e.ctx, "echo", msg)
-		require.NoError(b, err)
-		_, err = hOut.Call(e.ctx, "echo", msg)
-		require.NoError(b, err)
+		paths.chunk(b, 25)
 	}
 	var tIn, tOut, tFloor time.Duration
 	b.ResetTimer()
 	for done := 0; done < b.N; {
 		n := min(floorChunk, b.N-done)
+		dIn, dOut := paths.chunk(b, n)
 		t0 := time.Now()
-		for range n {
-			_, err := hIn.Call(e.ctx, "echo", msg)
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
-		t1 := time.Now()
-		for range n {
-			_, err := hOut.Call(e.ctx, "echo", msg)
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
-		t2 := time.Now()
 		for range n {
 			floor.roundTrip(b)
 		}
-		t3 := time.Now()
-		tIn += t1.Sub(t0)
-		tOut += t2.Sub(t1)
-		tFloor += t3.Sub(t2)
+		tIn += dIn
+		tOut += dOut
+		tFloor += time.Since(t0)
 		done += n
 	}
 	b.StopTimer()
@@ -257,10 +257,132 @@ func benchCall(b *testing.B) {
 	b.ReportMetric(float64(tOut.Nanoseconds())/n, "oop-ns/call")
 	b.ReportMetric(float64(tFloor.Nanoseconds())/n, "echo-ns/rt")
 	b.ReportMetric(float64(tOut)/float64(tIn), "oop/inproc")
-	b.ReportMetric(float64(tIn+tFloor)/float64(tIn), "best-ratio")
 	b.ReportMetric(float64(tOut-tIn)/float64(tFloor), "x-floor")
-	require.NoError(b, hOut.Close())
-	require.NoError(b, hIn.Close())
+}
+
+// handlePaths: the application in this process.
+type handlePaths struct {
+	ctx     context.Context
+	in, out *userclient.Handle
+	msg     []byte
+}
+
+func dialPaths(b *testing.B, ctx context.Context, addr string) *handlePaths {
+	c, err := userclient.Dial(ctx, addr)
+	require.NoError(b, err)
+	b.Cleanup(func() { c.Close() })
+	p := &handlePaths{ctx: ctx, msg: []byte("0123456789abcdef")}
+	p.out, err = c.Open(ctx, userclient.Match{Class: counter.Class})
+	require.NoError(b, err)
+	p.in, err = c.Open(ctx, userclient.Match{Class: "CounterInProcess"})
+	require.NoError(b, err)
+	b.Cleanup(func() {
+		require.NoError(b, p.out.Close())
+		require.NoError(b, p.in.Close())
+	})
+	return p
+}
+
+func (p *handlePaths) chunk(b *testing.B, n int) (in, out time.Duration) {
+	in, out, err := p.run(n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return in, out
+}
+
+func (p *handlePaths) run(n int) (in, out time.Duration, err error) {
+	t0 := time.Now()
+	for range n {
+		if _, err := p.in.Call(p.ctx, "echo", p.msg); err != nil {
+			return 0, 0, err
+		}
+	}
+	t1 := time.Now()
+	for range n {
+		if _, err := p.out.Call(p.ctx, "echo", p.msg); err != nil {
+			return 0, 0, err
+		}
+	}
+	return t1.Sub(t0), time.Since(t1), nil
+}
+
+// appPaths: the application in a process of its own, told over its
+// standard input how many calls to make and answering with the times.
+type appPaths struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func startBenchApp(b *testing.B, addr string) *appPaths {
+	cmd := exec.Command(testExe, driverArg, "app", addr)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	require.NoError(b, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(b, err)
+	require.NoError(b, cmd.Start())
+	a := &appPaths{cmd: cmd, in: stdin, out: bufio.NewReader(stdout)}
+	b.Cleanup(func() {
+		a.in.Close() // the application closes its handles and exits
+		require.NoError(b, a.cmd.Wait())
+	})
+	return a
+}
+
+func (a *appPaths) chunk(b *testing.B, n int) (in, out time.Duration) {
+	if _, err := fmt.Fprintln(a.in, n); err != nil {
+		b.Fatal(err)
+	}
+	line, err := a.out.ReadString('\n')
+	if err != nil {
+		b.Fatalf("the application process: %v", err)
+	}
+	if _, err := fmt.Sscan(line, &in, &out); err != nil {
+		b.Fatalf("the application process said %q", line)
+	}
+	return in, out
+}
+
+// benchApp is the application process of BenchmarkCall: for each count
+// read from its standard input it makes that many calls on each path and
+// writes the two durations; at the end of its input it closes and exits.
+func benchApp(addr string) {
+	ctx := context.Background()
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "bench application:", err)
+		os.Exit(7)
+	}
+	c, err := userclient.Dial(ctx, addr)
+	if err != nil {
+		fail(err)
+	}
+	p := &handlePaths{ctx: ctx, msg: []byte("0123456789abcdef")}
+	if p.out, err = c.Open(ctx, userclient.Match{Class: counter.Class}); err != nil {
+		fail(err)
+	}
+	if p.in, err = c.Open(ctx, userclient.Match{Class: "CounterInProcess"}); err != nil {
+		fail(err)
+	}
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		n, err := strconv.Atoi(sc.Text())
+		if err != nil {
+			fail(err)
+		}
+		in, out, err := p.run(n)
+		if err != nil {
+			fail(err)
+		}
+		fmt.Println(int64(in), int64(out))
+	}
+	_ = p.out.Close()
+	_ = p.in.Close()
+	if err := c.Close(); err != nil {
+		fail(err)
+	}
+	os.Exit(0)
 }
 
 // BenchmarkMemoryPerInstance: the daemon's memory (heap and goroutine

@@ -135,10 +135,13 @@ func TestKillAtEveryStep(t *testing.T) {
 			require.NoError(t, err)
 			defer uninstall()
 
-			c := e.dial()
+			// The daemon's path: a direct call never reaches the daemon's
+			// call point (TestDirectCallDriverKilled kills under one).
+			c := e.dial(userclient.WithoutDirectCalls())
 			defer c.Close()
 			h, err := c.Open(e.ctx, userclient.Match{Class: counter.Class})
 			require.NoError(t, err)
+			require.False(t, h.Direct())
 			if tc.point == faultinject.Call {
 				_, err := h.Call(e.ctx, "count", nil)
 				require.Error(t, err, "the process died under the call")

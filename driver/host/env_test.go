@@ -196,8 +196,8 @@ func (e *env) instance(nub *driver.Service) *driver.Service {
 	return inst
 }
 
-func (e *env) dial() *userclient.Client {
-	c, err := userclient.Dial(e.ctx, e.srv.Addr())
+func (e *env) dial(opts ...userclient.DialOption) *userclient.Client {
+	c, err := userclient.Dial(e.ctx, e.srv.Addr(), opts...)
 	require.NoError(e.t, err)
 	return c
 }

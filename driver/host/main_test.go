@@ -103,6 +103,8 @@ func testDriver(mode string) {
 		os.Exit(3)
 	case "echo": // BenchmarkCall's floor: echoes every message, no SDK
 		echoLoop()
+	case "app": // BenchmarkCall's application in its own process
+		benchApp(os.Args[3])
 	case "badversion":
 		rawDriver(func(c *wire.Conn, _ int) {
 			_ = c.Send(&wire.Message{Type: wire.TypeHello, Version: "2.0"})

@@ -42,6 +42,8 @@ type proxy struct {
 	stopping bool // stop sent (or Start failed): a death is expected
 	notices  int  // notices (message, will_terminate) being sent
 	closing  bool // the host closes the connection itself
+	direct   bool // the driver serves direct call channels (its hello, 1.3)
+	channels uint64
 
 	shutOnce sync.Once
 }
@@ -192,6 +194,11 @@ func (p *proxy) startProcess(ctx context.Context) error {
 	if err := wire.CheckVersion(hello.Version); err != nil {
 		_ = p.conn.Send(wire.Errorf(0, wire.CodeVersion, "the daemon speaks protocol %s, the driver %s", wire.Version, hello.Version))
 		return fmt.Errorf("handshake: %w", err)
+	}
+	if _, minor, _ := wire.ParseVersion(hello.Version); minor >= 3 && hello.Direct {
+		p.mu.Lock()
+		p.direct = true
+		p.mu.Unlock()
 	}
 
 	props := p.nub.Properties()
@@ -623,6 +630,67 @@ func (p *proxy) askStop(timeout time.Duration) error {
 		}
 	}
 	return nil
+}
+
+// DirectCalls reports whether the driver's process can serve an
+// application's calls on a channel of their own (AdoptCalls).
+func (p *proxy) DirectCalls() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.direct && p.started && !p.stopping && p.deadErr == nil && len(p.methods) > 0
+}
+
+// AdoptCalls hands conn — an application's user-client connection, past
+// its handshake — to the driver's process, which serves the application's
+// calls on it from then on: a call crosses one process boundary instead
+// of two. client is the application's user client in the registry. The
+// process answers once it reads conn; end closes the channel (the
+// application closed its handle, or died). conn stays the caller's to
+// close: the process has its own copy.
+func (p *proxy) AdoptCalls(ctx context.Context, conn *os.File, client *driver.Service, maxFrame, maxInflight int) (end func(), err error) {
+	if !p.noticeBegin() {
+		return nil, p.opErr("adopt calls", fmt.Errorf("%w: the driver process is not running", driver.ErrNotActive))
+	}
+	p.mu.Lock()
+	p.channels++
+	n := p.channels
+	p.mu.Unlock()
+	m := &wire.Message{Type: wire.TypeChannel, Channel: n, Client: client.ID(), MaxFrame: maxFrame, MaxInflight: maxInflight}
+	for _, mt := range p.b.methods {
+		m.Methods = append(m.Methods, wire.ChannelMethod{Name: mt.Name, MaxInput: mt.MaxInput, MaxOutput: mt.MaxOutput})
+	}
+	id, ch := p.request()
+	m.ID = id
+	err = p.conn.Send(m, conn)
+	p.noticeEnd()
+	if err != nil {
+		p.forget(id)
+		return nil, p.opErr("adopt calls", err)
+	}
+	select {
+	case r, ok := <-ch:
+		if !ok {
+			return nil, p.opErr("adopt calls", p.deathErr("during the hand-over"))
+		}
+		if r.Type == wire.TypeError {
+			return nil, p.opErr("adopt calls", errors.New(r.Code+": "+r.Text))
+		}
+	case <-ctx.Done():
+		p.forget(id)
+		p.closeChannel(n)
+		return nil, ctx.Err()
+	}
+	return sync.OnceFunc(func() { p.closeChannel(n) }), nil
+}
+
+// closeChannel tells the process to close channel n, unless it is
+// stopping (its stop closes every channel) or gone.
+func (p *proxy) closeChannel(n uint64) {
+	if !p.noticeBegin() {
+		return
+	}
+	defer p.noticeEnd()
+	_ = p.conn.Send(&wire.Message{Type: wire.TypeChannelClose, Channel: n})
 }
 
 // Methods are the manifest's methods, forwarded.

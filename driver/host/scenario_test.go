@@ -99,6 +99,9 @@ func TestScenario(t *testing.T) {
 			defer c.Close()
 			h, err := c.Open(e.ctx, userclient.Match{Class: counter.Class})
 			require.NoError(t, err)
+			// The Go SDK serves direct call channels; the Python sample
+			// (protocol 1.0) has its calls forwarded by the daemon.
+			require.Equal(t, tc.name == "go" || tc.name == "gosample", h.Direct())
 			out, err := h.Call(e.ctx, "count", nil)
 			require.NoError(t, err)
 			var r counter.Reply
@@ -114,7 +117,7 @@ func TestScenario(t *testing.T) {
 				require.True(t, strings.HasPrefix(procStatus(t, pid, "Gid"), "65534\t"), procStatus(t, pid, "Gid"))
 				require.Equal(t, "1", procStatus(t, pid, "NoNewPrivs"))
 				require.Empty(t, strings.TrimSpace(procStatus(t, pid, "Groups")), "no supplementary groups")
-				checkInherited(t, pid)
+				checkInherited(t, pid, h.Direct())
 			}
 
 			out, err = h.Call(e.ctx, "echo", []byte("hello"))
@@ -155,7 +158,7 @@ func TestScenario(t *testing.T) {
 // checkInherited: the driver's descriptors are its socket, its output
 // pipe and /dev/null, and what its own runtime opened (epoll, eventfd, the
 // cgroup's CPU quota) — no file, device or socket of the daemon's.
-func checkInherited(t *testing.T, pid int) {
+func checkInherited(t *testing.T, pid int, direct bool) {
 	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
 	ents, err := os.ReadDir(dir)
 	require.NoError(t, err)
@@ -170,12 +173,17 @@ func checkInherited(t *testing.T, pid int) {
 		require.True(t, ok, "fd %s of the driver is %s", ent.Name(), target)
 	}
 	// Two sockets: the protocol's, and the granted device's (a simulated
-	// device is served over a socket).
+	// device is served over a socket); a third with the application's
+	// direct call channel.
+	want := 2
+	if direct {
+		want = 3
+	}
 	sockets := 0
 	for _, ent := range ents {
 		if target, _ := os.Readlink(filepath.Join(dir, ent.Name())); strings.HasPrefix(target, "socket:") {
 			sockets++
 		}
 	}
-	require.Equal(t, 2, sockets)
+	require.Equal(t, want, sockets)
 }

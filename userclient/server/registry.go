@@ -250,6 +250,56 @@ type userClient struct {
 	// type's String is a fmt.Sprintf, paid per client of a fan-out.
 	lastType driver.MessageType
 	lastName string
+
+	// endDirect closes the direct call channel (under dmu); ended: end ran.
+	dmu       sync.Mutex
+	endDirect func()
+	ended     bool
+}
+
+// CallAdopter is implemented by the driver of a service whose instance
+// runs in a process of its own and can serve an application's calls there
+// (driver/host's bundles with the Go SDK): the registry backend's sessions
+// on it are DirectSessions.
+type CallAdopter interface {
+	// DirectCalls reports whether the process can take a channel now.
+	DirectCalls() bool
+	// AdoptCalls hands conn, an application's connection past its
+	// handshake, to the process for client's calls; end closes the
+	// channel.
+	AdoptCalls(ctx context.Context, conn *os.File, client *driver.Service, maxFrame, maxInflight int) (end func(), err error)
+}
+
+func (u *userClient) adopter() CallAdopter {
+	a, _ := u.target.Driver().(CallAdopter)
+	return a
+}
+
+// DirectCalls implements DirectSession.
+func (u *userClient) DirectCalls() bool {
+	a := u.adopter()
+	return a != nil && a.DirectCalls() && u.svc.State().Active
+}
+
+// HandOver implements DirectSession: the channel ends with the session.
+func (u *userClient) HandOver(ctx context.Context, conn *os.File, maxFrame, maxInflight int) error {
+	a := u.adopter()
+	if a == nil {
+		return fmt.Errorf("%w: %s serves no direct calls", wire.ErrNoMethod, u.target)
+	}
+	end, err := a.AdoptCalls(ctx, conn, u.svc, maxFrame, maxInflight)
+	if err != nil {
+		return mapDriverErr(err)
+	}
+	u.dmu.Lock()
+	if u.ended || u.endDirect != nil {
+		u.dmu.Unlock()
+		end()
+		return fmt.Errorf("%w: the handle was closed", wire.ErrClosed)
+	}
+	u.endDirect = end
+	u.dmu.Unlock()
+	return nil
 }
 
 // String labels the session's reference (its tag) with the application.
@@ -258,6 +308,7 @@ func (u *userClient) String() string { return u.label }
 var (
 	_ fmt.Stringer          = (*userClient)(nil)
 	_ Session               = (*userClient)(nil)
+	_ DirectSession         = (*userClient)(nil)
 	_ driver.MessageHandler = (*userClient)(nil)
 )
 
@@ -376,6 +427,13 @@ func (u *userClient) ClientDied() { u.end() }
 // the session's reference.
 func (u *userClient) end() {
 	u.once.Do(func() {
+		u.dmu.Lock()
+		u.ended = true
+		endDirect := u.endDirect
+		u.dmu.Unlock()
+		if endDirect != nil {
+			endDirect()
+		}
 		u.removeInterest()
 		if err := u.target.Close(u.svc); err != nil && !errors.Is(err, driver.ErrNotOpen) {
 			// Not reachable with a well-formed registry; do not lose it.

@@ -62,6 +62,15 @@ type Config struct {
 	OnDisconnect func(cred userclient.Cred, reason error)
 	// Log receives connection-level errors; nil discards them.
 	Log *slog.Logger
+	// NoDirectCalls keeps every call on the daemon's path. By default a
+	// handle on a service whose driver runs in a process of its own and
+	// serves direct calls (a Session that is a DirectSession: a bundle of
+	// driver/host with the Go SDK) is offered a call channel to that
+	// process (protocol version 4): its calls then cross one process
+	// boundary instead of two. The daemon still owns the handle's
+	// lifecycle — opens, notifications, closes, the channel's end — but
+	// does not see, count or audit the calls themselves.
+	NoDirectCalls bool
 	// Audit receives one line per open and administrative decision,
 	// granted or refused, with the peer's pid, uid and gid and what it
 	// asked (the audit trail); nil uses Log.
@@ -200,6 +209,18 @@ type Server struct {
 	tails    atomic.Int64 // direct writes the socket took only part of (tests)
 
 	refusedLog ratelog.Limiter
+
+	// Direct call channels offered in open replies and not yet taken, by
+	// token (under mu).
+	offers map[string]*directOffer
+}
+
+// directOffer is a handle's offer of a direct call channel: a connection
+// from the same process that says its token becomes the channel.
+type directOffer struct {
+	owner  *conn
+	handle uint64
+	e      *entry
 }
 
 // user is what one uid holds over all its connections.
@@ -492,6 +513,7 @@ type inflightReq struct {
 type entry struct {
 	handle uint64
 	sess   Session
+	offer  string // the direct channel's token while it is not taken (under Server.mu)
 	mu     sync.Mutex
 	send   func(userclient.Notification)
 	ready  bool // the open reply is queued: notifications may follow it (under mu)
@@ -640,6 +662,7 @@ func (c *conn) finish() {
 	w := c.watch
 	c.mu.Unlock()
 	for _, e := range sessions {
+		c.srv.withdraw(e)
 		e.sess.ClientDied()
 		c.srv.sessions.Add(-1)
 		c.user.handles.Add(-1)
@@ -659,7 +682,7 @@ func (c *conn) finish() {
 		c.srv.incomplete--
 	}
 	c.srv.mu.Unlock()
-	if cb := c.srv.cfg.OnDisconnect; cb != nil {
+	if cb := c.srv.cfg.OnDisconnect; cb != nil && c.reason != errHandedOver {
 		cb(c.cred, c.reason)
 	}
 }
@@ -1140,6 +1163,10 @@ func (c *conn) readLoop() bool {
 		}
 		if !rs.handshaken {
 			if err := c.handshake(&f); err != nil {
+				if err == errHandedOver {
+					c.fail(err, "") // the welcome goes out, then our copy closes
+					return true
+				}
 				c.fail(err, wire.CodeOf(err))
 				return true
 			}
@@ -1360,6 +1387,15 @@ func (c *conn) handshake(f *wire.Frame) error {
 	if c.version >= 2 {
 		w.MaxInflight = c.srv.cfg.MaxInflight
 	}
+	if h.Direct != "" {
+		if err := c.handOver(h.Direct); err != nil {
+			return err
+		}
+		w.Direct = true
+		ctl, _ := json.Marshal(w)
+		c.enqueue(c.encode(&wire.Frame{Type: wire.TypeWelcome, ID: f.ID, Control: ctl}))
+		return errHandedOver
+	}
 	ctl, _ := json.Marshal(w)
 	c.enqueue(c.encode(&wire.Frame{Type: wire.TypeWelcome, ID: f.ID, Control: ctl}))
 	return nil
@@ -1476,7 +1512,7 @@ func (c *conn) open(ctx context.Context, id uint64, ir *inflightReq, m wire.Open
 	e.handle = c.next
 	c.sessions[e.handle] = e
 	c.mu.Unlock()
-	c.sendReply(id, wire.OpenReply{Handle: e.handle, Service: info, Client: e.sess.ClientID()}, nil)
+	c.sendReply(id, wire.OpenReply{Handle: e.handle, Service: info, Client: e.sess.ClientID(), Direct: c.offerDirect(e)}, nil)
 	e.markReady()
 }
 
@@ -1666,6 +1702,7 @@ func (c *conn) close(id, h uint64) {
 		c.sendError(id, fmt.Errorf("%w: no open handle %d", wire.ErrClosed, h))
 		return
 	}
+	c.srv.withdraw(e)
 	err := e.sess.Close()
 	c.srv.sessions.Add(-1)
 	c.user.handles.Add(-1)

@@ -268,7 +268,7 @@ func TestHostileInputs(t *testing.T) {
 		{"truncated after hello", [][]byte{hello, rawFrame(t, wire.TypePing, 2, "", nil)[:7]}, true, "protocol", "truncated"},
 		{"unknown type", [][]byte{hello, {0, 0, 0, 16, 77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}}, false, "protocol", "unknown frame type 77"},
 		{"call before hello", [][]byte{rawFrame(t, wire.TypeCall, 1, `{}`, nil)}, false, "protocol", "want hello"},
-		{"bad version", [][]byte{rawFrame(t, wire.TypeHello, 1, `{"protocol":"drvkit-userclient","versions":[4,5]}`, nil)}, false, "version", "server speaks 1 to 3"},
+		{"bad version", [][]byte{rawFrame(t, wire.TypeHello, 1, `{"protocol":"drvkit-userclient","versions":[5,6]}`, nil)}, false, "version", "server speaks 1 to 4"},
 		{"wrong protocol", [][]byte{rawFrame(t, wire.TypeHello, 1, `{"protocol":"http","versions":[1]}`, nil)}, false, "protocol", `"http"`},
 		{"bad json", [][]byte{hello, rawFrame(t, wire.TypeOpen, 2, `{"match":`, nil)}, false, "protocol", "bad open payload"},
 		{"client sends reply", [][]byte{hello, rawFrame(t, wire.TypeReply, 2, ``, nil)}, false, "protocol", "may not send reply"},

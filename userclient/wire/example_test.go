@@ -14,7 +14,7 @@ import (
 // with a Decoder: a JSON control payload and raw data per frame.
 func ExampleDecoder() {
 	var stream []byte
-	hello, _ := json.Marshal(wire.HelloMsg{Protocol: wire.ProtocolName, Versions: []int{wire.Version, 2, wire.MinVersion}, Client: "example"})
+	hello, _ := json.Marshal(wire.HelloMsg{Protocol: wire.ProtocolName, Versions: []int{wire.Version, 3, 2, wire.MinVersion}, Client: "example"})
 	stream, _ = wire.AppendFrame(stream, &wire.Frame{Type: wire.TypeHello, ID: 1, Control: hello}, wire.DefaultMaxFrame)
 	call, _ := json.Marshal(wire.HandleMsg{Handle: 7, Method: "read"})
 	stream, _ = wire.AppendFrame(stream, &wire.Frame{Type: wire.TypeCall, ID: 2, Control: call, Data: []byte{0, 0, 0, 0}}, wire.DefaultMaxFrame)
@@ -36,7 +36,7 @@ func ExampleDecoder() {
 	_, err := wire.NewDecoder(bytes.NewReader(stream[:20]), 0).ReadFrame()
 	fmt.Println(errors.Is(err, wire.ErrProtocol), errors.Is(err, io.ErrUnexpectedEOF))
 	// Output:
-	// hello id 1: {"protocol":"drvkit-userclient","versions":[3,2,1],"client":"example"} + 0 bytes
+	// hello id 1: {"protocol":"drvkit-userclient","versions":[4,3,2,1],"client":"example"} + 0 bytes
 	// call id 2: {"handle":7,"method":"read"} + 4 bytes
 	// true true
 }

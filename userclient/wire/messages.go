@@ -10,6 +10,10 @@ type HelloMsg struct {
 	Protocol string `json:"protocol"`
 	Versions []int  `json:"versions"`
 	Client   string `json:"client,omitempty"`
+	// Direct (version 4) makes this connection the direct call channel
+	// of the open handle whose open reply carried this token: once
+	// welcomed, its calls are served by the driver's own process.
+	Direct string `json:"direct,omitempty"`
 }
 
 // WelcomeMsg is the server's answer to hello.
@@ -23,6 +27,9 @@ type WelcomeMsg struct {
 	// MaxInflight is the server's per-connection limit on outstanding
 	// requests (version 2; 0 from a version 1 server: unknown).
 	MaxInflight int `json:"max_inflight,omitempty"`
+	// Direct (version 4): this connection was handed to the driver's
+	// process; what follows is served by it.
+	Direct bool `json:"direct,omitempty"`
 }
 
 // OpenMsg opens a service.
@@ -38,6 +45,10 @@ type OpenReply struct {
 	Handle  uint64      `json:"handle"`
 	Service ServiceInfo `json:"service"`
 	Client  uint64      `json:"client,omitempty"` // the user-client service's ID, if the backend has one
+	// Direct (version 4): the service's driver runs in a process of its
+	// own and can serve this handle's calls itself: a hello carrying this
+	// token, on a new connection, makes that connection its call channel.
+	Direct string `json:"direct,omitempty"`
 }
 
 // HandleMsg names a handle: close, and call with its method.

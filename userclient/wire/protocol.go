@@ -10,10 +10,10 @@ import (
 
 // Version is the newest protocol version drvkit speaks. Version 2
 // adds the cancel frame and max_inflight in welcome, version 3 the part
-// frame that streams a reply larger than a frame (PROTOCOL.md,
-// "Versions"); the server and the client also speak every version down to
-// MinVersion.
-const Version = 3
+// frame that streams a reply larger than a frame, version 4 direct call
+// channels to out-of-process drivers (PROTOCOL.md, "Versions"); the server
+// and the client also speak every version down to MinVersion.
+const Version = 4
 
 // MinVersion is the oldest protocol version drvkit speaks.
 const MinVersion = 1

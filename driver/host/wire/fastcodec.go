@@ -49,7 +49,8 @@ func onlyCallFields(m *Message) bool {
 	return m.Version == "" && m.MaxMessage == 0 && !m.Trace && m.Driver == "" && m.PID == 0 &&
 		m.Personality == nil && m.Nub == nil && len(m.Files) == 0 && len(m.Providers) == 0 &&
 		m.Msg == 0 && m.From == 0 && m.To == "" && m.Cause == "" && m.RootCause == "" &&
-		m.Code == "" && m.Text == "" && m.Level == "" && m.Leaks == nil
+		m.Code == "" && m.Text == "" && m.Level == "" && m.Leaks == nil &&
+		!m.Direct && m.Channel == 0 && m.Client == 0 && m.MaxFrame == 0 && m.MaxInflight == 0 && len(m.Methods) == 0
 }
 
 // appendJSONString appends s quoted; what needs escaping goes to

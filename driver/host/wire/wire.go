@@ -14,8 +14,8 @@ import (
 // the other side may ignore); a different major is refused at the hello.
 const (
 	Major   = 1
-	Minor   = 2
-	Version = "1.2"
+	Minor   = 3
+	Version = "1.3"
 )
 
 const (
@@ -51,6 +51,8 @@ const (
 	TypeStop          = "stop"           // request: stop and release everything; then exit
 	TypeCall          = "call"           // request: a client method call
 	TypeMessage       = "message"        // notice: a message from the nub (ServiceIsTerminated, …)
+	TypeChannel       = "channel"        // 1.3 request: serve an application's calls on this connection (one descriptor)
+	TypeChannelClose  = "channel_close"  // 1.3 notice: close that channel (the application closed its handle, or died)
 
 	// Driver to daemon.
 	TypeNotify    = "notify"    // send a notification to the instance's clients or interest listeners
@@ -103,6 +105,19 @@ type Message struct {
 	// hello (daemon), start
 	Driver string `json:"driver,omitempty"`
 	PID    int    `json:"pid,omitempty"` // hello (driver): its process id
+	// hello (driver, 1.3): the driver serves direct call channels
+	Direct bool `json:"direct,omitempty"`
+
+	// channel, channel_close (1.3): the channel's number, chosen by the
+	// daemon
+	Channel uint64 `json:"channel,omitempty"`
+	// channel: the application's user-client service, the frame and
+	// in-flight limits of the user-client protocol, and the methods it
+	// may call with their limits (the manifest's)
+	Client      uint64          `json:"client,omitempty"`
+	MaxFrame    int             `json:"max_frame,omitempty"`
+	MaxInflight int             `json:"max_inflight,omitempty"`
+	Methods     []ChannelMethod `json:"methods,omitempty"`
 
 	// start
 	Personality *Personality `json:"personality,omitempty"`
@@ -163,6 +178,17 @@ const (
 	MaxLeaksText   = 32 << 10
 	MaxLeaksFrames = 64
 )
+
+// ChannelMethod is a method a channel's application may call, with the
+// manifest's limits on its input and output (0: none beyond the frame).
+type ChannelMethod struct {
+	Name      string `json:"name"`
+	MaxInput  int    `json:"max_input,omitempty"`
+	MaxOutput int    `json:"max_output,omitempty"`
+}
+
+// MaxChannelMethods bounds a channel message's methods.
+const MaxChannelMethods = 256
 
 // Personality says which of the bundle's personalities matched.
 type Personality struct {
@@ -259,7 +285,7 @@ func Decode(b []byte, nfds int) (*Message, error) {
 }
 
 // requests are the types answered by result or error.
-var requests = map[string]bool{TypeStart: true, TypeDidTerminate: true, TypeStop: true, TypeCall: true}
+var requests = map[string]bool{TypeStart: true, TypeDidTerminate: true, TypeStop: true, TypeCall: true, TypeChannel: true}
 
 // IsRequest reports whether a message of type t is answered.
 func IsRequest(t string) bool { return requests[t] }
@@ -268,12 +294,14 @@ var known = map[string]bool{
 	TypeHello: true, TypeResult: true, TypeError: true, TypeCancel: true,
 	TypeStart: true, TypeWillTerminate: true, TypeDidTerminate: true, TypeStop: true, TypeCall: true, TypeMessage: true,
 	TypeNotify: true, TypeLog: true, TypeTerminate: true, TypeLeaks: true,
+	TypeChannel: true, TypeChannelClose: true,
 }
 
 // FromDaemon reports whether the daemon sends messages of type t.
 func FromDaemon(t string) bool {
 	switch t {
-	case TypeHello, TypeResult, TypeError, TypeCancel, TypeStart, TypeWillTerminate, TypeDidTerminate, TypeStop, TypeCall, TypeMessage:
+	case TypeHello, TypeResult, TypeError, TypeCancel, TypeStart, TypeWillTerminate, TypeDidTerminate, TypeStop, TypeCall, TypeMessage,
+		TypeChannel, TypeChannelClose:
 		return true
 	}
 	return false
@@ -305,7 +333,10 @@ func (m *Message) check(nfds int) error {
 	if nfds < 0 || nfds > MaxFiles {
 		return malformed("%d descriptors (at most %d)", nfds, MaxFiles)
 	}
-	if m.Type != TypeStart && (nfds > 0 || len(m.Files) > 0) {
+	if m.Type != TypeStart && len(m.Files) > 0 {
+		return malformed("%s lists files", m.Type)
+	}
+	if m.Type != TypeStart && m.Type != TypeChannel && nfds > 0 {
 		return malformed("%s carries descriptors", m.Type)
 	}
 	if len(m.Data) > MaxData {
@@ -356,6 +387,22 @@ func (m *Message) check(nfds int) error {
 	case TypeCall:
 		if m.Method == "" {
 			return malformed("call without a method")
+		}
+	case TypeChannel:
+		if m.Channel == 0 || nfds != 1 {
+			return malformed("channel %d with %d descriptors (want a number and one)", m.Channel, nfds)
+		}
+		if m.MaxFrame < 0 || m.MaxInflight < 0 || len(m.Methods) > MaxChannelMethods {
+			return malformed("channel with a negative limit or %d methods", len(m.Methods))
+		}
+		for _, mt := range m.Methods {
+			if mt.Name == "" || len(mt.Name) > maxText || mt.MaxInput < 0 || mt.MaxOutput < 0 {
+				return malformed("channel method %q", clip(mt.Name))
+			}
+		}
+	case TypeChannelClose:
+		if m.Channel == 0 {
+			return malformed("channel_close without a channel")
 		}
 	case TypeMessage:
 		if m.Msg == 0 {

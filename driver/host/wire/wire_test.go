@@ -81,7 +81,7 @@ func TestVersion(t *testing.T) {
 	require.NoError(t, wire.CheckVersion("1.12"))
 	err := wire.CheckVersion("2.0")
 	require.ErrorIs(t, err, wire.ErrVersion)
-	require.EqualError(t, err, "protocol version mismatch: the peer speaks 2.0, this side 1.2")
+	require.EqualError(t, err, "protocol version mismatch: the peer speaks 2.0, this side 1.3")
 	require.ErrorIs(t, wire.CheckVersion("1"), wire.ErrMalformed)
 	require.ErrorIs(t, wire.CheckVersion("-1.0"), wire.ErrMalformed)
 }
