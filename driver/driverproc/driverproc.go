@@ -86,7 +86,7 @@ type proc struct {
 	calls       map[uint64]context.CancelFunc
 	channels    map[uint64]*channel // direct call channels (1.3), by number
 	stopping    bool                // stop began: no new channel
-	daemonEnded bool // the daemon terminated the instance: no terminate back
+	daemonEnded bool                // the daemon terminated the instance: no terminate back
 	wg          sync.WaitGroup
 
 	// The reading goroutine serves calls inline (callInline): inline
