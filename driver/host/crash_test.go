@@ -242,7 +242,7 @@ func TestStartFailures(t *testing.T) {
 	}{
 		{"missing", true, "no such file or directory"},
 		{"exit", true, "exited with status 3"},
-		{"badversion", true, "protocol version mismatch: the peer speaks 2.0, this side 1.2"},
+		{"badversion", true, "protocol version mismatch: the peer speaks 2.0, this side 1.3"},
 		{"killstart", true, "killed by signal"},
 		{"failstart", false, "the device says no"},
 	} {
