@@ -597,8 +597,10 @@ func newRun(o *Options, sc Schedule) (*Trial, error) {
 	}
 	if sc.Procs {
 		r.sock = filepath.Join(r.dir, "drvkit.sock")
+		// Calls stay on the daemon's path: the faults of the call step
+		// are injected there (a direct call channel would bypass them).
 		r.srv, err = server.Listen(server.NewRegistryBackend(r.reg), server.Config{Path: r.sock, GID: -1,
-			Policy: server.Policy{Rules: []server.Rule{{AnyUser: true}}}})
+			Policy: server.Policy{Rules: []server.Rule{{AnyUser: true}}}, NoDirectCalls: true})
 		if err != nil {
 			return r, err
 		}

@@ -351,6 +351,23 @@ func (s *countedSession) Close() error {
 	return s.Session.Close()
 }
 
+// DirectCalls and HandOver pass a bundle's direct call channel through
+// (the wrapper would otherwise hide it from the server).
+func (s *countedSession) DirectCalls() bool {
+	ds, ok := s.Session.(server.DirectSession)
+	return ok && ds.DirectCalls()
+}
+
+func (s *countedSession) HandOver(ctx context.Context, conn *os.File, maxFrame, maxInflight int) error {
+	ds, ok := s.Session.(server.DirectSession)
+	if !ok {
+		return fmt.Errorf("%w: no direct calls", userclient.ErrNoMethod)
+	}
+	return ds.HandOver(ctx, conn, maxFrame, maxInflight)
+}
+
+var _ server.DirectSession = (*countedSession)(nil)
+
 func (s *countedSession) ClientDied() {
 	if s.ended.CompareAndSwap(false, true) {
 		s.hooks.UserClientDied()

@@ -67,6 +67,7 @@ type serveOptions struct {
 	closeTimeout time.Duration
 	stateDir     string
 	usbHold      bool
+	directCalls  bool
 	sysfs        string // "" is /sys; tests point it elsewhere
 	personality  personalityFlags
 	observe      observeOptions
@@ -97,6 +98,7 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long drvctl terminate waits for the service's free (a `duration`, 10ms to 24h)")
 	fs.DurationVar(&o.closeTimeout, "shutdown-timeout", 15*time.Second, "how long shutdown waits for every service to be freed")
 	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` for what must outlive the daemon: the journal of kernel drivers it detached, re-attached at the next start if it was killed (with --sim also the simulated kernel's bindings); empty: no journal")
+	fs.BoolVar(&o.directCalls, "direct-calls", true, "let an application's calls to a bundle's driver go straight to the driver's process, on a call channel the daemon hands over (Go SDK bundles); false: every call goes through the daemon, which then counts them")
 	fs.BoolVar(&o.usbHold, "usb-hold", true, "keep the kernel's drivers off the USB interfaces a loaded personality will claim (interface authorization: a stick usbstorage takes never shows as /dev/sdX); its state is in --state-dir, else "+defaultHoldDir+"; false: claim by detaching the kernel's driver, after it bound. Real hardware only")
 	fs.Var(&o.personality, "personality", "register a driver of the table for the devices a match selects, repeatable: `name=N,driver=D,KEY=VALUE...[,score=S]`; "+
 		"keys: "+personalityKeysHelp(o.personality.table)+" (e.g. name=gadget,driver=usbstorage,vid=1d50,pid=6018: that product's interfaces whatever their class; "+
@@ -397,6 +399,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 
 	d.srv, err = server.Listen(&daemonBackend{RegistryBackend: server.NewRegistryBackend(d.reg), hub: d.hub, policy: d.policy, sessions: d.observer.userClientHooks()}, server.Config{
 		Path: o.socket, Mode: socketMode(o), GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log, Limits: o.limits.l,
+		NoDirectCalls: !o.directCalls,
 		OnDisconnect: func(c userclient.Cred, reason error) {
 			log.Debug("client disconnected", "pid", c.PID, "uid", c.UID, "reason", reason)
 		},
