@@ -3,6 +3,7 @@ package host_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -195,7 +196,7 @@ func BenchmarkCall(b *testing.B) {
 // callPaths times n calls on the in-process and n on the out-of-process
 // driver.
 type callPaths interface {
-	chunk(b *testing.B, n int) (in, out time.Duration)
+	chunk(b *testing.B, n int) (in, out, via time.Duration)
 }
 
 func benchCall(b *testing.B, appProcess bool) {
@@ -237,17 +238,18 @@ func benchCall(b *testing.B, appProcess bool) {
 		floor.roundTrip(b)
 		paths.chunk(b, 25)
 	}
-	var tIn, tOut, tFloor time.Duration
+	var tIn, tOut, tVia, tFloor time.Duration
 	b.ResetTimer()
 	for done := 0; done < b.N; {
 		n := min(floorChunk, b.N-done)
-		dIn, dOut := paths.chunk(b, n)
+		dIn, dOut, dVia := paths.chunk(b, n)
 		t0 := time.Now()
 		for range n {
 			floor.roundTrip(b)
 		}
 		tIn += dIn
 		tOut += dOut
+		tVia += dVia
 		tFloor += time.Since(t0)
 		done += n
 	}
@@ -258,53 +260,74 @@ func benchCall(b *testing.B, appProcess bool) {
 	b.ReportMetric(float64(tFloor.Nanoseconds())/n, "echo-ns/rt")
 	b.ReportMetric(float64(tOut)/float64(tIn), "oop/inproc")
 	b.ReportMetric(float64(tOut-tIn)/float64(tFloor), "x-floor")
+	b.ReportMetric(float64(tVia)/float64(tIn), "via-daemon/inproc")
 }
 
-// handlePaths: the application in this process.
+// handlePaths: the application's handles: in, the in-process driver; out,
+// the out-of-process one (on a direct call channel); via, the same
+// out-of-process driver with every call through the daemon.
 type handlePaths struct {
-	ctx     context.Context
-	in, out *userclient.Handle
-	msg     []byte
+	ctx          context.Context
+	c, cVia      *userclient.Client
+	in, out, via *userclient.Handle
+	msg          []byte
+}
+
+func openPaths(ctx context.Context, addr string) (*handlePaths, error) {
+	p := &handlePaths{ctx: ctx, msg: []byte("0123456789abcdef")}
+	var err error
+	if p.c, err = userclient.Dial(ctx, addr); err != nil {
+		return nil, err
+	}
+	if p.cVia, err = userclient.Dial(ctx, addr, userclient.WithoutDirectCalls()); err != nil {
+		return nil, err
+	}
+	if p.out, err = p.c.Open(ctx, userclient.Match{Class: counter.Class}); err != nil {
+		return nil, err
+	}
+	if !p.out.Direct() {
+		return nil, errors.New("the out-of-process handle has no direct call channel")
+	}
+	if p.in, err = p.c.Open(ctx, userclient.Match{Class: "CounterInProcess"}); err != nil {
+		return nil, err
+	}
+	if p.via, err = p.cVia.Open(ctx, userclient.Match{Class: counter.Class}); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *handlePaths) close() error {
+	return errors.Join(p.out.Close(), p.in.Close(), p.via.Close(), p.c.Close(), p.cVia.Close())
 }
 
 func dialPaths(b *testing.B, ctx context.Context, addr string) *handlePaths {
-	c, err := userclient.Dial(ctx, addr)
+	p, err := openPaths(ctx, addr)
 	require.NoError(b, err)
-	b.Cleanup(func() { c.Close() })
-	p := &handlePaths{ctx: ctx, msg: []byte("0123456789abcdef")}
-	p.out, err = c.Open(ctx, userclient.Match{Class: counter.Class})
-	require.NoError(b, err)
-	p.in, err = c.Open(ctx, userclient.Match{Class: "CounterInProcess"})
-	require.NoError(b, err)
-	b.Cleanup(func() {
-		require.NoError(b, p.out.Close())
-		require.NoError(b, p.in.Close())
-	})
+	b.Cleanup(func() { require.NoError(b, p.close()) })
 	return p
 }
 
-func (p *handlePaths) chunk(b *testing.B, n int) (in, out time.Duration) {
-	in, out, err := p.run(n)
+func (p *handlePaths) chunk(b *testing.B, n int) (in, out, via time.Duration) {
+	in, out, via, err := p.run(n)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return in, out
+	return in, out, via
 }
 
-func (p *handlePaths) run(n int) (in, out time.Duration, err error) {
-	t0 := time.Now()
-	for range n {
-		if _, err := p.in.Call(p.ctx, "echo", p.msg); err != nil {
-			return 0, 0, err
+func (p *handlePaths) run(n int) (in, out, via time.Duration, err error) {
+	var d [3]time.Duration
+	for i, h := range []*userclient.Handle{p.in, p.out, p.via} {
+		t0 := time.Now()
+		for range n {
+			if _, err := h.Call(p.ctx, "echo", p.msg); err != nil {
+				return 0, 0, 0, err
+			}
 		}
+		d[i] = time.Since(t0)
 	}
-	t1 := time.Now()
-	for range n {
-		if _, err := p.out.Call(p.ctx, "echo", p.msg); err != nil {
-			return 0, 0, err
-		}
-	}
-	return t1.Sub(t0), time.Since(t1), nil
+	return d[0], d[1], d[2], nil
 }
 
 // appPaths: the application in a process of its own, told over its
@@ -331,7 +354,7 @@ func startBenchApp(b *testing.B, addr string) *appPaths {
 	return a
 }
 
-func (a *appPaths) chunk(b *testing.B, n int) (in, out time.Duration) {
+func (a *appPaths) chunk(b *testing.B, n int) (in, out, via time.Duration) {
 	if _, err := fmt.Fprintln(a.in, n); err != nil {
 		b.Fatal(err)
 	}
@@ -339,10 +362,10 @@ func (a *appPaths) chunk(b *testing.B, n int) (in, out time.Duration) {
 	if err != nil {
 		b.Fatalf("the application process: %v", err)
 	}
-	if _, err := fmt.Sscan(line, &in, &out); err != nil {
+	if _, err := fmt.Sscan(line, &in, &out, &via); err != nil {
 		b.Fatalf("the application process said %q", line)
 	}
-	return in, out
+	return in, out, via
 }
 
 // benchApp is the application process of BenchmarkCall: for each count
@@ -354,15 +377,8 @@ func benchApp(addr string) {
 		fmt.Fprintln(os.Stderr, "bench application:", err)
 		os.Exit(7)
 	}
-	c, err := userclient.Dial(ctx, addr)
+	p, err := openPaths(ctx, addr)
 	if err != nil {
-		fail(err)
-	}
-	p := &handlePaths{ctx: ctx, msg: []byte("0123456789abcdef")}
-	if p.out, err = c.Open(ctx, userclient.Match{Class: counter.Class}); err != nil {
-		fail(err)
-	}
-	if p.in, err = c.Open(ctx, userclient.Match{Class: "CounterInProcess"}); err != nil {
 		fail(err)
 	}
 	sc := bufio.NewScanner(os.Stdin)
@@ -371,15 +387,13 @@ func benchApp(addr string) {
 		if err != nil {
 			fail(err)
 		}
-		in, out, err := p.run(n)
+		in, out, via, err := p.run(n)
 		if err != nil {
 			fail(err)
 		}
-		fmt.Println(int64(in), int64(out))
+		fmt.Println(int64(in), int64(out), int64(via))
 	}
-	_ = p.out.Close()
-	_ = p.in.Close()
-	if err := c.Close(); err != nil {
+	if err := p.close(); err != nil {
 		fail(err)
 	}
 	os.Exit(0)
