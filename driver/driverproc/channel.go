@@ -14,6 +14,13 @@ import (
 	ucwire "github.com/drvkit/drvkit/userclient/wire"
 )
 
+// maxChannelCalls bounds the calls in flight over all of a process's
+// channels: each channel has its application's max_inflight, but one
+// application may hold many handles, each with its channel (the daemon
+// bounds calls per user on its own path the same way). Past it the
+// channels are not read until a call returns.
+const maxChannelCalls = 256
+
 // channel serves one application's calls on the connection the daemon
 // handed over (protocol 1.3, "channel"): the application's user-client
 // socket, past its handshake, on which it sends call, cancel and ping
@@ -179,8 +186,10 @@ func (ch *channel) serve() {
 			// in the next read and the call runs at once, without waking
 			// a thread.
 			ch.sem <- struct{}{}
+			ch.p.callSlots <- struct{}{}
 			ctx, ok := ch.begin(f.ID)
 			if !ok {
+				<-ch.p.callSlots
 				<-ch.sem
 				ch.fatal(ucwire.CodeProtocol, fmt.Sprintf("call id %d is already in flight", f.ID))
 				return
@@ -224,7 +233,7 @@ func (ch *channel) begin(id uint64) (context.Context, bool) {
 
 func (ch *channel) call(ctx context.Context, id uint64, method string, in []byte) {
 	defer ch.wg.Done()
-	defer func() { <-ch.sem }()
+	defer func() { <-ch.p.callSlots; <-ch.sem }()
 	out, err := ch.run(ctx, method, in)
 	ch.mu.Lock()
 	c := ch.calls[id]

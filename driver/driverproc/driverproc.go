@@ -59,7 +59,7 @@ func Main(entries ...drivertable.Entry) {
 // Run serves one driver instance on c until the daemon's stop (nil) or
 // until the protocol fails. It closes c.
 func Run(ctx context.Context, c *wire.Conn, log *slog.Logger, entries ...drivertable.Entry) error {
-	p := &proc{c: c, log: log, entries: entries, calls: map[uint64]context.CancelFunc{}, channels: map[uint64]*channel{}, served: make(chan error, 1)}
+	p := &proc{c: c, log: log, entries: entries, calls: map[uint64]context.CancelFunc{}, channels: map[uint64]*channel{}, callSlots: make(chan struct{}, maxChannelCalls), served: make(chan error, 1)}
 	err := p.run(ctx)
 	p.shutdown()
 	c.Close()
@@ -85,6 +85,7 @@ type proc struct {
 	files       []*os.File
 	calls       map[uint64]context.CancelFunc
 	channels    map[uint64]*channel // direct call channels (1.3), by number
+	callSlots   chan struct{}       // calls in flight over all channels (maxChannelCalls)
 	stopping    bool                // stop began: no new channel
 	daemonEnded bool                // the daemon terminated the instance: no terminate back
 	wg          sync.WaitGroup
