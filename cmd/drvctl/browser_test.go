@@ -242,13 +242,18 @@ func TestExplorerInBrowser(t *testing.T) {
 			remove = append(remove, r.PaintedMS)
 		}
 	}
-	// Each appearance and departure came from a pushed step (the page
-	// notes only those; a tree re-read does not).
-	require.Len(t, add, cycles+2, "records: %+v", recs)
-	require.Len(t, remove, cycles+2, "records: %+v", recs)
+	// The appearances and departures came from pushed steps (the page
+	// notes only those). A tree re-read the page schedules after a burst
+	// may land between a step and its push, and show the node first: the
+	// push then adds nothing to note (seen once with both cores busy), so
+	// up to two of the twelve may go unnoted.
+	require.GreaterOrEqual(t, len(add), cycles, "records: %+v", recs)
+	require.LessOrEqual(t, len(add), cycles+2, "records: %+v", recs)
+	require.GreaterOrEqual(t, len(remove), cycles, "records: %+v", recs)
+	require.LessOrEqual(t, len(remove), cycles+2, "records: %+v", recs)
 	p50 := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
-	t.Logf("lifecycle step → node painted in the browser: appear p50 %.1f ms max %.1f ms; leave p50 %.1f ms max %.1f ms (%d cycles, target ≤ 100 ms)",
-		p50(add), slices.Max(add), p50(remove), slices.Max(remove), cycles+2)
+	t.Logf("lifecycle step → node painted in the browser: appear p50 %.1f ms max %.1f ms; leave p50 %.1f ms max %.1f ms (%d and %d of %d cycles, target ≤ 100 ms)",
+		p50(add), slices.Max(add), p50(remove), slices.Max(remove), len(add), len(remove), cycles+2)
 
 	require.NoError(t, closeBrowser())
 	require.NoError(t, d.stop())
