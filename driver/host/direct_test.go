@@ -34,17 +34,31 @@ func socketsOf(t testing.TB, pid int) int {
 	return n
 }
 
+// counterBundle loads the counter bundle and plugs one device for it: the
+// started instance's process id.
+func counterBundle(t *testing.T) (e *env, nub *driver.Service, pid int) {
+	e = newEnv(t)
+	m := e.loadBundle("counter", "")
+	nub = e.plug("1-1:1.0")
+	e.instance(nub)
+	return e, nub, e.pid(m.Name)
+}
+
+// unplugAndFinish ends the run: the device goes, the registry settles,
+// and nothing may be left.
+func (e *env) unplugAndFinish(nub *driver.Service) {
+	nub.TerminateWith(driver.CauseUnplug)
+	require.NoError(e.t, e.r.WaitQuiet(e.ctx))
+	e.finish()
+}
+
 // TestDirectCalls: a handle on a Go SDK bundle gets a direct call channel
 // to the driver's process: its calls are answered there (with the
 // manifest's methods and limits, cancellation, errors as through the
 // daemon), its notifications still come through the daemon, and closing
 // it closes the channel in the driver's process.
 func TestDirectCalls(t *testing.T) {
-	e := newEnv(t)
-	m := e.loadBundle("counter", "")
-	nub := e.plug("1-1:1.0")
-	e.instance(nub)
-	pid := e.pid(m.Name)
+	e, nub, pid := counterBundle(t)
 	before := socketsOf(t, pid)
 
 	c := e.dial()
@@ -112,11 +126,7 @@ func TestDirectCalls(t *testing.T) {
 // application's death) closes the channel in the driver's process, which
 // keeps serving its other applications.
 func TestDirectChannelClosedWithHandle(t *testing.T) {
-	e := newEnv(t)
-	m := e.loadBundle("counter", "")
-	nub := e.plug("1-1:1.0")
-	e.instance(nub)
-	pid := e.pid(m.Name)
+	e, nub, pid := counterBundle(t)
 	before := socketsOf(t, pid)
 
 	c := e.dial()
@@ -134,9 +144,7 @@ func TestDirectChannelClosedWithHandle(t *testing.T) {
 	require.NoError(t, c.Close()) // the connection's end ends h2's channel too
 	require.Eventually(t, func() bool { return socketsOf(t, pid) == before }, 5*time.Second, 5*time.Millisecond)
 
-	nub.TerminateWith(driver.CauseUnplug)
-	require.NoError(t, e.r.WaitQuiet(e.ctx))
-	e.finish()
+	e.unplugAndFinish(nub)
 }
 
 // TestDirectCallDriverKilled: the driver's process SIGKILLed under a
@@ -144,11 +152,7 @@ func TestDirectChannelClosedWithHandle(t *testing.T) {
 // hears the crash from the daemon, and the relaunched driver serves a new
 // handle directly.
 func TestDirectCallDriverKilled(t *testing.T) {
-	e := newEnv(t)
-	m := e.loadBundle("counter", "")
-	nub := e.plug("1-1:1.0")
-	e.instance(nub)
-	pid := e.pid(m.Name)
+	e, nub, pid := counterBundle(t)
 
 	c := e.dial()
 	defer c.Close()
@@ -180,9 +184,7 @@ func TestDirectCallDriverKilled(t *testing.T) {
 	require.NotEqual(t, pid, r.PID)
 	require.NoError(t, h.Close())
 	require.NoError(t, c.Close())
-	nub.TerminateWith(driver.CauseUnplug)
-	require.NoError(t, e.r.WaitQuiet(e.ctx))
-	e.finish()
+	e.unplugAndFinish(nub)
 }
 
 // rawConn is a user-client connection spoken by hand.
@@ -237,10 +239,7 @@ func directHello(token string) string {
 // garbage is closed by the driver's process with a protocol error, and
 // the driver serves its other applications on.
 func TestDirectChannelHostile(t *testing.T) {
-	e := newEnv(t)
-	e.loadBundle("counter", "")
-	nub := e.plug("1-1:1.0")
-	e.instance(nub)
+	e, nub, _ := counterBundle(t)
 	sock := e.srv.Addr()
 
 	owner, token := openRaw(t, sock)
@@ -309,18 +308,13 @@ func TestDirectChannelHostile(t *testing.T) {
 	for _, r := range []*rawConn{owner, owner2, ch, ch2} {
 		r.nc.Close()
 	}
-	nub.TerminateWith(driver.CauseUnplug)
-	require.NoError(t, e.r.WaitQuiet(e.ctx))
-	e.finish()
+	e.unplugAndFinish(nub)
 }
 
 // TestDirectCallsOff: a client that asks for none, and a server
 // configured with none, keep calls on the daemon's path.
 func TestDirectCallsOff(t *testing.T) {
-	e := newEnv(t)
-	e.loadBundle("counter", "")
-	nub := e.plug("1-1:1.0")
-	e.instance(nub)
+	e, nub, _ := counterBundle(t)
 	c := e.dial(userclient.WithoutDirectCalls())
 	h, err := c.Open(e.ctx, userclient.Match{Class: counter.Class})
 	require.NoError(t, err)
@@ -328,9 +322,7 @@ func TestDirectCallsOff(t *testing.T) {
 	_, err = h.Call(e.ctx, "count", nil)
 	require.NoError(t, err)
 	require.NoError(t, c.Close())
-	nub.TerminateWith(driver.CauseUnplug)
-	require.NoError(t, e.r.WaitQuiet(e.ctx))
-	e.finish()
+	e.unplugAndFinish(nub)
 }
 
 // directThief is the test binary in directthief mode: another process
