@@ -237,9 +237,27 @@ func directHello(token string) string {
 // TestDirectChannelHostile: a token is good once, for the process that
 // opened the handle, on a version 4 connection; a channel that gets
 // garbage is closed by the driver's process with a protocol error, and
-// the driver serves its other applications on.
+// the driver serves its other applications on — the Go SDK's and the
+// Python sample's.
 func TestDirectChannelHostile(t *testing.T) {
-	e, nub, _ := counterBundle(t)
+	for _, tc := range []struct {
+		name string
+		load func(e *env)
+	}{
+		{"go", func(e *env) { e.loadBundle("counter", "") }},
+		{"python", func(e *env) { e.load(e.h.Entry(pythonBundle(e.t))) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			tc.load(e)
+			nub := e.plug("1-1:1.0")
+			e.instance(nub)
+			directHostile(t, e, nub)
+		})
+	}
+}
+
+func directHostile(t *testing.T, e *env, nub *driver.Service) {
 	sock := e.srv.Addr()
 
 	owner, token := openRaw(t, sock)
