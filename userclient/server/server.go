@@ -69,7 +69,7 @@ type Config struct {
 	// process (protocol version 4): its calls then cross one process
 	// boundary instead of two. The daemon still owns the handle's
 	// lifecycle — opens, notifications, closes, the channel's end — but
-	// does not see, count or audit the calls themselves.
+	// does not see the calls themselves, nor bound them per user.
 	NoDirectCalls bool
 	// Audit receives one line per open and administrative decision,
 	// granted or refused, with the peer's pid, uid and gid and what it
