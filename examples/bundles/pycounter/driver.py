@@ -164,7 +164,9 @@ class Driver:
             ch.sock.close()
 
     def serve_channel(self, number):
-        ch = self.channels[number]
+        ch = self.channels.get(number)
+        if ch is None:
+            return  # closed by a daemon message of the same select()
         try:
             data = ch.sock.recv(1 << 16)
         except OSError:
