@@ -4,7 +4,8 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
-	"unicode/utf8"
+
+	"github.com/drvkit/drvkit/internal/jsonscan"
 )
 
 // appendEntry appends e's JSON, byte for byte what encoding/json writes
@@ -15,14 +16,14 @@ func appendEntry(b []byte, e *serviceEntry) []byte {
 	b = append(b, `{"id":`...)
 	b = strconv.AppendUint(b, e.ID, 10)
 	b = append(b, `,"class":`...)
-	b = appendJSONString(b, e.Class)
+	b = jsonscan.AppendString(b, e.Class)
 	if e.Name != "" {
 		b = append(b, `,"name":`...)
-		b = appendJSONString(b, e.Name)
+		b = jsonscan.AppendString(b, e.Name)
 	}
 	if e.Driver != "" {
 		b = append(b, `,"driver":`...)
-		b = appendJSONString(b, e.Driver)
+		b = jsonscan.AppendString(b, e.Driver)
 	}
 	b = append(b, `,"registered":`...)
 	b = strconv.AppendBool(b, e.Registered)
@@ -51,7 +52,7 @@ func appendEntry(b []byte, e *serviceEntry) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, k)
+			b = jsonscan.AppendString(b, k)
 			b = append(b, ':')
 			b = appendJSONValue(b, e.Properties[k])
 		}
@@ -80,7 +81,7 @@ func appendIDs(b []byte, key string, ids []uint64) []byte {
 func appendJSONValue(b []byte, v any) []byte {
 	switch v := v.(type) {
 	case string:
-		return appendJSONString(b, v)
+		return jsonscan.AppendString(b, v)
 	case bool:
 		return strconv.AppendBool(b, v)
 	case int:
@@ -104,23 +105,7 @@ func appendJSONValue(b []byte, v any) []byte {
 	if err != nil {
 		// What json.Marshal of the whole entry would have refused; a
 		// property is never one of those (NewProperties keeps plain data).
-		return appendJSONString(b, "!"+err.Error())
+		return jsonscan.AppendString(b, "!"+err.Error())
 	}
 	return append(b, j...)
-}
-
-// appendJSONString writes s as encoding/json does: a string of printable
-// ASCII other than ", \, <, > and & goes as is; anything else is
-// encoding/json's business.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			j, _ := json.Marshal(s)
-			return append(b, j...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }

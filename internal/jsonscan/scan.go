@@ -1,6 +1,8 @@
-// Package jsonscan reads the one fixed JSON shape a hand-written encoder
-// produced, without reflection: literals, canonical unsigned integers and
-// strings of printable ASCII without escapes. Anything else makes a method
+// Package jsonscan writes and reads the fixed JSON shapes of drvkit's
+// hand-written encoders, without reflection. AppendString writes a string
+// as encoding/json does; Scanner reads back what such an encoder
+// produced: literals, canonical unsigned integers and strings of
+// printable ASCII without escapes. Anything else makes a method
 // report false, and the caller falls back to encoding/json — so the
 // scanner never has to agree with encoding/json on forms it does not
 // accept (the callers' fuzz tests check that both agree on what it does).

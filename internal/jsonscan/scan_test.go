@@ -1,6 +1,7 @@
 package jsonscan
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -33,5 +34,13 @@ func TestScanner(t *testing.T) {
 		q := Scanner{B: []byte(bad)}
 		_, ok := q.Str()
 		require.False(t, ok, "%q", bad)
+	}
+}
+
+func TestAppendString(t *testing.T) {
+	for _, s := range []string{"", "echo", `a"b`, `back\slash`, "<&>", "tab\t", "é", "\x00", "\xff"} {
+		want, err := json.Marshal(s)
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(AppendString(nil, s)), "%q", s)
 	}
 }

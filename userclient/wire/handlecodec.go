@@ -20,7 +20,7 @@ func AppendHandleMsg(b []byte, m HandleMsg) []byte {
 	b = strconv.AppendUint(b, m.Handle, 10)
 	if m.Method != "" {
 		b = append(b, `,"method":`...)
-		b = appendJSONString(b, m.Method)
+		b = jsonscan.AppendString(b, m.Method)
 	}
 	return append(b, '}')
 }

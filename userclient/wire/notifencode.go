@@ -2,9 +2,10 @@ package wire
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"slices"
 	"strconv"
+
+	"github.com/drvkit/drvkit/internal/jsonscan"
 )
 
 // AppendNotification appends the encoding of a notification frame for
@@ -20,22 +21,22 @@ func AppendNotification(b []byte, h uint64, n Notification) []byte {
 	b = append(b, `{"handle":`...)
 	b = strconv.AppendUint(b, h, 10)
 	b = append(b, `,"type":`...)
-	b = appendJSONString(b, string(n.Type))
+	b = jsonscan.AppendString(b, string(n.Type))
 	if n.Service != 0 {
 		b = append(b, `,"service":`...)
 		b = strconv.AppendUint(b, n.Service, 10)
 	}
 	if n.Cause != "" {
 		b = append(b, `,"cause":`...)
-		b = appendJSONString(b, n.Cause)
+		b = jsonscan.AppendString(b, n.Cause)
 	}
 	if n.RootCause != "" {
 		b = append(b, `,"root_cause":`...)
-		b = appendJSONString(b, n.RootCause)
+		b = jsonscan.AppendString(b, n.RootCause)
 	}
 	if n.Detail != "" {
 		b = append(b, `,"detail":`...)
-		b = appendJSONString(b, n.Detail)
+		b = jsonscan.AppendString(b, n.Detail)
 	}
 	b = append(b, '}')
 	ctlLen := len(b) - start - 4 - HeaderLen
@@ -45,17 +46,4 @@ func AppendNotification(b []byte, h uint64, n Notification) []byte {
 	f[4] = byte(TypeNotification)
 	binary.BigEndian.PutUint32(f[16:], uint32(ctlLen))
 	return b
-}
-
-// appendJSONString appends s as a JSON string.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if ch := s[i]; ch < 0x20 || ch == '"' || ch == '\\' || ch >= 0x80 {
-			q, _ := json.Marshal(s)
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }

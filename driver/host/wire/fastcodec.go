@@ -2,7 +2,6 @@ package wire
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"strconv"
 
 	"github.com/drvkit/drvkit/internal/jsonscan"
@@ -33,7 +32,7 @@ func encodeFast(m *Message) []byte {
 	b = strconv.AppendUint(b, m.ID, 10)
 	if m.Method != "" {
 		b = append(b, `,"method":`...)
-		b = appendJSONString(b, m.Method)
+		b = jsonscan.AppendString(b, m.Method)
 	}
 	if len(m.Data) > 0 {
 		b = append(b, `,"data":"`...)
@@ -51,20 +50,6 @@ func onlyCallFields(m *Message) bool {
 		m.Msg == 0 && m.From == 0 && m.To == "" && m.Cause == "" && m.RootCause == "" &&
 		m.Code == "" && m.Text == "" && m.Level == "" && m.Leaks == nil &&
 		!m.Direct && m.Channel == 0 && m.Client == 0 && m.MaxFrame == 0 && m.MaxInflight == 0 && len(m.Methods) == 0
-}
-
-// appendJSONString appends s quoted; what needs escaping goes to
-// encoding/json.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if ch := s[i]; ch < 0x20 || ch == '"' || ch == '\\' || ch >= 0x80 {
-			q, _ := json.Marshal(s)
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // decodeFast parses b if it is exactly encodeFast's shape of a call or a
