@@ -57,7 +57,7 @@ func (c *conn) offerDirect(e *entry) string {
 	if s.offers == nil {
 		s.offers = make(map[string]*directOffer)
 	}
-	s.offers[token] = &directOffer{owner: c, handle: e.handle, e: e}
+	s.offers[token] = &directOffer{owner: c, e: e}
 	e.offer = token
 	return token
 }
@@ -98,7 +98,7 @@ func (c *conn) handOver(token string) error {
 	if o.owner.cred.PID != c.cred.PID || o.owner.cred.UID != c.cred.UID {
 		return refuse(fmt.Sprintf("the handle was opened by pid %d uid %d", o.owner.cred.PID, o.owner.cred.UID))
 	}
-	if o.owner.lookup(o.handle) != o.e {
+	if o.owner.lookup(o.e.handle) != o.e {
 		return refuse("the handle is closed")
 	}
 	ds := o.e.sess.(DirectSession)

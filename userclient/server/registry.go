@@ -251,10 +251,10 @@ type userClient struct {
 	lastType driver.MessageType
 	lastName string
 
-	// endDirect closes the direct call channel (under dmu); ended: end ran.
-	dmu       sync.Mutex
-	endDirect func()
-	ended     bool
+	// closeChannel closes the direct call channel (under dmu); ended: end ran.
+	dmu          sync.Mutex
+	closeChannel func()
+	ended        bool
 }
 
 // CallAdopter is implemented by the driver of a service whose instance
@@ -292,12 +292,12 @@ func (u *userClient) HandOver(ctx context.Context, conn *os.File, maxFrame, maxI
 		return mapDriverErr(err)
 	}
 	u.dmu.Lock()
-	if u.ended || u.endDirect != nil {
+	if u.ended || u.closeChannel != nil {
 		u.dmu.Unlock()
 		end()
 		return fmt.Errorf("%w: the handle was closed", wire.ErrClosed)
 	}
-	u.endDirect = end
+	u.closeChannel = end
 	u.dmu.Unlock()
 	return nil
 }
@@ -429,10 +429,10 @@ func (u *userClient) end() {
 	u.once.Do(func() {
 		u.dmu.Lock()
 		u.ended = true
-		endDirect := u.endDirect
+		closeChannel := u.closeChannel
 		u.dmu.Unlock()
-		if endDirect != nil {
-			endDirect()
+		if closeChannel != nil {
+			closeChannel()
 		}
 		u.removeInterest()
 		if err := u.target.Close(u.svc); err != nil && !errors.Is(err, driver.ErrNotOpen) {

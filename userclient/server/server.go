@@ -218,9 +218,8 @@ type Server struct {
 // directOffer is a handle's offer of a direct call channel: a connection
 // from the same process that says its token becomes the channel.
 type directOffer struct {
-	owner  *conn
-	handle uint64
-	e      *entry
+	owner *conn
+	e     *entry // the handle's entry (e.handle its number)
 }
 
 // user is what one uid holds over all its connections.
@@ -894,16 +893,7 @@ func (c *conn) writeDirect(b []byte, scratch bool) {
 		c.queue = slices.Insert(c.queue, 0, outFrame{b: rest, tail: n > 0})
 		c.outBytes += len(rest)
 	}
-	c.writing = false
-	wake := len(c.queue) > 0 || c.writerWaits
-	c.writerWaits = false
-	c.qmu.Unlock()
-	if wake {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
-	}
+	c.giveBackWrite()
 }
 
 // streamQueueShare is the part of the connection's queue bounds a streamed
@@ -1640,6 +1630,13 @@ func (c *conn) claimDirect() bool {
 // wrote nothing, waking the writer if it waits for it or has work.
 func (c *conn) endDirect() {
 	c.qmu.Lock()
+	c.giveBackWrite()
+}
+
+// giveBackWrite ends a direct write's hold on the write side; qmu is
+// held, and unlocked. The writer is woken if it waits for the write side
+// or has work.
+func (c *conn) giveBackWrite() {
 	c.writing = false
 	wake := len(c.queue) > 0 || c.writerWaits
 	c.writerWaits = false
