@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/driver"
+	"github.com/drvkit/drvkit/internal/cputime"
 	"github.com/drvkit/drvkit/refcount"
 )
 
@@ -91,13 +92,13 @@ func (c cost) div(n float64) cost { return cost{c.wall / n, c.cpu / n} }
 func timeTerminate(b *testing.B, bus *driver.Service, count int) cost {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c0, _ := processCPU()
+	c0, _ := cputime.Process()
 	t0 := time.Now()
 	if err := bus.TerminateSync(ctx); err != nil {
 		b.Fatal(err)
 	}
 	wall := time.Since(t0)
-	c1, _ := processCPU()
+	c1, _ := cputime.Process()
 	return cost{float64(wall.Nanoseconds()) / float64(count), float64((c1 - c0).Nanoseconds()) / float64(count)}
 }
 
@@ -154,7 +155,7 @@ func BenchmarkTerminateTree(b *testing.B) {
 			defer r.Close(context.Background())
 			b.ReportAllocs()
 			b.StopTimer()
-			_, haveCPU := processCPU()
+			_, haveCPU := cputime.Process()
 			var total cost
 			var gcs uint32
 			for i := 0; i < b.N; i++ {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/drvkit/drvkit/internal/cputime"
 	"github.com/drvkit/drvkit/refcount"
 
 	"github.com/drvkit/drvkit/userclient"
@@ -198,9 +199,9 @@ func fanout(b *testing.B, handler bool) {
 	var cpu, fcpu time.Duration
 	cpuOK := true
 	timed := func(sum *time.Duration, f func()) {
-		c0, ok0 := processCPU()
+		c0, ok0 := cputime.Process()
 		f()
-		c1, ok1 := processCPU()
+		c1, ok1 := cputime.Process()
 		*sum += c1 - c0
 		cpuOK = cpuOK && ok0 && ok1
 	}
