@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -365,4 +367,99 @@ func directThief(sock, token string) {
 	}
 	os.Stdout.WriteString(f.Type.String() + ": " + err.Error())
 	os.Exit(0)
+}
+
+// directAppHandles is how many handles, each with its channel, the
+// application of TestDirectChannelsAppKilled opens.
+const directAppHandles = 64
+
+// TestDirectChannelsAppKilled: an application process with 64 handles on
+// the driver, each with its direct channel, 200 calls at once on one of
+// them and a call in flight on every one, is SIGKILLed: every channel is
+// closed in the driver's process, every user client freed, the trace
+// valid and nothing left.
+func TestDirectChannelsAppKilled(t *testing.T) {
+	e, nub, pid := counterBundle(t)
+	before := socketsOf(t, pid)
+
+	app := exec.Command(testExe, driverArg, "directapp", e.srv.Addr())
+	app.Stderr = os.Stderr
+	out, err := app.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, app.Start())
+	line := make([]byte, 64)
+	n, err := out.Read(line)
+	require.NoError(t, err, "the application said nothing")
+	require.Equal(t, "ready\n", string(line[:n]))
+	require.Equal(t, before+directAppHandles, socketsOf(t, pid), "a channel per handle in the driver's process")
+	require.Len(t, userClients(e), directAppHandles)
+
+	require.NoError(t, app.Process.Kill())
+	_ = app.Wait()
+	require.Eventually(t, func() bool { return socketsOf(t, pid) == before && len(userClients(e)) == 0 },
+		10*time.Second, 10*time.Millisecond, "channels %d (had %d), user clients %d", socketsOf(t, pid), before, len(userClients(e)))
+	e.unplugAndFinish(nub)
+}
+
+// userClients are the registry's user clients.
+func userClients(e *env) []*driver.Service {
+	var ucs []*driver.Service
+	for _, s := range e.r.Services() {
+		if s.Class() == "UserClient" {
+			ucs = append(ucs, s)
+		}
+	}
+	return ucs
+}
+
+// directApp is the test binary in directapp mode: it opens the counter
+// directAppHandles times (each handle takes its channel), makes 200 calls
+// at once on the first, starts a call that waits on every handle, says
+// "ready" and waits to be killed.
+func directApp(sock string) {
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "direct application:", err)
+		os.Exit(7)
+	}
+	ctx := context.Background()
+	c, err := userclient.Dial(ctx, sock)
+	if err != nil {
+		fail(err)
+	}
+	hs := make([]*userclient.Handle, directAppHandles)
+	for i := range hs {
+		if hs[i], err = c.Open(ctx, userclient.Match{Class: counter.Class}); err != nil {
+			fail(err)
+		}
+		if !hs[i].Direct() {
+			fail(fmt.Errorf("handle %d has no direct channel", i))
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			in := []byte(strconv.Itoa(i))
+			out, err := hs[0].Call(ctx, "echo", in)
+			if err == nil && string(out) != string(in) {
+				err = fmt.Errorf("echo %q answered %q", in, out)
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		fail(err)
+	}
+	for _, h := range hs {
+		go func() { _, _ = h.Call(ctx, "wait", nil) }()
+	}
+	time.Sleep(50 * time.Millisecond) // the waits reach the driver
+	os.Stdout.WriteString("ready\n")
+	select {}
 }

@@ -105,6 +105,8 @@ func testDriver(mode string) {
 		echoLoop()
 	case "app": // BenchmarkCall's application in its own process
 		benchApp(os.Args[3])
+	case "directapp": // TestDirectChannelsAppKilled's application
+		directApp(os.Args[3])
 	case "directthief": // TestDirectChannelHostile's other process
 		directThief(os.Args[3], os.Args[4])
 	case "badversion":
