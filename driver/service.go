@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/internal/faultinject"
+	"github.com/drvkit/drvkit/internal/lazyctx"
 	"github.com/drvkit/drvkit/refcount"
 )
 
@@ -343,7 +344,7 @@ func (s *Service) contextDone() context.CancelFunc {
 		cancels = append(cancels, s.x.cancel)
 	}
 	for ce := range s.x.calls {
-		cancels = append(cancels, ce.cancel)
+		cancels = append(cancels, ce.ctx.End)
 	}
 	return func() {
 		for _, c := range cancels {
@@ -807,7 +808,7 @@ func (s *Service) attachedTo(p *Service) bool {
 type callEntry struct {
 	method string
 	since  time.Time
-	cancel context.CancelFunc // the call's context: cancelled when s is terminated
+	ctx    *lazyctx.Context // the call's context: ended when s is terminated
 }
 
 // Call runs the named client method of s's driver (see ClientMethods) on
@@ -832,10 +833,12 @@ func (s *Service) Call(ctx context.Context, method string, in []byte) (out []byt
 	}
 	// The context ends with the caller's or with s: phase 1 cancels the
 	// calls registered here (contextDone), which costs a call nothing,
-	// where context.AfterFunc on s.Context() cost four allocations.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ce := &callEntry{method: method, since: time.Now(), cancel: cancel}
+	// where context.AfterFunc on s.Context() cost four allocations; and it
+	// follows the caller's only if the method waits on it (lazyctx).
+	cctx := lazyctx.New(ctx)
+	defer cctx.End()
+	ctx = cctx
+	ce := &callEntry{method: method, since: time.Now(), ctx: cctx}
 	s.mu.Lock()
 	if s.callsDone {
 		s.mu.Unlock()
@@ -849,7 +852,7 @@ func (s *Service) Call(ctx context.Context, method string, in []byte) (out []byt
 	terminated := s.ctxDone
 	s.mu.Unlock()
 	if terminated {
-		cancel()
+		cctx.End()
 	}
 	s.busy.Add(1)
 	defer func() {

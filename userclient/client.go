@@ -59,9 +59,10 @@ func WithMaxReply(n int) DialOption { return func(c *dialConfig) { c.maxReply = 
 func WithNotificationBuffer(n int) DialOption { return func(c *dialConfig) { c.noteBuffer = n } }
 
 // WithNotificationHandler has every handle's notifications passed to f
-// instead of its Notifications channel: f runs on the goroutine that reads
-// the connection, one notification at a time, in the order the daemon sent
-// them (the order of each handle's notifications included). It saves the
+// instead of its Notifications channel: f runs on the goroutine reading the
+// connection — the client's own, or a caller waiting for its answer — one
+// notification at a time, in the order the daemon sent them (the order of
+// each handle's notifications included). It saves the
 // hand-off from that goroutine to the application's: with many clients
 // a notification reaches its application sooner (see docs/userclient.md).
 //
@@ -111,9 +112,21 @@ type Client struct {
 	wmu sync.Mutex // serializes writes
 	buf []byte
 
+	// The reading role (see reader).
+	rmu      sync.Mutex // held by whoever reads; only ever TryLocked
+	lastType string     // the last notification type, reused while it repeats
+	carry    *carried
+	kick     chan struct{} // (1) wakes reader
+	activity atomic.Uint64 // counts leaders' comings and goings: reader's quiet test
+	wantRole atomic.Bool   // reader waits for a leader to give the role up
+	// A leader's wait for a frame, which its ctx's end interrupts.
+	lmu          sync.Mutex
+	lwaiting     bool
+	linterrupted bool
+
 	mu      sync.Mutex
 	pending map[uint64]*pendingReq
-	handles map[uint64]*Handle // changed only by the reader goroutine, under mu
+	handles map[uint64]*Handle // changed only by the reading role's holder, under mu
 	nextID  uint64
 	err     error // why the connection ended
 
@@ -141,7 +154,7 @@ type Client struct {
 
 type pendingReq struct {
 	ch      chan result       // buffered: the one answer never blocks the reader
-	onReply func(*wire.Frame) // runs on the reader goroutine before the result is delivered
+	onReply func(*wire.Frame) // runs on the reading goroutine before the result is delivered
 	asm     assembly          // the parts received so far of a streamed reply (version 3)
 }
 
@@ -234,7 +247,8 @@ func newClient(ctx context.Context, nc net.Conn, opts ...DialOption) (*Client, e
 		o(&cfg)
 	}
 	c := &Client{nc: nc, cfg: cfg, dec: wire.NewDecoder(nc, cfg.maxFrame),
-		pending: make(map[uint64]*pendingReq), handles: make(map[uint64]*Handle), done: make(chan struct{})}
+		pending: make(map[uint64]*pendingReq), handles: make(map[uint64]*Handle), done: make(chan struct{}),
+		kick: make(chan struct{}, 1)}
 
 	// The handshake is synchronous: nothing else may be sent before it.
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
@@ -339,6 +353,7 @@ func (c *Client) shutdown(err error) {
 	}
 	c.mu.Unlock()
 	c.nc.Close()
+	c.wakeReader() // if nobody reads, to see the end
 }
 
 func (c *Client) write(f *wire.Frame) error {
@@ -357,93 +372,324 @@ func (c *Client) write(f *wire.Frame) error {
 
 func decodeError(f *wire.Frame) error { return wire.DecodeError(f.Control) }
 
-// reader is the only goroutine that reads the socket, delivers results and
-// sends on (and closes) notification channels.
+// The reading role: whoever holds rmu reads the socket, delivers answers
+// and notifications and owns the decoder, lastType, carry and the handles
+// map's changes. A caller that finds the role free after sending its
+// request takes it (lead) and reads its own answer: no hand-off from
+// another goroutine, which cost a call about a fifth of a socket round
+// trip. The client's own goroutine (reader) holds the role when no caller
+// does, so that notifications are read while nothing is called: callers
+// lead while calls keep coming, and the reader takes over once a quietTick
+// has passed without one (until then a notification waits in the socket).
+// Whoever gives the role up while requests are pending wakes the reader.
+
+// quietTick is how long calls must have stopped before the client's own
+// goroutine reads again: the most a notification can wait after a call.
+const quietTick = time.Millisecond
+
+// carried is a notification a leader could not deliver without waiting:
+// the reader delivers it before reading on.
+type carried struct {
+	h *Handle
+	n Notification
+}
+
+// reader is the client's own goroutine: it reads the socket whenever no
+// caller does, and ends once the connection has.
 func (c *Client) reader() {
-	var rerr error
-	var lastType string // the last notification type, reused while it repeats
+	quiet := time.NewTimer(quietTick)
+	quiet.Stop()
+	defer quiet.Stop()
+	for {
+		if c.rmu.TryLock() {
+			if c.readInBackground() {
+				return
+			}
+		}
+		// Dormant: callers read their own answers. A kick (a request is
+		// pending with nobody reading, or the role was given up while
+		// wanted) or a quietTick without a call wakes it.
+		seen := c.activity.Load()
+		quiet.Reset(quietTick)
+	dormant:
+		for {
+			select {
+			case <-c.kick:
+				break dormant
+			case <-c.done:
+				return
+			case <-quiet.C:
+				if a := c.activity.Load(); a != seen {
+					seen = a
+					quiet.Reset(quietTick)
+					continue
+				}
+				if c.rmu.TryLock() {
+					if c.readInBackground() {
+						return
+					}
+					seen = c.activity.Load()
+					quiet.Reset(quietTick)
+					continue
+				}
+				// A caller has held the role for a whole tick (a long
+				// call): it wakes us when it gives the role up.
+				c.wantRole.Store(true)
+				if c.rmu.TryLock() { // given up meanwhile
+					c.wantRole.Store(false)
+					if c.readInBackground() {
+						return
+					}
+					seen = c.activity.Load()
+					quiet.Reset(quietTick)
+				}
+			}
+		}
+		quiet.Stop()
+	}
+}
+
+// readInBackground reads the socket holding the role, until the
+// connection ends (true) or it has delivered an answer and no other
+// request is pending: the callers then read their own (it gives the role
+// up first, so that the caller it wakes can take it).
+func (c *Client) readInBackground() (ended bool) {
+	if c.carry != nil {
+		c.carry.h.deliver(c.carry.n)
+		c.carry = nil
+	}
 	for {
 		f, err := c.dec.ReadFrame()
 		if err != nil {
-			rerr = err
+			c.end(err)
+			c.rmu.Unlock()
+			return true
+		}
+		p, r, err := c.serveFrame(&f, true)
+		if err != nil {
+			c.end(err)
+			c.rmu.Unlock()
+			return true
+		}
+		if p == nil {
+			continue
+		}
+		if c.pendingLen() > 0 {
+			p.ch <- r
+			runtime.Gosched() // its caller first: we have nothing to read yet
+			continue
+		}
+		c.rmu.Unlock()
+		p.ch <- r
+		runtime.Gosched()
+		if c.pendingLen() == 0 || !c.rmu.TryLock() {
+			return false
+		}
+	}
+}
+
+// lead reads the socket for a caller holding the role, until its request
+// p is answered, ctx ends, the connection ends, or a notification would
+// have to wait for its application (the reader delivers it); then it gives
+// the role up.
+func (c *Client) lead(ctx context.Context, id uint64, p *pendingReq) {
+	c.activity.Add(1)
+	c.mu.Lock()
+	waiting := c.pending[id] == p
+	c.mu.Unlock()
+	if !waiting {
+		// Answered by the role's previous holder, between our write and
+		// our taking the role.
+		c.giveUpRole()
+		return
+	}
+	done := ctx.Done()
+	var stop func() bool
+	if done != nil {
+		stop = context.AfterFunc(ctx, c.interruptLeader)
+	}
+	for {
+		if done != nil && !c.leaderWaits(ctx) {
 			break
 		}
-		switch f.Type {
-		case wire.TypeReply, wire.TypeError:
-			if f.ID == 0 {
-				if f.Type == wire.TypeError {
-					rerr = decodeError(&f)
-				} else {
-					rerr = wire.Errorf(nil, "reply without a request id")
-				}
-				break
-			}
-			c.mu.Lock()
-			p := c.pending[f.ID]
-			delete(c.pending, f.ID)
-			c.mu.Unlock()
-			if p == nil {
-				continue // not ours (the request failed to go out)
-			}
-			c.release()
-			// The caller may have given up; the buffered channel then
-			// drops the answer with the request.
-			var r result
-			if f.Type == wire.TypeError {
-				r.err = decodeError(&f)
-				if p.asm.err != nil {
-					// The cancel the overflow sent, most likely.
-					r.err = p.asm.err
-				}
-			} else if r.ctl, r.data, r.err = p.asm.finish(&f, c.cfg.maxReply); r.err == nil && p.onReply != nil {
-				// A copy: passing &f to a func value would move f to the
-				// heap for every frame, notifications included.
-				rf := f
-				rf.Control, rf.Data = r.ctl, r.data
-				p.onReply(&rf)
-			}
-			p.ch <- r
-			runtime.Gosched()
-			continue
-		case wire.TypePart:
-			if c.welcome.Version < 3 {
-				rerr = wire.Errorf(nil, "part frame on a version %d connection", c.welcome.Version)
-				break
-			}
-			c.mu.Lock()
-			p := c.pending[f.ID]
-			c.mu.Unlock()
-			if p != nil && !p.asm.add(&f, c.cfg.maxReply) {
-				// Too large: the rest is dropped as it comes, and the
-				// server is asked to stop producing it.
-				c.cancel(f.ID)
-			}
-			continue
-		case wire.TypeNotification:
-			m, err := wire.DecodeNotificationMsg(f.Control, lastType)
-			if err != nil {
-				rerr = wire.Errorf(err, "bad notification payload")
-				break
-			}
-			lastType = m.Type
-			// No lock: the map is only ever changed on this goroutine
-			// (the open and close replies' onReply, the end below).
-			h := c.handles[m.Handle]
-			if h != nil {
-				n := Notification{Type: NotificationType(m.Type), Service: m.Service, Cause: m.Cause, RootCause: m.RootCause, Detail: m.Detail, Data: clone(f.Data)}
-				if c.cfg.onNote != nil {
-					h.noteTerminated(&n)
-					c.cfg.onNote(h, n)
-				} else {
-					h.deliver(n)
-				}
-			}
-			continue
-		default:
-			rerr = wire.Errorf(nil, "unexpected %v frame from server", f.Type)
+		_, err := c.dec.Wait()
+		if done != nil {
+			c.leaderWaited()
 		}
-		break
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if ctx.Err() != nil {
+					break
+				}
+				continue // a late interruption meant for an earlier leader
+			}
+			c.end(err)
+			break
+		}
+		f, err := c.dec.ReadFrame()
+		if err == nil {
+			var q *pendingReq
+			var r result
+			if q, r, err = c.serveFrame(&f, false); q != nil {
+				q.ch <- r
+				if q == p {
+					break
+				}
+			}
+		}
+		if err != nil {
+			c.end(err)
+			break
+		}
+		if c.carry != nil {
+			break
+		}
 	}
+	if stop != nil {
+		stop()
+	}
+	c.giveUpRole()
+}
+
+// giveUpRole gives the reading role up, waking the client's goroutine if a
+// request is left with nobody reading or it waits for the role.
+func (c *Client) giveUpRole() {
+	c.activity.Add(1)
+	c.rmu.Unlock()
+	if c.pendingLen() > 0 || c.wantRole.CompareAndSwap(true, false) {
+		c.wakeReader()
+	}
+}
+
+// leaderWaits says that a leader is about to wait for a frame (an
+// interruption may then end the wait), unless ctx has ended.
+func (c *Client) leaderWaits(ctx context.Context) bool {
+	c.lmu.Lock()
+	defer c.lmu.Unlock()
+	if ctx.Err() != nil {
+		return false
+	}
+	c.lwaiting = true
+	return true
+}
+
+// leaderWaited ends the wait leaderWaits began, and the interruption if
+// one came.
+func (c *Client) leaderWaited() {
+	c.lmu.Lock()
+	c.lwaiting = false
+	if c.linterrupted {
+		c.linterrupted = false
+		_ = c.nc.SetReadDeadline(time.Time{})
+	}
+	c.lmu.Unlock()
+}
+
+// interruptLeader ends a leader's wait for a frame (its ctx ended): a read
+// deadline in the past, set only while it waits between frames, so that
+// no frame is cut.
+func (c *Client) interruptLeader() {
+	c.lmu.Lock()
+	if c.lwaiting && !c.linterrupted {
+		c.linterrupted = true
+		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
+	}
+	c.lmu.Unlock()
+}
+
+// wakeReader kicks the client's own goroutine into reading.
+func (c *Client) wakeReader() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Client) pendingLen() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}
+
+// serveFrame handles a frame read by the role's holder. An answer is
+// returned with its request, for the holder to deliver; an error ends the
+// connection. A leader (background false) does not wait for an
+// application to take a notification: it leaves it in carry.
+func (c *Client) serveFrame(f *wire.Frame, background bool) (*pendingReq, result, error) {
+	switch f.Type {
+	case wire.TypeReply, wire.TypeError:
+		if f.ID == 0 {
+			if f.Type == wire.TypeError {
+				return nil, result{}, decodeError(f)
+			}
+			return nil, result{}, wire.Errorf(nil, "reply without a request id")
+		}
+		c.mu.Lock()
+		p := c.pending[f.ID]
+		delete(c.pending, f.ID)
+		c.mu.Unlock()
+		if p == nil {
+			return nil, result{}, nil // not ours (the request failed to go out)
+		}
+		c.release()
+		// The caller may have given up; the buffered channel then
+		// drops the answer with the request.
+		var r result
+		if f.Type == wire.TypeError {
+			r.err = decodeError(f)
+			if p.asm.err != nil {
+				// The cancel the overflow sent, most likely.
+				r.err = p.asm.err
+			}
+		} else if r.ctl, r.data, r.err = p.asm.finish(f, c.cfg.maxReply); r.err == nil && p.onReply != nil {
+			rf := *f
+			rf.Control, rf.Data = r.ctl, r.data
+			p.onReply(&rf)
+		}
+		return p, r, nil
+	case wire.TypePart:
+		if c.welcome.Version < 3 {
+			return nil, result{}, wire.Errorf(nil, "part frame on a version %d connection", c.welcome.Version)
+		}
+		c.mu.Lock()
+		p := c.pending[f.ID]
+		c.mu.Unlock()
+		if p != nil && !p.asm.add(f, c.cfg.maxReply) {
+			// Too large: the rest is dropped as it comes, and the
+			// server is asked to stop producing it.
+			c.cancel(f.ID)
+		}
+		return nil, result{}, nil
+	case wire.TypeNotification:
+		m, err := wire.DecodeNotificationMsg(f.Control, c.lastType)
+		if err != nil {
+			return nil, result{}, wire.Errorf(err, "bad notification payload")
+		}
+		c.lastType = m.Type
+		// No lock: the map is only ever changed by the role's holder
+		// (the open and close replies' onReply, end).
+		h := c.handles[m.Handle]
+		if h == nil {
+			return nil, result{}, nil
+		}
+		n := Notification{Type: NotificationType(m.Type), Service: m.Service, Cause: m.Cause, RootCause: m.RootCause, Detail: m.Detail, Data: clone(f.Data)}
+		switch {
+		case c.cfg.onNote != nil:
+			h.noteTerminated(&n)
+			c.cfg.onNote(h, n)
+		case background:
+			h.deliver(n)
+		case !h.tryDeliver(n):
+			c.carry = &carried{h: h, n: n}
+		}
+		return nil, result{}, nil
+	}
+	return nil, result{}, wire.Errorf(nil, "unexpected %v frame from server", f.Type)
+}
+
+// end ends the connection, by the role's holder: every pending request
+// fails with why, every handle ends.
+func (c *Client) end(rerr error) {
 	rerr = disconnected(rerr)
 	c.mu.Lock()
 	if c.err == nil {
@@ -459,6 +705,10 @@ func (c *Client) reader() {
 	for _, p := range pending {
 		c.release()
 		p.ch <- result{err: err}
+	}
+	if c.carry != nil {
+		c.carry.h.tryDeliver(c.carry.n) // or dropped: the handle ends, nobody waits for it
+		c.carry = nil
 	}
 	for _, h := range handles {
 		h.end(err)
@@ -519,6 +769,22 @@ func (c *Client) roundTripTo(ctx context.Context, f *wire.Frame, onReply func(*w
 		err = disconnected(err)
 		c.shutdown(err)
 		return result{}, err
+	}
+	if c.rmu.TryLock() {
+		if c.carry == nil {
+			c.lead(ctx, f.ID, p)
+		} else {
+			c.giveUpRole() // the reader delivers the carried notification first
+		}
+	}
+	if ctx.Done() == nil {
+		r := <-p.ch
+		return r, r.err
+	}
+	select {
+	case r := <-p.ch:
+		return r, r.err
+	default:
 	}
 	select {
 	case r := <-p.ch:
@@ -666,7 +932,7 @@ func (c *Client) open(ctx context.Context, msg wire.OpenMsg) (*Handle, error) {
 	var abandoned atomic.Bool
 	var token string // the direct call channel offered (written before the result is delivered)
 	r, err := c.roundTrip(ctx, &wire.Frame{Type: wire.TypeOpen, Control: ctl}, func(f *wire.Frame) {
-		// Runs on the reader goroutine, before any notification for the
+		// Runs on the reading goroutine, before any notification for the
 		// handle can be read, even if the caller already gave up.
 		var rep wire.OpenReply
 		if json.Unmarshal(f.Control, &rep) != nil {
@@ -861,7 +1127,27 @@ func (h *Handle) deliver(n Notification) {
 	}
 }
 
-// end runs on the reader goroutine when the handle can get nothing more.
+// tryDeliver is deliver for a leader, which does not wait for the
+// application: false if n would have to wait.
+func (h *Handle) tryDeliver(n Notification) bool {
+	h.noteTerminated(&n)
+	for {
+		select {
+		case h.notes <- n:
+			return true
+		default:
+		}
+		if h.wanted.Load() {
+			return false
+		}
+		select {
+		case <-h.notes:
+		default:
+		}
+	}
+}
+
+// end runs on the reading goroutine when the handle can get nothing more.
 func (h *Handle) end(error) {
 	h.termOnce.Do(func() { close(h.terminated) })
 	close(h.notes)

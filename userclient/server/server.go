@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/drvkit/drvkit/internal/faultinject"
+	"github.com/drvkit/drvkit/internal/lazyctx"
 	"github.com/drvkit/drvkit/internal/ratelog"
 
 	"github.com/drvkit/drvkit/userclient"
@@ -205,7 +206,8 @@ type Server struct {
 	refused  atomic.Int64 // connections refused at accept by a limit
 	timeouts atomic.Int64 // connections ended by the frame or idle timeout
 	coalesce atomic.Int64 // ServiceWasClosed notifications merged into one queued
-	handover atomic.Int64 // calls still running when their standby goroutine ran (serveInline)
+	handover atomic.Int64 // calls that had the connection's reading taken over (serveInline)
+	watch    inlineWatch
 	tails    atomic.Int64 // direct writes the socket took only part of (tests)
 
 	refusedLog ratelog.Limiter
@@ -485,6 +487,11 @@ type conn struct {
 	// (serveInline).
 	rs     readState
 	inline atomic.Uint64 // generation<<2 | inlineReading, inlineServing or inlineHandedOff
+	// blocking counts down the calls still served with a standby after
+	// one blocked (serveInline); watched: the connection is in the
+	// server's inline watch.
+	blocking atomic.Int32
+	watched  atomic.Bool
 }
 
 // readState is the read loop's state, passed on with the reading.
@@ -503,8 +510,9 @@ const (
 
 // inflightReq is a cancellable request in flight.
 type inflightReq struct {
-	ctx       context.Context // the connection's context, also cancelled by a cancel frame
-	cancel    context.CancelFunc
+	// The connection's context, also ended by a cancel frame or the
+	// request's end; lazy, because most methods never wait on it.
+	ctx       lazyctx.Context
 	cancelled atomic.Bool // a cancel frame named it
 }
 
@@ -1250,34 +1258,6 @@ func (c *conn) readLoop() bool {
 	}
 }
 
-// serveInline runs a call on the reading goroutine: the call starts at
-// once, where handing it to a new goroutine made it wait until the reader
-// had tried its next read and parked (the largest part of a call's time
-// over a plain socket echo). A standby goroutine is started first: if the
-// call is still running when the standby gets to run — the call blocked,
-// or another core was free — the standby goes on reading, so that the
-// connection's cancel frames and other requests are read as soon as
-// before; serveInline then returns false and its goroutine leaves the
-// reading to the standby.
-func (c *conn) serveInline(serve func()) bool {
-	gen := c.inline.Load()>>2 + 1
-	c.inline.Store(gen<<2 | inlineServing)
-	c.srv.wg.Add(1) // the reader holds a slot: the count is not zero
-	go c.standby(gen)
-	serve()
-	return c.inline.CompareAndSwap(gen<<2|inlineServing, gen<<2|inlineReading)
-}
-
-// standby takes the reading over if call gen is still running inline.
-func (c *conn) standby(gen uint64) {
-	defer c.srv.wg.Done()
-	if c.inline.CompareAndSwap(gen<<2|inlineServing, gen<<2|inlineHandedOff) {
-		// The connection's wg slot goes with its reading.
-		c.srv.handover.Add(1)
-		c.readAndFinish()
-	}
-}
-
 // idle reports whether the connection holds nothing: no handle, no open
 // in progress and no request in flight.
 func (c *conn) idle() bool {
@@ -1299,8 +1279,8 @@ func (c *conn) register(f *wire.Frame) (*inflightReq, error) {
 	if _, dup := c.inflight[f.ID]; dup {
 		return nil, wire.Errorf(nil, "%v request id %d is already in flight", f.Type, f.ID)
 	}
-	ctx, cancel := context.WithCancel(c.ctx)
-	ir := &inflightReq{ctx: ctx, cancel: cancel}
+	ir := &inflightReq{}
+	ir.ctx.Init(c.ctx)
 	c.inflight[f.ID] = ir
 	return ir, nil
 }
@@ -1314,7 +1294,7 @@ func (c *conn) cancelRequest(id uint64) {
 	c.mu.Unlock()
 	if ir != nil {
 		ir.cancelled.Store(true)
-		ir.cancel()
+		ir.ctx.End()
 	}
 }
 
@@ -1330,7 +1310,7 @@ func (c *conn) settle(id uint64, ir *inflightReq) (cancelled bool) {
 		delete(c.inflight, id)
 	}
 	c.mu.Unlock()
-	ir.cancel()
+	ir.ctx.End()
 	return ir.cancelled.Load()
 }
 
@@ -1437,7 +1417,7 @@ func parseRequest(f *wire.Frame, lastMethod string) (*request, error) {
 func (c *conn) handle(r *request, ir *inflightReq) {
 	ctx := c.ctx
 	if ir != nil {
-		ctx = ir.ctx
+		ctx = &ir.ctx
 	}
 	f := &r.f
 	switch f.Type {

@@ -233,6 +233,10 @@ func (d *Decoder) Wait() (complete bool, err error) {
 	return uint64(d.r.Buffered()) >= 4+uint64(binary.BigEndian.Uint32(lp)), nil
 }
 
+// Buffered is how many bytes have been read from the stream and not yet
+// returned in a frame.
+func (d *Decoder) Buffered() int { return d.r.Buffered() }
+
 // growStep bounds how much a frame's buffer grows ahead of the bytes that
 // arrived: a length prefix announcing 1 MiB followed by nothing costs this,
 // not 1 MiB.

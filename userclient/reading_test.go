@@ -1,0 +1,260 @@
+package userclient
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/userclient/wire"
+)
+
+// scriptedServer serves one connection from fakeServer: every call is
+// passed to answer on the server's reading goroutine, which writes what
+// it likes on w (serialized with the other writes).
+type scriptedServer struct {
+	nc      net.Conn
+	wmu     sync.Mutex
+	cancels chan uint64
+	done    chan struct{}
+}
+
+func newScriptedServer(t *testing.T, answer func(s *scriptedServer, f wire.Frame)) (*scriptedServer, *Client) {
+	t.Helper()
+	sock, conns := fakeServer(t, wire.Version, 64)
+	c, err := Dial(context.Background(), sock)
+	require.NoError(t, err)
+	s := &scriptedServer{nc: <-conns, cancels: make(chan uint64, 64), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		dec := wire.NewDecoder(s.nc, wire.DefaultMaxFrame)
+		for {
+			f, err := dec.ReadFrame()
+			if err != nil {
+				return
+			}
+			f.Control, f.Data = clone(f.Control), clone(f.Data)
+			if f.Type == wire.TypeCancel {
+				s.cancels <- f.ID
+				continue
+			}
+			answer(s, f)
+		}
+	}()
+	t.Cleanup(func() {
+		c.Close()
+		s.nc.Close()
+		<-s.done
+	})
+	return s, c
+}
+
+func (s *scriptedServer) send(t *testing.T, frames ...[]byte) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	for _, b := range frames {
+		_, err := s.nc.Write(b)
+		require.NoError(t, err)
+	}
+}
+
+func reply(id uint64, data []byte) []byte {
+	b, _ := wire.AppendFrame(nil, &wire.Frame{Type: wire.TypeReply, ID: id, Data: data}, wire.DefaultMaxFrame)
+	return b
+}
+
+func note(h uint64, data string) []byte {
+	return wire.AppendNotification(nil, h, Notification{Type: "Message", Service: 7, Data: []byte(data)})
+}
+
+// testHandle registers handle id on c as an open reply would.
+func testHandle(c *Client, id uint64, buffer int) *Handle {
+	h := &Handle{c: c, id: id, notes: make(chan Notification, buffer), terminated: make(chan struct{})}
+	c.mu.Lock()
+	c.handles[id] = h
+	c.mu.Unlock()
+	return h
+}
+
+// A caller reading its own answer (leading) still returns at once when
+// its context ends: its wait for a frame is interrupted, not a frame cut;
+// the cancel frame goes out, the late answer is dropped, and the next
+// call — led again — gets its own answer.
+func TestLeaderInterruptedByContext(t *testing.T) {
+	calls := make(chan wire.Frame, 8)
+	s, c := newScriptedServer(t, func(s *scriptedServer, f wire.Frame) { calls <- f })
+	h := testHandle(c, 1, 8)
+	for round := range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() {
+			_, err := h.Call(ctx, "block", nil)
+			errc <- err
+		}()
+		blocked := <-calls
+		time.Sleep(time.Duration(round%3) * time.Millisecond) // before and after the quiet tick
+		start := time.Now()
+		cancel()
+		require.ErrorIs(t, <-errc, context.Canceled)
+		require.Less(t, time.Since(start), time.Second)
+		require.Equal(t, blocked.ID, <-s.cancels)
+		s.send(t, reply(blocked.ID, []byte("late")))
+
+		errc2 := make(chan error, 1)
+		var out []byte
+		go func() {
+			var err error
+			out, err = h.Call(context.Background(), "echo", []byte("x"))
+			errc2 <- err
+		}()
+		f := <-calls
+		s.send(t, reply(f.ID, []byte(fmt.Sprint(round))))
+		require.NoError(t, <-errc2)
+		require.Equal(t, fmt.Sprint(round), string(out))
+	}
+}
+
+// Notifications an application wants but does not read hold the
+// connection up (back-pressure, as the Notifications docs say), but a
+// caller reading the socket is never stuck handing one over: its context
+// still ends its call. Once the application reads, every notification
+// arrives, in order, and calls are answered again.
+func TestLeaderLeavesNotificationsToReader(t *testing.T) {
+	const notesPerCall = 3
+	var seq int
+	_, c := newScriptedServer(t, func(s *scriptedServer, f wire.Frame) {
+		for range notesPerCall {
+			seq++
+			s.send(t, note(1, fmt.Sprint(seq)))
+		}
+		s.send(t, reply(f.ID, f.Data))
+	})
+	h := testHandle(c, 1, 1)
+	got := h.Notifications() // wanted: back-pressure, never a drop
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := h.Call(ctx, "echo", []byte{1})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	next := 1
+	read := func(n int) {
+		for range n {
+			select {
+			case m := <-got:
+				require.Equal(t, fmt.Sprint(next), string(m.Data))
+				next++
+			case <-time.After(10 * time.Second):
+				t.Fatalf("notification %d never came", next)
+			}
+		}
+	}
+	read(notesPerCall)
+	// Read as they come from now on.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		read(2 * notesPerCall)
+	}()
+	for i := range 2 {
+		out, err := h.Call(context.Background(), "echo", []byte{byte(i)})
+		require.NoError(t, err)
+		require.Equal(t, []byte{byte(i)}, out)
+	}
+	<-done
+}
+
+// Notifications that come after the calls stop are read by the client's
+// own goroutine once calls have been quiet for a tick.
+func TestNotificationAfterCalls(t *testing.T) {
+	s, c := newScriptedServer(t, func(s *scriptedServer, f wire.Frame) { s.send(t, reply(f.ID, f.Data)) })
+	h := testHandle(c, 1, 8)
+	got := h.Notifications()
+	for round := range 10 {
+		for range 50 {
+			_, err := h.Call(context.Background(), "echo", nil)
+			require.NoError(t, err)
+		}
+		start := time.Now()
+		s.send(t, note(1, fmt.Sprint(round)))
+		select {
+		case n := <-got:
+			require.Equal(t, fmt.Sprint(round), string(n.Data))
+			// A quiet tick, and some slack for a loaded machine.
+			require.Less(t, time.Since(start), 2*time.Second)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the notification after the calls never came")
+		}
+	}
+}
+
+// Many goroutines calling on one connection, notifications in between:
+// every caller gets its own answer, whoever reads it, and the
+// notifications arrive in order.
+func TestConcurrentCallersShareReading(t *testing.T) {
+	var mu sync.Mutex
+	seq := 0
+	s, c := newScriptedServer(t, func(s *scriptedServer, f wire.Frame) {
+		mu.Lock()
+		seq++
+		n := seq
+		mu.Unlock()
+		if n%7 == 0 {
+			s.send(t, note(1, fmt.Sprint(n/7)))
+		}
+		if n%5 == 0 {
+			// Answered later, behind others: a caller's answer is read
+			// by somebody else's leading.
+			go func() {
+				time.Sleep(time.Millisecond)
+				s.send(t, reply(f.ID, f.Data))
+			}()
+			return
+		}
+		s.send(t, reply(f.ID, f.Data))
+	})
+	_ = s
+	h := testHandle(c, 1, 1024)
+	got := h.Notifications()
+	const callers, each = 8, 200
+	var wg sync.WaitGroup
+	for g := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				in := []byte(fmt.Sprint(g, "/", i))
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				out, err := h.Call(ctx, "echo", in)
+				cancel()
+				if !assertNoError(t, err) {
+					return
+				}
+				if string(out) != string(in) {
+					t.Errorf("call %s got %s", in, out)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	total := callers * each / 7
+	for i := 1; i <= total; i++ {
+		select {
+		case n := <-got:
+			require.Equal(t, fmt.Sprint(i), string(n.Data))
+		case <-time.After(10 * time.Second):
+			t.Fatalf("notification %d never came", i)
+		}
+	}
+}
+
+func assertNoError(t *testing.T, err error) bool {
+	if err != nil {
+		t.Error(err)
+		return false
+	}
+	return true
+}
