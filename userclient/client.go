@@ -112,6 +112,8 @@ type Client struct {
 	wmu sync.Mutex // serializes writes
 	buf []byte
 
+	spare atomic.Pointer[pendingReq] // an answered request's, reused by the next
+
 	// The reading role (see reader).
 	rmu      sync.Mutex // held by whoever reads; only ever TryLocked
 	lastType string     // the last notification type, reused while it repeats
@@ -749,7 +751,11 @@ func (c *Client) roundTripTo(ctx context.Context, f *wire.Frame, onReply func(*w
 		c.release()
 		return result{}, err
 	}
-	p := &pendingReq{ch: make(chan result, 1), onReply: onReply, asm: assembly{sink: sink}}
+	p := c.spare.Swap(nil)
+	if p == nil {
+		p = &pendingReq{ch: make(chan result, 1)}
+	}
+	p.onReply, p.asm = onReply, assembly{sink: sink}
 	c.mu.Lock()
 	if c.pending == nil {
 		err := c.err
@@ -779,15 +785,18 @@ func (c *Client) roundTripTo(ctx context.Context, f *wire.Frame, onReply func(*w
 	}
 	if ctx.Done() == nil {
 		r := <-p.ch
+		c.recycle(p)
 		return r, r.err
 	}
 	select {
 	case r := <-p.ch:
+		c.recycle(p)
 		return r, r.err
 	default:
 	}
 	select {
 	case r := <-p.ch:
+		c.recycle(p)
 		return r, r.err
 	case <-ctx.Done():
 		// The request stays pending: its answer releases its slot (and
@@ -805,6 +814,13 @@ func (c *Client) roundTripTo(ctx context.Context, f *wire.Frame, onReply func(*w
 		}
 		return result{}, ctx.Err()
 	}
+}
+
+// recycle keeps p, answered and no longer anyone's, for the next request:
+// nothing sends on its channel any more.
+func (c *Client) recycle(p *pendingReq) {
+	*p = pendingReq{ch: p.ch}
+	c.spare.Store(p)
 }
 
 // acquire takes an outstanding-request slot.

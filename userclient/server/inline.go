@@ -32,10 +32,10 @@ const (
 	quickCall     = 50 * time.Microsecond // a call that took longer counts as blocking
 )
 
-// serveInline runs serve, a call, on the reading goroutine. It reports
+// serveInline serves call r on the reading goroutine. It reports
 // whether the goroutine still owns the reading: false if it was taken
 // over meanwhile, and the goroutine must leave it.
-func (c *conn) serveInline(serve func()) bool {
+func (c *conn) serveInline(r *request) bool {
 	// Decided while this goroutine still owns the reading: once the state
 	// says serving, the reading may be taken over at any moment.
 	standby := c.blocking.Load() > 0 || c.dec.Buffered() > 0
@@ -48,7 +48,7 @@ func (c *conn) serveInline(serve func()) bool {
 		c.srv.watch.add(c)
 	}
 	start := time.Now()
-	serve()
+	c.serveRequest(r)
 	if time.Since(start) >= quickCall {
 		c.blocking.Store(blockingCalls)
 	} else if c.blocking.Load() > 0 {

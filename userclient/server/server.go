@@ -1228,34 +1228,41 @@ func (c *conn) readLoop() bool {
 				return true
 			}
 		}
-		release := func() {
-			if userSlot {
-				<-c.srv.inflight
-				<-c.user.inflight
-			}
-			<-c.sem
-		}
+		req.userSlot = userSlot
 		// Registered before the next frame is read, so that a cancel
 		// right behind its request finds it.
 		ir, err := c.register(&req.f)
 		if err != nil {
-			release()
+			c.release(req)
 			c.fail(err, wire.CodeProtocol)
 			return true
 		}
+		req.ir = ir
 		c.reqWG.Add(1)
-		serve := func() {
-			defer func() { c.settle(req.f.ID, ir); release(); c.reqWG.Done() }()
-			c.handle(req, ir)
-		}
 		if req.f.Type == wire.TypeCall {
-			if !c.serveInline(serve) {
+			if !c.serveInline(req) {
 				return false
 			}
 			continue
 		}
-		go serve()
+		go c.serveRequest(req)
 	}
+}
+
+// serveRequest serves a request the reader admitted, and gives back its
+// slots.
+func (c *conn) serveRequest(r *request) {
+	defer func() { c.settle(r.f.ID, r.ir); c.release(r); c.reqWG.Done() }()
+	c.handle(r, r.ir)
+}
+
+// release gives back the slots a request took.
+func (c *conn) release(r *request) {
+	if r.userSlot {
+		<-c.srv.inflight
+		<-c.user.inflight
+	}
+	<-c.sem
 }
 
 // idle reports whether the connection holds nothing: no handle, no open
@@ -1373,10 +1380,12 @@ func (c *conn) handshake(f *wire.Frame) error {
 
 // request is one request frame with its control payload decoded.
 type request struct {
-	f     wire.Frame
-	open  wire.OpenMsg
-	hm    wire.HandleMsg // close, call
-	admin wire.AdminMsg
+	f        wire.Frame
+	userSlot bool         // it holds a slot of its user's share and of the server's
+	ir       *inflightReq // its cancel entry (nil: not cancellable)
+	open     wire.OpenMsg
+	hm       wire.HandleMsg // close, call
+	admin    wire.AdminMsg
 }
 
 // parseRequest decodes a request's control payload. It runs on the reading
