@@ -258,3 +258,38 @@ func assertNoError(t *testing.T, err error) bool {
 	}
 	return true
 }
+
+// Closing the client while a caller reads for it, or while the server
+// garbles the stream under a leader, ends every call with the
+// connection's error: nobody waits on a socket nobody reads.
+func TestLeaderConnectionEnds(t *testing.T) {
+	t.Run("close", func(t *testing.T) {
+		calls := make(chan wire.Frame, 1)
+		_, c := newScriptedServer(t, func(s *scriptedServer, f wire.Frame) { calls <- f })
+		h := testHandle(c, 1, 1)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := h.Call(context.Background(), "block", nil)
+			errc <- err
+		}()
+		<-calls
+		require.NoError(t, c.Close())
+		require.ErrorIs(t, <-errc, ErrClosed)
+		_, err := h.Call(context.Background(), "echo", nil)
+		require.ErrorIs(t, err, ErrClosed)
+	})
+	t.Run("garbage", func(t *testing.T) {
+		_, c := newScriptedServer(t, func(s *scriptedServer, f wire.Frame) {
+			s.send(t, []byte{0, 0, 0, 3, 0xff, 0xff, 0xff})
+		})
+		h := testHandle(c, 1, 1)
+		_, err := h.Call(context.Background(), "echo", nil)
+		require.ErrorIs(t, err, ErrProtocol)
+		select {
+		case <-c.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("the connection did not end")
+		}
+		require.ErrorIs(t, c.Err(), ErrProtocol)
+	})
+}

@@ -249,9 +249,10 @@ type Stats struct {
 	Refused   int64 // connections refused by a limit since the start
 	Timeouts  int64 // connections ended by the frame or idle timeout
 	Coalesced int64 // ServiceWasClosed notifications merged into a queued one
-	// Handovers counts calls that were still running when their standby
-	// goroutine ran: a call runs on the goroutine that read it, and the
-	// connection's reading then went on in the standby (see serveInline).
+	// Handovers counts calls that had the connection's reading taken over
+	// while they ran: a call runs on the goroutine that read it, and the
+	// reading went on in its standby goroutine or, for a call not expected
+	// to block, in one the inline watch started (see serveInline).
 	Handovers int64
 }
 
