@@ -690,8 +690,14 @@ func (c *Client) serveFrame(f *wire.Frame, background bool) (*pendingReq, result
 }
 
 // end ends the connection, by the role's holder: every pending request
-// fails with why, every handle ends.
+// fails with why, every handle ends. Only the role's holder closes done,
+// so the check below is not racy.
 func (c *Client) end(rerr error) {
+	select {
+	case <-c.done:
+		return // ended by an earlier holder: this one read the closed socket
+	default:
+	}
 	rerr = disconnected(rerr)
 	c.mu.Lock()
 	if c.err == nil {
