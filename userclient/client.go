@@ -401,53 +401,52 @@ type carried struct {
 func (c *Client) reader() {
 	quiet := time.NewTimer(quietTick)
 	quiet.Stop()
-	defer quiet.Stop()
 	for {
 		if c.rmu.TryLock() {
+			c.wantRole.Store(false)
 			if c.readInBackground() {
 				return
 			}
 		}
-		// Dormant: callers read their own answers. A kick (a request is
-		// pending with nobody reading, or the role was given up while
-		// wanted) or a quietTick without a call wakes it.
-		seen := c.activity.Load()
-		quiet.Reset(quietTick)
-	dormant:
-		for {
-			select {
-			case <-c.kick:
-				break dormant
-			case <-c.done:
-				return
-			case <-quiet.C:
-				if a := c.activity.Load(); a != seen {
-					seen = a
-					quiet.Reset(quietTick)
-					continue
-				}
-				if c.rmu.TryLock() {
-					if c.readInBackground() {
-						return
-					}
-					seen = c.activity.Load()
-					quiet.Reset(quietTick)
-					continue
-				}
-				// A caller has held the role for a whole tick (a long
-				// call): it wakes us when it gives the role up.
-				c.wantRole.Store(true)
-				if c.rmu.TryLock() { // given up meanwhile
-					c.wantRole.Store(false)
-					if c.readInBackground() {
-						return
-					}
-					seen = c.activity.Load()
-					quiet.Reset(quietTick)
-				}
-			}
+		if !c.waitToRead(quiet) {
+			return
 		}
-		quiet.Stop()
+	}
+}
+
+// waitToRead waits, dormant while callers read their own answers, until
+// it is time to try for the role again: a kick (a request is pending with
+// nobody reading, or the role was given up while wanted), or a quietTick
+// in which no caller came or went. False: the connection has ended.
+func (c *Client) waitToRead(quiet *time.Timer) bool {
+	if c.wantRole.Load() {
+		// A caller has held the role for a whole tick (a long call): it
+		// kicks us when it gives the role up.
+		select {
+		case <-c.kick:
+			return true
+		case <-c.done:
+			return false
+		}
+	}
+	seen := c.activity.Load()
+	quiet.Reset(quietTick)
+	defer quiet.Stop()
+	for {
+		select {
+		case <-c.kick:
+			return true
+		case <-c.done:
+			return false
+		case <-quiet.C:
+			if a := c.activity.Load(); a != seen {
+				seen = a
+				quiet.Reset(quietTick)
+				continue
+			}
+			c.wantRole.Store(true)
+			return true
+		}
 	}
 }
 
