@@ -112,3 +112,149 @@ func TestMessageClientsInOrderPerClient(t *testing.T) {
 	require.NoError(t, nub.TerminateSync(ctxT(t)))
 	e.quiet()
 }
+
+// inlineRecorder is a recorder that promises a Message that never blocks;
+// gate, when set, makes its first driver-defined message wait for it
+// anyway, so that a test can hold the client's callback lock.
+type inlineRecorder struct {
+	recorder
+	gate    chan struct{}
+	entered chan struct{}
+	once    sync.Once
+}
+
+func (r *inlineRecorder) Message(s *driver.Service, m driver.Message) error {
+	if r.gate != nil && m.Type == driver.MessageDriverDefined {
+		r.once.Do(func() {
+			close(r.entered)
+			<-r.gate
+		})
+	}
+	return r.recorder.Message(s, m)
+}
+
+func (*inlineRecorder) MessageInline() {}
+
+var _ driver.InlineMessageHandler = (*inlineRecorder)(nil)
+
+func (r *recorder) snapshot() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int(nil), r.got...)
+}
+
+// A fan-out delivers to an idle InlineMessageHandler before MessageClients
+// returns (on the sender's goroutine), to the other clients through the
+// pool, and every client gets every message in order.
+func TestMessageClientsInline(t *testing.T) {
+	e := newEnv(t)
+	nub := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
+	require.NoError(t, e.r.Publish(nil, nub))
+	const clients, msgs = 100, 20
+	inline := make([]*inlineRecorder, clients)
+	pooled := make([]*recorder, clients)
+	for i := range clients {
+		inline[i], pooled[i] = &inlineRecorder{}, &recorder{}
+		_, err := e.r.AttachClient(nub, "InlineClient", fmt.Sprint("i", i), inline[i])
+		require.NoError(t, err)
+		_, err = e.r.AttachClient(nub, "PooledClient", fmt.Sprint("p", i), pooled[i])
+		require.NoError(t, err)
+	}
+	want := make([]int, msgs)
+	for i := range msgs {
+		want[i] = i
+		nub.MessageClients(driver.MessageDriverDefined, i)
+		for j, r := range inline {
+			require.Equal(t, want[:i+1], r.snapshot(), "inline client %d, after message %d", j, i)
+		}
+	}
+	require.Eventually(t, func() bool {
+		for _, r := range pooled {
+			if len(r.snapshot()) < msgs {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, time.Millisecond)
+	for i, r := range pooled {
+		require.Equal(t, want, r.snapshot(), "pooled client %d", i)
+	}
+	require.NoError(t, nub.TerminateSync(ctxT(t)))
+	e.quiet()
+}
+
+// An inline client whose callback lock is busy does not hold up another
+// sender: the second fan-out queues behind the first, returns at once,
+// and is delivered in order when the first is done.
+func TestMessageClientsInlineBusyClient(t *testing.T) {
+	e := newEnv(t)
+	nub := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
+	require.NoError(t, e.r.Publish(nil, nub))
+	r := &inlineRecorder{gate: make(chan struct{}), entered: make(chan struct{})}
+	_, err := e.r.AttachClient(nub, "InlineClient", "c", r)
+	require.NoError(t, err)
+	first := make(chan struct{})
+	go func() {
+		defer close(first)
+		nub.MessageClients(driver.MessageDriverDefined, 0)
+	}()
+	<-r.entered
+	second := make(chan struct{})
+	go func() {
+		defer close(second)
+		nub.MessageClients(driver.MessageDriverDefined, 1)
+	}()
+	select {
+	case <-second:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a fan-out waited for a client busy with an earlier one")
+	}
+	require.Empty(t, r.snapshot())
+	close(r.gate)
+	<-first
+	require.Eventually(t, func() bool { return len(r.snapshot()) == 2 }, 10*time.Second, time.Millisecond)
+	require.Equal(t, []int{0, 1}, r.snapshot())
+	require.NoError(t, nub.TerminateSync(ctxT(t)))
+	e.quiet()
+}
+
+// What queues for an inline client's interest listeners is not run on a
+// sender's goroutine: a listener that blocks holds up neither the sender
+// nor, once it returns, the order of what follows it.
+func TestMessageClientsInlineLeavesListenersToPool(t *testing.T) {
+	e := newEnv(t)
+	nub := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
+	require.NoError(t, e.r.Publish(nil, nub))
+	r := &inlineRecorder{gate: make(chan struct{}), entered: make(chan struct{})}
+	c, err := e.r.AttachClient(nub, "InlineClient", "c", r)
+	require.NoError(t, err)
+	inListener, release := make(chan struct{}), make(chan struct{})
+	remove := c.AddInterest(func(m driver.Message) {
+		if m.Type == driver.MessageDriverDefined {
+			close(inListener)
+			<-release
+		}
+	})
+	defer remove()
+	first := make(chan struct{})
+	go func() {
+		defer close(first)
+		nub.MessageClients(driver.MessageDriverDefined, 0) // held in the handler
+	}()
+	<-r.entered
+	c.Notify(driver.MessageDriverDefined, "to the listener")
+	nub.MessageClients(driver.MessageDriverDefined, 1) // queued behind both
+	close(r.gate)
+	select {
+	case <-first:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sender ran a blocking interest listener")
+	}
+	<-inListener
+	require.Equal(t, []int{0}, r.snapshot(), "a message overtook the listener's")
+	close(release)
+	require.Eventually(t, func() bool { return len(r.snapshot()) == 2 }, 10*time.Second, time.Millisecond)
+	require.Equal(t, []int{0, 1}, r.snapshot())
+	require.NoError(t, nub.TerminateSync(ctxT(t)))
+	e.quiet()
+}

@@ -61,6 +61,23 @@ type MessageHandler interface {
 	Message(s *Service, m Message) error
 }
 
+// InlineMessageHandler is a MessageHandler that may be called on the
+// sender's goroutine: its Message neither blocks nor calls into the
+// registry or into any driver (it queues or writes what it is given and
+// returns, as a user client forwarding notifications to a socket does).
+// MessageClients delivers to such a client in turn on the sender's
+// goroutine, as IOKit's messageClients does, when nothing is queued for
+// it: a fan-out to a thousand clients then runs on one core and leaves
+// the others to whoever reads what it sends, instead of keeping them all
+// busy with the mail pool's workers. The guarantees do not change:
+// messages to one client are delivered in order, one at a time, under its
+// callback lock, never after its Stop.
+type InlineMessageHandler interface {
+	MessageHandler
+	// MessageInline marks the promise; it is never called.
+	MessageInline()
+}
+
 // Method is a named operation a user client calls on a driver.
 type Method func(ctx context.Context, s *Service, in []byte) ([]byte, error)
 

@@ -561,7 +561,7 @@ func (p *mailPool) work() {
 		p.mu.Unlock()
 		for i, s := range batch[:n] {
 			batch[i] = nil
-			s.drainMailbox(false)
+			s.drainMailbox(drainPool)
 		}
 	}
 }
@@ -569,10 +569,20 @@ func (p *mailPool) work() {
 // mailBatch is the most services a mail worker takes at once.
 const mailBatch = 16
 
+// drainMode says where drainMailbox runs, and so what it may do.
+type drainMode uint8
+
+const (
+	drainPool   drainMode = iota // a pool worker: never waits for a callback lock
+	drainOwn                     // a goroutine of its own: may wait
+	drainInline                  // the sender of a fan-out: never waits, and runs only InlineMessageHandlers
+)
+
 // drainMailbox delivers s's messages until none is left. When it may not
-// block (a pool worker) and s's callback lock is busy, it hands the rest to
-// a goroutine that may.
-func (s *Service) drainMailbox(mayBlock bool) {
+// block (a pool worker, a sender) and s's callback lock is busy, it hands
+// the rest to a goroutine that may; a sender hands what is not for an
+// InlineMessageHandler (interest listeners) to the pool.
+func (s *Service) drainMailbox(mode drainMode) {
 	s.mu.Lock()
 	for {
 		if s.mboxHead == len(s.mbox) {
@@ -590,6 +600,11 @@ func (s *Service) drainMailbox(mayBlock bool) {
 			return
 		}
 		d := s.mbox[s.mboxHead]
+		if mode == drainInline && !d.toDriver {
+			s.mu.Unlock()
+			s.reg.mail.schedule(s)
+			return
+		}
 		var ls []func(Message)
 		if !d.toDriver && s.x != nil {
 			ids := make([]int, 0, len(s.x.interest))
@@ -603,8 +618,8 @@ func (s *Service) drainMailbox(mayBlock bool) {
 		}
 		s.mu.Unlock()
 		if d.toDriver {
-			if !s.deliverToDriver(d, mayBlock) {
-				go s.drainMailbox(true)
+			if !s.deliverToDriver(d, mode == drainOwn) {
+				go s.drainMailbox(drainOwn)
 				return
 			}
 		} else {
@@ -707,13 +722,21 @@ func (s *Service) MessageClients(t MessageType, data any) {
 	// millisecond before the first delivery of a fan-out, under the
 	// registry lock.)
 	wake := make([]*Service, 0, len(s.clients)) // the clients whose mailbox was idle, scheduled at once
+	var inline []*Service                       // ... or delivered to at once, here
 	for c := range s.clients {
 		if c.enqueue(delivery{m: Message{Type: t, From: s.ID(), Data: data}, toDriver: true, from: s}) {
-			wake = append(wake, c)
+			if _, ok := c.impl.(InlineMessageHandler); ok {
+				inline = append(inline, c)
+			} else {
+				wake = append(wake, c)
+			}
 		}
 	}
 	r.mu.Unlock()
 	r.mail.schedule(wake...)
+	for _, c := range inline {
+		c.drainMailbox(drainInline)
+	}
 }
 
 // --- open and close ---

@@ -306,11 +306,16 @@ func (u *userClient) HandOver(ctx context.Context, conn *os.File, maxFrame, maxI
 func (u *userClient) String() string { return u.label }
 
 var (
-	_ fmt.Stringer          = (*userClient)(nil)
-	_ Session               = (*userClient)(nil)
-	_ DirectSession         = (*userClient)(nil)
-	_ driver.MessageHandler = (*userClient)(nil)
+	_ fmt.Stringer                = (*userClient)(nil)
+	_ Session                     = (*userClient)(nil)
+	_ DirectSession               = (*userClient)(nil)
+	_ driver.InlineMessageHandler = (*userClient)(nil)
 )
+
+// MessageInline: Message never blocks (a notification is written if the
+// socket takes it at once, queued otherwise, and a client that lets its
+// queue overflow is dropped) and never calls into the registry.
+func (*userClient) MessageInline() {}
 
 // Message runs on the user client's mailbox: what the registry tells a
 // client of the target goes to the application. The application decides
