@@ -281,3 +281,79 @@ func BenchmarkMonitoredLoad(b *testing.B) {
 	b.ReportMetric(loadAllocs, "load-allocs/op")
 	_ = sink
 }
+
+// countingClient is a user client whose handler counts a fan-out down.
+type countingClient struct {
+	wg  *sync.WaitGroup
+	got int
+}
+
+func (c *countingClient) Message(*driver.Service, driver.Message) error {
+	c.got++
+	c.wg.Done()
+	return nil
+}
+
+// inlineCountingClient promises a Message that never blocks.
+type inlineCountingClient struct{ countingClient }
+
+func (*inlineCountingClient) MessageInline() {}
+
+// BenchmarkMessageClients: a driver messages its 1,000 clients; one op
+// lasts until every client's handler has run. Its floor is the same
+// handlers called one after the other by one goroutine, timed in chunks
+// interleaved with the fan-outs: x-direct is what the registry's
+// asynchronous (pool) or inline (InlineMessageHandler), in-order,
+// one-at-a-time delivery costs over a plain call.
+func BenchmarkMessageClients(b *testing.B) {
+	for _, inline := range []bool{false, true} {
+		b.Run(map[bool]string{false: "pool", true: "inline"}[inline], func(b *testing.B) {
+			messageClients(b, inline)
+		})
+	}
+}
+
+func messageClients(b *testing.B, inline bool) {
+	const clients = 1000
+	r := benchRegistry(b)
+	dev := r.NewNub("Device", "", driver.NewProperties(map[string]any{"kind": "disk"}))
+	if err := r.Publish(nil, dev); err != nil {
+		b.Fatal(err)
+	}
+	d := dev.Clients()[0]
+	var wg sync.WaitGroup
+	hs := make([]driver.MessageHandler, clients)
+	for i := range hs {
+		if inline {
+			hs[i] = &inlineCountingClient{countingClient{wg: &wg}}
+		} else {
+			hs[i] = &countingClient{wg: &wg}
+		}
+		if _, err := r.AttachClient(d, "UserClient", "", hs[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Cleanup(func() { _ = dev.TerminateSync(context.Background()) })
+	m := driver.Message{Type: driver.MessageDriverDefined}
+	var fanT, floorT time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		wg.Add(clients)
+		for _, h := range hs {
+			_ = h.Message(nil, m)
+		}
+		wg.Wait()
+		t1 := time.Now()
+		wg.Add(clients)
+		d.MessageClients(driver.MessageDriverDefined, nil)
+		wg.Wait()
+		fanT += time.Since(t1)
+		floorT += t1.Sub(t0)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(fanT.Nanoseconds())/float64(b.N*clients), "ns/client")
+	b.ReportMetric(float64(floorT.Nanoseconds())/float64(b.N*clients), "direct-ns/client")
+	b.ReportMetric(float64(fanT)/float64(floorT), "x-direct")
+}

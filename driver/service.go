@@ -721,18 +721,23 @@ func (s *Service) MessageClients(t MessageType, data any) {
 	// no set order anyway. (Sorting a thousand clients was a tenth of a
 	// millisecond before the first delivery of a fan-out, under the
 	// registry lock.)
-	wake := make([]*Service, 0, len(s.clients)) // the clients whose mailbox was idle, scheduled at once
-	var inline []*Service                       // ... or delivered to at once, here
+	// The clients whose mailbox was idle: those to schedule at once from
+	// the front, those to deliver to here from the back.
+	idle := make([]*Service, len(s.clients))
+	nw, ni := 0, len(idle)
 	for c := range s.clients {
 		if c.enqueue(delivery{m: Message{Type: t, From: s.ID(), Data: data}, toDriver: true, from: s}) {
 			if _, ok := c.impl.(InlineMessageHandler); ok {
-				inline = append(inline, c)
+				ni--
+				idle[ni] = c
 			} else {
-				wake = append(wake, c)
+				idle[nw] = c
+				nw++
 			}
 		}
 	}
 	r.mu.Unlock()
+	wake, inline := idle[:nw], idle[ni:]
 	r.mail.schedule(wake...)
 	for _, c := range inline {
 		c.drainMailbox(drainInline)
