@@ -203,8 +203,7 @@ func parseBody(b []byte) (Frame, error) {
 type Decoder struct {
 	r   *bufio.Reader
 	max int
-	buf []byte
-	lp  [4]byte // the length prefix; here, not on the stack, where passing it to io.ReadFull made it escape: one allocation per frame
+	buf []byte // the body of a frame larger than r's buffer
 }
 
 // NewDecoder returns a decoder refusing frames whose length field exceeds
@@ -243,26 +242,45 @@ func (d *Decoder) Buffered() int { return d.r.Buffered() }
 const growStep = 16 << 10
 
 // ReadFrame reads the next frame. The frame's slices are valid until the
-// next call. It returns io.EOF on a clean end of stream between frames; a
-// stream that ends inside a frame is a ProtocolError wrapping
-// io.ErrUnexpectedEOF. The length is checked before the body is read, and
-// the body's memory is allocated as its bytes arrive (at most growStep or
-// doubling ahead of them), so a giant length prefix costs nothing.
+// next call of ReadFrame or Wait: a frame that fits the read buffer is
+// parsed where it lies, not copied. It returns io.EOF on a clean end of
+// stream between frames; a stream that ends inside a frame is a
+// ProtocolError wrapping io.ErrUnexpectedEOF. The length is checked before
+// the body is read, and the memory of a body larger than the read buffer
+// is allocated as its bytes arrive (at most growStep or doubling ahead of
+// them), so a giant length prefix costs nothing. An error of the stream
+// itself (a read deadline) consumes nothing of a frame that fits the read
+// buffer: a later call reads it whole.
 func (d *Decoder) ReadFrame() (Frame, error) {
-	lp := d.lp[:]
-	if n, err := io.ReadFull(d.r, lp); err != nil {
-		if err == io.EOF {
+	lp, err := d.r.Peek(4)
+	if err != nil {
+		switch {
+		case err == io.EOF && len(lp) == 0:
 			return Frame{}, io.EOF
-		}
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return Frame{}, Errorf(err, "truncated length prefix (%d of 4 bytes)", n)
+		case err == io.EOF:
+			return Frame{}, Errorf(io.ErrUnexpectedEOF, "truncated length prefix (%d of 4 bytes)", len(lp))
 		}
 		return Frame{}, err
 	}
 	n, err := checkLength(binary.BigEndian.Uint32(lp), d.max)
 	if err != nil {
+		_, _ = d.r.Discard(4)
 		return Frame{}, err
 	}
+	if 4+n <= d.r.Size() {
+		// One read usually brought the whole frame: no copy, and the
+		// buffer it lies in is the one the kernel just wrote to.
+		b, err := d.r.Peek(4 + n)
+		if err != nil {
+			if err == io.EOF {
+				return Frame{}, Errorf(io.ErrUnexpectedEOF, "truncated frame (%d of %d bytes)", len(b)-4, n)
+			}
+			return Frame{}, err
+		}
+		_, _ = d.r.Discard(4 + n)
+		return parseBody(b[4:])
+	}
+	_, _ = d.r.Discard(4)
 	body := d.buf[:0]
 	for len(body) < n {
 		if len(body) == cap(body) {

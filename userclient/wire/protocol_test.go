@@ -222,6 +222,11 @@ func FuzzDecodeFrame(f *testing.F) {
 		if fr.Type != sfr.Type || fr.ID != sfr.ID || !bytes.Equal(fr.Control, sfr.Control) || !bytes.Equal(fr.Data, sfr.Data) {
 			t.Fatalf("decoders disagree: %+v vs %+v", fr, sfr)
 		}
+		// The same bytes arriving one at a time.
+		ofr, oerr := NewDecoder(iotest.OneByteReader(bytes.NewReader(b)), max).ReadFrame()
+		if oerr != nil || ofr.Type != fr.Type || ofr.ID != fr.ID || !bytes.Equal(ofr.Control, fr.Control) || !bytes.Equal(ofr.Data, fr.Data) {
+			t.Fatalf("byte by byte: %+v, %v; whole: %+v", ofr, oerr, fr)
+		}
 	})
 }
 
@@ -287,4 +292,74 @@ func TestDecoderAllocatesAsBytesArrive(t *testing.T) {
 	got, err := NewDecoder(iotest.OneByteReader(bytes.NewReader(b)), 0).ReadFrame()
 	require.NoError(t, err)
 	require.Equal(t, f.Data, got.Data)
+}
+
+// Frames on both sides of the read buffer's size (parsed where they lie,
+// or copied into a body of their own) decode the same, one after another,
+// whether they arrive whole or byte by byte; and when the stream stalls (a
+// read deadline) in the middle of a frame that fits the buffer, nothing of
+// it is consumed and the next call reads it whole.
+func TestDecoderFramesAroundBufferSize(t *testing.T) {
+	const bufSize = 8 << 10
+	var stream, fitting []byte // all the frames; those that fit the buffer
+	var want, wantFitting []Frame
+	for _, size := range []int{0, 1, 100, bufSize - 4 - HeaderLen - 1, bufSize - 4 - HeaderLen, bufSize - 4 - HeaderLen + 1, bufSize, 3 * bufSize} {
+		f := Frame{Type: TypeReply, ID: uint64(size + 1), Data: bytes.Repeat([]byte{byte(size)}, size)}
+		if size == 0 {
+			f.Data = nil
+		}
+		b, err := AppendFrame(nil, &f, DefaultMaxFrame)
+		require.NoError(t, err)
+		stream = append(stream, b...)
+		want = append(want, f)
+		if len(b) <= bufSize {
+			fitting = append(fitting, b...)
+			wantFitting = append(wantFitting, f)
+		}
+	}
+	readAll := func(t *testing.T, d *Decoder, want []Frame, stall func() bool) {
+		for i, w := range want {
+			got, err := d.ReadFrame()
+			for err != nil && errors.Is(err, errStall) && stall() {
+				got, err = d.ReadFrame()
+			}
+			require.NoError(t, err, "frame %d", i)
+			require.Equal(t, w.ID, got.ID)
+			require.Equal(t, w.Data, got.Data, "frame %d (%d bytes)", i, len(w.Data))
+		}
+		_, err := d.ReadFrame()
+		require.ErrorIs(t, err, io.EOF)
+	}
+	t.Run("whole", func(t *testing.T) {
+		readAll(t, NewDecoder(bytes.NewReader(stream), 0), want, nil)
+	})
+	t.Run("byte by byte", func(t *testing.T) {
+		readAll(t, NewDecoder(iotest.OneByteReader(bytes.NewReader(stream)), 0), want, nil)
+	})
+	t.Run("stalling", func(t *testing.T) {
+		// 37-byte pieces, each followed by a stall.
+		r := &pieceReader{rest: fitting, piece: 37}
+		readAll(t, NewDecoder(r, 0), wantFitting, func() bool { r.stalled = false; return true })
+	})
+}
+
+// pieceReader returns piece bytes, then errStall once, and so on, then
+// io.EOF.
+type pieceReader struct {
+	rest    []byte
+	piece   int
+	stalled bool
+}
+
+func (r *pieceReader) Read(p []byte) (int, error) {
+	if len(r.rest) == 0 {
+		return 0, io.EOF
+	}
+	if r.stalled {
+		return 0, errStall
+	}
+	n := copy(p[:min(len(p), r.piece)], r.rest)
+	r.rest = r.rest[n:]
+	r.stalled = true
+	return n, nil
 }
