@@ -50,23 +50,10 @@ type Service struct {
 	qStopped  bool // stopped before any job was submitted
 	callsDone bool // termination reached phase 3: no new calls
 	resDone   bool
-	mboxRun   bool
-	// The running mailbox's reference on s: while the registry still
-	// holds its own (regGone false) the mailbox borrows that one and takes
-	// none (mboxOwn false) — a traced retain records a stack, and a
-	// fan-out to a thousand clients paid two per client per message.
-	// finishDetach gives a running mailbox a reference of its own before
-	// the registry's goes.
-	mboxOwn bool
-	regGone bool
-	isFreed bool
-	// Termination messages queued for its handler and not yet delivered
-	// (Stop waits for them). Here, it fills the flags' padding.
-	termMail atomic.Int32
+	isFreed   bool
 
 	name  string
 	props Properties
-	impl  any // Driver for driver instances; the handler for user clients
 	pers  *Personality
 
 	// Guarded by reg.mu.
@@ -77,10 +64,20 @@ type Service struct {
 	term      *termState        // nil until terminated, then &ts
 	ts        termState         // in place: terminating 100k services allocates no state for each
 
+	matchMu sync.Mutex // one matching run per nub at a time
+
+	// From here to mboxHead, what a message's delivery touches, side by
+	// side: a fan-out to a thousand clients touches each client's service
+	// once per message, and each cache line it spans is a miss.
+	impl any // Driver for driver instances; the handler for user clients
+
 	busy     atomic.Int32
 	started  atomic.Bool // Start succeeded (or the service needs none)
 	stopped  atomic.Bool // Stop ran: no more callbacks into the driver
 	wantKick atomic.Bool
+	// Termination messages queued for its handler and not yet delivered
+	// (Stop waits for them).
+	termMail atomic.Int32
 
 	// cb serializes callbacks. cbWhat and cbSince say which runs, for
 	// reports; wantKick asks the unlocker to wake the termination worker,
@@ -89,10 +86,18 @@ type Service struct {
 	cbSince atomic.Int64 // unix ns when the running callback began; 0 when none
 	cbWhat  string       // guarded by mu
 
-	matchMu sync.Mutex // one matching run per nub at a time
-
-	mu   sync.Mutex // leaf lock for the lazily built parts
-	mbox []delivery
+	mu sync.Mutex // leaf lock for the lazily built parts
+	// Guarded by mu.
+	mboxRun bool
+	// The running mailbox's reference on s: while the registry still
+	// holds its own (regGone false) the mailbox borrows that one and takes
+	// none (mboxOwn false) — a traced retain records a stack, and a
+	// fan-out to a thousand clients paid two per client per message.
+	// finishDetach gives a running mailbox a reference of its own before
+	// the registry's goes.
+	mboxOwn bool
+	regGone bool
+	mbox    []delivery
 	// mbox[mboxHead] is the next delivery; the array is kept (when small)
 	// for the next message, so that a fan-out allocates no mailbox per
 	// client per message.
@@ -376,29 +381,58 @@ func (s *Service) tryCallback(what string, f func() error) (ran bool, err error)
 }
 
 func (s *Service) runLocked(what string, f func() error, then func(error)) (err error) {
+	s.enterCallback(what)
+	defer func() {
+		if v := recover(); v != nil {
+			err = s.callbackPanicked(what, v)
+		}
+		if then != nil {
+			then(err)
+		}
+		s.leaveCallback()
+	}()
+	return f()
+}
+
+// runMessage is runLocked for a MessageHandler, without the closures: a
+// fan-out passes here once per client.
+func (s *Service) runMessage(h MessageHandler, m Message) (err error) {
+	s.enterCallback("Message")
+	defer func() {
+		if v := recover(); v != nil {
+			err = s.callbackPanicked("Message", v)
+		}
+		s.leaveCallback()
+	}()
+	return h.Message(s, m)
+}
+
+// enterCallback records that what runs; s.cb is held.
+func (s *Service) enterCallback(what string) {
 	s.busy.Add(1)
 	s.mu.Lock()
 	s.cbWhat = what
 	s.mu.Unlock()
 	s.cbSince.Store(time.Now().UnixNano())
-	defer func() {
-		if v := recover(); v != nil {
-			pe := &PanicError{Callback: what, Service: s.describe(), Value: v, Stack: string(debug.Stack())}
-			s.reg.log.Error("driver callback panicked", "callback", what, "service", s.describe(),
-				"panic", fmt.Sprint(v), "stack", pe.Stack)
-			err = pe
-		}
-		if then != nil {
-			then(err)
-		}
-		s.cbSince.Store(0)
-		s.busy.Add(-1)
-		s.cb.Unlock()
-		if s.wantKick.Swap(false) {
-			s.reg.kick()
-		}
-	}()
-	return f()
+}
+
+// leaveCallback ends what enterCallback began and releases s.cb.
+func (s *Service) leaveCallback() {
+	s.cbSince.Store(0)
+	s.busy.Add(-1)
+	s.cb.Unlock()
+	if s.wantKick.Swap(false) {
+		s.reg.kick()
+	}
+}
+
+// callbackPanicked logs a driver callback's panic and returns it as the
+// callback's error.
+func (s *Service) callbackPanicked(what string, v any) error {
+	pe := &PanicError{Callback: what, Service: s.describe(), Value: v, Stack: string(debug.Stack())}
+	s.reg.log.Error("driver callback panicked", "callback", what, "service", s.describe(),
+		"panic", fmt.Sprint(v), "stack", pe.Stack)
+	return pe
 }
 
 // --- messages and interest ---
@@ -675,13 +709,11 @@ func (s *Service) deliverToDriver(d delivery, mayBlock bool) bool {
 	} else if !s.cb.TryLock() {
 		return false
 	}
-	var err error
 	if s.stopped.Load() {
 		s.cb.Unlock()
 		return true
 	}
-	err = s.runLocked("Message", func() error { return h.Message(s, d.m) }, nil)
-	if err != nil {
+	if err := s.runMessage(h, d.m); err != nil {
 		s.reg.log.Warn("driver message handler failed", "service", s.describe(), "message", d.m.Type.String(), "err", err)
 	}
 	return true
@@ -725,23 +757,56 @@ func (s *Service) MessageClients(t MessageType, data any) {
 	// the front, those to deliver to here from the back.
 	idle := make([]*Service, len(s.clients))
 	nw, ni := 0, len(idle)
+	d := delivery{m: Message{Type: t, From: s.ID(), Data: data}, toDriver: true, from: s}
 	for c := range s.clients {
-		if c.enqueue(delivery{m: Message{Type: t, From: s.ID(), Data: data}, toDriver: true, from: s}) {
-			if _, ok := c.impl.(InlineMessageHandler); ok {
-				ni--
-				idle[ni] = c
-			} else {
-				idle[nw] = c
-				nw++
-			}
+		if _, ok := c.impl.(InlineMessageHandler); ok && !d.m.isTermination() && c.claimMailbox() {
+			// Delivered below without passing through the mailbox.
+			ni--
+			idle[ni] = c
+		} else if c.enqueue(d) {
+			idle[nw] = c
+			nw++
 		}
 	}
 	r.mu.Unlock()
 	wake, inline := idle[:nw], idle[ni:]
 	r.mail.schedule(wake...)
 	for _, c := range inline {
-		c.drainMailbox(drainInline)
+		c.deliverClaimed(d)
 	}
+}
+
+// claimMailbox takes s's mailbox, when it is idle, for a delivery its
+// caller makes at once without queueing it; it reports false when messages
+// are queued or being delivered, which a new one must follow. The caller
+// guarantees s is alive, and calls deliverClaimed.
+func (s *Service) claimMailbox() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mboxRun {
+		return false
+	}
+	s.mboxRun = true
+	if s.regGone {
+		s.mboxOwn = true
+		s.TaggedRetain(mailboxTag{})
+	}
+	return true
+}
+
+// deliverClaimed delivers d to s, whose mailbox the caller claimed, then
+// delivers what queued behind it meanwhile and gives the mailbox back. If
+// s's callback lock is busy, d goes first in the queue, to a goroutine
+// that may wait for the lock.
+func (s *Service) deliverClaimed(d delivery) {
+	if !s.deliverToDriver(d, false) {
+		s.mu.Lock()
+		s.mbox = slices.Insert(s.mbox, s.mboxHead, d)
+		s.mu.Unlock()
+		go s.drainMailbox(drainOwn)
+		return
+	}
+	s.drainMailbox(drainInline)
 }
 
 // --- open and close ---
