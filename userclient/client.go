@@ -129,6 +129,11 @@ type Client struct {
 	mu      sync.Mutex
 	pending map[uint64]*pendingReq
 	handles map[uint64]*Handle // changed only by the reading role's holder, under mu
+	// lastHandle is the handle the last notification was for (the role's
+	// holder's, like handles): a client with one handle finds it without
+	// the map, whose memory a fan-out to a thousand clients would miss in
+	// the cache once per client.
+	lastHandle *Handle
 	nextID  uint64
 	err     error // why the connection ended
 
@@ -669,7 +674,11 @@ func (c *Client) serveFrame(f *wire.Frame, background bool) (*pendingReq, result
 		c.lastType = m.Type
 		// No lock: the map is only ever changed by the role's holder
 		// (the open and close replies' onReply, end).
-		h := c.handles[m.Handle]
+		h := c.lastHandle
+		if h == nil || h.id != m.Handle {
+			h = c.handles[m.Handle]
+			c.lastHandle = h
+		}
 		if h == nil {
 			return nil, result{}, nil
 		}
@@ -706,7 +715,7 @@ func (c *Client) end(rerr error) {
 	pending := c.pending
 	c.pending = nil
 	handles := c.handles
-	c.handles = nil
+	c.handles, c.lastHandle = nil, nil
 	c.mu.Unlock()
 	c.nc.Close()
 	for _, p := range pending {
@@ -1235,6 +1244,9 @@ func (h *Handle) Close() error {
 		h.c.mu.Lock()
 		_, ok := h.c.handles[h.id]
 		delete(h.c.handles, h.id)
+		if h.c.lastHandle == h {
+			h.c.lastHandle = nil
+		}
 		h.c.mu.Unlock()
 		if ok {
 			h.end(nil)

@@ -293,3 +293,45 @@ func TestLeaderConnectionEnds(t *testing.T) {
 		require.ErrorIs(t, c.Err(), ErrProtocol)
 	})
 }
+
+// Notifications reach the handle they name, however they alternate (the
+// client remembers the last handle it found, for the one-handle case);
+// one for a handle that was closed, or never opened, is dropped.
+func TestNotificationsFollowTheirHandle(t *testing.T) {
+	s, c := newScriptedServer(t, func(s *scriptedServer, f wire.Frame) {
+		if f.Type == wire.TypeClose {
+			s.send(t, reply(f.ID, nil))
+		}
+	})
+	h1, h2 := testHandle(c, 1, 16), testHandle(c, 2, 16)
+	s.send(t, note(1, "a"), note(2, "b"), note(2, "c"), note(3, "lost"), note(1, "d"), note(2, "e"))
+	for _, w := range []struct {
+		h    *Handle
+		data string
+	}{{h1, "a"}, {h1, "d"}, {h2, "b"}, {h2, "c"}, {h2, "e"}} {
+		select {
+		case n := <-w.h.Notifications():
+			require.Equal(t, w.data, string(n.Data))
+		case <-time.After(10 * time.Second):
+			t.Fatalf("handle %d: no %q", w.h.id, w.data)
+		}
+	}
+	s.send(t, note(1, "g")) // the last one found: handle 1
+	select {
+	case n := <-h1.Notifications():
+		require.Equal(t, "g", string(n.Data))
+	case <-time.After(10 * time.Second):
+		t.Fatal("handle 1: no g")
+	}
+	require.NoError(t, h1.Close())
+	s.send(t, note(1, "stale"), note(2, "f"))
+	select {
+	case n := <-h2.Notifications():
+		require.Equal(t, "f", string(n.Data))
+	case <-time.After(10 * time.Second):
+		t.Fatal("handle 2: no f")
+	}
+	for n := range h1.Notifications() {
+		t.Fatalf("closed handle got %q", n.Data)
+	}
+}

@@ -131,7 +131,7 @@ func (b *RegistryBackend) Open(ctx context.Context, id uint64, req OpenRequest) 
 		return nil, fmt.Errorf("%w: service %d has not started yet", wire.ErrNoService, id)
 	}
 	label := req.Cred.Label()
-	uc := &userClient{target: target, notify: req.Notify, label: "userclient " + label}
+	uc := &userClient{target: target, notify: req.Notify, to: req.to, label: "userclient " + label}
 	// Attached with the session's own reference, taken before a racing
 	// termination can free the client: svc stays valid for Close and
 	// ClientDied, whatever the registry does meanwhile.
@@ -231,6 +231,7 @@ type userClient struct {
 	target *driver.Service
 	svc    *driver.Service
 	notify func(userclient.Notification)
+	to     *entry // the server's, which notify delivers to: called directly
 	// label names the session's reference on svc in leak reports and
 	// drvctl why: "userclient pid 4242 uid 1000 (scsiapp)".
 	label string
@@ -302,6 +303,15 @@ func (u *userClient) HandOver(ctx context.Context, conn *os.File, maxFrame, maxI
 	return nil
 }
 
+// deliver sends n to the application.
+func (u *userClient) deliver(n userclient.Notification) {
+	if u.to != nil {
+		u.to.notify(n)
+		return
+	}
+	u.notify(n)
+}
+
 // String labels the session's reference (its tag) with the application.
 func (u *userClient) String() string { return u.label }
 
@@ -323,11 +333,11 @@ func (*userClient) MessageInline() {}
 func (u *userClient) Message(_ *driver.Service, m driver.Message) error {
 	u.nmu.Lock()
 	defer u.nmu.Unlock()
-	u.notify(u.toNotification(m))
+	u.deliver(u.toNotification(m))
 	if m.Type == driver.ServiceIsTerminated && m.From == u.target.ID() && !u.termSeen {
 		u.termSeen = true
 		for _, n := range u.held {
-			u.notify(n)
+			u.deliver(n)
 		}
 		u.held = nil
 	}
@@ -349,7 +359,7 @@ func (u *userClient) interest(m driver.Message) {
 		u.held = append(u.held, u.toNotification(m))
 		return
 	}
-	u.notify(u.toNotification(m))
+	u.deliver(u.toNotification(m))
 }
 
 // toNotification converts m; u.nmu is held.
@@ -442,7 +452,7 @@ func (u *userClient) end() {
 		u.removeInterest()
 		if err := u.target.Close(u.svc); err != nil && !errors.Is(err, driver.ErrNotOpen) {
 			// Not reachable with a well-formed registry; do not lose it.
-			u.notify(userclient.Notification{Type: "CloseFailed", Service: u.target.ID(), Detail: err.Error()})
+			u.deliver(userclient.Notification{Type: "CloseFailed", Service: u.target.ID(), Detail: err.Error()})
 		}
 		u.svc.Terminate()
 		u.svc.TaggedRelease(u)

@@ -431,17 +431,15 @@ type conn struct {
 	cancel context.CancelFunc
 	grace  time.Duration // how long the queued frames may take to leave once fail ran (set before quit closes)
 
+	// From here to direct, what a notification's direct write touches,
+	// side by side: a fan-out to a thousand clients touches each one's
+	// connection once, and each cache line it spans is a miss.
+	//
 	// The writer's queue: a slice, not a channel sized for the limit, so
 	// that an idle connection costs no queue memory.
 	qmu      sync.Mutex
 	queue    []outFrame
-	outBytes int           // bytes queued (under qmu)
-	wake     chan struct{} // (1) something was queued
-	// A streamed reply (version 3) waits for room in the queue instead of
-	// overflowing it: the writer closes space (under qmu) when it took
-	// frames out while someone waits.
-	space        chan struct{}
-	spaceWaiters int // under qmu
+	outBytes int // bytes queued (under qmu)
 	// writing: someone owns the socket's write side (under qmu) — the
 	// writer with a batch, or a goroutine writing a frame directly. A
 	// frame queued while nobody writes and nothing is queued is written at
@@ -451,13 +449,21 @@ type conn struct {
 	// a direct write to end (under qmu).
 	writing     bool
 	writerWaits bool
+	dead        atomic.Bool     // fail ran: quit is closed, or about to be
 	rc          syscall.RawConn // nil: no direct writes
 	direct      directWrite     // the direct write's argument and results (owned while writing)
-	wbufs       net.Buffers     // the batch being written (the writer's only)
-	quit        chan struct{}   // closed by fail: the writer drains and closes
-	writerWG    sync.WaitGroup
-	reqWG       sync.WaitGroup
-	sem         chan struct{}
+
+	wake chan struct{} // (1) something was queued
+	// A streamed reply (version 3) waits for room in the queue instead of
+	// overflowing it: the writer closes space (under qmu) when it took
+	// frames out while someone waits.
+	space        chan struct{}
+	spaceWaiters int           // under qmu
+	wbufs        net.Buffers   // the batch being written (the writer's only)
+	quit         chan struct{} // closed by fail: the writer drains and closes
+	writerWG     sync.WaitGroup
+	reqWG        sync.WaitGroup
+	sem          chan struct{}
 
 	failOnce sync.Once
 	reason   error
@@ -522,8 +528,8 @@ type entry struct {
 	handle uint64
 	sess   Session
 	offer  string // the direct channel's token while it is not taken (under Server.mu)
+	c      *conn
 	mu     sync.Mutex
-	send   func(userclient.Notification)
 	ready  bool // the open reply is queued: notifications may follow it (under mu)
 	// readyFast is ready, set last: a notification that sees it set goes
 	// out without taking mu (a fan-out would take it once per client).
@@ -634,6 +640,7 @@ func (c *conn) fail(reason error, code string) {
 			c.forceEnqueue(c.errorFrame(0, wire.FlagFatal, code, reason.Error()), overflow)
 		}
 		c.grace = grace
+		c.dead.Store(true)
 		close(c.quit)
 		c.cancel()
 		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
@@ -648,14 +655,7 @@ func (c *conn) fail(reason error, code string) {
 const overflowGrace = 2 * time.Second
 
 // failed reports whether fail ran; after it returns true, c.reason is set.
-func (c *conn) failed() bool {
-	select {
-	case <-c.quit:
-		return true
-	default:
-		return false
-	}
-}
+func (c *conn) failed() bool { return c.dead.Load() }
 
 // finish runs on the connection's goroutine after the reader stopped: every
 // session is ended, in-flight requests are waited for, the writer is
@@ -1556,18 +1556,24 @@ func (c *conn) releaseWait() {
 
 // notifier is the Notify function for the entry's session.
 func (c *conn) notifier(e *entry) func(userclient.Notification) {
-	e.send = func(n userclient.Notification) {
-		if n.Type == userclient.ServiceWasClosed && n.Detail == "" && len(n.Data) == 0 {
-			c.queueClosed(e, n.Service)
-			return
-		}
-		c.sendNotification(e.handle, n)
+	e.c = c
+	return e.notify
+}
+
+// notify is the session's Notify: what comes before the open reply is
+// held until it is queued.
+func (e *entry) notify(n userclient.Notification) {
+	if !e.hold(n) {
+		e.send(n)
 	}
-	return func(n userclient.Notification) {
-		if !e.hold(n) {
-			e.send(n)
-		}
+}
+
+func (e *entry) send(n userclient.Notification) {
+	if n.Type == userclient.ServiceWasClosed && n.Detail == "" && len(n.Data) == 0 {
+		e.c.queueClosed(e, n.Service)
+		return
 	}
+	e.c.sendNotification(e.handle, n)
 }
 
 // sendNotification queues a notification frame; one that cannot fit the
@@ -1806,7 +1812,7 @@ func (s *Server) openSession(ctx context.Context, cred userclient.Cred, m usercl
 			continue
 		}
 		e := &entry{}
-		sess, err := s.backend.Open(ctx, info.ID, OpenRequest{Cred: cred, Notify: notifier(e)})
+		sess, err := s.backend.Open(ctx, info.ID, OpenRequest{Cred: cred, Notify: notifier(e), to: e})
 		if errors.Is(err, wire.ErrNoService) {
 			continue // it went away since Lookup: try the next
 		}

@@ -201,7 +201,7 @@ func parseBody(b []byte) (Frame, error) {
 
 // Decoder reads frames from a stream.
 type Decoder struct {
-	r   *bufio.Reader
+	r   bufio.Reader // in the decoder, not behind a pointer: one object less to miss in the cache per frame
 	max int
 	buf []byte // the body of a frame larger than r's buffer
 }
@@ -214,7 +214,7 @@ func NewDecoder(r io.Reader, max int) *Decoder {
 	}
 	// Buffered: a frame costs one read system call, not two, and frames
 	// that arrive together are read together.
-	return &Decoder{r: bufio.NewReaderSize(r, 8<<10), max: max}
+	return &Decoder{r: *bufio.NewReaderSize(r, 8<<10), max: max}
 }
 
 // Wait blocks until the first byte of the next frame is readable and
@@ -290,7 +290,7 @@ func (d *Decoder) ReadFrame() (Frame, error) {
 			copy(nb, body)
 			body = nb
 		}
-		got, err := io.ReadFull(d.r, body[len(body):min(n, cap(body))])
+		got, err := io.ReadFull(&d.r, body[len(body):min(n, cap(body))])
 		body = body[:len(body)+got]
 		if err != nil {
 			if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
