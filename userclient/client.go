@@ -105,19 +105,29 @@ func withVersions(v ...int) DialOption { return func(c *dialConfig) { c.versions
 // Client is a connection to the drvkit daemon (or to any server speaking
 // the protocol of package wire).
 type Client struct {
+	// First, in one cache line, what reading a notification touches: a
+	// fan-out to a thousand clients finds each client's memory cold, and
+	// each line it spans is a miss.
+	dec *wire.Decoder
+	// The reading role (see reader).
+	rmu      sync.Mutex // held by whoever reads; only ever TryLocked
+	lastType string     // the last notification type, reused while it repeats
+	carry    *carried
+	// lastHandle is the handle the last notification was for, and its id
+	// (the role's holder's, like handles): a client with one handle finds
+	// it without the map, or the handle's memory.
+	lastHandle   *Handle
+	lastHandleID uint64
+	onNote       func(*Handle, Notification) // cfg.onNote
+
 	nc  net.Conn
 	cfg dialConfig
-	dec *wire.Decoder
 
 	wmu sync.Mutex // serializes writes
 	buf []byte
 
 	spare atomic.Pointer[pendingReq] // an answered request's, reused by the next
 
-	// The reading role (see reader).
-	rmu      sync.Mutex // held by whoever reads; only ever TryLocked
-	lastType string     // the last notification type, reused while it repeats
-	carry    *carried
 	kick     chan struct{} // (1) wakes reader
 	activity atomic.Uint64 // counts leaders' comings and goings: reader's quiet test
 	wantRole atomic.Bool   // reader waits for a leader to give the role up
@@ -129,11 +139,6 @@ type Client struct {
 	mu      sync.Mutex
 	pending map[uint64]*pendingReq
 	handles map[uint64]*Handle // changed only by the reading role's holder, under mu
-	// lastHandle is the handle the last notification was for (the role's
-	// holder's, like handles): a client with one handle finds it without
-	// the map, whose memory a fan-out to a thousand clients would miss in
-	// the cache once per client.
-	lastHandle *Handle
 	nextID  uint64
 	err     error // why the connection ended
 
@@ -253,7 +258,7 @@ func newClient(ctx context.Context, nc net.Conn, opts ...DialOption) (*Client, e
 	for _, o := range opts {
 		o(&cfg)
 	}
-	c := &Client{nc: nc, cfg: cfg, dec: wire.NewDecoder(nc, cfg.maxFrame),
+	c := &Client{nc: nc, cfg: cfg, onNote: cfg.onNote, dec: wire.NewDecoder(nc, cfg.maxFrame),
 		pending: make(map[uint64]*pendingReq), handles: make(map[uint64]*Handle), done: make(chan struct{}),
 		kick: make(chan struct{}, 1)}
 
@@ -675,18 +680,18 @@ func (c *Client) serveFrame(f *wire.Frame, background bool) (*pendingReq, result
 		// No lock: the map is only ever changed by the role's holder
 		// (the open and close replies' onReply, end).
 		h := c.lastHandle
-		if h == nil || h.id != m.Handle {
+		if h == nil || c.lastHandleID != m.Handle {
 			h = c.handles[m.Handle]
-			c.lastHandle = h
+			c.lastHandle, c.lastHandleID = h, m.Handle
 		}
 		if h == nil {
 			return nil, result{}, nil
 		}
 		n := Notification{Type: NotificationType(m.Type), Service: m.Service, Cause: m.Cause, RootCause: m.RootCause, Detail: m.Detail, Data: clone(f.Data)}
 		switch {
-		case c.cfg.onNote != nil:
+		case c.onNote != nil:
 			h.noteTerminated(&n)
-			c.cfg.onNote(h, n)
+			c.onNote(h, n)
 		case background:
 			h.deliver(n)
 		case !h.tryDeliver(n):
