@@ -12,8 +12,15 @@ import (
 	"github.com/drvkit/drvkit/driver"
 )
 
-// Concurrent publish, attach, open, close, submit, message and terminate
-// for a while: no deadlock, no leak, and the trace keeps the contract.
+// inlineTestDriver is a testDriver whose messages may be delivered on the
+// sender's goroutine.
+type inlineTestDriver struct{ *testDriver }
+
+func (inlineTestDriver) MessageInline() {}
+
+// Concurrent publish, attach, open, close, submit, message (through the
+// pool and inline) and terminate for a while: no deadlock, no leak, and
+// the trace keeps the contract.
 func TestConcurrentChurn(t *testing.T) {
 	e := newEnv(t, driver.WithJobConcurrency(2))
 	require.NoError(t, e.r.RegisterPersonality(driver.Personality{Name: "drv", ProviderClass: "Dev",
@@ -49,7 +56,11 @@ func TestConcurrentChurn(t *testing.T) {
 					}
 					n := mine[rng.IntN(len(mine))]
 					for _, d := range n.Clients() {
-						h := &testDriver{log: &callLog{}}
+						var h driver.MessageHandler = &testDriver{log: &callLog{}}
+						if rng.IntN(2) == 0 {
+							// Delivered to on the sender's goroutine.
+							h = inlineTestDriver{h.(*testDriver)}
+						}
 						uc, err := e.r.AttachClient(d, "UC", "", h)
 						if err != nil {
 							continue

@@ -119,3 +119,49 @@ func Example() {
 	// stop 0:0:0:0
 	// detach 0:0:0:0
 }
+
+// mediaWatcher forwards what its provider says to a channel an application
+// reads; the send never blocks (a full channel drops), so the handler may
+// run on the sender's goroutine.
+type mediaWatcher struct{ events chan string }
+
+func (w *mediaWatcher) Message(_ *driver.Service, m driver.Message) error {
+	if m.Type >= driver.MessageDriverDefined {
+		select {
+		case w.events <- fmt.Sprint(m.Data):
+		default:
+		}
+	}
+	return nil
+}
+
+// MessageInline promises a Message that neither blocks nor calls into the
+// registry or a driver.
+func (w *mediaWatcher) MessageInline() {}
+
+// ExampleInlineMessageHandler: a client whose handler never blocks gets its
+// provider's messages on the sender's goroutine, before MessageClients
+// returns (when nothing is queued for it), instead of through the mail
+// pool.
+func ExampleInlineMessageHandler() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r := driver.NewRegistry()
+	defer r.Close(ctx)
+	nub := r.NewNub("SCSIDevice", "0:0:0:1", driver.NewProperties(nil))
+	_ = r.Publish(nil, nub)
+	w := &mediaWatcher{events: make(chan string, 1)}
+	if _, err := r.AttachClient(nub, "MediaWatcher", "app", w); err != nil {
+		fmt.Println(err)
+		return
+	}
+	nub.MessageClients(driver.MessageDriverDefined, "media changed")
+	select {
+	case e := <-w.events: // already there: delivered before MessageClients returned
+		fmt.Println(e)
+	default:
+		fmt.Println("not delivered yet")
+	}
+	_ = nub.TerminateSync(ctx)
+	// Output: media changed
+}
