@@ -122,7 +122,7 @@ func TestDecoderGiantLengthAllocatesNothing(t *testing.T) {
 		d := NewDecoder(bytes.NewReader(in), DefaultMaxFrame)
 		_, err := d.ReadFrame()
 		require.ErrorContains(t, err, "exceeds the maximum")
-		require.Nil(t, d.buf)
+		require.Nil(t, d.body)
 	}
 	runtime.ReadMemStats(&after)
 	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(1<<20), "a 2 GiB length prefix must not be allocated")
@@ -363,3 +363,29 @@ func (r *pieceReader) Read(p []byte) (int, error) {
 	r.stalled = true
 	return n, nil
 }
+
+// A reader that returns its last bytes together with io.EOF, and one that
+// returns nothing forever: frames still decode, then io.EOF; and
+// io.ErrNoProgress instead of a spin.
+func TestDecoderReaderEdges(t *testing.T) {
+	f := Frame{Type: TypeReply, ID: 3, Data: []byte("last")}
+	b, err := AppendFrame(nil, &f, DefaultMaxFrame)
+	require.NoError(t, err)
+	d := NewDecoder(iotest.DataErrReader(bytes.NewReader(append(b, b...))), 0)
+	for range 2 {
+		got, err := d.ReadFrame()
+		require.NoError(t, err)
+		require.Equal(t, f.Data, got.Data)
+	}
+	_, err = d.ReadFrame()
+	require.ErrorIs(t, err, io.EOF)
+
+	_, err = NewDecoder(emptyReader{}, 0).ReadFrame()
+	require.ErrorIs(t, err, io.ErrNoProgress)
+	_, err = NewDecoder(emptyReader{}, 0).Wait()
+	require.ErrorIs(t, err, io.ErrNoProgress)
+}
+
+type emptyReader struct{}
+
+func (emptyReader) Read([]byte) (int, error) { return 0, nil }
