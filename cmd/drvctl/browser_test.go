@@ -109,14 +109,19 @@ func TestExplorerInBrowser(t *testing.T) {
 		// query that found it and the click on it. Doing it again finds
 		// the new node; every step waits for what it needs, so a repeat
 		// is harmless.
-		for try := 0; err != nil && strings.Contains(err.Error(), "Could not find node with given id") && try < 5; try++ {
+		for try := 0; err != nil && nodeReplaced(err) && try < 5; try++ {
 			err = chromedp.Do(ctx, steps...)
 		}
 		require.NoError(t, err, what)
 	}
 	text := func(sel string) string {
 		t.Helper()
+		// The same race: the node found may be replaced before its text
+		// is read.
 		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		for try := 0; err != nil && nodeReplaced(err) && try < 5; try++ {
+			s, err = chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		}
 		require.NoError(t, err, "text of %s", sel)
 		return s
 	}
@@ -257,4 +262,12 @@ func TestExplorerInBrowser(t *testing.T) {
 
 	require.NoError(t, closeBrowser())
 	require.NoError(t, d.stop())
+}
+
+// nodeReplaced reports whether err is the browser saying a node the
+// previous step found is gone from the live page (replaced by a pushed
+// update): Chromium says it in two ways, depending on the command.
+func nodeReplaced(err error) bool {
+	return strings.Contains(err.Error(), "Could not find node with given id") ||
+		strings.Contains(err.Error(), "No node with given id found")
 }
