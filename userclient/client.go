@@ -802,11 +802,8 @@ func (c *Client) roundTripTo(ctx context.Context, f *wire.Frame, onReply func(*w
 			c.giveUpRole() // the reader delivers the carried notification first
 		}
 	}
-	if ctx.Done() == nil {
-		r := <-p.ch
-		c.recycle(p)
-		return r, r.err
-	}
+	// An answer already here wins over a context that ended meanwhile
+	// (a select would pick either).
 	select {
 	case r := <-p.ch:
 		c.recycle(p)
@@ -1143,22 +1140,12 @@ func (h *Handle) noteTerminated(n *Notification) {
 	}
 }
 
+// deliver hands n to the application: once it has asked for the channel
+// (wanted), n waits for room, and the socket is not read meanwhile;
+// before that, the oldest is dropped to make room.
 func (h *Handle) deliver(n Notification) {
-	h.noteTerminated(&n)
-	for {
-		select {
-		case h.notes <- n:
-			return
-		default:
-		}
-		if h.wanted.Load() {
-			h.notes <- n // back-pressure on the socket
-			return
-		}
-		select {
-		case <-h.notes:
-		default:
-		}
+	if !h.tryDeliver(n) {
+		h.notes <- n // back-pressure on the socket
 	}
 }
 

@@ -528,7 +528,7 @@ type entry struct {
 	handle uint64
 	sess   Session
 	offer  string // the direct channel's token while it is not taken (under Server.mu)
-	c      *conn
+	c      *conn  // where its notifications go
 	mu     sync.Mutex
 	ready  bool // the open reply is queued: notifications may follow it (under mu)
 	// readyFast is ready, set last: a notification that sees it set goes
@@ -1501,7 +1501,7 @@ func (c *conn) open(ctx context.Context, id uint64, ir *inflightReq, m wire.Open
 func (c *conn) openWaiting(ctx context.Context, m wire.OpenMsg) (*entry, userclient.ServiceInfo, error) {
 	w, canWait := c.srv.backend.(Watcher)
 	if !m.Wait || c.version < 2 || !canWait || m.Match.IsZero() {
-		e, info, err := c.srv.openSession(ctx, c.cred, m.Match, c.notifier)
+		e, info, err := c.srv.openSession(ctx, c, m.Match)
 		if err != nil && m.Wait && c.version >= 2 && errors.Is(err, wire.ErrNoService) {
 			err = fmt.Errorf("%w (this server cannot wait for a service to appear)", err)
 		}
@@ -1515,7 +1515,7 @@ func (c *conn) openWaiting(ctx context.Context, m wire.OpenMsg) (*entry, usercli
 		// Watch before looking: a service that arrives between the two
 		// closes changed, so it is not missed.
 		changed, stop := w.Watch()
-		e, info, err := c.srv.openSession(ctx, c.cred, m.Match, c.notifier)
+		e, info, err := c.srv.openSession(ctx, c, m.Match)
 		if err == nil || !errors.Is(err, wire.ErrNoService) || errors.Is(err, wire.ErrPermission) {
 			stop()
 			return e, info, err
@@ -1552,12 +1552,6 @@ func (c *conn) releaseWait() {
 	c.waiting--
 	c.mu.Unlock()
 	c.srv.waiting.Add(-1)
-}
-
-// notifier is the Notify function for the entry's session.
-func (c *conn) notifier(e *entry) func(userclient.Notification) {
-	e.c = c
-	return e.notify
 }
 
 // notify is the session's Notify: what comes before the open reply is
@@ -1781,9 +1775,9 @@ func (s *Server) admin(ctx context.Context, cred userclient.Cred, op string, arg
 }
 
 // openSession finds the first service matching m that the policy lets
-// cred open, and opens it. notifier builds the session's Notify from its
-// entry.
-func (s *Server) openSession(ctx context.Context, cred userclient.Cred, m userclient.Match, notifier func(*entry) func(userclient.Notification)) (*entry, userclient.ServiceInfo, error) {
+// c's peer open, and opens it; the session's notifications go to c.
+func (s *Server) openSession(ctx context.Context, c *conn, m userclient.Match) (*entry, userclient.ServiceInfo, error) {
+	cred := c.cred
 	if m.IsZero() {
 		return nil, userclient.ServiceInfo{}, fmt.Errorf("%w: empty match", wire.ErrNoService)
 	}
@@ -1811,8 +1805,8 @@ func (s *Server) openSession(ctx context.Context, cred userclient.Cred, m usercl
 			denied = err
 			continue
 		}
-		e := &entry{}
-		sess, err := s.backend.Open(ctx, info.ID, OpenRequest{Cred: cred, Notify: notifier(e), to: e})
+		e := &entry{c: c}
+		sess, err := s.backend.Open(ctx, info.ID, OpenRequest{Cred: cred, Notify: e.notify, to: e})
 		if errors.Is(err, wire.ErrNoService) {
 			continue // it went away since Lookup: try the next
 		}
