@@ -3,6 +3,7 @@ package driver_test
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -255,6 +256,61 @@ func TestMessageClientsInlineLeavesListenersToPool(t *testing.T) {
 	close(release)
 	require.Eventually(t, func() bool { return len(r.snapshot()) == 2 }, 10*time.Second, time.Millisecond)
 	require.Equal(t, []int{0, 1}, r.snapshot())
+	require.NoError(t, nub.TerminateSync(ctxT(t)))
+	e.quiet()
+}
+
+// willBlocker is an inline client whose WillTerminate waits for release:
+// its callback lock is held while its mailbox is idle.
+type willBlocker struct {
+	inlineRecorder
+	willEntered, release chan struct{}
+	stopped              atomic.Bool
+	lateMessage          atomic.Bool // a message after Stop
+}
+
+func (w *willBlocker) WillTerminate(*driver.Service) {
+	close(w.willEntered)
+	<-w.release
+}
+
+func (w *willBlocker) Message(s *driver.Service, m driver.Message) error {
+	if w.stopped.Load() {
+		w.lateMessage.Store(true)
+	}
+	return w.inlineRecorder.Message(s, m)
+}
+
+func (w *willBlocker) Stop(*driver.Service) { w.stopped.Store(true) }
+
+// An inline client whose mailbox is idle but whose callback lock is held
+// (its WillTerminate runs) is not waited for by the sender: the message
+// goes to a goroutine that waits for the lock, and is delivered at most
+// once and never after the client's Stop; the client is freed, the trace
+// keeps the contract and nothing is left behind.
+func TestMessageClientsInlineClientInCallback(t *testing.T) {
+	e := newEnv(t)
+	nub := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
+	require.NoError(t, e.r.Publish(nil, nub))
+	w := &willBlocker{willEntered: make(chan struct{}), release: make(chan struct{})}
+	c, err := e.r.AttachClient(nub, "InlineClient", "c", w)
+	require.NoError(t, err)
+	c.Terminate()
+	<-w.willEntered
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		nub.MessageClients(driver.MessageDriverDefined, 7)
+	}()
+	select {
+	case <-sent:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sender waited for a client busy in WillTerminate")
+	}
+	close(w.release)
+	waitFreed(t, c)
+	require.LessOrEqual(t, len(w.snapshot()), 1)
+	require.False(t, w.lateMessage.Load(), "a message after Stop")
 	require.NoError(t, nub.TerminateSync(ctxT(t)))
 	e.quiet()
 }
