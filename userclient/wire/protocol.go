@@ -232,43 +232,40 @@ func NewDecoder(r io.Reader, max int) *Decoder {
 }
 
 // fill reads from the stream once into the buffer's free end, first moving
-// what is unread to its front; the buffer must not be full. It reports an
-// error only when nothing arrived: a read that brings data and an error
-// returns the data, and the next read the error (net.Conn's errors and
-// io.EOF stay).
+// what is unread to its front; the buffer must not be full.
 func (d *Decoder) fill() error {
 	if d.r > 0 {
 		d.w = copy(d.buf, d.buf[d.r:d.w])
 		d.r = 0
 	}
-	for range maxEmptyReads {
-		n, err := d.rd.Read(d.buf[d.w:])
-		if n < 0 || n > len(d.buf)-d.w {
-			return errors.New("wire: reader returned an impossible count")
-		}
-		d.w += n
-		if n > 0 {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return io.ErrNoProgress
+	n, err := d.readSome(d.buf[d.w:])
+	d.w += n
+	return err
 }
 
 // readInto copies what is buffered into p, or reads into p directly when
-// nothing is; like fill, it reports an error only when nothing arrived.
+// nothing is.
 func (d *Decoder) readInto(p []byte) (int, error) {
 	if d.r < d.w {
 		n := copy(p, d.buf[d.r:d.w])
 		d.r += n
 		return n, nil
 	}
+	return d.readSome(p)
+}
+
+// errImpossibleCount is a reader's count outside 0..len(p): a broken
+// io.Reader, refused rather than trusted with the buffer's bounds.
+var errImpossibleCount = errors.New("reader returned an impossible count")
+
+// readSome reads into p until something arrives. It reports an error only
+// when nothing did: a read that brings data and an error returns the
+// data, and the next read the error (net.Conn's errors and io.EOF stay).
+func (d *Decoder) readSome(p []byte) (int, error) {
 	for range maxEmptyReads {
 		n, err := d.rd.Read(p)
 		if n < 0 || n > len(p) {
-			return 0, errors.New("wire: reader returned an impossible count")
+			return 0, errImpossibleCount
 		}
 		if n > 0 {
 			return n, nil

@@ -389,3 +389,15 @@ func TestDecoderReaderEdges(t *testing.T) {
 type emptyReader struct{}
 
 func (emptyReader) Read([]byte) (int, error) { return 0, nil }
+
+// badCountReader claims more than it was given room for.
+type badCountReader struct{}
+
+func (badCountReader) Read(p []byte) (int, error) { return len(p) + 1, nil }
+
+// A reader that returns an impossible count is refused with an error, not
+// trusted with the buffer's bounds.
+func TestDecoderRefusesImpossibleCount(t *testing.T) {
+	_, err := NewDecoder(badCountReader{}, 0).ReadFrame()
+	require.ErrorIs(t, err, errImpossibleCount)
+}
