@@ -189,27 +189,10 @@ func TestMessageClientsInline(t *testing.T) {
 // and is delivered in order when the first is done.
 func TestMessageClientsInlineBusyClient(t *testing.T) {
 	e := newEnv(t)
-	nub := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
-	require.NoError(t, e.r.Publish(nil, nub))
-	r := &inlineRecorder{gate: make(chan struct{}), entered: make(chan struct{})}
-	_, err := e.r.AttachClient(nub, "InlineClient", "c", r)
-	require.NoError(t, err)
-	first := make(chan struct{})
-	go func() {
-		defer close(first)
-		nub.MessageClients(driver.MessageDriverDefined, 0)
-	}()
+	nub, _, r := gatedInlineClient(t, e)
+	first := sendAsync(nub, 0)
 	<-r.entered
-	second := make(chan struct{})
-	go func() {
-		defer close(second)
-		nub.MessageClients(driver.MessageDriverDefined, 1)
-	}()
-	select {
-	case <-second:
-	case <-time.After(10 * time.Second):
-		t.Fatal("a fan-out waited for a client busy with an earlier one")
-	}
+	returns(t, sendAsync(nub, 1), "a fan-out waited for a client busy with an earlier one")
 	require.Empty(t, r.snapshot())
 	close(r.gate)
 	<-first
@@ -224,11 +207,7 @@ func TestMessageClientsInlineBusyClient(t *testing.T) {
 // nor, once it returns, the order of what follows it.
 func TestMessageClientsInlineLeavesListenersToPool(t *testing.T) {
 	e := newEnv(t)
-	nub := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
-	require.NoError(t, e.r.Publish(nil, nub))
-	r := &inlineRecorder{gate: make(chan struct{}), entered: make(chan struct{})}
-	c, err := e.r.AttachClient(nub, "InlineClient", "c", r)
-	require.NoError(t, err)
+	nub, c, r := gatedInlineClient(t, e)
 	inListener, release := make(chan struct{}), make(chan struct{})
 	remove := c.AddInterest(func(m driver.Message) {
 		if m.Type == driver.MessageDriverDefined {
@@ -237,20 +216,12 @@ func TestMessageClientsInlineLeavesListenersToPool(t *testing.T) {
 		}
 	})
 	defer remove()
-	first := make(chan struct{})
-	go func() {
-		defer close(first)
-		nub.MessageClients(driver.MessageDriverDefined, 0) // held in the handler
-	}()
+	first := sendAsync(nub, 0) // held in the handler
 	<-r.entered
 	c.Notify(driver.MessageDriverDefined, "to the listener")
 	nub.MessageClients(driver.MessageDriverDefined, 1) // queued behind both
 	close(r.gate)
-	select {
-	case <-first:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the sender ran a blocking interest listener")
-	}
+	returns(t, first, "the sender ran a blocking interest listener")
 	<-inListener
 	require.Equal(t, []int{0}, r.snapshot(), "a message overtook the listener's")
 	close(release)
@@ -297,20 +268,43 @@ func TestMessageClientsInlineClientInCallback(t *testing.T) {
 	require.NoError(t, err)
 	c.Terminate()
 	<-w.willEntered
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		nub.MessageClients(driver.MessageDriverDefined, 7)
-	}()
-	select {
-	case <-sent:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the sender waited for a client busy in WillTerminate")
-	}
+	returns(t, sendAsync(nub, 7), "the sender waited for a client busy in WillTerminate")
 	close(w.release)
 	waitFreed(t, c)
 	require.LessOrEqual(t, len(w.snapshot()), 1)
 	require.False(t, w.lateMessage.Load(), "a message after Stop")
 	require.NoError(t, nub.TerminateSync(ctxT(t)))
 	e.quiet()
+}
+
+// gatedInlineClient publishes a nub with one inline client, whose first
+// driver-defined message waits for r.gate.
+func gatedInlineClient(t *testing.T, e *env) (nub, c *driver.Service, r *inlineRecorder) {
+	nub = e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
+	require.NoError(t, e.r.Publish(nil, nub))
+	r = &inlineRecorder{gate: make(chan struct{}), entered: make(chan struct{})}
+	c, err := e.r.AttachClient(nub, "InlineClient", "c", r)
+	require.NoError(t, err)
+	return nub, c, r
+}
+
+// sendAsync messages nub's clients from a goroutine of its own; the
+// channel closes when MessageClients has returned.
+func sendAsync(nub *driver.Service, data int) <-chan struct{} {
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		nub.MessageClients(driver.MessageDriverDefined, data)
+	}()
+	return sent
+}
+
+// returns fails t unless sent closes soon: the sender was not held.
+func returns(t *testing.T, sent <-chan struct{}, why string) {
+	t.Helper()
+	select {
+	case <-sent:
+	case <-time.After(10 * time.Second):
+		t.Fatal(why)
+	}
 }

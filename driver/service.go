@@ -758,8 +758,9 @@ func (s *Service) MessageClients(t MessageType, data any) {
 	idle := make([]*Service, len(s.clients))
 	nw, ni := 0, len(idle)
 	d := delivery{m: Message{Type: t, From: s.ID(), Data: data}, toDriver: true, from: s}
+	mayInline := !d.m.isTermination() // counted in termMail, so always queued
 	for c := range s.clients {
-		if _, ok := c.impl.(InlineMessageHandler); ok && !d.m.isTermination() && c.claimMailbox() {
+		if _, ok := c.impl.(InlineMessageHandler); ok && mayInline && c.claimMailbox() {
 			// Delivered below without passing through the mailbox.
 			ni--
 			idle[ni] = c
