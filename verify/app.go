@@ -62,7 +62,11 @@ func appMain(sock, class string, call Call) int {
 		fmt.Printf(format+"\n", args...)
 		out.Unlock()
 	}
-	say("opened")
+	if h.Direct() {
+		say("opened direct")
+	} else {
+		say("opened")
+	}
 	go func() {
 		for n := range h.Notifications() {
 			say("notify %s %s %s", n.Type, orDash(n.Cause), orDash(n.RootCause))
@@ -215,6 +219,7 @@ type process struct {
 	stdin  io.Closer
 	done   chan struct{}
 	killed atomic.Bool
+	direct bool // it calls on a direct call channel
 	mu     sync.Mutex
 	notes  []string
 }
@@ -265,7 +270,8 @@ func startProcess(sock, class string, call Call, label string, added func(*proce
 	}()
 	select {
 	case line := <-first:
-		if line != "opened" {
+		p.direct = line == "opened direct"
+		if line != "opened" && !p.direct {
 			p.killed.Store(true)
 			<-p.done
 			_ = stdin.Close()

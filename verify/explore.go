@@ -88,6 +88,9 @@ type Result struct {
 	// SIGKILLed (it fires also where no process exists: before the
 	// spawn, after the exit; Notes say so).
 	DriverKills int `json:"driver_kills,omitempty"`
+	// DirectChannels is how many application processes took a direct
+	// call channel (a direct schedule, an out-of-process driver).
+	DirectChannels int `json:"direct_channels,omitempty"`
 
 	sched   Schedule
 	matched bool // an instance of the verified driver existed
@@ -138,6 +141,9 @@ type Report struct {
 	// DriverKills: driver processes SIGKILLed by driver-kill, over every
 	// run (an out-of-process driver's).
 	DriverKills int `json:"driver_kills,omitempty"`
+	// DirectRuns: runs whose application process called the driver on a
+	// direct call channel.
+	DirectRuns int `json:"direct_runs,omitempty"`
 	// Systematic is the time the (step × fault) pairs took.
 	Systematic time.Duration `json:"systematic_elapsed_ns"`
 }
@@ -212,6 +218,9 @@ func Verify(ctx context.Context, entry drivertable.Entry, opts Options) (*Report
 			rep.Failures++
 		}
 		rep.DriverKills += res.DriverKills
+		if res.DirectChannels > 0 {
+			rep.DirectRuns++
+		}
 		if o.Progress != nil {
 			o.Progress(res)
 		}
@@ -261,6 +270,13 @@ func Verify(ctx context.Context, entry drivertable.Entry, opts Options) (*Report
 				default:
 					sc := Schedule{Faults: []Fault{{Kind: k.Name, Step: st}}, Teardown: o.Teardown, IO: time.Millisecond,
 						Procs: k.Process || st.socket()}
+					// A process killed, or a driver process killed, while
+					// an application calls on a direct channel: the path
+					// an out-of-process driver's calls take by default.
+					// The socket steps stay on the daemon's path.
+					if o.outOfProcess() && (k.Name == "app-kill" || k.Name == "driver-kill") && !st.socket() {
+						sc.Procs, sc.Direct = true, true
+					}
 					res := o.runOne(k.Name+"@"+string(st), sc)
 					record(res)
 					switch {
@@ -435,6 +451,14 @@ func (o *Options) staticUnreached() map[Step]string {
 	return out
 }
 
+// outOfProcess reports whether the verified driver's instances run in
+// processes of their own (a RunHost's), which may serve direct call
+// channels.
+func (o *Options) outOfProcess() bool {
+	_, ok := o.Host.(RunHost)
+	return ok
+}
+
 // driverSamples makes one driver of every personality of the verified
 // entry (for a RunHost, the host's: its proxy) and of the extra ones,
 // without starting anything; nil if one cannot be made.
@@ -517,6 +541,9 @@ func (o *Options) unreachedWhy(st Step) string {
 func (o *Options) randomSchedule(seed uint64, avail map[string]error) Schedule {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	sc := Schedule{Seed: seed, IO: time.Duration(rng.IntN(2000)) * time.Microsecond, Procs: rng.IntN(4) == 0}
+	if sc.Procs && o.outOfProcess() {
+		sc.Direct = rng.IntN(2) == 0
+	}
 	var steps []Step
 	for _, s := range o.steps() {
 		if !s.socket() || sc.Procs {
@@ -558,6 +585,7 @@ func (o *Options) randomSchedule(seed uint64, avail map[string]error) Schedule {
 
 // runOne runs sc under the watchdog (through Each).
 func (o *Options) runOne(name string, sc Schedule) Result {
+	sc.Procs = sc.Procs || sc.Direct
 	if o.Each != nil && name != "shrink" {
 		return o.Each(name, func() Result { return o.runOnce(name, sc) })
 	}
@@ -666,6 +694,7 @@ func (o *Options) execute(sc Schedule, started func(*Trial)) (res Result) {
 	r.omu.Lock()
 	res.Notes = append(res.Notes, r.notes...)
 	res.DriverKills = r.kills
+	res.DirectChannels = r.direct
 	r.omu.Unlock()
 	for _, e := range r.Events() {
 		if contains(r.target.classes, e.Class) {
@@ -841,8 +870,9 @@ func (o *Options) shrink(res Result) (Result, int) {
 		simpler := []func(*Schedule) bool{
 			func(s *Schedule) bool { ok := s.Jitter > 0; s.Jitter = 0; return ok },
 			func(s *Schedule) bool { ok := s.IO > time.Millisecond; s.IO = time.Millisecond; return ok },
+			func(s *Schedule) bool { ok := s.Direct; s.Direct = false; return ok },
 			func(s *Schedule) bool {
-				ok := s.Procs && !needsProcess(s)
+				ok := s.Procs && !s.Direct && !needsProcess(s)
 				s.Procs = false
 				return ok
 			},

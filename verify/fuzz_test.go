@@ -15,6 +15,8 @@ func FuzzParseSchedule(f *testing.F) {
 		"faults=unplug@start,panic@stop+1 teardown=app-kill,unplug io=1ms procs",
 		"faults=block@open+2(unload:vendord) teardown=terminate:vendord io=684us jitter=0.25 seed=42",
 		"faults=no-device@call teardown=app-kill,unplug io=2ms procs",
+		"faults=driver-kill@call teardown=app-kill,terminate,unplug io=1ms direct",
+		"faults=app-kill@stop io=1ms procs direct seed=3", "direct=1", "direct direct",
 		"faults=melt@start", "io=-1s", "procs=1", "faults=unplug@start+x", "seed=1 seed=2",
 	} {
 		f.Add(s)

@@ -109,6 +109,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "faults fired: %s\n", strings.Join(parts, ", "))
 	}
+	if r.DirectRuns > 0 {
+		fmt.Fprintf(&b, "runs with an application on a direct call channel: %d\n", r.DirectRuns)
+	}
 	if n := r.Faults["driver-kill"]; n > 0 {
 		fmt.Fprintf(&b, "driver processes SIGKILLed: %d (of %d driver-kill faults fired; the others found no process: not spawned yet or already exited)\n", r.DriverKills, n)
 		var none []string

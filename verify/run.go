@@ -76,6 +76,7 @@ type Trial struct {
 	notes     []string
 	faultSeen []string
 	kills     int // driver processes the driver-kill fault killed
+	direct    int // application processes that took a direct call channel
 }
 
 // driverUnder is one driver loaded in a run.
@@ -597,10 +598,10 @@ func newRun(o *Options, sc Schedule) (*Trial, error) {
 	}
 	if sc.Procs {
 		r.sock = filepath.Join(r.dir, "drvkit.sock")
-		// Calls stay on the daemon's path: the faults of the call step
-		// are injected there (a direct call channel would bypass them).
+		// Calls stay on the daemon's path, where the faults of the call
+		// step are injected, unless the schedule says direct.
 		r.srv, err = server.Listen(server.NewRegistryBackend(r.reg), server.Config{Path: r.sock, GID: -1,
-			Policy: server.Policy{Rules: []server.Rule{{AnyUser: true}}}, NoDirectCalls: true})
+			Policy: server.Policy{Rules: []server.Rule{{AnyUser: true}}}, NoDirectCalls: !sc.Direct})
 		if err != nil {
 			return r, err
 		}
@@ -670,6 +671,11 @@ func (r *Trial) up(ctx context.Context) error {
 					return err
 				}
 				if p != nil {
+					if p.direct {
+						r.omu.Lock()
+						r.direct++
+						r.omu.Unlock()
+					}
 					break
 				}
 			}

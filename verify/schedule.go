@@ -30,7 +30,7 @@ func (f Fault) String() string {
 
 // Schedule is one run's plan: the faults armed, how long applications do
 // I/O before the teardown, the teardown operations in order, and whether
-// the first application is a process.
+// the first application is a process (and takes a direct call channel).
 type Schedule struct {
 	Faults   []Fault
 	Teardown []string
@@ -39,6 +39,12 @@ type Schedule struct {
 	Jitter float64
 	// Procs: application 0 of each driver is a process (else embedded).
 	Procs bool
+	// Direct: that process takes the direct call channel an
+	// out-of-process driver offers, so its calls go to the driver's
+	// process, past the daemon, where the call step's faults are not
+	// injected (they still fire at the embedded application's calls).
+	// Implies Procs.
+	Direct bool
 	// Seed derived a random schedule (and seeds its jitter).
 	Seed uint64
 }
@@ -80,7 +86,7 @@ func validName(s string) bool {
 
 // String is the schedule's one-line form, which ParseSchedule reads back:
 //
-//	faults=unplug@start,panic@stop+1 teardown=app-kill,unplug io=1ms jitter=0.12 procs seed=42
+//	faults=unplug@start,panic@stop+1 teardown=app-kill,unplug io=1ms jitter=0.12 procs direct seed=42
 func (s Schedule) String() string {
 	var fs []string
 	for _, f := range s.Faults {
@@ -90,8 +96,11 @@ func (s Schedule) String() string {
 	if s.Jitter > 0 {
 		out += " jitter=" + strconv.FormatFloat(s.Jitter, 'f', -1, 64)
 	}
-	if s.Procs {
+	if s.Procs || s.Direct {
 		out += " procs"
+	}
+	if s.Direct {
+		out += " direct"
 	}
 	if s.Seed != 0 {
 		out += " seed=" + strconv.FormatUint(s.Seed, 10)
@@ -178,6 +187,11 @@ func ParseSchedule(text string) (Schedule, error) {
 				return bad("procs takes no value")
 			}
 			s.Procs = true
+		case "direct":
+			if val != "" || strings.Contains(field, "=") {
+				return bad("direct takes no value")
+			}
+			s.Direct, s.Procs = true, true
 		case "seed":
 			n, err := strconv.ParseUint(val, 10, 64)
 			if err != nil {
@@ -185,7 +199,7 @@ func ParseSchedule(text string) (Schedule, error) {
 			}
 			s.Seed = n
 		default:
-			return bad("unknown field %q (want faults, teardown, io, jitter, procs, seed)", key)
+			return bad("unknown field %q (want faults, teardown, io, jitter, procs, direct, seed)", key)
 		}
 	}
 	return s, nil

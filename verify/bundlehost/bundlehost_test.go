@@ -31,7 +31,9 @@ func onLinux(t *testing.T) {
 // device numbers come with the start message's providers) —
 // on the device model their manifests select. make test runs an
 // application's SIGKILL, an administrator's terminate and the driver
-// process's own SIGKILL at start, call and stop, and a random schedule;
+// process's own SIGKILL at start, call and stop (the kills with the
+// application process calling on a direct call channel), and a random
+// schedule;
 // -bundles.full (make stress) the default budget, every pair.
 func TestSampleBundles(t *testing.T) {
 	onLinux(t)
@@ -68,6 +70,11 @@ func TestSampleBundles(t *testing.T) {
 			}
 			require.GreaterOrEqual(t, rep.DriverKills, 2, "driver-kill at start and call killed a live driver process:\n%s", text(rep))
 			require.Contains(t, text(rep), "driver processes SIGKILLed: ")
+			// Every sample serves direct call channels: the kills (of the
+			// application, of the driver) ran with the application's
+			// calls on one, where the instance was up to open it.
+			require.GreaterOrEqual(t, rep.DirectRuns, 3, "runs on a direct channel:\n%s", text(rep))
+			require.Contains(t, text(rep), "runs with an application on a direct call channel: ")
 		})
 	}
 }
