@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -274,4 +275,108 @@ func TestScratchFanOutDropsOnlyTheNonReader(t *testing.T) {
 	out, err := h.Call(ctx, "echo", []byte("still here"))
 	require.NoError(t, err)
 	require.Equal(t, "still here", string(out))
+}
+
+// A direct write goes to the socket's descriptor number, past net's
+// poller: the writer, the only one to close the socket, must not close it
+// while a direct write holds the write side, or the number could be
+// reused under the write. Here the connection fails while a direct write
+// holds it: the writer ends only after the write gave the side back, and
+// the descriptor still takes the frame meanwhile.
+func TestWriterClosesOnlyAfterDirectWrite(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	nc := rawDial(t, ts.sock)
+	_, err := nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return ts.Stats().Sessions == 1 }, 10*time.Second, time.Millisecond)
+	var c *conn
+	ts.mu.Lock()
+	for k := range ts.conns {
+		c = k
+	}
+	ts.mu.Unlock()
+	require.NotNil(t, c)
+	require.GreaterOrEqual(t, c.wfd, 0)
+
+	require.Eventually(t, c.claimDirect, 5*time.Second, time.Millisecond, "the welcome and the open reply leave the queue")
+	c.fail(errors.New("test: failed under a direct write"), "")
+	closed := make(chan struct{})
+	go func() { c.writerWG.Wait(); close(closed) }()
+	require.Never(t, func() bool {
+		select {
+		case <-closed:
+			return true
+		default:
+			return false
+		}
+	}, 200*time.Millisecond, 5*time.Millisecond, "the writer closed the socket under a direct write")
+	frame := wire.AppendNotification(nil, 1, userclient.Notification{Type: "late", Service: 1})
+	c.writeDirect(frame, false) // gives the side back
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the writer did not end once the direct write gave the side back")
+	}
+	// The peer read what the descriptor took before the close.
+	d := wire.NewDecoder(nc, 0)
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		f, err := d.ReadFrame()
+		require.NoError(t, err, "the late frame never came")
+		if f.Type == wire.TypeNotification {
+			m, err := wire.DecodeNotificationMsg(f.Control, "")
+			require.NoError(t, err)
+			require.Equal(t, "late", m.Type)
+			break
+		}
+	}
+}
+
+// stopWrites, the writer's last act before it closes the socket, waits
+// for a direct write that claimed the write side between the writer's
+// last batch and its return, and leaves the side claimed for good. (Run
+// here on its own, the connection's writer gone, so that nobody else
+// takes the wake-up.)
+func TestStopWritesWaitsForDirectWrite(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	nc := rawDial(t, ts.sock)
+	_, err := nc.Write(rawFrame(t, wire.TypeHello, 1, helloJSON, nil))
+	require.NoError(t, err)
+	var c *conn
+	require.Eventually(t, func() bool {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		for k := range ts.conns {
+			c = k
+		}
+		return c != nil
+	}, 5*time.Second, time.Millisecond)
+	c.fail(errors.New("test: the writer goes first"), "")
+	c.writerWG.Wait()
+	require.False(t, c.claimDirect(), "a direct write after the writer ended")
+
+	// The moment after the writer's last batch: the side free, a direct
+	// write taking it.
+	c.qmu.Lock()
+	c.writing, c.directOn = true, true
+	c.qmu.Unlock()
+	stopped := make(chan struct{})
+	go func() { c.stopWrites(); close(stopped) }()
+	require.Never(t, func() bool {
+		select {
+		case <-stopped:
+			return true
+		default:
+			return false
+		}
+	}, 100*time.Millisecond, 5*time.Millisecond, "stopWrites returned under a direct write")
+	c.endDirect()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("stopWrites did not return once the direct write ended")
+	}
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	require.True(t, c.writing, "the write side stays taken after stopWrites")
 }

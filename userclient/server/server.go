@@ -431,7 +431,7 @@ type conn struct {
 	cancel context.CancelFunc
 	grace  time.Duration // how long the queued frames may take to leave once fail ran (set before quit closes)
 
-	// From here to direct, what a notification's direct write touches,
+	// From here to scratch, what a notification's direct write touches,
 	// side by side: a fan-out to a thousand clients touches each one's
 	// connection once, and each cache line it spans is a miss.
 	//
@@ -449,9 +449,18 @@ type conn struct {
 	// a direct write to end (under qmu).
 	writing     bool
 	writerWaits bool
-	dead        atomic.Bool     // fail ran: quit is closed, or about to be
-	rc          syscall.RawConn // nil: no direct writes
-	direct      directWrite     // the direct write's argument and results (owned while writing)
+	// directOn: the write side is a direct write's (under qmu); the
+	// writer closes the socket only once it is not.
+	directOn bool
+	dead     atomic.Bool // fail ran: quit is closed, or about to be
+	// wfd is the socket's descriptor, written to directly with write(2),
+	// past net's poller (-1: no direct writes). Safe because the only
+	// close of the socket is the writer's, which waits for a direct write
+	// to end first: the number cannot be reused under one.
+	wfd int
+	// scratch is where sendNotification encodes a frame it writes
+	// directly, reused from one to the next (owned while writing).
+	scratch []byte
 
 	wake chan struct{} // (1) something was queued
 	// A streamed reply (version 3) waits for room in the queue instead of
@@ -552,19 +561,6 @@ type outFrame struct {
 	tail   bool
 }
 
-// directWrite is one non-blocking write(2) of b through the connection's
-// RawConn; fn is made once per connection so that a write allocates
-// nothing.
-type directWrite struct {
-	b   []byte
-	n   int
-	err error
-	fn  func(fd uintptr) bool
-	// scratch is where sendNotification encodes a frame it writes
-	// directly, reused from one to the next.
-	scratch []byte
-}
-
 // summarySize is what a queued ServiceWasClosed summary counts for against
 // QueueBytes before it is encoded.
 const summarySize = 96
@@ -581,17 +577,9 @@ func newConn(s *Server, nc *net.UnixConn, cred userclient.Cred) *conn {
 		sessions: make(map[uint64]*entry),
 		inflight: make(map[uint64]*inflightReq),
 	}
+	c.wfd = -1
 	if rc, err := nc.SyscallConn(); err == nil {
-		c.rc = rc
-		d := &c.direct
-		d.fn = func(fd uintptr) bool {
-			for {
-				d.n, d.err = syscall.Write(int(fd), d.b)
-				if d.err != syscall.EINTR {
-					return true // never wait: what is left goes to the writer
-				}
-			}
-		}
+		_ = rc.Control(func(fd uintptr) { c.wfd = int(fd) })
 	}
 	return c
 }
@@ -698,12 +686,7 @@ func (c *conn) finish() {
 func (c *conn) writer() {
 	defer c.writerWG.Done()
 	defer c.nc.Close()
-	defer func() {
-		// Nothing is written after the writer: no direct write either.
-		c.qmu.Lock()
-		c.writing = true
-		c.qmu.Unlock()
-	}()
+	defer c.stopWrites()
 	var batch, spare []outFrame
 	var bufs net.Buffers
 	for {
@@ -839,9 +822,9 @@ func (c *conn) push(f outFrame, size int) {
 		overflow = fmt.Errorf("%w: more than %d bytes queued", wire.ErrOverflow, c.srv.cfg.QueueBytes)
 	case len(c.queue) >= c.srv.cfg.QueueFrames:
 		overflow = fmt.Errorf("%w: more than %d frames queued", wire.ErrOverflow, c.srv.cfg.QueueFrames)
-	case f.b != nil && !c.writing && len(c.queue) == 0 && c.rc != nil:
+	case f.b != nil && !c.writing && len(c.queue) == 0 && c.wfd >= 0:
 		// Nobody writes and nothing waits: write it from here.
-		c.writing = true
+		c.writing, c.directOn = true, true
 		c.qmu.Unlock()
 		c.writeDirect(f.b, false)
 		return
@@ -866,20 +849,21 @@ func (c *conn) push(f outFrame, size int) {
 // owns the write side — a copy of it when b is the scratch buffer, which
 // the next direct write reuses.
 func (c *conn) writeDirect(b []byte, scratch bool) {
-	d := &c.direct
-	d.b, d.n, d.err = b, 0, nil
+	var n int
 	err := faultinject.At(faultinject.Write, nil)
-	if err == nil {
-		err = c.rc.Write(d.fn)
+	for err == nil {
+		if n, err = syscall.Write(c.wfd, b); err != syscall.EINTR {
+			break
+		}
+		err = nil
 	}
-	if err == nil && d.err != nil && d.err != syscall.EAGAIN {
-		err = d.err
+	if err == syscall.EAGAIN {
+		err = nil // the socket is full: the writer waits for room
 	}
-	n := max(d.n, 0)
-	d.b = nil
+	n = max(n, 0)
 	if err != nil {
 		c.qmu.Lock()
-		c.writing = false
+		c.writing, c.directOn = false, false
 		waits := c.writerWaits
 		c.writerWaits = false
 		c.qmu.Unlock()
@@ -903,6 +887,24 @@ func (c *conn) writeDirect(b []byte, scratch bool) {
 		c.outBytes += len(rest)
 	}
 	c.giveBackWrite()
+}
+
+// stopWrites ends the socket's writes before the writer closes it:
+// nothing is written after the writer, no direct write either, and none
+// is under way at the close — a direct write goes to the descriptor's
+// number, which the close frees for reuse. (The writer's loop waits for a
+// direct write too, but one may claim the side between the writer's last
+// batch and its return.)
+func (c *conn) stopWrites() {
+	c.qmu.Lock()
+	for c.directOn {
+		c.writerWaits = true
+		c.qmu.Unlock()
+		<-c.wake
+		c.qmu.Lock()
+	}
+	c.writing = true
+	c.qmu.Unlock()
 }
 
 // streamQueueShare is the part of the connection's queue bounds a streamed
@@ -1578,14 +1580,13 @@ func (e *entry) send(n userclient.Notification) {
 // fan-out then allocates nothing per client, unless a socket is full.
 func (c *conn) sendNotification(h uint64, n userclient.Notification) {
 	if len(n.Type)+len(n.Cause)+len(n.RootCause)+len(n.Detail)+len(n.Data) <= scratchMax && c.claimDirect() {
-		d := &c.direct
-		d.scratch = wire.AppendNotification(d.scratch[:0], h, n)
-		if len(d.scratch)-4 > c.srv.cfg.MaxFrame {
+		c.scratch = wire.AppendNotification(c.scratch[:0], h, n)
+		if len(c.scratch)-4 > c.srv.cfg.MaxFrame {
 			c.endDirect()
-			c.cfg().Log.Warn("notification too large for the peer, dropped", "type", n.Type, "bytes", len(d.scratch)-4)
+			c.cfg().Log.Warn("notification too large for the peer, dropped", "type", n.Type, "bytes", len(c.scratch)-4)
 			return
 		}
-		c.writeDirect(d.scratch, true)
+		c.writeDirect(c.scratch, true)
 		return
 	}
 	b := wire.AppendNotification(nil, h, n)
@@ -1604,13 +1605,13 @@ const scratchMax = 1 << 10
 // writes and nothing is queued; the caller then calls writeDirect or
 // endDirect.
 func (c *conn) claimDirect() bool {
-	if c.rc == nil || c.failed() {
+	if c.wfd < 0 || c.failed() {
 		return false
 	}
 	c.qmu.Lock()
 	ok := !c.writing && len(c.queue) == 0
 	if ok {
-		c.writing = true
+		c.writing, c.directOn = true, true
 	}
 	c.qmu.Unlock()
 	return ok
@@ -1627,7 +1628,7 @@ func (c *conn) endDirect() {
 // held, and unlocked. The writer is woken if it waits for the write side
 // or has work.
 func (c *conn) giveBackWrite() {
-	c.writing = false
+	c.writing, c.directOn = false, false
 	wake := len(c.queue) > 0 || c.writerWaits
 	c.writerWaits = false
 	c.qmu.Unlock()
