@@ -289,13 +289,7 @@ func TestWriterClosesOnlyAfterDirectWrite(t *testing.T) {
 	_, err := nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return ts.Stats().Sessions == 1 }, 10*time.Second, time.Millisecond)
-	var c *conn
-	ts.mu.Lock()
-	for k := range ts.conns {
-		c = k
-	}
-	ts.mu.Unlock()
-	require.NotNil(t, c)
+	c := ts.onlyConn(t)
 	require.GreaterOrEqual(t, c.wfd, 0)
 
 	require.Eventually(t, c.claimDirect, 5*time.Second, time.Millisecond, "the welcome and the open reply leave the queue")
@@ -342,17 +336,9 @@ func TestStopWritesWaitsForDirectWrite(t *testing.T) {
 	nc := rawDial(t, ts.sock)
 	_, err := nc.Write(rawFrame(t, wire.TypeHello, 1, helloJSON, nil))
 	require.NoError(t, err)
-	var c *conn
-	require.Eventually(t, func() bool {
-		ts.mu.Lock()
-		defer ts.mu.Unlock()
-		for k := range ts.conns {
-			c = k
-		}
-		return c != nil
-	}, 5*time.Second, time.Millisecond)
+	c := ts.onlyConn(t)
 	c.fail(errors.New("test: the writer goes first"), "")
-	c.writerWG.Wait()
+	waitWriter(t, c)
 	require.False(t, c.claimDirect(), "a direct write after the writer ended")
 
 	// The moment after the writer's last batch: the side free, a direct
@@ -379,4 +365,36 @@ func TestStopWritesWaitsForDirectWrite(t *testing.T) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	require.True(t, c.writing, "the write side stays taken after stopWrites")
+}
+
+// onlyConn is the server's one connection, once it is served.
+func (ts *testServer) onlyConn(t *testing.T) *conn {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ts.mu.Lock()
+		var c *conn
+		for k := range ts.conns {
+			c = k
+		}
+		n := len(ts.conns)
+		ts.mu.Unlock()
+		if n == 1 {
+			return c
+		}
+		require.True(t, time.Now().Before(deadline), "%d connections, want 1", n)
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitWriter waits for c's writer to end.
+func waitWriter(t *testing.T, c *conn) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { c.writerWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection's writer did not end")
+	}
 }
