@@ -694,16 +694,9 @@ func (c *conn) writer() {
 		case <-c.wake:
 		case <-c.quit:
 		}
-		quitting := c.failed()
 		c.qmu.Lock()
-		for c.writing {
-			// A direct write is under way: it wakes us when it ends.
-			c.writerWaits = true
-			c.qmu.Unlock()
-			<-c.wake
-			c.qmu.Lock()
-			quitting = c.failed()
-		}
+		c.waitDirectLocked()
+		quitting := c.failed()
 		batch, c.queue = c.queue, spare[:0]
 		c.writing = len(batch) > 0
 		c.qmu.Unlock()
@@ -897,14 +890,20 @@ func (c *conn) writeDirect(b []byte, scratch bool) {
 // batch and its return.)
 func (c *conn) stopWrites() {
 	c.qmu.Lock()
+	c.waitDirectLocked()
+	c.writing = true
+	c.qmu.Unlock()
+}
+
+// waitDirectLocked returns, qmu held, once no direct write holds the
+// write side: the writer's wait (a direct write wakes it when it ends).
+func (c *conn) waitDirectLocked() {
 	for c.directOn {
 		c.writerWaits = true
 		c.qmu.Unlock()
 		<-c.wake
 		c.qmu.Lock()
 	}
-	c.writing = true
-	c.qmu.Unlock()
 }
 
 // streamQueueShare is the part of the connection's queue bounds a streamed
