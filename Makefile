@@ -12,7 +12,7 @@ export CGO_ENABLED = 1
 # build GOROOT paths of their own.)
 BUILDFLAGS ?= -trimpath
 
-.PHONY: all deps build test vet cross bench fuzz demo leakdemo clean install uninstall
+.PHONY: all deps build test vet cross bench bench-ab fuzz demo leakdemo clean install uninstall
 
 # staticcheck, pinned: `make vet` builds it from the module proxy into
 # .cache/bin (git-ignored) the first time, so no hand-installed copy is
@@ -84,6 +84,17 @@ test: vet
 # package's bench_test.go); ratios are reported as custom metrics.
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(COUNT) ./... | tee bench.txt
+
+# Two builds of one package's benchmarks, run alternately, each metric's
+# median and range per build (internal/benchab): what a change does on a
+# machine whose absolute figures drift. For example
+#   make bench-ab BASE=HEAD~1 PKG=./userclient/server BENCH=NotificationFanout/untraced-handler BENCHTIME=300x N=4
+BASE ?= HEAD
+PKG  ?= ./userclient/server
+BENCH ?= .
+N    ?= 4
+bench-ab: deps
+	$(GO) run ./internal/benchab -base '$(BASE)' -pkg '$(PKG)' -bench '$(BENCH)' -benchtime '$(BENCHTIME)' -n $(N)
 
 # Runs every native fuzz target in the module for FUZZTIME each.
 fuzz: deps

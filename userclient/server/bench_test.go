@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -144,6 +145,11 @@ func BenchmarkNotificationFanout(b *testing.B) {
 	}
 }
 
+// fanoutOnlyEnv, set to "real" or "floor", makes the fan-out benchmark
+// run that kind of round alone, with no ratio: a loop for perf record or
+// perf stat to compare with the other kind's (docs/performance.md).
+const fanoutOnlyEnv = "DRVKIT_FANOUT_ONLY"
+
 // fanoutRounds is the fewest rounds of each kind a fan-out benchmark
 // runs: p99 is then the 3rd slowest of 300, not one sample.
 const fanoutRounds = 300
@@ -224,10 +230,19 @@ func fanout(b *testing.B, handler bool) {
 	// At least fanoutRounds of each kind, so that p99 is not the slowest
 	// round or two: slow rounds come from outside the process.
 	rounds := max(b.N, fanoutRounds)
+	only := os.Getenv(fanoutOnlyEnv)
 	b.ResetTimer()
 	for i := 0; i < rounds; i++ {
 		data := fmt.Appendf(nil, "%d", i)
 		frame := wire.AppendNotification(nil, handle, userclient.Notification{Type: driverMsgType, Service: service, Data: data})
+		switch {
+		case only == "real":
+			real(data)
+			continue
+		case only == "floor":
+			floorRound(frame)
+			continue
+		}
 		if i%2 == 0 {
 			real(data)
 			floorRound(frame)
@@ -237,6 +252,15 @@ func fanout(b *testing.B, handler bool) {
 		}
 	}
 	b.StopTimer()
+	if only != "" {
+		// One kind of round alone, for a profiler: its p50 and CPU.
+		lat = append(lat, flat...)
+		b.ReportMetric(float64(percentile(lat, 0.50).Microseconds()), only+"-p50-µs")
+		if cpuOK {
+			b.ReportMetric(float64((cpu+fcpu).Nanoseconds())/float64(rounds*clients), only+"-cpu-ns/note")
+		}
+		return
+	}
 	b.ReportMetric(float64(rounds), "rounds")
 	if cpuOK && fcpu > 0 {
 		b.ReportMetric(float64(cpu.Nanoseconds())/float64(rounds*clients), "cpu-ns/note")
