@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -28,4 +30,30 @@ func TestMedian(t *testing.T) {
 	}{{[]float64{3}, 3}, {[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}} {
 		require.Equal(t, c.want, median(c.in))
 	}
+}
+
+// BenchmarkSample is what TestRunAgainstHEAD compares.
+func BenchmarkSample(b *testing.B) {
+	for b.Loop() {
+	}
+	b.ReportMetric(1, "x-sample")
+}
+
+// TestRunAgainstHEAD: the whole tool, on this package's BenchmarkSample,
+// at HEAD (a worktree) and in the working tree.
+func TestRunAgainstHEAD(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds two test binaries")
+	}
+	top, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
+	if err != nil {
+		t.Skipf("not in a git checkout: %v", err)
+	}
+	t.Chdir(strings.TrimSpace(string(top)))
+	var b bytes.Buffer
+	require.NoError(t, run(&b, "HEAD", "./internal/benchab", "^BenchmarkSample$", "20x", 2, []string{"x-sample"}))
+	require.Regexp(t, `(?m)^BenchmarkSample(-\d+)?\n  x-sample +base 1 \[1–1\] \(2\)  new 1 \[1–1\] \(2\)\n$`, b.String())
+	out, err := exec.Command("git", "worktree", "list").Output()
+	require.NoError(t, err)
+	require.NotContains(t, string(out), "benchab-", "the worktree is removed")
 }
