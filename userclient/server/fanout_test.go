@@ -294,23 +294,12 @@ func TestWriterClosesOnlyAfterDirectWrite(t *testing.T) {
 
 	require.Eventually(t, c.claimDirect, 5*time.Second, time.Millisecond, "the welcome and the open reply leave the queue")
 	c.fail(errors.New("test: failed under a direct write"), "")
-	closed := make(chan struct{})
-	go func() { c.writerWG.Wait(); close(closed) }()
-	require.Never(t, func() bool {
-		select {
-		case <-closed:
-			return true
-		default:
-			return false
-		}
-	}, 200*time.Millisecond, 5*time.Millisecond, "the writer closed the socket under a direct write")
+	ended := make(chan struct{})
+	go func() { c.writerWG.Wait(); close(ended) }()
+	require.Never(t, isClosed(ended), 200*time.Millisecond, 5*time.Millisecond, "the writer closed the socket under a direct write")
 	frame := wire.AppendNotification(nil, 1, userclient.Notification{Type: "late", Service: 1})
 	c.writeDirect(frame, false) // gives the side back
-	select {
-	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the writer did not end once the direct write gave the side back")
-	}
+	waitClosed(t, ended, "the writer did not end once the direct write gave the side back")
 	// The peer read what the descriptor took before the close.
 	d := wire.NewDecoder(nc, 0)
 	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -348,20 +337,9 @@ func TestStopWritesWaitsForDirectWrite(t *testing.T) {
 	c.qmu.Unlock()
 	stopped := make(chan struct{})
 	go func() { c.stopWrites(); close(stopped) }()
-	require.Never(t, func() bool {
-		select {
-		case <-stopped:
-			return true
-		default:
-			return false
-		}
-	}, 100*time.Millisecond, 5*time.Millisecond, "stopWrites returned under a direct write")
+	require.Never(t, isClosed(stopped), 100*time.Millisecond, 5*time.Millisecond, "stopWrites returned under a direct write")
 	c.endDirect()
-	select {
-	case <-stopped:
-	case <-time.After(5 * time.Second):
-		t.Fatal("stopWrites did not return once the direct write ended")
-	}
+	waitClosed(t, stopped, "stopWrites did not return once the direct write ended")
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	require.True(t, c.writing, "the write side stays taken after stopWrites")
@@ -392,9 +370,27 @@ func waitWriter(t *testing.T, c *conn) {
 	t.Helper()
 	done := make(chan struct{})
 	go func() { c.writerWG.Wait(); close(done) }()
+	waitClosed(t, done, "the connection's writer did not end")
+}
+
+// isClosed is a condition for require.Never and Eventually: ch is closed.
+func isClosed(ch <-chan struct{}) func() bool {
+	return func() bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// waitClosed fails t with msg unless ch closes within 5 s.
+func waitClosed(t *testing.T, ch <-chan struct{}, msg string) {
+	t.Helper()
 	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the connection's writer did not end")
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal(msg)
 	}
 }
