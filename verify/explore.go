@@ -270,11 +270,9 @@ func Verify(ctx context.Context, entry drivertable.Entry, opts Options) (*Report
 				default:
 					sc := Schedule{Faults: []Fault{{Kind: k.Name, Step: st}}, Teardown: o.Teardown, IO: time.Millisecond,
 						Procs: k.Process || st.socket()}
-					// A process killed, or a driver process killed, while
-					// an application calls on a direct channel: the path
-					// an out-of-process driver's calls take by default.
-					// The socket steps stay on the daemon's path.
-					if o.outOfProcess() && (k.Name == "app-kill" || k.Name == "driver-kill") && !st.socket() {
+					// The path an out-of-process driver's calls take by
+					// default; the socket steps stay on the daemon's.
+					if k.Direct && o.outOfProcess() && !st.socket() {
 						sc.Procs, sc.Direct = true, true
 					}
 					res := o.runOne(k.Name+"@"+string(st), sc)

@@ -99,6 +99,10 @@ type FaultKind struct {
 	// Process: systematic schedules of this kind run application 0 as a
 	// process.
 	Process bool
+	// Direct: for a driver that runs out of process, systematic schedules
+	// of this kind (away from the socket steps) run application 0 as a
+	// process calling on a direct call channel.
+	Direct bool
 	// RandomOnly: used only in random schedules.
 	RandomOnly bool
 	// Manual: used only where a schedule or Options.Kinds names it (a
@@ -195,7 +199,7 @@ func init() {
 	for _, k := range []FaultKind{
 		{Name: "unplug", Doc: "the device is pulled: in-flight transfers fail with no-device, then the kernel's remove reaches the bridge",
 			Inject: func(r *Trial, _ Site, _ Fault) error { r.Go(r.Unplug); return nil }},
-		{Name: "app-kill", Doc: "an application holding the driver open is SIGKILLed (a real child process)", Process: true,
+		{Name: "app-kill", Doc: "an application holding the driver open is SIGKILLed (a real child process)", Process: true, Direct: true,
 			Inject: func(r *Trial, _ Site, _ Fault) error { r.Go(func() { r.app(0, (app).kill) }); return nil }},
 		{Name: "app-close", Doc: "an application closes the driver and exits",
 			Inject: func(r *Trial, _ Site, _ Fault) error { r.Go(func() { r.app(-1, (app).quit) }); return nil }},
@@ -248,7 +252,7 @@ func init() {
 				time.Sleep(slowFor)
 				return nil
 			}},
-		{Name: "driver-kill", Doc: "the driver's own process is SIGKILLed (bundles run by an out-of-process host)",
+		{Name: "driver-kill", Doc: "the driver's own process is SIGKILLed (bundles run by an out-of-process host)", Direct: true,
 			Available: func(o *Options, _ Attached) error {
 				if o.Host == nil {
 					return ErrNoDriverProcess
