@@ -482,6 +482,9 @@ type Message struct {
 	Cause, RootCause Cause
 	From             uint64
 	Data             any
+	// Batch is the fan-out's, for an InlineMessageHandler called on the
+	// sender's goroutine; nil otherwise.
+	Batch *Batch
 }
 
 type delivery struct {
@@ -772,9 +775,19 @@ func (s *Service) MessageClients(t MessageType, data any) {
 	r.mu.Unlock()
 	wake, inline := idle[:nw], idle[ni:]
 	r.mail.schedule(wake...)
-	for _, c := range inline {
-		c.deliverClaimed(d)
+	if len(inline) == 0 {
+		return
 	}
+	b := batches.Get().(*Batch)
+	d.m.Batch = b
+	for i, c := range inline {
+		c.deliverClaimed(d)
+		if (i+1)%batchMax == 0 {
+			b.flush()
+		}
+	}
+	b.flush()
+	batches.Put(b)
 }
 
 // claimMailbox takes s's mailbox, when it is idle, for a delivery its
@@ -801,6 +814,7 @@ func (s *Service) claimMailbox() bool {
 // that may wait for the lock.
 func (s *Service) deliverClaimed(d delivery) {
 	if !s.deliverToDriver(d, false) {
+		d.m.Batch = nil // delivered later, after the batch's flush
 		s.mu.Lock()
 		s.mbox = slices.Insert(s.mbox, s.mboxHead, d)
 		s.mu.Unlock()

@@ -37,19 +37,19 @@ const (
 
 type sqOffsets struct {
 	Head, Tail, RingMask, RingEntries, Flags, Dropped, Array, Resv1 uint32
-	UserAddr                                                      uint64
+	UserAddr                                                        uint64
 }
 
 type cqOffsets struct {
 	Head, Tail, RingMask, RingEntries, Overflow, Cqes, Flags, Resv1 uint32
-	UserAddr                                                       uint64
+	UserAddr                                                        uint64
 }
 
 type params struct {
 	SQEntries, CQEntries, Flags, SQThreadCPU, SQThreadIdle, Features, WQFd uint32
-	Resv                                                                  [3]uint32
-	SQOff                                                                 sqOffsets
-	CQOff                                                                 cqOffsets
+	Resv                                                                   [3]uint32
+	SQOff                                                                  sqOffsets
+	CQOff                                                                  cqOffsets
 }
 
 // sqe is struct io_uring_sqe as a send uses it.

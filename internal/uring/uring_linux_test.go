@@ -115,9 +115,9 @@ func TestSendFullSocket(t *testing.T) {
 func TestSendErrors(t *testing.T) {
 	r := newRing(t, 8)
 	w, peer := socketPair(t)
-	require.NoError(t, syscall.Close(peer)) // the cleanup's second close fails quietly
+	require.NoError(t, syscall.Close(peer))            // the cleanup's second close fails quietly
 	require.True(t, r.Send(w, []byte("to nobody"), 1)) // EPIPE, and no SIGPIPE kills the test
-	require.True(t, r.Send(1<<20, []byte("x"), 2))    // no such descriptor
+	require.True(t, r.Send(1<<20, []byte("x"), 2))     // no such descriptor
 	got := flush(t, r)
 	require.Equal(t, result{0, syscall.EPIPE}, got[1])
 	require.Equal(t, result{0, syscall.EBADF}, got[2])

@@ -304,9 +304,12 @@ func (u *userClient) HandOver(ctx context.Context, conn *os.File, maxFrame, maxI
 }
 
 // deliver sends n to the application.
-func (u *userClient) deliver(n userclient.Notification) {
+func (u *userClient) deliver(n userclient.Notification) { u.deliverIn(n, nil) }
+
+// deliverIn is deliver within a fan-out's batch b (nil: none).
+func (u *userClient) deliverIn(n userclient.Notification, b *driver.Batch) {
 	if u.to != nil {
-		u.to.notify(n)
+		u.to.notifyIn(n, b)
 		return
 	}
 	u.notify(n)
@@ -333,7 +336,7 @@ func (*userClient) MessageInline() {}
 func (u *userClient) Message(_ *driver.Service, m driver.Message) error {
 	u.nmu.Lock()
 	defer u.nmu.Unlock()
-	u.deliver(u.toNotification(m))
+	u.deliverIn(u.toNotification(m), m.Batch)
 	if m.Type == driver.ServiceIsTerminated && m.From == u.target.ID() && !u.termSeen {
 		u.termSeen = true
 		for _, n := range u.held {

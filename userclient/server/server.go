@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/drvkit/drvkit/driver"
 	"github.com/drvkit/drvkit/internal/faultinject"
 	"github.com/drvkit/drvkit/internal/lazyctx"
 	"github.com/drvkit/drvkit/internal/ratelog"
@@ -72,6 +73,13 @@ type Config struct {
 	// lifecycle — opens, notifications, closes, the channel's end — but
 	// does not see the calls themselves, nor bound them per user.
 	NoDirectCalls bool
+	// NoIOURing writes each notification of a fan-out with a write(2) of
+	// its own. By default those a driver sends to many clients at once go
+	// out together, through io_uring, in one system call per 64 clients;
+	// where io_uring is missing or forbidden (older kernels,
+	// kernel.io_uring_disabled, a container's seccomp filter) the server
+	// writes one by one by itself, and logs why once.
+	NoIOURing bool
 	// Audit receives one line per open and administrative decision,
 	// granted or refused, with the peer's pid, uid and gid and what it
 	// asked (the audit trail); nil uses Log.
@@ -215,6 +223,11 @@ type Server struct {
 	// Direct call channels offered in open replies and not yet taken, by
 	// token (under mu).
 	offers map[string]*directOffer
+
+	// A fan-out's notifications go out together (sendbatch.go).
+	rings        ringPool
+	sendBatches  sync.Pool
+	newSendBatch func() driver.BatchFlusher
 }
 
 // directOffer is a handle's offer of a direct call channel: a connection
@@ -272,6 +285,10 @@ func Listen(b Backend, cfg Config) (*Server, error) {
 	}
 	s := &Server{backend: b, cfg: cfg, ln: ln, conns: make(map[*conn]struct{}), perUID: make(map[uint32]*user),
 		inflight: make(chan struct{}, cfg.Limits.MaxInflightTotal)}
+	s.newSendBatch = s.makeSendBatch
+	if cfg.NoIOURing {
+		s.rings.err = errRingsOff
+	}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s, nil
@@ -335,6 +352,7 @@ func (s *Server) Close() error {
 		c.fail(fmt.Errorf("%w: server shutting down", wire.ErrClosed), wire.CodeClosed)
 	}
 	s.wg.Wait()
+	s.rings.close()
 	return err
 }
 
@@ -850,6 +868,12 @@ func (c *conn) writeDirect(b []byte, scratch bool) {
 		}
 		err = nil
 	}
+	c.wroteDirect(b, n, err, scratch)
+}
+
+// wroteDirect ends the direct write of b, which wrote n bytes or failed
+// with err.
+func (c *conn) wroteDirect(b []byte, n int, err error, scratch bool) {
 	if err == syscall.EAGAIN {
 		err = nil // the socket is full: the writer waits for room
 	}
@@ -1557,27 +1581,31 @@ func (c *conn) releaseWait() {
 
 // notify is the session's Notify: what comes before the open reply is
 // held until it is queued.
-func (e *entry) notify(n userclient.Notification) {
+func (e *entry) notify(n userclient.Notification) { e.notifyIn(n, nil) }
+
+// notifyIn is notify within a fan-out's batch b (nil: none).
+func (e *entry) notifyIn(n userclient.Notification, b *driver.Batch) {
 	if !e.hold(n) {
-		e.send(n)
+		e.send(n, b)
 	}
 }
 
-func (e *entry) send(n userclient.Notification) {
+func (e *entry) send(n userclient.Notification, b *driver.Batch) {
 	if n.Type == userclient.ServiceWasClosed && n.Detail == "" && len(n.Data) == 0 {
 		e.c.queueClosed(e, n.Service)
 		return
 	}
-	e.c.sendNotification(e.handle, n)
+	e.c.sendNotification(e.handle, n, b)
 }
 
 // sendNotification queues a notification frame; one that cannot fit the
 // peer's maximum frame is dropped with a log line (a driver bug).
 //
 // A small one, when nobody writes and nothing is queued, is encoded into
-// the connection's scratch buffer and written at once (see push): a
-// fan-out then allocates nothing per client, unless a socket is full.
-func (c *conn) sendNotification(h uint64, n userclient.Notification) {
+// the connection's scratch buffer and written at once (see push), or, in
+// a fan-out's batch b, when the batch is flushed: a fan-out then
+// allocates nothing per client, unless a socket is full.
+func (c *conn) sendNotification(h uint64, n userclient.Notification, b *driver.Batch) {
 	if len(n.Type)+len(n.Cause)+len(n.RootCause)+len(n.Detail)+len(n.Data) <= scratchMax && c.claimDirect() {
 		c.scratch = wire.AppendNotification(c.scratch[:0], h, n)
 		if len(c.scratch)-4 > c.srv.cfg.MaxFrame {
@@ -1585,15 +1613,20 @@ func (c *conn) sendNotification(h uint64, n userclient.Notification) {
 			c.cfg().Log.Warn("notification too large for the peer, dropped", "type", n.Type, "bytes", len(c.scratch)-4)
 			return
 		}
+		if b != nil {
+			sb := c.srv.sendBatch(b)
+			sb.conns = append(sb.conns, c)
+			return
+		}
 		c.writeDirect(c.scratch, true)
 		return
 	}
-	b := wire.AppendNotification(nil, h, n)
-	if len(b)-4 > c.srv.cfg.MaxFrame {
-		c.cfg().Log.Warn("notification too large for the peer, dropped", "type", n.Type, "bytes", len(b)-4)
+	f := wire.AppendNotification(nil, h, n)
+	if len(f)-4 > c.srv.cfg.MaxFrame {
+		c.cfg().Log.Warn("notification too large for the peer, dropped", "type", n.Type, "bytes", len(f)-4)
 		return
 	}
-	c.enqueue(b)
+	c.enqueue(f)
 }
 
 // scratchMax bounds the variable part of a notification encoded into the
@@ -1662,7 +1695,7 @@ func (e *entry) markReady() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, n := range e.pending {
-		e.send(n)
+		e.send(n, nil)
 	}
 	e.pending = nil
 	e.ready = true
