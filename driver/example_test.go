@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -164,4 +165,52 @@ func ExampleInlineMessageHandler() {
 	}
 	_ = nub.TerminateSync(ctx)
 	// Output: media changed
+}
+
+// lineWriter is an inline handler that leaves its output to the fan-out's
+// batch: the batch's lines go out together, as a server's notifications
+// go out in one system call.
+type lineWriter struct{ name string }
+
+type lines struct{ out []string }
+
+func (l *lines) FlushBatch() {
+	slices.Sort(l.out) // the clients' order is not set
+	fmt.Println(strings.Join(l.out, "; "))
+}
+
+func (w *lineWriter) Message(_ *driver.Service, m driver.Message) error {
+	if m.Type != driver.MessageDriverDefined {
+		return nil
+	}
+	line := fmt.Sprintf("%s: %v", w.name, m.Data)
+	if m.Batch == nil { // from the mailbox: write at once
+		fmt.Println(line)
+		return nil
+	}
+	l := m.Batch.Join("lines", func() driver.BatchFlusher { return &lines{} }).(*lines)
+	l.out = append(l.out, line)
+	return nil
+}
+
+func (*lineWriter) MessageInline() {}
+
+// ExampleBatch: the inline handlers of one fan-out share what they leave
+// to its batch, which MessageClients flushes before it returns.
+func ExampleBatch() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r := driver.NewRegistry()
+	defer r.Close(ctx)
+	nub := r.NewNub("SCSIDevice", "0:0:0:1", driver.NewProperties(nil))
+	_ = r.Publish(nil, nub)
+	for _, name := range []string{"app1", "app2"} {
+		if _, err := r.AttachClient(nub, "LineWriter", name, &lineWriter{name: name}); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+	nub.MessageClients(driver.MessageDriverDefined, "media changed")
+	_ = nub.TerminateSync(ctx)
+	// Output: app1: media changed; app2: media changed
 }
