@@ -1,0 +1,233 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/internal/uring"
+	"github.com/drvkit/drvkit/userclient/wire"
+)
+
+// batchModes are the two ways a fan-out's notifications leave: through
+// io_uring, or a write(2) each (Config.NoIOURing, and where io_uring is
+// unavailable).
+var batchModes = []struct {
+	name string
+	cfg  Config
+}{
+	{"io_uring", Config{}},
+	{"write", Config{NoIOURing: true}},
+}
+
+// requireRingPath checks which way ts's fan-outs went; it skips the
+// io_uring case where the kernel or a seccomp filter refuses io_uring.
+func requireRingPath(t *testing.T, ts *testServer, mode string) {
+	t.Helper()
+	ts.rings.mu.Lock()
+	made, err := ts.rings.made, ts.rings.err
+	ts.rings.mu.Unlock()
+	if mode == "write" {
+		require.Zero(t, made, "a ring was made with io_uring turned off")
+		require.ErrorIs(t, err, errRingsOff)
+		return
+	}
+	if errors.Is(err, uring.ErrNotSupported) {
+		t.Skipf("io_uring unavailable here: %v", err)
+	}
+	require.NoError(t, err)
+	require.Positive(t, made, "no fan-out went through a ring")
+}
+
+// openRaw connects a peer that says hello and opens the test device, and
+// reads nothing until told.
+func openRaw(t *testing.T, ts *testServer) net.Conn {
+	nc := rawDial(t, ts.sock)
+	_, err := nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
+	require.NoError(t, err)
+	return nc
+}
+
+// A fan-out to several peers that read late: their sockets fill in the
+// middle of a batch, so sends in one flush write part of a frame or
+// nothing (EAGAIN), and the rest goes to each connection's queue. Every
+// peer then reads every notification whole, once and in order — through
+// io_uring and through write(2).
+func TestBatchedFanOutKeepsOrderAndFraming(t *testing.T) {
+	for _, mode := range batchModes {
+		t.Run(mode.name, func(t *testing.T) {
+			cfg := mode.cfg
+			cfg.QueueFrames, cfg.QueueBytes = 1<<14, 64<<20
+			ts := newTestServer(t, cfg)
+			const peers, notes = 5, 2000
+			ncs := make([]net.Conn, peers)
+			for i := range ncs {
+				ncs[i] = openRaw(t, ts)
+			}
+			require.Eventually(t, func() bool { return ts.Stats().Sessions == peers }, 10*time.Second, time.Millisecond)
+			tails := ts.tails.Load()
+			for i := range notes {
+				ts.dev.message(scratchPayload(i))
+			}
+			require.Greater(t, ts.tails.Load(), tails, "no socket filled up mid-frame")
+			var wg sync.WaitGroup
+			errs := make(chan error, peers)
+			for p, nc := range ncs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					d := wire.NewDecoder(nc, 0)
+					nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+					for next := 0; next < notes; {
+						f, err := d.ReadFrame()
+						if err != nil {
+							errs <- err
+							return
+						}
+						if !isDriverNote(f) {
+							continue // the welcome, the open reply, others' closes
+						}
+						if string(f.Data) != string(scratchPayload(next)) {
+							errs <- fmt.Errorf("peer %d: notification %d is %.20q", p, next, f.Data)
+							return
+						}
+						next++
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				require.NoError(t, err)
+			}
+			require.Equal(t, peers, ts.Stats().Sessions, "a late reader was dropped")
+			requireRingPath(t, ts, mode.name)
+		})
+	}
+}
+
+// Peers that come and go while fan-outs run: a connection that fails with
+// its write in a batch closes only after the batch's flush gave the write
+// side back, the fan-out never waits for it, the peers that stay get every
+// notification in order, and nothing is left behind (newTestServer's leak
+// check).
+func TestBatchedFanOutWithPeersDying(t *testing.T) {
+	for _, mode := range batchModes {
+		t.Run(mode.name, func(t *testing.T) {
+			cfg := mode.cfg
+			cfg.QueueFrames, cfg.QueueBytes = 1<<14, 64<<20 // the stayers may fall behind
+			ts := newTestServer(t, cfg)
+			const stay, churn, notes = 4, 40, 3000
+			stayers := make([]net.Conn, stay)
+			for i := range stayers {
+				stayers[i] = openRaw(t, ts)
+			}
+			require.Eventually(t, func() bool { return ts.Stats().Sessions == stay }, 10*time.Second, time.Millisecond)
+			// The stayers read as the notifications come.
+			var readers sync.WaitGroup
+			errs := make(chan error, stay)
+			for p, nc := range stayers {
+				readers.Add(1)
+				go func() {
+					defer readers.Done()
+					d := wire.NewDecoder(nc, 0)
+					nc.SetReadDeadline(time.Now().Add(60 * time.Second))
+					for next := 0; next < notes; {
+						f, err := d.ReadFrame()
+						if err != nil {
+							errs <- fmt.Errorf("peer %d after %d: %v", p, next, err)
+							return
+						}
+						if !isDriverNote(f) {
+							continue // the welcome, the open reply, others' closes
+						}
+						if string(f.Data) != string(scratchPayload(next)) {
+							errs <- fmt.Errorf("peer %d: notification %d is %.20q", p, next, f.Data)
+							return
+						}
+						next++
+					}
+				}()
+			}
+			// Others connect, open, and vanish at random moments.
+			stop := make(chan struct{})
+			var churners sync.WaitGroup
+			for range 2 {
+				churners.Add(1)
+				go func() {
+					defer churners.Done()
+					for k := 0; ; k++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						nc := openRaw(t, ts)
+						time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+						nc.Close()
+						if k == churn {
+							return
+						}
+					}
+				}()
+			}
+			for i := range notes {
+				ts.dev.message(scratchPayload(i))
+			}
+			close(stop)
+			churners.Wait()
+			readers.Wait()
+			close(errs)
+			for err := range errs {
+				require.NoError(t, err)
+			}
+			require.Eventually(t, func() bool { return ts.Stats().Sessions == stay }, 10*time.Second, time.Millisecond)
+			requireRingPath(t, ts, mode.name)
+		})
+	}
+}
+
+// The ring pool makes rings as fan-outs need them, up to ringsMax, and
+// none once told why not; rings given back after the server closed are
+// closed.
+func TestRingPool(t *testing.T) {
+	s := &Server{cfg: Config{}}
+	s.cfg.defaults()
+	var p ringPool
+	var got []*uring.Ring
+	for range ringsMax {
+		r := p.get(s)
+		if r == nil {
+			require.ErrorIs(t, p.err, uring.ErrNotSupported)
+			t.Skipf("io_uring unavailable here: %v", p.err)
+		}
+		got = append(got, r)
+	}
+	require.Nil(t, p.get(s), "more rings than ringsMax")
+	p.put(got[0])
+	require.Same(t, got[0], p.get(s), "a ring given back is reused")
+	p.put(got[0])
+	p.close()
+	require.Equal(t, ringsMax-1, p.made, "the free ring was closed")
+	require.Nil(t, p.get(s), "a closed pool made a ring")
+	for _, r := range got[1:] {
+		p.put(r) // closed on the way back
+	}
+	require.Zero(t, p.made)
+
+	off := ringPool{err: errRingsOff}
+	require.Nil(t, off.get(s))
+	require.Zero(t, off.made)
+}
+
+// isDriverNote reports whether f is a notification the test device sent.
+func isDriverNote(f wire.Frame) bool {
+	return f.Type == wire.TypeNotification && bytes.Contains(f.Control, []byte(`"type":"`+string(driverMsgType)+`"`))
+}
