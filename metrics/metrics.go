@@ -304,6 +304,9 @@ var (
 		"Connections ended by the frame or the idle timeout.", nil, nil)
 	descCoalesced = prometheus.NewDesc("drvkit_userclient_notifications_coalesced_total",
 		"ServiceWasClosed notifications merged into one already queued for the same handle.", nil, nil)
+	descFanoutWrites = prometheus.NewDesc("drvkit_userclient_fanout_writes_total",
+		"Notifications of fan-outs (a driver's message to its clients) by how they were written: io_uring (many per system call) or write (one each: io_uring off or unavailable, a lone client, every ring busy).",
+		[]string{"path"}, nil)
 	descOpens = prometheus.NewDesc("drvkit_userclient_opens_total",
 		"Services opened by applications.", nil, nil)
 	descDeaths = prometheus.NewDesc("drvkit_userclient_deaths_total",
@@ -410,6 +413,8 @@ func (c *Collector) collectClients(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(st.Refused))
 		ch <- prometheus.MustNewConstMetric(descTimeouts, prometheus.CounterValue, float64(st.Timeouts))
 		ch <- prometheus.MustNewConstMetric(descCoalesced, prometheus.CounterValue, float64(st.Coalesced))
+		ch <- prometheus.MustNewConstMetric(descFanoutWrites, prometheus.CounterValue, float64(st.FanoutRing), "io_uring")
+		ch <- prometheus.MustNewConstMetric(descFanoutWrites, prometheus.CounterValue, float64(st.FanoutWrite), "write")
 	}
 	ch <- prometheus.MustNewConstMetric(descOpens, prometheus.CounterValue, float64(c.opens.Load()))
 	ch <- prometheus.MustNewConstMetric(descDeaths, prometheus.CounterValue, float64(c.deaths.Load()))

@@ -150,7 +150,7 @@ func (f fakeBundles) BundleStats() []metrics.Bundle { return f }
 func TestCollectorLifecycle(t *testing.T) {
 	leaktest.Check(t)
 	ue := &fakeUevents{st: hotplug.Stats{Received: 9, NotKernel: 2, NoCreds: 1, NotRoot: 3, Malformed: 4, Overflows: 5, Resynced: 6}}
-	cl := &fakeClients{st: server.Stats{Conns: 2, Sessions: 3, Refused: 7, Timeouts: 8, Coalesced: 9}}
+	cl := &fakeClients{st: server.Stats{Conns: 2, Sessions: 3, Refused: 7, Timeouts: 8, Coalesced: 9, FanoutRing: 10, FanoutWrite: 11}}
 	rg := newRig(t, metrics.Config{Uevents: ue, Clients: cl, Refcount: true,
 		Bundles: fakeBundles{{Driver: "hidbundle", Starts: 3, Crashes: 2, Disables: 1}}})
 	rg.plug(t, "2-1", 0x1234)
@@ -180,6 +180,8 @@ func TestCollectorLifecycle(t *testing.T) {
 	require.Equal(t, 7.0, f.Value("drvkit_userclient_connections_refused_total"))
 	require.Equal(t, 8.0, f.Value("drvkit_userclient_timeouts_total"))
 	require.Equal(t, 9.0, f.Value("drvkit_userclient_notifications_coalesced_total"))
+	require.Equal(t, 10.0, f.Value("drvkit_userclient_fanout_writes_total", "path=io_uring"))
+	require.Equal(t, 11.0, f.Value("drvkit_userclient_fanout_writes_total", "path=write"))
 	require.Equal(t, 2.0, f.Value("drvkit_userclient_opens_total"))
 	require.Equal(t, 1.0, f.Value("drvkit_userclient_deaths_total"))
 	require.Equal(t, 2.0, f.Value("drvkit_refcount_live_objects", "class=USBDevice"))

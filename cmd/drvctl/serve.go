@@ -68,6 +68,7 @@ type serveOptions struct {
 	stateDir     string
 	usbHold      bool
 	directCalls  bool
+	ioURing      bool
 	sysfs        string // "" is /sys; tests point it elsewhere
 	personality  personalityFlags
 	observe      observeOptions
@@ -98,6 +99,7 @@ func setupServe(fs *flag.FlagSet, e *env) func([]string) error {
 	fs.DurationVar(&o.termTimeout, "terminate-timeout", 10*time.Second, "how long drvctl terminate waits for the service's free (a `duration`, 10ms to 24h)")
 	fs.DurationVar(&o.closeTimeout, "shutdown-timeout", 15*time.Second, "how long shutdown waits for every service to be freed")
 	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` for what must outlive the daemon: the journal of kernel drivers it detached, re-attached at the next start if it was killed (with --sim also the simulated kernel's bindings); empty: no journal")
+	fs.BoolVar(&o.ioURing, "io-uring", true, "send a driver's notification to many applications through io_uring, one system call per 64 (the daemon falls back to a write(2) each, and logs why, where the kernel or a seccomp filter refuses io_uring); false: always a write(2) each")
 	fs.BoolVar(&o.directCalls, "direct-calls", true, "let an application's calls to a bundle's driver go straight to the driver's process, on a call channel the daemon hands over (Go SDK bundles); false: every call goes through the daemon, which then sees and bounds each one")
 	fs.BoolVar(&o.usbHold, "usb-hold", true, "keep the kernel's drivers off the USB interfaces a loaded personality will claim (interface authorization: a stick usbstorage takes never shows as /dev/sdX); its state is in --state-dir, else "+defaultHoldDir+"; false: claim by detaching the kernel's driver, after it bound. Real hardware only")
 	fs.Var(&o.personality, "personality", "register a driver of the table for the devices a match selects, repeatable: `name=N,driver=D,KEY=VALUE...[,score=S]`; "+
@@ -400,6 +402,7 @@ func serve(ctx context.Context, o serveOptions, stderr io.Writer, ready func(*da
 	d.srv, err = server.Listen(&daemonBackend{RegistryBackend: server.NewRegistryBackend(d.reg), hub: d.hub, policy: d.policy, sessions: d.observer.userClientHooks()}, server.Config{
 		Path: o.socket, Mode: socketMode(o), GID: o.socketGroup, Policy: policy, Admin: d.admin, Log: log, Limits: o.limits.l,
 		NoDirectCalls: !o.directCalls,
+		NoIOURing:     !o.ioURing,
 		OnDisconnect: func(c userclient.Cred, reason error) {
 			log.Debug("client disconnected", "pid", c.PID, "uid", c.UID, "reason", reason)
 		},

@@ -50,7 +50,9 @@ func (sb *sendBatch) FlushBatch() {
 		for _, c := range conns {
 			c.writeDirect(c.scratch, true)
 		}
+		sb.srv.fanoutWrite.Add(int64(len(conns)))
 	} else {
+		sb.srv.fanoutRing.Add(int64(len(conns)))
 		for len(conns) > 0 {
 			n := 0
 			for _, c := range conns {

@@ -226,6 +226,8 @@ type Server struct {
 
 	// A fan-out's notifications go out together (sendbatch.go).
 	rings        ringPool
+	fanoutRing   atomic.Int64 // Stats.FanoutRing
+	fanoutWrite  atomic.Int64 // Stats.FanoutWrite
 	sendBatches  sync.Pool
 	newSendBatch func() driver.BatchFlusher
 }
@@ -267,6 +269,11 @@ type Stats struct {
 	// reading went on in its standby goroutine or, for a call not expected
 	// to block, in one the inline watch started (see serveInline).
 	Handovers int64
+	// FanoutRing and FanoutWrite count the notifications of fan-outs
+	// (a driver's message to its clients) written through io_uring, many
+	// per system call, and with a write(2) each (io_uring off or
+	// unavailable, a lone client, or every ring busy).
+	FanoutRing, FanoutWrite int64
 }
 
 // Listen creates the socket and starts serving b.
@@ -330,7 +337,8 @@ func (s *Server) Stats() Stats {
 	n := len(s.conns)
 	s.mu.Unlock()
 	return Stats{Conns: n, Sessions: int(s.sessions.Load()), Refused: s.refused.Load(),
-		Timeouts: s.timeouts.Load(), Coalesced: s.coalesce.Load(), Handovers: s.handover.Load()}
+		Timeouts: s.timeouts.Load(), Coalesced: s.coalesce.Load(), Handovers: s.handover.Load(),
+		FanoutRing: s.fanoutRing.Load(), FanoutWrite: s.fanoutWrite.Load()}
 }
 
 // Close stops accepting, ends every connection (each session gets
