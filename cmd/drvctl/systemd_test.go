@@ -108,13 +108,14 @@ func TestSystemdUnit(t *testing.T) {
 }
 
 // The unit confines the daemon: only the capabilities it needs (the
-// comment in the unit says why each), a system-service syscall filter, an
+// comment in the unit says why each), a system-service syscall filter
+// (and io_uring's two calls, for fan-outs), an
 // owner-only umask, resource bounds; and systemd's own assessment, where
 // the machine has systemd-analyze, rates it OK (2.5 with systemd 252).
 func TestSystemdUnitHardening(t *testing.T) {
 	u := unitFile(t)
 	require.Equal(t, []string{"CAP_SYS_RAWIO CAP_NET_ADMIN CAP_CHOWN"}, u["CapabilityBoundingSet"])
-	require.Equal(t, []string{"@system-service"}, u["SystemCallFilter"])
+	require.Equal(t, []string{"@system-service", "io_uring_setup io_uring_enter"}, u["SystemCallFilter"])
 	require.Equal(t, []string{"0077"}, u["UMask"])
 	for _, k := range []string{"LimitNOFILE", "TasksMax", "MemoryMax"} {
 		require.Len(t, u[k], 1, k)

@@ -126,6 +126,12 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 // compares the process's CPU time over the two kinds of round (the work
 // per notification, steadier than latency on a loaded machine).
 //
+// The server sends a fan-out through io_uring, 64 writes per system call,
+// where the kernel allows; so, in a third kind of round, does a ring
+// floor: the same plain program writing through io_uring the same way.
+// x-ring-floor-p50 and x-ring-floor-p99 compare with it: what drvkit costs
+// beyond the plain program that uses the same kernel interface.
+//
 // The application reads its notifications as an application would: from
 // Handle.Notifications() in a goroutine of its own (untraced, traced), or
 // in a handler the client's reading goroutine calls
@@ -145,9 +151,10 @@ func BenchmarkNotificationFanout(b *testing.B) {
 	}
 }
 
-// fanoutOnlyEnv, set to "real" or "floor", makes the fan-out benchmark
-// run that kind of round alone, with no ratio: a loop for perf record or
-// perf stat to compare with the other kind's (docs/performance.md).
+// fanoutOnlyEnv, set to "real", "floor" or "ring" (the ring floor), makes
+// the fan-out benchmark run that kind of round alone, with no ratio: a
+// loop for perf record or perf stat to compare with another kind's
+// (docs/performance.md).
 const fanoutOnlyEnv = "DRVKIT_FANOUT_ONLY"
 
 // fanoutRounds is the fewest rounds of each kind a fan-out benchmark
@@ -201,6 +208,7 @@ func fanout(b *testing.B, handler bool) {
 		}()
 	}
 	floor := newFanoutFloor(b, clients)
+	only := os.Getenv(fanoutOnlyEnv)
 	lat := make([]time.Duration, 0, b.N)
 	flat := make([]time.Duration, 0, b.N)
 	// The process's CPU time over each kind of round: the work a
@@ -227,10 +235,15 @@ func fanout(b *testing.B, handler bool) {
 	floorRound := func(frame []byte) {
 		timed(&fcpu, func() { flat = append(flat, floor.send(b, frame)) })
 	}
+	var rlat []time.Duration
+	ringRound := func(frame []byte) {
+		if floor.ring != nil && only == "" {
+			rlat = append(rlat, floor.sendRing(b, frame))
+		}
+	}
 	// At least fanoutRounds of each kind, so that p99 is not the slowest
 	// round or two: slow rounds come from outside the process.
 	rounds := max(b.N, fanoutRounds)
-	only := os.Getenv(fanoutOnlyEnv)
 	b.ResetTimer()
 	for i := 0; i < rounds; i++ {
 		data := fmt.Appendf(nil, "%d", i)
@@ -242,13 +255,24 @@ func fanout(b *testing.B, handler bool) {
 		case only == "floor":
 			floorRound(frame)
 			continue
+		case only == "ring" && floor.ring != nil:
+			timed(&fcpu, func() { flat = append(flat, floor.sendRing(b, frame)) })
+			continue
 		}
-		if i%2 == 0 {
+		// Each kind of round goes first, second and third in turn.
+		switch i % 3 {
+		case 0:
 			real(data)
 			floorRound(frame)
-		} else {
+			ringRound(frame)
+		case 1:
 			floorRound(frame)
+			ringRound(frame)
 			real(data)
+		default:
+			ringRound(frame)
+			real(data)
+			floorRound(frame)
 		}
 	}
 	b.StopTimer()
@@ -275,6 +299,12 @@ func fanout(b *testing.B, handler bool) {
 	b.ReportMetric(float64(f99.Microseconds()), "floor-p99-µs")
 	b.ReportMetric(float64(p50)/float64(f50), "x-floor-p50")
 	b.ReportMetric(float64(p99)/float64(f99), "x-floor-p99")
+	if len(rlat) > 0 {
+		r50, r99 := percentile(rlat, 0.50), percentile(rlat, 0.99)
+		b.ReportMetric(float64(r50.Microseconds()), "ring-floor-p50-µs")
+		b.ReportMetric(float64(p50)/float64(r50), "x-ring-floor-p50")
+		b.ReportMetric(float64(p99)/float64(r99), "x-ring-floor-p99")
+	}
 }
 
 func mean(d []time.Duration) time.Duration {

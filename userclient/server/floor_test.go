@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/drvkit/drvkit/internal/uring"
 )
 
 // The physical floors of the socket benchmarks: plain Go programs doing
@@ -91,6 +93,11 @@ type fanoutFloor struct {
 	r       []*net.UnixConn
 	got     sync.WaitGroup
 	readers sync.WaitGroup
+
+	// The same writes through io_uring, 64 per system call, as the
+	// server's fan-out writes them: nil where io_uring is unavailable.
+	ring *uring.Ring
+	wfd  []int
 }
 
 func newFanoutFloor(t testing.TB, n int) *fanoutFloor {
@@ -111,8 +118,39 @@ func newFanoutFloor(t testing.TB, n int) *fanoutFloor {
 		for i := range f.r {
 			f.r[i].Close()
 		}
+		if f.ring != nil {
+			f.ring.Close()
+		}
 	})
+	if r, err := uring.New(ringEntries); err == nil {
+		f.ring = r
+		for _, w := range f.w {
+			rc, err := w.SyscallConn()
+			require.NoError(t, err)
+			require.NoError(t, rc.Control(func(fd uintptr) { f.wfd = append(f.wfd, int(fd)) }))
+		}
+	}
 	return f
+}
+
+// sendRing is send through io_uring, ringEntries sockets per system call.
+func (f *fanoutFloor) sendRing(t testing.TB, frame []byte) time.Duration {
+	f.got.Add(len(f.wfd))
+	start := time.Now()
+	for i := 0; i < len(f.wfd); i += ringEntries {
+		for _, fd := range f.wfd[i:min(len(f.wfd), i+ringEntries)] {
+			f.ring.Send(fd, frame, uint64(fd))
+		}
+		if err := f.ring.Flush(func(fd uint64, n int, err error) {
+			if n != len(frame) {
+				t.Fatalf("ring floor: socket %d took %d of %d bytes: %v", fd, n, len(frame), err)
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.got.Wait()
+	return time.Since(start)
 }
 
 func (f *fanoutFloor) read(c *net.UnixConn) {
