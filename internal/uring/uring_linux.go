@@ -246,13 +246,16 @@ func (r *Ring) Flush(done func(user uint64, n int, err error)) error {
 	return err
 }
 
-// Close releases the ring.
+var errClosed = errors.New("ring closed")
+
+// Close releases the ring; it refuses sends from then on.
 func (r *Ring) Close() error {
 	if r.fd < 0 {
 		return nil
 	}
 	err := errors.Join(syscall.Munmap(r.sqeMem), syscall.Munmap(r.ringMem), syscall.Close(r.fd))
 	r.fd = -1
+	r.broken = errClosed
 	if err != nil {
 		return &OpError{Op: "close", Err: err}
 	}

@@ -127,3 +127,45 @@ func TestFlushEmpty(t *testing.T) {
 	r := newRing(t, 8)
 	require.NoError(t, r.Flush(func(uint64, int, error) { t.Fatal("nothing was queued") }))
 }
+
+// A ring whose io_uring_enter fails (here its descriptor is gone) reports
+// every queued send not sent, exactly once, refuses more, and says why.
+func TestFlushBroken(t *testing.T) {
+	r := newRing(t, 8)
+	w, _ := socketPair(t)
+	for i := range 3 {
+		require.True(t, r.Send(w, []byte("x"), uint64(i)))
+	}
+	fd := r.fd
+	require.NoError(t, syscall.Close(fd))
+	r.fd = -1 // so that the cleanup's Close does not close a reused number
+	got := map[uint64]result{}
+	err := r.Flush(func(user uint64, n int, err error) {
+		_, dup := got[user]
+		require.False(t, dup)
+		got[user] = result{n, err}
+	})
+	var oe *OpError
+	require.ErrorAs(t, err, &oe)
+	require.ErrorIs(t, err, syscall.EBADF)
+	require.Len(t, got, 3)
+	for _, res := range got {
+		require.ErrorIs(t, res.err, ErrNotSent)
+	}
+	require.False(t, r.Send(w, []byte("x"), 9), "a broken ring took a send")
+	require.Error(t, r.Flush(func(uint64, int, error) { t.Fatal("nothing was queued") }))
+	require.NoError(t, syscall.Munmap(r.sqeMem))
+	require.NoError(t, syscall.Munmap(r.ringMem))
+}
+
+func TestClosedRingRefuses(t *testing.T) {
+	r, err := New(4)
+	if errors.Is(err, ErrNotSupported) {
+		t.Skip(err)
+	}
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+	require.NoError(t, r.Close(), "a second Close")
+	w, _ := socketPair(t)
+	require.False(t, r.Send(w, []byte("x"), 0))
+}

@@ -46,37 +46,41 @@ func (sb *sendBatch) FlushBatch() {
 	if len(conns) >= ringMin {
 		r = sb.srv.rings.get(sb.srv)
 	}
-	if r == nil {
+	for r != nil && len(conns) > 0 {
+		n, sent := 0, 0
 		for _, c := range conns {
-			c.writeDirect(c.scratch, true)
-		}
-		sb.srv.fanoutWrite.Add(int64(len(conns)))
-	} else {
-		sb.srv.fanoutRing.Add(int64(len(conns)))
-		for len(conns) > 0 {
-			n := 0
-			for _, c := range conns {
-				if err := faultinject.At(faultinject.Write, nil); err != nil {
-					c.wroteDirect(c.scratch, 0, err, true)
-				} else if !r.Send(c.wfd, c.scratch, uint64(n)) {
-					break // the ring is full: send what it holds first
-				}
-				n++
+			if err := faultinject.At(faultinject.Write, nil); err != nil {
+				c.wroteDirect(c.scratch, 0, err, true)
+			} else if r.Send(c.wfd, c.scratch, uint64(n)) {
+				sent++
+			} else {
+				break // the ring is full: send what it holds first
 			}
-			batch := conns[:n]
-			_ = r.Flush(func(i uint64, n int, err error) {
-				c := batch[i]
-				switch {
-				case errors.Is(err, uring.ErrNotSent), err == syscall.EINTR:
-					c.writeDirect(c.scratch, true) // nothing was written
-				default:
-					c.wroteDirect(c.scratch, n, err, true)
-				}
-			})
-			conns = conns[n:]
+			n++
 		}
+		if n == 0 {
+			break // an empty ring refused a send: it broke, write the rest
+		}
+		batch := conns[:n]
+		_ = r.Flush(func(i uint64, n int, err error) {
+			c := batch[i]
+			switch {
+			case errors.Is(err, uring.ErrNotSent), err == syscall.EINTR:
+				c.writeDirect(c.scratch, true) // nothing was written
+			default:
+				c.wroteDirect(c.scratch, n, err, true)
+			}
+		})
+		sb.srv.fanoutRing.Add(int64(sent))
+		conns = conns[n:]
+	}
+	if r != nil {
 		sb.srv.rings.put(r)
 	}
+	for _, c := range conns {
+		c.writeDirect(c.scratch, true)
+	}
+	sb.srv.fanoutWrite.Add(int64(len(conns)))
 	clear(sb.conns)
 	sb.conns = sb.conns[:0]
 	sb.srv.sendBatches.Put(sb)
