@@ -61,6 +61,13 @@ func benchRegistry(b *testing.B) *driver.Registry {
 		New:   func() driver.Driver { return benchDriver{} }}); err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { // or TestMain's leak check fails the run
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := r.Close(ctx); err != nil {
+			b.Error(err)
+		}
+	})
 	return r
 }
 
