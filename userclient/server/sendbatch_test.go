@@ -77,35 +77,12 @@ func TestBatchedFanOutKeepsOrderAndFraming(t *testing.T) {
 				ts.dev.message(scratchPayload(i))
 			}
 			require.Greater(t, ts.tails.Load(), tails, "no socket filled up mid-frame")
-			var wg sync.WaitGroup
 			errs := make(chan error, peers)
 			for p, nc := range ncs {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					d := wire.NewDecoder(nc, 0)
-					nc.SetReadDeadline(time.Now().Add(30 * time.Second))
-					for next := 0; next < notes; {
-						f, err := d.ReadFrame()
-						if err != nil {
-							errs <- err
-							return
-						}
-						if !isDriverNote(f) {
-							continue // the welcome, the open reply, others' closes
-						}
-						if string(f.Data) != string(scratchPayload(next)) {
-							errs <- fmt.Errorf("peer %d: notification %d is %.20q", p, next, f.Data)
-							return
-						}
-						next++
-					}
-				}()
+				go func() { errs <- readNotes(nc, p, notes, 30*time.Second) }()
 			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				require.NoError(t, err)
+			for range peers {
+				require.NoError(t, <-errs)
 			}
 			require.Equal(t, peers, ts.Stats().Sessions, "a late reader was dropped")
 			requireRingPath(t, ts, mode.name)
@@ -131,30 +108,9 @@ func TestBatchedFanOutWithPeersDying(t *testing.T) {
 			}
 			require.Eventually(t, func() bool { return ts.Stats().Sessions == stay }, 10*time.Second, time.Millisecond)
 			// The stayers read as the notifications come.
-			var readers sync.WaitGroup
 			errs := make(chan error, stay)
 			for p, nc := range stayers {
-				readers.Add(1)
-				go func() {
-					defer readers.Done()
-					d := wire.NewDecoder(nc, 0)
-					nc.SetReadDeadline(time.Now().Add(60 * time.Second))
-					for next := 0; next < notes; {
-						f, err := d.ReadFrame()
-						if err != nil {
-							errs <- fmt.Errorf("peer %d after %d: %v", p, next, err)
-							return
-						}
-						if !isDriverNote(f) {
-							continue // the welcome, the open reply, others' closes
-						}
-						if string(f.Data) != string(scratchPayload(next)) {
-							errs <- fmt.Errorf("peer %d: notification %d is %.20q", p, next, f.Data)
-							return
-						}
-						next++
-					}
-				}()
+				go func() { errs <- readNotes(nc, p, notes, 60*time.Second) }()
 			}
 			// Others connect, open, and vanish at random moments.
 			stop := make(chan struct{})
@@ -183,10 +139,8 @@ func TestBatchedFanOutWithPeersDying(t *testing.T) {
 			}
 			close(stop)
 			churners.Wait()
-			readers.Wait()
-			close(errs)
-			for err := range errs {
-				require.NoError(t, err)
+			for range stay {
+				require.NoError(t, <-errs)
 			}
 			require.Eventually(t, func() bool { return ts.Stats().Sessions == stay }, 10*time.Second, time.Millisecond)
 			requireRingPath(t, ts, mode.name)
@@ -230,4 +184,26 @@ func TestRingPool(t *testing.T) {
 // isDriverNote reports whether f is a notification the test device sent.
 func isDriverNote(f wire.Frame) bool {
 	return f.Type == wire.TypeNotification && bytes.Contains(f.Control, []byte(`"type":"`+string(driverMsgType)+`"`))
+}
+
+// readNotes reads from peer p's connection until it has the test
+// device's first n notifications, checking that each is whole and in
+// order (scratchPayload).
+func readNotes(nc net.Conn, p, n int, timeout time.Duration) error {
+	d := wire.NewDecoder(nc, 0)
+	nc.SetReadDeadline(time.Now().Add(timeout))
+	for next := 0; next < n; {
+		f, err := d.ReadFrame()
+		if err != nil {
+			return fmt.Errorf("peer %d after %d notifications: %w", p, next, err)
+		}
+		if !isDriverNote(f) {
+			continue // the welcome, the open reply, others' closes
+		}
+		if string(f.Data) != string(scratchPayload(next)) {
+			return fmt.Errorf("peer %d: notification %d is %.20q", p, next, f.Data)
+		}
+		next++
+	}
+	return nil
 }
