@@ -64,18 +64,20 @@ func (sb *sendBatch) FlushBatch() {
 		batch := conns[:n]
 		_ = r.Flush(func(i uint64, n int, err error) {
 			c := batch[i]
-			switch {
-			case errors.Is(err, uring.ErrNotSent), err == syscall.EINTR:
-				c.writeDirect(c.scratch, true) // nothing was written
-			default:
-				c.wroteDirect(c.scratch, n, err, true)
+			if err != nil && err != syscall.EAGAIN {
+				// Nothing was written (a dead peer, a send the ring
+				// did not run or this kernel refuses): write(2) says
+				// what the error is, or sends it after all.
+				c.writeDirect(c.scratch, true)
+				return
 			}
+			c.wroteDirect(c.scratch, n, err, true)
 		})
 		sb.srv.fanoutRing.Add(int64(sent))
 		conns = conns[n:]
 	}
 	if r != nil {
-		sb.srv.rings.put(r)
+		sb.srv.rings.put(sb.srv, r)
 	}
 	for _, c := range conns {
 		c.writeDirect(c.scratch, true)
@@ -129,8 +131,10 @@ func (p *ringPool) get(s *Server) *uring.Ring {
 	return r
 }
 
-// put gives r back, or closes it when the server is closed or r broke.
-func (p *ringPool) put(r *uring.Ring) {
+// put gives r back, or closes it when the server is closed or r broke. A
+// ring that broke (io_uring_enter refused: a seccomp filter that allows
+// the setup only, say) ends the pool's use of io_uring.
+func (p *ringPool) put(s *Server, r *uring.Ring) {
 	err := r.Flush(func(uint64, int, error) {}) // nothing queued: reports a broken ring
 	p.mu.Lock()
 	if !p.closed && err == nil {
@@ -139,6 +143,10 @@ func (p *ringPool) put(r *uring.Ring) {
 		return
 	}
 	p.made--
+	if err != nil && p.err == nil {
+		p.err = err
+		s.cfg.Log.Info("notifications are written one write(2) each", "reason", err.Error())
+	}
 	p.mu.Unlock()
 	r.Close()
 }

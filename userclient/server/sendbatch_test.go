@@ -165,14 +165,14 @@ func TestRingPool(t *testing.T) {
 		got = append(got, r)
 	}
 	require.Nil(t, p.get(s), "more rings than ringsMax")
-	p.put(got[0])
+	p.put(s, got[0])
 	require.Same(t, got[0], p.get(s), "a ring given back is reused")
-	p.put(got[0])
+	p.put(s, got[0])
 	p.close()
 	require.Equal(t, ringsMax-1, p.made, "the free ring was closed")
 	require.Nil(t, p.get(s), "a closed pool made a ring")
 	for _, r := range got[1:] {
-		p.put(r) // closed on the way back
+		p.put(s, r) // closed on the way back
 	}
 	require.Zero(t, p.made)
 
