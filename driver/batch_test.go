@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -152,6 +153,78 @@ func TestMessageClientsBatchNotForLater(t *testing.T) {
 	require.NoError(t, <-attached)
 	require.Eventually(t, func() bool { return len(b.seen()) == 1 }, 10*time.Second, time.Millisecond)
 	require.Equal(t, []bool{false}, b.seen(), "the later delivery carried the fan-out's batch")
+	require.NoError(t, nub.TerminateSync(ctxT(t)))
+	e.quiet()
+}
+
+// orderLog records, in order, what a fan-out did to prefetching clients.
+type orderLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (l *orderLog) add(e string) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+type prefetchClient struct {
+	name string
+	log  *orderLog
+}
+
+func (p *prefetchClient) PrefetchMessage() uintptr { p.log.add("prefetch " + p.name); return 0 }
+
+func (p *prefetchClient) Message(_ *driver.Service, m driver.Message) error {
+	if m.Type == driver.MessageDriverDefined {
+		p.log.add("message " + p.name)
+	}
+	return nil
+}
+
+func (*prefetchClient) MessageInline() {}
+
+var _ driver.MessagePrefetcher = (*prefetchClient)(nil)
+
+// A fan-out prefetches each chunk of up to 64 inline clients before it
+// delivers to them: 100 clients are two chunks, each client is prefetched
+// once and before its message, and every message of a chunk comes after
+// all of that chunk's prefetches.
+func TestMessageClientsPrefetch(t *testing.T) {
+	e := newEnv(t)
+	nub := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
+	require.NoError(t, e.r.Publish(nil, nub))
+	log := &orderLog{}
+	const clients = 100
+	for i := range clients {
+		_, err := e.r.AttachClient(nub, "PrefetchClient", fmt.Sprint(i), &prefetchClient{name: fmt.Sprint(i), log: log})
+		require.NoError(t, err)
+	}
+	nub.MessageClients(driver.MessageDriverDefined, 1)
+	log.mu.Lock()
+	events := slices.Clone(log.events)
+	log.mu.Unlock()
+	require.Len(t, events, 2*clients)
+	// Two chunks: 64 prefetches, 64 messages, 36 prefetches, 36 messages.
+	for i, e := range events {
+		want := "prefetch "
+		if i >= 64 && i < 128 || i >= 164 {
+			want = "message "
+		}
+		require.True(t, strings.HasPrefix(e, want), "event %d is %q", i, e)
+	}
+	for _, chunk := range [][]string{events[:128], events[128:]} {
+		half := len(chunk) / 2
+		pre, msg := slices.Clone(chunk[:half]), slices.Clone(chunk[half:])
+		for i := range pre {
+			pre[i] = strings.TrimPrefix(pre[i], "prefetch ")
+			msg[i] = strings.TrimPrefix(msg[i], "message ")
+		}
+		slices.Sort(pre)
+		slices.Sort(msg)
+		require.Equal(t, pre, msg, "a chunk delivered to clients it did not prefetch")
+	}
 	require.NoError(t, nub.TerminateSync(ctxT(t)))
 	e.quiet()
 }

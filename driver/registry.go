@@ -78,6 +78,18 @@ type InlineMessageHandler interface {
 	MessageInline()
 }
 
+// MessagePrefetcher is an InlineMessageHandler that can load what its
+// Message will touch ahead of it. A fan-out calls PrefetchMessage for up
+// to 64 clients in a row, then delivers to them: the loads of different
+// clients overlap, where the deliveries (which take locks) would miss on
+// each client's memory in turn. PrefetchMessage must not lock, block or
+// write; it reads fields that do not change (or atomically) and returns
+// anything computed from them, which is thrown away.
+type MessagePrefetcher interface {
+	InlineMessageHandler
+	PrefetchMessage() uintptr
+}
+
 // Method is a named operation a user client calls on a driver.
 type Method func(ctx context.Context, s *Service, in []byte) ([]byte, error)
 

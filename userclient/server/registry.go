@@ -232,12 +232,13 @@ type userClient struct {
 	svc    *driver.Service
 	notify func(userclient.Notification)
 	to     *entry // the server's, which notify delivers to: called directly
-	// label names the session's reference on svc in leak reports and
-	// drvctl why: "userclient pid 4242 uid 1000 (scsiapp)".
-	label string
 
 	once           sync.Once
 	removeInterest func()
+	// label names the session's reference on svc in leak reports and
+	// drvctl why: "userclient pid 4242 uid 1000 (scsiapp)". Next to nmu:
+	// PrefetchMessage reads it to load nmu's line (it never changes).
+	label string
 
 	// Two mailboxes feed the application: the client's own (terminated,
 	// requesting close) and the target's interest (other clients closed
@@ -323,7 +324,28 @@ var (
 	_ Session                     = (*userClient)(nil)
 	_ DirectSession               = (*userClient)(nil)
 	_ driver.InlineMessageHandler = (*userClient)(nil)
+	_ driver.MessagePrefetcher    = (*userClient)(nil)
 )
+
+// PrefetchMessage loads what Message touches: the user client's
+// notification fields, its entry and its connection's write side (fields
+// set before the first message, or atomics).
+func (u *userClient) PrefetchMessage() uintptr {
+	var v uintptr
+	v += uintptr(len(u.label)) // the line of nmu and lastType
+	e := u.to
+	if e == nil {
+		return v
+	}
+	if e.readyFast.Load() {
+		v++
+	}
+	c := e.c
+	if c.dead.Load() { // the line of qmu and writing
+		v++
+	}
+	return v + uintptr(c.wfd)
+}
 
 // MessageInline: Message never blocks (a notification is written if the
 // socket takes it at once, queued otherwise, and a client that lets its
