@@ -62,7 +62,7 @@ func (sb *sendBatch) FlushBatch() {
 			break // an empty ring refused a send: it broke, write the rest
 		}
 		batch := conns[:n]
-		_ = r.Flush(func(i uint64, n int, err error) {
+		_ = r.Flush(func(i uint64, wrote int, err error) {
 			c := batch[i]
 			if err != nil && err != syscall.EAGAIN {
 				// Nothing was written (a dead peer, a send the ring
@@ -71,7 +71,7 @@ func (sb *sendBatch) FlushBatch() {
 				c.writeDirect(c.scratch, true)
 				return
 			}
-			c.wroteDirect(c.scratch, n, err, true)
+			c.wroteDirect(c.scratch, wrote, err, true)
 		})
 		sb.srv.fanoutRing.Add(int64(sent))
 		conns = conns[n:]
