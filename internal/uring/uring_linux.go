@@ -246,6 +246,14 @@ func (r *Ring) Flush(done func(user uint64, n int, err error)) error {
 	return err
 }
 
+// Break makes r refuse sends and Flush report err, as a ring whose
+// io_uring_enter failed does: for tests of a caller's fallback.
+func (r *Ring) Break(err error) {
+	if r.broken == nil {
+		r.broken = err
+	}
+}
+
 var errClosed = errors.New("ring closed")
 
 // Close releases the ring; it refuses sends from then on.

@@ -18,3 +18,6 @@ func (*Ring) Flush(done func(user uint64, n int, err error)) error { return nil 
 
 // Close does nothing.
 func (*Ring) Close() error { return nil }
+
+// Break does nothing.
+func (*Ring) Break(error) {}

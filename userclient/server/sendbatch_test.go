@@ -207,3 +207,39 @@ func readNotes(nc net.Conn, p, n int, timeout time.Duration) error {
 	}
 	return nil
 }
+
+// A ring that breaks is not used again: the fan-out that finds its ring
+// refusing sends writes every notification with write(2), and the
+// server's later fan-outs do so too, without trying another ring.
+func TestBrokenRingFallsBackToWrite(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	const peers = 6
+	ncs := make([]net.Conn, peers)
+	for i := range ncs {
+		ncs[i] = openRaw(t, ts)
+	}
+	require.Eventually(t, func() bool { return ts.Stats().Sessions == peers }, 10*time.Second, time.Millisecond)
+	errs := make(chan error, peers)
+	for p, nc := range ncs {
+		go func() { errs <- readNotes(nc, p, 3, 30*time.Second) }()
+	}
+	ts.dev.message(scratchPayload(0)) // makes the ring
+	requireRingPath(t, ts, "io_uring")
+	ts.rings.mu.Lock()
+	require.Len(t, ts.rings.free, 1)
+	ts.rings.free[0].Break(errors.New("test: broken"))
+	ts.rings.mu.Unlock()
+	before := ts.Stats()
+	ts.dev.message(scratchPayload(1)) // the broken ring refuses: write(2)
+	ts.dev.message(scratchPayload(2)) // no ring any more
+	for range peers {
+		require.NoError(t, <-errs)
+	}
+	after := ts.Stats()
+	require.Equal(t, before.FanoutRing, after.FanoutRing, "a broken ring sent")
+	require.Equal(t, int64(2*peers), after.FanoutWrite-before.FanoutWrite)
+	ts.rings.mu.Lock()
+	defer ts.rings.mu.Unlock()
+	require.Zero(t, ts.rings.made, "the broken ring was kept")
+	require.EqualError(t, ts.rings.err, "test: broken")
+}
