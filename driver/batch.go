@@ -5,7 +5,7 @@ import "sync"
 // Batch is the part of a fan-out that its inline handlers leave to the
 // end. MessageClients hands one, in Message.Batch, to every
 // InlineMessageHandler it calls on its own goroutine, and flushes it on
-// that goroutine before it returns — every batchMax deliveries of a big
+// that goroutine before it returns — every 64 deliveries of a big
 // fan-out, so the first clients do not wait for the last. A user client
 // puts its socket write there, and the server then sends the whole
 // batch's notifications with one system call.
