@@ -98,9 +98,7 @@ func TestFanOutBurstNeverDropsBystanders(t *testing.T) {
 // it reads when it reads again, ahead of what was still queued.
 func TestDroppedNonReaderGetsTheReason(t *testing.T) {
 	ts := newTestServer(t, Config{QueueFrames: 64, QueueBytes: 256 << 10})
-	nc := rawDial(t, ts.sock)
-	_, err := nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
-	require.NoError(t, err)
+	nc := openRaw(t, ts)
 	require.Eventually(t, func() bool { return ts.Stats().Sessions == 1 }, 10*time.Second, time.Millisecond)
 	payload := bytes.Repeat([]byte("n"), 8<<10)
 	for ts.Stats().Sessions == 1 {
@@ -121,9 +119,7 @@ func TestDroppedNonReaderGetsTheReason(t *testing.T) {
 // stays ahead of it).
 func TestDirectWritesKeepFraming(t *testing.T) {
 	ts := newTestServer(t, Config{QueueBytes: 4 << 20})
-	nc := rawDial(t, ts.sock)
-	_, err := nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
-	require.NoError(t, err)
+	nc := openRaw(t, ts)
 	require.Eventually(t, func() bool { return ts.Stats().Sessions == 1 }, 10*time.Second, time.Millisecond)
 	// Past the socket buffer (about 200 KiB) at once, and in sizes that
 	// end anywhere in a page.
@@ -176,9 +172,7 @@ func scratchPayload(i int) []byte {
 // and every ping's reply.
 func TestScratchWritesKeepOrderAndFraming(t *testing.T) {
 	ts := newTestServer(t, Config{QueueFrames: 1 << 14, QueueBytes: 64 << 20})
-	nc := rawDial(t, ts.sock)
-	_, err := nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
-	require.NoError(t, err)
+	nc := openRaw(t, ts)
 	require.Eventually(t, func() bool { return ts.Stats().Sessions == 1 }, 10*time.Second, time.Millisecond)
 	tails := ts.tails.Load()
 
@@ -240,9 +234,7 @@ func TestScratchWritesKeepOrderAndFraming(t *testing.T) {
 // every notification, in order, and stays connected.
 func TestScratchFanOutDropsOnlyTheNonReader(t *testing.T) {
 	ts := newTestServer(t, Config{QueueFrames: 64, QueueBytes: 256 << 10})
-	nc := rawDial(t, ts.sock)
-	_, err := nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
-	require.NoError(t, err)
+	nc := openRaw(t, ts)
 	require.Eventually(t, func() bool { return ts.Stats().Sessions == 1 }, 10*time.Second, time.Millisecond)
 
 	got := make(chan []byte, 1)
@@ -285,9 +277,7 @@ func TestScratchFanOutDropsOnlyTheNonReader(t *testing.T) {
 // the descriptor still takes the frame meanwhile.
 func TestWriterClosesOnlyAfterDirectWrite(t *testing.T) {
 	ts := newTestServer(t, Config{})
-	nc := rawDial(t, ts.sock)
-	_, err := nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
-	require.NoError(t, err)
+	nc := openRaw(t, ts)
 	require.Eventually(t, func() bool { return ts.Stats().Sessions == 1 }, 10*time.Second, time.Millisecond)
 	c := ts.onlyConn(t)
 	require.GreaterOrEqual(t, c.wfd, 0)

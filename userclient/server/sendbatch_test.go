@@ -46,15 +46,6 @@ func requireRingPath(t *testing.T, ts *testServer, mode string) {
 	require.Positive(t, made, "no fan-out went through a ring")
 }
 
-// openRaw connects a peer that says hello and opens the test device, and
-// reads nothing until told.
-func openRaw(t *testing.T, ts *testServer) net.Conn {
-	nc := rawDial(t, ts.sock)
-	_, err := nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
-	require.NoError(t, err)
-	return nc
-}
-
 // A fan-out to several peers that read late: their sockets fill in the
 // middle of a batch, so sends in one flush write part of a frame or
 // nothing (EAGAIN), and the rest goes to each connection's queue. Every

@@ -210,6 +210,15 @@ func mustFrame(t testing.TB, f wire.Frame) []byte {
 	return b
 }
 
+// openRaw connects a peer that says hello and opens the test device, and
+// reads nothing until told.
+func openRaw(t testing.TB, ts *testServer) net.Conn {
+	nc := rawDial(t, ts.sock)
+	_, err := nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
+	require.NoError(t, err)
+	return nc
+}
+
 func rawFrame(t testing.TB, typ wire.MsgType, id uint64, ctl string, data []byte) []byte {
 	return mustFrame(t, wire.Frame{Type: typ, ID: id, Control: []byte(ctl), Data: data})
 }
@@ -343,9 +352,7 @@ func TestNeverReadingClientIsDisconnected(t *testing.T) {
 	}()
 
 	// The bad client opens and then never reads again.
-	nc := rawDial(t, ts.sock)
-	_, err = nc.Write(append(rawFrame(t, wire.TypeHello, 1, helloJSON, nil), rawFrame(t, wire.TypeOpen, 2, `{"match":{"class":"TestDevice"}}`, nil)...))
-	require.NoError(t, err)
+	openRaw(t, ts) // closed at cleanup
 	require.Eventually(t, func() bool { return ts.Stats().Sessions == 2 }, 10*time.Second, time.Millisecond)
 
 	payload := bytes.Repeat([]byte("n"), 8<<10)
