@@ -246,6 +246,10 @@ func (r *Ring) Flush(done func(user uint64, n int, err error)) error {
 	return err
 }
 
+// Err reports why r refuses sends (it broke, or is closed); nil while it
+// takes them.
+func (r *Ring) Err() error { return r.broken }
+
 // Break makes r refuse sends and Flush report err, as a ring whose
 // io_uring_enter failed does: for tests of a caller's fallback.
 func (r *Ring) Break(err error) {

@@ -19,5 +19,8 @@ func (*Ring) Flush(done func(user uint64, n int, err error)) error { return nil 
 // Close does nothing.
 func (*Ring) Close() error { return nil }
 
+// Err reports ErrNotSupported.
+func (*Ring) Err() error { return ErrNotSupported }
+
 // Break does nothing.
 func (*Ring) Break(error) {}

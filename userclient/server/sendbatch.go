@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"log/slog"
 	"sync"
 	"syscall"
 
@@ -44,7 +45,7 @@ func (sb *sendBatch) FlushBatch() {
 	conns := sb.conns
 	var r *uring.Ring
 	if len(conns) >= ringMin {
-		r = sb.srv.rings.get(sb.srv)
+		r = sb.srv.rings.get()
 	}
 	for r != nil && len(conns) > 0 {
 		n, sent := 0, 0
@@ -77,7 +78,7 @@ func (sb *sendBatch) FlushBatch() {
 		conns = conns[n:]
 	}
 	if r != nil {
-		sb.srv.rings.put(sb.srv, r)
+		sb.srv.rings.put(r)
 	}
 	for _, c := range conns {
 		c.writeDirect(c.scratch, true)
@@ -92,6 +93,7 @@ func (sb *sendBatch) FlushBatch() {
 // fan-out under way, up to ringsMax; a fan-out that finds none free
 // writes as before.
 type ringPool struct {
+	log    *slog.Logger
 	mu     sync.Mutex
 	free   []*uring.Ring
 	made   int
@@ -107,7 +109,7 @@ const (
 // errRingsOff is the rings' error when Config.NoIOURing turns them off.
 var errRingsOff = errors.New("turned off by the configuration")
 
-func (p *ringPool) get(s *Server) *uring.Ring {
+func (p *ringPool) get() *uring.Ring {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.err != nil || p.closed {
@@ -123,8 +125,7 @@ func (p *ringPool) get(s *Server) *uring.Ring {
 	}
 	r, err := uring.New(ringEntries)
 	if err != nil {
-		p.err = err
-		s.cfg.Log.Info("notifications are written one write(2) each", "reason", err.Error())
+		p.stopLocked(err)
 		return nil
 	}
 	p.made++
@@ -134,21 +135,27 @@ func (p *ringPool) get(s *Server) *uring.Ring {
 // put gives r back, or closes it when the server is closed or r broke. A
 // ring that broke (io_uring_enter refused: a seccomp filter that allows
 // the setup only, say) ends the pool's use of io_uring.
-func (p *ringPool) put(s *Server, r *uring.Ring) {
-	err := r.Flush(func(uint64, int, error) {}) // nothing queued: reports a broken ring
+func (p *ringPool) put(r *uring.Ring) {
 	p.mu.Lock()
-	if !p.closed && err == nil {
+	if err := r.Err(); err != nil {
+		p.stopLocked(err)
+	} else if !p.closed {
 		p.free = append(p.free, r)
 		p.mu.Unlock()
 		return
 	}
 	p.made--
-	if err != nil && p.err == nil {
-		p.err = err
-		s.cfg.Log.Info("notifications are written one write(2) each", "reason", err.Error())
-	}
 	p.mu.Unlock()
 	r.Close()
+}
+
+// stopLocked ends the pool's use of io_uring, saying why once; p.mu is
+// held.
+func (p *ringPool) stopLocked(err error) {
+	if p.err == nil {
+		p.err = err
+		p.log.Info("notifications are written one write(2) each", "reason", err.Error())
+	}
 }
 
 func (p *ringPool) close() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -143,32 +144,30 @@ func TestBatchedFanOutWithPeersDying(t *testing.T) {
 // none once told why not; rings given back after the server closed are
 // closed.
 func TestRingPool(t *testing.T) {
-	s := &Server{cfg: Config{}}
-	s.cfg.defaults()
-	var p ringPool
+	p := ringPool{log: slog.New(slog.DiscardHandler)}
 	var got []*uring.Ring
 	for range ringsMax {
-		r := p.get(s)
+		r := p.get()
 		if r == nil {
 			require.ErrorIs(t, p.err, uring.ErrNotSupported)
 			t.Skipf("io_uring unavailable here: %v", p.err)
 		}
 		got = append(got, r)
 	}
-	require.Nil(t, p.get(s), "more rings than ringsMax")
-	p.put(s, got[0])
-	require.Same(t, got[0], p.get(s), "a ring given back is reused")
-	p.put(s, got[0])
+	require.Nil(t, p.get(), "more rings than ringsMax")
+	p.put(got[0])
+	require.Same(t, got[0], p.get(), "a ring given back is reused")
+	p.put(got[0])
 	p.close()
 	require.Equal(t, ringsMax-1, p.made, "the free ring was closed")
-	require.Nil(t, p.get(s), "a closed pool made a ring")
+	require.Nil(t, p.get(), "a closed pool made a ring")
 	for _, r := range got[1:] {
-		p.put(s, r) // closed on the way back
+		p.put(r) // closed on the way back
 	}
 	require.Zero(t, p.made)
 
 	off := ringPool{err: errRingsOff}
-	require.Nil(t, off.get(s))
+	require.Nil(t, off.get())
 	require.Zero(t, off.made)
 }
 

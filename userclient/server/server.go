@@ -293,6 +293,7 @@ func Listen(b Backend, cfg Config) (*Server, error) {
 	s := &Server{backend: b, cfg: cfg, ln: ln, conns: make(map[*conn]struct{}), perUID: make(map[uint32]*user),
 		inflight: make(chan struct{}, cfg.Limits.MaxInflightTotal)}
 	s.newSendBatch = s.makeSendBatch
+	s.rings.log = s.cfg.Log
 	if cfg.NoIOURing {
 		s.rings.err = errRingsOff
 	}
