@@ -233,3 +233,51 @@ func TestBrokenRingFallsBackToWrite(t *testing.T) {
 	require.Zero(t, ts.rings.made, "the broken ring was kept")
 	require.EqualError(t, ts.rings.err, "test: broken")
 }
+
+// One application holds the device open 100 times on one connection, as
+// a multipath tool holds a LUN through each path: within one fan-out the
+// first of its user clients takes the connection's write side for the
+// batch, and the other 99 queue behind it. Every handle gets every
+// notification, in order, through io_uring and through write(2).
+func TestBatchedFanOutManyHandlesOneConnection(t *testing.T) {
+	for _, mode := range batchModes {
+		t.Run(mode.name, func(t *testing.T) {
+			cfg := mode.cfg
+			cfg.QueueFrames, cfg.QueueBytes = 1<<16, 64<<20
+			ts := newTestServer(t, cfg)
+			const handles, notes = 100, 300
+			nc := rawDial(t, ts.sock)
+			req := rawFrame(t, wire.TypeHello, 1, helloJSON, nil)
+			for i := range handles {
+				req = append(req, rawFrame(t, wire.TypeOpen, uint64(2+i), `{"match":{"class":"TestDevice"}}`, nil)...)
+			}
+			_, err := nc.Write(req)
+			require.NoError(t, err)
+			other := openRaw(t, ts) // a second connection: the batch has two
+			require.Eventually(t, func() bool { return ts.Stats().Sessions == handles+1 }, 10*time.Second, time.Millisecond)
+			done := make(chan error, 1)
+			go func() { done <- readNotes(other, 0, notes, 30*time.Second) }()
+			for i := range notes {
+				ts.dev.message(scratchPayload(i))
+			}
+			next := map[uint64]int{} // by handle: the next notification it must get
+			d := wire.NewDecoder(nc, 0)
+			nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+			for got := 0; got < handles*notes; {
+				f, err := d.ReadFrame()
+				require.NoError(t, err, "after %d notifications", got)
+				if !isDriverNote(f) {
+					continue
+				}
+				m, err := wire.DecodeNotificationMsg(f.Control, "")
+				require.NoError(t, err)
+				require.Equal(t, string(scratchPayload(next[m.Handle])), string(f.Data), "handle %d", m.Handle)
+				next[m.Handle]++
+				got++
+			}
+			require.Len(t, next, handles)
+			require.NoError(t, <-done)
+			requireRingPath(t, ts, mode.name)
+		})
+	}
+}
