@@ -22,7 +22,6 @@ const (
 
 	enterGetEvents = 1 << 0
 
-	opNop  = 0
 	opSend = 26
 
 	// SUBMIT_ALL: one bad send does not stop the others' submission
@@ -184,9 +183,6 @@ func (r *Ring) Flush(done func(user uint64, n int, err error)) error {
 		for ; head != tail; head++ {
 			c := r.cqes[head&r.cqMask]
 			i := uint32(c.UserData) & r.sqMask
-			if r.done[i] {
-				continue // a NOP that stood in for a send never submitted
-			}
 			r.done[i], r.bufs[i] = true, nil
 			completed++
 			if c.Res < 0 {
@@ -223,15 +219,11 @@ func (r *Ring) Flush(done func(user uint64, n int, err error)) error {
 	if err == nil {
 		return nil
 	}
-	// The ring cannot be trusted any more. What it did not take is made
-	// a no-op (so that nothing ever sends it) and reported not sent; what
-	// it took and did not complete is reported failed.
+	// The ring cannot be trusted any more, and is never entered again:
+	// what it did not take is reported not sent, what it took and did
+	// not complete, failed.
 	r.broken = err
 	submitted := atomic.LoadUint32(r.sqHead) - start
-	for k := start + submitted; k != r.tail; k++ {
-		i := k & r.sqMask
-		r.sqes[i] = sqe{Opcode: opNop, UserData: uint64(i)}
-	}
 	for k := start; k != r.tail; k++ {
 		i := k & r.sqMask
 		if !r.done[i] {
