@@ -8,7 +8,10 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // newRing makes a ring or skips where io_uring is unavailable.
 func newRing(t *testing.T, entries int) *Ring {
