@@ -59,23 +59,13 @@ func TestBatchedFanOutKeepsOrderAndFraming(t *testing.T) {
 			cfg.QueueFrames, cfg.QueueBytes = 1<<14, 64<<20
 			ts := newTestServer(t, cfg)
 			const peers, notes = 5, 2000
-			ncs := make([]net.Conn, peers)
-			for i := range ncs {
-				ncs[i] = openRaw(t, ts)
-			}
-			require.Eventually(t, func() bool { return ts.Stats().Sessions == peers }, 10*time.Second, time.Millisecond)
+			ncs := openPeers(t, ts, peers)
 			tails := ts.tails.Load()
 			for i := range notes {
 				ts.dev.message(scratchPayload(i))
 			}
 			require.Greater(t, ts.tails.Load(), tails, "no socket filled up mid-frame")
-			errs := make(chan error, peers)
-			for p, nc := range ncs {
-				go func() { errs <- readNotes(nc, p, notes, 30*time.Second) }()
-			}
-			for range peers {
-				require.NoError(t, <-errs)
-			}
+			readEach(t, ncs, notes, 30*time.Second)()
 			require.Equal(t, peers, ts.Stats().Sessions, "a late reader was dropped")
 			requireRingPath(t, ts, mode.name)
 		})
@@ -94,16 +84,8 @@ func TestBatchedFanOutWithPeersDying(t *testing.T) {
 			cfg.QueueFrames, cfg.QueueBytes = 1<<14, 64<<20 // the stayers may fall behind
 			ts := newTestServer(t, cfg)
 			const stay, churn, notes = 4, 40, 3000
-			stayers := make([]net.Conn, stay)
-			for i := range stayers {
-				stayers[i] = openRaw(t, ts)
-			}
-			require.Eventually(t, func() bool { return ts.Stats().Sessions == stay }, 10*time.Second, time.Millisecond)
 			// The stayers read as the notifications come.
-			errs := make(chan error, stay)
-			for p, nc := range stayers {
-				go func() { errs <- readNotes(nc, p, notes, 60*time.Second) }()
-			}
+			wait := readEach(t, openPeers(t, ts, stay), notes, 60*time.Second)
 			// Others connect, open, and vanish at random moments.
 			stop := make(chan struct{})
 			var churners sync.WaitGroup
@@ -131,9 +113,7 @@ func TestBatchedFanOutWithPeersDying(t *testing.T) {
 			}
 			close(stop)
 			churners.Wait()
-			for range stay {
-				require.NoError(t, <-errs)
-			}
+			wait()
 			require.Eventually(t, func() bool { return ts.Stats().Sessions == stay }, 10*time.Second, time.Millisecond)
 			requireRingPath(t, ts, mode.name)
 		})
@@ -198,21 +178,40 @@ func readNotes(nc net.Conn, p, n int, timeout time.Duration) error {
 	return nil
 }
 
+// openPeers opens n raw peers on ts (openRaw) and waits until the server
+// serves them all.
+func openPeers(t *testing.T, ts *testServer, n int) []net.Conn {
+	t.Helper()
+	ncs := make([]net.Conn, n)
+	for i := range ncs {
+		ncs[i] = openRaw(t, ts)
+	}
+	require.Eventually(t, func() bool { return ts.Stats().Sessions == n }, 10*time.Second, time.Millisecond)
+	return ncs
+}
+
+// readEach has every peer read the first n notifications (readNotes) in
+// a goroutine of its own; wait fails the test unless all got them.
+func readEach(t *testing.T, ncs []net.Conn, n int, timeout time.Duration) (wait func()) {
+	errs := make(chan error, len(ncs))
+	for p, nc := range ncs {
+		go func() { errs <- readNotes(nc, p, n, timeout) }()
+	}
+	return func() {
+		t.Helper()
+		for range ncs {
+			require.NoError(t, <-errs)
+		}
+	}
+}
+
 // A ring that breaks is not used again: the fan-out that finds its ring
 // refusing sends writes every notification with write(2), and the
 // server's later fan-outs do so too, without trying another ring.
 func TestBrokenRingFallsBackToWrite(t *testing.T) {
 	ts := newTestServer(t, Config{})
 	const peers = 6
-	ncs := make([]net.Conn, peers)
-	for i := range ncs {
-		ncs[i] = openRaw(t, ts)
-	}
-	require.Eventually(t, func() bool { return ts.Stats().Sessions == peers }, 10*time.Second, time.Millisecond)
-	errs := make(chan error, peers)
-	for p, nc := range ncs {
-		go func() { errs <- readNotes(nc, p, 3, 30*time.Second) }()
-	}
+	wait := readEach(t, openPeers(t, ts, peers), 3, 30*time.Second)
 	ts.dev.message(scratchPayload(0)) // makes the ring
 	requireRingPath(t, ts, "io_uring")
 	ts.rings.mu.Lock()
@@ -222,9 +221,7 @@ func TestBrokenRingFallsBackToWrite(t *testing.T) {
 	before := ts.Stats()
 	ts.dev.message(scratchPayload(1)) // the broken ring refuses: write(2)
 	ts.dev.message(scratchPayload(2)) // no ring any more
-	for range peers {
-		require.NoError(t, <-errs)
-	}
+	wait()
 	after := ts.Stats()
 	require.Equal(t, before.FanoutRing, after.FanoutRing, "a broken ring sent")
 	require.Equal(t, int64(2*peers), after.FanoutWrite-before.FanoutWrite)
