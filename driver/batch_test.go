@@ -64,8 +64,7 @@ func (f *logFlusher) FlushBatch() {
 // every client's work is in exactly one flush.
 func TestMessageClientsBatch(t *testing.T) {
 	e := newEnv(t)
-	nub := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
-	require.NoError(t, e.r.Publish(nil, nub))
+	nub := e.nub()
 	log := &batchLog{}
 	const clients = 150
 	for i := range clients {
@@ -139,8 +138,7 @@ func (b *batchSeer) seen() []bool {
 // MessageClients returned.
 func TestMessageClientsBatchNotForLater(t *testing.T) {
 	e := newEnv(t)
-	nub := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
-	require.NoError(t, e.r.Publish(nil, nub))
+	nub := e.nub()
 	b := &batchSeer{started: make(chan struct{}), release: make(chan struct{})}
 	attached := make(chan error, 1)
 	go func() {
@@ -193,8 +191,7 @@ var _ driver.MessagePrefetcher = (*prefetchClient)(nil)
 // all of that chunk's prefetches.
 func TestMessageClientsPrefetch(t *testing.T) {
 	e := newEnv(t)
-	nub := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
-	require.NoError(t, e.r.Publish(nil, nub))
+	nub := e.nub()
 	log := &orderLog{}
 	const clients = 100
 	for i := range clients {

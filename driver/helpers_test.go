@@ -35,6 +35,15 @@ type env struct {
 	log *callLog
 }
 
+// nub publishes a nub of class TestNub named n0, matching no driver, for
+// clients to attach to.
+func (e *env) nub() *driver.Service {
+	e.t.Helper()
+	n := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
+	require.NoError(e.t, e.r.Publish(nil, n))
+	return n
+}
+
 // newEnv returns a registry with a recorder; at cleanup the registry is
 // closed, every service must have been freed, the trace must satisfy the
 // contract and no goroutine may be left.

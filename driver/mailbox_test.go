@@ -21,8 +21,7 @@ import (
 // name the mailbox meanwhile.
 func TestMailboxHoldsServiceThroughTermination(t *testing.T) {
 	e := newEnv(t)
-	nub := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
-	require.NoError(t, e.r.Publish(nil, nub))
+	nub := e.nub()
 	entered, release := make(chan driver.Message, 1), make(chan struct{})
 	remove := nub.AddInterest(func(m driver.Message) {
 		if m.Type == driver.MessageDriverDefined {
@@ -78,8 +77,7 @@ func (r *recorder) Message(_ *driver.Service, m driver.Message) error {
 // registry enqueues them in no set order.
 func TestMessageClientsInOrderPerClient(t *testing.T) {
 	e := newEnv(t)
-	nub := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
-	require.NoError(t, e.r.Publish(nil, nub))
+	nub := e.nub()
 	const clients, msgs = 300, 40
 	recs := make([]*recorder, clients)
 	for i := range recs {
@@ -149,8 +147,7 @@ func (r *recorder) snapshot() []int {
 // pool, and every client gets every message in order.
 func TestMessageClientsInline(t *testing.T) {
 	e := newEnv(t)
-	nub := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
-	require.NoError(t, e.r.Publish(nil, nub))
+	nub := e.nub()
 	const clients, msgs = 100, 20
 	inline := make([]*inlineRecorder, clients)
 	pooled := make([]*recorder, clients)
@@ -261,8 +258,7 @@ func (w *willBlocker) Stop(*driver.Service) { w.stopped.Store(true) }
 // keeps the contract and nothing is left behind.
 func TestMessageClientsInlineClientInCallback(t *testing.T) {
 	e := newEnv(t)
-	nub := e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
-	require.NoError(t, e.r.Publish(nil, nub))
+	nub := e.nub()
 	w := &willBlocker{willEntered: make(chan struct{}), release: make(chan struct{})}
 	c, err := e.r.AttachClient(nub, "InlineClient", "c", w)
 	require.NoError(t, err)
@@ -280,8 +276,7 @@ func TestMessageClientsInlineClientInCallback(t *testing.T) {
 // gatedInlineClient publishes a nub with one inline client, whose first
 // driver-defined message waits for r.gate.
 func gatedInlineClient(t *testing.T, e *env) (nub, c *driver.Service, r *inlineRecorder) {
-	nub = e.r.NewNub("TestNub", "n0", driver.NewProperties(nil))
-	require.NoError(t, e.r.Publish(nil, nub))
+	nub = e.nub()
 	r = &inlineRecorder{gate: make(chan struct{}), entered: make(chan struct{})}
 	c, err := e.r.AttachClient(nub, "InlineClient", "c", r)
 	require.NoError(t, err)
