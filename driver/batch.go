@@ -1,6 +1,11 @@
 package driver
 
-import "sync"
+import (
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+)
 
 // Batch is the part of a fan-out that its inline handlers leave to the
 // end. MessageClients hands one, in Message.Batch, to every
@@ -45,14 +50,24 @@ func (b *Batch) Join(key any, newFlusher func() BatchFlusher) BatchFlusher {
 }
 
 // flush runs and forgets what was deferred, in the order it was first
-// deferred.
-func (b *Batch) flush() {
+// deferred. A flusher that panics is logged, and the others still run: a
+// server's flusher gives back the write sides its clients hold.
+func (b *Batch) flush(log *slog.Logger) {
 	for i := range b.deferred {
 		f := b.deferred[i].f
 		b.deferred[i] = batchEntry{}
-		f.FlushBatch()
+		runFlusher(f, log)
 	}
 	b.deferred = b.deferred[:0]
+}
+
+func runFlusher(f BatchFlusher, log *slog.Logger) {
+	defer func() {
+		if v := recover(); v != nil {
+			log.Error("batch flusher panicked", "flusher", fmt.Sprintf("%T", f), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+	}()
+	f.FlushBatch()
 }
 
 // batchMax is the most inline deliveries between two flushes of a

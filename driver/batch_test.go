@@ -3,6 +3,7 @@ package driver_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -224,4 +225,74 @@ func TestMessageClientsPrefetch(t *testing.T) {
 	}
 	require.NoError(t, nub.TerminateSync(ctxT(t)))
 	e.quiet()
+}
+
+// panickyClient is an inline client whose PrefetchMessage panics, and
+// whose deferred flush panics too.
+type panickyClient struct{}
+
+func (*panickyClient) MessageInline() {}
+
+func (*panickyClient) PrefetchMessage() uintptr { panic("prefetch broke") }
+
+func (c *panickyClient) Message(_ *driver.Service, m driver.Message) error {
+	if m.Type == driver.MessageDriverDefined && m.Batch != nil {
+		m.Batch.Join("panicky", func() driver.BatchFlusher { return panicFlusher{} })
+	}
+	return nil
+}
+
+type panicFlusher struct{}
+
+func (panicFlusher) FlushBatch() { panic("flush broke") }
+
+// A third-party handler whose prefetch or deferred flush panics costs the
+// fan-out nothing else: MessageClients returns, every other client's work
+// is flushed (a server's flusher gives back the write sides its clients
+// hold), and the log says which panicked and how.
+func TestMessageClientsBatchPanics(t *testing.T) {
+	logs := &syncBuffer{}
+	e := newEnv(t, driver.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+	nub := e.nub()
+	log := &batchLog{}
+	const clients = 100
+	for i := range clients {
+		var impl any = &batchClient{name: fmt.Sprint(i), key: "k", log: log}
+		if i%10 == 0 {
+			impl = &panickyClient{}
+		}
+		_, err := e.r.AttachClient(nub, "BatchClient", fmt.Sprint(i), impl)
+		require.NoError(t, err)
+	}
+	require.NotPanics(t, func() { nub.MessageClients(driver.MessageDriverDefined, "m") })
+	var sent int
+	log.mu.Lock()
+	for _, f := range log.flushes {
+		sent += len(f)
+	}
+	log.mu.Unlock()
+	require.Equal(t, clients-clients/10, sent, "every other client's work flushed")
+	out := logs.String()
+	require.Contains(t, out, "prefetch broke")
+	require.Contains(t, out, "flush broke")
+	require.NoError(t, nub.TerminateSync(ctxT(t)))
+	e.quiet()
+}
+
+// syncBuffer is a log's output, written by any goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

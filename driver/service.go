@@ -788,17 +788,30 @@ func (s *Service) MessageClients(t MessageType, data any) {
 		// without a lock: the clients' memory went cold since the loop
 		// above, and the CPU overlaps these misses, where the deliveries'
 		// locks would take them one at a time.
-		var touched uintptr
-		for _, c := range chunk {
-			touched += c.prefetchDelivery()
-		}
-		runtime.KeepAlive(touched)
+		runtime.KeepAlive(prefetchChunk(chunk))
 		for _, c := range chunk {
 			c.deliverClaimed(d)
 		}
-		b.flush()
+		b.flush(r.log)
 	}
 	batches.Put(b)
+}
+
+// prefetchChunk runs prefetchDelivery for each of chunk. A handler's
+// PrefetchMessage that panics is logged and ends the prefetch, nothing
+// else: the chunk's mailboxes are claimed, and only their deliveries
+// release them.
+func prefetchChunk(chunk []*Service) (touched uintptr) {
+	var c *Service
+	defer func() {
+		if v := recover(); v != nil {
+			c.reg.log.Error("client's PrefetchMessage panicked", "service", c.describe(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+	}()
+	for _, c = range chunk {
+		touched += c.prefetchDelivery()
+	}
+	return touched
 }
 
 // prefetchDelivery loads, without locking, what a delivery to s touches:
