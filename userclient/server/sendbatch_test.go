@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -235,14 +236,19 @@ func TestBrokenRingFallsBackToWrite(t *testing.T) {
 // a multipath tool holds a LUN through each path: within one fan-out the
 // first of its user clients takes the connection's write side for the
 // batch, and the other 99 queue behind it. Every handle gets every
-// notification, in order, through io_uring and through write(2).
+// notification, in order, through io_uring and through write(2). (The
+// 99 are written by the connection's writer; a fan-out that finds it still
+// writing queues the connection's frames too, so the first fan-outs are
+// paced for the io_uring case to be seen on a loaded machine.)
 func TestBatchedFanOutManyHandlesOneConnection(t *testing.T) {
 	for _, mode := range batchModes {
 		t.Run(mode.name, func(t *testing.T) {
 			cfg := mode.cfg
 			cfg.QueueFrames, cfg.QueueBytes = 1<<16, 64<<20
 			ts := newTestServer(t, cfg)
-			const handles, notes = 100, 300
+			// The first paced fan-outs wait for the handles to have theirs;
+			// the rest go as fast as the server takes them.
+			const handles, notes, paced = 100, 300, 50
 			nc := rawDial(t, ts.sock)
 			req := rawFrame(t, wire.TypeHello, 1, helloJSON, nil)
 			for i := range handles {
@@ -250,28 +256,63 @@ func TestBatchedFanOutManyHandlesOneConnection(t *testing.T) {
 			}
 			_, err := nc.Write(req)
 			require.NoError(t, err)
+			// Every open answered before the fan-outs: a connection whose
+			// writer still has replies to write takes no direct write,
+			// and so no part in a batch.
+			d := wire.NewDecoder(nc, 0)
+			nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+			for replies := 0; replies < handles; {
+				f, err := d.ReadFrame()
+				require.NoError(t, err, "after %d open replies", replies)
+				if f.Type == wire.TypeReply {
+					replies++
+				}
+			}
 			other := openRaw(t, ts) // a second connection: the batch has two
 			require.Eventually(t, func() bool { return ts.Stats().Sessions == handles+1 }, 10*time.Second, time.Millisecond)
 			done := make(chan error, 1)
 			go func() { done <- readNotes(other, 0, notes, 30*time.Second) }()
+			// The handles' notifications are read as they come, so that
+			// the connection's socket does not fill and queue them all.
+			next := map[uint64]int{} // by handle: the next notification it must get
+			read := make(chan error, 1)
+			var progress atomic.Int64
+			go func() {
+				for got := 0; got < handles*notes; {
+					f, err := d.ReadFrame()
+					if err != nil {
+						read <- fmt.Errorf("after %d notifications: %w", got, err)
+						return
+					}
+					if !isDriverNote(f) {
+						continue
+					}
+					m, err := wire.DecodeNotificationMsg(f.Control, "")
+					if err != nil {
+						read <- err
+						return
+					}
+					if want := string(scratchPayload(next[m.Handle])); want != string(f.Data) {
+						read <- fmt.Errorf("handle %d: notification %d is %.20q", m.Handle, next[m.Handle], f.Data)
+						return
+					}
+					next[m.Handle]++
+					got++
+					progress.Store(int64(got))
+				}
+				read <- nil
+			}()
 			for i := range notes {
 				ts.dev.message(scratchPayload(i))
-			}
-			next := map[uint64]int{} // by handle: the next notification it must get
-			d := wire.NewDecoder(nc, 0)
-			nc.SetReadDeadline(time.Now().Add(30 * time.Second))
-			for got := 0; got < handles*notes; {
-				f, err := d.ReadFrame()
-				require.NoError(t, err, "after %d notifications", got)
-				if !isDriverNote(f) {
-					continue
+				if i < paced {
+					// Until the handles have it: the connection's writer,
+					// which wrote the 99 behind the first, is then idle,
+					// and the next fan-out's first handle writes directly,
+					// in the batch with the other connection.
+					require.Eventually(t, func() bool { return progress.Load() == int64(handles*(i+1)) }, 30*time.Second, 50*time.Microsecond)
 				}
-				m, err := wire.DecodeNotificationMsg(f.Control, "")
-				require.NoError(t, err)
-				require.Equal(t, string(scratchPayload(next[m.Handle])), string(f.Data), "handle %d", m.Handle)
-				next[m.Handle]++
-				got++
 			}
+			require.NoError(t, <-read)
 			require.Len(t, next, handles)
 			require.NoError(t, <-done)
 			requireRingPath(t, ts, mode.name)
