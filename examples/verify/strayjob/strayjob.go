@@ -139,22 +139,24 @@ func (d *Driver) refresh(ctx context.Context, s *driver.Service, _ []byte) ([]by
 	return nil, nil
 }
 
-// queue hands j to the worker.
+// queue hands j to the worker. The job keeps its owner alive from here
+// until it has run, as an IOKit driver retains what it hands to another
+// thread; its free hook drops that reference.
 func (d *Driver) queue(s *driver.Service, j *job) {
 	j.owner = s
+	s.TaggedRetain(j) // BUG: released by the free hook, which is skipped when the owner died
+	j.free = func() { j.owner.TaggedRelease(j) }
 	select {
 	case d.jobs <- j:
 	default: // queue full: drop it
+		j.free()
 	}
 }
 
-// worker runs the queued jobs, outliving Stop. Each job keeps its owner
-// alive while it runs; its free hook drops that reference.
+// worker runs the queued jobs, outliving Stop.
 func (d *Driver) worker() {
 	defer running.Done()
 	for j := range d.jobs {
-		j.owner.TaggedRetain(j) // BUG: released by the free hook, which is skipped when the owner died
-		j.free = func() { j.owner.TaggedRelease(j) }
 		if err := j.run(context.Background()); err != nil {
 			skipped.Store(j, struct{}{})
 			continue // the owner died (no device, transport closed): no free hook

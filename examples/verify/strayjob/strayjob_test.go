@@ -32,7 +32,7 @@ func TestVerifierFindsStrayJob(t *testing.T) {
 	require.NoError(t, err)
 	line, err := demo.BugLine("strayjob.go", "// BUG:")
 	require.NoError(t, err)
-	require.Contains(t, out, "culprit: github.com/drvkit/drvkit/examples/verify/strayjob.(*Driver).worker "+
+	require.Contains(t, out, "culprit: github.com/drvkit/drvkit/examples/verify/strayjob.(*Driver).queue "+
 		"github.com/drvkit/drvkit/examples/verify/strayjob/strayjob.go:"+strconv.Itoa(line)+"\n", out)
 	require.Contains(t, out, "ErlangDisk#")
 	replay := regexp.MustCompile(`(?m)replay:  (go test .*)$`).FindStringSubmatch(out)
@@ -40,7 +40,7 @@ func TestVerifierFindsStrayJob(t *testing.T) {
 	require.Contains(t, replay[1], "go test ./examples/verify/strayjob -run '^TestVerifierFindsStrayJob$'")
 	again, err := demo.RunReplay(replay[1])
 	require.NoError(t, err)
-	require.Contains(t, again, "culprit: github.com/drvkit/drvkit/examples/verify/strayjob.(*Driver).worker ", again)
+	require.Contains(t, again, "culprit: github.com/drvkit/drvkit/examples/verify/strayjob.(*Driver).queue ", again)
 	require.Contains(t, again, "--- FAIL: TestVerifierFindsStrayJob/replay")
 }
 
