@@ -41,12 +41,15 @@ func TestExplorerReportsLeak(t *testing.T) {
 	require.Contains(t, msg, "leaked by the explorer's self-test")
 }
 
-var unstuck = make(chan struct{})
+// unstuck is made anew by each run of TestExplorerWatchdog (-count=N):
+// a closed one would let the stuck step return at once.
+var unstuck chan struct{}
 
 // stuckHere is where the "stuck" fault waits.
 func stuckHere() { <-unstuck }
 
 func TestExplorerWatchdog(t *testing.T) {
+	unstuck = make(chan struct{})
 	opts := options()
 	opts.Replay = "faults=stuck@stop teardown=unplug io=1ms"
 	opts.RunTimeout = 2 * time.Second
