@@ -136,11 +136,11 @@ func BenchmarkNotificationFanout(b *testing.B) {
 	// (drvctl serve traces every class unless --trace says otherwise).
 	for _, handler := range []bool{false, true} {
 		suffix := map[bool]string{false: "", true: "-handler"}[handler]
-		b.Run("untraced"+suffix, func(b *testing.B) { untraced(b); fanout(b, handler, false) })
+		b.Run("untraced"+suffix, func(b *testing.B) { untraced(b); fanout(b, handler, writeFloor) })
 		b.Run("traced"+suffix, func(b *testing.B) {
 			b.Setenv(refcount.EnvVar, "all")
 			refcount.TraceAll()
-			fanout(b, handler, false)
+			fanout(b, handler, writeFloor)
 		})
 	}
 }
@@ -154,16 +154,42 @@ func BenchmarkNotificationFanout(b *testing.B) {
 func BenchmarkNotificationFanoutRing(b *testing.B) {
 	for _, handler := range []bool{false, true} {
 		suffix := map[bool]string{false: "", true: "-handler"}[handler]
-		b.Run("untraced"+suffix, func(b *testing.B) { untraced(b); fanout(b, handler, true) })
+		b.Run("untraced"+suffix, func(b *testing.B) { untraced(b); fanout(b, handler, ringFloor) })
 		b.Run("traced"+suffix, func(b *testing.B) {
 			b.Setenv(refcount.EnvVar, "all")
 			refcount.TraceAll()
-			fanout(b, handler, true)
+			fanout(b, handler, ringFloor)
 		})
 	}
 }
 
-// fanoutOnlyEnv, set to "real", "floor" or "ring" (the ring floor), makes
+// BenchmarkNotificationFanoutHop is BenchmarkNotificationFanout through
+// Handle.Notifications() against the hop floor: the plain program whose
+// readers each hand the message to a goroutine of its own over a
+// buffered channel, as such an application receives it. x-hop-floor-p50,
+// x-hop-floor-p99 and x-hop-floor-cpu are what drvkit costs beyond the
+// plain program with the same goroutine hand-off; the hand-off's own cost
+// is the hop floor's against BenchmarkNotificationFanout's floor.
+func BenchmarkNotificationFanoutHop(b *testing.B) {
+	b.Run("untraced", func(b *testing.B) { untraced(b); fanout(b, false, hopFloor) })
+	b.Run("traced", func(b *testing.B) {
+		b.Setenv(refcount.EnvVar, "all")
+		refcount.TraceAll()
+		fanout(b, false, hopFloor)
+	})
+}
+
+// floorKind is the plain program a fan-out benchmark measures against.
+type floorKind int
+
+const (
+	writeFloor floorKind = iota // one write(2) per socket, the readers count
+	ringFloor                   // the writes through io_uring, 64 per system call
+	hopFloor                    // write(2), each reader hands over to a goroutine
+)
+
+// fanoutOnlyEnv, set to "real", "floor", "ring" (the ring floor) or "hop"
+// (the hop floor), makes
 // the fan-out benchmark run that kind of round alone, with no ratio: a
 // loop for perf record or perf stat to compare with another kind's
 // (docs/performance.md).
@@ -173,9 +199,8 @@ const fanoutOnlyEnv = "DRVKIT_FANOUT_ONLY"
 // runs: p99 is then the 3rd slowest of 300, not one sample.
 const fanoutRounds = 300
 
-// fanout runs fan-out rounds against the floor, or with ringFloor
-// against the ring floor.
-func fanout(b *testing.B, handler, ringFloor bool) {
+// fanout runs fan-out rounds against the floor of the given kind.
+func fanout(b *testing.B, handler bool, kind floorKind) {
 	const clients = 1000
 	ts := newTestServer(b, Config{Limits: Limits{MaxConns: clients + 8, MaxConnsPerUID: clients + 8, MaxHandlesPerUID: clients + 8}})
 	ctx := context.Background()
@@ -221,8 +246,16 @@ func fanout(b *testing.B, handler, ringFloor bool) {
 			}
 		}()
 	}
-	floor := newFanoutFloor(b, clients)
 	only := os.Getenv(fanoutOnlyEnv)
+	switch only {
+	case "floor":
+		kind = writeFloor
+	case "ring":
+		kind = ringFloor
+	case "hop":
+		kind = hopFloor
+	}
+	floor := newFanoutFloor(b, clients, kind == hopFloor)
 	lat := make([]time.Duration, 0, b.N)
 	flat := make([]time.Duration, 0, b.N)
 	// The process's CPU time over each kind of round: the work a
@@ -247,11 +280,14 @@ func fanout(b *testing.B, handler, ringFloor bool) {
 		})
 	}
 	send, name := floor.send, "floor"
-	if ringFloor || only == "ring" {
+	switch kind {
+	case ringFloor:
 		if floor.ring == nil {
 			b.Skip("io_uring unavailable: no ring floor")
 		}
 		send, name = floor.sendRing, "ring-floor"
+	case hopFloor:
+		name = "hop-floor"
 	}
 	floorRound := func(frame []byte) {
 		timed(&fcpu, func() { flat = append(flat, send(b, frame)) })

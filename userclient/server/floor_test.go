@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drvkit/drvkit/internal/uring"
+	"github.com/drvkit/drvkit/userclient"
+	"github.com/drvkit/drvkit/userclient/wire"
 )
 
 // The physical floors of the socket benchmarks: plain Go programs doing
@@ -88,11 +91,16 @@ func (e *echoFloor) roundTrip(t testing.TB) {
 
 // fanoutFloor writes one frame to n Unix sockets from one goroutine; n
 // reader goroutines each read a whole length-prefixed frame and say so.
+// With hop, each reader instead hands a copy of the frame's payload over a
+// buffered channel to a goroutine of its own, which says so: the plain
+// program an application reading Handle.Notifications() in a goroutine
+// of its own is.
 type fanoutFloor struct {
 	w       []*net.UnixConn
 	r       []*net.UnixConn
 	got     sync.WaitGroup
 	readers sync.WaitGroup
+	hop     bool
 
 	// The same writes through io_uring, 64 per system call, as the
 	// server's fan-out writes them: nil where io_uring is unavailable.
@@ -100,9 +108,9 @@ type fanoutFloor struct {
 	wfd  []int
 }
 
-func newFanoutFloor(t testing.TB, n int) *fanoutFloor {
+func newFanoutFloor(t testing.TB, n int, hop bool) *fanoutFloor {
 	ln, path := floorSocket(t)
-	f := &fanoutFloor{}
+	f := &fanoutFloor{hop: hop}
 	for range n {
 		c, s := floorPair(t, ln, path)
 		f.w = append(f.w, s)
@@ -155,6 +163,20 @@ func (f *fanoutFloor) sendRing(t testing.TB, frame []byte) time.Duration {
 
 func (f *fanoutFloor) read(c *net.UnixConn) {
 	defer f.readers.Done()
+	var app chan []byte
+	if f.hop {
+		// The application's goroutine, with the client's default
+		// buffer; it ends when the reader does.
+		app = make(chan []byte, 128)
+		defer close(app)
+		f.readers.Add(1)
+		go func() {
+			defer f.readers.Done()
+			for range app {
+				f.got.Done()
+			}
+		}()
+	}
 	buf := make([]byte, 4096)
 	have := 0
 	for {
@@ -171,8 +193,12 @@ func (f *fanoutFloor) read(c *net.UnixConn) {
 			if have < size {
 				break
 			}
+			if app != nil {
+				app <- slices.Clone(buf[4:size])
+			} else {
+				f.got.Done()
+			}
 			have = copy(buf, buf[size:have])
-			f.got.Done()
 		}
 	}
 }
@@ -287,4 +313,33 @@ func runFloorChild(role, sock string) int {
 		select {}
 	}
 	return 1
+}
+
+// The benchmarks' ratios are only as good as their floors: each kind
+// delivers every frame to every reader, round after round, and its
+// goroutines end with it (leaktest.Main checks).
+func TestFanoutFloors(t *testing.T) {
+	frame := wire.AppendNotification(nil, 1, userclient.Notification{Type: driverMsgType, Service: 2, Data: []byte("x")})
+	for _, tc := range []struct {
+		name string
+		hop  bool
+		send func(*fanoutFloor) func(testing.TB, []byte) time.Duration
+	}{
+		{"write", false, func(f *fanoutFloor) func(testing.TB, []byte) time.Duration { return f.send }},
+		{"ring", false, func(f *fanoutFloor) func(testing.TB, []byte) time.Duration { return f.sendRing }},
+		{"hop", true, func(f *fanoutFloor) func(testing.TB, []byte) time.Duration { return f.send }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFanoutFloor(t, 50, tc.hop)
+			if tc.name == "ring" && f.ring == nil {
+				t.Skip("io_uring unavailable")
+			}
+			send := tc.send(f)
+			for range 20 {
+				// send returns once every reader (or, with hop, every
+				// reader's goroutine) has counted the frame.
+				require.Positive(t, send(t, frame))
+			}
+		})
+	}
 }
