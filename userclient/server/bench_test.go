@@ -179,15 +179,6 @@ func BenchmarkNotificationFanoutHop(b *testing.B) {
 	})
 }
 
-// floorKind is the plain program a fan-out benchmark measures against.
-type floorKind int
-
-const (
-	writeFloor floorKind = iota // one write(2) per socket, the readers count
-	ringFloor                   // the writes through io_uring, 64 per system call
-	hopFloor                    // write(2), each reader hands over to a goroutine
-)
-
 // fanoutOnlyEnv, set to "real", "floor", "ring" (the ring floor) or "hop"
 // (the hop floor), makes
 // the fan-out benchmark run that kind of round alone, with no ratio: a
@@ -247,15 +238,10 @@ func fanout(b *testing.B, handler bool, kind floorKind) {
 		}()
 	}
 	only := os.Getenv(fanoutOnlyEnv)
-	switch only {
-	case "floor":
-		kind = writeFloor
-	case "ring":
-		kind = ringFloor
-	case "hop":
-		kind = hopFloor
+	if k, ok := map[string]floorKind{"floor": writeFloor, "ring": ringFloor, "hop": hopFloor}[only]; ok {
+		kind = k
 	}
-	floor := newFanoutFloor(b, clients, kind == hopFloor)
+	floor := newFanoutFloor(b, clients, kind)
 	lat := make([]time.Duration, 0, b.N)
 	flat := make([]time.Duration, 0, b.N)
 	// The process's CPU time over each kind of round: the work a
@@ -279,18 +265,12 @@ func fanout(b *testing.B, handler bool, kind floorKind) {
 			lat = append(lat, time.Since(start))
 		})
 	}
-	send, name := floor.send, "floor"
-	switch kind {
-	case ringFloor:
-		if floor.ring == nil {
-			b.Skip("io_uring unavailable: no ring floor")
-		}
-		send, name = floor.sendRing, "ring-floor"
-	case hopFloor:
-		name = "hop-floor"
+	if kind == ringFloor && floor.ring == nil {
+		b.Skip("io_uring unavailable: no ring floor")
 	}
+	name := kind.String()
 	floorRound := func(frame []byte) {
-		timed(&fcpu, func() { flat = append(flat, send(b, frame)) })
+		timed(&fcpu, func() { flat = append(flat, floor.round(b, frame)) })
 	}
 	// At least fanoutRounds of each kind, so that p99 is not the slowest
 	// round or two: slow rounds come from outside the process.

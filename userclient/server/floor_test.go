@@ -89,18 +89,32 @@ func (e *echoFloor) roundTrip(t testing.TB) {
 	}
 }
 
+// floorKind is the plain program a fan-out benchmark measures against.
+type floorKind int
+
+const (
+	writeFloor floorKind = iota // one write(2) per socket, the readers count
+	ringFloor                   // the writes through io_uring, 64 per system call
+	hopFloor                    // write(2), each reader hands over to a goroutine
+)
+
+// String is the kind's name in the benchmarks' metrics.
+func (k floorKind) String() string {
+	return [...]string{writeFloor: "floor", ringFloor: "ring-floor", hopFloor: "hop-floor"}[k]
+}
+
 // fanoutFloor writes one frame to n Unix sockets from one goroutine; n
 // reader goroutines each read a whole length-prefixed frame and say so.
-// With hop, each reader instead hands a copy of the frame's payload over a
-// buffered channel to a goroutine of its own, which says so: the plain
+// The hop floor's readers instead hand a copy of the frame's payload over
+// a buffered channel to a goroutine of their own, which says so: the plain
 // program an application reading Handle.Notifications() in a goroutine
 // of its own is.
 type fanoutFloor struct {
+	kind    floorKind
 	w       []*net.UnixConn
 	r       []*net.UnixConn
 	got     sync.WaitGroup
 	readers sync.WaitGroup
-	hop     bool
 
 	// The same writes through io_uring, 64 per system call, as the
 	// server's fan-out writes them: nil where io_uring is unavailable.
@@ -108,9 +122,9 @@ type fanoutFloor struct {
 	wfd  []int
 }
 
-func newFanoutFloor(t testing.TB, n int, hop bool) *fanoutFloor {
+func newFanoutFloor(t testing.TB, n int, kind floorKind) *fanoutFloor {
 	ln, path := floorSocket(t)
-	f := &fanoutFloor{hop: hop}
+	f := &fanoutFloor{kind: kind}
 	for range n {
 		c, s := floorPair(t, ln, path)
 		f.w = append(f.w, s)
@@ -141,6 +155,15 @@ func newFanoutFloor(t testing.TB, n int, hop bool) *fanoutFloor {
 	return f
 }
 
+// round sends frame as the floor's kind does and waits until every reader
+// has it.
+func (f *fanoutFloor) round(t testing.TB, frame []byte) time.Duration {
+	if f.kind == ringFloor {
+		return f.sendRing(t, frame)
+	}
+	return f.send(t, frame)
+}
+
 // sendRing is send through io_uring, ringEntries sockets per system call.
 func (f *fanoutFloor) sendRing(t testing.TB, frame []byte) time.Duration {
 	f.got.Add(len(f.wfd))
@@ -164,7 +187,7 @@ func (f *fanoutFloor) sendRing(t testing.TB, frame []byte) time.Duration {
 func (f *fanoutFloor) read(c *net.UnixConn) {
 	defer f.readers.Done()
 	var app chan []byte
-	if f.hop {
+	if f.kind == hopFloor {
 		// The application's goroutine, with the client's default
 		// buffer; it ends when the reader does.
 		app = make(chan []byte, 128)
@@ -320,25 +343,16 @@ func runFloorChild(role, sock string) int {
 // goroutines end with it (leaktest.Main checks).
 func TestFanoutFloors(t *testing.T) {
 	frame := wire.AppendNotification(nil, 1, userclient.Notification{Type: driverMsgType, Service: 2, Data: []byte("x")})
-	for _, tc := range []struct {
-		name string
-		hop  bool
-		send func(*fanoutFloor) func(testing.TB, []byte) time.Duration
-	}{
-		{"write", false, func(f *fanoutFloor) func(testing.TB, []byte) time.Duration { return f.send }},
-		{"ring", false, func(f *fanoutFloor) func(testing.TB, []byte) time.Duration { return f.sendRing }},
-		{"hop", true, func(f *fanoutFloor) func(testing.TB, []byte) time.Duration { return f.send }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newFanoutFloor(t, 50, tc.hop)
-			if tc.name == "ring" && f.ring == nil {
+	for _, kind := range []floorKind{writeFloor, ringFloor, hopFloor} {
+		t.Run(kind.String(), func(t *testing.T) {
+			f := newFanoutFloor(t, 50, kind)
+			if kind == ringFloor && f.ring == nil {
 				t.Skip("io_uring unavailable")
 			}
-			send := tc.send(f)
 			for range 20 {
-				// send returns once every reader (or, with hop, every
+				// round returns once every reader (the hop floor: every
 				// reader's goroutine) has counted the frame.
-				require.Positive(t, send(t, frame))
+				require.Positive(t, f.round(t, frame))
 			}
 		})
 	}
